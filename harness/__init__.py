@@ -1,0 +1,1 @@
+"""nkilab.harness: the NKI emulator, checks, performance and energy model, workloads, reports and the `nkilab` CLI."""

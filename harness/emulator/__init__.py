@@ -1,0 +1,1 @@
+"""NumPy emulator of the NKI API (placeholder: filled by the emulator issue)."""

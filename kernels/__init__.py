@@ -1,0 +1,1 @@
+"""nkilab.kernels: the public kernel API."""

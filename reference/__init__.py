@@ -1,0 +1,1 @@
+"""nkilab.reference: float64 NumPy reference implementations and the quantization formats."""
