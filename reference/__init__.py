@@ -1,1 +1,42 @@
-"""nkilab.reference: float64 NumPy reference implementations and the quantization formats."""
+"""nkilab.reference: float64 NumPy reference implementations and the quantization formats.
+
+Each function here defines the semantics the kernels of `nkilab.kernels` are checked against (DESIGN §3).
+"""
+
+from nkilab.reference.attention import attention, visible_keys
+from nkilab.reference.matmul import qmatmul
+from nkilab.reference.paged import build_paged_cache, gather_kv, paged_attention, write_kv_cache
+from nkilab.reference.quant import (
+    FP8_E4M3_MAX,
+    FP8_E4M3FN_MAX,
+    SCHEMES,
+    QuantizedActivation,
+    QuantizedWeight,
+    dequantize_activation,
+    dequantize_weight,
+    pack_int4,
+    quantize_activation,
+    quantize_weight,
+    unpack_int4,
+)
+
+__all__ = [
+    "FP8_E4M3_MAX",
+    "FP8_E4M3FN_MAX",
+    "SCHEMES",
+    "QuantizedActivation",
+    "QuantizedWeight",
+    "attention",
+    "build_paged_cache",
+    "dequantize_activation",
+    "dequantize_weight",
+    "gather_kv",
+    "pack_int4",
+    "paged_attention",
+    "qmatmul",
+    "quantize_activation",
+    "quantize_weight",
+    "unpack_int4",
+    "visible_keys",
+    "write_kv_cache",
+]

@@ -1,0 +1,146 @@
+"""The one comparator: a kernel's output against the float64 reference, FlashAttention style (DESIGN §7).
+
+Rule: max|out - ref64| <= c * max|ref_lowprec - ref64| + floor, where ref_lowprec is the same reference computation
+done naively in the kernel's working precision (the reference's `compute_dtype=`). A kernel may be up to `c` times
+worse than the naive computation in its own precision, never more. NaN/inf where the reference has a finite value
+(or the other way round, or infinities of opposite sign) always fail, whatever the tolerance.
+
+Default floor, per output dtype: FLOOR_ULPS units in the last place of the output dtype at the reference's
+magnitude, i.e. FLOOR_ULPS * eps(out dtype) * max|ref64|. Why: the kernel's output is rounded to its dtype, so even
+an exact kernel is off by up to half an ulp, and the naive run can be error-free by luck (e.g. integer-valued data),
+which would otherwise leave a bound of 0. For float64 outputs two ulps are too tight for a kernel that merely sums
+in another order (error grows ~ n * eps), so float64 gets FLOAT64_FLOOR_REL (1e-12, covering n up to ~4500 terms).
+Pass `floor=` explicitly to override.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import ml_dtypes
+import numpy as np
+
+from nkilab.kernels._adapter import dtype_name, numpy_dtype, to_numpy
+
+FLOOR_ULPS = 2.0  # two ulps of the output dtype at the reference's magnitude (see the module docstring)
+FLOAT64_FLOOR_REL = 1e-12  # float64 outputs: summation-order differences, not rounding, dominate
+MAX_LISTED = 5  # mismatches listed in a report
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """Outcome of `compare`; `str(result)` is the readable report.
+
+    Fields: passed; max_abs_err = max|out - ref64| over finite agreeing positions; max_rel_err and mean_rel_err
+    relative to |ref64| (denominators clamped to eps(out dtype) * max|ref64| so near-zero references do not blow
+    up); bound = c * max|ref_lowprec - ref64| + floor; worst_index = position of max_abs_err (None when empty);
+    message = the report.
+    """
+
+    passed: bool
+    max_abs_err: float
+    max_rel_err: float
+    mean_rel_err: float
+    bound: float
+    worst_index: tuple | None
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def default_floor(out_dtype, ref64: np.ndarray) -> float:
+    """FLOOR_ULPS ulps of `out_dtype` at max|ref64| (FLOAT64_FLOOR_REL relative for float64 outputs)."""
+    dt = numpy_dtype(out_dtype)
+    magnitude = float(np.max(np.abs(ref64[np.isfinite(ref64)]), initial=0.0))
+    if dt == np.float64:
+        return FLOAT64_FLOOR_REL * magnitude
+    return FLOOR_ULPS * _eps(dt) * magnitude
+
+
+def _eps(dt: np.dtype) -> float:
+    """Machine epsilon of a float dtype, ml_dtypes ones (bfloat16, fp8) included."""
+    return float(ml_dtypes.finfo(dt).eps)
+
+
+def _float64(a) -> np.ndarray:
+    return np.asarray(to_numpy(a)).astype(np.float64)
+
+
+def compare(out, ref64, ref_lowprec, *, c: float = 2.0, floor: float | None = None) -> CheckResult:
+    """Check `out` against the float64 reference with the error budget of the naive low-precision run.
+
+    Args:
+        out: kernel output, any float dtype, NumPy or torch.
+        ref64: the reference in float64 (compute_dtype=float64), same shape.
+        ref_lowprec: the reference in the kernel's working precision (compute_dtype=...), same shape.
+        c: allowed multiple of the naive error (DESIGN §7 default 2).
+        floor: absolute slack added to the bound; None = `default_floor(out's dtype, ref64)`.
+
+    Returns:
+        CheckResult (passed, errors, bound, worst_index, message).
+    """
+    out_dtype = dtype_name(out)
+    o, r, lo = _float64(out), _float64(ref64), _float64(ref_lowprec)
+    if o.shape != r.shape or lo.shape != r.shape:
+        msg = f"FAIL shape mismatch: out {o.shape}, ref64 {r.shape}, ref_lowprec {lo.shape}"
+        return CheckResult(False, float("inf"), float("inf"), float("inf"), 0.0, None, msg)
+    floor = default_floor(out_dtype, r) if floor is None else float(floor)
+
+    # Non-finite agreement: both NaN, or the same infinity, is agreement; anything else is a failure.
+    same_nonfinite = (np.isnan(o) & np.isnan(r)) | (np.isinf(o) & np.isinf(r) & (np.sign(o) == np.sign(r)))
+    finite_both = np.isfinite(o) & np.isfinite(r)
+    disagree = ~(same_nonfinite | finite_both)
+
+    abs_err = np.where(finite_both, np.abs(o - r), 0.0)
+    low_ok = np.isfinite(lo) & np.isfinite(r)
+    naive_err = float(np.max(np.abs(lo - r)[low_ok], initial=0.0))
+    bound = c * naive_err + floor
+    magnitude = float(np.max(np.abs(r[np.isfinite(r)]), initial=0.0))
+    denom_floor = max(_eps(numpy_dtype(out_dtype)) * magnitude, np.finfo(np.float64).tiny)
+    rel_err = abs_err / np.maximum(np.abs(np.where(finite_both, r, 0.0)), denom_floor)
+
+    max_abs = float(abs_err.max(initial=0.0))
+    max_rel = float(rel_err.max(initial=0.0))
+    mean_rel = float(rel_err[finite_both].mean()) if finite_both.any() else 0.0
+    worst = tuple(int(i) for i in np.unravel_index(int(np.argmax(abs_err)), abs_err.shape)) if abs_err.size else None
+    passed = bool(max_abs <= bound and not disagree.any())
+
+    lines = [
+        f"{'PASS' if passed else 'FAIL'} out {out_dtype} {o.shape}: max_abs_err={max_abs:.3e} "
+        f"{'<=' if max_abs <= bound else '>'} bound={bound:.3e} (c={c:g} * naive_err={naive_err:.3e} + floor={floor:.3e}); "
+        f"max_rel_err={max_rel:.3e} mean_rel_err={mean_rel:.3e} worst_index={worst}"
+    ]
+    if disagree.any():
+        idx = np.argwhere(disagree)
+        lines.append(f"  {len(idx)} NaN/inf disagreements, first {min(len(idx), MAX_LISTED)}:")
+        lines += [f"    {tuple(int(x) for x in i)}: out={float(o[tuple(i)])!r} ref64={float(r[tuple(i)])!r}" for i in idx[:MAX_LISTED]]
+    over = abs_err > bound
+    if over.any():
+        idx = np.argwhere(over)
+        lines.append(f"  {len(idx)} of {o.size} elements over the bound, first {min(len(idx), MAX_LISTED)}:")
+        lines += [
+            f"    {tuple(int(x) for x in i)}: out={o[tuple(i)]:.6g} ref64={r[tuple(i)]:.6g} err={abs_err[tuple(i)]:.3e}"
+            for i in idx[:MAX_LISTED]
+        ]
+    return CheckResult(passed, max_abs, max_rel, mean_rel, bound, worst, "\n".join(lines))
+
+
+def check_against_reference(out, reference_fn, *args, compute_dtype=None, c: float = 2.0, floor=None, **kwargs):
+    """Run `reference_fn` twice (float64 and the working precision) and `compare` `out` against it.
+
+    Args:
+        out: kernel output (NumPy or torch).
+        reference_fn: a nkilab.reference function taking `compute_dtype=` (attention, paged_attention, qmatmul).
+        *args, **kwargs: the reference's arguments (NumPy; the kernel's inputs, e.g. the *quantized* weight).
+        compute_dtype: working precision of the naive run; None = out's dtype.
+        c, floor: as in `compare`.
+
+    Returns:
+        CheckResult. The naive run's result is rounded to out's dtype, since the kernel's output is too.
+    """
+    out_np = to_numpy(out)
+    working = numpy_dtype(out_np.dtype if compute_dtype is None else compute_dtype)
+    ref64 = reference_fn(*args, compute_dtype=np.float64, **kwargs)
+    ref_low = np.asarray(reference_fn(*args, compute_dtype=working, **kwargs)).astype(out_np.dtype)
+    return compare(out_np, ref64, ref_low, c=c, floor=floor)

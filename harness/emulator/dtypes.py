@@ -1,0 +1,91 @@
+"""NKI dtypes on NumPy/ml_dtypes storage, and the casts every engine applies.
+
+Storage keeps each tensor in its own dtype (ml_dtypes for bfloat16 and fp8, matching the official
+simulator's NKI_PRECISE_FP=1); engines compute in float32 and cast results into the destination
+dtype with round-to-nearest-even (S-RND: RNE is the hardware default). fp32 → integer casts round
+to nearest even and saturate to the destination range (S-RN 0.6.0); NaN becomes 0.
+Float → fp8 casts follow ml_dtypes (RNE; overflow gives inf for e4m3/e5m2 and NaN for e4m3fn) —
+the hardware's fp8 overflow behaviour is not documented, so kernels clamp before casting.
+`tfloat32` is stored as float32 (its 10-bit mantissa only matters inside TensorE).
+"""
+
+from __future__ import annotations
+
+import ml_dtypes
+import numpy as np
+
+float32 = np.dtype(np.float32)
+DTYPES: dict[str, np.dtype] = {
+    "bool": np.dtype(np.bool_),
+    "int8": np.dtype(np.int8),
+    "int16": np.dtype(np.int16),
+    "int32": np.dtype(np.int32),
+    "uint8": np.dtype(np.uint8),
+    "uint16": np.dtype(np.uint16),
+    "uint32": np.dtype(np.uint32),
+    "float16": np.dtype(np.float16),
+    "float32": float32,
+    "tfloat32": float32,
+    "bfloat16": np.dtype(ml_dtypes.bfloat16),
+    "float8_e4m3": np.dtype(ml_dtypes.float8_e4m3),
+    "float8_e4m3fn": np.dtype(ml_dtypes.float8_e4m3fn),
+    "float8_e5m2": np.dtype(ml_dtypes.float8_e5m2),
+}
+_BY_DTYPE = {v: k for k, v in DTYPES.items() if k != "tfloat32"}
+FP8 = frozenset(DTYPES[n] for n in ("float8_e4m3", "float8_e4m3fn", "float8_e5m2"))
+FP32_MIN = float(np.finfo(np.float32).min)  # -3.4028235e38, range_select's on_false value (S-ISA)
+
+
+def to_dtype(dtype) -> np.dtype:
+    """NumPy dtype for an NKI dtype given as a name, a NumPy/ml_dtypes dtype or type, or a torch dtype.
+
+    Raises:
+        TypeError: a dtype NKI has no equivalent of (float64, int64, …).
+    """
+    if isinstance(dtype, str):
+        if dtype in DTYPES:
+            return DTYPES[dtype]
+        raise TypeError(f"dtype: {dtype!r} is not an NKI dtype; use one of {sorted(DTYPES)}")
+    if type(dtype).__module__.startswith("torch"):
+        return to_dtype(str(dtype).removeprefix("torch."))
+    dt = np.dtype(dtype)
+    if dt not in _BY_DTYPE:
+        raise TypeError(f"dtype: {dt} is not an NKI dtype (no float64/int64 on NeuronCores); use one of {sorted(DTYPES)}")
+    return dt
+
+
+def name(dtype: np.dtype) -> str:
+    """NKI name of a storage dtype ("bfloat16", "float8_e4m3", …)."""
+    return _BY_DTYPE[dtype]
+
+
+def is_float(dtype: np.dtype) -> bool:
+    return dtype.kind == "f" or dtype in FP8 or dtype == DTYPES["bfloat16"]
+
+
+def is_int(dtype: np.dtype) -> bool:
+    return dtype.kind in "iub"
+
+
+def to_f32(values: np.ndarray) -> np.ndarray:
+    """values as float32 (exact for every NKI dtype except int32/uint32 beyond 2**24)."""
+    return values if values.dtype == float32 else values.astype(float32)
+
+
+def cast(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Cast engine results (float32, or integers from bit ops) into `dtype` the hardware way.
+
+    Floats: round-to-nearest-even (NumPy / ml_dtypes casts). Integers: RNE then saturation, NaN → 0.
+    """
+    if values.dtype == dtype:
+        return values
+    if dtype.kind == "b":
+        return values != 0
+    if dtype.kind in "iu" and values.dtype.kind == "f":
+        info = np.iinfo(dtype)
+        rounded = np.rint(np.nan_to_num(values.astype(np.float64), nan=0.0))
+        return np.clip(rounded, info.min, info.max).astype(dtype)
+    if dtype.kind in "iu" and values.dtype.kind in "iub":
+        info = np.iinfo(dtype)
+        return np.clip(values.astype(np.int64), info.min, info.max).astype(dtype)
+    return values.astype(dtype)

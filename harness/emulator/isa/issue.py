@@ -1,0 +1,79 @@
+"""What every `nisa` op does around its math: find the run, decide whether to compute, write results,
+record the instruction.
+
+Compute gating: in "full" mode every op computes. In "trace" mode an op computes only when all its
+destinations are integer tensors and all its inputs hold known values — that keeps index tiles
+(block tables, slot mappings, iota ramps) exact for indirect addressing while skipping all float
+math; any other write makes its destination storage unknown (`data = None`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import context, dtypes
+from ..context import RunContext
+from ..tensor import NkiTensor, Place, _strided
+from ..trace import Operand
+
+
+def computes(ctx: RunContext, dsts: tuple, srcs: tuple) -> bool:
+    """Whether this op's values are computed (see module docstring); marks skipped destinations unknown."""
+    if ctx.full:
+        return True
+    known = all(dtypes.is_int(d.dtype) and d.storage.data is not None for d in dsts) and all(
+        s.storage.data is not None for s in srcs if isinstance(s, NkiTensor))
+    if not known:
+        for d in dsts:
+            d.storage.data = None
+    return known
+
+
+def f32(t: NkiTensor) -> np.ndarray:
+    """A tile's values as float32 [P, F] (F = elements per partition)."""
+    return dtypes.to_f32(t.values()).reshape(t.shape[0], -1)
+
+
+def raw(t: NkiTensor) -> np.ndarray:
+    """A tile's values in storage dtype as [P, F]."""
+    return t.values().reshape(t.shape[0], -1)
+
+
+def operand(v, partitions: int) -> np.ndarray | np.float32:
+    """A scalar / (P, 1) operand as float32 broadcastable against [P, F]."""
+    return np.float32(v) if not isinstance(v, NkiTensor) else f32(v).reshape(partitions, 1)
+
+
+def store(dst: NkiTensor, values: np.ndarray) -> None:
+    """Cast engine results into dst's dtype (RNE, saturating ints) and write them; a non-matmul write
+    to PSUM ends those elements' matmul accumulation state."""
+    dst.write(dtypes.cast(values, dst.dtype))
+    st = dst.storage
+    if st.flags is not None:
+        _strided(st.flags, dst.shape, dst.strides, dst.offset)[...] = False
+
+
+def record(ctx: RunContext, engine: str, opcode: str, writes: dict, reads: dict, *, flops: int = 0,
+           attrs: dict | None = None, places: dict | None = None) -> None:
+    """Append the instruction: operands (destinations first) with their footprints and bytes."""
+    places = places or {}
+    ops = []
+    for is_write, group in ((True, writes), (False, reads)):
+        for name, t in group.items():
+            if not isinstance(t, NkiTensor):
+                continue
+            place = places.get(name) or Place(t.offset)
+            ops.append(Operand(name, t.shape, dtypes.name(t.dtype), t.buffer, t.access(place, t.size * t.itemsize),
+                               is_write))
+    ctx.trace.append(engine, opcode, ops, flops=flops, attrs=attrs, program_id=ctx.program_id)
+
+
+def layout_attrs(*tensors) -> dict:
+    """{"partitions", "free_elems"} of the largest operand (the cost model's per-element work)."""
+    ts = [t for t in tensors if isinstance(t, NkiTensor)]
+    big = max(ts, key=lambda t: t.size)
+    return {"partitions": big.shape[0], "free_elems": big.free_size}
+
+
+def current() -> RunContext:
+    return context.current()

@@ -1,0 +1,151 @@
+"""TensorE instructions: `nc_matmul` and `nc_transpose` (S-ISA).
+
+nc_matmul: `dst[M, N] = stationary[K, M].T @ moving[K, N]`, K on the partitions of both inputs,
+fp32 accumulation inside TensorE and in PSUM (S-A2). `accumulate`: False overwrites, True adds,
+None (default) overwrites PSUM elements no matmul has written since their last non-matmul write
+and adds onto the others ("first write overwrites, subsequent accumulate", S-ISA). The emulator
+tracks this per PSUM element; a memset/tensor_copy/activation write into PSUM resets it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import dtypes, validate
+from ..errors import NkiValidationError
+from ..tensor import NkiTensor, _strided
+from .enums import engine as Engine
+from .enums import matmul_perf_mode
+from .issue import computes, current, f32, layout_attrs, raw, record, store
+
+_MATMUL_INPUTS = ("float8_e4m3", "float8_e5m2", "bfloat16", "float16", "float32")
+
+
+def _check_matmul_dtypes(op: str, stationary: NkiTensor, moving: NkiTensor, target, double: bool) -> None:
+    allowed = _MATMUL_INPUTS + (("float8_e4m3fn",) if target.matmul_fp8_e4m3fn else ())
+    if double:
+        allowed = tuple(n for n in allowed if n.startswith("float8"))
+    names = {}
+    for operand, t in (("stationary", stationary), ("moving", moving)):
+        names[operand] = dtypes.name(t.dtype)
+        if names[operand] not in allowed:
+            hint = " (no int8 on TensorE: cast to bf16/fp8 first)" if dtypes.is_int(t.dtype) else ""
+            raise NkiValidationError(op, operand, f"dtype in {allowed}{hint}", names[operand], target.name)
+    pair = set(names.values())
+    if "float32" in pair and len(pair) > 1:
+        raise NkiValidationError(op, "stationary/moving", "float32 pairs only with float32", sorted(pair), target.name)
+    if {"float8_e4m3", "float8_e4m3fn"} <= pair:
+        raise NkiValidationError(op, "stationary/moving", "no mixing of float8_e4m3 and float8_e4m3fn", sorted(pair),
+                                 target.name)
+
+
+def _check_bank(op: str, dst: NkiTensor, target) -> None:
+    """A matmul output on gen2/3 lies in one 2 KiB PSUM bank (S-ISA: N ≤ 512 = one bank of fp32)."""
+    if target.moving_fmax_fp32 > target.psum_bank_bytes // 4:
+        return
+    st = dst.storage
+    p0 = dst.offset // st.free
+    f0 = dst.offset - p0 * st.free
+    lo = f0 * dst.itemsize
+    hi = (f0 + sum((n - 1) * s for n, s in zip(dst.shape[1:], dst.strides[1:])) + 1) * dst.itemsize
+    if lo // target.psum_bank_bytes != (hi - 1) // target.psum_bank_bytes:
+        raise NkiValidationError(op, "dst", f"output within one {target.psum_bank_bytes}-byte PSUM bank",
+                                 f"bytes [{lo}, {hi}) of the partition", target.name)
+
+
+def nc_matmul(dst, stationary, moving, is_stationary_onezero=False, is_moving_onezero=False, is_transpose=False,
+              accumulate=None, tile_position=(), tile_size=(), perf_mode=matmul_perf_mode.none, name=None):
+    """`dst = stationary.T @ moving` on TensorE (SBUF inputs, PSUM dst), see module docstring."""
+    op = "nc_matmul"
+    ctx = current()
+    t = ctx.target
+    for operand, x in (("dst", dst), ("stationary", stationary), ("moving", moving)):
+        validate.tile(op, operand, x, t)
+    validate.buffer(op, "stationary", stationary, ("sbuf",), t)
+    validate.buffer(op, "moving", moving, ("sbuf",), t)
+    validate.buffer(op, "dst", dst, ("psum",), t)
+    double = perf_mode == matmul_perf_mode.double_row
+    if double:
+        validate.feature(op, "perf_mode", t.matmul_double_row, "double_row needs NeuronCore-v3+", perf_mode, t)
+        for operand, x in (("stationary", stationary), ("moving", moving)):
+            if x.ndim < 3 or x.shape[1] != 2:
+                raise NkiValidationError(op, operand, "double_row layout [K, 2, ...]", list(x.shape), t.name)
+    _check_matmul_dtypes(op, stationary, moving, t, double)
+    rows = 2 if double else 1
+    k, m, n = stationary.shape[0], stationary.free_size // rows, moving.free_size // rows
+    k_max, m_max = (tile_size[0], tile_size[1]) if tile_size else (t.pmax, t.stationary_fmax)
+    if k > k_max:
+        raise NkiValidationError(op, "stationary", f"partition dim (K) <= {k_max}", k, t.name)
+    if moving.shape[0] != k:
+        raise NkiValidationError(op, "moving", f"partition dim (K) == stationary's {k}", moving.shape[0], t.name)
+    if m > m_max:
+        raise NkiValidationError(op, "stationary", f"free size (M) <= {m_max}", m, t.name)
+    dst_name = dtypes.name(dst.dtype)
+    allowed_dst = t.matmul_dst_dtypes + ((dtypes.name(stationary.dtype),) if is_transpose else ())
+    if dst_name not in allowed_dst:
+        raise NkiValidationError(op, "dst", f"PSUM dtype in {allowed_dst}", dst_name, t.name)
+    n_max = t.moving_fmax_bf16 if dst_name == "bfloat16" else t.moving_fmax_fp32
+    if n > n_max:
+        raise NkiValidationError(op, "moving", f"free size (N) <= {n_max}", n, t.name)
+    if dst.shape[0] != m or dst.free_size != n:
+        raise NkiValidationError(op, "dst", f"[M={m}, N={n}] (partitions x elements per partition)",
+                                 f"{dst.shape[0]} x {dst.free_size}", t.name)
+    _check_bank(op, dst, t)
+    if computes(ctx, (dst,), (stationary, moving)):
+        s = dtypes.to_f32(stationary.values()).reshape(k * rows, m)
+        mv = dtypes.to_f32(moving.values()).reshape(k * rows, n)
+        res = s.T @ mv
+        _accumulate(dst, res, accumulate)
+    record(ctx, "tensor", op, {"dst": dst}, {"stationary": stationary, "moving": moving}, flops=2 * k * rows * m * n,
+           attrs={"k": k * rows, "m": m, "n": n, "in_dtype": _in_dtype(stationary, moving),
+                  "transpose": bool(is_transpose), "double_row": double})
+
+
+def _in_dtype(a: NkiTensor, b: NkiTensor) -> str:
+    """The slower of the two input dtypes (wider elements run slower on TensorE)."""
+    return dtypes.name(max(a.dtype, b.dtype, key=lambda d: d.itemsize))
+
+
+def _accumulate(dst: NkiTensor, res: np.ndarray, accumulate) -> None:
+    st = dst.storage
+    flags = _strided(st.flags, dst.shape, dst.strides, dst.offset)
+    if accumulate is False:
+        new = res
+    else:
+        old = f32(dst)
+        written = flags.reshape(res.shape)
+        new = old + res if accumulate is True else np.where(written, old + res, res)
+    dst.write(dtypes.cast(new, dst.dtype))
+    flags[...] = True
+
+
+def nc_transpose(dst, data, engine=Engine.unknown, name=None):
+    """Swap partition and (flattened) free axes: dst[F, P] = data[P, F]; bit-exact, dst.dtype == data.dtype.
+
+    TensorE: data ≤ [128, 128] in SBUF → PSUM dst; VectorE: ≤ [32, 32], SBUF or PSUM (S-ISA)."""
+    op = "nc_transpose"
+    ctx = current()
+    t = ctx.target
+    validate.tile(op, "dst", dst, t)
+    validate.tile(op, "data", data, t)
+    on_tensor = engine == Engine.tensor or (engine == Engine.unknown and data.buffer == "sbuf" and dst.buffer == "psum")
+    limit = t.pmax if on_tensor else 32
+    if on_tensor:
+        validate.buffer(op, "data", data, ("sbuf",), t)
+        validate.buffer(op, "dst", dst, ("psum",), t)
+    p, f = data.shape[0], data.free_size
+    if p > limit or f > limit:
+        raise NkiValidationError(op, "data", f"at most [{limit}, {limit}] on {'TensorE' if on_tensor else 'VectorE'}",
+                                 f"[{p}, {f}]", t.name)
+    if dst.dtype != data.dtype:
+        raise NkiValidationError(op, "dst", f"dtype == data dtype {dtypes.name(data.dtype)}", dtypes.name(dst.dtype),
+                                 t.name)
+    if dst.shape[0] != f or dst.free_size != p:
+        raise NkiValidationError(op, "dst", f"[{f}, {p}]", f"{dst.shape[0]} x {dst.free_size}", t.name)
+    if computes(ctx, (dst,), (data,)):
+        store(dst, np.ascontiguousarray(raw(data).T))
+    if on_tensor:
+        record(ctx, "tensor", op, {"dst": dst}, {"data": data},
+               attrs={"k": p, "m": f, "n": p, "in_dtype": dtypes.name(data.dtype), "transpose": True})
+    else:
+        record(ctx, "vector", op, {"dst": dst}, {"data": data}, attrs=layout_attrs(dst, data))

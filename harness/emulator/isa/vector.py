@@ -1,0 +1,389 @@
+"""VectorE (and Vector/GpSimd/Scalar multi-engine) instructions (S-ISA).
+
+Arithmetic runs in float32 on inputs upcast from their storage dtype; results are cast into the
+destination dtype with round-to-nearest-even. Bitvec operators work on integer bit patterns.
+All-int32/uint32 `tensor_tensor` defaults to GpSimd, whose native integer arithmetic the emulator
+models in int64 with saturation into the destination.
+
+The VectorE accumulator registers (one float32 per partition) are shared by `tensor_scalar_reduce`,
+`range_select`, `select_reduce` and `exponential` and persist across instructions (`reduce_cmd`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import dtypes, validate
+from ..errors import NkiValidationError
+from ..operators import AluOp, alu
+from ..tensor import NkiTensor
+from .enums import engine as Engine
+from .enums import reduce_cmd as ReduceCmd
+from .issue import computes, current, f32, layout_attrs, operand, raw, record, store
+
+_ENGINE_NAMES = {Engine.vector: "vector", Engine.gpsimd: "gpsimd", Engine.scalar: "scalar"}
+_CMP_OPS = ("equal", "less", "less_equal", "greater", "greater_equal")
+
+
+def _engine_name(op: str, engine, allowed: tuple[str, ...], default: str, target) -> str:
+    if engine == Engine.unknown or engine is None:
+        return default
+    name = _ENGINE_NAMES.get(engine)
+    if name not in allowed:
+        raise NkiValidationError(op, "engine", f"one of {allowed}", engine, target.name)
+    return name
+
+
+def _binary(fn: AluOp, a, b, reverse: bool = False):
+    return fn.fn(b, a) if reverse else fn.fn(a, b)
+
+
+def reduce_rows(fn: AluOp, x: np.ndarray) -> np.ndarray:
+    """Reduce the last axis of x with an ALU operator (float32 or integer bits)."""
+    if isinstance(fn.fn, np.ufunc):
+        return fn.fn.reduce(x, axis=-1)
+    acc = x[..., 0]
+    for i in range(1, x.shape[-1]):
+        acc = fn.fn(acc, x[..., i])
+    return acc
+
+
+def update_accumulator(ctx, partitions: int, cmd, row: np.ndarray | None, fn, identity: float, init=None) -> np.ndarray:
+    """Apply `reduce_cmd` to the VectorE accumulators of the first `partitions` lanes; returns them [P, 1]."""
+    acc = ctx.vec_acc[:partitions]
+    if cmd in (ReduceCmd.reset, ReduceCmd.reset_reduce):
+        acc[...] = identity
+    elif cmd == ReduceCmd.load_reduce:
+        acc[...] = np.reshape(operand(identity if init is None else init, partitions), -1)
+    if cmd in (ReduceCmd.reduce, ReduceCmd.reset_reduce, ReduceCmd.load_reduce) and row is not None:
+        acc[...] = fn(acc, row.reshape(-1))
+    return acc.reshape(partitions, 1)
+
+
+def tensor_copy(dst, src, engine=Engine.unknown, name=None):
+    """dst = src on Vector (default), Scalar (NeuronCore-v3+) or GpSimd (no PSUM); bit-exact for equal dtypes,
+    else through float32. Same partitions and elements per partition."""
+    op = "tensor_copy"
+    ctx = current()
+    t = ctx.target
+    validate.tile(op, "dst", dst, t)
+    validate.tile(op, "src", src, t)
+    validate.same_layout(op, "src", src, {"dst": dst}, t)
+    eng = _engine_name(op, engine, ("vector", "scalar", "gpsimd"), "vector", t)
+    if eng == "scalar":
+        validate.feature(op, "engine", t.scalar_tensor_copy,
+                         "ScalarE tensor_copy needs NeuronCore-v3+ (use activation(op=nl.copy))", "scalar", t)
+    if eng == "gpsimd":
+        validate.gpsimd_no_psum(op, {"dst": dst, "src": src}, t)
+    if computes(ctx, (dst,), (src,)):
+        vals = raw(src)
+        store(dst, vals if vals.dtype == dst.dtype else dtypes.to_f32(vals))
+    record(ctx, eng, op, {"dst": dst}, {"src": src}, attrs=layout_attrs(dst, src))
+
+
+def memset(dst, value, engine=Engine.unknown, name=None):
+    """Fill dst with a compile-time constant whose type matches dst's dtype (no float into an int tile)."""
+    op = "memset"
+    ctx = current()
+    t = ctx.target
+    validate.tile(op, "dst", dst, t)
+    eng = _engine_name(op, engine, ("vector", "gpsimd"), "vector", t)
+    if eng == "gpsimd":
+        validate.gpsimd_no_psum(op, {"dst": dst}, t)
+    if not isinstance(value, (int, float, np.integer, np.floating)) or isinstance(value, bool):
+        raise NkiValidationError(op, "value", "a compile-time int or float", value, t.name)
+    if dtypes.is_int(dst.dtype):
+        if isinstance(value, (float, np.floating)):
+            raise NkiValidationError(op, "value", f"an int for {dtypes.name(dst.dtype)} dst (value dtype == dst dtype)",
+                                     value, t.name)
+        info = np.iinfo(dst.dtype) if dst.dtype.kind != "b" else np.iinfo(np.uint8)
+        if not info.min <= value <= info.max:
+            raise NkiValidationError(op, "value", f"in [{info.min}, {info.max}] for {dtypes.name(dst.dtype)}", value,
+                                     t.name)
+    if computes(ctx, (dst,), ()):
+        full = np.full((dst.shape[0], dst.free_size), value, np.int64 if dtypes.is_int(dst.dtype) else np.float32)
+        store(dst, full)
+    record(ctx, eng, op, {"dst": dst}, {}, attrs=layout_attrs(dst))
+
+
+def tensor_tensor(dst, data1, data2, op, engine=Engine.unknown, name=None):
+    """dst = data1 <op> data2 element-wise (same partitions / elements per partition; not both inputs in PSUM)."""
+    opc = "tensor_tensor"
+    ctx = current()
+    t = ctx.target
+    fn = alu(op)
+    if fn.kind == "unary":
+        raise NkiValidationError(opc, "op", "a binary ALU operator", fn.name, t.name)
+    for operand_name, x in (("dst", dst), ("data1", data1), ("data2", data2)):
+        validate.tile(opc, operand_name, x, t)
+    validate.same_layout(opc, "data1", data1, {"data2": data2, "dst": dst}, t)
+    validate.not_both_psum(opc, "data1", data1, "data2", data2, t)
+    int32 = all(x.dtype in (dtypes.DTYPES["int32"], dtypes.DTYPES["uint32"]) for x in (dst, data1, data2))
+    no_psum = all(x.buffer != "psum" for x in (dst, data1, data2))
+    default = "gpsimd" if fn.name == "power" or (int32 and no_psum) else "vector"
+    eng = _engine_name(opc, engine, ("vector", "gpsimd"), default, t)
+    if eng == "gpsimd":
+        validate.gpsimd_no_psum(opc, {"dst": dst, "data1": data1, "data2": data2}, t)
+    if fn.kind == "bitvec":
+        validate.int_dtypes(opc, {"dst": dst, "data1": data1, "data2": data2}, t)
+    if computes(ctx, (dst,), (data1, data2)):
+        if fn.kind == "bitvec":
+            res = fn.fn(raw(data1).astype(np.int64), raw(data2).astype(np.int64))
+        elif int32 and eng == "gpsimd":
+            res = fn.fn(raw(data1).astype(np.int64), raw(data2).astype(np.int64))
+        else:
+            res = fn.fn(f32(data1), f32(data2))
+        store(dst, res)
+    record(ctx, eng, opc, {"dst": dst}, {"data1": data1, "data2": data2}, flops=dst.size,
+           attrs=layout_attrs(dst, data1, data2))
+
+
+def _check_operand(opc: str, name: str, fn: AluOp, value, partitions: int, t) -> None:
+    if fn.kind == "unary":
+        if value not in (None, 0) and not isinstance(value, NkiTensor):
+            raise NkiValidationError(opc, name, f"None or 0 for the unary operator {fn.name}", value, t.name)
+        return
+    validate.vector_operand(opc, name, value, partitions, t)
+
+
+def _apply(fn: AluOp, x, value, reverse: bool, partitions: int):
+    if fn.kind == "unary":
+        return fn.fn(x)
+    if fn.kind == "bitvec":
+        v = np.int64(value) if not isinstance(value, NkiTensor) else raw(value).astype(np.int64).reshape(partitions, 1)
+        return _binary(fn, x, v, reverse)
+    return _binary(fn, x, operand(value, partitions), reverse)
+
+
+def tensor_scalar(dst, data, op0, operand0, reverse0=False, op1=None, operand1=None, reverse1=False,
+                  engine=Engine.unknown, name=None):
+    """dst = (data <op0> operand0) <op1> operand1; operands are scalars or (P, 1) tiles broadcast along the free dim;
+    `reverse` swaps an operator's inputs. Both operators arithmetic or both bitvec (bitvec: integer dtypes)."""
+    opc = "tensor_scalar"
+    ctx = current()
+    t = ctx.target
+    fn0 = alu(op0, "op0")
+    fn1 = alu(op1, "op1") if op1 is not None else None
+    validate.tile(opc, "dst", dst, t)
+    validate.tile(opc, "data", data, t)
+    validate.same_layout(opc, "data", data, {"dst": dst}, t)
+    p = data.shape[0]
+    _check_operand(opc, "operand0", fn0, operand0, p, t)
+    if fn1 is not None:
+        _check_operand(opc, "operand1", fn1, operand1, p, t)
+        if (fn0.kind == "bitvec") != (fn1.kind == "bitvec"):
+            raise NkiValidationError(opc, "op0/op1", "both arithmetic or both bitvec", (fn0.name, fn1.name), t.name)
+    bitvec = fn0.kind == "bitvec"
+    if bitvec:
+        validate.int_dtypes(opc, {"dst": dst, "data": data}, t)
+    eng = _engine_name(opc, engine, ("vector", "scalar", "gpsimd"), "vector", t)
+    if eng == "gpsimd":
+        if fn0.name != "rsqrt" or fn1 is not None:
+            raise NkiValidationError(opc, "engine", "GpSimd tensor_scalar only for op0=rsqrt", fn0.name, t.name)
+        validate.gpsimd_no_psum(opc, {"dst": dst, "data": data}, t)
+    if eng == "scalar" and t.gen == 3 and (fn0.name, fn1.name if fn1 else None) not in (
+            ("multiply", "add"), ("multiply", None), ("add", None)):
+        raise NkiValidationError(opc, "op0/op1", "ScalarE on trn2: (multiply, add), (multiply,), (add,)",
+                                 (fn0.name, fn1.name if fn1 else None), t.name)
+    reads = {"data": data, "operand0": operand0, "operand1": operand1}
+    if computes(ctx, (dst,), (data, operand0, operand1)):
+        x = raw(data).astype(np.int64) if bitvec else f32(data)
+        x = _apply(fn0, x, operand0, reverse0, p)
+        if fn1 is not None:
+            x = _apply(fn1, x, operand1, reverse1, p)
+        store(dst, x)
+    record(ctx, eng, opc, {"dst": dst}, reads, flops=dst.size * (2 if fn1 else 1), attrs=layout_attrs(dst, data))
+
+
+def scalar_tensor_tensor(dst, data, op0, operand0, op1, operand1, reverse0=False, reverse1=False, name=None):
+    """dst = (data <op0> operand0) <op1> operand1 with operand0 a scalar / (P, 1) tile and operand1 a full tile;
+    arithmetic operators only; data and operand1 not both in PSUM."""
+    opc = "scalar_tensor_tensor"
+    ctx = current()
+    t = ctx.target
+    fn0, fn1 = alu(op0, "op0"), alu(op1, "op1")
+    for f in (fn0, fn1):
+        if f.kind != "arith":
+            raise NkiValidationError(opc, "op0/op1", "binary arithmetic operators", f.name, t.name)
+    for operand_name, x in (("dst", dst), ("data", data), ("operand1", operand1)):
+        validate.tile(opc, operand_name, x, t)
+    validate.same_layout(opc, "data", data, {"operand1": operand1, "dst": dst}, t)
+    validate.not_both_psum(opc, "data", data, "operand1", operand1, t)
+    p = data.shape[0]
+    validate.vector_operand(opc, "operand0", operand0, p, t)
+    if computes(ctx, (dst,), (data, operand0, operand1)):
+        x = _binary(fn0, f32(data), operand(operand0, p), reverse0)
+        store(dst, _binary(fn1, x, f32(operand1), reverse1))
+    record(ctx, "vector", opc, {"dst": dst}, {"data": data, "operand0": operand0, "operand1": operand1},
+           flops=2 * dst.size, attrs=layout_attrs(dst, data, operand1))
+
+
+def tensor_reduce(dst, op, data, axis, negate=False, keepdims=False, name=None):
+    """Reduce the trailing free axes `axis` of data (never the partition axis); `negate` multiplies by -1."""
+    opc = "tensor_reduce"
+    ctx = current()
+    t = ctx.target
+    fn = alu(op)
+    validate.tile(opc, "dst", dst, t)
+    validate.tile(opc, "data", data, t)
+    axes = tuple(sorted(a % data.ndim for a in ((axis,) if isinstance(axis, int) else axis)))
+    if not axes or 0 in axes or axes != tuple(range(axes[0], data.ndim)):
+        raise NkiValidationError(opc, "axis", f"trailing contiguous free axes ending at {data.ndim - 1}", axis, t.name)
+    kept = math.prod(data.shape[1:axes[0]])
+    if dst.shape[0] != data.shape[0] or dst.free_size != kept:
+        raise NkiValidationError(opc, "dst", f"{data.shape[0]} partitions x {kept} elements", 
+                                 f"{dst.shape[0]} x {dst.free_size}", t.name)
+    if fn.kind == "bitvec":
+        validate.int_dtypes(opc, {"dst": dst, "data": data}, t)
+        if negate:
+            raise NkiValidationError(opc, "negate", "only with arithmetic operators", fn.name, t.name)
+    if computes(ctx, (dst,), (data,)):
+        x = raw(data).astype(np.int64) if fn.kind == "bitvec" else f32(data)
+        res = reduce_rows(fn, x.reshape(data.shape[0], kept, -1))
+        store(dst, -res if negate else res)
+    record(ctx, "vector", opc, {"dst": dst}, {"data": data}, flops=data.size, attrs=layout_attrs(dst, data))
+
+
+def tensor_scalar_reduce(dst, data, op0, operand0, reduce_op, reduce_res, reverse0=False,
+                         reduce_cmd=ReduceCmd.reset_reduce, reduce_init=None, name=None):
+    """dst = data <op0> operand0; reduce_res[P, 1] = reduce_op over all free elements, through the VectorE
+    accumulators (reset_reduce / reduce / load_reduce with reduce_init)."""
+    opc = "tensor_scalar_reduce"
+    ctx = current()
+    t = ctx.target
+    fn0, red = alu(op0, "op0"), alu(reduce_op, "reduce_op")
+    if fn0.kind == "bitvec":
+        raise NkiValidationError(opc, "op0", "an arithmetic operator", fn0.name, t.name)
+    if red.name not in ("add", "multiply", "maximum", "minimum"):
+        raise NkiValidationError(opc, "reduce_op", "add, multiply, maximum or minimum", red.name, t.name)
+    for operand_name, x in (("dst", dst), ("data", data), ("reduce_res", reduce_res)):
+        validate.tile(opc, operand_name, x, t)
+    validate.same_layout(opc, "data", data, {"dst": dst}, t)
+    p = data.shape[0]
+    _check_operand(opc, "operand0", fn0, operand0, p, t)
+    validate.vector_operand(opc, "reduce_res", reduce_res, p, t)
+    if computes(ctx, (dst, reduce_res), (data, operand0)):
+        y = _apply(fn0, f32(data), operand0, reverse0, p)
+        store(dst, y)
+        acc = update_accumulator(ctx, p, reduce_cmd, reduce_rows(red, y), red.fn, red.identity, reduce_init)
+        store(reduce_res, acc)
+    record(ctx, "vector", opc, {"dst": dst, "reduce_res": reduce_res}, {"data": data, "operand0": operand0},
+           flops=2 * data.size, attrs=layout_attrs(dst, data))
+
+
+def reciprocal(dst, data, name=None):
+    """dst = 1 / data in float32 on VectorE."""
+    opc = "reciprocal"
+    ctx = current()
+    t = ctx.target
+    validate.tile(opc, "dst", dst, t)
+    validate.tile(opc, "data", data, t)
+    validate.same_layout(opc, "data", data, {"dst": dst}, t)
+    if computes(ctx, (dst,), (data,)):
+        with np.errstate(divide="ignore"):
+            store(dst, np.float32(1.0) / f32(data))
+    record(ctx, "vector", opc, {"dst": dst}, {"data": data}, flops=dst.size, attrs=layout_attrs(dst, data))
+
+
+def range_select(dst, on_true_tile, comp_op0, comp_op1, bound0, bound1, reduce_cmd=ReduceCmd.reset_reduce,
+                 reduce_res=None, reduce_op=None, range_start=0, on_false_value=dtypes.FP32_MIN, name=None):
+    """Keep on_true[p, f] where comp_op0(range_start + f, bound0[p]) and comp_op1(range_start + f, bound1[p]),
+    else FP32_MIN; max-reduce through the VectorE accumulators into reduce_res. NeuronCore-v3+."""
+    opc = "range_select"
+    ctx = current()
+    t = ctx.target
+    validate.feature(opc, "op", t.range_select, "range_select needs NeuronCore-v3+", opc, t)
+    c0, c1 = alu(comp_op0, "comp_op0"), alu(comp_op1, "comp_op1")
+    for c in (c0, c1):
+        if c.name not in _CMP_OPS:
+            raise NkiValidationError(opc, "comp_op", f"one of {_CMP_OPS}", c.name, t.name)
+    red = alu(reduce_op) if reduce_op is not None else alu("maximum")
+    if red.name != "maximum":
+        raise NkiValidationError(opc, "reduce_op", "maximum", red.name, t.name)
+    if np.float32(on_false_value) != np.float32(dtypes.FP32_MIN):
+        raise NkiValidationError(opc, "on_false_value", f"FP32_MIN ({dtypes.FP32_MIN})", on_false_value, t.name)
+    validate.tile(opc, "dst", dst, t)
+    validate.tile(opc, "on_true_tile", on_true_tile, t)
+    validate.same_layout(opc, "on_true_tile", on_true_tile, {"dst": dst}, t)
+    if not dtypes.is_float(on_true_tile.dtype):
+        raise NkiValidationError(opc, "on_true_tile", "a float dtype", dtypes.name(on_true_tile.dtype), t.name)
+    p, f = on_true_tile.shape[0], on_true_tile.free_size
+    for bname, b in (("bound0", bound0), ("bound1", bound1)):
+        if not isinstance(b, NkiTensor) or b.dtype != dtypes.float32:
+            raise NkiValidationError(opc, bname, f"a float32 ({p}, 1) tile", b, t.name)
+        validate.vector_operand(opc, bname, b, p, t)
+    if reduce_res is not None:
+        validate.vector_operand(opc, "reduce_res", reduce_res, p, t)
+    dsts = (dst,) + ((reduce_res,) if reduce_res is not None else ())
+    if computes(ctx, dsts, (on_true_tile, bound0, bound1)):
+        idx = (np.float32(range_start) + np.arange(f, dtype=np.float32))[None, :]
+        mask = (c0.fn(idx, operand(bound0, p)) != 0) & (c1.fn(idx, operand(bound1, p)) != 0)
+        out = np.where(mask, f32(on_true_tile), np.float32(dtypes.FP32_MIN))
+        store(dst, out)
+        acc = update_accumulator(ctx, p, reduce_cmd, out.max(axis=1), np.maximum, -np.inf)
+        if reduce_res is not None:
+            store(reduce_res, acc)
+    record(ctx, "vector", opc, {"dst": dst, "reduce_res": reduce_res},
+           {"on_true_tile": on_true_tile, "bound0": bound0, "bound1": bound1}, flops=3 * dst.size,
+           attrs=layout_attrs(dst, on_true_tile))
+
+
+def select_reduce(dst, predicate, on_true, on_false, reduce_res=None, reduce_cmd=ReduceCmd.idle, reduce_op=None,
+                  reverse_pred=False, name=None):
+    """dst = where(predicate (xor reverse_pred), on_true, on_false); optional max-reduce into reduce_res through
+    the VectorE accumulators. predicate: integer tile; on_false: scalar or (P, 1)."""
+    opc = "select_reduce"
+    ctx = current()
+    t = ctx.target
+    red = alu(reduce_op) if reduce_op is not None else alu("maximum")
+    if red.name != "maximum":
+        raise NkiValidationError(opc, "reduce_op", "maximum", red.name, t.name)
+    for operand_name, x in (("dst", dst), ("predicate", predicate), ("on_true", on_true)):
+        validate.tile(opc, operand_name, x, t)
+    validate.same_layout(opc, "on_true", on_true, {"dst": dst, "predicate": predicate}, t)
+    validate.not_both_psum(opc, "on_true", on_true, "predicate", predicate, t)
+    if dtypes.name(predicate.dtype) not in ("int8", "uint8", "int16", "uint16"):
+        raise NkiValidationError(opc, "predicate", "int8/uint8/int16/uint16", dtypes.name(predicate.dtype), t.name)
+    if dtypes.name(on_true.dtype) in ("int32", "uint32"):
+        raise NkiValidationError(opc, "on_true", "not int32/uint32", dtypes.name(on_true.dtype), t.name)
+    p = on_true.shape[0]
+    validate.vector_operand(opc, "on_false", on_false, p, t)
+    if reduce_res is not None:
+        validate.vector_operand(opc, "reduce_res", reduce_res, p, t)
+    dsts = (dst,) + ((reduce_res,) if reduce_res is not None else ())
+    if computes(ctx, dsts, (predicate, on_true, on_false)):
+        keep = raw(predicate) != 0
+        out = np.where(~keep if reverse_pred else keep, f32(on_true), operand(on_false, p))
+        store(dst, out)
+        acc = update_accumulator(ctx, p, reduce_cmd, out.max(axis=1), np.maximum, -np.inf)
+        if reduce_res is not None:
+            store(reduce_res, acc)
+    record(ctx, "vector", opc, {"dst": dst, "reduce_res": reduce_res},
+           {"predicate": predicate, "on_true": on_true, "on_false": on_false}, flops=dst.size,
+           attrs=layout_attrs(dst, on_true))
+
+
+def exponential(dst, src, max_value=0.0, reduce_res=None, reduce_cmd=ReduceCmd.idle, reduce_init=0.0, name=None):
+    """dst = exp(src - max_value) on VectorE, optional running sum via the accumulators. NeuronCore-v4 only."""
+    opc = "exponential"
+    ctx = current()
+    t = ctx.target
+    validate.feature(opc, "op", t.exponential, "exponential needs NeuronCore-v4", opc, t)
+    validate.tile(opc, "dst", dst, t)
+    validate.tile(opc, "src", src, t)
+    validate.same_layout(opc, "src", src, {"dst": dst}, t)
+    p = src.shape[0]
+    validate.vector_operand(opc, "max_value", max_value, p, t)
+    if reduce_res is not None:
+        validate.vector_operand(opc, "reduce_res", reduce_res, p, t)
+    dsts = (dst,) + ((reduce_res,) if reduce_res is not None else ())
+    if computes(ctx, dsts, (src, max_value)):
+        out = np.exp(f32(src) - operand(max_value, p))
+        store(dst, out)
+        acc = update_accumulator(ctx, p, reduce_cmd, out.sum(axis=1), np.add, 0.0, reduce_init)
+        if reduce_res is not None:
+            store(reduce_res, acc)
+    record(ctx, "vector", opc, {"dst": dst, "reduce_res": reduce_res}, {"src": src, "max_value": max_value},
+           flops=2 * dst.size, attrs=layout_attrs(dst, src))

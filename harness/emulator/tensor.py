@@ -1,0 +1,505 @@
+"""`NkiTensor`: a typed, strided view of one allocation (storage) in HBM, SBUF or PSUM.
+
+Layout (S-NL NkiTensor, S-LG): element address = `offset + Σ strides[k] * i_k` in the flat storage.
+On-chip storages are `[partitions, free…]`: the flat address of (p, f) is `p * F + f` with
+`F = prod(shape[1:])`, so dim 0 of an on-chip view is the partition dim (stride a multiple of F) and
+its free dims stay inside one partition. HBM storages are flat.
+
+Indexing follows the language (S-NL `__getitem__`): ints, slices with positive steps, `...`,
+negative indices and `nl.ds(start, size)`; on-chip results stay ≥ 2-D (an int on dim 0 keeps a
+size-1 partition dim; a dropped free dim that would leave < 2 dims is kept at 1), HBM ints drop the
+dim. Out-of-range indices and slices raise `NkiValidationError` (no clamping). Every view shares
+storage. `.ap()` addresses the storage directly (not composable with the view it is called on),
+optionally with a runtime `scalar_offset` (register or 1x1 SBUF tensor) or a per-partition
+`vector_offset` (SBUF (P, 1) row indices, `indirect_dim=0`): row `idx[p]` of the tensor `.ap()` was
+called on, whose row size is `prod(shape[indirect_dim + 1:])` of that tensor.
+
+New allocations hold NaN (floats) or 4 (integers), the official simulator's sentinels, so reading
+before writing shows up. In trace mode only integer storages hold values (they may feed addresses);
+a float storage's `data` is None.
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import context, dtypes
+from .errors import NkiTraceError, NkiValidationError
+from .registers import VirtualRegister
+from .trace import Access
+
+ON_CHIP = ("sbuf", "psum")
+BUFFERS = ("sbuf", "psum", "hbm", "private_hbm", "shared_hbm")
+INT_SENTINEL = 4  # what the official simulator puts in new integer allocations (S-SIM)
+
+
+class Storage:
+    """One allocation. `data` is the flat element array (None when values are unknown in trace mode);
+    `flags` marks PSUM elements written by a matmul (for `accumulate=None`)."""
+
+    __slots__ = ("id", "buffer", "dtype", "shape", "size", "free", "data", "flags", "__weakref__")
+
+    def __init__(self, sid: int, buffer: str, dtype: np.dtype, shape: tuple, data: np.ndarray | None):
+        self.id, self.buffer, self.dtype, self.shape, self.data = sid, buffer, dtype, shape, data
+        self.size = math.prod(shape)
+        self.free = math.prod(shape[1:]) if buffer in ON_CHIP else self.size
+        self.flags = np.zeros(self.size, bool) if buffer == "psum" and data is not None else None
+
+
+@dataclass(frozen=True)
+class DynSlice:
+    """`nl.ds(start, size)`: the slice `start : start + size`."""
+
+    start: int
+    size: int
+
+
+@dataclass(frozen=True)
+class Indirect:
+    """Runtime addressing of an `.ap()` view: kind "vector" (per-row indices) or "scalar" (one offset)."""
+
+    kind: str
+    index: object  # NkiTensor (SBUF (P,1) or 1x1), VirtualRegister or int
+    rowsize: int  # elements one index step moves
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where an access lands at run time: `offset` (None = unknown), for vector indirection the `rows`
+    (None = unknown) and the `valid` mask of in-bounds rows; `skip` = scalar offset out of bounds, skipped."""
+
+    offset: int | None
+    rows: np.ndarray | None = None
+    valid: np.ndarray | None = None
+    skip: bool = False
+
+
+def _extent(shape, strides) -> tuple[int, int]:
+    lo = hi = 0
+    for n, s in zip(shape, strides):
+        if s >= 0:
+            hi += (n - 1) * s
+        else:
+            lo += (n - 1) * s
+    return lo, hi
+
+
+class NkiTensor:
+    """A view: storage + shape + strides + offset (elements) + dtype (+ runtime indirection)."""
+
+    __slots__ = ("storage", "shape", "strides", "offset", "dtype", "name", "indirect")
+
+    def __init__(self, storage: Storage, shape, strides, offset: int, name: str = "", indirect: Indirect | None = None):
+        self.storage, self.shape, self.strides, self.offset = storage, tuple(shape), tuple(strides), offset
+        self.dtype, self.name, self.indirect = storage.dtype, name, indirect
+
+    # ---- attributes -------------------------------------------------------------------------------
+    @property
+    def buffer(self) -> str:
+        return self.storage.buffer
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def itemsize(self) -> int:
+        return self.dtype.itemsize
+
+    @property
+    def on_chip(self) -> bool:
+        return self.storage.buffer in ON_CHIP
+
+    @property
+    def free_size(self) -> int:
+        """Elements per partition (on-chip: product of the free dims)."""
+        return math.prod(self.shape[1:])
+
+    def __repr__(self) -> str:
+        return f"NkiTensor({list(self.shape)}, {dtypes.name(self.dtype)}, {self.buffer}{', ' + self.name if self.name else ''})"
+
+    def _view(self, shape, strides, offset, op: str) -> "NkiTensor":
+        if self.indirect is not None:
+            raise NkiValidationError(op, "tensor", "no views of an indirect (.ap with offsets) tensor", self)
+        return NkiTensor(self.storage, shape, strides, offset, self.name)
+
+    # ---- indexing ---------------------------------------------------------------------------------
+    def __getitem__(self, key) -> "NkiTensor":
+        key = key if isinstance(key, tuple) else (key,)
+        if any(k is Ellipsis for k in key):
+            at = key.index(Ellipsis)
+            key = key[:at] + (slice(None),) * (self.ndim - len(key) + 1) + key[at + 1:]
+        if len(key) > self.ndim:
+            raise NkiValidationError("getitem", "index", f"at most {self.ndim} indices for shape {list(self.shape)}", key)
+        shape, strides, offset = [], [], self.offset
+        for d, k in enumerate(key):
+            n, s = self.shape[d], self.strides[d]
+            if isinstance(k, DynSlice):
+                k = slice(k.start, k.start + k.size)
+            if isinstance(k, (int, np.integer)):
+                i = int(k) + (n if k < 0 else 0)
+                if not 0 <= i < n:
+                    raise NkiValidationError("getitem", f"dim {d}", f"index in [0, {n})", int(k))
+                offset += i * s
+                if d == 0 and self.on_chip:
+                    shape.append(1)
+                    strides.append(s)
+            elif isinstance(k, slice):
+                length, start = self._slice(d, n, k)
+                offset += start * s
+                shape.append(length)
+                strides.append(s * (k.step or 1))
+            elif isinstance(k, VirtualRegister):
+                raise NkiTraceError("a VirtualRegister cannot index a tensor; use t.ap(..., scalar_offset=reg)")
+            elif isinstance(k, NkiTensor):
+                raise NkiTraceError("a tensor cannot index a tensor; use t.ap(..., vector_offset=idx, indirect_dim=0)")
+            else:
+                raise TypeError(f"index: {k!r} is not an int, slice, nl.ds or Ellipsis")
+        shape += self.shape[len(key):]
+        strides += self.strides[len(key):]
+        min_dims = 2 if self.on_chip else 1
+        while len(shape) < min_dims:
+            shape.append(1)
+            strides.append(1)
+        return self._view(shape, strides, offset, "getitem")
+
+    @staticmethod
+    def _slice(d: int, n: int, k: slice) -> tuple[int, int]:
+        step = 1 if k.step is None else int(k.step)
+        if step <= 0:
+            raise NkiValidationError("getitem", f"dim {d}", "slice step > 0", step)
+        start = 0 if k.start is None else int(k.start)
+        stop = n if k.stop is None else int(k.stop)
+        start += n if start < 0 else 0
+        stop += n if stop < 0 else 0
+        if not (0 <= start < stop <= n):
+            raise NkiValidationError("getitem", f"dim {d}", f"non-empty slice within [0, {n}]", f"{start}:{stop}")
+        return -(-(stop - start) // step), start
+
+    # ---- view methods (S-NL) ------------------------------------------------------------------------
+    def slice(self, dim: int, start: int, end: int, step: int = 1) -> "NkiTensor":
+        key = [slice(None)] * self.ndim
+        key[dim] = slice(start, end, step)
+        return self[tuple(key)]
+
+    def select(self, dim: int, index) -> "NkiTensor":
+        """Index `dim` with an int (the dim is removed, keeping on-chip tensors ≥ 2-D)."""
+        if not isinstance(index, (int, np.integer)):
+            raise NkiTraceError("select: only int indices are emulated; use .ap(vector_offset=...) for tensor indices")
+        if dim == 0 and self.on_chip:
+            raise NkiValidationError("select", "dim", "dim != 0 for on-chip tensors", dim)
+        key = [slice(None)] * self.ndim
+        key[dim] = index
+        return self[tuple(key)]
+
+    def reshape(self, shape) -> "NkiTensor":
+        """Same elements, new shape (a view; element count preserved; on-chip shape[0] preserved)."""
+        shape = tuple(int(s) for s in shape)
+        if -1 in shape:
+            known = math.prod(s for s in shape if s != -1)
+            shape = tuple(self.size // known if s == -1 else s for s in shape)
+        if math.prod(shape) != self.size:
+            raise NkiValidationError("reshape", "shape", f"element count {self.size} preserved", list(shape))
+        if self.on_chip and shape[0] != self.shape[0]:
+            raise NkiValidationError("reshape", "shape", f"partition dim {self.shape[0]} preserved on-chip", list(shape))
+        probe = np.lib.stride_tricks.as_strided(np.empty(1, np.uint8), self.shape, self.strides)
+        try:
+            strides = probe.reshape(shape, copy=False).strides
+        except ValueError:
+            raise NkiValidationError("reshape", "tensor", "a view whose strides allow the new shape",
+                                     f"shape {list(self.shape)} strides {list(self.strides)}") from None
+        return self._view(shape, strides, self.offset, "reshape")
+
+    def permute(self, dims) -> "NkiTensor":
+        dims = tuple(dims)
+        if sorted(dims) != list(range(self.ndim)) or (self.on_chip and dims[0] != 0):
+            raise NkiValidationError("permute", "dims", "a permutation keeping dim 0 first on-chip", dims)
+        return self._view([self.shape[d] for d in dims], [self.strides[d] for d in dims], self.offset, "permute")
+
+    def broadcast(self, dim: int, size: int) -> "NkiTensor":
+        if self.shape[dim] != 1 or (self.on_chip and dim == 0):
+            raise NkiValidationError("broadcast", "dim", "a size-1 dim (not dim 0 on-chip)", dim)
+        shape, strides = list(self.shape), list(self.strides)
+        shape[dim], strides[dim] = int(size), 0
+        return self._view(shape, strides, self.offset, "broadcast")
+
+    def expand_dim(self, dim: int) -> "NkiTensor":
+        if self.on_chip and dim == 0:
+            raise NkiValidationError("expand_dim", "dim", "not dim 0 on-chip", dim)
+        shape, strides = list(self.shape), list(self.strides)
+        shape.insert(dim, 1)
+        strides.insert(dim, 0)
+        return self._view(shape, strides, self.offset, "expand_dim")
+
+    def squeeze_dim(self, dim: int) -> "NkiTensor":
+        if self.shape[dim] != 1 or (self.on_chip and dim == 0):
+            raise NkiValidationError("squeeze_dim", "dim", "a size-1 dim (not dim 0 on-chip)", dim)
+        return self._view(self.shape[:dim] + self.shape[dim + 1:], self.strides[:dim] + self.strides[dim + 1:],
+                          self.offset, "squeeze_dim")
+
+    def get_pattern(self) -> list[list[int]]:
+        """The access pattern `[[stride, count], …]`, outer to inner."""
+        return [[s, n] for s, n in zip(self.strides, self.shape)]
+
+    def is_contiguous(self) -> bool:
+        expect = 1
+        for n, s in zip(reversed(self.shape), reversed(self.strides)):
+            if n != 1 and s != expect:
+                return False
+            expect *= n
+        return True
+
+    def vector_select(self, dim: int, offsets: "NkiTensor") -> "NkiTensor":
+        """Rows `offsets[p]` of an HBM tensor: `.ap()` over the whole rows with `vector_offset`."""
+        if dim != 0:
+            raise NkiValidationError("vector_select", "dim", "dim == 0", dim)
+        rowsize = math.prod(self.shape[1:])
+        pattern = [[rowsize, offsets.shape[0]]] + [[s, n] for s, n in zip(self.strides[1:], self.shape[1:])]
+        return self.ap(pattern, vector_offset=offsets, indirect_dim=0)
+
+    def ap(self, pattern, offset: int | None = None, scalar_offset=None, vector_offset=None, indirect_dim: int = 0,
+           dtype=None) -> "NkiTensor":
+        """Raw access pattern over the storage: `base + offset + Σ i_d * stride_d`, pattern outer→inner.
+
+        Args:
+            pattern: [[stride, count], …]; on-chip the first pair is the partition dim, stride = storage F.
+            offset: start element; None inherits this view's offset.
+            scalar_offset: VirtualRegister, int or 1x1 SBUF tensor; start += value * prod(shape[indirect_dim+1:]).
+            vector_offset: SBUF (P, 1) integer tensor of row indices (indirect_dim must be 0).
+            dtype: reinterpretation — not emulated; must be None or this tensor's dtype.
+        """
+        if dtype is not None and dtypes.to_dtype(dtype) != self.dtype:
+            raise NkiTraceError("ap(dtype=...): reinterpreting a tensor's dtype is not emulated")
+        if scalar_offset is not None and vector_offset is not None:
+            raise NkiValidationError("ap", "scalar_offset/vector_offset", "at most one of them", "both")
+        shape = [int(n) for _, n in pattern]
+        strides = [int(s) for s, _ in pattern]
+        if any(n <= 0 for n in shape):
+            raise NkiValidationError("ap", "pattern", "counts > 0", pattern)
+        st = self.storage
+        if self.on_chip and shape[0] > 1 and strides[0] != st.free:
+            raise NkiValidationError("ap", "pattern", f"partition stride == free size {st.free} (no partition striding)",
+                                     strides[0])
+        start = self.offset if offset is None else int(offset)
+        if vector_offset is not None:
+            if indirect_dim != 0:
+                raise NkiValidationError("ap", "indirect_dim", "0 with vector_offset", indirect_dim)
+            if not isinstance(vector_offset, NkiTensor) or vector_offset.free_size != 1 or \
+                    vector_offset.shape[0] != shape[0]:
+                raise NkiValidationError("ap", "vector_offset", f"an SBUF ({shape[0]}, 1) index tensor", vector_offset)
+            ind = Indirect("vector", vector_offset, math.prod(self.shape[1:]))
+        elif scalar_offset is not None:
+            ind = Indirect("scalar", scalar_offset, math.prod(self.shape[indirect_dim + 1:]))
+        else:
+            ind = None
+            _check_bounds("ap", "pattern", st, shape, strides, start)
+        return NkiTensor(st, shape, strides, start, self.name, ind)
+
+    # ---- runtime addressing ---------------------------------------------------------------------------
+    def locate(self, op: str, operand: str, skip_oob: bool = False) -> Place:
+        """Resolve runtime offsets. OOB indices raise, or are skipped with `skip_oob` (oob_mode.skip).
+        Unknown index values (trace mode) give an unknown place and no OOB check."""
+        ind = self.indirect
+        if ind is None:
+            return Place(self.offset)
+        st = self.storage
+        lo, hi = _extent(self.shape[1:], self.strides[1:]) if ind.kind == "vector" else _extent(self.shape, self.strides)
+        if ind.kind == "scalar":
+            value = scalar_value(ind.index)
+            if value is None:
+                return Place(None)
+            start = self.offset + value * ind.rowsize
+            if start + lo < 0 or start + hi >= st.size:
+                if skip_oob:
+                    return Place(None, skip=True)
+                raise NkiValidationError(op, operand, f"scalar_offset access within {st.size} elements",
+                                         f"offset {value} -> elements [{start + lo}, {start + hi}]")
+            return Place(start)
+        rows = ind.index.values()
+        if rows is None:
+            return Place(self.offset)
+        rows = rows.reshape(-1).astype(np.int64)
+        starts = self.offset + rows * ind.rowsize
+        valid = (starts + lo >= 0) & (starts + hi < st.size)
+        if not valid.all() and not skip_oob:
+            bad = int(np.flatnonzero(~valid)[0])
+            raise NkiValidationError(op, operand, f"vector_offset rows within {st.size // max(ind.rowsize, 1)} rows",
+                                     f"index {int(rows[bad])} at partition {bad}")
+        return Place(self.offset, rows, valid)
+
+    def values(self, place: Place | None = None) -> np.ndarray | None:
+        """The elements as an array of `self.shape` in storage dtype (a view when possible); None if unknown.
+        Rows skipped as out of bounds read as zeros."""
+        place = place or self.locate("read", "tensor")
+        data = self.storage.data
+        if data is None or place.skip or (place.offset is None):
+            return None
+        if place.rows is None:
+            return _strided(data, self.shape, self.strides, place.offset)
+        out = np.zeros(self.shape, self.dtype)
+        for i in np.flatnonzero(place.valid):
+            start = place.offset + int(place.rows[i]) * self.indirect.rowsize
+            out[i] = _strided(data, self.shape[1:], self.strides[1:], start)
+        return out
+
+    def write(self, values: np.ndarray, place: Place | None = None, rows_valid: np.ndarray | None = None) -> None:
+        """Store `values` (already in self.dtype, self.size elements) here. `rows_valid` masks dim-0 rows."""
+        place = place or self.locate("write", "tensor")
+        st = self.storage
+        if st.data is None or place.skip:
+            return
+        if place.offset is None:  # unknown runtime address: nothing the emulator can still vouch for
+            st.data = None
+            return
+        values = values.reshape(self.shape)
+        if place.rows is None:
+            view = _strided(st.data, self.shape, self.strides, place.offset)
+            if rows_valid is None:
+                view[...] = values
+            else:
+                view[rows_valid] = values[rows_valid]
+            return
+        valid = place.valid if rows_valid is None else place.valid & rows_valid
+        for i in np.flatnonzero(valid):
+            start = place.offset + int(place.rows[i]) * self.indirect.rowsize
+            _strided(st.data, self.shape[1:], self.strides[1:], start)[...] = values[i]
+
+    def access(self, place: Place, nbytes: int) -> Access:
+        """Conservative footprint of this view for the trace."""
+        st = self.storage
+        if self.indirect is not None and (place.offset is None or (self.indirect.kind == "vector" and place.rows is None)):
+            return Access(st.id, st.buffer, 0, st.shape[0] if self.on_chip else 1, 0, st.free, nbytes)
+        if place.rows is not None:
+            rows = place.rows[place.valid] if place.valid is not None else place.rows
+            if rows.size == 0:
+                return Access(st.id, st.buffer, 0, 1, 0, 0, 0)
+            lo, hi = _extent(self.shape[1:], self.strides[1:])
+            lo += place.offset + int(rows.min()) * self.indirect.rowsize
+            hi += place.offset + int(rows.max()) * self.indirect.rowsize
+        else:
+            lo, hi = _extent(self.shape, self.strides)
+            lo, hi = lo + place.offset, hi + place.offset
+        if not self.on_chip:
+            return Access(st.id, st.buffer, 0, 1, lo, hi + 1, nbytes)
+        p0 = place.offset // st.free
+        p_last = p0 + (self.shape[0] - 1) * (self.strides[0] // st.free if st.free else 0)
+        f_lo, f_hi = _extent(self.shape[1:], self.strides[1:])
+        f0 = place.offset - p0 * st.free
+        return Access(st.id, st.buffer, p0, p_last + 1, f0 + f_lo, f0 + f_hi + 1, nbytes)
+
+    # ---- legacy-style operators, lowered to nl ops ---------------------------------------------------
+    def __add__(self, other):
+        from . import language
+        return language.add(self, other)
+
+    def __sub__(self, other):
+        from . import language
+        return language.subtract(self, other)
+
+    def __mul__(self, other):
+        from . import language
+        return language.multiply(self, other)
+
+    __radd__ = __add__
+    __rmul__ = __mul__
+
+
+def _strided(data: np.ndarray, shape, strides, offset: int) -> np.ndarray:
+    isz = data.itemsize
+    return np.lib.stride_tricks.as_strided(data[offset:], shape, tuple(s * isz for s in strides))
+
+
+def _check_bounds(op: str, operand: str, st: Storage, shape, strides, start: int) -> None:
+    lo, hi = _extent(shape, strides)
+    if start + lo < 0 or start + hi >= st.size:
+        raise NkiValidationError(op, operand, f"access within the {st.size}-element storage {list(st.shape)}",
+                                 f"elements [{start + lo}, {start + hi}]")
+    if st.buffer in ON_CHIP and len(shape) > 1:
+        f_lo, f_hi = _extent(shape[1:], strides[1:])
+        f0 = start % st.free
+        if f0 + f_lo < 0 or f0 + f_hi >= st.free:
+            raise NkiValidationError(op, operand, f"free access within one partition of {st.free} elements",
+                                     f"free elements [{f0 + f_lo}, {f0 + f_hi}]")
+
+
+def scalar_value(index) -> int | None:
+    """Runtime value of a scalar offset (int, VirtualRegister or 1-element tensor); None if unknown."""
+    if isinstance(index, VirtualRegister):
+        return index.value
+    if isinstance(index, NkiTensor):
+        vals = index.values()
+        return None if vals is None else int(vals.reshape(-1)[0])
+    return int(index)
+
+
+def allocate(shape, dtype, buffer: str, name: str = "", op: str = "ndarray") -> NkiTensor:
+    """A new tensor in `buffer` (sentinel-filled), accounted against on-chip capacity.
+
+    Raises:
+        NkiValidationError: partition dim over the target's pmax, or capacity exceeded.
+        ValueError: bad shape or buffer.
+    """
+    ctx = context.current()
+    dtype = dtypes.to_dtype(dtype)
+    buffer = getattr(buffer, "name", buffer) or "sbuf"
+    if buffer not in BUFFERS:
+        raise ValueError(f"buffer: {buffer!r} is not one of {BUFFERS}")
+    try:
+        shape = tuple(int(s) for s in shape)
+    except TypeError:
+        raise TypeError(f"shape: {shape!r} must be a tuple of ints") from None
+    if not shape or any(s <= 0 for s in shape):
+        raise ValueError(f"shape: {list(shape)} must be non-empty with positive sizes")
+    if buffer == "shared_hbm" and ctx.program_id > 0:
+        return _shared(ctx, shape, dtype, name)
+    target = ctx.target
+    if buffer in ON_CHIP and shape[0] > target.pmax:
+        raise NkiValidationError(op, "shape", f"partition dim <= {target.pmax}", shape[0], target.name)
+    size = math.prod(shape)
+    data = None
+    if ctx.full or dtypes.is_int(dtype):
+        data = np.full(size, np.nan if dtypes.is_float(dtype) else INT_SENTINEL, dtype)
+    st = Storage(ctx.storage_id(), buffer, dtype, shape, data)
+    if buffer in ON_CHIP:
+        amount = ctx.reserve(buffer, st.free * dtype.itemsize, op)
+        weakref.finalize(st, ctx.release, ctx.program_id, buffer, amount)
+    if buffer == "shared_hbm" and ctx.lnc > 1:
+        ctx.shared_hbm.append(st)
+    return NkiTensor(st, shape, _c_strides(shape), 0, name)
+
+
+def _shared(ctx, shape, dtype, name) -> NkiTensor:
+    """Program instances > 0 get program 0's shared_hbm tensor made by the same allocation call."""
+    k = ctx.shared_seen
+    ctx.shared_seen += 1
+    if k >= len(ctx.shared_hbm) or ctx.shared_hbm[k].shape != shape or ctx.shared_hbm[k].dtype != dtype:
+        raise NkiValidationError("ndarray", "shared_hbm", "the same shared_hbm allocations in every program instance",
+                                 f"allocation #{k} {list(shape)} {dtype}")
+    st = ctx.shared_hbm[k]
+    return NkiTensor(st, shape, _c_strides(shape), 0, name)
+
+
+def wrap(array: np.ndarray, buffer: str) -> NkiTensor:
+    """An HBM tensor over a caller's array (no copy when it is contiguous; the caller writes back otherwise)."""
+    ctx = context.current()
+    dtype = dtypes.to_dtype(array.dtype)
+    flat = array.reshape(-1)
+    st = Storage(ctx.storage_id(), buffer, dtype, tuple(array.shape) or (1,), flat)
+    shape = tuple(array.shape) or (1,)
+    return NkiTensor(st, shape, _c_strides(shape), 0)
+
+
+def _c_strides(shape) -> tuple[int, ...]:
+    strides, acc = [], 1
+    for n in reversed(shape):
+        strides.append(acc)
+        acc *= n
+    return tuple(reversed(strides))

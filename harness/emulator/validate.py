@@ -1,0 +1,93 @@
+"""The hardware and language rules the emulator enforces; each raises `NkiValidationError(op, operand, limit, value)`.
+
+Sources: S-ISA (per-instruction rules), S-A2 "Accessing SBUF/PSUM tensors" (partition rules),
+nki-api.md §3.2 (the list of limits an emulator should check). Generation-dependent facts come from
+`targets.Target`, never from literals here.
+"""
+
+from __future__ import annotations
+
+from . import dtypes
+from .errors import NkiValidationError
+from .targets import Target
+from .tensor import NkiTensor
+
+
+def _start_partitions(count: int) -> tuple[int, ...]:
+    """Allowed start partitions of an engine operand by partition count (S-A2): >64 → 0; 33–64 → 0/64; ≤32 → quadrants."""
+    if count > 64:
+        return (0,)
+    if count > 32:
+        return (0, 64)
+    return (0, 32, 64, 96)
+
+
+def tile(op: str, operand: str, t: NkiTensor, target: Target, *, engine: bool = True) -> None:
+    """An on-chip instruction operand: partition dim ≤ pmax, contiguous partitions, start-partition rule
+    (`engine`: compute engines; DMA may start anywhere), and no runtime indirection."""
+    if not isinstance(t, NkiTensor):
+        raise NkiValidationError(op, operand, "an NKI tensor", type(t).__name__, target.name)
+    if not t.on_chip:
+        return
+    if engine and t.indirect is not None:
+        raise NkiValidationError(op, operand, "no runtime (.ap offset) addressing on compute engines", t, target.name)
+    count = t.shape[0]
+    if count > target.pmax:
+        raise NkiValidationError(op, operand, f"partition dim <= {target.pmax}", count, target.name)
+    if count > 1 and t.strides[0] != t.storage.free:
+        raise NkiValidationError(op, operand, "contiguous partitions (no partition striding)",
+                                 f"partition stride {t.strides[0]} elements, storage row {t.storage.free}", target.name)
+    if engine:
+        start = t.offset // t.storage.free
+        allowed = _start_partitions(count)
+        if start not in allowed:
+            raise NkiValidationError(op, operand, f"start partition in {allowed} for {count} partitions", start,
+                                     target.name)
+
+
+def buffer(op: str, operand: str, t: NkiTensor, allowed: tuple[str, ...], target: Target) -> None:
+    if t.buffer not in allowed and not (t.buffer in ("hbm", "private_hbm", "shared_hbm") and "hbm" in allowed):
+        raise NkiValidationError(op, operand, f"buffer in {allowed}", t.buffer, target.name)
+
+
+def not_both_psum(op: str, a_name: str, a, b_name: str, b, target: Target) -> None:
+    if isinstance(a, NkiTensor) and isinstance(b, NkiTensor) and a.buffer == "psum" and b.buffer == "psum":
+        raise NkiValidationError(op, f"{a_name}/{b_name}", "not both in PSUM", "both psum", target.name)
+
+
+def same_layout(op: str, ref_name: str, ref: NkiTensor, others: dict, target: Target) -> None:
+    """Same partition count and elements per partition as `ref`."""
+    for name, t in others.items():
+        if t.shape[0] != ref.shape[0] or t.free_size != ref.free_size:
+            raise NkiValidationError(op, name, f"same partitions and elements per partition as {ref_name} "
+                                     f"({ref.shape[0]} x {ref.free_size})", f"{t.shape[0]} x {t.free_size}", target.name)
+
+
+def feature(op: str, operand: str, enabled: bool, what: str, value, target: Target) -> None:
+    """A generation-only feature used on a target without it."""
+    if not enabled:
+        raise NkiValidationError(op, operand, what, value, target.name)
+
+
+def vector_operand(op: str, operand: str, v, partitions: int, target: Target) -> None:
+    """A scalar or a (P, 1) tile broadcast along the free dim."""
+    if isinstance(v, NkiTensor):
+        tile(op, operand, v, target)
+        if v.shape[0] != partitions or v.free_size != 1:
+            raise NkiValidationError(op, operand, f"a scalar or a ({partitions}, 1) tile", list(v.shape), target.name)
+    elif not isinstance(v, (int, float)) or isinstance(v, bool):
+        raise NkiValidationError(op, operand, "a compile-time scalar or a (P, 1) tile", type(v).__name__, target.name)
+
+
+def gpsimd_no_psum(op: str, tensors: dict, target: Target) -> None:
+    """GpSimd cannot access PSUM (S-ISA, S-A2)."""
+    for name, t in tensors.items():
+        if isinstance(t, NkiTensor) and t.buffer == "psum":
+            raise NkiValidationError(op, name, "GpSimd Engine cannot access PSUM", "psum", target.name)
+
+
+def int_dtypes(op: str, tensors: dict, target: Target) -> None:
+    """Bitvec operators work on integer bit patterns only."""
+    for name, t in tensors.items():
+        if isinstance(t, NkiTensor) and not dtypes.is_int(t.dtype):
+            raise NkiValidationError(op, name, "integer dtype for bitvec operators", dtypes.name(t.dtype), target.name)

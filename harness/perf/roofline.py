@@ -1,0 +1,63 @@
+"""Roofline bounds: the time no kernel can beat, given its FLOPs and HBM bytes.
+
+    bound_s = max(sum_d flops_d / peak_d, hbm_bytes / bandwidth)
+
+with `flops_d` the TensorE FLOPs done with input dtype family d (bf16 | fp8 | fp32 | int8) and `peak_d` that
+family's dense peak. Vector/Scalar FLOPs are left out of the compute term (their peaks are far below TensorE's
+and the roofline is drawn for matmul work), so the bound stays a lower bound.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nkilab.harness.perf.chips import Target, dtype_family
+
+
+@dataclass(frozen=True)
+class RooflinePoint:
+    """One kernel run placed on a roofline plot.
+
+    Attributes:
+        intensity: FLOPs per HBM byte.
+        achieved_flops_per_s: FLOPs / latency.
+        bound_s: the roofline time for this work on the target, s.
+        latency_s: modeled or measured time, s.
+    """
+
+    intensity: float
+    achieved_flops_per_s: float
+    bound_s: float
+    latency_s: float
+
+
+def compute_bound_s(flops_by_dtype: dict[str, float], target: Target, *, lnc: int | None = None) -> float:
+    """Time for the TensorE FLOPs alone at peak: sum over dtype families of flops / peak, s."""
+    return sum(f / target.peak(d, lnc=lnc) for d, f in flops_by_dtype.items() if f)
+
+
+def memory_bound_s(hbm_bytes: float, target: Target, *, lnc: int | None = None) -> float:
+    """Time to move `hbm_bytes` at the target's HBM bandwidth, s."""
+    return hbm_bytes / target.bandwidth(lnc=lnc)
+
+
+def roofline_bound_s(flops_by_dtype: dict[str, float], hbm_bytes: float, target: Target, *,
+                     lnc: int | None = None) -> float:
+    """max(compute bound, memory bound), s — what `latency_s` can never go below."""
+    return max(compute_bound_s(flops_by_dtype, target, lnc=lnc), memory_bound_s(hbm_bytes, target, lnc=lnc))
+
+
+def ridge_point(target: Target, dtype: str = "bfloat16") -> float:
+    """FLOPs per byte where the compute and memory roofs meet."""
+    return target.peak(dtype) / target.bandwidth()
+
+
+def place(flops: float, hbm_bytes: float, latency_s: float, bound_s: float) -> RooflinePoint:
+    """A `RooflinePoint` for a run that did `flops` and moved `hbm_bytes` in `latency_s`."""
+    intensity = flops / hbm_bytes if hbm_bytes else float("inf")
+    return RooflinePoint(intensity, flops / latency_s if latency_s > 0 else 0.0, bound_s, latency_s)
+
+
+def flops_key(dtype: str) -> str:
+    """Family key under which FLOPs of `dtype` inputs are summed."""
+    return dtype_family(dtype)

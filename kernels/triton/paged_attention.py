@@ -1,0 +1,173 @@
+"""Unified paged attention: decode, prefill over a cached prefix, chunked prefill and mixed batches in one launch.
+
+out[t, h] = softmax_j(mask(softcap(scale · q[t, h] · K[j, h // g]))) V[j, h // g] over the keys j < seq_len of t's
+sequence, read through its block table from a cache laid out [num_blocks, block_size, Hkv, D] (vLLM flash layout).
+
+Algorithm (after vLLM's Triton unified attention, arXiv 2511.11581; our own code):
+  - grid (T_total // BLOCK_Q + num_seqs, Hkv): an upper bound on the number of BLOCK_Q-token query blocks, so the
+    launch needs no host sync; a program finds its sequence by binary search over query_start_loc (block index of
+    sequence s starts at query_start_loc[s] // BLOCK_Q + s) and exits when its block lies past the sequence's queries.
+  - GQA packing: a program's BLOCK_M rows are BLOCK_Q query tokens × the g query heads sharing one KV head, so each
+    K/V tile is loaded once for all g heads (row r: token r // g, head r % g; BLOCK_M is a power of two >= g·BLOCK_Q).
+  - the keys are streamed TILE keys at a time through the online softmax of `_flash.py`; TILE is independent of
+    block_size (any block size works): each key's physical block comes from the block table.
+  - only keys a query block can see are visited: causal stops at its last query's position, a sliding window starts
+    at its first query's position − w + 1.
+Masking: block-table entries and cache rows are loaded only for live keys (j < seq_len), with 0 for masked lanes, so
+NaN-poisoned unused slots and -1 / junk table entries never reach a score or a value (0 · NaN = NaN would).
+Numerics: fp32 scores, softmax and accumulation; P cast to the cache dtype before P·V.
+Reference: nkilab.reference.paged.paged_attention
+"""
+
+import torch
+import triton
+import triton.language as tl
+
+from ._flash import finish_rows, online_softmax_step, softcap_scores
+from ._interpret import INTERPRET
+from ._launch import dot_precision, padded_head_dim
+
+
+@triton.jit
+def _find_sequence(query_start_loc_ptr, num_seqs, q_block, BLOCK_Q: tl.constexpr):
+    """Largest s with query_start_loc[s] // BLOCK_Q + s <= q_block (binary search; the left side is non-decreasing)."""
+    lo = 0
+    hi = num_seqs
+    while lo < hi:
+        mid = (lo + hi) // 2
+        start = tl.load(query_start_loc_ptr + mid) // BLOCK_Q + mid
+        if start <= q_block:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo - 1
+
+
+@triton.jit
+def _paged_attention_kernel(
+    # Pointers
+    q_ptr, key_cache_ptr, value_cache_ptr, out_ptr, block_tables_ptr, seq_lens_ptr, query_start_loc_ptr,
+    # Sizes
+    num_seqs, block_size,
+    # Scalars: softmax scale, sliding window (keys), softcap
+    scale, window, softcap,
+    # Strides, in elements
+    stride_qt, stride_qh, stride_qd,
+    stride_kb, stride_ks, stride_kh, stride_kd,
+    stride_vb, stride_vs, stride_vh, stride_vd,
+    stride_ot, stride_oh, stride_od,
+    stride_bts, stride_btb,
+    # Meta-parameters
+    GROUP: tl.constexpr, D: tl.constexpr, D_PAD: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_Q: tl.constexpr, TILE: tl.constexpr,
+    IS_CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_SOFTCAP: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):
+    tl.static_assert(BLOCK_Q * GROUP <= BLOCK_M)
+    q_block = tl.program_id(0)
+    kvh = tl.program_id(1)
+
+    seq = _find_sequence(query_start_loc_ptr, num_seqs, q_block, BLOCK_Q)
+    q_first = tl.load(query_start_loc_ptr + seq)
+    q_len = tl.load(query_start_loc_ptr + seq + 1) - q_first
+    local = q_block - (q_first // BLOCK_Q + seq)
+    if local * BLOCK_Q >= q_len:
+        return
+    seq_len = tl.load(seq_lens_ptr + seq)
+    context = seq_len - q_len  # queries are the last q_len positions of the sequence
+
+    # Rows: BLOCK_Q tokens × GROUP query heads of KV head kvh.
+    offs_m = tl.arange(0, BLOCK_M)
+    tok = local * BLOCK_Q + offs_m // GROUP
+    head = (kvh * GROUP + offs_m % GROUP).to(tl.int64)
+    row_ok = (offs_m < BLOCK_Q * GROUP) & (tok < q_len)
+    pos = context + tok
+    offs_d = tl.arange(0, D_PAD)
+    d_ok = offs_d < D
+    q_rows = (q_first + tok).to(tl.int64)
+    q = tl.load(q_ptr + q_rows[:, None] * stride_qt + head[:, None] * stride_qh + offs_d[None, :] * stride_qd,
+                mask=row_ok[:, None] & d_ok[None, :], other=0.0)
+
+    # Keys this block can see: [lo, hi).
+    first_pos = context + local * BLOCK_Q
+    hi = seq_len
+    if IS_CAUSAL:
+        hi = tl.minimum(seq_len, first_pos + BLOCK_Q)
+    lo = 0
+    if HAS_WINDOW:
+        lo = tl.maximum(first_pos - window + 1, 0) // TILE * TILE
+
+    k_base = key_cache_ptr + kvh.to(tl.int64) * stride_kh
+    v_base = value_cache_ptr + kvh.to(tl.int64) * stride_vh
+    bt_row = block_tables_ptr + seq.to(tl.int64) * stride_bts
+    offs_j = tl.arange(0, TILE)
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, D_PAD], tl.float32)
+    for start in range(lo, hi, TILE):
+        j = start + offs_j
+        j_ok = j < hi
+        # Physical block of each key; masked lanes read nothing (entries past the live blocks may be -1 or junk).
+        blk = tl.load(bt_row + (j // block_size) * stride_btb, mask=j_ok, other=0).to(tl.int64)
+        slot_k = blk * stride_kb + (j % block_size) * stride_ks
+        slot_v = blk * stride_vb + (j % block_size) * stride_vs
+        kt = tl.load(k_base + slot_k[None, :] + offs_d[:, None] * stride_kd, mask=j_ok[None, :] & d_ok[:, None],
+                     other=0.0)
+        s = tl.dot(q, kt, input_precision=DOT_PRECISION) * scale
+        if HAS_SOFTCAP:
+            s = softcap_scores(s, softcap)
+        visible = row_ok[:, None] & j_ok[None, :]
+        if IS_CAUSAL:
+            visible = visible & (j[None, :] <= pos[:, None])
+        if HAS_WINDOW:
+            visible = visible & (j[None, :] >= pos[:, None] - window + 1)
+        v = tl.load(v_base + slot_v[:, None] + offs_d[None, :] * stride_vd, mask=j_ok[:, None] & d_ok[None, :],
+                    other=0.0)
+        m_i, l_i, acc = online_softmax_step(s, visible, m_i, l_i, acc, v, DOT_PRECISION)
+
+    out = finish_rows(acc, l_i)
+    tl.store(out_ptr + q_rows[:, None] * stride_ot + head[:, None] * stride_oh + offs_d[None, :] * stride_od,
+             out.to(out_ptr.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])
+
+
+def paged_attention(q: torch.Tensor, key_cache: torch.Tensor, value_cache: torch.Tensor, block_tables: torch.Tensor,
+                    seq_lens: torch.Tensor, query_start_loc: torch.Tensor, *, scale: float | None = None,
+                    causal: bool = True, sliding_window: int | None = None,
+                    softcap: float | None = None) -> torch.Tensor:
+    """Attention of every query token over its sequence's paged keys and values, all sequences in one launch.
+
+    Dimensions:  T_total query tokens of num_seqs sequences; Hq = g·Hkv; D <= 256; num_blocks × block_size slots.
+    Args:        q: [T_total, Hq, D] float16|bfloat16|float32; key_cache, value_cache: [num_blocks, block_size, Hkv,
+                 D], q's dtype; block_tables: [num_seqs, max_blocks] integer; seq_lens: [num_seqs] integer (KV length
+                 incl. the new tokens); query_start_loc: [num_seqs + 1] integer, 0 first, T_total last.
+                 scale (D**-0.5 if None), causal (bottom-right), sliding_window (keys), softcap: as in `attention`.
+    Returns:     out: [T_total, Hq, D], q's dtype, contiguous.
+    Tiling:      grid (T_total // BLOCK_Q + num_seqs, Hkv); BLOCK_M = BLOCK_Q·g rows (rounded up to a power of two);
+                 TILE keys per step. A decode-only batch (T_total <= num_seqs) uses BLOCK_M 16, prefill 64 on GPU.
+    """
+    t_total, hq, d = q.shape
+    num_seqs = seq_lens.shape[0]
+    hkv = key_cache.shape[2]
+    group = hq // hkv
+    out = torch.empty_like(q, memory_format=torch.contiguous_format)
+    if out.numel() == 0 or num_seqs == 0:
+        return out
+    rows = 16 if INTERPRET or t_total <= num_seqs else 64
+    block_m = max(rows, triton.next_power_of_2(group))
+    block_q = block_m // group
+    tile = 16 if INTERPRET else 32
+    device = q.device
+    grid = (t_total // block_q + num_seqs, hkv)
+    _paged_attention_kernel[grid](
+        q, key_cache, value_cache, out,
+        block_tables.to(device), seq_lens.to(device), query_start_loc.to(device),
+        num_seqs, key_cache.shape[1],
+        d ** -0.5 if scale is None else float(scale),
+        0 if sliding_window is None else int(sliding_window),
+        1.0 if softcap is None else float(softcap),
+        *q.stride(), *key_cache.stride(), *value_cache.stride(), *out.stride(), *block_tables.stride(),
+        GROUP=group, D=d, D_PAD=padded_head_dim(d), BLOCK_M=block_m, BLOCK_Q=block_q, TILE=tile,
+        IS_CAUSAL=bool(causal), HAS_WINDOW=sliding_window is not None, HAS_SOFTCAP=softcap is not None,
+        DOT_PRECISION=dot_precision(q.dtype),
+        num_warps=4, num_stages=2,
+    )
+    return out

@@ -1,0 +1,107 @@
+"""nkilab.reference.paged: cache writes, and paged attention equal to dense attention on each sequence's history."""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from strategies import attention_options, head_counts, paged_problems, write_problems
+
+from nkilab.reference import attention, build_paged_cache, gather_kv, paged_attention, write_kv_cache
+
+SMALL = dict(heads=head_counts(max_q_heads=4), dims=st.just(64), dtypes=st.just("float32"))
+
+
+def dense_history(problem, key_cache, value_cache, i):
+    """Sequence i's keys and values by walking its table position by position (independent of gather_kv)."""
+    bs = problem.table.block_size
+    rows = problem.table.rows[i]
+    keys = [key_cache[rows[pos // bs], pos % bs] for pos in range(problem.seq_lens[i])]
+    values = [value_cache[rows[pos // bs], pos % bs] for pos in range(problem.seq_lens[i])]
+    return np.stack(keys).astype(np.float64), np.stack(values).astype(np.float64)
+
+
+@given(problem=paged_problems(**SMALL, options=attention_options(causal=None)))
+def test_paged_equals_dense_attention_per_sequence(problem):
+    q, key_cache, value_cache, block_tables, seq_lens, qsl = problem.inputs()
+    out = paged_attention(q, key_cache, value_cache, block_tables, seq_lens, qsl, **problem.options())
+    assert np.all(np.isfinite(out)), "a NaN-poisoned dead slot leaked into the output"
+    for i in range(len(problem.seq_lens)):
+        k, v = dense_history(problem, key_cache, value_cache, i)
+        rows = slice(qsl[i], qsl[i + 1])
+        expected = attention(q[None, rows].astype(np.float64), k[None], v[None], **problem.options())[0]
+        np.testing.assert_allclose(out[rows], expected, rtol=0, atol=1e-12, err_msg=f"sequence {i}")
+
+
+@given(problem=paged_problems(**SMALL, layouts=("identity", "permuted", "gaps")), data=st.data())
+def test_block_table_permutation_does_not_change_output(problem, data):
+    """Relabel physical blocks by a random permutation (moving the cache with them): same output."""
+    q, key_cache, value_cache, block_tables, seq_lens, qsl = problem.inputs()
+    perm = np.array(data.draw(st.permutations(range(problem.table.num_blocks))))
+    moved_k, moved_v = np.empty_like(key_cache), np.empty_like(value_cache)
+    moved_k[perm], moved_v[perm] = key_cache, value_cache
+    live = np.arange(block_tables.shape[1])[None, :] < -(-seq_lens[:, None] // problem.table.block_size)
+    new_tables = np.where(live, perm[np.clip(block_tables, 0, len(perm) - 1)], -1).astype(np.int32)
+    before = paged_attention(q, key_cache, value_cache, block_tables, seq_lens, qsl, **problem.options())
+    after = paged_attention(q, moved_k, moved_v, new_tables, seq_lens, qsl, **problem.options())
+    np.testing.assert_array_equal(before, after)
+
+
+def test_mixed_batch_decode_prefill_chunked_in_one_call():
+    rng = np.random.default_rng(0)
+    seq_lens, q_lens, bs = [5, 7, 9], [1, 7, 3], 4  # decode, prefill, chunked prefill
+    keys = [rng.standard_normal((n, 2, 8)) for n in seq_lens]
+    values = [rng.standard_normal((n, 2, 8)) for n in seq_lens]
+    tables = np.array([[5, 0, -1], [3, 1, -1], [4, 2, 6]], dtype=np.int32)
+    kc, vc = build_paged_cache(keys, values, tables, num_blocks=7, block_size=bs)
+    q = rng.standard_normal((sum(q_lens), 6, 8))
+    qsl = np.array([0, 1, 8, 11], dtype=np.int32)
+    out = paged_attention(q, kc, vc, tables, np.array(seq_lens), qsl)
+    for i in range(3):
+        expected = attention(q[None, qsl[i] : qsl[i + 1]], keys[i][None], values[i][None], causal=True)[0]
+        np.testing.assert_allclose(out[qsl[i] : qsl[i + 1]], expected, rtol=0, atol=1e-12)
+
+
+def test_build_paged_cache_fills_dead_slots_and_gather_round_trips():
+    rng = np.random.default_rng(1)
+    keys = [rng.standard_normal((3, 1, 2)), rng.standard_normal((2, 1, 2))]
+    tables = np.array([[2, 0], [1, -1]], dtype=np.int32)
+    kc, vc = build_paged_cache(keys, keys, tables, num_blocks=3, block_size=2)
+    assert np.isnan(kc[0, 1]).all() and not np.isnan(kc[2]).any()
+    for i, k in enumerate(keys):
+        gk, gv = gather_kv(kc, vc, tables[i], len(k))
+        np.testing.assert_array_equal(gk, k)
+        np.testing.assert_array_equal(gv, k)
+
+
+@given(problem=write_problems(dims=st.just(8), dtypes=st.just("float32")))
+def test_write_then_gather_round_trips_and_padding_leaves_cache_untouched(problem):
+    key, value, kc, vc, slots = problem.inputs()
+    kc0, vc0 = kc.copy(), vc.copy()
+    out_k, out_v = write_kv_cache(key, value, kc, vc, slots)
+    assert out_k is kc and out_v is vc
+    written = set()
+    for t, slot in enumerate(problem.slots):
+        if slot >= 0:
+            block, offset = divmod(slot, problem.block_size)
+            np.testing.assert_array_equal(kc[block, offset], key[t])
+            np.testing.assert_array_equal(vc[block, offset], value[t])
+            written.add((block, offset))
+    untouched = [(b, o) for b in range(problem.num_blocks) for o in range(problem.block_size) if (b, o) not in written]
+    for b, o in untouched:
+        np.testing.assert_array_equal(kc[b, o], kc0[b, o])
+        np.testing.assert_array_equal(vc[b, o], vc0[b, o])
+
+
+def test_write_all_padding_is_a_no_op():
+    kc = np.arange(8.0).reshape(2, 2, 1, 2)
+    before = kc.copy()
+    write_kv_cache(np.ones((3, 1, 2)), np.ones((3, 1, 2)), kc, kc, np.full(3, -1))
+    np.testing.assert_array_equal(kc, before)
+
+
+@pytest.mark.parametrize("block_size", [1, 3, 16])
+def test_gather_reads_only_live_entries(block_size):
+    kc = np.full((4, block_size, 1, 1), np.nan)
+    kc[2] = 1.0
+    k, _ = gather_kv(kc, kc, np.array([2, -1, 10**6]), block_size)  # entries past the live one are junk
+    np.testing.assert_array_equal(k, np.ones((block_size, 1, 1)))
