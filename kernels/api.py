@@ -38,14 +38,15 @@ def _choose(op: str, backend: str, problem: dict):
         raise ValueError(f"backend: must be one of {BACKEND_CHOICES}, got {backend!r}")
     if backend == "auto":
         preferred = resolve_backend(op, has_neuron=has_neuron_device(), has_cuda=has_cuda_device())
-        for candidate in dict.fromkeys((preferred, "reference")):
+        if preferred != "reference":
             try:
-                impl, unsupported = load(op, candidate)
+                impl, unsupported = load(op, preferred)
             except BackendUnavailableError:
-                continue
-            if unsupported(op, **problem) is None:
-                return candidate, impl
-        raise AssertionError("unreachable: the reference backend supports every problem")
+                pass
+            else:
+                if unsupported(op, **problem) is None:
+                    return preferred, impl
+        return "reference", load(op, "reference")[0]
     impl, unsupported = load(op, backend)
     reason = unsupported(op, **problem)
     if reason is not None:
@@ -159,12 +160,13 @@ def write_kv_cache(key, value, key_cache, value_cache, slot_mapping, *, backend=
     _checks.check_write_kv_cache(key, value, key_cache, value_cache, slot_mapping)
     problem = dict(head_dim=int(key_cache.shape[3]), block_size=int(key_cache.shape[1]), dtype=dtype_name(key_cache))
     name, impl = _choose("write_kv_cache", backend, problem)
-    if ARRAY_KIND[name] == kind(key_cache):
-        impl(key, value, key_cache, value_cache, slot_mapping)
-        return key_cache, value_cache
-    new_k, new_v = impl(*(_to_backend(name, a) for a in (key, value, key_cache, value_cache, slot_mapping)))
-    copy_into(key_cache, new_k)
-    copy_into(value_cache, new_v)
+    arrays = (key, value, key_cache, value_cache, slot_mapping)
+    new_k, new_v = impl(*(a if ARRAY_KIND[name] == kind(a) else _to_backend(name, a) for a in arrays))
+    # A backend writes in place and returns its caches; when it worked on converted copies (another array kind
+    # or device) or returned fresh arrays, write the result back into the caller's own arrays.
+    for mine, theirs in ((key_cache, new_k), (value_cache, new_v)):
+        if theirs is not mine:
+            copy_into(mine, theirs)
     return key_cache, value_cache
 
 

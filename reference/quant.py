@@ -85,7 +85,7 @@ class QuantizedActivation:
         return f"QuantizedActivation({self.scheme}, shape={self.shape})"
 
 
-def _to_float64(x, name: str) -> np.ndarray:
+def _to_float64(x) -> np.ndarray:
     """NumPy or torch array -> float64 NumPy (torch conversion lives in nkilab.kernels._adapter)."""
     from nkilab.kernels._adapter import to_numpy  # lazy: nkilab.kernels imports this module
 
@@ -139,7 +139,7 @@ def quantize_weight(w, scheme: str, group_size: int | None = None, symmetric: bo
         >>> qw.data.tolist(), qw.scales.shape
         ([[127, -64], [64, 127]], (1, 2))
     """
-    w = _to_float64(w, "w")
+    w = _to_float64(w)
     if w.ndim != 2:
         raise ValueError(f"w: must be 2-D [K, N], got shape {w.shape}")
     if not np.all(np.isfinite(w)):
@@ -248,7 +248,7 @@ def quantize_activation(x, scheme: str = "fp8_e4m3", per: str = "token") -> Quan
         raise ValueError(f"scheme: activations are quantized to one of {FP8_SCHEMES}, got {scheme!r}")
     if per != "token":
         raise ValueError(f"per: only per-token ('token') activation scales are defined, got {per!r}")
-    x = _to_float64(x, "x")
+    x = _to_float64(x)
     if x.ndim != 2:
         raise ValueError(f"x: must be 2-D [M, K], got shape {x.shape}")
     if not np.all(np.isfinite(x)):

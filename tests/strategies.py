@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 
 from nkilab.reference.quant import FP8_SCHEMES, SCHEMES, QuantizedWeight, quantize_activation, quantize_weight
 
-FLOAT_DTYPES = ("float32", "float16", "bfloat16")  # bfloat16 kernels: GPU / emulator only, not the Triton interpreter
+FLOAT_DTYPES = ("float32", "float16", "bfloat16")
+INTERPRETER_DTYPES = ("float32", "float16")  # the Triton CPU interpreter has no bfloat16 arithmetic (DESIGN §1)
 HEAD_DIMS = (64, 80, 128)
 QWEN_HEADS = (28, 4)  # Qwen2.5-7B: 28 query heads over 4 kv heads, a non-power-of-two GQA group of 7
 BLOCK_SIZES = (1, 4, 16)

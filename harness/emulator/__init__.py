@@ -1,1 +1,26 @@
-"""NumPy emulator of the NKI API (placeholder: filled by the emulator issue)."""
+"""NumPy emulator of the NKI API (`nki.language`, `nki.isa`, `nki.jit`, `nki.simulate`), with strict
+per-generation validation and an instruction trace for the performance model.
+
+    from nkilab.harness.emulator import nki, nl, nisa, run
+    out = nki.simulate(kernel)(a, b)                               # like the SDK's simulator
+    res = run(kernel, a, b, target="trn1", mode="trace")           # outputs + Trace
+
+See DESIGN.md §6; module map: targets (hardware facts), dtypes, tensor (NkiTensor, views, .ap),
+language (nl), isa/ (one module per engine), validate (rules), jit (run/jit/simulate), trace.
+"""
+
+import types
+
+from . import isa as nisa
+from . import language as nl
+from .errors import NkiTraceError, NkiValidationError
+from .jit import Kernel, RunResult, jit, run, simulate
+from .targets import TARGETS, Target, get_target
+from .tensor import NkiTensor
+from .trace import Trace
+
+nki = types.ModuleType("nki", "Emulated `nki` namespace: language, isa, jit, simulate.")
+nki.language, nki.isa, nki.jit, nki.simulate = nl, nisa, jit, simulate
+
+__all__ = ["Kernel", "NkiTensor", "NkiTraceError", "NkiValidationError", "RunResult", "TARGETS", "Target", "Trace",
+           "get_target", "jit", "nisa", "nki", "nl", "run", "simulate"]

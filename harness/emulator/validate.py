@@ -28,6 +28,9 @@ def tile(op: str, operand: str, t: NkiTensor, target: Target, *, engine: bool = 
     if not isinstance(t, NkiTensor):
         raise NkiValidationError(op, operand, "an NKI tensor", type(t).__name__, target.name)
     if not t.on_chip:
+        if engine:
+            raise NkiValidationError(op, operand, "an SBUF/PSUM tile (compute engines cannot access HBM)", t.buffer,
+                                     target.name)
         return
     if engine and t.indirect is not None:
         raise NkiValidationError(op, operand, "no runtime (.ap offset) addressing on compute engines", t, target.name)

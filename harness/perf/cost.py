@@ -86,7 +86,8 @@ def _tensor_cycles(inst: Instruction, core: NeuronCore) -> float:
     family = dtype_family(matmul_dtype(inst))
     if family == "fp32":
         cycles *= core.fp32_factor
-    elif family == "fp8" and str(inst.attrs.get("perf_mode", "")).lower() in _PERF_MODES:
+    elif family == "fp8" and (inst.attrs.get("double_row")
+                              or str(inst.attrs.get("perf_mode", "")).lower() in _PERF_MODES):
         cycles /= core.fp8_speedup
     return cycles
 

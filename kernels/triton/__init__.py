@@ -13,10 +13,10 @@ from ._interpret import INTERPRET
 from .attention import attention
 from .kv_cache import write_kv_cache
 from .paged_attention import paged_attention
-from .qmatmul import PreparedWeight, prepare_weight, qmatmul
+from .qmatmul import PreparedActivation, PreparedWeight, prepare_activation, prepare_weight, qmatmul
 
-__all__ = ["attention", "paged_attention", "prepare_weight", "PreparedWeight", "qmatmul", "unsupported",
-           "write_kv_cache", "INTERPRET"]
+__all__ = ["attention", "paged_attention", "prepare_activation", "prepare_weight", "PreparedActivation",
+           "PreparedWeight", "qmatmul", "unsupported", "write_kv_cache", "INTERPRET"]
 
 MAX_HEAD_DIM = 256  # q, acc and a K/V tile of D_PAD lanes each must fit in registers / shared memory
 _GPU_MIN_GROUP = {"int4": 32, "int8": 16, "fp8_e4m3": 16, "fp8_e4m3fn": 16}  # BLOCK_K | G and tl.dot needs K >= 16

@@ -149,13 +149,30 @@ def prepare_weight(qw: QuantizedWeight, device: torch.device | str | None = None
                           torch.from_numpy(np.ascontiguousarray(qw.scales, dtype=np.float32)).to(device), zeros, qw)
 
 
+@dataclass(frozen=True)
+class PreparedActivation:
+    """A QuantizedActivation on one device: fp8 bits uint8 [M, K] and per-token scales float32 [M]."""
+
+    data: torch.Tensor
+    scales: torch.Tensor
+
+
+def prepare_activation(qa: QuantizedActivation, device: torch.device | str | None = None) -> PreparedActivation:
+    """Move W8A8 activations to `device` (default: CUDA when present, else CPU), fp8 as raw bits."""
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    bits = np.ascontiguousarray(np.asarray(qa.data)).view(np.uint8)
+    scales = np.ascontiguousarray(np.asarray(qa.scales, dtype=np.float32)).reshape(-1)
+    return PreparedActivation(torch.from_numpy(bits).to(device), torch.from_numpy(scales).to(device))
+
+
 def _activation(x, device) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(x, per-token scales or None): a QuantizedActivation becomes its fp8 bits as uint8 [M, K] + float32 [M]."""
-    if not isinstance(x, QuantizedActivation):
-        return x, None
-    bits = np.ascontiguousarray(np.asarray(x.data)).view(np.uint8)
-    scales = np.ascontiguousarray(np.asarray(x.scales, dtype=np.float32)).reshape(-1)
-    return torch.from_numpy(bits).to(device), torch.from_numpy(scales).to(device)
+    """(x, per-token scales or None) as the kernel reads them."""
+    if isinstance(x, QuantizedActivation):
+        x = prepare_activation(x, device)
+    if isinstance(x, PreparedActivation):
+        return x.data, x.scales
+    return x, None
 
 
 def _config(m: int, k: int, n: int, scheme: str, group_size: int | None) -> tuple[int, int, int, int, int]:
@@ -190,8 +207,8 @@ def qmatmul(x, qw, *, out_dtype: torch.dtype | None = None, split_k: int | None 
     """y[M, N] = x[M, K] @ dequantize(qw)[K, N] on the GPU (or the Triton interpreter).
 
     Dimensions:  M tokens; K in_features; N out_features; G rows per scale (group_size).
-    Args:        x: [M, K] float16|bfloat16|float32 torch tensor, or a QuantizedActivation (fp8 [M, K] + float32
-                 [M, 1] per-token scales; qw must be fp8 per channel).
+    Args:        x: [M, K] float16|bfloat16|float32 torch tensor, or a QuantizedActivation / PreparedActivation (fp8
+                 [M, K] + float32 per-token scales; qw must be fp8 per channel).
                  qw: QuantizedWeight (converted here, every call) or PreparedWeight (from `prepare_weight`).
                  out_dtype: result dtype; None = x's dtype (float32 for W8A8).
                  split_k: K splits (None = heuristic: >1 only for M <= 16 on a GPU); must keep whole groups.
@@ -200,7 +217,8 @@ def qmatmul(x, qw, *, out_dtype: torch.dtype | None = None, split_k: int | None 
     """
     prepared = qw if isinstance(qw, PreparedWeight) else None
     device = prepared.data.device if prepared is not None else (
-        x.device if isinstance(x, torch.Tensor) else ("cuda" if torch.cuda.is_available() else "cpu"))
+        x.device if isinstance(x, torch.Tensor) else x.data.device if isinstance(x, PreparedActivation) else
+        ("cuda" if torch.cuda.is_available() else "cpu"))
     prepared = prepared or prepare_weight(qw, device)
     source = prepared.source
     x, x_scales = _activation(x, device)

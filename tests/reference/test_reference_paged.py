@@ -2,9 +2,11 @@
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
-from strategies import attention_options, head_counts, paged_problems, write_problems
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from brute_force import brute_force_attention
+from strategies import attention_options, head_counts, paged_problems, slot_mappings, write_problems
 
 from nkilab.reference import attention, build_paged_cache, gather_kv, paged_attention, write_kv_cache
 
@@ -20,15 +22,17 @@ def dense_history(problem, key_cache, value_cache, i):
     return np.stack(keys).astype(np.float64), np.stack(values).astype(np.float64)
 
 
-@given(problem=paged_problems(**SMALL, options=attention_options(causal=None)))
-def test_paged_equals_dense_attention_per_sequence(problem):
+@given(problem=paged_problems(max_seqs=3, max_seq_len=12, dims=st.just(16), options=attention_options(causal=None)))
+def test_paged_matches_brute_force_per_sequence(problem):
+    """Default heads include Qwen's 28/4; tables are permuted / gapped / shared with -1 or junk padding and every
+    dead slot NaN."""
     q, key_cache, value_cache, block_tables, seq_lens, qsl = problem.inputs()
     out = paged_attention(q, key_cache, value_cache, block_tables, seq_lens, qsl, **problem.options())
     assert np.all(np.isfinite(out)), "a NaN-poisoned dead slot leaked into the output"
     for i in range(len(problem.seq_lens)):
         k, v = dense_history(problem, key_cache, value_cache, i)
         rows = slice(qsl[i], qsl[i + 1])
-        expected = attention(q[None, rows].astype(np.float64), k[None], v[None], **problem.options())[0]
+        expected = brute_force_attention(q[None, rows].astype(np.float64), k[None], v[None], **problem.options())[0]
         np.testing.assert_allclose(out[rows], expected, rtol=0, atol=1e-12, err_msg=f"sequence {i}")
 
 
@@ -105,3 +109,40 @@ def test_gather_reads_only_live_entries(block_size):
     kc[2] = 1.0
     k, _ = gather_kv(kc, kc, np.array([2, -1, 10**6]), block_size)  # entries past the live one are junk
     np.testing.assert_array_equal(k, np.ones((block_size, 1, 1)))
+
+
+class CacheWrites(RuleBasedStateMachine):
+    """Sequences of write_kv_cache calls agree with a dict model {slot: (key, value)}; padding never writes."""
+
+    NUM_BLOCKS, BLOCK_SIZE, HKV, D = 3, 4, 2, 4
+
+    def __init__(self):
+        super().__init__()
+        shape = (self.NUM_BLOCKS, self.BLOCK_SIZE, self.HKV, self.D)
+        self.key_cache, self.value_cache = np.full(shape, np.nan), np.full(shape, np.nan)
+        self.model = {}
+
+    @rule(data=st.data(), t=st.integers(1, 5), seed=st.integers(0, 2**16))
+    def write(self, data, t, seed):
+        slots = data.draw(slot_mappings(num_tokens=t, num_slots=self.NUM_BLOCKS * self.BLOCK_SIZE))
+        rng = np.random.default_rng(seed)
+        key, value = rng.standard_normal((t, self.HKV, self.D)), rng.standard_normal((t, self.HKV, self.D))
+        write_kv_cache(key, value, self.key_cache, self.value_cache, np.array(slots, dtype=np.int32))
+        for tok, slot in enumerate(slots):
+            if slot >= 0:
+                self.model[slot] = (key[tok], value[tok])
+
+    @invariant()
+    def cache_matches_model(self):
+        flat_k = self.key_cache.reshape(-1, self.HKV, self.D)
+        flat_v = self.value_cache.reshape(-1, self.HKV, self.D)
+        for slot in range(flat_k.shape[0]):
+            if slot in self.model:
+                np.testing.assert_array_equal(flat_k[slot], self.model[slot][0])
+                np.testing.assert_array_equal(flat_v[slot], self.model[slot][1])
+            else:
+                assert np.isnan(flat_k[slot]).all() and np.isnan(flat_v[slot]).all()
+
+
+CacheWrites.TestCase.settings = settings(max_examples=10, stateful_step_count=6, deadline=None)
+TestCacheWrites = CacheWrites.TestCase

@@ -23,7 +23,7 @@ FP8_HALF_ULP_REL = 2.0**-4  # e4m3 keeps 3 mantissa bits: round-to-nearest is wi
 FP8_SUBNORMAL_HALF_STEP = 2.0**-10  # both e4m3 variants: subnormal step 2^-9 (in units of the scale)
 
 
-def weights(k=64, n=8):
+def weights(k=128, n=6):
     return hnp.arrays(np.float64, (k, n), elements=st.floats(-8, 8, allow_subnormal=False))
 
 

@@ -1,0 +1,31 @@
+"""`nki.isa` of the emulator: one module per engine (tensor_engine, vector, scalar, gpsimd, dma); each op
+validates its operands for the run's target, computes (skipped in trace mode), and records one trace
+instruction."""
+
+from ..context import current as _current
+from ..errors import NkiValidationError
+from ..registers import VirtualRegister
+from .dma import dma_compute, dma_copy
+from .enums import (dge_mode, dma_engine, engine, gpsimd_engine, matmul_perf_mode, nc_version, oob_mode, reduce_cmd,
+                    scalar_engine, tensor_engine, unknown_engine, vector_engine)
+from .gpsimd import affine_select, iota
+from .registers import register_alloc, register_load, register_move, register_store
+from .scalar import activation, activation_reduce
+from .tensor_engine import nc_matmul, nc_transpose
+from .vector import (exponential, memset, range_select, reciprocal, scalar_tensor_tensor, select_reduce, tensor_copy,
+                     tensor_reduce, tensor_scalar, tensor_scalar_reduce, tensor_tensor)
+
+
+def get_nc_version() -> nc_version:
+    """The NeuronCore version of the running kernel's target."""
+    return nc_version(_current().target.gen)
+
+
+__all__ = [
+    "NkiValidationError", "VirtualRegister", "activation", "activation_reduce", "affine_select", "dge_mode",
+    "dma_compute", "dma_copy", "dma_engine", "engine", "exponential", "get_nc_version", "gpsimd_engine", "iota",
+    "matmul_perf_mode", "memset", "nc_matmul", "nc_transpose", "nc_version", "oob_mode", "range_select", "reciprocal",
+    "reduce_cmd", "register_alloc", "register_load", "register_move", "register_store", "scalar_engine",
+    "scalar_tensor_tensor", "select_reduce", "tensor_copy", "tensor_engine", "tensor_reduce", "tensor_scalar",
+    "tensor_scalar_reduce", "tensor_tensor", "unknown_engine", "vector_engine",
+]

@@ -1,0 +1,154 @@
+"""DMA instructions: `dma_copy` and `dma_compute` (S-ISA).
+
+dma_copy moves `src` to `dst` (HBM↔SBUF, HBM↔HBM, SBUF↔SBUF; never PSUM); element counts must match
+(shapes may differ: elements are taken in row-major order); different dtypes convert through float32.
+Runtime addressing comes from `.ap(scalar_offset=…)` (one offset; legal on every generation) or
+`.ap(vector_offset=idx, indirect_dim=0)` on an HBM tensor (per-partition rows; gather on `src`,
+scatter on `dst`; NeuronCore-v3+, "indirect: v3+" S-DGE). Out-of-bounds runtime offsets raise
+(`oob_mode.error`) or are skipped (`oob_mode.skip`: those rows / that transfer are not moved).
+In trace mode, offsets from index tiles whose values are unknown give whole-storage footprints and
+no OOB check.
+
+Trace attrs: bytes (bytes written to dst), chunks (contiguous runs: the shorter of src's and dst's
+innermost contiguous run sets the run length), chunk_bytes, indirect, dge ("none" | "swdge" |
+"hwdge"; unknown resolves to swdge for vector-offset DMAs, hwdge on v3+ for same-dtype copies, else
+none), queue (round-robin over the 16 DMA queues in issue order).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import dtypes, validate
+from ..errors import NkiValidationError
+from ..operators import alu
+from ..tensor import NkiTensor
+from .enums import dge_mode as DgeMode
+from .enums import engine as Engine
+from .enums import oob_mode as OobMode
+from .issue import computes, current, record
+
+MAX_DMA_COMPUTE_SRCS = 16  # dma_compute sources per instruction — S-ISA
+
+
+def _run_length(t: NkiTensor) -> int:
+    """Elements in t's innermost contiguous run (on-chip and vector-indirect runs stay within dim 0's rows)."""
+    run, stop = 1, 1 if (t.on_chip or (t.indirect is not None and t.indirect.kind == "vector")) else 0
+    for n, s in zip(reversed(t.shape[stop:]), reversed(t.strides[stop:])):
+        if n == 1:
+            continue
+        if s != run:
+            break
+        run *= n
+    return run
+
+
+def _check_operand(opc: str, operand: str, x, t) -> None:
+    if not isinstance(x, NkiTensor):
+        raise NkiValidationError(opc, operand, "an NKI tensor", type(x).__name__, t.name)
+    validate.tile(opc, operand, x, t, engine=False)
+    if x.buffer == "psum":
+        raise NkiValidationError(opc, operand, "not in PSUM (DMA cannot access PSUM; tensor_copy to SBUF first)",
+                                 "psum", t.name)
+    ind = x.indirect
+    if ind is not None and ind.kind == "vector":
+        validate.feature(opc, operand, t.dma_vector_offset, "indirect vector_offset DMA needs NeuronCore-v3+",
+                         "vector_offset", t)
+        if x.on_chip:
+            raise NkiValidationError(opc, operand, "vector_offset indexes an HBM tensor", x.buffer, t.name)
+        validate.buffer(opc, f"{operand}.vector_offset", ind.index, ("sbuf",), t)
+
+
+def _index_reads(**tensors) -> dict:
+    return {f"{k}.index": v.indirect.index for k, v in tensors.items()
+            if v.indirect is not None and isinstance(v.indirect.index, NkiTensor)}
+
+
+def _attrs(ctx, dst: NkiTensor, srcs: list, dge_mode) -> dict:
+    t = ctx.target
+    nbytes = dst.size * dst.itemsize
+    run = min(_run_length(x) for x in [dst] + srcs)
+    chunks = max(dst.size // max(run, 1), 1)
+    vector = any(x.indirect is not None and x.indirect.kind == "vector" for x in [dst] + srcs)
+    indirect = any(x.indirect is not None for x in [dst] + srcs)
+    if dge_mode != DgeMode.unknown:
+        dge = dge_mode.name
+    elif vector:
+        dge = "swdge"
+    elif t.hwdge and all(x.dtype == dst.dtype for x in srcs):
+        dge = "hwdge"
+    else:
+        dge = "none"
+    return {"bytes": nbytes, "chunks": chunks, "chunk_bytes": nbytes / chunks, "indirect": indirect, "dge": dge,
+            "queue": ctx.next_dma_queue()}
+
+
+def dma_copy(dst, src, priority=None, oob_mode=OobMode.error, dge_mode=DgeMode.unknown, engine=Engine.unknown,
+             name=None):
+    """dst = src through a DMA queue (see module docstring for rules and indirect addressing)."""
+    opc = "dma_copy"
+    ctx = current()
+    t = ctx.target
+    _check_operand(opc, "dst", dst, t)
+    _check_operand(opc, "src", src, t)
+    if dst.size != src.size:
+        raise NkiValidationError(opc, "dst", f"element count == src's {src.size}", dst.size, t.name)
+    if dge_mode == DgeMode.hwdge:
+        validate.feature(opc, "dge_mode", t.hwdge, "hwdge needs NeuronCore-v3+", "hwdge", t)
+        if src.dtype != dst.dtype:
+            raise NkiValidationError(opc, "dst", "same dtype as src with hwdge",
+                                     f"{dtypes.name(src.dtype)} -> {dtypes.name(dst.dtype)}", t.name)
+    if priority is not None:
+        validate.feature(opc, "priority", t.dma_priority, "DMA priority needs NeuronCore-v4", priority, t)
+    skip = oob_mode == OobMode.skip
+    sp, dp = src.locate(opc, "src", skip), dst.locate(opc, "dst", skip)
+    index = _index_reads(dst=dst, src=src)
+    if computes(ctx, (dst,), (src, *index.values())):
+        vals = src.values(sp)
+        if vals is not None and not dp.skip:
+            if src.dtype != dst.dtype:
+                vals = dtypes.cast(dtypes.to_f32(vals), dst.dtype)
+            rows_valid = None
+            if sp.valid is not None and not sp.valid.all():
+                if dst.shape[0] != src.shape[0]:
+                    raise NkiValidationError(opc, "dst", "same dim 0 as an oob-skipping vector_offset src",
+                                             list(dst.shape), t.name)
+                rows_valid = sp.valid
+            dst.write(vals, dp, rows_valid)
+    record(ctx, "dma", opc, {"dst": dst}, {"src": src, **index}, places={"dst": dp, "src": sp},
+           attrs=_attrs(ctx, dst, [src], dge_mode))
+
+
+def dma_compute(dst, srcs, reduce_op, scales=None, unique_indices=True, oob_mode=OobMode.error, name=None):
+    """dst = srcs[0] + srcs[1] + … in float32 inside the DMA engines (reduce_op must be nl.add, scales 1.0).
+    With a vector_offset operand this is a read-modify-write scatter (dst HBM) or gather (dst SBUF)."""
+    opc = "dma_compute"
+    ctx = current()
+    t = ctx.target
+    red = alu(reduce_op, "reduce_op")
+    if red.name != "add":
+        raise NkiValidationError(opc, "reduce_op", "add", red.name, t.name)
+    srcs = list(srcs)
+    if not 1 <= len(srcs) <= MAX_DMA_COMPUTE_SRCS:
+        raise NkiValidationError(opc, "srcs", f"1 to {MAX_DMA_COMPUTE_SRCS} tensors", len(srcs), t.name)
+    if scales is not None and any(float(s) != 1.0 for s in scales):
+        raise NkiValidationError(opc, "scales", "all 1.0", list(scales), t.name)
+    if not unique_indices:
+        raise NkiValidationError(opc, "unique_indices", "True (non-unique indices unsupported)", unique_indices, t.name)
+    _check_operand(opc, "dst", dst, t)
+    for i, s in enumerate(srcs):
+        _check_operand(opc, f"srcs[{i}]", s, t)
+        if s.size != dst.size:
+            raise NkiValidationError(opc, f"srcs[{i}]", f"element count == dst's {dst.size}", s.size, t.name)
+    skip = oob_mode == OobMode.skip
+    dp = dst.locate(opc, "dst", skip)
+    places = {f"src{i}": s.locate(opc, f"srcs[{i}]", skip) for i, s in enumerate(srcs)}
+    reads = {f"src{i}": s for i, s in enumerate(srcs)}
+    index = _index_reads(dst=dst, **reads)
+    if computes(ctx, (dst,), (*srcs, *index.values())):
+        vals = [s.values(places[f"src{i}"]) for i, s in enumerate(srcs)]
+        if all(v is not None for v in vals):
+            total = sum(dtypes.to_f32(v).reshape(-1) for v in vals)
+            dst.write(dtypes.cast(np.asarray(total, np.float32), dst.dtype), dp)
+    record(ctx, "dma", opc, {"dst": dst}, {**reads, **index}, flops=dst.size * (len(srcs) - 1),
+           places={"dst": dp, **places}, attrs=_attrs(ctx, dst, srcs, DgeMode.unknown))

@@ -1,0 +1,182 @@
+"""Running kernels: `run`, `nki.jit`, `nki.simulate`, `kernel[lnc]`.
+
+Execution model (as the official simulator, S-SIM): tensors arguments arrive as HBM `NkiTensor`s
+(`hbm`; `shared_hbm` under LNC 2) over the caller's arrays; every instruction runs eagerly, in
+program order; inputs the kernel writes are updated in place; the tensors the kernel returns come
+back as NumPy arrays (torch tensors when the inputs were torch). LNC 2 runs program 0 then program 1
+(each with its own SBUF/PSUM and `nl.program_id()`), sharing HBM; program 1's `shared_hbm`
+allocations are program 0's. `mode="trace"` records the instruction trace without float math, so
+outputs come back as None.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import context, dtypes
+from .context import RunContext
+from .errors import NkiValidationError
+from .targets import get_target
+from .tensor import NkiTensor, wrap
+from .trace import Trace
+
+MODES = ("full", "trace")
+
+
+@dataclass
+class RunResult:
+    """outputs: what the kernel returned (arrays, a tuple of them, or None entries in trace mode); trace: its
+    instructions."""
+
+    outputs: object
+    trace: Trace
+
+
+class Kernel:
+    """A kernel function with a launch LNC degree (`kernel[2]`)."""
+
+    def __init__(self, fn, lnc: int | None = None):
+        self.fn, self.lnc = fn, lnc
+        functools.update_wrapper(self, fn)
+
+    def __getitem__(self, lnc) -> "Kernel":
+        lnc = lnc[0] if isinstance(lnc, tuple) and len(lnc) == 1 else lnc
+        if lnc not in (1, 2):
+            raise ValueError(f"kernel[lnc]: lnc must be 1 or 2, got {lnc!r}")
+        return Kernel(self.fn, lnc)
+
+    def __call__(self, *args, **kwargs):
+        if context.active() is not None:  # a kernel calling a sub-kernel: just inline it
+            return self.fn(*args, **kwargs)
+        return run(self, *args, **kwargs).outputs
+
+
+def jit(fn=None, **_options):
+    """`@nki.jit` / `@nki.jit(...)`: a Kernel; calling it with arrays emulates it (options are accepted and ignored)."""
+    if fn is None:
+        return lambda f: Kernel(f)
+    return fn if isinstance(fn, Kernel) else Kernel(fn)
+
+
+def simulate(kernel):
+    """`nki.simulate(kernel)(*arrays, **kwargs)` → the kernel's outputs (full mode, target from the environment)."""
+    k = kernel if isinstance(kernel, Kernel) else Kernel(kernel)
+    return lambda *args, **kwargs: run(k, *args, **kwargs).outputs
+
+
+def run(kernel, *args, target: str | None = None, mode: str = "full", lnc: int | None = None, **kwargs) -> RunResult:
+    """Emulate `kernel(*args, **kwargs)` for `target` and return its outputs and instruction trace.
+
+    Args:
+        kernel: a plain function, an `nki.jit` kernel, or `kernel[2]`.
+        args, kwargs: NumPy arrays (ml_dtypes bf16/fp8 included) or CPU torch tensors become HBM tensors;
+            anything else (ints, floats, tuples of ints, configs) is passed through as compile-time values.
+        target: "inf2" | "trn1" | "trn2" | "trn3"; None reads NEURON_PLATFORM_TARGET_OVERRIDE, else "trn2".
+        mode: "full" computes values; "trace" records instructions only (integer index values still computed).
+        lnc: logical NeuronCore degree (1 or 2); default: the kernel's `[lnc]`, else 1.
+
+    Returns:
+        RunResult(outputs, trace): outputs converted like the inputs (NumPy, or torch if any input was torch).
+
+    Raises:
+        ValueError: bad mode / lnc / target. NkiValidationError: the kernel broke a rule of the target.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode: {mode!r} is not one of {MODES}")
+    fn = kernel.fn if isinstance(kernel, Kernel) else kernel
+    lnc = lnc or (kernel.lnc if isinstance(kernel, Kernel) else None) or 1
+    if lnc not in (1, 2):
+        raise ValueError(f"lnc: must be 1 or 2, got {lnc!r}")
+    tgt = get_target(target)
+    if lnc == 2 and not tgt.lnc2:
+        raise NkiValidationError("launch", "lnc", "LNC 2 only on trn2/trn3", lnc, tgt.name)
+    ctx = RunContext(tgt, mode, Trace(getattr(fn, "__name__", "kernel"), tgt.name, lnc), lnc)
+    use_torch = any(_is_torch(a) for a in list(args) + list(kwargs.values()))
+    write_back: list = []
+    result = None
+    context.push(ctx)
+    try:
+        buffer = "shared_hbm" if lnc > 1 else "hbm"
+        t_args = [_to_tensor(a, buffer, write_back) for a in args]
+        t_kwargs = {k: _to_tensor(v, buffer, write_back) for k, v in kwargs.items()}
+        for pid in range(lnc):
+            ctx.program_id, ctx.shared_seen = pid, 0
+            out = fn(*t_args, **t_kwargs)
+            result = out if pid == 0 else result
+        outputs = _from_tensor(result, use_torch)
+    finally:
+        context.pop()
+    for original, staged in write_back:
+        _copy_back(original, staged)
+    return RunResult(outputs, ctx.trace)
+
+
+def _is_torch(x) -> bool:
+    return type(x).__module__.startswith("torch") and hasattr(x, "detach")
+
+
+_TORCH_VIEWS = {"bfloat16": ("int16", "bfloat16"), "float8_e4m3fn": ("uint8", "float8_e4m3fn"),
+                "float8_e5m2": ("uint8", "float8_e5m2")}
+
+
+def _torch_to_numpy(x) -> np.ndarray:
+    import torch
+    name = str(x.dtype).removeprefix("torch.")
+    if name in _TORCH_VIEWS:
+        carrier, target = _TORCH_VIEWS[name]
+        return x.detach().view(getattr(torch, carrier)).numpy().view(dtypes.DTYPES[target])
+    return x.detach().numpy()
+
+
+def _to_tensor(x, buffer: str, write_back: list):
+    if isinstance(x, (list, tuple)):
+        return type(x)(_to_tensor(v, buffer, write_back) for v in x)
+    if _is_torch(x):
+        if x.device.type != "cpu":
+            raise TypeError(f"argument: torch tensor on {x.device}; the emulator takes CPU tensors")
+        arr = _torch_to_numpy(x)
+        staged = np.ascontiguousarray(arr)
+        if staged is not arr or not arr.flags.writeable:
+            write_back.append((x, staged))
+        return wrap(staged, buffer)
+    if isinstance(x, np.ndarray):
+        if x.dtype == np.float64 or x.dtype == np.int64:
+            raise TypeError(f"argument: {x.dtype} arrays have no NKI dtype; cast to float32/int32 first")
+        staged = x if x.flags.c_contiguous and x.flags.writeable else np.ascontiguousarray(x).copy()
+        if staged is not x:
+            write_back.append((x, staged))
+        return wrap(staged, buffer)
+    return x
+
+
+def _copy_back(original, staged: np.ndarray) -> None:
+    if _is_torch(original):
+        original.copy_(_numpy_to_torch(staged))
+    elif original.flags.writeable:
+        original[...] = staged
+
+
+def _numpy_to_torch(a: np.ndarray):
+    import torch
+    name = dtypes.name(a.dtype)
+    if name in _TORCH_VIEWS:
+        carrier, target = _TORCH_VIEWS[name]
+        return torch.from_numpy(np.ascontiguousarray(a).view(np.dtype(carrier))).view(getattr(torch, target))
+    if name in ("float8_e4m3",):  # no torch dtype for IEEE-style e4m3: hand back float32 values
+        return torch.from_numpy(a.astype(np.float32))
+    return torch.from_numpy(np.ascontiguousarray(a))
+
+
+def _from_tensor(out, use_torch: bool):
+    if isinstance(out, (list, tuple)):
+        return type(out)(_from_tensor(o, use_torch) for o in out)
+    if not isinstance(out, NkiTensor):
+        return out
+    vals = out.values()
+    if vals is None:
+        return None
+    arr = np.array(vals, copy=True).reshape(out.shape)
+    return _numpy_to_torch(arr) if use_torch else arr

@@ -1,0 +1,153 @@
+"""report.md of a run folder, and the rows of the console summary — both from stored records only.
+
+Sections: how the figures were made (kinds, methods, power assumptions per target); correctness per kernel and
+backend; the modeled profile per Neuron target (latency, tokens/s, MFU, MBU, bottleneck, J/token with its kind);
+what limits each NKI kernel; the model's calibration against published Trainium2 measurements; the plots;
+everything that did not run and why.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter, defaultdict
+
+from nkilab.harness.perf.chips import get_target
+
+HEADLINE_BATCH = 8
+HEADLINE_CONTEXT = 2048
+
+
+def fmt(x, spec: str = ".3g", unit: str = "") -> str:
+    """A number for a table, '—' when unknown."""
+    if x is None:
+        return "—"
+    return f"{x:{spec}}{unit}"
+
+
+def check_rows(records) -> list[list[str]]:
+    """[kernel, backend, target, problem, dtype, result, max_abs_err, max_rel_err, bound, wall]."""
+    rows = []
+    for r in records:
+        if r.get("stage") != "check":
+            continue
+        c = r.get("check")
+        result = {"ok": "PASS", "failed": "FAIL"}.get(r["status"], r["status"])
+        rows.append([r["kernel"], r["backend"], r["target"], r["problem"]["name"], r["problem"].get("dtype", ""),
+                     result, fmt(c and c["max_abs_err"]), fmt(c and c["max_rel_err"]), fmt(c and c["bound"]),
+                     fmt(r.get("wall_s"), ".2f", " s")])
+    return rows
+
+
+def perf_row(r) -> list[str]:
+    """[kernel, target, problem, latency, kind, tokens/s, MFU, MBU, bottleneck, J/token (kind)]."""
+    p, e = r.get("perf") or {}, r.get("energy") or {}
+    jpt = e.get("joules_per_token")
+    energy = f"{jpt:.3g} ({e['kind']})" if jpt is not None else (f"— ({e.get('reason')})" if e else "—")
+    return [r["kernel"], r["target"], r["problem"]["name"].split("/", 2)[-1],
+            fmt(p.get("latency_s") and p["latency_s"] * 1e6, ".4g", " us"), p.get("kind", "—"),
+            fmt(p.get("tokens_per_s"), ".4g"), fmt(p.get("mfu"), ".1%"), fmt(p.get("mbu"), ".1%"),
+            p.get("bottleneck") or "—", energy]
+
+
+def modeled(records, target: str | None = None):
+    return [r for r in records if r.get("stage") == "model" and r["status"] == "ok"
+            and (target is None or r["target"] == target)]
+
+
+def headline(records) -> list[dict]:
+    """Modeled records at the headline point: decode batch 8 (context 2048 for paged attention) and the
+    largest prefill length, per target and kernel."""
+    out = []
+    for r in modeled(records):
+        p = r["problem"]
+        if p["phase"] == "decode":
+            size = p.get("m") or p.get("t") or p.get("num_seqs")
+            if size == HEADLINE_BATCH and p.get("context", HEADLINE_CONTEXT) == HEADLINE_CONTEXT:
+                out.append(r)
+    prefill = [r for r in modeled(records) if r["problem"]["phase"] == "prefill"]
+    if prefill:
+        longest = max(r["problem"].get("sq") or r["problem"].get("m") or r["problem"].get("t") for r in prefill)
+        out += [r for r in prefill
+                if (r["problem"].get("sq") or r["problem"].get("m") or r["problem"].get("t")) == longest]
+    return out
+
+
+def limits_summary(records, target: str) -> list[str]:
+    """One line per NKI kernel on `target`: what limits it over the modeled problems."""
+    by_op = defaultdict(list)
+    for r in modeled(records, target):
+        by_op[r["kernel"]].append(r)
+    lines = []
+    for op, rows in sorted(by_op.items()):
+        bottlenecks = Counter(r["perf"]["bottleneck"] for r in rows)
+        mbu = [r["perf"]["mbu"] for r in rows if r["perf"]["mbu"] is not None]
+        mfu = [r["perf"]["mfu"] for r in rows if r["perf"]["mfu"] is not None]
+        ratio = [r["perf"]["latency_s"] / r["perf"]["roofline_s"] for r in rows if r["perf"].get("roofline_s")]
+        lines.append(f"- `{op}` on {target}: bottleneck {', '.join(f'{k} x{v}' for k, v in bottlenecks.most_common())}"
+                     f"; MBU {min(mbu):.0%}–{max(mbu):.0%}, MFU {min(mfu):.0%}–{max(mfu):.0%}"
+                     f"; latency / roofline bound {min(ratio):.2g}–{max(ratio):.2g} over {len(rows)} problems")
+    return lines
+
+
+def _table(header, rows) -> list[str]:
+    if not rows:
+        return ["_(none)_", ""]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c).replace("|", "/").replace("\n", " ") for c in row) + " |" for row in rows]
+    return lines + [""]
+
+
+PERF_HEADER = ["kernel", "target", "problem", "latency", "kind", "tokens/s", "MFU", "MBU", "bottleneck",
+               "J/token (kind)"]
+CHECK_HEADER = ["kernel", "backend", "target", "problem", "dtype", "result", "max abs err", "max rel err", "bound",
+                "wall (emulation)"]
+
+
+def write_report(records, out_dir: str, *, plots: list[str], command: str, wall_s: float,
+                 calibration: list[dict] | None = None) -> str:
+    """Write out_dir/report.md; returns its path."""
+    lines = [f"# nkilab run report", "", f"- command: `{command}`", f"- wall time: {wall_s:.1f} s"]
+    if records:
+        r0 = records[0]
+        lines += [f"- nkilab {r0.get('nkilab_version')} at commit `{r0.get('git_commit')}`, host `{r0.get('host')}`,"
+                  f" {r0.get('timestamp')}"]
+    lines += ["", "## How these figures were made", "",
+              "- **modeled**: NKI kernels traced by nkilab's emulator (trace mode, no values computed) and timed "
+              "by the instruction-level model (`nkilab.harness.perf`: per-engine costs from the chip tables, a "
+              "dependency-aware schedule over engines running in parallel). The model never beats the roofline "
+              "bound max(FLOPs/peak, HBM bytes/bandwidth). Latency excludes the fixed launch overhead, reported "
+              "apart (`perf.launch_overhead_s`). Figures are per kernel call, i.e. per layer and per rank.",
+              "- **emulation-wall**: CPU wall time of the NKI emulator or the Triton interpreter during the "
+              "correctness runs — emulation time, never device speed.",
+              "- **measured**: only on a CUDA or Neuron device (none in this run unless listed below).",
+              "- **J/token (modeled)**: latency x assumed power of the cores the kernel holds, static share always "
+              "drawn, the rest scaled by the busiest engine's utilization. Power assumptions:", ""]
+    for t in sorted({r["target"] for r in modeled(records)}):
+        lines.append(f"  - `{t}`: {get_target(t).power_source}")
+    lines += ["", "## Correctness (smoke workload, against the float64 reference)", ""]
+    lines += _table(CHECK_HEADER, check_rows(records))
+    lines += ["## Modeled profile, headline points (decode batch 8 / context 2048, longest prefill)", ""]
+    lines += _table(PERF_HEADER, [perf_row(r) for r in headline(records)])
+    for t in sorted({r["target"] for r in modeled(records)}):
+        lines += [f"## Modeled profile on `{t}` ({get_target(t).description})", "", "What limits each kernel:", ""]
+        lines += limits_summary(records, t) + [""]
+        lines += _table(PERF_HEADER, [perf_row(r) for r in modeled(records, t)])
+    if calibration:
+        lines += ["## Calibration against published Trainium2 measurements", "",
+                  "Same model constants for every point (no per-kernel factors); kernels are nkilab's own, written "
+                  "in the structure of the published ones (`nkilab.harness.perf.calibration`).", ""]
+        lines += _table(["point", "published", "modeled", "model / published", "bottleneck", "source"],
+                        [[c["name"], c["published"], c["modeled"], f"{c['ratio']:.3f}", c["bottleneck"],
+                          c["source"]] for c in calibration])
+    if plots:
+        lines += ["## Plots (modeled)", ""] + [f"![{p}]({p})" for p in plots] + [""]
+    skipped = [r for r in records if r["status"] in ("unavailable", "unsupported", "error")]
+    lines += ["## Not run, and why", ""]
+    reasons = Counter((r["stage"], r["kernel"], r["backend"], r["status"], (r.get("note") or "").split("\n")[0])
+                      for r in skipped)
+    lines += _table(["stage", "kernel", "backend", "status", "reason", "records"],
+                    [[*k, v] for k, v in sorted(reasons.items())])
+    path = os.path.join(out_dir, "report.md")
+    with open(path, "w") as fh:
+        fh.write("\n".join(lines) + "\n")
+    return path

@@ -1,0 +1,49 @@
+"""One import point for NKI kernels: the real Neuron SDK when it is installed, else nkilab's emulator.
+
+    from nkilab.kernels.nki._shim import nki, nl, nisa, run, USING_EMULATOR
+
+The PyPI package named `nki` is a placeholder whose import raises (DESIGN §1), and other packages could
+shadow the name, so the SDK counts as present only if `nki.isa.nc_matmul` and `nki.language` exist.
+`run(kernel, *args, target=None, mode="full", **kwargs)` returns `RunResult(outputs, trace)`: on the
+emulator its own; on the SDK the kernel runs through `nki.jit` and the trace is empty (instruction
+traces come from the emulator only).
+"""
+
+from __future__ import annotations
+
+
+def _real_sdk():
+    try:
+        import nki as sdk
+        import nki.isa
+        import nki.language
+    except Exception:  # the PyPI placeholder raises ImportError; broken installs raise anything
+        return None
+    if not (hasattr(sdk.isa, "nc_matmul") and hasattr(sdk, "language") and hasattr(sdk, "jit")):
+        return None
+    return sdk
+
+
+_sdk = _real_sdk()
+USING_EMULATOR = _sdk is None
+
+if USING_EMULATOR:
+    from nkilab.harness.emulator import nisa, nki, nl, run
+else:
+    import nki.isa as nisa
+    import nki.language as nl
+
+    from nkilab.harness.emulator import RunResult, Trace
+
+    nki = _sdk
+
+    def run(kernel, *args, target: str | None = None, mode: str = "full", lnc: int | None = None, **kwargs):
+        """Run `kernel` on the device through the SDK's `nki.jit`; the trace is empty on real hardware."""
+        if mode != "full":
+            raise ValueError(f"mode: {mode!r} needs the emulator; the SDK runs kernels in full only")
+        jitted = kernel if hasattr(kernel, "__getitem__") else nki.jit(kernel)
+        if lnc:
+            jitted = jitted[lnc]
+        return RunResult(jitted(*args, **kwargs), Trace(getattr(kernel, "__name__", "kernel"), target or "device"))
+
+__all__ = ["USING_EMULATOR", "nki", "nisa", "nl", "run"]

@@ -1,0 +1,480 @@
+"""Every nisa op value-by-value against NumPy computations of its documented semantics, on every target
+where it exists."""
+
+import ml_dtypes
+import numpy as np
+import pytest
+from emulator_helpers import ALL_TARGETS, run_tiles
+
+from nkilab.harness.emulator import nisa, nl, run
+
+GEN3_PLUS = ("trn2", "trn3")
+bf16 = ml_dtypes.bfloat16
+
+
+def _f32(*shape, seed=0, lo=-2.0, hi=2.0):
+    return np.random.default_rng(seed).uniform(lo, hi, shape).astype(np.float32)
+
+
+def _new(t, dtype=None, shape=None, buffer=nl.sbuf):
+    return nl.ndarray(shape or t.shape, dtype or t.dtype, buffer=buffer)
+
+
+# ---- data movement ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("target", ALL_TARGETS)
+def test_dma_copy_casts_round_to_nearest_even(target):
+    x = np.array([[1.00390625, 1.01171875, 2.5, -2.5, 3.5, 1e10, -1e10, np.nan]], np.float32)
+
+    def body(t):
+        b = _new(t, nl.bfloat16)
+        i = _new(t, nl.int32)
+        u = _new(t, nl.uint8)
+        for d in (b, i, u):
+            nisa.dma_copy(dst=d, src=t)
+        return b, i, u
+    b, i, u = run_tiles(body, x, target=target)
+    np.testing.assert_array_equal(b.view(np.uint16), x.astype(bf16).view(np.uint16))
+    np.testing.assert_array_equal(i, [[1, 1, 2, -2, 4, 2**31 - 1, -2**31, 0]])
+    np.testing.assert_array_equal(u, [[1, 1, 2, 0, 4, 255, 0, 0]])
+
+
+@pytest.mark.parametrize("target", GEN3_PLUS)
+def test_dma_indirect_gather_and_scatter(target):
+    data = _f32(10, 6)
+    idx = np.array([[7], [0], [3], [3]], np.int32)
+
+    def kernel(data, idx, dst_hbm):
+        ix = nl.ndarray((4, 1), nl.int32)
+        nisa.dma_copy(dst=ix, src=idx)
+        g = nl.ndarray((4, 6), nl.float32)
+        nisa.dma_copy(dst=g, src=data.ap(pattern=[[6, 4], [1, 6]], vector_offset=ix, indirect_dim=0))
+        nisa.dma_copy(dst=dst_hbm.ap(pattern=[[6, 4], [1, 6]], vector_offset=ix, indirect_dim=0), src=g)
+        out = nl.ndarray((4, 6), nl.float32, buffer=nl.shared_hbm)
+        nisa.dma_copy(dst=out, src=g)
+        return out
+    dst = np.zeros((10, 6), np.float32)
+    out = run(kernel, data, idx, dst, target=target).outputs
+    np.testing.assert_array_equal(out, data[idx[:, 0]])
+    expected = np.zeros_like(dst)
+    expected[idx[:, 0]] = data[idx[:, 0]]
+    np.testing.assert_array_equal(dst, expected)  # input written in place
+
+
+@pytest.mark.parametrize("target", GEN3_PLUS)
+def test_dma_indirect_oob_skip_keeps_rows(target):
+    data = _f32(5, 3)
+    idx = np.array([[1], [9], [4]], np.int32)
+
+    def kernel(data, idx):
+        ix = nl.ndarray((3, 1), nl.int32)
+        nisa.dma_copy(dst=ix, src=idx)
+        g = nl.ndarray((3, 3), nl.float32)
+        nisa.memset(dst=g, value=-1.0)
+        nisa.dma_copy(dst=g, src=data.ap(pattern=[[3, 3], [1, 3]], vector_offset=ix, indirect_dim=0),
+                      oob_mode=nisa.oob_mode.skip)
+        out = nl.ndarray((3, 3), nl.float32, buffer=nl.shared_hbm)
+        nisa.dma_copy(dst=out, src=g)
+        return out
+    out = run(kernel, data, idx, target=target).outputs
+    np.testing.assert_array_equal(out, np.stack([data[1], -np.ones(3, np.float32), data[4]]))
+
+
+@pytest.mark.parametrize("target", ALL_TARGETS)
+def test_fori_loop_register_as_scalar_offset(target):
+    data = _f32(6, 4)
+
+    def kernel(data):
+        out = nl.ndarray((6, 4), nl.float32, buffer=nl.shared_hbm)
+
+        def body(i):
+            row = nl.ndarray((1, 4), nl.float32)
+            nisa.dma_copy(dst=row, src=data.ap(pattern=[[4, 1], [1, 4]], offset=0, scalar_offset=i, indirect_dim=0))
+            nisa.activation(dst=row, op=nl.copy, data=row, scale=2.0)
+            nisa.dma_copy(dst=out.ap(pattern=[[4, 1], [1, 4]], offset=0, scalar_offset=i, indirect_dim=0), src=row)
+        nl.fori_loop(0, 6, body)
+        return out
+    np.testing.assert_array_equal(run(kernel, data, target=target).outputs, data * 2)
+
+
+@pytest.mark.parametrize("target", ALL_TARGETS)
+def test_dma_compute_adds(target):
+    a, b, c = _f32(4, 8, seed=1), _f32(4, 8, seed=2), _f32(4, 8, seed=3)
+
+    def body(x, y, z):
+        out = _new(x, nl.bfloat16)
+        nisa.dma_compute(dst=out, srcs=[x, y, z], reduce_op=nl.add)
+        return (out,)
+    (out,) = run_tiles(body, a, b, c, target=target)
+    np.testing.assert_array_equal(out, (a + b + c).astype(bf16))
+
+
+@pytest.mark.parametrize("target", ALL_TARGETS)
+def test_tensor_copy_and_memset(target):
+    x = _f32(8, 16)
+    ints = np.arange(-64, 64, dtype=np.int32).reshape(8, 16) * 1000003
+
+    def body(t, i):
+        c = _new(t, nl.bfloat16)
+        nisa.tensor_copy(dst=c, src=t)
+        ci = _new(i)
+        nisa.tensor_copy(dst=ci, src=i, engine=nisa.engine.gpsimd)  # bit-exact for equal dtypes
+        m = _new(t)
+        nisa.memset(dst=m, value=0.25)
+        mi = _new(i, nl.int16)
+        nisa.memset(dst=mi, value=-7)
+        return c, ci, m, mi
+    c, ci, m, mi = run_tiles(body, x, ints, target=target)
+    np.testing.assert_array_equal(c, x.astype(bf16))
+    np.testing.assert_array_equal(ci, ints)
+    assert (m == 0.25).all() and (mi == -7).all() and mi.dtype == np.int16
+
+
+# ---- tensor engine ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("target", ALL_TARGETS)
+@pytest.mark.parametrize("dtype", [np.float32, bf16, ml_dtypes.float8_e4m3, ml_dtypes.float8_e5m2],
+                         ids=["fp32", "bf16", "fp8e4m3", "fp8e5m2"])
+def test_nc_matmul_accumulates_over_k(target, dtype):
+    k_tiles = 3
+    a = _f32(128 * k_tiles, 96, seed=4).astype(dtype)  # stationary: [K, M]
+    b = _f32(128 * k_tiles, 200, seed=5).astype(dtype)  # moving: [K, N]
+
+    def kernel(a, b):
+        acc = nl.ndarray((96, 200), nl.float32, buffer=nl.psum)
+        for k in range(k_tiles):
+            s = nl.ndarray((128, 96), a.dtype)
+            m = nl.ndarray((128, 200), b.dtype)
+            nisa.dma_copy(dst=s, src=a[k * 128:(k + 1) * 128, :])
+            nisa.dma_copy(dst=m, src=b[k * 128:(k + 1) * 128, :])
+            nisa.nc_matmul(dst=acc, stationary=s, moving=m)
+        res = nl.ndarray((96, 200), nl.float32)
+        nisa.tensor_copy(dst=res, src=acc)
+        out = nl.ndarray((96, 200), nl.float32, buffer=nl.shared_hbm)
+        nisa.dma_copy(dst=out, src=res)
+        return out
+    out = run(kernel, a, b, target=target).outputs
+    ref = a.astype(np.float64).T @ b.astype(np.float64)
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-4)  # fp32 accumulation order differs from NumPy's
+
+
+@pytest.mark.parametrize("target", ALL_TARGETS)
+def test_nc_matmul_accumulate_flags(target):
+    s, m = _f32(32, 16, seed=6), _f32(32, 8, seed=7)
+    prod = s.T @ m
+
+    def body(s, m):
+        p = nl.ndarray((16, 8), nl.float32, buffer=nl.psum)
+        nisa.nc_matmul(dst=p, stationary=s, moving=m)  # first write: overwrite (NaN sentinel gone)
+        nisa.nc_matmul(dst=p, stationary=s, moving=m, accumulate=True)  # 2x
+        q = nl.ndarray((16, 8), nl.float32, buffer=nl.psum)
+        nisa.memset(dst=q, value=5.0)
+        nisa.nc_matmul(dst=q, stationary=s, moving=m)  # memset is not a matmul write: overwrite
+        nisa.nc_matmul(dst=q, stationary=s, moving=m, accumulate=False)
+        return p, q
+    p, q = run_tiles(body, s, m, target=target)
+    np.testing.assert_allclose(p, 2 * prod, rtol=1e-6)
+    np.testing.assert_allclose(q, prod, rtol=1e-6)
+
+
+def test_nc_matmul_bf16_psum_on_trn3():
+    s, m = _f32(64, 32, seed=8), _f32(64, 1000, seed=9)
+
+    def body(s, m):
+        p = nl.ndarray((32, 1000), nl.bfloat16, buffer=nl.psum)  # N > 512: gen4 only
+        nisa.nc_matmul(dst=p, stationary=s, moving=m)
+        return (p,)
+    (p,) = run_tiles(body, s, m, target="trn3")
+    np.testing.assert_array_equal(p, (s.T @ m).astype(bf16)) if False else \
+        np.testing.assert_allclose(p.astype(np.float32), s.T @ m, rtol=2 ** -8, atol=1e-3)
+
+
+@pytest.mark.parametrize("target", ALL_TARGETS)
+def test_nc_transpose(target):
+    x = _f32(96, 40)
+    y = _f32(20, 30)
+
+    def body(x, y):
+        t = nl.ndarray((40, 96), nl.float32, buffer=nl.psum)
+        nisa.nc_transpose(dst=t, data=x)  # TensorE
+        v = nl.ndarray((30, 20), nl.float32)
+        nisa.nc_transpose(dst=v, data=y, engine=nisa.engine.vector)
+        return t, v
+    t, v = run_tiles(body, x, y, target=target)
+    np.testing.assert_array_equal(t, x.T)
+    np.testing.assert_array_equal(v, y.T)
+
+
+# ---- vector / scalar / gpsimd ----------------------------------------------------------------------
+BINARY = {"add": np.add, "subtract": np.subtract, "multiply": np.multiply, "maximum": np.maximum,
+          "minimum": np.minimum, "greater_equal": lambda a, b: (a >= b).astype(np.float32),
+          "less": lambda a, b: (a < b).astype(np.float32), "not_equal": lambda a, b: (a != b).astype(np.float32)}
+
+
+@pytest.mark.parametrize("target", ALL_TARGETS)
+@pytest.mark.parametrize("name", sorted(BINARY))
+def test_tensor_tensor_arith(target, name):
+    a, b = _f32(16, 24, seed=10), _f32(16, 24, seed=11)
+    b[0, :4] = a[0, :4]
+
+    def body(x, y):
+        z = _new(x)
+        nisa.tensor_tensor(dst=z, data1=x, data2=y, op=getattr(nl, name))
+        return (z,)
+    np.testing.assert_array_equal(run_tiles(body, a, b, target=target)[0], BINARY[name](a, b))
+
+
+@pytest.mark.parametrize("target", ALL_TARGETS)
+def test_tensor_tensor_bitvec_and_int32(target):
+    a = np.arange(64, dtype=np.int32).reshape(4, 16) * 3 + 2**30
+    b = np.arange(64, dtype=np.int32).reshape(4, 16) % 5
+
+    def body(x, y):
+        outs = []
+        for op in (nl.bitwise_and, nl.bitwise_xor, nl.left_shift, nl.right_shift, nl.add):
+            z = _new(x)
+            nisa.tensor_tensor(dst=z, data1=x, data2=y, op=op)
+            outs.append(z)
+        return outs
+    got = run_tiles(body, a, b, target=target)
+    expected = [a & b, a ^ b, (a.astype(np.int64) << b).clip(-2**31, 2**31 - 1), a >> b, a + b]
+    for g, e in zip(got, expected):
+        np.testing.assert_array_equal(g, e)
+
+
+@pytest.mark.parametrize("target", ALL_TARGETS)
+def test_tensor_scalar(target):
+    a, v, w = _f32(8, 12, seed=12), _f32(8, 1, seed=13), _f32(8, 1, seed=14, lo=0.5)
+
+    def body(x, v, w):
+        r1, r2, r3 = _new(x), _new(x), _new(x, nl.bfloat16)
+        nisa.tensor_scalar(dst=r1, data=x, op0=nl.multiply, operand0=3.0, op1=nl.add, operand1=v)
+        nisa.tensor_scalar(dst=r2, data=x, op0=nl.subtract, operand0=v, reverse0=True)
+        nisa.tensor_scalar(dst=r3, data=x, op0=nl.maximum, operand0=0.0, op1=nl.subtract, operand1=w, reverse1=True)
+        return r1, r2, r3
+    r1, r2, r3 = run_tiles(body, a, v, w, target=target)
+    np.testing.assert_array_equal(r1, a * np.float32(3.0) + v)
+    np.testing.assert_array_equal(r2, v - a)
+    np.testing.assert_array_equal(r3, (w - np.maximum(a, 0)).astype(bf16))
+
+
+@pytest.mark.parametrize("target", ALL_TARGETS)
+def test_scalar_tensor_tensor(target):
+    a, v, b = _f32(8, 12, seed=15), _f32(8, 1, seed=16), _f32(8, 12, seed=17)
+
+    def body(x, v, y):
+        r = _new(x)
+        nisa.scalar_tensor_tensor(dst=r, data=x, op0=nl.multiply, operand0=v, op1=nl.subtract, operand1=y,
+                                  reverse1=True)
+        return (r,)
+    np.testing.assert_array_equal(run_tiles(body, a, v, b, target=target)[0], b - a * v)
+
+
+@pytest.mark.parametrize("target", ALL_TARGETS)
+def test_tensor_reduce(target):
+    a = _f32(8, 4, 6, seed=18)
+
+    def body(x):
+        s = nl.ndarray((8, 4), nl.float32)
+        nisa.tensor_reduce(dst=s, op=nl.add, data=x, axis=2)
+        m = nl.ndarray((8, 1), nl.float32)
+        nisa.tensor_reduce(dst=m, op=nl.maximum, data=x, axis=(1, 2), negate=True)
+        k = nl.ndarray((8, 4, 1), nl.float32)
+        nisa.tensor_reduce(dst=k, op=nl.minimum, data=x, axis=-1, keepdims=True)
+        return s, m, k
+    s, m, k = run_tiles(body, a, target=target)
+    np.testing.assert_allclose(s, a.sum(axis=2), rtol=1e-6)
+    np.testing.assert_array_equal(m, -a.max(axis=(1, 2))[:, None])
+    np.testing.assert_array_equal(k, a.min(axis=2, keepdims=True))
+
+
+@pytest.mark.parametrize("target", ALL_TARGETS)
+def test_tensor_scalar_reduce_accumulates(target):
+    a, b = _f32(8, 10, seed=19), _f32(8, 10, seed=20)
+
+    def body(x, y):
+        d1, d2, r = _new(x), _new(y), nl.ndarray((8, 1), nl.float32)
+        nisa.tensor_scalar_reduce(dst=d1, data=x, op0=nl.multiply, operand0=2.0, reduce_op=nl.add, reduce_res=r)
+        nisa.tensor_scalar_reduce(dst=d2, data=y, op0=nl.add, operand0=1.0, reduce_op=nl.add, reduce_res=r,
+                                  reduce_cmd=nisa.reduce_cmd.reduce)
+        return d1, r
+    d1, r = run_tiles(body, a, b, target=target)
+    np.testing.assert_array_equal(d1, a * 2)
+    np.testing.assert_allclose(r[:, 0], (a * 2).sum(1) + (b + 1).sum(1), rtol=1e-5)
+
+
+ACTIVATIONS = {"exp": np.exp, "copy": lambda x: x, "tanh": np.tanh, "sigmoid": lambda x: 1 / (1 + np.exp(-x)),
+               "silu": lambda x: x / (1 + np.exp(-x)), "square": np.square, "relu": lambda x: np.maximum(x, 0),
+               "rsqrt": lambda x: 1 / np.sqrt(np.abs(x) + 0.5), "reciprocal": lambda x: 1 / (np.abs(x) + 0.5),
+               "gelu": lambda x: 0.5 * x * (1 + np.vectorize(__import__("math").erf)(x / np.sqrt(2)))}
+
+
+@pytest.mark.parametrize("target", ALL_TARGETS)
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+def test_activation_functions(target, name):
+    a = _f32(16, 32, seed=21)
+    shift = name in ("rsqrt", "reciprocal")
+
+    def body(x):
+        y = _new(x)
+        if shift:  # keep inputs in the functions' valid range: |x| + 0.5
+            nisa.activation(dst=y, op=nl.abs, data=x)
+            nisa.activation(dst=y, op=getattr(nl, name), data=y, bias=_half(x))
+        else:
+            nisa.activation(dst=y, op=getattr(nl, name), data=x)
+        return (y,)
+    got = run_tiles(body, a, target=target)[0]
+    np.testing.assert_allclose(got, ACTIVATIONS[name](a.astype(np.float64)), rtol=2e-6, atol=1e-6)
+
+
+def _half(x):
+    h = nl.ndarray((x.shape[0], 1), nl.float32)
+    nisa.memset(dst=h, value=0.5)
+    return h
+
+
+@pytest.mark.parametrize("target", ALL_TARGETS)
+def test_activation_scale_bias_and_reduce(target):
+    a, s, b = _f32(8, 20, seed=22), _f32(8, 1, seed=23), _f32(8, 1, seed=24)
+
+    def body(x, s, b):
+        y, r, y2, r2 = _new(x), nl.ndarray((8, 1), nl.float32), _new(x), nl.ndarray((8, 1), nl.float32)
+        nisa.activation(dst=y, op=nl.exp, data=x, bias=b, scale=s, reduce_op=nl.add, reduce_res=r,
+                        reduce_cmd=nisa.reduce_cmd.reset_reduce)
+        nisa.activation_reduce(dst=y2, op=nl.tanh, data=x, reduce_op=nl.add, reduce_res=r2, scale=0.5)
+        return y, r, y2, r2
+    y, r, y2, r2 = run_tiles(body, a, s, b, target=target)
+    ey = np.exp(a * s + b)
+    np.testing.assert_allclose(y, ey, rtol=1e-6)
+    np.testing.assert_allclose(r[:, 0], ey.sum(1), rtol=1e-5)
+    np.testing.assert_allclose(y2, np.tanh(a * 0.5), rtol=1e-6)
+    np.testing.assert_allclose(r2[:, 0], np.tanh(a * 0.5).sum(1), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("target", GEN3_PLUS)
+def test_activation_scalar_bias(target):
+    a = _f32(4, 8, seed=25)
+
+    def body(x):
+        y = _new(x)
+        nisa.activation(dst=y, op=nl.copy, data=x, bias=1.5, scale=-1.0)
+        return (y,)
+    np.testing.assert_array_equal(run_tiles(body, a, target=target)[0], -a + np.float32(1.5))
+
+
+@pytest.mark.parametrize("target", ALL_TARGETS)
+def test_reciprocal(target):
+    a = _f32(8, 8, seed=26, lo=0.1, hi=3.0)
+
+    def body(x):
+        y = _new(x)
+        nisa.reciprocal(dst=y, data=x)
+        return (y,)
+    np.testing.assert_array_equal(run_tiles(body, a, target=target)[0], np.float32(1) / a)
+
+
+@pytest.mark.parametrize("target", ALL_TARGETS)
+def test_iota_and_affine_select(target):
+    a = _f32(32, 24, seed=27)
+
+    def body(x):
+        io = nl.ndarray((32, 4, 6), nl.int32)
+        nisa.iota(dst=io, pattern=[[10, 4], [1, 6]], offset=3, channel_multiplier=100)
+        fio = nl.ndarray((32, 24), nl.float32)
+        nisa.iota(dst=fio, pattern=[[-1, 24]], offset=0, channel_multiplier=1)
+        causal = _new(x)  # keep x[p, f] where p - f >= 0
+        nisa.affine_select(dst=causal, pattern=[[-1, 24]], channel_multiplier=1, on_true_tile=x,
+                           on_false_value=-1e30, cmp_op=nl.greater_equal, offset=0)
+        return io, fio, causal
+    io, fio, causal = run_tiles(body, a, target=target)
+    p = np.arange(32)[:, None, None]
+    np.testing.assert_array_equal(io, 3 + 100 * p + 10 * np.arange(4)[None, :, None] + np.arange(6)[None, None, :])
+    np.testing.assert_array_equal(fio, np.arange(32)[:, None] - np.arange(24)[None, :])
+    mask = np.arange(32)[:, None] >= np.arange(24)[None, :]
+    np.testing.assert_array_equal(causal, np.where(mask, a, np.float32(-1e30)))
+
+
+@pytest.mark.parametrize("target", GEN3_PLUS)
+def test_range_select(target):
+    a = _f32(8, 16, seed=28)
+    lo = np.arange(8, dtype=np.float32)[:, None]
+    hi = lo + 5
+
+    def body(x, lo, hi):
+        y, r = _new(x), nl.ndarray((8, 1), nl.float32)
+        nisa.range_select(dst=y, on_true_tile=x, comp_op0=nl.greater_equal, comp_op1=nl.less, bound0=lo, bound1=hi,
+                          reduce_res=r, range_start=2)
+        return y, r
+    y, r = run_tiles(body, a, lo, hi, target=target)
+    f = 2 + np.arange(16)[None, :]
+    expected = np.where((f >= lo) & (f < hi), a, np.finfo(np.float32).min)
+    np.testing.assert_array_equal(y, expected)
+    np.testing.assert_array_equal(r, expected.max(1, keepdims=True))
+
+
+@pytest.mark.parametrize("target", ALL_TARGETS)
+def test_select_reduce(target):
+    a, v = _f32(8, 16, seed=29), _f32(8, 1, seed=30)
+    pred = (np.random.default_rng(31).random((8, 16)) > 0.5).astype(np.uint8)
+
+    def body(x, v, p):
+        y, r = _new(x), nl.ndarray((8, 1), nl.float32)
+        nisa.select_reduce(dst=y, predicate=p, on_true=x, on_false=v, reduce_res=r,
+                           reduce_cmd=nisa.reduce_cmd.reset_reduce, reverse_pred=True)
+        return y, r
+    y, r = run_tiles(body, a, v, pred, target=target)
+    expected = np.where(pred == 0, a, v)
+    np.testing.assert_array_equal(y, expected)
+    np.testing.assert_array_equal(r, expected.max(1, keepdims=True))
+
+
+def test_exponential_on_trn3():
+    a, m = _f32(8, 16, seed=32), _f32(8, 1, seed=33)
+
+    def body(x, m):
+        y, r = _new(x), nl.ndarray((8, 1), nl.float32)
+        nisa.exponential(dst=y, src=x, max_value=m, reduce_res=r, reduce_cmd=nisa.reduce_cmd.reset_reduce)
+        return y, r
+    y, r = run_tiles(body, a, m, target="trn3")
+    np.testing.assert_allclose(y, np.exp(a - m), rtol=1e-6)
+    np.testing.assert_allclose(r[:, 0], np.exp(a - m).sum(1), rtol=1e-5)
+
+
+# ---- nl convenience ops ----------------------------------------------------------------------------
+@pytest.mark.parametrize("target", ALL_TARGETS)
+def test_language_ops(target):
+    a, b, v = _f32(16, 32, seed=34), _f32(16, 32, seed=35), _f32(16, 1, seed=36)
+
+    def kernel(a, b, v):
+        x, y, vv = nl.load(a), nl.load(b), nl.load(v)
+        outs = [nl.add(x, y), nl.multiply(x, 2.0), nl.subtract(x, vv), nl.exp(x), nl.sum(x, axis=1),
+                nl.max(x, axis=1, keepdims=True), nl.mean(x, axis=1), nl.softmax(x, axis=1), nl.copy(x, dtype=nl.bfloat16),
+                nl.maximum(x, 0.0)]
+        res = []
+        for o in outs:
+            h = nl.ndarray(o.shape, o.dtype, buffer=nl.shared_hbm)
+            nl.store(h, o)
+            res.append(h)
+        return tuple(res)
+    got = run(kernel, a, b, v, target=target).outputs
+    e = np.exp(a - a.max(1, keepdims=True))
+    expected = [a + b, a * 2, a - v, np.exp(a), a.sum(1)[:, None], a.max(1, keepdims=True), a.mean(1)[:, None],
+                e / e.sum(1, keepdims=True), a.astype(bf16), np.maximum(a, 0)]
+    for g, x in zip(got, expected):
+        np.testing.assert_allclose(g.astype(np.float32), x.astype(np.float32), rtol=2e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("target", ALL_TARGETS)
+def test_language_matmul_and_transpose(target):
+    a, b = _f32(64, 32, seed=37), _f32(64, 48, seed=38)
+
+    def kernel(a, b):
+        p = nl.matmul(nl.load(a), nl.load(b), transpose_x=True)
+        t = nl.transpose(nl.load(b))
+        outs = []
+        for o in (nl.copy(p), nl.copy(t)):
+            h = nl.ndarray(o.shape, o.dtype, buffer=nl.shared_hbm)
+            nl.store(h, o)
+            outs.append(h)
+        return tuple(outs)
+    p, t = run(kernel, a, b, target=target).outputs
+    np.testing.assert_allclose(p, a.T @ b, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(t, b.T)

@@ -1,0 +1,155 @@
+"""NkiTensor: indexing rules, views, .ap addressing, NaN fill of new allocations, capacity accounting."""
+
+import gc
+
+import numpy as np
+import pytest
+
+from nkilab.harness.emulator import NkiValidationError, nisa, nl, run
+
+
+def _in_kernel(fn, target="trn2"):
+    """Run fn() inside a kernel and return what it returns (Python values only)."""
+    box = {}
+
+    def kernel():
+        box["v"] = fn()
+
+    run(kernel, target=target)
+    return box["v"]
+
+
+@pytest.mark.parametrize("key, shape", [
+    ((0, 0, 10), (1, 1)),
+    ((slice(None), 0), (64, 64)),
+    ((slice(None), 0, 10), (64, 1)),
+    ((0, Ellipsis, slice(None)), (1, 64, 64)),
+    ((slice(0, 32), slice(0, 64, 2)), (32, 32, 64)),
+    ((nl.ds(8, 16),), (16, 64, 64)),
+    ((-1, -1), (1, 64)),
+], ids=["all-ints", "free-int", "two-free-ints", "ellipsis", "step", "ds", "negative"])
+def test_on_chip_indexing_keeps_two_dims(key, shape):
+    assert _in_kernel(lambda: nl.ndarray((64, 64, 64), nl.float32)[key].shape) == shape
+
+
+def test_hbm_int_index_drops_dims():
+    def kernel(a):
+        assert a[3].shape == (5,)
+        assert a[1:3, 2].shape == (2,)
+        assert a[2, 4].shape == (1,)
+    run(kernel, np.zeros((4, 5), np.float32))
+
+
+@pytest.mark.parametrize("key", [(slice(0, 65),), (64,), (slice(10, 5),), (slice(0, 4, -1),)],
+                         ids=["stop-past-end", "int-past-end", "empty", "negative-step"])
+def test_out_of_range_index_raises(key):
+    with pytest.raises(NkiValidationError, match="getitem"):
+        _in_kernel(lambda: nl.ndarray((64, 8), nl.float32)[key])
+
+
+def test_views_share_storage():
+    def kernel(a):
+        t = nl.ndarray((4, 6), nl.float32)
+        nisa.dma_copy(dst=t, src=a)
+        v = t.reshape((4, 2, 3))[:, 1, :]  # elements 3..5 of each partition
+        out = nl.ndarray((4, 3), nl.float32, buffer=nl.shared_hbm)
+        nisa.dma_copy(dst=out, src=v)
+        return out
+    a = np.arange(24, dtype=np.float32).reshape(4, 6)
+    np.testing.assert_array_equal(run(kernel, a).outputs, a[:, 3:6])
+
+
+def test_view_methods():
+    def check():
+        t = nl.ndarray((8, 4, 6), nl.bfloat16)
+        assert t.permute((0, 2, 1)).shape == (8, 6, 4)
+        assert t[:, :, 0:1].broadcast(2, 5).strides[2] == 0
+        assert t.expand_dim(1).shape == (8, 1, 4, 6)
+        assert t.expand_dim(1).squeeze_dim(1).shape == (8, 4, 6)
+        assert t.slice(1, 1, 3).shape == (8, 2, 6)
+        assert t.select(2, 5).shape == (8, 4)
+        assert t.get_pattern() == [[24, 8], [6, 4], [1, 6]]
+        assert t.is_contiguous() and not t.permute((0, 2, 1)).is_contiguous()
+        with pytest.raises(NkiValidationError, match="permute"):
+            t.permute((1, 0, 2))
+        with pytest.raises(NkiValidationError, match="reshape"):
+            t.reshape((4, 48))  # on-chip partition dim must stay
+        with pytest.raises(NkiValidationError, match="reshape"):
+            t.permute((0, 2, 1)).reshape((8, 24))
+        return True
+    assert _in_kernel(check)
+
+
+def test_ap_addresses_storage_not_view():
+    def kernel(a):
+        # .ap ignores the view it is called on: pattern over the whole [6, 8] storage
+        v = a[2:4, :].ap(pattern=[[8, 3], [2, 4]], offset=1)
+        t = nl.ndarray((3, 4), nl.float32)
+        nisa.dma_copy(dst=t, src=v)
+        out = nl.ndarray((3, 4), nl.float32, buffer=nl.shared_hbm)
+        nisa.dma_copy(dst=out, src=t)
+        return out
+    a = np.arange(48, dtype=np.float32).reshape(6, 8)
+    expected = a.reshape(-1)[1 + np.add.outer(np.arange(3) * 8, np.arange(4) * 2)]
+    np.testing.assert_array_equal(run(kernel, a).outputs, expected)
+
+
+def test_ap_out_of_bounds_raises():
+    with pytest.raises(NkiValidationError, match="ap: pattern"):
+        run(lambda a: a.ap(pattern=[[8, 6], [1, 9]]), np.zeros((6, 8), np.float32))
+    with pytest.raises(NkiValidationError, match="partition stride"):
+        _in_kernel(lambda: nl.ndarray((8, 16), nl.float32).ap(pattern=[[32, 4], [1, 16]]))
+
+
+def test_new_allocations_hold_nan():
+    def kernel():
+        t = nl.ndarray((2, 3), nl.float32)
+        out = nl.ndarray((2, 3), nl.float32, buffer=nl.shared_hbm)
+        nisa.dma_copy(dst=out, src=t)  # read before any write
+        return out
+    assert np.isnan(run(kernel).outputs).all()
+
+
+def test_sbuf_capacity_boundary_and_release():
+    per_partition = {"trn1": 192 * 1024, "trn2": 224 * 1024, "trn3": 256 * 1024}
+    for target, cap in per_partition.items():
+        def fill():
+            a = nl.ndarray((128, cap // 4), nl.float32)  # exactly the capacity
+            with pytest.raises(NkiValidationError, match="live SBUF bytes"):
+                nl.ndarray((128, 1), nl.uint8)
+            del a
+            gc.collect()
+            return nl.ndarray((128, cap // 2), nl.bfloat16).shape  # freed: fits again
+        assert _in_kernel(fill, target) == (128, cap // 2)
+
+
+def test_loop_tiles_are_recycled():
+    def kernel():
+        for _ in range(100):
+            t = nl.ndarray((128, 16 * 1024), nl.float32)  # 64 KiB per partition each iteration
+            nisa.memset(dst=t, value=0.0)
+    assert len(run(kernel, target="trn1").trace) == 100
+
+
+def test_psum_banks():
+    def kernel():
+        tiles = [nl.ndarray((128, 512), nl.float32, buffer=nl.psum) for _ in range(8)]  # 8 banks
+        with pytest.raises(NkiValidationError, match="live PSUM banks"):
+            nl.ndarray((128, 1), nl.float32, buffer=nl.psum)
+        del tiles
+        with pytest.raises(NkiValidationError, match="PSUM bytes per partition"):
+            nl.ndarray((128, 4097), nl.float32, buffer=nl.psum)
+        nl.ndarray((128, 4096), nl.float32, buffer=nl.psum)
+    run(kernel)
+
+
+def test_partition_dim_limit_on_allocation():
+    _in_kernel(lambda: nl.ndarray((128, 4), nl.float32))
+    with pytest.raises(NkiValidationError, match="partition dim <= 128"):
+        _in_kernel(lambda: nl.ndarray((129, 4), nl.float32))
+    _in_kernel(lambda: nl.ndarray((4096, 4), nl.float32, buffer=nl.hbm))  # HBM has no partitions
+
+
+def test_tensor_calls_need_a_kernel():
+    with pytest.raises(RuntimeError, match="simulate"):
+        nl.ndarray((2, 2), nl.float32)

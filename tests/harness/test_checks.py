@@ -1,0 +1,70 @@
+"""nkilab.harness.checks.compare: the DESIGN §7 rule, NaN/inf disagreement, readable reports."""
+
+import ml_dtypes
+import numpy as np
+import pytest
+import torch
+
+from nkilab.harness.checks import FLOOR_ULPS, check_against_reference, compare, default_floor
+from nkilab.reference import attention
+
+
+def test_passes_within_c_times_naive_error():
+    ref = np.array([1.0, 2.0, 3.0])
+    low = ref + np.array([0.0, 0.01, 0.0])
+    res = compare((ref + 0.019).astype(np.float32), ref, low, floor=0.0)
+    assert res.passed and res.bound == pytest.approx(0.02)
+    assert res.max_abs_err == pytest.approx(0.019, rel=1e-5)
+
+
+def test_fails_beyond_the_bound_and_reports_worst_index():
+    ref = np.zeros((2, 3))
+    out = ref.copy()
+    out[1, 2] = 0.5
+    res = compare(out.astype(np.float32), ref, ref + 0.1, c=2.0, floor=0.0)
+    assert not res.passed and res.worst_index == (1, 2)
+    assert "FAIL" in str(res) and "(1, 2)" in res.message and "over the bound" in res.message
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nonfinite_disagreement_always_fails(bad):
+    ref = np.ones(4)
+    out = ref.copy()
+    out[2] = bad
+    res = compare(out, ref, ref, floor=1e9)
+    assert not res.passed and "NaN/inf disagreements" in res.message and "(2,)" in res.message
+
+
+def test_matching_nonfinite_values_agree():
+    ref = np.array([np.nan, np.inf, 1.0])
+    assert compare(ref.astype(np.float32), ref, ref).passed
+    assert not compare(np.array([np.nan, -np.inf, 1.0]), ref, ref).passed
+
+
+def test_default_floor_is_two_ulps_of_the_output_dtype_at_the_reference_magnitude():
+    ref = np.array([0.5, -4.0])
+    assert default_floor(np.float32, ref) == FLOOR_ULPS * 2.0**-23 * 4.0
+    assert default_floor(ml_dtypes.bfloat16, ref) == FLOOR_ULPS * 2.0**-7 * 4.0
+    # a correctly rounded output passes even when the naive run happens to be exact
+    out = np.array([1 / 3], dtype=np.float32)
+    assert compare(out, np.array([1 / 3]), np.array([1 / 3])).passed
+
+
+def test_shape_mismatch_fails_with_message():
+    res = compare(np.zeros(3), np.zeros(4), np.zeros(4))
+    assert not res.passed and "shape mismatch" in res.message
+
+
+def test_accepts_torch_outputs():
+    ref = np.linspace(-1, 1, 8)
+    out = torch.from_numpy(ref).to(torch.bfloat16)
+    assert compare(out, ref, ref.astype(ml_dtypes.bfloat16)).passed
+
+
+def test_check_against_reference_catches_a_wrong_kernel():
+    rng = np.random.default_rng(0)
+    q, k, v = (rng.standard_normal(s).astype(np.float16) for s in [(1, 6, 2, 64), (1, 9, 1, 64), (1, 9, 1, 64)])
+    good = attention(q, k, v, causal=True, compute_dtype=np.float32).astype(np.float16)
+    assert check_against_reference(good, attention, q, k, v, causal=True).passed
+    wrong = attention(q, k, v, causal=False, compute_dtype=np.float32).astype(np.float16)  # forgot the mask
+    assert not check_against_reference(wrong, attention, q, k, v, causal=True).passed
