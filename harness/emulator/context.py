@@ -6,7 +6,7 @@ Everything a `nisa`/`nl` call needs beyond its arguments lives in the active `Ru
 Capacity model (stricter than the official simulator, which checks none): each SBUF allocation
 takes `prod(shape[1:]) * itemsize` bytes on every partition, each PSUM allocation whole 2 KiB banks
 (PSUM tiles start on a bank boundary, S-MIG §0.1→0.2). An allocation is freed when its storage
-— the `NkiTensor` and every view of it — is garbage-collected (`weakref.finalize`), so a tile
+— the `NkiTensor` and every view of it — is garbage-collected (`Storage.__del__`), so a tile
 re-allocated in every loop iteration counts at most twice (the new one is made before the old name
 is rebound), like the compiler's rotating buffers; capacity errors flag only tensors alive together.
 Each LNC program instance has its own SBUF and PSUM.
@@ -40,8 +40,8 @@ class RunContext:
     shared_hbm: list = field(default_factory=list)  # shared_hbm storages made by program 0, reused by the others
     shared_seen: int = 0  # shared_hbm allocations made so far by the current program
     dma_issued: int = 0  # DMA instructions issued, for round-robin queue assignment
-    act_regs: np.ndarray = field(default_factory=lambda: np.zeros(128, np.float32))  # ScalarE reduce_regs
-    vec_acc: np.ndarray = field(default_factory=lambda: np.zeros(128, np.float32))  # VectorE accumulators
+    act_regs: np.ndarray = field(default_factory=lambda: np.full(128, np.nan, np.float32))  # ScalarE reduce_regs
+    vec_acc: np.ndarray = field(default_factory=lambda: np.full(128, np.nan, np.float32))  # VectorE accumulators
 
     @property
     def full(self) -> bool:
@@ -79,6 +79,13 @@ class RunContext:
     def release(self, program_id: int, buffer: str, amount: int) -> None:
         live = self.sbuf_live if buffer == "sbuf" else self.psum_live
         live[program_id] = live.get(program_id, 0) - amount
+
+    def start_program(self, program_id: int) -> None:
+        """Enter LNC program instance `program_id`: its own engine registers, which start undefined (NaN) so
+        reading them before a reset shows up."""
+        self.program_id, self.shared_seen = program_id, 0
+        self.act_regs[...] = np.nan
+        self.vec_acc[...] = np.nan
 
     def next_dma_queue(self) -> int:
         queue = self.dma_issued % DMA_QUEUES

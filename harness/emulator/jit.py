@@ -20,7 +20,8 @@ from . import context, dtypes
 from .context import RunContext
 from .errors import NkiValidationError
 from .targets import get_target
-from .tensor import NkiTensor, wrap
+from .memory import wrap
+from .tensor import NkiTensor
 from .trace import Trace
 
 MODES = ("full", "trace")
@@ -103,7 +104,7 @@ def run(kernel, *args, target: str | None = None, mode: str = "full", lnc: int |
         t_args = [_to_tensor(a, buffer, write_back) for a in args]
         t_kwargs = {k: _to_tensor(v, buffer, write_back) for k, v in kwargs.items()}
         for pid in range(lnc):
-            ctx.program_id, ctx.shared_seen = pid, 0
+            ctx.start_program(pid)
             out = fn(*t_args, **t_kwargs)
             result = out if pid == 0 else result
         outputs = _from_tensor(result, use_torch)

@@ -23,7 +23,8 @@ from .isa import reciprocal as _reciprocal
 from .isa import tensor_copy, tensor_reduce, tensor_scalar, tensor_tensor
 from .registers import VirtualRegister
 from .targets import get_target
-from .tensor import DynSlice, NkiTensor, allocate
+from .memory import allocate
+from .tensor import DynSlice, NkiTensor
 
 # ---- dtypes (S-NL) ----------------------------------------------------------------------------------
 bool_ = dtypes.DTYPES["bool"]

@@ -14,40 +14,42 @@ optionally with a runtime `scalar_offset` (register or 1x1 SBUF tensor) or a per
 `vector_offset` (SBUF (P, 1) row indices, `indirect_dim=0`): row `idx[p]` of the tensor `.ap()` was
 called on, whose row size is `prod(shape[indirect_dim + 1:])` of that tensor.
 
-New allocations hold NaN (floats) or 4 (integers), the official simulator's sentinels, so reading
-before writing shows up. In trace mode only integer storages hold values (they may feed addresses);
-a float storage's `data` is None.
+In trace mode only integer storages hold values (they may feed addresses); a float storage's
+`data` is None. Allocation lives in `memory.py`.
 """
 
 from __future__ import annotations
 
 import math
-import weakref
 from dataclasses import dataclass
 
 import numpy as np
 
-from . import context, dtypes
+from . import dtypes
 from .errors import NkiTraceError, NkiValidationError
 from .registers import VirtualRegister
 from .trace import Access
 
 ON_CHIP = ("sbuf", "psum")
 BUFFERS = ("sbuf", "psum", "hbm", "private_hbm", "shared_hbm")
-INT_SENTINEL = 4  # what the official simulator puts in new integer allocations (S-SIM)
 
 
 class Storage:
     """One allocation. `data` is the flat element array (None when values are unknown in trace mode);
     `flags` marks PSUM elements written by a matmul (for `accumulate=None`)."""
 
-    __slots__ = ("id", "buffer", "dtype", "shape", "size", "free", "data", "flags", "__weakref__")
+    __slots__ = ("id", "buffer", "dtype", "shape", "size", "free", "data", "flags", "release")
 
     def __init__(self, sid: int, buffer: str, dtype: np.dtype, shape: tuple, data: np.ndarray | None):
         self.id, self.buffer, self.dtype, self.shape, self.data = sid, buffer, dtype, shape, data
         self.size = math.prod(shape)
         self.free = math.prod(shape[1:]) if buffer in ON_CHIP else self.size
         self.flags = np.zeros(self.size, bool) if buffer == "psum" and data is not None else None
+        self.release = None  # called once when the storage is garbage-collected (on-chip capacity accounting)
+
+    def __del__(self):
+        if self.release is not None:
+            self.release()
 
 
 @dataclass(frozen=True)
@@ -91,11 +93,19 @@ def _extent(shape, strides) -> tuple[int, int]:
 class NkiTensor:
     """A view: storage + shape + strides + offset (elements) + dtype (+ runtime indirection)."""
 
-    __slots__ = ("storage", "shape", "strides", "offset", "dtype", "name", "indirect")
+    __slots__ = ("storage", "shape", "strides", "offset", "dtype", "name", "indirect", "_extents")
 
     def __init__(self, storage: Storage, shape, strides, offset: int, name: str = "", indirect: Indirect | None = None):
         self.storage, self.shape, self.strides, self.offset = storage, tuple(shape), tuple(strides), offset
         self.dtype, self.name, self.indirect = storage.dtype, name, indirect
+        self._extents = None
+
+    @property
+    def extents(self) -> tuple[int, int, int, int]:
+        """(lo, hi) element offsets of the whole view and (lo, hi) of its dims 1.. relative to `offset` (cached)."""
+        if self._extents is None:
+            self._extents = _extent(self.shape, self.strides) + _extent(self.shape[1:], self.strides[1:])
+        return self._extents
 
     # ---- attributes -------------------------------------------------------------------------------
     @property
@@ -311,7 +321,7 @@ class NkiTensor:
         if ind is None:
             return Place(self.offset)
         st = self.storage
-        lo, hi = _extent(self.shape[1:], self.strides[1:]) if ind.kind == "vector" else _extent(self.shape, self.strides)
+        lo, hi = self.extents[2:] if ind.kind == "vector" else self.extents[:2]
         if ind.kind == "scalar":
             value = scalar_value(ind.index)
             if value is None:
@@ -345,9 +355,7 @@ class NkiTensor:
         if place.rows is None:
             return _strided(data, self.shape, self.strides, place.offset)
         out = np.zeros(self.shape, self.dtype)
-        for i in np.flatnonzero(place.valid):
-            start = place.offset + int(place.rows[i]) * self.indirect.rowsize
-            out[i] = _strided(data, self.shape[1:], self.strides[1:], start)
+        out[place.valid] = data[self._row_addresses(place, place.valid)]
         return out
 
     def write(self, values: np.ndarray, place: Place | None = None, rows_valid: np.ndarray | None = None) -> None:
@@ -368,9 +376,15 @@ class NkiTensor:
                 view[rows_valid] = values[rows_valid]
             return
         valid = place.valid if rows_valid is None else place.valid & rows_valid
-        for i in np.flatnonzero(valid):
-            start = place.offset + int(place.rows[i]) * self.indirect.rowsize
-            _strided(st.data, self.shape[1:], self.strides[1:], start)[...] = values[i]
+        st.data[self._row_addresses(place, valid)] = values[valid]
+
+    def _row_addresses(self, place: Place, valid: np.ndarray) -> np.ndarray:
+        """Flat element addresses [rows, *shape[1:]] of the valid rows of a vector-indirect view."""
+        starts = place.offset + place.rows[valid] * self.indirect.rowsize
+        inner = np.zeros(self.shape[1:], np.int64)
+        for d, (n, s) in enumerate(zip(self.shape[1:], self.strides[1:])):
+            inner += (np.arange(n, dtype=np.int64) * s).reshape([n if i == d else 1 for i in range(inner.ndim)])
+        return starts.reshape((-1,) + (1,) * inner.ndim) + inner
 
     def access(self, place: Place, nbytes: int) -> Access:
         """Conservative footprint of this view for the trace."""
@@ -381,17 +395,17 @@ class NkiTensor:
             rows = place.rows[place.valid] if place.valid is not None else place.rows
             if rows.size == 0:
                 return Access(st.id, st.buffer, 0, 1, 0, 0, 0)
-            lo, hi = _extent(self.shape[1:], self.strides[1:])
+            lo, hi = self.extents[2:]
             lo += place.offset + int(rows.min()) * self.indirect.rowsize
             hi += place.offset + int(rows.max()) * self.indirect.rowsize
         else:
-            lo, hi = _extent(self.shape, self.strides)
+            lo, hi = self.extents[:2]
             lo, hi = lo + place.offset, hi + place.offset
         if not self.on_chip:
             return Access(st.id, st.buffer, 0, 1, lo, hi + 1, nbytes)
         p0 = place.offset // st.free
         p_last = p0 + (self.shape[0] - 1) * (self.strides[0] // st.free if st.free else 0)
-        f_lo, f_hi = _extent(self.shape[1:], self.strides[1:])
+        f_lo, f_hi = self.extents[2:]
         f0 = place.offset - p0 * st.free
         return Access(st.id, st.buffer, p0, p_last + 1, f0 + f_lo, f0 + f_hi + 1, nbytes)
 
@@ -412,9 +426,14 @@ class NkiTensor:
     __rmul__ = __mul__
 
 
+_CARRIERS = {1: np.uint8, 2: np.uint16, 4: np.uint32}
+
+
 def _strided(data: np.ndarray, shape, strides, offset: int) -> np.ndarray:
+    """A strided view of a flat array (through an unsigned carrier: as_strided cannot rebuild some ml_dtypes)."""
     isz = data.itemsize
-    return np.lib.stride_tricks.as_strided(data[offset:], shape, tuple(s * isz for s in strides))
+    carrier = data[offset:].view(_CARRIERS[isz])
+    return np.lib.stride_tricks.as_strided(carrier, shape, tuple(s * isz for s in strides)).view(data.dtype)
 
 
 def _check_bounds(op: str, operand: str, st: Storage, shape, strides, start: int) -> None:
@@ -438,68 +457,3 @@ def scalar_value(index) -> int | None:
         vals = index.values()
         return None if vals is None else int(vals.reshape(-1)[0])
     return int(index)
-
-
-def allocate(shape, dtype, buffer: str, name: str = "", op: str = "ndarray") -> NkiTensor:
-    """A new tensor in `buffer` (sentinel-filled), accounted against on-chip capacity.
-
-    Raises:
-        NkiValidationError: partition dim over the target's pmax, or capacity exceeded.
-        ValueError: bad shape or buffer.
-    """
-    ctx = context.current()
-    dtype = dtypes.to_dtype(dtype)
-    buffer = getattr(buffer, "name", buffer) or "sbuf"
-    if buffer not in BUFFERS:
-        raise ValueError(f"buffer: {buffer!r} is not one of {BUFFERS}")
-    try:
-        shape = tuple(int(s) for s in shape)
-    except TypeError:
-        raise TypeError(f"shape: {shape!r} must be a tuple of ints") from None
-    if not shape or any(s <= 0 for s in shape):
-        raise ValueError(f"shape: {list(shape)} must be non-empty with positive sizes")
-    if buffer == "shared_hbm" and ctx.program_id > 0:
-        return _shared(ctx, shape, dtype, name)
-    target = ctx.target
-    if buffer in ON_CHIP and shape[0] > target.pmax:
-        raise NkiValidationError(op, "shape", f"partition dim <= {target.pmax}", shape[0], target.name)
-    size = math.prod(shape)
-    data = None
-    if ctx.full or dtypes.is_int(dtype):
-        data = np.full(size, np.nan if dtypes.is_float(dtype) else INT_SENTINEL, dtype)
-    st = Storage(ctx.storage_id(), buffer, dtype, shape, data)
-    if buffer in ON_CHIP:
-        amount = ctx.reserve(buffer, st.free * dtype.itemsize, op)
-        weakref.finalize(st, ctx.release, ctx.program_id, buffer, amount)
-    if buffer == "shared_hbm" and ctx.lnc > 1:
-        ctx.shared_hbm.append(st)
-    return NkiTensor(st, shape, _c_strides(shape), 0, name)
-
-
-def _shared(ctx, shape, dtype, name) -> NkiTensor:
-    """Program instances > 0 get program 0's shared_hbm tensor made by the same allocation call."""
-    k = ctx.shared_seen
-    ctx.shared_seen += 1
-    if k >= len(ctx.shared_hbm) or ctx.shared_hbm[k].shape != shape or ctx.shared_hbm[k].dtype != dtype:
-        raise NkiValidationError("ndarray", "shared_hbm", "the same shared_hbm allocations in every program instance",
-                                 f"allocation #{k} {list(shape)} {dtype}")
-    st = ctx.shared_hbm[k]
-    return NkiTensor(st, shape, _c_strides(shape), 0, name)
-
-
-def wrap(array: np.ndarray, buffer: str) -> NkiTensor:
-    """An HBM tensor over a caller's array (no copy when it is contiguous; the caller writes back otherwise)."""
-    ctx = context.current()
-    dtype = dtypes.to_dtype(array.dtype)
-    flat = array.reshape(-1)
-    st = Storage(ctx.storage_id(), buffer, dtype, tuple(array.shape) or (1,), flat)
-    shape = tuple(array.shape) or (1,)
-    return NkiTensor(st, shape, _c_strides(shape), 0)
-
-
-def _c_strides(shape) -> tuple[int, ...]:
-    strides, acc = [], 1
-    for n in reversed(shape):
-        strides.append(acc)
-        acc *= n
-    return tuple(reversed(strides))

@@ -82,11 +82,12 @@ class NeuronCore:
     engine_overhead_cycles: int      # static cost of any Vector/Scalar/GpSimd instruction, ~100 cycles [PG]
     dma_queues: int                  # DMA engines per core, 16 [DMA]
     dma_queue_bw: float              # bytes/s per DMA engine [DMA: 27.2 GB/s v2/v3, 38.4 GB/s v4]
-    dma_chunk_s: float               # extra time per contiguous run (descriptor element) on one engine [FIT]
-    dma_transfer_s: float            # per-transfer descriptor/issue occupancy on each engine it uses [FIT]
+    dma_run_min_s: float             # least time one contiguous run (descriptor) holds a DMA engine: runs
+                                     # shorter than bandwidth x this are packet-rate bound [FIT; DBW]
+    dma_transfer_s: float            # per-transfer setup occupancy on each engine it uses [FIT]
     dma_latency_s: float             # semaphore-to-start latency before a transfer's data is usable, ~1.3 us [DBW]
-    dma_dge_chunk_s: float           # extra per run for indirect / software-DGE transfers (descriptors written
-                                     # by GpSimd) [ASSUMED: 2x the hardware descriptor cost]
+    dma_dge_run_s: float             # extra per run for indirect / software-DGE transfers (descriptors written
+                                     # by GpSimd) [ASSUMED: one more descriptor time per run]
     hbm_bw: float                    # this core's share of chip HBM bandwidth [derived: chip / cores]
     sbuf_bytes: int                  # [A2: 24 MiB = 128 x 192 KiB; A3: 28 MiB = 128 x 224 KiB; A4: 32 MiB]
     psum_bytes: int                  # 2 MiB = 128 x 16 KiB, 8 banks of 2 KiB per partition [A2, A3, A4]
@@ -169,8 +170,8 @@ class Target:
 
 # DMA constants fitted once on Trainium2 (calibration.py) and shared by every generation: they describe the DMA
 # engine's descriptor processing, which the docs give as the same engine design on v2-v4 [DMA].
-_DMA_CHUNK_S = 20e-9
-_DMA_TRANSFER_S = 64e-9
+_DMA_RUN_MIN_S = 45e-9
+_DMA_TRANSFER_S = 68e-9
 _DMA_LATENCY_S = 1.3e-6
 _LAUNCH_S = 15e-6
 
@@ -179,8 +180,8 @@ _V2_CORE = NeuronCore(
     vector_hz=1.12e9, vector_lane_rate=1.0, vector_lane_rate_fast=1.0,
     scalar_hz=1.4e9, scalar_lane_rate=1.0, scalar_lane_rate_fast=1.0,
     gpsimd_hz=1.4e9, gpsimd_lane_rate=1.0, engine_overhead_cycles=100,
-    dma_queues=16, dma_queue_bw=27.2 * GB, dma_chunk_s=_DMA_CHUNK_S, dma_transfer_s=_DMA_TRANSFER_S,
-    dma_latency_s=_DMA_LATENCY_S, dma_dge_chunk_s=2 * _DMA_CHUNK_S,
+    dma_queues=16, dma_queue_bw=27.2 * GB, dma_run_min_s=_DMA_RUN_MIN_S, dma_transfer_s=_DMA_TRANSFER_S,
+    dma_latency_s=_DMA_LATENCY_S, dma_dge_run_s=_DMA_RUN_MIN_S,
     hbm_bw=410 * GB,                  # [HW: 820 GB/s per chip / 2 cores, derived]
     sbuf_bytes=24 * MiB, psum_bytes=2 * MiB, launch_s=_LAUNCH_S,
 )

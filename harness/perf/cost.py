@@ -6,10 +6,11 @@ Rules (constants from `chips.NeuronCore`, each with its source there):
   VectorE   overhead + free_elems x tensor_inputs / lane_rate cycles (lane_rate "fast" when every operand is a
   ScalarE   2-byte float, or fp8 on v4, in SBUF); tensor_inputs counts read operands wider than one element per
   GpSimdE   partition (scalars and [P, 1] columns ride along for free), at least 1.
-  DMA       split over q = min(queues, runs) DMA engines, runs = contiguous chunks (large chunks count once per
-            64 KiB); each engine spends transfer_s + (bytes/q)/bw + (chunks/q) x chunk_s, with bw the engine's
-            bandwidth capped at its share of the core's HBM bandwidth when HBM is touched; indirect or
-            software-DGE transfers pay dge_chunk_s per run on top; the data is usable dma_latency_s later.
+  DMA       split over q = min(queues, runs) DMA engines, runs = contiguous chunks (a chunk over 64 KiB counts
+            once per 64 KiB); each engine spends transfer_s + (runs/q) x max(run bytes / bw, run_min_s), with bw
+            the engine's bandwidth capped at its share of the core's HBM bandwidth when HBM is touched (small
+            runs are descriptor-rate bound); indirect or software-DGE transfers pay dge_run_s per run on top;
+            the data is usable dma_latency_s after the engines finish.
 
 Times are seconds. Nothing here looks at other instructions: `schedule.py` places the costs in time.
 """
@@ -132,11 +133,13 @@ def _dma_cost(inst: Instruction, core: NeuronCore) -> InstructionCost:
     chunk_bytes = float(attrs.get("chunk_bytes", 0) or nbytes / chunks)
     runs = chunks * max(1, math.ceil(chunk_bytes / DMA_SPLIT_BYTES))
     queues = max(1, min(core.dma_queues, runs))
-    # data time on each engine: its own bandwidth, and its share of the core's HBM bandwidth for the HBM
-    # bytes (an HBM -> HBM copy crosses HBM twice)
-    data_s = max(nbytes / (queues * core.dma_queue_bw), inst.hbm_bytes / (queues * core.hbm_bw / core.dma_queues))
-    per_run = core.dma_chunk_s
+    # each engine moves its runs at its own bandwidth, capped at its share of the core's HBM bandwidth for the
+    # bytes that cross HBM (an HBM -> HBM copy crosses it twice); a run never takes less than one descriptor time
+    bandwidth = core.dma_queue_bw
+    if inst.hbm_bytes:
+        bandwidth = min(bandwidth, core.hbm_bw / core.dma_queues * nbytes / inst.hbm_bytes)
+    per_run = max(nbytes / runs / bandwidth, core.dma_run_min_s)
     if attrs.get("indirect") or str(attrs.get("dge", "")).lower() in ("swdge", "software", "sw"):
-        per_run += core.dma_dge_chunk_s
-    busy = core.dma_transfer_s + data_s + runs / queues * per_run
+        per_run += core.dma_dge_run_s
+    busy = core.dma_transfer_s + runs / queues * per_run
     return InstructionCost("dma", busy, queues, core.dma_latency_s)

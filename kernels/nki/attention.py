@@ -31,7 +31,10 @@ from ._shim import nki, nisa, nl
 from ._tiling import MOVING_FMAX, PMAX, tiles
 
 Q_TILE = PMAX  # query rows per tile: the output partitions of both matmuls
-KV_TILE = MOVING_FMAX  # keys per score tile: moving free size <= 512, one 2 KiB PSUM bank of fp32 scores
+KV_TILE = MOVING_FMAX  # keys per score matmul: moving free size <= 512, one 2 KiB PSUM bank of fp32 scores
+KV_STEP = 4 * KV_TILE  # keys per online-softmax step: 4 PSUM banks of scores, one max/exp/rescale per 2048 keys
+SCALAR_COPY_EVERY = 2
+PIPELINE_LAG = 2  # (key step, head) items between an item's exp and its P·V in program order
 D_CHUNK = PMAX  # head-dim rows per QKᵀ matmul: the contraction runs over <= 128 partitions
 MAX_HEAD_DIM = 4 * D_CHUNK  # the P·V tile [128, D] fp32 must fit one 2 KiB PSUM bank (512 fp32)
 RESIDENT_KV_BYTES = 48 * 1024  # SBUF bytes per partition for one (b, kv head)'s kᵀ and v; longer Skv streams tiles
@@ -70,15 +73,31 @@ def flash_attention(q, k, v, scale=1.0, causal=False, sliding_window=None, softc
     mult = softcap if softcap is not None else scale  # what the kept scores are multiplied by inside the exp
     masked = MASKED / max(mult, 1.0)  # so that masked · mult stays finite
     resident = _kv_bytes(skv, d, q.dtype) <= RESIDENT_KV_BYTES
-    cfg = (sq, skv, causal, sliding_window, scale, softcap, mult, masked)
+    # masks are added to the PSUM scores by a matmul with the identity (TensorE has slack, VectorE has not)
+    ident = _identity() if causal or sliding_window is not None else None
+    cfg = (sq, skv, causal, sliding_window, scale, softcap, mult, masked, ident)
 
+    pending = []  # issued-late work, in order: P·V of earlier (key step, head) items, then tile stores
     for b in range(batch):
         for hk in range(hkv):
             kv_all = _load_kv(k, v, b, hk, 0, skv) if resident else None
             for h0 in range(hk * group, (hk + 1) * group, heads):
                 nh = min(heads, (hk + 1) * group - h0)
+                # query tiles with a visible key, each with its qᵀ loaded one tile ahead of use
+                visible = []
                 for q0, nq in tiles(sq, Q_TILE):
-                    _query_tile(q, k, v, out, kv_all, b, hk, h0, nh, q0, nq, cfg)
+                    lo, hi = _key_range(q0, nq, sq, skv, causal, sliding_window)
+                    if hi > lo:
+                        visible.append((q0, nq, lo, hi))
+                    else:
+                        _store_zeros(out, b, q0, nq, h0, nh)
+                qT_next = _load_q_transposed(q, b, visible[0][0], visible[0][1], h0, nh) if visible else None
+                for t, tile in enumerate(visible):
+                    qT = qT_next
+                    if t + 1 < len(visible):
+                        qT_next = _load_q_transposed(q, b, visible[t + 1][0], visible[t + 1][1], h0, nh)
+                    _query_tile(qT, k, v, out, kv_all, b, hk, h0, nh, tile, cfg, pending)
+    _issue(pending, 0)
     return out
 
 
@@ -111,59 +130,110 @@ def _kv_bytes(skv, d, dtype):
     return (-(-d // D_CHUNK) * skv + 2 * chunks * d) * _itemsize(dtype)
 
 
-def _query_tile(q, k, v, out, kv_all, b, hk, h0, nh, q0, nq, cfg):
-    """Attention of query rows [q0, q0 + nq) of heads [h0, h0 + nh) (all reading kv head hk) -> out."""
-    sq, skv, causal, window, scale, softcap, mult, masked = cfg
-    d = q.shape[3]
-    diag = q0 + skv - sq  # the last key row q0 may see under the causal mask
+
+def _key_range(q0, nq, sq, skv, causal, window):
+    """[lo, hi): the keys some query row of [q0, q0 + nq) may see (hi <= lo: none, the rows are fully masked)."""
+    diag = q0 + skv - sq  # the last key row q0 may see under the causal mask; row p sees up to diag + p
     lo = max(0, diag - window + 1) if window is not None else 0
     hi = min(skv, diag + nq) if causal else skv
-    o_sb = nl.ndarray((Q_TILE, nh, d), dtype=q.dtype, buffer=nl.sbuf)
-    if hi <= lo:
-        # every row of the tile is fully masked (causal with Sq > Skv): zeros, no exp arithmetic involved
-        nisa.memset(dst=o_sb[:nq], value=0.0)
-        nisa.dma_copy(dst=out[b, q0:q0 + nq, h0:h0 + nh, :], src=o_sb[:nq])
-        return
+    return lo, hi
 
-    qT = _load_q_transposed(q, b, q0, nq, h0, nh)
+
+def _store_zeros(out, b, q0, nq, h0, nh):
+    """Rows that see no key (causal with Sq > Skv) are zeros: written directly, no exp arithmetic involved."""
+    o_sb = nl.ndarray((Q_TILE, nh, out.shape[3]), dtype=out.dtype, buffer=nl.sbuf)
+    nisa.memset(dst=o_sb[:nq], value=0.0)
+    nisa.dma_copy(dst=out[b, q0:q0 + nq, h0:h0 + nh, :], src=o_sb[:nq])
+
+
+def _identity():
+    """I [128, 128] bfloat16 SBUF (GpSimd): the stationary operand that adds a mask tile to PSUM scores."""
+    ident = nl.ndarray((PMAX, PMAX), dtype=nl.bfloat16, buffer=nl.sbuf)
+    nisa.memset(dst=ident, value=1.0, engine=nisa.engine.gpsimd)
+    nisa.affine_select(dst=ident, pattern=[[-1, PMAX]], channel_multiplier=1, on_true_tile=ident, on_false_value=0.0,
+                       cmp_op=nl.equal)  # keep 1 where p - f == 0
+    return ident
+
+
+def _query_tile(qT, k, v, out, kv_all, b, hk, h0, nh, tile, cfg, pending):
+    """Attention of query rows [q0, q0 + nq) of heads [h0, h0 + nh) (all reading kv head hk) over keys [lo, hi).
+
+    qT: `_load_q_transposed` of the rows; tile: (q0, nq, lo, hi); kv_all: resident (kᵀ, v) or None (stream).
+    Work is issued in a skewed program order, as each engine runs its queue in order: a (key step, head) item's
+    QKᵀ and row max, then the pending P·V of the item PIPELINE_LAG items back (and any tile store due), then the
+    item's exp; its own P·V waits in `pending`, also across query tiles. So TensorE multiplies the next scores
+    while VectorE/ScalarE reduce and exponentiate, and pᵀ copies of an old item are not queued behind a new exp."""
+    sq, skv, causal, window, scale, softcap, mult, masked, ident = cfg
+    q0, nq, lo, hi = tile
+    d = k.shape[3]
     o_acc = nl.ndarray((Q_TILE, nh, d), dtype=nl.float32, buffer=nl.sbuf)
     l_acc = nl.ndarray((Q_TILE, nh), dtype=nl.float32, buffer=nl.sbuf)
     negmax = [None] * nh  # per head: -(running row max) [128, 1] fp32
 
     start = lo // PMAX * PMAX  # 128-aligned so 128-key chunks of P line up with the partitions of v
-    for i, (offset, n) in enumerate(tiles(hi - start, KV_TILE)):
+    for i, (offset, n) in enumerate(tiles(hi - start, KV_STEP)):
         k0 = start + offset
         if kv_all is None:
             kT, v_t = _load_kv(k, v, b, hk, k0, n)
         else:
             kT = kv_all[0][:, :, k0:k0 + n]
             v_t = kv_all[1][:, k0 // PMAX:(k0 + n + PMAX - 1) // PMAX, :]
-        masks = _masks(q0, nq, k0, n, sq, skv, causal, window)
+        bias = _mask_bias(q0, nq, k0, n, sq, skv, causal, window, masked)
         for h in range(nh):
-            negmax[h] = _attend(qT[:, h], kT, v_t, o_acc[:, h, :], l_acc[:, h:h + 1], negmax[h], i == 0, nq, n,
-                                masks, scale, softcap, mult, masked)
+            s = _scores(qT[:, h], kT, d, nq, n, bias, ident, scale, softcap)
+            negmax_old, negmax[h] = negmax[h], _row_max(s, nq, n, negmax[h], mult)
+            _issue(pending, PIPELINE_LAG)
+            p, rowsum, alpha = _exp(s, nq, n, k.dtype, negmax[h], negmax_old, mult, l_acc[:, h:h + 1])
+            pending.append((_accumulate, (p, rowsum, alpha, v_t, h, n, o_acc, l_acc, nq)))
+    pending.append((_store, (o_acc, l_acc, out, b, q0, nq, h0, nh, q0 + skv - sq if causal else 0)))
 
-    # out = o / l; rows before the first visible query (causal, Sq > Skv) see no key: 1/l := 0 there
+
+def _issue(pending, keep):
+    """Issue the oldest pending work until at most `keep` items wait."""
+    while len(pending) > keep:
+        fn, args = pending.pop(0)
+        fn(*args)
+
+
+def _store(o_acc, l_acc, out, b, q0, nq, h0, nh, diag):
+    """out rows [q0, q0 + nq), heads [h0, h0 + nh) = o / l in out's dtype; rows p with diag + p < 0 (causal,
+    Sq > Skv: they see no key) get 1/l := 0, i.e. zeros."""
+    d = o_acc.shape[2]
     inv = nl.ndarray((Q_TILE, nh), dtype=nl.float32, buffer=nl.sbuf)
     nisa.reciprocal(dst=inv[:nq], data=l_acc[:nq])
-    if causal and diag < 0:
+    if diag < 0:
         nisa.affine_select(dst=inv[:nq], pattern=[[0, nh]], channel_multiplier=1, on_true_tile=inv[:nq],
                            on_false_value=0.0, cmp_op=nl.greater_equal, offset=diag)
-    for h in range(nh):
-        nisa.tensor_scalar(dst=o_sb[:nq, h, :], data=o_acc[:nq, h, :], op0=nl.multiply, operand0=inv[:nq, h:h + 1])
+    o_sb = nl.ndarray((Q_TILE, nh, d), dtype=out.dtype, buffer=nl.sbuf)
+    for h in range(nh):  # on ScalarE: VectorE carries the row maxima
+        nisa.activation(dst=o_sb[:nq, h, :], op=nl.copy, data=o_acc[:nq, h, :], scale=inv[:nq, h:h + 1])
     nisa.dma_copy(dst=out[b, q0:q0 + nq, h0:h0 + nh, :], src=o_sb[:nq])
 
 
-def _masks(q0, nq, k0, n, sq, skv, causal, window):
-    """affine_select masks a [nq, n] score tile at (q0, k0) needs: (step, channel_multiplier, offset) triples,
-    keeping element (p, f) where offset + p·channel_multiplier + f·step >= 0."""
-    diag = q0 + skv - sq  # last key visible to row p = 0; row p sees up to diag + p
-    masks = []
+def _mask_bias(q0, nq, k0, n, sq, skv, causal, window, masked):
+    """Additive mask of the [nq, n] score tile at (q0, k0), or None when no element is masked.
+
+    Returns (bias, c0, c1): bias [128, c1 - c0] bfloat16 SBUF holding 0 (kept) or `masked`, for score columns
+    [c0, c1) — the only columns with masked elements (under causal masking the last nq - 1 keys, under a sliding
+    window the first ones), so the per-head add stays narrow. Built on GpSimd (affine_select), shared by the heads.
+    """
+    diag = q0 + skv - sq
+    rules = []  # (column range, step, channel_multiplier, offset): keep where offset + p·cm + f·step >= 0
     if causal and k0 + n - 1 > diag:
-        masks.append((-1, 1, diag - k0))  # diag + p - (k0 + f) >= 0
-    if window is not None and k0 < diag + nq - 1 - window + 1:
-        masks.append((1, -1, k0 - diag + window - 1))  # k0 + f - (diag + p - w + 1) >= 0
-    return masks
+        rules.append((max(0, diag - k0 + 1), n, -1, 1, diag - k0))  # key k0 + f <= diag + p
+    if window is not None and k0 < diag + nq - window:
+        rules.append((0, min(n, diag + nq - window - k0), 1, -1, k0 - diag + window - 1))  # k0 + f >= diag + p - w + 1
+    if not rules:
+        return None
+    c0 = min(rule[0] for rule in rules)
+    c1 = max(rule[1] for rule in rules)
+    bias = nl.ndarray((Q_TILE, c1 - c0), dtype=nl.bfloat16, buffer=nl.sbuf)  # a TensorE operand; bf16 holds -3e38
+    nisa.memset(dst=bias[:nq], value=0.0, engine=nisa.engine.gpsimd)
+    for _, _, step, channel_multiplier, offset in rules:
+        nisa.affine_select(dst=bias[:nq], pattern=[[step, c1 - c0]], channel_multiplier=channel_multiplier,
+                           on_true_tile=bias[:nq], on_false_value=masked, cmp_op=nl.greater_equal,
+                           offset=offset + c0 * step)
+    return bias, c0, c1
 
 
 def _load_q_transposed(q, b, q0, nq, h0, nh):
@@ -177,7 +247,7 @@ def _load_q_transposed(q, b, q0, nq, h0, nh):
         qT_ps = nl.ndarray((D_CHUNK, len(d_tiles), Q_TILE), dtype=q.dtype, buffer=nl.psum)
         for j, (d0, dc) in enumerate(d_tiles):
             nisa.nc_transpose(dst=qT_ps[:dc, j, :nq], data=q_sb[:nq, h, d0:d0 + dc])
-            nisa.tensor_copy(dst=qT[:dc, h, j, :nq], src=qT_ps[:dc, j, :nq])
+            _copy(qT[:dc, h, j, :nq], qT_ps[:dc, j, :nq], on_scalar=True)
     return qT
 
 
@@ -194,16 +264,12 @@ def _load_kv(k, v, b, hk, k0, n):
     _load_rows(v_sb, v, b, hk, k0, n)
     d_tiles = tiles(d, D_CHUNK)
     kT = nl.ndarray((D_CHUNK, len(d_tiles), n), dtype=k.dtype, buffer=nl.sbuf)
-    group = KV_TILE // PMAX  # 128-key chunks per PSUM transpose tile
-    for c0 in range(0, chunks, group):
-        width = min(n, (c0 + group) * PMAX) - c0 * PMAX
+    for g0, width in tiles(n, KV_TILE):
         for j, (d0, dc) in enumerate(d_tiles):
             kT_ps = nl.ndarray((D_CHUNK, KV_TILE), dtype=k.dtype, buffer=nl.psum)
-            for c in range(c0, min(c0 + group, chunks)):
-                kc = min(PMAX, n - c * PMAX)
-                f0 = (c - c0) * PMAX
-                nisa.nc_transpose(dst=kT_ps[:dc, f0:f0 + kc], data=k_sb[:kc, c, d0:d0 + dc])
-            nisa.tensor_copy(dst=kT[:dc, j, c0 * PMAX:c0 * PMAX + width], src=kT_ps[:dc, :width])
+            for f0, kc in tiles(width, PMAX):
+                nisa.nc_transpose(dst=kT_ps[:dc, f0:f0 + kc], data=k_sb[:kc, (g0 + f0) // PMAX, d0:d0 + dc])
+            _copy(kT[:dc, j, g0:g0 + width], kT_ps[:dc, :width], on_scalar=True)
     return kT, v_sb
 
 
@@ -221,69 +287,113 @@ def _load_rows(dst, src, b, hk, k0, n):
         nisa.dma_copy(dst=dst[:rest, full, :], src=src[b, k0 + full * PMAX:k0 + n, hk, :])
 
 
-def _attend(qT_h, kT, v_t, o_h, l_h, negmax_old, first, nq, n, masks, scale, softcap, mult, masked):
-    """Fold one key tile into one head's running state; returns the new -(row max) [128, 1] fp32.
+def _scores(qT_h, kT, d, nq, n, bias, ident, scale, softcap):
+    """s = q·kᵀ of one head over one key step, softcapped and masked: [128, KV_STEP] fp32 (valid [:nq, :n]).
 
-    qT_h: [128, D/128, 128] SBUF; kT: [128, D/128, n] SBUF; v_t: [128, n/128, D] SBUF;
-    o_h: [128, D] fp32 SBUF accumulator; l_h: [128, 1] fp32 SBUF row sums (both updated in place)."""
-    d = o_h.shape[1]
-    # scores s = q·kᵀ over 128-row slices of D, accumulated in one PSUM bank
-    s_ps = nl.ndarray((Q_TILE, KV_TILE), dtype=nl.float32, buffer=nl.psum)
-    for j, (d0, dc) in enumerate(tiles(d, D_CHUNK)):
-        nisa.nc_matmul(dst=s_ps[:nq, :n], stationary=qT_h[:dc, j, :nq], moving=kT[:dc, j, :n])
-    s = s_ps  # read straight from PSUM unless a softcap or a mask needs an SBUF copy (GpSimd cannot read PSUM)
-    if softcap is not None or masks:
-        s = nl.ndarray((Q_TILE, KV_TILE), dtype=nl.float32, buffer=nl.sbuf)
-        if softcap is not None:
-            nisa.activation(dst=s[:nq, :n], op=nl.tanh, data=s_ps[:nq, :n], scale=scale / softcap)
-        else:
-            nisa.tensor_copy(dst=s[:nq, :n], src=s_ps[:nq, :n])
-        for step, channel_multiplier, offset in masks:
-            nisa.affine_select(dst=s[:nq, :n], pattern=[[step, n]], channel_multiplier=channel_multiplier,
-                               on_true_tile=s[:nq, :n], on_false_value=masked, cmp_op=nl.greater_equal,
-                               offset=offset)
+    qT_h: [128, D/128, 128] SBUF; kT: [128, D/128, n] SBUF (D in `tiles(d, D_CHUNK)` row slices); bias: a
+    `_mask_bias` result or None; ident: `_identity()`. One 512-key PSUM bank per matmul, D slices accumulated in
+    the bank. The result stays in PSUM (max and exp read it there), the mask added by one more accumulating
+    matmul I·bias per bank; a softcap makes an SBUF tile t = tanh(scale·s/c) instead, masked by a VectorE add
+    (the mask must follow the tanh). Masked elements end up at `masked` (plus a finite score)."""
+    s_ps = nl.ndarray((Q_TILE, KV_STEP), dtype=nl.float32, buffer=nl.psum)
+    for c0, width in tiles(n, KV_TILE):
+        for j, (d0, dc) in enumerate(tiles(d, D_CHUNK)):
+            nisa.nc_matmul(dst=s_ps[:nq, c0:c0 + width], stationary=qT_h[:dc, j, :nq],
+                           moving=kT[:dc, j, c0:c0 + width])
+        if bias is not None and softcap is None:
+            tile, b0, b1 = bias
+            lo, hi = max(b0, c0), min(b1, c0 + width)  # the mask columns inside this bank
+            if lo < hi:
+                nisa.nc_matmul(dst=s_ps[:nq, lo:hi], stationary=ident[:nq, :nq], moving=tile[:nq, lo - b0:hi - b0])
+    if softcap is None:
+        return s_ps
+    s = nl.ndarray((Q_TILE, KV_STEP), dtype=nl.float32, buffer=nl.sbuf)
+    nisa.activation(dst=s[:nq, :n], op=nl.tanh, data=s_ps[:nq, :n], scale=scale / softcap)
+    if bias is not None:
+        tile, b0, b1 = bias
+        nisa.tensor_tensor(dst=s[:nq, b0:b1], data1=s[:nq, b0:b1], data2=tile[:nq], op=nl.add)
+    return s
 
-    # -m' = min(-mult·rowmax(s), -m): the exps below use bias -m' (a (P, 1) tile, as NeuronCore-v2 requires)
+
+def _row_max(s, nq, n, negmax_old, mult):
+    """-m' = min(-mult·rowmax(s), -m) [128, 1] fp32 (VectorE); the first step clamps it at MAX_FLOOR instead.
+
+    The exps take -m' as bias: a (P, 1) tile, as NeuronCore-v2 requires."""
     tile_negmax = nl.ndarray((Q_TILE, 1), dtype=nl.float32, buffer=nl.sbuf)
     nisa.tensor_reduce(dst=tile_negmax[:nq], op=nl.maximum, data=s[:nq, :n], axis=1, negate=True)
     negmax = nl.ndarray((Q_TILE, 1), dtype=nl.float32, buffer=nl.sbuf)
-    if first:
+    if negmax_old is None:
         nisa.tensor_scalar(dst=negmax[:nq], data=tile_negmax[:nq], op0=nl.multiply, operand0=mult,
                            op1=nl.minimum, operand1=MAX_FLOOR)
     else:
         nisa.scalar_tensor_tensor(dst=negmax[:nq], data=tile_negmax[:nq], op0=nl.multiply, operand0=mult,
                                   op1=nl.minimum, operand1=negmax_old[:nq])
+    return negmax
 
-    # p = exp(mult·s - m') in the input dtype, with its fp32 row sums, in one ScalarE instruction
-    p = nl.ndarray((Q_TILE, KV_TILE), dtype=v_t.dtype, buffer=nl.sbuf)
-    rowsum = nl.ndarray((Q_TILE, 1), dtype=nl.float32, buffer=nl.sbuf)
+
+def _exp(s, nq, n, dtype, negmax, negmax_old, mult, l_h):
+    """p = exp(mult·s - m') [128, KV_STEP] in `dtype` with its fp32 row sums [128, 1] in one ScalarE instruction,
+    and alpha = exp(m - m') [128, 1] fp32. On the first step (negmax_old None) the row sums go straight into the
+    head's running sum l_h [128, 1] and alpha is None."""
+    p = nl.ndarray((Q_TILE, KV_STEP), dtype=dtype, buffer=nl.sbuf)
+    rowsum = l_h
+    if negmax_old is not None:
+        rowsum = nl.ndarray((Q_TILE, 1), dtype=nl.float32, buffer=nl.sbuf)
     nisa.activation(dst=p[:nq, :n], op=nl.exp, data=s[:nq, :n], bias=negmax[:nq], scale=mult, reduce_op=nl.add,
                     reduce_res=rowsum[:nq], reduce_cmd=nisa.reduce_cmd.reset_reduce)
-
-    # pᵀ per 128-key chunk (TensorE), then pv = Σ_chunks pᵀ·v accumulated in one PSUM bank
-    key_chunks = tiles(n, PMAX)
-    pT_ps = nl.ndarray((PMAX, KV_TILE // PMAX, Q_TILE), dtype=v_t.dtype, buffer=nl.psum)
-    for c, (f0, kc) in enumerate(key_chunks):
-        nisa.nc_transpose(dst=pT_ps[:kc, c, :nq], data=p[:nq, f0:f0 + kc])
-    pT = nl.ndarray((PMAX, KV_TILE // PMAX, Q_TILE), dtype=v_t.dtype, buffer=nl.sbuf)
-    full = n // PMAX
-    if full:
-        nisa.tensor_copy(dst=pT[:, :full, :nq], src=pT_ps[:, :full, :nq])
-    if n % PMAX:
-        nisa.tensor_copy(dst=pT[:n % PMAX, full, :nq], src=pT_ps[:n % PMAX, full, :nq])
-    pv_ps = nl.ndarray((Q_TILE, d), dtype=nl.float32, buffer=nl.psum)
-    for c, (f0, kc) in enumerate(key_chunks):
-        nisa.nc_matmul(dst=pv_ps[:nq, :], stationary=pT[:kc, c, :nq], moving=v_t[:kc, c, :])
-
-    # o = o·alpha + pv, l = l·alpha + rowsum with alpha = exp(m - m') (the first tile just writes them)
-    if first:
-        nisa.tensor_copy(dst=o_h[:nq], src=pv_ps[:nq])
-        nisa.tensor_copy(dst=l_h[:nq], src=rowsum[:nq])
-    else:
+    alpha = None
+    if negmax_old is not None:
         alpha = nl.ndarray((Q_TILE, 1), dtype=nl.float32, buffer=nl.sbuf)
         nisa.activation(dst=alpha[:nq], op=nl.exp, data=negmax_old[:nq], bias=negmax[:nq], scale=-1.0)
-        nisa.scalar_tensor_tensor(dst=o_h[:nq], data=o_h[:nq], op0=nl.multiply, operand0=alpha[:nq], op1=nl.add,
+    return p, rowsum, alpha
+
+
+def _accumulate(p, rowsum, alpha, v_t, h, n, o_acc, l_acc, nq):
+    """o_h = o_h·alpha + p·v and l_h = l_h·alpha + rowsum for head h (plain writes on the first step).
+
+    p: [128, n] SBUF; v_t: [128 keys, n/128, D] SBUF; o_acc: [128, heads, D] fp32; l_acc: [128, heads] fp32.
+    pᵀ is made 128 keys at a time on TensorE, four per PSUM tile, and copied to SBUF alternately by VectorE and
+    ScalarE (both read PSUM) to balance the two; the transposes of group g+1 are issued before the P·V matmuls of
+    group g so TensorE does not wait for the copy."""
+    d = o_acc.shape[2]
+    pv_ps = nl.ndarray((Q_TILE, d), dtype=nl.float32, buffer=nl.psum)
+    groups = tiles(n, KV_TILE)
+    staged = None
+    for g, (g0, width) in enumerate(groups):
+        pT_ps = nl.ndarray((PMAX, KV_TILE // PMAX, Q_TILE), dtype=p.dtype, buffer=nl.psum)
+        for c, (f0, kc) in enumerate(tiles(width, PMAX)):
+            nisa.nc_transpose(dst=pT_ps[:kc, c, :nq], data=p[:nq, g0 + f0:g0 + f0 + kc])
+        pT = nl.ndarray((PMAX, KV_TILE // PMAX, Q_TILE), dtype=p.dtype, buffer=nl.sbuf)
+        full, rest = width // PMAX, width % PMAX
+        if full:
+            _copy(pT[:, :full, :nq], pT_ps[:, :full, :nq], g % SCALAR_COPY_EVERY == SCALAR_COPY_EVERY - 1)
+        if rest:
+            _copy(pT[:rest, full, :nq], pT_ps[:rest, full, :nq], g % SCALAR_COPY_EVERY == SCALAR_COPY_EVERY - 1)
+        if staged is not None:
+            _pv_matmuls(pv_ps, *staged, v_t, nq)
+        staged = (pT, g0, width)
+    _pv_matmuls(pv_ps, *staged, v_t, nq)
+
+    o_h, l_h = o_acc[:nq, h, :], l_acc[:nq, h:h + 1]
+    if alpha is None:
+        _copy(o_h, pv_ps[:nq], on_scalar=True)  # l_h already holds the row sums (see `_exp`)
+    else:
+        nisa.scalar_tensor_tensor(dst=o_h, data=o_h, op0=nl.multiply, operand0=alpha[:nq], op1=nl.add,
                                   operand1=pv_ps[:nq])
-        nisa.tensor_scalar(dst=l_h[:nq], data=l_h[:nq], op0=nl.multiply, operand0=alpha[:nq], op1=nl.add,
+        nisa.tensor_scalar(dst=l_h, data=l_h, op0=nl.multiply, operand0=alpha[:nq], op1=nl.add,
                            operand1=rowsum[:nq])
-    return negmax
+
+
+def _copy(dst, src, on_scalar):
+    """PSUM -> SBUF copy on ScalarE (activation copy: valid on NeuronCore-v2, unlike a ScalarE tensor_copy) or
+    VectorE."""
+    if on_scalar:
+        nisa.activation(dst=dst, op=nl.copy, data=src)
+    else:
+        nisa.tensor_copy(dst=dst, src=src)
+
+
+def _pv_matmuls(pv_ps, pT, g0, width, v_t, nq):
+    """pv_ps[:nq] += Σ_chunks pᵀ[chunk]ᵀ·v[chunk] over the 128-key chunks of keys [g0, g0 + width) of the step."""
+    for c, (f0, kc) in enumerate(tiles(width, PMAX)):
+        nisa.nc_matmul(dst=pv_ps[:nq, :], stationary=pT[:kc, c, :nq], moving=v_t[:kc, (g0 + f0) // PMAX, :])

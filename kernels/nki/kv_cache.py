@@ -18,10 +18,11 @@ public API has already rejected slots below -1 or past the cache.
 Reference: nkilab.reference.paged.write_kv_cache.
 """
 
-from ._shim import nisa, nl
+from ._shim import nisa, nki, nl
 from ._tiling import PMAX
 
 
+@nki.jit
 def write_kv_cache_kernel(key, value, key_cache, value_cache, slot_mapping):
     """Scatter T tokens into a paged cache, in place.
 
@@ -30,7 +31,7 @@ def write_kv_cache_kernel(key, value, key_cache, value_cache, slot_mapping):
                  key_cache, value_cache: [num_blocks, block_size, Hkv, D], HBM, updated in place.
                  slot_mapping: [T] int32, HBM; -1 = skip, else in [0, num_blocks * block_size).
     Returns:     (key_cache, value_cache), the same HBM tensors.
-    Tiling:      tokens in PMAX-row tiles (one index tile, one or PMAX DMAs per cache each).
+    Tiling:      tokens in PMAX-row tiles (one index load, then one (v3+) or n (v2) DMAs per cache).
     """
     t_total, hkv, d = key.shape
     num_blocks, block_size = key_cache.shape[0], key_cache.shape[1]
@@ -38,13 +39,13 @@ def write_kv_cache_kernel(key, value, key_cache, value_cache, slot_mapping):
     num_slots = num_blocks * block_size
     vector_dma = nisa.get_nc_version() != nisa.nc_version.gen2  # indirect vector_offset DMA is v3+
     slots_hbm = slot_mapping.reshape((t_total, 1))
-    for new, cache in ((key, key_cache), (value, value_cache)):
-        new_rows = new.reshape((t_total, row))
-        cache_rows = cache.reshape((num_slots, row))
-        for start in range(0, t_total, PMAX):
-            n = min(PMAX, t_total - start)
-            slots = nl.ndarray((n, 1), nl.int32, buffer=nl.sbuf)
-            nisa.dma_copy(dst=slots, src=slots_hbm[start : start + n, :])
+    pairs = [(new.reshape((t_total, row)), cache.reshape((num_slots, row)))
+             for new, cache in ((key, key_cache), (value, value_cache))]
+    for start in range(0, t_total, PMAX):
+        n = min(PMAX, t_total - start)
+        slots = nl.ndarray((n, 1), nl.int32, buffer=nl.sbuf)
+        nisa.dma_copy(dst=slots, src=slots_hbm[start : start + n, :])
+        for new_rows, cache_rows in pairs:
             if vector_dma:
                 nisa.dma_copy(
                     dst=cache_rows.ap([[row, n], [1, row]], offset=0, vector_offset=slots, indirect_dim=0),

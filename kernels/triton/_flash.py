@@ -9,7 +9,9 @@ keys are all masked so far keeps m = -inf, and the step below substitutes 0 for 
 import triton
 import triton.language as tl
 
-LOG2E = 1.4426950408889634  # log2(e): scores are kept in log2 units so the kernels can use exp2
+# log2(e): scores are kept in log2 units so the kernels can use exp2. A constexpr, because compiled Triton kernels
+# may read only constexpr globals.
+LOG2E = tl.constexpr(1.4426950408889634)
 
 
 @triton.jit

@@ -31,7 +31,7 @@ from ._launch import dot_precision, padded_head_dim
 @triton.jit
 def _find_sequence(query_start_loc_ptr, num_seqs, q_block, BLOCK_Q: tl.constexpr):
     """Largest s with query_start_loc[s] // BLOCK_Q + s <= q_block (binary search; the left side is non-decreasing)."""
-    lo = 0
+    lo: tl.int32 = 0  # typed, so the loop-carried value stays an int32 even when num_seqs is specialized to 1
     hi = num_seqs
     while lo < hi:
         mid = (lo + hi) // 2

@@ -175,7 +175,8 @@ def _activation(x, device) -> tuple[torch.Tensor, torch.Tensor | None]:
     return x, None
 
 
-def _config(m: int, k: int, n: int, scheme: str, group_size: int | None) -> tuple[int, int, int, int, int]:
+def _config(m: int, k: int, n: int, scheme: str, group_size: int | None,
+            w8a8: bool) -> tuple[int, int, int, int, int]:
     """(BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages): one heuristic config per size class (no autotuning)."""
     if INTERPRET:
         block_m, block_n, block_k, warps, stages = 16, 32, 32, 4, 1
@@ -191,6 +192,8 @@ def _config(m: int, k: int, n: int, scheme: str, group_size: int | None) -> tupl
     block_k = min(block_k, max(least, triton.next_power_of_2(k)))
     if group_size is not None:
         block_k = min(block_k, group_size & -group_size)  # largest power of two dividing G: one group per step
+    if w8a8 and not INTERPRET:
+        block_m = max(block_m, 64)  # fp8 operands take Hopper's warpgroup MMA, whose tiles are 64 rows
     return block_m, block_n, block_k, warps, stages
 
 
@@ -227,7 +230,8 @@ def qmatmul(x, qw, *, out_dtype: torch.dtype | None = None, split_k: int | None 
     if out_dtype is None:
         out_dtype = torch.float32 if x_scales is not None else x.dtype
     compute = torch.float32 if x_scales is not None else x.dtype
-    block_m, block_n, block_k, warps, stages = _config(m, k, n, source.scheme, source.group_size)
+    block_m, block_n, block_k, warps, stages = _config(m, k, n, source.scheme, source.group_size,
+                                                       x_scales is not None)
     splits = split_k or _split_k(m, n, k, block_n, block_k, source.group_size)
     # Each split covers a whole number of K steps (hence of groups, since BLOCK_K divides G).
     k_per_split = triton.cdiv(triton.cdiv(k, splits), block_k) * block_k

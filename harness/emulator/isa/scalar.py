@@ -51,10 +51,10 @@ def _run(ctx, opc, dst, op, data, bias, scale, reduce_op, reduce_res, reduce_cmd
         validate.vector_operand(opc, "reduce_res", reduce_res, p, t)
     dsts = (dst,) + ((reduce_res,) if reduce_res is not None else ())
     if computes(ctx, dsts, (data, bias, scale)):
-        x = f32(data) * operand(scale, p)
-        if bias is not None:
-            x = x + operand(bias, p)
-        with np.errstate(all="ignore"):
+        with np.errstate(all="ignore"):  # fp32 overflow to ±inf is the hardware result, not an error
+            x = f32(data) * operand(scale, p)
+            if bias is not None:
+                x = x + operand(bias, p)
             out = fn(x).astype(np.float32, copy=False)
         store(dst, out)
         regs = ctx.act_regs[:p]

@@ -1,9 +1,8 @@
-"""Helpers for emulator tests: run a body of nisa calls on SBUF tiles loaded from arrays."""
+"""Fixtures for emulator tests: `run_tiles` runs a body of nisa calls on SBUF tiles loaded from arrays."""
+
+import pytest
 
 from nkilab.harness.emulator import nisa, nl, run
-
-ALL_TARGETS = ("inf2", "trn1", "trn2", "trn3")
-
 
 def tile_kernel(body):
     """A kernel that DMAs each array argument into an SBUF tile of its shape, calls `body(*tiles)`, and
@@ -30,6 +29,11 @@ def tile_kernel(body):
     return kernel
 
 
-def run_tiles(body, *arrays, target="trn2", mode="full"):
-    """Outputs (a tuple of arrays) of `body` run on SBUF copies of `arrays`."""
+def _run_tiles(body, *arrays, target="trn2", mode="full"):
     return run(tile_kernel(body), *arrays, target=target, mode=mode).outputs
+
+
+@pytest.fixture
+def run_tiles():
+    """run_tiles(body, *arrays, target=, mode=) -> outputs (a tuple of arrays) of `body` on SBUF copies of arrays."""
+    return _run_tiles

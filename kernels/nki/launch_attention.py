@@ -1,0 +1,68 @@
+"""Host side of the NKI flash-attention kernel: the backend's `attention`, `unsupported` and `traceable`.
+
+Inputs arrive validated by the public API (`nkilab.kernels.attention`) with `scale` already resolved; arrays are
+NumPy (bfloat16 as ml_dtypes) in the HBM layout the kernel reads directly: q [B, Sq, Hq, D], k, v [B, Skv, Hkv, D].
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nkilab.kernels._adapter import numpy_dtype
+
+from ._launch import launch
+from .attention import MAX_HEAD_DIM, flash_attention
+
+DTYPES = ("float32", "bfloat16", "float16")  # TensorE input dtypes the kernel computes in (no float64 on device)
+
+
+def attention(q, k, v, *, causal=False, scale, sliding_window=None, softcap=None, target: str | None = None):
+    """Flash attention on the NKI backend (real SDK if installed, else the emulator).
+
+    Args:
+        q: [B, Sq, Hq, D] float32|bfloat16|float16 NumPy array.
+        k, v: [B, Skv, Hkv, D], q's dtype; Hq % Hkv == 0.
+        causal, sliding_window, softcap: as in `nkilab.kernels.attention` (DESIGN §3.2).
+        scale: score multiplier (float > 0; the API resolves None to D ** -0.5).
+        target: "inf2" | "trn1" | "trn2" | "trn3"; None = $NEURON_PLATFORM_TARGET_OVERRIDE or "trn2".
+
+    Returns:
+        out: [B, Sq, Hq, D] NumPy array, q's dtype.
+    """
+    return launch(flash_attention, q, k, v, target=target, **_options(causal, scale, sliding_window, softcap))
+
+
+def unsupported(op: str, **problem) -> str | None:
+    """Why the NKI attention kernel cannot run `problem` (None when it can). Keys: head_dim, dtype, causal,
+    sliding_window, softcap."""
+    if op != "attention":
+        raise ValueError(f"op: {op!r} is not served by launch_attention (only 'attention')")
+    head_dim, dtype = problem.get("head_dim"), problem.get("dtype")
+    if head_dim is not None and head_dim > MAX_HEAD_DIM:
+        return f"head_dim {head_dim} > {MAX_HEAD_DIM} (the [128, D] fp32 P·V tile must fit one PSUM bank)"
+    if dtype is not None and dtype not in DTYPES:
+        return f"dtype {dtype} is not computed on NeuronCores; use one of {DTYPES}"
+    return None
+
+
+def traceable(op: str, problem: dict, target: str):
+    """(kernel, args, kwargs) running `problem` at its real shapes with zero inputs, for trace mode.
+
+    problem keys (harness.workloads): b, sq, skv, hq, hkv, head_dim, dtype, causal, sliding_window, softcap;
+    optional scale (default head_dim ** -0.5). `target` is chosen by the caller's run; the kernel source is the
+    same for every target."""
+    if op != "attention":
+        raise ValueError(f"op: {op!r} is not served by launch_attention (only 'attention')")
+    dt = numpy_dtype(problem["dtype"])
+    b, sq, skv, hq, hkv, d = (problem[key] for key in ("b", "sq", "skv", "hq", "hkv", "head_dim"))
+    args = (np.zeros((b, sq, hq, d), dt), np.zeros((b, skv, hkv, d), dt), np.zeros((b, skv, hkv, d), dt))
+    scale = problem.get("scale") or d**-0.5
+    kwargs = _options(problem.get("causal", False), scale, problem.get("sliding_window"), problem.get("softcap"))
+    return flash_attention, args, kwargs
+
+
+def _options(causal, scale, sliding_window, softcap) -> dict:
+    """Kernel keyword arguments as plain Python scalars (compile-time constants of the kernel)."""
+    return dict(scale=float(scale), causal=bool(causal),
+                sliding_window=None if sliding_window is None else int(sliding_window),
+                softcap=None if softcap is None else float(softcap))

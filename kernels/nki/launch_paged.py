@@ -1,0 +1,173 @@
+"""Host side of the paged-KV kernels: NumPy in/out, the static-shape work plan, trace-mode arguments.
+
+`write_kv_cache` hands the caller's caches to the kernel, which scatters into them in place.
+
+`paged_attention` first builds a *work plan* from the runtime metadata (query_start_loc, seq_lens), the way
+vLLM builds attention metadata on the host: the query tokens are cut into work items of `rows` (BQ)
+consecutive tokens of one sequence, so one item = one (sequence, query tile). Every plan array has a shape
+fixed by compile-time sizes only (T_total, num_seqs, BQ), never by the metadata values:
+
+    num_items = (T_total + num_seqs * (BQ - 1)) // BQ     an upper bound of sum_i ceil(q_len_i / BQ)
+    item_seq  [num_items] int32      sequence of the item (padding items: 0)
+    item_q0   [num_items] int32      first q row the item loads; its BQ-row window stays inside [0, T_total)
+    row_pos   [num_items, BQ] int32  position of each loaded row's query in its sequence, -1 if not the item's
+    row_dst   [num_items, BQ] int32  output row of each loaded row, -1 = not written (oob-skipped store)
+
+Block tables are padded with -1 columns to a whole number of PMAX-position chunks (a static reshape: the
+kernel neutralises every entry past a sequence's live blocks anyway).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ._launch import launch
+from ._tiling import PMAX
+from .kv_cache import write_kv_cache_kernel
+from .paged_attention import paged_attention_kernel
+
+MAX_HEAD_DIM = PMAX  # D is the contraction (partition) dim of q @ k^T
+MAX_SLOTS = 1 << 24  # slot and block indices go through fp32 index math on device: exact below 2**24
+DTYPES = ("float32", "float16", "bfloat16")
+
+
+def write_kv_cache(key, value, key_cache, value_cache, slot_mapping, *, target: str | None = None):
+    """Write key/value [T, Hkv, D] into the paged caches [num_blocks, block_size, Hkv, D] at slot_mapping [T]
+    (-1 = skip), in place on the caller's arrays; returns (key_cache, value_cache), the same arrays."""
+    if key.shape[0] == 0:
+        return key_cache, value_cache
+    launch(write_kv_cache_kernel, key, value, key_cache, value_cache, np.asarray(slot_mapping, dtype=np.int32),
+           target=target)
+    return key_cache, value_cache
+
+
+def paged_attention(q, key_cache, value_cache, block_tables, seq_lens, query_start_loc, *, scale, causal=True,
+                    sliding_window=None, softcap=None, target: str | None = None):
+    """Paged attention (DESIGN §3.3) of q [T_total, Hq, D] over the caches; returns [T_total, Hq, D] q.dtype."""
+    if q.shape[0] == 0:
+        return np.zeros(q.shape, q.dtype)
+    num_slots = key_cache.shape[0] * key_cache.shape[1]
+    if num_slots > MAX_SLOTS:
+        raise ValueError(f"key_cache: {num_slots} slots exceed the NKI paged kernel's {MAX_SLOTS} (fp32 index math); "
+                         "use backend 'reference' or 'triton'")
+    args, kwargs = _kernel_args(q, key_cache, value_cache, block_tables, seq_lens, query_start_loc, scale=scale,
+                                causal=causal, sliding_window=sliding_window, softcap=softcap)
+    return launch(paged_attention_kernel, *args, target=target, **kwargs)
+
+
+def rows_per_item(t_total: int, num_seqs: int, group: int) -> int:
+    """BQ: query tokens per work item, from compile-time sizes only.
+
+    The mean q_len (T_total / num_seqs) capped so the item's rows (BQ tokens x `group` query heads of one kv
+    head) fill at most PMAX partitions: decode batches get BQ = 1 (no padded rows), prefill gets full tiles.
+    """
+    return max(1, min(PMAX // group, t_total // max(num_seqs, 1)))
+
+
+def work_plan(query_start_loc, seq_lens, *, t_total: int, rows: int):
+    """The static-shape work plan (module docstring) for `rows` query tokens per item.
+
+    Returns:
+        (item_seq [N], item_q0 [N], row_pos [N, rows], row_dst [N, rows]) int32, N = num_items.
+    """
+    starts = np.asarray(query_start_loc, dtype=np.int64)
+    lens = np.asarray(seq_lens, dtype=np.int64)
+    num_seqs = lens.shape[0]
+    num_items = (t_total + num_seqs * (rows - 1)) // rows
+    item_seq = np.zeros(num_items, np.int32)
+    item_q0 = np.zeros(num_items, np.int32)
+    row_pos = np.full((num_items, rows), -1, np.int32)
+    row_dst = np.full((num_items, rows), -1, np.int32)
+    w = 0
+    for i in range(num_seqs):
+        lo, hi = int(starts[i]), int(starts[i + 1])
+        first_pos = int(lens[i]) - (hi - lo)  # queries are the sequence's last q_len positions
+        for s in range(lo, hi, rows):
+            q0 = min(s, t_total - rows)
+            tokens = q0 + np.arange(rows)
+            mine = (tokens >= s) & (tokens < min(s + rows, hi))
+            item_seq[w], item_q0[w] = i, q0
+            row_pos[w, mine] = first_pos + tokens[mine] - lo
+            row_dst[w, mine] = tokens[mine]
+            w += 1
+    return item_seq, item_q0, row_pos, row_dst
+
+
+def padded_block_tables(block_tables, block_size: int) -> np.ndarray:
+    """int32 [num_seqs, max_blocks'] with -1 columns appended so max_blocks' * block_size is a multiple of PMAX."""
+    table = np.asarray(block_tables, dtype=np.int32)
+    per_chunk = max(1, PMAX // block_size)
+    extra = -table.shape[1] % per_chunk
+    if extra == 0:
+        return np.ascontiguousarray(table)
+    return np.concatenate([table, np.full((table.shape[0], extra), -1, np.int32)], axis=1)
+
+
+def _kernel_args(q, key_cache, value_cache, block_tables, seq_lens, query_start_loc, *, scale, causal,
+                 sliding_window, softcap):
+    t_total, hq, _ = q.shape
+    block_size, hkv = key_cache.shape[1], key_cache.shape[2]
+    rows = rows_per_item(t_total, len(seq_lens), hq // hkv)
+    plan = work_plan(query_start_loc, seq_lens, t_total=t_total, rows=rows)
+    args = (q, key_cache, value_cache, padded_block_tables(block_tables, block_size),
+            np.asarray(seq_lens, dtype=np.int32), *plan)
+    kwargs = dict(scale=float(scale), causal=bool(causal), sliding_window=sliding_window,
+                  softcap=None if softcap is None else float(softcap))
+    return args, kwargs
+
+
+def unsupported(op: str, **problem) -> str | None:
+    """Why the NKI paged kernels cannot run `problem` (None when they can); keys: head_dim, block_size, dtype
+    (+ sliding_window, softcap for paged_attention, which the kernel supports)."""
+    head_dim, block_size, dtype = problem.get("head_dim"), problem.get("block_size"), problem.get("dtype")
+    if dtype is not None and str(dtype) not in DTYPES:
+        return f"dtype {dtype} not in {DTYPES}"
+    if op == "paged_attention":
+        if head_dim is not None and head_dim > MAX_HEAD_DIM:
+            return f"head_dim {head_dim} > {MAX_HEAD_DIM}"
+        if block_size is not None and block_size & (block_size - 1):
+            return f"block_size {block_size} is not a power of two (KV chunks of {PMAX} positions split into blocks)"
+    return None
+
+
+def traceable(op: str, problem: dict, target: str):
+    """(kernel, args, kwargs) of `op` at `problem`'s shapes for trace mode: zero float data, real index metadata.
+
+    problem keys: write_kv_cache: t, hkv, head_dim, block_size, dtype; paged_attention: num_seqs, q_len (or
+    q_lens), context (or seq_lens), hq, hkv, head_dim, block_size, dtype, sliding_window, softcap, scale.
+    """
+    dtype = np.dtype(_np_dtype(problem.get("dtype", "bfloat16")))
+    hkv, d, bs = problem["hkv"], problem["head_dim"], problem["block_size"]
+    if op == "write_kv_cache":
+        t = problem["t"]
+        num_blocks = math.ceil(t / bs) + 1
+        cache = np.zeros((num_blocks, bs, hkv, d), dtype)
+        slots = np.arange(t, dtype=np.int32)
+        new = np.zeros((t, hkv, d), dtype)
+        return write_kv_cache_kernel, (new, new, cache, cache.copy(), slots), {}
+    num_seqs = problem["num_seqs"]
+    q_lens = np.asarray(problem.get("q_lens") or [problem.get("q_len", 1)] * num_seqs, dtype=np.int32)
+    seq_lens = np.asarray(problem.get("seq_lens") or [problem["context"]] * num_seqs, dtype=np.int32)
+    blocks = -(-seq_lens // bs)
+    max_blocks = int(blocks.max())
+    num_blocks = int(blocks.sum()) + 1
+    table = np.full((num_seqs, max_blocks), -1, np.int32)
+    start = 0
+    for i, n in enumerate(blocks.tolist()):
+        table[i, :n] = np.arange(start, start + n)
+        start += n
+    query_start_loc = np.concatenate([[0], np.cumsum(q_lens)]).astype(np.int32)
+    q = np.zeros((int(query_start_loc[-1]), problem["hq"], d), dtype)
+    cache = np.zeros((num_blocks, bs, hkv, d), dtype)
+    args, kwargs = _kernel_args(q, cache, cache, table, seq_lens, query_start_loc,
+                                scale=problem.get("scale") or d**-0.5, causal=problem.get("causal", True),
+                                sliding_window=problem.get("sliding_window"), softcap=problem.get("softcap"))
+    return paged_attention_kernel, args, kwargs
+
+
+def _np_dtype(name: str):
+    import ml_dtypes
+
+    return ml_dtypes.bfloat16 if str(name) == "bfloat16" else np.dtype(str(name))

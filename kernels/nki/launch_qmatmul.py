@@ -1,0 +1,112 @@
+"""Host side of the NKI quantized-matmul kernel: the backend's `qmatmul`, `unsupported` and `traceable`.
+
+Inputs arrive validated by the public API (`nkilab.kernels.qmatmul`). The kernel reads the QuantizedWeight
+arrays as they are (data, scales, zeros in their HBM layouts) and x as [M, K]; the host only narrows float64
+inputs to float32 (NeuronCores have no float64) and widens the kernel's float32 result back when float64 was
+asked for.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nkilab.kernels._adapter import dtype_name, numpy_dtype
+from nkilab.reference.quant import FP8_DTYPES, QuantizedActivation, QuantizedWeight
+
+from ._launch import launch
+from .qmatmul import ACCEPTED_OUT, MAX_K, PMAX, qmatmul_kernel
+
+X_DTYPES = ("float32", "bfloat16", "float16", "float64")  # x dtypes accepted (float64 narrowed to float32)
+
+
+def qmatmul(x, qw: QuantizedWeight, *, out_dtype=None, target: str | None = None):
+    """y[M, N] = x[M, K] @ W[K, N] on the NKI backend (real SDK if installed, else the emulator).
+
+    Args:
+        x: [M, K] float32|bfloat16|float16|float64 NumPy array, or a QuantizedActivation (W8A8, fp8 [M, K]
+            data with float32 [M, 1] per-token scales; qw then fp8 per channel).
+        qw: QuantizedWeight of shape (K, N).
+        out_dtype: result dtype; None = x's dtype (float32 for a QuantizedActivation).
+        target: "inf2" | "trn1" | "trn2" | "trn3"; None = $NEURON_PLATFORM_TARGET_OVERRIDE or "trn2".
+
+    Returns:
+        y: [M, N] NumPy array of out_dtype.
+
+    Raises:
+        ValueError: the problem is outside what the kernel supports (see `unsupported`).
+    """
+    w8a8 = isinstance(x, QuantizedActivation)
+    xdata = x.data if w8a8 else x
+    out_name = dtype_name(out_dtype) if out_dtype is not None else ("float32" if w8a8 else dtype_name(xdata))
+    reason = unsupported("qmatmul", scheme=qw.scheme, group_size=qw.group_size, symmetric=qw.symmetric, w8a8=w8a8,
+                         m=xdata.shape[0], k=qw.shape[0], n=qw.shape[1], dtype=dtype_name(xdata))
+    if reason:
+        raise ValueError(f"qmatmul: backend 'nki' cannot run this problem: {reason}")
+    args, kwargs = kernel_inputs(x, qw, out_name)
+    y = launch(qmatmul_kernel, *args, target=target, **kwargs)
+    return y if kwargs["out_dtype"] == out_name else y.astype(numpy_dtype(out_name))
+
+
+def kernel_inputs(x, qw: QuantizedWeight, out_name: str) -> tuple[tuple, dict]:
+    """(args, kwargs) of `qmatmul_kernel` for validated inputs: x [M, K] (float64 narrowed to float32) or a
+    QuantizedActivation's data and scales, the QuantizedWeight arrays as they are, and the compile-time config
+    (out_dtype: `out_name`, or float32 when the device cannot produce it, e.g. float64)."""
+    w8a8 = isinstance(x, QuantizedActivation)
+    xdata = x.data if w8a8 else np.asarray(x)
+    if xdata.dtype == np.float64:
+        xdata = xdata.astype(np.float32)
+    args = (xdata, qw.data, qw.scales.astype(np.float32), qw.zeros, x.scales if w8a8 else None)
+    kernel_out = out_name if out_name in ACCEPTED_OUT else "float32"
+    return args, dict(scheme=qw.scheme, group_size=None if qw.group_size is None else int(qw.group_size),
+                      symmetric=bool(qw.symmetric), out_dtype=kernel_out)
+
+
+def unsupported(op: str, **problem) -> str | None:
+    """Why the NKI qmatmul kernel cannot run `problem` (None when it can).
+
+    Keys: scheme, group_size, symmetric, w8a8, m, k, n, dtype (any may be missing)."""
+    if op != "qmatmul":
+        raise ValueError(f"op: {op!r} is not served by launch_qmatmul (only 'qmatmul')")
+    scheme, group_size = problem.get("scheme"), problem.get("group_size")
+    dtype, k = problem.get("dtype"), problem.get("k")
+    # W8A8 activations are fp8 by construction (a QuantizedActivation); `dtype` then names the unquantized x
+    if not problem.get("w8a8") and dtype is not None and dtype not in X_DTYPES:
+        return f"dtype {dtype} is not an input dtype of the kernel; use one of {X_DTYPES}"
+    if group_size is not None:
+        rows = group_size // 2 if scheme == "int4" else group_size
+        if rows == 0 or (PMAX % rows and rows % PMAX):
+            return (f"group_size {group_size}: its rows per K tile ({rows}) must divide {PMAX} or be a "
+                    f"multiple of {PMAX}")
+    if k is not None and k > MAX_K:
+        return f"k {k} > {MAX_K} (the prefill schedule keeps K x 128 weights and x^T resident in SBUF)"
+    return None
+
+
+def traceable(op: str, problem: dict, target: str):
+    """(kernel, args, kwargs) running `problem` at its real shapes with zero inputs, for trace mode.
+
+    problem keys (harness.workloads): m, k, n, scheme, group_size, symmetric, w8a8, dtype. `target` is chosen
+    by the caller's run; the kernel source is the same for every target."""
+    reason = unsupported(op, **problem)
+    if reason:
+        raise ValueError(f"qmatmul: backend 'nki' cannot trace this problem: {reason}")
+    m, k, n = problem["m"], problem["k"], problem["n"]
+    scheme, group_size = problem["scheme"], problem.get("group_size")
+    symmetric = problem.get("symmetric", True)
+    groups = 1 if group_size is None else k // group_size
+    if scheme == "int4":
+        data = np.zeros((k // 2, n), np.uint8)
+    elif scheme == "int8":
+        data = np.zeros((k, n), np.int8)
+    else:
+        data = np.zeros((k, n), FP8_DTYPES[scheme])
+    zeros = None if symmetric else np.zeros((groups, n), np.uint8)
+    qw = QuantizedWeight(data, np.ones((groups, n), np.float32), zeros, scheme, group_size, (k, n), symmetric)
+    if problem.get("w8a8", False):
+        x = QuantizedActivation(np.zeros((m, k), FP8_DTYPES[scheme]), np.ones((m, 1), np.float32), scheme)
+        out_name = "float32"
+    else:
+        x = np.zeros((m, k), numpy_dtype(problem["dtype"]))
+        out_name = problem["dtype"]
+    args, kwargs = kernel_inputs(x, qw, out_name)
+    return qmatmul_kernel, args, kwargs

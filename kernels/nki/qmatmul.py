@@ -1,0 +1,454 @@
+"""Quantized matmul on NeuronCores: y[M, N] = x[M, K] @ W[K, N] with W = (q - z) * s (DESIGN §3.1).
+
+Schemes: int8 (q int8 [K, N]); int4 (q packed two per byte along K, uint8 [K/2, N], low nibble = even k;
+symmetric -8..7 or asymmetric 0..15 with zero points z); fp8_e4m3 / fp8_e4m3fn (q fp8 [K, N]); scales s
+float32 per output channel [1, N] or per group of G rows along K [K/G, N]; W8A8: x itself fp8 [M, K] with
+one float32 scale per token [M, 1] and fp8 per-channel weights. TensorE multiplies bf16 (or fp8 e4m3, which
+it takes natively) with fp32 PSUM accumulation; every quantized value is exact in bf16, so the only rounding
+before the fp32 sums is x -> bf16 (and, for prefill group scales, (q - z) * s -> bf16, as a naive bf16 run).
+
+Two schedules, chosen by M at compile time:
+
+decode (M <= decode_max_m): the weights are the STATIONARY operand, x^T the moving one, so each
+128 x 128 weight block costs one max(M·b, 64)-cycle matmul (b = groups per K tile) instead of a 512-column
+pass, and the weights stream from HBM exactly once. int8 / fp8e4m3fn tiles are cast to bf16 by the DMA
+that loads them. Group scales never touch the weights: the moving operand of a K tile holding b groups is
+block-diagonal — x^T copied into b column blocks, block j keeping only the rows of group j — so one matmul
+leaves each group's partial sum in its own PSUM slot, P[n, g, m]. The epilogue works on those small fp32
+partial sums with output channels on the partitions: y^T[n, m] = Σ_g s[g, n] (P[n, g, m] - z[g, n] X[g, m]),
+where X[g, m] = Σ_{k in g} x[m, k] (int4 only) is reduced from the x rows once per call, and the z·s·X term,
+a contraction over the groups, runs as a small fp32 matmul.
+int4 tiles are unpacked on VectorE into offset-binary nibbles u = q + z_eff (z_eff = 8 for symmetric, via
+xor 8) and converted to bf16 on ScalarE / GpSimd; z_eff is folded into the partial sums as above, so the
+per-weight work is two bit ops and two copies. y^T is transposed on TensorE and stored as rows of y.
+
+    for n_block (512 columns, split over LNC programs):
+        for chunk of groups (<= 512 / M PSUM slots):
+            for k_tile in chunk: w = load(q[k_tile, n_block]); for n_sub (128): P[n_sub] += w[:, n_sub]^T · xm[k_tile]
+            yT[n_sub] (+)= Σ_g sT[n_sub, g] · (P[n_sub, g] - zT[n_sub, g] · X[g])
+        y[:, n_block] = transpose(yT)
+
+prefill (M > decode_max_m): x^T is the stationary operand [K tile, <= 128 rows of M], the weights the
+moving one [K tile, <= 512 columns], so TensorE streams full 512-column tiles and y comes out row-major.
+x rows are loaded, cast to bf16 and transposed on TensorE once per block of M rows kept resident in SBUF
+(at most xt_budget_bytes per partition); for every N tile the weights of all K tiles are loaded once per
+M block, dequantized once (group scales / zero points applied to the weight tile, amortised over the M
+tiles of the block) and kept resident while every M tile of the block multiplies them. Per-channel scales
+(and W8A8 token scales) are applied to the fp32 PSUM result.
+
+    for m_block: xT = transpose(bf16(x[m_block]))
+        for n_tile: wd[k] = dequant(q[k, n_tile]) for every k tile
+            for m_tile in m_block: acc = Σ_k xT[k, m_tile]^T · wd[k]; y[m_tile, n_tile] = acc * s_out
+
+int4 contracts in two halves into the same PSUM tile: low nibbles (even k) against x's even columns and
+high nibbles (odd k) against its odd columns (strided views of the loaded x rows).
+
+Limits: group sizes whose rows per partition tile (G, or G/2 for int4) divide 128 or are a multiple of 128;
+K <= MAX_K. The v2-safe op subset only (no gen3 ops), so the kernel is valid for inf2, trn1, trn2, trn3.
+
+Reference: nkilab.reference.matmul.qmatmul.
+"""
+
+from ._shim import nisa, nki, nl
+from ._tiling import MOVING_FMAX, PMAX, PSUM_FMAX, STATIONARY_FMAX, tiles
+
+N_BLOCK = MOVING_FMAX  # weight columns per DMA / per prefill matmul: 512 fp32 = one 2 KiB PSUM bank
+N_SUB = STATIONARY_FMAX  # decode: output channels per matmul (stationary free size <= 128)
+DECODE_MAX_M = 16  # largest M run with the weight-stationary decode schedule
+DECODE_DMA_COLS = 4096  # decode: weight columns per DMA (4 KiB int8 runs per partition: fewer, longer runs)
+DECODE_PSUM_BANKS = 4  # decode: PSUM banks of partial sums per DMA block (the rest: transposes, stores)
+XT_BUDGET_BYTES = 64 * 1024  # prefill: SBUF bytes per partition for the resident x^T of one M block
+W_BUDGET_BYTES = 48 * 1024  # prefill: SBUF bytes per partition for the dequantized weights of one N tile
+MAX_K = 16384  # prefill keeps K x 128 bf16 weights and K x 128 x^T resident: both fit SBUF up to here
+INT4_SYM_OFFSET = 8  # symmetric int4: q = (nibble xor 8) - 8, so u = nibble xor 8 = q + 8 is unsigned
+ACCEPTED_OUT = ("float32", "bfloat16", "float16")
+
+
+@nki.jit
+def qmatmul_kernel(x, w, scales, zeros=None, x_scales=None, scheme="int8", group_size=None, symmetric=True,
+                   out_dtype="float32", decode_max_m=DECODE_MAX_M, xt_budget_bytes=XT_BUDGET_BYTES):
+    """y = x @ ((q - z) * s) for weight-only int8/int4/fp8 and W8A8 fp8 (see the module docstring).
+
+    Config arguments follow the tensors without a `*` separator: the NKI 0.2-0.6 compiler frontend
+    rejects keyword-only parameters (nki-api.md §2.11); callers pass them by keyword.
+
+    Dimensions:  M rows of x; K contraction (K % G == 0, even for int4, K <= MAX_K); N output channels.
+    Args:        x: [M, K] float32|bfloat16|float16, or fp8 for W8A8, HBM.
+                 w: int8 [K, N] | uint8 [K/2, N] (int4) | float8_e4m3 / float8_e4m3fn [K, N], HBM.
+                 scales: float32 [K/G, N] or [1, N] (per channel), HBM.
+                 zeros: uint8 zero points shaped like scales (int4 asymmetric), else None.
+                 x_scales: float32 [M, 1] per-token scales (W8A8), else None.
+                 scheme: "int8" | "int4" | "fp8_e4m3" | "fp8_e4m3fn"; group_size: G or None (per channel);
+                 symmetric: False for int4 with zero points; out_dtype: "float32" | "bfloat16" | "float16".
+                 decode_max_m: largest M using the decode schedule; xt_budget_bytes: prefill x^T SBUF budget.
+    Returns:     y: [M, N] out_dtype, shared HBM.
+    Numerics:    x rounded to bf16; quantized values exact in bf16; fp32 PSUM sums; decode applies scales
+                 and zero points to fp32 partial sums; prefill group schemes round (q - z) * s to bf16.
+    """
+    m, k = x.shape
+    n = w.shape[1]
+    geo = _Geometry(scheme, group_size, symmetric, k, m, x_scales is not None)
+    out = nl.ndarray((m, n), dtype=getattr(nl, out_dtype), buffer=nl.shared_hbm)
+    # LNC: each program instance takes every num_programs-th N block (identical control flow on both cores)
+    pid, nprog = nl.program_id(0), nl.num_programs(0)
+    if m <= decode_max_m:
+        _decode(x, w, scales, zeros, x_scales, out, geo, pid, nprog)
+    else:
+        _prefill(x, w, scales, zeros, x_scales, out, geo, pid, nprog, xt_budget_bytes)
+    return out
+
+
+class _Geometry(nl.NKIObject):
+    """Compile-time tiling facts of one call: K tiles ("steps") with the groups each covers, and group chunks.
+
+    rows: partition rows of w in HBM (K, or K/2 for int4); gr: rows per group (all rows per channel);
+    parity: 2 for int4 (even/odd k halves), else 1; steps: (r0, rows, g0, ng) per K tile of <= 128 rows,
+    covering groups g0 .. g0+ng-1 (per channel: every step is group 0, ng 1); ngmax: most groups in a step.
+    """
+
+    def __init__(self, scheme, group_size, symmetric, k, m, w8a8):
+        self.scheme, self.symmetric, self.w8a8, self.m = scheme, symmetric, w8a8, m
+        self.int4 = scheme == "int4"
+        self.per_channel = group_size is None
+        self.parity = 2 if self.int4 else 1
+        self.rows = k // self.parity
+        self.gr = self.rows if self.per_channel else group_size // self.parity
+        self.ngroups = 1 if self.per_channel else self.rows // self.gr
+        self.steps = []
+        for r0, rows in tiles(self.rows, PMAX):
+            if self.per_channel:
+                self.steps.append((r0, rows, 0, 1))
+            else:
+                self.steps.append((r0, rows, r0 // self.gr, max(1, rows // self.gr)))
+        self.ngmax = max(ng for _, _, _, ng in self.steps)
+
+    def chunks(self, max_groups):
+        """Consecutive steps grouped so that each chunk covers at most `max_groups` groups:
+        list of (g0, ngroups, [step indices])."""
+        out = []
+        for i, (_, _, g0, ng) in enumerate(self.steps):
+            if out and g0 + ng - out[-1][0] <= max_groups:
+                c0, _, idx = out[-1]
+                out[-1] = (c0, g0 + ng - c0, idx + [i])
+            else:
+                out.append((g0, ng, [i]))
+        return out
+
+
+# ---- decode --------------------------------------------------------------------------------------------------
+
+
+def _decode(x, w, scales, zeros, x_scales, out, geo, pid, nprog):
+    m = geo.m
+    n = w.shape[1]
+    chunks = geo.chunks(min(PSUM_FMAX // m, PMAX))
+    x_sb = nl.ndarray((m, x.shape[1]), dtype=nl.bfloat16, buffer=nl.sbuf)
+    nisa.dma_copy(dst=x_sb, src=x)
+    moving = _decode_moving(x_sb, geo)
+    gsums = [_group_sums_T(x_sb, geo, cg0, gc) for cg0, gc, _ in chunks] if geo.int4 else None
+    xs_rep = None
+    if geo.w8a8:
+        # per-token scales as a row replicated over the output-channel partitions: partition stride 0 in HBM
+        xs_rep = nl.ndarray((PMAX, m), dtype=nl.float32, buffer=nl.sbuf)
+        nisa.dma_copy(dst=xs_rep, src=x_scales.ap([[0, PMAX], [1, m]], offset=0))
+    # sub-tiles whose partial sums share one PSUM bank; the DMA block spans up to DECODE_PSUM_BANKS banks
+    per_bank = max(1, PSUM_FMAX // (max(gc for _, gc, _ in chunks) * m))
+    blocks = tiles(n, min(DECODE_DMA_COLS, DECODE_PSUM_BANKS * per_bank * N_SUB))
+    for b in range(pid, len(blocks), nprog):
+        nb0, nbw = blocks[b]
+        subs = tiles(nbw, N_SUB)
+        yT = nl.ndarray((PMAX, len(subs), m), dtype=nl.float32, buffer=nl.sbuf)
+        for c, (cg0, gc, step_ids) in enumerate(chunks):
+            banks = [nl.ndarray((PMAX, min(per_bank, len(subs) - s0), gc, m), dtype=nl.float32, buffer=nl.psum)
+                     for s0 in range(0, len(subs), per_bank)]
+            parts = [banks[j // per_bank][:, j % per_bank, :, :] for j in range(len(subs))]
+            for i in step_ids:
+                r0, rows, g0, ng = geo.steps[i]
+                for wt, xm in zip(_load_weight_tile(w, r0, rows, nb0, nbw, geo, turn=b + i), moving[i]):
+                    for j, (j0, nsz) in enumerate(subs):
+                        nisa.nc_matmul(dst=parts[j][0:nsz, g0 - cg0:g0 - cg0 + ng, :],
+                                       stationary=wt[0:rows, j0:j0 + nsz], moving=xm[0:rows])
+            s_sb = _load_rows(scales, cg0, gc, nb0, nbw)
+            zs_sb = None
+            if geo.int4 and not geo.symmetric:
+                zs_sb = _load_rows(zeros, cg0, gc, nb0, nbw)
+                nisa.tensor_tensor(dst=zs_sb, data1=zs_sb, data2=s_sb, op=nl.multiply)
+            for j, (j0, nsz) in enumerate(subs):
+                _decode_epilogue(yT[0:nsz, j, :], parts[j][0:nsz], s_sb, zs_sb, j0, nsz, gc,
+                                 gsums[c] if gsums else None, xs_rep, geo, accumulate=c > 0)
+        for o0, ow in tiles(nbw, N_BLOCK):
+            _store_transposed(out, yT, subs, nb0, o0, ow, m)
+
+
+def _decode_moving(x_sb, geo):
+    """Per K step, the moving operand(s) [rows, ng, M] bf16: x^T, block-diagonal over the step's groups
+    (int4: one for the even-k half, one for the odd-k half). x_sb: [M, K] bf16 SBUF."""
+    m = geo.m
+    mask = _group_mask(geo) if geo.ngmax > 1 else None
+    moving = []
+    for r0, rows, _, ng in geo.steps:
+        halves = []
+        for par in range(geo.parity):
+            cols = x_sb[0:m, geo.parity * r0 + par:geo.parity * (r0 + rows):geo.parity]
+            xT_ps = nl.ndarray((rows, 1, m), dtype=nl.bfloat16, buffer=nl.psum)
+            nisa.nc_transpose(dst=xT_ps, data=cols)
+            xm = nl.ndarray((rows, ng, m), dtype=nl.bfloat16, buffer=nl.sbuf)
+            if ng > 1:
+                nisa.tensor_tensor(dst=xm, data1=xT_ps.broadcast(1, ng),
+                                   data2=mask[0:rows, 0:ng, :].broadcast(2, m), op=nl.multiply)
+            else:
+                nisa.tensor_copy(dst=xm, src=xT_ps)
+            halves.append(xm)
+        moving.append(halves)
+    return moving
+
+
+def _group_mask(geo):
+    """mask[p, j, 0] = 1.0 where partition row p of a K step belongs to its j-th group (p // gr == j), else 0."""
+    ones = nl.ndarray((PMAX, geo.ngmax, 1), dtype=nl.bfloat16, buffer=nl.sbuf)
+    nisa.memset(dst=ones, value=1.0)
+    lower = nl.ndarray((PMAX, geo.ngmax, 1), dtype=nl.bfloat16, buffer=nl.sbuf)
+    nisa.affine_select(dst=lower, pattern=[[-geo.gr, geo.ngmax], [1, 1]], channel_multiplier=1, on_true_tile=ones,
+                       on_false_value=0.0, cmp_op=nl.greater_equal, offset=0)
+    mask = nl.ndarray((PMAX, geo.ngmax, 1), dtype=nl.bfloat16, buffer=nl.sbuf)
+    nisa.affine_select(dst=mask, pattern=[[geo.gr, geo.ngmax], [1, 1]], channel_multiplier=-1, on_true_tile=lower,
+                       on_false_value=0.0, cmp_op=nl.greater_equal, offset=geo.gr - 1)
+    return mask
+
+
+def _group_sums_T(x_sb, geo, cg0, gc):
+    """int4 zero-point folding: X^T[g, m] = Σ_{k in group cg0 + g} x[m, k] for gc groups, float32 SBUF [gc, M]
+    (a VectorE reduce of the x rows, then a TensorE transpose to put the groups on the partitions)."""
+    m, k = geo.m, geo.rows * geo.parity
+    kg = k // geo.ngroups
+    sums = nl.ndarray((m, gc), dtype=nl.float32, buffer=nl.sbuf)
+    nisa.tensor_reduce(dst=sums, op=nl.add, data=x_sb.reshape((m, geo.ngroups, kg))[:, cg0:cg0 + gc, :], axis=2)
+    ps = nl.ndarray((gc, m), dtype=nl.float32, buffer=nl.psum)
+    nisa.nc_transpose(dst=ps, data=sums)
+    sums_T = nl.ndarray((gc, m), dtype=nl.float32, buffer=nl.sbuf)
+    nisa.tensor_copy(dst=sums_T, src=ps)
+    return sums_T
+
+
+def _load_rows(t, g0, gc, nb0, nbw):
+    """Rows g0 .. g0+gc of a [groups, N] HBM tensor, columns nb0 .. nb0+nbw, as float32 SBUF [gc, nbw]."""
+    sb = nl.ndarray((gc, nbw), dtype=nl.float32, buffer=nl.sbuf)
+    nisa.dma_copy(dst=sb, src=t[g0:g0 + gc, nb0:nb0 + nbw])
+    return sb
+
+
+def _transposed(src, j0, nsz, gc):
+    """float32 SBUF [nsz, gc, 1]: columns j0 .. j0+nsz of src [gc, nbw] with channels moved onto partitions."""
+    ps = nl.ndarray((nsz, gc), dtype=nl.float32, buffer=nl.psum)
+    nisa.nc_transpose(dst=ps, data=src[0:gc, j0:j0 + nsz])
+    sb = nl.ndarray((nsz, gc, 1), dtype=nl.float32, buffer=nl.sbuf)
+    nisa.activation(dst=sb, op=nl.copy, data=ps)
+    return sb
+
+
+def _decode_epilogue(acc, part, s_sb, zs_sb, j0, nsz, gc, gsum_T, xs_rep, geo, accumulate):
+    """acc[nsz, M] (+)= Σ_g sT[:, g] · part[:, g, :] - Σ_g (z·s)[g, :]^T · X[g] for one 128-channel sub-tile.
+
+    part: PSUM [nsz, gc, M] per-group partial sums; s_sb / zs_sb: [gc, nbw] float32 SBUF rows of the scales /
+    zero points times scales (int4 asymmetric; symmetric: z = 8); gsum_T: [gc, M] group sums of x (int4);
+    xs_rep: [128, M] token scales (W8A8). The zero-point term is a contraction over the groups, so it runs on
+    TensorE in fp32 (stationary = the [gc, nsz] rows as loaded, moving = X^T) instead of on VectorE."""
+    m = geo.m
+    sT = _transposed(s_sb, j0, nsz, gc)
+    res = nl.ndarray((nsz, m), dtype=nl.float32, buffer=nl.sbuf) if (accumulate or geo.int4) else acc
+    if geo.per_channel:
+        scale_col = sT[:, 0, :]
+        if geo.w8a8:
+            nisa.scalar_tensor_tensor(dst=res, data=part[:, 0, :], op0=nl.multiply, operand0=scale_col,
+                                      op1=nl.multiply, operand1=xs_rep[0:nsz, :])
+        else:
+            nisa.activation(dst=res, op=nl.copy, data=part[:, 0, :], scale=scale_col)
+    else:
+        scaled = nl.ndarray((nsz, gc, m), dtype=nl.float32, buffer=nl.sbuf)
+        nisa.tensor_tensor(dst=scaled, data1=part, data2=sT.broadcast(2, m), op=nl.multiply)
+        nisa.tensor_reduce(dst=res, op=nl.add, data=scaled.permute((0, 2, 1)), axis=2)
+    if geo.int4:
+        corr = nl.ndarray((nsz, m), dtype=nl.float32, buffer=nl.psum)
+        sz, z = (s_sb, -float(INT4_SYM_OFFSET)) if geo.symmetric else (zs_sb, -1.0)
+        nisa.nc_matmul(dst=corr, stationary=sz[0:gc, j0:j0 + nsz], moving=gsum_T)
+        nisa.scalar_tensor_tensor(dst=res if accumulate else acc, data=corr, op0=nl.multiply, operand0=z,
+                                  op1=nl.add, operand1=res)
+    if accumulate:
+        nisa.tensor_tensor(dst=acc, data1=acc, data2=res, op=nl.add)
+
+
+def _store_transposed(out, yT, subs, nb0, o0, ow, m):
+    """out[:, nb0+o0 : nb0+o0+ow] = yT^T for the sub-tiles in those columns: TensorE transposes of each
+    [nsz, M] sub-tile into one PSUM bank, one copy out of PSUM, one DMA."""
+    o_ps = nl.ndarray((m, ow), dtype=nl.float32, buffer=nl.psum)
+    for j, (j0, nsz) in enumerate(subs):
+        if o0 <= j0 < o0 + ow:
+            nisa.nc_transpose(dst=o_ps[:, j0 - o0:j0 - o0 + nsz], data=yT[0:nsz, j, :])
+    o_sb = nl.ndarray((m, ow), dtype=out.dtype, buffer=nl.sbuf)
+    nisa.tensor_copy(dst=o_sb, src=o_ps)
+    nisa.dma_copy(dst=out[:, nb0 + o0:nb0 + o0 + ow], src=o_sb)
+
+
+# ---- weight tiles (both schedules) -----------------------------------------------------------------------------
+
+
+def _load_weight_tile(w, r0, rows, nb0, nbw, geo, turn=None):
+    """TensorE-ready weight tile(s) [rows, nbw] of partition rows r0 .. r0+rows: one bf16 tile (int8,
+    fp8e4m3fn), or the fp8 e4m3 tile as loaded, or for int4 the offset-binary nibbles u = q + z_eff as bf16,
+    low (even k) and high (odd k).
+
+    turn: None = the DMA casts int8 / fp8e4m3fn to bf16 while it moves them; an int = load the 1-byte values
+    and convert them on engine turn % 3 (Vector, Scalar, GpSimd in rotation) — decode uses this, because a
+    casting DMA writes 2 bytes per weight and its DMA queues, not HBM, would then bound the weight stream."""
+    src = w[r0:r0 + rows, nb0:nb0 + nbw]
+    if geo.int4:
+        lo, hi = _load_nibbles(src, rows, nbw, geo.symmetric)
+        return [_converted(lo, 1), _converted(hi, 2)]
+    if geo.scheme == "fp8_e4m3" or turn is not None:
+        raw = nl.ndarray((rows, nbw), dtype=w.dtype, buffer=nl.sbuf)
+        nisa.dma_copy(dst=raw, src=src)
+        return [raw if geo.scheme == "fp8_e4m3" else _converted(raw, turn)]
+    wt = nl.ndarray((rows, nbw), dtype=nl.bfloat16, buffer=nl.sbuf)
+    nisa.dma_copy(dst=wt, src=src)
+    return [wt]
+
+
+def _converted(t, turn):
+    """t as a new bf16 SBUF tile, converted on VectorE (turn % 3 == 0), ScalarE (1) or GpSimd (2)."""
+    out = nl.ndarray(t.shape, dtype=nl.bfloat16, buffer=nl.sbuf)
+    if turn % 3 == 0:
+        nisa.tensor_copy(dst=out, src=t)
+    elif turn % 3 == 1:
+        nisa.activation(dst=out, op=nl.copy, data=t)  # ScalarE: activation copy is valid on NeuronCore-v2 too
+    else:
+        nisa.tensor_copy(dst=out, src=t, engine=nisa.engine.gpsimd)
+    return out
+
+
+def _load_nibbles(src, rows, nbw, symmetric):
+    """Packed int4 HBM view [rows, nbw] -> (low, high) uint8 SBUF nibbles; symmetric ones xor 8 (offset binary)."""
+    packed = nl.ndarray((rows, nbw), dtype=nl.uint8, buffer=nl.sbuf)
+    nisa.dma_copy(dst=packed, src=src)
+    lo = nl.ndarray((rows, nbw), dtype=nl.uint8, buffer=nl.sbuf)
+    hi = nl.ndarray((rows, nbw), dtype=nl.uint8, buffer=nl.sbuf)
+    flip = nl.bitwise_xor if symmetric else None
+    offset = INT4_SYM_OFFSET if symmetric else None
+    nisa.tensor_scalar(dst=lo, data=packed, op0=nl.bitwise_and, operand0=15, op1=flip, operand1=offset)
+    nisa.tensor_scalar(dst=hi, data=packed, op0=nl.right_shift, operand0=4, op1=flip, operand1=offset)
+    return lo, hi
+
+
+# ---- prefill -------------------------------------------------------------------------------------------------
+
+
+def _prefill(x, w, scales, zeros, x_scales, out, geo, pid, nprog, xt_budget_bytes):
+    m, k = x.shape
+    n = w.shape[1]
+    nsteps = len(geo.steps)
+    bytes_per_row = nsteps * geo.parity * 2  # resident bf16 x^T bytes per partition per row of M
+    m_block = max(PMAX, xt_budget_bytes // bytes_per_row // PMAX * PMAX)
+    n_tile = max(N_SUB, min(N_BLOCK, W_BUDGET_BYTES // bytes_per_row // N_SUB * N_SUB))
+    mine = tiles(n, n_tile)[pid::nprog]
+    for mb0, mbw in tiles(m, m_block):
+        xT = _prefill_xT(x, geo, mb0, mbw)
+        xs_col = None
+        wd = _dequant_n_tile(w, scales, zeros, mine[0], geo)
+        for t, (nb0, nbw) in enumerate(mine):
+            # issue the next N tile's loads and dequantization before this tile's matmuls, so the vector
+            # engines prepare weights while TensorE multiplies (two weight sets live: W_BUDGET_BYTES each)
+            wd_next = _dequant_n_tile(w, scales, zeros, mine[t + 1], geo) if t + 1 < len(mine) else None
+            s_out = _replicated_row(scales, 0, nb0, nbw, nl.float32) if geo.per_channel else None
+            for mt0, msz in tiles(mbw, PMAX):
+                acc = nl.ndarray((msz, nbw), dtype=nl.float32, buffer=nl.psum)
+                for i, (_, rows, _, _) in enumerate(geo.steps):
+                    for par in range(geo.parity):
+                        nisa.nc_matmul(dst=acc, stationary=xT[0:rows, i * geo.parity + par, mt0:mt0 + msz],
+                                       moving=wd[i][par][0:rows, :])
+                y_sb = nl.ndarray((msz, nbw), dtype=out.dtype, buffer=nl.sbuf)
+                if geo.w8a8:
+                    xs_col = nl.ndarray((msz, 1), dtype=nl.float32, buffer=nl.sbuf)
+                    nisa.dma_copy(dst=xs_col, src=x_scales[mb0 + mt0:mb0 + mt0 + msz, :])
+                    nisa.scalar_tensor_tensor(dst=y_sb, data=acc, op0=nl.multiply, operand0=xs_col,
+                                              op1=nl.multiply, operand1=s_out[0:msz, :])
+                elif geo.per_channel:
+                    nisa.tensor_tensor(dst=y_sb, data1=acc, data2=s_out[0:msz, :], op=nl.multiply)
+                else:
+                    nisa.activation(dst=y_sb, op=nl.copy, data=acc)
+                nisa.dma_copy(dst=out[mb0 + mt0:mb0 + mt0 + msz, nb0:nb0 + nbw], src=y_sb)
+            wd = wd_next
+
+
+def _dequant_n_tile(w, scales, zeros, n_tile, geo):
+    """Dequantized moving weights of every K step for the columns of n_tile = (nb0, nbw)."""
+    nb0, nbw = n_tile
+    return [_dequant_tile(w, scales, zeros, step, nb0, nbw, geo) for step in geo.steps]
+
+
+def _prefill_xT(x, geo, mb0, mbw):
+    """Resident x^T of rows mb0 .. mb0+mbw: bf16 SBUF [128, steps * parity, mbw] (K step i, half par at
+    index i * parity + par), from row tiles of x cast to bf16 by the DMA and transposed on TensorE."""
+    k = x.shape[1]
+    xT = nl.ndarray((PMAX, len(geo.steps) * geo.parity, mbw), dtype=nl.bfloat16, buffer=nl.sbuf)
+    for mt0, msz in tiles(mbw, PMAX):
+        x_sb = nl.ndarray((msz, k), dtype=nl.bfloat16, buffer=nl.sbuf)
+        nisa.dma_copy(dst=x_sb, src=x[mb0 + mt0:mb0 + mt0 + msz, :])
+        for i, (r0, rows, _, _) in enumerate(geo.steps):
+            for par in range(geo.parity):
+                cols = x_sb[:, geo.parity * r0 + par:geo.parity * (r0 + rows):geo.parity]
+                ps = nl.ndarray((rows, msz), dtype=nl.bfloat16, buffer=nl.psum)
+                nisa.nc_transpose(dst=ps, data=cols)
+                nisa.tensor_copy(dst=xT[0:rows, i * geo.parity + par, mt0:mt0 + msz], src=ps)
+    return xT
+
+
+def _replicated_row(t, g, nb0, nbw, dtype, rows=PMAX):
+    """Row g of a [groups, N] HBM tensor (columns nb0 .. nb0+nbw) on `rows` partitions: partition stride 0."""
+    sb = nl.ndarray((rows, nbw), dtype=dtype, buffer=nl.sbuf)
+    nisa.dma_copy(dst=sb, src=t.ap([[0, rows], [1, nbw]], offset=g * t.shape[1] + nb0))
+    return sb
+
+
+def _replicated_groups(t, step, gr, nb0, nbw, dtype):
+    """[rows, nbw] tile whose partition row r holds row (r0 + r) // gr of a [groups, N] HBM tensor: each
+    group's row repeated over its gr partitions by a stride-0 HBM access pattern."""
+    r0, rows, g0, ng = step
+    sb = nl.ndarray((rows, nbw), dtype=dtype, buffer=nl.sbuf)
+    per = rows // ng  # partitions per group within this step
+    nisa.dma_copy(dst=sb, src=t.ap([[t.shape[1], ng], [0, per], [1, nbw]], offset=g0 * t.shape[1] + nb0))
+    return sb
+
+
+def _dequant_tile(w, scales, zeros, step, nb0, nbw, geo):
+    """Moving weight tile(s) [rows, nbw] for prefill: per channel the exact q - z (scales come later);
+    per group (q - z) * s rounded to bf16. int4: [low (even k), high (odd k)]."""
+    r0, rows, _, _ = step
+    if not geo.int4 and geo.per_channel:
+        return _load_weight_tile(w, r0, rows, nb0, nbw, geo)
+    src = w[r0:r0 + rows, nb0:nb0 + nbw]
+    s_rep = None if geo.per_channel else _replicated_groups(scales, step, geo.gr, nb0, nbw, nl.float32)
+    if not geo.int4:
+        q = nl.ndarray((rows, nbw), dtype=w.dtype, buffer=nl.sbuf)
+        nisa.dma_copy(dst=q, src=src)
+        wd = nl.ndarray((rows, nbw), dtype=nl.bfloat16, buffer=nl.sbuf)
+        nisa.tensor_tensor(dst=wd, data1=q, data2=s_rep, op=nl.multiply)
+        return [wd]
+    z_rep = None
+    if not geo.symmetric:
+        z_rep = (_replicated_row(zeros, 0, nb0, nbw, nl.float32, rows) if geo.per_channel
+                 else _replicated_groups(zeros, step, geo.gr, nb0, nbw, nl.float32))
+    halves = []
+    for u in _load_nibbles(src, rows, nbw, geo.symmetric):
+        wd = nl.ndarray((rows, nbw), dtype=nl.bfloat16, buffer=nl.sbuf)
+        if geo.symmetric and geo.per_channel:
+            nisa.tensor_scalar(dst=wd, data=u, op0=nl.subtract, operand0=float(INT4_SYM_OFFSET))
+        elif geo.symmetric:
+            nisa.scalar_tensor_tensor(dst=wd, data=u, op0=nl.subtract, operand0=float(INT4_SYM_OFFSET),
+                                      op1=nl.multiply, operand1=s_rep)
+        elif geo.per_channel:
+            nisa.tensor_tensor(dst=wd, data1=u, data2=z_rep, op=nl.subtract, engine=nisa.engine.gpsimd)
+        else:
+            diff = nl.ndarray((rows, nbw), dtype=nl.float32, buffer=nl.sbuf)
+            nisa.tensor_tensor(dst=diff, data1=u, data2=z_rep, op=nl.subtract, engine=nisa.engine.gpsimd)
+            nisa.tensor_tensor(dst=wd, data1=diff, data2=s_rep, op=nl.multiply)
+        halves.append(wd)
+    return halves

@@ -1,0 +1,281 @@
+"""Every validation rule: a kernel that breaks it raises NkiValidationError naming op and operand on the targets
+where the rule applies, and the legal side of the boundary passes."""
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+from nkilab.harness.emulator import TARGETS, NkiValidationError, nisa, nl, run
+
+ALL_TARGETS = tuple(TARGETS)
+GEN2 = ("inf2", "trn1")
+
+
+def _run(body, target):
+    """Run `body()` inside a kernel (no inputs)."""
+    run(lambda: body(), target=target)
+
+
+def _raises(body, target, match):
+    with pytest.raises(NkiValidationError, match=match) as err:
+        _run(body, target)
+    return err.value
+
+
+def _tile(shape, dtype=nl.float32, buffer=nl.sbuf, value=0.0):
+    t = nl.ndarray(shape, dtype, buffer=buffer)
+    nisa.memset(dst=t, value=value if dtype in (nl.float32, nl.bfloat16) else int(value))
+    return t
+
+
+# ---- partitions ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("target", ALL_TARGETS)
+def test_partition_limit(target):
+    _run(lambda: nl.ndarray((128, 2), nl.float32), target)
+    err = _raises(lambda: nl.ndarray((129, 2), nl.float32), target, "partition dim <= 128")
+    assert (err.operand, err.value) == ("shape", 129)
+
+
+@pytest.mark.parametrize("start, count, ok", [(0, 128, True), (0, 65, True), (64, 64, True), (32, 33, False),
+                                              (96, 32, True), (16, 16, False), (64, 33, True), (1, 1, False)])
+def test_start_partition_rule(start, count, ok):
+    def body():
+        a = _tile((128, 4))
+        b = _tile((128, 4))
+        nisa.tensor_tensor(dst=a[start:start + count], data1=a[start:start + count], data2=b[start:start + count],
+                           op=nl.add)
+    if ok:
+        _run(body, "trn2")
+    else:
+        _raises(body, "trn2", "start partition")
+
+
+def test_dma_may_start_at_any_partition():
+    def kernel(a):
+        t = nl.ndarray((128, 4), nl.float32)
+        nisa.dma_copy(dst=t[5:9], src=a)
+    run(kernel, np.zeros((4, 4), np.float32))
+
+
+# ---- matmul ----------------------------------------------------------------------------------------
+def _matmul(k=128, m=128, n=512, s_dtype=nl.bfloat16, m_dtype=nl.bfloat16, dst_dtype=nl.float32, s_buf=nl.sbuf,
+            dst_buf=nl.psum, dst_cols=None, dst_slice=None, **kw):
+    def body():
+        s = _tile((k, m), s_dtype, s_buf)
+        mv = _tile((k, n), m_dtype)
+        d = nl.ndarray((m, dst_cols or n), dst_dtype, buffer=dst_buf)
+        nisa.nc_matmul(dst=d if dst_slice is None else d[:, dst_slice], stationary=s, moving=mv, **kw)
+    return body
+
+
+@pytest.mark.parametrize("target", ALL_TARGETS)
+def test_matmul_shape_limits(target):
+    _run(_matmul(), target)
+    _raises(_matmul(m=129), target, "partition dim <= 128")  # dst [M, N] cannot even be allocated
+    _run(_matmul(m=64, tile_size=(128, 64), tile_position=(0, 64)), target)
+    assert _raises(_matmul(m=65, tile_size=(128, 64), tile_position=(0, 0)), target, "free size \\(M\\) <= 64"
+                   ).operand == "stationary"
+    _run(_matmul(k=64, tile_size=(64, 128), tile_position=(64, 0)), target)
+    assert _raises(_matmul(k=65, tile_size=(64, 128), tile_position=(0, 0)), target, "\\(K\\) <= 64").operand == \
+        "stationary"
+
+
+@pytest.mark.parametrize("target", ALL_TARGETS)
+def test_matmul_moving_free_limit(target):
+    if TARGETS[target].gen < 4:
+        assert _raises(_matmul(n=513), target, "free size \\(N\\) <= 512").operand == "moving"
+    else:
+        _run(_matmul(n=4096), target)
+        _run(_matmul(n=8192, dst_dtype=nl.bfloat16), target)
+        # the gen4 N limits equal the whole PSUM, so the allocation of a larger dst already fails
+        _raises(_matmul(n=4097), target, "PSUM bytes per partition <= 16384")
+        _raises(_matmul(n=8193, dst_dtype=nl.bfloat16), target, "PSUM bytes per partition <= 16384")
+
+
+@pytest.mark.parametrize("target", ALL_TARGETS)
+def test_matmul_bank_crossing(target):
+    _run(_matmul(n=512, dst_cols=1024, dst_slice=slice(512, 1024)), target)
+    crossing = _matmul(n=512, dst_cols=1024, dst_slice=slice(256, 768))
+    if TARGETS[target].gen < 4:
+        assert _raises(crossing, target, "one 2048-byte PSUM bank").operand == "dst"
+    else:
+        _run(crossing, target)
+
+
+@pytest.mark.parametrize("target", ALL_TARGETS)
+def test_matmul_dtype_and_buffer_rules(target):
+    assert _raises(_matmul(s_dtype=nl.int8), target, "no int8").operand == "stationary"
+    assert _raises(_matmul(s_dtype=nl.float32), target, "float32 pairs only").operand == "stationary/moving"
+    assert _raises(_matmul(s_buf=nl.psum, n=128, m=64, dst_cols=128), target, "buffer").operand == "stationary"
+    assert _raises(_matmul(dst_buf=nl.sbuf), target, "buffer").operand == "dst"
+    e4m3fn = _matmul(s_dtype=nl.float8_e4m3fn, m_dtype=nl.float8_e4m3fn)
+    bf16_dst = _matmul(dst_dtype=nl.bfloat16)
+    if TARGETS[target].gen < 4:
+        assert _raises(bf16_dst, target, "PSUM dtype").operand == "dst"
+        _raises(e4m3fn, target, "dtype in")
+    else:
+        _run(bf16_dst, target)
+        _run(e4m3fn, target)
+        _raises(_matmul(s_dtype=nl.float8_e4m3fn, m_dtype=nl.float8_e4m3), target, "no mixing")
+
+
+# ---- buffers -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("target", ALL_TARGETS)
+def test_dma_rejects_psum(target):
+    def from_psum(out):
+        p = _tile((4, 4), buffer=nl.psum)
+        nisa.dma_copy(dst=out, src=p)
+    with pytest.raises(NkiValidationError, match="dma_copy: src.*PSUM"):
+        run(from_psum, np.zeros((4, 4), np.float32), target=target)
+
+
+@pytest.mark.parametrize("target", ALL_TARGETS)
+def test_gpsimd_ops_reject_psum(target):
+    def iota_psum():
+        nisa.iota(dst=nl.ndarray((4, 8), nl.float32, buffer=nl.psum), pattern=[[1, 8]])
+
+    def select_psum():
+        src = _tile((4, 8))
+        nisa.affine_select(dst=nl.ndarray((4, 8), nl.float32, buffer=nl.psum), pattern=[[1, 8]], channel_multiplier=0,
+                           on_true_tile=src, on_false_value=0.0)
+
+    def copy_psum():
+        nisa.tensor_copy(dst=nl.ndarray((4, 8), nl.float32, buffer=nl.psum), src=_tile((4, 8)),
+                         engine=nisa.engine.gpsimd)
+    for body in (iota_psum, select_psum, copy_psum):
+        assert _raises(body, target, "GpSimd Engine cannot access PSUM").operand == "dst"
+
+
+@pytest.mark.parametrize("target", ALL_TARGETS)
+def test_tensor_tensor_inputs_not_both_psum(target):
+    def body(a_buf, b_buf):
+        def inner():
+            a, b = _tile((4, 8), buffer=a_buf), _tile((4, 8), buffer=b_buf)
+            nisa.tensor_tensor(dst=_tile((4, 8)), data1=a, data2=b, op=nl.add)
+        return inner
+    _run(body(nl.psum, nl.sbuf), target)
+    assert _raises(body(nl.psum, nl.psum), target, "not both in PSUM").operand == "data1/data2"
+
+
+@pytest.mark.parametrize("target", ALL_TARGETS)
+def test_compute_engines_reject_hbm(target):
+    def kernel(a):
+        nisa.activation(dst=_tile((4, 4)), op=nl.exp, data=a)
+    with pytest.raises(NkiValidationError, match="compute engines cannot access HBM"):
+        run(kernel, np.zeros((4, 4), np.float32), target=target)
+
+
+# ---- values and dtypes ------------------------------------------------------------------------------
+@pytest.mark.parametrize("target", ALL_TARGETS)
+def test_memset_value_matches_dtype(target):
+    _run(lambda: nisa.memset(dst=nl.ndarray((4, 4), nl.int32), value=3), target)
+    _run(lambda: nisa.memset(dst=nl.ndarray((4, 4), nl.float32), value=3), target)
+    assert _raises(lambda: nisa.memset(dst=nl.ndarray((4, 4), nl.int32), value=1.5), target, "value").operand == "value"
+    _raises(lambda: nisa.memset(dst=nl.ndarray((4, 4), nl.uint8), value=256), target, "in \\[0, 255\\]")
+
+
+# ---- generation-only features -------------------------------------------------------------------------
+@pytest.mark.parametrize("target", ALL_TARGETS)
+def test_range_select_needs_gen3(target):
+    def body():
+        x, b = _tile((4, 8)), _tile((4, 1))
+        nisa.range_select(dst=_tile((4, 8)), on_true_tile=x, comp_op0=nl.greater_equal, comp_op1=nl.less, bound0=b,
+                          bound1=b)
+    if target in GEN2:
+        _raises(body, target, "range_select needs NeuronCore-v3")
+    else:
+        _run(body, target)
+
+
+@pytest.mark.parametrize("target", ALL_TARGETS)
+def test_exponential_needs_gen4(target):
+    def body():
+        nisa.exponential(dst=_tile((4, 8)), src=_tile((4, 8)))
+    if target == "trn3":
+        _run(body, target)
+    else:
+        _raises(body, target, "exponential needs NeuronCore-v4")
+
+
+@pytest.mark.parametrize("target", ALL_TARGETS)
+def test_activation_scalar_bias_needs_gen3(target):
+    _run(lambda: nisa.activation(dst=_tile((4, 8)), op=nl.exp, data=_tile((4, 8)), bias=_tile((4, 1))), target)
+    scalar_bias = lambda: nisa.activation(dst=_tile((4, 8)), op=nl.exp, data=_tile((4, 8)), bias=0.5)  # noqa: E731
+    if target in GEN2:
+        assert _raises(scalar_bias, target, "scalar bias needs v3").operand == "bias"
+    else:
+        _run(scalar_bias, target)
+
+
+@pytest.mark.parametrize("target", ALL_TARGETS)
+def test_scalar_engine_tensor_copy_needs_gen3(target):
+    body = lambda: nisa.tensor_copy(dst=_tile((4, 8)), src=_tile((4, 8)), engine=nisa.engine.scalar)  # noqa: E731
+    if target in GEN2:
+        _raises(body, target, "ScalarE tensor_copy needs NeuronCore-v3")
+    else:
+        _run(body, target)
+
+
+def _gather(scalar: bool):
+    def kernel(data, idx):
+        ix = nl.ndarray((2, 1), nl.int32)
+        nisa.dma_copy(dst=ix, src=idx)
+        t = nl.ndarray((2, 4), nl.float32)
+        if scalar:
+            src = data.ap(pattern=[[4, 2], [1, 4]], scalar_offset=ix[0:1, :], indirect_dim=0)
+        else:
+            src = data.ap(pattern=[[4, 2], [1, 4]], vector_offset=ix, indirect_dim=0)
+        nisa.dma_copy(dst=t, src=src)
+    return kernel
+
+
+@pytest.mark.parametrize("target", ALL_TARGETS)
+def test_indirect_dma_generations(target):
+    data, idx = np.zeros((8, 4), np.float32), np.array([[1], [2]], np.int32)
+    run(_gather(scalar=True), data, idx, target=target)  # scalar_offset DMA: every generation
+    if target in GEN2:
+        with pytest.raises(NkiValidationError, match="vector_offset DMA needs NeuronCore-v3"):
+            run(_gather(scalar=False), data, idx, target=target)
+    else:
+        run(_gather(scalar=False), data, idx, target=target)
+
+
+# ---- bounds ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("target", ("trn2", "trn3"))
+def test_indirect_out_of_bounds(target):
+    data = np.zeros((8, 4), np.float32)
+    run(_gather(scalar=False), data, np.array([[7], [0]], np.int32), target=target)
+    with pytest.raises(NkiValidationError, match="vector_offset rows within 8 rows"):
+        run(_gather(scalar=False), data, np.array([[8], [0]], np.int32), target=target)
+    run(_gather(scalar=True), data, np.array([[6], [0]], np.int32), target=target)  # rows 6, 7
+    with pytest.raises(NkiValidationError, match="scalar_offset access"):
+        run(_gather(scalar=True), data, np.array([[7], [0]], np.int32), target=target)
+
+
+@pytest.mark.parametrize("target", ALL_TARGETS)
+def test_lnc2_only_on_trn2_trn3(target):
+    def kernel():
+        return nl.program_id(0)
+    if target in GEN2:
+        with pytest.raises(NkiValidationError, match="LNC 2"):
+            run(kernel, target=target, lnc=2)
+    else:
+        assert run(kernel, target=target, lnc=2).outputs == 0
+
+
+def test_language_matmul_needs_transpose_x():
+    def body():
+        nl.matmul(_tile((4, 4)), _tile((4, 4)))
+    _raises(body, "trn2", "transpose_x")
+
+
+def test_error_names_op_operand_limit():
+    err = _raises(_matmul(n=513), "trn1", "nc_matmul")
+    assert (err.op, err.operand, err.value, err.target) == ("nc_matmul", "moving", 513, "trn1")
+    assert "512" in err.limit and "nc_matmul" in str(err) and "trn1" in str(err)
+
+
+def test_fp8_storage_dtypes():
+    t = ml_dtypes.float8_e4m3
+    assert float(ml_dtypes.finfo(t).max) == 240.0 and float(ml_dtypes.finfo(ml_dtypes.float8_e4m3fn).max) == 448.0
+    assert TARGETS["trn2"].fp8_e4m3_max == 240.0 and TARGETS["trn3"].fp8_e4m3_max == 448.0

@@ -1,0 +1,150 @@
+"""NKI qmatmul matches the float64 reference on the quantized weights within the naive-bf16 error, on every target."""
+
+import ml_dtypes
+import numpy as np
+import pytest
+from hypothesis import given
+from strategies import QuantConfig, dtypes, matmul_problems, quant_configs
+
+from nkilab.harness import checks
+from nkilab.harness.emulator import run
+from nkilab.kernels.nki import launch_qmatmul
+from nkilab.kernels.nki._launch import launch
+from nkilab.kernels.nki.qmatmul import qmatmul_kernel
+from nkilab.reference.matmul import qmatmul as reference_qmatmul
+from nkilab.reference.quant import quantize_activation, quantize_weight
+
+TARGETS = ("inf2", "trn1", "trn2")
+WORKING_DTYPE = ml_dtypes.bfloat16  # TensorE inputs: the kernel's error budget is the naive bf16 run's
+
+CONFIGS = [
+    QuantConfig("int8", None), QuantConfig("int8", 32), QuantConfig("int8", 128),
+    QuantConfig("int4", None), QuantConfig("int4", None, symmetric=False), QuantConfig("int4", 32),
+    QuantConfig("int4", 64, symmetric=False), QuantConfig("int4", 128), QuantConfig("int4", 128, symmetric=False),
+    QuantConfig("fp8_e4m3", None), QuantConfig("fp8_e4m3", 64), QuantConfig("fp8_e4m3fn", None),
+    QuantConfig("fp8_e4m3fn", 32), QuantConfig("fp8_e4m3", None, w8a8=True), QuantConfig("fp8_e4m3fn", None, w8a8=True),
+]
+# (M, K, N): decode M = 1 / 3 (weights stationary), prefill M = 130 (two M tiles, ragged); N = 520 spans a
+# ragged second 512-column block and a ragged last 128-channel sub-tile
+SHAPES = {"decode-m1-n96": (1, 256, 96), "decode-m3-n520": (3, 256, 520), "prefill-m130-n520": (130, 256, 520)}
+LLAMA_8B_GATE_UP = dict(k=4096, n=14336)  # Llama-3.1-8B MLP gate/up projection (anchors.md §6)
+
+
+def _inputs(m, k, n, config: QuantConfig, seed=0, dtype=np.float32):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((m, k)).astype(dtype)
+    qw = quantize_weight(rng.standard_normal((k, n)) * 0.1, config.scheme, config.group_size, config.symmetric)
+    return (quantize_activation(x.astype(np.float64), config.scheme) if config.w8a8 else x), qw
+
+
+def _assert_matches(y, x, qw):
+    ref64 = reference_qmatmul(x, qw)
+    ref_lowprec = reference_qmatmul(x, qw, compute_dtype=WORKING_DTYPE)
+    result = checks.compare(y, ref64, ref_lowprec)
+    assert result.passed, str(result)
+
+
+def _run_schedule(x, qw, target, schedule):
+    """The kernel with the decode or prefill schedule forced, whatever M is."""
+    out_name = "float32" if not isinstance(x, np.ndarray) else x.dtype.name
+    args, kwargs = launch_qmatmul.kernel_inputs(x, qw, out_name)
+    return launch(qmatmul_kernel, *args, target=target, decode_max_m=1 << 30 if schedule == "decode" else 0,
+                  **kwargs)
+
+
+@pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
+@pytest.mark.parametrize("config", CONFIGS, ids=repr)
+@pytest.mark.parametrize("target", TARGETS)
+def test_pinned_schemes_and_shapes(target, config, shape):
+    x, qw = _inputs(*shape, config)
+    y = launch_qmatmul.qmatmul(x, qw, target=target)
+    assert y.shape == (shape[0], shape[2]) and y.dtype == np.float32
+    _assert_matches(y, x, qw)
+
+
+@pytest.mark.parametrize("schedule", ["decode", "prefill"])
+@pytest.mark.parametrize("target", TARGETS)
+@given(problem=matmul_problems(quant=quant_configs(), dtypes=dtypes(allowed=("float32", "bfloat16"))))
+def test_property_both_schedules(problem, target, schedule):
+    x, qw = problem.inputs()
+    _assert_matches(_run_schedule(x, qw, target, schedule), x, qw)
+
+
+@pytest.mark.parametrize("config", [QuantConfig("int8", None), QuantConfig("int4", None, symmetric=False)], ids=repr)
+@pytest.mark.parametrize("m", [2, 130])
+def test_per_channel_ragged_k(config, m):
+    # K = 200: a ragged second K tile (72 rows; 100 packed int4 rows in one tile)
+    x, qw = _inputs(m, 200, 70, config, seed=m)
+    _assert_matches(launch_qmatmul.qmatmul(x, qw, target="trn1"), x, qw)
+
+
+@pytest.mark.parametrize("m", [1, 130])
+def test_group_spanning_two_k_tiles(m):
+    x, qw = _inputs(m, 512, 130, QuantConfig("int8", 256), seed=3)
+    _assert_matches(launch_qmatmul.qmatmul(x, qw, target="inf2"), x, qw)
+
+
+@pytest.mark.parametrize("m", [16, 17])
+def test_decode_prefill_boundary_many_groups(m):
+    # M = 16: 64 groups x 16 rows need two PSUM chunks in decode; M = 17 runs the prefill schedule
+    x, qw = _inputs(m, 2048, 200, QuantConfig("int4", 32, symmetric=False), seed=m)
+    _assert_matches(launch_qmatmul.qmatmul(x, qw, target="trn2"), x, qw)
+
+
+@pytest.mark.parametrize("out_dtype", ["bfloat16", "float16", "float64"])
+def test_out_dtype_and_float64_input(out_dtype):
+    x, qw = _inputs(3, 256, 96, QuantConfig("int4", 64), dtype=np.float64)
+    y = launch_qmatmul.qmatmul(x, qw, out_dtype=np.dtype(getattr(ml_dtypes, out_dtype, out_dtype)), target="trn2")
+    assert y.dtype.name == out_dtype
+    _assert_matches(y, x, qw)
+
+
+def test_bfloat16_input_gives_bfloat16_output():
+    x, qw = _inputs(5, 128, 64, QuantConfig("fp8_e4m3", None), dtype=ml_dtypes.bfloat16)
+    y = launch_qmatmul.qmatmul(x, qw, target="trn1")
+    assert y.dtype == np.dtype(ml_dtypes.bfloat16)
+    _assert_matches(y, x, qw)
+
+
+def test_public_api_dispatches_to_nki():
+    from nkilab.kernels import qmatmul
+
+    x, qw = _inputs(2, 128, 40, QuantConfig("int8", 32))
+    _assert_matches(qmatmul(x, qw, backend="nki"), x, qw)
+
+
+def test_unsupported_group_size_is_named():
+    assert "group_size 48" in launch_qmatmul.unsupported("qmatmul", scheme="int8", group_size=48, m=1, k=96, n=8)
+    assert launch_qmatmul.unsupported("qmatmul", scheme="int4", group_size=32, symmetric=False, m=1, k=64, n=8,
+                                      dtype="bfloat16") is None
+    x, qw = _inputs(1, 96, 8, QuantConfig("int8", 48))
+    with pytest.raises(ValueError, match="group_size 48"):
+        launch_qmatmul.qmatmul(x, qw, target="trn2")
+
+
+@pytest.mark.parametrize("scheme,group_size", [("int8", None), ("int4", 128)])
+def test_trace_llama_decode_streams_weights_once(scheme, group_size):
+    problem = dict(m=1, scheme=scheme, group_size=group_size, symmetric=True, w8a8=False, dtype="bfloat16",
+                   **LLAMA_8B_GATE_UP)
+    kernel, args, kwargs = launch_qmatmul.traceable("qmatmul", problem, "trn2")
+    trace = run(kernel, *args, target="trn2", mode="trace", **kwargs).trace
+    weights, scales = args[1], args[2]
+    # every other HBM byte (x, scales, y) is small next to the weights: the weights are read exactly once
+    assert weights.nbytes <= trace.hbm_bytes <= weights.nbytes + 2 * scales.nbytes + 2 * 14336 * 4 + 4096 * 2
+    k_rows = weights.shape[0]
+    matmuls = trace.instruction_mix()["tensor"]["nc_matmul"]
+    parity = 2 if scheme == "int4" else 1
+    assert matmuls >= (k_rows // 128) * (14336 // 128) * parity  # one matmul per 128 x 128 weight block
+
+
+@pytest.mark.slow  # ~3-5 s of tracing each (18-22k instructions); run with -m slow
+@pytest.mark.parametrize("scheme,group_size", [("int8", None), ("int4", 128)])
+def test_trace_llama_prefill(scheme, group_size):
+    problem = dict(m=2048, scheme=scheme, group_size=group_size, symmetric=True, w8a8=False, dtype="bfloat16",
+                   **LLAMA_8B_GATE_UP)
+    kernel, args, kwargs = launch_qmatmul.traceable("qmatmul", problem, "trn2")
+    trace = run(kernel, *args, target="trn2", mode="trace", **kwargs).trace
+    parity = 2 if scheme == "int4" else 1
+    k_steps = args[1].shape[0] // 128
+    # every (128-row M tile, 512-column N tile, K step) pair is exactly one full-size matmul
+    assert trace.instruction_mix()["tensor"]["nc_matmul"] == 16 * 28 * k_steps * parity
