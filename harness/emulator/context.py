@@ -71,7 +71,8 @@ class RunContext:
         banks = -(-per_partition_bytes // t.psum_bank_bytes)
         live = self.psum_live.get(pid, 0) + banks
         if live > t.psum_banks:
-            raise NkiValidationError(op, "psum allocation", f"live PSUM banks <= {t.psum_banks} x {t.psum_bank_bytes} B",
+            raise NkiValidationError(op, "psum allocation",
+                                     f"live PSUM banks <= {t.psum_banks} x {t.psum_bank_bytes} B",
                                      f"{live} banks ({banks} new)", t.name)
         self.psum_live[pid] = live
         return banks

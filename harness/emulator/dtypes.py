@@ -50,7 +50,8 @@ def to_dtype(dtype) -> np.dtype:
         return to_dtype(str(dtype).removeprefix("torch."))
     dt = np.dtype(dtype)
     if dt not in _BY_DTYPE:
-        raise TypeError(f"dtype: {dt} is not an NKI dtype (no float64/int64 on NeuronCores); use one of {sorted(DTYPES)}")
+        raise TypeError(f"dtype: {dt} is not an NKI dtype (no float64/int64 on NeuronCores); "
+                        f"use one of {sorted(DTYPES)}")
     return dt
 
 
@@ -88,4 +89,5 @@ def cast(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
     if dtype.kind in "iu" and values.dtype.kind in "iub":
         info = np.iinfo(dtype)
         return np.clip(values.astype(np.int64), info.min, info.max).astype(dtype)
-    return values.astype(dtype)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow to inf/NaN is the documented cast result
+        return values.astype(dtype)

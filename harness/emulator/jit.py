@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import context, dtypes
+from . import blas, context, dtypes
 from .context import RunContext
 from .errors import NkiValidationError
 from .targets import get_target
@@ -103,10 +103,11 @@ def run(kernel, *args, target: str | None = None, mode: str = "full", lnc: int |
         buffer = "shared_hbm" if lnc > 1 else "hbm"
         t_args = [_to_tensor(a, buffer, write_back) for a in args]
         t_kwargs = {k: _to_tensor(v, buffer, write_back) for k, v in kwargs.items()}
-        for pid in range(lnc):
-            ctx.start_program(pid)
-            out = fn(*t_args, **t_kwargs)
-            result = out if pid == 0 else result
+        with blas.single_threaded():
+            for pid in range(lnc):
+                ctx.start_program(pid)
+                out = fn(*t_args, **t_kwargs)
+                result = out if pid == 0 else result
         outputs = _from_tensor(result, use_torch)
     finally:
         context.pop()

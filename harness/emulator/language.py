@@ -20,7 +20,7 @@ from . import context, dtypes, operators
 from .errors import NkiTraceError, NkiValidationError
 from .isa import activation, dma_copy, memset, nc_matmul, nc_transpose, reduce_cmd
 from .isa import reciprocal as _reciprocal
-from .isa import tensor_copy, tensor_reduce, tensor_scalar, tensor_tensor
+from .isa import tensor_copy, tensor_copy_predicated, tensor_reduce, tensor_scalar, tensor_tensor
 from .registers import VirtualRegister
 from .targets import get_target
 from .memory import allocate
@@ -239,7 +239,8 @@ bitwise_and, bitwise_or, bitwise_xor = (_make_binary(n) for n in ("bitwise_and",
 left_shift, right_shift = _make_binary("left_shift"), _make_binary("right_shift")
 
 exp, log, sqrt, rsqrt, tanh, sigmoid = (_make_activation(n) for n in ("exp", "log", "sqrt", "rsqrt", "tanh", "sigmoid"))
-relu, gelu, silu, softplus, mish, erf = (_make_activation(n) for n in ("relu", "gelu", "silu", "softplus", "mish", "erf"))
+relu, gelu, silu = (_make_activation(n) for n in ("relu", "gelu", "silu"))
+softplus, mish, erf = (_make_activation(n) for n in ("softplus", "mish", "erf"))
 gelu_apprx_tanh, gelu_apprx_sigmoid = _make_activation("gelu_apprx_tanh"), _make_activation("gelu_apprx_sigmoid")
 square, abs, sign, sin, cos, arctan = (_make_activation(n) for n in ("square", "abs", "sign", "sin", "cos", "arctan"))
 negative, identity = _make_activation("negative"), _make_activation("identity")
@@ -272,6 +273,16 @@ def bypass(x):
 
 
 operators.bind(bypass, "bypass")
+
+
+def where(condition: NkiTensor, x: NkiTensor, y: NkiTensor, dtype=None) -> NkiTensor:
+    """x where condition (a bool/uint tile) is nonzero, else y, as a new SBUF tile: a copy of y, then a predicated
+    copy of x (VectorE)."""
+    out_dtype = _result_dtype(dtype, x, y)
+    dst = copy(y, dtype=out_dtype)
+    src = x if x.dtype == out_dtype else copy(x, dtype=out_dtype)
+    tensor_copy_predicated(dst=dst, src=src, predicate=condition)
+    return dst
 
 
 # ---- reductions --------------------------------------------------------------------------------------

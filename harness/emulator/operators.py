@@ -94,7 +94,8 @@ ACTIVATIONS: dict[str, Callable] = {
     "tanh": np.tanh,
     "silu": lambda x: x * _sigmoid(x),
     "gelu": lambda x: (0.5 * x * (1.0 + _erf(x / np.sqrt(f32(2))))).astype(f32),
-    "gelu_apprx_tanh": lambda x: (0.5 * x * (1.0 + np.tanh(f32(0.7978845608) * (x + f32(0.044715) * x ** 3)))).astype(f32),
+    "gelu_apprx_tanh": lambda x: (0.5 * x * (1.0 + np.tanh(f32(0.7978845608) * (x + f32(0.044715) * x ** 3)))
+                                  ).astype(f32),
     "gelu_apprx_sigmoid": lambda x: x * _sigmoid(f32(1.702) * x),
     "softplus": lambda x: np.logaddexp(f32(0), x).astype(f32),
     "mish": lambda x: x * np.tanh(np.logaddexp(f32(0), x)).astype(f32),

@@ -28,21 +28,22 @@ class Target:
     pmax: int = 128  # partitions of SBUF/PSUM; operand partition dim limit — S-A2, nl.tile_size.pmax
     psum_banks: int = 8  # PSUM banks per partition — S-MIG §0.1→0.2, S-A2
     psum_bank_bytes: int = 2 * KIB  # bytes per PSUM bank per partition (512 fp32) — S-MIG, S-A2
-    sbuf_bytes: int = 192 * KIB  # SBUF bytes per partition — S-A2 (24 MiB / 128); gen3 224 KiB S-A3; gen4 256 KiB S-A4
+    sbuf_bytes: int = 192 * KIB  # SBUF bytes/partition: 192 KiB S-A2 (24 MiB/128); 224 KiB S-A3; 256 KiB S-A4
     stationary_fmax: int = 128  # nc_matmul stationary free size (M) limit — S-ISA nc_matmul
-    moving_fmax_fp32: int = 512  # nc_matmul moving free size (N) for fp32 dst: 1 bank (gen2/3), 8 banks (gen4) — S-ISA
+    moving_fmax_fp32: int = 512  # nc_matmul moving free size N, fp32 dst: 1 bank (gen2/3), 8 banks (gen4) — S-ISA
     moving_fmax_bf16: int = 512  # same for a bf16 PSUM dst (gen4 only: 8192) — S-ISA nc_matmul
-    fp8_e4m3_max: float = 240.0  # largest finite kernel fp8 value: 240 (e4m3, gen2/3), 448 (e4m3fn, gen4) — R-LIB qkv_cte.py
+    fp8_e4m3_max: float = 240.0  # largest kernel fp8 value: 240 (e4m3, gen2/3), 448 (e4m3fn, gen4) — R-LIB qkv_cte
     matmul_dst_dtypes: tuple = ("float32",)  # PSUM dst dtypes of nc_matmul: fp32 (gen2/3), + bf16 (gen4) — S-ISA
     matmul_fp8_e4m3fn: bool = False  # OCP float8_e4m3fn TensorE input: gen4 only — S-ISA nc_matmul
     matmul_double_row: bool = False  # perf_mode=double_row (fp8 2x): gen3+ — S-ISA nc_matmul
-    activation_scalar_bias: bool = False  # activation bias as a compile-time scalar: gen3+ (gen2: [P,1] vector) — S-ISA
+    activation_scalar_bias: bool = False  # activation bias as a scalar: gen3+ (gen2: [P,1] vector) — S-ISA
     scalar_tensor_copy: bool = False  # tensor_copy on ScalarE: not on gen2 — S-ISA tensor_copy
     range_select: bool = False  # nisa.range_select: gen3+ — S-ISA
     exponential: bool = False  # nisa.exponential: gen4 only — S-ISA
     dma_vector_offset: bool = False  # indirect (vector_offset) DMA gather/scatter: "indirect: v3+" — S-DGE
     hwdge: bool = False  # dge_mode.hwdge: gen3+ — S-ISA dma_copy
     dma_priority: bool = False  # dma_copy priority= (QoS): gen4 only — S-ISA dma_copy
+    dma_transpose: bool = False  # nisa.dma_transpose: introduced with Trainium2 (gen3+) — S-A3
     lnc2: bool = False  # logical NeuronCore degree 2 (kernel[2]): Trn2/Trn3 only — S-LNCCFG
 
     @property
@@ -53,7 +54,8 @@ class Target:
 
 _GEN2 = dict(gen=2)
 _GEN3 = dict(gen=3, sbuf_bytes=224 * KIB, matmul_double_row=True, activation_scalar_bias=True,
-             scalar_tensor_copy=True, range_select=True, dma_vector_offset=True, hwdge=True, lnc2=True)
+             scalar_tensor_copy=True, range_select=True, dma_vector_offset=True, hwdge=True, dma_transpose=True,
+             lnc2=True)
 _GEN4 = dict(_GEN3, gen=4, sbuf_bytes=256 * KIB, moving_fmax_fp32=4096, moving_fmax_bf16=8192, fp8_e4m3_max=448.0,
              matmul_dst_dtypes=("float32", "bfloat16"), matmul_fp8_e4m3fn=True, exponential=True, dma_priority=True)
 

@@ -134,7 +134,8 @@ class NkiTensor:
         return math.prod(self.shape[1:])
 
     def __repr__(self) -> str:
-        return f"NkiTensor({list(self.shape)}, {dtypes.name(self.dtype)}, {self.buffer}{', ' + self.name if self.name else ''})"
+        name = f", {self.name}" if self.name else ""
+        return f"NkiTensor({list(self.shape)}, {dtypes.name(self.dtype)}, {self.buffer}{name})"
 
     def _view(self, shape, strides, offset, op: str) -> "NkiTensor":
         if self.indirect is not None:
@@ -148,7 +149,8 @@ class NkiTensor:
             at = key.index(Ellipsis)
             key = key[:at] + (slice(None),) * (self.ndim - len(key) + 1) + key[at + 1:]
         if len(key) > self.ndim:
-            raise NkiValidationError("getitem", "index", f"at most {self.ndim} indices for shape {list(self.shape)}", key)
+            raise NkiValidationError("getitem", "index", f"at most {self.ndim} indices for shape {list(self.shape)}",
+                                     key)
         shape, strides, offset = [], [], self.offset
         for d, k in enumerate(key):
             n, s = self.shape[d], self.strides[d]
@@ -219,7 +221,8 @@ class NkiTensor:
         if math.prod(shape) != self.size:
             raise NkiValidationError("reshape", "shape", f"element count {self.size} preserved", list(shape))
         if self.on_chip and shape[0] != self.shape[0]:
-            raise NkiValidationError("reshape", "shape", f"partition dim {self.shape[0]} preserved on-chip", list(shape))
+            raise NkiValidationError("reshape", "shape", f"partition dim {self.shape[0]} preserved on-chip",
+                                     list(shape))
         probe = np.lib.stride_tricks.as_strided(np.empty(1, np.uint8), self.shape, self.strides)
         try:
             strides = probe.reshape(shape, copy=False).strides
@@ -254,6 +257,20 @@ class NkiTensor:
             raise NkiValidationError("squeeze_dim", "dim", "a size-1 dim (not dim 0 on-chip)", dim)
         return self._view(self.shape[:dim] + self.shape[dim + 1:], self.strides[:dim] + self.strides[dim + 1:],
                           self.offset, "squeeze_dim")
+
+    def flatten_dims(self, start: int, end: int) -> "NkiTensor":
+        """Merge dims start..end (inclusive, contiguous dims; start > 0 on-chip) into one."""
+        if self.on_chip and start == 0:
+            raise NkiValidationError("flatten_dims", "start", "> 0 for on-chip tensors", start)
+        merged = math.prod(self.shape[start:end + 1])
+        return self.reshape(self.shape[:start] + (merged,) + self.shape[end + 1:])
+
+    def reshape_dim(self, dim: int, shape) -> "NkiTensor":
+        """Split dim `dim` into `shape` (its element count preserved)."""
+        return self.reshape(self.shape[:dim] + tuple(shape) + self.shape[dim + 1:])
+
+    def is_indirect(self) -> bool:
+        return self.indirect is not None
 
     def get_pattern(self) -> list[list[int]]:
         """The access pattern `[[stride, count], …]`, outer to inner."""
@@ -296,7 +313,8 @@ class NkiTensor:
             raise NkiValidationError("ap", "pattern", "counts > 0", pattern)
         st = self.storage
         if self.on_chip and shape[0] > 1 and strides[0] != st.free:
-            raise NkiValidationError("ap", "pattern", f"partition stride == free size {st.free} (no partition striding)",
+            raise NkiValidationError("ap", "pattern",
+                                     f"partition stride == free size {st.free} (no partition striding)",
                                      strides[0])
         start = self.offset if offset is None else int(offset)
         if vector_offset is not None:
@@ -389,7 +407,8 @@ class NkiTensor:
     def access(self, place: Place, nbytes: int) -> Access:
         """Conservative footprint of this view for the trace."""
         st = self.storage
-        if self.indirect is not None and (place.offset is None or (self.indirect.kind == "vector" and place.rows is None)):
+        unknown_rows = self.indirect is not None and self.indirect.kind == "vector" and place.rows is None
+        if self.indirect is not None and (place.offset is None or unknown_rows):
             return Access(st.id, st.buffer, 0, st.shape[0] if self.on_chip else 1, 0, st.free, nbytes)
         if place.rows is not None:
             rows = place.rows[place.valid] if place.valid is not None else place.rows

@@ -14,7 +14,8 @@ from .tensor import NkiTensor
 
 
 def _start_partitions(count: int) -> tuple[int, ...]:
-    """Allowed start partitions of an engine operand by partition count (S-A2): >64 → 0; 33–64 → 0/64; ≤32 → quadrants."""
+    """Allowed start partitions of an engine operand by partition count (S-A2): > 64 → 0; 33–64 → 0 or 64;
+    ≤ 32 → a quadrant start (0/32/64/96)."""
     if count > 64:
         return (0,)
     if count > 32:
@@ -63,7 +64,8 @@ def same_layout(op: str, ref_name: str, ref: NkiTensor, others: dict, target: Ta
     for name, t in others.items():
         if t.shape[0] != ref.shape[0] or t.free_size != ref.free_size:
             raise NkiValidationError(op, name, f"same partitions and elements per partition as {ref_name} "
-                                     f"({ref.shape[0]} x {ref.free_size})", f"{t.shape[0]} x {t.free_size}", target.name)
+                                     f"({ref.shape[0]} x {ref.free_size})", f"{t.shape[0]} x {t.free_size}",
+                                     target.name)
 
 
 def feature(op: str, operand: str, enabled: bool, what: str, value, target: Target) -> None:

@@ -3,10 +3,10 @@
 Model:
   - Every (program id, engine) is an in-order queue, as each NeuronCore engine executes its instruction stream
     in order; different engines (and the two physical cores of an LNC=2 kernel) run concurrently.
-  - DMA: each program id owns `core.dma_queues` DMA engines; a transfer split over q of them takes the q where
-    its pieces can start first. Transfers are not held in program order behind one another: a piece may fill an
-    idle gap an earlier-issued (later-ready) transfer left on an engine, as the compiler issues independent DMA
-    triggers from several engine streams (a store waiting for its data does not block the next loads).
+  - DMA: each program id owns `core.dma_queues` DMA engines, each processing its descriptors in order. A
+    transfer split over q of them takes the q that free up first, in program order, and each piece starts when
+    its engine is free and the transfer's inputs are ready — so a store waiting for its data holds back the
+    transfers issued after it on the engines it took (the calibration kernels' prefetch depth comes from this).
   - An instruction starts when its engine is free and every earlier instruction it conflicts with is done:
     read-after-write, write-after-read and write-after-write on overlapping footprints (`Access.overlaps`).
     "Done" is the end of its engine time plus its completion latency (DMA semaphore latency).
@@ -17,6 +17,7 @@ later write is dropped, since anything that conflicts with it also conflicts wit
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
 
 from nkilab.harness.emulator.trace import ENGINES, Trace
@@ -80,46 +81,6 @@ class _AccessLog:
         self.reads.append((p0, p1, s0, s1, done))
 
 
-class _DmaQueues:
-    """Busy intervals of one core's DMA engines: per engine the end of its last piece and the idle gaps
-    before it (gaps shorter than MIN_GAP_S are forgotten)."""
-
-    MIN_GAP_S = 1e-9
-
-    def __init__(self, n: int):
-        self.free_at = [0.0] * n
-        self.gaps: list[list[tuple[float, float]]] = [[] for _ in range(n)]
-        self.open_gaps = 0
-
-    def _earliest(self, e: int, ready: float, busy: float) -> tuple[float, int]:
-        """(start, gap index or -1 for the tail) of the earliest slot on engine e."""
-        for g, (lo, hi) in enumerate(self.gaps[e]):
-            start = max(lo, ready)
-            if start + busy <= hi:
-                return start, g
-        return max(self.free_at[e], ready), -1
-
-    def place(self, ready: float, busy: float, pieces: int) -> tuple[float, float]:
-        """Put `pieces` pieces of `busy` s each on distinct engines, none before `ready`; (first start, last end)."""
-        if self.open_gaps == 0:
-            slots = sorted((max(f, ready), -1, e) for e, f in enumerate(self.free_at))[:pieces]
-        else:
-            slots = sorted((*self._earliest(e, ready, busy), e) for e in range(len(self.free_at)))[:pieces]
-        for start, g, e in slots:
-            if g < 0:
-                if start - self.free_at[e] > self.MIN_GAP_S:
-                    self.gaps[e].append((self.free_at[e], start))
-                    self.open_gaps += 1
-                self.free_at[e] = start + busy
-            else:
-                lo, hi = self.gaps[e].pop(g)
-                self.open_gaps -= 1
-                rest = [(a, b) for a, b in ((lo, start), (start + busy, hi)) if b - a > self.MIN_GAP_S]
-                self.gaps[e][g:g] = rest
-                self.open_gaps += len(rest)
-        return slots[0][0], max(start for start, _, _ in slots) + busy
-
-
 def schedule(trace: Trace, core: NeuronCore) -> Schedule:
     """Time `trace` on cores described by `core` (one per program id); see the module docstring."""
     n = len(trace.instructions)
@@ -127,7 +88,7 @@ def schedule(trace: Trace, core: NeuronCore) -> Schedule:
     done = [0.0] * n
     costs: list[InstructionCost] = []
     engine_free: dict[tuple[int, str], float] = {}
-    dma: dict[int, _DmaQueues] = {}
+    dma_free: dict[int, list[float]] = {}
     busy = {e: 0.0 for e in ENGINES}
     logs: dict[int, _AccessLog] = {}
 
@@ -146,10 +107,12 @@ def schedule(trace: Trace, core: NeuronCore) -> Schedule:
                 ready = max(ready, log.ready_for_read(a.p_start, a.p_stop, a.start, a.stop))
 
         if cost.engine == "dma":
-            queues = dma.get(inst.program_id)
-            if queues is None:
-                queues = dma[inst.program_id] = _DmaQueues(core.dma_queues)
-            begin, end = queues.place(ready, cost.busy_s, cost.queues)
+            heap = dma_free.setdefault(inst.program_id, [0.0] * core.dma_queues)
+            free_at = [heapq.heappop(heap) for _ in range(cost.queues)]
+            begin = max(ready, free_at[0])
+            end = max(ready, free_at[-1]) + cost.busy_s
+            for t in free_at:
+                heapq.heappush(heap, max(ready, t) + cost.busy_s)
             busy["dma"] += cost.busy_s * cost.queues / core.dma_queues
         else:
             key = (inst.program_id, cost.engine)

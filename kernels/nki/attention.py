@@ -33,7 +33,7 @@ from ._tiling import MOVING_FMAX, PMAX, tiles
 Q_TILE = PMAX  # query rows per tile: the output partitions of both matmuls
 KV_TILE = MOVING_FMAX  # keys per score matmul: moving free size <= 512, one 2 KiB PSUM bank of fp32 scores
 KV_STEP = 4 * KV_TILE  # keys per online-softmax step: 4 PSUM banks of scores, one max/exp/rescale per 2048 keys
-SCALAR_COPY_EVERY = 2
+Q_PREFETCH = 1  # query tiles whose qᵀ is loaded ahead of the one being computed
 PIPELINE_LAG = 2  # (key step, head) items between an item's exp and its P·V in program order
 D_CHUNK = PMAX  # head-dim rows per QKᵀ matmul: the contraction runs over <= 128 partitions
 MAX_HEAD_DIM = 4 * D_CHUNK  # the P·V tile [128, D] fp32 must fit one 2 KiB PSUM bank (512 fp32)
@@ -44,7 +44,8 @@ MAX_FLOOR = 1.0e30  # running max starts at -MAX_FLOOR, so exp(MASKED·mult + MA
 
 
 @nki.jit
-def flash_attention(q, k, v, scale=1.0, causal=False, sliding_window=None, softcap=None):
+def flash_attention(q, k, v, scale=1.0, causal=False, sliding_window=None, softcap=None,
+                    resident_kv_bytes=RESIDENT_KV_BYTES):
     """Dense attention over one batch of prefill queries, GQA/MQA, causal / sliding window / softcap.
 
     Dimensions:  B batch; Sq, Skv query/key lengths; Hq = g·Hkv heads; D <= 512 head dim.
@@ -54,6 +55,8 @@ def flash_attention(q, k, v, scale=1.0, causal=False, sliding_window=None, softc
                  causal: bottom-right causal mask (query i sees keys j <= i + Skv - Sq).
                  sliding_window: w >= 1 also hides keys j < i + Skv - Sq - w + 1; None = off.
                  softcap: c > 0 maps scaled scores s -> c·tanh(s / c) before masking; None = off.
+                 resident_kv_bytes: SBUF bytes per partition a (b, kv head)'s kᵀ and v may take to be loaded once;
+                 above it key tiles are loaded per query tile (0 forces streaming).
                  (Plain parameters with defaults, not keyword-only: the NKI compiler frontend rejects `*`.)
     Returns:     out: [B, Sq, Hq, D], q's dtype, shared HBM; a query that sees no key gets zeros.
     Tiling:      Sq in 128-row tiles; keys in 512-column score tiles (128-aligned), P·V in 128-key chunks;
@@ -72,18 +75,30 @@ def flash_attention(q, k, v, scale=1.0, causal=False, sliding_window=None, softc
     heads = max(1, min(group, HEAD_BLOCK_ELEMS // d))
     mult = softcap if softcap is not None else scale  # what the kept scores are multiplied by inside the exp
     masked = MASKED / max(mult, 1.0)  # so that masked · mult stays finite
-    resident = _kv_bytes(skv, d, q.dtype) <= RESIDENT_KV_BYTES
+    resident = _kv_bytes(skv, d, q.dtype) <= resident_kv_bytes
     # masks are added to the PSUM scores by a matmul with the identity (TensorE has slack, VectorE has not)
     ident = _identity() if causal or sliding_window is not None else None
-    cfg = (sq, skv, causal, sliding_window, scale, softcap, mult, masked, ident)
+    # pᵀ PSUM->SBUF copies: VectorE on v3+ (2-4 elements/cycle/lane; moving some to ScalarE, busy with the exps,
+    # models slower); on v2 VectorE is as slow per element as ScalarE, so every other copy goes to ScalarE
+    split_copies = nisa.get_nc_version() == nisa.nc_version.gen2
+    cfg = (sq, skv, causal, sliding_window, scale, softcap, mult, masked, ident, split_copies)
 
-    pending = []  # issued-late work, in order: P·V of earlier (key step, head) items, then tile stores
-    for b in range(batch):
-        for hk in range(hkv):
-            kv_all = _load_kv(k, v, b, hk, 0, skv) if resident else None
+    pending = []  # issued-late work in order: ("pv", P·V of a (key step, head) item) and ("store", a query tile)
+    kv_heads = [(b, hk) for b in range(batch) for hk in range(hkv)]
+    # resident k/v rows are loaded one kv head ahead (DMA only: the kᵀ transposes wait until the head is used, so no
+    # in-order compute queue waits behind a DMA queued after the previous head's stores)
+    rows_next = _load_kv_rows(k, v, *kv_heads[0], 0, skv) if resident else None
+    for i, (b, hk) in enumerate(kv_heads):
+        kv_all = None
+        if resident:
+            rows = rows_next
+            if i + 1 < len(kv_heads):
+                rows_next = _load_kv_rows(k, v, *kv_heads[i + 1], 0, skv)
+            kv_all = (_transpose_k(rows[0], skv, d), rows[1])
+        if True:
             for h0 in range(hk * group, (hk + 1) * group, heads):
                 nh = min(heads, (hk + 1) * group - h0)
-                # query tiles with a visible key, each with its qᵀ loaded one tile ahead of use
+                # query tiles with a visible key, each with its qᵀ loaded Q_PREFETCH tiles ahead of use
                 visible = []
                 for q0, nq in tiles(sq, Q_TILE):
                     lo, hi = _key_range(q0, nq, sq, skv, causal, sliding_window)
@@ -91,13 +106,13 @@ def flash_attention(q, k, v, scale=1.0, causal=False, sliding_window=None, softc
                         visible.append((q0, nq, lo, hi))
                     else:
                         _store_zeros(out, b, q0, nq, h0, nh)
-                qT_next = _load_q_transposed(q, b, visible[0][0], visible[0][1], h0, nh) if visible else None
+                loaded = [_load_q_transposed(q, b, q0, nq, h0, nh) for q0, nq, _, _ in visible[:Q_PREFETCH]]
                 for t, tile in enumerate(visible):
-                    qT = qT_next
-                    if t + 1 < len(visible):
-                        qT_next = _load_q_transposed(q, b, visible[t + 1][0], visible[t + 1][1], h0, nh)
-                    _query_tile(qT, k, v, out, kv_all, b, hk, h0, nh, tile, cfg, pending)
-    _issue(pending, 0)
+                    if t + Q_PREFETCH < len(visible):
+                        q0, nq, _, _ = visible[t + Q_PREFETCH]
+                        loaded.append(_load_q_transposed(q, b, q0, nq, h0, nh))
+                    _query_tile(loaded.pop(0), k, v, out, kv_all, b, hk, h0, nh, tile, cfg, pending)
+    _drain(pending)
     return out
 
 
@@ -159,19 +174,18 @@ def _query_tile(qT, k, v, out, kv_all, b, hk, h0, nh, tile, cfg, pending):
     """Attention of query rows [q0, q0 + nq) of heads [h0, h0 + nh) (all reading kv head hk) over keys [lo, hi).
 
     qT: `_load_q_transposed` of the rows; tile: (q0, nq, lo, hi); kv_all: resident (kᵀ, v) or None (stream).
-    Work is issued in a skewed program order, as each engine runs its queue in order: a (key step, head) item's
-    QKᵀ and row max, then the pending P·V of the item PIPELINE_LAG items back (and any tile store due), then the
-    item's exp; its own P·V waits in `pending`, also across query tiles. So TensorE multiplies the next scores
-    while VectorE/ScalarE reduce and exponentiate, and pᵀ copies of an old item are not queued behind a new exp."""
-    sq, skv, causal, window, scale, softcap, mult, masked, ident = cfg
+    Each (key step, head) item leaves its P·V in `pending` (also across query tiles, followed by the tile's
+    store); see `_item` for the order the work is issued in."""
+    sq, skv, causal, window, scale, softcap, mult, masked, ident, split_copies = cfg
     q0, nq, lo, hi = tile
     d = k.shape[3]
+    step = KV_STEP * 2 // _itemsize(k.dtype)  # fp32: half the keys, so scores and pᵀ of a step fit PSUM together
     o_acc = nl.ndarray((Q_TILE, nh, d), dtype=nl.float32, buffer=nl.sbuf)
     l_acc = nl.ndarray((Q_TILE, nh), dtype=nl.float32, buffer=nl.sbuf)
     negmax = [None] * nh  # per head: -(running row max) [128, 1] fp32
 
     start = lo // PMAX * PMAX  # 128-aligned so 128-key chunks of P line up with the partitions of v
-    for i, (offset, n) in enumerate(tiles(hi - start, KV_STEP)):
+    for i, (offset, n) in enumerate(tiles(hi - start, step)):
         k0 = start + offset
         if kv_all is None:
             kT, v_t = _load_kv(k, v, b, hk, k0, n)
@@ -180,19 +194,48 @@ def _query_tile(qT, k, v, out, kv_all, b, hk, h0, nh, tile, cfg, pending):
             v_t = kv_all[1][:, k0 // PMAX:(k0 + n + PMAX - 1) // PMAX, :]
         bias = _mask_bias(q0, nq, k0, n, sq, skv, causal, window, masked)
         for h in range(nh):
-            s = _scores(qT[:, h], kT, d, nq, n, bias, ident, scale, softcap)
-            negmax_old, negmax[h] = negmax[h], _row_max(s, nq, n, negmax[h], mult)
-            _issue(pending, PIPELINE_LAG)
-            p, rowsum, alpha = _exp(s, nq, n, k.dtype, negmax[h], negmax_old, mult, l_acc[:, h:h + 1])
-            pending.append((_accumulate, (p, rowsum, alpha, v_t, h, n, o_acc, l_acc, nq)))
-    pending.append((_store, (o_acc, l_acc, out, b, q0, nq, h0, nh, q0 + skv - sq if causal else 0)))
+            scores = (qT[:, h], kT, d, nq, n, bias, ident, scale, softcap)
+            p, rowsum, alpha, negmax[h] = _item(scores, negmax[h], mult, l_acc[:, h:h + 1], pending)
+            pending.append(("pv", (p, rowsum, alpha, v_t, h, n, o_acc, l_acc, nq, split_copies)))
+    pending.append(("store", (o_acc, l_acc, out, b, q0, nq, h0, nh, q0 + skv - sq if causal else 0)))
 
 
-def _issue(pending, keep):
-    """Issue the oldest pending work until at most `keep` items wait."""
+def _item(scores, negmax_old, mult, l_h, pending):
+    """Scores, row max and exp of one (key step, head) item, interleaved with the P·V of the item PIPELINE_LAG
+    back. Returns (p, rowsum, alpha, negmax) as `_exp` and `_row_max`.
+
+    Program order, chosen for engines that each run their queue in order: pᵀ transposes of the old item (TensorE),
+    this item's QKᵀ (TensorE), the old item's pᵀ copies (VectorE) and P·V (TensorE), this item's row max
+    (VectorE) and exp (ScalarE), then the old item's o/l update (VectorE). So TensorE multiplies new scores while
+    VectorE copies old pᵀ, and neither waits for the other's long instruction."""
+    due = _due(pending, PIPELINE_LAG)
+    pT_ps = _transpose_p(*due) if due else None
+    s = _scores(*scores)
+    pv_ps = _pv(*due, pT_ps) if due else None
+    negmax = _row_max(s, scores[3], scores[4], negmax_old, mult)
+    p, rowsum, alpha = _exp(s, scores[3], scores[4], scores[1].dtype, negmax, negmax_old, mult, l_h)
+    if due:
+        _update(*due, pv_ps)
+    return p, rowsum, alpha, negmax
+
+
+def _due(pending, keep):
+    """Pop and return the oldest pending P·V item once more than `keep` wait (None before); tile stores found in
+    front of it are issued on the way."""
     while len(pending) > keep:
-        fn, args = pending.pop(0)
-        fn(*args)
+        kind, args = pending.pop(0)
+        if kind == "pv":
+            return args
+        _store(*args)
+    return None
+
+
+def _drain(pending):
+    """Issue everything still pending, in order."""
+    due = _due(pending, 0)
+    while due:
+        _update(*due, _pv(*due, _transpose_p(*due)))
+        due = _due(pending, 0)
 
 
 def _store(o_acc, l_acc, out, b, q0, nq, h0, nh, diag):
@@ -252,25 +295,34 @@ def _load_q_transposed(q, b, q0, nq, h0, nh):
 
 
 def _load_kv(k, v, b, hk, k0, n):
-    """Keys [k0, k0 + n) of kv head hk: kᵀ [128 (D slice), D/128, n] and v [128 keys, n/128 chunks, D] in SBUF.
+    """Keys [k0, k0 + n) of kv head hk: kᵀ [128 (D slice), D/128, n] and v [128 keys, n/128 chunks, D] in SBUF."""
+    k_sb, v_sb = _load_kv_rows(k, v, b, hk, k0, n)
+    return _transpose_k(k_sb, n, k.shape[3]), v_sb
 
-    Rows are loaded contiguously (D elements per run) and k is transposed on TensorE, 128 keys at a time, four
-    transposes per PSUM tile: a strided DMA of kᵀ would move 2-byte runs."""
-    d = k.shape[3]
+
+def _load_kv_rows(k, v, b, hk, k0, n):
+    """k and v rows [k0, k0 + n) of kv head hk as [128 keys, n/128 chunks, D] SBUF tiles (contiguous D-element
+    runs; a strided DMA of kᵀ would move 2-byte runs)."""
     chunks = -(-n // PMAX)
-    k_sb = nl.ndarray((PMAX, chunks, d), dtype=k.dtype, buffer=nl.sbuf)
-    v_sb = nl.ndarray((PMAX, chunks, d), dtype=v.dtype, buffer=nl.sbuf)
+    k_sb = nl.ndarray((PMAX, chunks, k.shape[3]), dtype=k.dtype, buffer=nl.sbuf)
+    v_sb = nl.ndarray((PMAX, chunks, v.shape[3]), dtype=v.dtype, buffer=nl.sbuf)
     _load_rows(k_sb, k, b, hk, k0, n)
     _load_rows(v_sb, v, b, hk, k0, n)
+    return k_sb, v_sb
+
+
+def _transpose_k(k_sb, n, d):
+    """kᵀ [128 (D slice), D/128, n] SBUF from k rows [128 keys, n/128, D]: TensorE transposes of 128 keys, four per
+    PSUM tile, copied out by ScalarE."""
     d_tiles = tiles(d, D_CHUNK)
-    kT = nl.ndarray((D_CHUNK, len(d_tiles), n), dtype=k.dtype, buffer=nl.sbuf)
+    kT = nl.ndarray((D_CHUNK, len(d_tiles), n), dtype=k_sb.dtype, buffer=nl.sbuf)
     for g0, width in tiles(n, KV_TILE):
         for j, (d0, dc) in enumerate(d_tiles):
-            kT_ps = nl.ndarray((D_CHUNK, KV_TILE), dtype=k.dtype, buffer=nl.psum)
+            kT_ps = nl.ndarray((D_CHUNK, KV_TILE), dtype=k_sb.dtype, buffer=nl.psum)
             for f0, kc in tiles(width, PMAX):
                 nisa.nc_transpose(dst=kT_ps[:dc, f0:f0 + kc], data=k_sb[:kc, (g0 + f0) // PMAX, d0:d0 + dc])
             _copy(kT[:dc, j, g0:g0 + width], kT_ps[:dc, :width], on_scalar=True)
-    return kT, v_sb
+    return kT
 
 
 def _load_rows(dst, src, b, hk, k0, n):
@@ -348,35 +400,39 @@ def _exp(s, nq, n, dtype, negmax, negmax_old, mult, l_h):
     return p, rowsum, alpha
 
 
-def _accumulate(p, rowsum, alpha, v_t, h, n, o_acc, l_acc, nq):
-    """o_h = o_h·alpha + p·v and l_h = l_h·alpha + rowsum for head h (plain writes on the first step).
+def _transpose_p(p, rowsum, alpha, v_t, h, n, o_acc, l_acc, nq, split_copies):
+    """pᵀ [128 keys, n/128 chunks, 128 queries] in PSUM: TensorE transposes of p [nq, n], 128 keys at a time."""
+    pT_ps = nl.ndarray((PMAX, -(-n // PMAX), Q_TILE), dtype=p.dtype, buffer=nl.psum)
+    for c, (f0, kc) in enumerate(tiles(n, PMAX)):
+        nisa.nc_transpose(dst=pT_ps[:kc, c, :nq], data=p[:nq, f0:f0 + kc])
+    return pT_ps
 
-    p: [128, n] SBUF; v_t: [128 keys, n/128, D] SBUF; o_acc: [128, heads, D] fp32; l_acc: [128, heads] fp32.
-    pᵀ is made 128 keys at a time on TensorE, four per PSUM tile, and copied to SBUF alternately by VectorE and
-    ScalarE (both read PSUM) to balance the two; the transposes of group g+1 are issued before the P·V matmuls of
-    group g so TensorE does not wait for the copy."""
-    d = o_acc.shape[2]
-    pv_ps = nl.ndarray((Q_TILE, d), dtype=nl.float32, buffer=nl.psum)
-    groups = tiles(n, KV_TILE)
-    staged = None
-    for g, (g0, width) in enumerate(groups):
-        pT_ps = nl.ndarray((PMAX, KV_TILE // PMAX, Q_TILE), dtype=p.dtype, buffer=nl.psum)
-        for c, (f0, kc) in enumerate(tiles(width, PMAX)):
-            nisa.nc_transpose(dst=pT_ps[:kc, c, :nq], data=p[:nq, g0 + f0:g0 + f0 + kc])
-        pT = nl.ndarray((PMAX, KV_TILE // PMAX, Q_TILE), dtype=p.dtype, buffer=nl.sbuf)
-        full, rest = width // PMAX, width % PMAX
-        if full:
-            _copy(pT[:, :full, :nq], pT_ps[:, :full, :nq], g % SCALAR_COPY_EVERY == SCALAR_COPY_EVERY - 1)
-        if rest:
-            _copy(pT[:rest, full, :nq], pT_ps[:rest, full, :nq], g % SCALAR_COPY_EVERY == SCALAR_COPY_EVERY - 1)
-        if staged is not None:
-            _pv_matmuls(pv_ps, *staged, v_t, nq)
-        staged = (pT, g0, width)
-    _pv_matmuls(pv_ps, *staged, v_t, nq)
 
+def _pv(p, rowsum, alpha, v_t, h, n, o_acc, l_acc, nq, split_copies, pT_ps):
+    """pv = Σ_chunks pᵀ[chunk]ᵀ·v[chunk] [128, D] fp32 in one PSUM bank, after copying pᵀ to SBUF (TensorE reads
+    SBUF) in 512-key groups by VectorE (every other group by ScalarE when `split_copies`), each group's matmuls
+    issued as soon as its copy is. v_t: [128 keys, n/128 chunks, D] SBUF."""
+    pv_ps = nl.ndarray((Q_TILE, o_acc.shape[2]), dtype=nl.float32, buffer=nl.psum)
+    pT = nl.ndarray((PMAX, -(-n // PMAX), Q_TILE), dtype=p.dtype, buffer=nl.sbuf)
+    group = KV_TILE // PMAX  # chunks per copy
+    for g, (c0, nc) in enumerate(tiles(n // PMAX, group)):
+        _copy(pT[:, c0:c0 + nc, :nq], pT_ps[:, c0:c0 + nc, :nq], split_copies and g % 2 == 1)
+        for c in range(c0, c0 + nc):
+            nisa.nc_matmul(dst=pv_ps[:nq, :], stationary=pT[:, c, :nq], moving=v_t[:, c, :])
+    if n % PMAX:  # the ragged last chunk
+        c, kc = n // PMAX, n % PMAX
+        _copy(pT[:kc, c, :nq], pT_ps[:kc, c, :nq], False)
+        nisa.nc_matmul(dst=pv_ps[:nq, :], stationary=pT[:kc, c, :nq], moving=v_t[:kc, c, :])
+    return pv_ps
+
+
+def _update(p, rowsum, alpha, v_t, h, n, o_acc, l_acc, nq, split_copies, pv_ps):
+    """o_h = o_h·alpha + pv and l_h = l_h·alpha + rowsum for head h; the first step (alpha None) writes o_h = pv
+    (ScalarE copy), its row sums being in l_h already (see `_exp`). o_acc: [128, heads, D] fp32;
+    l_acc: [128, heads] fp32."""
     o_h, l_h = o_acc[:nq, h, :], l_acc[:nq, h:h + 1]
     if alpha is None:
-        _copy(o_h, pv_ps[:nq], on_scalar=True)  # l_h already holds the row sums (see `_exp`)
+        _copy(o_h, pv_ps[:nq], on_scalar=True)
     else:
         nisa.scalar_tensor_tensor(dst=o_h, data=o_h, op0=nl.multiply, operand0=alpha[:nq], op1=nl.add,
                                   operand1=pv_ps[:nq])
@@ -391,9 +447,3 @@ def _copy(dst, src, on_scalar):
         nisa.activation(dst=dst, op=nl.copy, data=src)
     else:
         nisa.tensor_copy(dst=dst, src=src)
-
-
-def _pv_matmuls(pv_ps, pT, g0, width, v_t, nq):
-    """pv_ps[:nq] += Σ_chunks pᵀ[chunk]ᵀ·v[chunk] over the 128-key chunks of keys [g0, g0 + width) of the step."""
-    for c, (f0, kc) in enumerate(tiles(width, PMAX)):
-        nisa.nc_matmul(dst=pv_ps[:nq, :], stationary=pT[:kc, c, :nq], moving=v_t[:kc, (g0 + f0) // PMAX, :])

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 
+import ml_dtypes
 import numpy as np
 
 from ._launch import launch
@@ -48,6 +49,9 @@ def paged_attention(q, key_cache, value_cache, block_tables, seq_lens, query_sta
     """Paged attention (DESIGN §3.3) of q [T_total, Hq, D] over the caches; returns [T_total, Hq, D] q.dtype."""
     if q.shape[0] == 0:
         return np.zeros(q.shape, q.dtype)
+    if q.shape[1] // key_cache.shape[2] > PMAX:
+        raise ValueError(f"q: {q.shape[1] // key_cache.shape[2]} query heads per kv head exceed the NKI paged kernel's "
+                         f"{PMAX} (one kv head's rows must fit the partitions); use backend 'reference' or 'triton'")
     num_slots = key_cache.shape[0] * key_cache.shape[1]
     if num_slots > MAX_SLOTS:
         raise ValueError(f"key_cache: {num_slots} slots exceed the NKI paged kernel's {MAX_SLOTS} (fp32 index math); "
@@ -138,7 +142,8 @@ def traceable(op: str, problem: dict, target: str):
     problem keys: write_kv_cache: t, hkv, head_dim, block_size, dtype; paged_attention: num_seqs, q_len (or
     q_lens), context (or seq_lens), hq, hkv, head_dim, block_size, dtype, sliding_window, softcap, scale.
     """
-    dtype = np.dtype(_np_dtype(problem.get("dtype", "bfloat16")))
+    name = str(problem.get("dtype", "bfloat16"))
+    dtype = np.dtype(ml_dtypes.bfloat16 if name == "bfloat16" else name)
     hkv, d, bs = problem["hkv"], problem["head_dim"], problem["block_size"]
     if op == "write_kv_cache":
         t = problem["t"]
@@ -166,8 +171,3 @@ def traceable(op: str, problem: dict, target: str):
                                 sliding_window=problem.get("sliding_window"), softcap=problem.get("softcap"))
     return paged_attention_kernel, args, kwargs
 
-
-def _np_dtype(name: str):
-    import ml_dtypes
-
-    return ml_dtypes.bfloat16 if str(name) == "bfloat16" else np.dtype(str(name))

@@ -7,34 +7,39 @@
 
 Algorithm (flash-decoding style online softmax; every loop bound is a compile-time size):
     for each work item w (one sequence i = item_seq[w], BQ query tokens; see launch_paged.work_plan):
-        load per-row positions, seq_len_i (broadcast), block_tables[i] (dynamic scalar-offset DMAs)
-        bounds per row: lo = pos - window + 1 (or 0), hi = min(pos, seq_len - 1) (or seq_len - 1)
-        gather indices for the whole table row, with unused entries NEUTRALISED before any DMA uses them
-        for each kv head h: q_h^T [D, BQ*g] (one DMA + PE transpose); m = -1e30, l = 0, o = 0
-        for each KV tile of up to KV_TILE positions (static bound: max_blocks * block_size):
-            gather K, V chunks of PMAX positions x (Hkv * D): all kv heads in one DMA -> GQA shares the load
-            for each kv head h:
-                k^T by PE transposes; s = q_h^T.T @ k^T (PSUM); (softcap: t = tanh(s * scale / c))
-                x = mask ? s : FP32_MIN, row max -> online update m, l, o += softmax-weights @ v
+        seq_len_i, block_tables[i, 0]: 4-byte scalar-offset loads, broadcast to 128 partitions by a ones-matmul
+        per row: visible key range lo = pos - window + 1 (or 0), hi = min(pos, seq_len - 1) (or seq_len - 1)
+        gather indices for the whole table row, unused entries NEUTRALISED before any DMA uses them
+        rows = (kv head, token, q head); kv heads stacked on partitions in groups of PMAX // (BQ * g) (decode:
+        all 8 Llama kv heads in 32 rows), so one mask / exp / rescale instruction serves the whole group
+        for each KV tile of KV_TILE keys (static bound max_blocks * block_size), for each group:
+            gather K, V in CHUNK-key tiles x (Hkv * D): all kv heads in one DMA (GQA shares the load, read once)
+            s = sum_h q_h^T(masked to head h's columns).T @ k_h^T   (PE transposes of k, accumulating matmuls)
+            (softcap: x = tanh(s * scale / c)); x = visible ? x : FP32_MIN, with the row max (one instruction)
+            online softmax: m, l, o rescaled; o += p @ v (stacked heads: o^T per head block, one transpose)
         out rows = o / l, stored through row_dst (rows of other sequences are oob-skipped)
+    Issue order is software-pipelined: scores of step k + 1 before the softmax of step k, item w + 1's setup
+    halfway through item w, so the in-order engine queues overlap TensorE, Vector/ScalarE and DMA work.
 
 Target branch (one flag, `vector_dma`, set once from nisa.get_nc_version()):
-- NeuronCore-v3+ (trn2): KV gathered per slot with `vector_offset` DMAs (PMAX slot rows per DMA). A position past
-  seq_len gets the slot of the sequence's position 0 instead: every gathered row is live data, so no NaN of a
-  dead slot enters the tile; its score is masked (exp -> exactly 0) and 0 * finite = 0 in P @ V. Masking runs in
-  one `range_select` per score tile (bounds per row, positions from range_start); outputs are scattered with
-  `vector_offset`.
+- NeuronCore-v3+ (trn2): KV gathered per slot with `vector_offset` DMAs (CHUNK slot rows per DMA); the table row
+  is loaded once ([per-chunk block, chunk]) and expanded to one entry per key position by a selection matmul. A
+  position past seq_len gets the slot of the sequence's position 0 instead: every gathered row is live data, so
+  no NaN of a dead slot enters a tile; its score is masked (exp -> exactly 0) and 0 * finite = 0 in P @ V.
+  Masking is one `range_select` per score tile (bounds per row, positions from range_start); outputs are
+  scattered with `vector_offset`.
 - NeuronCore-v2 (inf2, trn1): only scalar dynamic offsets, so KV is loaded per block (one DMA per block with the
   block id as `scalar_offset`; unused table entries replaced by the first block before use). The tail of the
   last live block is dead cache (NaN in tests): K and V rows past seq_len are replaced with 0 by a select
   (never multiplied: 0 * NaN = NaN, and a v2 PE transpose is a matmul with identity that would spread a NaN
-  over the whole tile). The mask is built once per KV tile (shared by all kv heads) and applied with
+  over the whole tile). The mask is built once per KV tile (shared by all groups) and applied with
   `select_reduce`; outputs are stored per token with `scalar_offset`.
 
 Numerics: scores, running max/sum and o in fp32 (PSUM/SBUF); softmax weights cast to the cache dtype before P @ V.
-Masked scores are FP32_MIN; the running max starts at M_INIT = -1e30, so alpha * m stays finite for any
-alpha = scale or softcap below 3e8 and exp(alpha * x - alpha * m) is exactly 0 for masked x, even before a row
-has seen a visible key. Rows that see no key (padding rows only) are never stored.
+Masked scores are FP32_MIN; the running max m (kept as nm = -alpha * m) starts at M_INIT = -1e30, so nm stays
+finite for any alpha = scale or softcap below 3e8 and exp(alpha * x + nm) is exactly 0 for masked x, even before a
+row has seen a visible key. Rows that see no key (padding rows only) are never stored. Stacked heads rely on finite
+K and V (zero-masked q columns and per-head o^T blocks keep heads apart only when 0 * k = 0).
 
 Limits: D <= 128; block_size a power of two; num_blocks * block_size < 2**24 (index math in fp32).
 Reference: nkilab.reference.paged.paged_attention.
@@ -54,8 +59,8 @@ def paged_attention_kernel(q, key_cache, value_cache, block_tables, seq_lens, it
                            scale=1.0, causal=True, sliding_window=None, softcap=None):
     """Paged attention over a work plan.
 
-    Dimensions:  T_total query tokens; Hq = g * Hkv heads; D <= 128; num_seqs x max_blocks table, max_blocks *
-                 block_size a multiple of PMAX (or block_size a multiple of PMAX); N items of BQ rows.
+    Dimensions:  T_total query tokens; Hq = g * Hkv heads, BQ * g <= PMAX; D <= 128; num_seqs x max_blocks table
+                 with max_blocks * block_size a multiple of PMAX (the launcher pads it); N work items of BQ rows.
     Args:        q: [T_total, Hq, D] float32|float16|bfloat16, HBM.
                  key_cache, value_cache: [num_blocks, block_size, Hkv, D], q.dtype, HBM.
                  block_tables: [num_seqs, max_blocks] int32, HBM; entries past a sequence's live blocks: any value.
@@ -98,7 +103,7 @@ def paged_attention_kernel(q, key_cache, value_cache, block_tables, seq_lens, it
             index = _block_index(block_tables, seq, kv_len, first_blk, consts)
             bounds = bounds + _band(*bounds)
         qs = [_load_q_group(q, q0_sb[0:1, w : w + 1], grp, g, bq) for grp in groups]
-        state = [_init_state(len(grp) * rows, d) for grp in groups]
+        state = [_init_state(len(grp) * rows, d, softmax["alpha"]) for grp in groups]
         return dict(bounds=bounds, index=index, qs=qs, state=state, tiles={})
 
     def issue(step):
@@ -123,7 +128,7 @@ def paged_attention_kernel(q, key_cache, value_cache, block_tables, seq_lens, it
         nxt = issue(flat[k + 1]) if k + 1 < len(flat) else None
         item = items[w]
         item["state"][gi] = _softmax_pv(pending, item["state"][gi], groups[gi], item["tiles"][t0][1], rows, t0,
-                                        item["bounds"], item["tiles"][t0][2], softmax)
+                                        item["bounds"], item["tiles"][t0][2], softmax, gi % 2 == 1)
         if gi == len(groups) - 1:
             del item["tiles"][t0]
         if j == len(steps) - 1:
@@ -183,7 +188,7 @@ def _block_selector(block_size, ones):
 def _load_seq_meta(seq_lens, block_tables, seq, ones):
     """(seq_lens[seq], block_tables[seq, 0]) broadcast to PMAX partitions, float32 [PMAX, 1] each: two 4-byte
     scalar-offset loads (seq: 1x1 SBUF int32, a runtime value), broadcast by a rank-1 matmul with ones."""
-    num_seqs, max_blocks = block_tables.shape
+    num_seqs = seq_lens.shape[0]
     meta_i = nl.ndarray((1, 2), nl.int32, buffer=nl.sbuf)
     nisa.dma_copy(dst=meta_i[:, 0:1], src=seq_lens.reshape((num_seqs, 1)).ap([[1, 1], [1, 1]], offset=0,
                                                                             scalar_offset=seq, indirect_dim=0))
@@ -198,10 +203,31 @@ def _load_seq_meta(seq_lens, block_tables, seq, ones):
     return meta_b[:, 0:1], meta_b[:, 1:2]
 
 
+def _row_bounds(row_pos, w, g, heads, kv_len, causal, sliding_window):
+    """Visible key range [lo, hi] of each row of a group of `heads` kv heads, rows ordered (head, token, q head),
+    float32 [heads * BQ * g, 1] each."""
+    bq = row_pos.shape[1]
+    rows = heads * bq * g
+    pos_i = nl.ndarray((rows, 1), nl.int32, buffer=nl.sbuf)
+    nisa.dma_copy(dst=pos_i, src=row_pos.ap([[0, heads], [1, bq], [0, g]], offset=w * bq))
+    pos = nl.ndarray((rows, 1), nl.float32, buffer=nl.sbuf)
+    nisa.tensor_copy(dst=pos, src=pos_i)
+    hi = nl.ndarray((rows, 1), nl.float32, buffer=nl.sbuf)
+    if causal:
+        nisa.tensor_scalar(dst=hi, data=kv_len[0:rows, :], op0=nl.add, operand0=-1.0, op1=nl.minimum, operand1=pos)
+    else:
+        nisa.tensor_scalar(dst=hi, data=kv_len[0:rows, :], op0=nl.add, operand0=-1.0)
+    lo = nl.ndarray((rows, 1), nl.float32, buffer=nl.sbuf)
+    if sliding_window is None:
+        nisa.memset(dst=lo, value=0.0)
+    else:
+        nisa.tensor_scalar(dst=lo, data=pos, op0=nl.add, operand0=float(1 - sliding_window))
+    return lo, hi
+
+
 def _slot_index(block_tables, seq, kv_len, first_blk, consts, block_size):
     """v3+: cache slot of every key position, int32 [CHUNK, nchunks]; positions >= seq_len -> slot of position 0
     (slot 0 for an empty sequence), so garbage table entries never reach a DMA."""
-    num_seqs, max_blocks = block_tables.shape
     pos, off, sel = consts["pos"], consts["off"], consts["select"]
     nchunks = pos.shape[1]
     per_chunk = sel.shape[0]
@@ -244,7 +270,7 @@ def _block_index(block_tables, seq, kv_len, first_blk, consts):
     """v2: block id of every logical block, int32 [1, max_blocks]; blocks at or past seq_len -> the first block
     (block 0 for an empty sequence). Also the per-position validity (uint8 [CHUNK, nchunks]) for the select
     that zeroes dead rows of the last live block."""
-    num_seqs, max_blocks = block_tables.shape
+    max_blocks = block_tables.shape[1]
     blk_i = nl.ndarray((1, max_blocks), nl.int32, buffer=nl.sbuf)
     nisa.dma_copy(dst=blk_i, src=block_tables.ap([[0, 1], [1, max_blocks]], offset=0, scalar_offset=seq,
                                                  indirect_dim=0))
@@ -275,15 +301,15 @@ def _band(lo, hi):
     return center, radius
 
 
-def _init_state(rows, d):
-    """Online-softmax state of one kv head: running max m, running sum l [rows, 1], output o [rows, D], fp32."""
-    m = nl.ndarray((rows, 1), nl.float32, buffer=nl.sbuf)
-    nisa.memset(dst=m, value=M_INIT)
+def _init_state(rows, d, alpha):
+    """Online-softmax state of a group: nm = -alpha * running max, running sum l [rows, 1], o [rows, D], fp32."""
+    nm = nl.ndarray((rows, 1), nl.float32, buffer=nl.sbuf)
+    nisa.memset(dst=nm, value=-alpha * M_INIT)
     l_sum = nl.ndarray((rows, 1), nl.float32, buffer=nl.sbuf)
     nisa.memset(dst=l_sum, value=0.0)
     o = nl.ndarray((rows, d), nl.float32, buffer=nl.sbuf)
     nisa.memset(dst=o, value=0.0)
-    return m, l_sum, o
+    return nm, l_sum, o
 
 
 def _gather_kv(key_cache, value_cache, index, t0, n, vector_dma):
@@ -336,28 +362,6 @@ def _tile_mask(kpos, band, t0, n):
     return mask
 
 
-def _row_bounds(row_pos, w, g, heads, kv_len, causal, sliding_window):
-    """Visible key range [lo, hi] of each row of a group of `heads` kv heads, rows ordered (head, token, q head),
-    float32 [heads * BQ * g, 1] each."""
-    bq = row_pos.shape[1]
-    rows = heads * bq * g
-    pos_i = nl.ndarray((rows, 1), nl.int32, buffer=nl.sbuf)
-    nisa.dma_copy(dst=pos_i, src=row_pos.ap([[0, heads], [1, bq], [0, g]], offset=w * bq))
-    pos = nl.ndarray((rows, 1), nl.float32, buffer=nl.sbuf)
-    nisa.tensor_copy(dst=pos, src=pos_i)
-    hi = nl.ndarray((rows, 1), nl.float32, buffer=nl.sbuf)
-    if causal:
-        nisa.tensor_scalar(dst=hi, data=kv_len[0:rows, :], op0=nl.add, operand0=-1.0, op1=nl.minimum, operand1=pos)
-    else:
-        nisa.tensor_scalar(dst=hi, data=kv_len[0:rows, :], op0=nl.add, operand0=-1.0)
-    lo = nl.ndarray((rows, 1), nl.float32, buffer=nl.sbuf)
-    if sliding_window is None:
-        nisa.memset(dst=lo, value=0.0)
-    else:
-        nisa.tensor_scalar(dst=lo, data=pos, op0=nl.add, operand0=float(1 - sliding_window))
-    return lo, hi
-
-
 def _load_q_group(q, q0, grp, g, bq):
     """Stationary q^T tiles [D, rows] of a group (rows = len(grp) * BQ * g, ordered head, token, q head): one
     per kv head, with the other heads' columns zeroed when the group stacks several heads, so the heads' score
@@ -406,13 +410,13 @@ def _scores(qs, grp, k_chunks, n):
     return s_ps
 
 
-def _softmax_pv(s_ps, state, grp, v_chunks, head_rows, t0, bounds, mask, softmax):
-    """Mask one score tile, update the online softmax (m, l) and o += p @ v for a group; returns the new state.
+def _softmax_pv(s_ps, state, grp, v_chunks, head_rows, t0, bounds, mask, softmax, p_copy_on_scalar):
+    """Mask one score tile, update the online softmax (nm, l) and o += p @ v for a group; returns the new state.
 
     x holds the masked scores in units of alpha (softcap c: x = tanh(s * scale / c), alpha = c; else x = s,
     alpha = scale), so exp(alpha * x - alpha * m) is one ScalarE instruction with the row sum fused in.
     """
-    m_old, l_sum, o = state
+    nm_old, l_sum, o = state
     rows, n = s_ps.shape
     d = o.shape[1]
     dtype = v_chunks[0].dtype
@@ -431,16 +435,17 @@ def _softmax_pv(s_ps, state, grp, v_chunks, head_rows, t0, bounds, mask, softmax
     else:
         nisa.select_reduce(dst=x, predicate=mask[0:rows, :], on_true=scores, on_false=FP32_MIN,
                            reduce_res=tile_max, reduce_cmd=nisa.reduce_cmd.reset_reduce, reduce_op=nl.maximum)
-    # online softmax: m' = max(m, tile max); corr = exp(alpha (m - m')); l = l corr + sum p; o = o corr + p @ v
-    m_new = nl.ndarray((rows, 1), nl.float32, buffer=nl.sbuf)
-    nisa.tensor_tensor(dst=m_new, data1=m_old, data2=tile_max, op=nl.maximum)
-    neg_max = nl.ndarray((rows, 1), nl.float32, buffer=nl.sbuf)
-    nisa.tensor_scalar(dst=neg_max, data=m_new, op0=nl.multiply, operand0=-alpha)
+    # online softmax with the state nm = -alpha * m (running max, negated and scaled):
+    # nm' = min(nm, -alpha * max(tile max, M_INIT)); corr = exp(nm' - nm); p = exp(alpha x + nm'); l = l corr + sum p
+    # (the clamp keeps a fully masked tile's FP32_MIN from overflowing to inf when alpha > 1)
+    nm_new = nl.ndarray((rows, 1), nl.float32, buffer=nl.sbuf)
+    nisa.tensor_scalar(dst=nm_new, data=tile_max, op0=nl.maximum, operand0=M_INIT, op1=nl.multiply, operand1=-alpha)
+    nisa.tensor_tensor(dst=nm_new, data1=nm_new, data2=nm_old, op=nl.minimum)
     corr = nl.ndarray((rows, 1), nl.float32, buffer=nl.sbuf)
-    nisa.activation(dst=corr, op=nl.exp, data=m_old, bias=neg_max, scale=alpha)
+    nisa.activation(dst=corr, op=nl.exp, data=nm_old, bias=nm_new, scale=-1.0)
     p = nl.ndarray((rows, n), dtype, buffer=nl.sbuf)
     row_sum = nl.ndarray((rows, 1), nl.float32, buffer=nl.sbuf)
-    nisa.activation(dst=p, op=nl.exp, data=x, bias=neg_max, scale=alpha, reduce_op=nl.add, reduce_res=row_sum,
+    nisa.activation(dst=p, op=nl.exp, data=x, bias=nm_new, scale=alpha, reduce_op=nl.add, reduce_res=row_sum,
                     reduce_cmd=nisa.reduce_cmd.reset_reduce)
     nisa.tensor_scalar(dst=l_sum, data=l_sum, op0=nl.multiply, operand0=corr, op1=nl.add, operand1=row_sum)
     pt_ps = nl.ndarray((min(n, CHUNK), len(v_chunks) * rows), dtype, buffer=nl.psum)
@@ -448,7 +453,10 @@ def _softmax_pv(s_ps, state, grp, v_chunks, head_rows, t0, bounds, mask, softmax
         nisa.nc_transpose(dst=pt_ps[0 : v.shape[0], c * rows : (c + 1) * rows],
                           data=p[:, c * CHUNK : c * CHUNK + v.shape[0]])
     pt = nl.ndarray(pt_ps.shape, dtype, buffer=nl.sbuf)
-    nisa.tensor_copy(dst=pt, src=pt_ps)
+    if p_copy_on_scalar:  # PSUM evacuation alternates ScalarE / VectorE by group to balance the two engines
+        nisa.activation(dst=pt, op=nl.copy, data=pt_ps)
+    else:
+        nisa.tensor_copy(dst=pt, src=pt_ps)
     pv = nl.ndarray((rows, d), nl.float32, buffer=nl.psum)
     if len(grp) == 1:
         h = grp[0]
@@ -468,7 +476,7 @@ def _softmax_pv(s_ps, state, grp, v_chunks, head_rows, t0, bounds, mask, softmax
         nisa.tensor_copy(dst=ot, src=ot_ps)
         nisa.nc_transpose(dst=pv, data=ot)
     nisa.scalar_tensor_tensor(dst=o, data=o, op0=nl.multiply, operand0=corr, op1=nl.add, operand1=pv)
-    return m_new, l_sum, o
+    return nm_new, l_sum, o
 
 
 def _store_rows(out, state, dst_i, grp, g, vector_dma):

@@ -31,8 +31,8 @@ per-weight work is two bit ops and two copies. y^T is transposed on TensorE and 
 prefill (M > decode_max_m): x^T is the stationary operand [K tile, <= 128 rows of M], the weights the
 moving one [K tile, <= 512 columns], so TensorE streams full 512-column tiles and y comes out row-major.
 x rows are loaded, cast to bf16 and transposed on TensorE once per block of M rows kept resident in SBUF
-(at most xt_budget_bytes per partition); for every N tile the weights of all K tiles are loaded once per
-M block, dequantized once (group scales / zero points applied to the weight tile, amortised over the M
+(with two N tiles of weights, within prefill_sbuf_bytes per partition: all of M when it fits); for every N
+tile the weights of all K tiles are loaded once per M block, dequantized once (group scales / zero points applied to the weight tile, amortised over the M
 tiles of the block) and kept resident while every M tile of the block multiplies them. Per-channel scales
 (and W8A8 token scales) are applied to the fp32 PSUM result.
 
@@ -56,9 +56,11 @@ N_BLOCK = MOVING_FMAX  # weight columns per DMA / per prefill matmul: 512 fp32 =
 N_SUB = STATIONARY_FMAX  # decode: output channels per matmul (stationary free size <= 128)
 DECODE_MAX_M = 16  # largest M run with the weight-stationary decode schedule
 DECODE_DMA_COLS = 4096  # decode: weight columns per DMA (4 KiB int8 runs per partition: fewer, longer runs)
+DECODE_MIN_DMA_COLS = 1024  # decode int8/fp8: weight columns per DMA at least (>= 1 KiB runs per partition)
 DECODE_PSUM_BANKS = 4  # decode: PSUM banks of partial sums per DMA block (the rest: transposes, stores)
-XT_BUDGET_BYTES = 64 * 1024  # prefill: SBUF bytes per partition for the resident x^T of one M block
-W_BUDGET_BYTES = 48 * 1024  # prefill: SBUF bytes per partition for the dequantized weights of one N tile
+PREFILL_SBUF_BYTES = 144 * 1024  # prefill: SBUF bytes per partition for the resident x^T of one M block plus
+# two N tiles of dequantized weights (the next one is prepared while the current one is used); the rest of the
+# 192 KiB (NeuronCore-v2) holds one x row tile, raw weight tiles and output tiles
 MAX_K = 16384  # prefill keeps K x 128 bf16 weights and K x 128 x^T resident: both fit SBUF up to here
 INT4_SYM_OFFSET = 8  # symmetric int4: q = (nibble xor 8) - 8, so u = nibble xor 8 = q + 8 is unsigned
 ACCEPTED_OUT = ("float32", "bfloat16", "float16")
@@ -66,7 +68,7 @@ ACCEPTED_OUT = ("float32", "bfloat16", "float16")
 
 @nki.jit
 def qmatmul_kernel(x, w, scales, zeros=None, x_scales=None, scheme="int8", group_size=None, symmetric=True,
-                   out_dtype="float32", decode_max_m=DECODE_MAX_M, xt_budget_bytes=XT_BUDGET_BYTES):
+                   out_dtype="float32", decode_max_m=DECODE_MAX_M, prefill_sbuf_bytes=PREFILL_SBUF_BYTES):
     """y = x @ ((q - z) * s) for weight-only int8/int4/fp8 and W8A8 fp8 (see the module docstring).
 
     Config arguments follow the tensors without a `*` separator: the NKI 0.2-0.6 compiler frontend
@@ -80,7 +82,7 @@ def qmatmul_kernel(x, w, scales, zeros=None, x_scales=None, scheme="int8", group
                  x_scales: float32 [M, 1] per-token scales (W8A8), else None.
                  scheme: "int8" | "int4" | "fp8_e4m3" | "fp8_e4m3fn"; group_size: G or None (per channel);
                  symmetric: False for int4 with zero points; out_dtype: "float32" | "bfloat16" | "float16".
-                 decode_max_m: largest M using the decode schedule; xt_budget_bytes: prefill x^T SBUF budget.
+                 decode_max_m: largest M using the decode schedule; prefill_sbuf_bytes: see PREFILL_SBUF_BYTES.
     Returns:     y: [M, N] out_dtype, shared HBM.
     Numerics:    x rounded to bf16; quantized values exact in bf16; fp32 PSUM sums; decode applies scales
                  and zero points to fp32 partial sums; prefill group schemes round (q - z) * s to bf16.
@@ -94,7 +96,7 @@ def qmatmul_kernel(x, w, scales, zeros=None, x_scales=None, scheme="int8", group
     if m <= decode_max_m:
         _decode(x, w, scales, zeros, x_scales, out, geo, pid, nprog)
     else:
-        _prefill(x, w, scales, zeros, x_scales, out, geo, pid, nprog, xt_budget_bytes)
+        _prefill(x, w, scales, zeros, x_scales, out, geo, pid, nprog, prefill_sbuf_bytes)
     return out
 
 
@@ -141,7 +143,10 @@ class _Geometry(nl.NKIObject):
 def _decode(x, w, scales, zeros, x_scales, out, geo, pid, nprog):
     m = geo.m
     n = w.shape[1]
-    chunks = geo.chunks(min(PSUM_FMAX // m, PMAX))
+    # group chunks small enough that min_cols columns of partial sums fit the PSUM banks: int8/fp8 decode is
+    # bound by the weight DMAs (longer runs help); int4 by VectorE, where more chunks mean more epilogue ops
+    min_cols = N_BLOCK if geo.int4 else DECODE_MIN_DMA_COLS
+    chunks = geo.chunks(max(1, min(PMAX, DECODE_PSUM_BANKS * PSUM_FMAX * N_SUB // (min_cols * m))))
     x_sb = nl.ndarray((m, x.shape[1]), dtype=nl.bfloat16, buffer=nl.sbuf)
     nisa.dma_copy(dst=x_sb, src=x)
     moving = _decode_moving(x_sb, geo)
@@ -341,13 +346,11 @@ def _load_nibbles(src, rows, nbw, symmetric):
 # ---- prefill -------------------------------------------------------------------------------------------------
 
 
-def _prefill(x, w, scales, zeros, x_scales, out, geo, pid, nprog, xt_budget_bytes):
+def _prefill(x, w, scales, zeros, x_scales, out, geo, pid, nprog, sbuf_bytes):
     m, k = x.shape
     n = w.shape[1]
     nsteps = len(geo.steps)
-    bytes_per_row = nsteps * geo.parity * 2  # resident bf16 x^T bytes per partition per row of M
-    m_block = max(PMAX, xt_budget_bytes // bytes_per_row // PMAX * PMAX)
-    n_tile = max(N_SUB, min(N_BLOCK, W_BUDGET_BYTES // bytes_per_row // N_SUB * N_SUB))
+    m_block, n_tile = _prefill_blocking(m, nsteps * geo.parity * 2, sbuf_bytes)
     mine = tiles(n, n_tile)[pid::nprog]
     for mb0, mbw in tiles(m, m_block):
         xT = _prefill_xT(x, geo, mb0, mbw)
@@ -355,7 +358,7 @@ def _prefill(x, w, scales, zeros, x_scales, out, geo, pid, nprog, xt_budget_byte
         wd = _dequant_n_tile(w, scales, zeros, mine[0], geo)
         for t, (nb0, nbw) in enumerate(mine):
             # issue the next N tile's loads and dequantization before this tile's matmuls, so the vector
-            # engines prepare weights while TensorE multiplies (two weight sets live: W_BUDGET_BYTES each)
+            # engines prepare weights while TensorE multiplies (two weight sets live)
             wd_next = _dequant_n_tile(w, scales, zeros, mine[t + 1], geo) if t + 1 < len(mine) else None
             s_out = _replicated_row(scales, 0, nb0, nbw, nl.float32) if geo.per_channel else None
             for mt0, msz in tiles(mbw, PMAX):
@@ -382,6 +385,17 @@ def _dequant_n_tile(w, scales, zeros, n_tile, geo):
     """Dequantized moving weights of every K step for the columns of n_tile = (nb0, nbw)."""
     nb0, nbw = n_tile
     return [_dequant_tile(w, scales, zeros, step, nb0, nbw, geo) for step in geo.steps]
+
+
+def _prefill_blocking(m, row_bytes, sbuf_bytes):
+    """(M block, N tile) for prefill. row_bytes: bf16 bytes per partition of one x^T row of M, which is also
+    the bytes of one dequantized weight column (all K steps). Weights are loaded and dequantized once per M
+    block, so the whole of M stays resident when it fits next to two N tiles of >= 128 columns (N tiles as
+    wide as the rest allows, up to 512); otherwise 128-column N tiles and the largest M block that fits."""
+    spare = sbuf_bytes - m * row_bytes
+    if spare >= 2 * N_SUB * row_bytes:
+        return m, min(N_BLOCK, spare // (2 * row_bytes) // N_SUB * N_SUB)
+    return max(PMAX, (sbuf_bytes - 2 * N_SUB * row_bytes) // row_bytes // PMAX * PMAX), N_SUB
 
 
 def _prefill_xT(x, geo, mb0, mbw):

@@ -18,8 +18,8 @@ LOG2E = tl.constexpr(1.4426950408889634)
 def softcap_scores(s, softcap):
     """c·tanh(s/c) elementwise, accurate to a few fp32 ulp (tl.math has no tanh the interpreter can run).
 
-    tanh|x| = (1 − e^{−2|x|}) / (1 + e^{−2|x|}) for |x| >= 0.4, where the subtraction loses little; below that, the
-    odd Taylor series through x^11 (truncation < 3e-8). Exact at ±inf.
+    tanh|x| = (1 − e^{−2|x|}) / (1 + e^{−2|x|}) for |x| >= 0.4, where the subtraction loses little; below
+    that, the odd Taylor series through x^11 (truncation < 3e-8). Exact at ±inf.
     """
     x = s / softcap
     ax = tl.abs(x)

@@ -13,6 +13,9 @@ Algorithm (after vLLM's Triton unified attention, arXiv 2511.11581; our own code
     block_size (any block size works): each key's physical block comes from the block table.
   - only keys a query block can see are visited: causal stops at its last query's position, a sliding window starts
     at its first query's position − w + 1.
+  - split-KV for decode (few programs, long contexts): a third grid axis cuts each key range into NUM_SEGMENTS
+    pieces; each writes its partial (max, sum, unnormalised output) to fp32 scratch and `_merge_segments_kernel`
+    combines them (out = Σ 2^(m_s − M) acc_s / Σ 2^(m_s − M) l_s), so a batch of one still fills the GPU.
 Masking: block-table entries and cache rows are loaded only for live keys (j < seq_len), with 0 for masked lanes, so
 NaN-poisoned unused slots and -1 / junk table entries never reach a score or a value (0 · NaN = NaN would).
 Numerics: fp32 scores, softmax and accumulation; P cast to the cache dtype before P·V.
@@ -47,8 +50,9 @@ def _find_sequence(query_start_loc_ptr, num_seqs, q_block, BLOCK_Q: tl.constexpr
 def _paged_attention_kernel(
     # Pointers
     q_ptr, key_cache_ptr, value_cache_ptr, out_ptr, block_tables_ptr, seq_lens_ptr, query_start_loc_ptr,
+    seg_max_ptr, seg_sum_ptr, seg_acc_ptr,
     # Sizes
-    num_seqs, block_size,
+    num_seqs, block_size, hq,
     # Scalars: softmax scale, sliding window (keys), softcap
     scale, window, softcap,
     # Strides, in elements
@@ -59,7 +63,7 @@ def _paged_attention_kernel(
     stride_bts, stride_btb,
     # Meta-parameters
     GROUP: tl.constexpr, D: tl.constexpr, D_PAD: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_Q: tl.constexpr, TILE: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_Q: tl.constexpr, TILE: tl.constexpr, NUM_SEGMENTS: tl.constexpr,
     IS_CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_SOFTCAP: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     tl.static_assert(BLOCK_Q * GROUP <= BLOCK_M)
@@ -95,6 +99,10 @@ def _paged_attention_kernel(
     lo = 0
     if HAS_WINDOW:
         lo = tl.maximum(first_pos - window + 1, 0) // TILE * TILE
+    if NUM_SEGMENTS > 1:  # this program's share: whole tiles, so segments never overlap
+        per_segment = tl.cdiv(tl.cdiv(hi - lo, TILE), NUM_SEGMENTS) * TILE
+        lo = lo + tl.program_id(2) * per_segment
+        hi = tl.minimum(hi, lo + per_segment)
 
     k_base = key_cache_ptr + kvh.to(tl.int64) * stride_kh
     v_base = value_cache_ptr + kvh.to(tl.int64) * stride_vh
@@ -124,15 +132,53 @@ def _paged_attention_kernel(
                     other=0.0)
         m_i, l_i, acc = online_softmax_step(s, visible, m_i, l_i, acc, v, DOT_PRECISION)
 
-    out = finish_rows(acc, l_i)
-    tl.store(out_ptr + q_rows[:, None] * stride_ot + head[:, None] * stride_oh + offs_d[None, :] * stride_od,
-             out.to(out_ptr.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])
+    if NUM_SEGMENTS > 1:
+        # Partials of row (token, head) for this segment at [token, head, segment] of the fp32 scratch.
+        part = (q_rows * hq + head) * NUM_SEGMENTS + tl.program_id(2)
+        tl.store(seg_max_ptr + part, m_i, mask=row_ok)
+        tl.store(seg_sum_ptr + part, l_i, mask=row_ok)
+        tl.store(seg_acc_ptr + part[:, None] * D_PAD + offs_d[None, :], acc, mask=row_ok[:, None])
+    else:
+        out = finish_rows(acc, l_i)
+        tl.store(out_ptr + q_rows[:, None] * stride_ot + head[:, None] * stride_oh + offs_d[None, :] * stride_od,
+                 out.to(out_ptr.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])
+
+
+@triton.jit
+def _merge_segments_kernel(
+    # Pointers: fp32 scratch [T, Hq, NUM_SEGMENTS] (max in log2 units, sum) and [T, Hq, NUM_SEGMENTS, D_PAD]
+    seg_max_ptr, seg_sum_ptr, seg_acc_ptr, out_ptr,
+    # Sizes and output strides
+    hq, stride_ot, stride_oh, stride_od,
+    # Meta-parameters
+    D: tl.constexpr, D_PAD: tl.constexpr, NUM_SEGMENTS: tl.constexpr,
+):
+    row = tl.program_id(0).to(tl.int64) * hq + tl.program_id(1)
+    offs_s = tl.arange(0, NUM_SEGMENTS)
+    offs_d = tl.arange(0, D_PAD)
+    m = tl.load(seg_max_ptr + row * NUM_SEGMENTS + offs_s)
+    l_s = tl.load(seg_sum_ptr + row * NUM_SEGMENTS + offs_s)
+    acc = tl.load(seg_acc_ptr + (row * NUM_SEGMENTS + offs_s)[:, None] * D_PAD + offs_d[None, :])
+    m_all = tl.max(m, 0)
+    weight = tl.exp2(m - tl.where(m_all == float("-inf"), 0.0, m_all))  # empty segments (m = -inf) weigh 0
+    total = tl.sum(weight * l_s, 0)
+    out = tl.sum(weight[:, None] * acc, 0) / tl.where(total == 0.0, 1.0, total)
+    tl.store(out_ptr + tl.program_id(0).to(tl.int64) * stride_ot + tl.program_id(1) * stride_oh + offs_d * stride_od,
+             out.to(out_ptr.dtype.element_ty), mask=offs_d < D)
+
+
+def _segments(t_total: int, num_seqs: int, hkv: int, block_q: int) -> int:
+    """Split-KV factor: 16 for a decode-only batch that would leave most SMs idle, else 1 (and 1 when interpreting)."""
+    if INTERPRET or t_total > num_seqs:
+        return 1
+    sms = torch.cuda.get_device_properties(torch.cuda.current_device()).multi_processor_count
+    return 16 if (t_total // block_q + num_seqs) * hkv < sms else 1
 
 
 def paged_attention(q: torch.Tensor, key_cache: torch.Tensor, value_cache: torch.Tensor, block_tables: torch.Tensor,
                     seq_lens: torch.Tensor, query_start_loc: torch.Tensor, *, scale: float | None = None,
-                    causal: bool = True, sliding_window: int | None = None,
-                    softcap: float | None = None) -> torch.Tensor:
+                    causal: bool = True, sliding_window: int | None = None, softcap: float | None = None,
+                    num_segments: int | None = None) -> torch.Tensor:
     """Attention of every query token over its sequence's paged keys and values, all sequences in one launch.
 
     Dimensions:  T_total query tokens of num_seqs sequences; Hq = g·Hkv; D <= 256; num_blocks × block_size slots.
@@ -140,9 +186,11 @@ def paged_attention(q: torch.Tensor, key_cache: torch.Tensor, value_cache: torch
                  D], q's dtype; block_tables: [num_seqs, max_blocks] integer; seq_lens: [num_seqs] integer (KV length
                  incl. the new tokens); query_start_loc: [num_seqs + 1] integer, 0 first, T_total last.
                  scale (D**-0.5 if None), causal (bottom-right), sliding_window (keys), softcap: as in `attention`.
+                 num_segments: split-KV pieces per query block, a power of two (None = heuristic, see `_segments`).
     Returns:     out: [T_total, Hq, D], q's dtype, contiguous.
-    Tiling:      grid (T_total // BLOCK_Q + num_seqs, Hkv); BLOCK_M = BLOCK_Q·g rows (rounded up to a power of two);
-                 TILE keys per step. A decode-only batch (T_total <= num_seqs) uses BLOCK_M 16, prefill 64 on GPU.
+    Tiling:      grid (T_total // BLOCK_Q + num_seqs, Hkv, num_segments); BLOCK_M = BLOCK_Q·g rows (rounded up to a
+                 power of two); TILE keys per step. A decode-only batch (T_total <= num_seqs) uses BLOCK_M 16,
+                 prefill 64 on GPU. With num_segments > 1 a second launch merges the fp32 partials.
     """
     t_total, hq, d = q.shape
     num_seqs = seq_lens.shape[0]
@@ -155,19 +203,30 @@ def paged_attention(q: torch.Tensor, key_cache: torch.Tensor, value_cache: torch
     block_m = max(rows, triton.next_power_of_2(group))
     block_q = block_m // group
     tile = 16 if INTERPRET else 32
+    d_pad = padded_head_dim(d)
+    segments = num_segments or _segments(t_total, num_seqs, hkv, block_q)
     device = q.device
-    grid = (t_total // block_q + num_seqs, hkv)
+    seg_max = seg_sum = seg_acc = out  # unused when segments == 1
+    if segments > 1:
+        seg_max = torch.empty((t_total, hq, segments), dtype=torch.float32, device=device)
+        seg_sum = torch.empty_like(seg_max)
+        seg_acc = torch.empty((t_total, hq, segments, d_pad), dtype=torch.float32, device=device)
+    grid = (t_total // block_q + num_seqs, hkv, segments)
     _paged_attention_kernel[grid](
         q, key_cache, value_cache, out,
         block_tables.to(device), seq_lens.to(device), query_start_loc.to(device),
-        num_seqs, key_cache.shape[1],
+        seg_max, seg_sum, seg_acc,
+        num_seqs, key_cache.shape[1], hq,
         d ** -0.5 if scale is None else float(scale),
         0 if sliding_window is None else int(sliding_window),
         1.0 if softcap is None else float(softcap),
         *q.stride(), *key_cache.stride(), *value_cache.stride(), *out.stride(), *block_tables.stride(),
-        GROUP=group, D=d, D_PAD=padded_head_dim(d), BLOCK_M=block_m, BLOCK_Q=block_q, TILE=tile,
+        GROUP=group, D=d, D_PAD=d_pad, BLOCK_M=block_m, BLOCK_Q=block_q, TILE=tile, NUM_SEGMENTS=segments,
         IS_CAUSAL=bool(causal), HAS_WINDOW=sliding_window is not None, HAS_SOFTCAP=softcap is not None,
         DOT_PRECISION=dot_precision(q.dtype),
         num_warps=4, num_stages=2,
     )
+    if segments > 1:
+        _merge_segments_kernel[(t_total, hq)](seg_max, seg_sum, seg_acc, out, hq, *out.stride(),
+                                              D=d, D_PAD=d_pad, NUM_SEGMENTS=segments)
     return out

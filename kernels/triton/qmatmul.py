@@ -34,8 +34,10 @@ from nkilab.reference.quant import QuantizedActivation, QuantizedWeight
 from ._interpret import INTERPRET
 from ._launch import MIN_DOT, dot_precision
 
-WEIGHT_INT8, WEIGHT_INT4, WEIGHT_FP8 = 0, 1, 2  # the WEIGHT constexpr: how the kernel decodes a weight tile
-_WEIGHT_KIND = {"int8": WEIGHT_INT8, "int4": WEIGHT_INT4, "fp8_e4m3": WEIGHT_FP8, "fp8_e4m3fn": WEIGHT_FP8}
+# The WEIGHT constexpr: how the kernel decodes a weight tile (constexpr, as compiled kernels read only those).
+WEIGHT_INT8, WEIGHT_INT4, WEIGHT_FP8 = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)
+_WEIGHT_KIND = {"int8": WEIGHT_INT8.value, "int4": WEIGHT_INT4.value, "fp8_e4m3": WEIGHT_FP8.value,
+                "fp8_e4m3fn": WEIGHT_FP8.value}
 _COMPUTE = {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16, torch.float32: tl.float32}
 SMALL_M = 16  # decode: one BLOCK_M covers the batch, so split-K is what fills the GPU
 
@@ -72,7 +74,7 @@ def _qmatmul_kernel(
     k_end = tl.minimum(k, k_start + k_per_split)
     acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
     for k0 in range(k_start, k_end, BLOCK_K):
-        if WEIGHT == 1:  # int4: two nibbles per byte along K
+        if WEIGHT == WEIGHT_INT4:  # two nibbles per byte along K
             half = k0 // 2 + tl.arange(0, BLOCK_K // 2)
             half_ok = half < k_end // 2
             packed = tl.load(w_cols + half.to(tl.int64)[:, None] * stride_wk,
@@ -99,7 +101,7 @@ def _qmatmul_kernel(
             xt = tl.load(x_rows + offs_k[None, :] * stride_xk, mask=m_ok[:, None] & k_ok[None, :], other=0)
             wt = tl.load(w_cols + offs_k.to(tl.int64)[:, None] * stride_wk, mask=k_ok[:, None] & n_ok[None, :],
                          other=0)
-            if WEIGHT == 2:
+            if WEIGHT == WEIGHT_FP8:
                 wt = wt.to(tl.float8e4nv, bitcast=True)
             if X_FP8:
                 part = tl.dot(xt.to(tl.float8e4nv, bitcast=True), wt)
@@ -116,8 +118,9 @@ def _qmatmul_kernel(
     if X_FP8:
         xs = tl.load(x_scale_ptr + offs_m, mask=m_ok, other=0.0)
         acc = acc * xs[:, None]
-    out = out_ptr + pid_k.to(tl.int64) * stride_os + offs_m.to(tl.int64)[:, None] * stride_om + offs_n[None, :] * stride_on
-    tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
+    out_rows = out_ptr + pid_k.to(tl.int64) * stride_os + offs_m.to(tl.int64)[:, None] * stride_om
+    tl.store(out_rows + offs_n[None, :] * stride_on, acc.to(out_ptr.dtype.element_ty),
+             mask=m_ok[:, None] & n_ok[None, :])
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from nkilab.harness.emulator import TARGETS, nisa, nl, run
+from nkilab.harness.emulator import TARGETS, NkiValidationError, nisa, nl, run
 
 ALL_TARGETS = tuple(TARGETS)
 GEN3_PLUS = ("trn2", "trn3")
@@ -173,6 +173,41 @@ def test_nc_matmul_accumulate_flags(target, run_tiles):
     p, q = run_tiles(body, s, m, target=target)
     np.testing.assert_allclose(p, 2 * prod, rtol=1e-6)
     np.testing.assert_allclose(q, prod, rtol=1e-6)
+
+
+@pytest.mark.parametrize("target", ALL_TARGETS)
+def test_nc_matmul_double_row_fp8(target):
+    s = _f32(128, 2, 64, seed=42).astype(ml_dtypes.float8_e4m3)
+    m = _f32(128, 2, 100, seed=43).astype(ml_dtypes.float8_e5m2)
+
+    def kernel(s, m):
+        st, mv = nl.load(s), nl.load(m)
+        p = nl.ndarray((64, 100), nl.float32, buffer=nl.psum)
+        nisa.nc_matmul(dst=p, stationary=st, moving=mv, perf_mode=nisa.matmul_perf_mode.double_row)
+        out = nl.ndarray((64, 100), nl.float32, buffer=nl.shared_hbm)
+        nl.store(out, nl.copy(p))
+        return out
+    if TARGETS[target].gen < 3:
+        with pytest.raises(NkiValidationError, match="double_row needs NeuronCore-v3"):
+            run(kernel, s, m, target=target)
+        return
+    res = run(kernel, s, m, target=target)
+    ref = s.astype(np.float64).reshape(256, 64).T @ m.astype(np.float64).reshape(256, 100)
+    np.testing.assert_allclose(res.outputs, ref, rtol=1e-5, atol=1e-5)
+    mm = next(i for i in res.trace if i.opcode == "nc_matmul")
+    assert mm.attrs["k"] == 256 and mm.attrs["double_row"] and mm.flops == 2 * 256 * 64 * 100
+
+
+def test_nc_matmul_accumulate_true_on_fresh_psum_warns(run_tiles):
+    s, m = _f32(8, 4, seed=40), _f32(8, 4, seed=41)
+
+    def body(s, m):
+        p = nl.ndarray((4, 4), nl.float32, buffer=nl.psum)
+        nisa.nc_matmul(dst=p, stationary=s, moving=m, accumulate=True)
+        return (p,)
+    with pytest.warns(RuntimeWarning, match="accumulate=True onto PSUM"):
+        (p,) = run_tiles(body, s, m)
+    assert np.isnan(p).all()  # added onto the NaN sentinel
 
 
 def test_nc_matmul_bf16_psum_on_trn3(run_tiles):
@@ -450,7 +485,8 @@ def test_language_ops(target):
     def kernel(a, b, v):
         x, y, vv = nl.load(a), nl.load(b), nl.load(v)
         outs = [nl.add(x, y), nl.multiply(x, 2.0), nl.subtract(x, vv), nl.exp(x), nl.sum(x, axis=1),
-                nl.max(x, axis=1, keepdims=True), nl.mean(x, axis=1), nl.softmax(x, axis=1), nl.copy(x, dtype=nl.bfloat16),
+                nl.max(x, axis=1, keepdims=True), nl.mean(x, axis=1), nl.softmax(x, axis=1),
+                nl.copy(x, dtype=nl.bfloat16),
                 nl.maximum(x, 0.0)]
         res = []
         for o in outs:
@@ -482,3 +518,87 @@ def test_language_matmul_and_transpose(target):
     p, t = run(kernel, a, b, target=target).outputs
     np.testing.assert_allclose(p, a.T @ b, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(t, b.T)
+
+
+# ---- statistics, scans, predicated copies, transposing DMA, partition reduce ---------------------------
+@pytest.mark.parametrize("target", ALL_TARGETS)
+def test_bn_stats_aggr_and_max8(target, run_tiles):
+    a, b = _f32(8, 100, seed=44), _f32(8, 51, seed=45)
+
+    def body(x, y):
+        stats = nl.ndarray((8, 12), nl.float32)
+        nisa.bn_stats(dst=stats[:, 0:6], data=x)
+        nisa.bn_stats(dst=stats[:, 6:12], data=y)
+        agg = nl.ndarray((8, 2), nl.float32)
+        nisa.bn_aggr(dst=agg, data=stats)
+        top = nl.ndarray((8, 8), nl.float32)
+        nisa.max8(dst=top, src=x)
+        return agg, top
+    agg, top = run_tiles(body, a, b, target=target)
+    both = np.concatenate([a, b], axis=1).astype(np.float64)
+    np.testing.assert_allclose(agg, np.stack([both.mean(1), both.var(1)], 1), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(top, -np.sort(-a, axis=1)[:, :8])
+
+
+@pytest.mark.parametrize("target", ALL_TARGETS)
+def test_scans(target, run_tiles):
+    a, b, init = _f32(4, 10, seed=46), _f32(4, 10, seed=47), _f32(4, 1, seed=48)
+
+    def body(x, y, i0):
+        s = _new(x)
+        nisa.tensor_tensor_scan(dst=s, data0=x, data1=y, initial=i0, op0=nl.multiply, op1=nl.add)
+        c = _new(x)
+        nisa.tensor_scalar_cumulative(dst=c, src=x, op0=nl.multiply, op1=nl.add, imm0=2.0)
+        return s, c
+    s, c = run_tiles(body, a, b, init, target=target)
+    prev, expected = init[:, 0], []
+    for i in range(10):
+        prev = a[:, i] * prev + b[:, i]
+        expected.append(prev)
+    np.testing.assert_allclose(s, np.stack(expected, 1), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(c, np.cumsum(2 * a, axis=1), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("target", ALL_TARGETS)
+def test_tensor_copy_predicated_and_where(target):
+    a, b = _f32(8, 16, seed=49), _f32(8, 16, seed=50)
+
+    def kernel(a, b):
+        x, y = nl.load(a), nl.load(b)
+        cond = nl.greater(x, y)  # bool tile
+        w = nl.where(cond, x, y)
+        out = nl.ndarray((8, 16), nl.float32, buffer=nl.shared_hbm)
+        nl.store(out, w)
+        return out
+    np.testing.assert_array_equal(run(kernel, a, b, target=target).outputs, np.maximum(a, b))
+
+
+@pytest.mark.parametrize("target", ALL_TARGETS)
+def test_dma_transpose(target):
+    a = _f32(16, 64, seed=51).astype(bf16)
+
+    def kernel(a):
+        t = nl.ndarray((64, 16), nl.bfloat16)
+        nisa.dma_transpose(dst=t, src=a)
+        out = nl.ndarray((64, 16), nl.bfloat16, buffer=nl.shared_hbm)
+        nl.store(out, t)
+        return out
+    if TARGETS[target].gen < 3:
+        with pytest.raises(NkiValidationError, match="dma_transpose needs NeuronCore-v3"):
+            run(kernel, a, target=target)
+    else:
+        np.testing.assert_array_equal(run(kernel, a, target=target).outputs, a.T)
+
+
+@pytest.mark.parametrize("target", ALL_TARGETS)
+def test_tensor_partition_reduce(target, run_tiles):
+    a = _f32(32, 12, seed=52)
+
+    def body(x):
+        s, m = nl.ndarray((1, 12), nl.float32), nl.ndarray((1, 12), nl.float32)
+        nisa.tensor_partition_reduce(dst=s, op=nl.add, data=x)
+        nisa.tensor_partition_reduce(dst=m, op=nl.maximum, data=x)
+        return s, m
+    s, m = run_tiles(body, a, target=target)
+    np.testing.assert_allclose(s, a.sum(0, keepdims=True), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(m, a.max(0, keepdims=True))

@@ -69,6 +69,9 @@ def test_view_methods():
         assert t.slice(1, 1, 3).shape == (8, 2, 6)
         assert t.select(2, 5).shape == (8, 4)
         assert t.get_pattern() == [[24, 8], [6, 4], [1, 6]]
+        assert t.flatten_dims(1, 2).shape == (8, 24) and t.reshape_dim(2, (2, 3)).shape == (8, 4, 2, 3)
+        with pytest.raises(NkiValidationError, match="flatten_dims"):
+            t.flatten_dims(0, 1)
         assert t.is_contiguous() and not t.permute((0, 2, 1)).is_contiguous()
         with pytest.raises(NkiValidationError, match="permute"):
             t.permute((1, 0, 2))

@@ -78,6 +78,13 @@ def test_matmul_shape_limits(target):
     _run(_matmul(k=64, tile_size=(64, 128), tile_position=(64, 0)), target)
     assert _raises(_matmul(k=65, tile_size=(64, 128), tile_position=(0, 0)), target, "\\(K\\) <= 64").operand == \
         "stationary"
+    _raises(_matmul(k=64, tile_size=(64, 128), tile_position=(32, 0)), target, "multiple of its size")
+    _raises(_matmul(k=64, tile_size=(64, 128)), target, "both set")
+    quarter = _matmul(k=32, tile_size=(32, 128), tile_position=(96, 0))
+    if TARGETS[target].gen < 3:
+        _raises(quarter, target, "row tile of \\(128, 64\\)")
+    else:
+        _run(quarter, target)
 
 
 @pytest.mark.parametrize("target", ALL_TARGETS)

@@ -9,7 +9,7 @@ from nkilab.harness.perf import get_target, model_trace
 from nkilab.harness.perf.chips import ALL_TARGETS, NEURON_TARGETS
 from nkilab.harness.perf.cost import instruction_cost
 from nkilab.harness.perf.schedule import schedule
-from perf_trace_builders import dma, elementwise, hbm, matmul, new_storage, tile
+from harness.perf_trace_builders import dma, elementwise, hbm, matmul, new_storage, tile
 
 TRN2 = get_target("trn2")
 CORE = TRN2.core

@@ -5,13 +5,15 @@ instruction."""
 from ..context import current as _current
 from ..errors import NkiValidationError
 from ..registers import VirtualRegister
-from .dma import dma_compute, dma_copy
+from .dma import dma_compute, dma_copy, dma_transpose
 from .enums import (dge_mode, dma_engine, engine, gpsimd_engine, matmul_perf_mode, nc_version, oob_mode, reduce_cmd,
                     scalar_engine, tensor_engine, unknown_engine, vector_engine)
-from .gpsimd import affine_select, iota
+from .gpsimd import affine_select, iota, tensor_partition_reduce
 from .registers import register_alloc, register_load, register_move, register_store
 from .scalar import activation, activation_reduce
 from .tensor_engine import nc_matmul, nc_transpose
+from .vector_scan import (bn_aggr, bn_stats, max8, tensor_copy_predicated, tensor_scalar_cumulative,
+                          tensor_tensor_scan)
 from .vector import (exponential, memset, range_select, reciprocal, scalar_tensor_tensor, select_reduce, tensor_copy,
                      tensor_reduce, tensor_scalar, tensor_scalar_reduce, tensor_tensor)
 
@@ -22,7 +24,9 @@ def get_nc_version() -> nc_version:
 
 
 __all__ = [
-    "NkiValidationError", "VirtualRegister", "activation", "activation_reduce", "affine_select", "dge_mode",
+    "NkiValidationError", "VirtualRegister", "activation", "activation_reduce", "affine_select", "bn_aggr",
+    "bn_stats", "dma_transpose", "max8", "tensor_copy_predicated", "tensor_partition_reduce",
+    "tensor_scalar_cumulative", "tensor_tensor_scan", "dge_mode",
     "dma_compute", "dma_copy", "dma_engine", "engine", "exponential", "get_nc_version", "gpsimd_engine", "iota",
     "matmul_perf_mode", "memset", "nc_matmul", "nc_transpose", "nc_version", "oob_mode", "range_select", "reciprocal",
     "reduce_cmd", "register_alloc", "register_load", "register_move", "register_store", "scalar_engine",

@@ -105,7 +105,9 @@ def dma_copy(dst, src, priority=None, oob_mode=OobMode.error, dge_mode=DgeMode.u
     index = _index_reads(dst=dst, src=src)
     if computes(ctx, (dst,), (src, *index.values())):
         vals = src.values(sp)
-        if vals is not None and not dp.skip:
+        if vals is None and not sp.skip:  # trace mode, source address unknown: so is what lands in dst
+            dst.storage.data = None
+        elif vals is not None and not dp.skip:
             if src.dtype != dst.dtype:
                 vals = dtypes.cast(dtypes.to_f32(vals), dst.dtype)
             rows_valid = None
@@ -152,3 +154,39 @@ def dma_compute(dst, srcs, reduce_op, scales=None, unique_indices=True, oob_mode
             dst.write(dtypes.cast(np.asarray(total, np.float32), dst.dtype), dp)
     record(ctx, "dma", opc, {"dst": dst}, {**reads, **index}, flops=dst.size * (len(srcs) - 1),
            places={"dst": dp, **places}, attrs=_attrs(ctx, dst, srcs, DgeMode.unknown))
+
+
+_TRANSPOSE_AXES = {2: (1, 0), 3: (2, 1, 0), 4: (3, 1, 2, 0)}  # the permutations dma_transpose supports — S-ISA
+
+
+def dma_transpose(dst, src, axes=None, priority=None, dge_mode=DgeMode.unknown, oob_mode=OobMode.error, name=None):
+    """dst (SBUF) = src (HBM or SBUF; may be vector-offset indirect) permuted by `axes`: (1, 0), (2, 1, 0) or
+    (3, 1, 2, 0) (the default for src's rank); src.dtype == dst.dtype. NeuronCore-v3+ (DMA transpose arrived with
+    Trainium2, S-A3)."""
+    opc = "dma_transpose"
+    ctx = current()
+    t = ctx.target
+    validate.feature(opc, "op", t.dma_transpose, "dma_transpose needs NeuronCore-v3+", opc, t)
+    _check_operand(opc, "dst", dst, t)
+    _check_operand(opc, "src", src, t)
+    validate.buffer(opc, "dst", dst, ("sbuf",), t)
+    axes = tuple(axes) if axes is not None else _TRANSPOSE_AXES.get(src.ndim)
+    if axes is None or axes != _TRANSPOSE_AXES.get(len(axes)) or len(axes) != src.ndim:
+        raise NkiValidationError(opc, "axes", f"one of {sorted(_TRANSPOSE_AXES.values())} matching src rank {src.ndim}",
+                                 axes, t.name)
+    if src.dtype != dst.dtype:
+        raise NkiValidationError(opc, "dst", f"dtype == src's {dtypes.name(src.dtype)}", dtypes.name(dst.dtype), t.name)
+    expected = tuple(src.shape[a] for a in axes)
+    if dst.shape != expected:
+        raise NkiValidationError(opc, "dst", f"shape {list(expected)} (src permuted by {axes})", list(dst.shape),
+                                 t.name)
+    sp = src.locate(opc, "src", oob_mode == OobMode.skip)
+    index = _index_reads(src=src)
+    if computes(ctx, (dst,), (src, *index.values())):
+        vals = src.values(sp)
+        if vals is None:
+            dst.storage.data = None
+        else:
+            dst.write(np.ascontiguousarray(np.transpose(vals, axes)))
+    record(ctx, "dma", opc, {"dst": dst}, {"src": src, **index}, places={"src": sp},
+           attrs=_attrs(ctx, dst, [src], dge_mode))

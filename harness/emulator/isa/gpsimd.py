@@ -14,7 +14,7 @@ from .. import validate
 from ..errors import NkiValidationError
 from ..operators import alu
 from ..registers import VirtualRegister
-from .issue import computes, current, f32, layout_attrs, record, store
+from .issue import computes, current, f32, layout_attrs, raw, record, store
 
 
 def _affine(opc: str, t, dst, pattern, offset, channel_multiplier) -> np.ndarray | None:
@@ -55,7 +55,7 @@ def iota(dst, pattern, offset=0, channel_multiplier=0, name=None):
 
 
 def affine_select(dst, pattern, channel_multiplier, on_true_tile, on_false_value, cmp_op=None, offset=0, name=None):
-    """dst = on_true_tile where cmp_op(affine value, 0) else on_false_value (float32 scalar); dst and on_true in SBUF."""
+    """dst = on_true_tile where cmp_op(affine value, 0) else on_false_value (a float32 scalar); dst, on_true in SBUF."""
     opc = "affine_select"
     ctx = current()
     t = ctx.target
@@ -74,3 +74,27 @@ def affine_select(dst, pattern, channel_multiplier, on_true_tile, on_false_value
         store(dst, np.where(keep, f32(on_true_tile), np.float32(on_false_value)))
     record(ctx, "gpsimd", opc, {"dst": dst}, {"on_true_tile": on_true_tile}, flops=dst.size,
            attrs=layout_attrs(dst, on_true_tile))
+
+
+_PARTITION_REDUCE_OPS = ("add", "maximum", "bitwise_or", "bitwise_and")
+
+
+def tensor_partition_reduce(dst, op, data, name=None):
+    """dst[1, F] = op-reduction of data[P, F] across its partitions, on GpSimd (SBUF only)."""
+    opc = "tensor_partition_reduce"
+    ctx = current()
+    t = ctx.target
+    fn = alu(op)
+    if fn.name not in _PARTITION_REDUCE_OPS:
+        raise NkiValidationError(opc, "op", f"one of {_PARTITION_REDUCE_OPS}", fn.name, t.name)
+    validate.tile(opc, "dst", dst, t)
+    validate.tile(opc, "data", data, t)
+    validate.gpsimd_no_psum(opc, {"dst": dst, "data": data}, t)
+    if dst.shape[0] != 1 or dst.free_size != data.free_size:
+        raise NkiValidationError(opc, "dst", f"[1, {data.free_size}]", f"{dst.shape[0]} x {dst.free_size}", t.name)
+    if fn.kind == "bitvec":
+        validate.int_dtypes(opc, {"dst": dst, "data": data}, t)
+    if computes(ctx, (dst,), (data,)):
+        x = raw(data).astype(np.int64) if fn.kind == "bitvec" else f32(data)
+        store(dst, fn.fn.reduce(x, axis=0)[None, :])
+    record(ctx, "gpsimd", opc, {"dst": dst}, {"data": data}, flops=data.size, attrs=layout_attrs(dst, data))

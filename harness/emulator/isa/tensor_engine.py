@@ -9,6 +9,8 @@ tracks this per PSUM element; a memset/tensor_copy/activation write into PSUM re
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from .. import dtypes, validate
@@ -37,6 +39,20 @@ def _check_matmul_dtypes(op: str, stationary: NkiTensor, moving: NkiTensor, targ
     if {"float8_e4m3", "float8_e4m3fn"} <= pair:
         raise NkiValidationError(op, "stationary/moving", "no mixing of float8_e4m3 and float8_e4m3fn", sorted(pair),
                                  target.name)
+
+
+def _check_tiling(op: str, tile_position, tile_size, target) -> None:
+    """Tiling mode: both tuples set; tiles of 128/64 PE rows/columns (32 on v3+) at multiples of their size."""
+    if not tile_position and not tile_size:
+        return
+    if not (tile_position and tile_size):
+        raise NkiValidationError(op, "tile_position/tile_size", "both set to enable tiling mode",
+                                 (tile_position, tile_size), target.name)
+    sizes = (128, 64, 32) if target.gen >= 3 else (128, 64)
+    for (start, size), what in zip(zip(tile_position, tile_size), ("row", "column")):
+        if size not in sizes or start % size or start + size > target.pmax:
+            raise NkiValidationError(op, "tile_position/tile_size", f"{what} tile of {sizes} PEs at a multiple of its "
+                                     f"size within {target.pmax}", (start, size), target.name)
 
 
 def _check_bank(op: str, dst: NkiTensor, target) -> None:
@@ -73,6 +89,7 @@ def nc_matmul(dst, stationary, moving, is_stationary_onezero=False, is_moving_on
     _check_matmul_dtypes(op, stationary, moving, t, double)
     rows = 2 if double else 1
     k, m, n = stationary.shape[0], stationary.free_size // rows, moving.free_size // rows
+    _check_tiling(op, tile_position, tile_size, t)
     k_max, m_max = (tile_size[0], tile_size[1]) if tile_size else (t.pmax, t.stationary_fmax)
     if k > k_max:
         raise NkiValidationError(op, "stationary", f"partition dim (K) <= {k_max}", k, t.name)
@@ -114,6 +131,10 @@ def _accumulate(dst: NkiTensor, res: np.ndarray, accumulate) -> None:
     else:
         old = f32(dst)
         written = flags.reshape(res.shape)
+        if accumulate is True and not written.all():
+            # the official simulator warns too (S-RN 0.5.0): hardware accumulates onto whatever PSUM holds
+            warnings.warn("nc_matmul: accumulate=True onto PSUM elements no matmul has written (undefined on "
+                          "hardware; use accumulate=None for a first write)", RuntimeWarning, stacklevel=3)
         new = old + res if accumulate is True else np.where(written, old + res, res)
     dst.write(dtypes.cast(new, dst.dtype))
     flags[...] = True

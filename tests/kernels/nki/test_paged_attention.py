@@ -55,6 +55,8 @@ PINNED = [
     pytest.param(_pinned([8, 12], [0, 5], 4, 2, 64, 4, dtype="float32"), id="empty-query-sequence"),
     pytest.param(_pinned([300, 2], [130, 1], 2, 1, 128, 128, dtype="float16"), id="two-kv-tiles-bs128-fp16"),
     pytest.param(_pinned([200], [1], 2, 2, 64, 256, dtype="float32", window=70), id="block-larger-than-chunk"),
+    pytest.param(_pinned([50], [40], 6, 3, 64, 16, dtype="float32"), id="ragged-head-groups"),
+    pytest.param(_pinned([700, 3], [1, 1], 8, 4, 64, 16, softcap=30.0), id="stacked-heads-two-tiles-softcap"),
 ]
 
 
@@ -165,9 +167,9 @@ def test_trace_llama_decode_trn2():
     assert sum(i.attrs["bytes"] for i in gathers) == 2 * 8 * 4096 * 8 * 128 * 2
 
 
-@pytest.mark.slow  # ~3 s each on a laptop core: the v2 trace issues one DMA per block and per stored row
 @pytest.mark.parametrize("target", ["inf2", "trn1"])
 def test_trace_llama_decode_gen2(target):
+    # Same shape on NeuronCore-v2: scalar-offset block loads, a shared score mask and dead-row zeroing selects.
     trace = _trace_llama(target)
     mix = trace.instruction_mix()
     tiles = 8 * (4096 // 512)

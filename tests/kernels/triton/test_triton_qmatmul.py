@@ -5,21 +5,28 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from strategies import MatmulProblem, QuantConfig, matmul_problems, np_dtype, quant_configs
-from triton_helpers import DTYPES, assert_matches
+from strategies import MatmulProblem, QuantConfig, matmul_problems, quant_configs
 
 import nkilab.kernels.triton as triton_backend
+from nkilab.harness.checks import check_against_reference
 from nkilab.kernels import qmatmul
 from nkilab.reference.matmul import qmatmul as reference_qmatmul
-from nkilab.reference.quant import QuantizedActivation, quantize_weight
+from nkilab.reference.quant import quantize_weight
+
+# The CPU interpreter has no bfloat16 arithmetic (triton-lang/triton#11584): bfloat16 only where a GPU runs the tests.
+DTYPES = ("float32", "float16") if triton_backend.INTERPRET else ("float32", "float16", "bfloat16")
+
+
+def _assert_matches(out, x, qw, compute_dtype=None) -> None:
+    # Against the reference on the *quantized* weights; the working precision is out's dtype unless given
+    # (W8A8: float32, its default output).
+    result = check_against_reference(out, reference_qmatmul, x, qw, compute_dtype=compute_dtype)
+    assert result.passed, str(result)
 
 
 def _check(problem: MatmulProblem) -> None:
     x, qw = problem.inputs()
-    out = qmatmul(x, qw, backend="triton")
-    # W8A8 works in fp32 after the fp8 products; weight-only works in x's dtype.
-    working = np.float32 if isinstance(x, QuantizedActivation) else np_dtype(problem.dtype)
-    assert_matches(out, reference_qmatmul(x, qw), reference_qmatmul(x, qw, compute_dtype=working))
+    _assert_matches(qmatmul(x, qw, backend="triton"), x, qw)
 
 
 SCHEMES = [
@@ -49,8 +56,7 @@ def test_matches_reference(problem):
 def test_split_k_decode_path(config, split_k):
     # The decode path (M <= 16) splits K across programs; the fp32 partials must sum to the same product.
     x, qw = MatmulProblem(m=3, k=192, n=40, quant=config, dtype="float32", seed=1).inputs()
-    out = triton_backend.qmatmul(torch.from_numpy(x), qw, split_k=split_k)
-    assert_matches(out, reference_qmatmul(x, qw), reference_qmatmul(x, qw, compute_dtype=np.float32))
+    _assert_matches(triton_backend.qmatmul(torch.from_numpy(x), qw, split_k=split_k), x, qw)
 
 
 def test_prepared_weight_is_reused():
@@ -68,7 +74,7 @@ def test_out_dtype_and_odd_k_per_channel():
     qw = quantize_weight(rng.standard_normal((50, 7)), "int8")
     out = qmatmul(x, qw, out_dtype="float16", backend="triton")
     assert out.dtype == np.float16
-    assert_matches(out, reference_qmatmul(x, qw), reference_qmatmul(x, qw, compute_dtype=np.float32))
+    _assert_matches(out, x, qw, compute_dtype=np.float32)
 
 
 @pytest.mark.gpu
