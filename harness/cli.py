@@ -113,6 +113,13 @@ def _config(args, **overrides):
     return RunConfig(**fields)
 
 
+def _console():
+    """A rich console; 160 columns when stdout is not a terminal, so piped tables stay readable."""
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=160)
+
+
 def _walk(config, console):
     """Run the plan with a rich progress bar; returns the records."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -181,9 +188,7 @@ def _write_folder(records, out: str, *, command: str, wall_s: float, plots: bool
 
 
 def cmd_run(args, command: str) -> int:
-    from rich.console import Console
-
-    console = Console()
+    console = _console()
     t0 = time.perf_counter()
     overrides = dict(check=not args.no_check, modeled=not args.no_model, measured=not args.no_measure)
     if args.quick:
@@ -207,9 +212,7 @@ def cmd_run(args, command: str) -> int:
 
 
 def cmd_check(args, command: str) -> int:
-    from rich.console import Console
-
-    console = Console()
+    console = _console()
     t0 = time.perf_counter()
     records = _walk(_config(args, modeled=False, measured=False), console)
     _summary(records, console)
@@ -223,12 +226,10 @@ def cmd_check(args, command: str) -> int:
 
 
 def cmd_bench(args, command: str) -> int:
-    from rich.console import Console
-
     from nkilab.harness.profile import RunConfig, Task, measure_task, model_task
     from nkilab.harness.workloads import model_problems
 
-    console = Console()
+    console = _console()
     problems = [p for p in model_problems(args.model, phase=args.phase, grid=args.grid,
                                           quant=Quant(args.scheme, args.group_size))
                 if p.op == args.kernel and (args.problem is None or p.name == args.problem)]
@@ -259,7 +260,6 @@ def _pct(x):
 
 
 def cmd_targets(args, command: str) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title="Targets (per chip; Neuron per-core engine tables in nkilab.harness.perf.chips)")
@@ -270,8 +270,8 @@ def cmd_targets(args, command: str) -> int:
         t = TARGETS[name]
         table.add_row(name, t.kind, t.description, str(t.cores), f"{t.peak_flops['bf16'] / 1e12:.0f}",
                       f"{t.peak_flops['fp8'] / 1e12:.0f}", f"{t.peak_flops['fp32'] / 1e12:.1f}",
-                      f"{t.hbm_bw / 1e9:.0f}", f"{t.power_w:g} ({t.power_source})")
-    Console().print(table)
+                      f"{t.hbm_bw / 1e9:.0f}", f"{t.power_w:g} ({t.power_source.split(':')[0]})")
+    _console().print(table)
     return 0
 
 
@@ -285,7 +285,6 @@ def cmd_report(args, command: str) -> int:
 
 
 def cmd_calibrate(args, command: str) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from nkilab.harness.perf.calibration import calibration_table
@@ -295,7 +294,7 @@ def cmd_calibrate(args, command: str) -> int:
         table.add_column(h)
     for c in calibration_table():
         table.add_row(c["name"], c["published"], c["modeled"], f"{c['ratio']:.3f}", c["bottleneck"], c["source"])
-    Console().print(table)
+    _console().print(table)
     return 0
 
 

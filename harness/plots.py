@@ -124,7 +124,8 @@ def batch_plot(records, targets, path: str, *, energy: bool) -> str | None:
         ax.set_ylabel("modeled J/token [J]" if energy else "modeled latency per call [us]")
         ax.set_title(f"{target}: {'energy per token' if energy else 'latency (dashed: roofline bound)'}",
                      fontsize=9)
-        ax.legend(fontsize=6)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -155,7 +156,8 @@ def context_plot(records, targets, path: str, *, energy: bool) -> str | None:
         ax.set_ylabel("modeled J/token [J]" if energy else "modeled latency per call [us]")
         ax.set_title(f"{target}: paged_attention {'energy per token' if energy else 'latency'} (modeled)",
                      fontsize=9)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

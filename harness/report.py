@@ -8,6 +8,7 @@ everything that did not run and why.
 
 from __future__ import annotations
 
+import math
 import os
 from collections import Counter, defaultdict
 
@@ -55,21 +56,25 @@ def modeled(records, target: str | None = None):
 
 
 def headline(records) -> list[dict]:
-    """Modeled records at the headline point: decode batch 8 (context 2048 for paged attention) and the
-    largest prefill length, per target and kernel."""
-    out = []
-    for r in modeled(records):
+    """Modeled records nearest the headline point, per target, kernel and projection: decode batch 8 at
+    context 2048, and the longest prefill."""
+    def size(r):
         p = r["problem"]
-        if p["phase"] == "decode":
-            size = p.get("m") or p.get("t") or p.get("num_seqs")
-            if size == HEADLINE_BATCH and p.get("context", HEADLINE_CONTEXT) == HEADLINE_CONTEXT:
-                out.append(r)
-    prefill = [r for r in modeled(records) if r["problem"]["phase"] == "prefill"]
-    if prefill:
-        longest = max(r["problem"].get("sq") or r["problem"].get("m") or r["problem"].get("t") for r in prefill)
-        out += [r for r in prefill
-                if (r["problem"].get("sq") or r["problem"].get("m") or r["problem"].get("t")) == longest]
-    return out
+        return p.get("m") or p.get("t") or p.get("num_seqs") or p.get("sq")
+
+    def distance(r):
+        p = r["problem"]
+        if p["phase"] == "prefill":
+            return (0.0, -size(r))
+        return (abs(math.log2(size(r) / HEADLINE_BATCH)),
+                abs(math.log2(p.get("context", HEADLINE_CONTEXT) / HEADLINE_CONTEXT)))
+
+    best: dict = {}
+    for r in modeled(records):
+        key = (r["target"], r["problem"]["phase"], r["kernel"], r["problem"].get("projection"))
+        if key not in best or distance(r) < distance(best[key]):
+            best[key] = r
+    return [best[k] for k in sorted(best, key=lambda k: (k[0], k[1], k[2], k[3] or ""))]
 
 
 def limits_summary(records, target: str) -> list[str]:

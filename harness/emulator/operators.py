@@ -29,6 +29,11 @@ class AluOp:
     fn: Callable
     identity: float | None = None  # reduction identity (None: not a reduction op)
 
+    @property
+    def arity(self) -> int:
+        """Inputs the operator takes (unary arithmetic ops and bitwise `invert` take one)."""
+        return 1 if self.kind == "unary" or self.name == "invert" else 2
+
 
 def _cmp(fn):
     return lambda a, b: fn(a, b).astype(f32)

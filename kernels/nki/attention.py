@@ -1,28 +1,36 @@
 """Flash attention forward (prefill) as an NKI kernel: out = softmax(mask(softcap(scale · q kᵀ))) v.
 
-The S×S score matrix never exists in HBM: scores live one [128 queries, ≤512 keys] tile at a time in PSUM/SBUF and
-an online softmax (running row max m and row sum l, FlashAttention) folds every key tile into an fp32 accumulator.
+The S×S score matrix never exists in HBM: scores live one [128 queries, ≤2048 keys] tile at a time in PSUM and an
+online softmax (running row max m and row sum l, FlashAttention) folds every key step into fp32 accumulators.
 
 Algorithm (all loops are Python loops over compile-time shapes):
 
-    for b, kv head hk:
-        kᵀ [D, Skv], v [128 keys, Skv/128, D] loaded once into SBUF (kᵀ by TensorE transposes), when they fit
-        for each block of query heads h reading hk (GQA: h // (Hq/Hkv) == hk), each 128-row query tile:
-            visible key range [lo, hi) of the tile from the shapes; no key visible -> store zeros
-            q rows [128, heads, D] in one DMA; qᵀ [D, 128] per head (TensorE transpose)
-            for each 512-key tile of [lo, hi) (kᵀ / v from SBUF, or streamed when Skv is too long to keep):
-                for each head:  s = qᵀ·kᵀ (PSUM fp32) -> [c·tanh(scale·s/c)] -> [causal / window affine_select]
-                                m' = max(m, rowmax(s));  p = exp(s - m') with its row sum (one ScalarE op)
-                                pᵀ (TensorE transposes of 128-key chunks);  pv = Σ_chunks pᵀ·v (PSUM)
-                                o = o·exp(m - m') + pv;  l = l·exp(m - m') + rowsum(p)
-            out = o / l  (rows that see no key: 0)
+    for b, kv head hk:    kᵀ [D, Skv] and v [128 keys, Skv/128, D] loaded once into SBUF when they fit
+                          (k rows DMA'd contiguously, transposed on TensorE), else per key step below
+      for each block of query heads reading hk (GQA: h // (Hq/Hkv) == hk), each 128-row query tile:
+        keys [lo, hi) some row of the tile may see, from the shapes (none: the tile is stored as zeros)
+        q rows [128, heads, D] in one DMA; qᵀ [D, 128] per head by TensorE transposes
+        for each 2048-key step of [lo, hi) (128-aligned), for each head:
+            s = qᵀ·kᵀ (4 PSUM banks, 512 keys per matmul) [+ I·mask: causal/window mask added by TensorE]
+              [softcap: t = tanh(scale·s/c) in SBUF, masked by a VectorE add]
+            -m' = min(-mult·rowmax(s), -m)                                      (VectorE, reads PSUM)
+            p = exp(mult·s - m') in q's dtype, rowsum(p) in the same instruction (ScalarE, reads PSUM)
+            pᵀ by TensorE transposes of 128-key chunks -> SBUF (VectorE);  pv = Σ_chunks pᵀ·v (one PSUM bank)
+            o = o·exp(m - m') + pv;  l = l·exp(m - m') + rowsum(p)
+        out = o / l  (rows that see no key: 0)
+    (mult = c with a softcap, else scale.)
+
+Schedule: engines run their instruction queues in order, so program order is the schedule. A (step, head) item's
+P·V is issued PIPELINE_LAG items after its exp, interleaved with later items' QKᵀ and row max (`_item`); q rows
+and resident k/v rows are DMA'd ahead, their transposes issued just before use (`_run_tiles`).
 
 Features: causal with bottom-right alignment (query i sees keys j <= i + Skv - Sq), sliding window (also hides
-j < i + Skv - Sq - w + 1), softcap (ScalarE tanh with scale = scale/c, the c folded into the exp), GQA/MQA (the
-heads of one group share each K/V tile), head_dim up to 512 (QKᵀ accumulates 128-row slices of D in PSUM; the
-[128, D] fp32 P·V tile still fits one 2 KiB bank), float32 / bfloat16 / float16 inputs. Key tiles no query of a
-tile can see are skipped, and masks are applied only to tiles that need them (both decided from shapes).
-Only NeuronCore-v2-safe ops are used (no range_select, no dma_transpose, activation bias always a (P, 1) tile).
+j < i + Skv - Sq - w + 1), softcap (c·tanh(s/c), the c folded into the exp), GQA/MQA (the heads of a group share
+each K/V tile), head_dim up to 512 (QKᵀ accumulates 128-row slices of D in PSUM; the [128, D] fp32 P·V tile still
+fits one 2 KiB bank), float32 / bfloat16 / float16 inputs. Key steps no row of a tile can see are skipped and only
+the columns that hold masked elements get a mask (decided from shapes). Only NeuronCore-v2-safe ops are used (no
+range_select, no dma_transpose, activation bias always a (P, 1) tile); the one target branch only moves copies
+between VectorE and ScalarE.
 
 Reference: nkilab.reference.attention.attention
 """
@@ -32,8 +40,8 @@ from ._tiling import MOVING_FMAX, PMAX, tiles
 
 Q_TILE = PMAX  # query rows per tile: the output partitions of both matmuls
 KV_TILE = MOVING_FMAX  # keys per score matmul: moving free size <= 512, one 2 KiB PSUM bank of fp32 scores
-KV_STEP = 4 * KV_TILE  # keys per online-softmax step: 4 PSUM banks of scores, one max/exp/rescale per 2048 keys
-Q_PREFETCH = 1  # query tiles whose qᵀ is loaded ahead of the one being computed
+KV_STEP = 4 * KV_TILE  # keys per online-softmax step (2-byte inputs): 4 PSUM banks of scores, one max/exp/rescale
+Q_PREFETCH = 2  # query tiles whose q rows are DMA'd ahead of the one being computed
 PIPELINE_LAG = 2  # (key step, head) items between an item's exp and its P·V in program order
 D_CHUNK = PMAX  # head-dim rows per QKᵀ matmul: the contraction runs over <= 128 partitions
 MAX_HEAD_DIM = 4 * D_CHUNK  # the P·V tile [128, D] fp32 must fit one 2 KiB PSUM bank (512 fp32)
@@ -59,8 +67,8 @@ def flash_attention(q, k, v, scale=1.0, causal=False, sliding_window=None, softc
                  above it key tiles are loaded per query tile (0 forces streaming).
                  (Plain parameters with defaults, not keyword-only: the NKI compiler frontend rejects `*`.)
     Returns:     out: [B, Sq, Hq, D], q's dtype, shared HBM; a query that sees no key gets zeros.
-    Tiling:      Sq in 128-row tiles; keys in 512-column score tiles (128-aligned), P·V in 128-key chunks;
-                 D in 128-row slices for QKᵀ.
+    Tiling:      Sq in 128-row tiles; keys in 2048-key softmax steps (1024 for fp32) of 512-key matmuls, 128-aligned;
+                 P·V in 128-key chunks; D in 128-row slices for QKᵀ.
     Numerics:    scores, max, sums, accumulators in fp32; P cast to q's dtype before P·V (fp32 stays fp32).
                  Masked scores are -3e38 and the running max starts at -1e30, so masked keys contribute exactly 0
                  even in a key tile where a row sees nothing.
@@ -83,37 +91,54 @@ def flash_attention(q, k, v, scale=1.0, causal=False, sliding_window=None, softc
     split_copies = nisa.get_nc_version() == nisa.nc_version.gen2
     cfg = (sq, skv, causal, sliding_window, scale, softcap, mult, masked, ident, split_copies)
 
+    tasks = _visible_tiles(out, batch, sq, skv, hkv, group, heads, causal, sliding_window)
     pending = []  # issued-late work in order: ("pv", P·V of a (key step, head) item) and ("store", a query tile)
-    kv_heads = [(b, hk) for b in range(batch) for hk in range(hkv)]
-    # resident k/v rows are loaded one kv head ahead (DMA only: the kᵀ transposes wait until the head is used, so no
-    # in-order compute queue waits behind a DMA queued after the previous head's stores)
-    rows_next = _load_kv_rows(k, v, *kv_heads[0], 0, skv) if resident else None
-    for i, (b, hk) in enumerate(kv_heads):
-        kv_all = None
-        if resident:
-            rows = rows_next
-            if i + 1 < len(kv_heads):
-                rows_next = _load_kv_rows(k, v, *kv_heads[i + 1], 0, skv)
-            kv_all = (_transpose_k(rows[0], skv, d), rows[1])
-        if True:
-            for h0 in range(hk * group, (hk + 1) * group, heads):
-                nh = min(heads, (hk + 1) * group - h0)
-                # query tiles with a visible key, each with its qᵀ loaded Q_PREFETCH tiles ahead of use
-                visible = []
-                for q0, nq in tiles(sq, Q_TILE):
-                    lo, hi = _key_range(q0, nq, sq, skv, causal, sliding_window)
-                    if hi > lo:
-                        visible.append((q0, nq, lo, hi))
-                    else:
-                        _store_zeros(out, b, q0, nq, h0, nh)
-                loaded = [_load_q_transposed(q, b, q0, nq, h0, nh) for q0, nq, _, _ in visible[:Q_PREFETCH]]
-                for t, tile in enumerate(visible):
-                    if t + Q_PREFETCH < len(visible):
-                        q0, nq, _, _ = visible[t + Q_PREFETCH]
-                        loaded.append(_load_q_transposed(q, b, q0, nq, h0, nh))
-                    _query_tile(loaded.pop(0), k, v, out, kv_all, b, hk, h0, nh, tile, cfg, pending)
+    _run_tiles(tasks, q, k, v, out, resident, cfg, pending)
     _drain(pending)
     return out
+
+
+def _visible_tiles(out, batch, sq, skv, hkv, group, heads, causal, window):
+    """Query tiles that see at least one key, as (b, hk, h0, nh, (q0, nq, lo, hi)) in (batch, kv head, head block,
+    tile) order; [lo, hi) are the keys the tile's rows may see. Tiles that see none are stored as zeros here."""
+    tasks = []
+    for b in range(batch):
+        for hk in range(hkv):
+            for h0 in range(hk * group, (hk + 1) * group, heads):
+                nh = min(heads, (hk + 1) * group - h0)
+                for q0, nq in tiles(sq, Q_TILE):
+                    lo, hi = _key_range(q0, nq, sq, skv, causal, window)
+                    if hi > lo:
+                        tasks.append((b, hk, h0, nh, (q0, nq, lo, hi)))
+                    else:
+                        _store_zeros(out, b, q0, nq, h0, nh)
+    return tasks
+
+
+def _run_tiles(tasks, q, k, v, out, resident, cfg, pending):
+    """Attention of every visible query tile, with its inputs loaded ahead of use.
+
+    q rows are loaded Q_PREFETCH tiles ahead and resident k/v rows one kv head ahead, as DMAs only; qᵀ is made one
+    tile ahead and kᵀ when its kv head starts. So no in-order compute queue waits behind a DMA that is itself
+    queued behind earlier output stores, and the next tile's qᵀ copies are not queued behind this tile's exps."""
+    skv, d = k.shape[1], k.shape[3]
+    q_rows = [_load_q_rows(q, b, tile[0], tile[1], h0, nh) for b, _, h0, nh, tile in tasks[:Q_PREFETCH]]
+    qT = [_transpose_q(q_rows.pop(0), tasks[0][4][1])] if tasks else []
+    kv_head, kv_all = None, None
+    kv_rows = _load_kv_rows(k, v, tasks[0][0], tasks[0][1], 0, skv) if resident and tasks else None
+    for t, (b, hk, h0, nh, tile) in enumerate(tasks):
+        if t + Q_PREFETCH < len(tasks):
+            nb, _, nh0, nnh, ntile = tasks[t + Q_PREFETCH]
+            q_rows.append(_load_q_rows(q, nb, ntile[0], ntile[1], nh0, nnh))
+        if t + 1 < len(tasks):
+            qT.append(_transpose_q(q_rows.pop(0), tasks[t + 1][4][1]))
+        if resident and (b, hk) != kv_head:
+            kv_head, (k_rows, v_rows) = (b, hk), kv_rows
+            following = [(nb, nhk) for nb, nhk, _, _, _ in tasks[t:] if (nb, nhk) != kv_head]
+            if following:
+                kv_rows = _load_kv_rows(k, v, following[0][0], following[0][1], 0, skv)
+            kv_all = (_transpose_k(k_rows, skv, d), v_rows)
+        _query_tile(qT.pop(0), k, v, out, kv_all, b, hk, h0, nh, tile, cfg, pending)
 
 
 def _check_inputs(q, k, v, scale, sliding_window, softcap):
@@ -145,7 +170,6 @@ def _kv_bytes(skv, d, dtype):
     return (-(-d // D_CHUNK) * skv + 2 * chunks * d) * _itemsize(dtype)
 
 
-
 def _key_range(q0, nq, sq, skv, causal, window):
     """[lo, hi): the keys some query row of [q0, q0 + nq) may see (hi <= lo: none, the rows are fully masked)."""
     diag = q0 + skv - sq  # the last key row q0 may see under the causal mask; row p sees up to diag + p
@@ -173,7 +197,7 @@ def _identity():
 def _query_tile(qT, k, v, out, kv_all, b, hk, h0, nh, tile, cfg, pending):
     """Attention of query rows [q0, q0 + nq) of heads [h0, h0 + nh) (all reading kv head hk) over keys [lo, hi).
 
-    qT: `_load_q_transposed` of the rows; tile: (q0, nq, lo, hi); kv_all: resident (kᵀ, v) or None (stream).
+    qT: `_transpose_q` of the rows; tile: (q0, nq, lo, hi); kv_all: resident (kᵀ, v) or None (stream).
     Each (key step, head) item leaves its P·V in `pending` (also across query tiles, followed by the tile's
     store); see `_item` for the order the work is issued in."""
     sq, skv, causal, window, scale, softcap, mult, masked, ident, split_copies = cfg
@@ -202,18 +226,20 @@ def _query_tile(qT, k, v, out, kv_all, b, hk, h0, nh, tile, cfg, pending):
 
 def _item(scores, negmax_old, mult, l_h, pending):
     """Scores, row max and exp of one (key step, head) item, interleaved with the P·V of the item PIPELINE_LAG
-    back. Returns (p, rowsum, alpha, negmax) as `_exp` and `_row_max`.
+    back. scores: `_scores` arguments; l_h: the head's running sum [128, 1] fp32.
+    Returns (p, rowsum, alpha, negmax) as `_exp` and `_row_max`.
 
     Program order, chosen for engines that each run their queue in order: pᵀ transposes of the old item (TensorE),
     this item's QKᵀ (TensorE), the old item's pᵀ copies (VectorE) and P·V (TensorE), this item's row max
     (VectorE) and exp (ScalarE), then the old item's o/l update (VectorE). So TensorE multiplies new scores while
     VectorE copies old pᵀ, and neither waits for the other's long instruction."""
+    qT_h, kT, d, nq, n, bias, ident, scale, softcap = scores
     due = _due(pending, PIPELINE_LAG)
     pT_ps = _transpose_p(*due) if due else None
-    s = _scores(*scores)
+    s = _scores(qT_h, kT, d, nq, n, bias, ident, scale, softcap)
     pv_ps = _pv(*due, pT_ps) if due else None
-    negmax = _row_max(s, scores[3], scores[4], negmax_old, mult)
-    p, rowsum, alpha = _exp(s, scores[3], scores[4], scores[1].dtype, negmax, negmax_old, mult, l_h)
+    negmax = _row_max(s, nq, n, negmax_old, mult)
+    p, rowsum, alpha = _exp(s, nq, n, kT.dtype, negmax, negmax_old, mult, l_h)
     if due:
         _update(*due, pv_ps)
     return p, rowsum, alpha, negmax
@@ -279,15 +305,21 @@ def _mask_bias(q0, nq, k0, n, sq, skv, causal, window, masked):
     return bias, c0, c1
 
 
-def _load_q_transposed(q, b, q0, nq, h0, nh):
-    """qᵀ [128 (D slice), nh, D/128, 128 (queries)] in SBUF: one DMA of the q rows, TensorE transposes per head."""
-    d = q.shape[3]
-    q_sb = nl.ndarray((Q_TILE, nh, d), dtype=q.dtype, buffer=nl.sbuf)
+def _load_q_rows(q, b, q0, nq, h0, nh):
+    """q rows [q0, q0 + nq) of heads [h0, h0 + nh): [128, nh, D] SBUF in one DMA (nh·D contiguous per row)."""
+    q_sb = nl.ndarray((Q_TILE, nh, q.shape[3]), dtype=q.dtype, buffer=nl.sbuf)
     nisa.dma_copy(dst=q_sb[:nq], src=q[b, q0:q0 + nq, h0:h0 + nh, :])
+    return q_sb
+
+
+def _transpose_q(q_sb, nq):
+    """qᵀ [128 (D slice), nh, D/128, 128 (queries)] SBUF from q rows [128, nh, D]: TensorE transposes per head,
+    copied out by ScalarE."""
+    nh, d = q_sb.shape[1], q_sb.shape[2]
     d_tiles = tiles(d, D_CHUNK)
-    qT = nl.ndarray((D_CHUNK, nh, len(d_tiles), Q_TILE), dtype=q.dtype, buffer=nl.sbuf)
+    qT = nl.ndarray((D_CHUNK, nh, len(d_tiles), Q_TILE), dtype=q_sb.dtype, buffer=nl.sbuf)
     for h in range(nh):
-        qT_ps = nl.ndarray((D_CHUNK, len(d_tiles), Q_TILE), dtype=q.dtype, buffer=nl.psum)
+        qT_ps = nl.ndarray((D_CHUNK, len(d_tiles), Q_TILE), dtype=q_sb.dtype, buffer=nl.psum)
         for j, (d0, dc) in enumerate(d_tiles):
             nisa.nc_transpose(dst=qT_ps[:dc, j, :nq], data=q_sb[:nq, h, d0:d0 + dc])
             _copy(qT[:dc, h, j, :nq], qT_ps[:dc, j, :nq], on_scalar=True)
@@ -340,14 +372,14 @@ def _load_rows(dst, src, b, hk, k0, n):
 
 
 def _scores(qT_h, kT, d, nq, n, bias, ident, scale, softcap):
-    """s = q·kᵀ of one head over one key step, softcapped and masked: [128, KV_STEP] fp32 (valid [:nq, :n]).
+    """s = q·kᵀ of one head over one key step, softcapped and masked: [128, ≥n] fp32 (valid [:nq, :n]).
 
     qT_h: [128, D/128, 128] SBUF; kT: [128, D/128, n] SBUF (D in `tiles(d, D_CHUNK)` row slices); bias: a
     `_mask_bias` result or None; ident: `_identity()`. One 512-key PSUM bank per matmul, D slices accumulated in
     the bank. The result stays in PSUM (max and exp read it there), the mask added by one more accumulating
     matmul I·bias per bank; a softcap makes an SBUF tile t = tanh(scale·s/c) instead, masked by a VectorE add
     (the mask must follow the tanh). Masked elements end up at `masked` (plus a finite score)."""
-    s_ps = nl.ndarray((Q_TILE, KV_STEP), dtype=nl.float32, buffer=nl.psum)
+    s_ps = nl.ndarray((Q_TILE, -(-n // KV_TILE) * KV_TILE), dtype=nl.float32, buffer=nl.psum)  # whole banks
     for c0, width in tiles(n, KV_TILE):
         for j, (d0, dc) in enumerate(tiles(d, D_CHUNK)):
             nisa.nc_matmul(dst=s_ps[:nq, c0:c0 + width], stationary=qT_h[:dc, j, :nq],
@@ -359,7 +391,7 @@ def _scores(qT_h, kT, d, nq, n, bias, ident, scale, softcap):
                 nisa.nc_matmul(dst=s_ps[:nq, lo:hi], stationary=ident[:nq, :nq], moving=tile[:nq, lo - b0:hi - b0])
     if softcap is None:
         return s_ps
-    s = nl.ndarray((Q_TILE, KV_STEP), dtype=nl.float32, buffer=nl.sbuf)
+    s = nl.ndarray((Q_TILE, n), dtype=nl.float32, buffer=nl.sbuf)
     nisa.activation(dst=s[:nq, :n], op=nl.tanh, data=s_ps[:nq, :n], scale=scale / softcap)
     if bias is not None:
         tile, b0, b1 = bias
@@ -384,10 +416,10 @@ def _row_max(s, nq, n, negmax_old, mult):
 
 
 def _exp(s, nq, n, dtype, negmax, negmax_old, mult, l_h):
-    """p = exp(mult·s - m') [128, KV_STEP] in `dtype` with its fp32 row sums [128, 1] in one ScalarE instruction,
+    """p = exp(mult·s - m') [128, n] in `dtype` with its fp32 row sums [128, 1] in one ScalarE instruction,
     and alpha = exp(m - m') [128, 1] fp32. On the first step (negmax_old None) the row sums go straight into the
     head's running sum l_h [128, 1] and alpha is None."""
-    p = nl.ndarray((Q_TILE, KV_STEP), dtype=dtype, buffer=nl.sbuf)
+    p = nl.ndarray((Q_TILE, n), dtype=dtype, buffer=nl.sbuf)
     rowsum = l_h
     if negmax_old is not None:
         rowsum = nl.ndarray((Q_TILE, 1), dtype=nl.float32, buffer=nl.sbuf)

@@ -30,10 +30,11 @@ Target branch (one flag, `vector_dma`, set once from nisa.get_nc_version()):
   scattered with `vector_offset`.
 - NeuronCore-v2 (inf2, trn1): only scalar dynamic offsets, so KV is loaded per block (one DMA per block with the
   block id as `scalar_offset`; unused table entries replaced by the first block before use). The tail of the
-  last live block is dead cache (NaN in tests): K and V rows past seq_len are replaced with 0 by a select
-  (never multiplied: 0 * NaN = NaN, and a v2 PE transpose is a matmul with identity that would spread a NaN
-  over the whole tile). The mask is built once per KV tile (shared by all groups) and applied with
-  `select_reduce`; outputs are stored per token with `scalar_offset`.
+  last live block is dead cache (NaN in tests): K and V rows past seq_len are replaced with 0 by a GpSimd
+  `affine_select` whose offset is a register holding seq_len - chunk start (a select, never a multiply:
+  0 * NaN = NaN, and a v2 PE transpose is a matmul with identity that would spread a NaN over the whole tile).
+  The score mask is built once per KV tile (shared by all groups) and applied with `select_reduce`; outputs
+  are stored per token with `scalar_offset`.
 
 Numerics: scores, running max/sum and o in fp32 (PSUM/SBUF); softmax weights cast to the cache dtype before P @ V.
 Masked scores are FP32_MIN; the running max m (kept as nm = -alpha * m) starts at M_INIT = -1e30, so nm stays
@@ -144,14 +145,15 @@ def paged_attention_kernel(q, key_cache, value_cache, block_tables, seq_lens, it
 def _constants(positions, vector_dma, block_size):
     """Per-kernel index tiles: key positions per partition and chunk, in-block offsets, per-tile key ramp."""
     nchunks = positions // CHUNK
-    pos_i = nl.ndarray((CHUNK, nchunks), nl.int32, buffer=nl.sbuf)
-    nisa.iota(dst=pos_i, pattern=[[CHUNK, nchunks]], offset=0, channel_multiplier=1)
-    pos_f = nl.ndarray((CHUNK, nchunks), nl.float32, buffer=nl.sbuf)
-    nisa.tensor_copy(dst=pos_f, src=pos_i)
     ones = nl.ndarray((1, PMAX), nl.float32, buffer=nl.sbuf)
     nisa.memset(dst=ones, value=1.0)
-    consts = {"pos": pos_f, "ones": ones}
+    consts = {"ones": ones}
     if vector_dma:
+        pos_i = nl.ndarray((CHUNK, nchunks), nl.int32, buffer=nl.sbuf)
+        nisa.iota(dst=pos_i, pattern=[[CHUNK, nchunks]], offset=0, channel_multiplier=1)
+        pos_f = nl.ndarray((CHUNK, nchunks), nl.float32, buffer=nl.sbuf)
+        nisa.tensor_copy(dst=pos_f, src=pos_i)
+        consts["pos"] = pos_f
         consts["select"] = _block_selector(block_size, ones)
         off_i = nl.ndarray((CHUNK, nchunks), nl.int32, buffer=nl.sbuf)
         nisa.tensor_scalar(dst=off_i, data=pos_i, op0=nl.bitwise_and, operand0=block_size - 1)
@@ -163,6 +165,9 @@ def _constants(positions, vector_dma, block_size):
         bstart = nl.ndarray((1, num_blocks), nl.float32, buffer=nl.sbuf)
         nisa.iota(dst=bstart, pattern=[[block_size, num_blocks]], offset=0, channel_multiplier=0)
         consts["block_start"] = bstart
+        chunk_start = nl.ndarray((1, nchunks), nl.float32, buffer=nl.sbuf)
+        nisa.iota(dst=chunk_start, pattern=[[-CHUNK, nchunks]], offset=0, channel_multiplier=0)  # -c * CHUNK
+        consts["neg_chunk_start"] = chunk_start
         kpos = nl.ndarray((PMAX, KV_TILE), nl.float32, buffer=nl.sbuf)
         nisa.iota(dst=kpos, pattern=[[1, KV_TILE]], offset=0, channel_multiplier=0)
         consts["kpos"] = kpos
@@ -268,8 +273,8 @@ def _chunk_table_pattern(block_size, nchunks):
 
 def _block_index(block_tables, seq, kv_len, first_blk, consts):
     """v2: block id of every logical block, int32 [1, max_blocks]; blocks at or past seq_len -> the first block
-    (block 0 for an empty sequence). Also the per-position validity (uint8 [CHUNK, nchunks]) for the select
-    that zeroes dead rows of the last live block."""
+    (block 0 for an empty sequence). Also the live rows of each chunk, seq_len - chunk start (int32 [1, nchunks]),
+    for the select that zeroes dead rows of the last live block."""
     max_blocks = block_tables.shape[1]
     blk_i = nl.ndarray((1, max_blocks), nl.int32, buffer=nl.sbuf)
     nisa.dma_copy(dst=blk_i, src=block_tables.ap([[0, 1], [1, max_blocks]], offset=0, scalar_offset=seq,
@@ -285,9 +290,8 @@ def _block_index(block_tables, seq, kv_len, first_blk, consts):
     nisa.scalar_tensor_tensor(dst=blk, data=blk, op0=nl.subtract, operand0=first, op1=nl.multiply, operand1=valid)
     safe = nl.ndarray((1, max_blocks), nl.int32, buffer=nl.sbuf)
     nisa.tensor_scalar(dst=safe, data=blk, op0=nl.add, operand0=first)
-    pos = consts["pos"]
-    live = nl.ndarray(pos.shape, nl.uint8, buffer=nl.sbuf)
-    nisa.tensor_scalar(dst=live, data=pos, op0=nl.less, operand0=kv_len)
+    live = nl.ndarray(consts["neg_chunk_start"].shape, nl.int32, buffer=nl.sbuf)
+    nisa.tensor_scalar(dst=live, data=consts["neg_chunk_start"], op0=nl.add, operand0=kv_len[0:1, :])
     return {"blocks": safe, "live": live}
 
 
@@ -330,8 +334,11 @@ def _gather_kv(key_cache, value_cache, index, t0, n, vector_dma):
             else:
                 _load_blocks(tile, cache.reshape((num_blocks, block_size * row)), index["blocks"], cs, nc,
                              block_size, row)
-                keep = index["live"][0:nc, c : c + 1].broadcast(1, row)
-                nisa.select_reduce(dst=tile, predicate=keep, on_true=tile, on_false=0.0)
+                # rows p >= live are dead slots: select 0 on GpSimd (idle on this path; NaN-safe, unlike a multiply)
+                live = nisa.register_alloc()
+                nisa.register_load(live, index["live"][0:1, c : c + 1])
+                nisa.affine_select(dst=tile, pattern=[[0, row]], channel_multiplier=-1, on_true_tile=tile,
+                                   on_false_value=0.0, cmp_op=nl.greater, offset=live)
             chunks.append(tile)
     return k_chunks, v_chunks
 

@@ -11,8 +11,10 @@ Two schedules, chosen by M at compile time:
 
 decode (M <= decode_max_m): the weights are the STATIONARY operand, x^T the moving one, so each
 128 x 128 weight block costs one max(M·b, 64)-cycle matmul (b = groups per K tile) instead of a 512-column
-pass, and the weights stream from HBM exactly once. int8 / fp8e4m3fn tiles are cast to bf16 by the DMA
-that loads them. Group scales never touch the weights: the moving operand of a K tile holding b groups is
+pass, and the weights stream from HBM exactly once, in DMAs of up to DECODE_DMA_COLS columns (long runs).
+int8 / fp8e4m3fn tiles arrive as 1-byte values and are converted to bf16 on VectorE, ScalarE and GpSimd in
+turn (a casting DMA would write 2 bytes per weight, making the DMA queues, not HBM, the limit); fp8 e4m3
+goes to TensorE as loaded. Group scales never touch the weights: the moving operand of a K tile holding b groups is
 block-diagonal — x^T copied into b column blocks, block j keeping only the rows of group j — so one matmul
 leaves each group's partial sum in its own PSUM slot, P[n, g, m]. The epilogue works on those small fp32
 partial sums with output channels on the partitions: y^T[n, m] = Σ_g s[g, n] (P[n, g, m] - z[g, n] X[g, m]),
@@ -22,23 +24,24 @@ int4 tiles are unpacked on VectorE into offset-binary nibbles u = q + z_eff (z_e
 xor 8) and converted to bf16 on ScalarE / GpSimd; z_eff is folded into the partial sums as above, so the
 per-weight work is two bit ops and two copies. y^T is transposed on TensorE and stored as rows of y.
 
-    for n_block (512 columns, split over LNC programs):
-        for chunk of groups (<= 512 / M PSUM slots):
-            for k_tile in chunk: w = load(q[k_tile, n_block]); for n_sub (128): P[n_sub] += w[:, n_sub]^T · xm[k_tile]
-            yT[n_sub] (+)= Σ_g sT[n_sub, g] · (P[n_sub, g] - zT[n_sub, g] · X[g])
+    for n_block (<= 4096 columns, blocks split over LNC programs):
+        for chunk of groups (PSUM slots [128, groups, M] of every 128-channel n_sub fit 4 banks):
+            for k_tile in chunk: w = load(q[k_tile, n_block]); for n_sub: P[n_sub] += w[:, n_sub]^T · xm[k_tile]
+            yT[n_sub] (+)= Σ_g sT[n_sub, g] · P[n_sub, g]  -  (z·s)[:, n_sub]^T · X^T
         y[:, n_block] = transpose(yT)
 
 prefill (M > decode_max_m): x^T is the stationary operand [K tile, <= 128 rows of M], the weights the
 moving one [K tile, <= 512 columns], so TensorE streams full 512-column tiles and y comes out row-major.
-x rows are loaded, cast to bf16 and transposed on TensorE once per block of M rows kept resident in SBUF
-(with two N tiles of weights, within prefill_sbuf_bytes per partition: all of M when it fits); for every N
-tile the weights of all K tiles are loaded once per M block, dequantized once (group scales / zero points applied to the weight tile, amortised over the M
-tiles of the block) and kept resident while every M tile of the block multiplies them. Per-channel scales
+x rows are loaded, cast to bf16 and transposed on TensorE once per block of up to PREFILL_PSUM_BANKS M tiles
+kept resident in SBUF (prefill_sbuf_bytes per partition); each weight tile [K tile, 512] is loaded and
+dequantized once per M block (group scales / zero points applied to the weight tile, amortised over the M
+tiles) and multiplied into one PSUM bank per M tile, which accumulate over all of K. Per-channel scales
 (and W8A8 token scales) are applied to the fp32 PSUM result.
 
-    for m_block: xT = transpose(bf16(x[m_block]))
-        for n_tile: wd[k] = dequant(q[k, n_tile]) for every k tile
-            for m_tile in m_block: acc = Σ_k xT[k, m_tile]^T · wd[k]; y[m_tile, n_tile] = acc * s_out
+    for m_block (<= 4 x 128 rows): xT = transpose(bf16(x[m_block]))
+        for n_tile (512): acc[m_tile] = 0 for every m_tile in m_block
+            for k_tile: wd = dequant(q[k_tile, n_tile]); acc[m_tile] += xT[k_tile, m_tile]^T · wd
+            y[m_tile, n_tile] = acc[m_tile] * s_out
 
 int4 contracts in two halves into the same PSUM tile: low nibbles (even k) against x's even columns and
 high nibbles (odd k) against its odd columns (strided views of the loaded x rows).
@@ -52,16 +55,17 @@ Reference: nkilab.reference.matmul.qmatmul.
 from ._shim import nisa, nki, nl
 from ._tiling import MOVING_FMAX, PMAX, PSUM_FMAX, STATIONARY_FMAX, tiles
 
-N_BLOCK = MOVING_FMAX  # weight columns per DMA / per prefill matmul: 512 fp32 = one 2 KiB PSUM bank
+N_BLOCK = MOVING_FMAX  # prefill N tile (moving free size), decode store width: 512 fp32 = one 2 KiB PSUM bank
 N_SUB = STATIONARY_FMAX  # decode: output channels per matmul (stationary free size <= 128)
 DECODE_MAX_M = 16  # largest M run with the weight-stationary decode schedule
 DECODE_DMA_COLS = 4096  # decode: weight columns per DMA (4 KiB int8 runs per partition: fewer, longer runs)
 DECODE_MIN_DMA_COLS = 1024  # decode int8/fp8: weight columns per DMA at least (>= 1 KiB runs per partition)
 DECODE_PSUM_BANKS = 4  # decode: PSUM banks of partial sums per DMA block (the rest: transposes, stores)
-PREFILL_SBUF_BYTES = 144 * 1024  # prefill: SBUF bytes per partition for the resident x^T of one M block plus
-# two N tiles of dequantized weights (the next one is prepared while the current one is used); the rest of the
-# 192 KiB (NeuronCore-v2) holds one x row tile, raw weight tiles and output tiles
-MAX_K = 16384  # prefill keeps K x 128 bf16 weights and K x 128 x^T resident: both fit SBUF up to here
+PREFILL_SBUF_BYTES = 160 * 1024  # prefill: SBUF bytes per partition for the resident x^T of one M block and
+# two x row tiles; the rest of the 192 KiB of NeuronCore-v2 holds the streamed weight, scale and output tiles
+PREFILL_PSUM_BANKS = 4  # prefill: M tiles per block, each accumulating one [128, 512] fp32 bank over all of K;
+# double-buffered (the next N tile accumulates while this one is scaled and stored) they fill the 8 banks
+MAX_K = 16384  # prefill keeps bf16 x^T of >= 128 rows (2K B per partition) and two x row tiles (4K B) in SBUF
 INT4_SYM_OFFSET = 8  # symmetric int4: q = (nibble xor 8) - 8, so u = nibble xor 8 = q + 8 is unsigned
 ACCEPTED_OUT = ("float32", "bfloat16", "float16")
 
@@ -348,54 +352,68 @@ def _load_nibbles(src, rows, nbw, symmetric):
 
 def _prefill(x, w, scales, zeros, x_scales, out, geo, pid, nprog, sbuf_bytes):
     m, k = x.shape
-    n = w.shape[1]
-    nsteps = len(geo.steps)
-    m_block, n_tile = _prefill_blocking(m, nsteps * geo.parity * 2, sbuf_bytes)
-    mine = tiles(n, n_tile)[pid::nprog]
+    row_bytes = len(geo.steps) * geo.parity * 2  # bf16 bytes per partition of one x^T row = one weight column
+    budget = sbuf_bytes - 4 * k  # less two bf16 x row tiles [128, K] (one loading, one transposing)
+    # weights resident per N tile (reused by the whole M block) when two N tiles take at most half the budget
+    resident = 2 * N_BLOCK * row_bytes <= budget // 2
+    if resident:
+        m_block = max(PMAX, (budget - 2 * N_BLOCK * row_bytes) // row_bytes // PMAX * PMAX)
+    else:
+        m_block = min(PREFILL_PSUM_BANKS * PMAX, max(PMAX, budget // row_bytes // PMAX * PMAX))
+    mine = tiles(w.shape[1], N_BLOCK)[pid::nprog]
+    if not mine:
+        return
     for mb0, mbw in tiles(m, m_block):
-        xT = _prefill_xT(x, geo, mb0, mbw)
-        xs_col = None
-        wd = _dequant_n_tile(w, scales, zeros, mine[0], geo)
-        for t, (nb0, nbw) in enumerate(mine):
-            # issue the next N tile's loads and dequantization before this tile's matmuls, so the vector
-            # engines prepare weights while TensorE multiplies (two weight sets live)
-            wd_next = _dequant_n_tile(w, scales, zeros, mine[t + 1], geo) if t + 1 < len(mine) else None
-            s_out = _replicated_row(scales, 0, nb0, nbw, nl.float32) if geo.per_channel else None
-            for mt0, msz in tiles(mbw, PMAX):
-                acc = nl.ndarray((msz, nbw), dtype=nl.float32, buffer=nl.psum)
-                for i, (_, rows, _, _) in enumerate(geo.steps):
-                    for par in range(geo.parity):
+        _prefill_block(x, w, scales, zeros, x_scales, out, geo, mb0, mbw, mine, resident)
+
+
+def _prefill_block(x, w, scales, zeros, x_scales, out, geo, mb0, mbw, n_tiles, resident):
+    """Rows mb0 .. mb0+mbw of y for this program's N tiles, in groups of PREFILL_PSUM_BANKS M tiles that
+    accumulate over all of K in PSUM. resident: each N tile's weights are dequantized once for the whole
+    block (the next N tile's are prepared while this one multiplies); else each weight tile is loaded and
+    dequantized inside the K loop and used by the (single) group of M tiles."""
+    xT = _prefill_xT(x, geo, mb0, mbw)
+    m_tiles = tiles(mbw, PMAX)
+    groups = [m_tiles[g:g + PREFILL_PSUM_BANKS] for g in range(0, len(m_tiles), PREFILL_PSUM_BANKS)]
+    wd = _dequant_n_tile(w, scales, zeros, n_tiles[0], geo) if resident else None
+    for t, (nb0, nbw) in enumerate(n_tiles):
+        wd_next = None
+        if resident and t + 1 < len(n_tiles):
+            wd_next = _dequant_n_tile(w, scales, zeros, n_tiles[t + 1], geo)
+        s_out = _replicated_row(scales, 0, nb0, nbw, nl.float32) if geo.per_channel else None
+        for group in groups:
+            accs = [nl.ndarray((msz, nbw), dtype=nl.float32, buffer=nl.psum) for _, msz in group]
+            for i, step in enumerate(geo.steps):
+                rows = step[1]
+                halves = wd[i] if resident else _dequant_tile(w, scales, zeros, step, nb0, nbw, geo)
+                for par, half in enumerate(halves):
+                    for acc, (mt0, msz) in zip(accs, group):
                         nisa.nc_matmul(dst=acc, stationary=xT[0:rows, i * geo.parity + par, mt0:mt0 + msz],
-                                       moving=wd[i][par][0:rows, :])
-                y_sb = nl.ndarray((msz, nbw), dtype=out.dtype, buffer=nl.sbuf)
-                if geo.w8a8:
-                    xs_col = nl.ndarray((msz, 1), dtype=nl.float32, buffer=nl.sbuf)
-                    nisa.dma_copy(dst=xs_col, src=x_scales[mb0 + mt0:mb0 + mt0 + msz, :])
-                    nisa.scalar_tensor_tensor(dst=y_sb, data=acc, op0=nl.multiply, operand0=xs_col,
-                                              op1=nl.multiply, operand1=s_out[0:msz, :])
-                elif geo.per_channel:
-                    nisa.tensor_tensor(dst=y_sb, data1=acc, data2=s_out[0:msz, :], op=nl.multiply)
-                else:
-                    nisa.activation(dst=y_sb, op=nl.copy, data=acc)
-                nisa.dma_copy(dst=out[mb0 + mt0:mb0 + mt0 + msz, nb0:nb0 + nbw], src=y_sb)
-            wd = wd_next
+                                       moving=half[0:rows, :])
+            for acc, (mt0, msz) in zip(accs, group):
+                _prefill_store(acc, out, s_out, x_scales, mb0 + mt0, msz, nb0, nbw, geo)
+        wd = wd_next
+
+
+def _prefill_store(acc, out, s_out, x_scales, m0, msz, nb0, nbw, geo):
+    """out[m0 : m0+msz, nb0 : nb0+nbw] = acc [msz, nbw] PSUM x per-channel scales (x token scales, W8A8)."""
+    y_sb = nl.ndarray((msz, nbw), dtype=out.dtype, buffer=nl.sbuf)
+    if geo.w8a8:
+        xs_col = nl.ndarray((msz, 1), dtype=nl.float32, buffer=nl.sbuf)
+        nisa.dma_copy(dst=xs_col, src=x_scales[m0:m0 + msz, :])
+        nisa.scalar_tensor_tensor(dst=y_sb, data=acc, op0=nl.multiply, operand0=xs_col, op1=nl.multiply,
+                                  operand1=s_out[0:msz, :])
+    elif geo.per_channel:
+        nisa.tensor_tensor(dst=y_sb, data1=acc, data2=s_out[0:msz, :], op=nl.multiply)
+    else:
+        nisa.activation(dst=y_sb, op=nl.copy, data=acc)
+    nisa.dma_copy(dst=out[m0:m0 + msz, nb0:nb0 + nbw], src=y_sb)
 
 
 def _dequant_n_tile(w, scales, zeros, n_tile, geo):
     """Dequantized moving weights of every K step for the columns of n_tile = (nb0, nbw)."""
     nb0, nbw = n_tile
     return [_dequant_tile(w, scales, zeros, step, nb0, nbw, geo) for step in geo.steps]
-
-
-def _prefill_blocking(m, row_bytes, sbuf_bytes):
-    """(M block, N tile) for prefill. row_bytes: bf16 bytes per partition of one x^T row of M, which is also
-    the bytes of one dequantized weight column (all K steps). Weights are loaded and dequantized once per M
-    block, so the whole of M stays resident when it fits next to two N tiles of >= 128 columns (N tiles as
-    wide as the rest allows, up to 512); otherwise 128-column N tiles and the largest M block that fits."""
-    spare = sbuf_bytes - m * row_bytes
-    if spare >= 2 * N_SUB * row_bytes:
-        return m, min(N_BLOCK, spare // (2 * row_bytes) // N_SUB * N_SUB)
-    return max(PMAX, (sbuf_bytes - 2 * N_SUB * row_bytes) // row_bytes // PMAX * PMAX), N_SUB
 
 
 def _prefill_xT(x, geo, mb0, mbw):

@@ -20,7 +20,13 @@ __all__ = ["attention", "paged_attention", "prepare_activation", "prepare_weight
 
 MAX_HEAD_DIM = 256  # q, acc and a K/V tile of D_PAD lanes each must fit in registers / shared memory
 _GPU_MIN_GROUP = {"int4": 32, "int8": 16, "fp8_e4m3": 16, "fp8_e4m3fn": 16}  # BLOCK_K | G and tl.dot needs K >= 16
-_FP8_CAPABILITY = (8, 9)  # fp8 tensor-core dot: Ada / Hopper and later
+_FP8_CAPABILITY = (8, 9)  # float8e4nv (e4m3fn) casts and dots: Ada / Hopper and later
+_BF16_CAPABILITY = (8, 0)  # bfloat16 tensor cores: Ampere and later
+
+
+def _capability_below(needed: tuple[int, int]) -> bool:
+    """True on a GPU older than `needed` (never under the interpreter, which emulates every dtype it supports)."""
+    return not INTERPRET and torch.cuda.get_device_capability() < needed
 
 
 def _dtype_reason(dtype: str) -> str | None:
@@ -29,6 +35,8 @@ def _dtype_reason(dtype: str) -> str | None:
     if dtype == "bfloat16" and INTERPRET:
         return ("dtype bfloat16 needs a CUDA GPU: the Triton CPU interpreter has no bfloat16 arithmetic "
                 "(triton-lang/triton#11584); use float16/float32 here")
+    if dtype == "bfloat16" and _capability_below(_BF16_CAPABILITY):
+        return f"dtype bfloat16 needs compute capability >= {_BF16_CAPABILITY}"
     if dtype not in ("float16", "bfloat16", "float32"):
         return f"dtype {dtype} is not a supported compute dtype (float16, bfloat16, float32)"
     return None
@@ -39,10 +47,9 @@ def _head_dim_reason(head_dim: int) -> str | None:
 
 
 def _qmatmul_reason(scheme, group_size, w8a8, dtype) -> str | None:
-    if w8a8:
-        if not INTERPRET and torch.cuda.get_device_capability() < _FP8_CAPABILITY:
-            return f"W8A8 fp8 needs fp8 tensor cores (compute capability >= {_FP8_CAPABILITY})"
-    else:
+    if scheme.startswith("fp8") and _capability_below(_FP8_CAPABILITY):
+        return f"{scheme} weights need fp8 (e4m3fn) support: compute capability >= {_FP8_CAPABILITY}"
+    if not w8a8:
         reason = _dtype_reason(dtype)
         if reason:
             return reason

@@ -1,4 +1,4 @@
-"""Launch-side helpers shared by the Triton launchers: dot precision, head-dim padding, block-size choice."""
+"""Launch-side helpers shared by the Triton launchers: device, dot precision, head-dim padding, block-size choice."""
 
 import torch
 import triton
@@ -6,6 +6,17 @@ import triton
 from ._interpret import INTERPRET
 
 MIN_DOT = 16  # tl.dot needs every dimension >= 16 on NVIDIA GPUs
+
+
+def kernel_device() -> torch.device:
+    """Where the kernels run: the CPU under the interpreter, else the current CUDA device."""
+    return torch.device("cpu") if INTERPRET else torch.device("cuda", torch.cuda.current_device())
+
+
+def to_kernel_device(*tensors: torch.Tensor) -> list[torch.Tensor]:
+    """The tensors on `kernel_device()` (CPU tensors on a GPU machine are copied there; others are returned as is)."""
+    device = kernel_device()
+    return [t if t.device == device else t.to(device) for t in tensors]
 
 
 def dot_precision(dtype: torch.dtype) -> str:

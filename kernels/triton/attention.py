@@ -18,7 +18,7 @@ import triton
 import triton.language as tl
 
 from ._flash import finish_rows, online_softmax_step, softcap_scores
-from ._launch import block, dot_precision, padded_head_dim
+from ._launch import block, dot_precision, padded_head_dim, to_kernel_device
 
 
 @triton.jit
@@ -99,12 +99,13 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool
     """Dense attention forward on the GPU (or the Triton interpreter).
 
     Dimensions:  B batch; Sq, Skv query/key lengths; Hq = g·Hkv heads; D <= 256 head dim.
-    Args:        q: [B, Sq, Hq, D] float16|bfloat16|float32; k, v: [B, Skv, Hkv, D], q's dtype and device; any strides.
+    Args:        q: [B, Sq, Hq, D] float16|bfloat16|float32; k, v: [B, Skv, Hkv, D], q's dtype; any strides.
                  causal: bottom-right aligned mask; scale: softmax scale (D**-0.5 if None); sliding_window: keys;
                  softcap: c in c·tanh(s/c).
-    Returns:     out: [B, Sq, Hq, D], q's dtype, contiguous.
+    Returns:     out: [B, Sq, Hq, D], q's dtype, contiguous, on the kernel device (CUDA; CPU when interpreting).
     Tiling:      grid (ceil(Sq / BLOCK_M), B·Hq); BLOCK_N keys per step; D padded to a power of two >= 16.
     """
+    q, k, v = to_kernel_device(q, k, v)
     b, sq, hq, d = q.shape
     skv, hkv = k.shape[1], k.shape[2]
     out = torch.empty_like(q, memory_format=torch.contiguous_format)

@@ -12,6 +12,7 @@ import triton
 import triton.language as tl
 
 from ._interpret import INTERPRET
+from ._launch import to_kernel_device
 
 
 @triton.jit
@@ -58,13 +59,19 @@ def write_kv_cache(key: torch.Tensor, value: torch.Tensor, key_cache: torch.Tens
     t, hkv, d = key.shape
     if t == 0:
         return key_cache, value_cache
+    # Caches held elsewhere than the kernel device (CPU tensors on a GPU machine) are written through a copy.
+    key, value, slots, k_dev, v_dev = to_kernel_device(key, value, slot_mapping, key_cache, value_cache)
     row = hkv * d
     block = triton.next_power_of_2(row) if INTERPRET else min(1024, triton.next_power_of_2(row))
     grid = (t, triton.cdiv(row, block))
     _write_kv_cache_kernel[grid](
-        key, value, key_cache, value_cache, slot_mapping.to(device=key.device),
-        row, d, key_cache.shape[1],
-        *key.stride(), *value.stride(), *key_cache.stride(), *value_cache.stride(),
+        key, value, k_dev, v_dev, slots,
+        row, d, k_dev.shape[1],
+        *key.stride(), *value.stride(), *k_dev.stride(), *v_dev.stride(),
         BLOCK=block,
     )
+    if k_dev is not key_cache:
+        key_cache.copy_(k_dev)
+    if v_dev is not value_cache:
+        value_cache.copy_(v_dev)
     return key_cache, value_cache

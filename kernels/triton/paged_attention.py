@@ -4,7 +4,7 @@ out[t, h] = softmax_j(mask(softcap(scale · q[t, h] · K[j, h // g]))) V[j, h //
 sequence, read through its block table from a cache laid out [num_blocks, block_size, Hkv, D] (vLLM flash layout).
 
 Algorithm (after vLLM's Triton unified attention, arXiv 2511.11581; our own code):
-  - grid (T_total // BLOCK_Q + num_seqs, Hkv): an upper bound on the number of BLOCK_Q-token query blocks, so the
+  - grid (T_total // BLOCK_Q + num_seqs, Hkv, NUM_SEGMENTS): the first axis is an upper bound on the number of BLOCK_Q-token query blocks, so the
     launch needs no host sync; a program finds its sequence by binary search over query_start_loc (block index of
     sequence s starts at query_start_loc[s] // BLOCK_Q + s) and exits when its block lies past the sequence's queries.
   - GQA packing: a program's BLOCK_M rows are BLOCK_Q query tokens × the g query heads sharing one KV head, so each
@@ -28,7 +28,7 @@ import triton.language as tl
 
 from ._flash import finish_rows, online_softmax_step, softcap_scores
 from ._interpret import INTERPRET
-from ._launch import dot_precision, padded_head_dim
+from ._launch import dot_precision, padded_head_dim, to_kernel_device
 
 
 @triton.jit
@@ -187,11 +187,13 @@ def paged_attention(q: torch.Tensor, key_cache: torch.Tensor, value_cache: torch
                  incl. the new tokens); query_start_loc: [num_seqs + 1] integer, 0 first, T_total last.
                  scale (D**-0.5 if None), causal (bottom-right), sliding_window (keys), softcap: as in `attention`.
                  num_segments: split-KV pieces per query block, a power of two (None = heuristic, see `_segments`).
-    Returns:     out: [T_total, Hq, D], q's dtype, contiguous.
+    Returns:     out: [T_total, Hq, D], q's dtype, contiguous, on the kernel device (CUDA; CPU when interpreting).
     Tiling:      grid (T_total // BLOCK_Q + num_seqs, Hkv, num_segments); BLOCK_M = BLOCK_Q·g rows (rounded up to a
                  power of two); TILE keys per step. A decode-only batch (T_total <= num_seqs) uses BLOCK_M 16,
                  prefill 64 on GPU. With num_segments > 1 a second launch merges the fp32 partials.
     """
+    q, key_cache, value_cache, block_tables, seq_lens, query_start_loc = to_kernel_device(
+        q, key_cache, value_cache, block_tables, seq_lens, query_start_loc)
     t_total, hq, d = q.shape
     num_seqs = seq_lens.shape[0]
     hkv = key_cache.shape[2]
@@ -205,6 +207,8 @@ def paged_attention(q: torch.Tensor, key_cache: torch.Tensor, value_cache: torch
     tile = 16 if INTERPRET else 32
     d_pad = padded_head_dim(d)
     segments = num_segments or _segments(t_total, num_seqs, hkv, block_q)
+    if segments & (segments - 1):
+        raise ValueError(f"num_segments: must be a power of two (the merge kernel tiles them), got {segments}")
     device = q.device
     seg_max = seg_sum = seg_acc = out  # unused when segments == 1
     if segments > 1:
@@ -214,7 +218,7 @@ def paged_attention(q: torch.Tensor, key_cache: torch.Tensor, value_cache: torch
     grid = (t_total // block_q + num_seqs, hkv, segments)
     _paged_attention_kernel[grid](
         q, key_cache, value_cache, out,
-        block_tables.to(device), seq_lens.to(device), query_start_loc.to(device),
+        block_tables, seq_lens, query_start_loc,
         seg_max, seg_sum, seg_acc,
         num_seqs, key_cache.shape[1], hq,
         d ** -0.5 if scale is None else float(scale),

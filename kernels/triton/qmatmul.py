@@ -32,7 +32,7 @@ import triton.language as tl
 from nkilab.reference.quant import QuantizedActivation, QuantizedWeight
 
 from ._interpret import INTERPRET
-from ._launch import MIN_DOT, dot_precision
+from ._launch import MIN_DOT, dot_precision, kernel_device, to_kernel_device
 
 # The WEIGHT constexpr: how the kernel decodes a weight tile (constexpr, as compiled kernels read only those).
 WEIGHT_INT8, WEIGHT_INT4, WEIGHT_FP8 = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)
@@ -141,9 +141,8 @@ class PreparedWeight:
 
 
 def prepare_weight(qw: QuantizedWeight, device: torch.device | str | None = None) -> PreparedWeight:
-    """Move `qw` to `device` (default: CUDA when present, else CPU) in the layout `qmatmul` reads; fp8 as raw bits."""
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    """Move `qw` to `device` (default: the kernel device) in the layout `qmatmul` reads; fp8 as raw bits."""
+    device = kernel_device() if device is None else device
     data = np.ascontiguousarray(qw.data)
     if qw.scheme in ("fp8_e4m3", "fp8_e4m3fn"):
         data = data.view(np.uint8)
@@ -161,25 +160,35 @@ class PreparedActivation:
 
 
 def prepare_activation(qa: QuantizedActivation, device: torch.device | str | None = None) -> PreparedActivation:
-    """Move W8A8 activations to `device` (default: CUDA when present, else CPU), fp8 as raw bits."""
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    """Move W8A8 activations to `device` (default: the kernel device), fp8 as raw bits."""
+    device = kernel_device() if device is None else device
     bits = np.ascontiguousarray(np.asarray(qa.data)).view(np.uint8)
     scales = np.ascontiguousarray(np.asarray(qa.scales, dtype=np.float32)).reshape(-1)
     return PreparedActivation(torch.from_numpy(bits).to(device), torch.from_numpy(scales).to(device))
 
 
-def _activation(x, device) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(x, per-token scales or None) as the kernel reads them."""
+def _activation(x) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(x, per-token scales or None) as the kernel reads them, on the kernel device."""
     if isinstance(x, QuantizedActivation):
-        x = prepare_activation(x, device)
+        x = prepare_activation(x)
     if isinstance(x, PreparedActivation):
-        return x.data, x.scales
-    return x, None
+        data, scales = to_kernel_device(x.data, x.scales)
+        return data, scales
+    return to_kernel_device(x)[0], None
 
 
-def _config(m: int, k: int, n: int, scheme: str, group_size: int | None,
-            w8a8: bool) -> tuple[int, int, int, int, int]:
+def _weight(qw) -> PreparedWeight:
+    """`qw` prepared on the kernel device (a PreparedWeight held elsewhere is copied there)."""
+    if not isinstance(qw, PreparedWeight):
+        return prepare_weight(qw)
+    if qw.data.device == kernel_device():
+        return qw
+    zeros = None if qw.zeros is None else to_kernel_device(qw.zeros)[0]
+    data, scales = to_kernel_device(qw.data, qw.scales)
+    return PreparedWeight(data, scales, zeros, qw.source)
+
+
+def _config(m: int, k: int, scheme: str, group_size: int | None, w8a8: bool) -> tuple[int, int, int, int, int]:
     """(BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages): one heuristic config per size class (no autotuning)."""
     if INTERPRET:
         block_m, block_n, block_k, warps, stages = 16, 32, 32, 4, 1
@@ -200,7 +209,7 @@ def _config(m: int, k: int, n: int, scheme: str, group_size: int | None,
     return block_m, block_n, block_k, warps, stages
 
 
-def _split_k(m: int, n: int, k: int, block_n: int, block_k: int, group_size: int | None) -> int:
+def _split_k(m: int, n: int, k: int, block_n: int, block_k: int) -> int:
     """Split-K factor for decode: enough programs for ~2 waves of the GPU's SMs, each split >= 4 K steps."""
     if m > SMALL_M or INTERPRET:
         return 1
@@ -217,25 +226,22 @@ def qmatmul(x, qw, *, out_dtype: torch.dtype | None = None, split_k: int | None 
                  [M, K] + float32 per-token scales; qw must be fp8 per channel).
                  qw: QuantizedWeight (converted here, every call) or PreparedWeight (from `prepare_weight`).
                  out_dtype: result dtype; None = x's dtype (float32 for W8A8).
-                 split_k: K splits (None = heuristic: >1 only for M <= 16 on a GPU); must keep whole groups.
-    Returns:     y: [M, N] out_dtype, on x's device (CUDA when present for a QuantizedActivation).
+                 split_k: K splits (None = heuristic: > 1 only for M <= 16 on a GPU); each split is rounded to whole
+                 BLOCK_K steps, so it keeps whole groups.
+    Returns:     y: [M, N] out_dtype, on the kernel device (CUDA; CPU when interpreting).
     Tiling:      grid (ceil(M / BLOCK_M)·ceil(N / BLOCK_N), split_k); BLOCK_K divides G.
     """
-    prepared = qw if isinstance(qw, PreparedWeight) else None
-    device = prepared.data.device if prepared is not None else (
-        x.device if isinstance(x, torch.Tensor) else x.data.device if isinstance(x, PreparedActivation) else
-        ("cuda" if torch.cuda.is_available() else "cpu"))
-    prepared = prepared or prepare_weight(qw, device)
+    prepared = _weight(qw)
     source = prepared.source
-    x, x_scales = _activation(x, device)
+    x, x_scales = _activation(x)
+    device = x.device
     m, k = x.shape
     n = source.shape[1]
     if out_dtype is None:
         out_dtype = torch.float32 if x_scales is not None else x.dtype
     compute = torch.float32 if x_scales is not None else x.dtype
-    block_m, block_n, block_k, warps, stages = _config(m, k, n, source.scheme, source.group_size,
-                                                       x_scales is not None)
-    splits = split_k or _split_k(m, n, k, block_n, block_k, source.group_size)
+    block_m, block_n, block_k, warps, stages = _config(m, k, source.scheme, source.group_size, x_scales is not None)
+    splits = split_k or _split_k(m, n, k, block_n, block_k)
     # Each split covers a whole number of K steps (hence of groups, since BLOCK_K divides G).
     k_per_split = triton.cdiv(triton.cdiv(k, splits), block_k) * block_k
     splits = triton.cdiv(k, k_per_split) if k else 1
@@ -252,6 +258,4 @@ def qmatmul(x, qw, *, out_dtype: torch.dtype | None = None, split_k: int | None 
             DOT_PRECISION=dot_precision(compute), BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
             num_warps=warps, num_stages=stages,
         )
-    if splits > 1 or k == 0:
-        return out.sum(0).to(out_dtype)
-    return out[0]
+    return out[0] if splits == 1 else out.sum(0).to(out_dtype)

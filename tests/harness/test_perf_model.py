@@ -1,15 +1,68 @@
 """The performance model on hand-made traces: costs, overlap, dependencies, and the roofline floor."""
 
+import itertools
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nkilab.harness.emulator.trace import Trace
+from nkilab.harness.emulator.trace import Access, Operand, Trace
 from nkilab.harness.perf import get_target, model_trace
 from nkilab.harness.perf.chips import ALL_TARGETS, NEURON_TARGETS
 from nkilab.harness.perf.cost import instruction_cost
 from nkilab.harness.perf.schedule import schedule
-from harness.perf_trace_builders import dma, elementwise, hbm, matmul, new_storage, tile
+
+# hand-made traces: one helper per instruction kind, footprints explicit
+_ITEMSIZE = {"bfloat16": 2, "float16": 2, "float32": 4, "float8_e4m3": 1, "int8": 1}
+_storage_ids = itertools.count(1)
+
+
+def new_storage() -> int:
+    """A fresh allocation id."""
+    return next(_storage_ids)
+
+
+def tile(storage: int, buffer: str, shape: tuple[int, int], dtype: str, *, is_write: bool, name: str,
+         p_start: int = 0, start: int = 0) -> Operand:
+    """An on-chip [P, F] operand at partitions [p_start, p_start+P), free elements [start, start+F)."""
+    p, f = shape
+    access = Access(storage, buffer, p_start, p_start + p, start, start + f, p * f * _ITEMSIZE[dtype])
+    return Operand(name, shape, dtype, buffer, access, is_write)
+
+
+def hbm(storage: int, shape: tuple[int, ...], dtype: str, *, is_write: bool, name: str, offset: int = 0) -> Operand:
+    """An HBM operand covering flat elements [offset, offset + prod(shape))."""
+    n = 1
+    for s in shape:
+        n *= s
+    access = Access(storage, "hbm", 0, 1, offset, offset + n, n * _ITEMSIZE[dtype])
+    return Operand(name, shape, dtype, "hbm", access, is_write)
+
+
+def dma(trace: Trace, dst: Operand, src: Operand, *, chunks: int, program_id: int = 0):
+    """A dma_copy moving src -> dst in `chunks` contiguous runs."""
+    nbytes = src.access.nbytes
+    return trace.append("dma", "dma_copy", [dst, src], program_id=program_id,
+                        attrs={"bytes": nbytes, "chunks": chunks, "chunk_bytes": nbytes / chunks,
+                               "indirect": False, "dge": "none", "queue": 0})
+
+
+def matmul(trace: Trace, dst: Operand, stationary: Operand, moving: Operand, *, program_id: int = 0):
+    """nc_matmul: stationary [K, M], moving [K, N] -> dst [M, N] fp32 PSUM."""
+    k, m = stationary.shape
+    _, n = moving.shape
+    return trace.append("tensor", "nc_matmul", [dst, stationary, moving], flops=2 * k * m * n,
+                        program_id=program_id,
+                        attrs={"k": k, "m": m, "n": n, "in_dtype": stationary.dtype, "transpose": False})
+
+
+def elementwise(trace: Trace, engine: str, dst: Operand, *srcs: Operand, opcode: str = "tensor_tensor",
+                program_id: int = 0):
+    """A Vector/Scalar/GpSimd op writing dst from srcs, one FLOP per output element."""
+    p, f = dst.shape
+    return trace.append(engine, opcode, [dst, *srcs], flops=p * f, program_id=program_id,
+                        attrs={"partitions": p, "free_elems": f})
+
 
 TRN2 = get_target("trn2")
 CORE = TRN2.core

@@ -14,7 +14,8 @@ from .. import validate
 from ..errors import NkiValidationError
 from ..operators import alu
 from ..registers import VirtualRegister
-from .issue import computes, current, f32, layout_attrs, raw, record, store
+from .issue import computes, current, f32, layout_attrs, record, store
+from .vector import bits, store_bits
 
 
 def _affine(opc: str, t, dst, pattern, offset, channel_multiplier) -> np.ndarray | None:
@@ -95,6 +96,8 @@ def tensor_partition_reduce(dst, op, data, name=None):
     if fn.kind == "bitvec":
         validate.int_dtypes(opc, {"dst": dst, "data": data}, t)
     if computes(ctx, (dst,), (data,)):
-        x = raw(data).astype(np.int64) if fn.kind == "bitvec" else f32(data)
-        store(dst, fn.fn.reduce(x, axis=0)[None, :])
+        if fn.kind == "bitvec":
+            store_bits(dst, fn.fn.reduce(bits(data), axis=0)[None, :])
+        else:
+            store(dst, fn.fn.reduce(f32(data), axis=0)[None, :])
     record(ctx, "gpsimd", opc, {"dst": dst}, {"data": data}, flops=data.size, attrs=layout_attrs(dst, data))

@@ -1,7 +1,8 @@
 """VectorE (and Vector/GpSimd/Scalar multi-engine) instructions (S-ISA).
 
 Arithmetic runs in float32 on inputs upcast from their storage dtype; results are cast into the
-destination dtype with round-to-nearest-even. Bitvec operators work on integer bit patterns.
+destination dtype with round-to-nearest-even. Bitvec operators work on integer bit patterns (shifts
+are logical) and results keep the destination's low bits (wrap, no saturation).
 All-int32/uint32 `tensor_tensor` defaults to GpSimd, whose native integer arithmetic the emulator
 models in int64 with saturation into the destination.
 
@@ -34,6 +35,20 @@ def _engine_name(op: str, engine, allowed: tuple[str, ...], default: str, target
     if name not in allowed:
         raise NkiValidationError(op, "engine", f"one of {allowed}", engine, target.name)
     return name
+
+
+_UNSIGNED = {1: np.uint8, 2: np.uint16, 4: np.uint32}
+
+
+def bits(t: NkiTensor) -> np.ndarray:
+    """A tile's raw bit patterns as non-negative int64 [P, F] (bitvec operators see bits, not values)."""
+    return raw(t).view(_UNSIGNED[t.itemsize]).astype(np.int64)
+
+
+def store_bits(dst: NkiTensor, res: np.ndarray) -> None:
+    """Write bitvec results: keep dst's low bits (wrapping, as a bit pattern), no saturation."""
+    width = _UNSIGNED[dst.itemsize]
+    store(dst, (res & np.iinfo(width).max).astype(width).view(dst.dtype))
 
 
 def _binary(fn: AluOp, a, b, reverse: bool = False):
@@ -114,7 +129,7 @@ def tensor_tensor(dst, data1, data2, op, engine=Engine.unknown, name=None):
     ctx = current()
     t = ctx.target
     fn = alu(op)
-    if fn.kind == "unary":
+    if fn.arity == 1:
         raise NkiValidationError(opc, "op", "a binary ALU operator", fn.name, t.name)
     for operand_name, x in (("dst", dst), ("data1", data1), ("data2", data2)):
         validate.tile(opc, operand_name, x, t)
@@ -130,18 +145,17 @@ def tensor_tensor(dst, data1, data2, op, engine=Engine.unknown, name=None):
         validate.int_dtypes(opc, {"dst": dst, "data1": data1, "data2": data2}, t)
     if computes(ctx, (dst,), (data1, data2)):
         if fn.kind == "bitvec":
-            res = fn.fn(raw(data1).astype(np.int64), raw(data2).astype(np.int64))
+            store_bits(dst, fn.fn(bits(data1), bits(data2)))
         elif int32 and eng == "gpsimd":
-            res = fn.fn(raw(data1).astype(np.int64), raw(data2).astype(np.int64))
+            store(dst, fn.fn(raw(data1).astype(np.int64), raw(data2).astype(np.int64)))
         else:
-            res = fn.fn(f32(data1), f32(data2))
-        store(dst, res)
+            store(dst, fn.fn(f32(data1), f32(data2)))
     record(ctx, eng, opc, {"dst": dst}, {"data1": data1, "data2": data2}, flops=dst.size,
            attrs=layout_attrs(dst, data1, data2))
 
 
 def _check_operand(opc: str, name: str, fn: AluOp, value, partitions: int, t) -> None:
-    if fn.kind == "unary":
+    if fn.arity == 1:
         if value not in (None, 0) and not isinstance(value, NkiTensor):
             raise NkiValidationError(opc, name, f"None or 0 for the unary operator {fn.name}", value, t.name)
         return
@@ -149,10 +163,10 @@ def _check_operand(opc: str, name: str, fn: AluOp, value, partitions: int, t) ->
 
 
 def _apply(fn: AluOp, x, value, reverse: bool, partitions: int):
-    if fn.kind == "unary":
+    if fn.arity == 1:
         return fn.fn(x)
     if fn.kind == "bitvec":
-        v = np.int64(value) if not isinstance(value, NkiTensor) else raw(value).astype(np.int64).reshape(partitions, 1)
+        v = np.int64(value) if not isinstance(value, NkiTensor) else bits(value).reshape(partitions, 1)
         return _binary(fn, x, v, reverse)
     return _binary(fn, x, operand(value, partitions), reverse)
 
@@ -189,11 +203,11 @@ def tensor_scalar(dst, data, op0, operand0, reverse0=False, op1=None, operand1=N
                                  (fn0.name, fn1.name if fn1 else None), t.name)
     reads = {"data": data, "operand0": operand0, "operand1": operand1}
     if computes(ctx, (dst,), (data, operand0, operand1)):
-        x = raw(data).astype(np.int64) if bitvec else f32(data)
+        x = bits(data) if bitvec else f32(data)
         x = _apply(fn0, x, operand0, reverse0, p)
         if fn1 is not None:
             x = _apply(fn1, x, operand1, reverse1, p)
-        store(dst, x)
+        (store_bits if bitvec else store)(dst, x)
     record(ctx, eng, opc, {"dst": dst}, reads, flops=dst.size * (2 if fn1 else 1), attrs=layout_attrs(dst, data))
 
 
@@ -240,9 +254,11 @@ def tensor_reduce(dst, op, data, axis, negate=False, keepdims=False, name=None):
         if negate:
             raise NkiValidationError(opc, "negate", "only with arithmetic operators", fn.name, t.name)
     if computes(ctx, (dst,), (data,)):
-        x = raw(data).astype(np.int64) if fn.kind == "bitvec" else f32(data)
-        res = reduce_rows(fn, x.reshape(data.shape[0], kept, -1))
-        store(dst, -res if negate else res)
+        if fn.kind == "bitvec":
+            store_bits(dst, reduce_rows(fn, bits(data).reshape(data.shape[0], kept, -1)))
+        else:
+            res = reduce_rows(fn, f32(data).reshape(data.shape[0], kept, -1))
+            store(dst, -res if negate else res)
     record(ctx, "vector", opc, {"dst": dst}, {"data": data}, flops=data.size, attrs=layout_attrs(dst, data))
 
 

@@ -130,7 +130,7 @@ def tensor_scalar_cumulative(dst, src, op0, op1, imm0, imm1=None, reduce_cmd=Red
     p = src.shape[0]
     validate.vector_operand(opc, "imm0", imm0, p, t)
     if computes(ctx, (dst,), (src, imm0, imm1)):
-        x = f0.fn(f32(src), operand(imm0, p)) if f0.kind != "unary" else f0.fn(f32(src))
+        x = f0.fn(f32(src), operand(imm0, p)) if f0.arity == 2 else f0.fn(f32(src))
         if reduce_cmd == ReduceCmd.reset_reduce:
             reg = np.full(p, _CUMULATIVE_IDENTITY[f1.name], np.float32)
         elif reduce_cmd == ReduceCmd.load_reduce:

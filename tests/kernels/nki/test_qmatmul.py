@@ -44,12 +44,17 @@ def _assert_matches(y, x, qw):
     assert result.passed, str(result)
 
 
+SCHEDULES = {  # kernel options forcing a schedule whatever M and K are
+    "decode": dict(decode_max_m=1 << 30),
+    "prefill-resident": dict(decode_max_m=0),  # small K: each N tile's weights dequantized once per M block
+    "prefill-streamed": dict(decode_max_m=0, prefill_sbuf_bytes=1),  # as for large K: weights per K step
+}
+
+
 def _run_schedule(x, qw, target, schedule):
-    """The kernel with the decode or prefill schedule forced, whatever M is."""
     out_name = "float32" if not isinstance(x, np.ndarray) else x.dtype.name
     args, kwargs = launch_qmatmul.kernel_inputs(x, qw, out_name)
-    return launch(qmatmul_kernel, *args, target=target, decode_max_m=1 << 30 if schedule == "decode" else 0,
-                  **kwargs)
+    return launch(qmatmul_kernel, *args, target=target, **SCHEDULES[schedule], **kwargs)
 
 
 @pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
@@ -62,12 +67,20 @@ def test_pinned_schemes_and_shapes(target, config, shape):
     _assert_matches(y, x, qw)
 
 
-@pytest.mark.parametrize("schedule", ["decode", "prefill"])
+@pytest.mark.parametrize("schedule", SCHEDULES)
 @pytest.mark.parametrize("target", TARGETS)
 @given(problem=matmul_problems(quant=quant_configs(), dtypes=dtypes(allowed=("float32", "bfloat16"))))
-def test_property_both_schedules(problem, target, schedule):
+def test_property_every_schedule(problem, target, schedule):
     x, qw = problem.inputs()
     _assert_matches(_run_schedule(x, qw, target, schedule), x, qw)
+
+
+@pytest.mark.parametrize("schedule", ["prefill-resident", "prefill-streamed"])
+@pytest.mark.parametrize("config", [QuantConfig("int8", None), QuantConfig("int4", 64, symmetric=False)], ids=repr)
+def test_prefill_many_m_tiles(config, schedule):
+    # M = 600: five M tiles, more than one group of PSUM accumulators (resident) or one block (streamed)
+    x, qw = _inputs(600, 256, 130, config, seed=6)
+    _assert_matches(_run_schedule(x, qw, "trn2", schedule), x, qw)
 
 
 @pytest.mark.parametrize("config", [QuantConfig("int8", None), QuantConfig("int4", None, symmetric=False)], ids=repr)
