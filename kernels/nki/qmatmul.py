@@ -93,7 +93,10 @@ def qmatmul_kernel(x, w, scales, zeros=None, x_scales=None, scheme="int8", group
     """
     m, k = x.shape
     n = w.shape[1]
-    geo = _Geometry(scheme, group_size, symmetric, k, m, x_scales is not None)
+    # W8A8 prefill with e4m3 on NeuronCore-v3+: fp8 x fp8 double-row matmuls (2x TensorE rate); v2 keeps bf16
+    pairs = (m > decode_max_m and x_scales is not None and scheme == "fp8_e4m3"
+             and nisa.get_nc_version() != nisa.nc_version.gen2)
+    geo = _Geometry(scheme, group_size, symmetric, k, m, x_scales is not None, pairs)
     out = nl.ndarray((m, n), dtype=getattr(nl, out_dtype), buffer=nl.shared_hbm)
     # LNC: each program instance takes every num_programs-th N block (identical control flow on both cores)
     pid, nprog = nl.program_id(0), nl.num_programs(0)
@@ -108,25 +111,38 @@ class _Geometry(nl.NKIObject):
     """Compile-time tiling facts of one call: K tiles ("steps") with the groups each covers, and group chunks.
 
     rows: partition rows of w in HBM (K, or K/2 for int4); gr: rows per group (all rows per channel);
-    parity: 2 for int4 (even/odd k halves), else 1; steps: (r0, rows, g0, ng) per K tile of <= 128 rows,
-    covering groups g0 .. g0+ng-1 (per channel: every step is group 0, ng 1); ngmax: most groups in a step.
+    parity: 2 for int4 (even/odd k packed in one row), else 1; pairs: K steps of 256 rows for fp8 double-row
+    matmuls (W8A8 prefill on NeuronCore-v3+); steps: (r0, rows, g0, ng) per K step of <= 128 rows (256 with
+    pairs), covering groups g0 .. g0+ng-1 (per channel: every step is group 0, ng 1); ngmax: most groups in
+    a step; nhalves: x^T slots per step (int4: even/odd k; pairs: rows r0.. and r0+128..; else 1).
     """
 
-    def __init__(self, scheme, group_size, symmetric, k, m, w8a8):
-        self.scheme, self.symmetric, self.w8a8, self.m = scheme, symmetric, w8a8, m
+    def __init__(self, scheme, group_size, symmetric, k, m, w8a8, pairs=False):
+        self.scheme, self.symmetric, self.w8a8, self.m, self.pairs = scheme, symmetric, w8a8, m, pairs
         self.int4 = scheme == "int4"
         self.per_channel = group_size is None
         self.parity = 2 if self.int4 else 1
+        self.nhalves = 2 if (self.int4 or pairs) else 1
         self.rows = k // self.parity
         self.gr = self.rows if self.per_channel else group_size // self.parity
         self.ngroups = 1 if self.per_channel else self.rows // self.gr
         self.steps = []
-        for r0, rows in tiles(self.rows, PMAX):
+        for r0, rows in tiles(self.rows, 2 * PMAX if pairs else PMAX):
             if self.per_channel:
                 self.steps.append((r0, rows, 0, 1))
             else:
                 self.steps.append((r0, rows, r0 // self.gr, max(1, rows // self.gr)))
         self.ngmax = max(ng for _, _, _, ng in self.steps)
+
+    def halves(self, i):
+        """[(x column start, stop, step), partition rows] of each x^T slot of K step i."""
+        r0, rows, _, _ = self.steps[i]
+        if self.int4:
+            return [((2 * r0 + h, 2 * (r0 + rows), 2), rows) for h in range(2)]
+        if self.pairs:
+            return [((r0 + PMAX * h, r0 + PMAX * h + min(PMAX, rows - PMAX * h), 1), min(PMAX, rows - PMAX * h))
+                    for h in range(2) if rows > PMAX * h]
+        return [((r0, r0 + rows, 1), rows)]
 
     def chunks(self, max_groups):
         """Consecutive steps grouped so that each chunk covers at most `max_groups` groups:
@@ -195,10 +211,10 @@ def _decode_moving(x_sb, geo):
     m = geo.m
     mask = _group_mask(geo) if geo.ngmax > 1 else None
     moving = []
-    for r0, rows, _, ng in geo.steps:
+    for i, (_, rows, _, ng) in enumerate(geo.steps):
         halves = []
-        for par in range(geo.parity):
-            cols = x_sb[0:m, geo.parity * r0 + par:geo.parity * (r0 + rows):geo.parity]
+        for (c0, c1, cs), _ in geo.halves(i):
+            cols = x_sb[0:m, c0:c1:cs]
             xT_ps = nl.ndarray((rows, 1, m), dtype=nl.bfloat16, buffer=nl.psum)
             nisa.nc_transpose(dst=xT_ps, data=cols)
             xm = nl.ndarray((rows, ng, m), dtype=nl.bfloat16, buffer=nl.sbuf)
@@ -352,7 +368,8 @@ def _load_nibbles(src, rows, nbw, symmetric):
 
 def _prefill(x, w, scales, zeros, x_scales, out, geo, pid, nprog, sbuf_bytes):
     m, k = x.shape
-    row_bytes = len(geo.steps) * geo.parity * 2  # bf16 bytes per partition of one x^T row = one weight column
+    # bytes per partition of one resident x^T row (bf16, or fp8 with pairs) = of one dequantized weight column
+    row_bytes = len(geo.steps) * geo.nhalves * (1 if geo.pairs else 2)
     budget = sbuf_bytes - 4 * k  # less two bf16 x row tiles [128, K] (one loading, one transposing)
     # weights resident per N tile (reused by the whole M block) when two N tiles take at most half the budget
     resident = 2 * N_BLOCK * row_bytes <= budget // 2
@@ -383,13 +400,16 @@ def _prefill_block(x, w, scales, zeros, x_scales, out, geo, mb0, mbw, n_tiles, r
         s_out = _replicated_row(scales, 0, nb0, nbw, nl.float32) if geo.per_channel else None
         for group in groups:
             accs = [nl.ndarray((msz, nbw), dtype=nl.float32, buffer=nl.psum) for _, msz in group]
-            for i, step in enumerate(geo.steps):
-                rows = step[1]
-                halves = wd[i] if resident else _dequant_tile(w, scales, zeros, step, nb0, nbw, geo)
-                for par, half in enumerate(halves):
+            for i in range(len(geo.steps)):
+                for mov, slot, rows, double in wd[i] if resident else _moving_tiles(w, scales, zeros, i, nb0, nbw,
+                                                                                    geo):
                     for acc, (mt0, msz) in zip(accs, group):
-                        nisa.nc_matmul(dst=acc, stationary=xT[0:rows, i * geo.parity + par, mt0:mt0 + msz],
-                                       moving=half[0:rows, :])
+                        if double:
+                            nisa.nc_matmul(dst=acc, stationary=xT[:, slot:slot + 2, mt0:mt0 + msz], moving=mov,
+                                           perf_mode=nisa.matmul_perf_mode.double_row)
+                        else:
+                            nisa.nc_matmul(dst=acc, stationary=xT[0:rows, slot, mt0:mt0 + msz],
+                                           moving=mov[0:rows, :])
             for acc, (mt0, msz) in zip(accs, group):
                 _prefill_store(acc, out, s_out, x_scales, mb0 + mt0, msz, nb0, nbw, geo)
         wd = wd_next
@@ -411,25 +431,49 @@ def _prefill_store(acc, out, s_out, x_scales, m0, msz, nb0, nbw, geo):
 
 
 def _dequant_n_tile(w, scales, zeros, n_tile, geo):
-    """Dequantized moving weights of every K step for the columns of n_tile = (nb0, nbw)."""
+    """`_moving_tiles` of every K step for the columns of n_tile = (nb0, nbw)."""
     nb0, nbw = n_tile
-    return [_dequant_tile(w, scales, zeros, step, nb0, nbw, geo) for step in geo.steps]
+    return [_moving_tiles(w, scales, zeros, i, nb0, nbw, geo) for i in range(len(geo.steps))]
+
+
+def _moving_tiles(w, scales, zeros, i, nb0, nbw, geo):
+    """Moving operands of K step i for columns nb0 .. nb0+nbw: [(tile, x^T slot, partition rows, double_row)].
+
+    With pairs, a full 256-row step is one fp8 tile [128, 2, nbw] (partition p, pair j = weight row
+    r0 + 128 j + p, the layout of its x^T slots 2i, 2i+1) for one double-row matmul; a ragged last step
+    falls back to plain fp8 matmuls, one per 128-row half."""
+    r0, rows, _, _ = geo.steps[i]
+    if geo.pairs and rows == 2 * PMAX:
+        n = w.shape[1]
+        pair = nl.ndarray((PMAX, 2, nbw), dtype=w.dtype, buffer=nl.sbuf)
+        nisa.dma_copy(dst=pair, src=w.ap([[n, PMAX], [PMAX * n, 2], [1, nbw]], offset=r0 * n + nb0))
+        return [(pair, geo.nhalves * i, PMAX, True)]
+    if geo.pairs:
+        out = []
+        for h, ((c0, c1, _), rows_h) in enumerate(geo.halves(i)):
+            half = nl.ndarray((rows_h, nbw), dtype=w.dtype, buffer=nl.sbuf)
+            nisa.dma_copy(dst=half, src=w[c0:c1, nb0:nb0 + nbw])
+            out.append((half, geo.nhalves * i + h, rows_h, False))
+        return out
+    tiles_i = _dequant_tile(w, scales, zeros, geo.steps[i], nb0, nbw, geo)
+    return [(t, geo.nhalves * i + h, rows, False) for h, t in enumerate(tiles_i)]
 
 
 def _prefill_xT(x, geo, mb0, mbw):
-    """Resident x^T of rows mb0 .. mb0+mbw: bf16 SBUF [128, steps * parity, mbw] (K step i, half par at
-    index i * parity + par), from row tiles of x cast to bf16 by the DMA and transposed on TensorE."""
+    """Resident x^T of rows mb0 .. mb0+mbw: SBUF [128, steps * nhalves, mbw] (slot i * nhalves + h = half h
+    of K step i), bf16 (fp8 e4m3 with pairs: the values came from fp8, so the cast back is exact), from row
+    tiles of x cast to bf16 by the DMA and transposed on TensorE."""
     k = x.shape[1]
-    xT = nl.ndarray((PMAX, len(geo.steps) * geo.parity, mbw), dtype=nl.bfloat16, buffer=nl.sbuf)
+    xT = nl.ndarray((PMAX, len(geo.steps) * geo.nhalves, mbw), dtype=nl.float8_e4m3 if geo.pairs else nl.bfloat16,
+                    buffer=nl.sbuf)
     for mt0, msz in tiles(mbw, PMAX):
         x_sb = nl.ndarray((msz, k), dtype=nl.bfloat16, buffer=nl.sbuf)
         nisa.dma_copy(dst=x_sb, src=x[mb0 + mt0:mb0 + mt0 + msz, :])
-        for i, (r0, rows, _, _) in enumerate(geo.steps):
-            for par in range(geo.parity):
-                cols = x_sb[:, geo.parity * r0 + par:geo.parity * (r0 + rows):geo.parity]
+        for i in range(len(geo.steps)):
+            for h, ((c0, c1, cs), rows) in enumerate(geo.halves(i)):
                 ps = nl.ndarray((rows, msz), dtype=nl.bfloat16, buffer=nl.psum)
-                nisa.nc_transpose(dst=ps, data=cols)
-                nisa.tensor_copy(dst=xT[0:rows, i * geo.parity + par, mt0:mt0 + msz], src=ps)
+                nisa.nc_transpose(dst=ps, data=x_sb[:, c0:c1:cs])
+                nisa.tensor_copy(dst=xT[0:rows, i * geo.nhalves + h, mt0:mt0 + msz], src=ps)
     return xT
 
 
