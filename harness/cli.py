@@ -236,14 +236,20 @@ def cmd_bench(args, command: str) -> int:
     if not problems:
         console.print(f"no {args.kernel} problem named {args.problem!r} in {args.model}/{args.phase}/{args.grid}")
         return 2
+    from nkilab.kernels._registry import has_cuda_device
+
+    if args.backend == "nki" and args.target not in NEURON_TARGETS:
+        console.print(f"--backend nki is modeled on a Neuron target ({', '.join(NEURON_TARGETS)}), not {args.target}")
+        return 2
+    if args.backend == "triton" and not has_cuda_device():
+        console.print("--backend triton is measured on a CUDA device, and none is visible here")
+        return 2
     config = RunConfig(ops=(args.kernel,), targets=(args.target,))
-    records = []
     for p in problems:
-        if args.backend == "nki" and args.target in NEURON_TARGETS:
+        if args.backend == "nki":
             rec = model_task(Task("model", p.op, "nki", args.target, p), config)
         else:
-            rec = measure_task(Task("measure", p.op, args.backend, args.target, p))
-        records.append(rec)
+            rec = measure_task(Task("measure", p.op, "triton", "cuda", p))
         perf = rec.get("perf") or {}
         console.print(f"{p.name:60s} {rec['status']:11s} latency={_us(perf.get('latency_s'))} "
                       f"({perf.get('kind', '—')}) mfu={_pct(perf.get('mfu'))} mbu={_pct(perf.get('mbu'))} "

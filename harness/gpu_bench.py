@@ -2,9 +2,11 @@
 
 Usage, on a machine with a CUDA GPU, from the repository root:
 
-    python -m nkilab.harness.gpu_bench [--grid quick|default] [--skip-tests] [--energy-window-s 1.0] [--out FILE]
+    python -m nkilab.harness.gpu_bench [--grid quick|default] [--skip-tests | --tests-only]
+                                       [--energy-window-s 1.0] [--out FILE]
 
-(about 3-4 min of tests, most of it Triton compiling, then ~3 min for the quick grid with energy).
+The tests take a few minutes (most of it Triton compiling ~100 kernel variants), the quick grid about 3 min with
+energy; where one command may run at most 10 min, run `--tests-only`, then `--skip-tests --out FILE`.
 
 Steps:
   1. pytest on tests/kernels/triton (one process per file, in parallel) with HYPOTHESIS_PROFILE=ci: on a GPU

@@ -23,6 +23,7 @@ from __future__ import annotations
 import importlib
 import time
 import traceback
+import zlib
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -92,10 +93,6 @@ class Task:
     target: str
     problem: Problem
 
-    @property
-    def label(self) -> str:
-        return f"{self.kind} {self.backend}/{self.target} {self.problem.name}"
-
 
 def plan(config: RunConfig) -> list[Task]:
     """Every task `run` will do, in order (the progress bar's total)."""
@@ -126,10 +123,11 @@ def plan(config: RunConfig) -> list[Task]:
 def run(config: RunConfig, on_record: Callable[[Task, dict], None] | None = None) -> list[dict]:
     """Do every task of `plan(config)`; a failing task becomes a record with status "error", never a crash."""
     records = []
-    rng = np.random.default_rng(config.seed)
     for task in plan(config):
         try:
             if task.kind == "check":
+                # inputs depend only on the seed and the problem, so `nkilab check` reproduces any record
+                rng = np.random.default_rng((config.seed, zlib.crc32(task.problem.name.encode())))
                 rec = check_task(task, rng)
             elif task.kind == "model":
                 rec = model_task(task, config)
@@ -252,8 +250,15 @@ def model_task(task: Task, config: RunConfig) -> dict:
                       formula_hbm_bytes=problem.hbm_bytes(), assumptions=est.assumptions)
     return make_record(kernel=task.op, backend="nki", target=task.target, problem=problem.record(), check=None,
                        perf=perf, energy=energy_field(energy), trace_wall_s=trace_wall, stage="model",
-                       command=f"nkilab bench --kernel {task.op} --model {problem.model} --phase {problem.phase} "
-                               f"--target {task.target} --problem {problem.name}")
+                       command=_bench_command(task, config))
+
+
+def _bench_command(task: Task, config: RunConfig) -> str:
+    """The `nkilab bench` line that reproduces a modeled record (the full grid holds every grid's problems)."""
+    p, q = task.problem, config.quant
+    group = f" --group-size {q.group_size}" if q.group_size else ""
+    return (f"nkilab bench --kernel {task.op} --model {p.model} --phase {p.phase} --target {task.target} "
+            f"--grid full --scheme {q.scheme}{group} --problem {p.name}")
 
 
 def measure_task(task: Task) -> dict:

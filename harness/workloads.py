@@ -31,10 +31,11 @@ PREFILL_LENGTHS = (512, 2048, 8192)
 # "quick" = the CI smoke of the CLI
 GRIDS = {
     "full": dict(batches=DECODE_BATCHES, contexts=DECODE_CONTEXTS, block_sizes=BLOCK_SIZES,
-                 prefill=PREFILL_LENGTHS),
+                 prefill=PREFILL_LENGTHS, prefill_qmatmul=PREFILL_LENGTHS),
+    # prefill qmatmul traces grow with M x K x N: the default grid keeps one length so a run stays in minutes
     "default": dict(batches=(1, 8, 32), contexts=(512, 2048, 8192), block_sizes=(32,), prefill=(512, 2048),
-                    max_kv_tokens=65536),
-    "quick": dict(batches=(1, 8), contexts=(512,), block_sizes=(32,), prefill=(512,)),
+                    prefill_qmatmul=(512,), max_kv_tokens=65536),
+    "quick": dict(batches=(1, 8), contexts=(512,), block_sizes=(32,), prefill=(512,), prefill_qmatmul=(512,)),
 }
 _ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "float8_e4m3": 1, "float8_e4m3fn": 1}
 _WEIGHT_BITS = {"int8": 8, "int4": 4, "fp8_e4m3": 8, "fp8_e4m3fn": 8}
@@ -224,7 +225,7 @@ def model_problems(model: str = DEFAULT_MODEL, *, phase: str = "decode", grid: s
     m, g = MODELS[model], GRIDS[grid]
     hq, hkv, d = m.q_heads_per_rank, m.kv_heads_per_rank, m.head_dim
     out: list[Problem] = []
-    sizes = g["batches"] if phase == "decode" else g["prefill"]
+    sizes = g["batches"] if phase == "decode" else g["prefill_qmatmul"]
     for proj, (k, n) in m.projections().items():
         for rows in sizes:
             out.append(Problem("qmatmul", f"{model}/{phase}/qmatmul/{proj}-m{rows}", phase,

@@ -74,12 +74,15 @@ def feature(op: str, operand: str, enabled: bool, what: str, value, target: Targ
         raise NkiValidationError(op, operand, what, value, target.name)
 
 
-def vector_operand(op: str, operand: str, v, partitions: int, target: Target) -> None:
-    """A scalar or a (P, 1) tile broadcast along the free dim."""
+def vector_operand(op: str, operand: str, v, partitions: int, target: Target, *, fp32: bool = False) -> None:
+    """A scalar or a (P, 1) tile broadcast along the free dim; `fp32`: a tile must be float32 (S-ISA: tensor_scalar
+    operands, activation scale, exponential max_value, tensor_scalar_cumulative imm0)."""
     if isinstance(v, NkiTensor):
         tile(op, operand, v, target)
         if v.shape[0] != partitions or v.free_size != 1:
             raise NkiValidationError(op, operand, f"a scalar or a ({partitions}, 1) tile", list(v.shape), target.name)
+        if fp32 and v.dtype != dtypes.float32:
+            raise NkiValidationError(op, operand, "a float32 (P, 1) tile", dtypes.name(v.dtype), target.name)
     elif not isinstance(v, (int, float)) or isinstance(v, bool):
         raise NkiValidationError(op, operand, "a compile-time scalar or a (P, 1) tile", type(v).__name__, target.name)
 

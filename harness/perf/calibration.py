@@ -9,7 +9,16 @@ The published points (trn2, one NeuronCore):
 
 The kernels below are written here, in the same loop structure as those (which loads sit in which loop, which
 buffer accumulates), not copied. They run in the emulator's trace mode and are timed by `model_trace` with the
-trn2 table — the same constants as every other kernel; nothing here is tuned per point.
+trn2 table — the same constants as every other kernel; nothing here is tuned per point. One departure: the
+free-dim-blocked kernel streams its block's operand tiles per k step instead of loading whole K columns first,
+because whole fp32 columns of a 2 x 2 block (320 KiB per partition) do not fit SBUF under the emulator's
+capacity check; it moves the same bytes in the same transfer shapes.
+
+Model vs published with the shipped constants (`nkilab calibrate`): tiled 41.6 / 39.89 ms (1.04), hoisted
+30.5 / 28.20 ms (1.08), free-blocked 28.8 / 28.41 ms (1.01), all-blocked 28.6 / 28.30 ms (1.01), bf16 16/2/8
+71.0 / 60.6 % MFU (1.17), bf16 4/1/8 72.5 / 79.1 % MFU (0.92). The model does not reproduce the order of the
+two bf16 blockings (it puts both near 72 %): what separates them on hardware is not in the kernels' structure
+alone (compiler buffer allocation and instruction scheduling).
 """
 
 from __future__ import annotations

@@ -6,23 +6,24 @@ float32 per output channel [1, N] or per group of G rows along K [K/G, N]; W8A8:
 one float32 scale per token [M, 1] and fp8 per-channel weights. TensorE multiplies bf16 (or fp8 e4m3, which
 it takes natively) with fp32 PSUM accumulation; every quantized value is exact in bf16, so the only rounding
 before the fp32 sums is x -> bf16 (and, for prefill group scales, (q - z) * s -> bf16, as a naive bf16 run).
+W8A8 e4m3 prefill on NeuronCore-v3+ multiplies fp8 x fp8 in double-row mode (x^T exact in fp8).
 
 Two schedules, chosen by M at compile time:
 
-decode (M <= decode_max_m): the weights are the STATIONARY operand, x^T the moving one, so each
-128 x 128 weight block costs one max(M·b, 64)-cycle matmul (b = groups per K tile) instead of a 512-column
-pass, and the weights stream from HBM exactly once, in DMAs of up to DECODE_DMA_COLS columns (long runs).
-int8 / fp8e4m3fn tiles arrive as 1-byte values and are converted to bf16 on VectorE, ScalarE and GpSimd in
-turn (a casting DMA would write 2 bytes per weight, making the DMA queues, not HBM, the limit); fp8 e4m3
-goes to TensorE as loaded. Group scales never touch the weights: the moving operand of a K tile holding b groups is
+decode (M <= decode_max_m): the weights are the STATIONARY operand, x^T the moving one, so each 128 x 128
+weight block costs one max(M·b, 64)-cycle matmul (b = groups per K tile) instead of a 512-column pass, and
+the weights stream from HBM exactly once, in DMAs of up to DECODE_DMA_COLS columns (long runs). int8 and
+fp8e4m3fn tiles arrive as 1-byte values and are converted to bf16 on VectorE, ScalarE and GpSimd in turn (a
+casting DMA would write 2 bytes per weight, making the DMA queues, not HBM, the limit); fp8 e4m3 goes to
+TensorE as loaded. Group scales never touch the weights: the moving operand of a K tile holding b groups is
 block-diagonal — x^T copied into b column blocks, block j keeping only the rows of group j — so one matmul
 leaves each group's partial sum in its own PSUM slot, P[n, g, m]. The epilogue works on those small fp32
 partial sums with output channels on the partitions: y^T[n, m] = Σ_g s[g, n] (P[n, g, m] - z[g, n] X[g, m]),
 where X[g, m] = Σ_{k in g} x[m, k] (int4 only) is reduced from the x rows once per call, and the z·s·X term,
-a contraction over the groups, runs as a small fp32 matmul.
-int4 tiles are unpacked on VectorE into offset-binary nibbles u = q + z_eff (z_eff = 8 for symmetric, via
-xor 8) and converted to bf16 on ScalarE / GpSimd; z_eff is folded into the partial sums as above, so the
-per-weight work is two bit ops and two copies. y^T is transposed on TensorE and stored as rows of y.
+a contraction over the groups, runs as a small fp32 matmul. int4 tiles are unpacked on VectorE into
+offset-binary nibbles u = q + z_eff (z_eff = 8 for symmetric, via xor 8) and converted to bf16 on ScalarE /
+GpSimd; z_eff is folded into the partial sums as above, so the per-weight work is two bit ops and two copies.
+y^T is transposed on TensorE and stored as rows of y.
 
     for n_block (<= 4096 columns, blocks split over LNC programs):
         for chunk of groups (PSUM slots [128, groups, M] of every 128-channel n_sub fit 4 banks):
@@ -32,22 +33,25 @@ per-weight work is two bit ops and two copies. y^T is transposed on TensorE and 
 
 prefill (M > decode_max_m): x^T is the stationary operand [K tile, <= 128 rows of M], the weights the
 moving one [K tile, <= 512 columns], so TensorE streams full 512-column tiles and y comes out row-major.
-x rows are loaded, cast to bf16 and transposed on TensorE once per block of up to PREFILL_PSUM_BANKS M tiles
-kept resident in SBUF (prefill_sbuf_bytes per partition); each weight tile [K tile, 512] is loaded and
-dequantized once per M block (group scales / zero points applied to the weight tile, amortised over the M
-tiles) and multiplied into one PSUM bank per M tile, which accumulate over all of K. Per-channel scales
-(and W8A8 token scales) are applied to the fp32 PSUM result.
+x rows are loaded, cast to bf16 and transposed on TensorE once per M block kept resident in SBUF
+(prefill_sbuf_bytes per partition); the block accumulates in PSUM in groups of PREFILL_PSUM_BANKS M tiles,
+one bank each, over all of K. When two N tiles of dequantized weights fit next to x^T (K up to ~4.5K), each
+N tile is loaded and dequantized once per M block and kept resident while every group of M tiles uses it,
+the next one being prepared meanwhile; for larger K the M block is a single group and each weight tile is
+loaded and dequantized inside the K loop. Group scales / zero points are applied to the weight tile
+(amortised over the M tiles); per-channel scales (and W8A8 token scales) to the fp32 PSUM result.
 
-    for m_block (<= 4 x 128 rows): xT = transpose(bf16(x[m_block]))
-        for n_tile (512): acc[m_tile] = 0 for every m_tile in m_block
-            for k_tile: wd = dequant(q[k_tile, n_tile]); acc[m_tile] += xT[k_tile, m_tile]^T · wd
-            y[m_tile, n_tile] = acc[m_tile] * s_out
+    for m_block: xT = transpose(bf16(x[m_block]))
+        for n_tile (512): wd[k] = dequant(q[k, n_tile]) for every k tile (large K: inside the k loop)
+            for group of <= 4 m_tiles: acc[m_tile] = Σ_k xT[k, m_tile]^T · wd[k]
+                y[m_tile, n_tile] = acc[m_tile] * s_out
 
 int4 contracts in two halves into the same PSUM tile: low nibbles (even k) against x's even columns and
 high nibbles (odd k) against its odd columns (strided views of the loaded x rows).
 
 Limits: group sizes whose rows per partition tile (G, or G/2 for int4) divide 128 or are a multiple of 128;
-K <= MAX_K. The v2-safe op subset only (no gen3 ops), so the kernel is valid for inf2, trn1, trn2, trn3.
+K <= MAX_K. The NeuronCore-v2-safe op subset, so the kernel is valid for inf2, trn1, trn2 and trn3; the one
+gen3+ op (double-row fp8 matmul, W8A8 e4m3 prefill) sits behind `nisa.get_nc_version()` with the v2 path kept.
 
 Reference: nkilab.reference.matmul.qmatmul.
 """
@@ -61,6 +65,7 @@ DECODE_MAX_M = 16  # largest M run with the weight-stationary decode schedule
 DECODE_DMA_COLS = 4096  # decode: weight columns per DMA (4 KiB int8 runs per partition: fewer, longer runs)
 DECODE_MIN_DMA_COLS = 1024  # decode int8/fp8: weight columns per DMA at least (>= 1 KiB runs per partition)
 DECODE_PSUM_BANKS = 4  # decode: PSUM banks of partial sums per DMA block (the rest: transposes, stores)
+DECODE_LOOKAHEAD = 2  # decode: weight tiles loaded and converted ahead of the one being multiplied
 PREFILL_SBUF_BYTES = 160 * 1024  # prefill: SBUF bytes per partition for the resident x^T of one M block and
 # two x row tiles; the rest of the 192 KiB of NeuronCore-v2 holds the streamed weight, scale and output tiles
 PREFILL_PSUM_BANKS = 4  # prefill: M tiles per block, each accumulating one [128, 512] fp32 bank over all of K;
@@ -179,30 +184,54 @@ def _decode(x, w, scales, zeros, x_scales, out, geo, pid, nprog):
     # sub-tiles whose partial sums share one PSUM bank; the DMA block spans up to DECODE_PSUM_BANKS banks
     per_bank = max(1, PSUM_FMAX // (max(gc for _, gc, _ in chunks) * m))
     blocks = tiles(n, min(DECODE_DMA_COLS, DECODE_PSUM_BANKS * per_bank * N_SUB))
-    for b in range(pid, len(blocks), nprog):
+    # the weight tiles in stream order; each is loaded and converted DECODE_LOOKAHEAD tiles ahead of its
+    # matmuls, so in every engine's program order the next tiles' conversions come before this block's
+    # epilogue (which waits for TensorE) instead of queueing behind it
+    work = [(b, c, i) for b in range(pid, len(blocks), nprog) for c in range(len(chunks)) for i in chunks[c][2]]
+
+    def fetch(t):
+        b, _, i = work[t]
+        r0, rows, _, _ = geo.steps[i]
+        return _load_weight_tile(w, r0, rows, blocks[b][0], blocks[b][1], geo, turn=b + i)
+
+    ahead = [fetch(t) for t in range(min(DECODE_LOOKAHEAD, len(work)))]
+    # a block's output is stored once the next block's matmuls are issued: a store DMA waiting for its
+    # epilogue would hold back, on its DMA queues, the weight transfers issued after it
+    pending = []
+    for t, (b, c, i) in enumerate(work):
+        if t + DECODE_LOOKAHEAD < len(work):
+            ahead.append(fetch(t + DECODE_LOOKAHEAD))
+        weights = ahead.pop(0)
         nb0, nbw = blocks[b]
         subs = tiles(nbw, N_SUB)
-        yT = nl.ndarray((PMAX, len(subs), m), dtype=nl.float32, buffer=nl.sbuf)
-        for c, (cg0, gc, step_ids) in enumerate(chunks):
+        cg0, gc, step_ids = chunks[c]
+        if i == step_ids[0]:
+            if c == 0:
+                yT = nl.ndarray((PMAX, len(subs), m), dtype=nl.float32, buffer=nl.sbuf)
             banks = [nl.ndarray((PMAX, min(per_bank, len(subs) - s0), gc, m), dtype=nl.float32, buffer=nl.psum)
                      for s0 in range(0, len(subs), per_bank)]
             parts = [banks[j // per_bank][:, j % per_bank, :, :] for j in range(len(subs))]
-            for i in step_ids:
-                r0, rows, g0, ng = geo.steps[i]
-                for wt, xm in zip(_load_weight_tile(w, r0, rows, nb0, nbw, geo, turn=b + i), moving[i]):
-                    for j, (j0, nsz) in enumerate(subs):
-                        nisa.nc_matmul(dst=parts[j][0:nsz, g0 - cg0:g0 - cg0 + ng, :],
-                                       stationary=wt[0:rows, j0:j0 + nsz], moving=xm[0:rows])
-            s_sb = _load_rows(scales, cg0, gc, nb0, nbw)
-            zs_sb = None
-            if geo.int4 and not geo.symmetric:
-                zs_sb = _load_rows(zeros, cg0, gc, nb0, nbw)
-                nisa.tensor_tensor(dst=zs_sb, data1=zs_sb, data2=s_sb, op=nl.multiply)
+        _, rows, g0, ng = geo.steps[i]
+        for wt, xm in zip(weights, moving[i]):
             for j, (j0, nsz) in enumerate(subs):
-                _decode_epilogue(yT[0:nsz, j, :], parts[j][0:nsz], s_sb, zs_sb, j0, nsz, gc,
-                                 gsums[c] if gsums else None, xs_rep, geo, accumulate=c > 0)
-        for o0, ow in tiles(nbw, N_BLOCK):
-            _store_transposed(out, yT, subs, nb0, o0, ow, m)
+                nisa.nc_matmul(dst=parts[j][0:nsz, g0 - cg0:g0 - cg0 + ng, :], stationary=wt[0:rows, j0:j0 + nsz],
+                               moving=xm[0:rows])
+        if i != step_ids[-1]:
+            continue
+        if c == 0 and pending:
+            _store_transposed(out, *pending.pop(), m)
+        s_sb = _load_rows(scales, cg0, gc, nb0, nbw)
+        zs_sb = None
+        if geo.int4 and not geo.symmetric:
+            zs_sb = _load_rows(zeros, cg0, gc, nb0, nbw)
+            nisa.tensor_tensor(dst=zs_sb, data1=zs_sb, data2=s_sb, op=nl.multiply)
+        for j, (j0, nsz) in enumerate(subs):
+            _decode_epilogue(yT[0:nsz, j, :], parts[j][0:nsz], s_sb, zs_sb, j0, nsz, gc,
+                             gsums[c] if gsums else None, xs_rep, geo, accumulate=c > 0)
+        if c == len(chunks) - 1:
+            pending.append((yT, subs, nb0, nbw))
+    for args in pending:
+        _store_transposed(out, *args, m)
 
 
 def _decode_moving(x_sb, geo):
@@ -302,16 +331,17 @@ def _decode_epilogue(acc, part, s_sb, zs_sb, j0, nsz, gc, gsum_T, xs_rep, geo, a
         nisa.tensor_tensor(dst=acc, data1=acc, data2=res, op=nl.add)
 
 
-def _store_transposed(out, yT, subs, nb0, o0, ow, m):
-    """out[:, nb0+o0 : nb0+o0+ow] = yT^T for the sub-tiles in those columns: TensorE transposes of each
-    [nsz, M] sub-tile into one PSUM bank, one copy out of PSUM, one DMA."""
-    o_ps = nl.ndarray((m, ow), dtype=nl.float32, buffer=nl.psum)
-    for j, (j0, nsz) in enumerate(subs):
-        if o0 <= j0 < o0 + ow:
-            nisa.nc_transpose(dst=o_ps[:, j0 - o0:j0 - o0 + nsz], data=yT[0:nsz, j, :])
-    o_sb = nl.ndarray((m, ow), dtype=out.dtype, buffer=nl.sbuf)
-    nisa.tensor_copy(dst=o_sb, src=o_ps)
-    nisa.dma_copy(dst=out[:, nb0 + o0:nb0 + o0 + ow], src=o_sb)
+def _store_transposed(out, yT, subs, nb0, nbw, m):
+    """out[:, nb0 : nb0+nbw] = yT^T, 512 columns at a time: TensorE transposes of each [nsz, M] sub-tile into
+    one PSUM bank, one copy out of PSUM, one DMA."""
+    for o0, ow in tiles(nbw, N_BLOCK):
+        o_ps = nl.ndarray((m, ow), dtype=nl.float32, buffer=nl.psum)
+        for j, (j0, nsz) in enumerate(subs):
+            if o0 <= j0 < o0 + ow:
+                nisa.nc_transpose(dst=o_ps[:, j0 - o0:j0 - o0 + nsz], data=yT[0:nsz, j, :])
+        o_sb = nl.ndarray((m, ow), dtype=out.dtype, buffer=nl.sbuf)
+        nisa.tensor_copy(dst=o_sb, src=o_ps)
+        nisa.dma_copy(dst=out[:, nb0 + o0:nb0 + o0 + ow], src=o_sb)
 
 
 # ---- weight tiles (both schedules) -----------------------------------------------------------------------------

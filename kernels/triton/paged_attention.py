@@ -4,9 +4,10 @@ out[t, h] = softmax_j(mask(softcap(scale · q[t, h] · K[j, h // g]))) V[j, h //
 sequence, read through its block table from a cache laid out [num_blocks, block_size, Hkv, D] (vLLM flash layout).
 
 Algorithm (after vLLM's Triton unified attention, arXiv 2511.11581; our own code):
-  - grid (T_total // BLOCK_Q + num_seqs, Hkv, NUM_SEGMENTS): the first axis is an upper bound on the number of BLOCK_Q-token query blocks, so the
-    launch needs no host sync; a program finds its sequence by binary search over query_start_loc (block index of
-    sequence s starts at query_start_loc[s] // BLOCK_Q + s) and exits when its block lies past the sequence's queries.
+  - grid (T_total // BLOCK_Q + num_seqs, Hkv, NUM_SEGMENTS): the first axis bounds the number of BLOCK_Q-token
+    query blocks from above, so the launch needs no host sync; a program finds its sequence by binary search over
+    query_start_loc (the block index of sequence s starts at query_start_loc[s] // BLOCK_Q + s) and exits when its
+    block lies past the sequence's queries.
   - GQA packing: a program's BLOCK_M rows are BLOCK_Q query tokens × the g query heads sharing one KV head, so each
     K/V tile is loaded once for all g heads (row r: token r // g, head r % g; BLOCK_M is a power of two >= g·BLOCK_Q).
   - the keys are streamed TILE keys at a time through the online softmax of `_flash.py`; TILE is independent of

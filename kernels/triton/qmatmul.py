@@ -13,6 +13,9 @@ Algorithm: a program owns a [BLOCK_M, BLOCK_N] output tile and walks K in BLOCK_
 Each step's product starts from a fresh accumulator and is added into the fp32 `acc`: the group scale then costs one
 multiply per output element per step (cheaper than scaling every weight), and on Hopper the fp8 MMA's reduced-
 precision accumulator never spans more than BLOCK_K products.
+W8A8 precision: Hopper's fp8 MMA keeps ~14 bits of each aligned product (DeepSeek-V3 report §3.5.2), below the
+rounding of a bfloat16/float16 output but far above float32's; so the native fp8 MMA (FP8_MMA) serves 16-bit
+outputs, and for a float32 output the fp8 operands are widened to fp16 (exactly) and accumulated in full fp32.
 int4: the packed [BLOCK_K / 2, BLOCK_N] bytes are read once and split into low nibbles (even k) and high nibbles
 (odd k); x is read as its even and odd columns, so the step is two dots with no interleave.
 Decode (M <= 16, few output tiles): split-K over a second grid axis into an fp32 [SPLIT_K, M, N] buffer, summed
@@ -53,7 +56,7 @@ def _qmatmul_kernel(
     stride_os, stride_om, stride_on,
     # Meta-parameters
     WEIGHT: tl.constexpr, SIGNED: tl.constexpr, HAS_ZEROS: tl.constexpr, PER_GROUP: tl.constexpr,
-    X_FP8: tl.constexpr, COMPUTE: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    X_FP8: tl.constexpr, FP8_MMA: tl.constexpr, COMPUTE: tl.constexpr, DOT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     pid = tl.program_id(0)
@@ -103,8 +106,10 @@ def _qmatmul_kernel(
                          other=0)
             if WEIGHT == WEIGHT_FP8:
                 wt = wt.to(tl.float8e4nv, bitcast=True)
-            if X_FP8:
+            if X_FP8 and FP8_MMA:
                 part = tl.dot(xt.to(tl.float8e4nv, bitcast=True), wt)
+            elif X_FP8:  # fp8 values are exact in fp16, whose MMA accumulates in full fp32
+                part = tl.dot(xt.to(tl.float8e4nv, bitcast=True).to(tl.float16), wt.to(tl.float16))
             else:
                 part = tl.dot(xt.to(COMPUTE), wt.to(COMPUTE), input_precision=DOT_PRECISION)
         if PER_GROUP:
@@ -254,7 +259,8 @@ def qmatmul(x, qw, *, out_dtype: torch.dtype | None = None, split_k: int | None 
             m, n, k, source.group_size or max(k, 1), k_per_split,
             *x.stride(), *prepared.data.stride(), *prepared.scales.stride(), *zeros.stride(), *out.stride(),
             WEIGHT=_WEIGHT_KIND[source.scheme], SIGNED=source.symmetric, HAS_ZEROS=prepared.zeros is not None,
-            PER_GROUP=source.group_size is not None, X_FP8=x_scales is not None, COMPUTE=_COMPUTE[compute],
+            PER_GROUP=source.group_size is not None, X_FP8=x_scales is not None,
+            FP8_MMA=x_scales is not None and out_dtype in (torch.float16, torch.bfloat16), COMPUTE=_COMPUTE[compute],
             DOT_PRECISION=dot_precision(compute), BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
             num_warps=warps, num_stages=stages,
         )

@@ -238,6 +238,27 @@ def test_nc_transpose(target, run_tiles):
     np.testing.assert_array_equal(v, y.T)
 
 
+@pytest.mark.parametrize("target", ALL_TARGETS)
+def test_nc_transpose_nan_inf_on_tensor_engine(target, run_tiles):
+    x = _f32(6, 5, seed=12)
+    x[2, 1], x[4, 3] = np.nan, np.inf  # column 1 holds a NaN, column 3 an inf
+
+    def body(x):
+        t = nl.ndarray((5, 6), nl.float32, buffer=nl.psum)
+        nisa.nc_transpose(dst=t, data=x)  # TensorE
+        v = nl.ndarray((5, 6), nl.float32)
+        nisa.nc_transpose(dst=v, data=x, engine=nisa.engine.vector)
+        return t, v
+    t, v = run_tiles(body, x, target=target)
+    np.testing.assert_array_equal(v, x.T)  # VectorE: bit-exact on every generation
+    expected = x.T.copy()
+    if TARGETS[target].gen == 2:  # x @ I: inf * 0 and NaN * 0 poison the rest of the output row
+        expected[1, :] = np.nan
+        expected[3, :] = np.nan
+        expected[3, 4] = np.inf  # inf * 1 + finite * 0
+    np.testing.assert_array_equal(t, expected)
+
+
 # ---- vector / scalar / gpsimd ----------------------------------------------------------------------
 BINARY = {"add": np.add, "subtract": np.subtract, "multiply": np.multiply, "maximum": np.maximum,
           "minimum": np.minimum, "greater_equal": lambda a, b: (a >= b).astype(np.float32),
@@ -446,6 +467,24 @@ def test_iota_and_affine_select(target, run_tiles):
     np.testing.assert_array_equal(fio, np.arange(32)[:, None] - np.arange(24)[None, :])
     mask = np.arange(32)[:, None] >= np.arange(24)[None, :]
     np.testing.assert_array_equal(causal, np.where(mask, a, np.float32(-1e30)))
+
+
+@pytest.mark.parametrize("target", ALL_TARGETS)
+def test_affine_select_copies_bits_for_equal_dtypes(target, run_tiles):
+    big = (np.arange(4 * 8, dtype=np.int32).reshape(4, 8) + 2**24 + 1) * 3  # not exact in float32
+    x = _f32(4, 8, seed=28)
+
+    def body(i, x):
+        keep_i = _new(i)  # int32 -> int32: bit-exact
+        nisa.affine_select(dst=keep_i, pattern=[[1, 8]], channel_multiplier=0, on_true_tile=i, on_false_value=-5.0,
+                           cmp_op=nl.greater_equal, offset=-3)
+        to_bf16 = _new(x, nl.bfloat16)  # float32 -> bfloat16: cast (RNE)
+        nisa.affine_select(dst=to_bf16, pattern=[[1, 8]], channel_multiplier=0, on_true_tile=x, on_false_value=0.0,
+                           cmp_op=nl.greater_equal, offset=0)
+        return keep_i, to_bf16
+    keep_i, to_bf16 = run_tiles(body, big, x, target=target)
+    np.testing.assert_array_equal(keep_i, np.where(np.arange(8) >= 3, big, -5))
+    np.testing.assert_array_equal(to_bf16.view(np.uint16), x.astype(bf16).view(np.uint16))
 
 
 @pytest.mark.parametrize("target", GEN3_PLUS)

@@ -10,11 +10,11 @@ import math
 
 import numpy as np
 
-from .. import validate
+from .. import dtypes, validate
 from ..errors import NkiValidationError
 from ..operators import alu
 from ..registers import VirtualRegister
-from .issue import computes, current, f32, layout_attrs, record, store
+from .issue import computes, current, f32, layout_attrs, raw, record, store
 from .vector import bits, store_bits
 
 
@@ -56,7 +56,9 @@ def iota(dst, pattern, offset=0, channel_multiplier=0, name=None):
 
 
 def affine_select(dst, pattern, channel_multiplier, on_true_tile, on_false_value, cmp_op=None, offset=0, name=None):
-    """dst = on_true_tile where cmp_op(affine value, 0) else on_false_value (a float32 scalar); dst, on_true in SBUF."""
+    """dst = on_true_tile where cmp_op(affine value, 0) else on_false_value (a float32 scalar, cast to dst's dtype);
+    dst, on_true in SBUF; cmp_op defaults to nl.equal. Selected elements are copied bit-exact when on_true_tile and
+    dst share a dtype, else cast through float32 (S-ISA)."""
     opc = "affine_select"
     ctx = current()
     t = ctx.target
@@ -72,7 +74,11 @@ def affine_select(dst, pattern, channel_multiplier, on_true_tile, on_false_value
     vals = _affine(opc, t, dst, pattern, offset, channel_multiplier)
     if computes(ctx, (dst,), (on_true_tile,)) and vals is not None:
         keep = cmp.fn(vals, np.int64(0)) != 0
-        store(dst, np.where(keep, f32(on_true_tile), np.float32(on_false_value)))
+        if on_true_tile.dtype == dst.dtype:  # selected elements move bit-exact; only a dtype change goes via fp32
+            fill = dtypes.cast(np.array([on_false_value], np.float32), dst.dtype)
+            store(dst, np.where(keep, raw(on_true_tile), fill))
+        else:
+            store(dst, np.where(keep, f32(on_true_tile), np.float32(on_false_value)))
     record(ctx, "gpsimd", opc, {"dst": dst}, {"on_true_tile": on_true_tile}, flops=dst.size,
            attrs=layout_attrs(dst, on_true_tile))
 

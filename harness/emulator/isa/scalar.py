@@ -25,7 +25,7 @@ def _check(opc: str, t, dst, data, op_name: str, bias, scale) -> None:
     validate.tile(opc, "data", data, t)
     validate.same_layout(opc, "data", data, {"dst": dst}, t)
     p = data.shape[0]
-    validate.vector_operand(opc, "scale", scale, p, t)
+    validate.vector_operand(opc, "scale", scale, p, t, fp32=True)
     if bias is not None:
         validate.vector_operand(opc, "bias", bias, p, t)
         if not isinstance(bias, NkiTensor):

@@ -141,9 +141,14 @@ def _accumulate(dst: NkiTensor, res: np.ndarray, accumulate) -> None:
 
 
 def nc_transpose(dst, data, engine=Engine.unknown, name=None):
-    """Swap partition and (flattened) free axes: dst[F, P] = data[P, F]; bit-exact, dst.dtype == data.dtype.
+    """Swap partition and (flattened) free axes: dst[F, P] = data[P, F], dst.dtype == data.dtype.
 
-    TensorE: data ≤ [128, 128] in SBUF → PSUM dst; VectorE: ≤ [32, 32], SBUF or PSUM (S-ISA)."""
+    TensorE: data ≤ [128, 128] in SBUF → PSUM dst; VectorE: ≤ [32, 32], SBUF or PSUM (S-ISA). engine=unknown
+    picks TensorE for an SBUF → PSUM transpose, else VectorE. Bit-exact on VectorE and on NeuronCore-v3+ TensorE.
+    NeuronCore-v2 TensorE transposes by a matmul with an identity (S-ISA: "not bit-accurate if the input data
+    contains NaN/Inf"): dst[f, p] = Σ_k data[k, f] * I[k, p], so a NaN/±inf at data[k, f] makes every dst[f, p]
+    with p != k NaN (inf * 0) — the whole output row f when P > 1 — see `_identity_matmul_transpose`.
+    Signed zeros are not modelled (-0.0 stays -0.0)."""
     op = "nc_transpose"
     ctx = current()
     t = ctx.target
@@ -164,9 +169,22 @@ def nc_transpose(dst, data, engine=Engine.unknown, name=None):
     if dst.shape[0] != f or dst.free_size != p:
         raise NkiValidationError(op, "dst", f"[{f}, {p}]", f"{dst.shape[0]} x {dst.free_size}", t.name)
     if computes(ctx, (dst,), (data,)):
-        store(dst, np.ascontiguousarray(raw(data).T))
+        if on_tensor and t.gen == 2 and dtypes.is_float(data.dtype):
+            store(dst, _identity_matmul_transpose(f32(data)))
+        else:
+            store(dst, np.ascontiguousarray(raw(data).T))
     if on_tensor:
         record(ctx, "tensor", op, {"dst": dst}, {"data": data},
                attrs={"k": p, "m": f, "n": p, "in_dtype": dtypes.name(data.dtype), "transpose": True})
     else:
         record(ctx, "vector", op, {"dst": dst}, {"data": data}, attrs=layout_attrs(dst, data))
+
+
+def _identity_matmul_transpose(x: np.ndarray) -> np.ndarray:
+    """x.T [F, P] as the NeuronCore-v2 TensorE computes it, x @ I in float32 (x: [P, F]): out[f, p] gains a NaN
+    from every non-finite x[k, f] with k != p (inf * 0 = NaN); x[p, f] itself passes through (x * 1)."""
+    out = np.ascontiguousarray(x.T)
+    bad = ~np.isfinite(x)
+    poisoned = (bad.sum(axis=0)[:, None] - bad.T) > 0  # [F, P]: a non-finite element in column f off row p
+    out[poisoned] = np.nan
+    return out

@@ -155,11 +155,13 @@ def tensor_tensor(dst, data1, data2, op, engine=Engine.unknown, name=None):
 
 
 def _check_operand(opc: str, name: str, fn: AluOp, value, partitions: int, t) -> None:
+    """A tensor_scalar-style operand: None/0 for a unary operator, else a scalar or (P, 1) tile — float32 for
+    arithmetic operators (S-ISA tensor_scalar), any integer tile for bitvec ones (its bits are used)."""
     if fn.arity == 1:
         if value not in (None, 0) and not isinstance(value, NkiTensor):
             raise NkiValidationError(opc, name, f"None or 0 for the unary operator {fn.name}", value, t.name)
         return
-    validate.vector_operand(opc, name, value, partitions, t)
+    validate.vector_operand(opc, name, value, partitions, t, fp32=fn.kind != "bitvec")
 
 
 def _apply(fn: AluOp, x, value, reverse: bool, partitions: int):
@@ -391,7 +393,7 @@ def exponential(dst, src, max_value=0.0, reduce_res=None, reduce_cmd=ReduceCmd.i
     validate.tile(opc, "src", src, t)
     validate.same_layout(opc, "src", src, {"dst": dst}, t)
     p = src.shape[0]
-    validate.vector_operand(opc, "max_value", max_value, p, t)
+    validate.vector_operand(opc, "max_value", max_value, p, t, fp32=True)
     if reduce_res is not None:
         validate.vector_operand(opc, "reduce_res", reduce_res, p, t)
     dsts = (dst,) + ((reduce_res,) if reduce_res is not None else ())

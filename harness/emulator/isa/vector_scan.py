@@ -128,7 +128,7 @@ def tensor_scalar_cumulative(dst, src, op0, op1, imm0, imm1=None, reduce_cmd=Red
         if dtypes.name(x.dtype) in ("int32", "uint32"):
             raise NkiValidationError(opc, operand_name, "not int32/uint32", dtypes.name(x.dtype), t.name)
     p = src.shape[0]
-    validate.vector_operand(opc, "imm0", imm0, p, t)
+    validate.vector_operand(opc, "imm0", imm0, p, t, fp32=True)
     if computes(ctx, (dst,), (src, imm0, imm1)):
         x = f0.fn(f32(src), operand(imm0, p)) if f0.arity == 2 else f0.fn(f32(src))
         if reduce_cmd == ReduceCmd.reset_reduce:

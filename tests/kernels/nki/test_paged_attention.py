@@ -13,6 +13,11 @@ from nkilab.kernels.nki import launch_paged
 from nkilab.reference.paged import paged_attention as reference_paged_attention
 
 TARGETS = ("inf2", "trn1", "trn2")
+# float32 outputs: the kernel (fp32 TensorE sums in another order, exp(a * x + b) with its own roundings,
+# reciprocal-then-multiply) and the naive float32 reference are both a few ulps from float64, so "2 x naive + 2 ulps"
+# can sit inside that reordering noise (seen: 4.5 ulps vs a 4.4-ulp bound, 1 of 3584 elements). 8 ulps at
+# max|ref| (~1e-6 relative) stays orders of magnitude below what a masking or indexing bug produces.
+FLOAT32_FLOOR_ULPS = 8
 
 
 def _nki(inputs, options, target):
@@ -26,7 +31,10 @@ def _run(problem: PagedProblem, target: str):
     ref64 = reference_paged_attention(*inputs, **problem.options())
     ref_low = reference_paged_attention(*inputs, **problem.options(), compute_dtype=np_dtype(problem.dtype))
     assert out.shape == ref64.shape and out.dtype == inputs[0].dtype
-    result = compare(out, ref64, ref_low)
+    floor = None
+    if out.dtype == np.float32:
+        floor = FLOAT32_FLOOR_ULPS * float(np.finfo(np.float32).eps) * float(np.nanmax(np.abs(ref64), initial=0.0))
+    result = compare(out, ref64, ref_low, floor=floor)
     assert result.passed, str(result)
     return out
 
@@ -56,6 +64,8 @@ PINNED = [
     pytest.param(_pinned([300, 2], [130, 1], 2, 1, 128, 128, dtype="float16"), id="two-kv-tiles-bs128-fp16"),
     pytest.param(_pinned([200], [1], 2, 2, 64, 256, dtype="float32", window=70), id="block-larger-than-chunk"),
     pytest.param(_pinned([50], [30], 6, 3, 64, 16, dtype="float32"), id="ragged-head-groups"),
+    pytest.param(PagedProblem((1,), 28, 4, 128, PageTable((13,), 4, 4, ((0, 1, 2, 3),), "identity"), True, None, None,
+                              "float32", 0), id="fp32-ulp-noise-28/4-d128"),  # found by hypothesis: FLOAT32_FLOOR_ULPS
     pytest.param(_pinned([700, 3], [1, 1], 8, 4, 64, 16, softcap=30.0), id="stacked-heads-two-tiles-softcap"),
 ]
 

@@ -97,6 +97,15 @@ def test_group_spanning_two_k_tiles(m):
     _assert_matches(launch_qmatmul.qmatmul(x, qw, target="inf2"), x, qw)
 
 
+@pytest.mark.parametrize("k", [200, 384])
+@pytest.mark.parametrize("target", ["trn1", "trn2"])
+def test_w8a8_prefill_ragged_k(target, k):
+    # trn2: fp8 double-row matmuls over 256-row K steps; K = 384 ends with a 128-row step, K = 200 has only a
+    # ragged one (halves of 128 and 72 rows): both fall back to plain fp8 matmuls there. trn1: bf16 x fp8.
+    x, qw = _inputs(130, k, 70, QuantConfig("fp8_e4m3", None, w8a8=True), seed=k)
+    _assert_matches(launch_qmatmul.qmatmul(x, qw, target=target), x, qw)
+
+
 @pytest.mark.parametrize("m", [16, 17])
 def test_decode_prefill_boundary_many_groups(m):
     # M = 16: 34 groups x 16 rows need two PSUM chunks in decode (and a ragged last K step of 32 packed

@@ -54,10 +54,12 @@ def _compile_all() -> None:
     for weight, per_group, zeros in ((0, False, False), (1, True, True), (2, True, False)):
         compile_one(_qmatmul_kernel, dict(quant, x_ptr="*bf16", out_ptr="*bf16", w_ptr="*i8" if weight == 0 else "*u8"),
                     (), dict(WEIGHT=weight, SIGNED=not zeros, HAS_ZEROS=zeros, PER_GROUP=per_group, X_FP8=False,
-                             COMPUTE=tl.bfloat16, DOT_PRECISION="tf32", BLOCK_M=16, BLOCK_N=64, BLOCK_K=128))
-    compile_one(_qmatmul_kernel, dict(quant, x_ptr="*u8", out_ptr="*fp32"), (),
-                dict(WEIGHT=2, SIGNED=True, HAS_ZEROS=False, PER_GROUP=False, X_FP8=True, COMPUTE=tl.float32,
-                     DOT_PRECISION="ieee", BLOCK_M=64, BLOCK_N=64, BLOCK_K=128))
+                             FP8_MMA=False, COMPUTE=tl.bfloat16, DOT_PRECISION="tf32", BLOCK_M=16, BLOCK_N=64,
+                             BLOCK_K=128))
+    for fp8_mma in (True, False):
+        compile_one(_qmatmul_kernel, dict(quant, x_ptr="*u8", out_ptr="*bf16" if fp8_mma else "*fp32"), (),
+                    dict(WEIGHT=2, SIGNED=True, HAS_ZEROS=False, PER_GROUP=False, X_FP8=True, FP8_MMA=fp8_mma,
+                         COMPUTE=tl.float32, DOT_PRECISION="ieee", BLOCK_M=64, BLOCK_N=64, BLOCK_K=128))
 
 
 def test_kernels_compile_for_sm90():

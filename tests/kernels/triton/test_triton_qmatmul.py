@@ -67,6 +67,18 @@ def test_prepared_weight_is_reused():
     assert torch.equal(once, again)
 
 
+@pytest.mark.parametrize("out_dtype", ["float16", "bfloat16", "float32"])
+def test_w8a8_output_dtypes(out_dtype):
+    # 16-bit outputs take the native fp8 MMA, float32 outputs the exact fp16 widening (see the kernel docstring).
+    if out_dtype == "bfloat16" and triton_backend.INTERPRET:
+        pytest.skip("bfloat16 outputs need a GPU: the interpreter has no bfloat16 arithmetic (triton#11584)")
+    x, qw = MatmulProblem(m=6, k=96, n=20, quant=QuantConfig("fp8_e4m3fn", None, w8a8=True), dtype="float32",
+                          seed=9).inputs()
+    out = qmatmul(x, qw, out_dtype=out_dtype, backend="triton")
+    assert str(out.dtype) == out_dtype
+    _assert_matches(out, x, qw)
+
+
 def test_out_dtype_and_odd_k_per_channel():
     # Per channel, K need not be a multiple of BLOCK_K: the K tail is masked.
     rng = np.random.default_rng(4)
