@@ -39,7 +39,7 @@ def dtype_name(x) -> str:
     """Canonical dtype name of an array, tensor or dtype: "float32", "bfloat16", "float8_e4m3fn", "int32", ..."""
     if is_torch(x):
         return str(x.dtype).removeprefix("torch.")
-    dt = getattr(x, "dtype", x)
+    dt = x if isinstance(x, type) else getattr(x, "dtype", x)  # np.float16 is a type whose .dtype is a descriptor
     if isinstance(dt, str):
         dt = numpy_dtype(dt)
     torch = sys.modules.get("torch")

@@ -108,6 +108,42 @@ def test_dma_compute_adds(target, run_tiles):
     np.testing.assert_array_equal(out, (a + b + c).astype(bf16))
 
 
+@pytest.mark.parametrize("target", GEN3_PLUS)
+def test_dma_compute_read_modify_write(target):
+    table = _f32(6, 4, seed=31)
+    upd = _f32(3, 4, seed=32)
+    idx = np.array([[4], [0], [2]], np.int32)
+
+    def kernel(table, upd, idx):
+        ix = nl.ndarray((3, 1), nl.int32)
+        nisa.dma_copy(dst=ix, src=idx)
+        u = nl.ndarray((3, 4), nl.float32)
+        nisa.dma_copy(dst=u, src=upd)
+        rows = table.ap(pattern=[[4, 3], [1, 4]], vector_offset=ix, indirect_dim=0)
+        nisa.dma_compute(dst=rows, srcs=[rows, u], reduce_op=nl.add)  # scatter RMW: table[idx] += u
+        acc = nl.ndarray((3, 4), nl.float32)
+        nisa.memset(dst=acc, value=1.0)
+        nisa.dma_compute(dst=acc, srcs=[acc, rows], reduce_op=nl.add)  # gather RMW: acc += table[idx]
+        out = nl.ndarray((3, 4), nl.float32, buffer=nl.shared_hbm)
+        nisa.dma_copy(dst=out, src=acc)
+        return out
+    expected = table.copy()
+    expected[idx[:, 0]] += upd
+    out = run(kernel, table, upd, idx, target=target).outputs
+    np.testing.assert_array_equal(table, expected)  # HBM input updated in place
+    np.testing.assert_array_equal(out, 1.0 + expected[idx[:, 0]])
+
+    def three_srcs(table, upd, idx):
+        ix = nl.ndarray((3, 1), nl.int32)
+        nisa.dma_copy(dst=ix, src=idx)
+        u = nl.ndarray((3, 4), nl.float32)
+        nisa.dma_copy(dst=u, src=upd)
+        rows = table.ap(pattern=[[4, 3], [1, 4]], vector_offset=ix, indirect_dim=0)
+        nisa.dma_compute(dst=rows, srcs=[rows, u, u], reduce_op=nl.add)
+    with pytest.raises(NkiValidationError, match="exactly 2 sources"):
+        run(three_srcs, table, upd, idx, target=target)
+
+
 @pytest.mark.parametrize("target", ALL_TARGETS)
 def test_tensor_copy_and_memset(target, run_tiles):
     x = _f32(8, 16)
@@ -372,6 +408,34 @@ def test_tensor_scalar_reduce_accumulates(target, run_tiles):
     d1, r = run_tiles(body, a, b, target=target)
     np.testing.assert_array_equal(d1, a * 2)
     np.testing.assert_allclose(r[:, 0], (a * 2).sum(1) + (b + 1).sum(1), rtol=1e-5)
+
+
+@pytest.mark.parametrize("target", ALL_TARGETS)
+def test_tensor_scalar_reduce_max_and_load_reduce(target, run_tiles):
+    a = _f32(8, 10, seed=21, lo=-5.0, hi=-1.0)  # all negative: a max accumulator reset to 0 would show
+
+    def body(x):
+        d, r1, r2 = _new(x), nl.ndarray((8, 1), nl.float32), nl.ndarray((8, 1), nl.float32)
+        nisa.tensor_scalar_reduce(dst=d, data=x, op0=nl.add, operand0=0.5, reduce_op=nl.maximum, reduce_res=r1)
+        nisa.tensor_scalar_reduce(dst=d, data=x, op0=nl.multiply, operand0=1.0, reduce_op=nl.add, reduce_res=r2,
+                                  reduce_cmd=nisa.reduce_cmd.load_reduce, reduce_init=100.0)
+        return r1, r2
+    r1, r2 = run_tiles(body, a, target=target)
+    np.testing.assert_array_equal(r1[:, 0], (a + np.float32(0.5)).max(1))  # reset_reduce: max identity is -inf
+    np.testing.assert_allclose(r2[:, 0], 100.0 + a.sum(1), rtol=1e-6)
+
+    def bad(**kw):
+        def inner(x):
+            nisa.tensor_scalar_reduce(dst=_new(x), data=x, op0=nl.subtract, operand0=1.0, reduce_op=nl.add,
+                                      reduce_res=nl.ndarray((8, 1), nl.float32), **kw)
+            return ()
+        return inner
+    with pytest.raises(NkiValidationError, match="reverse0"):
+        run_tiles(bad(reverse0=True), a, target=target)
+    with pytest.raises(NkiValidationError, match="reduce_init"):
+        run_tiles(bad(reduce_cmd=nisa.reduce_cmd.load_reduce), a, target=target)
+    with pytest.raises(NkiValidationError, match="reduce_init"):
+        run_tiles(bad(reduce_init=1.0), a, target=target)
 
 
 ACTIVATIONS = {"exp": np.exp, "copy": lambda x: x, "tanh": np.tanh, "sigmoid": lambda x: 1 / (1 + np.exp(-x)),

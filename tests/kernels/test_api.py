@@ -104,8 +104,9 @@ def test_qmatmul_kinds_and_out_dtype(kind):
     out = K.qmatmul(xin, qw, backend="reference")
     assert out.dtype == (np.float32 if kind == "numpy" else torch.float32)
     np.testing.assert_array_equal(np.asarray(out), reference.qmatmul(x, qw).astype(np.float32))
-    out16 = K.qmatmul(xin, qw, out_dtype="float16", backend="reference")
-    assert out16.dtype == (np.float16 if kind == "numpy" else torch.float16)
+    for out_dtype in ("float16", np.float16, np.dtype(np.float16), torch.float16):  # every spelling of a dtype
+        out16 = K.qmatmul(xin, qw, out_dtype=out_dtype, backend="reference")
+        assert out16.dtype == (np.float16 if kind == "numpy" else torch.float16)
 
 
 def test_qmatmul_w8a8():

@@ -142,6 +142,9 @@ def dma_compute(dst, srcs, reduce_op, scales=None, unique_indices=True, oob_mode
         _check_operand(opc, f"srcs[{i}]", s, t)
         if s.size != dst.size:
             raise NkiValidationError(opc, f"srcs[{i}]", f"element count == dst's {dst.size}", s.size, t.name)
+    if any(x.indirect is not None and x.indirect.kind == "vector" for x in [dst] + srcs) and len(srcs) != 2:
+        raise NkiValidationError(opc, "srcs", "exactly 2 sources for a vector_offset read-modify-write", len(srcs),
+                                 t.name)
     skip = oob_mode == OobMode.skip
     dp = dst.locate(opc, "dst", skip)
     places = {f"src{i}": s.locate(opc, f"srcs[{i}]", skip) for i, s in enumerate(srcs)}

@@ -274,6 +274,11 @@ def tensor_scalar_reduce(dst, data, op0, operand0, reduce_op, reduce_res, revers
     fn0, red = alu(op0, "op0"), alu(reduce_op, "reduce_op")
     if fn0.kind == "bitvec":
         raise NkiValidationError(opc, "op0", "an arithmetic operator", fn0.name, t.name)
+    if reverse0:
+        raise NkiValidationError(opc, "reverse0", "False (S-ISA: reverse0 not supported yet)", reverse0, t.name)
+    if (reduce_cmd == ReduceCmd.load_reduce) != (reduce_init is not None):
+        raise NkiValidationError(opc, "reduce_init", "set exactly when reduce_cmd is load_reduce",
+                                 f"reduce_init={reduce_init}, reduce_cmd={reduce_cmd.name}", t.name)
     if red.name not in ("add", "multiply", "maximum", "minimum"):
         raise NkiValidationError(opc, "reduce_op", "add, multiply, maximum or minimum", red.name, t.name)
     for operand_name, x in (("dst", dst), ("data", data), ("reduce_res", reduce_res)):
@@ -283,7 +288,7 @@ def tensor_scalar_reduce(dst, data, op0, operand0, reduce_op, reduce_res, revers
     _check_operand(opc, "operand0", fn0, operand0, p, t)
     validate.vector_operand(opc, "reduce_res", reduce_res, p, t)
     if computes(ctx, (dst, reduce_res), (data, operand0)):
-        y = _apply(fn0, f32(data), operand0, reverse0, p)
+        y = _apply(fn0, f32(data), operand0, False, p)
         store(dst, y)
         acc = update_accumulator(ctx, p, reduce_cmd, reduce_rows(red, y), red.fn, red.identity, reduce_init)
         store(reduce_res, acc)
