@@ -70,7 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-model", action="store_true", help="skip the modeled profile")
     run.add_argument("--no-measure", action="store_true", help="skip measured profiles even on a device")
     run.add_argument("--no-plots", action="store_true", help="write no PNG plots")
-    run.add_argument("--calibrate", action="store_true", help="also run the calibration points into the report")
+    run.add_argument("--calibrate", choices=("none", "quick", "full"), default="quick",
+                     help="calibration points in the report: quick = the three that trace in seconds (default), "
+                          "full = all six published Trainium2 points (~2 min more)")
 
     check = sub.add_parser("check", help="correctness of every kernel on every available backend (smoke shapes)")
     _add_selection(check, targets=False)
@@ -197,10 +199,11 @@ def cmd_run(args, command: str) -> int:
     out = args.out or os.path.join("runs", time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
     records = _walk(config, console)
     calibration = None
-    if args.calibrate:
-        from nkilab.harness.perf.calibration import calibration_table
+    if args.calibrate != "none":
+        from nkilab.harness.perf.calibration import POINTS, QUICK_POINTS, calibration_table
 
-        calibration = calibration_table()
+        with console.status("calibration: modeling published Trainium2 points"):
+            calibration = calibration_table(POINTS if args.calibrate == "full" else QUICK_POINTS)
     _summary(records, console)
     wall = time.perf_counter() - t0
     report = _write_folder(records, out, command=command, wall_s=wall, plots=not args.no_plots,

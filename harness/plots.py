@@ -96,8 +96,14 @@ def _by_batch(records, target, y_fn):
 
 
 def _panel_figure(targets):
-    fig, axes = plt.subplots(1, len(targets), figsize=(5.5 * len(targets), 4.2), squeeze=False)
-    return fig, axes[0]
+    """One panel per target, two per row; unused panels hidden."""
+    cols = min(2, len(targets))
+    rows = -(-len(targets) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(6 * cols, 4.2 * rows), squeeze=False)
+    flat = list(axes.flat)
+    for ax in flat[len(targets):]:
+        ax.set_visible(False)
+    return fig, flat[:len(targets)]
 
 
 def batch_plot(records, targets, path: str, *, energy: bool) -> str | None:
@@ -122,7 +128,7 @@ def batch_plot(records, targets, path: str, *, energy: bool) -> str | None:
         ax.set_yscale("log")
         ax.set_xlabel("decode batch [sequences]")
         ax.set_ylabel("modeled J/token [J]" if energy else "modeled latency per call [us]")
-        ax.set_title(f"{target}: {'energy per token' if energy else 'latency (dashed: roofline bound)'}",
+        ax.set_title(f"{target}: {'energy per token' if energy else 'latency (dashed: roofline bound)'} (modeled)",
                      fontsize=9)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=6)

@@ -13,6 +13,7 @@ import os
 from collections import Counter, defaultdict
 
 from nkilab.harness.perf.chips import get_target
+from nkilab.harness.perf.roofline import ridge_point
 
 HEADLINE_BATCH = 8
 HEADLINE_CONTEXT = 2048
@@ -111,7 +112,7 @@ CHECK_HEADER = ["kernel", "backend", "target", "problem", "dtype", "result", "ma
 def write_report(records, out_dir: str, *, plots: list[str], command: str, wall_s: float,
                  calibration: list[dict] | None = None) -> str:
     """Write out_dir/report.md; returns its path."""
-    lines = [f"# nkilab run report", "", f"- command: `{command}`", f"- wall time: {wall_s:.1f} s"]
+    lines = ["# nkilab run report", "", f"- command: `{command}`", f"- wall time: {wall_s:.1f} s"]
     if records:
         r0 = records[0]
         lines += [f"- nkilab {r0.get('nkilab_version')} at commit `{r0.get('git_commit')}`, host `{r0.get('host')}`,"
@@ -128,7 +129,9 @@ def write_report(records, out_dir: str, *, plots: list[str], command: str, wall_
               "- **J/token (modeled)**: latency x assumed power of the cores the kernel holds, static share always "
               "drawn, the rest scaled by the busiest engine's utilization. Power assumptions:", ""]
     for t in sorted({r["target"] for r in modeled(records)}):
-        lines.append(f"  - `{t}`: {get_target(t).power_source}")
+        tgt = get_target(t)
+        lines.append(f"  - `{t}`: {tgt.power_source}; roofline per core {tgt.peak() / 1e12:.0f} TFLOP/s bf16, "
+                     f"{tgt.bandwidth() / 1e9:.0f} GB/s HBM, ridge {ridge_point(tgt):.0f} FLOP/byte")
     lines += ["", "## Correctness (smoke workload, against the float64 reference)", ""]
     lines += _table(CHECK_HEADER, check_rows(records))
     lines += ["## Modeled profile, headline points (decode batch 8 / context 2048, longest prefill)", ""]
@@ -140,7 +143,8 @@ def write_report(records, out_dir: str, *, plots: list[str], command: str, wall_
     if calibration:
         lines += ["## Calibration against published Trainium2 measurements", "",
                   "Same model constants for every point (no per-kernel factors); kernels are nkilab's own, written "
-                  "in the structure of the published ones (`nkilab.harness.perf.calibration`).", ""]
+                  "in the structure of the published ones (`nkilab.harness.perf.calibration`). `nkilab calibrate` "
+                  "(or `nkilab run --calibrate full`) models all six points.", ""]
         lines += _table(["point", "published", "modeled", "model / published", "bottleneck", "source"],
                         [[c["name"], c["published"], c["modeled"], f"{c['ratio']:.3f}", c["bottleneck"],
                           c["source"]] for c in calibration])

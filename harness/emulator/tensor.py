@@ -321,10 +321,21 @@ class NkiTensor:
             if indirect_dim != 0:
                 raise NkiValidationError("ap", "indirect_dim", "0 with vector_offset", indirect_dim)
             if not isinstance(vector_offset, NkiTensor) or vector_offset.free_size != 1 or \
-                    vector_offset.shape[0] != shape[0]:
-                raise NkiValidationError("ap", "vector_offset", f"an SBUF ({shape[0]}, 1) index tensor", vector_offset)
+                    vector_offset.shape[0] != shape[0] or vector_offset.buffer != "sbuf" or \
+                    not dtypes.is_int(vector_offset.dtype):
+                raise NkiValidationError("ap", "vector_offset", f"an SBUF ({shape[0]}, 1) integer index tensor",
+                                         vector_offset)
             ind = Indirect("vector", vector_offset, math.prod(self.shape[1:]))
         elif scalar_offset is not None:
+            if isinstance(scalar_offset, NkiTensor) and (scalar_offset.size != 1 or scalar_offset.buffer != "sbuf"
+                                                         or not dtypes.is_int(scalar_offset.dtype)):
+                raise NkiValidationError("ap", "scalar_offset", "a VirtualRegister, an int or a 1x1 SBUF integer tensor",
+                                         scalar_offset)
+            if not isinstance(scalar_offset, (NkiTensor, VirtualRegister, int, np.integer)):
+                raise NkiValidationError("ap", "scalar_offset", "a VirtualRegister, an int or a 1x1 SBUF integer tensor",
+                                         type(scalar_offset).__name__)
+            if not 0 <= indirect_dim < len(self.shape):
+                raise NkiValidationError("ap", "indirect_dim", f"a dim of {list(self.shape)}", indirect_dim)
             ind = Indirect("scalar", scalar_offset, math.prod(self.shape[indirect_dim + 1:]))
         else:
             ind = None

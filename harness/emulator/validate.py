@@ -59,6 +59,15 @@ def not_both_psum(op: str, a_name: str, a, b_name: str, b, target: Target) -> No
         raise NkiValidationError(op, f"{a_name}/{b_name}", "not both in PSUM", "both psum", target.name)
 
 
+def tiles(op: str, target: Target, **operands) -> None:
+    """Engine operands given as name=tensor: each checked by `tile`, in order, then all with the first one's
+    partitions and elements per partition (the element-wise layout rule of most Vector/Scalar/GpSimd ops)."""
+    for name, t in operands.items():
+        tile(op, name, t, target)
+    (ref_name, ref), *others = operands.items()
+    same_layout(op, ref_name, ref, dict(others), target)
+
+
 def same_layout(op: str, ref_name: str, ref: NkiTensor, others: dict, target: Target) -> None:
     """Same partition count and elements per partition as `ref`."""
     for name, t in others.items():

@@ -9,26 +9,7 @@ and the roofline is drawn for matmul work), so the bound stays a lower bound.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from nkilab.harness.perf.chips import Target, dtype_family
-
-
-@dataclass(frozen=True)
-class RooflinePoint:
-    """One kernel run placed on a roofline plot.
-
-    Attributes:
-        intensity: FLOPs per HBM byte.
-        achieved_flops_per_s: FLOPs / latency.
-        bound_s: the roofline time for this work on the target, s.
-        latency_s: modeled or measured time, s.
-    """
-
-    intensity: float
-    achieved_flops_per_s: float
-    bound_s: float
-    latency_s: float
 
 
 def compute_bound_s(flops_by_dtype: dict[str, float], target: Target, *, lnc: int | None = None) -> float:
@@ -50,12 +31,6 @@ def roofline_bound_s(flops_by_dtype: dict[str, float], hbm_bytes: float, target:
 def ridge_point(target: Target, dtype: str = "bfloat16") -> float:
     """FLOPs per byte where the compute and memory roofs meet."""
     return target.peak(dtype) / target.bandwidth()
-
-
-def place(flops: float, hbm_bytes: float, latency_s: float, bound_s: float) -> RooflinePoint:
-    """A `RooflinePoint` for a run that did `flops` and moved `hbm_bytes` in `latency_s`."""
-    intensity = flops / hbm_bytes if hbm_bytes else float("inf")
-    return RooflinePoint(intensity, flops / latency_s if latency_s > 0 else 0.0, bound_s, latency_s)
 
 
 def flops_key(dtype: str) -> str:

@@ -78,7 +78,7 @@ def unsupported(op: str, **problem) -> str | None:
             return (f"group_size {group_size}: its rows per K tile ({rows}) must divide {PMAX} or be a "
                     f"multiple of {PMAX}")
     if k is not None and k > MAX_K:
-        return f"k {k} > {MAX_K} (prefill keeps the bf16 x^T of 128 rows of M and two x row tiles in SBUF)"
+        return f"k {k} > {MAX_K} (prefill keeps the bf16 x^T of at least 128 rows of M resident in SBUF)"
     return None
 
 

@@ -35,7 +35,7 @@ prefill (M > decode_max_m): x^T is the stationary operand [K tile, <= 128 rows o
 moving one [K tile, <= 512 columns], so TensorE streams full 512-column tiles and y comes out row-major.
 x rows are loaded, cast to bf16 and transposed on TensorE once per M block kept resident in SBUF
 (prefill_sbuf_bytes per partition); the block accumulates in PSUM in groups of PREFILL_PSUM_BANKS M tiles,
-one bank each, over all of K. When two N tiles of dequantized weights fit next to x^T (K up to ~4.5K), each
+one bank each, over all of K. When two N tiles of dequantized weights fit next to x^T (K up to ~4.8K), each
 N tile is loaded and dequantized once per M block and kept resident while every group of M tiles uses it,
 the next one being prepared meanwhile; for larger K the M block is a single group and each weight tile is
 loaded and dequantized inside the K loop. Group scales / zero points are applied to the weight tile
@@ -66,11 +66,12 @@ DECODE_DMA_COLS = 4096  # decode: weight columns per DMA (4 KiB int8 runs per pa
 DECODE_MIN_DMA_COLS = 1024  # decode int8/fp8: weight columns per DMA at least (>= 1 KiB runs per partition)
 DECODE_PSUM_BANKS = 4  # decode: PSUM banks of partial sums per DMA block (the rest: transposes, stores)
 DECODE_LOOKAHEAD = 2  # decode: weight tiles loaded and converted ahead of the one being multiplied
-PREFILL_SBUF_BYTES = 160 * 1024  # prefill: SBUF bytes per partition for the resident x^T of one M block and
-# two x row tiles; the rest of the 192 KiB of NeuronCore-v2 holds the streamed weight, scale and output tiles
+PREFILL_SBUF_BYTES = 160 * 1024  # prefill: SBUF bytes per partition for the resident x^T of one M block, two
+# x pieces and (small K) two N tiles of weights; the rest of NeuronCore-v2's 192 KiB holds streamed tiles
+X_CHUNK = 2048  # prefill: x columns loaded per DMA for the transposes (a multiple of the 256-column K steps)
 PREFILL_PSUM_BANKS = 4  # prefill: M tiles per block, each accumulating one [128, 512] fp32 bank over all of K;
 # double-buffered (the next N tile accumulates while this one is scaled and stored) they fill the 8 banks
-MAX_K = 16384  # prefill keeps bf16 x^T of >= 128 rows (2K B per partition) and two x row tiles (4K B) in SBUF
+MAX_K = 32768  # prefill keeps the bf16 x^T of >= 128 rows of M in SBUF (2K bytes per partition: 64 KiB)
 INT4_SYM_OFFSET = 8  # symmetric int4: q = (nibble xor 8) - 8, so u = nibble xor 8 = q + 8 is unsigned
 ACCEPTED_OUT = ("float32", "bfloat16", "float16")
 
@@ -188,19 +189,13 @@ def _decode(x, w, scales, zeros, x_scales, out, geo, pid, nprog):
     # matmuls, so in every engine's program order the next tiles' conversions come before this block's
     # epilogue (which waits for TensorE) instead of queueing behind it
     work = [(b, c, i) for b in range(pid, len(blocks), nprog) for c in range(len(chunks)) for i in chunks[c][2]]
-
-    def fetch(t):
-        b, _, i = work[t]
-        r0, rows, _, _ = geo.steps[i]
-        return _load_weight_tile(w, r0, rows, blocks[b][0], blocks[b][1], geo, turn=b + i)
-
-    ahead = [fetch(t) for t in range(min(DECODE_LOOKAHEAD, len(work)))]
+    ahead = [_fetch(w, geo, blocks, work[t]) for t in range(min(DECODE_LOOKAHEAD, len(work)))]
     # a block's output is stored once the next block's matmuls are issued: a store DMA waiting for its
     # epilogue would hold back, on its DMA queues, the weight transfers issued after it
     pending = []
     for t, (b, c, i) in enumerate(work):
         if t + DECODE_LOOKAHEAD < len(work):
-            ahead.append(fetch(t + DECODE_LOOKAHEAD))
+            ahead.append(_fetch(w, geo, blocks, work[t + DECODE_LOOKAHEAD]))
         weights = ahead.pop(0)
         nb0, nbw = blocks[b]
         subs = tiles(nbw, N_SUB)
@@ -232,6 +227,13 @@ def _decode(x, w, scales, zeros, x_scales, out, geo, pid, nprog):
             pending.append((yT, subs, nb0, nbw))
     for args in pending:
         _store_transposed(out, *args, m)
+
+
+def _fetch(w, geo, blocks, item):
+    """The weight tile(s) of decode work item (block b, chunk, K step i)."""
+    b, _, i = item
+    r0, rows, _, _ = geo.steps[i]
+    return _load_weight_tile(w, r0, rows, blocks[b][0], blocks[b][1], geo, turn=b + i)
 
 
 def _decode_moving(x_sb, geo):
@@ -397,10 +399,10 @@ def _load_nibbles(src, rows, nbw, symmetric):
 
 
 def _prefill(x, w, scales, zeros, x_scales, out, geo, pid, nprog, sbuf_bytes):
-    m, k = x.shape
+    m = x.shape[0]
     # bytes per partition of one resident x^T row (bf16, or fp8 with pairs) = of one dequantized weight column
     row_bytes = len(geo.steps) * geo.nhalves * (1 if geo.pairs else 2)
-    budget = sbuf_bytes - 4 * k  # less two bf16 x row tiles [128, K] (one loading, one transposing)
+    budget = sbuf_bytes - 2 * X_CHUNK * 2  # less two bf16 x pieces [128, X_CHUNK] (one loading, one transposing)
     # weights resident per N tile (reused by the whole M block) when two N tiles take at most half the budget
     resident = 2 * N_BLOCK * row_bytes <= budget // 2
     if resident:
@@ -423,6 +425,7 @@ def _prefill_block(x, w, scales, zeros, x_scales, out, geo, mb0, mbw, n_tiles, r
     m_tiles = tiles(mbw, PMAX)
     groups = [m_tiles[g:g + PREFILL_PSUM_BANKS] for g in range(0, len(m_tiles), PREFILL_PSUM_BANKS)]
     wd = _dequant_n_tile(w, scales, zeros, n_tiles[0], geo) if resident else None
+    pending = []
     for t, (nb0, nbw) in enumerate(n_tiles):
         wd_next = None
         if resident and t + 1 < len(n_tiles):
@@ -440,9 +443,19 @@ def _prefill_block(x, w, scales, zeros, x_scales, out, geo, mb0, mbw, n_tiles, r
                         else:
                             nisa.nc_matmul(dst=acc, stationary=xT[0:rows, slot, mt0:mt0 + msz],
                                            moving=mov[0:rows, :])
-            for acc, (mt0, msz) in zip(accs, group):
-                _prefill_store(acc, out, s_out, x_scales, mb0 + mt0, msz, nb0, nbw, geo)
+            # store the previous group now, after this one's matmuls are issued: its epilogue overlaps them, and
+            # its store DMAs (waiting for that epilogue) no longer hold back the weight loads issued before them
+            if pending:
+                _prefill_store_group(*pending.pop(), out, x_scales, mb0, geo)
+            pending.append((accs, group, s_out, nb0, nbw))
         wd = wd_next
+    for args in pending:
+        _prefill_store_group(*args, out, x_scales, mb0, geo)
+
+
+def _prefill_store_group(accs, group, s_out, nb0, nbw, out, x_scales, mb0, geo):
+    for acc, (mt0, msz) in zip(accs, group):
+        _prefill_store(acc, out, s_out, x_scales, mb0 + mt0, msz, nb0, nbw, geo)
 
 
 def _prefill_store(acc, out, s_out, x_scales, m0, msz, nb0, nbw, geo):
@@ -491,19 +504,21 @@ def _moving_tiles(w, scales, zeros, i, nb0, nbw, geo):
 
 def _prefill_xT(x, geo, mb0, mbw):
     """Resident x^T of rows mb0 .. mb0+mbw: SBUF [128, steps * nhalves, mbw] (slot i * nhalves + h = half h
-    of K step i), bf16 (fp8 e4m3 with pairs: the values came from fp8, so the cast back is exact), from row
-    tiles of x cast to bf16 by the DMA and transposed on TensorE."""
+    of K step i), bf16 (fp8 e4m3 with pairs: the values came from fp8, so the cast back is exact), from
+    [128, X_CHUNK] pieces of x cast to bf16 by the DMA and transposed on TensorE."""
     k = x.shape[1]
     xT = nl.ndarray((PMAX, len(geo.steps) * geo.nhalves, mbw), dtype=nl.float8_e4m3 if geo.pairs else nl.bfloat16,
                     buffer=nl.sbuf)
     for mt0, msz in tiles(mbw, PMAX):
-        x_sb = nl.ndarray((msz, k), dtype=nl.bfloat16, buffer=nl.sbuf)
-        nisa.dma_copy(dst=x_sb, src=x[mb0 + mt0:mb0 + mt0 + msz, :])
-        for i in range(len(geo.steps)):
-            for h, ((c0, c1, cs), rows) in enumerate(geo.halves(i)):
-                ps = nl.ndarray((rows, msz), dtype=nl.bfloat16, buffer=nl.psum)
-                nisa.nc_transpose(dst=ps, data=x_sb[:, c0:c1:cs])
-                nisa.tensor_copy(dst=xT[0:rows, i * geo.nhalves + h, mt0:mt0 + msz], src=ps)
+        for c0, cw in tiles(k, X_CHUNK):
+            x_sb = nl.ndarray((msz, cw), dtype=nl.bfloat16, buffer=nl.sbuf)
+            nisa.dma_copy(dst=x_sb, src=x[mb0 + mt0:mb0 + mt0 + msz, c0:c0 + cw])
+            for i in range(len(geo.steps)):
+                for h, ((a, b, cs), rows) in enumerate(geo.halves(i)):
+                    if c0 <= a < c0 + cw:  # a step's columns never straddle two chunks (X_CHUNK % 256 == 0)
+                        ps = nl.ndarray((rows, msz), dtype=nl.bfloat16, buffer=nl.psum)
+                        nisa.nc_transpose(dst=ps, data=x_sb[:, a - c0:b - c0:cs])
+                        nisa.tensor_copy(dst=xT[0:rows, i * geo.nhalves + h, mt0:mt0 + msz], src=ps)
     return xT
 
 

@@ -205,10 +205,36 @@ def test_nc_matmul_accumulate_flags(target, run_tiles):
         nisa.memset(dst=q, value=5.0)
         nisa.nc_matmul(dst=q, stationary=s, moving=m)  # memset is not a matmul write: overwrite
         nisa.nc_matmul(dst=q, stationary=s, moving=m, accumulate=False)
-        return p, q
-    p, q = run_tiles(body, s, m, target=target)
+        r = nl.ndarray((16, 8), nl.float32, buffer=nl.psum)  # auto-detection is per PSUM location:
+        nisa.nc_matmul(dst=r[:, 0:4], stationary=s, moving=m[:, 0:4])  # columns 0:4 written once
+        nisa.nc_matmul(dst=r, stationary=s, moving=m)  # 0:4 accumulate, 4:8 first write: overwrite the NaN
+        return p, q, r
+    p, q, r = run_tiles(body, s, m, target=target)
     np.testing.assert_allclose(p, 2 * prod, rtol=1e-6)
     np.testing.assert_allclose(q, prod, rtol=1e-6)
+    np.testing.assert_allclose(r[:, 0:4], 2 * prod[:, 0:4], rtol=1e-6)
+    np.testing.assert_allclose(r[:, 4:8], prod[:, 4:8], rtol=1e-6)
+
+
+@pytest.mark.parametrize("target", ALL_TARGETS)
+def test_nc_matmul_transpose_mode(target, run_tiles):
+    x = _f32(8, 6, seed=46)
+    x[3, 2] = np.nan
+
+    def body(x):
+        eye = nl.ndarray((8, 8), nl.float32)
+        nisa.iota(dst=eye, pattern=[[-1, 8]], offset=0, channel_multiplier=1)  # p - f
+        nisa.tensor_scalar(dst=eye, data=eye, op0=nl.equal, operand0=0.0)
+        p = nl.ndarray((6, 8), nl.float32, buffer=nl.psum)
+        nisa.nc_matmul(dst=p, stationary=x, moving=eye, is_transpose=True)
+        return (p,)
+    (p,) = run_tiles(body, x, target=target)
+    if TARGETS[target].gen >= 3:  # transpose mode: bit-accurate
+        np.testing.assert_array_equal(p, x.T)
+    else:  # v2: a plain matmul with the identity, NaN * 0 spreads along the output row
+        expected = x.T.copy()
+        expected[2, :] = np.nan
+        np.testing.assert_array_equal(p, expected)
 
 
 @pytest.mark.parametrize("target", ALL_TARGETS)
@@ -390,6 +416,12 @@ def test_tensor_reduce(target, run_tiles):
         nisa.tensor_reduce(dst=k, op=nl.minimum, data=x, axis=-1, keepdims=True)
         return s, m, k
     s, m, k = run_tiles(body, a, target=target)
+    for axis, dst_shape in ((0, (1, 24)), (1, (8, 6)), ((0, 1, 2), (1, 1)), (2, (8, 6))):
+        def bad(x, axis=axis, dst_shape=dst_shape):  # partition axis, non-trailing axes, wrong dst size
+            nisa.tensor_reduce(dst=nl.ndarray(dst_shape, nl.float32), op=nl.add, data=x, axis=axis)
+            return ()
+        with pytest.raises(NkiValidationError, match="tensor_reduce: (axis|dst)"):
+            run_tiles(bad, a, target=target)
     np.testing.assert_allclose(s, a.sum(axis=2), rtol=1e-6)
     np.testing.assert_array_equal(m, -a.max(axis=(1, 2))[:, None])
     np.testing.assert_array_equal(k, a.min(axis=2, keepdims=True))
@@ -478,6 +510,48 @@ def test_activation_scale_bias_and_reduce(target, run_tiles):
     np.testing.assert_allclose(r[:, 0], ey.sum(1), rtol=1e-5)
     np.testing.assert_allclose(y2, np.tanh(a * 0.5), rtol=1e-6)
     np.testing.assert_allclose(r2[:, 0], np.tanh(a * 0.5).sum(1), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("target", ALL_TARGETS)
+def test_activation_reduce_cmd_sequence(target, run_tiles):
+    a, b = _f32(8, 6, seed=36), _f32(8, 6, seed=37)
+    sa, sb = np.exp(a).sum(1), np.exp(b).sum(1)
+
+    def body(x, y):
+        rs = [nl.ndarray((8, 1), nl.float32) for _ in range(5)]
+        z = _new(x)
+        nisa.activation(dst=z, op=nl.exp, data=x, reduce_res=rs[0], reduce_cmd=nisa.reduce_cmd.reset)  # 0
+        nisa.activation(dst=z, op=nl.exp, data=x, reduce_op=nl.add, reduce_cmd=nisa.reduce_cmd.reduce)  # sa
+        nisa.activation(dst=z, op=nl.exp, data=y, reduce_op=nl.add, reduce_res=rs[1])  # idle: still sa
+        nisa.activation(dst=z, op=nl.exp, data=y, reduce_op=nl.add, reduce_res=rs[2],
+                        reduce_cmd=nisa.reduce_cmd.reduce)  # sa + sb
+        nisa.activation(dst=z, op=nl.exp, data=x, reduce_op=nl.add, reduce_res=rs[3],
+                        reduce_cmd=nisa.reduce_cmd.reset_reduce)  # sa
+        nisa.activation_reduce(dst=z, op=nl.exp, data=y, reduce_op=nl.add, reduce_res=rs[4])  # resets: sb
+        return tuple(rs)
+    r0, r1, r2, r3, r4 = (r[:, 0] for r in run_tiles(body, a, b, target=target))
+    np.testing.assert_array_equal(r0, 0.0)
+    np.testing.assert_allclose(r1, sa, rtol=1e-6)
+    np.testing.assert_allclose(r2, sa + sb, rtol=1e-6)
+    np.testing.assert_allclose(r3, sa, rtol=1e-6)
+    np.testing.assert_allclose(r4, sb, rtol=1e-6)
+
+
+def test_vector_accumulators_undefined_after_idle(run_tiles):
+    a = _f32(4, 8, seed=38)
+
+    def body(x):
+        d, r1, r2 = _new(x), nl.ndarray((4, 1), nl.float32), nl.ndarray((4, 1), nl.float32)
+        pred = nl.ndarray((4, 8), nl.uint8)
+        nisa.memset(dst=pred, value=1)
+        nisa.tensor_scalar_reduce(dst=d, data=x, op0=nl.add, operand0=0.0, reduce_op=nl.add, reduce_res=r1)
+        nisa.select_reduce(dst=d, predicate=pred, on_true=x, on_false=0.0)  # reduce_cmd=idle
+        nisa.tensor_scalar_reduce(dst=d, data=x, op0=nl.add, operand0=0.0, reduce_op=nl.add, reduce_res=r2,
+                                  reduce_cmd=nisa.reduce_cmd.reduce)
+        return r1, r2
+    r1, r2 = run_tiles(body, a)
+    np.testing.assert_allclose(r1[:, 0], a.sum(1), rtol=1e-6)
+    assert np.isnan(r2).all()  # `reduce` onto accumulators an idle instruction may have modified
 
 
 def test_engine_registers_start_undefined(run_tiles):

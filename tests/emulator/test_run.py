@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nkilab.harness.emulator import nisa, nki, nl, run
+from nkilab.harness.emulator import NkiValidationError, nisa, nki, nl, run
 from nkilab.harness.emulator.examples import tensor_add, tiled_matmul
 
 bf16 = ml_dtypes.bfloat16
@@ -167,6 +167,22 @@ def test_virtual_register_is_not_a_python_int():
     from nkilab.harness.emulator import NkiTraceError
     with pytest.raises(NkiTraceError, match="runtime value"):
         run(kernel)
+
+
+def test_register_load_takes_integer_tensors():
+    def kernel(vals):
+        reg = nisa.register_alloc()
+        ints = nl.ndarray((1, 1), nl.int32)
+        nisa.dma_copy(dst=ints, src=vals)
+        nisa.register_load(reg, ints)
+        out = nl.ndarray((1, 1), nl.int32, buffer=nl.shared_hbm)
+        nisa.register_store(out, reg)
+        floats = nl.ndarray((1, 1), nl.float32)
+        nisa.dma_copy(dst=floats, src=vals)
+        with pytest.raises(NkiValidationError, match="register_load: src.*integer"):
+            nisa.register_load(reg, floats)  # a register would hold the float's bit pattern
+        return out
+    assert run(kernel, np.array([[7]], np.int32)).outputs[0, 0] == 7
 
 
 def test_get_nc_version(monkeypatch):

@@ -97,6 +97,48 @@ def test_ap_addresses_storage_not_view():
     np.testing.assert_array_equal(run(kernel, a).outputs, expected)
 
 
+def test_indirect_offsets_step_by_the_indexed_tensors_shape():
+    """scalar_offset moves start by value * prod(shape[indirect_dim + 1:]) and vector_offset picks rows of size
+    prod(shape[1:]) — of the tensor `.ap()` is called on (here a reshaped view), never the pattern's strides."""
+    def kernel(a, idx):
+        ix = nl.ndarray((2, 1), nl.int32)
+        nisa.dma_copy(dst=ix, src=idx)
+        reg = nisa.register_alloc(3)
+        s = nl.ndarray((2, 6), nl.float32)  # a[0, 3:5, :] through indirect_dim=1 (step 6 elements)
+        nisa.dma_copy(dst=s, src=a.ap(pattern=[[6, 2], [1, 6]], offset=0, scalar_offset=reg, indirect_dim=1))
+        flat = a.reshape((20, 6))  # rows of 6 elements: vector_offset row r starts at element 6 * r
+        v = nl.ndarray((2, 3), nl.float32)
+        nisa.dma_copy(dst=v, src=flat.ap(pattern=[[1, 2], [2, 3]], offset=1, vector_offset=ix, indirect_dim=0))
+        out_s = nl.ndarray((2, 6), nl.float32, buffer=nl.shared_hbm)
+        out_v = nl.ndarray((2, 3), nl.float32, buffer=nl.shared_hbm)
+        nisa.dma_copy(dst=out_s, src=s)
+        nisa.dma_copy(dst=out_v, src=v)
+        return out_s, out_v
+    a = np.arange(4 * 5 * 6, dtype=np.float32).reshape(4, 5, 6)
+    idx = np.array([[7], [13]], np.int32)
+    out_s, out_v = run(kernel, a, idx).outputs
+    np.testing.assert_array_equal(out_s, a[0, 3:5, :])
+    flat = a.reshape(20, 6)
+    np.testing.assert_array_equal(out_v, flat[[7, 13]][:, 1::2])
+
+
+@pytest.mark.parametrize("kind, index_dtype, index_buffer, ok", [
+    ("vector", nl.int32, nl.sbuf, True), ("vector", nl.uint32, nl.sbuf, True), ("vector", nl.float32, nl.sbuf, False),
+    ("vector", nl.int32, nl.hbm, False), ("scalar", nl.int32, nl.sbuf, True), ("scalar", nl.float32, nl.sbuf, False),
+    ("scalar", nl.int32, nl.hbm, False)])
+def test_indirect_offset_operands(kind, index_dtype, index_buffer, ok):
+    def check():
+        data = nl.ndarray((8, 4), nl.float32, buffer=nl.hbm)
+        idx = nl.ndarray((2, 1) if kind == "vector" else (1, 1), index_dtype, buffer=index_buffer)
+        key = "vector_offset" if kind == "vector" else "scalar_offset"
+        return data.ap(pattern=[[4, 2], [1, 4]], indirect_dim=0, **{key: idx}).is_indirect()
+    if ok:
+        assert _in_kernel(check)
+    else:
+        with pytest.raises(NkiValidationError, match=f"ap: {kind}_offset"):
+            _in_kernel(check)
+
+
 def test_ap_out_of_bounds_raises():
     with pytest.raises(NkiValidationError, match="ap: pattern"):
         run(lambda a: a.ap(pattern=[[8, 6], [1, 9]]), np.zeros((6, 8), np.float32))

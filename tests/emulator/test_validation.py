@@ -126,6 +126,17 @@ def test_matmul_dtype_and_buffer_rules(target):
         _raises(_matmul(s_dtype=nl.float8_e4m3fn, m_dtype=nl.float8_e4m3), target, "no mixing")
 
 
+@pytest.mark.parametrize("target", ALL_TARGETS)
+def test_matmul_moving_must_be_sbuf(target):
+    def body(buf):
+        def inner():
+            s, mv = _tile((64, 32), nl.bfloat16), _tile((64, 16), nl.bfloat16, buf)
+            nisa.nc_matmul(dst=nl.ndarray((32, 16), nl.float32, buffer=nl.psum), stationary=s, moving=mv)
+        return inner
+    _run(body(nl.sbuf), target)
+    assert _raises(body(nl.psum), target, "buffer in \\('sbuf',\\)").operand == "moving"
+
+
 # ---- buffers -----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("target", ALL_TARGETS)
 def test_dma_rejects_psum(target):
@@ -134,6 +145,19 @@ def test_dma_rejects_psum(target):
         nisa.dma_copy(dst=out, src=p)
     with pytest.raises(NkiValidationError, match="dma_copy: src.*PSUM"):
         run(from_psum, np.zeros((4, 4), np.float32), target=target)
+
+
+@pytest.mark.parametrize("target", ALL_TARGETS)
+def test_dma_rejects_psum_destination(target):
+    def to_psum(a):
+        nisa.dma_copy(dst=nl.ndarray((4, 4), nl.float32, buffer=nl.psum), src=a)
+
+    def to_sbuf(a):
+        nisa.dma_copy(dst=nl.ndarray((4, 4), nl.float32, buffer=nl.sbuf), src=a)
+    a = np.zeros((4, 4), np.float32)
+    run(to_sbuf, a, target=target)
+    with pytest.raises(NkiValidationError, match="dma_copy: dst.*PSUM"):
+        run(to_psum, a, target=target)
 
 
 @pytest.mark.parametrize("target", ALL_TARGETS)
@@ -149,8 +173,23 @@ def test_gpsimd_ops_reject_psum(target):
     def copy_psum():
         nisa.tensor_copy(dst=nl.ndarray((4, 8), nl.float32, buffer=nl.psum), src=_tile((4, 8)),
                          engine=nisa.engine.gpsimd)
-    for body in (iota_psum, select_psum, copy_psum):
+    def memset_psum():
+        nisa.memset(dst=nl.ndarray((4, 8), nl.float32, buffer=nl.psum), value=0.0, engine=nisa.engine.gpsimd)
+
+    def power_psum():  # nl.power runs on GpSimd
+        nisa.tensor_tensor(dst=nl.ndarray((4, 8), nl.float32, buffer=nl.psum), data1=_tile((4, 8)),
+                           data2=_tile((4, 8)), op=nl.power)
+
+    def partition_reduce_psum():
+        nisa.tensor_partition_reduce(dst=nl.ndarray((1, 8), nl.float32, buffer=nl.psum), op=nl.add,
+                                     data=_tile((4, 8)))
+    for body in (iota_psum, select_psum, copy_psum, memset_psum, power_psum, partition_reduce_psum):
         assert _raises(body, target, "GpSimd Engine cannot access PSUM").operand == "dst"
+    # the same ops with SBUF operands, and VectorE memset / tensor_copy into PSUM, are legal
+    _run(lambda: nisa.memset(dst=nl.ndarray((4, 8), nl.float32, buffer=nl.psum), value=0.0), target)
+    _run(lambda: nisa.tensor_tensor(dst=_tile((4, 8)), data1=_tile((4, 8)), data2=_tile((4, 8)), op=nl.power),
+         target)
+    _run(lambda: nisa.tensor_copy(dst=nl.ndarray((4, 8), nl.float32, buffer=nl.psum), src=_tile((4, 8))), target)
 
 
 @pytest.mark.parametrize("target", ALL_TARGETS)
@@ -162,6 +201,34 @@ def test_tensor_tensor_inputs_not_both_psum(target):
         return inner
     _run(body(nl.psum, nl.sbuf), target)
     assert _raises(body(nl.psum, nl.psum), target, "not both in PSUM").operand == "data1/data2"
+
+
+@pytest.mark.parametrize("target", ALL_TARGETS)
+def test_scalar_tensor_tensor_inputs_not_both_psum(target):
+    def body(a_buf, b_buf):
+        def inner():
+            a, b = _tile((4, 8), buffer=a_buf), _tile((4, 8), buffer=b_buf)
+            nisa.scalar_tensor_tensor(dst=_tile((4, 8)), data=a, op0=nl.multiply, operand0=2.0, op1=nl.add,
+                                      operand1=b)
+        return inner
+    _run(body(nl.sbuf, nl.psum), target)
+    assert _raises(body(nl.psum, nl.psum), target, "not both in PSUM").operand == "data/operand1"
+
+
+@pytest.mark.parametrize("target", ALL_TARGETS)
+def test_scalar_operand_tiles_are_float32(target):
+    def ts(dtype, op=nl.multiply, data_dtype=nl.float32):
+        def inner():
+            nisa.tensor_scalar(dst=_tile((4, 8), data_dtype), data=_tile((4, 8), data_dtype), op0=op,
+                               operand0=_tile((4, 1), dtype))
+        return inner
+    _run(ts(nl.float32), target)
+    _run(ts(nl.int32, nl.bitwise_and, nl.int32), target)  # bitvec operands are bit patterns, any integer tile
+    assert _raises(ts(nl.bfloat16), target, "float32 \\(P, 1\\) tile").operand == "operand0"
+    scaled = lambda dtype: lambda: nisa.activation(dst=_tile((4, 8)), op=nl.copy, data=_tile((4, 8)),  # noqa: E731
+                                                   scale=_tile((4, 1), dtype))
+    _run(scaled(nl.float32), target)
+    assert _raises(scaled(nl.bfloat16), target, "float32").operand == "scale"
 
 
 @pytest.mark.parametrize("target", ALL_TARGETS)
@@ -245,6 +312,27 @@ def test_indirect_dma_generations(target):
             run(_gather(scalar=False), data, idx, target=target)
     else:
         run(_gather(scalar=False), data, idx, target=target)
+
+
+@pytest.mark.parametrize("target", ("trn2", "trn3"))
+def test_indirect_dma_needs_a_dge(target):
+    data, idx = np.zeros((8, 4), np.float32), np.array([[1], [2]], np.int32)
+
+    def gather(scalar, dge_mode):
+        def kernel(data, idx):
+            ix = nl.ndarray((2, 1), nl.int32)
+            nisa.dma_copy(dst=ix, src=idx, dge_mode=dge_mode)  # static addresses: any mode
+            key = {"scalar_offset": ix[0:1, :]} if scalar else {"vector_offset": ix}
+            nisa.dma_copy(dst=nl.ndarray((2, 4), nl.float32),
+                          src=data.ap(pattern=[[4, 2], [1, 4]], indirect_dim=0, **key), dge_mode=dge_mode)
+        return kernel
+    for scalar, mode in ((True, nisa.dge_mode.swdge), (True, nisa.dge_mode.hwdge), (False, nisa.dge_mode.swdge)):
+        run(gather(scalar, mode), data, idx, target=target)
+    for scalar in (True, False):
+        with pytest.raises(NkiValidationError, match="dma_copy: dge_mode.*runtime"):
+            run(gather(scalar, nisa.dge_mode.none), data, idx, target=target)
+    with pytest.raises(NkiValidationError, match="dma_copy: dge_mode.*vector_offset"):
+        run(gather(False, nisa.dge_mode.hwdge), data, idx, target=target)
 
 
 # ---- bounds ------------------------------------------------------------------------------------------

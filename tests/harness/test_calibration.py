@@ -1,17 +1,18 @@
 """The performance model against published Trainium2 measurements: every point within +-25%, one constant set."""
 
+from dataclasses import replace
+
 import pytest
 
-from nkilab.harness.perf.calibration import POINTS, TOLERANCE, model_point, modeled_value
+from nkilab.harness.perf.calibration import POINTS, QUICK_POINTS, TOLERANCE, model_point, modeled_value
 
 # slow: the tiled, hoisted and free-blocked fp32 points trace 66k-99k instructions each (~30 s apiece on a
-# 2-core runner); the all-blocked fp32 point (40k) and both bf16 points keep a full published point in CI
-_IN_CI = {"fp32 4096x8192x8192 all-blocked 16/2/8", "bf16 2048^3 all-blocked 16/2/8", "bf16 2048^3 all-blocked 4/1/8"}
+# 2-core runner); QUICK_POINTS (all-blocked fp32, both bf16 blockings) keep full published points in CI
 
 
 def _params():
     for point in POINTS:
-        marks = () if point.name in _IN_CI else (pytest.mark.slow,)
+        marks = () if point in QUICK_POINTS else (pytest.mark.slow,)
         yield pytest.param(point, id=point.name, marks=marks)
 
 
@@ -27,7 +28,7 @@ def test_model_reproduces_published_trn2_point(point):
 
 def test_blocking_moves_the_fp32_kernel_from_dma_to_tensor_bound():
     """What the tutorial's profiles show: the tiled kernel waits on DMA, the blocked one on TensorE."""
-    tiled_small = POINTS[0].__class__(**{**POINTS[0].__dict__, "m": 512, "n": 1024, "k": 2048})
-    blocked_small = POINTS[3].__class__(**{**POINTS[3].__dict__, "m": 2048, "n": 1024, "k": 2048})
+    tiled_small = replace(POINTS[0], m=512, n=1024, k=2048)
+    blocked_small = replace(POINTS[3], m=2048, n=1024, k=2048)
     assert model_point(tiled_small).bottleneck == "dma"
     assert model_point(blocked_small).bottleneck == "tensor"

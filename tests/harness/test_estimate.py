@@ -6,6 +6,7 @@ import sys
 import numpy as np
 import pytest
 
+from nkilab.harness import Estimate, estimate
 from nkilab.harness.emulator import nisa, nl
 
 
@@ -34,8 +35,6 @@ def _matmul_kernel(lhs_t, rhs):
 
 
 def test_estimate_of_a_copy_is_a_dma_chain():
-    from nkilab.harness import Estimate, estimate
-
     est = estimate(_copy_kernel, np.zeros((128, 2048), np.float32), target="trn2")
     assert isinstance(est, Estimate) and est.kind == "modeled"
     assert est.hbm_bytes == 2 * 128 * 2048 * 4
@@ -49,21 +48,13 @@ def test_estimate_of_one_matmul_counts_its_flops_on_every_target():
     lhs_t = np.zeros((128, 128), np.float32)
     rhs = np.zeros((128, 512), np.float32)
     for target in ("inf2", "trn1", "trn2", "trn3"):
-        est = estimate_target(lhs_t, rhs, target)
+        est = estimate(_matmul_kernel, lhs_t, rhs, target=target)
         assert est.flops == 2 * 128 * 128 * 512
         assert est.engine_busy_s["tensor"] > 0 and est.target == target
         assert est.latency_s >= est.roofline_s
 
 
-def estimate_target(lhs_t, rhs, target):
-    from nkilab.harness import estimate
-
-    return estimate(_matmul_kernel, lhs_t, rhs, target=target)
-
-
 def test_estimate_refuses_non_neuron_targets():
-    from nkilab.harness import estimate
-
     with pytest.raises(ValueError, match="target"):
         estimate(_copy_kernel, np.zeros((128, 16), np.float32), target="h100")
 

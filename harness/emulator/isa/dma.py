@@ -56,7 +56,17 @@ def _check_operand(opc: str, operand: str, x, t) -> None:
                          "vector_offset", t)
         if x.on_chip:
             raise NkiValidationError(opc, operand, "vector_offset indexes an HBM tensor", x.buffer, t.name)
-        validate.buffer(opc, f"{operand}.vector_offset", ind.index, ("sbuf",), t)
+
+
+def _check_dge(opc: str, dge_mode, tensors, t) -> None:
+    """Runtime addresses need a DGE (S-ISA dma_copy: "when either sw_dge or hw_dge mode is used, the src and dst
+    tensors can have a dynamic start address"), and only the software DGE gathers/scatters with vector_offset."""
+    kinds = {x.indirect.kind for x in tensors if x.indirect is not None}
+    if kinds and dge_mode == DgeMode.none:
+        raise NkiValidationError(opc, "dge_mode", "swdge/hwdge/unknown for runtime (.ap offset) addresses", "none",
+                                 t.name)
+    if "vector" in kinds and dge_mode == DgeMode.hwdge:
+        raise NkiValidationError(opc, "dge_mode", "swdge/unknown for vector_offset gather/scatter", "hwdge", t.name)
 
 
 def _index_reads(**tensors) -> dict:
@@ -100,6 +110,7 @@ def dma_copy(dst, src, priority=None, oob_mode=OobMode.error, dge_mode=DgeMode.u
                                      f"{dtypes.name(src.dtype)} -> {dtypes.name(dst.dtype)}", t.name)
     if priority is not None:
         validate.feature(opc, "priority", t.dma_priority, "DMA priority needs NeuronCore-v4", priority, t)
+    _check_dge(opc, dge_mode, (dst, src), t)
     skip = oob_mode == OobMode.skip
     sp, dp = src.locate(opc, "src", skip), dst.locate(opc, "dst", skip)
     index = _index_reads(dst=dst, src=src)

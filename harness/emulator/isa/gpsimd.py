@@ -63,12 +63,10 @@ def affine_select(dst, pattern, channel_multiplier, on_true_tile, on_false_value
     ctx = current()
     t = ctx.target
     cmp = alu(cmp_op if cmp_op is not None else "equal", "cmp_op")
-    validate.tile(opc, "dst", dst, t)
-    validate.tile(opc, "on_true_tile", on_true_tile, t)
+    validate.tiles(opc, t, on_true_tile=on_true_tile, dst=dst)
     validate.gpsimd_no_psum(opc, {"dst": dst, "on_true_tile": on_true_tile}, t)
     validate.buffer(opc, "dst", dst, ("sbuf",), t)
     validate.buffer(opc, "on_true_tile", on_true_tile, ("sbuf",), t)
-    validate.same_layout(opc, "on_true_tile", on_true_tile, {"dst": dst}, t)
     if not isinstance(on_false_value, (int, float, np.floating, np.integer)):
         raise NkiValidationError(opc, "on_false_value", "a float32 scalar", on_false_value, t.name)
     vals = _affine(opc, t, dst, pattern, offset, channel_multiplier)

@@ -25,10 +25,15 @@ def register_move(dst: VirtualRegister, src) -> None:
 
 
 def register_load(dst: VirtualRegister, src: NkiTensor) -> None:
-    """dst = the single element of `src` (unknown in trace mode when src's values are not computed)."""
+    """dst = the single element of `src`, an integer tensor in HBM or SBUF (unknown in trace mode when src's values
+    are not computed). A register takes the element's 32 bits as an integer, so a float tensor would load its bit
+    pattern, not its value: the emulator rejects it."""
     _writable(dst)
-    if src.size != 1:
-        raise NkiValidationError("register_load", "src", "a 1-element tensor", list(src.shape))
+    if not isinstance(src, NkiTensor) or src.size != 1:
+        raise NkiValidationError("register_load", "src", "a 1-element tensor", getattr(src, "shape", src))
+    if not dtypes.is_int(src.dtype) or src.buffer == "psum":
+        raise NkiValidationError("register_load", "src", "an integer tensor in HBM or SBUF",
+                                 f"{dtypes.name(src.dtype)} in {src.buffer}")
     dst.value = scalar_value(src)
 
 

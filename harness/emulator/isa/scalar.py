@@ -4,7 +4,16 @@
 (P, 1) tile, or a compile-time scalar on NeuronCore-v3+ (gen2 needs a vector). The 128 `reduce_regs`
 (one float32 per partition) persist across instructions: `reset` zeroes them, `reduce` adds the
 free-dim sum of `out`, `reset_reduce` replaces them with it, `idle` leaves them; `reduce_res` [P, 1]
-reads them out. `reduce_op` must be `nl.add` for `activation`.
+reads them out (after the update, whatever the command — with `idle` it reads the unchanged registers).
+`reduce_op` must be `nl.add` for `activation`; `activation_reduce` also takes maximum/minimum on v3+
+(S-ISA only says "on NeuronCore-v2, the reduce_op must be nl.add").
+
+Reading chosen where S-ISA is ambiguous: its pseudo-code computes `result = reduce_op(reduce_regs,
+reduce_op(output))` and then `reduce_regs += result`, which taken literally would add the old registers
+twice; the prose ("reduce activated data over existing values in reduce_regs") gives
+`reduce_regs = reduce_regs + sum(output)`, which is what the emulator does. The reduction sees the
+float32 activation results before they are cast into dst. The registers start undefined (NaN) in every
+program instance, so a `reduce` before any reset shows up.
 """
 
 from __future__ import annotations
@@ -21,9 +30,7 @@ from .issue import computes, current, f32, layout_attrs, operand, record, store
 
 
 def _check(opc: str, t, dst, data, op_name: str, bias, scale) -> None:
-    validate.tile(opc, "dst", dst, t)
-    validate.tile(opc, "data", data, t)
-    validate.same_layout(opc, "data", data, {"dst": dst}, t)
+    validate.tiles(opc, t, data=data, dst=dst)
     p = data.shape[0]
     validate.vector_operand(opc, "scale", scale, p, t, fp32=True)
     if bias is not None:

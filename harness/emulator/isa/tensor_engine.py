@@ -4,7 +4,13 @@ nc_matmul: `dst[M, N] = stationary[K, M].T @ moving[K, N]`, K on the partitions 
 fp32 accumulation inside TensorE and in PSUM (S-A2). `accumulate`: False overwrites, True adds,
 None (default) overwrites PSUM elements no matmul has written since their last non-matmul write
 and adds onto the others ("first write overwrites, subsequent accumulate", S-ISA). The emulator
-tracks this per PSUM element; a memset/tensor_copy/activation write into PSUM resets it.
+tracks this per PSUM element; a memset/tensor_copy/activation write into PSUM resets it, and so does
+an `nc_transpose` (its `accumulate` is "not exposed": it always overwrites). Readings chosen where S-ISA
+is silent: accumulating onto PSUM initialised by a non-matmul op is undefined on v2/v3 hardware
+(nki-api.md §2.5); the emulator overwrites there with accumulate=None and adds (with a warning) with
+accumulate=True. `is_transpose=True` is a profiler hint on NeuronCore-v2 (an ordinary matmul); on v3+
+it is the bit-accurate transpose mode: moving must be the [K, K] identity and dst = stationary.T exactly
+(NaN/Inf included).
 """
 
 from __future__ import annotations
@@ -108,10 +114,15 @@ def nc_matmul(dst, stationary, moving, is_stationary_onezero=False, is_moving_on
         raise NkiValidationError(op, "dst", f"[M={m}, N={n}] (partitions x elements per partition)",
                                  f"{dst.shape[0]} x {dst.free_size}", t.name)
     _check_bank(op, dst, t)
+    transpose_mode = bool(is_transpose) and t.gen >= 3
+    if transpose_mode and n != k:
+        raise NkiValidationError(op, "moving", f"the [K, K] identity in transpose mode (K={k})", n, t.name)
     if computes(ctx, (dst,), (stationary, moving)):
         s = dtypes.to_f32(stationary.values()).reshape(k * rows, m)
-        mv = dtypes.to_f32(moving.values()).reshape(k * rows, n)
-        res = s.T @ mv
+        if transpose_mode:  # bit-accurate: no products, so NaN/Inf stay where they are
+            res = np.ascontiguousarray(s.T)
+        else:
+            res = s.T @ dtypes.to_f32(moving.values()).reshape(k * rows, n)
         _accumulate(dst, res, accumulate)
     record(ctx, "tensor", op, {"dst": dst}, {"stationary": stationary, "moving": moving}, flops=2 * k * rows * m * n,
            attrs={"k": k * rows, "m": m, "n": n, "in_dtype": _in_dtype(stationary, moving),

@@ -7,7 +7,13 @@ All-int32/uint32 `tensor_tensor` defaults to GpSimd, whose native integer arithm
 models in int64 with saturation into the destination.
 
 The VectorE accumulator registers (one float32 per partition) are shared by `tensor_scalar_reduce`,
-`range_select`, `select_reduce` and `exponential` and persist across instructions (`reduce_cmd`).
+`range_select`, `select_reduce`, `exponential` and `tensor_scalar_cumulative` and persist across
+instructions (`reduce_cmd`): reset / reset_reduce start them at the reduction's identity (S-ISA says "reset
+to 0" for add and "-inf" for select_reduce's max; the emulator generalises to the identity: 0, 1, -inf,
++inf), reduce adds onto them, load_reduce starts them at `reduce_init`, and a given `reduce_res` reads
+them out after the update. They start undefined (NaN) in every program instance and become undefined
+again after an `idle` instruction (S-ISA: "even when reduce_cmd is set to idle, the accumulator state may
+still be modified").
 """
 
 from __future__ import annotations
@@ -66,9 +72,12 @@ def reduce_rows(fn: AluOp, x: np.ndarray) -> np.ndarray:
 
 
 def update_accumulator(ctx, partitions: int, cmd, row: np.ndarray | None, fn, identity: float, init=None) -> np.ndarray:
-    """Apply `reduce_cmd` to the VectorE accumulators of the first `partitions` lanes; returns them [P, 1]."""
+    """Apply `reduce_cmd` to the VectorE accumulators of the first `partitions` lanes; returns them [P, 1].
+    After `idle` they are undefined (NaN): S-ISA warns that an idle instruction may still modify them."""
     acc = ctx.vec_acc[:partitions]
-    if cmd in (ReduceCmd.reset, ReduceCmd.reset_reduce):
+    if cmd == ReduceCmd.idle:
+        acc[...] = np.nan
+    elif cmd in (ReduceCmd.reset, ReduceCmd.reset_reduce):
         acc[...] = identity
     elif cmd == ReduceCmd.load_reduce:
         acc[...] = np.reshape(operand(identity if init is None else init, partitions), -1)
@@ -83,9 +92,7 @@ def tensor_copy(dst, src, engine=Engine.unknown, name=None):
     op = "tensor_copy"
     ctx = current()
     t = ctx.target
-    validate.tile(op, "dst", dst, t)
-    validate.tile(op, "src", src, t)
-    validate.same_layout(op, "src", src, {"dst": dst}, t)
+    validate.tiles(op, t, src=src, dst=dst)
     eng = _engine_name(op, engine, ("vector", "scalar", "gpsimd"), "vector", t)
     if eng == "scalar":
         validate.feature(op, "engine", t.scalar_tensor_copy,
@@ -99,7 +106,10 @@ def tensor_copy(dst, src, engine=Engine.unknown, name=None):
 
 
 def memset(dst, value, engine=Engine.unknown, name=None):
-    """Fill dst with a compile-time constant whose type matches dst's dtype (no float into an int tile)."""
+    """Fill dst with a compile-time constant on VectorE (default) or GpSimd (no PSUM).
+
+    "value must match dst dtype" (S-MIG 0.3: `value=2` for int32; a float into an int tile is a compile error)
+    is read as: integer dst ⇒ an int within the dtype's range; float dst ⇒ an int or a float, cast with RNE."""
     op = "memset"
     ctx = current()
     t = ctx.target
@@ -131,9 +141,7 @@ def tensor_tensor(dst, data1, data2, op, engine=Engine.unknown, name=None):
     fn = alu(op)
     if fn.arity == 1:
         raise NkiValidationError(opc, "op", "a binary ALU operator", fn.name, t.name)
-    for operand_name, x in (("dst", dst), ("data1", data1), ("data2", data2)):
-        validate.tile(opc, operand_name, x, t)
-    validate.same_layout(opc, "data1", data1, {"data2": data2, "dst": dst}, t)
+    validate.tiles(opc, t, data1=data1, data2=data2, dst=dst)
     validate.not_both_psum(opc, "data1", data1, "data2", data2, t)
     int32 = all(x.dtype in (dtypes.DTYPES["int32"], dtypes.DTYPES["uint32"]) for x in (dst, data1, data2))
     no_psum = all(x.buffer != "psum" for x in (dst, data1, data2))
@@ -152,6 +160,15 @@ def tensor_tensor(dst, data1, data2, op, engine=Engine.unknown, name=None):
             store(dst, fn.fn(f32(data1), f32(data2)))
     record(ctx, eng, opc, {"dst": dst}, {"data1": data1, "data2": data2}, flops=dst.size,
            attrs=layout_attrs(dst, data1, data2))
+
+
+def binary_arith(opc: str, t, op0, op1) -> tuple[AluOp, AluOp]:
+    """op0 and op1 as ALU operators, both binary arithmetic (scalar_tensor_tensor, tensor_tensor_scan)."""
+    fns = alu(op0, "op0"), alu(op1, "op1")
+    for f in fns:
+        if f.kind != "arith":
+            raise NkiValidationError(opc, "op0/op1", "binary arithmetic operators", f.name, t.name)
+    return fns
 
 
 def _check_operand(opc: str, name: str, fn: AluOp, value, partitions: int, t) -> None:
@@ -182,9 +199,7 @@ def tensor_scalar(dst, data, op0, operand0, reverse0=False, op1=None, operand1=N
     t = ctx.target
     fn0 = alu(op0, "op0")
     fn1 = alu(op1, "op1") if op1 is not None else None
-    validate.tile(opc, "dst", dst, t)
-    validate.tile(opc, "data", data, t)
-    validate.same_layout(opc, "data", data, {"dst": dst}, t)
+    validate.tiles(opc, t, data=data, dst=dst)
     p = data.shape[0]
     _check_operand(opc, "operand0", fn0, operand0, p, t)
     if fn1 is not None:
@@ -219,13 +234,8 @@ def scalar_tensor_tensor(dst, data, op0, operand0, op1, operand1, reverse0=False
     opc = "scalar_tensor_tensor"
     ctx = current()
     t = ctx.target
-    fn0, fn1 = alu(op0, "op0"), alu(op1, "op1")
-    for f in (fn0, fn1):
-        if f.kind != "arith":
-            raise NkiValidationError(opc, "op0/op1", "binary arithmetic operators", f.name, t.name)
-    for operand_name, x in (("dst", dst), ("data", data), ("operand1", operand1)):
-        validate.tile(opc, operand_name, x, t)
-    validate.same_layout(opc, "data", data, {"operand1": operand1, "dst": dst}, t)
+    fn0, fn1 = binary_arith(opc, t, op0, op1)
+    validate.tiles(opc, t, data=data, operand1=operand1, dst=dst)
     validate.not_both_psum(opc, "data", data, "operand1", operand1, t)
     p = data.shape[0]
     validate.vector_operand(opc, "operand0", operand0, p, t)
@@ -276,14 +286,14 @@ def tensor_scalar_reduce(dst, data, op0, operand0, reduce_op, reduce_res, revers
         raise NkiValidationError(opc, "op0", "an arithmetic operator", fn0.name, t.name)
     if reverse0:
         raise NkiValidationError(opc, "reverse0", "False (S-ISA: reverse0 not supported yet)", reverse0, t.name)
+    if reduce_cmd not in (ReduceCmd.reset_reduce, ReduceCmd.reduce, ReduceCmd.load_reduce):
+        raise NkiValidationError(opc, "reduce_cmd", "reset_reduce, reduce or load_reduce", reduce_cmd.name, t.name)
     if (reduce_cmd == ReduceCmd.load_reduce) != (reduce_init is not None):
         raise NkiValidationError(opc, "reduce_init", "set exactly when reduce_cmd is load_reduce",
                                  f"reduce_init={reduce_init}, reduce_cmd={reduce_cmd.name}", t.name)
     if red.name not in ("add", "multiply", "maximum", "minimum"):
         raise NkiValidationError(opc, "reduce_op", "add, multiply, maximum or minimum", red.name, t.name)
-    for operand_name, x in (("dst", dst), ("data", data), ("reduce_res", reduce_res)):
-        validate.tile(opc, operand_name, x, t)
-    validate.same_layout(opc, "data", data, {"dst": dst}, t)
+    validate.tiles(opc, t, data=data, dst=dst)
     p = data.shape[0]
     _check_operand(opc, "operand0", fn0, operand0, p, t)
     validate.vector_operand(opc, "reduce_res", reduce_res, p, t)
@@ -301,9 +311,7 @@ def reciprocal(dst, data, name=None):
     opc = "reciprocal"
     ctx = current()
     t = ctx.target
-    validate.tile(opc, "dst", dst, t)
-    validate.tile(opc, "data", data, t)
-    validate.same_layout(opc, "data", data, {"dst": dst}, t)
+    validate.tiles(opc, t, data=data, dst=dst)
     if computes(ctx, (dst,), (data,)):
         with np.errstate(divide="ignore"):
             store(dst, np.float32(1.0) / f32(data))
@@ -327,9 +335,7 @@ def range_select(dst, on_true_tile, comp_op0, comp_op1, bound0, bound1, reduce_c
         raise NkiValidationError(opc, "reduce_op", "maximum", red.name, t.name)
     if np.float32(on_false_value) != np.float32(dtypes.FP32_MIN):
         raise NkiValidationError(opc, "on_false_value", f"FP32_MIN ({dtypes.FP32_MIN})", on_false_value, t.name)
-    validate.tile(opc, "dst", dst, t)
-    validate.tile(opc, "on_true_tile", on_true_tile, t)
-    validate.same_layout(opc, "on_true_tile", on_true_tile, {"dst": dst}, t)
+    validate.tiles(opc, t, on_true_tile=on_true_tile, dst=dst)
     if not dtypes.is_float(on_true_tile.dtype):
         raise NkiValidationError(opc, "on_true_tile", "a float dtype", dtypes.name(on_true_tile.dtype), t.name)
     p, f = on_true_tile.shape[0], on_true_tile.free_size
@@ -363,9 +369,7 @@ def select_reduce(dst, predicate, on_true, on_false, reduce_res=None, reduce_cmd
     red = alu(reduce_op) if reduce_op is not None else alu("maximum")
     if red.name != "maximum":
         raise NkiValidationError(opc, "reduce_op", "maximum", red.name, t.name)
-    for operand_name, x in (("dst", dst), ("predicate", predicate), ("on_true", on_true)):
-        validate.tile(opc, operand_name, x, t)
-    validate.same_layout(opc, "on_true", on_true, {"dst": dst, "predicate": predicate}, t)
+    validate.tiles(opc, t, on_true=on_true, dst=dst, predicate=predicate)
     validate.not_both_psum(opc, "on_true", on_true, "predicate", predicate, t)
     if dtypes.name(predicate.dtype) not in ("int8", "uint8", "int16", "uint16"):
         raise NkiValidationError(opc, "predicate", "int8/uint8/int16/uint16", dtypes.name(predicate.dtype), t.name)
@@ -394,9 +398,7 @@ def exponential(dst, src, max_value=0.0, reduce_res=None, reduce_cmd=ReduceCmd.i
     ctx = current()
     t = ctx.target
     validate.feature(opc, "op", t.exponential, "exponential needs NeuronCore-v4", opc, t)
-    validate.tile(opc, "dst", dst, t)
-    validate.tile(opc, "src", src, t)
-    validate.same_layout(opc, "src", src, {"dst": dst}, t)
+    validate.tiles(opc, t, src=src, dst=dst)
     p = src.shape[0]
     validate.vector_operand(opc, "max_value", max_value, p, t, fp32=True)
     if reduce_res is not None:

@@ -11,6 +11,7 @@ from ..operators import alu
 from ..tensor import NkiTensor
 from .enums import reduce_cmd as ReduceCmd
 from .issue import computes, current, f32, layout_attrs, operand, raw, record, store
+from .vector import binary_arith
 
 BN_STATS_FMAX = 512  # bn_stats elements per partition — S-ISA, nl.tile_size.bn_stats_fmax
 MAX8_RANGE = (8, 16384)  # max8 elements read per partition — S-ISA
@@ -88,13 +89,8 @@ def tensor_tensor_scan(dst, data0, data1, initial, op0, op1, reverse0=False, rev
     opc = "tensor_tensor_scan"
     ctx = current()
     t = ctx.target
-    f0, f1 = alu(op0, "op0"), alu(op1, "op1")
-    for f in (f0, f1):
-        if f.kind != "arith":
-            raise NkiValidationError(opc, "op0/op1", "binary arithmetic operators", f.name, t.name)
-    for operand_name, x in (("dst", dst), ("data0", data0), ("data1", data1)):
-        validate.tile(opc, operand_name, x, t)
-    validate.same_layout(opc, "data0", data0, {"data1": data1, "dst": dst}, t)
+    f0, f1 = binary_arith(opc, t, op0, op1)
+    validate.tiles(opc, t, data0=data0, data1=data1, dst=dst)
     validate.not_both_psum(opc, "data0", data0, "data1", data1, t)
     p = data0.shape[0]
     validate.vector_operand(opc, "initial", initial, p, t)
@@ -122,8 +118,7 @@ def tensor_scalar_cumulative(dst, src, op0, op1, imm0, imm1=None, reduce_cmd=Red
         raise NkiValidationError(opc, "op0", "an arithmetic operator", f0.name, t.name)
     if f1.name not in _CUMULATIVE_OPS:
         raise NkiValidationError(opc, "op1", f"one of {_CUMULATIVE_OPS}", f1.name, t.name)
-    _pair(opc, t, dst, src, "src")
-    validate.same_layout(opc, "src", src, {"dst": dst}, t)
+    validate.tiles(opc, t, src=src, dst=dst)
     for operand_name, x in (("dst", dst), ("src", src)):
         if dtypes.name(x.dtype) in ("int32", "uint32"):
             raise NkiValidationError(opc, operand_name, "not int32/uint32", dtypes.name(x.dtype), t.name)
@@ -153,14 +148,11 @@ def tensor_copy_predicated(dst, src, predicate, reverse_pred=False, name=None):
     opc = "tensor_copy_predicated"
     ctx = current()
     t = ctx.target
-    validate.tile(opc, "dst", dst, t)
-    validate.tile(opc, "predicate", predicate, t)
-    validate.same_layout(opc, "dst", dst, {"predicate": predicate}, t)
+    validate.tiles(opc, t, dst=dst, predicate=predicate)
     if dtypes.name(predicate.dtype) not in ("uint8", "uint16", "uint32", "bool"):
         raise NkiValidationError(opc, "predicate", "uint8/uint16/uint32", dtypes.name(predicate.dtype), t.name)
     if isinstance(src, NkiTensor):
-        validate.tile(opc, "src", src, t)
-        validate.same_layout(opc, "dst", dst, {"src": src}, t)
+        validate.tiles(opc, t, dst=dst, src=src)
         validate.not_both_psum(opc, "src", src, "predicate", predicate, t)
         if src.dtype != dst.dtype:
             raise NkiValidationError(opc, "src", f"dtype == dst's {dtypes.name(dst.dtype)}", dtypes.name(src.dtype),

@@ -97,6 +97,14 @@ def test_group_spanning_two_k_tiles(m):
     _assert_matches(launch_qmatmul.qmatmul(x, qw, target="inf2"), x, qw)
 
 
+@pytest.mark.parametrize("schedule", ["prefill-resident", "prefill-streamed"])
+@pytest.mark.parametrize("config", [QuantConfig("int4", 128, symmetric=False), QuantConfig("int8", 64)], ids=repr)
+def test_prefill_x_loaded_in_chunks(config, schedule):
+    # K = 4352: x^T built from three 2048-column pieces of x (the last one ragged)
+    x, qw = _inputs(20, 4352, 40, config, seed=7)
+    _assert_matches(_run_schedule(x, qw, "trn1", schedule), x, qw)
+
+
 @pytest.mark.parametrize("k", [200, 384])
 @pytest.mark.parametrize("target", ["trn1", "trn2"])
 def test_w8a8_prefill_ragged_k(target, k):
