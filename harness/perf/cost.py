@@ -10,7 +10,9 @@ Rules (constants from `chips.NeuronCore`, each with its source there):
             once per 64 KiB); each engine spends transfer_s + (runs/q) x max(run bytes / bw, run_min_s), with bw
             the engine's bandwidth capped at its share of the core's HBM bandwidth when HBM is touched (small
             runs are descriptor-rate bound); indirect or software-DGE transfers pay dge_run_s per run on top;
-            the data is usable dma_latency_s after the engines finish.
+            the data is usable dma_latency_s after the engines finish. The trace's `queue` attribute (the
+            emulator's round-robin issue queue) is not used: the hardware spreads each transfer over up to 16
+            engines by its shape [DMA overview], and so does the model.
 
 Times are seconds. Nothing here looks at other instructions: `schedule.py` places the costs in time.
 """

@@ -260,6 +260,15 @@ def test_range_select_needs_gen3(target):
     else:
         _run(body, target)
 
+        def far(start):
+            def inner():
+                b = _tile((4, 1))
+                nisa.range_select(dst=_tile((4, 8)), on_true_tile=_tile((4, 8)), comp_op0=nl.greater_equal,
+                                  comp_op1=nl.less, bound0=b, bound1=b, range_start=start)
+            return inner
+        _run(far(2**24 - 8), target)  # last index 2^24 - 1: still exact in float32
+        assert _raises(far(2**24 - 7), target, "within").operand == "range_start"
+
 
 @pytest.mark.parametrize("target", ALL_TARGETS)
 def test_exponential_needs_gen4(target):
@@ -312,6 +321,29 @@ def test_indirect_dma_generations(target):
             run(_gather(scalar=False), data, idx, target=target)
     else:
         run(_gather(scalar=False), data, idx, target=target)
+
+
+@pytest.mark.parametrize("target", ALL_TARGETS)
+def test_dma_generation_features(target):
+    def copy(**kw):
+        def kernel(a):
+            nisa.dma_copy(dst=nl.ndarray((4, 4), nl.float32), src=a, **kw)
+        return kernel
+    a = np.zeros((4, 4), np.float32)
+    hwdge, prio = copy(dge_mode=nisa.dge_mode.hwdge), copy(priority=1)
+    run(copy(dge_mode=nisa.dge_mode.swdge), a, target=target)
+    if TARGETS[target].gen < 3:
+        with pytest.raises(NkiValidationError, match="hwdge needs NeuronCore-v3"):
+            run(hwdge, a, target=target)
+    else:
+        run(hwdge, a, target=target)
+        with pytest.raises(NkiValidationError, match="same dtype as src with hwdge"):
+            run(copy(dge_mode=nisa.dge_mode.hwdge), a.astype(ml_dtypes.bfloat16), target=target)
+    if TARGETS[target].gen < 4:
+        with pytest.raises(NkiValidationError, match="priority needs NeuronCore-v4"):
+            run(prio, a, target=target)
+    else:
+        run(prio, a, target=target)
 
 
 @pytest.mark.parametrize("target", ("trn2", "trn3"))

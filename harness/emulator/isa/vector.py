@@ -32,6 +32,7 @@ from .issue import computes, current, f32, layout_attrs, operand, raw, record, s
 
 _ENGINE_NAMES = {Engine.vector: "vector", Engine.gpsimd: "gpsimd", Engine.scalar: "scalar"}
 _CMP_OPS = ("equal", "less", "less_equal", "greater", "greater_equal")
+RANGE_INDEX_LIMIT = 2 ** 24  # range_select compares range_start + f in float32: exact below 2^24 — S-ISA
 
 
 def _engine_name(op: str, engine, allowed: tuple[str, ...], default: str, target) -> str:
@@ -339,6 +340,11 @@ def range_select(dst, on_true_tile, comp_op0, comp_op1, bound0, bound1, reduce_c
     if not dtypes.is_float(on_true_tile.dtype):
         raise NkiValidationError(opc, "on_true_tile", "a float dtype", dtypes.name(on_true_tile.dtype), t.name)
     p, f = on_true_tile.shape[0], on_true_tile.free_size
+    if not isinstance(range_start, (int, np.integer)) or isinstance(range_start, bool):
+        raise NkiValidationError(opc, "range_start", "a compile-time int", range_start, t.name)
+    if range_start <= -RANGE_INDEX_LIMIT or range_start + f - 1 >= RANGE_INDEX_LIMIT:
+        raise NkiValidationError(opc, "range_start", f"range_start + free index within ±{RANGE_INDEX_LIMIT} "
+                                 "(compared in float32)", f"{range_start}..{range_start + f - 1}", t.name)
     for bname, b in (("bound0", bound0), ("bound1", bound1)):
         if not isinstance(b, NkiTensor) or b.dtype != dtypes.float32:
             raise NkiValidationError(opc, bname, f"a float32 ({p}, 1) tile", b, t.name)
