@@ -333,8 +333,10 @@ def measure_energy(fn: Callable[[], object], meter, *, min_window_s: float = 1.0
                    clock: Callable[[], float] = time.perf_counter) -> EnergyResult:
     """Joules per call of `fn`, repeating it until the metered window lasts at least `min_window_s`.
 
-    `fn` must finish its device work before returning (synchronize inside it). The meter's window brackets
-    whole calls only.
+    `fn` must finish its device work before returning (synchronize inside it), and should be warmed up
+    before (compilation inside the window is counted). The meter's window brackets whole calls only. NVML
+    readings settle only for windows of 5 s or more (hardware-and-energy.md §2.2): pass min_window_s=5 for
+    reported figures; the 1 s default suits quick runs.
 
     Returns:
         EnergyResult with joules_per_call (None + reason when the meter cannot read, or when only %·s is

@@ -22,7 +22,6 @@ import ml_dtypes
 import numpy as np
 
 OPS = ("qmatmul", "attention", "write_kv_cache", "paged_attention")
-PHASES = ("decode", "prefill", "smoke")
 DECODE_BATCHES = (1, 8, 32, 128, 256)
 DECODE_CONTEXTS = (512, 2048, 8192, 32768)
 BLOCK_SIZES = (16, 32, 128)

@@ -143,10 +143,33 @@ def alu(op, what: str = "op") -> AluOp:
     return ALU_OPS[name]
 
 
+# Valid input ranges of ScalarE's polynomial approximations (S-SH activation table); the functions not listed
+# take [-inf, inf]. reciprocal's range applies to |x|. Outside them the hardware returns "invalid results"
+# (sin, e.g., extrapolates a cubic); the emulator returns NaN there so a kernel relying on them shows up.
+ACTIVATION_RANGES: dict[str, tuple[float, float]] = {
+    "log": (2.0 ** -64, 2.0 ** 64),
+    "sqrt": (2.0 ** -116, 2.0 ** 118),
+    "rsqrt": (2.0 ** -87, 2.0 ** 97),
+    "reciprocal": (2.0 ** -42, 2.0 ** 42),
+    "sin": (-np.pi, np.pi),
+    "arctan": (-np.pi / 2, np.pi / 2),
+}
+
+
 def activation(op) -> tuple[str, Callable]:
-    """(name, float32 function) of an activation function. Raises TypeError for anything else."""
+    """(name, float32 function) of an activation function, NaN outside its valid input range
+    (`ACTIVATION_RANGES`). Raises TypeError for anything else."""
     name = op_name(op)
     if name not in ACTIVATIONS:
         raise TypeError(f"op: {getattr(op, '__name__', op)!r} is not an activation function; "
                         f"use one of {sorted(ACTIVATIONS)}")
-    return name, ACTIVATIONS[name]
+    fn = ACTIVATIONS[name]
+    if name not in ACTIVATION_RANGES:
+        return name, fn
+    lo, hi = ACTIVATION_RANGES[name]
+
+    def ranged(x):
+        inside = (lo <= (np.abs(x) if name == "reciprocal" else x)) & ((np.abs(x) if name == "reciprocal" else x) <= hi)
+        with np.errstate(all="ignore"):
+            return np.where(inside, fn(x), np.float32(np.nan)).astype(np.float32)
+    return name, ranged

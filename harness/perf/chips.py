@@ -122,7 +122,6 @@ class Target:
         power_source: where `power_w` comes from ("published: …" or "assumed: …").
         idle_share: fraction of `power_w` drawn at zero utilisation (static/idle), used by the modeled energy.
         core: per-core engine table (Neuron targets only).
-        default_lnc: logical NeuronCore degree kernels launch with by default (trn2/trn3: 2).
     """
 
     name: str
@@ -136,7 +135,6 @@ class Target:
     power_source: str
     idle_share: float
     core: NeuronCore | None = None
-    default_lnc: int = 1
 
     def peak(self, dtype: str = "bfloat16", *, lnc: int | None = None) -> float:
         """Dense FLOP/s for `dtype`: per logical core (lnc physical cores) on Neuron, per chip otherwise."""
@@ -209,7 +207,7 @@ TARGETS: dict[str, Target] = {
         hbm_bw=820 * GB, hbm_bytes=32 * 2**30,  # [HW]
         power_w=130.0, idle_share=0.3,
         power_source="assumed: 130 W per Inferentia2 chip at full load, 30% of it static (TDP not published)",
-        core=_V2_CORE, default_lnc=1,
+        core=_V2_CORE,
     ),
     "trn1": Target(
         name="trn1", kind="neuron", description="AWS Trainium (NeuronCore-v2, 2 cores/chip)", cores=2,
@@ -217,7 +215,7 @@ TARGETS: dict[str, Target] = {
         hbm_bw=820 * GB, hbm_bytes=32 * 2**30,  # [HW]
         power_w=210.0, idle_share=0.3,
         power_source="assumed: 210 W per Trainium chip at full load, 30% of it static (TDP not published)",
-        core=_V2_CORE, default_lnc=1,
+        core=_V2_CORE,
     ),
     "trn2": Target(
         name="trn2", kind="neuron", description="AWS Trainium2 (NeuronCore-v3, 8 cores/chip, LNC=2)", cores=8,
@@ -225,7 +223,7 @@ TARGETS: dict[str, Target] = {
         hbm_bw=2.9 * TB, hbm_bytes=96 * 2**30,  # [HW]
         power_w=500.0, idle_share=0.3,
         power_source="assumed: 500 W per Trainium2 chip at full load, 30% of it static (TDP not published)",
-        core=_V3_CORE, default_lnc=2,
+        core=_V3_CORE,
     ),
     "trn3": Target(
         name="trn3", kind="neuron", description="AWS Trainium3 (NeuronCore-v4, 8 cores/chip, LNC=2)", cores=8,
@@ -233,7 +231,7 @@ TARGETS: dict[str, Target] = {
         hbm_bw=4.9 * TB, hbm_bytes=144 * 2**30,  # [HW]
         power_w=700.0, idle_share=0.3,
         power_source="assumed: 700 W per Trainium3 chip at full load, 30% of it static (TDP not published)",
-        core=_V4_CORE, default_lnc=2,
+        core=_V4_CORE,
     ),
     "h100": Target(
         name="h100", kind="gpu", description="NVIDIA H100 SXM5 80GB", cores=132,

@@ -1,8 +1,9 @@
 """Cost of one traced instruction on one NeuronCore: how long it holds its engine, and when its result is usable.
 
 Rules (constants from `chips.NeuronCore`, each with its source there):
-  TensorE   nc_matmul / transposes: max(N, 64) cycles at the TensorE clock, N = moving free size; x4 for fp32
-            inputs; / fp8_speedup for fp8 inputs issued in a perf mode (double row on v3, MX quad on v4).
+  TensorE   nc_matmul / transposes: max(N, 64) cycles at the TensorE clock, N = moving free size (a transpose
+            streams an identity of P columns); x K/128 passes for deeper contractions; x4 for fp32 inputs;
+            / fp8_speedup for fp8 inputs issued in a perf mode (double row on v3, MX quad on v4).
   VectorE   overhead + free_elems x tensor_inputs / lane_rate cycles (lane_rate "fast" when every operand is a
   ScalarE   2-byte float, or fp8 on v4, in SBUF); tensor_inputs counts read operands wider than one element per
   GpSimdE   partition (scalars and [P, 1] columns ride along for free), at least 1.

@@ -80,6 +80,26 @@ def test_dma_indirect_oob_skip_keeps_rows(target):
 
 
 @pytest.mark.parametrize("target", ALL_TARGETS)
+def test_dma_scalar_offset_oob_skip_moves_nothing(target):
+    data = _f32(4, 3, seed=33)
+
+    def kernel(data):
+        bad = nisa.register_alloc(4)  # row 4 of a 4-row tensor
+        g = nl.ndarray((1, 3), nl.float32)
+        nisa.memset(dst=g, value=-1.0)
+        nisa.dma_copy(dst=g, src=data.ap(pattern=[[3, 1], [1, 3]], offset=0, scalar_offset=bad, indirect_dim=0),
+                      oob_mode=nisa.oob_mode.skip)  # gather skipped: g keeps -1
+        nisa.dma_copy(dst=data.ap(pattern=[[3, 1], [1, 3]], offset=0, scalar_offset=bad, indirect_dim=0), src=g,
+                      oob_mode=nisa.oob_mode.skip)  # scatter skipped: data untouched
+        out = nl.ndarray((1, 3), nl.float32, buffer=nl.shared_hbm)
+        nisa.dma_copy(dst=out, src=g)
+        return out
+    before = data.copy()
+    np.testing.assert_array_equal(run(kernel, data, target=target).outputs, -np.ones((1, 3), np.float32))
+    np.testing.assert_array_equal(data, before)
+
+
+@pytest.mark.parametrize("target", ALL_TARGETS)
 def test_fori_loop_register_as_scalar_offset(target):
     data = _f32(6, 4)
 
@@ -392,6 +412,28 @@ def test_tensor_scalar(target, run_tiles):
 
 
 @pytest.mark.parametrize("target", ALL_TARGETS)
+def test_tensor_scalar_unary_operators(target, run_tiles):
+    a = _f32(8, 12, seed=29)
+
+    def body(x):
+        r1, r2, r3 = _new(x), _new(x), _new(x)
+        nisa.tensor_scalar(dst=r1, data=x, op0=nl.abs, operand0=None, op1=nl.add, operand1=1.0)
+        nisa.tensor_scalar(dst=r2, data=r1, op0=nl.rsqrt, operand0=0, engine=nisa.engine.gpsimd)
+        nisa.tensor_scalar(dst=r3, data=x, op0=nl.square, operand0=None)
+        return r1, r2, r3
+    r1, r2, r3 = run_tiles(body, a, target=target)
+    np.testing.assert_array_equal(r1, np.abs(a) + np.float32(1.0))
+    np.testing.assert_allclose(r2, 1 / np.sqrt(r1), rtol=1e-6)
+    np.testing.assert_array_equal(r3, a * a)
+
+    def bad(x):
+        nisa.tensor_scalar(dst=_new(x), data=x, op0=nl.abs, operand0=2.0)
+        return ()
+    with pytest.raises(NkiValidationError, match="None or 0 for the unary operator abs"):
+        run_tiles(bad, a, target=target)
+
+
+@pytest.mark.parametrize("target", ALL_TARGETS)
 def test_scalar_tensor_tensor(target, run_tiles):
     a, v, b = _f32(8, 12, seed=15), _f32(8, 1, seed=16), _f32(8, 12, seed=17)
 
@@ -669,6 +711,19 @@ def test_exponential_on_trn3(run_tiles):
     y, r = run_tiles(body, a, m, target="trn3")
     np.testing.assert_allclose(y, np.exp(a - m), rtol=1e-6)
     np.testing.assert_allclose(r[:, 0], np.exp(a - m).sum(1), rtol=1e-5)
+
+    def loaded(x, m):
+        y, r = _new(x), nl.ndarray((8, 1), nl.float32)
+        nisa.exponential(dst=y, src=x, max_value=m, reduce_res=r, reduce_cmd=nisa.reduce_cmd.load_reduce,
+                         reduce_init=2.0)
+        return (r,)
+    np.testing.assert_allclose(run_tiles(loaded, a, m, target="trn3")[0][:, 0], 2.0 + np.exp(a - m).sum(1), rtol=1e-5)
+
+    def stray_init(x, m):
+        nisa.exponential(dst=_new(x), src=x, max_value=m, reduce_cmd=nisa.reduce_cmd.reset_reduce, reduce_init=2.0)
+        return ()
+    with pytest.raises(NkiValidationError, match="exponential: reduce_init"):
+        run_tiles(stray_init, a, m, target="trn3")
 
 
 # ---- nl convenience ops ----------------------------------------------------------------------------

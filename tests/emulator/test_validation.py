@@ -36,18 +36,20 @@ def test_partition_limit(target):
     assert (err.operand, err.value) == ("shape", 129)
 
 
+@pytest.mark.parametrize("target", ALL_TARGETS)
 @pytest.mark.parametrize("start, count, ok", [(0, 128, True), (0, 65, True), (64, 64, True), (32, 33, False),
-                                              (96, 32, True), (16, 16, False), (64, 33, True), (1, 1, False)])
-def test_start_partition_rule(start, count, ok):
+                                              (96, 32, True), (16, 16, False), (64, 33, True), (1, 1, False),
+                                              (1, 127, False), (32, 64, False)])
+def test_start_partition_rule(start, count, ok, target):
     def body():
         a = _tile((128, 4))
         b = _tile((128, 4))
         nisa.tensor_tensor(dst=a[start:start + count], data1=a[start:start + count], data2=b[start:start + count],
                            op=nl.add)
     if ok:
-        _run(body, "trn2")
+        _run(body, target)
     else:
-        _raises(body, "trn2", "start partition")
+        _raises(body, target, "start partition")
 
 
 def test_dma_may_start_at_any_partition():

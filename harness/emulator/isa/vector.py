@@ -176,7 +176,7 @@ def _check_operand(opc: str, name: str, fn: AluOp, value, partitions: int, t) ->
     """A tensor_scalar-style operand: None/0 for a unary operator, else a scalar or (P, 1) tile — float32 for
     arithmetic operators (S-ISA tensor_scalar), any integer tile for bitvec ones (its bits are used)."""
     if fn.arity == 1:
-        if value not in (None, 0) and not isinstance(value, NkiTensor):
+        if isinstance(value, NkiTensor) or value not in (None, 0):
             raise NkiValidationError(opc, name, f"None or 0 for the unary operator {fn.name}", value, t.name)
         return
     validate.vector_operand(opc, name, value, partitions, t, fp32=fn.kind != "bitvec")
@@ -248,7 +248,11 @@ def scalar_tensor_tensor(dst, data, op0, operand0, op1, operand1, reverse0=False
 
 
 def tensor_reduce(dst, op, data, axis, negate=False, keepdims=False, name=None):
-    """Reduce the trailing free axes `axis` of data (never the partition axis); `negate` multiplies by -1."""
+    """dst = op-reduction of data over `axis` (S-ISA tensor_reduce): an int or tuple of trailing contiguous free
+    axes ending at the last one (negative axes count from the end; 0, the partition axis, never), float32 math
+    (bitvec operators: integer bits), `negate` multiplies the result by -1 (arithmetic operators only).
+    dst must hold data.shape[0] partitions x the kept elements per partition; `keepdims` only names the shape
+    the caller chose for dst, so both (P, K) and (P, K, 1) are accepted."""
     opc = "tensor_reduce"
     ctx = current()
     t = ctx.target
@@ -322,7 +326,11 @@ def reciprocal(dst, data, name=None):
 def range_select(dst, on_true_tile, comp_op0, comp_op1, bound0, bound1, reduce_cmd=ReduceCmd.reset_reduce,
                  reduce_res=None, reduce_op=None, range_start=0, on_false_value=dtypes.FP32_MIN, name=None):
     """Keep on_true[p, f] where comp_op0(range_start + f, bound0[p]) and comp_op1(range_start + f, bound1[p]),
-    else FP32_MIN; max-reduce through the VectorE accumulators into reduce_res. NeuronCore-v3+."""
+    else FP32_MIN; max-reduce through the VectorE accumulators into reduce_res. NeuronCore-v3+ (S-ISA).
+
+    Index and bounds compare in float32 (range_start + f must stay below 2^24). The max is taken over the float32
+    selected values before the cast into dst, so a fully masked row reduces to FP32_MIN even when dst is bf16 (where
+    FP32_MIN becomes -inf) — the S-ISA numerical-stability note relies on this."""
     opc = "range_select"
     ctx = current()
     t = ctx.target
@@ -368,7 +376,9 @@ def range_select(dst, on_true_tile, comp_op0, comp_op1, bound0, bound1, reduce_c
 def select_reduce(dst, predicate, on_true, on_false, reduce_res=None, reduce_cmd=ReduceCmd.idle, reduce_op=None,
                   reverse_pred=False, name=None):
     """dst = where(predicate (xor reverse_pred), on_true, on_false); optional max-reduce into reduce_res through
-    the VectorE accumulators. predicate: integer tile; on_false: scalar or (P, 1)."""
+    the VectorE accumulators. predicate: int8/uint8/int16/uint16 tile (nonzero = true); on_false: scalar or (P, 1).
+    The max is taken over the float32 selected values before the cast into dst; with the default reduce_cmd=idle
+    reduce_res reads accumulators that are undefined (NaN) — pass reset_reduce to get the row max."""
     opc = "select_reduce"
     ctx = current()
     t = ctx.target
@@ -399,7 +409,9 @@ def select_reduce(dst, predicate, on_true, on_false, reduce_res=None, reduce_cmd
 
 
 def exponential(dst, src, max_value=0.0, reduce_res=None, reduce_cmd=ReduceCmd.idle, reduce_init=0.0, name=None):
-    """dst = exp(src - max_value) on VectorE, optional running sum via the accumulators. NeuronCore-v4 only."""
+    """dst = exp(src - max_value) on VectorE, optional running sum via the accumulators (reset_reduce starts at 0,
+    load_reduce at reduce_init; idle leaves them undefined). max_value: scalar or float32 (P, 1). NeuronCore-v4 only
+    (S-ISA exponential)."""
     opc = "exponential"
     ctx = current()
     t = ctx.target
@@ -407,6 +419,10 @@ def exponential(dst, src, max_value=0.0, reduce_res=None, reduce_cmd=ReduceCmd.i
     validate.tiles(opc, t, src=src, dst=dst)
     p = src.shape[0]
     validate.vector_operand(opc, "max_value", max_value, p, t, fp32=True)
+    if reduce_cmd == ReduceCmd.reset:
+        raise NkiValidationError(opc, "reduce_cmd", "idle, reset_reduce, reduce or load_reduce", "reset", t.name)
+    if reduce_cmd != ReduceCmd.load_reduce and reduce_init != 0.0:
+        raise NkiValidationError(opc, "reduce_init", "0.0 unless reduce_cmd is load_reduce", reduce_init, t.name)
     if reduce_res is not None:
         validate.vector_operand(opc, "reduce_res", reduce_res, p, t)
     dsts = (dst,) + ((reduce_res,) if reduce_res is not None else ())
