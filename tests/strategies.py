@@ -341,6 +341,22 @@ class PagedProblem:
         )
 
 
+def pinned_paged_problem(seq_lens, q_lens, hq, hkv, d, block_size, *, dtype, causal=True, window=None,
+                         softcap=None, pad=-1, seed=0) -> PagedProblem:
+    """A hand-picked paged problem for readable pinned cases: blocks laid out in reverse physical order
+    (never the identity) and `pad` (-1, or junk such as 10**6) in every table entry past a sequence's live blocks."""
+    needed = [-(-length // block_size) for length in seq_lens]
+    num_blocks = sum(needed) + 2
+    order = list(range(num_blocks))[::-1]
+    rows, start = [], 0
+    width = max(needed) + 1
+    for n in needed:
+        rows.append(tuple(order[start:start + n]) + (pad,) * (width - n))
+        start += n
+    table = PageTable(tuple(seq_lens), block_size, num_blocks, tuple(rows), "reversed")
+    return PagedProblem(tuple(q_lens), hq, hkv, d, table, causal, window, softcap, dtype, seed)
+
+
 @st.composite
 def sequence_shapes(draw, *, max_seqs: int = 4, max_seq_len: int = 40, kinds=SEQUENCE_KINDS):
     """(seq_lens, q_lens) of a mixed batch: decode q_len 1, prefill q_len = seq_len, chunked 1 < q_len < seq_len."""

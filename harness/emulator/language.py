@@ -229,7 +229,7 @@ def _make_activation(name: str):
     return operators.bind(fn, name)
 
 
-add, subtract, multiply, divide = (_make_binary(n) for n in ("add", "subtract", "multiply", "divide"))
+add, subtract, multiply = (_make_binary(n) for n in ("add", "subtract", "multiply"))
 maximum, minimum, power = (_make_binary(n) for n in ("maximum", "minimum", "power"))
 abs_max, abs_min = _make_binary("abs_max"), _make_binary("abs_min")
 equal, not_equal, greater, greater_equal, less, less_equal = (
@@ -245,6 +245,12 @@ gelu_apprx_tanh, gelu_apprx_sigmoid = _make_activation("gelu_apprx_tanh"), _make
 square, abs, sign, sin, cos, arctan = (_make_activation(n) for n in ("square", "abs", "sign", "sin", "cos", "arctan"))
 negative, identity = _make_activation("negative"), _make_activation("identity")
 operators.bind(copy, "copy")
+
+
+def divide(x, y, dtype=None) -> NkiTensor:
+    """Not a NeuronCore instruction (S-RN known issue: `nl.divide` simulates but fails to compile): raises."""
+    raise NkiValidationError("divide", "op", "a hardware ALU operator: multiply by nl.reciprocal(y) instead",
+                             "nl.divide")
 
 
 def reciprocal(x, dtype=None) -> NkiTensor:

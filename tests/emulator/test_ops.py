@@ -554,6 +554,29 @@ def test_activation_scale_bias_and_reduce(target, run_tiles):
     np.testing.assert_allclose(r2[:, 0], np.tanh(a * 0.5).sum(1), rtol=1e-5, atol=1e-6)
 
 
+def test_activation_valid_input_ranges(run_tiles):
+    x = np.array([[0.0, 2.0 ** -70, 1.0, 4.0, 2.0 ** 70, -1.0, 2.0 ** -50, 2.0]], np.float32)
+
+    def body(x):
+        outs = []
+        for op in (nl.log, nl.sqrt, nl.rsqrt, nl.reciprocal, nl.arctan, nl.exp):
+            y = _new(x)
+            nisa.activation(dst=y, op=op, data=x)
+            outs.append(y)
+        return tuple(outs)
+    log, sqrt, rsqrt, recip, atan, exp = run_tiles(body, x)
+    nan = np.nan
+    with np.errstate(all="ignore"):
+        np.testing.assert_array_equal(log, [[nan, nan, 0.0, np.log(np.float32(4)), nan, nan, np.log(x[0, 6]),
+                                             np.log(np.float32(2))]])
+        np.testing.assert_array_equal(sqrt, [np.where((x[0] >= 2.0 ** -116) & (x[0] <= 2.0 ** 118), np.sqrt(x[0]),
+                                                      nan)])
+        np.testing.assert_array_equal(np.isnan(rsqrt), [[True, False, False, False, False, True, False, False]])
+        np.testing.assert_array_equal(np.isnan(recip), [[True, True, False, False, True, False, True, False]])
+    np.testing.assert_array_equal(np.isnan(atan), [[False, False, False, True, True, False, False, True]])
+    assert not np.isnan(exp).any()  # exp takes [-inf, inf]
+
+
 @pytest.mark.parametrize("target", ALL_TARGETS)
 def test_activation_reduce_cmd_sequence(target, run_tiles):
     a, b = _f32(8, 6, seed=36), _f32(8, 6, seed=37)

@@ -392,6 +392,13 @@ def test_lnc2_only_on_trn2_trn3(target):
         assert run(kernel, target=target, lnc=2).outputs == 0
 
 
+def test_divide_is_not_a_hardware_operator():
+    _raises(lambda: nl.divide(_tile((4, 4)), _tile((4, 4))), "trn2", "multiply by nl.reciprocal")
+    with pytest.raises(TypeError, match="not an ALU operator"):
+        _run(lambda: nisa.tensor_tensor(dst=_tile((4, 4)), data1=_tile((4, 4)), data2=_tile((4, 4)), op=nl.divide),
+             "trn2")
+
+
 def test_language_matmul_needs_transpose_x():
     def body():
         nl.matmul(_tile((4, 4)), _tile((4, 4)))

@@ -7,12 +7,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 from strategies import (
     PagedProblem,
-    PageTable,
     attention_options,
     block_sizes,
     head_counts,
     head_dims,
     paged_problems,
+    pinned_paged_problem,
 )
 
 import nkilab.kernels.triton as triton_backend
@@ -32,19 +32,8 @@ def _run(problem: PagedProblem):
     return out
 
 
-def _pinned(seq_lens, q_lens, hq, hkv, d, block_size, *, causal=True, window=None, softcap=None,
-            dtype="float16", pad=-1, seed=0):
-    """A problem with a reversed (non-identity) block order and `pad` in every unused table entry."""
-    needed = [-(-length // block_size) for length in seq_lens]
-    num_blocks = sum(needed) + 2
-    order = list(range(num_blocks))[::-1]
-    rows, start = [], 0
-    width = max(needed) + 1
-    for n in needed:
-        rows.append(tuple(order[start:start + n]) + (pad,) * (width - n))
-        start += n
-    table = PageTable(tuple(seq_lens), block_size, num_blocks, tuple(rows), "pinned")
-    return PagedProblem(tuple(q_lens), hq, hkv, d, table, causal, window, softcap, dtype, seed)
+def _pinned(*args, dtype="float16", **kwargs) -> PagedProblem:
+    return pinned_paged_problem(*args, dtype=dtype, **kwargs)
 
 
 PINNED = [
