@@ -13,6 +13,10 @@ from .targets import Target
 from .tensor import NkiTensor
 
 
+AP_MAX_COUNT = 2 ** 16 - 1  # an engine access pattern's per-dim size is a uint16 — S-A2 "Accessing SBUF/PSUM"
+AP_MIN_STEP, AP_MAX_STEP = -2 ** 15, 2 ** 15 - 1  # and its per-dim step an int16, in elements — S-A2
+
+
 def _start_partitions(count: int) -> tuple[int, ...]:
     """Allowed start partitions of an engine operand by partition count (S-A2): > 64 → 0; 33–64 → 0 or 64;
     ≤ 32 → a quadrant start (0/32/64/96)."""
@@ -47,6 +51,11 @@ def tile(op: str, operand: str, t: NkiTensor, target: Target, *, engine: bool = 
         if start not in allowed:
             raise NkiValidationError(op, operand, f"start partition in {allowed} for {count} partitions", start,
                                      target.name)
+        for n, s in zip(t.shape[1:], t.strides[1:]):
+            if n > AP_MAX_COUNT or (n > 1 and not AP_MIN_STEP <= s <= AP_MAX_STEP):
+                raise NkiValidationError(op, operand, f"free-dim access pattern: size <= {AP_MAX_COUNT} (uint16), "
+                                         f"step in [{AP_MIN_STEP}, {AP_MAX_STEP}] elements (int16)",
+                                         f"shape {list(t.shape)} strides {list(t.strides)}", target.name)
 
 
 def buffer(op: str, operand: str, t: NkiTensor, allowed: tuple[str, ...], target: Target) -> None:

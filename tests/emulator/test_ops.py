@@ -134,12 +134,16 @@ def test_dma_compute_read_modify_write(target):
     upd = _f32(3, 4, seed=32)
     idx = np.array([[4], [0], [2]], np.int32)
 
-    def kernel(table, upd, idx):
+    def operands(table, upd, idx):
+        """(table rows idx as a vector_offset view, upd in SBUF)."""
         ix = nl.ndarray((3, 1), nl.int32)
         nisa.dma_copy(dst=ix, src=idx)
         u = nl.ndarray((3, 4), nl.float32)
         nisa.dma_copy(dst=u, src=upd)
-        rows = table.ap(pattern=[[4, 3], [1, 4]], vector_offset=ix, indirect_dim=0)
+        return table.ap(pattern=[[4, 3], [1, 4]], vector_offset=ix, indirect_dim=0), u
+
+    def kernel(table, upd, idx):
+        rows, u = operands(table, upd, idx)
         nisa.dma_compute(dst=rows, srcs=[rows, u], reduce_op=nl.add)  # scatter RMW: table[idx] += u
         acc = nl.ndarray((3, 4), nl.float32)
         nisa.memset(dst=acc, value=1.0)
@@ -154,11 +158,7 @@ def test_dma_compute_read_modify_write(target):
     np.testing.assert_array_equal(out, 1.0 + expected[idx[:, 0]])
 
     def three_srcs(table, upd, idx):
-        ix = nl.ndarray((3, 1), nl.int32)
-        nisa.dma_copy(dst=ix, src=idx)
-        u = nl.ndarray((3, 4), nl.float32)
-        nisa.dma_copy(dst=u, src=upd)
-        rows = table.ap(pattern=[[4, 3], [1, 4]], vector_offset=ix, indirect_dim=0)
+        rows, u = operands(table, upd, idx)
         nisa.dma_compute(dst=rows, srcs=[rows, u, u], reduce_op=nl.add)
     with pytest.raises(NkiValidationError, match="exactly 2 sources"):
         run(three_srcs, table, upd, idx, target=target)
@@ -821,8 +821,17 @@ def test_scans(target, run_tiles):
         nisa.tensor_tensor_scan(dst=s, data0=x, data1=y, initial=i0, op0=nl.multiply, op1=nl.add)
         c = _new(x)
         nisa.tensor_scalar_cumulative(dst=c, src=x, op0=nl.multiply, op1=nl.add, imm0=2.0)
-        return s, c
-    s, c = run_tiles(body, a, b, init, target=target)
+        c2 = _new(x)  # continues from c's last value through the shared accumulator
+        nisa.tensor_scalar_cumulative(dst=c2, src=x, op0=nl.add, op1=nl.maximum, imm0=0.0,
+                                      reduce_cmd=nisa.reduce_cmd.reduce)
+        c3 = _new(x)
+        nisa.tensor_scalar_cumulative(dst=c3, src=x, op0=nl.multiply, op1=nl.add, imm0=1.0, imm1=i0,
+                                      reduce_cmd=nisa.reduce_cmd.load_reduce)
+        return s, c, c2, c3
+    s, c, c2, c3 = run_tiles(body, a, b, init, target=target)
+    np.testing.assert_allclose(c2, np.maximum.accumulate(np.concatenate([np.cumsum(2 * a, axis=1)[:, -1:], a], 1),
+                                                         axis=1)[:, 1:], rtol=1e-5)
+    np.testing.assert_allclose(c3, init + np.cumsum(a, axis=1), rtol=1e-5, atol=1e-6)
     prev, expected = init[:, 0], []
     for i in range(10):
         prev = a[:, i] * prev + b[:, i]

@@ -4,8 +4,12 @@ dma_copy moves `src` to `dst` (HBM↔SBUF, HBM↔HBM, SBUF↔SBUF; never PSUM); 
 (shapes may differ: elements are taken in row-major order); different dtypes convert through float32.
 Runtime addressing comes from `.ap(scalar_offset=…)` (one offset; legal on every generation) or
 `.ap(vector_offset=idx, indirect_dim=0)` on an HBM tensor (per-partition rows; gather on `src`,
-scatter on `dst`; NeuronCore-v3+, "indirect: v3+" S-DGE). Out-of-bounds runtime offsets raise
-(`oob_mode.error`) or are skipped (`oob_mode.skip`: those rows / that transfer are not moved).
+scatter on `dst`; NeuronCore-v3+, "indirect: v3+" S-DGE). Runtime offsets need a DGE (`dge_mode.none`
+is rejected) and vector_offset needs the software DGE (not `hwdge`). The index tensor is read as
+integers; a scalar_offset moves the start by value x prod(shape[indirect_dim + 1:]) and a vector_offset
+row is prod(shape[1:]) elements, both of the tensor `.ap()` was called on (S-AP, S-ISA dma_copy).
+Out-of-bounds runtime offsets raise (`oob_mode.error`) or are skipped (`oob_mode.skip`: those rows /
+that transfer are not moved, the destination keeps its values).
 In trace mode, offsets from index tiles whose values are unknown give whole-storage footprints and
 no OOB check.
 

@@ -124,12 +124,18 @@ def tensor_scalar_cumulative(dst, src, op0, op1, imm0, imm1=None, reduce_cmd=Red
             raise NkiValidationError(opc, operand_name, "not int32/uint32", dtypes.name(x.dtype), t.name)
     p = src.shape[0]
     validate.vector_operand(opc, "imm0", imm0, p, t, fp32=True)
+    if reduce_cmd not in (ReduceCmd.reset_reduce, ReduceCmd.reduce, ReduceCmd.load_reduce):
+        raise NkiValidationError(opc, "reduce_cmd", "reset_reduce, reduce or load_reduce", reduce_cmd.name, t.name)
+    if reduce_cmd == ReduceCmd.load_reduce:
+        if imm1 is None:
+            raise NkiValidationError(opc, "imm1", "the accumulator's start value with load_reduce", imm1, t.name)
+        validate.vector_operand(opc, "imm1", imm1, p, t, fp32=True)
     if computes(ctx, (dst,), (src, imm0, imm1)):
         x = f0.fn(f32(src), operand(imm0, p)) if f0.arity == 2 else f0.fn(f32(src))
         if reduce_cmd == ReduceCmd.reset_reduce:
             reg = np.full(p, _CUMULATIVE_IDENTITY[f1.name], np.float32)
         elif reduce_cmd == ReduceCmd.load_reduce:
-            reg = np.broadcast_to(operand(imm1 if imm1 is not None else 0.0, p), (p, 1)).reshape(p)
+            reg = np.broadcast_to(operand(imm1, p), (p, 1)).reshape(p)
         else:
             reg = ctx.vec_acc[:p].copy()
         out = np.empty_like(x)
