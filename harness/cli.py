@@ -142,40 +142,33 @@ def _walk(config, console):
     return records
 
 
-def _summary(records, console) -> None:
+def _table(title: str, header, rows, *, style_of=None):
+    """A rich table with one column per header entry; `style_of(row)` gives a row's style (None = plain)."""
     from rich.table import Table
 
-    from nkilab.harness.report import CHECK_HEADER, PERF_HEADER, check_rows, headline, perf_row
+    table = Table(title=title)
+    for h in header:
+        table.add_column(h)
+    for row in rows:
+        table.add_row(*row, style=style_of(row) if style_of else None)
+    return table
+
+
+def _summary(records, console) -> None:
+    from nkilab.harness.report import (CHECK_HEADER, NOT_RUN_HEADER, PERF_HEADER, check_rows, headline,
+                                       not_run_rows, perf_row)
 
     rows = check_rows(records)
     if rows:
-        table = Table(title="Correctness (smoke workload vs float64 reference)")
-        for h in CHECK_HEADER:
-            table.add_column(h)
-        for row in rows:
-            style = {"PASS": "green", "FAIL": "bold red"}.get(row[5])
-            table.add_row(*row, style=style)
-        console.print(table)
+        console.print(_table("Correctness (smoke workload vs float64 reference)", CHECK_HEADER, rows,
+                             style_of=lambda row: {"PASS": "green", "FAIL": "bold red"}.get(row[5])))
     heads = headline(records)
     if heads:
-        table = Table(title="Modeled NKI kernels, headline points (per call = per layer and rank)")
-        for h in PERF_HEADER:
-            table.add_column(h)
-        for r in heads:
-            table.add_row(*perf_row(r))
-        console.print(table)
-    skipped = [r for r in records if r["status"] in ("unavailable", "unsupported", "error")]
+        console.print(_table("Modeled NKI kernels, headline points (per call = per layer and rank)", PERF_HEADER,
+                             [perf_row(r) for r in heads]))
+    skipped = not_run_rows(records)
     if skipped:
-        from collections import Counter
-
-        counts = Counter((r["stage"], r["kernel"], r["backend"], r["status"], (r.get("note") or "")[:100])
-                         for r in skipped)
-        table = Table(title="Not run, and why")
-        for h in ("stage", "kernel", "backend", "status", "reason", "records"):
-            table.add_column(h)
-        for key, n in sorted(counts.items()):
-            table.add_row(*key, str(n))
-        console.print(table)
+        console.print(_table("Not run, and why", NOT_RUN_HEADER, skipped))
 
 
 def _write_folder(records, out: str, *, command: str, wall_s: float, plots: bool, calibration=None) -> str:
@@ -269,18 +262,14 @@ def _pct(x):
 
 
 def cmd_targets(args, command: str) -> int:
-    from rich.table import Table
-
-    table = Table(title="Targets (per chip; Neuron per-core engine tables in nkilab.harness.perf.chips)")
-    for h in ("target", "kind", "description", "cores", "bf16 TFLOP/s", "fp8 TFLOP/s", "fp32 TFLOP/s", "HBM GB/s",
-              "power W (source)"):
-        table.add_column(h)
-    for name in ALL_TARGETS:
-        t = TARGETS[name]
-        table.add_row(name, t.kind, t.description, str(t.cores), f"{t.peak_flops['bf16'] / 1e12:.0f}",
-                      f"{t.peak_flops['fp8'] / 1e12:.0f}", f"{t.peak_flops['fp32'] / 1e12:.1f}",
-                      f"{t.hbm_bw / 1e9:.0f}", f"{t.power_w:g} ({t.power_source.split(':')[0]})")
-    _console().print(table)
+    header = ("target", "kind", "description", "cores", "bf16 TFLOP/s", "fp8 TFLOP/s", "fp32 TFLOP/s", "HBM GB/s",
+              "power W (source)")
+    rows = [(t.name, t.kind, t.description, str(t.cores), f"{t.peak_flops['bf16'] / 1e12:.0f}",
+             f"{t.peak_flops['fp8'] / 1e12:.0f}", f"{t.peak_flops['fp32'] / 1e12:.1f}", f"{t.hbm_bw / 1e9:.0f}",
+             f"{t.power_w:g} ({t.power_source.split(':')[0]})")
+            for t in (TARGETS[name] for name in ALL_TARGETS)]
+    _console().print(_table("Targets (per chip; Neuron per-core engine tables in nkilab.harness.perf.chips)", header,
+                            rows))
     return 0
 
 
@@ -294,16 +283,12 @@ def cmd_report(args, command: str) -> int:
 
 
 def cmd_calibrate(args, command: str) -> int:
-    from rich.table import Table
-
     from nkilab.harness.perf.calibration import calibration_table
 
-    table = Table(title="Model vs published Trainium2 measurements (one set of constants)")
-    for h in ("point", "published", "modeled", "model / published", "bottleneck", "source"):
-        table.add_column(h)
-    for c in calibration_table():
-        table.add_row(c["name"], c["published"], c["modeled"], f"{c['ratio']:.3f}", c["bottleneck"], c["source"])
-    _console().print(table)
+    rows = [(c["name"], c["published"], c["modeled"], f"{c['ratio']:.3f}", c["bottleneck"], c["source"])
+            for c in calibration_table()]
+    _console().print(_table("Model vs published Trainium2 measurements (one set of constants)",
+                            ("point", "published", "modeled", "model / published", "bottleneck", "source"), rows))
     return 0
 
 

@@ -4,7 +4,7 @@
                           target's bf16 and fp8 compute roofs and its HBM roof
   latency_vs_batch.png    modeled decode latency per call vs batch, one line per kernel/projection, roofline
                           bound dashed; one panel per target
-  latency_vs_context.png  modeled paged-attention latency vs context, one line per batch
+  latency_vs_context.png  modeled paged-attention latency vs context, one line per batch, roofline bound dashed
   energy_vs_batch.png     modeled J/token vs batch; energy_vs_context.png: vs context
 
 Every axis carries its unit; every title says "modeled" (these plots show model output only).
@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
+from dataclasses import dataclass
+from typing import Callable
 
 import matplotlib
 
@@ -62,10 +64,7 @@ def roofline_plot(records, target: str, path: str) -> str | None:
     ax.set_ylabel("achieved [FLOP/s]")
     ax.set_title(f"{target} (lnc={lnc}): modeled kernels on the roofline")
     ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def _decode_rows(records, target):
@@ -85,14 +84,37 @@ def _line_label(r):
     return r["kernel"]
 
 
-def _by_batch(records, target, y_fn):
-    rows = _decode_rows(records, target)
-    lines = defaultdict(list)
-    for r in rows:
-        y = y_fn(r)
-        if y is not None:
-            lines[_line_label(r)].append((r["problem"][_batch_key(r)], y, r))
-    return {k: sorted(v, key=lambda t: t[0]) for k, v in lines.items()}
+@dataclass(frozen=True)
+class _Sweep:
+    """One x axis: which decode records it shows, their x value and the line (series) each belongs to."""
+
+    xlabel: str
+    subject: str                      # what the title says is plotted
+    keep: Callable[[dict], bool]
+    x: Callable[[dict], float]
+    series: Callable[[dict], object]  # sortable key of the record's line
+    label: Callable[[object], str]    # legend text of a series key
+
+
+_SWEEPS = {
+    "batch": _Sweep("decode batch [sequences]", "", lambda r: True, lambda r: r["problem"][_batch_key(r)],
+                    _line_label, str),
+    "context": _Sweep("context length [tokens]", "paged_attention ", lambda r: r["kernel"] == "paged_attention",
+                      lambda r: r["problem"]["context"], lambda r: r["problem"]["num_seqs"], lambda n: f"batch {n}"),
+}
+
+
+def _latency_us(r):
+    return r["perf"]["latency_s"] * 1e6
+
+
+def _roofline_us(r):
+    bound = r["perf"].get("roofline_s")
+    return None if bound is None else bound * 1e6
+
+
+def _joules_per_token(r):
+    return (r.get("energy") or {}).get("joules_per_token")
 
 
 def _panel_figure(targets):
@@ -106,42 +128,22 @@ def _panel_figure(targets):
     return fig, flat[:len(targets)]
 
 
-def batch_plot(records, targets, path: str, *, energy: bool) -> str | None:
-    """Modeled latency (or J/token) per call vs decode batch, one panel per target."""
-    targets = [t for t in targets if _decode_rows(records, t)]
-    if not targets:
-        return None
-    fig, axes = _panel_figure(targets)
-    for ax, target in zip(axes, targets):
-        if energy:
-            lines = _by_batch(records, target, lambda r: (r.get("energy") or {}).get("joules_per_token"))
-        else:
-            lines = _by_batch(records, target, lambda r: r["perf"]["latency_s"] * 1e6)
-        for label, pts in sorted(lines.items()):
-            (line,) = ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, label=label)
-            color = line.get_color()
-            if not energy:
-                bound = [p[2]["perf"].get("roofline_s") for p in pts]
-                if all(b is not None for b in bound):
-                    ax.plot([p[0] for p in pts], [b * 1e6 for b in bound], ls="--", lw=0.8, color=color)
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel("decode batch [sequences]")
-        ax.set_ylabel("modeled J/token [J]" if energy else "modeled latency per call [us]")
-        ax.set_title(f"{target}: {'energy per token' if energy else 'latency (dashed: roofline bound)'} (modeled)",
-                     fontsize=9)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=6)
+def _save(fig, path: str) -> str:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
 
 
-def context_plot(records, targets, path: str, *, energy: bool) -> str | None:
-    """Modeled paged-attention latency (or J/token) vs context length, one line per batch, one panel per target."""
-    def rows_of(t):
-        return [r for r in _decode_rows(records, t) if r["kernel"] == "paged_attention"]
+def sweep_figure(records, targets, *, x: str, energy: bool):
+    """The figure of `sweep_plot` (left open for the caller to save or inspect); None when nothing to draw."""
+    if x not in _SWEEPS:
+        raise ValueError(f"x: must be one of {tuple(_SWEEPS)}, got {x!r}")
+    sweep = _SWEEPS[x]
+    y_of = _joules_per_token if energy else _latency_us
+
+    def rows_of(target):
+        return [r for r in _decode_rows(records, target) if sweep.keep(r) and y_of(r) is not None]
 
     targets = [t for t in targets if rows_of(t)]
     if not targets:
@@ -150,34 +152,41 @@ def context_plot(records, targets, path: str, *, energy: bool) -> str | None:
     for ax, target in zip(axes, targets):
         lines = defaultdict(list)
         for r in rows_of(target):
-            y = (r.get("energy") or {}).get("joules_per_token") if energy else r["perf"]["latency_s"] * 1e6
-            if y is not None:
-                lines[r["problem"]["num_seqs"]].append((r["problem"]["context"], y))
-        for batch, pts in sorted(lines.items()):
-            pts.sort()
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, label=f"batch {batch}")
+            lines[sweep.series(r)].append(r)
+        for key, rows in sorted(lines.items()):
+            rows.sort(key=sweep.x)
+            xs = [sweep.x(r) for r in rows]
+            (line,) = ax.plot(xs, [y_of(r) for r in rows], marker="o", ms=3, label=sweep.label(key))
+            bound = [_roofline_us(r) for r in rows]
+            if not energy and all(b is not None for b in bound):
+                # tick markers keep a one-point series' bound visible; same color as its line
+                ax.plot(xs, bound, ls="--", lw=0.8, marker="_", ms=8, color=line.get_color())
+        if not energy:
+            ax.plot([], [], "k--", lw=0.8, marker="_", ms=8, label="roofline bound (dashed, same color)")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
-        ax.set_xlabel("context length [tokens]")
-        ax.set_ylabel("modeled J/token [J]" if energy else "modeled latency per call [us]")
-        ax.set_title(f"{target}: paged_attention {'energy per token' if energy else 'latency'} (modeled)",
-                     fontsize=9)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+        ax.set_xlabel(sweep.xlabel)
+        ax.set_ylabel("modeled energy per token [J/token]" if energy else "modeled latency per call [us]")
+        ax.set_title(f"{target}: {sweep.subject}{'energy per token' if energy else 'latency'} (modeled)", fontsize=9)
+        ax.legend(fontsize=6)
+    return fig
+
+
+def sweep_plot(records, targets, path: str, *, x: str, energy: bool) -> str | None:
+    """Modeled decode latency per call (or J/token) vs `x` ("batch" | "context"), one panel per target.
+
+    x="batch": one line per kernel / qmatmul projection / paged-attention context; x="context": paged attention
+    only, one line per batch. Latency panels draw each line's roofline bound (the record's `perf.roofline_s`) dashed
+    in the line's color. Returns the path, or None when the records hold nothing to draw.
+    """
+    fig = sweep_figure(records, targets, x=x, energy=energy)
+    return None if fig is None else _save(fig, path)
 
 
 def write_plots(records, out_dir: str) -> list[str]:
     """Every plot this run's records support, written into out_dir; returns their file names."""
     targets = sorted({r["target"] for r in _modeled(records)})
     made = [roofline_plot(records, t, os.path.join(out_dir, f"roofline_{t}.png")) for t in targets]
-    made += [
-        batch_plot(records, targets, os.path.join(out_dir, "latency_vs_batch.png"), energy=False),
-        context_plot(records, targets, os.path.join(out_dir, "latency_vs_context.png"), energy=False),
-        batch_plot(records, targets, os.path.join(out_dir, "energy_vs_batch.png"), energy=True),
-        context_plot(records, targets, os.path.join(out_dir, "energy_vs_context.png"), energy=True),
-    ]
+    made += [sweep_plot(records, targets, os.path.join(out_dir, f"{metric}_vs_{x}.png"), x=x, energy=metric == "energy")
+             for metric in ("latency", "energy") for x in ("batch", "context")]
     return [os.path.basename(p) for p in made if p]

@@ -95,6 +95,13 @@ def limits_summary(records, target: str) -> list[str]:
     return lines
 
 
+def not_run_rows(records) -> list[list[str]]:
+    """[stage, kernel, backend, status, reason (first line of the note), records]: what did not run, counted."""
+    reasons = Counter((r["stage"], r["kernel"], r["backend"], r["status"], (r.get("note") or "").split("\n")[0])
+                      for r in records if r["status"] in ("unavailable", "unsupported", "error"))
+    return [[*key, str(n)] for key, n in sorted(reasons.items())]
+
+
 def _table(header, rows) -> list[str]:
     if not rows:
         return ["_(none)_", ""]
@@ -105,6 +112,7 @@ def _table(header, rows) -> list[str]:
 
 PERF_HEADER = ["kernel", "target", "problem", "latency", "kind", "tokens/s", "MFU", "MBU", "bottleneck",
                "J/token (kind)"]
+NOT_RUN_HEADER = ["stage", "kernel", "backend", "status", "reason", "records"]
 CHECK_HEADER = ["kernel", "backend", "target", "problem", "dtype", "result", "max abs err", "max rel err", "bound",
                 "wall (emulation)"]
 
@@ -150,12 +158,8 @@ def write_report(records, out_dir: str, *, plots: list[str], command: str, wall_
                           c["source"]] for c in calibration])
     if plots:
         lines += ["## Plots (modeled)", ""] + [f"![{p}]({p})" for p in plots] + [""]
-    skipped = [r for r in records if r["status"] in ("unavailable", "unsupported", "error")]
     lines += ["## Not run, and why", ""]
-    reasons = Counter((r["stage"], r["kernel"], r["backend"], r["status"], (r.get("note") or "").split("\n")[0])
-                      for r in skipped)
-    lines += _table(["stage", "kernel", "backend", "status", "reason", "records"],
-                    [[*k, v] for k, v in sorted(reasons.items())])
+    lines += _table(NOT_RUN_HEADER, not_run_rows(records))
     path = os.path.join(out_dir, "report.md")
     with open(path, "w") as fh:
         fh.write("\n".join(lines) + "\n")

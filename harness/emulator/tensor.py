@@ -107,6 +107,14 @@ class NkiTensor:
             self._extents = _extent(self.shape, self.strides) + _extent(self.shape[1:], self.strides[1:])
         return self._extents
 
+    def _runtime(self, *_args):
+        raise NkiTraceError(f"NkiTensor {self.name or ''}{list(self.shape)} holds runtime data: Python control flow, "
+                            "int(), bool() or NumPy cannot read its values while the kernel is specialized; use nisa "
+                            "ops, .ap(scalar_offset=/vector_offset=) or nl.fori_loop bounds instead")
+
+    # A kernel whose Python code reads tensor values would not compile for a device; fail as the compiler would.
+    __bool__ = __int__ = __index__ = __float__ = __array__ = __iter__ = _runtime
+
     # ---- attributes -------------------------------------------------------------------------------
     @property
     def buffer(self) -> str:

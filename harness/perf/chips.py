@@ -200,38 +200,46 @@ _V4_CORE = replace(
     sbuf_bytes=32 * MiB,
 )
 
+# AWS publishes no TDP for its chips: every Neuron power figure is an assumption, with this static share.
+_NEURON_IDLE_SHARE = 0.3
+
+
+def _neuron_target(name: str, chip: str, description: str, *, cores: int, peak_flops: dict, hbm_bw: float,
+                   hbm_bytes: float, power_w: float, core: NeuronCore) -> Target:
+    """A Neuron chip row; its power is the assumed full-load figure `power_w` (W) with `_NEURON_IDLE_SHARE`."""
+    return Target(
+        name=name, kind="neuron", description=description, cores=cores, peak_flops=peak_flops, hbm_bw=hbm_bw,
+        hbm_bytes=hbm_bytes, power_w=power_w, idle_share=_NEURON_IDLE_SHARE,
+        power_source=f"assumed: {power_w:g} W per {chip} chip at full load, {_NEURON_IDLE_SHARE:.0%} of it static "
+                     "(TDP not published)",
+        core=core,
+    )
+
+
 TARGETS: dict[str, Target] = {
-    "inf2": Target(
-        name="inf2", kind="neuron", description="AWS Inferentia2 (NeuronCore-v2, 2 cores/chip)", cores=2,
+    "inf2": _neuron_target(
+        "inf2", "Inferentia2", "AWS Inferentia2 (NeuronCore-v2, 2 cores/chip)", cores=2,
         peak_flops={"bf16": 190 * TB, "fp8": 190 * TB, "fp32": 47.5 * TB, "int8": 380 * TB},  # [HW]
         hbm_bw=820 * GB, hbm_bytes=32 * 2**30,  # [HW]
-        power_w=130.0, idle_share=0.3,
-        power_source="assumed: 130 W per Inferentia2 chip at full load, 30% of it static (TDP not published)",
-        core=_V2_CORE,
+        power_w=130.0, core=_V2_CORE,
     ),
-    "trn1": Target(
-        name="trn1", kind="neuron", description="AWS Trainium (NeuronCore-v2, 2 cores/chip)", cores=2,
+    "trn1": _neuron_target(
+        "trn1", "Trainium", "AWS Trainium (NeuronCore-v2, 2 cores/chip)", cores=2,
         peak_flops={"bf16": 190 * TB, "fp8": 190 * TB, "fp32": 47.5 * TB, "int8": 380 * TB},  # [HW]
         hbm_bw=820 * GB, hbm_bytes=32 * 2**30,  # [HW]
-        power_w=210.0, idle_share=0.3,
-        power_source="assumed: 210 W per Trainium chip at full load, 30% of it static (TDP not published)",
-        core=_V2_CORE,
+        power_w=210.0, core=_V2_CORE,
     ),
-    "trn2": Target(
-        name="trn2", kind="neuron", description="AWS Trainium2 (NeuronCore-v3, 8 cores/chip, LNC=2)", cores=8,
+    "trn2": _neuron_target(
+        "trn2", "Trainium2", "AWS Trainium2 (NeuronCore-v3, 8 cores/chip, LNC=2)", cores=8,
         peak_flops={"bf16": 667 * TB, "fp8": 1299 * TB, "fp32": 181 * TB, "int8": 667 * TB},  # [HW]
         hbm_bw=2.9 * TB, hbm_bytes=96 * 2**30,  # [HW]
-        power_w=500.0, idle_share=0.3,
-        power_source="assumed: 500 W per Trainium2 chip at full load, 30% of it static (TDP not published)",
-        core=_V3_CORE,
+        power_w=500.0, core=_V3_CORE,
     ),
-    "trn3": Target(
-        name="trn3", kind="neuron", description="AWS Trainium3 (NeuronCore-v4, 8 cores/chip, LNC=2)", cores=8,
+    "trn3": _neuron_target(
+        "trn3", "Trainium3", "AWS Trainium3 (NeuronCore-v4, 8 cores/chip, LNC=2)", cores=8,
         peak_flops={"bf16": 671 * TB, "fp8": 2517 * TB, "fp32": 183 * TB, "int8": 671 * TB},  # [HW]
         hbm_bw=4.9 * TB, hbm_bytes=144 * 2**30,  # [HW]
-        power_w=700.0, idle_share=0.3,
-        power_source="assumed: 700 W per Trainium3 chip at full load, 30% of it static (TDP not published)",
-        core=_V4_CORE,
+        power_w=700.0, core=_V4_CORE,
     ),
     "h100": Target(
         name="h100", kind="gpu", description="NVIDIA H100 SXM5 80GB", cores=132,
