@@ -162,13 +162,13 @@ def sweep_figure(records, targets, *, x: str, energy: bool):
                 # tick markers keep a one-point series' bound visible; same color as its line
                 ax.plot(xs, bound, ls="--", lw=0.8, marker="_", ms=8, color=line.get_color())
         if not energy:
-            ax.plot([], [], "k--", lw=0.8, marker="_", ms=8, label="roofline bound (dashed, same color)")
+            ax.plot([], [], "k--", lw=0.8, label="roofline bound (dashed, line's color)")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel(sweep.xlabel)
         ax.set_ylabel("modeled energy per token [J/token]" if energy else "modeled latency per call [us]")
         ax.set_title(f"{target}: {sweep.subject}{'energy per token' if energy else 'latency'} (modeled)", fontsize=9)
-        ax.legend(fontsize=6)
+        ax.legend(fontsize=6, handlelength=3)
     return fig
 
 
