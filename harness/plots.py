@@ -75,13 +75,21 @@ def _batch_key(r):
     return "t" if r["kernel"] == "write_kv_cache" else ("m" if r["kernel"] == "qmatmul" else "num_seqs")
 
 
-def _line_label(r):
+def _batch_series(r):
+    """(kernel, qmatmul projection, paged-attention context): one line of the batch sweep, sorted numerically."""
     p = r["problem"]
-    if r["kernel"] == "qmatmul":
-        return f"qmatmul {p.get('projection', '')}"
-    if r["kernel"] == "paged_attention":
-        return f"paged_attention ctx {p.get('context')}"
-    return r["kernel"]
+    projection = p.get("projection", "") if r["kernel"] == "qmatmul" else ""
+    context = p.get("context", 0) if r["kernel"] == "paged_attention" else 0
+    return r["kernel"], projection, context
+
+
+def _batch_label(key):
+    kernel, projection, context = key
+    if kernel == "qmatmul":
+        return f"qmatmul {projection}"
+    if kernel == "paged_attention":
+        return f"paged_attention ctx {context}"
+    return kernel
 
 
 @dataclass(frozen=True)
@@ -98,7 +106,7 @@ class _Sweep:
 
 _SWEEPS = {
     "batch": _Sweep("decode batch [sequences]", "", lambda r: True, lambda r: r["problem"][_batch_key(r)],
-                    _line_label, str),
+                    _batch_series, _batch_label),
     "context": _Sweep("context length [tokens]", "paged_attention ", lambda r: r["kernel"] == "paged_attention",
                       lambda r: r["problem"]["context"], lambda r: r["problem"]["num_seqs"], lambda n: f"batch {n}"),
 }
@@ -118,10 +126,10 @@ def _joules_per_token(r):
 
 
 def _panel_figure(targets):
-    """One panel per target, two per row; unused panels hidden."""
+    """One panel per target, two per row, room for a legend right of each; unused panels hidden."""
     cols = min(2, len(targets))
     rows = -(-len(targets) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(6 * cols, 4.2 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(7.5 * cols, 4.2 * rows), squeeze=False)
     flat = list(axes.flat)
     for ax in flat[len(targets):]:
         ax.set_visible(False)
@@ -168,7 +176,7 @@ def sweep_figure(records, targets, *, x: str, energy: bool):
         ax.set_xlabel(sweep.xlabel)
         ax.set_ylabel("modeled energy per token [J/token]" if energy else "modeled latency per call [us]")
         ax.set_title(f"{target}: {sweep.subject}{'energy per token' if energy else 'latency'} (modeled)", fontsize=9)
-        ax.legend(fontsize=6, handlelength=3)
+        ax.legend(fontsize=6, handlelength=3, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig
 
 

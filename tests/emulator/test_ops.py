@@ -602,6 +602,33 @@ def test_activation_reduce_cmd_sequence(target, run_tiles):
     np.testing.assert_allclose(r4, sb, rtol=1e-6)
 
 
+@pytest.mark.parametrize("target", ALL_TARGETS)
+def test_engine_registers_are_per_partition_lane(target, run_tiles):
+    a = _f32(128, 6, seed=35)
+    low, high = np.exp(a[:64]).sum(1), np.exp(a[64:]).sum(1)
+
+    def body(x):
+        z = _new(x)
+        r_lo, r_hi = nl.ndarray((64, 1), nl.float32), nl.ndarray((64, 1), nl.float32)
+        nisa.activation(dst=z, op=nl.exp, data=x, reduce_cmd=nisa.reduce_cmd.reset)  # all 128 registers = 0
+        nisa.activation(dst=z[64:128], op=nl.exp, data=x[64:128], reduce_op=nl.add,
+                        reduce_cmd=nisa.reduce_cmd.reduce)  # lanes 64..127 only
+        nisa.activation(dst=z[0:64], op=nl.exp, data=x[0:64], reduce_res=r_lo)  # idle: read lanes 0..63
+        nisa.activation(dst=z[64:128], op=nl.exp, data=x[64:128], reduce_res=r_hi)  # read lanes 64..127
+        v_lo, v_hi, d = nl.ndarray((64, 1), nl.float32), nl.ndarray((64, 1), nl.float32), _new(x)
+        nisa.tensor_scalar_reduce(dst=d[64:128], data=x[64:128], op0=nl.add, operand0=0.0, reduce_op=nl.add,
+                                  reduce_res=v_hi)  # VectorE lanes 64..127 = row sums
+        nisa.tensor_scalar_reduce(dst=d[0:64], data=x[0:64], op0=nl.add, operand0=0.0, reduce_op=nl.add,
+                                  reduce_res=v_lo, reduce_cmd=nisa.reduce_cmd.reduce)  # lanes 0..63: never reset
+        return r_lo, r_hi, v_lo, v_hi
+    r_lo, r_hi, v_lo, v_hi = run_tiles(body, a, target=target)
+    np.testing.assert_array_equal(r_lo, 0.0)
+    np.testing.assert_allclose(r_hi[:, 0], high, rtol=1e-6)
+    assert np.isnan(v_lo).all()
+    np.testing.assert_allclose(v_hi[:, 0], a[64:].sum(1), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(low, high)
+
+
 def test_vector_accumulators_undefined_after_idle(run_tiles):
     a = _f32(4, 8, seed=38)
 

@@ -4,19 +4,13 @@ from dataclasses import replace
 
 import pytest
 
-from nkilab.harness.perf.calibration import POINTS, QUICK_POINTS, TOLERANCE, model_point, modeled_value
+from nkilab.harness.perf.calibration import POINTS, TOLERANCE, model_point, modeled_value
 
-# slow: the tiled, hoisted and free-blocked fp32 points trace 66k-99k instructions each (~30 s apiece on a
-# 2-core runner); QUICK_POINTS (all-blocked fp32, both bf16 blockings) keep full published points in CI
-
-
-def _params():
-    for point in POINTS:
-        marks = () if point in QUICK_POINTS else (pytest.mark.slow,)
-        yield pytest.param(point, id=point.name, marks=marks)
+# Every published point runs in CI: the tiled, hoisted and free-blocked fp32 kernels trace 66k-99k instructions
+# each (~30 s apiece on a 2-core runner), which the 15-minute CI budget affords.
 
 
-@pytest.mark.parametrize("point", _params())
+@pytest.mark.parametrize("point", [pytest.param(point, id=point.name) for point in POINTS])
 def test_model_reproduces_published_trn2_point(point):
     est = model_point(point)
     value = modeled_value(point, est)

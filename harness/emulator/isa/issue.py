@@ -68,6 +68,13 @@ def record(ctx: RunContext, engine: str, opcode: str, writes: dict, reads: dict,
     ctx.trace.append(engine, opcode, ops, flops=flops, attrs=attrs, program_id=ctx.program_id)
 
 
+def lanes(t: NkiTensor) -> slice:
+    """The compute lanes (absolute partitions) an on-chip operand occupies: engine registers are per lane, so a
+    reduction over rows 64:128 lands in registers 64:128."""
+    start = t.offset // t.storage.free
+    return slice(start, start + t.shape[0])
+
+
 def layout_attrs(*tensors) -> dict:
     """{"partitions", "free_elems"} of the largest operand (the cost model's per-element work)."""
     ts = [t for t in tensors if isinstance(t, NkiTensor)]

@@ -26,7 +26,7 @@ from ..operators import activation as activation_fn
 from ..operators import alu
 from ..tensor import NkiTensor
 from .enums import reduce_cmd as ReduceCmd
-from .issue import computes, current, f32, layout_attrs, operand, record, store
+from .issue import computes, current, f32, lanes, layout_attrs, operand, record, store
 
 
 def _check(opc: str, t, dst, data, op_name: str, bias, scale) -> None:
@@ -64,7 +64,7 @@ def _run(ctx, opc, dst, op, data, bias, scale, reduce_op, reduce_res, reduce_cmd
                 x = x + operand(bias, p)
             out = fn(x).astype(np.float32, copy=False)
         store(dst, out)
-        regs = ctx.act_regs[:p]
+        regs = ctx.act_regs[lanes(data)]
         if reduce_cmd in (ReduceCmd.reset, ReduceCmd.reset_reduce):
             regs[...] = red.identity
         if reduce_cmd in (ReduceCmd.reduce, ReduceCmd.reset_reduce):

@@ -28,7 +28,7 @@ from ..operators import AluOp, alu
 from ..tensor import NkiTensor
 from .enums import engine as Engine
 from .enums import reduce_cmd as ReduceCmd
-from .issue import computes, current, f32, layout_attrs, operand, raw, record, store
+from .issue import computes, current, f32, lanes, layout_attrs, operand, raw, record, store
 
 _ENGINE_NAMES = {Engine.vector: "vector", Engine.gpsimd: "gpsimd", Engine.scalar: "scalar"}
 _CMP_OPS = ("equal", "less", "less_equal", "greater", "greater_equal")
@@ -72,10 +72,11 @@ def reduce_rows(fn: AluOp, x: np.ndarray) -> np.ndarray:
     return acc
 
 
-def update_accumulator(ctx, partitions: int, cmd, row: np.ndarray | None, fn, identity: float, init=None) -> np.ndarray:
-    """Apply `reduce_cmd` to the VectorE accumulators of the first `partitions` lanes; returns them [P, 1].
+def update_accumulator(ctx, src: NkiTensor, cmd, row: np.ndarray | None, fn, identity: float, init=None) -> np.ndarray:
+    """Apply `reduce_cmd` to the VectorE accumulators of the lanes `src` occupies; returns them [P, 1].
     After `idle` they are undefined (NaN): S-ISA warns that an idle instruction may still modify them."""
-    acc = ctx.vec_acc[:partitions]
+    acc = ctx.vec_acc[lanes(src)]
+    partitions = src.shape[0]
     if cmd == ReduceCmd.idle:
         acc[...] = np.nan
     elif cmd in (ReduceCmd.reset, ReduceCmd.reset_reduce):
@@ -305,7 +306,7 @@ def tensor_scalar_reduce(dst, data, op0, operand0, reduce_op, reduce_res, revers
     if computes(ctx, (dst, reduce_res), (data, operand0)):
         y = _apply(fn0, f32(data), operand0, False, p)
         store(dst, y)
-        acc = update_accumulator(ctx, p, reduce_cmd, reduce_rows(red, y), red.fn, red.identity, reduce_init)
+        acc = update_accumulator(ctx, data, reduce_cmd, reduce_rows(red, y), red.fn, red.identity, reduce_init)
         store(reduce_res, acc)
     record(ctx, "vector", opc, {"dst": dst, "reduce_res": reduce_res}, {"data": data, "operand0": operand0},
            flops=2 * data.size, attrs=layout_attrs(dst, data))
@@ -365,7 +366,7 @@ def range_select(dst, on_true_tile, comp_op0, comp_op1, bound0, bound1, reduce_c
         mask = (c0.fn(idx, operand(bound0, p)) != 0) & (c1.fn(idx, operand(bound1, p)) != 0)
         out = np.where(mask, f32(on_true_tile), np.float32(dtypes.FP32_MIN))
         store(dst, out)
-        acc = update_accumulator(ctx, p, reduce_cmd, out.max(axis=1), np.maximum, -np.inf)
+        acc = update_accumulator(ctx, on_true_tile, reduce_cmd, out.max(axis=1), np.maximum, -np.inf)
         if reduce_res is not None:
             store(reduce_res, acc)
     record(ctx, "vector", opc, {"dst": dst, "reduce_res": reduce_res},
@@ -400,7 +401,7 @@ def select_reduce(dst, predicate, on_true, on_false, reduce_res=None, reduce_cmd
         keep = raw(predicate) != 0
         out = np.where(~keep if reverse_pred else keep, f32(on_true), operand(on_false, p))
         store(dst, out)
-        acc = update_accumulator(ctx, p, reduce_cmd, out.max(axis=1), np.maximum, -np.inf)
+        acc = update_accumulator(ctx, on_true, reduce_cmd, out.max(axis=1), np.maximum, -np.inf)
         if reduce_res is not None:
             store(reduce_res, acc)
     record(ctx, "vector", opc, {"dst": dst, "reduce_res": reduce_res},
@@ -429,7 +430,7 @@ def exponential(dst, src, max_value=0.0, reduce_res=None, reduce_cmd=ReduceCmd.i
     if computes(ctx, dsts, (src, max_value)):
         out = np.exp(f32(src) - operand(max_value, p))
         store(dst, out)
-        acc = update_accumulator(ctx, p, reduce_cmd, out.sum(axis=1), np.add, 0.0, reduce_init)
+        acc = update_accumulator(ctx, src, reduce_cmd, out.sum(axis=1), np.add, 0.0, reduce_init)
         if reduce_res is not None:
             store(reduce_res, acc)
     record(ctx, "vector", opc, {"dst": dst, "reduce_res": reduce_res}, {"src": src, "max_value": max_value},

@@ -10,7 +10,7 @@ from ..errors import NkiValidationError
 from ..operators import alu
 from ..tensor import NkiTensor
 from .enums import reduce_cmd as ReduceCmd
-from .issue import computes, current, f32, layout_attrs, operand, raw, record, store
+from .issue import computes, current, f32, lanes, layout_attrs, operand, raw, record, store
 from .vector import binary_arith
 
 BN_STATS_FMAX = 512  # bn_stats elements per partition — S-ISA, nl.tile_size.bn_stats_fmax
@@ -137,12 +137,12 @@ def tensor_scalar_cumulative(dst, src, op0, op1, imm0, imm1=None, reduce_cmd=Red
         elif reduce_cmd == ReduceCmd.load_reduce:
             reg = np.broadcast_to(operand(imm1, p), (p, 1)).reshape(p)
         else:
-            reg = ctx.vec_acc[:p].copy()
+            reg = ctx.vec_acc[lanes(src)].copy()
         out = np.empty_like(x)
         for i in range(x.shape[1]):
             reg = f1.fn(x[:, i], reg)
             out[:, i] = reg
-        ctx.vec_acc[:p] = reg
+        ctx.vec_acc[lanes(src)] = reg
         store(dst, out)
     record(ctx, "vector", opc, {"dst": dst}, {"src": src, "imm0": imm0, "imm1": imm1}, flops=2 * dst.size,
            attrs=layout_attrs(dst, src))
