@@ -161,6 +161,7 @@ def sweep_figure(records, targets, *, x: str, energy: bool):
         lines = defaultdict(list)
         for r in rows_of(target):
             lines[sweep.series(r)].append(r)
+        bounded = False
         for key, rows in sorted(lines.items()):
             rows.sort(key=sweep.x)
             xs = [sweep.x(r) for r in rows]
@@ -169,7 +170,8 @@ def sweep_figure(records, targets, *, x: str, energy: bool):
             if not energy and all(b is not None for b in bound):
                 # tick markers keep a one-point series' bound visible; same color as its line
                 ax.plot(xs, bound, ls="--", lw=0.8, marker="_", ms=8, color=line.get_color())
-        if not energy:
+                bounded = True
+        if bounded:
             ax.plot([], [], "k--", lw=0.8, label="roofline bound (dashed, line's color)")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")

@@ -6,10 +6,11 @@ same name are accepted too, as the legacy API used them).
 
 ALU ops (S-SH "Supported Math Operators"): arithmetic ops compute in float32; comparisons give 1.0/0.0;
 bitvec ops work on integer bit patterns. There is no divide (nor fmod/mod): S-RN lists `nl.divide` as
-"works in simulation but fails when compiled", so the emulator rejects it. Activation functions (S-SH): the hardware uses piece-wise
-polynomial approximations whose error is unpublished, so the emulator uses exact float32 math
-(erf via Abramowitz–Stegun 7.1.26, |error| < 1.5e-7, below float32 resolution at 1) inside each
-function's valid input range and NaN outside it (`ACTIVATION_RANGES`).
+"works in simulation but fails when compiled", so the emulator rejects it.
+Activation functions (S-SH): the hardware uses piece-wise polynomial approximations whose error is
+unpublished, so the emulator uses exact float32 math (erf via Abramowitz–Stegun 7.1.26, |error| < 1.5e-7,
+below float32 resolution at 1) inside each function's valid input range and NaN outside it
+(`ACTIVATION_RANGES`).
 """
 
 from __future__ import annotations

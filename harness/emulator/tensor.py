@@ -52,6 +52,36 @@ class Storage:
             self.release()
 
 
+class ReinterpretedStorage(Storage):
+    """The bytes of an allocation seen as another dtype (`NkiTensor.view(dtype)`): same id and buffer, `data` a
+    NumPy view of the same memory (writes through either are seen by both), sizes in elements of the new dtype
+    (on-chip: each partition row holds the same bytes). `root` is the allocation itself (kept alive: its
+    capacity stays reserved while a reinterpretation is in use); trace footprints are converted back to its
+    elements (`NkiTensor.access`), so accesses through either dtype conflict exactly where their bytes do."""
+
+    __slots__ = ("root",)
+
+    def __init__(self, base: Storage, dtype: np.dtype):
+        root = base.root if isinstance(base, ReinterpretedStorage) else base
+        nbytes = base.size * base.dtype.itemsize
+        shape = ((base.shape[0], base.free * base.dtype.itemsize // dtype.itemsize) if base.buffer in ON_CHIP
+                 else (nbytes // dtype.itemsize,))
+        data = None
+        if base.data is not None:
+            raw = base.data.view(np.uint8)
+            data = raw[:nbytes - nbytes % dtype.itemsize].view(dtype)
+        super().__init__(base.id, base.buffer, dtype, shape, data)
+        self.flags = base.flags  # PSUM only with an unchanged itemsize (NkiTensor.view), so elements match
+        self.root = root
+
+    def to_root(self, access: Access) -> Access:
+        """`access` (free or flat element range in this dtype) in elements of the allocation, widened to whole
+        elements of it."""
+        num, den = self.dtype.itemsize, self.root.dtype.itemsize
+        return Access(access.storage, access.buffer, access.p_start, access.p_stop, access.start * num // den,
+                      -(-access.stop * num // den), access.nbytes)
+
+
 @dataclass(frozen=True)
 class DynSlice:
     """`nl.ds(start, size)`: the slice `start : start + size`."""
@@ -277,6 +307,45 @@ class NkiTensor:
         """Split dim `dim` into `shape` (its element count preserved)."""
         return self.reshape(self.shape[:dim] + tuple(shape) + self.shape[dim + 1:])
 
+    def view(self, dtype) -> "NkiTensor":
+        """The same bytes reinterpreted as `dtype` (S-NL `view`, alias `reinterpret_cast`): no data moves; the
+        last dim scales by the itemsize ratio (uint8 [P, 8] -> uint32 [P, 2] -> float8_e4m3 [P, 8]).
+
+        Rules (bytes must map onto whole elements of the new dtype): the last dim is contiguous (stride 1,
+        or size 1) and its bytes divide by the new itemsize; the offset and every other dim's stride, in
+        bytes, divide by it too; on-chip, a partition row's bytes divide by it (the partition dim never
+        changes). PSUM views keep the itemsize (matmul accumulation state is per element).
+
+        Raises:
+            NkiValidationError: a rule above is broken, or the view is indirect.
+        """
+        new = dtypes.to_dtype(dtype)
+        old_size, new_size = self.itemsize, new.itemsize
+        if self.indirect is not None:
+            raise NkiValidationError("view", "tensor", "no views of an indirect (.ap with offsets) tensor", self)
+        if self.shape[-1] != 1 and self.strides[-1] != 1:
+            raise NkiValidationError("view", "tensor", "a contiguous last dim (stride 1)", list(self.strides))
+        last_bytes = self.shape[-1] * old_size
+        if last_bytes % new_size:
+            raise NkiValidationError("view", "dtype", f"last dim bytes ({self.shape[-1]} x {old_size}) a "
+                                     f"multiple of the new itemsize", f"{dtypes.name(new)} ({new_size} bytes)")
+        if self.on_chip and self.storage.free * old_size % new_size:
+            raise NkiValidationError("view", "dtype", f"partition rows of {self.storage.free * old_size} bytes "
+                                     "holding whole new elements (the partition dim is kept)",
+                                     f"{dtypes.name(new)} ({new_size} bytes)")
+        if any(s * old_size % new_size for s in self.strides[:-1]) or self.offset * old_size % new_size:
+            raise NkiValidationError("view", "tensor", f"offset and strides in whole {new_size}-byte elements",
+                                     f"offset {self.offset}, strides {list(self.strides)} x {old_size} bytes")
+        if self.buffer == "psum" and new_size != old_size:
+            raise NkiValidationError("view", "dtype", f"the itemsize {old_size} kept in PSUM",
+                                     f"{dtypes.name(new)} ({new_size} bytes)")
+        shape = self.shape[:-1] + (last_bytes // new_size,)
+        strides = tuple(s * old_size // new_size for s in self.strides[:-1]) + (1,)
+        return NkiTensor(ReinterpretedStorage(self.storage, new), shape, strides,
+                         self.offset * old_size // new_size, self.name)
+
+    reinterpret_cast = view
+
     def is_indirect(self) -> bool:
         return self.indirect is not None
 
@@ -335,13 +404,12 @@ class NkiTensor:
                                          vector_offset)
             ind = Indirect("vector", vector_offset, math.prod(self.shape[1:]))
         elif scalar_offset is not None:
-            if isinstance(scalar_offset, NkiTensor) and (scalar_offset.size != 1 or scalar_offset.buffer != "sbuf"
-                                                         or not dtypes.is_int(scalar_offset.dtype)):
-                raise NkiValidationError("ap", "scalar_offset", "a VirtualRegister, an int or a 1x1 SBUF integer tensor",
-                                         scalar_offset)
-            if not isinstance(scalar_offset, (NkiTensor, VirtualRegister, int, np.integer)):
-                raise NkiValidationError("ap", "scalar_offset", "a VirtualRegister, an int or a 1x1 SBUF integer tensor",
-                                         type(scalar_offset).__name__)
+            legal = isinstance(scalar_offset, (VirtualRegister, int, np.integer)) or (
+                isinstance(scalar_offset, NkiTensor) and scalar_offset.size == 1 and scalar_offset.buffer == "sbuf"
+                and dtypes.is_int(scalar_offset.dtype))
+            if not legal:
+                raise NkiValidationError("ap", "scalar_offset", "a VirtualRegister, an int or a 1x1 SBUF integer "
+                                         "tensor", scalar_offset)
             if not 0 <= indirect_dim < len(self.shape):
                 raise NkiValidationError("ap", "indirect_dim", f"a dim of {list(self.shape)}", indirect_dim)
             ind = Indirect("scalar", scalar_offset, math.prod(self.shape[indirect_dim + 1:]))
@@ -424,7 +492,14 @@ class NkiTensor:
         return starts.reshape((-1,) + (1,) * inner.ndim) + inner
 
     def access(self, place: Place, nbytes: int) -> Access:
-        """Conservative footprint of this view for the trace."""
+        """Conservative footprint of this view for the trace, in elements of its allocation (also through a
+        `view(dtype)` reinterpretation)."""
+        footprint = self._footprint(place, nbytes)
+        st = self.storage
+        return st.to_root(footprint) if isinstance(st, ReinterpretedStorage) else footprint
+
+    def _footprint(self, place: Place, nbytes: int) -> Access:
+        """Conservative footprint of this view, in elements of its storage's dtype."""
         st = self.storage
         unknown_rows = self.indirect is not None and self.indirect.kind == "vector" and place.rows is None
         if self.indirect is not None and (place.offset is None or unknown_rows):

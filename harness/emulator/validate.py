@@ -13,8 +13,12 @@ from .targets import Target
 from .tensor import NkiTensor
 
 
-AP_MAX_COUNT = 2 ** 16 - 1  # an engine access pattern's per-dim size is a uint16 — S-A2 "Accessing SBUF/PSUM"
-AP_MIN_STEP, AP_MAX_STEP = -2 ** 15, 2 ** 15 - 1  # and its per-dim step an int16, in elements — S-A2
+# Elements per partition of one SBUF engine operand — S-A2 (its PSUM bound, 4K fp32, is the whole 16 KiB PSUM
+# partition, which allocation already enforces)
+SBUF_OPERAND_FMAX = 64 * 1024
+# An engine access pattern's per-dim step is an int16, in elements (its per-dim size a uint16, which the compiler
+# can meet by splitting a long unit-step dim, so the emulator checks only the step) — S-A2 "Accessing SBUF/PSUM"
+AP_MIN_STEP, AP_MAX_STEP = -2 ** 15, 2 ** 15 - 1
 
 
 def _start_partitions(count: int) -> tuple[int, ...]:
@@ -51,10 +55,13 @@ def tile(op: str, operand: str, t: NkiTensor, target: Target, *, engine: bool = 
         if start not in allowed:
             raise NkiValidationError(op, operand, f"start partition in {allowed} for {count} partitions", start,
                                      target.name)
+        if t.buffer == "sbuf" and t.free_size > SBUF_OPERAND_FMAX:
+            raise NkiValidationError(op, operand, f"at most {SBUF_OPERAND_FMAX} elements per partition of SBUF",
+                                     t.free_size, target.name)
         for n, s in zip(t.shape[1:], t.strides[1:]):
-            if n > AP_MAX_COUNT or (n > 1 and not AP_MIN_STEP <= s <= AP_MAX_STEP):
-                raise NkiValidationError(op, operand, f"free-dim access pattern: size <= {AP_MAX_COUNT} (uint16), "
-                                         f"step in [{AP_MIN_STEP}, {AP_MAX_STEP}] elements (int16)",
+            if n > 1 and not AP_MIN_STEP <= s <= AP_MAX_STEP:
+                raise NkiValidationError(op, operand, f"free-dim access pattern step in [{AP_MIN_STEP}, "
+                                         f"{AP_MAX_STEP}] elements (int16)",
                                          f"shape {list(t.shape)} strides {list(t.strides)}", target.name)
 
 

@@ -64,6 +64,7 @@ N_SUB = STATIONARY_FMAX  # decode: output channels per matmul (stationary free s
 DECODE_MAX_M = 16  # largest M run with the weight-stationary decode schedule
 DECODE_DMA_COLS = 4096  # decode: weight columns per DMA (4 KiB int8 runs per partition: fewer, longer runs)
 DECODE_MIN_DMA_COLS = 1024  # decode int8/fp8: weight columns per DMA at least (>= 1 KiB runs per partition)
+INT4_MIN_COLS = 512
 DECODE_PSUM_BANKS = 4  # decode: PSUM banks of partial sums per DMA block (the rest: transposes, stores)
 DECODE_LOOKAHEAD = 2  # decode: weight tiles loaded and converted ahead of the one being multiplied
 PREFILL_SBUF_BYTES = 160 * 1024  # prefill: SBUF bytes per partition for the resident x^T of one M block, two
@@ -73,6 +74,9 @@ PREFILL_PSUM_BANKS = 4  # prefill: M tiles per block, each accumulating one [128
 # double-buffered (the next N tile accumulates while this one is scaled and stored) they fill the 8 banks
 MAX_K = 32768  # prefill keeps the bf16 x^T of >= 128 rows of M in SBUF (2K bytes per partition: 64 KiB)
 INT4_SYM_OFFSET = 8  # symmetric int4: q = (nibble xor 8) - 8, so u = nibble xor 8 = q + 8 is unsigned
+NIBBLE_MASK = 0x0F0F0F0F  # the low nibble of each byte of a uint32 word (4 packed bytes = 4 output channels)
+NIBBLE_FLIP = 0x08080808  # xor 8 in each byte: symmetric nibbles to offset binary
+FP8_NIBBLE = 2.0 ** 9  # a byte u in 0..15 read as float8_e4m3 is exactly u / FP8_NIBBLE (see Numerics)
 ACCEPTED_OUT = ("float32", "bfloat16", "float16")
 
 
@@ -171,7 +175,7 @@ def _decode(x, w, scales, zeros, x_scales, out, geo, pid, nprog):
     n = w.shape[1]
     # group chunks small enough that min_cols columns of partial sums fit the PSUM banks: int8/fp8 decode is
     # bound by the weight DMAs (longer runs help); int4 by VectorE, where more chunks mean more epilogue ops
-    min_cols = N_BLOCK if geo.int4 else DECODE_MIN_DMA_COLS
+    min_cols = INT4_MIN_COLS if geo.int4 else DECODE_MIN_DMA_COLS
     chunks = geo.chunks(max(1, min(PMAX, DECODE_PSUM_BANKS * PSUM_FMAX * N_SUB // (min_cols * m))))
     x_sb = nl.ndarray((m, x.shape[1]), dtype=nl.bfloat16, buffer=nl.sbuf)
     nisa.dma_copy(dst=x_sb, src=x)
@@ -203,8 +207,8 @@ def _decode(x, w, scales, zeros, x_scales, out, geo, pid, nprog):
         if i == step_ids[0]:
             if c == 0:
                 yT = nl.ndarray((PMAX, len(subs), m), dtype=nl.float32, buffer=nl.sbuf)
-            banks = [nl.ndarray((PMAX, min(per_bank, len(subs) - s0), gc, m), dtype=nl.float32, buffer=nl.psum)
-                     for s0 in range(0, len(subs), per_bank)]
+            banks = [nl.ndarray((PMAX, len(batch), gc, m), dtype=nl.float32, buffer=nl.psum)
+                     for batch in _batches(subs, per_bank)]
             parts = [banks[j // per_bank][:, j % per_bank, :, :] for j in range(len(subs))]
         _, rows, g0, ng = geo.steps[i]
         for wt, xm in zip(weights, moving[i]):
@@ -220,8 +224,9 @@ def _decode(x, w, scales, zeros, x_scales, out, geo, pid, nprog):
         if geo.int4 and not geo.symmetric:
             zs_sb = _load_rows(zeros, cg0, gc, nb0, nbw)
             nisa.tensor_tensor(dst=zs_sb, data1=zs_sb, data2=s_sb, op=nl.multiply)
-        for j, (j0, nsz) in enumerate(subs):
-            _decode_epilogue(yT[0:nsz, j, :], parts[j][0:nsz], s_sb, zs_sb, j0, nsz, gc,
+        for bank, batch, (b0, nb) in zip(banks, _batches(subs, per_bank), tiles(len(subs), per_bank)):
+            rows = batch[0][1]
+            _decode_epilogue(yT[0:rows, b0:b0 + nb, :], bank[0:rows], batch, s_sb, zs_sb, gc,
                              gsums[c] if gsums else None, xs_rep, geo, accumulate=c > 0)
         if c == len(chunks) - 1:
             pending.append((yT, subs, nb0, nbw))
@@ -293,40 +298,53 @@ def _load_rows(t, g0, gc, nb0, nbw):
     return sb
 
 
-def _transposed(src, j0, nsz, gc):
-    """float32 SBUF [nsz, gc, 1]: columns j0 .. j0+nsz of src [gc, nbw] with channels moved onto partitions."""
-    ps = nl.ndarray((nsz, gc), dtype=nl.float32, buffer=nl.psum)
-    nisa.nc_transpose(dst=ps, data=src[0:gc, j0:j0 + nsz])
-    sb = nl.ndarray((nsz, gc, 1), dtype=nl.float32, buffer=nl.sbuf)
-    nisa.activation(dst=sb, op=nl.copy, data=ps)
+def _batches(subs, per_bank):
+    """The 128-channel sub-tiles in runs of per_bank (the sub-tiles whose partial sums share a PSUM bank)."""
+    return [subs[b0:b0 + nb] for b0, nb in tiles(len(subs), per_bank)]
+
+
+def _transposed(src, batch, gc, scale):
+    """float32 SBUF [rows, nb, gc, 1] (rows = the first sub-tile's channels): for each sub-tile (j0, nsz) of
+    `batch`, columns j0 .. j0+nsz of src [gc, nbw] times `scale` (a power of two: exact) with the channels
+    moved onto partitions (TensorE transposes into one PSUM bank, one ScalarE copy out)."""
+    rows = batch[0][1]
+    ps = nl.ndarray((rows, len(batch), gc), dtype=nl.float32, buffer=nl.psum)
+    for jj, (j0, nsz) in enumerate(batch):
+        nisa.nc_transpose(dst=ps[0:nsz, jj, :], data=src[0:gc, j0:j0 + nsz])
+    sb = nl.ndarray((rows, len(batch), gc, 1), dtype=nl.float32, buffer=nl.sbuf)
+    nisa.activation(dst=sb, op=nl.copy, data=ps, scale=scale)
     return sb
 
 
-def _decode_epilogue(acc, part, s_sb, zs_sb, j0, nsz, gc, gsum_T, xs_rep, geo, accumulate):
-    """acc[nsz, M] (+)= Σ_g sT[:, g] · part[:, g, :] - Σ_g (z·s)[g, :]^T · X[g] for one 128-channel sub-tile.
+def _decode_epilogue(acc, part, batch, s_sb, zs_sb, gc, gsum_T, xs_rep, geo, accumulate):
+    """acc[:, j, :] (+)= Σ_g sT_j[:, g] · part[:, j, g, :] - Σ_g (z·s)[g, sub-tile j]^T · X[g] for the
+    128-channel sub-tiles j of `batch` (those sharing one PSUM bank), each VectorE op covering all of them.
 
-    part: PSUM [nsz, gc, M] per-group partial sums; s_sb / zs_sb: [gc, nbw] float32 SBUF rows of the scales /
-    zero points times scales (int4 asymmetric; symmetric: z = 8); gsum_T: [gc, M] group sums of x (int4);
-    xs_rep: [128, M] token scales (W8A8). The zero-point term is a contraction over the groups, so it runs on
-    TensorE in fp32 (stationary = the [gc, nsz] rows as loaded, moving = X^T) instead of on VectorE."""
+    acc: SBUF [rows, nb, M]; part: PSUM [rows, nb, gc, M] per-group partial sums; batch: nb (j0, nsz)
+    sub-tiles (only the last may be ragged: its rows past nsz are never stored); s_sb / zs_sb: [gc, nbw]
+    float32 SBUF rows of the scales / zero points times scales (int4 asymmetric; symmetric: z = 8);
+    gsum_T: [gc, M] group sums of x (int4); xs_rep: [128, M] token scales (W8A8). The zero-point term is a
+    contraction over the groups, so it runs on TensorE in fp32 (stationary = the [gc, nsz] rows as loaded,
+    moving = X^T) instead of on VectorE."""
     m = geo.m
-    sT = _transposed(s_sb, j0, nsz, gc)
-    res = nl.ndarray((nsz, m), dtype=nl.float32, buffer=nl.sbuf) if (accumulate or geo.int4) else acc
+    rows, nb = batch[0][1], len(batch)
+    # int4 partial sums come from the fp8 view of the nibbles, u / FP8_NIBBLE: the factor rides on the scales
+    sT = _transposed(s_sb, batch, gc, FP8_NIBBLE if geo.int4 else 1.0)
+    res = nl.ndarray((rows, nb, m), dtype=nl.float32, buffer=nl.sbuf) if (accumulate or geo.int4) else acc
     if geo.per_channel:
-        scale_col = sT[:, 0, :]
+        nisa.tensor_tensor(dst=res, data1=part[:, :, 0, :], data2=sT[:, :, 0, :].broadcast(2, m), op=nl.multiply)
         if geo.w8a8:
-            nisa.scalar_tensor_tensor(dst=res, data=part[:, 0, :], op0=nl.multiply, operand0=scale_col,
-                                      op1=nl.multiply, operand1=xs_rep[0:nsz, :])
-        else:
-            nisa.activation(dst=res, op=nl.copy, data=part[:, 0, :], scale=scale_col)
+            nisa.tensor_tensor(dst=res, data1=res, data2=xs_rep[0:rows, :].expand_dim(1).broadcast(1, nb),
+                               op=nl.multiply)
     else:
-        scaled = nl.ndarray((nsz, gc, m), dtype=nl.float32, buffer=nl.sbuf)
-        nisa.tensor_tensor(dst=scaled, data1=part, data2=sT.broadcast(2, m), op=nl.multiply)
-        nisa.tensor_reduce(dst=res, op=nl.add, data=scaled.permute((0, 2, 1)), axis=2)
+        scaled = nl.ndarray((rows, nb, gc, m), dtype=nl.float32, buffer=nl.sbuf)
+        nisa.tensor_tensor(dst=scaled, data1=part, data2=sT.broadcast(3, m), op=nl.multiply)
+        nisa.tensor_reduce(dst=res, op=nl.add, data=scaled.permute((0, 1, 3, 2)), axis=3)
     if geo.int4:
-        corr = nl.ndarray((nsz, m), dtype=nl.float32, buffer=nl.psum)
+        corr = nl.ndarray((rows, nb, m), dtype=nl.float32, buffer=nl.psum)
         sz, z = (s_sb, -float(INT4_SYM_OFFSET)) if geo.symmetric else (zs_sb, -1.0)
-        nisa.nc_matmul(dst=corr, stationary=sz[0:gc, j0:j0 + nsz], moving=gsum_T)
+        for jj, (j0, nsz) in enumerate(batch):
+            nisa.nc_matmul(dst=corr[0:nsz, jj, :], stationary=sz[0:gc, j0:j0 + nsz], moving=gsum_T)
         nisa.scalar_tensor_tensor(dst=res if accumulate else acc, data=corr, op0=nl.multiply, operand0=z,
                                   op1=nl.add, operand1=res)
     if accumulate:
@@ -359,8 +377,7 @@ def _load_weight_tile(w, r0, rows, nb0, nbw, geo, turn=None):
     casting DMA writes 2 bytes per weight and its DMA queues, not HBM, would then bound the weight stream."""
     src = w[r0:r0 + rows, nb0:nb0 + nbw]
     if geo.int4:
-        lo, hi = _load_nibbles(src, rows, nbw, geo.symmetric)
-        return [_converted(lo, 1), _converted(hi, 2)]
+        return [u.view(nl.float8_e4m3) for u in _load_nibbles(src, rows, nbw, geo.symmetric)]
     if geo.scheme == "fp8_e4m3" or turn is not None:
         raw = nl.ndarray((rows, nbw), dtype=w.dtype, buffer=nl.sbuf)
         nisa.dma_copy(dst=raw, src=src)
@@ -383,15 +400,26 @@ def _converted(t, turn):
 
 
 def _load_nibbles(src, rows, nbw, symmetric):
-    """Packed int4 HBM view [rows, nbw] -> (low, high) uint8 SBUF nibbles; symmetric ones xor 8 (offset binary)."""
-    packed = nl.ndarray((rows, nbw), dtype=nl.uint8, buffer=nl.sbuf)
-    nisa.dma_copy(dst=packed, src=src)
-    lo = nl.ndarray((rows, nbw), dtype=nl.uint8, buffer=nl.sbuf)
-    hi = nl.ndarray((rows, nbw), dtype=nl.uint8, buffer=nl.sbuf)
+    """Packed int4 HBM view [rows, nbw] -> (low, high) nibbles u = q + z_eff, one per byte: uint8 SBUF tiles
+    [rows, nbw rounded up to 4] (pad columns are never read); symmetric ones xor 8 (offset binary).
+
+    The bit ops run on uint32 views, 4 packed bytes (4 channels of one row) per element, so VectorE handles
+    nbw/4 elements per instruction; byte j of a word stays byte j (bytes never cross: masks keep each
+    byte's own nibble, and the logical shift's carry-in from the next byte is masked off)."""
+    wide = -(-nbw // 4) * 4
+    packed = nl.ndarray((rows, wide), dtype=nl.uint8, buffer=nl.sbuf)
+    nisa.dma_copy(dst=packed[:, 0:nbw], src=src)
+    words = packed.view(nl.uint32)
+    lo = nl.ndarray((rows, wide), dtype=nl.uint8, buffer=nl.sbuf)
+    hi = nl.ndarray((rows, wide), dtype=nl.uint8, buffer=nl.sbuf)
+    lo_w, hi_w = lo.view(nl.uint32), hi.view(nl.uint32)
     flip = nl.bitwise_xor if symmetric else None
-    offset = INT4_SYM_OFFSET if symmetric else None
-    nisa.tensor_scalar(dst=lo, data=packed, op0=nl.bitwise_and, operand0=15, op1=flip, operand1=offset)
-    nisa.tensor_scalar(dst=hi, data=packed, op0=nl.right_shift, operand0=4, op1=flip, operand1=offset)
+    nisa.tensor_scalar(dst=lo_w, data=words, op0=nl.bitwise_and, operand0=NIBBLE_MASK, op1=flip,
+                       operand1=NIBBLE_FLIP if symmetric else None)
+    nisa.tensor_scalar(dst=hi_w, data=words, op0=nl.right_shift, operand0=4, op1=nl.bitwise_and,
+                       operand1=NIBBLE_MASK)
+    if symmetric:  # a third operator: tensor_scalar takes two
+        nisa.tensor_scalar(dst=hi_w, data=hi_w, op0=nl.bitwise_xor, operand0=NIBBLE_FLIP)
     return lo, hi
 
 
@@ -558,7 +586,8 @@ def _dequant_tile(w, scales, zeros, step, nb0, nbw, geo):
         z_rep = (_replicated_row(zeros, 0, nb0, nbw, nl.float32, rows) if geo.per_channel
                  else _replicated_groups(zeros, step, geo.gr, nb0, nbw, nl.float32))
     halves = []
-    for u in _load_nibbles(src, rows, nbw, geo.symmetric):
+    for nib in _load_nibbles(src, rows, nbw, geo.symmetric):
+        u = nib[:, 0:nbw]
         wd = nl.ndarray((rows, nbw), dtype=nl.bfloat16, buffer=nl.sbuf)
         if geo.symmetric and geo.per_channel:
             nisa.tensor_scalar(dst=wd, data=u, op0=nl.subtract, operand0=float(INT4_SYM_OFFSET))

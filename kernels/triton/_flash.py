@@ -1,4 +1,5 @@
-"""Device helpers shared by the dense and the paged attention kernels: softcap and one online-softmax step.
+"""Device helpers shared by the dense and the paged attention kernels: the key range a query block can see, the
+masked scores of one key tile (softcap, causal, sliding window), one online-softmax step and the epilogue.
 
 The online softmax (Milakov & Gimelshein 2018; FlashAttention, Dao et al. 2022) keeps, per query row, a running max
 `m` (in log2 units), a running sum `l` and an unnormalised output `acc`, all fp32. Masked scores are -inf; a row whose
@@ -30,6 +31,57 @@ def softcap_scores(s, softcap):
         62.0 / 2835.0 + x2 * (-1382.0 / 155925.0))))))
     th = tl.where(ax < 0.4, small, large)
     return softcap * tl.where(x < 0.0, -th, th)
+
+
+@triton.jit
+def visible_key_range(first_pos, rows, n_keys, window, TILE: tl.constexpr, IS_CAUSAL: tl.constexpr,
+                      HAS_WINDOW: tl.constexpr):
+    """[lo, hi): the keys a block of `rows` consecutive queries can see, out of n_keys.
+
+    first_pos is the block's first query position, i.e. its last visible key under bottom-right causality (query
+    positions count keys, so Skv − Sq is already added); lo is rounded down to a multiple of TILE so that every tile
+    of the loop starts on the TILE grid. Causal stops after the last query's position, a sliding window of `window`
+    keys starts at first_pos − window + 1.
+    """
+    lo = 0
+    hi = n_keys
+    if IS_CAUSAL:
+        hi = tl.maximum(tl.minimum(n_keys, first_pos + rows), 0)
+    if HAS_WINDOW:
+        lo = tl.maximum(first_pos - window + 1, 0) // TILE * TILE
+    return lo, hi
+
+
+@triton.jit
+def empty_rows(BLOCK_M: tl.constexpr, D_PAD: tl.constexpr):
+    """The running (m, l, acc) of BLOCK_M rows before any key: -inf, 0 and a [BLOCK_M, D_PAD] zero tile, fp32."""
+    return (tl.full([BLOCK_M], float("-inf"), tl.float32), tl.zeros([BLOCK_M], tl.float32),
+            tl.zeros([BLOCK_M, D_PAD], tl.float32))
+
+
+@triton.jit
+def masked_scores(q, kt, scale, softcap, row_ok, pos, keys, key_ok, window, IS_CAUSAL: tl.constexpr,
+                  HAS_WINDOW: tl.constexpr, HAS_SOFTCAP: tl.constexpr, DOT_PRECISION: tl.constexpr):
+    """Scores of one key tile and which of them each query row may see.
+
+    Args:
+        q: [BLOCK_M, D_PAD] queries; kt: [D_PAD, BLOCK_N] keys, transposed (pad lanes 0).
+        scale, softcap: softmax scale and c of c·tanh(s/c) (used only when HAS_SOFTCAP).
+        row_ok: [BLOCK_M] bool, live query rows; pos: [BLOCK_M] int, each row's position among the keys.
+        keys: [BLOCK_N] int, key positions of the tile; key_ok: [BLOCK_N] bool, live keys.
+        window: sliding window in keys (used only when HAS_WINDOW).
+    Returns:
+        (s, visible): [BLOCK_M, BLOCK_N] fp32 scores (scaled, softcapped) and the bool mask of visible keys.
+    """
+    s = tl.dot(q, kt, input_precision=DOT_PRECISION) * scale
+    if HAS_SOFTCAP:
+        s = softcap_scores(s, softcap)
+    visible = row_ok[:, None] & key_ok[None, :]
+    if IS_CAUSAL:
+        visible = visible & (keys[None, :] <= pos[:, None])
+    if HAS_WINDOW:
+        visible = visible & (keys[None, :] >= pos[:, None] - window + 1)
+    return s, visible
 
 
 @triton.jit

@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._flash import finish_rows, online_softmax_step, softcap_scores
+from ._flash import empty_rows, finish_rows, masked_scores, online_softmax_step, visible_key_range
 from ._launch import block, dot_precision, padded_head_dim, to_kernel_device
 
 
@@ -56,33 +56,18 @@ def _attention_fwd_kernel(
     k_base = k_ptr + b * stride_kb + kvh * stride_kh
     v_base = v_ptr + b * stride_vb + kvh * stride_vh
 
-    # Row i's last visible key is i + diag; rows of this block span [first_row, first_row + BLOCK_M).
+    # Row i's last visible key is i + diag (bottom-right causal alignment).
     diag = skv - sq
-    first_row = pid_m * BLOCK_M
-    lo = 0
-    hi = skv
-    if IS_CAUSAL:
-        hi = tl.maximum(tl.minimum(skv, first_row + BLOCK_M + diag), 0)
-    if HAS_WINDOW:
-        lo = tl.maximum(first_row + diag - window + 1, 0) // BLOCK_N * BLOCK_N
-
-    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
-    l_i = tl.zeros([BLOCK_M], tl.float32)
-    acc = tl.zeros([BLOCK_M, D_PAD], tl.float32)
+    lo, hi = visible_key_range(pid_m * BLOCK_M + diag, BLOCK_M, skv, window, BLOCK_N, IS_CAUSAL, HAS_WINDOW)
+    m_i, l_i, acc = empty_rows(BLOCK_M, D_PAD)
     for start_n in range(lo, hi, BLOCK_N):
         cols = start_n + offs_n
         col_ok = cols < skv
         kv_rows = cols.to(tl.int64)
         kt = tl.load(k_base + kv_rows[None, :] * stride_ks + offs_d[:, None] * stride_kd,
                      mask=col_ok[None, :] & d_ok[:, None], other=0.0)
-        s = tl.dot(q, kt, input_precision=DOT_PRECISION) * scale
-        if HAS_SOFTCAP:
-            s = softcap_scores(s, softcap)
-        visible = col_ok[None, :] & row_ok[:, None]
-        if IS_CAUSAL:
-            visible = visible & (cols[None, :] <= offs_m[:, None] + diag)
-        if HAS_WINDOW:
-            visible = visible & (cols[None, :] >= offs_m[:, None] + diag - window + 1)
+        s, visible = masked_scores(q, kt, scale, softcap, row_ok, offs_m + diag, cols, col_ok, window,
+                                   IS_CAUSAL, HAS_WINDOW, HAS_SOFTCAP, DOT_PRECISION)
         v = tl.load(v_base + kv_rows[:, None] * stride_vs + offs_d[None, :] * stride_vd,
                     mask=col_ok[:, None] & d_ok[None, :], other=0.0)
         m_i, l_i, acc = online_softmax_step(s, visible, m_i, l_i, acc, v, DOT_PRECISION)

@@ -27,7 +27,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._flash import finish_rows, online_softmax_step, softcap_scores
+from ._flash import empty_rows, finish_rows, masked_scores, online_softmax_step, visible_key_range
 from ._interpret import INTERPRET
 from ._launch import dot_precision, padded_head_dim, to_kernel_device
 
@@ -92,14 +92,7 @@ def _paged_attention_kernel(
     q = tl.load(q_ptr + q_rows[:, None] * stride_qt + head[:, None] * stride_qh + offs_d[None, :] * stride_qd,
                 mask=row_ok[:, None] & d_ok[None, :], other=0.0)
 
-    # Keys this block can see: [lo, hi).
-    first_pos = context + local * BLOCK_Q
-    hi = seq_len
-    if IS_CAUSAL:
-        hi = tl.minimum(seq_len, first_pos + BLOCK_Q)
-    lo = 0
-    if HAS_WINDOW:
-        lo = tl.maximum(first_pos - window + 1, 0) // TILE * TILE
+    lo, hi = visible_key_range(context + local * BLOCK_Q, BLOCK_Q, seq_len, window, TILE, IS_CAUSAL, HAS_WINDOW)
     if NUM_SEGMENTS > 1:  # this program's share: whole tiles, so segments never overlap
         per_segment = tl.cdiv(tl.cdiv(hi - lo, TILE), NUM_SEGMENTS) * TILE
         lo = lo + tl.program_id(2) * per_segment
@@ -109,9 +102,7 @@ def _paged_attention_kernel(
     v_base = value_cache_ptr + kvh.to(tl.int64) * stride_vh
     bt_row = block_tables_ptr + seq.to(tl.int64) * stride_bts
     offs_j = tl.arange(0, TILE)
-    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
-    l_i = tl.zeros([BLOCK_M], tl.float32)
-    acc = tl.zeros([BLOCK_M, D_PAD], tl.float32)
+    m_i, l_i, acc = empty_rows(BLOCK_M, D_PAD)
     for start in range(lo, hi, TILE):
         j = start + offs_j
         j_ok = j < hi
@@ -121,14 +112,8 @@ def _paged_attention_kernel(
         slot_v = blk * stride_vb + (j % block_size) * stride_vs
         kt = tl.load(k_base + slot_k[None, :] + offs_d[:, None] * stride_kd, mask=j_ok[None, :] & d_ok[:, None],
                      other=0.0)
-        s = tl.dot(q, kt, input_precision=DOT_PRECISION) * scale
-        if HAS_SOFTCAP:
-            s = softcap_scores(s, softcap)
-        visible = row_ok[:, None] & j_ok[None, :]
-        if IS_CAUSAL:
-            visible = visible & (j[None, :] <= pos[:, None])
-        if HAS_WINDOW:
-            visible = visible & (j[None, :] >= pos[:, None] - window + 1)
+        s, visible = masked_scores(q, kt, scale, softcap, row_ok, pos, j, j_ok, window,
+                                   IS_CAUSAL, HAS_WINDOW, HAS_SOFTCAP, DOT_PRECISION)
         v = tl.load(v_base + slot_v[:, None] + offs_d[None, :] * stride_vd, mask=j_ok[:, None] & d_ok[None, :],
                     other=0.0)
         m_i, l_i, acc = online_softmax_step(s, visible, m_i, l_i, acc, v, DOT_PRECISION)

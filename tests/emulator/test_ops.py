@@ -274,6 +274,13 @@ def test_nc_matmul_double_row_fp8(target):
             run(kernel, s, m, target=target)
         return
     res = run(kernel, s, m, target=target)
+
+    def column_tiled(s, m):
+        st, mv = nl.load(s), nl.load(m)
+        nisa.nc_matmul(dst=nl.ndarray((64, 100), nl.float32, buffer=nl.psum), stationary=st, moving=mv,
+                       perf_mode=nisa.matmul_perf_mode.double_row, tile_position=(0, 0), tile_size=(128, 64))
+    with pytest.raises(NkiValidationError, match="double_row without column tiling"):
+        run(column_tiled, s, m, target=target)
     ref = s.astype(np.float64).reshape(256, 64).T @ m.astype(np.float64).reshape(256, 100)
     np.testing.assert_allclose(res.outputs, ref, rtol=1e-5, atol=1e-5)
     mm = next(i for i in res.trace if i.opcode == "nc_matmul")
@@ -750,6 +757,13 @@ def test_select_reduce(target, run_tiles):
     np.testing.assert_array_equal(y, expected)
     np.testing.assert_array_equal(r, expected.max(1, keepdims=True))
 
+    def int_result(x, v, p):
+        nisa.select_reduce(dst=_new(x), predicate=p, on_true=x, on_false=v, reduce_res=nl.ndarray((8, 1), nl.int32),
+                           reduce_cmd=nisa.reduce_cmd.reset_reduce)
+        return ()
+    with pytest.raises(NkiValidationError, match="select_reduce: reduce_res.*float"):
+        run_tiles(int_result, a, v, pred, target=target)
+
 
 def test_exponential_on_trn3(run_tiles):
     a, m = _f32(8, 16, seed=32), _f32(8, 1, seed=33)
@@ -894,8 +908,20 @@ def test_dma_transpose(target):
     if TARGETS[target].gen < 3:
         with pytest.raises(NkiValidationError, match="dma_transpose needs NeuronCore-v3"):
             run(kernel, a, target=target)
-    else:
-        np.testing.assert_array_equal(run(kernel, a, target=target).outputs, a.T)
+        return
+    np.testing.assert_array_equal(run(kernel, a, target=target).outputs, a.T)
+
+    def hw(shape, dtype=nl.bfloat16, dge=nisa.dge_mode.hwdge):
+        def kernel(x):
+            nisa.dma_transpose(dst=nl.ndarray(shape[::-1], dtype), src=x, dge_mode=dge)
+        return kernel, np.zeros(shape, np.float32).astype(nl.bfloat16 if dtype == nl.bfloat16 else dtype)
+    run(*hw((16, 128)), target=target)
+    for shape, dtype, dge, match in (((16, 128), nl.float32, nisa.dge_mode.hwdge, "2-byte"),
+                                     ((8, 128), nl.bfloat16, nisa.dge_mode.hwdge, "shape \\[16"),
+                                     ((16, 100), nl.bfloat16, nisa.dge_mode.hwdge, "shape \\[16"),
+                                     ((16, 128), nl.bfloat16, nisa.dge_mode.swdge, "direct transpose")):
+        with pytest.raises(NkiValidationError, match=f"dma_transpose: .*{match}"):
+            run(*hw(shape, dtype, dge), target=target)
 
 
 @pytest.mark.parametrize("target", ALL_TARGETS)

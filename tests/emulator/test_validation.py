@@ -59,6 +59,21 @@ def test_dma_may_start_at_any_partition():
     run(kernel, np.zeros((4, 4), np.float32))
 
 
+@pytest.mark.parametrize("target", ALL_TARGETS)
+def test_engine_operand_free_size_and_access_pattern(target):
+    def copy(shape, key=None, dtype=nl.uint8):
+        def body():
+            t = nl.ndarray(shape, dtype)
+            view = t if key is None else t[key]
+            nisa.memset(dst=view, value=0)
+        return body
+    _run(copy((2, 64 * 1024)), target)
+    assert _raises(copy((2, 64 * 1024 + 2)), target, "at most 65536 elements").operand == "dst"
+    _run(copy((2, 2, 32767), (slice(None), slice(None), slice(0, 1))), target)  # step 32767: the int16 maximum
+    _raises(copy((2, 2, 32768), (slice(None), slice(None), slice(0, 1))), target, "step in")
+    _run(copy((2, 2, 32768), (slice(None), 0, slice(None))), target)  # a size-1 dim's step does not matter
+
+
 # ---- matmul ----------------------------------------------------------------------------------------
 def _matmul(k=128, m=128, n=512, s_dtype=nl.bfloat16, m_dtype=nl.bfloat16, dst_dtype=nl.float32, s_buf=nl.sbuf,
             dst_buf=nl.psum, dst_cols=None, dst_slice=None, **kw):

@@ -70,7 +70,7 @@ def test_energy_plots_carry_no_bound_and_name_their_unit():
 def test_a_series_without_a_stored_bound_gets_no_dashed_line():
     records = [dict(r, perf={k: v for k, v in r["perf"].items() if k != "roofline_s"}) for r in RECORDS]
     (ax,) = _axes(records, x="context", energy=False)
-    assert _dashed(ax) == []
+    assert _dashed(ax) == [] and not any(line.get_linestyle() == "--" for line in ax.get_lines())
 
 
 def test_nothing_to_draw_and_bad_axis(tmp_path):

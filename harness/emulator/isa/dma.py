@@ -175,6 +175,32 @@ def dma_compute(dst, srcs, reduce_op, scales=None, unique_indices=True, oob_mode
 
 
 _TRANSPOSE_AXES = {2: (1, 0), 3: (2, 1, 0), 4: (3, 1, 2, 0)}  # the permutations dma_transpose supports — S-ISA
+HWDGE_TRANSPOSE_ROWS = 16  # hwdge dma_transpose: src.shape[0] == 16 and src.shape[-1] % 128 == 0 — S-ISA
+INDIRECT_TRANSPOSE_FMAX = 128  # indirect (swdge) dma_transpose: src.shape[-1] <= 128 — S-ISA
+
+
+def _check_transpose_dge(opc: str, src: NkiTensor, dge_mode, t) -> None:
+    """S-ISA dma_transpose: a direct transpose runs on the hardware DGE (unknown/hwdge), an indirect (vector_offset)
+    one on the software DGE (unknown/swdge), both on 2-byte dtypes; hwdge needs src [16, ..., k*128], indirect
+    src.shape[-1] <= 128 and uint32 indices."""
+    indirect = src.indirect is not None and src.indirect.kind == "vector"
+    legal = (DgeMode.unknown, DgeMode.swdge) if indirect else (DgeMode.unknown, DgeMode.hwdge)
+    if dge_mode not in legal:
+        raise NkiValidationError(opc, "dge_mode", f"one of {[m.name for m in legal]} for a "
+                                 f"{'vector_offset' if indirect else 'direct'} transpose", dge_mode.name, t.name)
+    if (indirect or dge_mode == DgeMode.hwdge) and src.itemsize != 2:
+        raise NkiValidationError(opc, "src", "a 2-byte dtype (hwdge / indirect transpose)", dtypes.name(src.dtype),
+                                 t.name)
+    if dge_mode == DgeMode.hwdge and (src.shape[0] != HWDGE_TRANSPOSE_ROWS or src.shape[-1] % 128):
+        raise NkiValidationError(opc, "src", f"shape [{HWDGE_TRANSPOSE_ROWS}, ..., k*128] with hwdge", list(src.shape),
+                                 t.name)
+    if indirect:
+        if src.shape[-1] > INDIRECT_TRANSPOSE_FMAX:
+            raise NkiValidationError(opc, "src", f"last dim <= {INDIRECT_TRANSPOSE_FMAX} (indirect transpose)",
+                                     list(src.shape), t.name)
+        if src.indirect.index.dtype != dtypes.DTYPES["uint32"]:
+            raise NkiValidationError(opc, "src.vector_offset", "uint32 indices (indirect transpose)",
+                                     dtypes.name(src.indirect.index.dtype), t.name)
 
 
 def dma_transpose(dst, src, axes=None, priority=None, dge_mode=DgeMode.unknown, oob_mode=OobMode.error, name=None):
@@ -198,6 +224,7 @@ def dma_transpose(dst, src, axes=None, priority=None, dge_mode=DgeMode.unknown, 
     if dst.shape != expected:
         raise NkiValidationError(opc, "dst", f"shape {list(expected)} (src permuted by {axes})", list(dst.shape),
                                  t.name)
+    _check_transpose_dge(opc, src, dge_mode, t)
     sp = src.locate(opc, "src", oob_mode == OobMode.skip)
     index = _index_reads(src=src)
     if computes(ctx, (dst,), (src, *index.values())):

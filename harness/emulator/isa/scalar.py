@@ -2,9 +2,10 @@
 
 `out = op(data * scale + bias)` in float32, cast into dst. scale: scalar or (P, 1) float32; bias:
 (P, 1) tile, or a compile-time scalar on NeuronCore-v3+ (gen2 needs a vector). The 128 `reduce_regs`
-(one float32 per partition) persist across instructions: `reset` zeroes them, `reduce` adds the
-free-dim sum of `out`, `reset_reduce` replaces them with it, `idle` leaves them; `reduce_res` [P, 1]
-reads them out (after the update, whatever the command — with `idle` it reads the unchanged registers).
+(one float32 per compute lane = absolute partition of `data`) persist across instructions: `reset`
+zeroes them, `reduce` adds the free-dim sum of `out`, `reset_reduce` replaces them with it, `idle`
+leaves them; `reduce_res` [P, 1] reads them out (after the update, whatever the command — with `idle`
+it reads the unchanged registers).
 `reduce_op` must be `nl.add` for `activation`; `activation_reduce` also takes maximum/minimum on v3+
 (S-ISA only says "on NeuronCore-v2, the reduce_op must be nl.add").
 

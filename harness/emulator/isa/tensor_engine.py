@@ -96,6 +96,9 @@ def nc_matmul(dst, stationary, moving, is_stationary_onezero=False, is_moving_on
     rows = 2 if double else 1
     k, m, n = stationary.shape[0], stationary.free_size // rows, moving.free_size // rows
     _check_tiling(op, tile_position, tile_size, t)
+    if double and tile_size and tile_size[1] != t.pmax:
+        raise NkiValidationError(op, "perf_mode", "double_row without column tiling (tile_size column == 128)",
+                                 tile_size, t.name)
     k_max, m_max = (tile_size[0], tile_size[1]) if tile_size else (t.pmax, t.stationary_fmax)
     if k > k_max:
         raise NkiValidationError(op, "stationary", f"partition dim (K) <= {k_max}", k, t.name)

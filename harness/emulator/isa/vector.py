@@ -6,14 +6,14 @@ are logical) and results keep the destination's low bits (wrap, no saturation).
 All-int32/uint32 `tensor_tensor` defaults to GpSimd, whose native integer arithmetic the emulator
 models in int64 with saturation into the destination.
 
-The VectorE accumulator registers (one float32 per partition) are shared by `tensor_scalar_reduce`,
-`range_select`, `select_reduce`, `exponential` and `tensor_scalar_cumulative` and persist across
-instructions (`reduce_cmd`): reset / reset_reduce start them at the reduction's identity (S-ISA says "reset
-to 0" for add and "-inf" for select_reduce's max; the emulator generalises to the identity: 0, 1, -inf,
-+inf), reduce adds onto them, load_reduce starts them at `reduce_init`, and a given `reduce_res` reads
-them out after the update. They start undefined (NaN) in every program instance and become undefined
-again after an `idle` instruction (S-ISA: "even when reduce_cmd is set to idle, the accumulator state may
-still be modified").
+The VectorE accumulator registers (one float32 per lane = absolute partition of the input) are shared
+by `tensor_scalar_reduce`, `range_select`, `select_reduce`, `exponential` and `tensor_scalar_cumulative`
+and persist across instructions (`reduce_cmd`): reset / reset_reduce start them at the reduction's
+identity (S-ISA says "reset to 0" for add and "-inf" for select_reduce's max; the emulator generalises to
+the identity: 0, 1, -inf, +inf), reduce adds onto them, load_reduce starts them at `reduce_init`, and a
+given `reduce_res` reads them out after the update. They start undefined (NaN) in every program instance
+and become undefined again after an `idle` instruction (S-ISA: "even when reduce_cmd is set to idle, the
+accumulator state may still be modified").
 """
 
 from __future__ import annotations
@@ -86,6 +86,12 @@ def update_accumulator(ctx, src: NkiTensor, cmd, row: np.ndarray | None, fn, ide
     if cmd in (ReduceCmd.reduce, ReduceCmd.reset_reduce, ReduceCmd.load_reduce) and row is not None:
         acc[...] = fn(acc, row.reshape(-1))
     return acc.reshape(partitions, 1)
+
+
+def _float_result(opc: str, reduce_res: NkiTensor, t) -> None:
+    """select_reduce / exponential write their accumulators into a float reduce_res only (S-ISA)."""
+    if not dtypes.is_float(reduce_res.dtype):
+        raise NkiValidationError(opc, "reduce_res", "a float dtype", dtypes.name(reduce_res.dtype), t.name)
 
 
 def tensor_copy(dst, src, engine=Engine.unknown, name=None):
@@ -396,6 +402,7 @@ def select_reduce(dst, predicate, on_true, on_false, reduce_res=None, reduce_cmd
     validate.vector_operand(opc, "on_false", on_false, p, t)
     if reduce_res is not None:
         validate.vector_operand(opc, "reduce_res", reduce_res, p, t)
+        _float_result(opc, reduce_res, t)
     dsts = (dst,) + ((reduce_res,) if reduce_res is not None else ())
     if computes(ctx, dsts, (predicate, on_true, on_false)):
         keep = raw(predicate) != 0
@@ -426,6 +433,7 @@ def exponential(dst, src, max_value=0.0, reduce_res=None, reduce_cmd=ReduceCmd.i
         raise NkiValidationError(opc, "reduce_init", "0.0 unless reduce_cmd is load_reduce", reduce_init, t.name)
     if reduce_res is not None:
         validate.vector_operand(opc, "reduce_res", reduce_res, p, t)
+        _float_result(opc, reduce_res, t)
     dsts = (dst,) + ((reduce_res,) if reduce_res is not None else ())
     if computes(ctx, dsts, (src, max_value)):
         out = np.exp(f32(src) - operand(max_value, p))
