@@ -5,11 +5,10 @@ and out). Without a CUDA device, importing this package sets TRITON_INTERPRET=1 
 `unsupported(op, **problem)` says, before any work, why a problem cannot run here (None when it can).
 """
 
-from . import _interpret  # noqa: F401, I001  (first: fixes TRITON_INTERPRET before triton is imported)
+from ._interpret import INTERPRET  # noqa: I001  (first: fixes TRITON_INTERPRET before triton is imported)
 
 import torch
 
-from ._interpret import INTERPRET
 from .attention import attention
 from .kv_cache import write_kv_cache
 from .paged_attention import paged_attention
