@@ -8,10 +8,22 @@ it takes natively) with fp32 PSUM accumulation; every quantized value is exact i
 before the fp32 sums is x -> bf16 (and, for prefill group scales, (q - z) * s -> bf16, as a naive bf16 run).
 W8A8 e4m3 prefill on NeuronCore-v3+ multiplies fp8 x fp8 in double-row mode (x^T exact in fp8).
 
+int4 nibbles as fp8 (decode): a byte u in 0..15 read as float8_e4m3 (1-4-3, exponent bias 7, subnormals)
+is exactly u · 2^-9: u < 8 is the subnormal (u/8) · 2^-6, u >= 8 has exponent field 1 and mantissa u - 8,
+(1 + (u-8)/8) · 2^-6 — both u · 2^-9, the two exponents sharing the scale 2^-6. So a tile of isolated
+offset-binary nibbles, one per byte, is VIEWED as float8_e4m3 and goes to TensorE as is (fp8 e4m3 with a
+bf16 moving operand: native on NeuronCore-v2 and v3), with no conversion instruction; the products and fp32
+sums carry the exact factor 2^-9 (a power of two: scaling commutes with every fp32 rounding short of the
+fp32 subnormal range), which FP8_NIBBLE = 2^9 folded into the scales removes exactly. With exact products
+and fp32 sums, the partial sums are those of the bf16 path scaled by 2^-9, bit for bit. This relies on
+TensorE taking fp8 subnormal inputs as such (no flush to zero), as ml_dtypes and the emulator do; a device
+check of that is still owed.
+
 Two schedules, chosen by M at compile time:
 
-decode (M <= decode_max_m): the weights are the STATIONARY operand, x^T the moving one, so each 128 x 128
-weight block costs one max(M·b, 64)-cycle matmul (b = groups per K tile) instead of a 512-column pass, and
+decode (M <= decode_max_m: 16, or 32 for int4, whose prefill pays a dequant op per weight; and M·b <= 512):
+the weights are the STATIONARY operand, x^T the moving one, so each 128 x 128 weight block costs one
+max(M·b, 64)-cycle matmul (b = groups per K tile) instead of a 512-column pass, and
 the weights stream from HBM exactly once, in DMAs of up to DECODE_DMA_COLS columns (long runs). int8 and
 fp8e4m3fn tiles arrive as 1-byte values and are converted to bf16 on VectorE, ScalarE and GpSimd in turn (a
 casting DMA would write 2 bytes per weight, making the DMA queues, not HBM, the limit); fp8 e4m3 goes to
@@ -20,18 +32,26 @@ block-diagonal — x^T copied into b column blocks, block j keeping only the row
 leaves each group's partial sum in its own PSUM slot, P[n, g, m]. The epilogue works on those small fp32
 partial sums with output channels on the partitions: y^T[n, m] = Σ_g s[g, n] (P[n, g, m] - z[g, n] X[g, m]),
 where X[g, m] = Σ_{k in g} x[m, k] (int4 only) is reduced from the x rows once per call, and the z·s·X term,
-a contraction over the groups, runs as a small fp32 matmul. int4 tiles are unpacked on VectorE into
-offset-binary nibbles u = q + z_eff (z_eff = 8 for symmetric, via xor 8) and converted to bf16 on ScalarE /
-GpSimd; z_eff is folded into the partial sums as above, so the per-weight work is two bit ops and two copies.
-y^T is transposed on TensorE and stored as rows of y.
+a contraction over the groups, runs as a small fp32 matmul; the epilogue's VectorE ops each cover every
+128-channel sub-tile of one PSUM bank. int4 tiles are unpacked on VectorE into offset-binary nibbles
+u = q + z_eff (z_eff = 8 for symmetric, via xor 8), one byte each, through uint32 views of the packed bytes:
+with K/2 packed rows on partitions and N along the free dim, the 4 bytes of a word are 4 output channels of
+one packed row, so low = w32 & 0x0F0F0F0F (^ 0x08080808) is the even-k tile and high = (w32 >> 4) &
+0x0F0F0F0F (^ 0x08080808) the odd-k tile of the same channels — 2 VectorE instructions (asymmetric) or 3
+(symmetric: tensor_scalar takes two operators) on N/4 elements per packed row, i.e. 0.25-0.375 VectorE
+element-ops per packed byte instead of 2 bit ops and 2 conversions. The tiles are then viewed as fp8 (see
+above); several K tiles of a narrow block are loaded and unpacked together (>= DECODE_DMA_COLS columns per
+instruction). z_eff and 2^9 are folded into the epilogue. y^T is transposed on TensorE (after rounding to a
+16-bit y: 2-byte transposes) and stored as rows of y.
 
     for n_block (<= 4096 columns, blocks split over LNC programs):
         for chunk of groups (PSUM slots [128, groups, M] of every 128-channel n_sub fit 4 banks):
-            for k_tile in chunk: w = load(q[k_tile, n_block]); for n_sub: P[n_sub] += w[:, n_sub]^T · xm[k_tile]
-            yT[n_sub] (+)= Σ_g sT[n_sub, g] · P[n_sub, g]  -  (z·s)[:, n_sub]^T · X^T
+            for k_tile in chunk: w = load(q[k_tile, n_block])  (int4: unpack, view as fp8)
+                for n_sub: P[n_sub] += w[:, n_sub]^T · xm[k_tile]
+            yT[n_sub] (+)= Σ_g sT[n_sub, g] · P[n_sub, g]  -  (z·s)[:, n_sub]^T · X^T   (int4: sT = 2^9 · s^T)
         y[:, n_block] = transpose(yT)
 
-prefill (M > decode_max_m): x^T is the stationary operand [K tile, <= 128 rows of M], the weights the
+prefill (larger M): x^T is the stationary operand [K tile, <= 128 rows of M], the weights the
 moving one [K tile, <= 512 columns], so TensorE streams full 512-column tiles and y comes out row-major.
 x rows are loaded, cast to bf16 and transposed on TensorE once per M block kept resident in SBUF
 (prefill_sbuf_bytes per partition); the block accumulates in PSUM in groups of PREFILL_PSUM_BANKS M tiles,
@@ -39,7 +59,10 @@ one bank each, over all of K. When two N tiles of dequantized weights fit next t
 N tile is loaded and dequantized once per M block and kept resident while every group of M tiles uses it,
 the next one being prepared meanwhile; for larger K the M block is a single group and each weight tile is
 loaded and dequantized inside the K loop. Group scales / zero points are applied to the weight tile
-(amortised over the M tiles); per-channel scales (and W8A8 token scales) to the fp32 PSUM result.
+(amortised over the M tiles); per-channel scales (and W8A8 token scales) to the fp32 PSUM result. int4
+nibbles are isolated with the same uint32 bit ops as in decode and then dequantized from their uint8 values
+(one op per weight, as before: an fp8 view would not remove it, since prefill applies z and group scales
+to the weights, and folding them into the fp32 result would change the rounding).
 
     for m_block: xT = transpose(bf16(x[m_block]))
         for n_tile (512): wd[k] = dequant(q[k, n_tile]) for every k tile (large K: inside the k loop)
@@ -62,11 +85,12 @@ from ._tiling import MOVING_FMAX, PMAX, PSUM_FMAX, STATIONARY_FMAX, tiles
 N_BLOCK = MOVING_FMAX  # prefill N tile (moving free size), decode store width: 512 fp32 = one 2 KiB PSUM bank
 N_SUB = STATIONARY_FMAX  # decode: output channels per matmul (stationary free size <= 128)
 DECODE_MAX_M = 16  # largest M run with the weight-stationary decode schedule
+DECODE_MAX_M_INT4 = 32  # int4: its prefill pays a dequant op per weight, decode none (modeled on trn2 and
+# inf2 at Llama-3.1-8B gate_up, decode stays ahead up to M ~ 64; 32 keeps a margin)
 DECODE_DMA_COLS = 4096  # decode: weight columns per DMA (4 KiB int8 runs per partition: fewer, longer runs)
 DECODE_MIN_DMA_COLS = 1024  # decode int8/fp8: weight columns per DMA at least (>= 1 KiB runs per partition)
-INT4_MIN_COLS = 512
 DECODE_PSUM_BANKS = 4  # decode: PSUM banks of partial sums per DMA block (the rest: transposes, stores)
-DECODE_LOOKAHEAD = 2  # decode: weight tiles loaded and converted ahead of the one being multiplied
+DECODE_LOOKAHEAD = 2  # decode: weight fetches loaded and converted/unpacked ahead of the one being multiplied
 PREFILL_SBUF_BYTES = 160 * 1024  # prefill: SBUF bytes per partition for the resident x^T of one M block, two
 # x pieces and (small K) two N tiles of weights; the rest of NeuronCore-v2's 192 KiB holds streamed tiles
 X_CHUNK = 2048  # prefill: x columns loaded per DMA for the transposes (a multiple of the 256-column K steps)
@@ -82,7 +106,7 @@ ACCEPTED_OUT = ("float32", "bfloat16", "float16")
 
 @nki.jit
 def qmatmul_kernel(x, w, scales, zeros=None, x_scales=None, scheme="int8", group_size=None, symmetric=True,
-                   out_dtype="float32", decode_max_m=DECODE_MAX_M, prefill_sbuf_bytes=PREFILL_SBUF_BYTES):
+                   out_dtype="float32", decode_max_m=None, prefill_sbuf_bytes=PREFILL_SBUF_BYTES):
     """y = x @ ((q - z) * s) for weight-only int8/int4/fp8 and W8A8 fp8 (see the module docstring).
 
     Config arguments follow the tensors without a `*` separator: the NKI 0.2-0.6 compiler frontend
@@ -96,21 +120,28 @@ def qmatmul_kernel(x, w, scales, zeros=None, x_scales=None, scheme="int8", group
                  x_scales: float32 [M, 1] per-token scales (W8A8), else None.
                  scheme: "int8" | "int4" | "fp8_e4m3" | "fp8_e4m3fn"; group_size: G or None (per channel);
                  symmetric: False for int4 with zero points; out_dtype: "float32" | "bfloat16" | "float16".
-                 decode_max_m: largest M using the decode schedule; prefill_sbuf_bytes: see PREFILL_SBUF_BYTES.
+                 decode_max_m: largest M using the decode schedule (None: DECODE_MAX_M, or
+                 DECODE_MAX_M_INT4 for int4); prefill_sbuf_bytes: see PREFILL_SBUF_BYTES.
     Returns:     y: [M, N] out_dtype, shared HBM.
     Numerics:    x rounded to bf16; quantized values exact in bf16; fp32 PSUM sums; decode applies scales
-                 and zero points to fp32 partial sums; prefill group schemes round (q - z) * s to bf16.
+                 and zero points to fp32 partial sums (int4: nibbles read as fp8 = u · 2^-9 exactly, 2^9
+                 folded into the scales); prefill group schemes round (q - z) * s to bf16.
     """
     m, k = x.shape
     n = w.shape[1]
-    # W8A8 prefill with e4m3 on NeuronCore-v3+: fp8 x fp8 double-row matmuls (2x TensorE rate); v2 keeps bf16
-    pairs = (m > decode_max_m and x_scales is not None and scheme == "fp8_e4m3"
-             and nisa.get_nc_version() != nisa.nc_version.gen2)
-    geo = _Geometry(scheme, group_size, symmetric, k, m, x_scales is not None, pairs)
+    if decode_max_m is None:
+        decode_max_m = DECODE_MAX_M_INT4 if scheme == "int4" else DECODE_MAX_M
+    w8a8 = x_scales is not None
+    geo = _Geometry(scheme, group_size, symmetric, k, m, w8a8, out_dtype=out_dtype)
+    # decode's block-diagonal moving operand [K tile, groups, M] must fit one matmul's free size
+    decode = m <= decode_max_m and geo.ngmax * m <= MOVING_FMAX
+    if not decode and w8a8 and scheme == "fp8_e4m3" and nisa.get_nc_version() != nisa.nc_version.gen2:
+        # W8A8 prefill with e4m3 on NeuronCore-v3+: fp8 x fp8 double-row matmuls (2x TensorE rate); v2 keeps bf16
+        geo = _Geometry(scheme, group_size, symmetric, k, m, w8a8, pairs=True, out_dtype=out_dtype)
     out = nl.ndarray((m, n), dtype=getattr(nl, out_dtype), buffer=nl.shared_hbm)
     # LNC: each program instance takes every num_programs-th N block (identical control flow on both cores)
     pid, nprog = nl.program_id(0), nl.num_programs(0)
-    if m <= decode_max_m:
+    if decode:
         _decode(x, w, scales, zeros, x_scales, out, geo, pid, nprog)
     else:
         _prefill(x, w, scales, zeros, x_scales, out, geo, pid, nprog, prefill_sbuf_bytes)
@@ -124,11 +155,13 @@ class _Geometry(nl.NKIObject):
     parity: 2 for int4 (even/odd k packed in one row), else 1; pairs: K steps of 256 rows for fp8 double-row
     matmuls (W8A8 prefill on NeuronCore-v3+); steps: (r0, rows, g0, ng) per K step of <= 128 rows (256 with
     pairs), covering groups g0 .. g0+ng-1 (per channel: every step is group 0, ng 1); ngmax: most groups in
-    a step; nhalves: x^T slots per step (int4: even/odd k; pairs: rows r0.. and r0+128..; else 1).
+    a step; nhalves: x^T slots per step (int4: even/odd k; pairs: rows r0.. and r0+128..; else 1);
+    narrow_out: y is 16-bit (decode rounds y^T before transposing it).
     """
 
-    def __init__(self, scheme, group_size, symmetric, k, m, w8a8, pairs=False):
+    def __init__(self, scheme, group_size, symmetric, k, m, w8a8, pairs=False, out_dtype="float32"):
         self.scheme, self.symmetric, self.w8a8, self.m, self.pairs = scheme, symmetric, w8a8, m, pairs
+        self.narrow_out = out_dtype != "float32"
         self.int4 = scheme == "int4"
         self.per_channel = group_size is None
         self.parity = 2 if self.int4 else 1
@@ -175,7 +208,7 @@ def _decode(x, w, scales, zeros, x_scales, out, geo, pid, nprog):
     n = w.shape[1]
     # group chunks small enough that min_cols columns of partial sums fit the PSUM banks: int8/fp8 decode is
     # bound by the weight DMAs (longer runs help); int4 by VectorE, where more chunks mean more epilogue ops
-    min_cols = INT4_MIN_COLS if geo.int4 else DECODE_MIN_DMA_COLS
+    min_cols = N_BLOCK if geo.int4 else DECODE_MIN_DMA_COLS
     chunks = geo.chunks(max(1, min(PMAX, DECODE_PSUM_BANKS * PSUM_FMAX * N_SUB // (min_cols * m))))
     x_sb = nl.ndarray((m, x.shape[1]), dtype=nl.bfloat16, buffer=nl.sbuf)
     nisa.dma_copy(dst=x_sb, src=x)
@@ -189,36 +222,41 @@ def _decode(x, w, scales, zeros, x_scales, out, geo, pid, nprog):
     # sub-tiles whose partial sums share one PSUM bank; the DMA block spans up to DECODE_PSUM_BANKS banks
     per_bank = max(1, PSUM_FMAX // (max(gc for _, gc, _ in chunks) * m))
     blocks = tiles(n, min(DECODE_DMA_COLS, DECODE_PSUM_BANKS * per_bank * N_SUB))
-    # the weight tiles in stream order; each is loaded and converted DECODE_LOOKAHEAD tiles ahead of its
+    # the weight fetches in stream order; each is loaded and converted DECODE_LOOKAHEAD fetches ahead of its
     # matmuls, so in every engine's program order the next tiles' conversions come before this block's
-    # epilogue (which waits for TensorE) instead of queueing behind it
-    work = [(b, c, i) for b in range(pid, len(blocks), nprog) for c in range(len(chunks)) for i in chunks[c][2]]
+    # epilogue (which waits for TensorE) instead of queueing behind it.
+    # int4 fetches several K steps per DMA and unpack instruction (>= DECODE_DMA_COLS columns' worth): the
+    # bit ops' fixed cost per instruction is large next to narrow blocks' element work
+    per_fetch = max(1, DECODE_DMA_COLS // blocks[0][1]) if geo.int4 else 1
+    work = [(b, c, run) for b in range(pid, len(blocks), nprog) for c in range(len(chunks))
+            for run in _step_runs(geo, chunks[c][2], per_fetch)]
     ahead = [_fetch(w, geo, blocks, work[t]) for t in range(min(DECODE_LOOKAHEAD, len(work)))]
     # a block's output is stored once the next block's matmuls are issued: a store DMA waiting for its
     # epilogue would hold back, on its DMA queues, the weight transfers issued after it
     pending = []
-    for t, (b, c, i) in enumerate(work):
+    for t, (b, c, run) in enumerate(work):
         if t + DECODE_LOOKAHEAD < len(work):
             ahead.append(_fetch(w, geo, blocks, work[t + DECODE_LOOKAHEAD]))
-        weights = ahead.pop(0)
+        fetched = ahead.pop(0)
         nb0, nbw = blocks[b]
         subs = tiles(nbw, N_SUB)
         cg0, gc, step_ids = chunks[c]
-        if i == step_ids[0]:
+        if run[0] == step_ids[0]:
             if c == 0:
                 yT = nl.ndarray((PMAX, len(subs), m), dtype=nl.float32, buffer=nl.sbuf)
             banks = [nl.ndarray((PMAX, len(batch), gc, m), dtype=nl.float32, buffer=nl.psum)
                      for batch in _batches(subs, per_bank)]
             parts = [banks[j // per_bank][:, j % per_bank, :, :] for j in range(len(subs))]
-        _, rows, g0, ng = geo.steps[i]
-        for wt, xm in zip(weights, moving[i]):
-            for j, (j0, nsz) in enumerate(subs):
-                nisa.nc_matmul(dst=parts[j][0:nsz, g0 - cg0:g0 - cg0 + ng, :], stationary=wt[0:rows, j0:j0 + nsz],
-                               moving=xm[0:rows])
-        if i != step_ids[-1]:
+        for i, weights in zip(run, fetched):
+            _, rows, g0, ng = geo.steps[i]
+            for wt, xm in zip(weights, moving[i]):
+                for j, (j0, nsz) in enumerate(subs):
+                    nisa.nc_matmul(dst=parts[j][0:nsz, g0 - cg0:g0 - cg0 + ng, :],
+                                   stationary=wt[0:rows, j0:j0 + nsz], moving=xm[0:rows])
+        if run[-1] != step_ids[-1]:
             continue
         if c == 0 and pending:
-            _store_transposed(out, *pending.pop(), m)
+            _store_transposed(out, *pending.pop(), geo)
         s_sb = _load_rows(scales, cg0, gc, nb0, nbw)
         zs_sb = None
         if geo.int4 and not geo.symmetric:
@@ -231,14 +269,32 @@ def _decode(x, w, scales, zeros, x_scales, out, geo, pid, nprog):
         if c == len(chunks) - 1:
             pending.append((yT, subs, nb0, nbw))
     for args in pending:
-        _store_transposed(out, *args, m)
+        _store_transposed(out, *args, geo)
+
+
+def _step_runs(geo, step_ids, per_fetch):
+    """step_ids (consecutive K steps) cut into runs of at most per_fetch steps with equal rows (a ragged last
+    step runs alone), each loaded by one DMA."""
+    runs = []
+    for i in step_ids:
+        if runs and len(runs[-1]) < per_fetch and geo.steps[runs[-1][0]][1] == geo.steps[i][1]:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    return runs
 
 
 def _fetch(w, geo, blocks, item):
-    """The weight tile(s) of decode work item (block b, chunk, K step i)."""
-    b, _, i = item
-    r0, rows, _, _ = geo.steps[i]
-    return _load_weight_tile(w, r0, rows, blocks[b][0], blocks[b][1], geo, turn=b + i)
+    """The weight tiles of decode work item (block b, chunk, run of K steps): per step, its TensorE operand(s)."""
+    b, _, run = item
+    nb0, nbw = blocks[b]
+    if not geo.int4:
+        return [_load_weight_tile(w, geo.steps[i][0], geo.steps[i][1], nb0, nbw, geo, turn=b + i) for i in run]
+    r0, rows, _, _ = geo.steps[run[0]]
+    n = w.shape[1]
+    # packed rows r0 + rows * s + p of the run's steps s as one [rows, steps, nbw] tile (runs of full steps)
+    lo, hi = _load_nibbles(w.ap([[n, rows], [rows * n, len(run)], [1, nbw]], offset=r0 * n + nb0), geo.symmetric)
+    return [[lo[:, s, :].view(nl.float8_e4m3), hi[:, s, :].view(nl.float8_e4m3)] for s in range(len(run))]
 
 
 def _decode_moving(x_sb, geo):
@@ -351,16 +407,25 @@ def _decode_epilogue(acc, part, batch, s_sb, zs_sb, gc, gsum_T, xs_rep, geo, acc
         nisa.tensor_tensor(dst=acc, data1=acc, data2=res, op=nl.add)
 
 
-def _store_transposed(out, yT, subs, nb0, nbw, m):
+def _store_transposed(out, yT, subs, nb0, nbw, geo):
     """out[:, nb0 : nb0+nbw] = yT^T, 512 columns at a time: TensorE transposes of each [nsz, M] sub-tile into
-    one PSUM bank, one copy out of PSUM, one DMA."""
+    one PSUM bank, one copy out of PSUM, one DMA. A 16-bit y is rounded first (one ScalarE copy: the same
+    single rounding as the final cast), so the transposes move 2-byte elements (fp32 ones take 4 passes)."""
+    m = geo.m
+    if geo.narrow_out:
+        rounded = nl.ndarray((subs[0][1], len(subs), m), dtype=out.dtype, buffer=nl.sbuf)
+        nisa.activation(dst=rounded, op=nl.copy, data=yT[0:subs[0][1]])
+        yT = rounded
     for o0, ow in tiles(nbw, N_BLOCK):
-        o_ps = nl.ndarray((m, ow), dtype=nl.float32, buffer=nl.psum)
+        o_ps = nl.ndarray((m, ow), dtype=yT.dtype, buffer=nl.psum)
         for j, (j0, nsz) in enumerate(subs):
             if o0 <= j0 < o0 + ow:
                 nisa.nc_transpose(dst=o_ps[:, j0 - o0:j0 - o0 + nsz], data=yT[0:nsz, j, :])
         o_sb = nl.ndarray((m, ow), dtype=out.dtype, buffer=nl.sbuf)
-        nisa.tensor_copy(dst=o_sb, src=o_ps)
+        if geo.int4:  # ScalarE: VectorE unpacks the int4 weights
+            nisa.activation(dst=o_sb, op=nl.copy, data=o_ps)
+        else:
+            nisa.tensor_copy(dst=o_sb, src=o_ps)
         nisa.dma_copy(dst=out[:, nb0 + o0:nb0 + o0 + ow], src=o_sb)
 
 
@@ -368,16 +433,13 @@ def _store_transposed(out, yT, subs, nb0, nbw, m):
 
 
 def _load_weight_tile(w, r0, rows, nb0, nbw, geo, turn=None):
-    """TensorE-ready weight tile(s) [rows, nbw] of partition rows r0 .. r0+rows: one bf16 tile (int8,
-    fp8e4m3fn), or the fp8 e4m3 tile as loaded, or for int4 the offset-binary nibbles u = q + z_eff as bf16,
-    low (even k) and high (odd k).
+    """TensorE-ready weight tile [rows, nbw] of partition rows r0 .. r0+rows (int8, fp8; int4 nibbles come
+    from `_load_nibbles`), in a one-element list: bf16 (int8, fp8e4m3fn), or the fp8 e4m3 tile as loaded.
 
     turn: None = the DMA casts int8 / fp8e4m3fn to bf16 while it moves them; an int = load the 1-byte values
     and convert them on engine turn % 3 (Vector, Scalar, GpSimd in rotation) — decode uses this, because a
     casting DMA writes 2 bytes per weight and its DMA queues, not HBM, would then bound the weight stream."""
     src = w[r0:r0 + rows, nb0:nb0 + nbw]
-    if geo.int4:
-        return [u.view(nl.float8_e4m3) for u in _load_nibbles(src, rows, nbw, geo.symmetric)]
     if geo.scheme == "fp8_e4m3" or turn is not None:
         raw = nl.ndarray((rows, nbw), dtype=w.dtype, buffer=nl.sbuf)
         nisa.dma_copy(dst=raw, src=src)
@@ -399,19 +461,20 @@ def _converted(t, turn):
     return out
 
 
-def _load_nibbles(src, rows, nbw, symmetric):
-    """Packed int4 HBM view [rows, nbw] -> (low, high) nibbles u = q + z_eff, one per byte: uint8 SBUF tiles
-    [rows, nbw rounded up to 4] (pad columns are never read); symmetric ones xor 8 (offset binary).
+def _load_nibbles(src, symmetric):
+    """Packed int4 HBM view [rows, ..., nbw] -> (low, high) nibbles u = q + z_eff, one per byte: uint8 SBUF
+    tiles [rows, ..., nbw rounded up to 4] (pad columns are never read); symmetric ones xor 8 (offset binary).
 
     The bit ops run on uint32 views, 4 packed bytes (4 channels of one row) per element, so VectorE handles
     nbw/4 elements per instruction; byte j of a word stays byte j (bytes never cross: masks keep each
     byte's own nibble, and the logical shift's carry-in from the next byte is masked off)."""
-    wide = -(-nbw // 4) * 4
-    packed = nl.ndarray((rows, wide), dtype=nl.uint8, buffer=nl.sbuf)
-    nisa.dma_copy(dst=packed[:, 0:nbw], src=src)
+    nbw = src.shape[-1]
+    shape = tuple(src.shape[:-1]) + (-(-nbw // 4) * 4,)
+    packed = nl.ndarray(shape, dtype=nl.uint8, buffer=nl.sbuf)
+    nisa.dma_copy(dst=packed[..., 0:nbw], src=src)
     words = packed.view(nl.uint32)
-    lo = nl.ndarray((rows, wide), dtype=nl.uint8, buffer=nl.sbuf)
-    hi = nl.ndarray((rows, wide), dtype=nl.uint8, buffer=nl.sbuf)
+    lo = nl.ndarray(shape, dtype=nl.uint8, buffer=nl.sbuf)
+    hi = nl.ndarray(shape, dtype=nl.uint8, buffer=nl.sbuf)
     lo_w, hi_w = lo.view(nl.uint32), hi.view(nl.uint32)
     flip = nl.bitwise_xor if symmetric else None
     nisa.tensor_scalar(dst=lo_w, data=words, op0=nl.bitwise_and, operand0=NIBBLE_MASK, op1=flip,
@@ -586,7 +649,7 @@ def _dequant_tile(w, scales, zeros, step, nb0, nbw, geo):
         z_rep = (_replicated_row(zeros, 0, nb0, nbw, nl.float32, rows) if geo.per_channel
                  else _replicated_groups(zeros, step, geo.gr, nb0, nbw, nl.float32))
     halves = []
-    for nib in _load_nibbles(src, rows, nbw, geo.symmetric):
+    for nib in _load_nibbles(src, geo.symmetric):
         u = nib[:, 0:nbw]
         wd = nl.ndarray((rows, nbw), dtype=nl.bfloat16, buffer=nl.sbuf)
         if geo.symmetric and geo.per_channel:

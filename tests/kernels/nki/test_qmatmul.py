@@ -1,5 +1,7 @@
 """NKI qmatmul matches the float64 reference on the quantized weights within the naive-bf16 error, on every target."""
 
+import math
+
 import ml_dtypes
 import numpy as np
 import pytest
@@ -114,11 +116,29 @@ def test_w8a8_prefill_ragged_k(target, k):
     _assert_matches(launch_qmatmul.qmatmul(x, qw, target=target), x, qw)
 
 
-@pytest.mark.parametrize("m", [16, 17])
+@pytest.mark.parametrize("m", [16, 32, 33])
 def test_decode_prefill_boundary_many_groups(m):
-    # M = 16: 34 groups x 16 rows need two PSUM chunks in decode (and a ragged last K step of 32 packed
-    # rows); M = 17 runs the prefill schedule
+    # M = 16 / 32: 34 groups x M rows need several PSUM chunks in decode (and a ragged last K step of 32
+    # packed rows, fetched alone); int4 runs decode up to M = 32, so M = 33 runs the prefill schedule
     x, qw = _inputs(m, 1088, 130, QuantConfig("int4", 32, symmetric=False), seed=m)
+    _assert_matches(launch_qmatmul.qmatmul(x, qw, target="trn2"), x, qw)
+
+
+@pytest.mark.parametrize("config, m, schedule", [
+    (QuantConfig("int8", None), 16, "decode"), (QuantConfig("int8", None), 17, "prefill"),
+    (QuantConfig("int4", 128), 32, "decode"), (QuantConfig("int4", 128), 33, "prefill"),
+    (QuantConfig("int4", 8), 20, "prefill"),
+], ids=["int8-m16", "int8-m17", "int4-m32", "int4-m33", "int4-g8-m20"])
+def test_schedule_choice_by_scheme_and_group_size(config, m, schedule):
+    # int8 leaves decode above M = 16, int4 above 32; int4 groups of 8 (32 per 128-row K tile) would make
+    # decode's moving operand 32 x M > 512 columns at M = 20, so that runs prefill
+    x, qw = _inputs(m, 256, 64, config, seed=m)
+    args, kwargs = launch_qmatmul.kernel_inputs(x, qw, "float32")
+    trace = run(qmatmul_kernel, *args, target="trn2", mode="trace", **kwargs).trace
+    # decode's weight tiles are 64-channel stationary operands; prefill's stationary is x^T, M columns wide
+    widths = {math.prod(o.shape[1:]) for i in trace.instructions if i.opcode == "nc_matmul"
+              for o in i.operands if o.name == "stationary"}
+    assert (64 in widths) == (schedule == "decode")
     _assert_matches(launch_qmatmul.qmatmul(x, qw, target="trn2"), x, qw)
 
 
@@ -178,3 +198,22 @@ def test_trace_llama_prefill(scheme, group_size):
     k_steps = args[1].shape[0] // 128
     # every (128-row M tile, 512-column N tile, K step) pair is exactly one full-size matmul
     assert trace.instruction_mix()["tensor"]["nc_matmul"] == 16 * 28 * k_steps * parity
+
+
+@pytest.mark.parametrize("symmetric, bit_ops", [(True, 3), (False, 2)], ids=["sym", "asym"])
+def test_trace_llama_int4_decode_feeds_nibbles_to_tensor_engine_as_fp8(symmetric, bit_ops):
+    # the nibbles are isolated on uint32 words (4 channels per element) and multiplied as float8_e4m3 views:
+    # no per-weight conversion instruction on any engine
+    problem = dict(m=1, scheme="int4", group_size=128, symmetric=symmetric, w8a8=False, dtype="bfloat16",
+                   **LLAMA_8B_GATE_UP)
+    kernel, args, kwargs = launch_qmatmul.traceable("qmatmul", problem, "trn2")
+    trace = run(kernel, *args, target="trn2", mode="trace", **kwargs).trace
+    packed_rows, n = args[1].shape
+    unpack = [i for i in trace.instructions if i.opcode == "tensor_scalar" and i.operands[0].dtype == "uint32"]
+    assert all(i.engine == "vector" for i in unpack)
+    words_per_partition = sum(math.prod(i.operands[0].shape[1:]) for i in unpack)
+    assert words_per_partition == bit_ops * (packed_rows // 128) * n // 4
+    weight_matmuls = [i for i in trace.instructions if i.opcode == "nc_matmul"
+                      and any(o.name == "stationary" and o.dtype == "float8_e4m3" for o in i.operands)]
+    assert len(weight_matmuls) == (packed_rows // 128) * (n // 128) * 2
+    assert "tensor_copy" not in trace.instruction_mix().get("gpsimd", {})
