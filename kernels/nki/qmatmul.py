@@ -16,8 +16,12 @@ bf16 moving operand: native on NeuronCore-v2 and v3), with no conversion instruc
 sums carry the exact factor 2^-9 (a power of two: scaling commutes with every fp32 rounding short of the
 fp32 subnormal range), which FP8_NIBBLE = 2^9 folded into the scales removes exactly. With exact products
 and fp32 sums, the partial sums are those of the bf16 path scaled by 2^-9, bit for bit. This relies on
-TensorE taking fp8 subnormal inputs as such (no flush to zero), as ml_dtypes and the emulator do; a device
-check of that is still owed.
+TensorE taking fp8 subnormal inputs as such (no flush to zero), as ml_dtypes and the emulator do: nibbles
+1..7 are fp8 subnormals, NKI documents neither way whether TensorE flushes them, and a device check of that
+is still owed. The kernel option int4_nibbles_as_fp8=False (e.g. `launch(qmatmul_kernel, *args,
+int4_nibbles_as_fp8=False, **kwargs)` with `launch_qmatmul.kernel_inputs`) converts the nibbles to bf16
+instead (one ScalarE and one GpSimd copy per fetch, no subnormals, no 2^9): the same results, slower
+(modeled on trn2 at Llama-3.1-8B gate/up decode, M = 1, g128: 253 us against 159 us, ScalarE-bound).
 
 Two schedules, chosen by M at compile time:
 
@@ -41,12 +45,13 @@ one packed row, so low = w32 & 0x0F0F0F0F (^ 0x08080808) is the even-k tile and 
 (symmetric: tensor_scalar takes two operators) on N/4 elements per packed row, i.e. 0.25-0.375 VectorE
 element-ops per packed byte instead of 2 bit ops and 2 conversions. The tiles are then viewed as fp8 (see
 above); several K tiles of a narrow block are loaded and unpacked together (>= DECODE_DMA_COLS columns per
-instruction). z_eff and 2^9 are folded into the epilogue. y^T is transposed on TensorE (after rounding to a
-16-bit y: 2-byte transposes) and stored as rows of y.
+instruction). z_eff and 2^9 are folded into the epilogue (int4_nibbles_as_fp8=False: the tiles are
+converted to bf16 on ScalarE / GpSimd instead, and only z_eff is folded). y^T is transposed on TensorE
+(after rounding to a 16-bit y: 2-byte transposes) and stored as rows of y.
 
     for n_block (<= 4096 columns, blocks split over LNC programs):
         for chunk of groups (PSUM slots [128, groups, M] of every 128-channel n_sub fit 4 banks):
-            for k_tile in chunk: w = load(q[k_tile, n_block])  (int4: unpack, view as fp8)
+            for k_tile in chunk: w = load(q[k_tile, n_block])  (int4: unpack, view as fp8 or convert)
                 for n_sub: P[n_sub] += w[:, n_sub]^T · xm[k_tile]
             yT[n_sub] (+)= Σ_g sT[n_sub, g] · P[n_sub, g]  -  (z·s)[:, n_sub]^T · X^T   (int4: sT = 2^9 · s^T)
         y[:, n_block] = transpose(yT)
@@ -106,7 +111,8 @@ ACCEPTED_OUT = ("float32", "bfloat16", "float16")
 
 @nki.jit
 def qmatmul_kernel(x, w, scales, zeros=None, x_scales=None, scheme="int8", group_size=None, symmetric=True,
-                   out_dtype="float32", decode_max_m=None, prefill_sbuf_bytes=PREFILL_SBUF_BYTES):
+                   out_dtype="float32", decode_max_m=None, prefill_sbuf_bytes=PREFILL_SBUF_BYTES,
+                   int4_nibbles_as_fp8=True):
     """y = x @ ((q - z) * s) for weight-only int8/int4/fp8 and W8A8 fp8 (see the module docstring).
 
     Config arguments follow the tensors without a `*` separator: the NKI 0.2-0.6 compiler frontend
@@ -121,18 +127,22 @@ def qmatmul_kernel(x, w, scales, zeros=None, x_scales=None, scheme="int8", group
                  scheme: "int8" | "int4" | "fp8_e4m3" | "fp8_e4m3fn"; group_size: G or None (per channel);
                  symmetric: False for int4 with zero points; out_dtype: "float32" | "bfloat16" | "float16".
                  decode_max_m: largest M using the decode schedule (None: DECODE_MAX_M, or
-                 DECODE_MAX_M_INT4 for int4); prefill_sbuf_bytes: see PREFILL_SBUF_BYTES.
+                 DECODE_MAX_M_INT4 for int4); prefill_sbuf_bytes: see PREFILL_SBUF_BYTES;
+                 int4_nibbles_as_fp8: int4 decode feeds the nibbles to TensorE as fp8 views (True) or
+                 converted to bf16 (False: for a TensorE that flushes fp8 subnormals, see Numerics).
     Returns:     y: [M, N] out_dtype, shared HBM.
     Numerics:    x rounded to bf16; quantized values exact in bf16; fp32 PSUM sums; decode applies scales
                  and zero points to fp32 partial sums (int4: nibbles read as fp8 = u · 2^-9 exactly, 2^9
-                 folded into the scales); prefill group schemes round (q - z) * s to bf16.
+                 folded into the scales, or converted to bf16); prefill group schemes round (q - z) * s to
+                 bf16.
     """
     m, k = x.shape
     n = w.shape[1]
     if decode_max_m is None:
         decode_max_m = DECODE_MAX_M_INT4 if scheme == "int4" else DECODE_MAX_M
     w8a8 = x_scales is not None
-    geo = _Geometry(scheme, group_size, symmetric, k, m, w8a8, out_dtype=out_dtype)
+    geo = _Geometry(scheme, group_size, symmetric, k, m, w8a8, out_dtype=out_dtype,
+                    fp8_nibbles=int4_nibbles_as_fp8)
     # decode's block-diagonal moving operand [K tile, groups, M] must fit one matmul's free size
     decode = m <= decode_max_m and geo.ngmax * m <= MOVING_FMAX
     if not decode and w8a8 and scheme == "fp8_e4m3" and nisa.get_nc_version() != nisa.nc_version.gen2:
@@ -156,13 +166,16 @@ class _Geometry(nl.NKIObject):
     matmuls (W8A8 prefill on NeuronCore-v3+); steps: (r0, rows, g0, ng) per K step of <= 128 rows (256 with
     pairs), covering groups g0 .. g0+ng-1 (per channel: every step is group 0, ng 1); ngmax: most groups in
     a step; nhalves: x^T slots per step (int4: even/odd k; pairs: rows r0.. and r0+128..; else 1);
-    narrow_out: y is 16-bit (decode rounds y^T before transposing it).
+    narrow_out: y is 16-bit (decode rounds y^T before transposing it); fp8_nibbles: int4 decode multiplies
+    the nibbles as fp8 views (u · 2^-9), else as bf16 copies.
     """
 
-    def __init__(self, scheme, group_size, symmetric, k, m, w8a8, pairs=False, out_dtype="float32"):
+    def __init__(self, scheme, group_size, symmetric, k, m, w8a8, pairs=False, out_dtype="float32",
+                 fp8_nibbles=False):
         self.scheme, self.symmetric, self.w8a8, self.m, self.pairs = scheme, symmetric, w8a8, m, pairs
         self.narrow_out = out_dtype != "float32"
         self.int4 = scheme == "int4"
+        self.fp8_nibbles = self.int4 and fp8_nibbles
         self.per_channel = group_size is None
         self.parity = 2 if self.int4 else 1
         self.nhalves = 2 if (self.int4 or pairs) else 1
@@ -294,7 +307,11 @@ def _fetch(w, geo, blocks, item):
     n = w.shape[1]
     # packed rows r0 + rows * s + p of the run's steps s as one [rows, steps, nbw] tile (runs of full steps)
     lo, hi = _load_nibbles(w.ap([[n, rows], [rows * n, len(run)], [1, nbw]], offset=r0 * n + nb0), geo.symmetric)
-    return [[lo[:, s, :].view(nl.float8_e4m3), hi[:, s, :].view(nl.float8_e4m3)] for s in range(len(run))]
+    if geo.fp8_nibbles:
+        lo, hi = lo.view(nl.float8_e4m3), hi.view(nl.float8_e4m3)
+    else:  # one ScalarE and one GpSimd copy for the whole run (VectorE has just unpacked it)
+        lo, hi = _converted(lo[..., 0:nbw], 1), _converted(hi[..., 0:nbw], 2)
+    return [[lo[:, s, :], hi[:, s, :]] for s in range(len(run))]
 
 
 def _decode_moving(x_sb, geo):
@@ -385,7 +402,7 @@ def _decode_epilogue(acc, part, batch, s_sb, zs_sb, gc, gsum_T, xs_rep, geo, acc
     m = geo.m
     rows, nb = batch[0][1], len(batch)
     # int4 partial sums come from the fp8 view of the nibbles, u / FP8_NIBBLE: the factor rides on the scales
-    sT = _transposed(s_sb, batch, gc, FP8_NIBBLE if geo.int4 else 1.0)
+    sT = _transposed(s_sb, batch, gc, FP8_NIBBLE if geo.fp8_nibbles else 1.0)
     res = nl.ndarray((rows, nb, m), dtype=nl.float32, buffer=nl.sbuf) if (accumulate or geo.int4) else acc
     if geo.per_channel:
         nisa.tensor_tensor(dst=res, data1=part[:, :, 0, :], data2=sT[:, :, 0, :].broadcast(2, m), op=nl.multiply)

@@ -217,3 +217,33 @@ def test_trace_llama_int4_decode_feeds_nibbles_to_tensor_engine_as_fp8(symmetric
                       and any(o.name == "stationary" and o.dtype == "float8_e4m3" for o in i.operands)]
     assert len(weight_matmuls) == (packed_rows // 128) * (n // 128) * 2
     assert "tensor_copy" not in trace.instruction_mix().get("gpsimd", {})
+
+
+NIBBLE_PATHS = {"fp8-view": True, "bf16-convert": False}  # int4_nibbles_as_fp8: the default, and the fallback
+INT4_DECODE_CONFIGS = [QuantConfig("int4", None), QuantConfig("int4", None, symmetric=False), QuantConfig("int4", 64),
+                       QuantConfig("int4", 128, symmetric=False)]
+
+
+@pytest.mark.parametrize("fp8_nibbles", NIBBLE_PATHS.values(), ids=NIBBLE_PATHS.keys())
+@pytest.mark.parametrize("config", INT4_DECODE_CONFIGS, ids=repr)
+@pytest.mark.parametrize("target", TARGETS)
+def test_int4_decode_both_nibble_paths(target, config, fp8_nibbles):
+    # K = 1024: 4 K steps fetched and unpacked (and, converting, copied) as one run; N = 130: pad columns
+    x, qw = _inputs(3, 1024, 130, config, seed=11)
+    args, kwargs = launch_qmatmul.kernel_inputs(x, qw, "float32")
+    y = launch(qmatmul_kernel, *args, target=target, int4_nibbles_as_fp8=fp8_nibbles, **kwargs)
+    _assert_matches(y, x, qw)
+
+
+@pytest.mark.parametrize("fp8_nibbles, weight_dtype", [(True, "float8_e4m3"), (False, "bfloat16")],
+                         ids=NIBBLE_PATHS.keys())
+def test_int4_decode_nibble_path_sets_tensor_engine_dtype(fp8_nibbles, weight_dtype):
+    x, qw = _inputs(1, 1024, 256, QuantConfig("int4", 128))
+    args, kwargs = launch_qmatmul.kernel_inputs(x, qw, "float32")
+    trace = run(qmatmul_kernel, *args, target="trn2", mode="trace", int4_nibbles_as_fp8=fp8_nibbles, **kwargs).trace
+    stationary = [o.dtype for i in trace.instructions if i.opcode == "nc_matmul" for o in i.operands
+                  if o.name == "stationary"]
+    # one matmul per 128 x 128 block of each nibble half (4 K steps x 2 channel sub-tiles x 2 halves) takes the
+    # weights; the other stationary operands are the epilogue's fp32 zero-point rows
+    assert stationary.count(weight_dtype) == 4 * 2 * 2
+    assert set(stationary) == {weight_dtype, "float32"}
