@@ -250,6 +250,9 @@ def cmd_bench(args, command: str) -> int:
         console.print(f"{p.name:60s} {rec['status']:11s} latency={_us(perf.get('latency_s'))} "
                       f"({perf.get('kind', '—')}) mfu={_pct(perf.get('mfu'))} mbu={_pct(perf.get('mbu'))} "
                       f"bottleneck={perf.get('bottleneck')} {rec.get('note') or ''}")
+        for engine, ops in (perf.get("instruction_mix") or {}).items():  # what limits it: which engine, which ops
+            busy = (perf.get("engine_busy_s") or {}).get(engine)
+            console.print(f"    {engine:7s} busy {_us(busy):>10s}  " + ", ".join(f"{op} x{n}" for op, n in ops.items()))
     return 0
 
 

@@ -246,6 +246,7 @@ def model_task(task: Task, config: RunConfig) -> dict:
                       tokens=problem.tokens, mfu=est.mfu, mbu=est.mbu, bottleneck=est.bottleneck,
                       roofline_s=est.roofline_s, engine_busy_s=est.engine_busy_s,
                       launch_overhead_s=est.launch_overhead_s, lnc=est.lnc, instructions=est.instructions,
+                      instruction_mix=est.instruction_mix,
                       peak_flops=est.peak_flops, bandwidth=est.bandwidth, formula_flops=problem.flops(),
                       formula_hbm_bytes=problem.hbm_bytes(), assumptions=est.assumptions)
     return make_record(kernel=task.op, backend="nki", target=task.target, problem=problem.record(), check=None,

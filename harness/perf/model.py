@@ -36,7 +36,8 @@ class Estimate:
         mbu: hbm_bytes / (latency_s x HBM bandwidth of the lnc cores).
         bottleneck: busiest engine, or "latency" when no engine is busy half the time.
         roofline_s: max(FLOPs / peak, HBM bytes / bandwidth), s; latency_s >= roofline_s always.
-        instructions: trace length; kind: always "modeled"; method: how the figure was made.
+        instructions: trace length; instruction_mix: {engine: {opcode: count}} of the trace (engines that issued any).
+        kind: always "modeled"; method: how the figure was made.
     """
 
     kernel: str
@@ -54,6 +55,7 @@ class Estimate:
     bottleneck: str
     roofline_s: float
     instructions: int
+    instruction_mix: dict[str, dict[str, int]]
     peak_flops: float
     bandwidth: float
     kind: str = "modeled"
@@ -95,6 +97,7 @@ def model_trace(trace: Trace, target: str | Target = "trn2") -> Estimate:
         mbu=hbm / (latency * bandwidth) if latency > 0 else 0.0,
         bottleneck=bottleneck, roofline_s=roofline_bound_s(flops_by_dtype, hbm, tgt, lnc=lnc),
         instructions=len(trace), peak_flops=peak, bandwidth=bandwidth,
+        instruction_mix={engine: dict(ops) for engine, ops in trace.instruction_mix().items() if ops},
         assumptions=[f"{tgt.name}: per-core tables in nkilab.harness.perf.chips; launch overhead "
                      f"{tgt.core.launch_s * 1e6:g} us reported apart"],
     )

@@ -42,6 +42,7 @@ def test_estimate_of_a_copy_is_a_dma_chain():
     assert est.engine_busy_s["tensor"] == 0.0 and est.engine_busy_s["dma"] > 0
     assert est.latency_s >= est.roofline_s > 0
     assert est.launch_overhead_s > 0  # reported apart, not inside latency_s
+    assert est.instruction_mix == {"dma": {"dma_copy": 2}} and est.instructions == 2
 
 
 def test_estimate_of_one_matmul_counts_its_flops_on_every_target():
