@@ -56,7 +56,12 @@ def test_dma_may_start_at_any_partition():
     def kernel(a):
         t = nl.ndarray((128, 4), nl.float32)
         nisa.dma_copy(dst=t[5:9], src=a)
-    run(kernel, np.zeros((4, 4), np.float32))
+        out = nl.ndarray((4, 4), nl.float32, buffer=nl.shared_hbm)
+        nisa.dma_copy(dst=out, src=t[5:9])
+        return out
+
+    a = np.arange(16, dtype=np.float32).reshape(4, 4)
+    np.testing.assert_array_equal(run(kernel, a).outputs, a)
 
 
 @pytest.mark.parametrize("target", ALL_TARGETS)
