@@ -79,8 +79,19 @@ def compare(out, ref64, ref_lowprec, *, c: float = 2.0, floor: float | None = No
 
     Returns:
         CheckResult (passed, errors, bound, worst_index, message).
+
+    Raises:
+        ValueError: c not a finite number > 0, or floor not a finite number >= 0 (an infinite or NaN slack would
+            pass or fail everything and say nothing about the kernel).
+        TypeError: out not of a float dtype.
     """
+    if not (np.isfinite(c) and c > 0):
+        raise ValueError(f"c: must be a finite number > 0, got {c!r}")
+    if floor is not None and not (np.isfinite(floor) and floor >= 0):
+        raise ValueError(f"floor: must be None or a finite number >= 0, got {floor!r}")
     out_dtype = dtype_name(out)
+    if not out_dtype.startswith(("float", "bfloat")):  # NumPy floats and the ml_dtypes ones (bfloat16, float8_*)
+        raise TypeError(f"out: must have a float dtype (the kernel's output), got {out_dtype}")
     o, r, lo = _float64(out), _float64(ref64), _float64(ref_lowprec)
     if o.shape != r.shape or lo.shape != r.shape:
         msg = f"FAIL shape mismatch: out {o.shape}, ref64 {r.shape}, ref_lowprec {lo.shape}"
@@ -92,9 +103,10 @@ def compare(out, ref64, ref_lowprec, *, c: float = 2.0, floor: float | None = No
     finite_both = np.isfinite(o) & np.isfinite(r)
     disagree = ~(same_nonfinite | finite_both)
 
-    abs_err = np.where(finite_both, np.abs(o - r), 0.0)
+    abs_err = np.zeros(o.shape)
+    abs_err[finite_both] = np.abs(o[finite_both] - r[finite_both])
     low_ok = np.isfinite(lo) & np.isfinite(r)
-    naive_err = float(np.max(np.abs(lo - r)[low_ok], initial=0.0))
+    naive_err = float(np.max(np.abs(lo[low_ok] - r[low_ok]), initial=0.0))
     bound = c * naive_err + floor
     magnitude = float(np.max(np.abs(r[np.isfinite(r)]), initial=0.0))
     denom_floor = max(_eps(numpy_dtype(out_dtype)) * magnitude, np.finfo(np.float64).tiny)

@@ -89,14 +89,19 @@ def to_numpy(x) -> np.ndarray:
 
 
 def to_torch(a: np.ndarray, *, device=None):
-    """torch tensor for a NumPy array (bfloat16/fp8 by bit reinterpretation), on `device` (default CPU)."""
+    """torch tensor for a NumPy array (bfloat16/fp8 by bit reinterpretation), on `device` (default CPU).
+
+    Shares memory with a writable C-contiguous array; a read-only one is copied, because torch tensors are always
+    writable and a kernel writing into one would write into memory the caller marked read-only.
+    """
     import torch
 
-    a = np.ascontiguousarray(a)
+    a = np.ascontiguousarray(a) if a.flags.writeable else np.array(a, order="C")
     name = a.dtype.name
+    target = torch_dtype(name)  # TypeError naming the dtype when torch has none (e.g. IEEE-like float8_e4m3)
     if name in _BIT_CAST:
         _, int_name = _BIT_CAST[name]
-        t = torch.from_numpy(a.view(np.dtype(int_name))).view(torch_dtype(name))
+        t = torch.from_numpy(a.view(np.dtype(int_name))).view(target)
     else:
         t = torch.from_numpy(a)
     return t if device is None else t.to(device)

@@ -1,6 +1,7 @@
 """The public kernel API: one function per op, validation once, then dispatch to a backend (DESIGN §3).
 
-Every op takes NumPy arrays or torch tensors (all arguments of one kind) and returns the same kind.
+Every op takes NumPy arrays or torch tensors (all arguments of one kind; torch tensors all on one device) and
+returns the same kind.
 
 `backend=`, value by value:
   "reference"  the float64 NumPy reference (nkilab.reference), result cast to the op's output dtype. Always runs.
@@ -128,12 +129,12 @@ def attention(q, k, v, *, causal=False, scale=None, sliding_window=None, softcap
     See Also:
         nkilab.reference.attention.attention (the semantics, in float64).
     """
-    scale = _checks.check_attention(q, k, v, causal=causal, scale=scale, sliding_window=sliding_window, softcap=softcap)
-    problem = dict(head_dim=int(q.shape[3]), dtype=dtype_name(q), causal=bool(causal), sliding_window=sliding_window,
-                   softcap=softcap)
+    options = _checks.check_attention(q, k, v, causal=causal, scale=scale, sliding_window=sliding_window,
+                                      softcap=softcap)
+    problem = dict(head_dim=int(q.shape[3]), dtype=dtype_name(q), causal=options["causal"],
+                   sliding_window=options["sliding_window"], softcap=options["softcap"])
     name, impl = _choose("attention", backend, problem)
-    out = impl(*(_to_backend(name, a) for a in (q, k, v)), causal=bool(causal), scale=scale,
-               sliding_window=sliding_window, softcap=softcap)
+    out = impl(*(_to_backend(name, a) for a in (q, k, v)), **options)
     return _back(out, q)
 
 
@@ -142,8 +143,8 @@ def write_kv_cache(key, value, key_cache, value_cache, slot_mapping, *, backend=
 
     Args:
         key, value: [T, Hkv, D], the caches' dtype.
-        key_cache, value_cache: [num_blocks, block_size, Hkv, D] float16|bfloat16|float32|float64.
-        slot_mapping: [T] integer; token t -> block slot // block_size, offset slot % block_size; -1 = skip.
+        key_cache, value_cache: [num_blocks, block_size, Hkv, D] float16|bfloat16|float32|float64, writable.
+        slot_mapping: [T] signed integer; token t -> block slot // block_size, offset slot % block_size; -1 = skip.
             Live slots must be unique and in [0, num_blocks * block_size).
         backend: "reference" | "nki" | "triton" | "auto" (see the module docstring).
 
@@ -205,16 +206,15 @@ def paged_attention(
     See Also:
         nkilab.reference.paged.paged_attention (gather each sequence, then dense attention).
     """
-    scale = _checks.check_paged_attention(
+    options = _checks.check_paged_attention(
         q, key_cache, value_cache, block_tables, seq_lens, query_start_loc,
         causal=causal, scale=scale, sliding_window=sliding_window, softcap=softcap,
     )
     problem = dict(head_dim=int(q.shape[2]), block_size=int(key_cache.shape[1]), dtype=dtype_name(q),
-                   sliding_window=sliding_window, softcap=softcap)
+                   sliding_window=options["sliding_window"], softcap=options["softcap"])
     name, impl = _choose("paged_attention", backend, problem)
     arrays = (q, key_cache, value_cache, block_tables, seq_lens, query_start_loc)
-    out = impl(*(_to_backend(name, a) for a in arrays), scale=scale, causal=bool(causal),
-               sliding_window=sliding_window, softcap=softcap)
+    out = impl(*(_to_backend(name, a) for a in arrays), **options)
     return _back(out, q)
 
 

@@ -26,16 +26,21 @@ def write_kv_cache(key, value, key_cache, value_cache, slot_mapping):
     Returns:
         (key_cache, value_cache), the same arrays.
 
+    Raises:
+        ValueError: a slot outside [-1, num_blocks * block_size) (NumPy would wrap -2 to the last block).
+
     Example:
         >>> kc = np.zeros((2, 2, 1, 1)); vc = np.zeros((2, 2, 1, 1))
         >>> _ = write_kv_cache(np.ones((2, 1, 1)), np.ones((2, 1, 1)), kc, vc, np.array([3, -1]))
         >>> kc.ravel().tolist()
         [0.0, 0.0, 0.0, 1.0]
     """
-    block_size = key_cache.shape[1]
+    num_blocks, block_size = key_cache.shape[:2]
     for t, slot in enumerate(np.asarray(slot_mapping).tolist()):
         if slot == -1:
             continue
+        if not 0 <= slot < num_blocks * block_size:
+            raise ValueError(f"slot_mapping: slot_mapping[{t}] = {slot} is outside [-1, {num_blocks * block_size})")
         block, offset = divmod(slot, block_size)
         key_cache[block, offset] = key[t]
         value_cache[block, offset] = value[t]
@@ -52,10 +57,16 @@ def gather_kv(key_cache, value_cache, block_table_row, seq_len: int):
 
     Returns:
         (k, v): each [seq_len, Hkv, D].
+
+    Raises:
+        ValueError: a used entry outside [0, num_blocks) (NumPy would wrap -1 to the last block).
     """
-    block_size = key_cache.shape[1]
+    num_blocks, block_size = key_cache.shape[:2]
     positions = np.arange(seq_len)
     blocks = np.asarray(block_table_row)[positions // block_size]
+    if np.any((blocks < 0) | (blocks >= num_blocks)):
+        bad = int(blocks[(blocks < 0) | (blocks >= num_blocks)][0])
+        raise ValueError(f"block_table_row: used entry {bad} is outside [0, num_blocks={num_blocks})")
     offsets = positions % block_size
     return key_cache[blocks, offsets], value_cache[blocks, offsets]
 
@@ -112,7 +123,10 @@ def paged_attention(
         scale, causal, sliding_window, softcap, compute_dtype: as in `attention` (causal is bottom-right).
 
     Returns:
-        out: [T_total, Hq, D] compute_dtype.
+        out: [T_total, Hq, D] compute_dtype; a sequence with q_len 0 owns no rows.
+
+    Raises:
+        ValueError: a used block_tables entry outside [0, num_blocks) (see `gather_kv`).
 
     Example:
         >>> kc = np.arange(4.0).reshape(2, 2, 1, 1); q = np.zeros((1, 1, 1))

@@ -132,7 +132,7 @@ def quantize_weight(w, scheme: str, group_size: int | None = None, symmetric: bo
         QuantizedWeight with NumPy arrays (see the module docstring for each format).
 
     Raises:
-        ValueError: unknown scheme, K not a multiple of group_size, odd K for int4, asymmetric non-int4.
+        ValueError: unknown scheme, K = 0, K not a multiple of group_size, odd K for int4, asymmetric non-int4.
 
     Example:
         >>> qw = quantize_weight(np.array([[1.0, -2.0], [0.5, 4.0]]), "int8")
@@ -145,6 +145,8 @@ def quantize_weight(w, scheme: str, group_size: int | None = None, symmetric: bo
     if not np.all(np.isfinite(w)):
         raise ValueError("w: must be finite (no NaN/inf) to be quantized")
     k, n = w.shape
+    if k == 0:
+        raise ValueError(f"w: K must be >= 1 (nothing to scale per channel), got shape {w.shape}")
     _check_scheme(scheme, group_size, symmetric, k)
     groups = _groups(w, group_size)  # [num_groups, G, N]
     zeros = None

@@ -23,7 +23,7 @@ QWEN_HEADS = (28, 4)  # Qwen2.5-7B: 28 query heads over 4 kv heads, a non-power-
 BLOCK_SIZES = (1, 4, 16)
 GROUP_SIZES = (None, 32, 64, 128)
 TABLE_LAYOUTS = ("identity", "permuted", "gaps", "shared")
-SEQUENCE_KINDS = ("decode", "prefill", "chunked")
+SEQUENCE_KINDS = ("decode", "prefill", "chunked", "idle")  # idle: cached keys, no new token this step (q_len 0)
 PADDINGS = ("-1", "junk")
 
 
@@ -359,7 +359,8 @@ def pinned_paged_problem(seq_lens, q_lens, hq, hkv, d, block_size, *, dtype, cau
 
 @st.composite
 def sequence_shapes(draw, *, max_seqs: int = 4, max_seq_len: int = 40, kinds=SEQUENCE_KINDS):
-    """(seq_lens, q_lens) of a mixed batch: decode q_len 1, prefill q_len = seq_len, chunked 1 < q_len < seq_len."""
+    """(seq_lens, q_lens) of a mixed batch: decode q_len 1, prefill q_len = seq_len, chunked 1 < q_len < seq_len,
+    idle q_len 0 (an empty query range in query_start_loc, which DESIGN §3.3 allows)."""
     seq_lens, q_lens = [], []
     for kind in draw(st.lists(st.sampled_from(tuple(kinds)), min_size=1, max_size=max_seqs)):
         if kind == "chunked" and max_seq_len >= 3:
@@ -367,7 +368,7 @@ def sequence_shapes(draw, *, max_seqs: int = 4, max_seq_len: int = 40, kinds=SEQ
             q_len = draw(st.integers(2, length - 1))
         else:
             length = draw(st.integers(1, max_seq_len))
-            q_len = 1 if kind == "decode" else length
+            q_len = {"decode": 1, "idle": 0}.get(kind, length)
         seq_lens.append(length)
         q_lens.append(q_len)
     return tuple(seq_lens), tuple(q_lens)

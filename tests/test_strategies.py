@@ -61,6 +61,12 @@ def test_sequence_shapes_kinds(shapes):
         assert q_len == 1 or q_len < length  # decode or chunked: never a whole prefill
 
 
+@given(shapes=sequence_shapes(max_seqs=3, max_seq_len=9, kinds=("idle",)))
+def test_idle_sequences_have_keys_but_no_query_tokens(shapes):
+    seq_lens, q_lens = shapes
+    assert all(length >= 1 for length in seq_lens) and set(q_lens) == {0}
+
+
 @given(data=st.data(), seq_lens=st.lists(st.integers(0, 20), min_size=1, max_size=4), block_size=st.sampled_from([1, 4, 16]))
 def test_block_tables_used_entries_in_range_and_unique_unless_shared(data, seq_lens, block_size):
     table = data.draw(block_tables(seq_lens, block_size=block_size))

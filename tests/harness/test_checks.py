@@ -68,3 +68,38 @@ def test_check_against_reference_catches_a_wrong_kernel():
     assert check_against_reference(good, attention, q, k, v, causal=True).passed
     wrong = attention(q, k, v, causal=False, compute_dtype=np.float32).astype(np.float16)  # forgot the mask
     assert not check_against_reference(wrong, attention, q, k, v, causal=True).passed
+
+
+def test_exact_naive_run_still_leaves_a_floor_that_catches_a_one_percent_error():
+    ref = np.linspace(1, 2, 16)
+    res = compare((ref * 1.01).astype(np.float32), ref, ref)  # ref_lowprec == ref64: bound = floor alone
+    assert not res.passed and 0 < res.bound < 1e-5
+
+
+@pytest.mark.parametrize("kwargs, match", [(dict(c=float("inf")), "c: must be"), (dict(c=0.0), "c: must be"),
+                                           (dict(c=float("nan")), "c: must be"), (dict(floor=float("inf")), "floor"),
+                                           (dict(floor=-1.0), "floor"), (dict(floor=float("nan")), "floor")])
+def test_slack_that_would_decide_every_case_is_rejected(kwargs, match):
+    ref = np.ones(3)
+    with pytest.raises(ValueError, match=match):
+        compare(ref, ref, ref, **kwargs)
+
+
+def test_integer_outputs_are_rejected():
+    with pytest.raises(TypeError, match="out: must have a float dtype"):
+        compare(np.ones(3, np.int32), np.ones(3), np.ones(3))
+
+
+def test_naive_run_overflow_does_not_widen_the_bound_or_warn():
+    import warnings
+
+    ref = np.array([1.0, np.inf, 2.0])
+    low = np.array([1.0, -np.inf, np.inf])  # overflowed naive run: no finite error to learn from
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = compare(np.array([1.0, np.inf, 2.5]), ref, low)
+    assert not res.passed and res.bound == pytest.approx(default_floor(np.float64, ref))
+
+
+def test_shape_mismatch_of_ref_lowprec_fails():
+    assert not compare(np.zeros(3), np.zeros(3), np.zeros((1, 3))).passed

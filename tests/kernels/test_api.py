@@ -228,6 +228,14 @@ def _attention_case(**changes):
         (dict(sliding_window=2.5), ValueError, "sliding_window"),
         (dict(softcap=0.0), ValueError, "softcap"),
         (dict(causal="yes"), TypeError, "causal"),
+        (dict(softcap=float("inf")), ValueError, "softcap: must be a finite number > 0"),
+        (dict(sliding_window=True), ValueError, "sliding_window"),
+        (dict(q=np.zeros((1, 3, 0, 8), np.float32)), ValueError, "q: Hq=0 query heads must be a positive multiple"),
+        (dict(q=np.zeros((1, 3, 4, 0), np.float32), k=np.zeros((1, 5, 2, 0), np.float32),
+              v=np.zeros((1, 5, 2, 0), np.float32)), ValueError, "q: head_dim D must be >= 1"),
+        # meta tensors have a device but no data: a device mismatch must be caught before any copy
+        (dict(q=torch.zeros(1, 3, 4, 8), k=torch.zeros(1, 5, 2, 8, device="meta"), v=torch.zeros(1, 5, 2, 8)),
+         ValueError, "q, k, v: must all be on one device"),
     ],
 )
 def test_attention_validation(changes, error, match):
@@ -269,6 +277,11 @@ I32 = np.int32
         (dict(scale=0), ValueError, "scale"),
         (dict(sliding_window=-3), ValueError, "sliding_window"),
         (dict(softcap=-1.0), ValueError, "softcap"),
+        (dict(q=np.zeros((4, 4, 0), np.float32), key_cache=np.zeros((4, 2, 2, 0), np.float32),
+              value_cache=np.zeros((4, 2, 2, 0), np.float32)), ValueError, "key_cache: .* D must all be >= 1"),
+        (dict(q=np.zeros((4, 0, 8), np.float32)), ValueError, "q: Hq=0"),
+        (dict(sliding_window=0), ValueError, "sliding_window"),
+        (dict(scale=float("nan")), ValueError, "scale"),
     ],
 )
 def test_paged_attention_validation(changes, error, match):
@@ -295,7 +308,12 @@ def _write_case(**changes):
         (dict(slot_mapping=np.array([5, -1, 8], I32)), ValueError, r"slot_mapping: slot_mapping\[2\] = 8 is outside"),
         (dict(slot_mapping=np.array([5, -2, 0], I32)), ValueError, r"slot_mapping: slot_mapping\[1\] = -2"),
         (dict(slot_mapping=np.array([5, 5, 0], I32)), ValueError, "slot_mapping: live slots must be unique"),
-        (dict(slot_mapping=np.array([5.0, -1.0, 0.0])), TypeError, "slot_mapping: dtype must be an integer"),
+        (dict(slot_mapping=np.array([5.0, -1.0, 0.0])), TypeError, "slot_mapping: dtype must be a signed integer"),
+        # uint64 cannot hold -1, and 2**64 - 1 would wrap to -1 (padding) in an int64 check
+        (dict(slot_mapping=np.array([5, 2**64 - 1, 0], np.uint64)), TypeError, "slot_mapping: dtype must be a signed"),
+        (dict(key_cache=np.zeros((2, 4, 2, 0), np.float32), value_cache=np.zeros((2, 4, 2, 0), np.float32),
+              key=np.zeros((3, 2, 0), np.float32), value=np.zeros((3, 2, 0), np.float32)), ValueError,
+         "key_cache: num_blocks, block_size, Hkv and D must all be >= 1"),
         (dict(slot_mapping=np.array([5, -1], I32)), ValueError, "slot_mapping: length 2"),
         (dict(key=np.zeros((3, 2, 4), np.float32), value=np.zeros((3, 2, 4), np.float32)), ValueError, "key: \\[Hkv, D\\]"),
         (dict(value=np.zeros((2, 2, 8), np.float32)), ValueError, "value: shape"),
@@ -338,3 +356,137 @@ def test_qmatmul_w8a8_needs_fp8_per_channel():
     qa = quantize_activation(np.ones((2, 32)))
     with pytest.raises(ValueError, match="qw: W8A8"):
         K.qmatmul(qa, quantize_weight(np.ones((32, 3)), "int8"), backend="reference")
+
+
+def test_write_kv_cache_rejects_a_read_only_cache_before_writing():
+    args = _write_case()
+    args["value_cache"].flags.writeable = False
+    with pytest.raises(ValueError, match="value_cache: is written in place but the NumPy array is read-only"):
+        K.write_kv_cache(**args, backend="reference")
+    assert not args["key_cache"].any()  # key_cache untouched: the check runs before either write
+
+
+def test_write_kv_cache_rejects_a_cache_that_requires_grad_before_writing():
+    key, value, kc, vc, slots = to_torch(write_inputs())
+    kc.requires_grad_(True)
+    with pytest.raises(ValueError, match=r"key_cache: is written in place but requires grad; pass key_cache.detach\(\)"):
+        K.write_kv_cache(key, value, kc, vc, slots, backend="reference")
+    assert not kc.detach().any() and not vc.any()
+
+
+def test_write_kv_cache_torch_caches_on_different_devices():
+    key, value, kc, vc, slots = to_torch(write_inputs())
+    with pytest.raises(ValueError, match="must all be on one device"):
+        K.write_kv_cache(key, value, kc, vc.to("meta"), slots, backend="reference")
+
+
+@pytest.mark.parametrize("kind", ["numpy", "torch"])
+def test_non_contiguous_inputs_give_the_contiguous_result(kind):
+    q, k, v = attention_inputs()
+    qs, ks, vs = (np.ascontiguousarray(a.transpose(0, 2, 1, 3)).transpose(0, 2, 1, 3) for a in (q, k, v))
+    assert not qs.flags.c_contiguous
+    if kind == "torch":
+        qs, ks, vs = (torch.from_numpy(a) for a in (qs, ks, vs))
+    np.testing.assert_array_equal(np.asarray(K.attention(qs, ks, vs, causal=True, backend="reference")),
+                                  K.attention(q, k, v, causal=True, backend="reference"))
+
+
+def test_write_kv_cache_into_non_contiguous_caches_writes_the_callers_views():
+    key, value, _, _, slots = write_inputs()
+    storage = np.zeros((8, 2, 4, 2), np.float32)  # [D, Hkv, block_size, num_blocks]: the cache is a transposed view
+    kc, vc = storage.transpose(3, 2, 1, 0), np.zeros((2, 4, 2, 8), np.float32)
+    K.write_kv_cache(key, value, kc, vc, slots, backend="reference")
+    np.testing.assert_array_equal(storage.transpose(3, 2, 1, 0)[1, 1], key[0])
+    np.testing.assert_array_equal(vc[0, 0], value[2])
+
+
+def test_numpy_scalar_options_reach_the_backend_as_python_types(monkeypatch):
+    seen = {}
+
+    def attention(q, k, v, **options):
+        seen.update(options)
+        return np.zeros(q.shape, q.dtype)
+
+    fake_backends(monkeypatch, nki=types.SimpleNamespace(attention=attention, unsupported=lambda op, **p: None))
+    K.attention(*attention_inputs(), causal=np.bool_(True), sliding_window=np.int64(3), softcap=np.float32(5.0),
+                backend="nki")
+    assert seen == dict(causal=True, scale=8**-0.5, sliding_window=3, softcap=5.0)
+    assert [type(seen[k]) for k in ("causal", "scale", "sliding_window", "softcap")] == [bool, float, int, float]
+
+
+def _replace(obj, **fields):
+    return type(obj)(**{**obj.__dict__, **fields})
+
+
+@pytest.mark.parametrize(
+    "scheme, fields, error, match",
+    [
+        ("fp8_e4m3", dict(data=lambda qw: qw.data.astype(ml_dtypes.float8_e4m3fn)), TypeError,
+         "qw.data: dtype must be float8_e4m3 for scheme 'fp8_e4m3', got float8_e4m3fn"),
+        ("int4", dict(data=lambda qw: qw.data.astype(np.int8)), TypeError, "qw.data: dtype must be uint8"),
+        ("int8", dict(scales=lambda qw: qw.scales.astype(np.float64)), TypeError, "qw.scales: dtype must be float32"),
+        ("int8", dict(scales=lambda qw: qw.scales * np.float32(np.nan)), ValueError, "qw.scales: must be finite"),
+        ("int8", dict(data=lambda qw: torch.from_numpy(qw.data)), TypeError, "qw.data: must be a NumPy array"),
+        ("int4", dict(zeros=lambda qw: qw.zeros + np.uint8(16)), ValueError, "qw.zeros: must be uint8 zero points in 0..15"),
+    ],
+)
+def test_qmatmul_rejects_hand_built_weights_a_kernel_would_misread(scheme, fields, error, match):
+    qw = quantize_weight(np.random.default_rng(5).standard_normal((32, 3)), scheme, 16, symmetric=scheme != "int4")
+    bad = _replace(qw, **{name: make(qw) for name, make in fields.items()})
+    with pytest.raises(error, match=match):
+        K.qmatmul(np.zeros((1, 32), np.float32), bad, backend="reference")
+
+
+@pytest.mark.parametrize(
+    "fields, match",
+    [
+        (dict(data=lambda qa: qa.data[0]), r"x.data: must be 2-D \[M, K\] float8_e4m3fn"),
+        (dict(data=lambda qa: qa.data.astype(ml_dtypes.float8_e4m3)), "x.data: must be 2-D .* got float8_e4m3 "),
+        (dict(scales=lambda qa: qa.scales[:1]), r"x.scales: must be float32 \[M, 1\] = \(2, 1\)"),
+        (dict(scales=lambda qa: qa.scales * np.float32(np.inf)), "x.scales: must be finite"),
+    ],
+)
+def test_qmatmul_rejects_inconsistent_quantized_activation(fields, match):
+    qa = quantize_activation(np.random.default_rng(6).standard_normal((2, 32)), "fp8_e4m3fn")
+    bad = _replace(qa, **{name: make(qa) for name, make in fields.items()})
+    with pytest.raises(ValueError, match=match):
+        K.qmatmul(bad, quantize_weight(np.ones((32, 3)), "fp8_e4m3fn"), backend="reference")
+
+
+# --- the NumPy <-> torch adapter ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("torch_dtype, ml_dtype", [(torch.bfloat16, ml_dtypes.bfloat16),
+                                                   (torch.float8_e4m3fn, ml_dtypes.float8_e4m3fn)])
+def test_adapter_round_trips_bits_both_ways(torch_dtype, ml_dtype):
+    from nkilab.kernels._adapter import to_numpy, to_torch
+
+    t = (torch.randn(5, 7) * 100).to(torch_dtype).t()  # non-contiguous, values past fp8's max saturate or NaN
+    a = to_numpy(t)
+    assert a.dtype == ml_dtype and a.shape == (7, 5)
+    np.testing.assert_array_equal(a.astype(np.float32), t.float().numpy())
+    back = to_torch(a)
+    assert back.dtype == torch_dtype
+    assert torch.equal(back.view(torch.uint8 if torch_dtype.itemsize == 1 else torch.int16),
+                       t.contiguous().view(torch.uint8 if torch_dtype.itemsize == 1 else torch.int16))
+
+
+def test_adapter_copies_a_read_only_array_instead_of_aliasing_it():
+    import warnings
+
+    from nkilab.kernels._adapter import to_torch
+
+    a = np.ones((2, 3), np.float32)
+    a.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch warns (and would alias) on a non-writable array
+        t = to_torch(a)
+    t.fill_(5.0)
+    assert np.all(a == 1.0)
+
+
+def test_adapter_names_a_dtype_torch_lacks():
+    from nkilab.kernels._adapter import to_torch
+
+    with pytest.raises(TypeError, match="'float8_e4m3' has no torch equivalent"):
+        to_torch(np.ones(2, ml_dtypes.float8_e4m3))

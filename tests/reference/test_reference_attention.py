@@ -89,3 +89,15 @@ def test_working_precision_run_is_close_but_not_exact(compute_dtype, max_err):
     err = np.abs(low.astype(np.float64) - attention(q, k, v, causal=True)).max()
     assert low.dtype == np.dtype(cd)
     assert 0 < err < max_err
+
+
+def test_fewer_keys_than_queries_hand_computed():
+    """Sq=3, Skv=2, causal: query i sees keys j <= i - 1, so row 0 sees none (0), row 1 key 0, row 2 both."""
+    v = np.array([1.0, 2.0]).reshape(1, 2, 1, 1)
+    out = attention(np.zeros((1, 3, 1, 1)), np.zeros((1, 2, 1, 1)), v, causal=True)  # equal scores: means
+    assert out.ravel().tolist() == [0.0, 1.0, 1.5]
+
+
+def test_window_without_causal_hides_only_the_far_past():
+    """Non-causal window w=2 at Sq=2, Skv=4: query i hides keys j < i + 2 - 2 + 1 and sees all later keys."""
+    assert visible_keys(2, 4, causal=False, sliding_window=2).astype(int).tolist() == [[0, 1, 1, 1], [0, 0, 1, 1]]

@@ -146,3 +146,30 @@ class CacheWrites(RuleBasedStateMachine):
 
 CacheWrites.TestCase.settings = settings(max_examples=10, stateful_step_count=6, deadline=None)
 TestCacheWrites = CacheWrites.TestCase
+
+
+def test_sequence_with_no_query_tokens_and_partial_last_block():
+    """Sequence 1 has q_len 0 (its rows are empty); sequence 0 (seq_len 3, block_size 2) queries all 3 positions.
+
+    Keys [8, 9, 0] from blocks 4 then 0 with equal scores: causal rows see the running means 8, 8.5, 17/3.
+    """
+    kc = np.arange(10.0).reshape(5, 2, 1, 1)
+    tables = np.array([[4, 0], [1, -1]], dtype=np.int32)
+    out = paged_attention(np.zeros((3, 1, 1)), kc, kc, tables, np.array([3, 2]), np.array([0, 3, 3]))
+    np.testing.assert_allclose(out.ravel(), [8.0, 8.5, 17 / 3], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("entry", [-1, 5])
+def test_used_block_table_entry_out_of_range_raises(entry):
+    """NumPy would read block -1 as the last block; a used entry must be in [0, num_blocks) instead."""
+    kc = np.zeros((5, 2, 1, 1))
+    with pytest.raises(ValueError, match=f"used entry {entry} is outside"):
+        paged_attention(np.zeros((1, 1, 1)), kc, kc, np.array([[0, entry]]), np.array([3]), np.array([0, 1]))
+
+
+@pytest.mark.parametrize("slot", [-2, 8])
+def test_write_out_of_range_slot_raises(slot):
+    """NumPy would write slot -2 into the last block; only -1 (skip) and [0, num_blocks * block_size) are slots."""
+    kc = np.zeros((2, 4, 1, 1))
+    with pytest.raises(ValueError, match=rf"slot_mapping\[1\] = {slot} is outside"):
+        write_kv_cache(np.ones((2, 1, 1)), np.ones((2, 1, 1)), kc, kc.copy(), np.array([0, slot]))

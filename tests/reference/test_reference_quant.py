@@ -146,3 +146,25 @@ def test_activation_errors():
         quantize_activation(np.ones((2, 2)), scheme="int8")
     with pytest.raises(ValueError, match="per"):
         quantize_activation(np.ones((2, 2)), per="tensor")
+
+
+def test_int4_asymmetric_per_channel_hand_computed():
+    """Column [-1, 2]: s = (2 - -1) / 15 = 0.2, z = rint(1 / 0.2) = 5, q = [0, 15]; packed byte 0xF0."""
+    qw = quantize_weight(np.array([[-1.0], [2.0]]), "int4", symmetric=False)
+    assert qw.scales.shape == (1, 1) and qw.scales.item() == np.float32(0.2) and qw.zeros.item() == 5
+    assert qw.data.item() == 0xF0 and unpack_int4(qw.data, signed=False).ravel().tolist() == [0, 15]
+    np.testing.assert_allclose(dequantize_weight(qw).ravel(), [-1.0, 2.0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("scheme", ["int8", "int4", "fp8_e4m3", "fp8_e4m3fn"])
+def test_group_size_equal_to_k_is_per_channel(scheme):
+    w = np.random.default_rng(3).standard_normal((32, 4))
+    grouped, per_channel = quantize_weight(w, scheme, group_size=32), quantize_weight(w, scheme)
+    assert grouped.scales.shape == (1, 4)
+    np.testing.assert_array_equal(grouped.scales, per_channel.scales)
+    np.testing.assert_array_equal(dequantize_weight(grouped), dequantize_weight(per_channel))
+
+
+def test_empty_k_raises():
+    with pytest.raises(ValueError, match="K must be >= 1"):
+        quantize_weight(np.zeros((0, 3)), "int8")
