@@ -7,7 +7,9 @@ Backends and the array kind their functions take and return:
 
 A backend package is imported lazily, on first use. A package that does not import, or that does not define
 the op yet, is "not available": an explicit request raises BackendUnavailableError, `backend="auto"` falls
-back to the reference. Each backend package also defines `unsupported(op, **problem) -> str | None`.
+back to the reference. Each backend package also defines `unsupported(op, **problem) -> str | None`; besides the
+op's shape, dtype and option keys, every problem carries `empty` (True when an input has a zero-length dimension, e.g.
+M = 0 or Skv = 0: a backend may decline such a problem, and "auto" then uses the reference).
 """
 
 from __future__ import annotations

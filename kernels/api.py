@@ -18,6 +18,8 @@ the op, the backend, its reason and the backends that would run it.
 
 from __future__ import annotations
 
+import math
+
 from nkilab.kernels import _checks
 from nkilab.kernels._adapter import copy_into, dtype_name, is_torch, kind, like, numpy_dtype, to_numpy, to_torch, torch_dtype
 from nkilab.kernels._registry import (
@@ -56,6 +58,11 @@ def _choose(op: str, backend: str, problem: dict):
             f"backends that do: {supporting_backends(op, problem)}"
         )
     return backend, impl
+
+
+def _empty(*arrays) -> bool:
+    """True when some array has a zero-length dimension: the problem has no work (problem key `empty`)."""
+    return any(math.prod(a.shape) == 0 for a in arrays)
 
 
 def _to_backend(backend: str, a):
@@ -99,7 +106,7 @@ def qmatmul(x, qw, *, out_dtype=None, backend="auto"):
     xdata = x.data if quantized_x else x
     problem = dict(
         scheme=qw.scheme, group_size=qw.group_size, symmetric=qw.symmetric, w8a8=quantized_x,
-        m=int(xdata.shape[0]), k=int(qw.shape[0]), n=int(qw.shape[1]), dtype=dtype_name(xdata),
+        m=int(xdata.shape[0]), k=int(qw.shape[0]), n=int(qw.shape[1]), dtype=dtype_name(xdata), empty=_empty(xdata),
     )
     name, impl = _choose("qmatmul", backend, problem)
     y = impl(x if quantized_x else _to_backend(name, x), qw, out_dtype=_out_dtype_for(name, out_name))
@@ -132,7 +139,7 @@ def attention(q, k, v, *, causal=False, scale=None, sliding_window=None, softcap
     options = _checks.check_attention(q, k, v, causal=causal, scale=scale, sliding_window=sliding_window,
                                       softcap=softcap)
     problem = dict(head_dim=int(q.shape[3]), dtype=dtype_name(q), causal=options["causal"],
-                   sliding_window=options["sliding_window"], softcap=options["softcap"])
+                   sliding_window=options["sliding_window"], softcap=options["softcap"], empty=_empty(q, k))
     name, impl = _choose("attention", backend, problem)
     out = impl(*(_to_backend(name, a) for a in (q, k, v)), **options)
     return _back(out, q)
@@ -159,7 +166,8 @@ def write_kv_cache(key, value, key_cache, value_cache, slot_mapping, *, backend=
         [0.0, 0.0, 1.0, 0.0]
     """
     _checks.check_write_kv_cache(key, value, key_cache, value_cache, slot_mapping)
-    problem = dict(head_dim=int(key_cache.shape[3]), block_size=int(key_cache.shape[1]), dtype=dtype_name(key_cache))
+    problem = dict(head_dim=int(key_cache.shape[3]), block_size=int(key_cache.shape[1]), dtype=dtype_name(key_cache),
+                   empty=_empty(key))
     name, impl = _choose("write_kv_cache", backend, problem)
     arrays = (key, value, key_cache, value_cache, slot_mapping)
     new_k, new_v = impl(*(a if ARRAY_KIND[name] == kind(a) else _to_backend(name, a) for a in arrays))
@@ -211,7 +219,7 @@ def paged_attention(
         causal=causal, scale=scale, sliding_window=sliding_window, softcap=softcap,
     )
     problem = dict(head_dim=int(q.shape[2]), block_size=int(key_cache.shape[1]), dtype=dtype_name(q),
-                   sliding_window=options["sliding_window"], softcap=options["softcap"])
+                   sliding_window=options["sliding_window"], softcap=options["softcap"], empty=_empty(q))
     name, impl = _choose("paged_attention", backend, problem)
     arrays = (q, key_cache, value_cache, block_tables, seq_lens, query_start_loc)
     out = impl(*(_to_backend(name, a) for a in arrays), **options)

@@ -13,6 +13,8 @@ from ._shim import run
 TARGETS = ("inf2", "trn1", "trn2", "trn3")
 DEFAULT_TARGET = "trn2"
 TARGET_ENV = "NEURON_PLATFORM_TARGET_OVERRIDE"
+# why every family declines a problem with a zero-length dimension (the public API then names other backends)
+EMPTY_REASON = "an input has a zero-length dimension (empty problem): nothing for a NeuronCore kernel to tile"
 
 
 def resolve_target(target: str | None) -> str:

@@ -10,7 +10,7 @@ import numpy as np
 
 from nkilab.kernels._adapter import numpy_dtype
 
-from ._launch import launch
+from ._launch import EMPTY_REASON, launch
 from .attention import MAX_HEAD_DIM, flash_attention
 
 DTYPES = ("float32", "bfloat16", "float16")  # TensorE input dtypes the kernel computes in (no float64 on device)
@@ -37,6 +37,8 @@ def unsupported(op: str, **problem) -> str | None:
     sliding_window, softcap."""
     if op != "attention":
         raise ValueError(f"op: {op!r} is not served by launch_attention (only 'attention')")
+    if problem.get("empty"):
+        return EMPTY_REASON
     head_dim, dtype = problem.get("head_dim"), problem.get("dtype")
     if head_dim is not None and head_dim > MAX_HEAD_DIM:
         return f"head_dim {head_dim} > {MAX_HEAD_DIM} (the [128, D] fp32 P·V tile must fit one PSUM bank)"

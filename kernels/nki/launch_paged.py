@@ -24,7 +24,7 @@ import math
 import ml_dtypes
 import numpy as np
 
-from ._launch import launch
+from ._launch import EMPTY_REASON, launch
 from ._tiling import PMAX
 from .kv_cache import write_kv_cache_kernel
 from .paged_attention import paged_attention_kernel
@@ -125,6 +125,8 @@ def _kernel_args(q, key_cache, value_cache, block_tables, seq_lens, query_start_
 def unsupported(op: str, **problem) -> str | None:
     """Why the NKI paged kernels cannot run `problem` (None when they can); keys: head_dim, block_size, dtype
     (+ sliding_window, softcap for paged_attention, which the kernel supports)."""
+    if problem.get("empty"):
+        return EMPTY_REASON
     head_dim, block_size, dtype = problem.get("head_dim"), problem.get("block_size"), problem.get("dtype")
     if dtype is not None and str(dtype) not in DTYPES:
         return f"dtype {dtype} not in {DTYPES}"

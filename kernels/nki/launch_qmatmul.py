@@ -13,7 +13,7 @@ import numpy as np
 from nkilab.kernels._adapter import dtype_name, numpy_dtype
 from nkilab.reference.quant import FP8_DTYPES, QuantizedActivation, QuantizedWeight
 
-from ._launch import launch
+from ._launch import EMPTY_REASON, launch
 from .qmatmul import ACCEPTED_OUT, MAX_K, PMAX, qmatmul_kernel
 
 X_DTYPES = ("float32", "bfloat16", "float16", "float64")  # x dtypes accepted (float64 narrowed to float32)
@@ -67,6 +67,8 @@ def unsupported(op: str, **problem) -> str | None:
     Keys: scheme, group_size, symmetric, w8a8, m, k, n, dtype (any may be missing)."""
     if op != "qmatmul":
         raise ValueError(f"op: {op!r} is not served by launch_qmatmul (only 'qmatmul')")
+    if problem.get("empty"):
+        return EMPTY_REASON
     scheme, group_size = problem.get("scheme"), problem.get("group_size")
     dtype, k = problem.get("dtype"), problem.get("k")
     # W8A8 activations are fp8 by construction (a QuantizedActivation); `dtype` then names the unquantized x

@@ -490,3 +490,38 @@ def test_adapter_names_a_dtype_torch_lacks():
 
     with pytest.raises(TypeError, match="'float8_e4m3' has no torch equivalent"):
         to_torch(np.ones(2, ml_dtypes.float8_e4m3))
+
+
+def _empty_calls():
+    """One call per op whose inputs have a zero-length dimension (M = 0, Skv = 0, T = 0, T_total = 0)."""
+    rng = np.random.default_rng(11)
+    qw = quantize_weight(rng.standard_normal((64, 8)), "int8")
+    cache = np.zeros((2, 4, 1, 8), np.float32)
+    no_tokens = np.zeros((0, 1, 8), np.float32)
+    return {
+        "qmatmul": lambda b: K.qmatmul(np.zeros((0, 64), np.float32), qw, backend=b),
+        "attention": lambda b: K.attention(np.ones((1, 3, 2, 8), np.float32), np.zeros((1, 0, 1, 8), np.float32),
+                                           np.zeros((1, 0, 1, 8), np.float32), backend=b),
+        "write_kv_cache": lambda b: K.write_kv_cache(no_tokens, no_tokens, cache, cache.copy(),
+                                                     np.zeros(0, np.int32), backend=b)[0],
+        "paged_attention": lambda b: K.paged_attention(
+            no_tokens, cache, cache.copy(), np.zeros((1, 1), np.int32), np.array([3], np.int32),
+            np.array([0, 0], np.int32), backend=b),
+    }
+
+
+@pytest.mark.parametrize("op", ["qmatmul", "attention", "write_kv_cache", "paged_attention"])
+def test_empty_problems(op):
+    """Every backend that accepts an empty problem matches the reference; one that declines it says so by name."""
+    call = _empty_calls()[op]
+    expected = call("reference")
+    if op == "attention":  # three queries, no keys: fully masked rows are zeros
+        np.testing.assert_array_equal(expected, np.zeros((1, 3, 2, 8), np.float32))
+    np.testing.assert_array_equal(call("auto"), expected)
+    for backend in ("nki", "triton"):
+        try:
+            out = call(backend)
+        except ValueError as e:
+            assert "empty problem" in str(e) and "reference" in str(e), str(e)
+        else:
+            np.testing.assert_array_equal(np.asarray(out), expected)
