@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 
 from nkilab.kernels import _checks
-from nkilab.kernels._adapter import copy_into, dtype_name, is_torch, kind, like, numpy_dtype, to_numpy, to_torch, torch_dtype
+from nkilab.kernels._adapter import copy_into, dtype_name, is_torch, like, numpy_dtype, to_numpy, to_torch, torch_dtype
 from nkilab.kernels._registry import (
     ARRAY_KIND,
     BACKEND_CHOICES,
@@ -170,7 +170,7 @@ def write_kv_cache(key, value, key_cache, value_cache, slot_mapping, *, backend=
                    empty=_empty(key))
     name, impl = _choose("write_kv_cache", backend, problem)
     arrays = (key, value, key_cache, value_cache, slot_mapping)
-    new_k, new_v = impl(*(a if ARRAY_KIND[name] == kind(a) else _to_backend(name, a) for a in arrays))
+    new_k, new_v = impl(*(_to_backend(name, a) for a in arrays))  # same objects when the kind already fits
     # A backend writes in place and returns its caches; when it worked on converted copies (another array kind
     # or device) or returned fresh arrays, write the result back into the caller's own arrays.
     for mine, theirs in ((key_cache, new_k), (value_cache, new_v)):

@@ -74,9 +74,11 @@ def get_target(name: str | None = None) -> Target:
     Raises:
         ValueError: unknown target name.
     """
+    source = "target"
     if name is None:
+        source = TARGET_ENV if os.environ.get(TARGET_ENV) else "target"
         name = os.environ.get(TARGET_ENV) or DEFAULT_TARGET
     key = _ALIASES.get(name, name)
     if key not in TARGETS:
-        raise ValueError(f"target: {name!r} is not one of {sorted(TARGETS) + sorted(_ALIASES)}")
+        raise ValueError(f"{source}: {name!r} is not one of {sorted(TARGETS) + sorted(_ALIASES)}")
     return TARGETS[key]
