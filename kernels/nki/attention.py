@@ -82,9 +82,9 @@ def flash_attention(q, k, v, scale=1.0, causal=False, sliding_window=None, softc
     # masks are added to the PSUM scores by a matmul with the identity (TensorE has slack, VectorE has not)
     ident = _identity() if causal or sliding_window is not None else None
     call = AttentionCall(q, k, v, out, scale, causal, sliding_window, softcap, ident)
-    tiles_ = _visible_tiles(call, batch, hkv, group, heads)
+    visible = _visible_tiles(call, batch, hkv, group, heads)
     pending = []  # issued-late work in order: PendingPv items and TileStore entries
-    _run_tiles(tiles_, call, resident, pending)
+    _run_tiles(visible, call, resident, pending)
     _drain(pending, call.split_copies)
     return out
 
@@ -117,8 +117,8 @@ class QueryTile(nl.NKIObject):
 
 
 class KeyStep(nl.NKIObject):
-    """Keys k0 .. k0+n of one online-softmax step: kT [128 (D slice), D/128, n], v [128 keys, n/128, D] SBUF views,
-    and the step's MaskBias (None when nothing in it is masked)."""
+    """Keys k0 .. k0+n of one online-softmax step (or all of a resident kv head's): kT [128 (D slice), D/128, n],
+    v [128 keys, n/128, D] SBUF views, and the step's MaskBias (None when nothing in it is masked)."""
 
     def __init__(self, k0, n, kT, v, bias):
         self.k0, self.n, self.kT, self.v, self.bias = k0, n, kT, v, bias
@@ -146,8 +146,8 @@ class PendingPv(nl.NKIObject):
     ([128, 1] fp32; rescale None on the tile's first step), v [128 keys, n/128, D], head h of `state`, nq rows."""
 
     def __init__(self, p, tile_sum, rescale, v, h, n, state, nq):
-        self.p, self.tile_sum, self.rescale, self.v, self.h, self.n, self.state, self.nq = (p, tile_sum, rescale, v, h,
-                                                                                            n, state, nq)
+        self.p, self.tile_sum, self.rescale, self.v = p, tile_sum, rescale, v
+        self.h, self.n, self.state, self.nq = h, n, state, nq
 
 
 class TileStore(nl.NKIObject):
@@ -194,10 +194,10 @@ def _run_tiles(tasks, call, resident, pending):
             qT.append(transpose_q(q_rows.pop(0), tasks[i + 1].nq))
         if resident and (tile.b, tile.hk) != kv_head:
             kv_head, (k_rows, v_rows) = (tile.b, tile.hk), kv_rows
-            following = [(t.b, t.hk) for t in tasks[i:] if (t.b, t.hk) != kv_head]
+            following = [t for t in tasks[i:] if (t.b, t.hk) != kv_head]
             if following:
-                kv_rows = load_kv_rows(k, v, following[0][0], following[0][1], 0, skv)
-            kv_all = (transpose_k(k_rows, skv, d), v_rows)
+                kv_rows = load_kv_rows(k, v, following[0].b, following[0].hk, 0, skv)
+            kv_all = KeyStep(0, skv, transpose_k(k_rows, skv, d), v_rows, None)
         _query_tile(qT.pop(0), kv_all, tile, call, pending)
 
 
@@ -257,7 +257,8 @@ def _identity():
 def _query_tile(qT, kv_all, tile, call, pending):
     """Attention of one QueryTile over its keys [lo, hi).
 
-    qT: `transpose_q` of the rows; kv_all: resident (kᵀ, v) or None (stream). Each (key step, head) item leaves
+    qT: `transpose_q` of the rows; kv_all: the resident keys of the kv head (a KeyStep over all of Skv) or None
+    (stream them per step). Each (key step, head) item leaves
     its P·V in `pending` (also across query tiles, followed by the tile's TileStore); see `_item` for the order
     the work is issued in."""
     state = TileState(tile.nh, call.d)
@@ -267,8 +268,8 @@ def _query_tile(qT, kv_all, tile, call, pending):
         if kv_all is None:
             kT, v_t = kv_tiles(call.k, call.v, tile.b, tile.hk, k0, n)
         else:
-            kT = kv_all[0][:, :, k0:k0 + n]
-            v_t = kv_all[1][:, k0 // PMAX:(k0 + n + PMAX - 1) // PMAX, :]
+            kT = kv_all.kT[:, :, k0:k0 + n]
+            v_t = kv_all.v[:, k0 // PMAX:(k0 + n + PMAX - 1) // PMAX, :]
         keys = KeyStep(k0, n, kT, v_t, _mask_bias(tile, k0, n, call))
         for h in range(tile.nh):
             pending.append(_item(qT[:, h], keys, tile, state, h, call, pending))

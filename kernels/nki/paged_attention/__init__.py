@@ -89,8 +89,8 @@ class PagedCall(nl.NKIObject):
 
     g: query heads per kv head; rows: rows of one kv head in a work item (BQ · g); groups: tuples of kv heads
     stacked on the partitions (PMAX // rows heads each); positions: key positions of a table row (max_blocks ·
-    block_size); steps: (t0, n, group index) per score tile of an item, in issue order; vector_dma: indirect
-    vector_offset DMAs exist (NeuronCore-v3+); exp_scale: scale, or softcap c."""
+    block_size); steps: (t0, n, group index) of an item's score tiles in issue order (a ScoreStep each per item);
+    vector_dma: indirect vector_offset DMAs exist (NeuronCore-v3+); exp_scale: scale, or softcap c."""
 
     def __init__(self, q, key_cache, value_cache, block_tables, seq_lens, row_pos, row_dst, out, scale, causal,
                  sliding_window, softcap):
@@ -108,6 +108,13 @@ class PagedCall(nl.NKIObject):
         self.steps = [(t0, min(KV_TILE, self.positions - t0), gi) for t0 in range(0, self.positions, KV_TILE)
                       for gi in range(len(self.groups))]
         self.vector_dma = nisa.get_nc_version() != nisa.nc_version.gen2  # indirect vector_offset DMA is v3+
+
+
+class ScoreStep(nl.NKIObject):
+    """Score tile j of work item w: key positions t0 .. t0+n against kv-head group gi."""
+
+    def __init__(self, w, j, t0, n, gi):
+        self.w, self.j, self.t0, self.n, self.gi = w, j, t0, n, gi
 
 
 class WorkItem(nl.NKIObject):
@@ -148,39 +155,39 @@ def _setup(call, consts, seq_sb, q0_sb, w):
     return WorkItem(w, bounds, index, qs, states)
 
 
-def _issue(call, consts, item, t0, n, gi):
-    """Gather the KV tile at t0 (first group to need it) and its v2 mask, then group gi's scores (PSUM)."""
+def _issue(call, consts, item, step):
+    """Gather the KV tile of a ScoreStep (the first group to need it) and its v2 mask, then the group's scores
+    (PSUM)."""
+    t0, n = step.t0, step.n
     if item.kv_tile(t0) is None:
         k_chunks, v_chunks = gather_kv(call, item.index, t0, n)
         mask = None if call.vector_dma else tile_mask(consts.kpos, item.bounds, t0, n)
         item.kv.append(KvTile(t0, k_chunks, v_chunks, mask))
-    return scores(item.qs[gi], call.groups[gi], item.kv_tile(t0).k_chunks, n)
+    return scores(item.qs[step.gi], call.groups[step.gi], item.kv_tile(t0).k_chunks, n)
 
 
 def _pipeline(call, consts, seq_sb, q0_sb):
     """Every score tile of every work item in software-pipelined order: the scores of step k + 1 are issued before
     the softmax of step k, and item w + 1 is set up halfway through item w, so the in-order engine queues overlap
     TensorE, Vector/ScalarE and DMA work."""
-    steps = call.steps
-    flat = [(w, t0, n, gi) for w in range(call.num_items) for (t0, n, gi) in steps]
+    last = len(call.steps) - 1
+    flat = [ScoreStep(w, j, t0, n, gi) for w in range(call.num_items) for j, (t0, n, gi) in enumerate(call.steps)]
     items = [_setup(call, consts, seq_sb, q0_sb, 0)]  # the current item first, then the next one once set up
-    pending = _issue(call, consts, items[0], *flat[0][1:])
-    for k, (w, t0, n, gi) in enumerate(flat):
-        j = k - w * len(steps)
-        if j == len(steps) // 2 and w + 1 < call.num_items:
-            items.append(_setup(call, consts, seq_sb, q0_sb, w + 1))
+    pending = _issue(call, consts, items[0], flat[0])
+    for k, step in enumerate(flat):
+        if step.j == len(call.steps) // 2 and step.w + 1 < call.num_items:
+            items.append(_setup(call, consts, seq_sb, q0_sb, step.w + 1))
         nxt = None
         if k + 1 < len(flat):
-            w1, t1, n1, g1 = flat[k + 1]
-            nxt = _issue(call, consts, items[0] if w1 == w else items[1], t1, n1, g1)
+            nxt = _issue(call, consts, items[0] if flat[k + 1].w == step.w else items[1], flat[k + 1])
         item = items[0]
-        kv = item.kv_tile(t0)
-        softmax_pv(pending, item.states[gi], call, gi, item.bounds, kv, gi % 2 == 1)
-        if gi == len(call.groups) - 1:
+        kv = item.kv_tile(step.t0)
+        softmax_pv(pending, item.states[step.gi], call, step.gi, item.bounds, kv, step.gi % 2 == 1)
+        if step.gi == len(call.groups) - 1:
             item.kv.pop(0)  # the oldest gathered tile is this one: every group has used it
-        if j == len(steps) - 1:
+        if step.j == last:
             dst_i = nl.ndarray((call.bq, 1), nl.int32, buffer=nl.sbuf)
-            nisa.dma_copy(dst=dst_i, src=call.row_dst.ap([[1, call.bq], [1, 1]], offset=w * call.bq))
+            nisa.dma_copy(dst=dst_i, src=call.row_dst.ap([[1, call.bq], [1, 1]], offset=step.w * call.bq))
             for state, grp in zip(item.states, call.groups):
                 store_rows(call.out, state, dst_i, grp, call.g, call.vector_dma)
             items.pop(0)
