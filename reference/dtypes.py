@@ -59,6 +59,7 @@ def _row(name, storage, kind, family, torch, nki, bits_via=None) -> DType:
     return DType(name, np.dtype(storage), kind, family, torch, nki, bits_via)
 
 
+# columns: name, storage, kind, peak family, torch name, NeuronCore storage, bits carrier (see `DType`)
 TABLE: dict[str, DType] = {r.name: r for r in (
     _row("float16", np.float16, "float", "bf16", "float16", True),
     _row("bfloat16", ml_dtypes.bfloat16, "float", "bf16", "bfloat16", True, "int16"),
