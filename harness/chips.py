@@ -217,13 +217,13 @@ class NeuronTarget(Target):
 
 # NeuronCore-v3 and v4 as changes from v2 (the class defaults) — sources in the field comments above
 _GEN3 = dict(
-    gen=3, sbuf_bytes=224 * KiB, matmul_double_row=True, activation_scalar_bias=True, scalar_tensor_copy=True,
+    sbuf_bytes=224 * KiB, matmul_double_row=True, activation_scalar_bias=True, scalar_tensor_copy=True,
     range_select=True, dma_vector_offset=True, hwdge=True, dma_transpose=True, lnc2=True, lnc_default=2,
     tensor_hz=2.4e9, fp8_speedup=2.0, vector_hz=0.96e9, vector_lane_rate=2.0, vector_lane_rate_fast=4.0,
     scalar_hz=1.2e9, gpsimd_hz=1.2e9,
 )
 _GEN4 = dict(
-    _GEN3, gen=4, sbuf_bytes=256 * KiB, moving_fmax_fp32=4096, moving_fmax_bf16=8192,
+    _GEN3, sbuf_bytes=256 * KiB, moving_fmax_fp32=4096, moving_fmax_bf16=8192,
     fp8_e4m3_max=finite_max("float8_e4m3fn"), matmul_dst_dtypes=("float32", "bfloat16"), matmul_fp8_e4m3fn=True,
     exponential=True, dma_priority=True,
     fp8_speedup=4.0, vector_hz=1.2e9, scalar_lane_rate_fast=2.0, dma_queue_bw=38.4 * GB,
@@ -241,7 +241,7 @@ def _neuron(name: str, chip: str, gen: int, *, cores: int, peak_flops: dict, hbm
     core = _GENERATIONS[gen]
     lnc = core.get("lnc_default", 1)
     return NeuronTarget(
-        name=name, kind="neuron", cores=cores, peak_flops=peak_flops, hbm_bw=hbm_bw, hbm_bytes=hbm_bytes,
+        name=name, kind="neuron", gen=gen, cores=cores, peak_flops=peak_flops, hbm_bw=hbm_bw, hbm_bytes=hbm_bytes,
         description=f"AWS {chip} (NeuronCore-v{gen}, {cores} cores/chip" + (f", LNC={lnc})" if lnc > 1 else ")"),
         power_w=power_w, idle_share=_NEURON_IDLE_SHARE,
         power_source=f"assumed: {power_w:g} W per {chip} chip at full load, {_NEURON_IDLE_SHARE:.0%} of it static "
