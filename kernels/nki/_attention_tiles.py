@@ -1,7 +1,7 @@
 """Tile movement shared by the attention kernels: HBM loads of q / k / v rows, TensorE transposes, PSUM copies.
 
 Kernel-side helper (imports only the shim and `_tiling`), used by `attention.py` (loads, transposes) and
-`paged_attention.py` (`transpose_side_by_side`, `psum_copy`).
+`paged_attention/` (`transpose_side_by_side`, `psum_copy`).
 """
 
 from ._shim import nisa, nl

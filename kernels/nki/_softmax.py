@@ -1,6 +1,6 @@
 """Online softmax shared by the attention kernels: its vocabulary, its constants and the instructions both issue.
 
-Kernel-side helper (imports only the shim and `_tiling`), used by `attention.py` and `paged_attention.py`. The words
+Kernel-side helper (imports only the shim), used by `attention.py` and `paged_attention/`. The words
 below mean the same in both kernels, in their code and docstrings (FlashAttention's m, l, o):
 
     scale       the score multiplier: scores are scale · q·k (the public `scale`, default D ** -0.5)
@@ -19,14 +19,13 @@ below mean the same in both kernels, in their code and docstrings (FlashAttentio
     MAX_FLOOR   the running max's floor (and initial value), so a row that has seen only masked scores keeps a
                 finite neg_max and its masked p are exactly 0: attention floors exp_scale · m at it, paged
                 attention floors m (the tile_max) at it
-    FP32_MIN    the mask fill (from `_tiling`): a masked score is replaced by it (range_select requires this
-                value, select_reduce takes it); ADDITIVE_MASK is the one exception, below
+    FP32_MIN    the mask fill (`_tiling.FP32_MIN`): a masked score is replaced by it (range_select requires
+                this value, select_reduce takes it); ADDITIVE_MASK below is the one exception
 
 Every kernel computes rescale, run_sum and acc with the helpers here, so both issue the same instructions for them.
 """
 
 from ._shim import nisa, nl
-from ._tiling import FP32_MIN
 
 MAX_FLOOR = -1.0e30  # floor / initial value of the running max (see above): finite, far above FP32_MIN
 # attention adds its causal/window mask to the PSUM scores with a TensorE matmul of the identity and a bf16 bias
@@ -34,7 +33,7 @@ MAX_FLOOR = -1.0e30  # floor / initial value of the running max (see above): fin
 # value over max(exp_scale, 1) (exp_scale · bias stays finite, far below exp_scale · MAX_FLOOR)
 ADDITIVE_MASK = -3.0e38
 
-__all__ = ["ADDITIVE_MASK", "FP32_MIN", "MAX_FLOOR", "exp_rows", "rescale_factor", "update_sum", "update_acc"]
+__all__ = ["ADDITIVE_MASK", "MAX_FLOOR", "exp_rows", "rescale_factor", "update_sum", "update_acc"]
 
 
 def exp_rows(p, scores, neg_max, exp_scale, tile_sum):

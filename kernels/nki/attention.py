@@ -258,9 +258,8 @@ def _query_tile(qT, kv_all, tile, call, pending):
     """Attention of one QueryTile over its keys [lo, hi).
 
     qT: `transpose_q` of the rows; kv_all: the resident keys of the kv head (a KeyStep over all of Skv) or None
-    (stream them per step). Each (key step, head) item leaves
-    its P·V in `pending` (also across query tiles, followed by the tile's TileStore); see `_item` for the order
-    the work is issued in."""
+    (stream them per step). Each (key step, head) item leaves its P·V in `pending` (also across query tiles,
+    followed by the tile's TileStore); see `_item` for the order the work is issued in."""
     state = TileState(tile.nh, call.d)
     start = tile.lo // PMAX * PMAX  # 128-aligned so 128-key chunks of P line up with the partitions of v
     for offset, n in tiles(tile.hi - start, call.step):

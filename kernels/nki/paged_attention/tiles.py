@@ -6,7 +6,8 @@ those of `kernels/nki/_softmax.py`.
 
 from .._attention_tiles import psum_copy, transpose_side_by_side
 from .._shim import nisa, nl
-from .._softmax import FP32_MIN, MAX_FLOOR, exp_rows, rescale_factor, update_acc, update_sum
+from .._softmax import MAX_FLOOR, exp_rows, rescale_factor, update_acc, update_sum
+from .._tiling import FP32_MIN
 from .index import CHUNK
 
 RUN_SUM_MIN = 1e-30  # run_sum floor before the reciprocal: only never-stored padding rows can have run_sum = 0
