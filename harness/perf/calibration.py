@@ -202,7 +202,7 @@ TOLERANCE = 0.25  # issue 6: each point within +-25% of the published value
 def model_point(point: CalibrationPoint, target: str = "trn2") -> Estimate:
     """Trace `point`'s kernel at its shapes (zeros; trace mode computes nothing) and model it on `target`."""
     from nkilab.harness.emulator import run
-    from nkilab.harness.workloads import np_dtype
+    from nkilab.harness.emulator.dtypes import to_dtype as np_dtype
 
     dt = np_dtype(point.dtype)
     lhs_t = np.zeros((point.k, point.m), dt)

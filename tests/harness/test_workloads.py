@@ -3,14 +3,8 @@
 import numpy as np
 import pytest
 
-from nkilab.harness.workloads import (
-    MODELS,
-    Quant,
-    make_inputs,
-    model_problems,
-    smoke_problems,
-    visible_pairs,
-)
+from nkilab.harness.workloads import MODELS, Quant, make_inputs, model_problems, smoke_problems
+from nkilab.kernels.ops.attention import visible_pairs
 
 
 def test_llama70b_at_tp8_has_per_rank_shapes():
