@@ -241,7 +241,8 @@ def cmd_bench(args, command: str) -> int:
             rec = measure_task(Task("measure", p.op, "triton", "cuda", p))
         perf = rec.get("perf") or {}
         console.print(f"{p.name:60s} {rec['status']:11s} latency={_us(perf.get('latency_s'))} "
-                      f"({perf.get('kind', '—')}) mfu={_pct(perf.get('mfu'))} mbu={_pct(perf.get('mbu'))} "
+                      f"({perf.get('kind', '—')}) roofline={_us(perf.get('roofline_s'))} "
+                      f"mfu={_pct(perf.get('mfu'))} mbu={_pct(perf.get('mbu'))} "
                       f"bottleneck={perf.get('bottleneck')} {rec.get('note') or ''}")
         for engine, ops in (perf.get("instruction_mix") or {}).items():  # what limits it: which engine, which ops
             busy = (perf.get("engine_busy_s") or {}).get(engine)
