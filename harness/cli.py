@@ -24,7 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from nkilab.harness.perf.calibration import POINTS, QUICK_POINTS, calibration_table
-from nkilab.harness.perf.chips import ALL_TARGETS, NEURON_TARGETS, TARGETS
+from nkilab.harness.chips import ALL_TARGETS, NEURON_TARGETS, TARGETS
 from nkilab.harness.profile import RunConfig, Task, measure_task, model_task, plan, run
 from nkilab.harness.report.markdown import (
     CHECK_HEADER,
@@ -265,7 +265,7 @@ def cmd_targets(args, command: str) -> int:
              f"{t.peak_flops['fp8'] / 1e12:.0f}", f"{t.peak_flops['fp32'] / 1e12:.1f}", f"{t.hbm_bw / 1e9:.0f}",
              f"{t.power_w:g} ({t.power_source.split(':')[0]})")
             for t in (TARGETS[name] for name in ALL_TARGETS)]
-    _console().print(_table("Targets (per chip; Neuron per-core engine tables in nkilab.harness.perf.chips)", header,
+    _console().print(_table("Targets (per chip; Neuron per-core engine tables in nkilab.harness.chips)", header,
                             rows))
     return 0
 

@@ -26,9 +26,9 @@ from typing import Callable
 import numpy as np
 
 from nkilab.harness.checks import check_output
+from nkilab.harness.chips import NEURON_TARGETS
 from nkilab.harness.measure.device import measure_cuda, measure_neuron
 from nkilab.harness.measure.energy import modeled_energy
-from nkilab.harness.perf.chips import NEURON_TARGETS
 from nkilab.harness.perf.model import METHOD, model_trace
 from nkilab.harness.report.records import check_field, energy_field, make_record, perf_field
 from nkilab.harness.workloads import (

@@ -24,7 +24,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 
-from nkilab.harness.perf.chips import get_target  # noqa: E402
+from nkilab.harness.chips import get_target  # noqa: E402
 from nkilab.harness.report.records import size  # noqa: E402
 from nkilab.kernels._registry import OPS, get, ops_list  # noqa: E402
 

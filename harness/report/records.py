@@ -75,7 +75,7 @@ def perf_field(kind: str, *, latency_s: float | None, method: str, flops: float 
 
 
 def energy_field(result) -> dict | None:
-    """The `energy` field from an `nkilab.harness.energy.EnergyResult` (None stays None)."""
+    """The `energy` field from an `nkilab.harness.measure.energy.EnergyResult` (None stays None)."""
     if result is None:
         return None
     return {"kind": result.kind, "joules_per_token": _num(result.joules_per_token),

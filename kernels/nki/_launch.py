@@ -27,7 +27,7 @@ def launch(kernel, *args, target: str | None = None, **kwargs):
 def neuron_target(target: str | None) -> str:
     """The resolved Neuron target name for `target` (None: $NEURON_PLATFORM_TARGET_OVERRIDE, else "trn2");
     ValueError naming `target` for a name that is not a Neuron target (e.g. "h100")."""
-    return get_target(target).name
+    return get_target(target, neuron=True).name
 
 
 def trace(traceable, problem: dict, target: str | None):

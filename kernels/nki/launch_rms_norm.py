@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from nkilab.kernels._adapter import numpy_dtype
+from nkilab.reference.dtypes import itemsize
 
 from ._launch import DTYPES, EMPTY_REASON, launch, neuron_target
 from .rms_norm import rms_norm_kernel, sbuf_tiles
@@ -41,7 +42,7 @@ def unsupported(**problem) -> str | None:
         return f"dtype {dtype} is not computed on NeuronCores; use one of {DTYPES}"
     if dtype is not None and hidden is not None:
         tiles = sbuf_tiles(bool(problem.get("residual")))
-        need = tiles * hidden * numpy_dtype(dtype).itemsize
+        need = tiles * hidden * itemsize(dtype)
         if need > SBUF_BUDGET_BYTES:
             return (f"hidden {hidden}: {tiles} [128, H] {dtype} tiles take {need} SBUF bytes per partition, over "
                     f"the kernel's budget of {SBUF_BUDGET_BYTES}")

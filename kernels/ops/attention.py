@@ -13,6 +13,7 @@ from nkilab.kernels import _backends, _checks
 from nkilab.kernels._adapter import dtype_name, numpy_dtype, to_torch
 from nkilab.kernels.ops._op import Launcher, Op, Plot
 from nkilab.kernels.ops._problem import Problem
+from nkilab.reference.dtypes import itemsize
 
 
 def attention(q, k, v, *, causal=False, scale=None, sliding_window=None, softcap=None, backend="auto"):
@@ -99,7 +100,7 @@ def flops(problem: Problem) -> float:
 def hbm_bytes(problem: Problem) -> float:
     """q read and out written (Hq heads), k and v read (Hkv heads)."""
     p = problem.params
-    act = numpy_dtype(problem.dtype).itemsize
+    act = itemsize(problem.dtype)
     return act * p["head_dim"] * p["b"] * (2 * p["sq"] * p["hq"] + 2 * p["skv"] * p["hkv"])
 
 

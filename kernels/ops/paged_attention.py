@@ -16,6 +16,7 @@ from nkilab.kernels._adapter import dtype_name, numpy_dtype, to_numpy, to_torch
 from nkilab.kernels.ops._op import Launcher, Op, Plot
 from nkilab.kernels.ops._problem import Problem
 from nkilab.kernels.ops.attention import attention_torch, sdpa, visible_pairs
+from nkilab.reference.dtypes import itemsize
 
 
 def paged_attention(q, key_cache, value_cache, block_tables, seq_lens, query_start_loc, *, scale=None, causal=True,
@@ -164,7 +165,7 @@ def hbm_bytes(problem: Problem) -> float:
     tokens_q = sum(q_lens(problem))
     kv = 2 * sum(min(ctx, p.get("sliding_window") or ctx) for ctx in contexts(problem)) * p["hkv"] * d
     max_blocks = math.ceil(max(contexts(problem)) / p["block_size"])
-    return numpy_dtype(problem.dtype).itemsize * (2 * tokens_q * p["hq"] * d + kv) + 4 * p["num_seqs"] * (max_blocks + 2)
+    return itemsize(problem.dtype) * (2 * tokens_q * p["hq"] * d + kv) + 4 * p["num_seqs"] * (max_blocks + 2)
 
 
 def make_inputs(problem: Problem, rng: np.random.Generator, zeros: bool):

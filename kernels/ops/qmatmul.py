@@ -15,6 +15,7 @@ from nkilab.kernels import _backends, _checks
 from nkilab.kernels._adapter import FLOAT_DTYPE_NAMES, dtype_name, numpy_dtype
 from nkilab.kernels.ops._op import Launcher, Op, Plot
 from nkilab.kernels.ops._problem import DEFAULT_QUANT, Problem, Quant
+from nkilab.reference.dtypes import itemsize
 from nkilab.reference.quant import (
     FP8_DTYPES,
     FP8_SCHEMES,
@@ -182,7 +183,7 @@ def hbm_bytes(problem: Problem) -> float:
     p, q = problem.params, problem.quant or DEFAULT_QUANT
     groups = p["k"] // q.group_size if q.group_size else 1
     weights = p["k"] * p["n"] * WEIGHT_BITS[q.scheme] / 8 + groups * p["n"] * 4
-    return weights + (p["m"] * p["k"] + p["m"] * p["n"]) * numpy_dtype(problem.dtype).itemsize
+    return weights + (p["m"] * p["k"] + p["m"] * p["n"]) * itemsize(problem.dtype)
 
 
 def make_inputs(problem: Problem, rng: np.random.Generator, zeros: bool):

@@ -15,6 +15,7 @@ from nkilab.kernels import _backends, _checks
 from nkilab.kernels._adapter import dtype_name, numpy_dtype, to_numpy, to_torch
 from nkilab.kernels.ops._op import Check, Launcher, Op, Plot
 from nkilab.kernels.ops._problem import Problem
+from nkilab.reference.dtypes import itemsize
 
 
 def rms_norm(x, weight, *, eps=1e-6, residual=None, backend="auto"):
@@ -112,7 +113,7 @@ def hbm_bytes(problem: Problem) -> float:
     """x read and y written, the weight read once; the residual read and h written when fused."""
     p = problem.params
     arrays = 4 if p["residual"] else 2
-    return numpy_dtype(problem.dtype).itemsize * (arrays * p["rows"] * p["hidden"] + p["hidden"])
+    return itemsize(problem.dtype) * (arrays * p["rows"] * p["hidden"] + p["hidden"])
 
 
 def make_inputs(problem: Problem, rng: np.random.Generator, zeros: bool):

@@ -15,6 +15,7 @@ from nkilab.kernels import _backends, _checks
 from nkilab.kernels._adapter import copy_into, dtype_name, numpy_dtype, to_numpy, to_torch
 from nkilab.kernels.ops._op import Check, Launcher, Op, Plot
 from nkilab.kernels.ops._problem import Problem
+from nkilab.reference.dtypes import itemsize
 
 
 def write_kv_cache(key, value, key_cache, value_cache, slot_mapping, *, backend="auto"):
@@ -114,7 +115,7 @@ def flops(problem: Problem) -> float:
 def hbm_bytes(problem: Problem) -> float:
     """key and value read, both caches written (T rows of Hkv·D each), the int64 slots read."""
     p = problem.params
-    return numpy_dtype(problem.dtype).itemsize * 2 * 2 * p["t"] * p["hkv"] * p["head_dim"] + 8 * p["t"]
+    return itemsize(problem.dtype) * 2 * 2 * p["t"] * p["hkv"] * p["head_dim"] + 8 * p["t"]
 
 
 def make_inputs(problem: Problem, rng: np.random.Generator, zeros: bool):
