@@ -30,9 +30,16 @@ DTYPES: dict[str, np.dtype] = {
     "float8_e4m3": np.dtype(ml_dtypes.float8_e4m3),
     "float8_e4m3fn": np.dtype(ml_dtypes.float8_e4m3fn),
     "float8_e5m2": np.dtype(ml_dtypes.float8_e5m2),
+    "float8_e8m0fnu": np.dtype(ml_dtypes.float8_e8m0fnu),  # MX block scale: 2^(bits - 127), 0xFF NaN
+    # MX packed containers (nc_matmul_mx / quantize_mx, NeuronCore-v4): four fp8 in 32 bits, four fp4 in 16 bits,
+    # stored as opaque bit patterns (structured dtypes, so they never alias uint32/uint16)
+    "float8_e5m2_x4": np.dtype([("float8_e5m2_x4", "<u4")]),
+    "float8_e4m3fn_x4": np.dtype([("float8_e4m3fn_x4", "<u4")]),
+    "float4_e2m1fn_x4": np.dtype([("float4_e2m1fn_x4", "<u2")]),
 }
 _BY_DTYPE = {v: k for k, v in DTYPES.items() if k != "tfloat32"}
-FP8 = frozenset(DTYPES[n] for n in ("float8_e4m3", "float8_e4m3fn", "float8_e5m2"))
+FP8 = frozenset(DTYPES[n] for n in ("float8_e4m3", "float8_e4m3fn", "float8_e5m2", "float8_e8m0fnu"))
+PACKED = frozenset(DTYPES[n] for n in ("float8_e5m2_x4", "float8_e4m3fn_x4", "float4_e2m1fn_x4"))
 FP32_MIN = float(np.finfo(np.float32).min)  # -3.4028235e38, range_select's on_false value (S-ISA)
 
 
@@ -66,6 +73,11 @@ def is_float(dtype: np.dtype) -> bool:
 
 def is_int(dtype: np.dtype) -> bool:
     return dtype.kind in "iub"
+
+
+def is_packed(dtype: np.dtype) -> bool:
+    """An MX x4 packed container (bits only: no arithmetic, no casts)."""
+    return dtype in PACKED
 
 
 def to_f32(values: np.ndarray) -> np.ndarray:

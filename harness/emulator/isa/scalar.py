@@ -26,6 +26,7 @@ from ..errors import NkiValidationError
 from ..operators import activation as activation_fn
 from ..operators import alu
 from ..tensor import NkiTensor
+from .enums import coerce
 from .enums import reduce_cmd as ReduceCmd
 from .issue import computes, current, f32, lanes, layout_attrs, operand, record, store
 
@@ -45,6 +46,7 @@ def _check(opc: str, t, dst, data, op_name: str, bias, scale) -> None:
 
 def _run(ctx, opc, dst, op, data, bias, scale, reduce_op, reduce_res, reduce_cmd) -> None:
     t = ctx.target
+    reduce_cmd = coerce(ReduceCmd, reduce_cmd, opc, "reduce_cmd")
     op_name, fn = activation_fn(op)
     _check(opc, t, dst, data, op_name, bias, scale)
     p = data.shape[0]

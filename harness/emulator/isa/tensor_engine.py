@@ -23,7 +23,7 @@ from .. import dtypes, validate
 from ..errors import NkiValidationError
 from ..tensor import NkiTensor, _strided
 from .enums import engine as Engine
-from .enums import matmul_perf_mode
+from .enums import coerce, matmul_perf_mode
 from .issue import computes, current, f32, layout_attrs, raw, record, store
 
 _MATMUL_INPUTS = ("float8_e4m3", "float8_e5m2", "bfloat16", "float16", "float32")
@@ -86,7 +86,7 @@ def nc_matmul(dst, stationary, moving, is_stationary_onezero=False, is_moving_on
     validate.buffer(op, "stationary", stationary, ("sbuf",), t)
     validate.buffer(op, "moving", moving, ("sbuf",), t)
     validate.buffer(op, "dst", dst, ("psum",), t)
-    double = perf_mode == matmul_perf_mode.double_row
+    double = coerce(matmul_perf_mode, perf_mode, op, "perf_mode") == matmul_perf_mode.double_row
     if double:
         validate.feature(op, "perf_mode", t.matmul_double_row, "double_row needs NeuronCore-v3+", perf_mode, t)
         for operand, x in (("stationary", stationary), ("moving", moving)):
@@ -166,6 +166,7 @@ def nc_transpose(dst, data, engine=Engine.unknown, name=None):
     op = "nc_transpose"
     ctx = current()
     t = ctx.target
+    engine = coerce(Engine, engine, op, "engine")
     validate.tile(op, "dst", dst, t)
     validate.tile(op, "data", data, t)
     on_tensor = engine == Engine.tensor or (engine == Engine.unknown and data.buffer == "sbuf" and dst.buffer == "psum")

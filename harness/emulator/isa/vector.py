@@ -26,6 +26,7 @@ from .. import dtypes, validate
 from ..errors import NkiValidationError
 from ..operators import AluOp, alu
 from ..tensor import NkiTensor
+from .enums import coerce
 from .enums import engine as Engine
 from .enums import reduce_cmd as ReduceCmd
 from .issue import computes, current, f32, lanes, layout_attrs, operand, raw, record, store
@@ -36,7 +37,10 @@ RANGE_INDEX_LIMIT = 2 ** 24  # range_select compares range_start + f in float32:
 
 
 def _engine_name(op: str, engine, allowed: tuple[str, ...], default: str, target) -> str:
-    if engine == Engine.unknown or engine is None:
+    if engine is None:
+        return default
+    engine = coerce(Engine, engine, op, "engine")
+    if engine == Engine.unknown:
         return default
     name = _ENGINE_NAMES.get(engine)
     if name not in allowed:
@@ -293,6 +297,7 @@ def tensor_scalar_reduce(dst, data, op0, operand0, reduce_op, reduce_res, revers
     opc = "tensor_scalar_reduce"
     ctx = current()
     t = ctx.target
+    reduce_cmd = coerce(ReduceCmd, reduce_cmd, opc, "reduce_cmd")
     fn0, red = alu(op0, "op0"), alu(reduce_op, "reduce_op")
     if fn0.kind == "bitvec":
         raise NkiValidationError(opc, "op0", "an arithmetic operator", fn0.name, t.name)
@@ -341,6 +346,7 @@ def range_select(dst, on_true_tile, comp_op0, comp_op1, bound0, bound1, reduce_c
     opc = "range_select"
     ctx = current()
     t = ctx.target
+    reduce_cmd = coerce(ReduceCmd, reduce_cmd, opc, "reduce_cmd")
     validate.feature(opc, "op", t.range_select, "range_select needs NeuronCore-v3+", opc, t)
     c0, c1 = alu(comp_op0, "comp_op0"), alu(comp_op1, "comp_op1")
     for c in (c0, c1):
@@ -389,6 +395,7 @@ def select_reduce(dst, predicate, on_true, on_false, reduce_res=None, reduce_cmd
     opc = "select_reduce"
     ctx = current()
     t = ctx.target
+    reduce_cmd = coerce(ReduceCmd, reduce_cmd, opc, "reduce_cmd")
     red = alu(reduce_op) if reduce_op is not None else alu("maximum")
     if red.name != "maximum":
         raise NkiValidationError(opc, "reduce_op", "maximum", red.name, t.name)
@@ -423,6 +430,7 @@ def exponential(dst, src, max_value=0.0, reduce_res=None, reduce_cmd=ReduceCmd.i
     opc = "exponential"
     ctx = current()
     t = ctx.target
+    reduce_cmd = coerce(ReduceCmd, reduce_cmd, opc, "reduce_cmd")
     validate.feature(opc, "op", t.exponential, "exponential needs NeuronCore-v4", opc, t)
     validate.tiles(opc, t, src=src, dst=dst)
     p = src.shape[0]
