@@ -126,7 +126,7 @@ def nc_matmul(dst, stationary, moving, is_stationary_onezero=False, is_moving_on
             res = np.ascontiguousarray(s.T)
         else:
             res = s.T @ dtypes.to_f32(moving.values()).reshape(k * rows, n)
-        _accumulate(dst, res, accumulate)
+        accumulate_psum(dst, res, accumulate)
     record(ctx, "tensor", op, {"dst": dst}, {"stationary": stationary, "moving": moving}, flops=2 * k * rows * m * n,
            attrs={"k": k * rows, "m": m, "n": n, "in_dtype": _in_dtype(stationary, moving),
                   "transpose": bool(is_transpose), "double_row": double})
@@ -137,7 +137,8 @@ def _in_dtype(a: NkiTensor, b: NkiTensor) -> str:
     return dtypes.name(max(a.dtype, b.dtype, key=lambda d: d.itemsize))
 
 
-def _accumulate(dst: NkiTensor, res: np.ndarray, accumulate) -> None:
+def accumulate_psum(dst: NkiTensor, res: np.ndarray, accumulate) -> None:
+    """Write matmul results `res` into PSUM dst under `accumulate` (None / True / False, see the module)."""
     st = dst.storage
     flags = _strided(st.flags, dst.shape, dst.strides, dst.offset)
     if accumulate is False:
