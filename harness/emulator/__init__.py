@@ -13,6 +13,7 @@ import types
 
 from . import isa as nisa
 from . import language as nl
+from . import nki_typing
 from .errors import NkiTraceError, NkiValidationError
 from .jit import Kernel, RunResult, jit, run, simulate
 from .targets import TARGETS, Target, get_target
@@ -21,6 +22,7 @@ from .trace import Trace
 
 nki = types.ModuleType("nki", "Emulated `nki` namespace: language, isa, jit, simulate.")
 nki.language, nki.isa, nki.jit, nki.simulate = nl, nisa, jit, simulate
+nki.typing, nki.dtype = nki_typing, nl.DType  # `nki.dtype` is usable as an annotation (S-LIB kernels use it)
 
 __all__ = ["Kernel", "NkiTensor", "NkiTraceError", "NkiValidationError", "RunResult", "TARGETS", "Target", "Trace",
            "get_target", "jit", "nisa", "nki", "nl", "run", "simulate"]

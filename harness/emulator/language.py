@@ -17,10 +17,17 @@ import numpy as np
 
 from . import context, dtypes, operators
 from .errors import NkiTraceError, NkiValidationError
+from .language_data import (DType, MemoryRegion, broadcast_to, expand_dims,  # noqa: F401 - re-exported as nl.*
+                            gather_flattened, is_hbm, is_on_chip, is_psum, is_sbuf, load_transpose2d, rand,
+                            random_seed, shared_constant, shared_identity_matrix, while_loop)
 from .language_lowering import make_activation as _make_activation
 from .language_lowering import make_binary as _make_binary
 from .language_lowering import reduce as _reduce
 from .language_lowering import result_dtype as _result_dtype
+from .language_math import (all, average, ceil, dropout, erf_dx, floor, fmod,  # noqa: F401 - re-exported as nl.*
+                            gelu_apprx_sigmoid_dx, gelu_dx, logical_not, mod, prelu, rms_norm, silu_dx, tan, trunc,
+                            var)
+from .nki_object import NKIObject  # noqa: F401 - re-exported as nl.NKIObject
 from .isa import activation, dma_copy, memset, nc_matmul, nc_transpose, reduce_cmd
 from .isa import reciprocal as _reciprocal
 from .isa import tensor_copy, tensor_copy_predicated, tensor_reduce, tensor_scalar
@@ -36,15 +43,14 @@ uint8, uint16, uint32 = dtypes.DTYPES["uint8"], dtypes.DTYPES["uint16"], dtypes.
 float16, float32, tfloat32 = dtypes.DTYPES["float16"], dtypes.DTYPES["float32"], dtypes.DTYPES["tfloat32"]
 bfloat16 = dtypes.DTYPES["bfloat16"]
 float8_e4m3, float8_e4m3fn = dtypes.DTYPES["float8_e4m3"], dtypes.DTYPES["float8_e4m3fn"]
-float8_e5m2 = dtypes.DTYPES["float8_e5m2"]
+float8_e5m2, float8_e8m0fnu = dtypes.DTYPES["float8_e5m2"], dtypes.DTYPES["float8_e8m0fnu"]
+float8_e5m2_x4, float8_e4m3fn_x4 = dtypes.DTYPES["float8_e5m2_x4"], dtypes.DTYPES["float8_e4m3fn_x4"]
+float4_e2m1fn_x4 = dtypes.DTYPES["float4_e2m1fn_x4"]
 fp32 = float32  # the legacy alias used as `nl.fp32.min` in masking code
 
-# ---- buffers (S-NL MemoryRegion) ---------------------------------------------------------------------
-sbuf, psum, hbm, private_hbm, shared_hbm = "sbuf", "psum", "hbm", "private_hbm", "shared_hbm"
-
-
-class NKIObject:
-    """Base class for kernel-side dataclasses (accepted and ignored by the emulator)."""
+# ---- buffers (S-NL MemoryRegion; `hbm` is the alias of private_hbm) ------------------------------------
+sbuf, psum, shared_hbm = MemoryRegion.sbuf, MemoryRegion.psum, MemoryRegion.shared_hbm
+private_hbm = hbm = MemoryRegion.private_hbm
 
 
 class _TileSize:
