@@ -25,11 +25,13 @@ DType = np.dtype  # every nl dtype is a NumPy / ml_dtypes dtype object; also `nk
 
 
 class MemoryRegion(str, Enum):
-    """Memory region constants (S-NL); members compare equal to the emulator's buffer names."""
+    """Memory region constants (S-NL). Values are the emulator's buffer names, so members compare equal to a
+    tensor's `.buffer`: `private_hbm` is "hbm" (S-NL: `hbm` is the alias of private_hbm), the region kernel
+    arguments arrive in, so `arg.buffer == nl.hbm` holds as on a device."""
 
     sbuf = "sbuf"
     psum = "psum"
-    private_hbm = "private_hbm"
+    private_hbm = "hbm"
     shared_hbm = "shared_hbm"
 
 

@@ -5,14 +5,18 @@ user" (S-LG "Class Support"), with or without @dataclass: for `x: int` and `y: b
 `__init__(self, x=None, y=False)` setting both and then calling `self.__post_init__()`. Fields are the annotated
 class attributes (declaration order, base classes first), then the plain class attributes that are data (not
 methods, properties or dunders) — a default is the class attribute's value, None for an annotation without one
-(a list / dict / set default is copied per instance). A class that defines `__init__` (or gets one from
-@dataclass) keeps it; @dataclass's own __init__ calls the inherited no-op `__post_init__`. Equality is structural
-(same class, same instance dictionary), as S-LG says of NKI objects.
+(a list / dict / set default is copied per instance, a dataclass `default_factory` is called). A class that
+defines its own `__init__` keeps it. @dataclass alone would miss the plain class attributes (AWS's nki-library
+declares `@dataclass class SectionParams(nl.NKIObject): section_idx = None ...` and constructs it with keywords),
+so a dataclass NKIObject with such attributes is constructed by the synthesized initializer; otherwise
+@dataclass's own __init__ runs (it calls the inherited no-op `__post_init__`). Equality is structural (same
+class, same instance dictionary), as S-LG says of NKI objects.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 
 def fields(cls) -> dict:
@@ -32,11 +36,32 @@ def fields(cls) -> dict:
     return out
 
 
-class NKIObject:
+def _default(cls, name: str, default):
+    field = getattr(cls, "__dataclass_fields__", {}).get(name)
+    if field is not None and field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return copy.copy(default) if isinstance(default, (list, dict, set)) else default
+
+
+class _NKIObjectType(type):
+    """Routes the construction of a dataclass NKIObject that has plain (non-field) attributes to the synthesized
+    initializer (see module docstring)."""
+
+    def __call__(cls, *args, **kwargs):
+        dc_fields = getattr(cls, "__dataclass_fields__", None)
+        if dc_fields is not None and set(fields(cls)) - set(dc_fields):
+            obj = cls.__new__(cls)
+            NKIObject.__init__(obj, *args, **kwargs)
+            return obj
+        return super().__call__(*args, **kwargs)
+
+
+class NKIObject(metaclass=_NKIObjectType):
     """Base class for NKI kernel dataclasses and configuration objects (see module docstring)."""
 
     def __init__(self, *args, **kwargs):
-        spec = fields(type(self))
+        cls = type(self)
+        spec = fields(cls)
         names = list(spec)
         if len(args) > len(names):
             raise TypeError(f"{type(self).__name__}(): takes {len(names)} positional arguments ({names}), "
@@ -49,9 +74,7 @@ class NKIObject:
                 raise TypeError(f"{type(self).__name__}(): got multiple values for argument {key!r}")
             values[key] = value
         for name in names:
-            default = spec[name]
-            value = values[name] if name in values else (
-                copy.copy(default) if isinstance(default, (list, dict, set)) else default)
+            value = values[name] if name in values else _default(cls, name, spec[name])
             object.__setattr__(self, name, value)
         self.__post_init__()
 

@@ -378,10 +378,13 @@ class NkiTensor:
             offset: start element; None inherits this view's offset.
             scalar_offset: VirtualRegister, int or 1x1 SBUF tensor; start += value * prod(shape[indirect_dim+1:]).
             vector_offset: SBUF (P, 1) integer tensor of row indices (indirect_dim must be 0).
-            dtype: reinterpretation — not emulated; must be None or this tensor's dtype.
+            dtype: reinterpret the storage's bytes as this dtype first (S-NL); pattern counts, strides and
+                `offset` are then in elements of it, and offset=None converts this view's offset (which must
+                fall on a whole element of the new dtype).
         """
         if dtype is not None and dtypes.to_dtype(dtype) != self.dtype:
-            raise NkiTraceError("ap(dtype=...): reinterpreting a tensor's dtype is not emulated")
+            return self._reinterpreted(dtypes.to_dtype(dtype)).ap(pattern, offset, scalar_offset, vector_offset,
+                                                                   indirect_dim)
         if scalar_offset is not None and vector_offset is not None:
             raise NkiValidationError("ap", "scalar_offset/vector_offset", "at most one of them", "both")
         shape = [int(n) for _, n in pattern]
@@ -417,6 +420,17 @@ class NkiTensor:
             ind = None
             _check_bounds("ap", "pattern", st, shape, strides, start)
         return NkiTensor(st, shape, strides, start, self.name, ind)
+
+    def _reinterpreted(self, new: np.dtype) -> "NkiTensor":
+        """The whole storage seen as `new` (for `.ap(dtype=)`), this view's offset converted to its elements."""
+        if self.indirect is not None:
+            raise NkiValidationError("ap", "dtype", "no reinterpretation of an indirect view", self)
+        if self.offset * self.itemsize % new.itemsize:
+            raise NkiValidationError("ap", "dtype", f"a view offset on a whole {new.itemsize}-byte element",
+                                     f"offset {self.offset} x {self.itemsize} bytes")
+        st = ReinterpretedStorage(self.storage, new)
+        strides = tuple(math.prod(st.shape[d + 1:]) for d in range(len(st.shape)))
+        return NkiTensor(st, st.shape, strides, self.offset * self.itemsize // new.itemsize, self.name)
 
     # ---- runtime addressing ---------------------------------------------------------------------------
     def locate(self, op: str, operand: str, skip_oob: bool = False) -> Place:

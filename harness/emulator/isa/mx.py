@@ -58,7 +58,13 @@ def _scale_values(scale: np.ndarray, partitions: int, cols: int) -> np.ndarray:
 
 
 def _check_scale(opc: str, name: str, s, data_partitions: int, cols: int, t) -> None:
-    validate.tile(opc, name, s, t)
+    """A scale operand may start anywhere its 4-per-quadrant rows fit in the quadrant (the deep-dive packs two
+    tensors' scales at quadrant offsets 0 and 4), so the engines' start-partition rule is not applied."""
+    validate.tile(opc, name, s, t, engine=False)
+    start = s.offset // s.storage.free
+    if start % QUADRANT + min(4, data_partitions // GROUP_P) > QUADRANT:
+        raise NkiValidationError(opc, name, "scale rows within one 32-partition quadrant", f"start partition {start}",
+                                 t.name)
     validate.buffer(opc, name, s, ("sbuf",), t)
     if dtypes.name(s.dtype) not in SCALE_DTYPES:
         raise NkiValidationError(opc, name, f"dtype in {SCALE_DTYPES}", dtypes.name(s.dtype), t.name)
