@@ -307,6 +307,35 @@ class NkiTensor:
         """Split dim `dim` into `shape` (its element count preserved)."""
         return self.reshape(self.shape[:dim] + tuple(shape) + self.shape[dim + 1:])
 
+    def rearrange(self, src_pattern, dst_pattern, fixed_sizes=None) -> "NkiTensor":
+        """einops-style view (S-NL): `src_pattern` names this tensor's dims (a tuple of names splits a dim), and
+        `dst_pattern` orders the names (a tuple merges them); `fixed_sizes` gives split sizes, one unknown per group
+        inferred. A split, a permute and a merge of views: no data moves (strides must allow it).
+
+        Example: [128, 24].rearrange(('b', ('h', 'w')), ('b', 'w', 'h'), {'h': 4}) -> [128, 6, 4].
+        """
+        sizes = dict(fixed_sizes or {})
+        if len(src_pattern) != self.ndim:
+            raise NkiValidationError("rearrange", "src_pattern", f"{self.ndim} entries (one per dim)", src_pattern)
+        names, split = [], []
+        for d, (n, item) in enumerate(zip(self.shape, src_pattern)):
+            group = tuple(item) if isinstance(item, (tuple, list)) else (item,)
+            unknown = [g for g in group if g not in sizes]
+            known = math.prod(sizes[g] for g in group if g in sizes)
+            if len(unknown) > 1 or (unknown and n % known) or (not unknown and known != n):
+                raise NkiValidationError("rearrange", "fixed_sizes", f"sizes splitting dim {d} ({n}) with at most "
+                                         "one unknown", {g: sizes.get(g) for g in group})
+            if unknown:
+                sizes[unknown[0]] = n // known
+            names += group
+            split += [sizes[g] for g in group]
+        flat = [g for item in dst_pattern for g in (tuple(item) if isinstance(item, (tuple, list)) else (item,))]
+        if sorted(flat) != sorted(names) or len(set(names)) != len(names):
+            raise NkiValidationError("rearrange", "dst_pattern", f"each of {names} once", dst_pattern)
+        out = self.reshape(split).permute([names.index(g) for g in flat])
+        return out.reshape([math.prod(sizes[g] for g in (tuple(i) if isinstance(i, (tuple, list)) else (i,)))
+                            for i in dst_pattern])
+
     def view(self, dtype) -> "NkiTensor":
         """The same bytes reinterpreted as `dtype` (S-NL `view`, alias `reinterpret_cast`): no data moves; the
         last dim scales by the itemsize ratio (uint8 [P, 8] -> uint32 [P, 2] -> float8_e4m3 [P, 8]).

@@ -18,6 +18,9 @@ from .rng import dropout, rand2, rand_get_state, rand_set_state, rng, set_rng_se
 from .scalar import activate2, activation, activation_reduce
 from .tensor_engine import nc_matmul, nc_transpose
 from .vector_search import nc_find_index8, nc_match_replace8, nc_stream_shuffle
+
+# the `tensor_engine` submodule import above rebinds the package attribute; restore the SDK's deprecated constant
+tensor_engine = engine.tensor
 from .vector_scan import (bn_aggr, bn_stats, max8, tensor_copy_predicated, tensor_scalar_cumulative,
                           tensor_tensor_scan)
 from .vector import (exponential, memset, range_select, reciprocal, scalar_tensor_tensor, select_reduce, tensor_copy,
