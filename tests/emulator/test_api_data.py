@@ -62,6 +62,11 @@ def test_packed_x4_dtypes_move_bits_unchanged(name):
     np.testing.assert_array_equal(out, bits)
     assert not zeros.any()
 
+    def nonzero_memset(src):
+        nisa.memset(dst=nl.ndarray((4, 8), dt), value=1)
+    with pytest.raises(NkiValidationError, match="value=0"):
+        run(nonzero_memset, bits, target="trn3")
+
 
 @covers("nl.sbuf", "nl.psum", "nl.hbm", "nl.private_hbm", "nl.shared_hbm", "nl.MemoryRegion", "nl.is_hbm",
         "nl.is_on_chip", "nl.is_psum", "nl.is_sbuf", "nl.ndarray")

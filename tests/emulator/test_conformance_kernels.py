@@ -220,3 +220,21 @@ def test_address_placed_psum_ring(target):
     out = run(psum_ring, lhsT, rhs, 4, target=target).outputs  # 16 tiles in 4 banks: fits the 8 banks
     ref = lhsT.T.astype(np.float64) @ rhs
     np.testing.assert_allclose(out, np.arange(16)[:, None, None] * ref[None], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("target", ALL_TARGETS)
+def test_tensor_engine_transpose_fp32_psum_from_bf16(target):
+    """A v2 TensorE transpose is an identity matmul, whose PSUM output is fp32: bf16 in, fp32 out is legal there
+    (and exact); v3+ transposes in transpose mode, which writes the input dtype only."""
+    x = _rand(32, 64, seed=14, dtype=ml_dtypes.bfloat16)
+
+    def kernel(a):
+        t = nl.load(a)
+        ps = nl.ndarray((64, 32), nl.float32, buffer=nl.psum)
+        nisa.nc_transpose(dst=ps, data=t)
+        return _store(nl.copy(ps))
+    if TARGETS[target].gen == 2:
+        np.testing.assert_array_equal(run(kernel, x, target=target).outputs, x.T.astype(np.float32))
+    else:
+        with pytest.raises(NkiValidationError, match="dtype == data dtype"):
+            run(kernel, x, target=target)

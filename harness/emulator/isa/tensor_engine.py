@@ -179,9 +179,15 @@ def nc_transpose(dst, data, engine=Engine.unknown, name=None):
     if p > limit or f > limit:
         raise NkiValidationError(op, "data", f"at most [{limit}, {limit}] on {'TensorE' if on_tensor else 'VectorE'}",
                                  f"[{p}, {f}]", t.name)
-    if dst.dtype != data.dtype:
-        raise NkiValidationError(op, "dst", f"dtype == data dtype {dtypes.name(data.dtype)}", dtypes.name(dst.dtype),
-                                 t.name)
+    # S-ISA: "dst must have the same data type as data". Where docs and hardware disagree, the hardware decides:
+    # a NeuronCore-v2 TensorE transpose *is* a matmul with an identity (no transpose mode before v3), and a v2
+    # matmul writes fp32 to PSUM, so an fp32 PSUM dst from a float input is what the hardware natively produces
+    # (AWS kernels use it); it is accepted on v2 next to the documented same-dtype dst. v3+ transposes in the
+    # bit-accurate transpose mode, which writes the input dtype: same dtype only.
+    identity_f32 = on_tensor and t.gen == 2 and dtypes.is_float(data.dtype) and dst.dtype == dtypes.float32
+    if dst.dtype != data.dtype and not identity_f32:
+        raise NkiValidationError(op, "dst", f"dtype == data dtype {dtypes.name(data.dtype)} (or float32 from a float "
+                                 "input on a NeuronCore-v2 TensorE)", dtypes.name(dst.dtype), t.name)
     if dst.shape[0] != f or dst.free_size != p:
         raise NkiValidationError(op, "dst", f"[{f}, {p}]", f"{dst.shape[0]} x {dst.free_size}", t.name)
     if computes(ctx, (dst,), (data,)):

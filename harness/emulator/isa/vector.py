@@ -131,6 +131,9 @@ def memset(dst, value, engine=Engine.unknown, name=None):
         validate.gpsimd_no_psum(op, {"dst": dst}, t)
     if not isinstance(value, (int, float, np.integer, np.floating)) or isinstance(value, bool):
         raise NkiValidationError(op, "value", "a compile-time int or float", value, t.name)
+    if dtypes.is_packed(dst.dtype) and value != 0:
+        raise NkiValidationError(op, "value", f"0 for the packed {dtypes.name(dst.dtype)} dst (S-MIG 0.3: x4 "
+                                 "packed types take only value=0)", value, t.name)
     if dtypes.is_int(dst.dtype):
         if isinstance(value, (float, np.floating)):
             raise NkiValidationError(op, "value", f"an int for {dtypes.name(dst.dtype)} dst (value dtype == dst dtype)",
@@ -140,8 +143,11 @@ def memset(dst, value, engine=Engine.unknown, name=None):
             raise NkiValidationError(op, "value", f"in [{info.min}, {info.max}] for {dtypes.name(dst.dtype)}", value,
                                      t.name)
     if computes(ctx, (dst,), ()):
-        full = np.full((dst.shape[0], dst.free_size), value, np.int64 if dtypes.is_int(dst.dtype) else np.float32)
-        store(dst, full)
+        if dtypes.is_packed(dst.dtype):
+            store(dst, np.zeros((dst.shape[0], dst.free_size), dst.dtype))
+        else:
+            full = np.full((dst.shape[0], dst.free_size), value, np.int64 if dtypes.is_int(dst.dtype) else np.float32)
+            store(dst, full)
     record(ctx, eng, op, {"dst": dst}, {}, attrs=layout_attrs(dst))
 
 
