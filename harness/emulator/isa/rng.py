@@ -121,41 +121,36 @@ def set_rng_seed(src_seeds, name=None):
     record(ctx, "vector", opc, {}, {"src_seeds": src_seeds}, attrs=layout_attrs(src_seeds))
 
 
-def _state_operand(opc: str, name: str, x, engine: str, t) -> None:
+def _state_operand(opc: str, name: str, x, engine) -> tuple:
+    """Validate a PRNG-state operand (uint32, WORDS[engine] per partition; SBUF, or PSUM too on v4 Vector);
+    returns (run context, engine name). GpSimd from NeuronCore-v3, Vector from v4 (S-ISA)."""
+    ctx = current()
+    t = ctx.target
+    eng = _engine(opc, engine, t, {"gpsimd": 3, "vector": 4})
     validate.tile(opc, name, x, t)
-    if engine == "gpsimd" or t.gen < 4:
-        validate.buffer(opc, name, x, ("sbuf",), t)
-    else:
-        validate.buffer(opc, name, x, ("sbuf", "psum"), t)
+    validate.buffer(opc, name, x, ("sbuf",) if eng == "gpsimd" or t.gen < 4 else ("sbuf", "psum"), t)
     if x.dtype != dtypes.DTYPES["uint32"]:
         raise NkiValidationError(opc, name, "uint32", dtypes.name(x.dtype), t.name)
-    if x.free_size != WORDS[engine]:
-        raise NkiValidationError(opc, name, f"{WORDS[engine]} XORWOW state words per partition on {engine}",
+    if x.free_size != WORDS[eng]:
+        raise NkiValidationError(opc, name, f"{WORDS[eng]} XORWOW state words per partition on {eng}",
                                  x.free_size, t.name)
+    return ctx, eng
 
 
 def rand_set_state(src_seeds, engine=Engine.gpsimd, name=None):
     """Load the PRNG state of the lanes src_seeds occupies: [P, 6] uint32 (GpSimd) or [P, 24] (Vector, v4+)."""
-    opc = "rand_set_state"
-    ctx = current()
-    t = ctx.target
-    eng = _engine(opc, engine, t, {"gpsimd": 3, "vector": 4})
-    _state_operand(opc, "src_seeds", src_seeds, eng, t)
+    ctx, eng = _state_operand("rand_set_state", "src_seeds", src_seeds, engine)
     if src_seeds.storage.data is not None:
         _state(ctx, eng)[lanes(src_seeds)] = raw(src_seeds).reshape(src_seeds.shape[0], -1)
-    record(ctx, eng, opc, {}, {"src_seeds": src_seeds}, attrs=layout_attrs(src_seeds))
+    record(ctx, eng, "rand_set_state", {}, {"src_seeds": src_seeds}, attrs=layout_attrs(src_seeds))
 
 
 def rand_get_state(dst, engine=Engine.gpsimd, name=None):
     """Store the PRNG state of the lanes dst occupies into dst ([P, 6] / [P, 24] uint32)."""
-    opc = "rand_get_state"
-    ctx = current()
-    t = ctx.target
-    eng = _engine(opc, engine, t, {"gpsimd": 3, "vector": 4})
-    _state_operand(opc, "dst", dst, eng, t)
+    ctx, eng = _state_operand("rand_get_state", "dst", dst, engine)
     if computes(ctx, (dst,), ()):
         store(dst, _state(ctx, eng)[lanes(dst)].copy())
-    record(ctx, eng, opc, {"dst": dst}, {}, attrs=layout_attrs(dst))
+    record(ctx, eng, "rand_get_state", {"dst": dst}, {}, attrs=layout_attrs(dst))
 
 
 def rng(dst, engine=Engine.vector, name=None):
