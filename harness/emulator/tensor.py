@@ -123,12 +123,16 @@ def _extent(shape, strides) -> tuple[int, int]:
 class NkiTensor:
     """A view: storage + shape + strides + offset (elements) + dtype (+ runtime indirection)."""
 
-    __slots__ = ("storage", "shape", "strides", "offset", "dtype", "name", "indirect", "_extents")
+    __slots__ = ("storage", "shape", "strides", "offset", "dtype", "name", "indirect", "_extents", "out_of_bounds")
 
     def __init__(self, storage: Storage, shape, strides, offset: int, name: str = "", indirect: Indirect | None = None):
         self.storage, self.shape, self.strides, self.offset = storage, tuple(shape), tuple(strides), offset
         self.dtype, self.name, self.indirect = storage.dtype, name, indirect
         self._extents = None
+        # an `.ap()` pattern outside its storage: a view is only an address pattern, so the error is raised
+        # when an instruction uses the view (validate.tile), not when it is made (AWS's nki-library makes such
+        # views on paths it then skips)
+        self.out_of_bounds: NkiValidationError | None = None
 
     @property
     def extents(self) -> tuple[int, int, int, int]:
@@ -178,7 +182,9 @@ class NkiTensor:
     def _view(self, shape, strides, offset, op: str) -> "NkiTensor":
         if self.indirect is not None:
             raise NkiValidationError(op, "tensor", "no views of an indirect (.ap with offsets) tensor", self)
-        return NkiTensor(self.storage, shape, strides, offset, self.name)
+        out = NkiTensor(self.storage, shape, strides, offset, self.name)
+        out.out_of_bounds = self.out_of_bounds
+        return out
 
     # ---- indexing ---------------------------------------------------------------------------------
     def __getitem__(self, key) -> "NkiTensor":
@@ -370,8 +376,10 @@ class NkiTensor:
                                      f"{dtypes.name(new)} ({new_size} bytes)")
         shape = self.shape[:-1] + (last_bytes // new_size,)
         strides = tuple(s * old_size // new_size for s in self.strides[:-1]) + (1,)
-        return NkiTensor(ReinterpretedStorage(self.storage, new), shape, strides,
-                         self.offset * old_size // new_size, self.name)
+        out = NkiTensor(ReinterpretedStorage(self.storage, new), shape, strides, self.offset * old_size // new_size,
+                        self.name)
+        out.out_of_bounds = self.out_of_bounds
+        return out
 
     reinterpret_cast = view
 
@@ -447,8 +455,13 @@ class NkiTensor:
             ind = Indirect("scalar", scalar_offset, math.prod(self.shape[indirect_dim + 1:]))
         else:
             ind = None
-            _check_bounds("ap", "pattern", st, shape, strides, start)
-        return NkiTensor(st, shape, strides, start, self.name, ind)
+        out = NkiTensor(st, shape, strides, start, self.name, ind)
+        if ind is None:
+            try:
+                _check_bounds("ap", "pattern", st, shape, strides, start)
+            except NkiValidationError as e:
+                out.out_of_bounds = e
+        return out
 
     def _reinterpreted(self, new: np.dtype) -> "NkiTensor":
         """The whole storage seen as `new` (for `.ap(dtype=)`), this view's offset converted to its elements."""
