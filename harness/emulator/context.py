@@ -18,18 +18,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import NkiValidationError
-from .targets import Target
-from .trace import Trace
+from nkilab.harness.chips import NeuronTarget
 
-DMA_QUEUES = 16  # DMA engines (queues) per NeuronCore — S `nki-dma-overview.rst`
+from .errors import NkiValidationError
+from .trace import Trace
 
 
 @dataclass
 class RunContext:
     """State of one kernel run (all LNC program instances)."""
 
-    target: Target
+    target: NeuronTarget
     mode: str  # "full" computes values; "trace" records instructions, computing only integer (index) values
     trace: Trace
     lnc: int = 1
@@ -90,7 +89,7 @@ class RunContext:
         self.vec_acc[...] = np.nan
 
     def next_dma_queue(self) -> int:
-        queue = self.dma_issued % DMA_QUEUES
+        queue = self.dma_issued % self.target.dma_queues
         self.dma_issued += 1
         return queue
 

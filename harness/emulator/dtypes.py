@@ -14,31 +14,23 @@ from __future__ import annotations
 import ml_dtypes
 import numpy as np
 
+from nkilab.reference.dtypes import FP8_DTYPE_NAMES, NKI_DTYPE_NAMES, dtype_name, numpy_dtype
+
 float32 = np.dtype(np.float32)
-DTYPES: dict[str, np.dtype] = {
-    "bool": np.dtype(np.bool_),
-    "int8": np.dtype(np.int8),
-    "int16": np.dtype(np.int16),
-    "int32": np.dtype(np.int32),
-    "uint8": np.dtype(np.uint8),
-    "uint16": np.dtype(np.uint16),
-    "uint32": np.dtype(np.uint32),
-    "float16": np.dtype(np.float16),
-    "float32": float32,
-    "tfloat32": float32,
-    "bfloat16": np.dtype(ml_dtypes.bfloat16),
-    "float8_e4m3": np.dtype(ml_dtypes.float8_e4m3),
-    "float8_e4m3fn": np.dtype(ml_dtypes.float8_e4m3fn),
-    "float8_e5m2": np.dtype(ml_dtypes.float8_e5m2),
-    "float8_e8m0fnu": np.dtype(ml_dtypes.float8_e8m0fnu),  # MX block scale: 2^(bits - 127), 0xFF NaN
-    # MX packed containers (nc_matmul_mx / quantize_mx, NeuronCore-v4): four fp8 in 32 bits, four fp4 in 16 bits,
-    # stored as opaque bit patterns (structured dtypes, so they never alias uint32/uint16)
+# the MX formats of NeuronCore-v4 (nc_matmul_mx / quantize_mx) are emulator storage, not rows of nkilab's dtype
+# table: host code never computes with them (kernels receive uint8 / uint32 arrays and reinterpret them with
+# `.ap(dtype=)` / `.view`). float8_e8m0fnu is the block-scale exponent (2^(bits - 127), 0xFF NaN); the x4 types
+# pack four fp8 into 32 bits / four fp4 into 16 bits, held as opaque bit patterns (structured dtypes, so they
+# never alias uint32 / uint16)
+MX_DTYPES: dict[str, np.dtype] = {
+    "float8_e8m0fnu": np.dtype(ml_dtypes.float8_e8m0fnu),
     "float8_e5m2_x4": np.dtype([("float8_e5m2_x4", "<u4")]),
     "float8_e4m3fn_x4": np.dtype([("float8_e4m3fn_x4", "<u4")]),
     "float4_e2m1fn_x4": np.dtype([("float4_e2m1fn_x4", "<u2")]),
 }
-_BY_DTYPE = {v: k for k, v in DTYPES.items() if k != "tfloat32"}
-FP8 = frozenset(DTYPES[n] for n in ("float8_e4m3", "float8_e4m3fn", "float8_e5m2", "float8_e8m0fnu"))
+DTYPES: dict[str, np.dtype] = {n: numpy_dtype(n) for n in NKI_DTYPE_NAMES} | MX_DTYPES  # the table's NKI rows + MX
+_BY_DTYPE = {v: dtype_name(v) for n, v in DTYPES.items() if n not in MX_DTYPES} | {v: n for n, v in MX_DTYPES.items()}
+FP8 = frozenset(DTYPES[n] for n in FP8_DTYPE_NAMES + ("float8_e8m0fnu",))
 PACKED = frozenset(DTYPES[n] for n in ("float8_e5m2_x4", "float8_e4m3fn_x4", "float4_e2m1fn_x4"))
 FP32_MIN = float(np.finfo(np.float32).min)  # -3.4028235e38, range_select's on_false value (S-ISA)
 

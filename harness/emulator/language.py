@@ -15,6 +15,8 @@ import math
 
 import numpy as np
 
+from nkilab.harness.chips import get_target
+
 from . import context, dtypes, operators
 from .errors import NkiTraceError, NkiValidationError
 from .language_data import (DType, MemoryRegion, broadcast_to, expand_dims,  # noqa: F401 - re-exported as nl.*
@@ -32,9 +34,8 @@ from .isa import activation, dma_copy, memset, nc_matmul, nc_transpose, reduce_c
 from .isa import reciprocal as _reciprocal
 from .isa import tensor_copy, tensor_copy_predicated, tensor_reduce, tensor_scalar
 from .registers import VirtualRegister
-from .targets import get_target
 from .memory import allocate
-from .tensor import DynSlice, NkiTensor
+from .tensor import LEGACY_OPERATORS, DynSlice, NkiTensor
 
 # ---- dtypes (S-NL) ----------------------------------------------------------------------------------
 bool_ = dtypes.DTYPES["bool"]
@@ -59,7 +60,7 @@ class _TileSize:
     @property
     def _target(self):
         ctx = context.active()
-        return ctx.target if ctx else get_target()
+        return ctx.target if ctx else get_target(neuron=True)
 
     pmax = property(lambda self: self._target.pmax)
     psum_fmax = property(lambda self: self._target.psum_bank_bytes // 4)
@@ -195,6 +196,7 @@ def copy(x: NkiTensor, dtype=None) -> NkiTensor:
 
 # ---- element-wise ------------------------------------------------------------------------------------
 add, subtract, multiply = (_make_binary(n) for n in ("add", "subtract", "multiply"))
+LEGACY_OPERATORS.update(add=add, subtract=subtract, multiply=multiply)  # NkiTensor's a + b, a - b, a * b
 maximum, minimum, power = (_make_binary(n) for n in ("maximum", "minimum", "power"))
 abs_max, abs_min = _make_binary("abs_max"), _make_binary("abs_min")
 equal, not_equal, greater, greater_equal, less, less_equal = (
