@@ -5,8 +5,9 @@ per-generation validation and an instruction trace for the performance model.
     out = nki.simulate(kernel)(a, b)                               # like the SDK's simulator
     res = run(kernel, a, b, target="trn1", mode="trace")           # outputs + Trace
 
-See DESIGN.md §6; module map: targets (hardware facts), dtypes, tensor (NkiTensor, views, .ap),
-language (nl), isa/ (one module per engine), validate (rules), jit (run/jit/simulate), trace.
+Module map: targets (hardware facts), dtypes, storage (allocations), indexing (view helpers), tensor
+(NkiTensor, views, .ap), memory (allocation), language (nl), isa/ (one module per engine), validate (rules),
+jit (run/jit/simulate), trace.
 """
 
 import types

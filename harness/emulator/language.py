@@ -24,7 +24,8 @@ from .isa import tensor_copy, tensor_copy_predicated, tensor_reduce, tensor_scal
 from .registers import VirtualRegister
 from .targets import get_target
 from .memory import allocate
-from .tensor import DynSlice, NkiTensor
+from .indexing import DynSlice
+from .tensor import NkiTensor
 
 # ---- dtypes (S-NL) ----------------------------------------------------------------------------------
 bool_ = dtypes.DTYPES["bool"]

@@ -16,7 +16,8 @@ import numpy as np
 
 from . import context, dtypes
 from .errors import NkiValidationError
-from .tensor import BUFFERS, ON_CHIP, NkiTensor, Storage
+from .storage import BUFFERS, ON_CHIP, Storage
+from .tensor import NkiTensor
 
 INT_SENTINEL = 4  # what the official simulator puts in new integer allocations (S-SIM)
 

@@ -15,109 +15,21 @@ optionally with a runtime `scalar_offset` (register or 1x1 SBUF tensor) or a per
 called on, whose row size is `prod(shape[indirect_dim + 1:])` of that tensor.
 
 In trace mode only integer storages hold values (they may feed addresses); a float storage's
-`data` is None. Allocation lives in `memory.py`.
+`data` is None. Storages live in `storage.py`, index helpers in `indexing.py`, allocation in `memory.py`.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 
 from . import dtypes
 from .errors import NkiTraceError, NkiValidationError
+from .indexing import DynSlice, Indirect, Place, check_bounds, extent
 from .registers import VirtualRegister
+from .storage import ON_CHIP, ReinterpretedStorage, Storage, strided_view
 from .trace import Access
-
-ON_CHIP = ("sbuf", "psum")
-BUFFERS = ("sbuf", "psum", "hbm", "private_hbm", "shared_hbm")
-
-
-class Storage:
-    """One allocation. `data` is the flat element array (None when values are unknown in trace mode);
-    `flags` marks PSUM elements written by a matmul (for `accumulate=None`)."""
-
-    __slots__ = ("id", "buffer", "dtype", "shape", "size", "free", "data", "flags", "release")
-
-    def __init__(self, sid: int, buffer: str, dtype: np.dtype, shape: tuple, data: np.ndarray | None):
-        self.id, self.buffer, self.dtype, self.shape, self.data = sid, buffer, dtype, shape, data
-        self.size = math.prod(shape)
-        self.free = math.prod(shape[1:]) if buffer in ON_CHIP else self.size
-        self.flags = np.zeros(self.size, bool) if buffer == "psum" and data is not None else None
-        self.release = None  # called once when the storage is garbage-collected (on-chip capacity accounting)
-
-    def __del__(self):
-        if self.release is not None:
-            self.release()
-
-
-class ReinterpretedStorage(Storage):
-    """The bytes of an allocation seen as another dtype (`NkiTensor.view(dtype)`): same id and buffer, `data` a
-    NumPy view of the same memory (writes through either are seen by both), sizes in elements of the new dtype
-    (on-chip: each partition row holds the same bytes). `root` is the allocation itself (kept alive: its
-    capacity stays reserved while a reinterpretation is in use); trace footprints are converted back to its
-    elements (`NkiTensor.access`), so accesses through either dtype conflict exactly where their bytes do."""
-
-    __slots__ = ("root",)
-
-    def __init__(self, base: Storage, dtype: np.dtype):
-        root = base.root if isinstance(base, ReinterpretedStorage) else base
-        nbytes = base.size * base.dtype.itemsize
-        shape = ((base.shape[0], base.free * base.dtype.itemsize // dtype.itemsize) if base.buffer in ON_CHIP
-                 else (nbytes // dtype.itemsize,))
-        data = None
-        if base.data is not None:
-            raw = base.data.view(np.uint8)
-            data = raw[:nbytes - nbytes % dtype.itemsize].view(dtype)
-        super().__init__(base.id, base.buffer, dtype, shape, data)
-        self.flags = base.flags  # PSUM only with an unchanged itemsize (NkiTensor.view), so elements match
-        self.root = root
-
-    def to_root(self, access: Access) -> Access:
-        """`access` (free or flat element range in this dtype) in elements of the allocation, widened to whole
-        elements of it."""
-        num, den = self.dtype.itemsize, self.root.dtype.itemsize
-        return Access(access.storage, access.buffer, access.p_start, access.p_stop, access.start * num // den,
-                      -(-access.stop * num // den), access.nbytes)
-
-
-@dataclass(frozen=True)
-class DynSlice:
-    """`nl.ds(start, size)`: the slice `start : start + size`."""
-
-    start: int
-    size: int
-
-
-@dataclass(frozen=True)
-class Indirect:
-    """Runtime addressing of an `.ap()` view: kind "vector" (per-row indices) or "scalar" (one offset)."""
-
-    kind: str
-    index: object  # NkiTensor (SBUF (P,1) or 1x1), VirtualRegister or int
-    rowsize: int  # elements one index step moves
-
-
-@dataclass(frozen=True)
-class Place:
-    """Where an access lands at run time: `offset` (None = unknown), for vector indirection the `rows`
-    (None = unknown) and the `valid` mask of in-bounds rows; `skip` = scalar offset out of bounds, skipped."""
-
-    offset: int | None
-    rows: np.ndarray | None = None
-    valid: np.ndarray | None = None
-    skip: bool = False
-
-
-def _extent(shape, strides) -> tuple[int, int]:
-    lo = hi = 0
-    for n, s in zip(shape, strides):
-        if s >= 0:
-            hi += (n - 1) * s
-        else:
-            lo += (n - 1) * s
-    return lo, hi
 
 
 class NkiTensor:
@@ -134,7 +46,7 @@ class NkiTensor:
     def extents(self) -> tuple[int, int, int, int]:
         """(lo, hi) element offsets of the whole view and (lo, hi) of its dims 1.. relative to `offset` (cached)."""
         if self._extents is None:
-            self._extents = _extent(self.shape, self.strides) + _extent(self.shape[1:], self.strides[1:])
+            self._extents = extent(self.shape, self.strides) + extent(self.shape[1:], self.strides[1:])
         return self._extents
 
     def _runtime(self, *_args):
@@ -415,7 +327,7 @@ class NkiTensor:
             ind = Indirect("scalar", scalar_offset, math.prod(self.shape[indirect_dim + 1:]))
         else:
             ind = None
-            _check_bounds("ap", "pattern", st, shape, strides, start)
+            check_bounds("ap", "pattern", st, shape, strides, start)
         return NkiTensor(st, shape, strides, start, self.name, ind)
 
     # ---- runtime addressing ---------------------------------------------------------------------------
@@ -458,7 +370,7 @@ class NkiTensor:
         if data is None or place.skip or (place.offset is None):
             return None
         if place.rows is None:
-            return _strided(data, self.shape, self.strides, place.offset)
+            return strided_view(data, self.shape, self.strides, place.offset)
         out = np.zeros(self.shape, self.dtype)
         out[place.valid] = data[self._row_addresses(place, place.valid)]
         return out
@@ -474,7 +386,7 @@ class NkiTensor:
             return
         values = values.reshape(self.shape)
         if place.rows is None:
-            view = _strided(st.data, self.shape, self.strides, place.offset)
+            view = strided_view(st.data, self.shape, self.strides, place.offset)
             if rows_valid is None:
                 view[...] = values
             else:
@@ -537,29 +449,6 @@ class NkiTensor:
 
     __radd__ = __add__
     __rmul__ = __mul__
-
-
-_CARRIERS = {1: np.uint8, 2: np.uint16, 4: np.uint32}
-
-
-def _strided(data: np.ndarray, shape, strides, offset: int) -> np.ndarray:
-    """A strided view of a flat array (through an unsigned carrier: as_strided cannot rebuild some ml_dtypes)."""
-    isz = data.itemsize
-    carrier = data[offset:].view(_CARRIERS[isz])
-    return np.lib.stride_tricks.as_strided(carrier, shape, tuple(s * isz for s in strides)).view(data.dtype)
-
-
-def _check_bounds(op: str, operand: str, st: Storage, shape, strides, start: int) -> None:
-    lo, hi = _extent(shape, strides)
-    if start + lo < 0 or start + hi >= st.size:
-        raise NkiValidationError(op, operand, f"access within the {st.size}-element storage {list(st.shape)}",
-                                 f"elements [{start + lo}, {start + hi}]")
-    if st.buffer in ON_CHIP and len(shape) > 1:
-        f_lo, f_hi = _extent(shape[1:], strides[1:])
-        f0 = start % st.free
-        if f0 + f_lo < 0 or f0 + f_hi >= st.free:
-            raise NkiValidationError(op, operand, f"free access within one partition of {st.free} elements",
-                                     f"free elements [{f0 + f_lo}, {f0 + f_hi}]")
 
 
 def scalar_value(index) -> int | None:

@@ -13,7 +13,9 @@ import numpy as np
 
 from .. import context, dtypes
 from ..context import RunContext
-from ..tensor import NkiTensor, Place, _strided
+from ..indexing import Place
+from ..storage import strided_view
+from ..tensor import NkiTensor
 from ..trace import Operand
 
 
@@ -50,7 +52,7 @@ def store(dst: NkiTensor, values: np.ndarray) -> None:
     dst.write(dtypes.cast(values, dst.dtype))
     st = dst.storage
     if st.flags is not None:
-        _strided(st.flags, dst.shape, dst.strides, dst.offset)[...] = False
+        strided_view(st.flags, dst.shape, dst.strides, dst.offset)[...] = False
 
 
 def record(ctx: RunContext, engine: str, opcode: str, writes: dict, reads: dict, *, flops: int = 0,

@@ -21,7 +21,8 @@ import numpy as np
 
 from .. import dtypes, validate
 from ..errors import NkiValidationError
-from ..tensor import NkiTensor, _strided
+from ..storage import strided_view
+from ..tensor import NkiTensor
 from .enums import engine as Engine
 from .enums import matmul_perf_mode
 from .issue import computes, current, f32, layout_attrs, raw, record, store
@@ -139,7 +140,7 @@ def _in_dtype(a: NkiTensor, b: NkiTensor) -> str:
 
 def _accumulate(dst: NkiTensor, res: np.ndarray, accumulate) -> None:
     st = dst.storage
-    flags = _strided(st.flags, dst.shape, dst.strides, dst.offset)
+    flags = strided_view(st.flags, dst.shape, dst.strides, dst.offset)
     if accumulate is False:
         new = res
     else:
