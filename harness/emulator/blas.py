@@ -4,14 +4,16 @@ Emulated kernels issue thousands of small matmuls ([128, 128] x [128, 512]); Ope
 and on a shared 2-core machine its worker threads spin-wait for cores, which made the tiled-matmul
 benchmark ~10x slower than single-threaded (measured here: 6.3 s vs 0.59 s under load average ~5).
 `single_threaded()` sets OpenBLAS to one thread for the duration of a run and restores the previous
-count afterwards. It looks the thread-control symbols up in the OpenBLAS NumPy loaded; with any other
-BLAS (MKL, Accelerate) it does nothing.
+count when the last concurrent run (runs in several threads overlap) leaves it. It looks the
+thread-control symbols up in the OpenBLAS NumPy loaded; with any other BLAS (MKL, Accelerate) it does
+nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import threading
 
 _SYMBOLS = (("openblas_get_num_threads", "openblas_set_num_threads"),
             ("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
@@ -37,18 +39,27 @@ def _controls():
 
 
 _CONTROLS = _controls()
+_LOCK = threading.Lock()
+_state = {"inside": 0, "before": None}  # runs inside single_threaded(), and the thread count to restore
 
 
 @contextlib.contextmanager
 def single_threaded():
-    """OpenBLAS runs on one thread inside the block (no-op without OpenBLAS controls)."""
+    """OpenBLAS runs on one thread inside the block, from the first concurrent entry to the last exit (no-op without
+    OpenBLAS controls)."""
     if _CONTROLS is None:
         yield
         return
     get_threads, set_threads = _CONTROLS
-    before = get_threads()
-    set_threads(1)
+    with _LOCK:
+        if _state["inside"] == 0:
+            _state["before"] = get_threads()
+            set_threads(1)
+        _state["inside"] += 1
     try:
         yield
     finally:
-        set_threads(before)
+        with _LOCK:
+            _state["inside"] -= 1
+            if _state["inside"] == 0:
+                set_threads(_state["before"])

@@ -70,8 +70,9 @@ tile_size = _TileSize()
 
 # ---- tensors -----------------------------------------------------------------------------------------
 def ndarray(shape, dtype, buffer=sbuf, name: str = "", address=None) -> NkiTensor:
-    """A new uninitialised tensor (NaN / sentinel filled) of `shape` and `dtype` in `buffer`."""
-    return allocate(shape, dtype, buffer or sbuf, name)
+    """A new uninitialised tensor (NaN / sentinel filled) of `shape` and `dtype` in `buffer`; `address=(partition,
+    byte_offset)` places an SBUF/PSUM tile in physical memory (see `memory.py`)."""
+    return allocate(shape, dtype, buffer or sbuf, name, address=address)
 
 
 def full(shape, fill_value, dtype, buffer=sbuf, name: str = "") -> NkiTensor:

@@ -19,29 +19,47 @@ BUFFERS = ("sbuf", "psum", "hbm", "private_hbm", "shared_hbm")
 
 
 class Storage:
-    """One allocation. `data` is the flat element array (None when values are unknown in trace mode);
-    `flags` marks PSUM elements written by a matmul (for `accumulate=None`)."""
+    """One allocation. `data` is the flat element array (None when values are unknown in trace mode), or for a
+    tile placed with `address=` a [partitions, free] view of its program's physical memory (so tiles placed at
+    overlapping addresses share bytes); `flags` marks PSUM elements written by a matmul (for `accumulate=None`);
+    `life` is the on-chip allocation's `liveness.Lifetime` (None in HBM). `placement` (placed tiles only) maps
+    trace footprints to the physical memory: (memory id, start partition, byte offset)."""
 
-    __slots__ = ("id", "buffer", "dtype", "shape", "size", "free", "data", "flags", "release")
+    __slots__ = ("id", "buffer", "dtype", "shape", "size", "free", "data", "flags", "life", "placement", "mapped")
 
     def __init__(self, sid: int, buffer: str, dtype: np.dtype, shape: tuple, data: np.ndarray | None):
         self.id, self.buffer, self.dtype, self.shape, self.data = sid, buffer, dtype, shape, data
         self.size = math.prod(shape)
         self.free = math.prod(shape[1:]) if buffer in ON_CHIP else self.size
         self.flags = np.zeros(self.size, bool) if buffer == "psum" and data is not None else None
-        self.release = None  # called once when the storage is garbage-collected (on-chip capacity accounting)
+        self.life = self.placement = None
+        self.mapped = False  # footprints need `map_access` (placed or reinterpreted storages)
 
-    def __del__(self):
-        if self.release is not None:
-            self.release()
+    @property
+    def start_partition(self) -> int:
+        """The absolute partition of this storage's row 0 (nonzero only for tiles placed with `address=`)."""
+        return self.placement[1] if self.placement is not None else 0
+
+    @property
+    def byte_offset(self) -> int:
+        """Byte offset of this storage's rows in their partitions (nonzero only for placed tiles)."""
+        return self.placement[2] if self.placement is not None else 0
+
+    def map_access(self, access: Access) -> Access:
+        """A footprint in this storage's elements as the trace records it: placed tiles in bytes of their
+        program's physical memory (absolute partitions), so tiles sharing bytes conflict where they share them."""
+        mem, p0, byte0 = self.placement
+        isz = self.dtype.itemsize
+        return Access(mem, access.buffer, p0 + access.p_start, p0 + access.p_stop, byte0 + access.start * isz,
+                      byte0 + access.stop * isz, access.nbytes)
 
 
 class ReinterpretedStorage(Storage):
-    """The bytes of an allocation seen as another dtype (`NkiTensor.view(dtype)`): same id and buffer, `data` a
-    NumPy view of the same memory (writes through either are seen by both), sizes in elements of the new dtype
-    (on-chip: each partition row holds the same bytes). `root` is the allocation itself (kept alive: its
-    capacity stays reserved while a reinterpretation is in use); trace footprints are converted back to its
-    elements (`NkiTensor.access`), so accesses through either dtype conflict exactly where their bytes do."""
+    """The bytes of an allocation seen as another dtype (`NkiTensor.view(dtype)`): same id, buffer and lifetime,
+    `data` a NumPy view of the same memory (writes through either are seen by both), sizes in elements of the new
+    dtype (on-chip: each partition row holds the same bytes). `root` is the allocation itself; trace footprints
+    are converted back to its elements (`map_access`), so accesses through either dtype conflict exactly where
+    their bytes do."""
 
     __slots__ = ("root",)
 
@@ -53,24 +71,35 @@ class ReinterpretedStorage(Storage):
         data = None
         if base.data is not None:
             raw = base.data.view(np.uint8)
-            data = raw[:nbytes - nbytes % dtype.itemsize].view(dtype)
+            data = raw.view(dtype) if raw.ndim == 2 else raw[:nbytes - nbytes % dtype.itemsize].view(dtype)
         super().__init__(base.id, base.buffer, dtype, shape, data)
         self.flags = base.flags  # PSUM only with an unchanged itemsize (NkiTensor.view), so elements match
+        self.life, self.placement, self.mapped = root.life, root.placement, True
         self.root = root
 
-    def to_root(self, access: Access) -> Access:
+    def map_access(self, access: Access) -> Access:
         """`access` (free or flat element range in this dtype) in elements of the allocation, widened to whole
-        elements of it."""
+        elements of it (then mapped as the allocation maps its own)."""
         num, den = self.dtype.itemsize, self.root.dtype.itemsize
-        return Access(access.storage, access.buffer, access.p_start, access.p_stop, access.start * num // den,
-                      -(-access.stop * num // den), access.nbytes)
+        access = Access(access.storage, access.buffer, access.p_start, access.p_stop, access.start * num // den,
+                        -(-access.stop * num // den), access.nbytes)
+        return self.root.map_access(access) if self.root.placement is not None else access
 
 
 _CARRIERS = {1: np.uint8, 2: np.uint16, 4: np.uint32}
 
 
 def strided_view(data: np.ndarray, shape, strides, offset: int) -> np.ndarray:
-    """A strided view of a flat array (through an unsigned carrier: as_strided cannot rebuild some ml_dtypes)."""
+    """A strided view (element `strides`, `offset`) of a storage's data: a flat array, or the [partitions, free]
+    view of physical memory of a placed tile, whose partition rows are `data.strides[0]` bytes apart (through an
+    unsigned carrier: as_strided cannot rebuild some ml_dtypes)."""
     isz = data.itemsize
-    carrier = data[offset:].view(_CARRIERS[isz])
-    return np.lib.stride_tricks.as_strided(carrier, shape, tuple(s * isz for s in strides)).view(data.dtype)
+    if data.ndim == 1:
+        carrier = data[offset:].view(_CARRIERS[isz])
+        return np.lib.stride_tricks.as_strided(carrier, shape, tuple(s * isz for s in strides)).view(data.dtype)
+    free, pitch = data.shape[1], data.strides[0]
+    p, f = divmod(offset, free)
+    carrier = data[p:, f:].view(_CARRIERS[isz])
+    rows, within = divmod(strides[0], free)
+    byte_strides = (rows * pitch + within * isz,) + tuple(s * isz for s in strides[1:])
+    return np.lib.stride_tricks.as_strided(carrier, shape, byte_strides).view(data.dtype)

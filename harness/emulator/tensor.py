@@ -408,7 +408,7 @@ class NkiTensor:
         `view(dtype)` reinterpretation)."""
         footprint = self._footprint(place, nbytes)
         st = self.storage
-        return st.to_root(footprint) if isinstance(st, ReinterpretedStorage) else footprint
+        return st.map_access(footprint) if st.mapped else footprint
 
     def _footprint(self, place: Place, nbytes: int) -> Access:
         """Conservative footprint of this view, in elements of its storage's dtype."""

@@ -50,7 +50,7 @@ def tile(op: str, operand: str, t: NkiTensor, target: Target, *, engine: bool = 
         raise NkiValidationError(op, operand, "contiguous partitions (no partition striding)",
                                  f"partition stride {t.strides[0]} elements, storage row {t.storage.free}", target.name)
     if engine:
-        start = t.offset // t.storage.free
+        start = t.storage.start_partition + t.offset // t.storage.free
         allowed = _start_partitions(count)
         if start not in allowed:
             raise NkiValidationError(op, operand, f"start partition in {allowed} for {count} partitions", start,

@@ -12,14 +12,14 @@ from __future__ import annotations
 import numpy as np
 
 from .. import context, dtypes
-from ..context import RunContext
+from ..context import ProgramContext
 from ..indexing import Place
 from ..storage import strided_view
 from ..tensor import NkiTensor
 from ..trace import Operand
 
 
-def computes(ctx: RunContext, dsts: tuple, srcs: tuple) -> bool:
+def computes(ctx: ProgramContext, dsts: tuple, srcs: tuple) -> bool:
     """Whether this op's values are computed (see module docstring); marks skipped destinations unknown."""
     if ctx.full:
         return True
@@ -55,25 +55,42 @@ def store(dst: NkiTensor, values: np.ndarray) -> None:
         strided_view(st.flags, dst.shape, dst.strides, dst.offset)[...] = False
 
 
-def record(ctx: RunContext, engine: str, opcode: str, writes: dict, reads: dict, *, flops: int = 0,
+def record(ctx: ProgramContext, engine: str, opcode: str, writes: dict, reads: dict, *, flops: int = 0,
            attrs: dict | None = None, places: dict | None = None) -> None:
-    """Append the instruction: operands (destinations first) with their footprints and bytes."""
+    """Append the instruction: operands (destinations first) with their footprints and bytes; the on-chip
+    tensors it touches are live at its index (`liveness.py`)."""
     places = places or {}
     ops = []
+    index = len(ctx.trace.instructions)
     for is_write, group in ((True, writes), (False, reads)):
         for name, t in group.items():
             if not isinstance(t, NkiTensor):
                 continue
+            life = t.storage.life
+            if life is not None:
+                if life.first < 0:
+                    life.first = index
+                life.last = index
             place = places.get(name) or Place(t.offset)
             ops.append(Operand(name, t.shape, dtypes.name(t.dtype), t.buffer, t.access(place, t.size * t.itemsize),
                                is_write))
     ctx.trace.append(engine, opcode, ops, flops=flops, attrs=attrs, program_id=ctx.program_id)
 
 
+def touch(t: NkiTensor) -> None:
+    """A use of `t` by a sequencer op that records no instruction (register_load/store): live at the next index."""
+    life = t.storage.life
+    if life is not None:
+        index = len(current().trace.instructions)
+        if life.first < 0:
+            life.first = index
+        life.last = index
+
+
 def lanes(t: NkiTensor) -> slice:
     """The compute lanes (absolute partitions) an on-chip operand occupies: engine registers are per lane, so a
     reduction over rows 64:128 lands in registers 64:128."""
-    start = t.offset // t.storage.free
+    start = t.storage.start_partition + t.offset // t.storage.free
     return slice(start, start + t.shape[0])
 
 
@@ -84,5 +101,5 @@ def layout_attrs(*tensors) -> dict:
     return {"partitions": big.shape[0], "free_elems": big.free_size}
 
 
-def current() -> RunContext:
+def current() -> ProgramContext:
     return context.current()

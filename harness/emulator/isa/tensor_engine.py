@@ -69,8 +69,8 @@ def _check_bank(op: str, dst: NkiTensor, target) -> None:
     st = dst.storage
     p0 = dst.offset // st.free
     f0 = dst.offset - p0 * st.free
-    lo = f0 * dst.itemsize
-    hi = (f0 + sum((n - 1) * s for n, s in zip(dst.shape[1:], dst.strides[1:])) + 1) * dst.itemsize
+    lo = st.byte_offset + f0 * dst.itemsize
+    hi = st.byte_offset + (f0 + sum((n - 1) * s for n, s in zip(dst.shape[1:], dst.strides[1:])) + 1) * dst.itemsize
     if lo // target.psum_bank_bytes != (hi - 1) // target.psum_bank_bytes:
         raise NkiValidationError(op, "dst", f"output within one {target.psum_bank_bytes}-byte PSUM bank",
                                  f"bytes [{lo}, {hi}) of the partition", target.name)
