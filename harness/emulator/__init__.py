@@ -12,6 +12,7 @@ jit (run/jit/simulate), trace.
 
 import types
 
+from . import collectives
 from . import isa as nisa
 from . import language as nl
 from .errors import NkiTraceError, NkiValidationError
@@ -20,8 +21,8 @@ from .targets import TARGETS, Target, get_target
 from .tensor import NkiTensor
 from .trace import Trace
 
-nki = types.ModuleType("nki", "Emulated `nki` namespace: language, isa, jit, simulate.")
-nki.language, nki.isa, nki.jit, nki.simulate = nl, nisa, jit, simulate
+nki = types.ModuleType("nki", "Emulated `nki` namespace: language, isa, collectives, jit, simulate.")
+nki.language, nki.isa, nki.collectives, nki.jit, nki.simulate = nl, nisa, collectives, jit, simulate
 
-__all__ = ["Kernel", "NkiTensor", "NkiTraceError", "NkiValidationError", "RunResult", "TARGETS", "Target", "Trace",
+__all__ = ["Kernel", "collectives", "NkiTensor", "NkiTraceError", "NkiValidationError", "RunResult", "TARGETS", "Target", "Trace",
            "get_target", "jit", "nisa", "nki", "nl", "run", "simulate"]

@@ -68,9 +68,9 @@ class CoreScheduler:
         return self.results[0]
 
     def _program(self, pid: int) -> None:
-        with self.cv:
-            self._wait_turn(pid)
         try:
+            with self.cv:
+                self._wait_turn(pid)
             with context.activated(ProgramContext(self.run_ctx, pid)):
                 self.results[pid] = self.fn(*self.args, **self.kwargs)
         except _Aborted:

@@ -11,6 +11,7 @@ from .enums import (dge_mode, dma_engine, engine, gpsimd_engine, matmul_perf_mod
 from .gpsimd import affine_select, iota, tensor_partition_reduce
 from .registers import register_alloc, register_load, register_move, register_store
 from .scalar import activation, activation_reduce
+from .sync import core_barrier, sendrecv
 from .tensor_engine import nc_matmul, nc_transpose
 from .vector_scan import (bn_aggr, bn_stats, max8, tensor_copy_predicated, tensor_scalar_cumulative,
                           tensor_tensor_scan)
@@ -25,11 +26,11 @@ def get_nc_version() -> nc_version:
 
 __all__ = [
     "NkiValidationError", "VirtualRegister", "activation", "activation_reduce", "affine_select", "bn_aggr",
-    "bn_stats", "dma_transpose", "max8", "tensor_copy_predicated", "tensor_partition_reduce",
+    "bn_stats", "core_barrier", "dma_transpose", "max8", "tensor_copy_predicated", "tensor_partition_reduce",
     "tensor_scalar_cumulative", "tensor_tensor_scan", "dge_mode",
     "dma_compute", "dma_copy", "dma_engine", "engine", "exponential", "get_nc_version", "gpsimd_engine", "iota",
     "matmul_perf_mode", "memset", "nc_matmul", "nc_transpose", "nc_version", "oob_mode", "range_select", "reciprocal",
     "reduce_cmd", "register_alloc", "register_load", "register_move", "register_store", "scalar_engine",
-    "scalar_tensor_tensor", "select_reduce", "tensor_copy", "tensor_engine", "tensor_reduce", "tensor_scalar",
+    "scalar_tensor_tensor", "sendrecv", "select_reduce", "tensor_copy", "tensor_engine", "tensor_reduce", "tensor_scalar",
     "tensor_scalar_reduce", "tensor_tensor", "unknown_engine", "vector_engine",
 ]
