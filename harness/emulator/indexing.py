@@ -5,6 +5,7 @@ view extents and bounds checks (all in elements of the storage).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -29,10 +30,10 @@ class Indirect:
     rowsize: int  # elements one index step moves
 
 
-@dataclass(frozen=True)
-class Place:
+class Place(NamedTuple):
     """Where an access lands at run time: `offset` (None = unknown), for vector indirection the `rows`
-    (None = unknown) and the `valid` mask of in-bounds rows; `skip` = scalar offset out of bounds, skipped."""
+    (None = unknown) and the `valid` mask of in-bounds rows; `skip` = scalar offset out of bounds, skipped.
+    (A NamedTuple: one is made per operand of every instruction.)"""
 
     offset: int | None
     rows: np.ndarray | None = None
@@ -40,14 +41,32 @@ class Place:
     skip: bool = False
 
 
-def extent(shape, strides) -> tuple[int, int]:
+def extent(shape, strides, first: int = 0) -> tuple[int, int]:
+    """(lo, hi): the lowest and highest element offset, relative to the start, that dims `first..` reach."""
     lo = hi = 0
-    for n, s in zip(shape, strides):
+    for d in range(first, len(shape)):
+        s = strides[d]
         if s >= 0:
-            hi += (n - 1) * s
+            hi += (shape[d] - 1) * s
         else:
-            lo += (n - 1) * s
+            lo += (shape[d] - 1) * s
     return lo, hi
+
+
+def slice_bounds(d: int, n: int, k: slice) -> tuple[int, int, int]:
+    """(length, start, step) of slice `k` on dim `d` of size `n` (positive steps, non-empty, within bounds)."""
+    step = 1 if k.step is None else int(k.step)
+    if step <= 0:
+        raise NkiValidationError("getitem", f"dim {d}", "slice step > 0", step)
+    start = 0 if k.start is None else int(k.start)
+    stop = n if k.stop is None else int(k.stop)
+    if start < 0:
+        start += n
+    if stop < 0:
+        stop += n
+    if not (0 <= start < stop <= n):
+        raise NkiValidationError("getitem", f"dim {d}", f"non-empty slice within [0, {n}]", f"{start}:{stop}")
+    return -(-(stop - start) // step), start, step
 
 
 def check_bounds(op: str, operand: str, st: Storage, shape, strides, start: int) -> None:
@@ -56,7 +75,7 @@ def check_bounds(op: str, operand: str, st: Storage, shape, strides, start: int)
         raise NkiValidationError(op, operand, f"access within the {st.size}-element storage {list(st.shape)}",
                                  f"elements [{start + lo}, {start + hi}]")
     if st.buffer in ON_CHIP and len(shape) > 1:
-        f_lo, f_hi = extent(shape[1:], strides[1:])
+        f_lo, f_hi = extent(shape, strides, 1)
         f0 = start % st.free
         if f0 + f_lo < 0 or f0 + f_hi >= st.free:
             raise NkiValidationError(op, operand, f"free access within one partition of {st.free} elements",

@@ -40,14 +40,14 @@ class Lifetime:
         nbytes: bytes per partition.
         partitions: (start, stop) absolute partitions it occupies.
         address: byte offset in each partition when placed with `address=`, else None.
-        label: name, shape and dtype for messages.
+        label: (name, shape, dtype name) for messages.
         site: (code object, line) of the kernel line that allocated it.
     """
 
     __slots__ = ("buffer", "program", "nbytes", "partitions", "address", "label", "site", "first", "last")
 
     def __init__(self, buffer: str, program: int, nbytes: int, partitions: tuple[int, int], address: int | None,
-                 label: str, site):
+                 label: tuple, site):
         self.buffer, self.program, self.nbytes, self.partitions = buffer, program, nbytes, partitions
         self.address, self.label, self.site = address, label, site
         self.first = self.last = -1
@@ -58,8 +58,10 @@ class Lifetime:
         return f"{os.path.basename(code.co_filename)}:{line}" if code is not None else "?"
 
     def describe(self) -> str:
+        name, shape, dtype = self.label
         placed = "" if self.address is None else f" at address ({self.partitions[0]}, {self.address})"
-        return f"{self.label} {self.nbytes} B/partition{placed} ({self.where()}) live #{self.first}-#{self.last}"
+        return (f"{name + ' ' if name else ''}{list(shape)} {dtype} {self.buffer} {self.nbytes} B/partition{placed} "
+                f"({self.where()}) live #{self.first}-#{self.last}")
 
     def overlaps_bytes(self, other: "Lifetime") -> bool:
         (p0, p1), (q0, q1) = self.partitions, other.partitions

@@ -36,15 +36,18 @@ def allocate(shape, dtype, buffer: str, name: str = "", op: str = "ndarray", add
         ValueError / TypeError: bad shape, buffer or address.
     """
     ctx = context.current()
-    dtype = dtypes.to_dtype(dtype)
-    buffer = getattr(buffer, "name", buffer) or "sbuf"
+    if type(dtype) is not np.dtype:
+        dtype = dtypes.to_dtype(dtype)
+    if type(buffer) is not str:
+        buffer = getattr(buffer, "name", buffer)
+    buffer = buffer or "sbuf"
     if buffer not in BUFFERS:
         raise ValueError(f"buffer: {buffer!r} is not one of {BUFFERS}")
     try:
-        shape = tuple(int(s) for s in shape)
+        shape = tuple(map(int, shape))
     except TypeError:
         raise TypeError(f"shape: {shape!r} must be a tuple of ints") from None
-    if not shape or any(s <= 0 for s in shape):
+    if not shape or min(shape) <= 0:
         raise ValueError(f"shape: {list(shape)} must be non-empty with positive sizes")
     if buffer not in ON_CHIP:
         if address is not None:
@@ -83,8 +86,8 @@ def _on_chip(ctx, st: Storage, name: str, op: str, address) -> None:
             rows = mem[p0:p0 + st.shape[0], byte0:byte0 + nbytes].view(st.dtype)
             rows[...] = st.data.reshape(rows.shape)  # the sentinel fill lands in the shared bytes
             st.data = rows
-    label = f"{name + ' ' if name else ''}{list(st.shape)} {dtypes.name(st.dtype)} {buffer}"
-    st.life = Lifetime(buffer, ctx.program_id, nbytes, (p0, p0 + st.shape[0]), byte0, label, allocation_site())
+    st.life = Lifetime(buffer, ctx.program_id, nbytes, (p0, p0 + st.shape[0]), byte0, (name, st.shape, st.dtype_name),
+                       allocation_site())
     ctx.run.lifetimes.append(st.life)
 
 
@@ -130,10 +133,16 @@ def wrap(array: np.ndarray, buffer: str) -> NkiTensor:
     return NkiTensor(st, shape, c_strides(shape), 0)
 
 
-def c_strides(shape) -> tuple[int, ...]:
+_STRIDES: dict[tuple, tuple] = {}  # shape -> row-major strides (kernels allocate few distinct shapes, many times)
+
+
+def c_strides(shape: tuple) -> tuple[int, ...]:
     """Row-major element strides of `shape`."""
-    strides, acc = [], 1
-    for n in reversed(shape):
-        strides.append(acc)
-        acc *= n
-    return tuple(reversed(strides))
+    strides = _STRIDES.get(shape)
+    if strides is None:
+        out, acc = [], 1
+        for n in reversed(shape):
+            out.append(acc)
+            acc *= n
+        strides = _STRIDES[shape] = tuple(reversed(out))
+    return strides

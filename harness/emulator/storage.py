@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 
+from . import dtypes
 from .trace import Access
 
 ON_CHIP = ("sbuf", "psum")
@@ -25,10 +26,12 @@ class Storage:
     `life` is the on-chip allocation's `liveness.Lifetime` (None in HBM). `placement` (placed tiles only) maps
     trace footprints to the physical memory: (memory id, start partition, byte offset)."""
 
-    __slots__ = ("id", "buffer", "dtype", "shape", "size", "free", "data", "flags", "life", "placement", "mapped")
+    __slots__ = ("id", "buffer", "dtype", "dtype_name", "shape", "size", "free", "data", "flags", "life", "placement",
+                 "mapped")
 
     def __init__(self, sid: int, buffer: str, dtype: np.dtype, shape: tuple, data: np.ndarray | None):
         self.id, self.buffer, self.dtype, self.shape, self.data = sid, buffer, dtype, shape, data
+        self.dtype_name = dtypes.name(dtype)
         self.size = math.prod(shape)
         self.free = math.prod(shape[1:]) if buffer in ON_CHIP else self.size
         self.flags = np.zeros(self.size, bool) if buffer == "psum" and data is not None else None

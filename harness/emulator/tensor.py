@@ -26,7 +26,7 @@ import numpy as np
 
 from . import dtypes
 from .errors import NkiTraceError, NkiValidationError
-from .indexing import DynSlice, Indirect, Place, check_bounds, extent
+from .indexing import DynSlice, Indirect, Place, check_bounds, extent, slice_bounds
 from .registers import VirtualRegister
 from .storage import ON_CHIP, ReinterpretedStorage, Storage, strided_view
 from .trace import Access
@@ -35,18 +35,19 @@ from .trace import Access
 class NkiTensor:
     """A view: storage + shape + strides + offset (elements) + dtype (+ runtime indirection)."""
 
-    __slots__ = ("storage", "shape", "strides", "offset", "dtype", "name", "indirect", "_extents")
+    __slots__ = ("storage", "shape", "strides", "offset", "dtype", "name", "indirect", "_extents", "_access",
+                 "_valid_for")
 
     def __init__(self, storage: Storage, shape, strides, offset: int, name: str = "", indirect: Indirect | None = None):
         self.storage, self.shape, self.strides, self.offset = storage, tuple(shape), tuple(strides), offset
         self.dtype, self.name, self.indirect = storage.dtype, name, indirect
-        self._extents = None
+        self._extents = self._access = self._valid_for = None  # caches: extents, trace footprint, target it passed
 
     @property
     def extents(self) -> tuple[int, int, int, int]:
         """(lo, hi) element offsets of the whole view and (lo, hi) of its dims 1.. relative to `offset` (cached)."""
         if self._extents is None:
-            self._extents = extent(self.shape, self.strides) + extent(self.shape[1:], self.strides[1:])
+            self._extents = extent(self.shape, self.strides) + extent(self.shape, self.strides, 1)
         return self._extents
 
     def _runtime(self, *_args):
@@ -94,57 +95,51 @@ class NkiTensor:
 
     # ---- indexing ---------------------------------------------------------------------------------
     def __getitem__(self, key) -> "NkiTensor":
-        key = key if isinstance(key, tuple) else (key,)
-        if any(k is Ellipsis for k in key):
-            at = key.index(Ellipsis)
-            key = key[:at] + (slice(None),) * (self.ndim - len(key) + 1) + key[at + 1:]
-        if len(key) > self.ndim:
-            raise NkiValidationError("getitem", "index", f"at most {self.ndim} indices for shape {list(self.shape)}",
-                                     key)
+        if type(key) is not tuple:
+            key = (key,)
+        in_shape, in_strides = self.shape, self.strides
+        ndim = len(in_shape)
+        for k in key:
+            if k is Ellipsis:
+                at = key.index(Ellipsis)
+                key = key[:at] + (slice(None),) * (ndim - len(key) + 1) + key[at + 1:]
+                break
+        if len(key) > ndim:
+            raise NkiValidationError("getitem", "index", f"at most {ndim} indices for shape {list(in_shape)}", key)
+        on_chip = self.storage.buffer in ON_CHIP
         shape, strides, offset = [], [], self.offset
         for d, k in enumerate(key):
-            n, s = self.shape[d], self.strides[d]
-            if isinstance(k, DynSlice):
+            n, s = in_shape[d], in_strides[d]
+            if type(k) is DynSlice:
                 k = slice(k.start, k.start + k.size)
-            if isinstance(k, (int, np.integer)):
+            if type(k) is slice:
+                length, start, step = slice_bounds(d, n, k)
+                offset += start * s
+                shape.append(length)
+                strides.append(s * step)
+            elif isinstance(k, (int, np.integer)):
                 i = int(k) + (n if k < 0 else 0)
                 if not 0 <= i < n:
                     raise NkiValidationError("getitem", f"dim {d}", f"index in [0, {n})", int(k))
                 offset += i * s
-                if d == 0 and self.on_chip:
+                if d == 0 and on_chip:
                     shape.append(1)
                     strides.append(s)
-            elif isinstance(k, slice):
-                length, start = self._slice(d, n, k)
-                offset += start * s
-                shape.append(length)
-                strides.append(s * (k.step or 1))
             elif isinstance(k, VirtualRegister):
                 raise NkiTraceError("a VirtualRegister cannot index a tensor; use t.ap(..., scalar_offset=reg)")
             elif isinstance(k, NkiTensor):
                 raise NkiTraceError("a tensor cannot index a tensor; use t.ap(..., vector_offset=idx, indirect_dim=0)")
             else:
                 raise TypeError(f"index: {k!r} is not an int, slice, nl.ds or Ellipsis")
-        shape += self.shape[len(key):]
-        strides += self.strides[len(key):]
-        min_dims = 2 if self.on_chip else 1
-        while len(shape) < min_dims:
+        if len(key) < ndim:
+            shape += in_shape[len(key):]
+            strides += in_strides[len(key):]
+        while len(shape) < (2 if on_chip else 1):
             shape.append(1)
             strides.append(1)
-        return self._view(shape, strides, offset, "getitem")
-
-    @staticmethod
-    def _slice(d: int, n: int, k: slice) -> tuple[int, int]:
-        step = 1 if k.step is None else int(k.step)
-        if step <= 0:
-            raise NkiValidationError("getitem", f"dim {d}", "slice step > 0", step)
-        start = 0 if k.start is None else int(k.start)
-        stop = n if k.stop is None else int(k.stop)
-        start += n if start < 0 else 0
-        stop += n if stop < 0 else 0
-        if not (0 <= start < stop <= n):
-            raise NkiValidationError("getitem", f"dim {d}", f"non-empty slice within [0, {n}]", f"{start}:{stop}")
-        return -(-(stop - start) // step), start
+        if self.indirect is not None:
+            raise NkiValidationError("getitem", "tensor", "no views of an indirect (.ap with offsets) tensor", self)
+        return NkiTensor(self.storage, shape, strides, offset, self.name)
 
     # ---- view methods (S-NL) ------------------------------------------------------------------------
     def slice(self, dim: int, start: int, end: int, step: int = 1) -> "NkiTensor":
@@ -402,6 +397,29 @@ class NkiTensor:
         for d, (n, s) in enumerate(zip(self.shape[1:], self.strides[1:])):
             inner += (np.arange(n, dtype=np.int64) * s).reshape([n if i == d else 1 for i in range(inner.ndim)])
         return starts.reshape((-1,) + (1,) * inner.ndim) + inner
+
+    def trace_access(self) -> Access:
+        """The trace footprint of this (direct) view at its own offset, moving all its bytes: `access` without
+        runtime indirection, computed once per view (views are immutable). The hot path of every instruction."""
+        acc = self._access
+        if acc is not None:
+            return acc
+        st, shape, strides, offset = self.storage, self.shape, self.strides, self.offset
+        nbytes = math.prod(shape) * st.dtype.itemsize
+        if st.buffer in ON_CHIP:
+            f_lo, f_hi = extent(shape, strides, 1)
+            free = st.free
+            p0 = offset // free
+            f0 = offset - p0 * free
+            acc = Access(st.id, st.buffer, p0, p0 + (shape[0] - 1) * (strides[0] // free) + 1, f0 + f_lo, f0 + f_hi + 1,
+                         nbytes)
+        else:
+            lo, hi = extent(shape, strides)
+            acc = Access(st.id, st.buffer, 0, 1, offset + lo, offset + hi + 1, nbytes)
+        if st.mapped:
+            acc = st.map_access(acc)
+        self._access = acc
+        return acc
 
     def access(self, place: Place, nbytes: int) -> Access:
         """Conservative footprint of this view for the trace, in elements of its allocation (also through a

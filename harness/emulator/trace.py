@@ -20,16 +20,15 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, NamedTuple
 
 ENGINES = ("tensor", "vector", "scalar", "gpsimd", "dma")
 HBM_BUFFERS = ("hbm", "shared_hbm", "private_hbm")
 ON_CHIP_BUFFERS = ("sbuf", "psum")
 
 
-@dataclass(frozen=True)
-class Access:
-    """One operand's footprint in one allocation.
+class Access(NamedTuple):
+    """One operand's footprint in one allocation (an immutable record; a NamedTuple, cheap to make per operand).
 
     Attributes:
         storage: id of the allocation, unique within a run.
@@ -61,8 +60,7 @@ class Access:
         return self.buffer in HBM_BUFFERS
 
 
-@dataclass(frozen=True)
-class Operand:
+class Operand(NamedTuple):
     """One named operand of an instruction (`dst`, `src`, `stationary`, `moving`, `data1`, …)."""
 
     name: str
@@ -73,7 +71,6 @@ class Operand:
     is_write: bool
 
 
-@dataclass
 class Instruction:
     """One `nisa` instruction as issued by the kernel.
 
@@ -90,17 +87,23 @@ class Instruction:
             largest operand);
             dma_copy / dma_compute: {"bytes", "chunks", "chunk_bytes", "indirect", "dge", "queue"},
             where `chunks` is the number of contiguous runs the transfer is made of and
-            `chunk_bytes` their mean size in bytes.
+            `chunk_bytes` their mean size in bytes;
+            cross-core sync (core_barrier, sendrecv, nki.collectives): "sync" numbers the synchronization
+            point of its channel, so the instructions of its partners share it.
         program_id: LNC program instance (0 or 1) that issued it.
     """
 
-    index: int
-    engine: str
-    opcode: str
-    operands: tuple[Operand, ...]
-    flops: int = 0
-    attrs: dict = field(default_factory=dict)
-    program_id: int = 0
+    __slots__ = ("index", "engine", "opcode", "operands", "flops", "attrs", "program_id")
+
+    def __init__(self, index: int, engine: str, opcode: str, operands: tuple, flops: int = 0, attrs=None,
+                 program_id: int = 0):
+        self.index, self.engine, self.opcode, self.operands = index, engine, opcode, operands
+        self.flops, self.attrs, self.program_id = flops, {} if attrs is None else attrs, program_id
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Instruction) and all(getattr(self, k) == getattr(other, k) for k in self.__slots__)
+
+    __hash__ = None
 
     @property
     def reads(self) -> tuple[Access, ...]:
@@ -147,7 +150,7 @@ class Trace:
         """Record one instruction; returns it."""
         if engine not in ENGINES:
             raise ValueError(f"engine: {engine!r} is not one of {ENGINES}")
-        inst = Instruction(len(self.instructions), engine, opcode, tuple(operands), flops, attrs or {}, program_id)
+        inst = Instruction(len(self.instructions), engine, opcode, tuple(operands), flops, attrs, program_id)
         self.instructions.append(inst)
         return inst
 

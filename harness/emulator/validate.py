@@ -7,8 +7,11 @@ nki-api.md §3.2 (the list of limits an emulator should check). Generation-depen
 
 from __future__ import annotations
 
+import math
+
 from . import dtypes
 from .errors import NkiValidationError
+from .storage import ON_CHIP
 from .targets import Target
 from .tensor import NkiTensor
 
@@ -33,36 +36,45 @@ def _start_partitions(count: int) -> tuple[int, ...]:
 
 def tile(op: str, operand: str, t: NkiTensor, target: Target, *, engine: bool = True) -> None:
     """An on-chip instruction operand: partition dim ≤ pmax, contiguous partitions, start-partition rule
-    (`engine`: compute engines; DMA may start anywhere), and no runtime indirection."""
+    (`engine`: compute engines; DMA may start anywhere), and no runtime indirection.
+
+    A view that passed the engine rules for `target` is remembered (`NkiTensor._valid_for`: views are immutable),
+    so reusing it (an accumulator, a loaded tile) checks nothing again: this runs for every operand."""
     if not isinstance(t, NkiTensor):
         raise NkiValidationError(op, operand, "an NKI tensor", type(t).__name__, target.name)
-    if not t.on_chip:
+    if t._valid_for is target:
+        return
+    st = t.storage
+    if st.buffer not in ON_CHIP:
         if engine:
-            raise NkiValidationError(op, operand, "an SBUF/PSUM tile (compute engines cannot access HBM)", t.buffer,
+            raise NkiValidationError(op, operand, "an SBUF/PSUM tile (compute engines cannot access HBM)", st.buffer,
                                      target.name)
         return
     if engine and t.indirect is not None:
         raise NkiValidationError(op, operand, "no runtime (.ap offset) addressing on compute engines", t, target.name)
-    count = t.shape[0]
+    shape, strides = t.shape, t.strides
+    count = shape[0]
     if count > target.pmax:
         raise NkiValidationError(op, operand, f"partition dim <= {target.pmax}", count, target.name)
-    if count > 1 and t.strides[0] != t.storage.free:
+    if count > 1 and strides[0] != st.free:
         raise NkiValidationError(op, operand, "contiguous partitions (no partition striding)",
-                                 f"partition stride {t.strides[0]} elements, storage row {t.storage.free}", target.name)
-    if engine:
-        start = t.storage.start_partition + t.offset // t.storage.free
-        allowed = _start_partitions(count)
-        if start not in allowed:
-            raise NkiValidationError(op, operand, f"start partition in {allowed} for {count} partitions", start,
-                                     target.name)
-        if t.buffer == "sbuf" and t.free_size > SBUF_OPERAND_FMAX:
-            raise NkiValidationError(op, operand, f"at most {SBUF_OPERAND_FMAX} elements per partition of SBUF",
-                                     t.free_size, target.name)
-        for n, s in zip(t.shape[1:], t.strides[1:]):
-            if n > 1 and not AP_MIN_STEP <= s <= AP_MAX_STEP:
-                raise NkiValidationError(op, operand, f"free-dim access pattern step in [{AP_MIN_STEP}, "
-                                         f"{AP_MAX_STEP}] elements (int16)",
-                                         f"shape {list(t.shape)} strides {list(t.strides)}", target.name)
+                                 f"partition stride {strides[0]} elements, storage row {st.free}", target.name)
+    if not engine:
+        return
+    start = (st.placement[1] if st.placement is not None else 0) + t.offset // st.free
+    allowed = _start_partitions(count)
+    if start not in allowed:
+        raise NkiValidationError(op, operand, f"start partition in {allowed} for {count} partitions", start,
+                                 target.name)
+    if st.buffer == "sbuf" and math.prod(shape) // count > SBUF_OPERAND_FMAX:
+        raise NkiValidationError(op, operand, f"at most {SBUF_OPERAND_FMAX} elements per partition of SBUF",
+                                 t.free_size, target.name)
+    for d in range(1, len(shape)):
+        if shape[d] > 1 and not AP_MIN_STEP <= strides[d] <= AP_MAX_STEP:
+            raise NkiValidationError(op, operand, f"free-dim access pattern step in [{AP_MIN_STEP}, "
+                                     f"{AP_MAX_STEP}] elements (int16)",
+                                     f"shape {list(shape)} strides {list(strides)}", target.name)
+    t._valid_for = target
 
 
 def buffer(op: str, operand: str, t: NkiTensor, allowed: tuple[str, ...], target: Target) -> None:

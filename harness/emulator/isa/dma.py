@@ -26,6 +26,7 @@ import numpy as np
 from .. import dtypes, validate
 from ..errors import NkiValidationError
 from ..operators import alu
+from ..storage import ON_CHIP
 from ..tensor import NkiTensor
 from .enums import dge_mode as DgeMode
 from .enums import engine as Engine
@@ -37,11 +38,14 @@ MAX_DMA_COMPUTE_SRCS = 16  # dma_compute sources per instruction — S-ISA
 
 def _run_length(t: NkiTensor) -> int:
     """Elements in t's innermost contiguous run (on-chip and vector-indirect runs stay within dim 0's rows)."""
-    run, stop = 1, 1 if (t.on_chip or (t.indirect is not None and t.indirect.kind == "vector")) else 0
-    for n, s in zip(reversed(t.shape[stop:]), reversed(t.strides[stop:])):
+    shape, strides = t.shape, t.strides
+    stop = 1 if (t.storage.buffer in ON_CHIP or (t.indirect is not None and t.indirect.kind == "vector")) else 0
+    run = 1
+    for d in range(len(shape) - 1, stop - 1, -1):
+        n = shape[d]
         if n == 1:
             continue
-        if s != run:
+        if strides[d] != run:
             break
         run *= n
     return run
@@ -51,7 +55,7 @@ def _check_operand(opc: str, operand: str, x, t) -> None:
     if not isinstance(x, NkiTensor):
         raise NkiValidationError(opc, operand, "an NKI tensor", type(x).__name__, t.name)
     validate.tile(opc, operand, x, t, engine=False)
-    if x.buffer == "psum":
+    if x.storage.buffer == "psum":
         raise NkiValidationError(opc, operand, "not in PSUM (DMA cannot access PSUM; tensor_copy to SBUF first)",
                                  "psum", t.name)
     ind = x.indirect
@@ -81,15 +85,22 @@ def _index_reads(**tensors) -> dict:
 def _attrs(ctx, dst: NkiTensor, srcs: list, dge_mode) -> dict:
     t = ctx.target
     nbytes = dst.size * dst.itemsize
-    run = min(_run_length(x) for x in [dst] + srcs)
+    run = _run_length(dst)
+    vector = indirect = dst.indirect is not None
+    vector = vector and dst.indirect.kind == "vector"
+    same_dtype = True
+    for x in srcs:
+        run = min(run, _run_length(x))
+        if x.indirect is not None:
+            indirect = True
+            vector = vector or x.indirect.kind == "vector"
+        same_dtype = same_dtype and x.dtype == dst.dtype
     chunks = max(dst.size // max(run, 1), 1)
-    vector = any(x.indirect is not None and x.indirect.kind == "vector" for x in [dst] + srcs)
-    indirect = any(x.indirect is not None for x in [dst] + srcs)
     if dge_mode != DgeMode.unknown:
         dge = dge_mode.name
     elif vector:
         dge = "swdge"
-    elif t.hwdge and all(x.dtype == dst.dtype for x in srcs):
+    elif t.hwdge and same_dtype:
         dge = "hwdge"
     else:
         dge = "none"
@@ -114,10 +125,12 @@ def dma_copy(dst, src, priority=None, oob_mode=OobMode.error, dge_mode=DgeMode.u
                                      f"{dtypes.name(src.dtype)} -> {dtypes.name(dst.dtype)}", t.name)
     if priority is not None:
         validate.feature(opc, "priority", t.dma_priority, "DMA priority needs NeuronCore-v4", priority, t)
-    _check_dge(opc, dge_mode, (dst, src), t)
+    direct = dst.indirect is None and src.indirect is None
+    if not direct:
+        _check_dge(opc, dge_mode, (dst, src), t)
     skip = oob_mode == OobMode.skip
     sp, dp = src.locate(opc, "src", skip), dst.locate(opc, "dst", skip)
-    index = _index_reads(dst=dst, src=src)
+    index = {} if direct else _index_reads(dst=dst, src=src)
     if computes(ctx, (dst,), (src, *index.values())):
         vals = src.values(sp)
         if vals is None and not sp.skip:  # trace mode, source address unknown: so is what lands in dst

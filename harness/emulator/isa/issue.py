@@ -23,8 +23,14 @@ def computes(ctx: ProgramContext, dsts: tuple, srcs: tuple) -> bool:
     """Whether this op's values are computed (see module docstring); marks skipped destinations unknown."""
     if ctx.full:
         return True
-    known = all(dtypes.is_int(d.dtype) and d.storage.data is not None for d in dsts) and all(
-        s.storage.data is not None for s in srcs if isinstance(s, NkiTensor))
+    known = True
+    for d in dsts:
+        if d.storage.data is None or d.dtype.kind not in "iub":
+            known = False
+    if known:
+        for s in srcs:
+            if isinstance(s, NkiTensor) and s.storage.data is None:
+                known = False
     if not known:
         for d in dsts:
             d.storage.data = None
@@ -57,23 +63,26 @@ def store(dst: NkiTensor, values: np.ndarray) -> None:
 
 def record(ctx: ProgramContext, engine: str, opcode: str, writes: dict, reads: dict, *, flops: int = 0,
            attrs: dict | None = None, places: dict | None = None) -> None:
-    """Append the instruction: operands (destinations first) with their footprints and bytes; the on-chip
-    tensors it touches are live at its index (`liveness.py`)."""
-    places = places or {}
+    """Append the instruction: operands (destinations first) with their footprints and bytes (`places`: the runtime
+    place of each indirect operand); the on-chip tensors it touches are live at its index (`liveness.py`).
+    The hot path of every op: one footprint per view is computed once (`NkiTensor.trace_access`)."""
     ops = []
     index = len(ctx.trace.instructions)
     for is_write, group in ((True, writes), (False, reads)):
         for name, t in group.items():
             if not isinstance(t, NkiTensor):
                 continue
-            life = t.storage.life
+            st = t.storage
+            life = st.life
             if life is not None:
                 if life.first < 0:
                     life.first = index
                 life.last = index
-            place = places.get(name) or Place(t.offset)
-            ops.append(Operand(name, t.shape, dtypes.name(t.dtype), t.buffer, t.access(place, t.size * t.itemsize),
-                               is_write))
+            if t.indirect is None:
+                acc = t._access or t.trace_access()
+            else:
+                acc = t.access((places or {}).get(name) or Place(t.offset), t.size * t.itemsize)
+            ops.append(Operand(name, t.shape, st.dtype_name, st.buffer, acc, is_write))
     ctx.trace.append(engine, opcode, ops, flops=flops, attrs=attrs, program_id=ctx.program_id)
 
 
