@@ -59,11 +59,12 @@ class ProgramContext:
     attributes) plus this instance's id, engine registers (undefined, NaN, until set) and physical memories."""
 
     __slots__ = ("run", "target", "mode", "full", "trace", "lnc", "program_id", "shared_seen", "act_regs",
-                 "vec_acc", "physical", "sync_counts")
+                 "vec_acc", "physical", "sync_counts", "storage_id", "next_dma_queue")
 
     def __init__(self, run: RunContext, program_id: int):
         self.run, self.target, self.mode, self.full = run, run.target, run.mode, run.full
         self.trace, self.lnc, self.program_id = run.trace, run.lnc, program_id
+        self.storage_id, self.next_dma_queue = run.storage_id, run.next_dma_queue  # the run's counters (shared)
         self.shared_seen = 0  # shared_hbm allocations made so far by this program
         self.act_regs = np.full(128, np.nan, np.float32)  # ScalarE reduce registers, one per lane
         self.vec_acc = np.full(128, np.nan, np.float32)  # VectorE accumulators, one per lane
@@ -73,12 +74,6 @@ class ProgramContext:
     @property
     def shared_hbm(self) -> list:
         return self.run.shared_hbm
-
-    def storage_id(self) -> int:
-        return self.run.storage_id()
-
-    def next_dma_queue(self) -> int:
-        return self.run.next_dma_queue()
 
     def memory(self, buffer: str) -> tuple[int, np.ndarray]:
         """This program's physical `buffer` ("sbuf" | "psum"): its id in the trace (placed tiles' footprints are

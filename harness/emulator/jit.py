@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import blas, context, cores, dtypes, liveness
+from . import blas, context, cores, dtypes, gc_tuning, liveness
 from .context import ProgramContext, RunContext
 from .errors import NkiValidationError
 from .targets import get_target
@@ -102,7 +102,7 @@ def run(kernel, *args, target: str | None = None, mode: str = "full", lnc: int |
         buffer = "shared_hbm" if lnc > 1 else "hbm"
         t_args = [_to_tensor(a, buffer, write_back) for a in args]
         t_kwargs = {k: _to_tensor(v, buffer, write_back) for k, v in kwargs.items()}
-    with blas.single_threaded():
+    with blas.single_threaded(), gc_tuning.fewer_collections():
         result = cores.run_programs(run_ctx, fn, t_args, t_kwargs)
     liveness.check(run_ctx.lifetimes, tgt)
     outputs = _from_tensor(result, use_torch)

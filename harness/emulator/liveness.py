@@ -27,6 +27,10 @@ import numpy as np
 from .errors import NkiValidationError
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+# the emulator's implementation files: an allocation's site is the innermost frame outside them (the kernel's line;
+# the tutorial kernels of examples.py are kernels too)
+_INTERNAL = frozenset(os.path.join(root, f) for root, _, files in os.walk(_PACKAGE_DIR) for f in files
+                      if f.endswith(".py") and f != "examples.py")
 _SHOWN = 8  # live tiles listed in a capacity error
 
 
@@ -72,7 +76,7 @@ class Lifetime:
 def allocation_site():
     """(code, line) of the innermost caller frame outside the emulator package (the kernel line)."""
     frame = sys._getframe(2)
-    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+    while frame is not None and frame.f_code.co_filename in _INTERNAL:
         frame = frame.f_back
     return (frame.f_code, frame.f_lineno) if frame is not None else (None, 0)
 
@@ -115,9 +119,33 @@ def _check_peak(buffer: str, lives: list[Lifetime], target) -> None:
     """Sweep the live ranges: usage = unplaced costs (every partition) + the fullest partition of placed ones."""
     bank = target.psum_bank_bytes
     capacity = target.sbuf_bytes if buffer == "sbuf" else target.psum_banks
+    if any(life.address is not None for life in lives):
+        peak, peak_at = _sweep_placed(buffer, lives, target)
+    else:
+        peak, peak_at = _sweep(np.array([life.first for life in lives]), np.array([life.last for life in lives]),
+                               np.array([_cost(life, buffer, bank) for life in lives]))
+    if peak > capacity:
+        _raise(buffer, peak, peak_at, lives, capacity, target)
+
+
+def _sweep(first: np.ndarray, last: np.ndarray, cost: np.ndarray) -> tuple[int, int]:
+    """(peak usage, instruction index where it first occurs) of intervals [first, last] each using `cost`."""
+    times = np.concatenate([first, last + 1])
+    deltas = np.concatenate([cost, -cost])
+    order = np.lexsort((deltas > 0, times))  # at one index, the tiles that die there leave before new ones come
+    times, usage = times[order], np.cumsum(deltas[order])
+    settled = np.append(times[1:] != times[:-1], True)  # usage once every event of that index is counted
+    usage = np.where(settled, usage, -1)
+    k = int(np.argmax(usage))
+    return int(usage[k]), int(times[k])
+
+
+def _sweep_placed(buffer: str, lives: list[Lifetime], target) -> tuple[int, int]:
+    """As `_sweep`, with placed tiles counted on their own partitions (one event at a time)."""
+    bank = target.psum_bank_bytes
     events = sorted([(life.first, 1, i) for i, life in enumerate(lives)] +
                     [(life.last + 1, 0, i) for i, life in enumerate(lives)])
-    placed = np.zeros(target.pmax, np.int64) if any(life.address is not None for life in lives) else None
+    placed = np.zeros(target.pmax, np.int64)
     plain = peak = 0
     peak_at = -1
     for k, (at, start, i) in enumerate(events):
@@ -128,11 +156,10 @@ def _check_peak(buffer: str, lives: list[Lifetime], target) -> None:
         else:
             placed[life.partitions[0]:life.partitions[1]] += cost
         if start and (k + 1 == len(events) or events[k + 1][0] != at):
-            used = plain + (int(placed.max()) if placed is not None else 0)
+            used = plain + int(placed.max())
             if used > peak:
                 peak, peak_at = used, at
-    if peak > capacity:
-        _raise(buffer, peak, peak_at, lives, capacity, target)
+    return peak, peak_at
 
 
 def _raise(buffer: str, peak: int, at: int, lives: list[Lifetime], capacity: int, target) -> None:

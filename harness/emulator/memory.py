@@ -57,10 +57,9 @@ def allocate(shape, dtype, buffer: str, name: str = "", op: str = "ndarray", add
     target = ctx.target
     if buffer in ON_CHIP and shape[0] > target.pmax:
         raise NkiValidationError(op, "shape", f"partition dim <= {target.pmax}", shape[0], target.name)
-    size = math.prod(shape)
     data = None
-    if ctx.full or dtypes.is_int(dtype):
-        data = np.full(size, np.nan if dtypes.is_float(dtype) else INT_SENTINEL, dtype)
+    if ctx.full or dtype.kind in "iub":
+        data = np.full(math.prod(shape), INT_SENTINEL if dtype.kind in "iub" else np.nan, dtype)
     st = Storage(ctx.storage_id(), buffer, dtype, shape, data)
     if buffer in ON_CHIP:
         _on_chip(ctx, st, name, op, address)

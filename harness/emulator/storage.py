@@ -32,8 +32,8 @@ class Storage:
     def __init__(self, sid: int, buffer: str, dtype: np.dtype, shape: tuple, data: np.ndarray | None):
         self.id, self.buffer, self.dtype, self.shape, self.data = sid, buffer, dtype, shape, data
         self.dtype_name = dtypes.name(dtype)
-        self.size = math.prod(shape)
-        self.free = math.prod(shape[1:]) if buffer in ON_CHIP else self.size
+        self.size = size = math.prod(shape)
+        self.free = size // shape[0] if buffer in ON_CHIP else size
         self.flags = np.zeros(self.size, bool) if buffer == "psum" and data is not None else None
         self.life = self.placement = None
         self.mapped = False  # footprints need `map_access` (placed or reinterpreted storages)

@@ -35,12 +35,13 @@ from .trace import Access
 class NkiTensor:
     """A view: storage + shape + strides + offset (elements) + dtype (+ runtime indirection)."""
 
-    __slots__ = ("storage", "shape", "strides", "offset", "dtype", "name", "indirect", "_extents", "_access",
+    __slots__ = ("storage", "shape", "strides", "offset", "dtype", "name", "indirect", "size", "_extents", "_access",
                  "_valid_for")
 
     def __init__(self, storage: Storage, shape, strides, offset: int, name: str = "", indirect: Indirect | None = None):
         self.storage, self.shape, self.strides, self.offset = storage, tuple(shape), tuple(strides), offset
         self.dtype, self.name, self.indirect = storage.dtype, name, indirect
+        self.size = math.prod(self.shape)  # elements (views are immutable)
         self._extents = self._access = self._valid_for = None  # caches: extents, trace footprint, target it passed
 
     @property
@@ -66,10 +67,6 @@ class NkiTensor:
     @property
     def ndim(self) -> int:
         return len(self.shape)
-
-    @property
-    def size(self) -> int:
-        return math.prod(self.shape)
 
     @property
     def itemsize(self) -> int:
@@ -331,7 +328,7 @@ class NkiTensor:
         Unknown index values (trace mode) give an unknown place and no OOB check."""
         ind = self.indirect
         if ind is None:
-            return Place(self.offset)
+            return _new_tuple(Place, (self.offset, None, None, False))
         st = self.storage
         lo, hi = self.extents[2:] if ind.kind == "vector" else self.extents[:2]
         if ind.kind == "scalar":
@@ -405,17 +402,21 @@ class NkiTensor:
         if acc is not None:
             return acc
         st, shape, strides, offset = self.storage, self.shape, self.strides, self.offset
-        nbytes = math.prod(shape) * st.dtype.itemsize
+        nbytes = self.size * st.dtype.itemsize
         if st.buffer in ON_CHIP:
-            f_lo, f_hi = extent(shape, strides, 1)
+            if len(shape) == 2:  # the common tile: one free dim
+                step = strides[1]
+                f_lo, f_hi = (0, (shape[1] - 1) * step) if step >= 0 else ((shape[1] - 1) * step, 0)
+            else:
+                f_lo, f_hi = extent(shape, strides, 1)
             free = st.free
             p0 = offset // free
             f0 = offset - p0 * free
-            acc = Access(st.id, st.buffer, p0, p0 + (shape[0] - 1) * (strides[0] // free) + 1, f0 + f_lo, f0 + f_hi + 1,
-                         nbytes)
+            acc = _new_tuple(Access, (st.id, st.buffer, p0, p0 + (shape[0] - 1) * (strides[0] // free) + 1, f0 + f_lo,
+                                      f0 + f_hi + 1, nbytes))
         else:
             lo, hi = extent(shape, strides)
-            acc = Access(st.id, st.buffer, 0, 1, offset + lo, offset + hi + 1, nbytes)
+            acc = _new_tuple(Access, (st.id, st.buffer, 0, 1, offset + lo, offset + hi + 1, nbytes))
         if st.mapped:
             acc = st.map_access(acc)
         self._access = acc
@@ -467,6 +468,9 @@ class NkiTensor:
 
     __radd__ = __add__
     __rmul__ = __mul__
+
+
+_new_tuple = tuple.__new__  # NamedTuple records without their constructor's Python frame (trace_access)
 
 
 def scalar_value(index) -> int | None:

@@ -16,7 +16,7 @@ from ..context import ProgramContext
 from ..indexing import Place
 from ..storage import strided_view
 from ..tensor import NkiTensor
-from ..trace import Operand
+from ..trace import Instruction, Operand
 
 
 def computes(ctx: ProgramContext, dsts: tuple, srcs: tuple) -> bool:
@@ -65,9 +65,11 @@ def record(ctx: ProgramContext, engine: str, opcode: str, writes: dict, reads: d
            attrs: dict | None = None, places: dict | None = None) -> None:
     """Append the instruction: operands (destinations first) with their footprints and bytes (`places`: the runtime
     place of each indirect operand); the on-chip tensors it touches are live at its index (`liveness.py`).
-    The hot path of every op: one footprint per view is computed once (`NkiTensor.trace_access`)."""
+    The hot path of every op: one footprint per view is computed once (`NkiTensor.trace_access`), and records are
+    made with `tuple.__new__` (the NamedTuple constructors' Python frame skipped)."""
     ops = []
-    index = len(ctx.trace.instructions)
+    instructions = ctx.trace.instructions
+    index = len(instructions)
     for is_write, group in ((True, writes), (False, reads)):
         for name, t in group.items():
             if not isinstance(t, NkiTensor):
@@ -81,9 +83,12 @@ def record(ctx: ProgramContext, engine: str, opcode: str, writes: dict, reads: d
             if t.indirect is None:
                 acc = t._access or t.trace_access()
             else:
-                acc = t.access((places or {}).get(name) or Place(t.offset), t.size * t.itemsize)
-            ops.append(Operand(name, t.shape, st.dtype_name, st.buffer, acc, is_write))
-    ctx.trace.append(engine, opcode, ops, flops=flops, attrs=attrs, program_id=ctx.program_id)
+                acc = t.access((places or {}).get(name) or Place(t.offset), t.size * t.itemsize)  # indirect: rare
+            ops.append(_new_tuple(Operand, (name, t.shape, st.dtype_name, st.buffer, acc, is_write)))
+    instructions.append(Instruction(index, engine, opcode, tuple(ops), flops, attrs, ctx.program_id))
+
+
+_new_tuple = tuple.__new__
 
 
 def touch(t: NkiTensor) -> None:
