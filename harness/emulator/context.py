@@ -15,8 +15,10 @@ physical SBUF/PSUM (for `address=`-placed tensors); each LNC program instance ha
 from __future__ import annotations
 
 import contextlib
+import itertools
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import numpy as np
 
@@ -34,9 +36,9 @@ class RunContext:
     mode: str  # "full" computes values; "trace" records instructions, computing only integer (index) values
     trace: Trace
     lnc: int = 1
-    next_storage_id: int = 0
+    storage_ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))  # allocation ids, unique per run
     shared_hbm: list = field(default_factory=list)  # shared_hbm storages made by program 0, reused by the others
-    dma_issued: int = 0  # DMA instructions issued, for round-robin queue assignment
+    dma_issued: Iterator[int] = field(default_factory=itertools.count)  # DMAs issued: round-robin queue assignment
     lifetimes: list = field(default_factory=list)  # liveness.Lifetime of every on-chip allocation, in order
     cores: object = None  # cores.CoreScheduler of an LNC 2 run (synchronization between program instances)
 
@@ -44,14 +46,8 @@ class RunContext:
     def full(self) -> bool:
         return self.mode == "full"
 
-    def storage_id(self) -> int:
-        self.next_storage_id += 1
-        return self.next_storage_id
-
     def next_dma_queue(self) -> int:
-        queue = self.dma_issued % DMA_QUEUES
-        self.dma_issued += 1
-        return queue
+        return next(self.dma_issued) % DMA_QUEUES
 
 
 class ProgramContext:
@@ -64,7 +60,8 @@ class ProgramContext:
     def __init__(self, run: RunContext, program_id: int):
         self.run, self.target, self.mode, self.full = run, run.target, run.mode, run.full
         self.trace, self.lnc, self.program_id = run.trace, run.lnc, program_id
-        self.storage_id, self.next_dma_queue = run.storage_id, run.next_dma_queue  # the run's counters (shared)
+        self.storage_id = run.storage_ids.__next__  # the run's counters (shared by its programs)
+        self.next_dma_queue = run.next_dma_queue
         self.shared_seen = 0  # shared_hbm allocations made so far by this program
         self.act_regs = np.full(128, np.nan, np.float32)  # ScalarE reduce registers, one per lane
         self.vec_acc = np.full(128, np.nan, np.float32)  # VectorE accumulators, one per lane

@@ -36,7 +36,7 @@ def allocate(shape, dtype, buffer: str, name: str = "", op: str = "ndarray", add
         ValueError / TypeError: bad shape, buffer or address.
     """
     ctx = context.current()
-    if type(dtype) is not np.dtype:
+    if not isinstance(dtype, np.dtype):
         dtype = dtypes.to_dtype(dtype)
     if type(buffer) is not str:
         buffer = getattr(buffer, "name", buffer)
@@ -47,7 +47,7 @@ def allocate(shape, dtype, buffer: str, name: str = "", op: str = "ndarray", add
         shape = tuple(map(int, shape))
     except TypeError:
         raise TypeError(f"shape: {shape!r} must be a tuple of ints") from None
-    if not shape or min(shape) <= 0:
+    if not shape or not all(map((0).__lt__, shape)):
         raise ValueError(f"shape: {list(shape)} must be non-empty with positive sizes")
     if buffer not in ON_CHIP:
         if address is not None:

@@ -110,7 +110,11 @@ class NkiTensor:
             if type(k) is DynSlice:
                 k = slice(k.start, k.start + k.size)
             if type(k) is slice:
-                length, start, step = slice_bounds(d, n, k)
+                start, stop = k.start, k.stop
+                if k.step is None and type(start) is int and type(stop) is int and 0 <= start < stop <= n:
+                    length, step = stop - start, 1  # the common a[i:j] (no defaults, negatives or steps to resolve)
+                else:
+                    length, start, step = slice_bounds(d, n, k)
                 offset += start * s
                 shape.append(length)
                 strides.append(s * step)

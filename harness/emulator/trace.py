@@ -20,7 +20,8 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, NamedTuple
+from types import MappingProxyType
+from typing import Iterable, Iterator, Mapping, NamedTuple
 
 ENGINES = ("tensor", "vector", "scalar", "gpsimd", "dma")
 HBM_BUFFERS = ("hbm", "shared_hbm", "private_hbm")
@@ -71,8 +72,8 @@ class Operand(NamedTuple):
     is_write: bool
 
 
-class Instruction:
-    """One `nisa` instruction as issued by the kernel.
+class Instruction(NamedTuple):
+    """One `nisa` instruction as issued by the kernel (an immutable record; a NamedTuple, cheap to make).
 
     Attributes:
         index: position in program order (0-based, per trace).
@@ -93,17 +94,13 @@ class Instruction:
         program_id: LNC program instance (0 or 1) that issued it.
     """
 
-    __slots__ = ("index", "engine", "opcode", "operands", "flops", "attrs", "program_id")
-
-    def __init__(self, index: int, engine: str, opcode: str, operands: tuple, flops: int = 0, attrs=None,
-                 program_id: int = 0):
-        self.index, self.engine, self.opcode, self.operands = index, engine, opcode, operands
-        self.flops, self.attrs, self.program_id = flops, {} if attrs is None else attrs, program_id
-
-    def __eq__(self, other) -> bool:
-        return isinstance(other, Instruction) and all(getattr(self, k) == getattr(other, k) for k in self.__slots__)
-
-    __hash__ = None
+    index: int
+    engine: str
+    opcode: str
+    operands: tuple
+    flops: int = 0
+    attrs: Mapping = MappingProxyType({})  # read-only when defaulted; `Trace.append` gives each its own dict
+    program_id: int = 0
 
     @property
     def reads(self) -> tuple[Access, ...]:
@@ -150,7 +147,8 @@ class Trace:
         """Record one instruction; returns it."""
         if engine not in ENGINES:
             raise ValueError(f"engine: {engine!r} is not one of {ENGINES}")
-        inst = Instruction(len(self.instructions), engine, opcode, tuple(operands), flops, attrs, program_id)
+        inst = Instruction(len(self.instructions), engine, opcode, tuple(operands), flops,
+                           {} if attrs is None else attrs, program_id)
         self.instructions.append(inst)
         return inst
 

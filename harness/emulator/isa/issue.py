@@ -85,7 +85,8 @@ def record(ctx: ProgramContext, engine: str, opcode: str, writes: dict, reads: d
             else:
                 acc = t.access((places or {}).get(name) or Place(t.offset), t.size * t.itemsize)  # indirect: rare
             ops.append(_new_tuple(Operand, (name, t.shape, st.dtype_name, st.buffer, acc, is_write)))
-    instructions.append(Instruction(index, engine, opcode, tuple(ops), flops, attrs, ctx.program_id))
+    instructions.append(_new_tuple(Instruction, (index, engine, opcode, tuple(ops), flops, {} if attrs is None else attrs,
+                                                 ctx.program_id)))
 
 
 _new_tuple = tuple.__new__
@@ -109,10 +110,13 @@ def lanes(t: NkiTensor) -> slice:
 
 
 def layout_attrs(*tensors) -> dict:
-    """{"partitions", "free_elems"} of the largest operand (the cost model's per-element work)."""
-    ts = [t for t in tensors if isinstance(t, NkiTensor)]
-    big = max(ts, key=lambda t: t.size)
-    return {"partitions": big.shape[0], "free_elems": big.free_size}
+    """{"partitions", "free_elems"} of the largest operand (the first of the largest; the cost model's per-element
+    work)."""
+    big = None
+    for t in tensors:
+        if isinstance(t, NkiTensor) and (big is None or t.size > big.size):
+            big = t
+    return {"partitions": big.shape[0], "free_elems": big.size // big.shape[0]}
 
 
 def current() -> ProgramContext:

@@ -21,6 +21,7 @@ import numpy as np
 
 from .. import dtypes, validate
 from ..errors import NkiValidationError
+from ..indexing import extent
 from ..storage import strided_view
 from ..tensor import NkiTensor
 from .enums import engine as Engine
@@ -66,15 +67,16 @@ def _check_tiling(op: str, tile_position, tile_size, target) -> None:
 
 def _check_bank(op: str, dst: NkiTensor, target) -> None:
     """A matmul output on gen2/3 lies in one 2 KiB PSUM bank (S-ISA: N ≤ 512 = one bank of fp32)."""
-    if target.moving_fmax_fp32 > target.psum_bank_bytes // 4:
+    bank = target.psum_bank_bytes
+    if target.moving_fmax_fp32 > bank // 4:
         return
     st = dst.storage
-    p0 = dst.offset // st.free
-    f0 = dst.offset - p0 * st.free
-    lo = st.byte_offset + f0 * dst.itemsize
-    hi = st.byte_offset + (f0 + sum((n - 1) * s for n, s in zip(dst.shape[1:], dst.strides[1:])) + 1) * dst.itemsize
-    if lo // target.psum_bank_bytes != (hi - 1) // target.psum_bank_bytes:
-        raise NkiValidationError(op, "dst", f"output within one {target.psum_bank_bytes}-byte PSUM bank",
+    isz = st.dtype.itemsize
+    f_lo, f_hi = extent(dst.shape, dst.strides, 1)
+    base = (st.placement[2] if st.placement is not None else 0) + dst.offset % st.free * isz
+    lo, hi = base, base + (f_lo + f_hi + 1) * isz
+    if lo // bank != (hi - 1) // bank:
+        raise NkiValidationError(op, "dst", f"output within one {bank}-byte PSUM bank",
                                  f"bytes [{lo}, {hi}) of the partition", target.name)
 
 
