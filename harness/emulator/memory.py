@@ -22,7 +22,7 @@ import numpy as np
 from . import context, dtypes
 from .errors import NkiValidationError
 from .liveness import Lifetime, allocation_site
-from .storage import BUFFERS, ON_CHIP, Storage
+from .storage import BUFFERS, ON_CHIP, Storage, c_strides
 from .tensor import NkiTensor
 
 INT_SENTINEL = 4  # what the official simulator puts in new integer allocations (S-SIM)
@@ -130,18 +130,3 @@ def wrap(array: np.ndarray, buffer: str) -> NkiTensor:
     st = Storage(ctx.storage_id(), buffer, dtype, tuple(array.shape) or (1,), flat)
     shape = tuple(array.shape) or (1,)
     return NkiTensor(st, shape, c_strides(shape), 0)
-
-
-_STRIDES: dict[tuple, tuple] = {}  # shape -> row-major strides (kernels allocate few distinct shapes, many times)
-
-
-def c_strides(shape: tuple) -> tuple[int, ...]:
-    """Row-major element strides of `shape`."""
-    strides = _STRIDES.get(shape)
-    if strides is None:
-        out, acc = [], 1
-        for n in reversed(shape):
-            out.append(acc)
-            acc *= n
-        strides = _STRIDES[shape] = tuple(reversed(out))
-    return strides

@@ -91,6 +91,20 @@ class ReinterpretedStorage(Storage):
 
 _CARRIERS = {1: np.uint8, 2: np.uint16, 4: np.uint32}
 
+_STRIDES: dict[tuple, tuple] = {}  # shape -> row-major strides (kernels use few distinct shapes, many times)
+
+
+def c_strides(shape: tuple) -> tuple[int, ...]:
+    """Row-major element strides of `shape`."""
+    strides = _STRIDES.get(shape)
+    if strides is None:
+        out, acc = [], 1
+        for n in reversed(shape):
+            out.append(acc)
+            acc *= n
+        strides = _STRIDES[shape] = tuple(reversed(out))
+    return strides
+
 
 def strided_view(data: np.ndarray, shape, strides, offset: int) -> np.ndarray:
     """A strided view (element `strides`, `offset`) of a storage's data: a flat array, or the [partitions, free]
@@ -98,6 +112,9 @@ def strided_view(data: np.ndarray, shape, strides, offset: int) -> np.ndarray:
     unsigned carrier: as_strided cannot rebuild some ml_dtypes)."""
     isz = data.itemsize
     if data.ndim == 1:
+        size = math.prod(shape)
+        if strides[-1] == 1 and tuple(strides) == c_strides(tuple(shape)):  # contiguous: a reshape (as_strided is slow)
+            return data[offset:offset + size].reshape(shape)
         carrier = data[offset:].view(_CARRIERS[isz])
         return np.lib.stride_tricks.as_strided(carrier, shape, tuple(s * isz for s in strides)).view(data.dtype)
     free, pitch = data.shape[1], data.strides[0]

@@ -113,6 +113,8 @@ class NkiTensor:
                 start, stop = k.start, k.stop
                 if k.step is None and type(start) is int and type(stop) is int and 0 <= start < stop <= n:
                     length, step = stop - start, 1  # the common a[i:j] (no defaults, negatives or steps to resolve)
+                elif start is None and stop is None and k.step is None:
+                    length, start, step = n, 0, 1  # a[:]
                 else:
                     length, start, step = slice_bounds(d, n, k)
                 offset += start * s

@@ -62,10 +62,9 @@ def tile(op: str, operand: str, t: NkiTensor, target: Target, *, engine: bool = 
     if not engine:
         return
     start = (st.placement[1] if st.placement is not None else 0) + t.offset // st.free
-    allowed = _start_partitions(count)
-    if start not in allowed:
-        raise NkiValidationError(op, operand, f"start partition in {allowed} for {count} partitions", start,
-                                 target.name)
+    if start and (count > 64 or start % 32 or (count > 32 and start != 64)):  # `_start_partitions`, inlined
+        raise NkiValidationError(op, operand, f"start partition in {_start_partitions(count)} for {count} partitions",
+                                 start, target.name)
     if st.buffer == "sbuf" and math.prod(shape) // count > SBUF_OPERAND_FMAX:
         raise NkiValidationError(op, operand, f"at most {SBUF_OPERAND_FMAX} elements per partition of SBUF",
                                  t.free_size, target.name)

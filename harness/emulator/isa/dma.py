@@ -132,12 +132,14 @@ def dma_copy(dst, src, priority=None, oob_mode=OobMode.error, dge_mode=DgeMode.u
     if priority is not None:
         validate.feature(opc, "priority", t.dma_priority, "DMA priority needs NeuronCore-v4", priority, t)
     direct = dst.indirect is None and src.indirect is None
-    if not direct:
+    places = index = None
+    if not direct:  # runtime addresses: resolved now (a direct view's place is its own offset)
         _check_dge(opc, dge_mode, (dst, src), t)
-    skip = oob_mode is _SKIP
-    sp, dp = src.locate(opc, "src", skip), dst.locate(opc, "dst", skip)
-    index = {} if direct else _index_reads(dst=dst, src=src)
-    if computes(ctx, (dst,), (src, *index.values())):
+        skip = oob_mode is _SKIP
+        places = {"src": src.locate(opc, "src", skip), "dst": dst.locate(opc, "dst", skip)}
+        index = _index_reads(dst=dst, src=src)
+    if computes(ctx, (dst,), (src, *index.values()) if index else (src,)):
+        sp, dp = (places["src"], places["dst"]) if places else (src.locate(opc, "src"), dst.locate(opc, "dst"))
         vals = src.values(sp)
         if vals is None and not sp.skip:  # trace mode, source address unknown: so is what lands in dst
             dst.storage.data = None
@@ -151,7 +153,7 @@ def dma_copy(dst, src, priority=None, oob_mode=OobMode.error, dge_mode=DgeMode.u
                                              list(dst.shape), t.name)
                 rows_valid = sp.valid
             dst.write(vals, dp, rows_valid)
-    record(ctx, "dma", opc, {"dst": dst}, {"src": src, **index}, places={"dst": dp, "src": sp},
+    record(ctx, "dma", opc, {"dst": dst}, {"src": src, **index} if index else {"src": src}, places=places,
            attrs=_attrs(ctx, dst, [src], dge_mode))
 
 
