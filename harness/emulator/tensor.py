@@ -79,7 +79,7 @@ class NkiTensor:
     @property
     def free_size(self) -> int:
         """Elements per partition (on-chip: product of the free dims)."""
-        return math.prod(self.shape[1:])
+        return self.size // self.shape[0]
 
     def __repr__(self) -> str:
         name = f", {self.name}" if self.name else ""

@@ -7,8 +7,6 @@ nki-api.md §3.2 (the list of limits an emulator should check). Generation-depen
 
 from __future__ import annotations
 
-import math
-
 from . import dtypes
 from .errors import NkiValidationError
 from .storage import ON_CHIP
@@ -65,10 +63,10 @@ def tile(op: str, operand: str, t: NkiTensor, target: Target, *, engine: bool = 
     if start and (count > 64 or start % 32 or (count > 32 and start != 64)):  # `_start_partitions`, inlined
         raise NkiValidationError(op, operand, f"start partition in {_start_partitions(count)} for {count} partitions",
                                  start, target.name)
-    if st.buffer == "sbuf" and math.prod(shape) // count > SBUF_OPERAND_FMAX:
+    if st.buffer == "sbuf" and t.size // count > SBUF_OPERAND_FMAX:
         raise NkiValidationError(op, operand, f"at most {SBUF_OPERAND_FMAX} elements per partition of SBUF",
                                  t.free_size, target.name)
-    for d in range(1, len(shape)):
+    for d in (1,) if len(shape) == 2 else range(1, len(shape)):
         if shape[d] > 1 and not AP_MIN_STEP <= strides[d] <= AP_MAX_STEP:
             raise NkiValidationError(op, operand, f"free-dim access pattern step in [{AP_MIN_STEP}, "
                                      f"{AP_MAX_STEP}] elements (int16)",
