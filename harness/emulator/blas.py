@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import threading
+
+from .held_setting import HeldSetting
 
 _SYMBOLS = (("openblas_get_num_threads", "openblas_set_num_threads"),
             ("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
@@ -39,27 +40,24 @@ def _controls():
 
 
 _CONTROLS = _controls()
-_LOCK = threading.Lock()
-_state = {"inside": 0, "before": None}  # runs inside single_threaded(), and the thread count to restore
+
+
+def _one_thread() -> int:
+    get_threads, set_threads = _CONTROLS
+    before = get_threads()
+    set_threads(1)
+    return before
+
+
+_ONE_THREAD = HeldSetting(_one_thread, lambda before: _CONTROLS[1](before)) if _CONTROLS is not None else None
 
 
 @contextlib.contextmanager
 def single_threaded():
     """OpenBLAS runs on one thread inside the block, from the first concurrent entry to the last exit (no-op without
     OpenBLAS controls)."""
-    if _CONTROLS is None:
+    if _ONE_THREAD is None:
         yield
         return
-    get_threads, set_threads = _CONTROLS
-    with _LOCK:
-        if _state["inside"] == 0:
-            _state["before"] = get_threads()
-            set_threads(1)
-        _state["inside"] += 1
-    try:
+    with _ONE_THREAD():
         yield
-    finally:
-        with _LOCK:
-            _state["inside"] -= 1
-            if _state["inside"] == 0:
-                set_threads(_state["before"])

@@ -120,7 +120,7 @@ _TORCH_VIEWS = {"bfloat16": ("int16", "bfloat16"), "float8_e4m3fn": ("uint8", "f
 
 
 def _torch_to_numpy(x) -> np.ndarray:
-    import torch
+    import torch  # optional heavy dependency: only for torch inputs
     name = str(x.dtype).removeprefix("torch.")
     if name in _TORCH_VIEWS:
         carrier, target = _TORCH_VIEWS[name]
@@ -157,7 +157,7 @@ def _copy_back(original, staged: np.ndarray) -> None:
 
 
 def _numpy_to_torch(a: np.ndarray):
-    import torch
+    import torch  # optional heavy dependency: only when the inputs were torch
     name = dtypes.name(a.dtype)
     if name in _TORCH_VIEWS:
         carrier, target = _TORCH_VIEWS[name]

@@ -28,7 +28,8 @@ from . import dtypes
 from .errors import NkiTraceError, NkiValidationError
 from .indexing import DynSlice, Indirect, Place, check_bounds, extent, slice_bounds
 from .registers import VirtualRegister
-from .storage import ON_CHIP, ReinterpretedStorage, Storage, strided_view
+from .reinterpret import reinterpreted
+from .storage import ON_CHIP, Storage, strided_view
 from .trace import Access
 
 
@@ -219,40 +220,17 @@ class NkiTensor:
 
     def view(self, dtype) -> "NkiTensor":
         """The same bytes reinterpreted as `dtype` (S-NL `view`, alias `reinterpret_cast`): no data moves; the
-        last dim scales by the itemsize ratio (uint8 [P, 8] -> uint32 [P, 2] -> float8_e4m3 [P, 8]).
-
-        Rules (bytes must map onto whole elements of the new dtype): the last dim is contiguous (stride 1,
-        or size 1) and its bytes divide by the new itemsize; the offset and every other dim's stride, in
-        bytes, divide by it too; on-chip, a partition row's bytes divide by it (the partition dim never
-        changes). PSUM views keep the itemsize (matmul accumulation state is per element).
+        last dim scales by the itemsize ratio (uint8 [P, 8] -> uint32 [P, 2] -> float8_e4m3 [P, 8]). Rules:
+        `reinterpret.reinterpreted`.
 
         Raises:
-            NkiValidationError: a rule above is broken, or the view is indirect.
+            NkiValidationError: a rule is broken, or the view is indirect.
         """
-        new = dtypes.to_dtype(dtype)
-        old_size, new_size = self.itemsize, new.itemsize
         if self.indirect is not None:
             raise NkiValidationError("view", "tensor", "no views of an indirect (.ap with offsets) tensor", self)
-        if self.shape[-1] != 1 and self.strides[-1] != 1:
-            raise NkiValidationError("view", "tensor", "a contiguous last dim (stride 1)", list(self.strides))
-        last_bytes = self.shape[-1] * old_size
-        if last_bytes % new_size:
-            raise NkiValidationError("view", "dtype", f"last dim bytes ({self.shape[-1]} x {old_size}) a "
-                                     f"multiple of the new itemsize", f"{dtypes.name(new)} ({new_size} bytes)")
-        if self.on_chip and self.storage.free * old_size % new_size:
-            raise NkiValidationError("view", "dtype", f"partition rows of {self.storage.free * old_size} bytes "
-                                     "holding whole new elements (the partition dim is kept)",
-                                     f"{dtypes.name(new)} ({new_size} bytes)")
-        if any(s * old_size % new_size for s in self.strides[:-1]) or self.offset * old_size % new_size:
-            raise NkiValidationError("view", "tensor", f"offset and strides in whole {new_size}-byte elements",
-                                     f"offset {self.offset}, strides {list(self.strides)} x {old_size} bytes")
-        if self.buffer == "psum" and new_size != old_size:
-            raise NkiValidationError("view", "dtype", f"the itemsize {old_size} kept in PSUM",
-                                     f"{dtypes.name(new)} ({new_size} bytes)")
-        shape = self.shape[:-1] + (last_bytes // new_size,)
-        strides = tuple(s * old_size // new_size for s in self.strides[:-1]) + (1,)
-        return NkiTensor(ReinterpretedStorage(self.storage, new), shape, strides,
-                         self.offset * old_size // new_size, self.name)
+        storage, shape, strides, offset = reinterpreted(self.storage, self.shape, self.strides, self.offset,
+                                                        dtypes.to_dtype(dtype))
+        return NkiTensor(storage, shape, strides, offset, self.name)
 
     reinterpret_cast = view
 
