@@ -19,7 +19,7 @@ import shlex
 import sys
 import time
 
-from nkilab.harness.perf.chips import ALL_TARGETS, NEURON_TARGETS, TARGETS
+from nkilab.harness.chips import ALL_TARGETS, NEURON_TARGETS, TARGETS
 from nkilab.harness.workloads import DEFAULT_MODEL, GRIDS, MODELS, OPS, Quant
 
 
@@ -271,7 +271,7 @@ def cmd_targets(args, command: str) -> int:
              f"{t.peak_flops['fp8'] / 1e12:.0f}", f"{t.peak_flops['fp32'] / 1e12:.1f}", f"{t.hbm_bw / 1e9:.0f}",
              f"{t.power_w:g} ({t.power_source.split(':')[0]})")
             for t in (TARGETS[name] for name in ALL_TARGETS)]
-    _console().print(_table("Targets (per chip; Neuron per-core engine tables in nkilab.harness.perf.chips)", header,
+    _console().print(_table("Targets (per chip; Neuron per-core engine tables in nkilab.harness.chips)", header,
                             rows))
     return 0
 

@@ -23,7 +23,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Callable
 
-from nkilab.harness.perf.chips import Target, get_target
+from nkilab.harness.chips import NeuronTarget, Target, get_target
 
 NEURON_SYSFS_ROOT = "/sys/devices/virtual/neuron_device"
 RAPL_ROOT = "/sys/class/powercap"
@@ -394,7 +394,7 @@ def modeled_energy(latency_s: float, target: str | Target, *, utilization: float
     full = tgt.power(lnc=lnc)
     watts = full * (tgt.idle_share + (1.0 - tgt.idle_share) * util)
     joules = watts * latency_s
-    share = f"{lnc or 1} of {tgt.cores} cores" if tgt.core is not None else "whole chip"
+    share = f"{lnc or 1} of {tgt.cores} cores" if isinstance(tgt, NeuronTarget) else "whole chip"
     assumption = (f"{tgt.power_source}; {share} -> {full:.3g} W at full load; static share {tgt.idle_share:.0%} "
                   f"always drawn, the rest scaled by utilization {util:.2f}")
     result = EnergyResult(joules, "modeled", "latency x assumed power (static + utilization-scaled dynamic)",

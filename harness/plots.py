@@ -22,7 +22,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 
-from nkilab.harness.perf.chips import get_target  # noqa: E402
+from nkilab.harness.chips import get_target  # noqa: E402
 
 _COLORS = {"qmatmul": "tab:blue", "attention": "tab:orange", "write_kv_cache": "tab:green",
            "paged_attention": "tab:red"}

@@ -29,13 +29,13 @@ from typing import Callable
 
 import numpy as np
 
+from nkilab.harness.chips import NEURON_TARGETS
 from nkilab.harness.energy import (
     NeuronPowerMeter,
     NvmlEnergyMeter,
     measure_energy,
     modeled_energy,
 )
-from nkilab.harness.perf.chips import NEURON_TARGETS
 from nkilab.harness.records import check_field, energy_field, make_record, perf_field
 from nkilab.harness.workloads import (
     DEFAULT_MODEL,

@@ -12,7 +12,7 @@ import math
 import os
 from collections import Counter, defaultdict
 
-from nkilab.harness.perf.chips import get_target
+from nkilab.harness.chips import get_target
 from nkilab.harness.perf.roofline import ridge_point
 
 HEADLINE_BATCH = 8

@@ -21,14 +21,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import ml_dtypes
 import numpy as np
 
-FP8_E4M3_MAX = 240.0  # ml_dtypes.float8_e4m3: IEEE-like e4m3 (has inf), NeuronCore v2/v3 native fp8
-FP8_E4M3FN_MAX = 448.0  # ml_dtypes.float8_e4m3fn: OCP e4m3 (no inf), trn3 and Hopper
+from nkilab.reference.dtypes import finite_max, numpy_dtype, to_numpy
+
+FP8_E4M3_MAX = finite_max("float8_e4m3")  # 240: IEEE-like e4m3 (has inf), NeuronCore v2/v3 native fp8
+FP8_E4M3FN_MAX = finite_max("float8_e4m3fn")  # 448: OCP e4m3 (no inf), trn3 and Hopper
 SCHEMES = ("int8", "int4", "fp8_e4m3", "fp8_e4m3fn")
 FP8_SCHEMES = ("fp8_e4m3", "fp8_e4m3fn")
-FP8_DTYPES = {"fp8_e4m3": ml_dtypes.float8_e4m3, "fp8_e4m3fn": ml_dtypes.float8_e4m3fn}
+FP8_DTYPES = {"fp8_e4m3": numpy_dtype("float8_e4m3"), "fp8_e4m3fn": numpy_dtype("float8_e4m3fn")}
 FP8_MAX = {"fp8_e4m3": FP8_E4M3_MAX, "fp8_e4m3fn": FP8_E4M3FN_MAX}
 INT8_MAX = 127  # symmetric int8 range -127..127 (-128 unused so that the range is symmetric)
 INT4_SYM_MAX = 7  # signed nibble -8..7; scale maps absmax to 7
@@ -86,9 +87,7 @@ class QuantizedActivation:
 
 
 def _to_float64(x) -> np.ndarray:
-    """NumPy or torch array -> float64 NumPy (torch conversion lives in nkilab.kernels._adapter)."""
-    from nkilab.kernels._adapter import to_numpy  # lazy: nkilab.kernels imports this module
-
+    """NumPy or torch array -> float64 NumPy (the conversion is the dtype table's, `dtypes.to_numpy`)."""
     return np.asarray(to_numpy(x), dtype=np.float64)
 
 

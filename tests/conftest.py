@@ -4,6 +4,10 @@ Profiles (select with HYPOTHESIS_PROFILE=ci|dev|thorough; CI uses `ci`):
   ci        few examples, no deadline, failure blobs printed so any CI failure replays locally
   dev       default for local runs
   thorough  many examples, for hunting bugs before a release
+
+Markers: `gpu` tests run where torch sees a CUDA device, `neuron` tests where the real Neuron SDK imports and a
+Neuron device exists; elsewhere they are skipped with the reason. The detection is the backend registry's
+(`nkilab.kernels._registry.has_cuda_device` / `has_neuron_device`), so tests and `backend="auto"` agree.
 """
 
 import os
@@ -11,28 +15,36 @@ import os
 import pytest
 from hypothesis import HealthCheck, settings
 
+from nkilab.kernels._registry import has_cuda_device, has_neuron_device
+
 _COMMON = dict(deadline=None, print_blob=True, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.register_profile("ci", max_examples=10, derandomize=True, **_COMMON)
 settings.register_profile("dev", max_examples=30, **_COMMON)
 settings.register_profile("thorough", max_examples=500, **_COMMON)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
+# marker -> (detector, why a test with it is skipped when the detector says no)
+DEVICE_MARKERS = {
+    "gpu": (has_cuda_device, "needs a CUDA GPU (torch sees none)"),
+    "neuron": (has_neuron_device, "needs the Neuron SDK (an importable `nki`, not the PyPI placeholder) and a "
+                                  "Neuron device (/dev/neuron0)"),
+}
 
-def _has_cuda() -> bool:
-    try:
-        import torch
-    except ImportError:
-        return False
-    return torch.cuda.is_available()
+
+def skip_reason(marker: str) -> str | None:
+    """Why tests marked `marker` cannot run here, or None when the device they need is present."""
+    detect, reason = DEVICE_MARKERS[marker]
+    return None if detect() else reason
 
 
 def pytest_collection_modifyitems(config, items):
-    """Skip `gpu` tests without CUDA and `neuron` tests without the SDK, saying why."""
-    skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU")
-    skip_neuron = pytest.mark.skip(reason="needs the Neuron SDK and a Neuron device")
-    cuda = _has_cuda()
+    """Skip `gpu` / `neuron` tests where their device is missing, saying why (each detector runs at most once,
+    and only when a collected test carries its marker)."""
+    reasons = {}
     for item in items:
-        if "gpu" in item.keywords and not cuda:
-            item.add_marker(skip_gpu)
-        if "neuron" in item.keywords:
-            item.add_marker(skip_neuron)
+        for marker in DEVICE_MARKERS:
+            if marker in item.keywords:
+                if marker not in reasons:
+                    reasons[marker] = skip_reason(marker)
+                if reasons[marker]:
+                    item.add_marker(pytest.mark.skip(reason=reasons[marker]))

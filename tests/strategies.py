@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import ml_dtypes
 import numpy as np
 from hypothesis import strategies as st
 
+from nkilab.reference.dtypes import numpy_dtype
 from nkilab.reference.quant import FP8_SCHEMES, SCHEMES, QuantizedWeight, quantize_activation, quantize_weight
 
 FLOAT_DTYPES = ("float32", "float16", "bfloat16")
@@ -27,13 +27,8 @@ SEQUENCE_KINDS = ("decode", "prefill", "chunked", "idle")  # idle: cached keys, 
 PADDINGS = ("-1", "junk")
 
 
-def np_dtype(name: str) -> np.dtype:
-    """NumPy dtype for a name, bfloat16 via ml_dtypes."""
-    return np.dtype(getattr(ml_dtypes, name)) if name == "bfloat16" else np.dtype(name)
-
-
 def _normal(rng: np.random.Generator, shape, dtype: str) -> np.ndarray:
-    return rng.standard_normal(shape).astype(np_dtype(dtype))
+    return rng.standard_normal(shape).astype(numpy_dtype(dtype))
 
 
 def dtypes(*, allowed=FLOAT_DTYPES):

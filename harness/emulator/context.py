@@ -22,17 +22,16 @@ from typing import Iterator
 
 import numpy as np
 
-from .targets import Target
-from .trace import Trace
+from nkilab.harness.chips import NeuronTarget
 
-DMA_QUEUES = 16  # DMA engines (queues) per NeuronCore — S `nki-dma-overview.rst`
+from .trace import Trace
 
 
 @dataclass
 class RunContext:
     """State shared by all LNC program instances of one kernel run."""
 
-    target: Target
+    target: NeuronTarget
     mode: str  # "full" computes values; "trace" records instructions, computing only integer (index) values
     trace: Trace
     lnc: int = 1
@@ -47,7 +46,7 @@ class RunContext:
         return self.mode == "full"
 
     def next_dma_queue(self) -> int:
-        return next(self.dma_issued) % DMA_QUEUES
+        return next(self.dma_issued) % self.target.dma_queues
 
 
 class ProgramContext:

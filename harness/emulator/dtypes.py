@@ -11,28 +11,14 @@ the hardware's fp8 overflow behaviour is not documented, so kernels clamp before
 
 from __future__ import annotations
 
-import ml_dtypes
 import numpy as np
 
+from nkilab.reference.dtypes import FP8_DTYPE_NAMES, NKI_DTYPE_NAMES, dtype_name, numpy_dtype
+
 float32 = np.dtype(np.float32)
-DTYPES: dict[str, np.dtype] = {
-    "bool": np.dtype(np.bool_),
-    "int8": np.dtype(np.int8),
-    "int16": np.dtype(np.int16),
-    "int32": np.dtype(np.int32),
-    "uint8": np.dtype(np.uint8),
-    "uint16": np.dtype(np.uint16),
-    "uint32": np.dtype(np.uint32),
-    "float16": np.dtype(np.float16),
-    "float32": float32,
-    "tfloat32": float32,
-    "bfloat16": np.dtype(ml_dtypes.bfloat16),
-    "float8_e4m3": np.dtype(ml_dtypes.float8_e4m3),
-    "float8_e4m3fn": np.dtype(ml_dtypes.float8_e4m3fn),
-    "float8_e5m2": np.dtype(ml_dtypes.float8_e5m2),
-}
-_BY_DTYPE = {v: k for k, v in DTYPES.items() if k != "tfloat32"}
-FP8 = frozenset(DTYPES[n] for n in ("float8_e4m3", "float8_e4m3fn", "float8_e5m2"))
+DTYPES: dict[str, np.dtype] = {n: numpy_dtype(n) for n in NKI_DTYPE_NAMES}  # the dtype table's NKI rows
+_BY_DTYPE = {v: dtype_name(v) for v in DTYPES.values()}  # tfloat32 storage is named float32
+FP8 = frozenset(DTYPES[n] for n in FP8_DTYPE_NAMES)
 FP32_MIN = float(np.finfo(np.float32).min)  # -3.4028235e38, range_select's on_false value (S-ISA)
 
 

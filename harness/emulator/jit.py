@@ -17,10 +17,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nkilab.harness.chips import get_target
+from nkilab.reference.dtypes import is_torch, to_numpy, to_torch
+
 from . import blas, context, cores, dtypes, gc_tuning, liveness
 from .context import ProgramContext, RunContext
 from .errors import NkiValidationError
-from .targets import get_target
 from .memory import wrap
 from .tensor import NkiTensor
 from .trace import Trace
@@ -92,11 +94,11 @@ def run(kernel, *args, target: str | None = None, mode: str = "full", lnc: int |
     lnc = lnc or (kernel.lnc if isinstance(kernel, Kernel) else None) or 1
     if lnc not in (1, 2):
         raise ValueError(f"lnc: must be 1 or 2, got {lnc!r}")
-    tgt = get_target(target)
+    tgt = get_target(target, neuron=True)
     if lnc == 2 and not tgt.lnc2:
         raise NkiValidationError("launch", "lnc", "LNC 2 only on trn2/trn3", lnc, tgt.name)
     run_ctx = RunContext(tgt, mode, Trace(getattr(fn, "__name__", "kernel"), tgt.name, lnc), lnc)
-    use_torch = any(_is_torch(a) for a in list(args) + list(kwargs.values()))
+    use_torch = any(is_torch(a) for a in list(args) + list(kwargs.values()))
     write_back: list = []
     with context.activated(ProgramContext(run_ctx, 0)):
         buffer = "shared_hbm" if lnc > 1 else "hbm"
@@ -111,30 +113,13 @@ def run(kernel, *args, target: str | None = None, mode: str = "full", lnc: int |
     return RunResult(outputs, run_ctx.trace)
 
 
-def _is_torch(x) -> bool:
-    return type(x).__module__.startswith("torch") and hasattr(x, "detach")
-
-
-_TORCH_VIEWS = {"bfloat16": ("int16", "bfloat16"), "float8_e4m3fn": ("uint8", "float8_e4m3fn"),
-                "float8_e5m2": ("uint8", "float8_e5m2")}
-
-
-def _torch_to_numpy(x) -> np.ndarray:
-    import torch  # optional heavy dependency: only for torch inputs
-    name = str(x.dtype).removeprefix("torch.")
-    if name in _TORCH_VIEWS:
-        carrier, target = _TORCH_VIEWS[name]
-        return x.detach().view(getattr(torch, carrier)).numpy().view(dtypes.DTYPES[target])
-    return x.detach().numpy()
-
-
 def _to_tensor(x, buffer: str, write_back: list):
     if isinstance(x, (list, tuple)):
         return type(x)(_to_tensor(v, buffer, write_back) for v in x)
-    if _is_torch(x):
+    if is_torch(x):
         if x.device.type != "cpu":
             raise TypeError(f"argument: torch tensor on {x.device}; the emulator takes CPU tensors")
-        arr = _torch_to_numpy(x)
+        arr = to_numpy(x)
         staged = np.ascontiguousarray(arr)
         if staged is not arr or not arr.flags.writeable:
             write_back.append((x, staged))
@@ -150,21 +135,16 @@ def _to_tensor(x, buffer: str, write_back: list):
 
 
 def _copy_back(original, staged: np.ndarray) -> None:
-    if _is_torch(original):
+    if is_torch(original):
         original.copy_(_numpy_to_torch(staged))
     elif original.flags.writeable:
         original[...] = staged
 
 
 def _numpy_to_torch(a: np.ndarray):
-    import torch  # optional heavy dependency: only when the inputs were torch
-    name = dtypes.name(a.dtype)
-    if name in _TORCH_VIEWS:
-        carrier, target = _TORCH_VIEWS[name]
-        return torch.from_numpy(np.ascontiguousarray(a).view(np.dtype(carrier))).view(getattr(torch, target))
-    if name in ("float8_e4m3",):  # no torch dtype for IEEE-style e4m3: hand back float32 values
-        return torch.from_numpy(a.astype(np.float32))
-    return torch.from_numpy(np.ascontiguousarray(a))
+    if dtypes.name(a.dtype) == "float8_e4m3":  # no torch dtype for IEEE-style e4m3: hand back float32 values
+        a = a.astype(np.float32)
+    return to_torch(a)
 
 
 def _from_tensor(out, use_torch: bool):

@@ -16,16 +16,17 @@ import math
 
 import numpy as np
 
+from nkilab.harness.chips import get_target
+
 from . import context, dtypes, operators
 from .errors import NkiTraceError, NkiValidationError
 from .isa import activation, dma_copy, memset, nc_matmul, nc_transpose, reduce_cmd
 from .isa import reciprocal as _reciprocal
 from .isa import tensor_copy, tensor_copy_predicated, tensor_reduce, tensor_scalar, tensor_tensor
 from .registers import VirtualRegister
-from .targets import get_target
 from .memory import allocate
 from .indexing import DynSlice
-from .tensor import NkiTensor
+from .tensor import LEGACY_OPERATORS, NkiTensor
 
 # ---- dtypes (S-NL) ----------------------------------------------------------------------------------
 bool_ = dtypes.DTYPES["bool"]
@@ -51,7 +52,7 @@ class _TileSize:
     @property
     def _target(self):
         ctx = context.active()
-        return ctx.target if ctx else get_target()
+        return ctx.target if ctx else get_target(neuron=True)
 
     pmax = property(lambda self: self._target.pmax)
     psum_fmax = property(lambda self: self._target.psum_bank_bytes // 4)
@@ -232,6 +233,7 @@ def _make_activation(name: str):
 
 
 add, subtract, multiply = (_make_binary(n) for n in ("add", "subtract", "multiply"))
+LEGACY_OPERATORS.update(add=add, subtract=subtract, multiply=multiply)  # NkiTensor's a + b, a - b, a * b
 maximum, minimum, power = (_make_binary(n) for n in ("maximum", "minimum", "power"))
 abs_max, abs_min = _make_binary("abs_max"), _make_binary("abs_min")
 equal, not_equal, greater, greater_equal, less, less_equal = (

@@ -437,21 +437,29 @@ class NkiTensor:
         f0 = place.offset - p0 * st.free
         return Access(st.id, st.buffer, p0, p_last + 1, f0 + f_lo, f0 + f_hi + 1, nbytes)
 
-    # ---- legacy-style operators, lowered to nl ops ---------------------------------------------------
+    # ---- legacy-style operators, lowered to nl ops (`LEGACY_OPERATORS`, filled in by `language`) -----------
     def __add__(self, other):
-        from . import language
-        return language.add(self, other)
+        return _legacy("add")(self, other)
 
     def __sub__(self, other):
-        from . import language
-        return language.subtract(self, other)
+        return _legacy("subtract")(self, other)
 
     def __mul__(self, other):
-        from . import language
-        return language.multiply(self, other)
+        return _legacy("multiply")(self, other)
 
     __radd__ = __add__
     __rmul__ = __mul__
+
+
+# nl.add / nl.subtract / nl.multiply, registered by `language` when it loads: the tensor layer sits below the
+# language and must not import it (that import closed a cycle through every isa module)
+LEGACY_OPERATORS: dict = {}
+
+
+def _legacy(name: str):
+    if name not in LEGACY_OPERATORS:
+        raise RuntimeError(f"NkiTensor operator {name}: nki.language is not loaded (import nkilab.harness.emulator)")
+    return LEGACY_OPERATORS[name]
 
 
 _new_tuple = tuple.__new__  # NamedTuple records without their constructor's Python frame (trace_access)

@@ -2,15 +2,16 @@
 
 Sources: S-ISA (per-instruction rules), S-A2 "Accessing SBUF/PSUM tensors" (partition rules),
 nki-api.md §3.2 (the list of limits an emulator should check). Generation-dependent facts come from
-`targets.Target`, never from literals here.
+the hardware table's Neuron rows (`nkilab.harness.chips.NeuronTarget`), never from literals here.
 """
 
 from __future__ import annotations
 
+from nkilab.harness.chips import NeuronTarget as Target
+
 from . import dtypes
 from .errors import NkiValidationError
 from .storage import ON_CHIP
-from .targets import Target
 from .tensor import NkiTensor
 
 

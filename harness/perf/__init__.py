@@ -1,11 +1,10 @@
-"""Performance model of NeuronCore kernels: chip tables, per-instruction costs, a dependency schedule, rooflines.
+"""Performance model of NeuronCore kernels: per-instruction costs, a dependency schedule, rooflines, calibration.
 
-Public names: `estimate(kernel, *args, target=)`, `model_trace(trace, target)`, `Estimate`, `get_target`,
-`TARGETS`. Every figure this package produces is *modeled* (kind "modeled").
+Public names: `estimate(kernel, *args, target=)`, `model_trace(trace, target)`, `Estimate`. The chip figures it
+stands on are the hardware table's, `nkilab.harness.chips`. Every figure this package produces is *modeled*
+(kind "modeled").
 """
 
-from nkilab.harness.perf.chips import ALL_TARGETS, NEURON_TARGETS, TARGETS, Target, get_target
 from nkilab.harness.perf.model import Estimate, estimate, model_trace
 
-__all__ = ["ALL_TARGETS", "NEURON_TARGETS", "TARGETS", "Target", "get_target", "Estimate", "estimate",
-           "model_trace"]
+__all__ = ["Estimate", "estimate", "model_trace"]

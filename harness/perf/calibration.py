@@ -27,9 +27,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nkilab.harness.emulator import nl, nisa
-from nkilab.harness.perf.chips import get_target
+from nkilab.harness.chips import get_target
+from nkilab.harness.emulator import nisa, nl, run
 from nkilab.harness.perf.model import Estimate, model_trace
+from nkilab.reference.dtypes import numpy_dtype
 
 TILE_K = 128  # partition dim: contraction rows per matmul
 TILE_M = 128  # stationary free size
@@ -201,14 +202,11 @@ TOLERANCE = 0.25  # issue 6: each point within +-25% of the published value
 
 def model_point(point: CalibrationPoint, target: str = "trn2") -> Estimate:
     """Trace `point`'s kernel at its shapes (zeros; trace mode computes nothing) and model it on `target`."""
-    from nkilab.harness.emulator import run
-    from nkilab.harness.workloads import np_dtype
-
-    dt = np_dtype(point.dtype)
+    dt = numpy_dtype(point.dtype)
     lhs_t = np.zeros((point.k, point.m), dt)
     rhs = np.zeros((point.k, point.n), dt)
     result = run(point.kernel, lhs_t, rhs, target=target, mode="trace", **point.kwargs)
-    return model_trace(result.trace, get_target(target))
+    return model_trace(result.trace, get_target(target, neuron=True))
 
 
 def modeled_value(point: CalibrationPoint, est: Estimate) -> float:

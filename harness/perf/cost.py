@@ -1,6 +1,6 @@
 """Cost of one traced instruction on one NeuronCore: how long it holds its engine, and when its result is usable.
 
-Rules (constants from `chips.NeuronCore`, each with its source there):
+Rules (constants from the Neuron rows of `nkilab.harness.chips`, each with its source there):
   TensorE   nc_matmul / transposes: max(N, 64) cycles at the TensorE clock, N = moving free size (a transpose
             streams an identity of P columns); x K/128 passes for deeper contractions; x4 for fp32 inputs;
             / fp8_speedup for fp8 inputs issued in a perf mode (double row on v3, MX quad on v4).
@@ -24,7 +24,8 @@ import math
 from dataclasses import dataclass
 
 from nkilab.harness.emulator.trace import Instruction
-from nkilab.harness.perf.chips import KiB, NeuronCore, dtype_family
+from nkilab.harness.chips import KiB, NeuronTarget
+from nkilab.reference.dtypes import peak_family
 
 DMA_SPLIT_BYTES = 64 * KiB  # a contiguous run longer than this is cut into several descriptors/engines
 _FAST_DTYPES_V3 = ("bfloat16", "float16")
@@ -49,8 +50,8 @@ class InstructionCost:
     latency_s: float = 0.0
 
 
-def instruction_cost(inst: Instruction, core: NeuronCore) -> InstructionCost:
-    """Cost of `inst` on `core` (see the module docstring for the rules)."""
+def instruction_cost(inst: Instruction, core: NeuronTarget) -> InstructionCost:
+    """Cost of `inst` on one NeuronCore of target `core` (see the module docstring for the rules)."""
     if inst.engine == "tensor":
         return InstructionCost("tensor", _tensor_cycles(inst, core) / core.tensor_hz)
     if inst.engine == "dma":
@@ -79,7 +80,7 @@ def matmul_dtype(inst: Instruction) -> str:
     return reads[0].dtype if reads else "bfloat16"
 
 
-def _tensor_cycles(inst: Instruction, core: NeuronCore) -> float:
+def _tensor_cycles(inst: Instruction, core: NeuronTarget) -> float:
     n = inst.attrs.get("n")
     if n is None:
         n = _moving_free_size(inst)
@@ -87,7 +88,7 @@ def _tensor_cycles(inst: Instruction, core: NeuronCore) -> float:
     # and the perf mode runs those passes fp8_speedup times faster
     passes = max(1.0, float(inst.attrs.get("k", core.pe_rows)) / core.pe_rows)
     cycles = float(max(int(n), core.matmul_min_cycles)) * passes
-    family = dtype_family(matmul_dtype(inst))
+    family = peak_family(matmul_dtype(inst))
     if family == "fp32":
         cycles *= core.fp32_factor
     elif family == "fp8" and (inst.attrs.get("double_row")
@@ -113,7 +114,7 @@ def _free_elems(shape: tuple[int, ...]) -> int:
     return int(math.prod(shape[1:])) if len(shape) > 1 else 1
 
 
-def _elementwise_cycles(inst: Instruction, core: NeuronCore, lane_rate: float) -> float:
+def _elementwise_cycles(inst: Instruction, core: NeuronTarget, lane_rate: float) -> float:
     free = inst.attrs.get("free_elems")
     if free is None:
         free = max((_free_elems(o.shape) for o in inst.operands), default=1)
@@ -121,12 +122,12 @@ def _elementwise_cycles(inst: Instruction, core: NeuronCore, lane_rate: float) -
     return core.engine_overhead_cycles + float(free) * max(1, tensor_inputs) / lane_rate
 
 
-def _fast_operands(inst: Instruction, core: NeuronCore) -> bool:
-    fast = _FAST_DTYPES_V3 + (("float8_e4m3", "float8_e4m3fn", "float8_e5m2") if core.generation >= 4 else ())
+def _fast_operands(inst: Instruction, core: NeuronTarget) -> bool:
+    fast = _FAST_DTYPES_V3 + (("float8_e4m3", "float8_e4m3fn", "float8_e5m2") if core.gen >= 4 else ())
     return bool(inst.operands) and all(o.dtype in fast and o.buffer != "psum" for o in inst.operands)
 
 
-def _dma_cost(inst: Instruction, core: NeuronCore) -> InstructionCost:
+def _dma_cost(inst: Instruction, core: NeuronTarget) -> InstructionCost:
     attrs = inst.attrs
     nbytes = int(attrs.get("bytes", 0) or max((o.access.nbytes for o in inst.operands), default=0))
     chunks = int(attrs.get("chunks", 0) or 1)
@@ -140,7 +141,7 @@ def _dma_cost(inst: Instruction, core: NeuronCore) -> InstructionCost:
     # bytes that cross HBM (an HBM -> HBM copy crosses it twice); a run never takes less than one descriptor time
     bandwidth = core.dma_queue_bw
     if inst.hbm_bytes:
-        bandwidth = min(bandwidth, core.hbm_bw / core.dma_queues * nbytes / inst.hbm_bytes)
+        bandwidth = min(bandwidth, core.core_hbm_bw / core.dma_queues * nbytes / inst.hbm_bytes)
     per_run = max(nbytes / runs / bandwidth, core.dma_run_min_s)
     if attrs.get("indirect") or str(attrs.get("dge", "")).lower() in ("swdge", "software", "sw"):
         per_run += core.dma_dge_run_s

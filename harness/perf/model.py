@@ -10,11 +10,13 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 
+from nkilab.harness.chips import NeuronTarget, get_target
+from nkilab.harness.emulator import run
 from nkilab.harness.emulator.trace import Trace
-from nkilab.harness.perf.chips import Target, get_target
 from nkilab.harness.perf.cost import is_transpose, matmul_dtype
-from nkilab.harness.perf.roofline import flops_key, roofline_bound_s
+from nkilab.harness.perf.roofline import roofline_bound_s
 from nkilab.harness.perf.schedule import schedule
+from nkilab.reference.dtypes import peak_family
 
 METHOD = "nkilab instruction-level model: emulator trace -> per-engine costs (perf/cost.py) -> dependency schedule"
 LATENCY_BOUND_SHARE = 0.5  # busiest engine under half the makespan: the kernel waits on dependencies, not work
@@ -30,7 +32,7 @@ class Estimate:
         launch_overhead_s: fixed per-launch cost reported apart, s.
         engine_busy_s: per engine ("tensor", "vector", "scalar", "gpsimd", "dma") occupied time, s.
         flops: TensorE matmul FLOPs (transposes excluded); total_flops: every FLOP in the trace.
-        flops_by_dtype: TensorE FLOPs per input dtype family.
+        flops_by_dtype: TensorE FLOPs per input dtype's peak-table family ("bf16" | "fp8" | "fp32" | "int8").
         hbm_bytes: bytes read from or written to HBM.
         mfu: flops / (latency_s x TensorE peak for the dominant input dtype).
         mbu: hbm_bytes / (latency_s x HBM bandwidth of the lnc cores).
@@ -66,23 +68,20 @@ class Estimate:
         return asdict(self)
 
 
-def model_trace(trace: Trace, target: str | Target = "trn2") -> Estimate:
-    """Model a recorded trace on a Neuron target (`target` a key or a `Target`)."""
-    tgt = get_target(target) if isinstance(target, str) else target
-    if tgt.core is None:
-        raise ValueError(f"target: {tgt.name!r} is not a Neuron target; the instruction model needs one of "
-                         "inf2, trn1, trn2, trn3")
-    timed = schedule(trace, tgt.core)
+def model_trace(trace: Trace, target: str | NeuronTarget = "trn2") -> Estimate:
+    """Model a recorded trace on a Neuron target (`target` a key or a `NeuronTarget`; ValueError otherwise)."""
+    tgt = get_target(target, neuron=True)
+    timed = schedule(trace, tgt)
     lnc = max(int(trace.lnc or 1), timed.cores)
     flops_by_dtype: dict[str, float] = defaultdict(float)
     for inst in trace.instructions:
         if inst.engine == "tensor" and inst.flops and not is_transpose(inst):
-            flops_by_dtype[flops_key(matmul_dtype(inst))] += inst.flops
+            flops_by_dtype[peak_family(matmul_dtype(inst))] += inst.flops
     tensor_flops = sum(flops_by_dtype.values())
     hbm = float(trace.hbm_bytes)
     latency = timed.makespan_s
     dominant = max(flops_by_dtype, key=flops_by_dtype.get) if flops_by_dtype else "bf16"
-    peak = tgt.peak(_family_dtype(dominant), lnc=lnc)
+    peak = tgt.family_peak(dominant, lnc=lnc)
     bandwidth = tgt.bandwidth(lnc=lnc)
     busiest = max(timed.engine_busy_s, key=timed.engine_busy_s.get)
     if latency <= 0 or timed.engine_busy_s[busiest] < LATENCY_BOUND_SHARE * latency:
@@ -90,7 +89,7 @@ def model_trace(trace: Trace, target: str | Target = "trn2") -> Estimate:
     else:
         bottleneck = busiest
     return Estimate(
-        kernel=trace.kernel, target=tgt.name, lnc=lnc, latency_s=latency, launch_overhead_s=tgt.core.launch_s,
+        kernel=trace.kernel, target=tgt.name, lnc=lnc, latency_s=latency, launch_overhead_s=tgt.launch_s,
         engine_busy_s=dict(timed.engine_busy_s), flops=tensor_flops, total_flops=float(trace.flops),
         flops_by_dtype=dict(flops_by_dtype), hbm_bytes=hbm,
         mfu=tensor_flops / (latency * peak) if latency > 0 else 0.0,
@@ -98,8 +97,8 @@ def model_trace(trace: Trace, target: str | Target = "trn2") -> Estimate:
         bottleneck=bottleneck, roofline_s=roofline_bound_s(flops_by_dtype, hbm, tgt, lnc=lnc),
         instructions=len(trace), peak_flops=peak, bandwidth=bandwidth,
         instruction_mix={engine: dict(ops) for engine, ops in trace.instruction_mix().items() if ops},
-        assumptions=[f"{tgt.name}: per-core tables in nkilab.harness.perf.chips; launch overhead "
-                     f"{tgt.core.launch_s * 1e6:g} us reported apart"],
+        assumptions=[f"{tgt.name}: per-core tables in nkilab.harness.chips; launch overhead "
+                     f"{tgt.launch_s * 1e6:g} us reported apart"],
     )
 
 
@@ -115,14 +114,6 @@ def estimate(kernel, *args, target: str = "trn2", **kwargs) -> Estimate:
     Returns:
         Estimate with latency_s, engine_busy_s, flops, hbm_bytes, mfu, mbu, bottleneck (kind "modeled").
     """
-    tgt = get_target(target)
-    if tgt.core is None:
-        raise ValueError(f"target: {target!r} is not a Neuron target; use one of inf2, trn1, trn2, trn3")
-    from nkilab.harness.emulator import run
-
+    tgt = get_target(target, neuron=True)
     result = run(kernel, *args, target=tgt.name, mode="trace", **kwargs)
     return model_trace(result.trace, tgt)
-
-
-def _family_dtype(family: str) -> str:
-    return {"fp32": "float32", "fp8": "float8_e4m3", "int8": "int8"}.get(family, "bfloat16")

@@ -9,12 +9,12 @@ and the roofline is drawn for matmul work), so the bound stays a lower bound.
 
 from __future__ import annotations
 
-from nkilab.harness.perf.chips import Target, dtype_family
+from nkilab.harness.chips import Target
 
 
-def compute_bound_s(flops_by_dtype: dict[str, float], target: Target, *, lnc: int | None = None) -> float:
-    """Time for the TensorE FLOPs alone at peak: sum over dtype families of flops / peak, s."""
-    return sum(f / target.peak(d, lnc=lnc) for d, f in flops_by_dtype.items() if f)
+def compute_bound_s(flops_by_family: dict[str, float], target: Target, *, lnc: int | None = None) -> float:
+    """Time for the TensorE FLOPs alone at peak: sum over peak-table families of flops / peak, s."""
+    return sum(f / target.family_peak(family, lnc=lnc) for family, f in flops_by_family.items() if f)
 
 
 def memory_bound_s(hbm_bytes: float, target: Target, *, lnc: int | None = None) -> float:
@@ -22,17 +22,12 @@ def memory_bound_s(hbm_bytes: float, target: Target, *, lnc: int | None = None) 
     return hbm_bytes / target.bandwidth(lnc=lnc)
 
 
-def roofline_bound_s(flops_by_dtype: dict[str, float], hbm_bytes: float, target: Target, *,
+def roofline_bound_s(flops_by_family: dict[str, float], hbm_bytes: float, target: Target, *,
                      lnc: int | None = None) -> float:
     """max(compute bound, memory bound), s — what `latency_s` can never go below."""
-    return max(compute_bound_s(flops_by_dtype, target, lnc=lnc), memory_bound_s(hbm_bytes, target, lnc=lnc))
+    return max(compute_bound_s(flops_by_family, target, lnc=lnc), memory_bound_s(hbm_bytes, target, lnc=lnc))
 
 
 def ridge_point(target: Target, dtype: str = "bfloat16") -> float:
     """FLOPs per byte where the compute and memory roofs meet."""
     return target.peak(dtype) / target.bandwidth()
-
-
-def flops_key(dtype: str) -> str:
-    """Family key under which FLOPs of `dtype` inputs are summed."""
-    return dtype_family(dtype)

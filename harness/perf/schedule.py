@@ -21,7 +21,7 @@ import heapq
 from dataclasses import dataclass, field
 
 from nkilab.harness.emulator.trace import ENGINES, Trace
-from nkilab.harness.perf.chips import NeuronCore
+from nkilab.harness.chips import NeuronTarget
 from nkilab.harness.perf.cost import InstructionCost, instruction_cost
 
 
@@ -81,8 +81,8 @@ class _AccessLog:
         self.reads.append((p0, p1, s0, s1, done))
 
 
-def schedule(trace: Trace, core: NeuronCore) -> Schedule:
-    """Time `trace` on cores described by `core` (one per program id); see the module docstring."""
+def schedule(trace: Trace, core: NeuronTarget) -> Schedule:
+    """Time `trace` on NeuronCores of target `core` (one per program id); see the module docstring."""
     n = len(trace.instructions)
     start = [0.0] * n
     done = [0.0] * n

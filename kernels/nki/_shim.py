@@ -12,19 +12,14 @@ traces come from the emulator only).
 from __future__ import annotations
 
 
-def _real_sdk():
-    try:
-        import nki as sdk
-        import nki.isa
-        import nki.language
-    except Exception:  # the PyPI placeholder raises ImportError; broken installs raise anything
-        return None
-    if not (hasattr(sdk.isa, "nc_matmul") and hasattr(sdk, "language") and hasattr(sdk, "jit")):
-        return None
-    return sdk
-
-
-_sdk = _real_sdk()
+try:
+    import nki as _sdk
+    import nki.isa
+    import nki.language
+except Exception:  # the PyPI placeholder raises ImportError; broken installs raise anything
+    _sdk = None
+if _sdk is not None and not (hasattr(_sdk.isa, "nc_matmul") and hasattr(_sdk, "language") and hasattr(_sdk, "jit")):
+    _sdk = None  # something else named nki
 USING_EMULATOR = _sdk is None
 
 if USING_EMULATOR:

@@ -12,7 +12,7 @@ from nkilab.harness.energy import (
     modeled_energy,
     parse_neuron_utilization,
 )
-from nkilab.harness.perf import get_target
+from nkilab.harness.chips import get_target
 
 
 class FakeNvml:

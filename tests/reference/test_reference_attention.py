@@ -8,6 +8,7 @@ from brute_force import brute_force_attention
 from strategies import attention_options, attention_problems, head_counts
 
 from nkilab.reference import attention, visible_keys
+from nkilab.reference.dtypes import numpy_dtype
 
 
 @given(
@@ -80,9 +81,7 @@ def test_visible_keys_bottom_right():
 # never by 0 (then compute_dtype would be ignored).
 @pytest.mark.parametrize("compute_dtype, max_err", [("float32", 1e-5), ("float16", 2e-2), ("bfloat16", 1e-1)])
 def test_working_precision_run_is_close_but_not_exact(compute_dtype, max_err):
-    import ml_dtypes
-
-    cd = getattr(ml_dtypes, compute_dtype) if compute_dtype == "bfloat16" else np.dtype(compute_dtype)
+    cd = numpy_dtype(compute_dtype)
     rng = np.random.default_rng(4)
     q, k, v = rng.standard_normal((1, 9, 4, 64)), rng.standard_normal((1, 9, 2, 64)), rng.standard_normal((1, 9, 2, 64))
     low = attention(q, k, v, causal=True, compute_dtype=cd)

@@ -1,6 +1,5 @@
 """NKI flash attention matches the float64 reference within the naive working-precision error, on every target."""
 
-import ml_dtypes
 import numpy as np
 import pytest
 from hypothesis import given
@@ -13,9 +12,9 @@ from nkilab.kernels.nki import launch_attention
 from nkilab.kernels.nki._launch import launch
 from nkilab.kernels.nki.attention import flash_attention
 from nkilab.reference.attention import attention as reference_attention
+from nkilab.reference.dtypes import numpy_dtype
 
 TARGETS = ("inf2", "trn1", "trn2")
-DTYPES = {"float32": np.dtype(np.float32), "bfloat16": np.dtype(ml_dtypes.bfloat16), "float16": np.dtype(np.float16)}
 
 # (B, Sq, Skv, Hq, Hkv, D, dtype, options): odd lengths, decode-like Sq < Skv, Sq > Skv with fully masked rows
 # (a whole 128-row tile of them at 300/20), Qwen's 28/4 GQA, MQA, D = 64/80/128 and past 128, windows, softcaps
@@ -45,7 +44,7 @@ LLAMA_8B_PREFILL = dict(b=1, sq=4096, skv=4096, hq=32, hkv=8, head_dim=128, caus
 
 def _inputs(b, sq, skv, hq, hkv, d, dtype, seed=0):
     rng = np.random.default_rng(seed)
-    dt = DTYPES[dtype]
+    dt = numpy_dtype(dtype)
     return (rng.standard_normal((b, sq, hq, d)).astype(dt), rng.standard_normal((b, skv, hkv, d)).astype(dt),
             rng.standard_normal((b, skv, hkv, d)).astype(dt))
 

@@ -11,7 +11,6 @@ from strategies import (
     block_sizes,
     head_counts,
     head_dims,
-    np_dtype,
     paged_problems,
     pinned_paged_problem,
 )
@@ -19,6 +18,7 @@ from strategies import (
 from nkilab.harness.checks import compare
 from nkilab.harness.emulator import run
 from nkilab.kernels.nki import launch_paged
+from nkilab.reference.dtypes import numpy_dtype
 from nkilab.reference.paged import paged_attention as reference_paged_attention
 
 TARGETS = ("inf2", "trn1", "trn2")
@@ -38,7 +38,7 @@ def _run(problem: PagedProblem, target: str):
     inputs = problem.inputs()
     out = _nki(inputs, problem.options(), target)
     ref64 = reference_paged_attention(*inputs, **problem.options())
-    ref_low = reference_paged_attention(*inputs, **problem.options(), compute_dtype=np_dtype(problem.dtype))
+    ref_low = reference_paged_attention(*inputs, **problem.options(), compute_dtype=numpy_dtype(problem.dtype))
     assert out.shape == ref64.shape and out.dtype == inputs[0].dtype
     floor = None
     if out.dtype == np.float32:
