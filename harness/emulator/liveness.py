@@ -122,8 +122,8 @@ def _check_peak(buffer: str, lives: list[Lifetime], target) -> None:
     if any(life.address is not None for life in lives):
         peak, peak_at = _sweep_placed(buffer, lives, target)
     else:
-        peak, peak_at = _sweep(np.array([life.first for life in lives]), np.array([life.last for life in lives]),
-                               np.array([_cost(life, buffer, bank) for life in lives]))
+        first, last, cost = np.array([(life.first, life.last, _cost(life, buffer, bank)) for life in lives]).T
+        peak, peak_at = _sweep(first, last, cost)
     if peak > capacity:
         _raise(buffer, peak, peak_at, lives, capacity, target)
 

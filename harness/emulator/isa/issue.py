@@ -27,10 +27,12 @@ def computes(ctx: ProgramContext, dsts: tuple, srcs: tuple) -> bool:
     for d in dsts:
         if d.storage.data is None or d.dtype.kind not in "iub":
             known = False
+            break
     if known:
         for s in srcs:
             if isinstance(s, NkiTensor) and s.storage.data is None:
                 known = False
+                break
     if not known:
         for d in dsts:
             d.storage.data = None
@@ -70,7 +72,8 @@ def record(ctx: ProgramContext, engine: str, opcode: str, writes: dict, reads: d
     ops = []
     instructions = ctx.trace.instructions
     index = len(instructions)
-    for is_write, group in ((True, writes), (False, reads)):
+    is_write = True
+    for group in (writes, reads):
         for name, t in group.items():
             if not isinstance(t, NkiTensor):
                 continue
@@ -85,6 +88,7 @@ def record(ctx: ProgramContext, engine: str, opcode: str, writes: dict, reads: d
             else:
                 acc = t.access((places or {}).get(name) or Place(t.offset), t.size * t.itemsize)  # indirect: rare
             ops.append(_new_tuple(Operand, (name, t.shape, st.dtype_name, st.buffer, acc, is_write)))
+        is_write = False
     instructions.append(_new_tuple(Instruction, (index, engine, opcode, tuple(ops), flops, {} if attrs is None else attrs,
                                                  ctx.program_id)))
 

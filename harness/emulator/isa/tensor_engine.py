@@ -21,7 +21,6 @@ import numpy as np
 
 from .. import dtypes, validate
 from ..errors import NkiValidationError
-from ..indexing import extent
 from ..storage import strided_view
 from ..tensor import NkiTensor
 from .enums import engine as Engine
@@ -66,15 +65,14 @@ def _check_tiling(op: str, tile_position, tile_size, target) -> None:
 
 
 def _check_bank(op: str, dst: NkiTensor, target) -> None:
-    """A matmul output on gen2/3 lies in one 2 KiB PSUM bank (S-ISA: N ≤ 512 = one bank of fp32)."""
+    """A matmul output on gen2/3 lies in one 2 KiB PSUM bank (S-ISA: N ≤ 512 = one bank of fp32): the bytes its
+    footprint spans in the partition (the trace footprint, computed once per view: placed tiles' is in bytes)."""
     bank = target.psum_bank_bytes
     if target.moving_fmax_fp32 > bank // 4:
         return
-    st = dst.storage
-    isz = st.dtype.itemsize
-    f_lo, f_hi = extent(dst.shape, dst.strides, 1)
-    base = (st.placement[2] if st.placement is not None else 0) + dst.offset % st.free * isz
-    lo, hi = base, base + (f_lo + f_hi + 1) * isz
+    acc = dst.trace_access()
+    scale = 1 if dst.storage.placement is not None else dst.storage.dtype.itemsize
+    lo, hi = acc.start * scale, acc.stop * scale
     if lo // bank != (hi - 1) // bank:
         raise NkiValidationError(op, "dst", f"output within one {bank}-byte PSUM bank",
                                  f"bytes [{lo}, {hi}) of the partition", target.name)
