@@ -95,9 +95,9 @@ def current() -> ProgramContext:
     return ctx
 
 
-def active() -> ProgramContext | None:
-    """The active program instance of this thread/task, or None outside a run."""
-    return _ACTIVE.get()
+# active() -> ProgramContext | None: the active program instance of this thread/task, or None outside a run
+# (the context variable's own getter: called for every allocation)
+active = _ACTIVE.get
 
 
 @contextlib.contextmanager

@@ -35,7 +35,7 @@ def allocate(shape, dtype, buffer: str, name: str = "", op: str = "ndarray", add
         NkiValidationError: partition dim over the target's pmax, a tile larger than its buffer, or a bad address.
         ValueError / TypeError: bad shape, buffer or address.
     """
-    ctx = context.current()
+    ctx = context.active() or context.current()  # (current() raises outside a run)
     if not isinstance(dtype, np.dtype):
         dtype = dtypes.to_dtype(dtype)
     if type(buffer) is not str:

@@ -88,10 +88,13 @@ def not_both_psum(op: str, a_name: str, a, b_name: str, b, target: Target) -> No
 def tiles(op: str, target: Target, **operands) -> None:
     """Engine operands given as name=tensor: each checked by `tile`, in order, then all with the first one's
     partitions and elements per partition (the element-wise layout rule of most Vector/Scalar/GpSimd ops)."""
+    ref = None
     for name, t in operands.items():
         tile(op, name, t, target)
-    (ref_name, ref), *others = operands.items()
-    same_layout(op, ref_name, ref, dict(others), target)
+        if ref is None:
+            ref_name, ref = name, t
+        elif t.shape[0] != ref.shape[0] or t.size != ref.size:
+            same_layout(op, ref_name, ref, {name: t}, target)  # raises
 
 
 def same_layout(op: str, ref_name: str, ref: NkiTensor, others: dict, target: Target) -> None:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import context, dtypes
-from ..context import ProgramContext
+from .. import dtypes
+from ..context import ProgramContext, current  # noqa: F401 - current: the isa modules' way to the active run
 from ..indexing import Place
 from ..storage import strided_view
 from ..tensor import NkiTensor
@@ -121,7 +121,3 @@ def layout_attrs(*tensors) -> dict:
         if isinstance(t, NkiTensor) and (big is None or t.size > big.size):
             big = t
     return {"partitions": big.shape[0], "free_elems": big.size // big.shape[0]}
-
-
-def current() -> ProgramContext:
-    return context.current()
