@@ -18,6 +18,7 @@ from nkilab.harness.chips import NEURON_TARGETS, get_target
 from . import collectives
 from . import isa as nisa
 from . import language as nl
+from . import nki_typing
 from .errors import NkiTraceError, NkiValidationError
 from .jit import Kernel, RunResult, jit, run, simulate
 from .tensor import NkiTensor
@@ -26,8 +27,9 @@ from .trace import Trace
 # the Neuron rows of the hardware table (`nkilab.harness.chips`): the targets a kernel runs on
 TARGETS = {name: get_target(name) for name in NEURON_TARGETS}
 
-nki = types.ModuleType("nki", "Emulated `nki` namespace: language, isa, collectives, jit, simulate.")
+nki = types.ModuleType("nki", "Emulated `nki` namespace: language, isa, collectives, jit, simulate, typing.")
 nki.language, nki.isa, nki.collectives, nki.jit, nki.simulate = nl, nisa, collectives, jit, simulate
+nki.typing, nki.dtype = nki_typing, nl.DType  # `nki.dtype` is usable as an annotation (S-LIB kernels use it)
 
 __all__ = ["Kernel", "NkiTensor", "NkiTraceError", "NkiValidationError", "RunResult", "TARGETS", "Trace", "collectives",
            "jit", "nisa", "nki", "nl", "run", "simulate"]

@@ -54,7 +54,7 @@ class ProgramContext:
     attributes) plus this instance's id, engine registers (undefined, NaN, until set) and physical memories."""
 
     __slots__ = ("run", "target", "mode", "full", "trace", "lnc", "program_id", "shared_seen", "act_regs",
-                 "vec_acc", "physical", "sync_counts", "storage_id", "next_dma_queue")
+                 "vec_acc", "rng", "physical", "sync_counts", "storage_id", "next_dma_queue")
 
     def __init__(self, run: RunContext, program_id: int):
         self.run, self.target, self.mode, self.full = run, run.target, run.mode, run.full
@@ -64,6 +64,7 @@ class ProgramContext:
         self.shared_seen = 0  # shared_hbm allocations made so far by this program
         self.act_regs = np.full(128, np.nan, np.float32)  # ScalarE reduce registers, one per lane
         self.vec_acc = np.full(128, np.nan, np.float32)  # VectorE accumulators, one per lane
+        self.rng: dict = {}  # (program id, engine name) -> PRNG lane states, see isa/rng.py
         self.physical: dict[str, tuple] = {}  # buffer -> (trace id, [partitions, bytes] uint8), made on first use
         self.sync_counts: dict[tuple, int] = {}  # synchronization points reached per channel (isa/sync.py)
 

@@ -10,6 +10,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .errors import NkiValidationError
+from .registers import VirtualRegister
 from .storage import ON_CHIP, Storage
 
 
@@ -80,3 +81,13 @@ def check_bounds(op: str, operand: str, st: Storage, shape, strides, start: int)
         if f0 + f_lo < 0 or f0 + f_hi >= st.free:
             raise NkiValidationError(op, operand, f"free access within one partition of {st.free} elements",
                                      f"free elements [{f0 + f_lo}, {f0 + f_hi}]")
+
+
+def scalar_value(index) -> int | None:
+    """Runtime value of a scalar offset (int, VirtualRegister or 1-element tensor); None if unknown."""
+    if isinstance(index, VirtualRegister):
+        return index.value
+    if isinstance(index, (int, np.integer)):
+        return int(index)
+    vals = index.values()  # a 1-element NkiTensor (checked by .ap() / register_load)
+    return None if vals is None else int(vals.reshape(-1)[0])

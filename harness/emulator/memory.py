@@ -26,6 +26,7 @@ from .storage import BUFFERS, ON_CHIP, Storage, c_strides
 from .tensor import NkiTensor
 
 INT_SENTINEL = 4  # what the official simulator puts in new integer allocations (S-SIM)
+_NKI_DTYPES = frozenset(dtypes.DTYPES.values())  # storage dtypes taken as they are (the allocation fast path)
 
 
 def allocate(shape, dtype, buffer: str, name: str = "", op: str = "ndarray", address=None) -> NkiTensor:
@@ -36,10 +37,10 @@ def allocate(shape, dtype, buffer: str, name: str = "", op: str = "ndarray", add
         ValueError / TypeError: bad shape, buffer or address.
     """
     ctx = context.active() or context.current()  # (current() raises outside a run)
-    if not isinstance(dtype, np.dtype):
+    if not (isinstance(dtype, np.dtype) and dtype in _NKI_DTYPES):  # a name, type or torch dtype; or not NKI's
         dtype = dtypes.to_dtype(dtype)
     if type(buffer) is not str:
-        buffer = getattr(buffer, "name", buffer)
+        buffer = getattr(buffer, "value", buffer)  # nl.MemoryRegion members: their values are buffer names
     buffer = buffer or "sbuf"
     if buffer not in BUFFERS:
         raise ValueError(f"buffer: {buffer!r} is not one of {BUFFERS}")
@@ -60,7 +61,7 @@ def allocate(shape, dtype, buffer: str, name: str = "", op: str = "ndarray", add
     data = None
     if ctx.full or dtype.kind in "iub":
         data = np.empty(math.prod(shape), dtype)
-        data.fill(INT_SENTINEL if dtype.kind in "iub" else np.nan)  # (np.full's Python wrapper costs more)
+        data.fill(np.nan if dtypes.is_float(dtype) else INT_SENTINEL)  # (np.full's Python wrapper costs more)
     st = Storage(ctx.storage_id(), buffer, dtype, shape, data)
     if buffer in ON_CHIP:
         _on_chip(ctx, st, name, op, address)

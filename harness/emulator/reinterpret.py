@@ -13,7 +13,7 @@ import numpy as np
 
 from . import dtypes
 from .errors import NkiValidationError
-from .storage import ON_CHIP, ReinterpretedStorage, Storage
+from .storage import ON_CHIP, ReinterpretedStorage, Storage, c_strides
 
 
 def reinterpreted(storage: Storage, shape: tuple, strides: tuple, offset: int, new: np.dtype):
@@ -41,3 +41,18 @@ def reinterpreted(storage: Storage, shape: tuple, strides: tuple, offset: int, n
     new_shape = tuple(shape[:-1]) + (last_bytes // new_size,)
     new_strides = tuple(s * old_size // new_size for s in strides[:-1]) + (1,)
     return ReinterpretedStorage(storage, new), new_shape, new_strides, offset * old_size // new_size
+
+
+def whole_storage(storage: Storage, offset: int, new: np.dtype):
+    """(storage, shape, strides, offset) of the whole of `storage` seen as `new` (`.ap(dtype=)`), `offset` (in the
+    old dtype's elements) converted to elements of `new`.
+
+    Raises:
+        NkiValidationError: the offset does not fall on a whole element of `new`.
+    """
+    old = storage.dtype.itemsize
+    if offset * old % new.itemsize:
+        raise NkiValidationError("ap", "dtype", f"a view offset on a whole {new.itemsize}-byte element",
+                                 f"offset {offset} x {old} bytes")
+    st = ReinterpretedStorage(storage, new)
+    return st, st.shape, c_strides(st.shape), offset * old // new.itemsize

@@ -26,9 +26,10 @@ import numpy as np
 
 from . import dtypes
 from .errors import NkiTraceError, NkiValidationError
-from .indexing import DynSlice, Indirect, Place, check_bounds, extent, slice_bounds
+from .indexing import DynSlice, Indirect, Place, check_bounds, extent, scalar_value, slice_bounds
 from .registers import VirtualRegister
-from .reinterpret import reinterpreted
+from .rearrange import rearrange_plan
+from .reinterpret import reinterpreted, whole_storage
 from .storage import ON_CHIP, Storage, strided_view
 from .trace import Access
 
@@ -37,13 +38,17 @@ class NkiTensor:
     """A view: storage + shape + strides + offset (elements) + dtype (+ runtime indirection)."""
 
     __slots__ = ("storage", "shape", "strides", "offset", "dtype", "name", "indirect", "size", "_extents", "_access",
-                 "_valid_for")
+                 "_valid_for", "out_of_bounds")
 
     def __init__(self, storage: Storage, shape, strides, offset: int, name: str = "", indirect: Indirect | None = None):
         self.storage, self.shape, self.strides, self.offset = storage, tuple(shape), tuple(strides), offset
         self.dtype, self.name, self.indirect = storage.dtype, name, indirect
         self.size = math.prod(self.shape)  # elements (views are immutable)
         self._extents = self._access = self._valid_for = None  # caches: extents, trace footprint, target it passed
+        # an `.ap()` pattern outside its storage: a view is only an address pattern, so the error is raised
+        # when an instruction uses the view (validate.tile), not when it is made (AWS's nki-library makes such
+        # views on paths it then skips)
+        self.out_of_bounds: NkiValidationError | None = None
 
     @property
     def extents(self) -> tuple[int, int, int, int]:
@@ -89,7 +94,9 @@ class NkiTensor:
     def _view(self, shape, strides, offset, op: str) -> "NkiTensor":
         if self.indirect is not None:
             raise NkiValidationError(op, "tensor", "no views of an indirect (.ap with offsets) tensor", self)
-        return NkiTensor(self.storage, shape, strides, offset, self.name)
+        out = NkiTensor(self.storage, shape, strides, offset, self.name)
+        out.out_of_bounds = self.out_of_bounds
+        return out
 
     # ---- indexing ---------------------------------------------------------------------------------
     def __getitem__(self, key) -> "NkiTensor":
@@ -143,7 +150,9 @@ class NkiTensor:
             strides.append(1)
         if self.indirect is not None:
             raise NkiValidationError("getitem", "tensor", "no views of an indirect (.ap with offsets) tensor", self)
-        return NkiTensor(self.storage, shape, strides, offset, self.name)
+        out = NkiTensor(self.storage, shape, strides, offset, self.name)
+        out.out_of_bounds = self.out_of_bounds
+        return out
 
     # ---- view methods (S-NL) ------------------------------------------------------------------------
     def slice(self, dim: int, start: int, end: int, step: int = 1) -> "NkiTensor":
@@ -218,6 +227,12 @@ class NkiTensor:
         """Split dim `dim` into `shape` (its element count preserved)."""
         return self.reshape(self.shape[:dim] + tuple(shape) + self.shape[dim + 1:])
 
+    def rearrange(self, src_pattern, dst_pattern, fixed_sizes=None) -> "NkiTensor":
+        """einops-style view (S-NL; patterns and sizes as `rearrange.py` describes): a split, a permute and a merge
+        of views, no data moves. Example: [128, 24].rearrange(('b', ('h', 'w')), ('b', 'w', 'h'), {'h': 4})."""
+        split, order, merged = rearrange_plan(self.shape, src_pattern, dst_pattern, fixed_sizes)
+        return self.reshape(split).permute(order).reshape(merged)
+
     def view(self, dtype) -> "NkiTensor":
         """The same bytes reinterpreted as `dtype` (S-NL `view`, alias `reinterpret_cast`): no data moves; the
         last dim scales by the itemsize ratio (uint8 [P, 8] -> uint32 [P, 2] -> float8_e4m3 [P, 8]). Rules:
@@ -230,7 +245,9 @@ class NkiTensor:
             raise NkiValidationError("view", "tensor", "no views of an indirect (.ap with offsets) tensor", self)
         storage, shape, strides, offset = reinterpreted(self.storage, self.shape, self.strides, self.offset,
                                                         dtypes.to_dtype(dtype))
-        return NkiTensor(storage, shape, strides, offset, self.name)
+        out = NkiTensor(storage, shape, strides, offset, self.name)
+        out.out_of_bounds = self.out_of_bounds
+        return out
 
     reinterpret_cast = view
 
@@ -266,10 +283,13 @@ class NkiTensor:
             offset: start element; None inherits this view's offset.
             scalar_offset: VirtualRegister, int or 1x1 SBUF tensor; start += value * prod(shape[indirect_dim+1:]).
             vector_offset: SBUF (P, 1) integer tensor of row indices (indirect_dim must be 0).
-            dtype: reinterpretation — not emulated; must be None or this tensor's dtype.
+            dtype: reinterpret the storage's bytes as this dtype first (S-NL); pattern counts, strides and
+                `offset` are then in elements of it, and offset=None converts this view's offset (which must
+                fall on a whole element of the new dtype).
         """
         if dtype is not None and dtypes.to_dtype(dtype) != self.dtype:
-            raise NkiTraceError("ap(dtype=...): reinterpreting a tensor's dtype is not emulated")
+            return self._reinterpreted(dtypes.to_dtype(dtype)).ap(pattern, offset, scalar_offset, vector_offset,
+                                                                   indirect_dim)
         if scalar_offset is not None and vector_offset is not None:
             raise NkiValidationError("ap", "scalar_offset/vector_offset", "at most one of them", "both")
         shape = [int(n) for _, n in pattern]
@@ -303,8 +323,19 @@ class NkiTensor:
             ind = Indirect("scalar", scalar_offset, math.prod(self.shape[indirect_dim + 1:]))
         else:
             ind = None
-            check_bounds("ap", "pattern", st, shape, strides, start)
-        return NkiTensor(st, shape, strides, start, self.name, ind)
+        out = NkiTensor(st, shape, strides, start, self.name, ind)
+        if ind is None:
+            try:
+                check_bounds("ap", "pattern", st, shape, strides, start)
+            except NkiValidationError as e:
+                out.out_of_bounds = e
+        return out
+
+    def _reinterpreted(self, new: np.dtype) -> "NkiTensor":
+        """The whole storage seen as `new` (for `.ap(dtype=)`), this view's offset converted to its elements."""
+        if self.indirect is not None:
+            raise NkiValidationError("ap", "dtype", "no reinterpretation of an indirect view", self)
+        return NkiTensor(*whole_storage(self.storage, self.offset, new), self.name)
 
     # ---- runtime addressing ---------------------------------------------------------------------------
     def locate(self, op: str, operand: str, skip_oob: bool = False) -> Place:
@@ -463,13 +494,3 @@ def _legacy(name: str):
 
 
 _new_tuple = tuple.__new__  # NamedTuple records without their constructor's Python frame (trace_access)
-
-
-def scalar_value(index) -> int | None:
-    """Runtime value of a scalar offset (int, VirtualRegister or 1-element tensor); None if unknown."""
-    if isinstance(index, VirtualRegister):
-        return index.value
-    if isinstance(index, NkiTensor):
-        vals = index.values()
-        return None if vals is None else int(vals.reshape(-1)[0])
-    return int(index)

@@ -41,6 +41,9 @@ def tile(op: str, operand: str, t: NkiTensor, target: Target, *, engine: bool = 
     so reusing it (an accumulator, a loaded tile) checks nothing again: this runs for every operand."""
     if not isinstance(t, NkiTensor):
         raise NkiValidationError(op, operand, "an NKI tensor", type(t).__name__, target.name)
+    if t.out_of_bounds is not None:
+        e = t.out_of_bounds
+        raise NkiValidationError(op, operand, e.limit, e.value, target.name)
     if t._valid_for is target:
         return
     st = t.storage

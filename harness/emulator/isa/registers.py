@@ -8,7 +8,8 @@ import numpy as np
 from .. import dtypes
 from ..errors import NkiValidationError
 from ..registers import VirtualRegister
-from ..tensor import NkiTensor, scalar_value
+from ..indexing import scalar_value
+from ..tensor import NkiTensor
 from .issue import current, touch
 
 
