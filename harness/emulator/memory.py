@@ -11,12 +11,18 @@ from __future__ import annotations
 
 import functools
 import math
+import os
+import sys
 
 import numpy as np
 
 from . import context, dtypes
 from .errors import NkiValidationError
 from .tensor import BUFFERS, ON_CHIP, NkiTensor, Storage
+from .trace import Allocation
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_MAX_SITE_FRAMES = 8  # kernel frames kept in an allocation's call path (helpers nest a few deep)
 
 INT_SENTINEL = 4  # what the official simulator puts in new integer allocations (S-SIM)
 
@@ -52,9 +58,24 @@ def allocate(shape, dtype, buffer: str, name: str = "", op: str = "ndarray") -> 
     if buffer in ON_CHIP:
         amount = ctx.reserve(buffer, st.free * dtype.itemsize, op)
         st.release = functools.partial(ctx.release, ctx.program_id, buffer, amount)
+        ctx.trace.allocations[st.id] = Allocation(kernel_call_path(), buffer, shape[0], st.free * dtype.itemsize,
+                                                  dtypes.name(dtype), ctx.program_id)
     if buffer == "shared_hbm" and ctx.lnc > 1:
         ctx.shared_hbm.append(st)
     return NkiTensor(st, shape, _c_strides(shape), 0, name)
+
+
+def kernel_call_path() -> tuple:
+    """((file, line), ...) of the kernel frames that led to this allocation, innermost first: the frames outside
+    the emulator package up to the one the emulator called (the performance model's allocation site)."""
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame = frame.f_back
+    path = []
+    while frame is not None and not frame.f_code.co_filename.startswith(_PACKAGE_DIR) and len(path) < _MAX_SITE_FRAMES:
+        path.append((frame.f_code.co_filename, frame.f_lineno))
+        frame = frame.f_back
+    return tuple(path)
 
 
 def _shared(ctx, shape, dtype, name) -> NkiTensor:
