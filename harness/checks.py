@@ -1,4 +1,4 @@
-"""The one comparator: a kernel's output against the float64 reference, FlashAttention style (DESIGN §7).
+"""The one comparator: a kernel's output against the float64 reference, FlashAttention style.
 
 Rule: max|out - ref64| <= c * max|ref_lowprec - ref64| + floor, where ref_lowprec is the same reference computation
 done naively in the kernel's working precision (the reference's `compute_dtype=`). A kernel may be up to `c` times
@@ -74,7 +74,7 @@ def compare(out, ref64, ref_lowprec, *, c: float = 2.0, floor: float | None = No
         out: kernel output, any float dtype, NumPy or torch.
         ref64: the reference in float64 (compute_dtype=float64), same shape.
         ref_lowprec: the reference in the kernel's working precision (compute_dtype=...), same shape.
-        c: allowed multiple of the naive error (DESIGN §7 default 2).
+        c: allowed multiple of the naive error (default 2, the FlashAttention papers' rule).
         floor: absolute slack added to the bound; None = `default_floor(out's dtype, ref64)`.
 
     Returns:
@@ -156,3 +156,26 @@ def check_against_reference(out, reference_fn, *args, compute_dtype=None, c: flo
     ref64 = reference_fn(*args, compute_dtype=np.float64, **kwargs)
     ref_low = np.asarray(reference_fn(*args, compute_dtype=working, **kwargs)).astype(out_np.dtype)
     return compare(out_np, ref64, ref_low, c=c, floor=floor)
+
+
+def check_output(op, out, args, kwargs) -> CheckResult:
+    """An op's output against its float64 reference by the op's check rule (`Op.check`: `output`, `reference`,
+    `naive`, `floor`); `op` is an `nkilab.kernels.ops._op.Op`, `args`/`kwargs` the NumPy inputs of the call.
+
+    naive rule: `check_against_reference` (the naive run in the output's precision is the error budget); exact rule
+    (naive=False): the float64 reference is both the truth and the budget, so only `floor` is allowed (0 = exact).
+    """
+    rule = op.check
+    reference_fn = rule.reference or op.reference
+    got = rule.output(out)
+    if rule.naive:
+        return check_against_reference(got, reference_fn, *args, floor=rule.floor, **kwargs)
+    ref64 = reference_fn(*args, compute_dtype=np.float64, **kwargs)
+    return compare(got, ref64, ref64, floor=rule.floor)
+
+
+def check_truth(op, out, ref64, ref_lowprec) -> CheckResult:
+    """`check_output` against a truth computed elsewhere (the GPU bench computes ref64 and the naive run in torch on
+    the device), by the op's rule: `ref_lowprec` is ignored under the exact rule."""
+    rule = op.check
+    return compare(rule.output(out), ref64, ref_lowprec if rule.naive else ref64, floor=rule.floor)

@@ -19,8 +19,27 @@ import shlex
 import sys
 import time
 
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from nkilab.harness.perf.calibration import POINTS, QUICK_POINTS, calibration_table
 from nkilab.harness.chips import ALL_TARGETS, NEURON_TARGETS, TARGETS
-from nkilab.harness.workloads import DEFAULT_MODEL, GRIDS, MODELS, OPS, Quant
+from nkilab.harness.profile import RunConfig, Task, measure_task, model_task, plan, run
+from nkilab.harness.report.markdown import (
+    CHECK_HEADER,
+    NOT_RUN_HEADER,
+    PERF_HEADER,
+    check_rows,
+    headline,
+    not_run_rows,
+    perf_row,
+    write_report,
+)
+from nkilab.harness.report.plots import write_plots
+from nkilab.harness.report.records import read_jsonl, write_jsonl
+from nkilab.harness.workloads import DEFAULT_MODEL, GRIDS, MODELS, PHASES, Quant, model_problems
+from nkilab.kernels._registry import BACKENDS, OPS, has_cuda_device
 
 
 def _csv(choices):
@@ -43,15 +62,15 @@ def _power(text: str) -> tuple[str, float]:
 
 def _add_selection(p: argparse.ArgumentParser, *, targets: bool = True) -> None:
     p.add_argument("--ops", type=_csv(OPS), default=OPS, help="comma-separated ops (default: all)")
-    p.add_argument("--backends", type=_csv(("reference", "nki", "triton")), default=None,
+    p.add_argument("--backends", type=_csv(BACKENDS), default=None,
                    help="backends for the correctness pass (default: every available one)")
     if targets:
         p.add_argument("--targets", type=_csv(NEURON_TARGETS), default=NEURON_TARGETS,
                        help="Neuron targets to model (default: all)")
         p.add_argument("--model", choices=tuple(MODELS), default=DEFAULT_MODEL, help="real shapes to model")
-        p.add_argument("--phases", type=_csv(("decode", "prefill")), default=("decode", "prefill"))
+        p.add_argument("--phases", type=_csv(PHASES), default=PHASES)
         p.add_argument("--grid", choices=tuple(GRIDS), default="default",
-                       help="batch/context grid: quick | default | full (anchors.md §6.3)")
+                       help="batch/context grid: quick | default | full (nkilab.harness.workloads.grids)")
         p.add_argument("--scheme", default="int8", help="qmatmul weight scheme (int8, int4, fp8_e4m3, fp8_e4m3fn)")
         p.add_argument("--group-size", type=int, default=None, help="qmatmul quant group size (default per channel)")
         p.add_argument("--power-w", type=_power, action="append", default=[],
@@ -81,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="one kernel x workload x target x backend")
     bench.add_argument("--kernel", choices=OPS, required=True)
     bench.add_argument("--model", choices=tuple(MODELS), default=DEFAULT_MODEL)
-    bench.add_argument("--phase", choices=("decode", "prefill"), default="decode")
+    bench.add_argument("--phase", choices=PHASES, default="decode")
     bench.add_argument("--target", choices=ALL_TARGETS, default="trn2")
     bench.add_argument("--backend", choices=("nki", "triton"), default="nki")
     bench.add_argument("--grid", choices=tuple(GRIDS), default="default")
@@ -105,8 +124,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _config(args, **overrides):
-    from nkilab.harness.profile import RunConfig
-
     fields = dict(ops=args.ops, backends=args.backends)
     if hasattr(args, "targets"):
         fields.update(targets=args.targets, model=args.model, phases=args.phases, grid=args.grid,
@@ -117,17 +134,11 @@ def _config(args, **overrides):
 
 def _console():
     """A rich console; 160 columns when stdout is not a terminal, so piped tables stay readable."""
-    from rich.console import Console
-
     return Console() if sys.stdout.isatty() else Console(width=160)
 
 
 def _walk(config, console):
     """Run the plan with a rich progress bar; returns the records."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from nkilab.harness.profile import plan, run
-
     total = len(plan(config))
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=False) as progress:
@@ -144,8 +155,6 @@ def _walk(config, console):
 
 def _table(title: str, header, rows, *, style_of=None):
     """A rich table with one column per header entry; `style_of(row)` gives a row's style (None = plain)."""
-    from rich.table import Table
-
     table = Table(title=title)
     for h in header:
         table.add_column(h)
@@ -155,9 +164,6 @@ def _table(title: str, header, rows, *, style_of=None):
 
 
 def _summary(records, console) -> None:
-    from nkilab.harness.report import (CHECK_HEADER, NOT_RUN_HEADER, PERF_HEADER, check_rows, headline,
-                                       not_run_rows, perf_row)
-
     rows = check_rows(records)
     if rows:
         console.print(_table("Correctness (smoke workload vs float64 reference)", CHECK_HEADER, rows,
@@ -172,10 +178,6 @@ def _summary(records, console) -> None:
 
 
 def _write_folder(records, out: str, *, command: str, wall_s: float, plots: bool, calibration=None) -> str:
-    from nkilab.harness.plots import write_plots
-    from nkilab.harness.records import write_jsonl
-    from nkilab.harness.report import write_report
-
     os.makedirs(out, exist_ok=True)
     write_jsonl(records, os.path.join(out, "results.jsonl"))
     names = write_plots(records, out) if plots else []
@@ -193,8 +195,6 @@ def cmd_run(args, command: str) -> int:
     records = _walk(config, console)
     calibration = None
     if args.calibrate != "none":
-        from nkilab.harness.perf.calibration import POINTS, QUICK_POINTS, calibration_table
-
         with console.status("calibration: modeling published Trainium2 points"):
             calibration = calibration_table(POINTS if args.calibrate == "full" else QUICK_POINTS)
     _summary(records, console)
@@ -214,26 +214,19 @@ def cmd_check(args, command: str) -> int:
     _summary(records, console)
     if args.out:
         os.makedirs(args.out, exist_ok=True)
-        from nkilab.harness.records import write_jsonl
-
         write_jsonl(records, os.path.join(args.out, "results.jsonl"))
     console.print(f"{len(records)} records in {time.perf_counter() - t0:.1f} s")
     return 1 if any(r["status"] == "failed" for r in records) else 0
 
 
 def cmd_bench(args, command: str) -> int:
-    from nkilab.harness.profile import RunConfig, Task, measure_task, model_task
-    from nkilab.harness.workloads import model_problems
-
     console = _console()
     problems = [p for p in model_problems(args.model, phase=args.phase, grid=args.grid,
-                                          quant=Quant(args.scheme, args.group_size))
-                if p.op == args.kernel and (args.problem is None or p.name == args.problem)]
+                                          quant=Quant(args.scheme, args.group_size), ops=(args.kernel,))
+                if args.problem is None or p.name == args.problem]
     if not problems:
         console.print(f"no {args.kernel} problem named {args.problem!r} in {args.model}/{args.phase}/{args.grid}")
         return 2
-    from nkilab.kernels._registry import has_cuda_device
-
     if args.backend == "nki" and args.target not in NEURON_TARGETS:
         console.print(f"--backend nki is modeled on a Neuron target ({', '.join(NEURON_TARGETS)}), not {args.target}")
         return 2
@@ -248,7 +241,8 @@ def cmd_bench(args, command: str) -> int:
             rec = measure_task(Task("measure", p.op, "triton", "cuda", p))
         perf = rec.get("perf") or {}
         console.print(f"{p.name:60s} {rec['status']:11s} latency={_us(perf.get('latency_s'))} "
-                      f"({perf.get('kind', '—')}) mfu={_pct(perf.get('mfu'))} mbu={_pct(perf.get('mbu'))} "
+                      f"({perf.get('kind', '—')}) roofline={_us(perf.get('roofline_s'))} "
+                      f"mfu={_pct(perf.get('mfu'))} mbu={_pct(perf.get('mbu'))} "
                       f"bottleneck={perf.get('bottleneck')} {rec.get('note') or ''}")
         for engine, ops in (perf.get("instruction_mix") or {}).items():  # what limits it: which engine, which ops
             busy = (perf.get("engine_busy_s") or {}).get(engine)
@@ -277,8 +271,6 @@ def cmd_targets(args, command: str) -> int:
 
 
 def cmd_report(args, command: str) -> int:
-    from nkilab.harness.records import read_jsonl
-
     records = read_jsonl(os.path.join(args.folder, "results.jsonl"))
     path = _write_folder(records, args.folder, command=command, wall_s=0.0, plots=True)
     print(f"wrote {path}")
@@ -286,8 +278,6 @@ def cmd_report(args, command: str) -> int:
 
 
 def cmd_calibrate(args, command: str) -> int:
-    from nkilab.harness.perf.calibration import calibration_table
-
     rows = [(c["name"], c["published"], c["modeled"], f"{c['ratio']:.3f}", c["bottleneck"], c["source"])
             for c in calibration_table()]
     _console().print(_table("Model vs published Trainium2 measurements (one set of constants)",

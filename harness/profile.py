@@ -1,26 +1,22 @@
 """Walk kernels x backends x targets x problems: correctness on small shapes, modeled and measured profiles.
 
-Three passes, each producing `records` (see `records.py`):
-  check     every op on every available backend at the smoke workload, against the float64 reference
-            (`harness.checks`); the call's CPU wall time is kept as `emulation-wall` for the NKI emulator and the
-            Triton interpreter — never as device speed.
-  model     every op on each Neuron target at the real shapes of a model, in the emulator's trace mode, costed
-            by the performance model (`perf`): kind "modeled", with a modeled energy per token.
+Three passes, each producing `records` (see `report/records.py`), over every registered op (`nkilab.kernels.OPS`):
+  check     every op on every available backend at the smoke workload, against the float64 reference by the op's
+            check rule (`harness.checks.check_output`); the call's CPU wall time is kept as `emulation-wall` for
+            the NKI emulator and the Triton interpreter — never as device speed.
+  model     every op on each Neuron target at the real shapes of a model: the NKI backend traces the kernel for
+            the target (`nkilab.kernels.nki.trace`, the emulator's trace mode) and the performance model costs the
+            trace (`perf.model_trace`): kind "modeled", with a modeled energy per token.
   measure   on a CUDA device, Triton kernels timed with CUDA events and metered with NVML; on a Neuron device,
-            NKI kernels timed on the host clock and metered with the sysfs power file. Skipped where no device
-            exists (the run says so).
+            NKI kernels timed on the host clock and metered with the sysfs power file (`measure.device`).
+            Skipped where no device exists (the run says so).
 
-Protocol for modeling at real shapes (backend packages provide it; nothing else of theirs is used):
-    nkilab.kernels.nki.traceable(op: str, problem: dict, target: str) -> (kernel, args, kwargs)
-returns the jit kernel and HBM-shaped NumPy arguments (zeros are fine). `problem` holds the contract keys of
-`unsupported(op, **problem)` plus the shape parameters of `workloads.Problem.params` (m, k, n; b, sq, skv, hq,
-hkv, head_dim; num_seqs, q_len, context, block_size; t). A missing package, hook or op is reported as
-"unavailable" and the walk goes on.
+An op without a launcher on a backend is reported as "unavailable", a problem a backend declines as "unsupported",
+and the walk goes on.
 """
 
 from __future__ import annotations
 
-import importlib
 import time
 import traceback
 import zlib
@@ -29,24 +25,24 @@ from typing import Callable
 
 import numpy as np
 
+from nkilab.harness.checks import check_output
 from nkilab.harness.chips import NEURON_TARGETS
-from nkilab.harness.energy import (
-    NeuronPowerMeter,
-    NvmlEnergyMeter,
-    measure_energy,
-    modeled_energy,
-)
-from nkilab.harness.records import check_field, energy_field, make_record, perf_field
+from nkilab.harness.measure.device import measure_cuda, measure_neuron
+from nkilab.harness.measure.energy import modeled_energy
+from nkilab.harness.perf.model import METHOD, model_trace
+from nkilab.harness.report.records import check_field, energy_field, make_record, perf_field
 from nkilab.harness.workloads import (
     DEFAULT_MODEL,
     DEFAULT_QUANT,
-    OPS,
+    PHASES,
     Problem,
     Quant,
     make_inputs,
     model_problems,
     smoke_problems,
 )
+from nkilab.kernels import _registry, nki
+from nkilab.kernels._registry import OPS, BackendUnavailableError
 
 EMULATION_METHOD = {
     "nki": "host CPU wall time of the NKI emulator (full mode) — emulation time, not device speed",
@@ -73,7 +69,7 @@ class RunConfig:
     backends: tuple[str, ...] | None = None
     targets: tuple[str, ...] = NEURON_TARGETS
     model: str = DEFAULT_MODEL
-    phases: tuple[str, ...] = ("decode", "prefill")
+    phases: tuple[str, ...] = PHASES
     grid: str = "default"
     quant: Quant = DEFAULT_QUANT
     check: bool = True
@@ -96,26 +92,20 @@ class Task:
 
 def plan(config: RunConfig) -> list[Task]:
     """Every task `run` will do, in order (the progress bar's total)."""
-    from nkilab.kernels import available_backends
-    from nkilab.kernels._registry import has_cuda_device, has_neuron_device
-
     tasks: list[Task] = []
-    smoke = [p for p in smoke_problems() if p.op in config.ops]
     if config.check:
         for op in config.ops:
-            backends = config.backends or tuple(available_backends(op))
-            for backend in backends:
+            for backend in config.backends or tuple(_registry.available_backends(op)):
                 target = "emulator" if backend == "nki" else "cpu"
-                tasks += [Task("check", op, backend, target, p) for p in smoke if p.op == op]
+                tasks += [Task("check", op, backend, target, p) for p in smoke_problems(ops=(op,))]
     real = [p for phase in config.phases
-            for p in model_problems(config.model, phase=phase, grid=config.grid, quant=config.quant)
-            if p.op in config.ops]
+            for p in model_problems(config.model, phase=phase, grid=config.grid, quant=config.quant, ops=config.ops)]
     if config.modeled:
         tasks += [Task("model", p.op, "nki", t, p) for t in config.targets for p in real]
     if config.measured:
-        if has_cuda_device():
+        if _registry.has_cuda_device():
             tasks += [Task("measure", p.op, "triton", "cuda", p) for p in real]
-        if has_neuron_device():
+        if _registry.has_neuron_device():
             tasks += [Task("measure", p.op, "nki", "neuron", p) for p in real]
     return tasks
 
@@ -147,19 +137,21 @@ def _status_record(task: Task, status: str, note: str, **extra) -> dict:
                        status=status, note=note, stage=task.kind, **extra)
 
 
-def _backend_hooks(op: str, backend: str):
-    """(implementation, unsupported) of `op` on `backend`, or raises BackendUnavailableError."""
-    from nkilab.kernels._registry import load
+def _declined(task: Task, problem: Problem) -> dict | None:
+    """The "unavailable" / "unsupported" record when `task.backend` cannot run `problem`, else None."""
+    try:
+        reason = _registry.unsupported(task.op, task.backend, **problem.spec())
+    except BackendUnavailableError as exc:
+        return _status_record(task, "unavailable", str(exc))
+    return None if reason is None else _status_record(task, "unsupported", reason)
 
-    return load(op, backend)
 
-
-def _supported_variant(task: Task, unsupported) -> tuple[Problem | None, str | None]:
+def _supported_variant(task: Task) -> tuple[Problem | None, str | None]:
     """The smoke problem in the first dtype the backend supports, else (None, first reason)."""
     first_reason = None
     for dtype in dict.fromkeys((task.problem.dtype,) + SMOKE_DTYPES):
         candidate = task.problem.with_dtype(dtype)
-        reason = unsupported(task.op, **candidate.spec())
+        reason = _registry.unsupported(task.op, task.backend, **candidate.spec())
         if reason is None:
             return candidate, None
         first_reason = first_reason or reason
@@ -168,22 +160,18 @@ def _supported_variant(task: Task, unsupported) -> tuple[Problem | None, str | N
 
 def check_task(task: Task, rng: np.random.Generator) -> dict:
     """Run one smoke problem on one backend and compare it with the float64 reference."""
-    import nkilab.kernels as api
-    from nkilab.kernels._registry import BackendUnavailableError
-
     try:
-        _, unsupported = _backend_hooks(task.op, task.backend)
+        problem, reason = _supported_variant(task)
     except BackendUnavailableError as exc:
         return _status_record(task, "unavailable", str(exc))
-    problem, reason = _supported_variant(task, unsupported)
     if problem is None:
         return _status_record(task, "unsupported", reason)
     args, kwargs = make_inputs(problem, rng)
     call_args = tuple(a.copy() if isinstance(a, np.ndarray) else a for a in args)
     t0 = time.perf_counter()
-    out = getattr(api, task.op)(*call_args, **kwargs, backend=task.backend)
+    out = problem.family.api(*call_args, **kwargs, backend=task.backend)
     wall = time.perf_counter() - t0
-    result = _compare(task.op, out, args, kwargs)
+    result = check_output(problem.family, out, args, kwargs)
     perf = None
     if task.backend in EMULATION_METHOD:
         perf = perf_field("emulation-wall", latency_s=wall, method=EMULATION_METHOD[task.backend],
@@ -195,49 +183,15 @@ def check_task(task: Task, rng: np.random.Generator) -> dict:
                        command=f"nkilab check --ops {task.op} --backends {task.backend}")
 
 
-def _compare(op: str, out, args, kwargs):
-    from nkilab import reference
-    from nkilab.harness.checks import check_against_reference, compare
-    from nkilab.kernels._adapter import to_numpy
-
-    if op == "write_kv_cache":
-        key, value, key_cache, value_cache, slots = args
-        ref_k, ref_v = reference.write_kv_cache(key, value, key_cache.copy(), value_cache.copy(), slots)
-        got = np.stack([to_numpy(out[0]).astype(np.float64), to_numpy(out[1]).astype(np.float64)])
-        ref = np.stack([ref_k.astype(np.float64), ref_v.astype(np.float64)])
-        return compare(got, ref, ref, floor=0.0)  # a copy must be exact (NaN where the cache was never written)
-    ref_fn = {"qmatmul": reference.qmatmul, "attention": reference.attention,
-              "paged_attention": reference.paged_attention}[op]
-    return check_against_reference(out, ref_fn, *args, **kwargs)
-
-
-def _traceable():
-    """nkilab.kernels.nki.traceable, or None with the reason."""
-    try:
-        module = importlib.import_module("nkilab.kernels.nki")
-    except Exception as exc:  # a broken backend package is "unavailable", whatever it raised
-        return None, None, f"nkilab.kernels.nki does not import: {type(exc).__name__}: {exc}"
-    hook = getattr(module, "traceable", None)
-    if hook is None:
-        return None, None, "nkilab.kernels.nki.traceable is not defined yet (no real-shape modeling)"
-    return hook, getattr(module, "unsupported", None), None
-
-
 def model_task(task: Task, config: RunConfig) -> dict:
-    """Trace one NKI kernel at real shapes on one Neuron target and model it."""
-    from nkilab.harness.perf.model import METHOD, estimate
-
-    hook, unsupported, why = _traceable()
-    if hook is None:
-        return _status_record(task, "unavailable", why)
+    """Trace one NKI kernel at real shapes for one Neuron target and model the trace."""
     problem = task.problem
-    if unsupported is not None:
-        reason = unsupported(task.op, **problem.spec())
-        if reason is not None:
-            return _status_record(task, "unsupported", reason)
+    declined = _declined(task, problem)
+    if declined is not None:
+        return declined
     t0 = time.perf_counter()
-    kernel, args, kwargs = hook(task.op, {**problem.params, **problem.spec()}, task.target)
-    est = estimate(kernel, *args, target=task.target, **kwargs)
+    trace = nki.trace(task.op, {**problem.params, **problem.spec()}, task.target)
+    est = model_trace(trace, task.target)
     trace_wall = time.perf_counter() - t0
     busiest = max(est.engine_busy_s.values()) if est.engine_busy_s else 0.0
     energy = modeled_energy(est.latency_s, task.target, utilization=busiest / est.latency_s if est.latency_s else 0,
@@ -264,70 +218,12 @@ def _bench_command(task: Task, config: RunConfig) -> str:
 
 def measure_task(task: Task) -> dict:
     """Time (and meter) one real-shape problem on the device that exists: CUDA for Triton, Neuron for NKI."""
-    if task.backend == "triton":
-        return _measure_cuda(task)
-    return _measure_neuron(task)
-
-
-def _measure_cuda(task: Task) -> dict:
-    import torch
-
-    import nkilab.kernels as api
-    from nkilab.kernels._adapter import to_torch
-
     problem = task.problem
-    _, unsupported = _backend_hooks(task.op, "triton")
-    reason = unsupported(task.op, **problem.spec())
-    if reason is not None:
-        return _status_record(task, "unsupported", reason)
-    args, kwargs = make_inputs(problem, np.random.default_rng(0))
-    dev_args = tuple(to_torch(a, device="cuda") if isinstance(a, np.ndarray) else a for a in args)
-    fn = getattr(api, task.op)
-
-    def call():
-        fn(*dev_args, **kwargs, backend="triton")
-        torch.cuda.synchronize()
-
-    for _ in range(3):
-        call()  # warm-up: compilation and caches
-    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    times = []
-    for _ in range(20):
-        start.record()
-        fn(*dev_args, **kwargs, backend="triton")
-        stop.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(stop) / 1e3)
-    p20, p50, p80 = (float(np.percentile(times, q)) for q in (20, 50, 80))
-    energy = measure_energy(call, NvmlEnergyMeter(torch.cuda.current_device()), min_window_s=5.0)
-    perf = perf_field("measured", latency_s=p50, method="CUDA events around the public API call, p50 of 20 "
-                      "after 3 warm-ups (includes the API's validation and dispatch)", flops=problem.flops(),
-                      hbm_bytes=problem.hbm_bytes(), tokens=problem.tokens, p20_s=p20, p80_s=p80,
-                      device=torch.cuda.get_device_name())
-    return make_record(kernel=task.op, backend="triton", target="cuda", problem=problem.record(), perf=perf,
-                       energy=energy_field(energy.per_token(problem.tokens)), stage="measure")
-
-
-def _measure_neuron(task: Task) -> dict:
-    import nkilab.kernels as api
-
-    problem = task.problem
-    args, kwargs = make_inputs(problem, np.random.default_rng(0))
-    fn = getattr(api, task.op)
-
-    def call():
-        fn(*args, **kwargs, backend="nki")
-
-    call()
-    times = []
-    for _ in range(10):
-        t0 = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - t0)
-    # %·s only: AWS publishes no max power, so joules would be an assumption dressed as a measurement
-    energy = measure_energy(call, NeuronPowerMeter(), min_window_s=5.0)
-    perf = perf_field("measured", latency_s=float(np.median(times)), method="host wall time around the public API "
-                      "call on a Neuron device (includes launch and host-device copies), median of 10",
-                      flops=problem.flops(), hbm_bytes=problem.hbm_bytes(), tokens=problem.tokens)
-    return make_record(kernel=task.op, backend="nki", target="neuron", problem=problem.record(), perf=perf,
-                       energy=energy_field(energy.per_token(problem.tokens)), stage="measure")
+    declined = _declined(task, problem)
+    if declined is not None:
+        return declined
+    measured = measure_cuda(problem) if task.backend == "triton" else measure_neuron(problem)
+    perf = perf_field("measured", latency_s=measured.latency_s, method=measured.method, flops=problem.flops(),
+                      hbm_bytes=problem.hbm_bytes(), tokens=problem.tokens, **measured.extra)
+    return make_record(kernel=task.op, backend=task.backend, target=task.target, problem=problem.record(),
+                       perf=perf, energy=energy_field(measured.energy), stage="measure")

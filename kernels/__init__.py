@@ -1,17 +1,13 @@
-"""nkilab.kernels: the public kernel API (qmatmul, attention, write_kv_cache, paged_attention).
+"""nkilab.kernels: the public kernel API, one function per registered op family (`OPS`: qmatmul, attention,
+write_kv_cache, paged_attention, ...).
 
-See `nkilab.kernels.api` for the backend rules (`backend="auto"` value by value).
+See `nkilab.kernels.api` for the backend rules (`backend="auto"` value by value) and `nkilab.kernels.ops` for the
+op declarations.
 """
 
-from nkilab.kernels._registry import BackendUnavailableError, available_backends, resolve_backend
-from nkilab.kernels.api import attention, paged_attention, qmatmul, write_kv_cache
+from nkilab.kernels import api
+from nkilab.kernels._registry import OPS, BackendUnavailableError, available_backends, resolve_backend
 
-__all__ = [
-    "BackendUnavailableError",
-    "attention",
-    "available_backends",
-    "paged_attention",
-    "qmatmul",
-    "resolve_backend",
-    "write_kv_cache",
-]
+globals().update({name: getattr(api, name) for name in OPS})  # nkilab.kernels.<op> for every registered op
+
+__all__ = ["BackendUnavailableError", "OPS", "available_backends", "resolve_backend", *OPS]

@@ -5,6 +5,7 @@ Each function here defines the semantics the kernels of `nkilab.kernels` are che
 
 from nkilab.reference.attention import attention, visible_keys
 from nkilab.reference.matmul import qmatmul
+from nkilab.reference.norm import rms_norm
 from nkilab.reference.paged import build_paged_cache, gather_kv, paged_attention, write_kv_cache
 from nkilab.reference.quant import (
     FP8_E4M3_MAX,
@@ -36,6 +37,7 @@ __all__ = [
     "qmatmul",
     "quantize_activation",
     "quantize_weight",
+    "rms_norm",
     "unpack_int4",
     "visible_keys",
     "write_kv_cache",

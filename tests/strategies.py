@@ -384,3 +384,39 @@ def paged_problems(
         q_lens=q_lens, hq=hq, hkv=hkv, d=draw(dims if dims is not None else head_dims()), table=table, causal=causal,
         sliding_window=window, softcap=softcap, dtype=draw(dtypes), seed=draw(st.integers(0, 2**32 - 1)),
     )
+
+
+# --- RMSNorm --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NormProblem:
+    """RMSNorm of x [*lead, H] with weight [H] (near 1), eps, and a residual [*lead, H] when `residual`."""
+
+    lead: tuple[int, ...]
+    hidden: int
+    residual: bool
+    eps: float
+    dtype: str
+    seed: int
+
+    def inputs(self):
+        """((x, weight), dict(eps=, residual=)) NumPy arrays of `dtype`, the public op's arguments."""
+        rng = np.random.default_rng(self.seed)
+        x = _normal(rng, (*self.lead, self.hidden), self.dtype)
+        weight = (1.0 + 0.1 * rng.standard_normal(self.hidden)).astype(numpy_dtype(self.dtype))
+        residual = _normal(rng, x.shape, self.dtype) if self.residual else None
+        return (x, weight), dict(eps=self.eps, residual=residual)
+
+
+@st.composite
+def norm_problems(draw, *, max_rows: int = 140, max_hidden: int = 300, residual=None, dtypes=dtypes()):
+    """A NormProblem: 1-3 leading dims with up to max_rows rows in all (past one 128-row tile), any H (odd ones too),
+    residual drawn unless fixed, eps from Llama's 1e-5 to 0.1."""
+    rows = draw(st.integers(1, max_rows))
+    lead = draw(st.sampled_from(((rows,), (1, rows), (rows, 1, 1)))) if rows > 1 else (1,)
+    return NormProblem(
+        lead=lead, hidden=draw(st.integers(1, max_hidden)),
+        residual=draw(st.booleans()) if residual is None else residual,
+        eps=draw(st.sampled_from((1e-6, 1e-5, 0.1))), dtype=draw(dtypes), seed=draw(st.integers(0, 2**32 - 1)),
+    )

@@ -15,6 +15,7 @@ from nkilab.harness.chips import NEURON_TARGETS, get_target
 
 from . import isa as nisa
 from . import language as nl
+from . import nki_typing
 from .errors import NkiTraceError, NkiValidationError
 from .jit import Kernel, RunResult, jit, run, simulate
 from .tensor import NkiTensor
@@ -25,6 +26,7 @@ TARGETS = {name: get_target(name) for name in NEURON_TARGETS}
 
 nki = types.ModuleType("nki", "Emulated `nki` namespace: language, isa, jit, simulate.")
 nki.language, nki.isa, nki.jit, nki.simulate = nl, nisa, jit, simulate
+nki.typing, nki.dtype = nki_typing, nl.DType  # `nki.dtype` is usable as an annotation (S-LIB kernels use it)
 
 __all__ = ["Kernel", "NkiTensor", "NkiTraceError", "NkiValidationError", "RunResult", "TARGETS", "Trace", "jit",
            "nisa", "nki", "nl", "run", "simulate"]

@@ -41,6 +41,7 @@ class RunContext:
     dma_issued: int = 0  # DMA instructions issued, for round-robin queue assignment
     act_regs: np.ndarray = field(default_factory=lambda: np.full(128, np.nan, np.float32))  # ScalarE reduce_regs
     vec_acc: np.ndarray = field(default_factory=lambda: np.full(128, np.nan, np.float32))  # VectorE accumulators
+    rng: dict = field(default_factory=dict)  # (program id, engine name) -> PRNG lane states, see isa/rng.py
 
     @property
     def full(self) -> bool:

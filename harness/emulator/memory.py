@@ -36,7 +36,7 @@ def allocate(shape, dtype, buffer: str, name: str = "", op: str = "ndarray") -> 
     """
     ctx = context.current()
     dtype = dtypes.to_dtype(dtype)
-    buffer = getattr(buffer, "name", buffer) or "sbuf"
+    buffer = getattr(buffer, "value", buffer) or "sbuf"
     if buffer not in BUFFERS:
         raise ValueError(f"buffer: {buffer!r} is not one of {BUFFERS}")
     try:

@@ -123,12 +123,16 @@ def _extent(shape, strides) -> tuple[int, int]:
 class NkiTensor:
     """A view: storage + shape + strides + offset (elements) + dtype (+ runtime indirection)."""
 
-    __slots__ = ("storage", "shape", "strides", "offset", "dtype", "name", "indirect", "_extents")
+    __slots__ = ("storage", "shape", "strides", "offset", "dtype", "name", "indirect", "_extents", "out_of_bounds")
 
     def __init__(self, storage: Storage, shape, strides, offset: int, name: str = "", indirect: Indirect | None = None):
         self.storage, self.shape, self.strides, self.offset = storage, tuple(shape), tuple(strides), offset
         self.dtype, self.name, self.indirect = storage.dtype, name, indirect
         self._extents = None
+        # an `.ap()` pattern outside its storage: a view is only an address pattern, so the error is raised
+        # when an instruction uses the view (validate.tile), not when it is made (AWS's nki-library makes such
+        # views on paths it then skips)
+        self.out_of_bounds: NkiValidationError | None = None
 
     @property
     def extents(self) -> tuple[int, int, int, int]:
@@ -178,7 +182,9 @@ class NkiTensor:
     def _view(self, shape, strides, offset, op: str) -> "NkiTensor":
         if self.indirect is not None:
             raise NkiValidationError(op, "tensor", "no views of an indirect (.ap with offsets) tensor", self)
-        return NkiTensor(self.storage, shape, strides, offset, self.name)
+        out = NkiTensor(self.storage, shape, strides, offset, self.name)
+        out.out_of_bounds = self.out_of_bounds
+        return out
 
     # ---- indexing ---------------------------------------------------------------------------------
     def __getitem__(self, key) -> "NkiTensor":
@@ -307,6 +313,35 @@ class NkiTensor:
         """Split dim `dim` into `shape` (its element count preserved)."""
         return self.reshape(self.shape[:dim] + tuple(shape) + self.shape[dim + 1:])
 
+    def rearrange(self, src_pattern, dst_pattern, fixed_sizes=None) -> "NkiTensor":
+        """einops-style view (S-NL): `src_pattern` names this tensor's dims (a tuple of names splits a dim), and
+        `dst_pattern` orders the names (a tuple merges them); `fixed_sizes` gives split sizes, one unknown per group
+        inferred. A split, a permute and a merge of views: no data moves (strides must allow it).
+
+        Example: [128, 24].rearrange(('b', ('h', 'w')), ('b', 'w', 'h'), {'h': 4}) -> [128, 6, 4].
+        """
+        sizes = dict(fixed_sizes or {})
+        if len(src_pattern) != self.ndim:
+            raise NkiValidationError("rearrange", "src_pattern", f"{self.ndim} entries (one per dim)", src_pattern)
+        names, split = [], []
+        for d, (n, item) in enumerate(zip(self.shape, src_pattern)):
+            group = tuple(item) if isinstance(item, (tuple, list)) else (item,)
+            unknown = [g for g in group if g not in sizes]
+            known = math.prod(sizes[g] for g in group if g in sizes)
+            if len(unknown) > 1 or (unknown and n % known) or (not unknown and known != n):
+                raise NkiValidationError("rearrange", "fixed_sizes", f"sizes splitting dim {d} ({n}) with at most "
+                                         "one unknown", {g: sizes.get(g) for g in group})
+            if unknown:
+                sizes[unknown[0]] = n // known
+            names += group
+            split += [sizes[g] for g in group]
+        flat = [g for item in dst_pattern for g in (tuple(item) if isinstance(item, (tuple, list)) else (item,))]
+        if sorted(flat) != sorted(names) or len(set(names)) != len(names):
+            raise NkiValidationError("rearrange", "dst_pattern", f"each of {names} once", dst_pattern)
+        out = self.reshape(split).permute([names.index(g) for g in flat])
+        return out.reshape([math.prod(sizes[g] for g in (tuple(i) if isinstance(i, (tuple, list)) else (i,)))
+                            for i in dst_pattern])
+
     def view(self, dtype) -> "NkiTensor":
         """The same bytes reinterpreted as `dtype` (S-NL `view`, alias `reinterpret_cast`): no data moves; the
         last dim scales by the itemsize ratio (uint8 [P, 8] -> uint32 [P, 2] -> float8_e4m3 [P, 8]).
@@ -341,8 +376,10 @@ class NkiTensor:
                                      f"{dtypes.name(new)} ({new_size} bytes)")
         shape = self.shape[:-1] + (last_bytes // new_size,)
         strides = tuple(s * old_size // new_size for s in self.strides[:-1]) + (1,)
-        return NkiTensor(ReinterpretedStorage(self.storage, new), shape, strides,
-                         self.offset * old_size // new_size, self.name)
+        out = NkiTensor(ReinterpretedStorage(self.storage, new), shape, strides, self.offset * old_size // new_size,
+                        self.name)
+        out.out_of_bounds = self.out_of_bounds
+        return out
 
     reinterpret_cast = view
 
@@ -378,10 +415,13 @@ class NkiTensor:
             offset: start element; None inherits this view's offset.
             scalar_offset: VirtualRegister, int or 1x1 SBUF tensor; start += value * prod(shape[indirect_dim+1:]).
             vector_offset: SBUF (P, 1) integer tensor of row indices (indirect_dim must be 0).
-            dtype: reinterpretation — not emulated; must be None or this tensor's dtype.
+            dtype: reinterpret the storage's bytes as this dtype first (S-NL); pattern counts, strides and
+                `offset` are then in elements of it, and offset=None converts this view's offset (which must
+                fall on a whole element of the new dtype).
         """
         if dtype is not None and dtypes.to_dtype(dtype) != self.dtype:
-            raise NkiTraceError("ap(dtype=...): reinterpreting a tensor's dtype is not emulated")
+            return self._reinterpreted(dtypes.to_dtype(dtype)).ap(pattern, offset, scalar_offset, vector_offset,
+                                                                   indirect_dim)
         if scalar_offset is not None and vector_offset is not None:
             raise NkiValidationError("ap", "scalar_offset/vector_offset", "at most one of them", "both")
         shape = [int(n) for _, n in pattern]
@@ -415,8 +455,24 @@ class NkiTensor:
             ind = Indirect("scalar", scalar_offset, math.prod(self.shape[indirect_dim + 1:]))
         else:
             ind = None
-            _check_bounds("ap", "pattern", st, shape, strides, start)
-        return NkiTensor(st, shape, strides, start, self.name, ind)
+        out = NkiTensor(st, shape, strides, start, self.name, ind)
+        if ind is None:
+            try:
+                _check_bounds("ap", "pattern", st, shape, strides, start)
+            except NkiValidationError as e:
+                out.out_of_bounds = e
+        return out
+
+    def _reinterpreted(self, new: np.dtype) -> "NkiTensor":
+        """The whole storage seen as `new` (for `.ap(dtype=)`), this view's offset converted to its elements."""
+        if self.indirect is not None:
+            raise NkiValidationError("ap", "dtype", "no reinterpretation of an indirect view", self)
+        if self.offset * self.itemsize % new.itemsize:
+            raise NkiValidationError("ap", "dtype", f"a view offset on a whole {new.itemsize}-byte element",
+                                     f"offset {self.offset} x {self.itemsize} bytes")
+        st = ReinterpretedStorage(self.storage, new)
+        strides = tuple(math.prod(st.shape[d + 1:]) for d in range(len(st.shape)))
+        return NkiTensor(st, st.shape, strides, self.offset * self.itemsize // new.itemsize, self.name)
 
     # ---- runtime addressing ---------------------------------------------------------------------------
     def locate(self, op: str, operand: str, skip_oob: bool = False) -> Place:

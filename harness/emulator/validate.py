@@ -37,6 +37,9 @@ def tile(op: str, operand: str, t: NkiTensor, target: Target, *, engine: bool = 
     (`engine`: compute engines; DMA may start anywhere), and no runtime indirection."""
     if not isinstance(t, NkiTensor):
         raise NkiValidationError(op, operand, "an NKI tensor", type(t).__name__, target.name)
+    if t.out_of_bounds is not None:
+        e = t.out_of_bounds
+        raise NkiValidationError(op, operand, e.limit, e.value, target.name)
     if not t.on_chip:
         if engine:
             raise NkiValidationError(op, operand, "an SBUF/PSUM tile (compute engines cannot access HBM)", t.buffer,

@@ -1,41 +1,33 @@
 """NKI backend of `nkilab.kernels`: hand-written NKI kernels and their NumPy launchers.
 
-Each launcher takes validated NumPy arrays (bfloat16/fp8 as ml_dtypes) with the public signature
-minus `backend`, plus `target` ("inf2" | "trn1" | "trn2" | "trn3"; default $NEURON_PLATFORM_TARGET_OVERRIDE
-or "trn2"), runs on the real Neuron SDK when it is installed and on nkilab's emulator otherwise, and
-returns NumPy arrays.
+Each op names its launcher (`launch_<family>.py`, see `nkilab.kernels.ops`). A launcher takes validated NumPy
+arrays (bfloat16/fp8 as ml_dtypes) with the public signature minus `backend`, plus `target` ("inf2" | "trn1" |
+"trn2" | "trn3"; default $NEURON_PLATFORM_TARGET_OVERRIDE or "trn2"), runs on the real Neuron SDK when it is
+installed and on nkilab's emulator otherwise, and returns NumPy arrays.
 
-`unsupported(op, **problem)` says why a problem cannot run here (None when it can);
-`traceable(op, problem, target)` returns `(kernel, args, kwargs)` for the performance model's trace
-mode at any shape.
+Backend-wide entry points, derived from the op registry:
+  `unsupported(op, **problem)`    why a problem cannot run here (None when it can);
+  `traceable(op, problem, target)` `(kernel, args, kwargs)` at any shape, for the emulator's trace mode on `target`;
+  `trace(op, problem, target)`     the instruction trace of the kernel for `target` (the performance model's input).
 """
 
-from . import launch_attention, launch_paged, launch_qmatmul
-from .launch_attention import attention
-from .launch_paged import paged_attention, write_kv_cache
-from .launch_qmatmul import qmatmul
+from nkilab.kernels import _registry
 
-_FAMILIES = {
-    "qmatmul": launch_qmatmul,
-    "attention": launch_attention,
-    "write_kv_cache": launch_paged,
-    "paged_attention": launch_paged,
-}
+from . import _launch
 
-__all__ = ["qmatmul", "attention", "write_kv_cache", "paged_attention", "unsupported", "traceable"]
-
-
-def _family(op: str):
-    if op not in _FAMILIES:
-        raise ValueError(f"op: {op!r} is not one of {tuple(_FAMILIES)}")
-    return _FAMILIES[op]
+__all__ = ["unsupported", "traceable", "trace"]
 
 
 def unsupported(op: str, **problem) -> str | None:
     """Why the NKI backend cannot run `op` on `problem` (None when it can); keys as in the public API."""
-    return _family(op).unsupported(op, **problem)
+    return _registry.unsupported(op, "nki", **problem)
 
 
-def traceable(op: str, problem: dict, target: str):
-    """`(kernel, args, kwargs)` running `op` at `problem`'s shapes, for trace mode (inputs are zeros)."""
-    return _family(op).traceable(op, problem, target)
+def traceable(op: str, problem: dict, target: str | None):
+    """`(kernel, args, kwargs)` running `op` at `problem`'s shapes on `target`, for trace mode (inputs are zeros)."""
+    return _registry.backend_module(op, "nki").traceable(problem, target)
+
+
+def trace(op: str, problem: dict, target: str | None):
+    """The emulator's instruction trace of `op`'s kernel at `problem`'s shapes, run for `target` (trace mode)."""
+    return _launch.trace(_registry.backend_module(op, "nki").traceable, problem, target)

@@ -1,12 +1,12 @@
 """One import point for NKI kernels: the real Neuron SDK when it is installed, else nkilab's emulator.
 
-    from nkilab.kernels.nki._shim import nki, nl, nisa, run, USING_EMULATOR
+    from nkilab.kernels.nki._shim import nki, nl, nisa, run, get_target, USING_EMULATOR
 
 The PyPI package named `nki` is a placeholder whose import raises (DESIGN §1), and other packages could
 shadow the name, so the SDK counts as present only if `nki.isa.nc_matmul` and `nki.language` exist.
 `run(kernel, *args, target=None, mode="full", **kwargs)` returns `RunResult(outputs, trace)`: on the
 emulator its own; on the SDK the kernel runs through `nki.jit` and the trace is empty (instruction
-traces come from the emulator only).
+traces come from the emulator only). `get_target(name)` resolves a target name (the emulator's table, on both).
 """
 
 from __future__ import annotations
@@ -23,12 +23,12 @@ if _sdk is not None and not (hasattr(_sdk.isa, "nc_matmul") and hasattr(_sdk, "l
 USING_EMULATOR = _sdk is None
 
 if USING_EMULATOR:
-    from nkilab.harness.emulator import nisa, nki, nl, run
+    from nkilab.harness.emulator import get_target, nisa, nki, nl, run
 else:
     import nki.isa as nisa
     import nki.language as nl
 
-    from nkilab.harness.emulator import RunResult, Trace
+    from nkilab.harness.emulator import RunResult, Trace, get_target
 
     nki = _sdk
 
@@ -41,4 +41,4 @@ else:
             jitted = jitted[lnc]
         return RunResult(jitted(*args, **kwargs), Trace(getattr(kernel, "__name__", "kernel"), target or "device"))
 
-__all__ = ["USING_EMULATOR", "nki", "nisa", "nl", "run"]
+__all__ = ["USING_EMULATOR", "get_target", "nki", "nisa", "nl", "run"]

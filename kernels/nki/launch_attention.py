@@ -1,4 +1,5 @@
-"""Host side of the NKI flash-attention kernel: the backend's `attention`, `unsupported` and `traceable`.
+"""Host side of the NKI flash-attention kernel: the backend's `attention`, `unsupported` and `traceable` (the
+launcher contract of `nkilab.kernels.ops._op`).
 
 Inputs arrive validated by the public API (`nkilab.kernels.attention`) with `scale` already resolved; arrays are
 NumPy (bfloat16 as ml_dtypes) in the HBM layout the kernel reads directly: q [B, Sq, Hq, D], k, v [B, Skv, Hkv, D].
@@ -10,10 +11,8 @@ import numpy as np
 
 from nkilab.kernels._adapter import numpy_dtype
 
-from ._launch import EMPTY_REASON, launch
+from ._launch import DTYPES, EMPTY_REASON, launch, neuron_target
 from .attention import MAX_HEAD_DIM, flash_attention
-
-DTYPES = ("float32", "bfloat16", "float16")  # TensorE input dtypes the kernel computes in (no float64 on device)
 
 
 def attention(q, k, v, *, causal=False, scale, sliding_window=None, softcap=None, target: str | None = None):
@@ -22,7 +21,7 @@ def attention(q, k, v, *, causal=False, scale, sliding_window=None, softcap=None
     Args:
         q: [B, Sq, Hq, D] float32|bfloat16|float16 NumPy array.
         k, v: [B, Skv, Hkv, D], q's dtype; Hq % Hkv == 0.
-        causal, sliding_window, softcap: as in `nkilab.kernels.attention` (DESIGN §3.2).
+        causal, sliding_window, softcap: as in `nkilab.kernels.attention`.
         scale: score multiplier (float > 0; the API resolves None to D ** -0.5).
         target: "inf2" | "trn1" | "trn2" | "trn3"; None = $NEURON_PLATFORM_TARGET_OVERRIDE or "trn2".
 
@@ -32,11 +31,9 @@ def attention(q, k, v, *, causal=False, scale, sliding_window=None, softcap=None
     return launch(flash_attention, q, k, v, target=target, **_options(causal, scale, sliding_window, softcap))
 
 
-def unsupported(op: str, **problem) -> str | None:
+def unsupported(**problem) -> str | None:
     """Why the NKI attention kernel cannot run `problem` (None when it can). Keys: head_dim, dtype, causal,
-    sliding_window, softcap."""
-    if op != "attention":
-        raise ValueError(f"op: {op!r} is not served by launch_attention (only 'attention')")
+    sliding_window, softcap, empty."""
     if problem.get("empty"):
         return EMPTY_REASON
     head_dim, dtype = problem.get("head_dim"), problem.get("dtype")
@@ -47,14 +44,13 @@ def unsupported(op: str, **problem) -> str | None:
     return None
 
 
-def traceable(op: str, problem: dict, target: str):
-    """(kernel, args, kwargs) running `problem` at its real shapes with zero inputs, for trace mode.
+def traceable(problem: dict, target: str | None):
+    """(kernel, args, kwargs) running `problem` at its real shapes with zero inputs, for trace mode on `target`.
 
-    problem keys (harness.workloads): b, sq, skv, hq, hkv, head_dim, dtype, causal, sliding_window, softcap;
-    optional scale (default head_dim ** -0.5). `target` is chosen by the caller's run; the kernel source is the
-    same for every target."""
-    if op != "attention":
-        raise ValueError(f"op: {op!r} is not served by launch_attention (only 'attention')")
+    problem keys (`nkilab.kernels.ops.attention`): b, sq, skv, hq, hkv, head_dim, dtype, causal, sliding_window,
+    softcap; optional scale (default head_dim ** -0.5). `target` must be a Neuron target (ValueError otherwise);
+    the kernel takes its generation branch from the target the trace runs on (`_launch.trace`)."""
+    neuron_target(target)
     dt = numpy_dtype(problem["dtype"])
     b, sq, skv, hq, hkv, d = (problem[key] for key in ("b", "sq", "skv", "hq", "hkv", "head_dim"))
     args = (np.zeros((b, sq, hq, d), dt), np.zeros((b, skv, hkv, d), dt), np.zeros((b, skv, hkv, d), dt))

@@ -1,6 +1,5 @@
-"""Host side of the paged-KV kernels: NumPy in/out, the static-shape work plan, trace-mode arguments.
-
-`write_kv_cache` hands the caller's caches to the kernel, which scatters into them in place.
+"""Host side of the NKI paged-attention kernel: the backend's `paged_attention`, `unsupported` and `traceable` (the
+launcher contract of `nkilab.kernels.ops._op`), and the static-shape work plan.
 
 `paged_attention` first builds a *work plan* from the runtime metadata (query_start_loc, seq_lens), the way
 vLLM builds attention metadata on the host: the query tokens are cut into work items of `rows` (BQ)
@@ -19,34 +18,21 @@ kernel neutralises every entry past a sequence's live blocks anyway).
 
 from __future__ import annotations
 
-import math
-
-import ml_dtypes
 import numpy as np
 
-from ._launch import EMPTY_REASON, launch
+from nkilab.kernels._adapter import numpy_dtype
+
+from ._launch import DTYPES, EMPTY_REASON, launch, neuron_target
 from ._tiling import PMAX
-from .kv_cache import write_kv_cache_kernel
 from .paged_attention import paged_attention_kernel
 
 MAX_HEAD_DIM = PMAX  # D is the contraction (partition) dim of q @ k^T
 MAX_SLOTS = 1 << 24  # slot and block indices go through fp32 index math on device: exact below 2**24
-DTYPES = ("float32", "float16", "bfloat16")
-
-
-def write_kv_cache(key, value, key_cache, value_cache, slot_mapping, *, target: str | None = None):
-    """Write key/value [T, Hkv, D] into the paged caches [num_blocks, block_size, Hkv, D] at slot_mapping [T]
-    (-1 = skip), in place on the caller's arrays; returns (key_cache, value_cache), the same arrays."""
-    if key.shape[0] == 0:
-        return key_cache, value_cache
-    launch(write_kv_cache_kernel, key, value, key_cache, value_cache, np.asarray(slot_mapping, dtype=np.int32),
-           target=target)
-    return key_cache, value_cache
 
 
 def paged_attention(q, key_cache, value_cache, block_tables, seq_lens, query_start_loc, *, scale, causal=True,
                     sliding_window=None, softcap=None, target: str | None = None):
-    """Paged attention (DESIGN §3.3) of q [T_total, Hq, D] over the caches; returns [T_total, Hq, D] q.dtype."""
+    """Paged attention (`nkilab.kernels.paged_attention`) of q [T_total, Hq, D] over the caches; returns [T_total, Hq, D] q.dtype."""
     if q.shape[0] == 0:
         return np.zeros(q.shape, q.dtype)
     if q.shape[1] // key_cache.shape[2] > PMAX:
@@ -122,45 +108,38 @@ def _kernel_args(q, key_cache, value_cache, block_tables, seq_lens, query_start_
     return args, kwargs
 
 
-def unsupported(op: str, **problem) -> str | None:
-    """Why the NKI paged kernels cannot run `problem` (None when they can); keys: head_dim, block_size, dtype
-    (+ sliding_window, softcap for paged_attention, which the kernel supports)."""
+def unsupported(**problem) -> str | None:
+    """Why the NKI paged-attention kernel cannot run `problem` (None when it can); keys: head_dim, block_size, dtype,
+    sliding_window, softcap (both supported), empty."""
     if problem.get("empty"):
         return EMPTY_REASON
     head_dim, block_size, dtype = problem.get("head_dim"), problem.get("block_size"), problem.get("dtype")
     if dtype is not None and str(dtype) not in DTYPES:
         return f"dtype {dtype} not in {DTYPES}"
-    if op == "paged_attention":
-        if head_dim is not None and head_dim > MAX_HEAD_DIM:
-            return f"head_dim {head_dim} > {MAX_HEAD_DIM}"
-        if block_size is not None and block_size & (block_size - 1):
-            return f"block_size {block_size} is not a power of two (KV chunks of {PMAX} positions split into blocks)"
+    if head_dim is not None and head_dim > MAX_HEAD_DIM:
+        return f"head_dim {head_dim} > {MAX_HEAD_DIM}"
+    if block_size is not None and block_size & (block_size - 1):
+        return f"block_size {block_size} is not a power of two (KV chunks of {PMAX} positions split into blocks)"
     return None
 
 
-def traceable(op: str, problem: dict, target: str):
-    """(kernel, args, kwargs) of `op` at `problem`'s shapes for trace mode: zero float data, real index metadata.
+def traceable(problem: dict, target: str | None):
+    """(kernel, args, kwargs) of paged attention at `problem`'s shapes for trace mode on `target`: zero float data,
+    real index metadata (each sequence's blocks laid out one after another).
 
-    problem keys: write_kv_cache: t, hkv, head_dim, block_size, dtype; paged_attention: num_seqs, q_len (or
-    q_lens), context (or seq_lens), hq, hkv, head_dim, block_size, dtype, sliding_window, softcap, scale.
+    problem keys: num_seqs, q_len (or q_lens), context (or seq_lens), hq, hkv, head_dim, block_size, dtype,
+    sliding_window, softcap, scale. `target` must be a Neuron target; the kernel's v2 / v3+ gather branch follows
+    the target the trace runs on (`_launch.trace`).
     """
-    name = str(problem.get("dtype", "bfloat16"))
-    dtype = np.dtype(ml_dtypes.bfloat16 if name == "bfloat16" else name)
+    neuron_target(target)
+    dtype = numpy_dtype(str(problem.get("dtype", "bfloat16")))
     hkv, d, bs = problem["hkv"], problem["head_dim"], problem["block_size"]
-    if op == "write_kv_cache":
-        t = problem["t"]
-        num_blocks = math.ceil(t / bs) + 1
-        cache = np.zeros((num_blocks, bs, hkv, d), dtype)
-        slots = np.arange(t, dtype=np.int32)
-        new = np.zeros((t, hkv, d), dtype)
-        return write_kv_cache_kernel, (new, new, cache, cache.copy(), slots), {}
     num_seqs = problem["num_seqs"]
     q_lens = np.asarray(problem.get("q_lens") or [problem.get("q_len", 1)] * num_seqs, dtype=np.int32)
     seq_lens = np.asarray(problem.get("seq_lens") or [problem["context"]] * num_seqs, dtype=np.int32)
     blocks = -(-seq_lens // bs)
-    max_blocks = int(blocks.max())
     num_blocks = int(blocks.sum()) + 1
-    table = np.full((num_seqs, max_blocks), -1, np.int32)
+    table = np.full((num_seqs, int(blocks.max())), -1, np.int32)
     start = 0
     for i, n in enumerate(blocks.tolist()):
         table[i, :n] = np.arange(start, start + n)
@@ -172,4 +151,3 @@ def traceable(op: str, problem: dict, target: str):
                                 scale=problem.get("scale") or d**-0.5, causal=problem.get("causal", True),
                                 sliding_window=problem.get("sliding_window"), softcap=problem.get("softcap"))
     return paged_attention_kernel, args, kwargs
-

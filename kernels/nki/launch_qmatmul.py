@@ -1,4 +1,5 @@
-"""Host side of the NKI quantized-matmul kernel: the backend's `qmatmul`, `unsupported` and `traceable`.
+"""Host side of the NKI quantized-matmul kernel: the backend's `qmatmul`, `unsupported` and `traceable`
+(the launcher contract of `nkilab.kernels.ops._op`).
 
 Inputs arrive validated by the public API (`nkilab.kernels.qmatmul`). The kernel reads the QuantizedWeight
 arrays as they are (data, scales, zeros in their HBM layouts) and x as [M, K]; the host only narrows float64
@@ -13,7 +14,7 @@ import numpy as np
 from nkilab.kernels._adapter import dtype_name, numpy_dtype
 from nkilab.reference.quant import FP8_DTYPES, QuantizedActivation, QuantizedWeight
 
-from ._launch import EMPTY_REASON, launch
+from ._launch import EMPTY_REASON, launch, neuron_target
 from .qmatmul import ACCEPTED_OUT, MAX_K, PMAX, qmatmul_kernel
 
 X_DTYPES = ("float32", "bfloat16", "float16", "float64")  # x dtypes accepted (float64 narrowed to float32)
@@ -38,7 +39,7 @@ def qmatmul(x, qw: QuantizedWeight, *, out_dtype=None, target: str | None = None
     w8a8 = isinstance(x, QuantizedActivation)
     xdata = x.data if w8a8 else x
     out_name = dtype_name(out_dtype) if out_dtype is not None else ("float32" if w8a8 else dtype_name(xdata))
-    reason = unsupported("qmatmul", scheme=qw.scheme, group_size=qw.group_size, symmetric=qw.symmetric, w8a8=w8a8,
+    reason = unsupported(scheme=qw.scheme, group_size=qw.group_size, symmetric=qw.symmetric, w8a8=w8a8,
                          m=xdata.shape[0], k=qw.shape[0], n=qw.shape[1], dtype=dtype_name(xdata))
     if reason:
         raise ValueError(f"qmatmul: backend 'nki' cannot run this problem: {reason}")
@@ -61,12 +62,10 @@ def kernel_inputs(x, qw: QuantizedWeight, out_name: str) -> tuple[tuple, dict]:
                       symmetric=bool(qw.symmetric), out_dtype=kernel_out)
 
 
-def unsupported(op: str, **problem) -> str | None:
+def unsupported(**problem) -> str | None:
     """Why the NKI qmatmul kernel cannot run `problem` (None when it can).
 
-    Keys: scheme, group_size, symmetric, w8a8, m, k, n, dtype (any may be missing)."""
-    if op != "qmatmul":
-        raise ValueError(f"op: {op!r} is not served by launch_qmatmul (only 'qmatmul')")
+    Keys: scheme, group_size, symmetric, w8a8, m, k, n, dtype, empty (any may be missing)."""
     if problem.get("empty"):
         return EMPTY_REASON
     scheme, group_size = problem.get("scheme"), problem.get("group_size")
@@ -84,12 +83,14 @@ def unsupported(op: str, **problem) -> str | None:
     return None
 
 
-def traceable(op: str, problem: dict, target: str):
-    """(kernel, args, kwargs) running `problem` at its real shapes with zero inputs, for trace mode.
+def traceable(problem: dict, target: str | None):
+    """(kernel, args, kwargs) running `problem` at its real shapes with zero inputs, for trace mode on `target`.
 
-    problem keys (harness.workloads): m, k, n, scheme, group_size, symmetric, w8a8, dtype. `target` is chosen
-    by the caller's run; the kernel source is the same for every target."""
-    reason = unsupported(op, **problem)
+    problem keys (`nkilab.kernels.ops.qmatmul.spec` plus the shape parameters): m, k, n, scheme, group_size,
+    symmetric, w8a8, dtype. `target` must be a Neuron target (ValueError otherwise); the kernel takes its
+    generation branches from the target the trace runs on (`_launch.trace`)."""
+    neuron_target(target)
+    reason = unsupported(**problem)
     if reason:
         raise ValueError(f"qmatmul: backend 'nki' cannot trace this problem: {reason}")
     m, k, n = problem["m"], problem["k"], problem["n"]

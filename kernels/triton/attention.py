@@ -19,6 +19,7 @@ import triton.language as tl
 
 from ._flash import empty_rows, finish_rows, masked_scores, online_softmax_step, visible_key_range
 from ._launch import block, dot_precision, padded_head_dim, to_kernel_device
+from ._support import attention_reason
 
 
 @triton.jit
@@ -112,3 +113,9 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool
         num_warps=4 if d <= 64 else 8, num_stages=2,
     )
     return out
+
+
+def unsupported(**problem) -> str | None:
+    """Why the kernel cannot run `problem` here (keys: head_dim, dtype, causal, sliding_window, softcap, empty):
+    every mask option and empty problem runs; the head dim and the compute dtype are limited (`_support`)."""
+    return attention_reason(problem["head_dim"], problem["dtype"])

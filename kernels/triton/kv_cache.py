@@ -75,3 +75,8 @@ def write_kv_cache(key: torch.Tensor, value: torch.Tensor, key_cache: torch.Tens
     if v_dev is not value_cache:
         value_cache.copy_(v_dev)
     return key_cache, value_cache
+
+
+def unsupported(**problem) -> None:
+    """A copy: every dtype, head dim and block size runs (keys: head_dim, block_size, dtype, empty)."""
+    return None

@@ -30,6 +30,7 @@ import triton.language as tl
 from ._flash import empty_rows, finish_rows, masked_scores, online_softmax_step, visible_key_range
 from ._interpret import INTERPRET
 from ._launch import dot_precision, padded_head_dim, to_kernel_device
+from ._support import attention_reason
 
 
 @triton.jit
@@ -220,3 +221,9 @@ def paged_attention(q: torch.Tensor, key_cache: torch.Tensor, value_cache: torch
         _merge_segments_kernel[(t_total, hq)](seg_max, seg_sum, seg_acc, out, hq, *out.stride(),
                                               D=d, D_PAD=d_pad, NUM_SEGMENTS=segments)
     return out
+
+
+def unsupported(**problem) -> str | None:
+    """Why the kernel cannot run `problem` here (keys: head_dim, block_size, dtype, sliding_window, softcap, empty):
+    every block size and mask option runs; the head dim and the compute dtype are limited (`_support`)."""
+    return attention_reason(problem["head_dim"], problem["dtype"])

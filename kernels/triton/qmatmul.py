@@ -36,6 +36,7 @@ from nkilab.reference.quant import QuantizedActivation, QuantizedWeight
 
 from ._interpret import INTERPRET
 from ._launch import MIN_DOT, dot_precision, kernel_device, to_kernel_device
+from ._support import FP8_CAPABILITY, capability_below, dtype_reason
 
 # The WEIGHT constexpr: how the kernel decodes a weight tile (constexpr, as compiled kernels read only those).
 WEIGHT_INT8, WEIGHT_INT4, WEIGHT_FP8 = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)
@@ -43,6 +44,7 @@ _WEIGHT_KIND = {"int8": WEIGHT_INT8.value, "int4": WEIGHT_INT4.value, "fp8_e4m3"
                 "fp8_e4m3fn": WEIGHT_FP8.value}
 _COMPUTE = {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16, torch.float32: tl.float32}
 SMALL_M = 16  # decode: one BLOCK_M covers the batch, so split-K is what fills the GPU
+GPU_MIN_GROUP = {"int4": 32, "int8": 16, "fp8_e4m3": 16, "fp8_e4m3fn": 16}  # BLOCK_K | G and tl.dot needs K >= 16
 
 
 @triton.jit
@@ -265,3 +267,21 @@ def qmatmul(x, qw, *, out_dtype: torch.dtype | None = None, split_k: int | None 
             num_warps=warps, num_stages=stages,
         )
     return out[0] if splits == 1 else out.sum(0).to(out_dtype)
+
+
+def unsupported(**problem) -> str | None:
+    """Why the kernel cannot run `problem` here (keys: scheme, group_size, symmetric, w8a8, m, k, n, dtype, empty)."""
+    scheme, group_size = problem["scheme"], problem["group_size"]
+    if scheme.startswith("fp8") and capability_below(FP8_CAPABILITY):
+        return f"{scheme} weights need fp8 (e4m3fn) support: compute capability >= {FP8_CAPABILITY}"
+    if not problem["w8a8"]:
+        reason = dtype_reason(problem["dtype"])
+        if reason:
+            return reason
+    if group_size is not None:
+        # One K step never straddles two groups: BLOCK_K is the largest power of two dividing G.
+        least = (2 if scheme == "int4" else 1) if INTERPRET else GPU_MIN_GROUP[scheme]
+        if group_size & -group_size < least:
+            where = "" if INTERPRET else " on a GPU"
+            return f"group_size {group_size} must be a multiple of {least} for {scheme}{where}"
+    return None

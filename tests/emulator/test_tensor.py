@@ -139,9 +139,13 @@ def test_indirect_offset_operands(kind, index_dtype, index_buffer, ok):
             _in_kernel(check)
 
 
-def test_ap_out_of_bounds_raises():
-    with pytest.raises(NkiValidationError, match="ap: pattern"):
-        run(lambda a: a.ap(pattern=[[8, 6], [1, 9]]), np.zeros((6, 8), np.float32))
+def test_ap_out_of_bounds_raises_when_an_instruction_uses_it():
+    run(lambda a: a.ap(pattern=[[8, 6], [1, 9]]), np.zeros((6, 8), np.float32))  # a view alone moves nothing
+
+    def kernel(a):
+        nisa.dma_copy(dst=nl.ndarray((6, 9), nl.float32), src=a.ap(pattern=[[8, 6], [1, 9]])[0:6, 0:9])
+    with pytest.raises(NkiValidationError, match="dma_copy: src violates 'access within the 48-element storage"):
+        run(kernel, np.zeros((6, 8), np.float32))
     with pytest.raises(NkiValidationError, match="partition stride"):
         _in_kernel(lambda: nl.ndarray((8, 16), nl.float32).ap(pattern=[[32, 4], [1, 16]]))
 

@@ -6,7 +6,8 @@ import os
 import pytest
 
 from nkilab.harness.cli import main
-from nkilab.harness.records import read_jsonl, validate_record
+from nkilab.harness.report.records import read_jsonl, validate_record
+from nkilab.kernels import _backends
 
 
 def test_quick_run_writes_results_report_and_plots(tmp_path, capsys):
@@ -35,16 +36,14 @@ def test_quick_run_writes_results_report_and_plots(tmp_path, capsys):
 
 
 def test_check_reports_an_unavailable_backend_without_crashing(tmp_path, monkeypatch):
-    from nkilab.kernels import _registry
+    real = _backends._import_backend
 
-    real = _registry._import_backend
-
-    def no_triton(backend):
+    def no_triton(backend, module):
         if backend == "triton":
             raise ImportError("triton backend switched off by the test")
-        return real(backend)
+        return real(backend, module)
 
-    monkeypatch.setattr(_registry, "_import_backend", no_triton)
+    monkeypatch.setattr(_backends, "_import_backend", no_triton)
     code = main(["check", "--ops", "write_kv_cache", "--backends", "reference,triton", "--out", str(tmp_path)])
     assert code == 0
     records = read_jsonl(str(tmp_path / "results.jsonl"))

@@ -2,7 +2,7 @@
 
 import pytest
 
-from nkilab.harness.energy import (
+from nkilab.harness.measure.energy import (
     EnergyResult,
     NeuronPowerMeter,
     NvmlEnergyMeter,

@@ -3,7 +3,7 @@
 import matplotlib.pyplot as plt
 import pytest
 
-from nkilab.harness.plots import sweep_figure, sweep_plot, write_plots
+from nkilab.harness.report.plots import sweep_figure, sweep_plot, write_plots
 
 
 def _record(kernel, target, *, batch, context, latency_s, roofline_s, jpt, projection=None):

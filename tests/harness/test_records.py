@@ -5,8 +5,8 @@ import math
 
 import pytest
 
-from nkilab.harness.energy import EnergyResult
-from nkilab.harness.records import (
+from nkilab.harness.measure.energy import EnergyResult
+from nkilab.harness.report.records import (
     PERF_KINDS,
     energy_field,
     make_record,

@@ -3,14 +3,8 @@
 import numpy as np
 import pytest
 
-from nkilab.harness.workloads import (
-    MODELS,
-    Quant,
-    make_inputs,
-    model_problems,
-    smoke_problems,
-    visible_pairs,
-)
+from nkilab.harness.workloads import GRIDS, MODELS, Quant, make_inputs, model_problems, smoke_problems
+from nkilab.kernels.ops.attention import visible_pairs
 
 
 def test_llama70b_at_tp8_has_per_rank_shapes():
@@ -29,10 +23,10 @@ def test_llama8b_projections_match_vllm_weight_shapes():
 @pytest.mark.parametrize("model", sorted(MODELS))
 def test_decode_and_prefill_problems_carry_tokens_and_scheme(model):
     decode = model_problems(model, phase="decode", grid="quick", quant=Quant("int4", 128))
-    assert {p.op for p in decode} == {"qmatmul", "paged_attention", "write_kv_cache"}
+    assert {p.op for p in decode} == {"qmatmul", "paged_attention", "write_kv_cache", "rms_norm"}
     for p in decode:
-        batch = p.params.get("m") or p.params.get("num_seqs") or p.params.get("t")
-        assert p.tokens == batch
+        batch = p.params[p.family.plot.size]  # m, num_seqs, t, rows
+        assert batch in GRIDS["quick"]["batches"] and p.tokens == batch
         if p.op == "qmatmul":
             assert p.record()["scheme"] == "int4-g128" and p.spec()["group_size"] == 128
     prefill = model_problems(model, phase="prefill", grid="quick")

@@ -9,7 +9,7 @@ import torch
 
 import nkilab.kernels as K
 from nkilab import reference
-from nkilab.kernels import BackendUnavailableError, _registry, available_backends, resolve_backend
+from nkilab.kernels import BackendUnavailableError, _backends, _registry, available_backends, resolve_backend
 from nkilab.reference.quant import quantize_activation, quantize_weight
 
 
@@ -136,17 +136,17 @@ def test_resolve_backend_rejects_unknown_op():
 
 
 def fake_backends(monkeypatch, **modules):
-    """Replace the named backend packages; others import as usual."""
-    real = _registry._import_backend
+    """Replace the launcher modules of the named backends (for every op); others import as usual."""
+    real = _backends._import_backend
 
-    def fake(backend):
+    def fake(backend, module):
         if backend in modules:
             if isinstance(modules[backend], Exception):
                 raise modules[backend]
             return modules[backend]
-        return real(backend)
+        return real(backend, module)
 
-    monkeypatch.setattr(_registry, "_import_backend", fake)
+    monkeypatch.setattr(_backends, "_import_backend", fake)
 
 
 @pytest.mark.parametrize("backend", ["nki", "triton"])
@@ -165,7 +165,7 @@ def test_explicit_backend_that_fails_to_import_says_why(monkeypatch):
 
 def test_auto_falls_back_when_the_preferred_backend_lacks_the_op(monkeypatch):
     fake_backends(monkeypatch, triton=types.SimpleNamespace())
-    monkeypatch.setattr(K.api, "has_cuda_device", lambda: True)
+    monkeypatch.setattr(_backends, "has_cuda_device", lambda: True)
     q, k, v = attention_inputs()
     np.testing.assert_array_equal(K.attention(q, k, v), K.attention(q, k, v, backend="reference"))
 
@@ -177,20 +177,20 @@ def test_backend_that_defines_the_op_is_dispatched_to_with_resolved_scale(monkey
         calls.append(scale)
         return np.zeros(q.shape, q.dtype)
 
-    fake_backends(monkeypatch, nki=types.SimpleNamespace(attention=attention, unsupported=lambda op, **p: None))
+    fake_backends(monkeypatch, nki=types.SimpleNamespace(attention=attention, unsupported=lambda **p: None))
     out = K.attention(*attention_inputs(), backend="nki")
     assert calls == [8**-0.5] and np.all(out == 0)
     assert "nki" in available_backends("attention")
 
 
 def test_unsupported_problem_names_op_backend_reason_and_alternatives(monkeypatch):
-    def unsupported(op, *, head_dim, **problem):
+    def unsupported(*, head_dim, **problem):
         return f"head_dim {head_dim} > 4" if head_dim > 4 else None
 
     fake_backends(monkeypatch, triton=types.SimpleNamespace(attention=lambda *a, **k: None, unsupported=unsupported))
     with pytest.raises(ValueError, match=r"attention: backend='triton' .* head_dim 8 > 4; backends that do: \['reference'"):
         K.attention(*attention_inputs(), backend="triton")
-    monkeypatch.setattr(K.api, "has_cuda_device", lambda: True)
+    monkeypatch.setattr(_backends, "has_cuda_device", lambda: True)
     q, k, v = attention_inputs()
     np.testing.assert_array_equal(K.attention(q, k, v), K.attention(q, k, v, backend="reference"))  # auto falls back
 
@@ -407,7 +407,7 @@ def test_numpy_scalar_options_reach_the_backend_as_python_types(monkeypatch):
         seen.update(options)
         return np.zeros(q.shape, q.dtype)
 
-    fake_backends(monkeypatch, nki=types.SimpleNamespace(attention=attention, unsupported=lambda op, **p: None))
+    fake_backends(monkeypatch, nki=types.SimpleNamespace(attention=attention, unsupported=lambda **p: None))
     K.attention(*attention_inputs(), causal=np.bool_(True), sliding_window=np.int64(3), softcap=np.float32(5.0),
                 backend="nki")
     assert seen == dict(causal=True, scale=8**-0.5, sliding_window=3, softcap=5.0)

@@ -28,6 +28,7 @@ from .. import dtypes, validate
 from ..errors import NkiValidationError
 from ..operators import alu
 from ..tensor import NkiTensor
+from .enums import coerce
 from .enums import dge_mode as DgeMode
 from .enums import engine as Engine
 from .enums import oob_mode as OobMode
@@ -104,6 +105,8 @@ def dma_copy(dst, src, priority=None, oob_mode=OobMode.error, dge_mode=DgeMode.u
     opc = "dma_copy"
     ctx = current()
     t = ctx.target
+    oob_mode, dge_mode = coerce(OobMode, oob_mode, opc, "oob_mode"), coerce(DgeMode, dge_mode, opc, "dge_mode")
+    coerce(Engine, engine, opc, "engine")
     _check_operand(opc, "dst", dst, t)
     _check_operand(opc, "src", src, t)
     if dst.size != src.size:
@@ -143,6 +146,7 @@ def dma_compute(dst, srcs, reduce_op, scales=None, unique_indices=True, oob_mode
     opc = "dma_compute"
     ctx = current()
     t = ctx.target
+    oob_mode = coerce(OobMode, oob_mode, opc, "oob_mode")
     red = alu(reduce_op, "reduce_op")
     if red.name != "add":
         raise NkiValidationError(opc, "reduce_op", "add", red.name, t.name)
@@ -211,6 +215,7 @@ def dma_transpose(dst, src, axes=None, priority=None, dge_mode=DgeMode.unknown, 
     opc = "dma_transpose"
     ctx = current()
     t = ctx.target
+    oob_mode, dge_mode = coerce(OobMode, oob_mode, opc, "oob_mode"), coerce(DgeMode, dge_mode, opc, "dge_mode")
     validate.feature(opc, "op", t.dma_transpose, "dma_transpose needs NeuronCore-v3+", opc, t)
     _check_operand(opc, "dst", dst, t)
     _check_operand(opc, "src", src, t)

@@ -23,7 +23,7 @@ from .. import dtypes, validate
 from ..errors import NkiValidationError
 from ..tensor import NkiTensor, _strided
 from .enums import engine as Engine
-from .enums import matmul_perf_mode
+from .enums import coerce, matmul_perf_mode
 from .issue import computes, current, f32, layout_attrs, raw, record, store
 
 _MATMUL_INPUTS = ("float8_e4m3", "float8_e5m2", "bfloat16", "float16", "float32")
@@ -86,7 +86,7 @@ def nc_matmul(dst, stationary, moving, is_stationary_onezero=False, is_moving_on
     validate.buffer(op, "stationary", stationary, ("sbuf",), t)
     validate.buffer(op, "moving", moving, ("sbuf",), t)
     validate.buffer(op, "dst", dst, ("psum",), t)
-    double = perf_mode == matmul_perf_mode.double_row
+    double = coerce(matmul_perf_mode, perf_mode, op, "perf_mode") == matmul_perf_mode.double_row
     if double:
         validate.feature(op, "perf_mode", t.matmul_double_row, "double_row needs NeuronCore-v3+", perf_mode, t)
         for operand, x in (("stationary", stationary), ("moving", moving)):
@@ -126,7 +126,7 @@ def nc_matmul(dst, stationary, moving, is_stationary_onezero=False, is_moving_on
             res = np.ascontiguousarray(s.T)
         else:
             res = s.T @ dtypes.to_f32(moving.values()).reshape(k * rows, n)
-        _accumulate(dst, res, accumulate)
+        accumulate_psum(dst, res, accumulate)
     record(ctx, "tensor", op, {"dst": dst}, {"stationary": stationary, "moving": moving}, flops=2 * k * rows * m * n,
            attrs={"k": k * rows, "m": m, "n": n, "in_dtype": _in_dtype(stationary, moving),
                   "transpose": bool(is_transpose), "double_row": double})
@@ -137,7 +137,8 @@ def _in_dtype(a: NkiTensor, b: NkiTensor) -> str:
     return dtypes.name(max(a.dtype, b.dtype, key=lambda d: d.itemsize))
 
 
-def _accumulate(dst: NkiTensor, res: np.ndarray, accumulate) -> None:
+def accumulate_psum(dst: NkiTensor, res: np.ndarray, accumulate) -> None:
+    """Write matmul results `res` into PSUM dst under `accumulate` (None / True / False, see the module)."""
     st = dst.storage
     flags = _strided(st.flags, dst.shape, dst.strides, dst.offset)
     if accumulate is False:
@@ -166,6 +167,7 @@ def nc_transpose(dst, data, engine=Engine.unknown, name=None):
     op = "nc_transpose"
     ctx = current()
     t = ctx.target
+    engine = coerce(Engine, engine, op, "engine")
     validate.tile(op, "dst", dst, t)
     validate.tile(op, "data", data, t)
     on_tensor = engine == Engine.tensor or (engine == Engine.unknown and data.buffer == "sbuf" and dst.buffer == "psum")
@@ -177,9 +179,15 @@ def nc_transpose(dst, data, engine=Engine.unknown, name=None):
     if p > limit or f > limit:
         raise NkiValidationError(op, "data", f"at most [{limit}, {limit}] on {'TensorE' if on_tensor else 'VectorE'}",
                                  f"[{p}, {f}]", t.name)
-    if dst.dtype != data.dtype:
-        raise NkiValidationError(op, "dst", f"dtype == data dtype {dtypes.name(data.dtype)}", dtypes.name(dst.dtype),
-                                 t.name)
+    # S-ISA: "dst must have the same data type as data". Where docs and hardware disagree, the hardware decides:
+    # a NeuronCore-v2 TensorE transpose *is* a matmul with an identity (no transpose mode before v3), and a v2
+    # matmul writes fp32 to PSUM, so an fp32 PSUM dst from a float input is what the hardware natively produces
+    # (AWS kernels use it); it is accepted on v2 next to the documented same-dtype dst. v3+ transposes in the
+    # bit-accurate transpose mode, which writes the input dtype: same dtype only.
+    identity_f32 = on_tensor and t.gen == 2 and dtypes.is_float(data.dtype) and dst.dtype == dtypes.float32
+    if dst.dtype != data.dtype and not identity_f32:
+        raise NkiValidationError(op, "dst", f"dtype == data dtype {dtypes.name(data.dtype)} (or float32 from a float "
+                                 "input on a NeuronCore-v2 TensorE)", dtypes.name(dst.dtype), t.name)
     if dst.shape[0] != f or dst.free_size != p:
         raise NkiValidationError(op, "dst", f"[{f}, {p}]", f"{dst.shape[0]} x {dst.free_size}", t.name)
     if computes(ctx, (dst,), (data,)):

@@ -109,9 +109,9 @@ def test_property_matches_reference(problem, target):
 
 
 def test_unsupported_names_the_limit():
-    assert launch_attention.unsupported("attention", head_dim=128, dtype="bfloat16", causal=True) is None
-    assert "head_dim 640 > 512" in launch_attention.unsupported("attention", head_dim=640, dtype="bfloat16")
-    assert "float64" in launch_attention.unsupported("attention", head_dim=64, dtype="float64")
+    assert launch_attention.unsupported(head_dim=128, dtype="bfloat16", causal=True) is None
+    assert "head_dim 640 > 512" in launch_attention.unsupported(head_dim=640, dtype="bfloat16")
+    assert "float64" in launch_attention.unsupported(head_dim=64, dtype="float64")
 
 
 def test_kernel_rejects_mismatched_kv():
@@ -121,7 +121,7 @@ def test_kernel_rejects_mismatched_kv():
 
 
 def _trace(problem, target="trn2"):
-    kernel, args, kwargs = launch_attention.traceable("attention", problem, target)
+    kernel, args, kwargs = launch_attention.traceable(problem, target)
     return run(kernel, *args, target=target, mode="trace", **kwargs).trace
 
 

@@ -6,8 +6,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from strategies import block_sizes, head_dims, write_problems
 
+import nkilab.kernels.nki as nki_backend
 from nkilab.harness.emulator import run
-from nkilab.kernels.nki import launch_paged
+from nkilab.kernels.nki import launch_kv_cache
 from nkilab.reference.paged import gather_kv
 from nkilab.reference.paged import write_kv_cache as reference_write_kv_cache
 
@@ -23,7 +24,7 @@ def _bits(a: np.ndarray) -> np.ndarray:
 def _check(problem, target: str) -> None:
     key, value, key_cache, value_cache, slots = problem.inputs()
     expected_k, expected_v = reference_write_kv_cache(key, value, key_cache.copy(), value_cache.copy(), slots)
-    out_k, out_v = launch_paged.write_kv_cache(key, value, key_cache, value_cache, slots, target=target)
+    out_k, out_v = launch_kv_cache.write_kv_cache(key, value, key_cache, value_cache, slots, target=target)
     assert out_k is key_cache and out_v is value_cache  # in place, on the caller's arrays
     np.testing.assert_array_equal(_bits(out_k), _bits(expected_k))
     np.testing.assert_array_equal(_bits(out_v), _bits(expected_v))
@@ -52,7 +53,7 @@ def test_round_trip_through_gather_and_padding_untouched(target, block_size):
     slots[padded] = -1
     key = rng.standard_normal((t, hkv, d)).astype(np.float32)
     value = rng.standard_normal((t, hkv, d)).astype(np.float32)
-    launch_paged.write_kv_cache(key, value, key_cache, value_cache, slots, target=target)
+    launch_kv_cache.write_kv_cache(key, value, key_cache, value_cache, slots, target=target)
     k, v = gather_kv(key_cache, value_cache, table, t)
     np.testing.assert_array_equal(k[~padded], key[~padded])
     np.testing.assert_array_equal(v[~padded], value[~padded])
@@ -69,7 +70,7 @@ def test_all_padding_leaves_cache_untouched():
     value_cache = -key_cache
     before = key_cache.copy(), value_cache.copy()
     new = np.ones((3, 1, 64), np.float32)
-    launch_paged.write_kv_cache(new, new, key_cache, value_cache, np.full(3, -1, np.int32), target="trn2")
+    launch_kv_cache.write_kv_cache(new, new, key_cache, value_cache, np.full(3, -1, np.int32), target="trn2")
     np.testing.assert_array_equal(key_cache, before[0])
     np.testing.assert_array_equal(value_cache, before[1])
 
@@ -87,12 +88,25 @@ def test_public_api_dispatches_to_nki(monkeypatch):
     np.testing.assert_array_equal(value_cache[0, :, 0, 0], [0, 0, 0, 2])
 
 
-@pytest.mark.parametrize("target,dmas", [("trn2", 1 + 2), ("trn1", 1 + 2 * 8)])
-def test_trace_llama_decode(target, dmas):
+LLAMA_DECODE_WRITE = dict(t=8, hkv=8, head_dim=128, block_size=32, dtype="bfloat16")
+
+
+@pytest.mark.parametrize("target,dmas", [("trn2", 1 + 2), ("trn1", 1 + 2 * 8), ("gen2", 1 + 2 * 8)])
+def test_trace_llama_decode_follows_the_target(target, dmas):
     # Llama-3.1-8B decode, batch 8: one index load + one scatter per cache on v3; one DMA per token on v2.
-    kernel, args, kwargs = launch_paged.traceable(
-        "write_kv_cache", dict(t=8, hkv=8, head_dim=128, block_size=32, dtype="bfloat16"), target)
-    trace = run(kernel, *args, target=target, mode="trace", **kwargs).trace
+    trace = nki_backend.trace("write_kv_cache", LLAMA_DECODE_WRITE, target)
+    assert trace.target == {"gen2": "trn1"}.get(target, target)
     mix = trace.instruction_mix()
     assert mix["dma"]["dma_copy"] == dmas
     assert sum(sum(c.values()) for e, c in mix.items() if e != "dma") == 0
+    kernel, args, kwargs = launch_kv_cache.traceable(LLAMA_DECODE_WRITE, target)
+    again = run(kernel, *args, target=target, mode="trace", **kwargs).trace  # the launcher's hook, run by hand
+    assert again.instruction_mix() == mix
+
+
+@pytest.mark.parametrize("target", ["h100", "cpu", "trn9"])
+def test_trace_refuses_a_target_that_is_not_a_neuron_core(target):
+    with pytest.raises(ValueError, match="target"):
+        nki_backend.traceable("write_kv_cache", LLAMA_DECODE_WRITE, target)
+    with pytest.raises(ValueError, match="target"):
+        nki_backend.trace("write_kv_cache", LLAMA_DECODE_WRITE, target)

@@ -17,7 +17,7 @@ from strategies import (
 
 from nkilab.harness.checks import compare
 from nkilab.harness.emulator import run
-from nkilab.kernels.nki import launch_paged
+from nkilab.kernels.nki import launch_kv_cache, launch_paged
 from nkilab.reference.dtypes import numpy_dtype
 from nkilab.reference.paged import paged_attention as reference_paged_attention
 
@@ -147,17 +147,17 @@ def test_work_plan_covers_every_query_once():
 
 
 def test_unsupported_reasons():
-    assert launch_paged.unsupported("paged_attention", head_dim=128, block_size=32, dtype="bfloat16") is None
-    assert "head_dim" in launch_paged.unsupported("paged_attention", head_dim=256, block_size=32, dtype="bfloat16")
-    assert "power of two" in launch_paged.unsupported("paged_attention", head_dim=64, block_size=5, dtype="float32")
-    assert "dtype" in launch_paged.unsupported("write_kv_cache", head_dim=64, block_size=5, dtype="int8")
+    assert launch_paged.unsupported(head_dim=128, block_size=32, dtype="bfloat16") is None
+    assert "head_dim" in launch_paged.unsupported(head_dim=256, block_size=32, dtype="bfloat16")
+    assert "power of two" in launch_paged.unsupported(head_dim=64, block_size=5, dtype="float32")
+    assert "dtype" in launch_kv_cache.unsupported(head_dim=64, block_size=5, dtype="int8")
 
 
 LLAMA_DECODE = dict(num_seqs=8, q_len=1, context=4096, hq=32, hkv=8, head_dim=128, block_size=32, dtype="bfloat16")
 
 
 def _trace_llama(target):
-    kernel, args, kwargs = launch_paged.traceable("paged_attention", LLAMA_DECODE, target)
+    kernel, args, kwargs = launch_paged.traceable(LLAMA_DECODE, target)
     return run(kernel, *args, target=target, mode="trace", **kwargs).trace
 
 

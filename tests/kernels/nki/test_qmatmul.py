@@ -165,8 +165,8 @@ def test_public_api_dispatches_to_nki():
 
 
 def test_unsupported_group_size_is_named():
-    assert "group_size 48" in launch_qmatmul.unsupported("qmatmul", scheme="int8", group_size=48, m=1, k=96, n=8)
-    assert launch_qmatmul.unsupported("qmatmul", scheme="int4", group_size=32, symmetric=False, m=1, k=64, n=8,
+    assert "group_size 48" in launch_qmatmul.unsupported(scheme="int8", group_size=48, m=1, k=96, n=8)
+    assert launch_qmatmul.unsupported(scheme="int4", group_size=32, symmetric=False, m=1, k=64, n=8,
                                       dtype="bfloat16") is None
     x, qw = _inputs(1, 96, 8, QuantConfig("int8", 48))
     with pytest.raises(ValueError, match="group_size 48"):
@@ -177,7 +177,7 @@ def test_unsupported_group_size_is_named():
 def test_trace_llama_decode_streams_weights_once(scheme, group_size):
     problem = dict(m=1, scheme=scheme, group_size=group_size, symmetric=True, w8a8=False, dtype="bfloat16",
                    **LLAMA_8B_GATE_UP)
-    kernel, args, kwargs = launch_qmatmul.traceable("qmatmul", problem, "trn2")
+    kernel, args, kwargs = launch_qmatmul.traceable(problem, "trn2")
     trace = run(kernel, *args, target="trn2", mode="trace", **kwargs).trace
     weights, scales = args[1], args[2]
     # every other HBM byte (x, scales, y) is small next to the weights: the weights are read exactly once
@@ -192,7 +192,7 @@ def test_trace_llama_decode_streams_weights_once(scheme, group_size):
 def test_trace_llama_prefill(scheme, group_size):
     problem = dict(m=2048, scheme=scheme, group_size=group_size, symmetric=True, w8a8=False, dtype="bfloat16",
                    **LLAMA_8B_GATE_UP)
-    kernel, args, kwargs = launch_qmatmul.traceable("qmatmul", problem, "trn2")
+    kernel, args, kwargs = launch_qmatmul.traceable(problem, "trn2")
     trace = run(kernel, *args, target="trn2", mode="trace", **kwargs).trace
     parity = 2 if scheme == "int4" else 1
     k_steps = args[1].shape[0] // 128
@@ -206,7 +206,7 @@ def test_trace_llama_int4_decode_feeds_nibbles_to_tensor_engine_as_fp8(symmetric
     # no per-weight conversion instruction on any engine
     problem = dict(m=1, scheme="int4", group_size=128, symmetric=symmetric, w8a8=False, dtype="bfloat16",
                    **LLAMA_8B_GATE_UP)
-    kernel, args, kwargs = launch_qmatmul.traceable("qmatmul", problem, "trn2")
+    kernel, args, kwargs = launch_qmatmul.traceable(problem, "trn2")
     trace = run(kernel, *args, target="trn2", mode="trace", **kwargs).trace
     packed_rows, n = args[1].shape
     unpack = [i for i in trace.instructions if i.opcode == "tensor_scalar" and i.operands[0].dtype == "uint32"]

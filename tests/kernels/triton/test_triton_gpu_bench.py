@@ -1,5 +1,6 @@
 """The GPU bench script and timing helper: what can be checked without a GPU (refusal, checks, table, baselines)."""
 
+import importlib
 import time
 from dataclasses import replace
 
@@ -10,8 +11,14 @@ from strategies import QuantConfig
 
 import nkilab.kernels.triton as triton_backend
 from nkilab.harness import gpu_bench
-from nkilab.harness.gpu_timing import Timing, gpu_time, quantiles_ms
-from nkilab.harness.workloads import OPS, Quant, smoke_problems
+from nkilab.harness.measure import bench
+from nkilab.harness.measure.cuda import Timing, gpu_time, quantiles_ms
+from nkilab.harness.workloads import Quant, smoke_problems
+from nkilab.kernels import OPS
+from nkilab.kernels.ops.attention import attention_torch
+from nkilab.kernels.ops.paged_attention import paged_attention_torch
+from nkilab.kernels.ops.qmatmul import BENCH_QUANTS, dequantize_torch
+from nkilab.reference import build_paged_cache, paged_attention
 from nkilab.reference.attention import attention as reference_attention
 from nkilab.reference.quant import dequantize_weight, quantize_weight
 
@@ -49,10 +56,10 @@ def test_quantiles():
 
 
 def test_bench_problems_cover_every_op_and_scheme():
-    problems = gpu_bench.bench_problems("quick")
+    problems = bench.bench_problems("quick")
     assert {p.op for p in problems} == set(OPS)
     schemes = {p.quant for p in problems if p.op == "qmatmul"}
-    assert schemes == set(gpu_bench.QUANTS)
+    assert schemes == set(BENCH_QUANTS)
 
 
 def test_bench_rows_on_cpu():
@@ -61,13 +68,13 @@ def test_bench_rows_on_cpu():
     problems.append(replace(problems[2], quant=Quant("fp8_e4m3fn", w8a8=True), name="smoke/qmatmul/w8a8"))
     rows = []
     for problem in problems:
-        rows += gpu_bench.bench_problem(problem, "cpu", timer=_cpu_timer, energy=_no_energy, weights={})
+        rows += bench.bench_problem(problem, "cpu", timer=_cpu_timer, energy=_no_energy, cache={})
     triton_rows = [r for r in rows if r.provider == "triton"]
     assert len(triton_rows) == len(problems)
     assert all(r.check == "pass" and r.timing is not None for r in triton_rows), [r.check for r in triton_rows]
     baselines = [r for r in rows if r.provider != "triton" and r.timing is not None]
     assert baselines and all(r.speedup is not None and r.speedup > 0 for r in baselines)
-    table = gpu_bench.markdown_table(rows).splitlines()
+    table = bench.markdown_table(rows).splitlines()
     assert table[0].startswith("| op | problem | provider | check | p50 ms")
     assert len(table) == 2 + len(rows)
 
@@ -75,8 +82,9 @@ def test_bench_rows_on_cpu():
 def test_failed_check_reports_no_speed(monkeypatch):
     problem = smoke_problems("float16")[3]
     assert problem.op == "attention"
-    monkeypatch.setattr(triton_backend, "attention", lambda q, k, v, **kw: torch.zeros_like(q))
-    rows = gpu_bench.bench_problem(problem, "cpu", timer=_cpu_timer, energy=_no_energy, weights={})
+    launcher = importlib.import_module("nkilab.kernels.triton.attention")
+    monkeypatch.setattr(launcher, "attention", lambda q, k, v, **kw: torch.zeros_like(q))
+    rows = bench.bench_problem(problem, "cpu", timer=_cpu_timer, energy=_no_energy, cache={})
     assert rows[0].check.startswith("FAIL") and rows[0].timing is None
 
 
@@ -86,7 +94,7 @@ def test_failed_check_reports_no_speed(monkeypatch):
 def test_torch_dequantization_matches_reference(config):
     qw = quantize_weight(np.random.default_rng(0).standard_normal((64, 12)), config.scheme, config.group_size,
                          config.symmetric)
-    got = gpu_bench.dequantize_torch(triton_backend.prepare_weight(qw, "cpu"), torch.float64).numpy()
+    got = dequantize_torch(triton_backend.prepare_weight(qw, "cpu"), torch.float64).numpy()
     np.testing.assert_array_equal(got, dequantize_weight(qw))
 
 
@@ -95,16 +103,23 @@ def test_torch_dequantization_matches_reference(config):
 def test_torch_truth_matches_reference(sq, skv, causal, window, softcap):
     rng = np.random.default_rng(1)
     q, k, v = rng.standard_normal((sq, 4, 16)), rng.standard_normal((skv, 2, 16)), rng.standard_normal((skv, 2, 16))
-    got = gpu_bench.attention_torch(*(torch.from_numpy(a) for a in (q, k, v)), causal=causal, scale=0.25,
-                                    sliding_window=window, softcap=softcap, dtype=torch.float64).numpy()
+    got = attention_torch(*(torch.from_numpy(a) for a in (q, k, v)), causal=causal, scale=0.25,
+                          sliding_window=window, softcap=softcap, dtype=torch.float64).numpy()
     want = reference_attention(q[None], k[None], v[None], causal=causal, scale=0.25, sliding_window=window,
                                softcap=softcap)[0]
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
 
 
-def test_missing_energy_module_fails_clearly(monkeypatch):
-    monkeypatch.setitem(__import__("sys").modules, "nkilab.harness.energy", None)
-    with pytest.raises(RuntimeError, match="harness energy module"):
-        gpu_bench.energy_meter()
-    with pytest.raises(RuntimeError, match="harness energy module"):
-        gpu_bench.energy_mj_per_token(lambda: None, 1, None, min_window_s=1.0)
+def test_torch_paged_truth_matches_reference():
+    rng = np.random.default_rng(2)
+    seq_lens, q_lens, bs = np.array([5, 9], np.int32), np.array([1, 3], np.int32), 4
+    tables = np.array([[3, 1, -1], [0, 4, 2]], np.int32)
+    keys = [rng.standard_normal((n, 1, 16)) for n in seq_lens]
+    values = [rng.standard_normal((n, 1, 16)) for n in seq_lens]
+    kc, vc = build_paged_cache(keys, values, tables, num_blocks=5, block_size=bs)
+    qsl = np.concatenate([[0], np.cumsum(q_lens)]).astype(np.int32)
+    q = rng.standard_normal((int(qsl[-1]), 2, 16))
+    args = (q, kc, vc, tables, seq_lens, qsl)
+    got = paged_attention_torch(*(torch.from_numpy(a) for a in args), scale=0.25, dtype=torch.float64,
+                                sliding_window=3).numpy()
+    np.testing.assert_allclose(got, paged_attention(*args, scale=0.25, sliding_window=3), rtol=1e-12, atol=1e-12)

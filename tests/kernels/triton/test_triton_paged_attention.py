@@ -18,6 +18,7 @@ from strategies import (
 import nkilab.kernels.triton as triton_backend
 from nkilab.harness.checks import check_against_reference
 from nkilab.kernels import paged_attention
+from nkilab.kernels.triton.paged_attention import paged_attention as triton_paged_attention
 from nkilab.reference.paged import paged_attention as reference_paged_attention
 
 # The CPU interpreter has no bfloat16 arithmetic (triton-lang/triton#11584): bfloat16 only where a GPU runs the tests.
@@ -65,7 +66,7 @@ SEGMENT_CASES = [  # few heads: the interpreter runs one merge program per (toke
 def test_split_kv_segments(problem, num_segments):
     # The decode split-KV path (forced here; on a GPU a heuristic picks it): partials merged by a second kernel.
     inputs = problem.inputs()
-    out = triton_backend.paged_attention(*(torch.from_numpy(a) for a in inputs), scale=problem.d ** -0.5,
+    out = triton_paged_attention(*(torch.from_numpy(a) for a in inputs), scale=problem.d ** -0.5,
                                          **problem.options(), num_segments=num_segments)
     result = check_against_reference(out, reference_paged_attention, *inputs, **problem.options())
     assert result.passed, str(result)
@@ -103,14 +104,14 @@ def test_decode_is_a_mixed_batch_with_q_len_one():
 def test_num_segments_must_be_a_power_of_two():
     inputs = [torch.from_numpy(a) for a in _pinned([5], [1], 2, 1, 64, 4, dtype="float32").inputs()]
     with pytest.raises(ValueError, match="num_segments: must be a power of two"):
-        triton_backend.paged_attention(*inputs, num_segments=3)
+        triton_paged_attention(*inputs, num_segments=3)
 
 
 def test_int64_index_tensors_on_torch():
     problem = _pinned([10, 4], [3, 1], 4, 4, 64, 4, dtype="float32", seed=8)
     q, kc, vc, bt, sl, qsl = problem.inputs()
     tensors = [torch.from_numpy(a) for a in (q, kc, vc)] + [torch.from_numpy(a.astype(np.int64)) for a in (bt, sl, qsl)]
-    out = triton_backend.paged_attention(*tensors, scale=64 ** -0.5)
+    out = triton_paged_attention(*tensors, scale=64 ** -0.5)
     result = check_against_reference(out, reference_paged_attention, q, kc, vc, bt, sl, qsl)
     assert result.passed, str(result)
 

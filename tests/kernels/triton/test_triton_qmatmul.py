@@ -10,6 +10,7 @@ from strategies import MatmulProblem, QuantConfig, matmul_problems, quant_config
 import nkilab.kernels.triton as triton_backend
 from nkilab.harness.checks import check_against_reference
 from nkilab.kernels import qmatmul
+from nkilab.kernels.triton.qmatmul import qmatmul as triton_qmatmul
 from nkilab.reference.matmul import qmatmul as reference_qmatmul
 from nkilab.reference.quant import quantize_weight
 
@@ -56,14 +57,14 @@ def test_matches_reference(problem):
 def test_split_k_decode_path(config, split_k):
     # The decode path (M <= 16) splits K across programs; the fp32 partials must sum to the same product.
     x, qw = MatmulProblem(m=3, k=192, n=40, quant=config, dtype="float32", seed=1).inputs()
-    _assert_matches(triton_backend.qmatmul(torch.from_numpy(x), qw, split_k=split_k), x, qw)
+    _assert_matches(triton_qmatmul(torch.from_numpy(x), qw, split_k=split_k), x, qw)
 
 
 def test_prepared_weight_is_reused():
     x, qw = MatmulProblem(m=4, k=64, n=16, quant=QuantConfig("int4", 32), dtype="float16", seed=2).inputs()
     prepared = triton_backend.prepare_weight(qw, "cpu")
-    once = triton_backend.qmatmul(torch.from_numpy(x), prepared)
-    again = triton_backend.qmatmul(torch.from_numpy(x), qw)
+    once = triton_qmatmul(torch.from_numpy(x), prepared)
+    again = triton_qmatmul(torch.from_numpy(x), qw)
     assert torch.equal(once, again)
 
 

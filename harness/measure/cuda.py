@@ -6,7 +6,8 @@ median ignores the odd slow repeat. Cold L2 (FlashInfer `testing/utils.py` `benc
     them, so with enough copies a call finds none of its inputs in L2;
   - flush: write a buffer twice the L2 size before every repeat (outside the timed window).
 CUDA only: without a CUDA device `gpu_time` raises a RuntimeError that says so. CPU wall time is emulation time,
-never device speed (DESIGN §7), so there is deliberately no CPU fallback here.
+never device speed (every figure says measured / modeled / emulation), so there is deliberately no CPU fallback
+here.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ class Timing:
 def require_cuda(what: str = "GPU timing"):
     """The torch module, if a CUDA device is present; else RuntimeError naming `what`."""
     try:
-        import torch
+        import torch  # optional heavy dependency: only CUDA timing needs it
     except ImportError as e:
         raise RuntimeError(f"{what} needs torch with CUDA; torch is not installed") from e
     if not torch.cuda.is_available():

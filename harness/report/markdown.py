@@ -14,6 +14,7 @@ from collections import Counter, defaultdict
 
 from nkilab.harness.chips import get_target
 from nkilab.harness.perf.roofline import ridge_point
+from nkilab.harness.report.records import size
 
 HEADLINE_BATCH = 8
 HEADLINE_CONTEXT = 2048
@@ -59,10 +60,6 @@ def modeled(records, target: str | None = None):
 def headline(records) -> list[dict]:
     """Modeled records nearest the headline point, per target, kernel and projection: decode batch 8 at
     context 2048, and the longest prefill."""
-    def size(r):
-        p = r["problem"]
-        return p.get("m") or p.get("t") or p.get("num_seqs") or p.get("sq")
-
     def distance(r):
         p = r["problem"]
         if p["phase"] == "prefill":

@@ -23,6 +23,8 @@ import subprocess
 import time
 from importlib import metadata
 
+from nkilab.kernels._registry import get
+
 REQUIRED = ("kernel", "backend", "target", "problem", "check", "perf", "energy")
 CHECK_FIELDS = ("passed", "max_abs_err", "max_rel_err", "bound")
 PERF_FIELDS = ("kind", "latency_s", "flops", "hbm_bytes", "tokens", "tokens_per_s", "mfu", "mbu", "bottleneck")
@@ -73,7 +75,7 @@ def perf_field(kind: str, *, latency_s: float | None, method: str, flops: float 
 
 
 def energy_field(result) -> dict | None:
-    """The `energy` field from an `nkilab.harness.energy.EnergyResult` (None stays None)."""
+    """The `energy` field from an `nkilab.harness.measure.energy.EnergyResult` (None stays None)."""
     if result is None:
         return None
     return {"kind": result.kind, "joules_per_token": _num(result.joules_per_token),
@@ -120,6 +122,12 @@ def validate_record(rec: dict) -> list[str]:
         if not rec["energy"].get("method"):
             errors.append("energy.method must say how the figure was obtained")
     return errors
+
+
+def size(rec: dict) -> int:
+    """What one call of a stored record serves: its op's size parameter (`Op.plot.size`: decode batch, prefill
+    length), read from the record's problem."""
+    return rec["problem"][get(rec["kernel"]).plot.size]
 
 
 def write_jsonl(records, path: str) -> None:

@@ -11,7 +11,7 @@ Meters (each `begin()` then `end()` -> `Reading`, or a reading with `value=None`
 call; `modeled_energy(latency_s, target, ...)` gives latency x assumed power with the static share stated.
 
 Every result carries `kind` ("measured" | "modeled"), `method`, `boundary` and `assumption`; a figure that
-cannot be obtained is None with a `reason` — never a guess labelled as a measurement (DESIGN §7).
+cannot be obtained is None with a `reason` — never a guess labelled as a measurement.
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ class NvmlEnergyMeter:
         self.reason = ""
         try:
             if self._nvml is None:
-                import pynvml
+                import pynvml  # optional dependency (nvidia-ml-py, the `gpu` extra): only where a GPU is metered
 
                 self._nvml = pynvml
             self._nvml.nvmlInit()
@@ -191,7 +191,7 @@ class NeuronPowerMeter:
 
     The live file is polled every `poll_s` in a background thread between `begin()` and `end()`. The
     per-minute file only changes once a minute, so windows shorter than ~3 minutes read from it are reported
-    as null (hardware-and-energy.md §1.2). Joules need `max_power_w`: E = %·s / 100 x max_power_w, labelled
+    as null (a window of a few seconds sees at most one sample of it). Joules need `max_power_w`: E = %·s / 100 x max_power_w, labelled
     modeled because AWS publishes no max-power figure.
 
     Args:
@@ -335,7 +335,7 @@ def measure_energy(fn: Callable[[], object], meter, *, min_window_s: float = 1.0
 
     `fn` must finish its device work before returning (synchronize inside it), and should be warmed up
     before (compilation inside the window is counted). The meter's window brackets whole calls only. NVML
-    readings settle only for windows of 5 s or more (hardware-and-energy.md §2.2): pass min_window_s=5 for
+    readings settle only for windows of 5 s or more (the counter updates in driver-sized steps): pass min_window_s=5 for
     reported figures; the 1 s default suits quick runs.
 
     Returns:

@@ -2,12 +2,14 @@
 
   roofline_<target>.png   every modeled kernel record of a target at (FLOPs/byte, achieved FLOP/s), under the
                           target's bf16 and fp8 compute roofs and its HBM roof
-  latency_vs_batch.png    modeled decode latency per call vs batch, one line per kernel/projection, roofline
-                          bound dashed; one panel per target
-  latency_vs_context.png  modeled paged-attention latency vs context, one line per batch, roofline bound dashed
+  latency_vs_batch.png    modeled decode latency per call vs batch, one line per kernel series (`Op.plot.series`,
+                          e.g. one per qmatmul projection), roofline bound dashed; one panel per target
+  latency_vs_context.png  modeled latency vs context of the ops swept over context (`Op.plot.context`: paged
+                          attention), one line per batch, roofline bound dashed
   energy_vs_batch.png     modeled J/token vs batch; energy_vs_context.png: vs context
 
-Every axis carries its unit; every title says "modeled" (these plots show model output only).
+Where a record sits comes from its op's declaration (`Op.plot`); each op keeps one colour (matplotlib's cycle, in
+OPS order). Every axis carries its unit; every title says "modeled" (these plots show model output only).
 """
 
 from __future__ import annotations
@@ -23,10 +25,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 
 from nkilab.harness.chips import get_target  # noqa: E402
+from nkilab.harness.report.records import size  # noqa: E402
+from nkilab.kernels._registry import OPS, get, ops_list  # noqa: E402
 
-_COLORS = {"qmatmul": "tab:blue", "attention": "tab:orange", "write_kv_cache": "tab:green",
-           "paged_attention": "tab:red"}
-
+_CONTEXT_OPS = tuple(op.name for op in ops_list() if op.plot.context)  # the ops the context sweep shows
 
 def _modeled(records, target=None):
     return [r for r in records if r.get("status") == "ok" and (r.get("perf") or {}).get("kind") == "modeled"
@@ -55,7 +57,7 @@ def roofline_plot(records, target: str, path: str) -> str | None:
         if not p["flops"] or not p["hbm_bytes"]:
             continue
         op = r["kernel"]
-        ax.scatter(p["flops"] / p["hbm_bytes"], p["flops"] / p["latency_s"], color=_COLORS.get(op, "gray"),
+        ax.scatter(p["flops"] / p["hbm_bytes"], p["flops"] / p["latency_s"], color=_color(op),
                    s=18, label=None if op in seen else op, zorder=3)
         seen.add(op)
     ax.set_xscale("log")
@@ -71,25 +73,29 @@ def _decode_rows(records, target):
     return [r for r in _modeled(records, target) if r["problem"].get("phase") == "decode"]
 
 
-def _batch_key(r):
-    return "t" if r["kernel"] == "write_kv_cache" else ("m" if r["kernel"] == "qmatmul" else "num_seqs")
+def _color(kernel: str) -> str:
+    """One colour per op, in OPS order (gray for a kernel this version does not register)."""
+    return f"C{OPS.index(kernel) % 10}" if kernel in OPS else "gray"
 
 
 def _batch_series(r):
-    """(kernel, qmatmul projection, paged-attention context): one line of the batch sweep, sorted numerically."""
-    p = r["problem"]
-    projection = p.get("projection", "") if r["kernel"] == "qmatmul" else ""
-    context = p.get("context", 0) if r["kernel"] == "paged_attention" else 0
-    return r["kernel"], projection, context
+    """(kernel, the op's series key): one line of the batch sweep, sorted by kernel then numerically."""
+    series = get(r["kernel"]).plot.series
+    return (r["kernel"], series(r["problem"])[0] if series else ())
 
 
-def _batch_label(key):
-    kernel, projection, context = key
-    if kernel == "qmatmul":
-        return f"qmatmul {projection}"
-    if kernel == "paged_attention":
-        return f"paged_attention ctx {context}"
-    return kernel
+def _batch_label(r) -> str:
+    series = get(r["kernel"]).plot.series
+    return series(r["problem"])[1] if series else r["kernel"]
+
+
+def _context_param(r) -> str | None:
+    return get(r["kernel"]).plot.context
+
+
+def _context_label(r) -> str:
+    """A context-sweep line: one per batch (and per op, when more than one op is swept)."""
+    return f"batch {size(r)}" if len(_CONTEXT_OPS) == 1 else f"{r['kernel']} batch {size(r)}"
 
 
 @dataclass(frozen=True)
@@ -101,14 +107,13 @@ class _Sweep:
     keep: Callable[[dict], bool]
     x: Callable[[dict], float]
     series: Callable[[dict], object]  # sortable key of the record's line
-    label: Callable[[object], str]    # legend text of a series key
+    label: Callable[[dict], str]      # legend text of a line, from one of its records
 
 
 _SWEEPS = {
-    "batch": _Sweep("decode batch [sequences]", "", lambda r: True, lambda r: r["problem"][_batch_key(r)],
-                    _batch_series, _batch_label),
-    "context": _Sweep("context length [tokens]", "paged_attention ", lambda r: r["kernel"] == "paged_attention",
-                      lambda r: r["problem"]["context"], lambda r: r["problem"]["num_seqs"], lambda n: f"batch {n}"),
+    "batch": _Sweep("decode batch [sequences]", "", lambda r: True, size, _batch_series, _batch_label),
+    "context": _Sweep("context length [tokens]", " ".join(_CONTEXT_OPS) + " ", lambda r: r["kernel"] in _CONTEXT_OPS,
+                      lambda r: r["problem"][_context_param(r)], lambda r: (r["kernel"], size(r)), _context_label),
 }
 
 
@@ -162,10 +167,10 @@ def sweep_figure(records, targets, *, x: str, energy: bool):
         for r in rows_of(target):
             lines[sweep.series(r)].append(r)
         bounded = False
-        for key, rows in sorted(lines.items()):
+        for _, rows in sorted(lines.items()):
             rows.sort(key=sweep.x)
             xs = [sweep.x(r) for r in rows]
-            (line,) = ax.plot(xs, [y_of(r) for r in rows], marker="o", ms=3, label=sweep.label(key))
+            (line,) = ax.plot(xs, [y_of(r) for r in rows], marker="o", ms=3, label=sweep.label(rows[0]))
             bound = [_roofline_us(r) for r in rows]
             if not energy and all(b is not None for b in bound):
                 # tick markers keep a one-point series' bound visible; same color as its line
@@ -185,8 +190,8 @@ def sweep_figure(records, targets, *, x: str, energy: bool):
 def sweep_plot(records, targets, path: str, *, x: str, energy: bool) -> str | None:
     """Modeled decode latency per call (or J/token) vs `x` ("batch" | "context"), one panel per target.
 
-    x="batch": one line per kernel / qmatmul projection / paged-attention context; x="context": paged attention
-    only, one line per batch. Latency panels draw each line's roofline bound (the record's `perf.roofline_s`) dashed
+    x="batch": one line per op series (`Op.plot.series`: a qmatmul projection, a paged-attention context, ...);
+    x="context": the ops with a context axis (`Op.plot.context`), one line per batch. Latency panels draw each line's roofline bound (the record's `perf.roofline_s`) dashed
     in the line's color. Returns the path, or None when the records hold nothing to draw.
     """
     fig = sweep_figure(records, targets, x=x, energy=energy)

@@ -1,0 +1,13 @@
+"""Workloads: real-model shapes (`models`), sweeps (`grids`) and the kernel problems cut from them (`problems`).
+
+Models and grids are data kept here; the problem builders, formulas (`Problem.flops()`, `hbm_bytes()`, `spec()`)
+and inputs come from each op family's declaration (`nkilab.kernels.ops`).
+"""
+
+from nkilab.harness.workloads.grids import GRIDS
+from nkilab.harness.workloads.models import DEFAULT_MODEL, MODELS, ModelShape
+from nkilab.harness.workloads.problems import PHASES, make_inputs, model_problems, smoke_problems
+from nkilab.kernels.ops._problem import DEFAULT_QUANT, Problem, Quant
+
+__all__ = ["DEFAULT_MODEL", "DEFAULT_QUANT", "GRIDS", "MODELS", "ModelShape", "PHASES", "Problem", "Quant",
+           "make_inputs", "model_problems", "smoke_problems"]

@@ -1,0 +1,63 @@
+"""Host side of the NKI RMSNorm kernel: the backend's `rms_norm`, `unsupported` and `traceable` (the launcher
+contract of `nkilab.kernels.ops._op`).
+
+Inputs arrive validated by the public API (`nkilab.kernels.rms_norm`) and flattened to rows: x [N, H], weight [H],
+residual [N, H] or None, NumPy (bfloat16 as ml_dtypes), in the HBM layout the kernel reads directly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nkilab.kernels._adapter import numpy_dtype
+from nkilab.reference.dtypes import itemsize
+
+from ._launch import DTYPES, EMPTY_REASON, launch, neuron_target
+from .rms_norm import rms_norm_kernel, sbuf_tiles
+
+SBUF_BUDGET_BYTES = 160 * 1024  # per partition, of the 192 KiB NeuronCore-v2 SBUF (the smallest generation)
+
+
+def rms_norm(x, weight, *, eps: float, residual=None, target: str | None = None):
+    """y = RMSNorm(x (+ residual)) · weight on the NKI backend (real SDK if installed, else the emulator).
+
+    Args:
+        x: [N, H] float32|bfloat16|float16 NumPy array; weight: [H], x's dtype; residual: None or [N, H] like x.
+        eps: > 0.
+        target: "inf2" | "trn1" | "trn2" | "trn3"; None = $NEURON_PLATFORM_TARGET_OVERRIDE or "trn2".
+
+    Returns:
+        y [N, H] x's dtype; with a residual, (y, h) with h = x + residual.
+    """
+    return launch(rms_norm_kernel, np.ascontiguousarray(x), np.ascontiguousarray(weight),
+                  None if residual is None else np.ascontiguousarray(residual), float(eps), target=target)
+
+
+def unsupported(**problem) -> str | None:
+    """Why the NKI RMSNorm kernel cannot run `problem` (None when it can). Keys: dtype, hidden, residual, empty."""
+    if problem.get("empty"):
+        return EMPTY_REASON
+    dtype, hidden = problem.get("dtype"), problem.get("hidden")
+    if dtype is not None and dtype not in DTYPES:
+        return f"dtype {dtype} is not computed on NeuronCores; use one of {DTYPES}"
+    if dtype is not None and hidden is not None:
+        tiles = sbuf_tiles(bool(problem.get("residual")))
+        need = tiles * hidden * itemsize(dtype)
+        if need > SBUF_BUDGET_BYTES:
+            return (f"hidden {hidden}: {tiles} [128, H] {dtype} tiles take {need} SBUF bytes per partition, over "
+                    f"the kernel's budget of {SBUF_BUDGET_BYTES}")
+    return None
+
+
+def traceable(problem: dict, target: str | None):
+    """(kernel, args, kwargs) at `problem`'s shapes with zero inputs, for trace mode on `target`.
+
+    problem keys (`nkilab.kernels.ops.rms_norm`): rows, hidden, residual, dtype, eps (default 1e-6). `target` must
+    be a Neuron target (ValueError otherwise); the kernel's one target branch follows the target the trace runs on.
+    """
+    neuron_target(target)
+    dt = numpy_dtype(problem["dtype"])
+    n, hidden = problem["rows"], problem["hidden"]
+    residual = np.zeros((n, hidden), dt) if problem.get("residual") else None
+    return rms_norm_kernel, (np.zeros((n, hidden), dt), np.zeros(hidden, dt), residual,
+                             float(problem.get("eps", 1e-6))), {}

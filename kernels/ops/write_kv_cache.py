@@ -1,0 +1,195 @@
+"""write_kv_cache: scatter new tokens' keys and values into a paged KV cache, in place — the op family, declared
+once (public function, rules, reference, workload, exact-copy check, plot axes, GPU-bench baseline).
+
+Per rank, a decode step writes one token per sequence; a prefill writes the whole sequence.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from nkilab import reference
+from nkilab.kernels import _backends, _checks
+from nkilab.kernels._adapter import copy_into, dtype_name, numpy_dtype, to_numpy, to_torch
+from nkilab.kernels.ops._op import Check, Launcher, Op, Plot
+from nkilab.kernels.ops._problem import Problem
+from nkilab.reference.dtypes import itemsize
+
+
+def write_kv_cache(key, value, key_cache, value_cache, slot_mapping, *, backend="auto"):
+    """Write each token's key/value into its cache slot, in place on the caller's arrays.
+
+    Args:
+        key, value: [T, Hkv, D], the caches' dtype.
+        key_cache, value_cache: [num_blocks, block_size, Hkv, D] float16|bfloat16|float32|float64, writable.
+        slot_mapping: [T] signed integer; token t -> block slot // block_size, offset slot % block_size; -1 = skip.
+            Live slots must be unique and in [0, num_blocks * block_size).
+        backend: "reference" | "nki" | "triton" | "auto" (see nkilab.kernels.api).
+
+    Returns:
+        (key_cache, value_cache): the caller's own arrays/tensors, updated.
+
+    Example:
+        >>> import numpy as np
+        >>> kc, vc = np.zeros((2, 2, 1, 1)), np.zeros((2, 2, 1, 1))
+        >>> kc, vc = write_kv_cache(np.ones((1, 1, 1)), np.ones((1, 1, 1)), kc, vc, np.array([2]), backend="reference")
+        >>> kc.ravel().tolist()
+        [0.0, 0.0, 1.0, 0.0]
+    """
+    check(key, value, key_cache, value_cache, slot_mapping)
+    problem = dict(head_dim=int(key_cache.shape[3]), block_size=int(key_cache.shape[1]), dtype=dtype_name(key_cache),
+                   empty=_backends.empty(key))
+    name, impl = _backends.choose(OP, backend, problem)
+    arrays = (key, value, key_cache, value_cache, slot_mapping)
+    new_k, new_v = impl(*(_backends.to_backend(name, a) for a in arrays))  # same objects when the kind already fits
+    # A backend writes in place and returns its caches; when it worked on converted copies (another array kind
+    # or device) or returned fresh arrays, write the result back into the caller's own arrays.
+    for mine, theirs in ((key_cache, new_k), (value_cache, new_v)):
+        if theirs is not mine:
+            copy_into(mine, theirs)
+    return key_cache, value_cache
+
+
+def check(key, value, key_cache, value_cache, slot_mapping) -> None:
+    """Validate a cache write: shapes, dtypes, writable caches, signed slots in [-1, num_blocks * block_size), live
+    slots unique."""
+    _checks.arrays(key=key, value=value, key_cache=key_cache, value_cache=value_cache, slot_mapping=slot_mapping)
+    _checks.ndim("key", key, 3, "[T, Hkv, D]")
+    if tuple(value.shape) != tuple(key.shape):
+        raise ValueError(f"value: shape must equal key's {tuple(key.shape)}, got {tuple(value.shape)}")
+    _checks.paged_cache(key_cache, value_cache)
+    _checks.writable("key_cache", key_cache)
+    _checks.writable("value_cache", value_cache)
+    _checks.same_dtype("key, value, key_cache, value_cache", key, value, key_cache, value_cache)
+    num_blocks, block_size, hkv, d = key_cache.shape
+    if tuple(key.shape[1:]) != (hkv, d):
+        raise ValueError(f"key: [Hkv, D]={tuple(key.shape[1:])} must match key_cache's {(hkv, d)}")
+    _checks.ndim("slot_mapping", slot_mapping, 1, "[T]")
+    _checks.int_dtype("slot_mapping", slot_mapping, signed=True)
+    if slot_mapping.shape[0] != key.shape[0]:
+        raise ValueError(f"slot_mapping: length {slot_mapping.shape[0]} must equal key's T={key.shape[0]}")
+    slots = to_numpy(slot_mapping).astype(np.int64)
+    num_slots = num_blocks * block_size
+    bad = np.flatnonzero((slots < -1) | (slots >= num_slots))
+    if bad.size:
+        t = int(bad[0])
+        raise ValueError(
+            f"slot_mapping: slot_mapping[{t}] = {slots[t]} is outside [-1, num_blocks * block_size = {num_slots}); "
+            "use -1 for padding tokens"
+        )
+    live = slots[slots >= 0]
+    uniq, counts = np.unique(live, return_counts=True)
+    if np.any(counts > 1):
+        raise ValueError(f"slot_mapping: live slots must be unique (the write order is undefined), slot {uniq[counts > 1][0]} repeats")
+
+
+# --- the check: an exact copy -------------------------------------------------------------------------------------
+
+
+def stacked_caches(out) -> np.ndarray:
+    """The two caches a write returns, as one float64 array [2, num_blocks, block_size, Hkv, D] (NumPy or torch in)."""
+    return np.stack([to_numpy(out[0]).astype(np.float64), to_numpy(out[1]).astype(np.float64)])
+
+
+def expected_caches(key, value, key_cache, value_cache, slot_mapping, *, compute_dtype=None) -> np.ndarray:
+    """The reference write on copies of the caches, stacked like `stacked_caches` (a copy has no working precision,
+    so `compute_dtype` is ignored)."""
+    return stacked_caches(reference.write_kv_cache(key, value, key_cache.copy(), value_cache.copy(), slot_mapping))
+
+
+# --- workload -----------------------------------------------------------------------------------------------------
+
+
+def spec(problem: Problem) -> dict:
+    p = problem.params
+    return dict(head_dim=p["head_dim"], block_size=p["block_size"], dtype=problem.dtype)
+
+
+def flops(problem: Problem) -> float:
+    """A copy: no FLOPs."""
+    return 0.0
+
+
+def hbm_bytes(problem: Problem) -> float:
+    """key and value read, both caches written (T rows of Hkv·D each), the int64 slots read."""
+    p = problem.params
+    return itemsize(problem.dtype) * 2 * 2 * p["t"] * p["hkv"] * p["head_dim"] + 8 * p["t"]
+
+
+def make_inputs(problem: Problem, rng: np.random.Generator, zeros: bool):
+    """(key, value, key_cache, value_cache, slot_mapping): NaN-filled caches of ceil(T / block_size) + 2 blocks,
+    distinct random slots and one -1 padding token (T > 2); zeros everywhere in trace mode."""
+    p, dt = problem.params, numpy_dtype(problem.dtype)
+    t, hkv, d, bs = p["t"], p["hkv"], p["head_dim"], p["block_size"]
+    num_blocks = math.ceil(t / bs) + 2
+    slots = rng.permutation(num_blocks * bs)[:t].astype(np.int64)
+    if t > 2 and not zeros:
+        slots[t // 2] = -1  # one padding token
+    new = [np.zeros((t, hkv, d), dt) if zeros else rng.standard_normal((t, hkv, d)).astype(dt) for _ in range(2)]
+    fill = 0.0 if zeros else np.nan
+    caches = [np.full((num_blocks, bs, hkv, d), fill, dt) for _ in range(2)]
+    return (*new, *caches, slots), {}
+
+
+def smoke_problems(dtype: str) -> list[Problem]:
+    return [Problem(OP, "smoke/write_kv_cache/t7-bs16", "smoke", dict(t=7, hkv=2, head_dim=64, block_size=16), dtype,
+                    7, "smoke")]
+
+
+def model_problems(model, phase: str, grid: dict, quant, dtype: str) -> list[Problem]:
+    """Decode: one token per sequence at every batch and block size; prefill: the sequence, first block size."""
+    hkv, d = model.kv_heads_per_rank, model.head_dim
+    if phase == "decode":
+        rows = [(b, bs) for bs in grid["block_sizes"] for b in grid["batches"]]
+    else:
+        rows = [(s, grid["block_sizes"][0]) for s in grid["prefill"]]
+    return [Problem(OP, f"{model.name}/{phase}/write_kv_cache/t{t}-bs{bs}", phase,
+                    dict(t=t, hkv=hkv, head_dim=d, block_size=bs), dtype, t, model.name) for t, bs in rows]
+
+
+# --- GPU bench ----------------------------------------------------------------------------------------------------
+
+
+def bench(problem: Problem, device, cache: dict):
+    """(cases, truth) of the GPU bench: Triton and torch `index_copy_` of the live tokens (padding pre-filtered)."""
+    import torch  # optional heavy dependency: only the GPU bench calls this
+
+    triton_write = _backends.load(OP, "triton")[0]
+    args, _ = make_inputs(problem, np.random.default_rng(0), False)
+    key, value, kc, vc, slots = (to_torch(a, device=device) for a in args)
+    live = slots >= 0
+    live_slots, live_key, live_value = slots[live], key[live], value[live]
+    flat_k, flat_v = kc.view(-1, *kc.shape[2:]), vc.view(-1, *vc.shape[2:])
+    cases = [("triton", lambda: triton_write(key, value, kc, vc, slots)),
+             ("torch index_copy_ (padding pre-filtered)",
+              lambda: (flat_k.index_copy_(0, live_slots, live_key), flat_v.index_copy_(0, live_slots, live_value)))]
+
+    def truth():
+        expected = [torch.full_like(c, float("nan")).view(-1, *c.shape[2:]).index_copy_(0, live_slots, new).view_as(c)
+                    for c, new in ((kc, live_key), (vc, live_value))]
+        ref = stacked_caches(expected)
+        return ref, ref
+
+    return cases, truth
+
+
+OP = Op(
+    name="write_kv_cache",
+    order=30,
+    api=write_kv_cache,
+    reference=reference.write_kv_cache,
+    run_reference=reference.write_kv_cache,
+    backends={"nki": Launcher("nkilab.kernels.nki.launch_kv_cache", "write_kv_cache"),
+              "triton": Launcher("nkilab.kernels.triton.kv_cache", "write_kv_cache")},
+    spec=spec,
+    flops=flops,
+    hbm_bytes=hbm_bytes,
+    make_inputs=make_inputs,
+    smoke_problems=smoke_problems,
+    model_problems=model_problems,
+    check=Check(output=stacked_caches, reference=expected_caches, naive=False, floor=0.0),  # a copy must be exact
+    plot=Plot(size="t"),
+    bench=bench,
+)
