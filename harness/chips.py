@@ -36,8 +36,10 @@ Sources (tags in the field comments; paths in aws-neuron/aws-neuron-sdk unless a
   [PG]   nki/deep-dives/nki_perf_guide.rst and the v2 arch page: matmul initiation interval max(N, 64) cycles, fp32
          at 1/4 rate, VectorE ~N cycles per input, a ~100-cycle static overhead for small or dependent
          instructions, dependent 1-element ScalarE instructions 264 cycles apart on NC-v2
-  [PROF] the legacy NKI profiling guide (nki/how-to-guides/neuron_profile_for_nki.rst, SDK 2.26): timeline of its
-         one-tile exp kernel on trn1, 29.26 us end to end
+  [PROF] the legacy NKI profiling guide (nki/how-to-guides/neuron_profile_for_nki.rst, removed Dec 2025): the
+         timeline of its one-tile exp kernel on trn1, 29.26 us end to end
+  [KO]   nki/guides/tutorials/kernel-optimization.rst (SDK 2.27 docs): the tiled fp32 matmul on trn2, 39.89 ms with
+         its DMA engines 99.93 % active (one of the calibration points, `nkilab.harness.perf.calibration`)
   [LIB]  aws-neuron/nki-library qkv_cte (largest fp8 value a kernel stores: 240 on gen2/3, 448 on gen4)
   [NV]   NVIDIA H100 SXM5 80GB and H200 SXM 141GB datasheets (dense = sparse / 2)
   [SPR]  Intel Xeon Platinum 8480+: 56 cores, 350 W TDP, 8 x DDR5-4800 = 307 GB/s per socket, AMX 1024 bf16
