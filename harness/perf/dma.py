@@ -57,6 +57,11 @@ class DmaCost:
     hbm_s: float
     nbytes: int
 
+    @property
+    def engine_s(self) -> float:
+        """DMA-engine time summed over the packets, s."""
+        return sum(seconds for _, seconds in self.packets)
+
 
 def descriptor_kind(inst: Instruction, core: NeuronTarget) -> str:
     """Who writes the descriptors of a DMA instruction (see the module docstring): "static" | "hwdge" | "swdge"."""
@@ -75,7 +80,23 @@ def descriptor_kind(inst: Instruction, core: NeuronTarget) -> str:
 
 
 def dma_cost(inst: Instruction, core: NeuronTarget) -> DmaCost:
-    """The `DmaCost` of a DMA-engine instruction on one core of `core` (module docstring)."""
+    """The `DmaCost` of a DMA-engine instruction on one core of `core` (module docstring); transfers of the same
+    shape, placement and descriptors share one (kernels issue thousands alike)."""
+    attrs = inst.attrs
+    side = _sbuf_side(inst)
+    key = (inst.opcode, attrs.get("bytes"), attrs.get("chunks"), attrs.get("chunk_bytes"), attrs.get("dge"),
+           attrs.get("dge_mode"), attrs.get("indirect"), side and (side.p_start, side.p_stop), inst.hbm_bytes,
+           tuple((o.shape, o.access.is_hbm, o.is_write) for o in inst.operands), id(core))
+    cached = _CACHE.get(key)
+    if cached is None or cached[0] is not core:
+        cached = _CACHE[key] = (core, _dma_cost(inst, core))
+    return cached[1]
+
+
+_CACHE: dict = {}
+
+
+def _dma_cost(inst: Instruction, core: NeuronTarget) -> DmaCost:
     attrs = inst.attrs
     nbytes = int(attrs.get("bytes", 0) or 0)
     kind = descriptor_kind(inst, core)

@@ -74,12 +74,13 @@ class _Timeline:
         starts, ends = self.starts, self.ends
         after_idle = duration if after_idle is None else after_idle
         i = bisect.bisect_right(ends, t)  # first interval that ends after t
+        n = len(starts)
         while True:
-            behind = i > 0 and ends[i - 1] == t
-            need = duration if behind else after_idle
-            if i >= len(starts) or starts[i] >= t + need:
+            need = duration if (i > 0 and ends[i - 1] == t) else after_idle
+            if i >= n or starts[i] >= t + need:
                 break
-            t = max(t, ends[i])
+            if ends[i] > t:
+                t = ends[i]
             i += 1
         self._insert(i, t, t + need)
         return t, t + need
@@ -218,8 +219,10 @@ def _place_dma(cost: InstructionCost, ready: float, res: _Core, core: NeuronTarg
     first_byte = issued + core.dma_start_latency_s
     end = first_byte
     for engine, seconds in dma.packets:
-        end = max(end, res.dma[engine].place(first_byte, seconds)[1])
-        busy["dma"] += seconds / core.dma_queues
+        stop = res.dma[engine].place(first_byte, seconds)[1]
+        if stop > end:
+            end = stop
+    busy["dma"] += dma.engine_s / core.dma_queues
     if dma.hbm_s > 0:
         end = max(end, res.hbm.place(first_byte, dma.hbm_s)[1])
     return begin, end
