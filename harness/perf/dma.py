@@ -10,7 +10,8 @@ A transfer, as the Neuron docs describe it (sources are the `chips.py` tags):
                runtime scalar offsets, static descriptors for addresses known when compiling.
   packets      one per DMA engine per group of `dma_partitions_per_engine` SBUF partitions [DMA, NEX]: partition p is
                served by engine (p // 8) % 16, so a [4, F] tile uses one engine and a [128, F] tile all 16. An
-               HBM -> HBM copy has no partitions: it is split in 64 KiB pieces over up to 16 engines. A packet holds
+               HBM -> HBM copy has no partitions: it is split in 64 KiB pieces over up to 16 engines, starting at
+               the engine of its issue queue (the trace's round-robin `queue`). A packet holds
                its engine max(dma_packet_s, bytes / dma_engine_bw): an engine starts at most one packet per
                `dma_packet_s` (the per-packet setup [NEX]; the packets-per-second bound of small payloads [DBW]),
                and every contiguous run moves at least MIN_RUN_BYTES.
@@ -85,7 +86,8 @@ def dma_cost(inst: Instruction, core: NeuronTarget) -> DmaCost:
     attrs = inst.attrs
     side = _sbuf_side(inst)
     key = (inst.opcode, attrs.get("bytes"), attrs.get("chunks"), attrs.get("chunk_bytes"), attrs.get("dge"),
-           attrs.get("dge_mode"), attrs.get("indirect"), side and (side.p_start, side.p_stop), inst.hbm_bytes,
+           attrs.get("dge_mode"), attrs.get("indirect"), (side.p_start, side.p_stop) if side else attrs.get("queue"),
+           inst.hbm_bytes,
            tuple((o.shape, o.access.is_hbm, o.is_write) for o in inst.operands), id(core))
     cached = _CACHE.get(key)
     if cached is None or cached[0] is not core:
@@ -134,10 +136,11 @@ def _sbuf_side(inst: Instruction):
 
 def _copy_packets(inst: Instruction, nbytes: int, runs: int, run_bytes: float, core: NeuronTarget):
     side = _sbuf_side(inst)
-    if side is None:
+    if side is None:  # no partitions to follow: the pieces start at the engine of the instruction's queue
         pieces = max(1, min(core.dma_queues, math.ceil(nbytes / HBM_SPLIT_BYTES)))
         share = [1.0 / pieces] * pieces
-        engines = list(range(pieces))
+        first = int(inst.attrs.get("queue", 0) or 0)
+        engines = [(first + j) % core.dma_queues for j in range(pieces)]
     else:
         engines, share = _partition_groups(side.p_start, side.p_stop, core)
     data_s = runs * run_bytes / core.dma_engine_bw
