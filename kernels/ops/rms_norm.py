@@ -18,7 +18,7 @@ from nkilab.kernels.ops._problem import Problem
 from nkilab.reference.dtypes import itemsize
 
 
-def rms_norm(x, weight, *, eps=1e-6, residual=None, backend="auto"):
+def rms_norm(x, weight, *, eps=1e-6, residual=None, backend="auto", target=None):
     """y = x / sqrt(mean(x², last axis) + eps) · weight; with `residual`, h = x + residual first, returns (y, h).
 
     Dimensions: [..., H]: leading dims are rows (flattened to [N, H] for the backends), H the normalized axis.
@@ -30,6 +30,7 @@ def rms_norm(x, weight, *, eps=1e-6, residual=None, backend="auto"):
         residual: None, or x's shape and dtype: the fused pre-norm residual of Llama blocks, h = x + residual (the
             new residual stream, in x's dtype) is normalized and returned too.
         backend: "reference" | "nki" | "triton" | "auto" (see nkilab.kernels.api).
+        target: Neuron target of the NKI backend ("inf2" | "trn1" | "trn2" | "trn3"); None = its default.
 
     Returns:
         y: x's shape, dtype and kind; with a residual, (y, h), both so.
@@ -46,7 +47,7 @@ def rms_norm(x, weight, *, eps=1e-6, residual=None, backend="auto"):
     hidden = int(x.shape[-1])
     rows = x.reshape(-1, hidden)
     problem = dict(dtype=dtype_name(x), hidden=hidden, residual=residual is not None, empty=_backends.empty(rows))
-    name, impl = _backends.choose(OP, backend, problem)
+    name, impl = _backends.choose(OP, backend, problem, target=target)
     res = None if residual is None else _backends.to_backend(name, residual.reshape(-1, hidden))
     out = impl(_backends.to_backend(name, rows), _backends.to_backend(name, weight), eps=eps, residual=res)
     if residual is None:
