@@ -14,7 +14,7 @@ from nkilab import reference
 from nkilab.kernels import _backends, _checks
 from nkilab.kernels._adapter import dtype_name, numpy_dtype, to_numpy, to_torch, zeros_like
 from nkilab.kernels.ops import _attention_masks
-from nkilab.kernels.ops._op import Launcher, Op, Plot
+from nkilab.kernels.ops._op import Launcher, Op, Plot, TorchOp
 from nkilab.kernels.ops._problem import Problem
 from nkilab.reference.dtypes import itemsize
 
@@ -234,6 +234,21 @@ def bench(problem: Problem, device, cache: dict):
     return cases, truth
 
 
+def _fake(q, k, v, **options):
+    """torch.compile's stand-in: the result's shape, dtype and device."""
+    return q.new_empty(q.shape)
+
+
+_TORCH_ARGS = ("Tensor q, Tensor k, Tensor v, *, bool causal=False, float? scale=None, int? sliding_window=None, "
+               "float? softcap=None, Tensor? key_padding_mask=None, Tensor? cu_seqlens_q=None, "
+               "Tensor? cu_seqlens_k=None, str backend='auto', str? target=None")
+TORCH = TorchOp(
+    schema=f"({_TORCH_ARGS}) -> Tensor",
+    out_schema=f"({_TORCH_ARGS}, Tensor(a!) out) -> ()",
+    fake=_fake,
+)
+
+
 OP = Op(
     name="attention",
     order=20,
@@ -250,4 +265,5 @@ OP = Op(
     model_problems=model_problems,
     plot=Plot(size="sq"),
     bench=bench,
+    torch=TORCH,
 )

@@ -13,7 +13,7 @@ import numpy as np
 from nkilab import reference
 from nkilab.kernels import _backends, _checks
 from nkilab.kernels._adapter import dtype_name, numpy_dtype, to_numpy, to_torch
-from nkilab.kernels.ops._op import Launcher, Op, Plot
+from nkilab.kernels.ops._op import Launcher, Op, Plot, TorchOp
 from nkilab.kernels.ops._problem import Problem
 from nkilab.kernels.ops.attention import attention_torch, sdpa, visible_pairs
 from nkilab.reference.dtypes import itemsize
@@ -282,6 +282,21 @@ def bench(problem: Problem, device, cache: dict):
     return cases, truth
 
 
+def _fake(q, *arrays, **options):
+    """torch.compile's stand-in: the result's shape, dtype and device."""
+    return q.new_empty(q.shape)
+
+
+_TORCH_ARGS = ("Tensor q, Tensor key_cache, Tensor value_cache, Tensor block_tables, Tensor seq_lens, "
+               "Tensor query_start_loc, *, float? scale=None, bool causal=True, int? sliding_window=None, "
+               "float? softcap=None, str backend='auto', str? target=None")
+TORCH = TorchOp(
+    schema=f"({_TORCH_ARGS}) -> Tensor",
+    out_schema=f"({_TORCH_ARGS}, Tensor(a!) out) -> ()",
+    fake=_fake,
+)
+
+
 OP = Op(
     name="paged_attention",
     order=40,
@@ -298,4 +313,5 @@ OP = Op(
     model_problems=model_problems,
     plot=Plot(size="num_seqs", series=_series, context="context"),
     bench=bench,
+    torch=TORCH,
 )

@@ -12,9 +12,9 @@ import numpy as np
 
 from nkilab import reference
 from nkilab.kernels import _backends, _checks
-from nkilab.kernels._adapter import FLOAT_DTYPE_NAMES, dtype_name, numpy_dtype
+from nkilab.kernels._adapter import FLOAT_DTYPE_NAMES, dtype_name, numpy_dtype, to_numpy, to_torch
 from nkilab.kernels.ops import _weights
-from nkilab.kernels.ops._op import Launcher, Op, Plot
+from nkilab.kernels.ops._op import Launcher, Op, Plot, TorchOp
 from nkilab.kernels.ops._problem import DEFAULT_QUANT, Problem, Quant
 from nkilab.kernels.ops._weights import PreparedWeight
 from nkilab.reference.dtypes import itemsize
@@ -341,6 +341,55 @@ def bench(problem: Problem, device, cache: dict):
     return cases, truth
 
 
+# --- torch.ops.nkilab.qmatmul: the weight as tensors -----------------------------------------------------------------
+
+
+def torch_weight_args(qw: QuantizedWeight, device=None) -> tuple:
+    """The weight arguments of `torch.ops.nkilab.qmatmul` for `qw`: (w_data, w_scales, w_zeros, scheme, group_size,
+    symmetric), the arrays as torch tensors on `device` (default CPU; fp8 data as its raw uint8 bits, since torch has
+    no IEEE-like float8_e4m3), e.g. registered as an nn.Module's buffers."""
+    if not isinstance(qw, QuantizedWeight):
+        raise TypeError(f"qw: must be a QuantizedWeight, got {type(qw).__name__}")
+    _check_quantized_weight(qw)
+    data = qw.data.view(np.uint8) if qw.scheme in FP8_SCHEMES else qw.data
+    zeros = None if qw.zeros is None else to_torch(np.array(qw.zeros), device=device)
+    return (to_torch(np.array(data), device=device), to_torch(np.array(qw.scales), device=device), zeros, qw.scheme,
+            qw.group_size, qw.symmetric)
+
+
+def weight_from_tensors(w_data, w_scales, w_zeros, scheme: str, group_size, symmetric: bool) -> QuantizedWeight:
+    """The QuantizedWeight that `torch_weight_args` made tensors of (NumPy views of CPU tensors; a device tensor is
+    copied to the host per call, so on a GPU prefer `qmatmul(x, prepare_weight(qw, backend="triton"))`)."""
+    if scheme not in SCHEMES:
+        raise ValueError(f"scheme: must be one of {SCHEMES}, got {scheme!r}")
+    data = to_numpy(w_data)
+    if scheme in FP8_SCHEMES:
+        if data.dtype != np.uint8:
+            raise TypeError(f"w_data: {scheme} weights travel as their uint8 bits, got {data.dtype}")
+        data = data.view(FP8_DTYPES[scheme])
+    rows, n = data.shape if data.ndim == 2 else (0, 0)
+    zeros = None if w_zeros is None else to_numpy(w_zeros)
+    return QuantizedWeight(data, to_numpy(w_scales), zeros, scheme, group_size,
+                           (2 * rows if scheme == "int4" else rows, n), symmetric)
+
+
+def _torch_call(x, w_data, w_scales, w_zeros, scheme, group_size, symmetric, **options):
+    return qmatmul(x, weight_from_tensors(w_data, w_scales, w_zeros, scheme, group_size, symmetric), **options)
+
+
+def _fake(x, w_data, w_scales, w_zeros, scheme, group_size, symmetric, *, out_dtype=None, **options):
+    """torch.compile's stand-in: [M, N] in out_dtype (x's dtype by default), on x's device."""
+    return x.new_empty((x.shape[0], w_data.shape[1]), dtype=out_dtype or x.dtype)
+
+
+TORCH = TorchOp(
+    schema="(Tensor x, Tensor w_data, Tensor w_scales, Tensor? w_zeros, str scheme, int? group_size, bool symmetric, *, "
+           "ScalarType? out_dtype=None, str backend='auto', str? target=None) -> Tensor",
+    fake=_fake,
+    call=_torch_call,
+)
+
+
 OP = Op(
     name="qmatmul",
     order=10,
@@ -358,4 +407,5 @@ OP = Op(
     plot=Plot(size="m", series=_series),
     bench=bench,
     bench_variants=bench_variants,
+    torch=TORCH,
 )

@@ -13,7 +13,7 @@ import numpy as np
 from nkilab import reference
 from nkilab.kernels import _backends, _checks
 from nkilab.kernels._adapter import dtype_name, numpy_dtype, to_numpy, to_torch
-from nkilab.kernels.ops._op import Check, Launcher, Op, Plot
+from nkilab.kernels.ops._op import Check, Launcher, Op, Plot, TorchOp
 from nkilab.kernels.ops._problem import Problem
 from nkilab.reference.dtypes import itemsize
 
@@ -194,6 +194,25 @@ def bench(problem: Problem, device, cache: dict):
     return cases, truth
 
 
+def _torch_call(x, weight, **options) -> list:
+    """The torch op returns a list: [y], or [y, h] with a residual (a schema has one result type)."""
+    out = rms_norm(x, weight, **options)
+    return list(out) if isinstance(out, tuple) else [out]
+
+
+def _fake(x, weight, *, residual=None, **options) -> list:
+    """torch.compile's stand-in: [y] or [y, h], x's shape, dtype and device."""
+    return [x.new_empty(x.shape) for _ in range(1 if residual is None else 2)]
+
+
+TORCH = TorchOp(
+    schema="(Tensor x, Tensor weight, *, float eps=1e-06, Tensor? residual=None, str backend='auto', "
+           "str? target=None) -> Tensor[]",
+    fake=_fake,
+    call=_torch_call,
+)
+
+
 OP = Op(
     name="rms_norm",
     order=50,
@@ -211,4 +230,5 @@ OP = Op(
     plot=Plot(size="rows", series=_series),
     check=Check(output=stacked, reference=stacked_reference),
     bench=bench,
+    torch=TORCH,
 )

@@ -13,7 +13,7 @@ import numpy as np
 from nkilab import reference
 from nkilab.kernels import _backends, _checks
 from nkilab.kernels._adapter import dtype_name, is_torch, numpy_dtype, to_numpy, to_torch
-from nkilab.kernels.ops._op import Check, Launcher, Op, Plot
+from nkilab.kernels.ops._op import Check, Launcher, Op, Plot, TorchOp
 from nkilab.kernels.ops._problem import Problem
 from nkilab.reference.dtypes import itemsize
 
@@ -211,6 +211,23 @@ def bench(problem: Problem, device, cache: dict):
     return cases, truth
 
 
+def _torch_call(*args, **kwargs) -> None:
+    """The torch op writes the caches in place and returns nothing (a custom op may not return its inputs)."""
+    write_kv_cache(*args, **kwargs)
+
+
+def _fake(*args, **kwargs) -> None:
+    return None
+
+
+TORCH = TorchOp(
+    schema="(Tensor key, Tensor value, Tensor(a!) key_cache, Tensor(b!) value_cache, Tensor slot_mapping, *, "
+           "str backend='auto', str? target=None) -> ()",
+    fake=_fake,
+    call=_torch_call,
+)
+
+
 OP = Op(
     name="write_kv_cache",
     order=30,
@@ -228,4 +245,5 @@ OP = Op(
     check=Check(output=stacked_caches, reference=expected_caches, naive=False, floor=0.0),  # a copy must be exact
     plot=Plot(size="t"),
     bench=bench,
+    torch=TORCH,
 )
