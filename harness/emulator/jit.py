@@ -113,7 +113,7 @@ def run(kernel, *args, target: str | None = None, mode: str = "full", lnc: int |
                 out = fn(*t_args, **t_kwargs)
                 result = out if pid == 0 else result
         originals = {id(t): a for t, a in zip(list(t_args) + list(t_kwargs.values()), list(args) + list(kwargs.values()))
-                     if isinstance(t, NkiTensor) and ctx.full}  # trace mode computes no values to hand back
+                     if isinstance(t, NkiTensor)}
         outputs = _from_tensor(result, use_torch, originals)
     finally:
         context.pop()
