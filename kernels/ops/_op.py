@@ -88,6 +88,18 @@ class TorchOp:
     call: Callable | None = None
     out_schema: str | None = None
 
+    @classmethod
+    def like_first(cls, arguments: str) -> "TorchOp":
+        """An op returning one tensor of its first argument's shape, dtype and device, with an `.out` overload:
+        `arguments` is the schema's argument list without parentheses."""
+        return cls(schema=f"({arguments}) -> Tensor", out_schema=f"({arguments}, Tensor(a!) out) -> ()",
+                   fake=_shaped_like_first)
+
+
+def _shaped_like_first(first, *args, **kwargs):
+    """torch.compile's stand-in for a result shaped like the first argument."""
+    return first.new_empty(first.shape)
+
 
 @dataclass(frozen=True)
 class Op:

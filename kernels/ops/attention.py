@@ -234,19 +234,11 @@ def bench(problem: Problem, device, cache: dict):
     return cases, truth
 
 
-def _fake(q, k, v, **options):
-    """torch.compile's stand-in: the result's shape, dtype and device."""
-    return q.new_empty(q.shape)
-
-
+# torch.ops.nkilab.<op> (nkilab.kernels.torch_ops): the public function's arguments as a torch.library schema
 _TORCH_ARGS = ("Tensor q, Tensor k, Tensor v, *, bool causal=False, float? scale=None, int? sliding_window=None, "
                "float? softcap=None, Tensor? key_padding_mask=None, Tensor? cu_seqlens_q=None, "
                "Tensor? cu_seqlens_k=None, str backend='auto', str? target=None")
-TORCH = TorchOp(
-    schema=f"({_TORCH_ARGS}) -> Tensor",
-    out_schema=f"({_TORCH_ARGS}, Tensor(a!) out) -> ()",
-    fake=_fake,
-)
+TORCH = TorchOp.like_first(_TORCH_ARGS)
 
 
 OP = Op(

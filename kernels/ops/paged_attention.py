@@ -282,19 +282,11 @@ def bench(problem: Problem, device, cache: dict):
     return cases, truth
 
 
-def _fake(q, *arrays, **options):
-    """torch.compile's stand-in: the result's shape, dtype and device."""
-    return q.new_empty(q.shape)
-
-
+# torch.ops.nkilab.<op> (nkilab.kernels.torch_ops): the public function's arguments as a torch.library schema
 _TORCH_ARGS = ("Tensor q, Tensor key_cache, Tensor value_cache, Tensor block_tables, Tensor seq_lens, "
                "Tensor query_start_loc, *, float? scale=None, bool causal=True, int? sliding_window=None, "
                "float? softcap=None, str backend='auto', str? target=None")
-TORCH = TorchOp(
-    schema=f"({_TORCH_ARGS}) -> Tensor",
-    out_schema=f"({_TORCH_ARGS}, Tensor(a!) out) -> ()",
-    fake=_fake,
-)
+TORCH = TorchOp.like_first(_TORCH_ARGS)
 
 
 OP = Op(
