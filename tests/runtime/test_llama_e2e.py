@@ -32,23 +32,26 @@ def model():
     return LlamaForCausalLM(config).eval()
 
 
-def hf_greedy(model, prompts, new_tokens):
+@pytest.fixture(scope="module")
+def hf_tokens(model):
+    """HF generate's 6 greedy tokens per prompt, one prompt at a time, eager attention (n tokens = the first n)."""
     model.set_attn_implementation("eager")
     out = []
     with torch.no_grad():
-        for p in prompts:
+        for p in PROMPTS:
             ids = torch.tensor([p])
-            out.append(model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
+            out.append(model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=6,
                                       do_sample=False)[0, len(p):].tolist())
     return out
 
 
-@pytest.mark.parametrize("backend, new_tokens", [("reference", 6), ("nki", 6), ("triton", 3)])
-def test_paged_generation_matches_hf(model, backend, new_tokens):
+# Triton runs under the CPU interpreter here: 2 tokens (still chunked prefill and a mixed step) keep it in budget
+@pytest.mark.parametrize("backend, new_tokens", [("reference", 6), ("nki", 6), ("triton", 2)])
+def test_paged_generation_matches_hf(model, hf_tokens, backend, new_tokens):
     runner = PagedRunner(model, backend)
     got = runner.generate(PROMPTS, new_tokens)
     assert K.last_backend("paged_attention") == backend and K.last_backend("write_kv_cache") == backend
-    assert got == hf_greedy(model, PROMPTS, new_tokens)
+    assert got == [tokens[:new_tokens] for tokens in hf_tokens]
     # the schedule did what the test is about: a prompt split over steps, a step mixing prefill and decode
     assert any(prefill and n < len(PROMPTS[0]) for step in runner.steps for n, prefill in step)
     assert any({prefill for _, prefill in step} == {True, False} for step in runner.steps)
@@ -69,12 +72,12 @@ def test_hf_attention_function_on_a_left_padded_batch(model, backend):
     mask = (ids != 0).long()
     model.set_attn_implementation("eager")
     with torch.no_grad():
-        want = model.generate(ids, attention_mask=mask, max_new_tokens=4, do_sample=False)
+        want = model.generate(ids, attention_mask=mask, max_new_tokens=3, do_sample=False)
         model.set_attn_implementation(hf.register(f"nkilab_{backend}", backend=backend))
-        got = model.generate(ids, attention_mask=mask, max_new_tokens=4, do_sample=False)
+        got = model.generate(ids, attention_mask=mask, max_new_tokens=3, do_sample=False)
         assert K.last_backend("attention") == backend
         torch.testing.assert_close(got, want, rtol=0, atol=0)
         model.set_attn_implementation(hf.register("nkilab_ignoring_padding", backend=backend))
         hf.AttentionMaskInterface.register("nkilab_ignoring_padding", lambda *a, **k: None)
-        unmasked = model.generate(ids, attention_mask=mask, max_new_tokens=4, do_sample=False)
+        unmasked = model.generate(ids, attention_mask=mask, max_new_tokens=3, do_sample=False)
     assert not torch.equal(unmasked[0], want[0]) and torch.equal(unmasked[1], want[1])  # only the padded row moves
