@@ -26,7 +26,7 @@ def _paged_attention(module, query, key, value, attention_mask, scaling=None, **
     """HF attention function: [1, H, T, D] in, the shim on layer `module.layer_idx`'s cache, [1, T, Hq, D] out."""
     impl, cache = _STEP["impls"][module.layer_idx], _STEP["caches"][module.layer_idx]
     q, k, v = (t[0].transpose(0, 1).contiguous() for t in (query, key, value))  # [T, H, D]
-    out = torch.empty_like(q)
+    out = torch.zeros_like(q)  # rows past num_actual_tokens (padding) stay 0: no garbage into the next layer
     impl.forward(module, q, k, v, cache, _STEP["metadata"], output=out)
     return out[None], None
 
