@@ -55,4 +55,5 @@ def register(op) -> list[str]:
     return names
 
 
-REGISTERED: tuple[str, ...] = tuple(name for op in _registry.ops_list() if op.torch is not None for name in register(op))
+REGISTERED: tuple[str, ...] = tuple(name for op in _registry.ops_list() if op.torch is not None
+                                     for name in register(op))  # qualified names, in OPS order

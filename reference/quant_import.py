@@ -22,9 +22,9 @@ write them:
     scales   float16 [G, N]
 
 nkilab's int4 (`quant.py`) packs two values per byte along K and keeps zero points 0..15 as uint8. An imported
-weight whose zero points are all 8 is symmetric — w = s · (q − 8) with q − 8 in −8..7 — and comes in as symmetric
-int4 (no zero points); otherwise as asymmetric int4 with its zero points. Both are exact: the same (q, z, s) values,
-scales widened from float16 to float32 without rounding.
+weight whose zero points are all 8 is symmetric — w = s · (q − 8) with q − 8 in −8..7 — and comes in as
+symmetric int4 (no zero points); otherwise as asymmetric int4 with its zero points. Both are exact: the same
+(q, z, s) values, scales widened from float16 to float32 without rounding.
 """
 
 from __future__ import annotations
@@ -103,7 +103,8 @@ def _int4_weight(q: np.ndarray, z: np.ndarray, s: np.ndarray, source: str) -> Qu
     return QuantizedWeight(pack_int4(q), s, z.astype(np.uint8), "int4", group_size, (k, n), False)
 
 
-def from_gptq(qweight, qzeros, scales, g_idx=None, *, bits: int = 4, checkpoint_format: str = "gptq") -> QuantizedWeight:
+def from_gptq(qweight, qzeros, scales, g_idx=None, *, bits: int = 4,
+              checkpoint_format: str = "gptq") -> QuantizedWeight:
     """Import a GPTQ int4 layer (module docstring) without act-order.
 
     Args:

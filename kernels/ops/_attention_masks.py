@@ -31,16 +31,19 @@ def check(q, k, key_padding_mask, cu_seqlens_q, cu_seqlens_k) -> None:
         _checks.arrays(q=q, key_padding_mask=key_padding_mask)
         b, skv = q.shape[0], k.shape[1]
         if tuple(key_padding_mask.shape) != (b, skv):
-            raise ValueError(f"key_padding_mask: shape must be [B, Skv] = {(b, skv)}, got {tuple(key_padding_mask.shape)}")
+            raise ValueError(f"key_padding_mask: shape must be [B, Skv] = {(b, skv)}, "
+                             f"got {tuple(key_padding_mask.shape)}")
         if dtype_name(key_padding_mask) != "bool":
-            raise TypeError(f"key_padding_mask: dtype must be bool (True = visible key), got {dtype_name(key_padding_mask)}")
+            raise TypeError(f"key_padding_mask: dtype must be bool (True = visible key), "
+                            f"got {dtype_name(key_padding_mask)}")
     if (cu_seqlens_q is None) != (cu_seqlens_k is None):
         raise ValueError("cu_seqlens_q: varlen attention needs both cu_seqlens_q and cu_seqlens_k (or neither)")
     if cu_seqlens_q is None:
         return
     _checks.arrays(q=q, cu_seqlens_q=cu_seqlens_q, cu_seqlens_k=cu_seqlens_k)
     if q.shape[0] != 1:
-        raise ValueError(f"q: varlen attention packs the sequences along axis 1, so B must be 1, got shape {tuple(q.shape)}")
+        raise ValueError(f"q: varlen attention packs the sequences along axis 1, so B must be 1, "
+                         f"got shape {tuple(q.shape)}")
     for name, cu, total in (("cu_seqlens_q", cu_seqlens_q, q.shape[1]), ("cu_seqlens_k", cu_seqlens_k, k.shape[1])):
         _checks.ndim(name, cu, 1, "[num_seqs + 1]")
         _checks.int_dtype(name, cu)

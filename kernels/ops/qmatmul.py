@@ -107,7 +107,8 @@ def prepare_weight(qw, backend="auto", device=None) -> PreparedWeight:
         array([[4.]], dtype=float32)
     """
     if not isinstance(qw, QuantizedWeight):
-        raise TypeError(f"qw: must be a QuantizedWeight from nkilab.reference.quant.quantize_weight, got {type(qw).__name__}")
+        raise TypeError(f"qw: must be a QuantizedWeight from nkilab.reference.quant.quantize_weight, "
+                        f"got {type(qw).__name__}")
     _check_quantized_weight(qw)
     return _weights.prepare(OP, qw, backend, device)
 
@@ -384,8 +385,8 @@ def _fake(x, w_data, w_scales, w_zeros, scheme, group_size, symmetric, *, out_dt
 
 
 TORCH = TorchOp(
-    schema="(Tensor x, Tensor w_data, Tensor w_scales, Tensor? w_zeros, str scheme, int? group_size, bool symmetric, *, "
-           "ScalarType? out_dtype=None, str backend='auto', str? target=None) -> Tensor",
+    schema="(Tensor x, Tensor w_data, Tensor w_scales, Tensor? w_zeros, str scheme, int? group_size, "
+           "bool symmetric, *, ScalarType? out_dtype=None, str backend='auto', str? target=None) -> Tensor",
     fake=_fake,
     call=_torch_call,
 )

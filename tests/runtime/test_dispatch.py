@@ -235,11 +235,14 @@ def test_varlen_matches_the_reference(backend):
 
 
 @pytest.mark.parametrize("kwargs, error, match", [
-    (dict(key_padding_mask=np.ones((2, 5), bool)), ValueError, r"key_padding_mask: shape must be \[B, Skv\] = \(1, 5\)"),
+    (dict(key_padding_mask=np.ones((2, 5), bool)), ValueError,
+     r"key_padding_mask: shape must be \[B, Skv\] = \(1, 5\)"),
     (dict(key_padding_mask=np.ones((1, 5), np.int64)), TypeError, "key_padding_mask: dtype must be bool"),
     (dict(cu_seqlens_q=np.array([0, 3])), ValueError, "cu_seqlens_q: varlen attention needs both"),
-    (dict(cu_seqlens_q=np.array([0, 2]), cu_seqlens_k=np.array([0, 5])), ValueError, "cu_seqlens_q: must start at 0, never decrease and end at 3"),
-    (dict(cu_seqlens_q=np.array([0, 3]), cu_seqlens_k=np.array([0, 2, 5])), ValueError, "cu_seqlens_k: cu_seqlens_q and cu_seqlens_k must both"),
+    (dict(cu_seqlens_q=np.array([0, 2]), cu_seqlens_k=np.array([0, 5])), ValueError,
+     "cu_seqlens_q: must start at 0, never decrease and end at 3"),
+    (dict(cu_seqlens_q=np.array([0, 3]), cu_seqlens_k=np.array([0, 2, 5])), ValueError,
+     "cu_seqlens_k: cu_seqlens_q and cu_seqlens_k must both"),
     (dict(key_padding_mask=np.ones((1, 5), bool), cu_seqlens_q=np.array([0, 3]), cu_seqlens_k=np.array([0, 5])),
      ValueError, "key_padding_mask: give either"),
 ])

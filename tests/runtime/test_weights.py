@@ -70,7 +70,7 @@ def test_gptq_import_matches_the_format(zeros, group_size):
     z = np.maximum(z, 1)  # the "gptq" format stores z - 1: z = 0 would need a stored -1 (AutoGPTQ's overflow case)
     qweight, qzeros = pack_words(q, 0), pack_words(z - 1, 1)
     g_idx = np.arange(q.shape[0], dtype=np.int32) // group_size
-    qw = from_gptq(torch.from_numpy(qweight), torch.from_numpy(qzeros), torch.from_numpy(scales), torch.from_numpy(g_idx))
+    qw = from_gptq(*(torch.from_numpy(a) for a in (qweight, qzeros, scales, g_idx)))
     expected = gptq_dequant64(qweight, qzeros, scales, g_idx)
     np.testing.assert_array_equal(dequantize_weight(qw), expected)
     assert qw.symmetric == (zeros == 8) and qw.shape == q.shape
@@ -109,7 +109,8 @@ def test_imported_weights_run_on_every_backend():
     q, z, scales = random_int4_layer(k=128, n=32, group_size=64)
     qw = from_awq(pack_words(q, 1, AWQ_ORDER), pack_words(z, 1, AWQ_ORDER), scales)
     x = RNG.standard_normal((3, 128)).astype(np.float32)
-    expected = x.astype(np.float64) @ awq_dequant64(pack_words(q, 1, AWQ_ORDER), pack_words(z, 1, AWQ_ORDER), scales, 64)
+    packed = pack_words(q, 1, AWQ_ORDER), pack_words(z, 1, AWQ_ORDER)
+    expected = x.astype(np.float64) @ awq_dequant64(*packed, scales, 64)
     for backend in ("reference", "triton"):
         np.testing.assert_allclose(np.asarray(K.qmatmul(torch.from_numpy(x), qw, backend=backend)), expected,
                                    rtol=1e-5, atol=1e-5)  # fp32 sums of 128 products of order 0.1
