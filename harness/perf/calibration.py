@@ -7,7 +7,8 @@ The published points (paths in aws-neuron/aws-neuron-sdk unless another reposito
          blocked 2 x 2 28.41 ms, all dims blocked 16/2/8 (partial sums in SBUF) 28.30 ms.
   [AT]   awslabs/nki-autotune kernel_library README, trn2, bf16 M = K = N = 2048, MFU from the Neuron profiler
          summary (mfu_estimated_percent: matmul FLOPs / (total_time x 2·128·128 FLOP/cycle x 2.4 GHz)): the
-         all-blocked kernel 60.6 % (blocking 16/2/8) and 79.1 % (4/1/8) (an earlier README); the hand-tuned lhsT.rhs
+         all-blocked kernel 60.6 % (blocking 16/2/8) and 79.1 % (4/1/8) (README at b672385: its port
+         kernel_manual_79.05mfu.py, "upstream default 16/2/8 ... drops to 60.56% at 2K³"); the hand-tuned lhsT.rhs
          kernel 90.92 % (kernel_hand_90.92mfu.py) and lhs.rhs with a DMA transpose 89.26 % ("10-rep mean",
          kernel_handtuned_89.26mfu.py), both at d57bcc3 (2026-06).
   [PROF] the legacy NKI profiling guide (nki/how-to-guides/neuron_profile_for_nki.rst, Dec 2025), trn1: its

@@ -3,7 +3,8 @@ which loop, which buffers rotate, which buffer accumulates), never copied from t
 published figure each one stands against.
 
   [KO]  the kernel-optimization tutorial's fp32 matmuls (tiled, hoisted, free-blocked, all-blocked);
-  [AT]  nki-autotune's all-blocked bf16 matmul at 2048^3 (two blockings), and its hand-tuned 2048^3 bf16 kernels:
+  [AT]  nki-autotune's port of the all-blocked matmul (bf16, 2048^3, two blockings; one PSUM tile per M block), and
+        its hand-tuned 2048^3 bf16 kernels:
         lhsT @ rhs streamed through explicit rotating buffers, and lhs @ rhs with a DMA transpose of lhs;
   [PROF] the profiling guide's one-tile exp kernel.
 

@@ -33,9 +33,10 @@ def test_blocking_moves_the_fp32_kernel_from_dma_to_tensor_bound():
 
 def test_one_constant_set_per_generation():
     """Targets of one NeuronCore generation share every model constant (calibration tunes nothing per point)."""
-    model_fields = ("engine_overhead_cycles", "engine_commit_cycles", "semaphore_cycles", "cross_core_sync_s", "dma_engine_bw",
-                    "dma_packet_s", "dma_start_latency_s", "dma_completion_s", "hwdge_s", "hwdge_instances",
-                    "swdge_cycles_per_descriptor", "dma_transpose_efficiency", "hbm_sustained", "launch_s")
+    model_fields = ("engine_overhead_cycles", "engine_commit_cycles", "semaphore_cycles", "cross_core_sync_s",
+                    "dma_engine_bw", "dma_packet_s", "dma_start_latency_s", "dma_completion_s", "hwdge_s",
+                    "hwdge_instances", "swdge_cycles_per_descriptor", "dma_transpose_efficiency", "hbm_sustained",
+                    "launch_s")
     by_gen: dict[int, set] = {}
     for name in NEURON_TARGETS:
         t = get_target(name)
