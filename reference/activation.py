@@ -1,8 +1,8 @@
 """Gated activation reference: SwiGLU's silu_mul, out = silu(a) · b for gate_up = [a | b] along the last axis.
 
 The vLLM `SiluAndMul` layout: the fused gate_up projection writes the gate a = gate_up[..., :I] and the up
-projection b = gate_up[..., I:] side by side; silu(a) = a · sigmoid(a) = a / (1 + exp(-a)) (PyTorch's definition:
-silu(-inf) is NaN, as -inf · 0).
+projection b = gate_up[..., I:] side by side; silu(a) = a · sigmoid(a), computed as a / (1 + exp(-a)) (silu(-inf)
+is NaN, as PyTorch's -inf · sigmoid(-inf) = -inf · 0).
 
 `compute_dtype=np.float64` (default) is the truth. float32/float16/bfloat16 run the same steps naively in that
 working precision: silu in fp32 rounded to it, then the product in fp32 rounded to it (what `harness.checks`
@@ -37,6 +37,6 @@ def silu_mul(gate_up, *, compute_dtype=np.float64):
     x = np.asarray(gate_up).astype(cd)
     inter = x.shape[-1] // 2
     a, b = x[..., :inter].astype(acc), x[..., inter:].astype(acc)
-    with np.errstate(over="ignore"):  # exp(-a) overflows to inf for a << 0: sigmoid 0, silu -0 (or NaN at -inf)
-        silu = (a * (1.0 / (1.0 + np.exp(-a)))).astype(cd)
+    with np.errstate(over="ignore", invalid="ignore"):  # exp(-a) = inf for a << 0: silu -0, and NaN at a = -inf
+        silu = (a / (1.0 + np.exp(-a))).astype(cd)
     return (silu.astype(acc) * b).astype(cd)

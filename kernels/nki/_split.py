@@ -12,7 +12,7 @@ Kernel-side helper: plain Python evaluated while the kernel is specialized (shap
 from ._tiling import PMAX
 
 
-def pieces_per_row(rows, units, max_piece, min_piece):
+def pieces_per_row(rows, units, max_piece, min_piece, min_tiles=1):
     """k: how many equal pieces each of `rows` rows of `units` units is cut into.
 
     Args:
@@ -30,6 +30,6 @@ def pieces_per_row(rows, units, max_piece, min_piece):
     divisors = [k for k in range(1, min(units, PMAX) + 1) if units % k == 0 and (k == 1 or units // k >= min_piece)]
     fitting = [k for k in divisors if units // k <= max_piece] or divisors[-1:]
     for k in fitting:
-        if rows * k >= PMAX:
+        if rows * k >= PMAX * min_tiles:
             return k
     return fitting[-1]

@@ -24,11 +24,12 @@ from ._tiling import PMAX, tiles
 
 MAX_PIECE = 4096  # columns of one partition row: a, b (input dtype) and s (fp32) of two tiles fit any SBUF
 MIN_PIECE = 128  # columns below which a piece's DMA run (< 256 bytes) costs as much as a longer one
+MIN_TILES = 2  # tiles a problem is cut into when it can be: the next tile's loads overlap this tile's work
 
 
 def layout(tokens, inter):
     """(pieces C per token, columns F per piece), C * F = inter."""
-    pieces = pieces_per_row(tokens, inter, MAX_PIECE, MIN_PIECE)
+    pieces = pieces_per_row(tokens, inter, MAX_PIECE, MIN_PIECE, MIN_TILES)
     return pieces, inter // pieces
 
 
