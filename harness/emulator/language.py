@@ -35,7 +35,8 @@ from .isa import reciprocal as _reciprocal
 from .isa import tensor_copy, tensor_copy_predicated, tensor_reduce, tensor_scalar
 from .registers import VirtualRegister
 from .memory import allocate
-from .tensor import LEGACY_OPERATORS, DynSlice, NkiTensor
+from .indexing import DynSlice
+from .tensor import LEGACY_OPERATORS, NkiTensor
 
 # ---- dtypes (S-NL) ----------------------------------------------------------------------------------
 bool_ = dtypes.DTYPES["bool"]
@@ -79,8 +80,9 @@ tile_size = _TileSize()
 
 # ---- tensors -----------------------------------------------------------------------------------------
 def ndarray(shape, dtype, buffer=sbuf, name: str = "", address=None) -> NkiTensor:
-    """A new uninitialised tensor (NaN / sentinel filled) of `shape` and `dtype` in `buffer`."""
-    return allocate(shape, dtype, buffer or sbuf, name)
+    """A new uninitialised tensor (NaN / sentinel filled) of `shape` and `dtype` in `buffer`; `address=(partition,
+    byte_offset)` places an SBUF/PSUM tile in physical memory (see `memory.py`)."""
+    return allocate(shape, dtype, buffer or sbuf, name, address=address)
 
 
 def full(shape, fill_value, dtype, buffer=sbuf, name: str = "") -> NkiTensor:

@@ -168,13 +168,21 @@ def op_name(op) -> str | None:
 _REDUCTION_ALIASES = {"max": "maximum", "min": "minimum", "sum": "add", "prod": "multiply"}
 
 
+_ALU_OF: dict = {}  # operator object (nl function, ufunc, name) -> AluOp, filled as ops are used
+
+
 def alu(op, what: str = "op") -> AluOp:
     """The ALU operator `op` stands for (`nl.max`/`nl.min`/`nl.sum` name maximum/minimum/add).
     Raises TypeError for anything else."""
+    try:
+        return _ALU_OF[op]
+    except (KeyError, TypeError):  # not seen yet, or unhashable
+        pass
     name = op_name(op)
     name = _REDUCTION_ALIASES.get(name, name)
     if name not in ALU_OPS:
         raise TypeError(f"{what}: {getattr(op, '__name__', op)!r} is not an ALU operator; use one of {sorted(ALU_OPS)}")
+    _ALU_OF[op] = ALU_OPS[name]
     return ALU_OPS[name]
 
 

@@ -213,13 +213,14 @@ def psum_ring(lhsT, rhs, slots):
     return out
 
 
-@pytest.mark.xfail(strict=True, reason="address= lands with D2 (PSUM placement and liveness)")
 @pytest.mark.parametrize("target", ["trn1", "trn2"])
 def test_address_placed_psum_ring(target):
     lhsT, rhs = _rand(64, 32, seed=12), _rand(64, 128, seed=13)
     out = run(psum_ring, lhsT, rhs, 4, target=target).outputs  # 16 tiles in 4 banks: fits the 8 banks
     ref = lhsT.T.astype(np.float64) @ rhs
-    np.testing.assert_allclose(out, np.arange(16)[:, None, None] * ref[None], rtol=1e-5, atol=1e-5)
+    # fp32 accumulation of 64 products (|a*b| <= 4) against float64: each add rounds by up to 2^-24 x the partial
+    # sum (<= 256), then x i <= 15; measured max 1.5e-4 absolute on cancelling elements, hence atol 2e-4
+    np.testing.assert_allclose(out, np.arange(16)[:, None, None] * ref[None], rtol=1e-5, atol=2e-4)
 
 
 @pytest.mark.parametrize("target", ALL_TARGETS)

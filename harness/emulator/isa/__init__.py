@@ -16,6 +16,7 @@ from .mx import nc_matmul_mx, quantize_mx
 from .registers import register_alloc, register_load, register_move, register_store
 from .rng import dropout, rand2, rand_get_state, rand_set_state, rng, set_rng_seed
 from .scalar import activate2, activation, activation_reduce
+from .sync import core_barrier, sendrecv
 from .tensor_engine import nc_matmul, nc_transpose
 from .vector_search import nc_find_index8, nc_match_replace8, nc_stream_shuffle
 
@@ -44,11 +45,11 @@ __all__ = [
     "get_nc_sub_version", "local_gather", "nc_find_index8", "nc_match_replace8", "nc_matmul_mx", "nc_n_gather",
     "nc_stream_shuffle", "nonzero_with_count", "quantize_mx", "rand2", "rand_get_state", "rand_set_state", "rng",
     "sequence_bounds", "set_rng_seed", "topk", "activation_reduce", "affine_select", "bn_aggr",
-    "bn_stats", "dma_transpose", "max8", "tensor_copy_predicated", "tensor_partition_reduce",
+    "bn_stats", "core_barrier", "dma_transpose", "max8", "tensor_copy_predicated", "tensor_partition_reduce",
     "tensor_scalar_cumulative", "tensor_tensor_scan", "dge_mode",
     "dma_compute", "dma_copy", "dma_engine", "engine", "exponential", "get_nc_version", "gpsimd_engine", "iota",
     "matmul_perf_mode", "memset", "nc_matmul", "nc_transpose", "nc_version", "oob_mode", "range_select", "reciprocal",
     "reduce_cmd", "register_alloc", "register_load", "register_move", "register_store", "scalar_engine",
-    "scalar_tensor_tensor", "select_reduce", "tensor_copy", "tensor_engine", "tensor_reduce", "tensor_scalar",
+    "scalar_tensor_tensor", "sendrecv", "select_reduce", "tensor_copy", "tensor_engine", "tensor_reduce", "tensor_scalar",
     "tensor_scalar_reduce", "tensor_tensor", "unknown_engine", "vector_engine",
 ]
