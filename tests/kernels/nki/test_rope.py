@@ -8,8 +8,10 @@ from strategies import RopeProblem, rope_problems
 
 from nkilab.harness.checks import check_output
 from nkilab.harness.emulator import run
-from nkilab.kernels import _registry
+from nkilab.harness.perf.model import model_trace
+from nkilab.kernels import _registry, nki
 from nkilab.kernels.nki import launch_rope
+from nkilab.kernels.nki import rope as rope_module
 from nkilab.kernels.nki.rope import layout, rope_kernel
 from nkilab.reference import RopeScaling
 from nkilab.reference import rope as reference_rope
@@ -91,6 +93,15 @@ def test_decode_cuts_tokens_into_head_groups_that_fill_the_partitions():
     trace = _mix(LLAMA_DECODE, "trn2")
     loads = [i for i in trace.instructions if i.engine == "dma" and i.operands[0].shape[1] == 256]
     assert loads and loads[0].operands[0].shape == (128, 256)  # [128 rows, 2 heads x 128]
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_head_groups_beat_tokens_on_partitions_at_decode(target, monkeypatch):
+    """The decode layout is modeled faster than one token per partition (RMSNorm's layout)."""
+    groups = model_trace(nki.trace("rope", LLAMA_DECODE, target), target).latency_s
+    monkeypatch.setattr(rope_module, "layout", lambda tokens, heads, head_dim: (1, heads))
+    tokens = model_trace(nki.trace("rope", LLAMA_DECODE, target), target).latency_s
+    assert groups < tokens / 2
 
 
 @pytest.mark.parametrize("target, per_token", [("inf2", True), ("trn1", True), ("trn2", False)])

@@ -8,8 +8,10 @@ from strategies import SiluMulProblem, silu_mul_problems
 
 from nkilab.harness.checks import check_output
 from nkilab.harness.emulator import run
-from nkilab.kernels import _registry
+from nkilab.harness.perf.model import model_trace
+from nkilab.kernels import _registry, nki
 from nkilab.kernels.nki import launch_silu_mul
+from nkilab.kernels.nki import silu_mul as silu_mul_module
 from nkilab.kernels.nki.silu_mul import layout, silu_mul_kernel
 
 TARGETS = ("inf2", "trn1", "trn2")
@@ -71,3 +73,13 @@ def test_unsupported():
 def test_kernel_entry_takes_one_argument():
     out = run(silu_mul_kernel, np.array([[0.0, 2.0]], np.float32), target="trn2").outputs
     np.testing.assert_array_equal(out, [[0.0]])
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_pieces_beat_rows_on_partitions_at_decode(target, monkeypatch):
+    """The decode layout is modeled faster than one token per partition (RMSNorm's layout)."""
+    problem = dict(rows=8, intermediate=14336, dtype="bfloat16")
+    pieces = model_trace(nki.trace("silu_mul", problem, target), target).latency_s
+    monkeypatch.setattr(silu_mul_module, "layout", lambda tokens, inter: (1, inter))
+    rows = model_trace(nki.trace("silu_mul", problem, target), target).latency_s
+    assert pieces < rows / 3
