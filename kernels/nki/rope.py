@@ -58,11 +58,14 @@ def rope_kernel(q, k, positions, cos_sin, interleaved=False, in_place=False):
                  in_place: True = write over q and k (what vLLM's rotary_embedding does) and return them.
                  (Plain parameters with defaults, not keyword-only: the NKI compiler frontend rejects `*`.)
     Returns:     (q', k'): new shared-HBM tensors of q's and k's shapes and dtype (q, k themselves if in_place).
-    Tiling:      per tensor, rows of g heads (`layout`), whole tokens per tile of <= PMAX rows; stages pipelined.
+    Tiling:      per tensor, rows of g heads (`layout`), whole tokens per tile of <= PMAX rows; stages pipelined;
+                 with LNC 2 the two cores take alternate runs of tiles that share a gather.
     Numerics:    fp32 products and sums of fp32 cos/sin; one rounding into x's dtype.
     """
     gen2 = nisa.get_nc_version() == nisa.nc_version.gen2  # no vector_offset DMA; GpSimd as fast as VectorE
     items, outs = _plan(q, k, in_place)
+    if not items:
+        return outs[0], outs[1]
     last_use = {it["key"]: i for i, it in enumerate(items)}
     index, table, staged, done = {}, {}, {}, None
     for i in range(-2, len(items) + 1):
@@ -82,8 +85,8 @@ def rope_kernel(q, k, positions, cos_sin, interleaved=False, in_place=False):
 
 
 def _plan(q, k, in_place):
-    """(tiles, outputs): every tile of q and of k, alternating, as dicts (rows in/out, groups, heads per row,
-    tokens t0..t0+nt, key = what its index column and table rows depend on)."""
+    """(tiles, outputs): this program instance's tiles of q and of k, alternating, as dicts (rows in/out, groups,
+    heads per row, tokens t0..t0+nt, key = what its index column and table rows depend on)."""
     n_tok = q.shape[0]
     work, outs = [], []
     for x in (q, k):
@@ -93,7 +96,13 @@ def _plan(q, k, in_place):
         flat = (n_tok * groups, per_row * x.shape[2])
         work.append([dict(rows_in=x.reshape(flat), rows_out=out.reshape(flat), groups=groups, per_row=per_row,
                           t0=t0, nt=nt, key=(t0, nt, groups)) for t0, nt in tiles(n_tok, PMAX // groups)])
-    return [w[i] for i in range(max(len(w) for w in work)) for w in work if i < len(w)], outs
+    items = [w[i] for i in range(max(len(w) for w in work)) for w in work if i < len(w)]
+    # LNC: each program instance takes every num_programs-th run of tiles sharing a key (identical control flow)
+    units = [0]
+    for prev, item in zip(items, items[1:]):
+        units.append(units[-1] + (item["key"] != prev["key"]))
+    pid, nprog = nl.program_id(0), nl.num_programs(0)
+    return [item for item, unit in zip(items, units) if unit % nprog == pid], outs
 
 
 def _index(item, positions, gen2):

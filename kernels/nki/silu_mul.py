@@ -46,15 +46,18 @@ def silu_mul_kernel(gate_up):
     Dimensions:  N rows (tokens); I intermediate.
     Args:        gate_up: [N, 2I] bfloat16|float16|float32, HBM.
     Returns:     out: [N, I] gate_up's dtype, shared HBM.
-    Tiling:      rows of F columns (`layout`), whole tokens per tile of <= PMAX rows. SBUF per partition:
-                 `sbuf_bytes`.
+    Tiling:      rows of F columns (`layout`), whole tokens per tile of <= PMAX rows; with LNC 2 the two cores take
+                 alternate tiles. SBUF per partition: `sbuf_bytes`.
     Numerics:    fp32 silu and product; one rounding into gate_up's dtype.
     """
     n_tok, width = gate_up.shape
     inter = width // 2
     out = nl.ndarray((n_tok, inter), dtype=gate_up.dtype, buffer=nl.shared_hbm)
     pieces, cols = layout(n_tok, inter)
-    token_tiles = tiles(n_tok, PMAX // pieces)
+    # LNC: each program instance takes every num_programs-th token tile (identical control flow on both cores)
+    token_tiles = tiles(n_tok, PMAX // pieces)[nl.program_id(0)::nl.num_programs(0)]
+    if not token_tiles:
+        return out
     loaded = [_load(gate_up, token_tiles[0], pieces, cols)]
     for t, (t0, nt) in enumerate(token_tiles):
         if t + 1 < len(token_tiles):  # the next tile's loads go first, ahead of this tile's store in the DMA queues

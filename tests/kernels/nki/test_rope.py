@@ -139,3 +139,16 @@ def test_kernel_entry_takes_positional_defaults():
     rows, table = launch_rope.cos_sin_table(np.array([0, 0]), 2, 10000.0)
     qo, ko = run(rope_kernel, q, q.copy(), rows, table, target="trn2").outputs
     np.testing.assert_array_equal(qo, q)
+
+
+def test_lnc2_splits_the_tiles_between_the_two_cores():
+    (q, k, pos), opts = RopeProblem(300, 4, 2, 64, 64, "neox", 10000.0, False, 9000, "float32", seed=5).inputs()
+    rows, table = launch_rope.cos_sin_table(pos, 64, 10000.0)
+    one = run(rope_kernel, q, k, rows, table, target="trn2").outputs
+    two = run(rope_kernel, q, k, rows, table, target="trn2", lnc=2).outputs
+    assert all(np.array_equal(a, b) for a, b in zip(one, two))
+    prefill = dict(LLAMA_DECODE, tokens=2048)
+    kernel, args, kwargs = launch_rope.traceable(prefill, "trn2")
+    lat = [model_trace(run(kernel, *args, target="trn2", mode="trace", lnc=n, **kwargs).trace, "trn2").latency_s
+           for n in (1, 2)]
+    assert lat[1] < 0.6 * lat[0]  # alternate token tiles (each q and k pair sharing a gather) per core

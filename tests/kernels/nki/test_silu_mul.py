@@ -83,3 +83,13 @@ def test_pieces_beat_rows_on_partitions_at_decode(target, monkeypatch):
     monkeypatch.setattr(silu_mul_module, "layout", lambda tokens, inter: (1, inter))
     rows = model_trace(nki.trace("silu_mul", problem, target), target).latency_s
     assert pieces < rows / 3
+
+
+def test_lnc2_splits_the_tiles_between_the_two_cores():
+    x = np.random.default_rng(6).standard_normal((300, 2 * 768)).astype(np.float32)
+    one = run(silu_mul_kernel, x, target="trn2").outputs
+    np.testing.assert_array_equal(run(silu_mul_kernel, x, target="trn2", lnc=2).outputs, one)
+    kernel, args, kwargs = launch_silu_mul.traceable(dict(rows=2048, intermediate=14336, dtype="bfloat16"), "trn2")
+    lat = [model_trace(run(kernel, *args, target="trn2", mode="trace", lnc=n, **kwargs).trace, "trn2").latency_s
+           for n in (1, 2)]
+    assert lat[1] < 0.6 * lat[0]
