@@ -37,7 +37,7 @@ from ._shim import nisa, nki, nl
 from ._split import pieces_per_row
 from ._tiling import PMAX, tiles
 
-MAX_ROW_ELEMS = 4096  # elements of one partition row of x (g heads x D): three tiles' x, a, b fit any SBUF
+MAX_ROW_ELEMS = 4096  # elements of one partition row of x (g heads x D): x of three tiles, a and b of two fit any SBUF
 
 
 def layout(tokens, heads, head_dim):
