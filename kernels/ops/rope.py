@@ -51,8 +51,9 @@ def rope(q, k, positions, *, theta=10000.0, rotary_dim=None, style="neox", scali
     Raises:
         TypeError / ValueError: naming the argument, before any work (shapes, dtypes, positions, options, backend).
 
-    Numerics: angles and cos/sin at least fp32-exact (the NKI kernel's host table is float64, the Triton kernel's
-    angles fp32 as HF/vLLM), products and sums in fp32, one rounding into q's dtype; the reference is float64.
+    Numerics: the NKI kernel's cos/sin are float64 values rounded to fp32 (a host table); the Triton kernel forms
+    fp32 angles as HF/vLLM do (an error that grows with the position: ~1e-3 rad at 131072); products and sums in
+    fp32, one rounding into q's dtype. The reference computes in float64.
 
     Example:
         >>> import numpy as np
