@@ -30,6 +30,13 @@ def cos_sin_table(positions, rotary_dim: int, theta: float, scaling=None):
     return rows.astype(np.int32).reshape(-1), table
 
 
+def consecutive(positions) -> bool:
+    """True for T >= 2 positions p0, p0 + 1, ... (one sequence's prefill): the kernel then reads each tile's table
+    rows as one run (the distinct positions' rows are consecutive too)."""
+    p = np.asarray(positions, dtype=np.int64)
+    return p.shape[0] > 1 and bool(np.all(np.diff(p) == 1))
+
+
 def rope(q, k, positions, *, theta: float, rotary_dim: int, style: str, scaling=None, target: str | None = None):
     """(q', k') on the NKI backend (real SDK if installed, else the emulator).
 
@@ -43,7 +50,7 @@ def rope(q, k, positions, *, theta: float, rotary_dim: int, style: str, scaling=
     """
     rows, table = cos_sin_table(positions, rotary_dim, theta, scaling)
     return launch(rope_kernel, np.ascontiguousarray(q), np.ascontiguousarray(k), rows, table, style == "gptj", False,
-                  target=target)
+                  consecutive(positions), target=target)
 
 
 def unsupported(**problem) -> str | None:
@@ -62,13 +69,15 @@ def unsupported(**problem) -> str | None:
 def traceable(problem: dict, target: str | None):
     """(kernel, args, kwargs) at `problem`'s shapes with zero inputs, for trace mode on `target`.
 
-    problem keys (`nkilab.kernels.ops.rope`): tokens, q_heads, kv_heads, head_dim, rotary_dim, style, dtype. The
-    table has one row per token (distinct positions, as a decode batch or a prefill has). `target` must be a Neuron
-    target (ValueError otherwise); the kernel's gather branch follows the target the trace runs on.
+    problem keys (`nkilab.kernels.ops.rope`): tokens, q_heads, kv_heads, head_dim, rotary_dim, style, dtype,
+    consecutive (default False: a decode batch's positions; True: a prefill's). The table has one row per token
+    (distinct positions, as a decode batch or a prefill has). `target` must be a Neuron target (ValueError
+    otherwise); the kernel's gather branch follows the target the trace runs on.
     """
     neuron_target(target)
     dt = numpy_dtype(problem["dtype"])
     t, d = problem["tokens"], problem["head_dim"]
     q, k = np.zeros((t, problem["q_heads"], d), dt), np.zeros((t, problem["kv_heads"], d), dt)
     table = np.zeros((t, problem["rotary_dim"]), np.float32)
-    return rope_kernel, (q, k, np.arange(t, dtype=np.int32), table, problem["style"] == "gptj", False), {}
+    return rope_kernel, (q, k, np.arange(t, dtype=np.int32), table, problem["style"] == "gptj", False,
+                         bool(problem.get("consecutive", False))), {}

@@ -17,12 +17,16 @@ a decode step of 1-32 tokens cuts each token into H/g head groups so that the to
      head groups by a stride-0 pattern); NeuronCore-v2 loads the tile's positions, one per token;
   B. DMA the rows of x (q or k, contiguous [rows, g * D] in HBM), then the table rows: v3+ ONE indirect DMA
      (`vector_offset`); v2 (scalar dynamic offsets only) one DMA per token whose source row is its 1x1
-     `scalar_offset` position and whose stride-0 pattern fills that token's head-group rows;
+     `scalar_offset` position and whose stride-0 pattern fills that token's head-group rows. With `consecutive`
+     positions (one sequence's prefill, which the launcher detects) every generation reads the tile's rows as one
+     run from its first token's row instead: one DMA per tile, no per-row index;
   C. a = x * cos (VectorE; cos broadcast over heads by stride-0 access patterns), b1 = x2 * sin, b2 = x1 * sin
      (GpSimd);
-  D. x1 = a1 - b1, x2 = a2 + b2 (VectorE; the x2 half on GpSimd on NeuronCore-v2, whose VectorE is no faster per
-     element), one rounding into x's dtype, written into the loaded tile (the pass-through dims need no copy);
-     then the tile is DMAed out (to new arrays, or over q and k when `in_place`).
+  D. x1 = a1 - b1, x2 = a2 + b2 (VectorE), one rounding into x's dtype, written into the loaded tile (the
+     pass-through dims need no copy); then the tile is DMAed out (to new arrays, or over q and k when `in_place`).
+     On v2, where GpSimd is as fast per element as VectorE, GpSimd takes x2's sum too, unless it is busy writing
+     the descriptors of the per-token DMAs (it writes those of every runtime-offset DMA on v2, and of the
+     software-DGE gathers on v3+).
 The stages are software-pipelined: iteration i issues A(i+2), B(i+1), C(i), D(i-1), so every engine's in-order
 queue holds independent work (VectorE runs a(i) while GpSimd finishes b(i-1)) and the index and gather DMAs run
 ahead of the compute. q and k tiles alternate; a k tile of the same tokens and layout as the q tile before it
@@ -47,7 +51,7 @@ def layout(tokens, heads, head_dim):
 
 
 @nki.jit
-def rope_kernel(q, k, positions, cos_sin, interleaved=False, in_place=False):
+def rope_kernel(q, k, positions, cos_sin, interleaved=False, in_place=False, consecutive=False):
     """Rotate q and k by the table rows of their tokens' positions.
 
     Dimensions:  T tokens; Hq, Hkv heads of D; r = rotary_dim (even, <= D); R table rows.
@@ -56,13 +60,20 @@ def rope_kernel(q, k, positions, cos_sin, interleaved=False, in_place=False):
                  cos_sin: [R, r] float32, HBM: row p = [cos(p f_i) | sin(p f_i)], i < r/2.
                  interleaved: False = neox (halves), True = gptj (pairs); compile-time.
                  in_place: True = write over q and k (what vLLM's rotary_embedding does) and return them.
+                 consecutive: True = the caller promises positions[t] = positions[0] + t (one sequence's prefill):
+                 a tile's table rows are one run, read by one DMA from its first token's row, on every generation.
                  (Plain parameters with defaults, not keyword-only: the NKI compiler frontend rejects `*`.)
     Returns:     (q', k'): new shared-HBM tensors of q's and k's shapes and dtype (q, k themselves if in_place).
     Tiling:      per tensor, rows of g heads (`layout`), whole tokens per tile of <= PMAX rows; stages pipelined;
                  with LNC 2 the two cores take alternate runs of tiles that share a gather.
     Numerics:    fp32 products and sums of fp32 cos/sin; one rounding into x's dtype.
     """
-    gen2 = nisa.get_nc_version() == nisa.nc_version.gen2  # no vector_offset DMA; GpSimd as fast as VectorE
+    # how a tile's table rows are read: one run from its first token's row; else a vector_offset gather (v3+), or
+    # one DMA per token (v2 has scalar runtime offsets only)
+    gen2 = nisa.get_nc_version() == nisa.nc_version.gen2
+    gather = "run" if consecutive else "token" if gen2 else "vector"
+    # x2's sum: on v2 GpSimd is as fast as VectorE per element and takes it, unless it writes per-token descriptors
+    second = nisa.engine.gpsimd if gather == "run" and gen2 else nisa.engine.vector
     items, outs = _plan(q, k, in_place)
     if not items:
         return outs[0], outs[1]
@@ -70,13 +81,13 @@ def rope_kernel(q, k, positions, cos_sin, interleaved=False, in_place=False):
     index, table, staged, done = {}, {}, {}, None
     for i in range(-2, len(items) + 1):
         if 0 <= i + 2 < len(items) and items[i + 2]["key"] not in index:  # A(i+2)
-            index[items[i + 2]["key"]] = _index(items[i + 2], positions, gen2)
+            index[items[i + 2]["key"]] = _index(items[i + 2], positions, gather)
         if 0 <= i + 1 < len(items):  # B(i+1)
-            staged[i + 1] = _fetch(items[i + 1], index, table, cos_sin, gen2)
+            staged[i + 1] = _fetch(items[i + 1], index, table, cos_sin, gather)
         if 0 <= i < len(items):  # C(i)
             staged[i] = staged[i] + _products(items[i], staged[i], q.shape[2], interleaved)
         if done is not None:  # D(i-1)
-            _finish(items[done], staged.pop(done), q.shape[2], interleaved, gen2)
+            _finish(items[done], staged.pop(done), q.shape[2], interleaved, second)
             if last_use[items[done]["key"]] == done:
                 del index[items[done]["key"]]
                 del table[items[done]["key"]]
@@ -105,17 +116,18 @@ def _plan(q, k, in_place):
     return [item for item, unit in zip(items, units) if unit % nprog == pid], outs
 
 
-def _index(item, positions, gen2):
-    """Stage A: v3+ the (rows, 1) int32 table row of every tile row; v2 the (nt, 1) table row of every token."""
+def _index(item, positions, gather):
+    """Stage A: the tile's table rows as an SBUF int32 column: its first token's ("run"), every token's ("token"),
+    or every partition row's ("vector": a token's repeated over its head groups by a stride-0 pattern)."""
     t0, nt, groups = item["t0"], item["nt"], item["groups"]
-    n = nt if gen2 else nt * groups
-    idx = nl.ndarray((n, 1), dtype=nl.int32, buffer=nl.sbuf)
-    nisa.dma_copy(dst=idx, src=positions.ap([[1, nt], [0, 1 if gen2 else groups]], offset=t0))
+    tokens, repeat = {"run": (1, 1), "token": (nt, 1), "vector": (nt, groups)}[gather]
+    idx = nl.ndarray((tokens * repeat, 1), dtype=nl.int32, buffer=nl.sbuf)
+    nisa.dma_copy(dst=idx, src=positions.ap([[1, tokens], [0, repeat]], offset=t0))
     return idx
 
 
-def _fetch(item, index, table, cos_sin, gen2):
-    """Stage B: (x rows, table rows) of one tile in SBUF; the table rows are gathered once per key."""
+def _fetch(item, index, table, cos_sin, gather):
+    """Stage B: (x rows, table rows) of one tile in SBUF; the table rows are read once per key."""
     rows_in, t0, nt, groups, key = item["rows_in"], item["t0"], item["nt"], item["groups"], item["key"]
     n, width = nt * groups, cos_sin.shape[1]
     xt = nl.ndarray((n, rows_in.shape[1]), dtype=rows_in.dtype, buffer=nl.sbuf)
@@ -123,14 +135,15 @@ def _fetch(item, index, table, cos_sin, gen2):
     if key not in table:
         cs = nl.ndarray((n, width), dtype=nl.float32, buffer=nl.sbuf)
         idx = index[key]
-        if gen2:
-            for j in range(nt):
-                nisa.dma_copy(dst=cs[j * groups : (j + 1) * groups, :],
-                              src=cos_sin.ap([[0, groups], [1, width]], offset=0, scalar_offset=idx[j : j + 1, :],
-                                             indirect_dim=0))
-        else:
+        if gather == "vector":
             nisa.dma_copy(dst=cs, src=cos_sin.ap([[width, n], [1, width]], offset=0, vector_offset=idx,
                                                  indirect_dim=0))
+        else:  # "run": nt rows from the first token's; "token": one row per token; each repeated per head group
+            for j in range(1 if gather == "run" else nt):
+                rows = nt if gather == "run" else 1
+                nisa.dma_copy(dst=cs[j * groups : j * groups + rows * groups, :],
+                              src=cos_sin.ap([[width, rows], [0, groups], [1, width]], offset=0,
+                                             scalar_offset=idx[j : j + 1, :], indirect_dim=0))
         table[key] = cs
     return xt, table[key]
 
@@ -169,12 +182,12 @@ def _products(item, staged, head_dim, interleaved):
     return a, b
 
 
-def _finish(item, staged, head_dim, interleaved, gen2):
-    """Stage D: x1 = a1 - b1, x2 = a2 + b2 into the loaded tile (x's dtype), then the tile to HBM."""
+def _finish(item, staged, head_dim, interleaved, second):
+    """Stage D: x1 = a1 - b1 (VectorE), x2 = a2 + b2 (engine `second`) into the loaded tile (x's dtype), then the
+    tile to HBM."""
     xt, cs, a, b = staged
     free, per_row, rotary = xt.shape[1], item["per_row"], cs.shape[1]
     member, _ = _views(item, xt, cs, interleaved)
-    second = nisa.engine.gpsimd if gen2 else nisa.engine.vector
     for m, op, engine in ((0, nl.subtract, nisa.engine.vector), (1, nl.add, second)):
         nisa.tensor_tensor(dst=member(xt, free, head_dim, m), data1=member(a, per_row * rotary, rotary, m),
                            data2=member(b, per_row * rotary, rotary, m), op=op, engine=engine)

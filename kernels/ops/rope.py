@@ -148,16 +148,17 @@ def flops(problem: Problem) -> float:
 
 
 def hbm_bytes(problem: Problem) -> float:
-    """q and k read and written, the positions read, and one cos/sin table row per token ([cos | sin], r fp32: the
-    NKI kernel's host table; a kernel computing cos/sin on chip reads fewer)."""
+    """q and k read and written, and one cos/sin table row per token ([cos | sin], r fp32: the NKI kernel's host
+    table; a kernel computing cos/sin on chip reads fewer). The positions (4 bytes a token, read once per tile of
+    a prefill) are left out of this lower bound."""
     p = problem.params
     heads = itemsize(problem.dtype) * 2 * p["tokens"] * (p["q_heads"] + p["kv_heads"]) * p["head_dim"]
-    return heads + p["tokens"] * 4 * (1 + p["rotary_dim"])
+    return heads + p["tokens"] * 4 * p["rotary_dim"]
 
 
 def make_inputs(problem: Problem, rng: np.random.Generator, zeros: bool):
-    """(q, k, positions) and the options: a prefill's positions are 0..T-1, a decode batch's (and smoke shapes')
-    are drawn in [0, 8192) (the default grid's longest context), repeats allowed."""
+    """(q, k, positions) and the options: a prefill's positions are 0..T-1 (params["consecutive"]), a decode
+    batch's (and smoke shapes') are drawn in [0, 8192) (the default grid's longest context), repeats allowed."""
     p, dt = problem.params, numpy_dtype(problem.dtype)
     t = p["tokens"]
     shapes = ((t, p["q_heads"], p["head_dim"]), (t, p["kv_heads"], p["head_dim"]))
@@ -165,8 +166,7 @@ def make_inputs(problem: Problem, rng: np.random.Generator, zeros: bool):
         q, k = (np.zeros(s, dt) for s in shapes)
     else:
         q, k = (rng.standard_normal(s).astype(dt) for s in shapes)
-    positions = np.arange(t, dtype=np.int32) if problem.phase == "prefill" else \
-        rng.integers(0, 8192, t).astype(np.int32)
+    positions = np.arange(t, dtype=np.int32) if p["consecutive"] else rng.integers(0, 8192, t).astype(np.int32)
     options = dict(theta=p["theta"], rotary_dim=p["rotary_dim"], style=p["style"],
                    scaling=RopeScaling.from_config(p["scaling"]))
     return (q, k, positions), options
@@ -181,7 +181,8 @@ def _problem(model: str, phase: str, tokens: int, heads: tuple[int, int], head_d
     label = (f"t{tokens}-hq{heads[0]}-hkv{heads[1]}-d{head_dim}" + (f"-r{r}" if r != head_dim else "")
              + ("-gptj" if style == "gptj" else ""))
     params = dict(tokens=tokens, q_heads=heads[0], kv_heads=heads[1], head_dim=head_dim, rotary_dim=r, style=style,
-                  theta=theta, scaling=None if scaling is None else scaling.to_config())
+                  theta=theta, scaling=None if scaling is None else scaling.to_config(),
+                  consecutive=phase == "prefill" and tokens > 1)
     return Problem(OP, f"{prefix}/rope/{label}", phase, params, dtype, tokens, model)
 
 

@@ -109,8 +109,33 @@ def test_the_gather_branch_by_generation(target, per_token):
     mix = _mix(LLAMA_DECODE, target).instruction_mix()
     # per tile (q: 1, k: 1): the index load, x in, the table rows, x out; v2 gathers one DMA per token
     assert mix["dma"]["dma_copy"] == 2 * (3 + (8 if per_token else 1))
-    assert mix["vector"]["tensor_tensor"] == 2 * (2 if per_token else 3)  # a, x1 (and x2 on v3+) per tile
-    assert mix["gpsimd"]["tensor_tensor"] == 2 * (3 if per_token else 2)  # b1, b2 (and x2 on v2) per tile
+    assert mix["vector"]["tensor_tensor"] == 2 * 3  # a, x1, x2 per tile
+    assert mix["gpsimd"]["tensor_tensor"] == 2 * 2  # b1, b2 per tile
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("tokens, heads", [(300, (4, 2)), (9, (32, 8))])
+def test_consecutive_positions_read_one_run_of_table_rows_per_tile(target, tokens, heads):
+    (q, k, _), opts = RopeProblem(tokens, *heads, 64, 64, "gptj", 10000.0, False, 1, "bfloat16", seed=6).inputs()
+    pos = np.arange(tokens, dtype=np.int32) + 4000  # one sequence's prefill, resumed at position 4000
+    assert launch_rope.consecutive(pos) and not launch_rope.consecutive(pos[::-1])
+    assert not launch_rope.consecutive(pos[:1])  # one token: a decode step's gather
+    out = launch_rope.rope(q, k, pos, **opts, target=target)
+    assert check_output(OP, out, (q, k, pos), opts).passed
+    rows, table = launch_rope.cos_sin_table(pos, 64, 10000.0)
+    general = run(rope_kernel, q, k, rows, table, True, False, False, target=target).outputs
+    assert all(np.array_equal(a.view(np.uint16), b.view(np.uint16)) for a, b in zip(out, general))
+    problem = dict(tokens=tokens, q_heads=heads[0], kv_heads=heads[1], head_dim=64, rotary_dim=64, style="gptj",
+                   dtype="bfloat16", consecutive=True)
+    trace = _mix(problem, target)
+    table_reads = [i for i in trace.instructions if i.engine == "dma" and i.attrs.get("indirect")]
+    q_tiles, k_tiles = (len(range(0, tokens, 128 // layout(tokens, h, 64)[0])) for h in heads)
+    shared = layout(tokens, heads[0], 64)[0] == layout(tokens, heads[1], 64)[0]
+    assert len(table_reads) == q_tiles + (0 if shared else k_tiles)  # one run per tile (q and k share one)
+    assert all(i.attrs["dge"] != "swdge" for i in table_reads)  # scalar offsets, no vector_offset gather
+    mix = trace.instruction_mix()  # v2's GpSimd writes no per-token descriptors here, so it takes x2's sums
+    per_tile = {"vector": 2, "gpsimd": 3} if target != "trn2" else {"vector": 3, "gpsimd": 2}
+    assert {e: mix[e]["tensor_tensor"] for e in per_tile} == {e: n * (q_tiles + k_tiles) for e, n in per_tile.items()}
 
 
 @pytest.mark.parametrize("target", TARGETS)
