@@ -4,7 +4,7 @@ Each function here defines the semantics the kernels of `nkilab.kernels` are che
 """
 
 from nkilab.reference.activation import silu_mul
-from nkilab.reference.attention import attention, visible_keys
+from nkilab.reference.attention import attention, attention_varlen, visible_keys
 from nkilab.reference.matmul import qmatmul
 from nkilab.reference.norm import rms_norm
 from nkilab.reference.paged import build_paged_cache, gather_kv, paged_attention, write_kv_cache
@@ -31,6 +31,7 @@ __all__ = [
     "QuantizedWeight",
     "RopeScaling",
     "attention",
+    "attention_varlen",
     "build_paged_cache",
     "dequantize_activation",
     "dequantize_weight",
