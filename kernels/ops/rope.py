@@ -20,16 +20,17 @@ import numpy as np
 from nkilab import reference
 from nkilab.kernels import _backends, _checks
 from nkilab.kernels._adapter import dtype_name, numpy_dtype, to_numpy, to_torch
-from nkilab.kernels.ops._op import Check, Launcher, Op, Plot
+from nkilab.kernels.ops._op import Check, Launcher, Op, Plot, TorchOp
 from nkilab.kernels.ops._problem import Problem
-from nkilab.reference.dtypes import itemsize
 from nkilab.reference import rotary
+from nkilab.reference.dtypes import itemsize
 from nkilab.reference.rotary import STYLES, RopeScaling
 
 MAX_POSITION = 2**24  # positions are exact in fp32 below this (the kernels' angle or table-row arithmetic)
 
 
-def rope(q, k, positions, *, theta=10000.0, rotary_dim=None, style="neox", scaling=None, backend="auto"):
+def rope(q, k, positions, *, theta=10000.0, rotary_dim=None, style="neox", scaling=None, backend="auto",
+         target=None):
     """(q', k'): each head's first rotary_dim dims rotated by angle position × theta^(-2i/rotary_dim), plane i.
 
     Dimensions: T tokens; Hq query heads, Hkv key heads of D dims; r = rotary_dim.
@@ -44,6 +45,7 @@ def rope(q, k, positions, *, theta=10000.0, rotary_dim=None, style="neox", scali
         scaling: None, an `nkilab.reference.RopeScaling`, or an HF rope_scaling dict of rope_type "llama3"
             (Llama-3.1); other rope types raise ValueError.
         backend: "reference" | "nki" | "triton" | "auto" (see nkilab.kernels.api).
+        target: Neuron target of the NKI backend ("inf2" | "trn1" | "trn2" | "trn3"); None = its default.
 
     Returns:
         (q', k'): new arrays of q's and k's shapes, dtype and kind (q and k are not modified).
@@ -65,7 +67,7 @@ def rope(q, k, positions, *, theta=10000.0, rotary_dim=None, style="neox", scali
     options = check(q, k, positions, theta=theta, rotary_dim=rotary_dim, style=style, scaling=scaling)
     problem = dict(dtype=dtype_name(q), q_heads=int(q.shape[1]), kv_heads=int(k.shape[1]), head_dim=int(q.shape[2]),
                    rotary_dim=options["rotary_dim"], style=options["style"], empty=_backends.empty(q, k))
-    name, impl = _backends.choose(OP, backend, problem)
+    name, impl = _backends.choose(OP, backend, problem, target=target)
     out = impl(*(_backends.to_backend(name, a) for a in (q, k, positions)), **options)
     return tuple(_backends.back(a, q) for a in out)
 
@@ -245,6 +247,33 @@ def bench(problem: Problem, device, cache: dict):
     return cases, truth
 
 
+# --- torch.ops.nkilab.rope -------------------------------------------------------------------------------------------
+
+
+def _torch_call(q, k, positions, *, scaling=None, **options) -> list:
+    """The torch op: [q', k'] (a schema has one result type); Llama-3.1's scaling as its four numbers [factor,
+    low_freq_factor, high_freq_factor, original_max_position_embeddings] (a schema has no dicts)."""
+    if scaling is not None:
+        if len(scaling) != 4:
+            raise ValueError(f"scaling: the torch op takes [factor, low_freq_factor, high_freq_factor, "
+                             f"original_max_position_embeddings], got {scaling!r}")
+        scaling = RopeScaling(*scaling[:3], int(scaling[3]))
+    return list(rope(q, k, positions, scaling=scaling, **options))
+
+
+def _fake(q, k, positions, **options) -> list:
+    """torch.compile's stand-in: [q', k'] of q's and k's shapes, dtypes and devices."""
+    return [q.new_empty(q.shape), k.new_empty(k.shape)]
+
+
+TORCH = TorchOp(
+    schema="(Tensor q, Tensor k, Tensor positions, *, float theta=10000.0, int? rotary_dim=None, str style='neox', "
+           "float[]? scaling=None, str backend='auto', str? target=None) -> Tensor[]",
+    fake=_fake,
+    call=_torch_call,
+)
+
+
 OP = Op(
     name="rope",
     order=60,
@@ -262,4 +291,5 @@ OP = Op(
     plot=Plot(size="tokens"),
     check=Check(output=heads_joined, reference=joined_reference),
     bench=bench,
+    torch=TORCH,
 )

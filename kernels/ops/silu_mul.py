@@ -13,12 +13,12 @@ import numpy as np
 from nkilab import reference
 from nkilab.kernels import _backends, _checks
 from nkilab.kernels._adapter import dtype_name, numpy_dtype, to_torch
-from nkilab.kernels.ops._op import Launcher, Op, Plot
+from nkilab.kernels.ops._op import Launcher, Op, Plot, TorchOp
 from nkilab.kernels.ops._problem import Problem
 from nkilab.reference.dtypes import itemsize
 
 
-def silu_mul(gate_up, *, backend="auto"):
+def silu_mul(gate_up, *, backend="auto", target=None):
     """out = silu(a) * b with a = gate_up[..., :I], b = gate_up[..., I:] (vLLM's SiluAndMul).
 
     Dimensions: [..., 2I] -> [..., I]: leading dims are rows (flattened to [N, 2I] for the backends).
@@ -26,6 +26,7 @@ def silu_mul(gate_up, *, backend="auto"):
     Args:
         gate_up: [..., 2I] float16|bfloat16|float32|float64 (NumPy or torch), the last axis even and >= 2.
         backend: "reference" | "nki" | "triton" | "auto" (see nkilab.kernels.api).
+        target: Neuron target of the NKI backend ("inf2" | "trn1" | "trn2" | "trn3"); None = its default.
 
     Returns:
         out: [..., I], gate_up's dtype and kind. silu (a * sigmoid(a)) and the product in fp32, one rounding.
@@ -42,7 +43,7 @@ def silu_mul(gate_up, *, backend="auto"):
     width = int(gate_up.shape[-1])
     rows = gate_up.reshape(-1, width)
     problem = dict(dtype=dtype_name(gate_up), intermediate=width // 2, empty=_backends.empty(rows))
-    name, impl = _backends.choose(OP, backend, problem)
+    name, impl = _backends.choose(OP, backend, problem, target=target)
     out = impl(_backends.to_backend(name, rows))
     return _backends.back(out, gate_up).reshape(*gate_up.shape[:-1], width // 2)
 
@@ -142,6 +143,17 @@ def bench(problem: Problem, device, cache: dict):
     return cases, truth
 
 
+# --- torch.ops.nkilab.silu_mul ---------------------------------------------------------------------------------------
+
+
+def _fake(gate_up, **options):
+    """torch.compile's stand-in: [..., I] of gate_up's dtype and device."""
+    return gate_up.new_empty((*gate_up.shape[:-1], gate_up.shape[-1] // 2))
+
+
+TORCH = TorchOp(schema="(Tensor gate_up, *, str backend='auto', str? target=None) -> Tensor", fake=_fake)
+
+
 OP = Op(
     name="silu_mul",
     order=70,
@@ -158,4 +170,5 @@ OP = Op(
     model_problems=model_problems,
     plot=Plot(size="rows"),
     bench=bench,
+    torch=TORCH,
 )

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import nkilab.kernels as K
+import nkilab.kernels.torch_ops  # noqa: F401  (registers torch.ops.nkilab.*)
 from nkilab import reference
 from nkilab.harness.checks import check_output
 from nkilab.harness.cli import main
@@ -163,3 +164,21 @@ def test_bench_cli_models_rope_decode(capsys):
     assert main(["bench", "--kernel", "rope", "--target", "trn2", "--phase", "decode", "--grid", "quick"]) == 0
     printed = capsys.readouterr().out
     assert printed.count("llama-3.1-8b/decode/rope/") == 2 and "(modeled)" in printed and "roofline=" in printed
+
+
+def test_the_torch_op_takes_llama_scaling_as_four_numbers():
+    q, k, pos = (torch.from_numpy(a) for a in _inputs())
+    hf = MODELS["llama-3.1-8b"].rope_scaling
+    got = torch.ops.nkilab.rope(q, k, pos, theta=500000.0, scaling=[8.0, 1.0, 4.0, 8192.0], backend="reference")
+    want = K.rope(q, k, pos, theta=500000.0, scaling=hf, backend="reference")
+    assert all(torch.equal(g, w) for g, w in zip(got, want))
+    with pytest.raises(ValueError, match="scaling: the torch op takes"):
+        torch.ops.nkilab.rope(q, k, pos, scaling=[8.0, 1.0], backend="reference")
+
+
+def test_target_selects_the_emulated_generation():
+    q, k, pos = _inputs(3, 4, 2, 16)
+    on = {t: K.rope(q, k, pos, backend="nki", target=t) for t in ("inf2", "trn2")}
+    assert all(np.array_equal(a, b) for a, b in zip(on["inf2"], on["trn2"]))  # same values, either gather branch
+    with pytest.raises(ValueError, match="target: selects the Neuron target of backend='nki'"):
+        K.rope(q, k, pos, backend="reference", target="trn1")

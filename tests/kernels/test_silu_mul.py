@@ -115,3 +115,11 @@ def test_bench_cli_models_silu_mul_prefill(capsys):
     assert main(["bench", "--kernel", "silu_mul", "--target", "inf2", "--phase", "prefill", "--grid", "quick"]) == 0
     printed = capsys.readouterr().out
     assert printed.count("llama-3.1-8b/prefill/silu_mul/") == 1 and "(modeled)" in printed
+
+
+def test_target_selects_the_emulated_generation():
+    x = np.random.default_rng(7).standard_normal((3, 512)).astype(np.float32)
+    on = {t: K.silu_mul(x, backend="nki", target=t) for t in ("inf2", "trn2")}
+    np.testing.assert_array_equal(on["inf2"], on["trn2"])
+    with pytest.raises(ValueError, match="h100"):
+        K.silu_mul(x, backend="nki", target="h100")
