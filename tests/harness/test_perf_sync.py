@@ -104,3 +104,31 @@ def test_a_traced_lnc2_kernel_waits_for_the_slower_core_at_its_barrier():
         assert timed.done_s[b] == pytest.approx(release + timed.costs[b].stall_s)
     assert len(reads) == 2 and all(timed.start_s[r] >= release for r in reads)
     assert model_trace(trace, CORE).lnc == 2
+
+
+def test_a_traced_all_reduce_starts_when_the_slower_core_arrives():
+    group = nki.collectives.ReplicaGroup([[0, 1]])
+
+    def kernel(a):
+        pid = nl.program_id(0)
+        t = nl.ndarray((128, 512), a.dtype, buffer=nl.sbuf)
+        nisa.dma_copy(dst=t, src=a[pid])
+        for _ in range(1 + 3 * pid):  # core 1 is late
+            nisa.activation(dst=t, op=nl.exp, data=t)
+        mine = nl.ndarray((128, 512), a.dtype, buffer=nl.private_hbm)
+        nisa.dma_copy(dst=mine, src=t)
+        summed = nl.ndarray((128, 512), a.dtype, buffer=nl.private_hbm)
+        nki.collectives.all_reduce(srcs=[mine], dsts=[summed], replica_group=group, op=nl.add)
+        out = nl.ndarray((2, 128, 512), a.dtype, buffer=nl.shared_hbm)
+        nisa.dma_copy(dst=out[pid], src=summed)
+        return out
+
+    trace = run(nki.jit(kernel)[2], np.zeros((2, 128, 512), np.float32), target="trn2", mode="trace").trace
+    timed = schedule(trace, CORE)
+    reduces = [i.index for i in trace if i.opcode == "all_reduce"]
+    stores = [i.index for i in trace.instructions[:reduces[0]] if i.writes[0].buffer == "hbm"]
+    release = max(timed.done_s[s] for s in stores) + CORE.dma_completion_s + CORE.cross_core_sync_s
+    assert len(reduces) == 2 and len(stores) == 2
+    assert timed.done_s[stores[1]] > timed.done_s[stores[0]] + 1e-6  # the cores arrive apart
+    for r in reduces:
+        assert timed.start_s[r] == pytest.approx(release)
