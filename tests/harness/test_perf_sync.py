@@ -64,6 +64,22 @@ def test_sendrecv_transfers_start_when_both_cores_have_arrived():
         assert timed.done_s[s.index] > release + CORE.dma_start_latency_s
 
 
+def test_a_gpsimd_dma_sendrecv_holds_gpsimd_until_the_release_then_moves_its_tile():
+    trace = Trace("sendrecv gpsimd", "trn2", lnc=2)
+    late = _slow_write(trace, 0)  # core 0's source is ready ~4 us in
+    srcs = {0: late.operands[0].access.storage, 1: new_storage()}
+    sends = [trace.append("gpsimd", "sendrecv", [
+        tile(new_storage(), "sbuf", (128, 64), "float32", is_write=True, name="dst"),
+        tile(srcs[pid], "sbuf", (128, 64), "float32", is_write=False, name="src")], program_id=pid,
+        attrs={"send_to_rank": 1 - pid, "recv_from_rank": 1 - pid, "pipe_id": 3, "sync": 0}) for pid in (0, 1)]
+    timed = schedule(trace, CORE)
+    release = timed.done_s[late.index] + timed.costs[late.index].commit_s + CORE.semaphore_cycles / CORE.gpsimd_hz \
+        + CORE.cross_core_sync_s
+    assert timed.start_s[sends[1].index] == pytest.approx(0.0)  # core 1 is there at once, and waits
+    for s in sends:
+        assert timed.done_s[s.index] == pytest.approx(release + timed.costs[s.index].stall_s)
+
+
 def test_only_points_shared_by_two_cores_join():
     trace = Trace("one core", "trn2")
     _barrier(trace, new_storage(), 0)
