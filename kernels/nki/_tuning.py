@@ -1,0 +1,51 @@
+"""Tuning tables: the tunable values a launcher passes its kernel, per (target, shape class), as `nkilab tune` found.
+
+A launcher that has tunables declares, beside its kernel:
+    TUNING_CHOICES = {name: (value, ...)}      the values `nkilab tune` searches (each a compile-time kernel keyword)
+    shape_class(problem) -> str               the table row a problem (the launcher's problem dict) belongs to
+and keeps its table in `<op>.tuning.json` in this folder:
+    {"op": name, "default": {name: value}, "targets": {target: {shape_class: {name: value}}}, "notes": ...}
+`settings` = the default, overlaid by the (target, class) row, overlaid by explicit overrides (`problem["tunables"]`
+in trace mode). The values in a table are modeled choices (the performance model's, not measured).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from pathlib import Path
+
+TABLE_DIR = Path(__file__).resolve().parent
+
+
+def table_path(op: str) -> Path:
+    """Where op `op`'s tuning table lives."""
+    return TABLE_DIR / f"{op}.tuning.json"
+
+
+def load(path: str | os.PathLike) -> dict:
+    """The tuning table at `path` (re-read when the file changes)."""
+    return _load(str(path), os.stat(path).st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _load(path: str, mtime_ns: int) -> dict:
+    with open(path) as fh:
+        return json.load(fh)
+
+
+def settings(table: dict, target: str, shape_class: str, overrides: dict | None = None) -> dict:
+    """{name: value} for a call: the table's default, its (target, shape_class) row, then `overrides` (ValueError
+    naming `tunables` for a name the table does not declare; TypeError when it is not a dict)."""
+    values = dict(table["default"])
+    values.update(table.get("targets", {}).get(target, {}).get(shape_class, {}))
+    if overrides is None:
+        return values
+    if not isinstance(overrides, dict):
+        raise TypeError(f"tunables: must be a dict {{name: value}} or None, got {type(overrides).__name__}")
+    unknown = sorted(set(overrides) - set(values))
+    if unknown:
+        raise ValueError(f"tunables: unknown name(s) {unknown}; {table['op']} declares {sorted(values)}")
+    values.update(overrides)
+    return values
