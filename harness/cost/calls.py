@@ -8,11 +8,12 @@ A `Step` is the work of one step of one replica:
   mixed    a decode batch and one prefill chunk of C tokens in one launch of each kernel (paged attention with
            q_lens (1, ..., 1, C)); logits for the B decode tokens and the chunk's last.          tokens = B + C
 
-Per layer, in order (Llama-style pre-norm block; the issue's list): rms_norm, qkv qmatmul, rope, write_kv_cache,
-paged_attention (attention for prefill), o qmatmul, rms_norm with residual, gate_up qmatmul, silu_mul, down
-qmatmul; then once: the final rms_norm with residual and the lm_head GEMM (vocab split over TP, in the weight
-scheme too). Shapes are per rank (`ModelShape` at the deployment's TP) and come from each op family's own
-`model_problems`, so a call here is exactly the problem `nkilab run` models.
+Per layer (a Llama-style pre-norm block): rms_norm, qkv qmatmul, rope, write_kv_cache, paged_attention (attention
+for prefill), o qmatmul, rms_norm with residual, gate_up qmatmul, silu_mul, down qmatmul; then once: the final
+rms_norm with residual and the lm_head GEMM (vocab split over TP, in the weight scheme too). The layer is derived
+from the op registry: every family's `model_problems` at a one-point grid (per rank: `ModelShape` at the
+deployment's TP), so a call here is exactly a problem `nkilab run` models, and the sum is order-free (calls run
+back to back).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from nkilab.harness.workloads.models import ModelShape
-from nkilab.kernels._registry import get
+from nkilab.kernels._registry import ops_list
 from nkilab.kernels.ops._problem import Problem, Quant
 
 PHASES = ("prefill", "decode", "mixed")
@@ -108,58 +109,67 @@ class Call:
 
     @property
     def is_gemm(self) -> bool:
-        return self.problem.op == "qmatmul"
+        return is_gemm(self.problem)
 
 
-def _grid(rows: int) -> dict:
-    """A one-point grid: every token-wise op at `rows` rows, in either phase."""
-    return dict(batches=(rows,), contexts=(1,), block_sizes=(BLOCK_SIZE,), prefill=(rows,), prefill_gemm=(rows,))
+def is_gemm(problem: Problem) -> bool:
+    """A weight GEMM: the qmatmul family's workload rows name their `projection`."""
+    return "projection" in problem.params
 
 
-def _problems(op: str, model: ModelShape, phase: str, rows: int, quant: Quant | None) -> list[Problem]:
-    return get(op).model_problems(model, phase, _grid(rows), quant, DTYPE)
+def _grid(rows: int, context: int) -> dict:
+    """A one-point grid: every token-wise op at `rows` rows, paged attention at `context`, in either phase."""
+    return dict(batches=(rows,), contexts=(context,), block_sizes=(BLOCK_SIZE,), prefill=(rows,),
+                prefill_gemm=(rows,))
 
 
-def _attention(model: ModelShape, step: Step) -> tuple[str, Problem]:
-    if step.phase == "prefill":
-        return "attention", _problems("attention", model, "prefill", step.prefill, None)[0]
-    grid = dict(_grid(step.batch), contexts=(max(step.contexts),))
-    base = get("paged_attention").model_problems(model, "decode", grid, None, DTYPE)[0]
+def layer_calls(model: ModelShape, phase: str, rows: int, context: int, quant: Quant | None) -> list[Call]:
+    """One layer's calls: every registered op's workload at the one-point grid (`Op.model_problems`, so the layer
+    holds exactly the families the registry declares for the phase), labelled by the op's plot series where an op
+    makes more than one call per layer (qmatmul's projections, rms_norm with and without the residual)."""
+    calls = []
+    for op in ops_list():
+        problems = op.model_problems(model, phase, _grid(rows, context), quant, DTYPE)
+        for problem in problems:
+            label = op.plot.series(problem.record())[1] if op.plot.series and len(problems) > 1 else op.name
+            calls.append(Call(label, problem, model.layers))
+    return calls
+
+
+def _ragged(call: Call, model: ModelShape, step: Step) -> Call:
+    """The paged-attention call (its workload rows count `num_seqs`) at the step's own contexts and query lengths."""
     q_lens = (1,) * step.batch + ((step.prefill,) if step.prefill else ())
     seq_lens = step.contexts + ((step.prefill,) if step.prefill else ())
-    params = dict(base.params, num_seqs=len(seq_lens))
+    params = dict(call.problem.params, num_seqs=len(seq_lens))
     if len(set(seq_lens)) > 1 or step.prefill:
         params.update(q_lens=q_lens, seq_lens=seq_lens)
-    else:
-        params.update(context=seq_lens[0])
-    label = "ragged" if "seq_lens" in params else f"ctx{seq_lens[0]}"
-    name = f"{model.name}/{step.phase}/paged_attention/b{len(seq_lens)}-{label}-bs{BLOCK_SIZE}"
-    return "paged_attention", replace(base, name=name, params=params, tokens=step.tokens)
+        params.pop("context", None)
+        name = f"{call.problem.name.rsplit('/', 1)[0]}/b{len(seq_lens)}-ragged-bs{BLOCK_SIZE}"
+        return replace(call, problem=replace(call.problem, name=name, params=params, tokens=step.tokens))
+    return call
+
+
+def lm_head(model: ModelShape, gemm: Problem, rows: int) -> Problem:
+    """The lm_head GEMM [rows, hidden] x [hidden, vocab / tp], in `gemm`'s family and weight scheme."""
+    return replace(gemm, name=f"{model.name}/{gemm.phase}/lm_head-m{rows}", tokens=rows,
+                   params=dict(m=rows, k=model.hidden, n=model.vocab // model.tp, projection="lm_head"))
 
 
 def step_calls(model: ModelShape, step: Step, quant: Quant | None) -> list[Call]:
     """The calls of one step on one rank of `model` (per-rank shapes: `model.tp`), weights in `quant` (None =
-    bf16), in execution order of one layer, then the final norm and the lm_head."""
+    bf16): one layer's calls x the layer count, then the final rms_norm with residual and the lm_head, once."""
     phase = "prefill" if step.phase == "prefill" else "decode"
-    rows, layers = step.tokens, model.layers
-    norms = {p.params["residual"]: p for p in _problems("rms_norm", model, phase, rows, None)}
-    gemms = {p.params["projection"]: p for p in _problems("qmatmul", model, phase, rows, quant)}
-    attn_name, attn = _attention(model, step)
-    lm_rows = step.logits_rows
-    lm_head = Problem(get("qmatmul"), f"{model.name}/{step.phase}/qmatmul/lm_head-m{lm_rows}", phase,
-                      dict(m=lm_rows, k=model.hidden, n=model.vocab // model.tp, projection="lm_head"), DTYPE,
-                      lm_rows, model.name, quant)
-    return [
-        Call("rms_norm", norms[False], layers),
-        Call("qmatmul qkv", gemms["qkv"], layers),
-        Call("rope", _problems("rope", model, phase, rows, None)[0], layers),
-        Call("write_kv_cache", _problems("write_kv_cache", model, phase, rows, None)[0], layers),
-        Call(attn_name, attn, layers),
-        Call("qmatmul o", gemms["o"], layers),
-        Call("rms_norm+residual", norms[True], layers),
-        Call("qmatmul gate_up", gemms["gate_up"], layers),
-        Call("silu_mul", _problems("silu_mul", model, phase, rows, None)[0], layers),
-        Call("qmatmul down", gemms["down"], layers),
-        Call("final rms_norm+residual", norms[True], 1),
-        Call("qmatmul lm_head", lm_head, 1),
-    ]
+    rows = step.prefill if step.phase == "prefill" else step.tokens
+    layer = [_ragged(c, model, step) if "num_seqs" in c.problem.params else c
+             for c in layer_calls(model, phase, rows, max(step.contexts, default=1), quant)]
+    norm = next(c for c in layer if c.problem.params.get("residual") is True)
+    gemm = next(c for c in layer if c.is_gemm)
+    return layer + [Call(f"final {norm.name}", norm.problem, 1),
+                    Call("lm_head", lm_head(model, gemm.problem, step.logits_rows), 1)]
+
+
+def weight_gemms(model: ModelShape, quant: Quant | None) -> list[tuple[Problem, int]]:
+    """Every weight GEMM of the model on one rank with its count (per-layer projections x layers, the lm_head),
+    at M = 0: what the HBM capacity rule sizes."""
+    layer = [c for c in layer_calls(model, "decode", 0, 1, quant) if c.is_gemm]
+    return [(c.problem, c.count) for c in layer] + [(lm_head(model, layer[0].problem, 0), 1)]

@@ -23,12 +23,11 @@ import math
 from dataclasses import asdict, dataclass, replace
 
 from nkilab.harness.chips import LINKS, NeuronTarget, Target
-from nkilab.harness.cost.calls import Step
+from nkilab.harness.cost.calls import Step, weight_gemms
 from nkilab.harness.cost.estimate import BF16_BYTES, gemm_weight_bytes
 from nkilab.harness.cost.prices import INSTANCES, PRICES
 from nkilab.harness.workloads.models import ModelShape
-from nkilab.kernels._registry import get
-from nkilab.kernels.ops._problem import Problem, Quant
+from nkilab.kernels.ops._problem import Quant
 
 # share of a rank's HBM the weights and KV cache may fill; the rest is the runtime, activations and scratch
 # [ASSUMED: no Neuron or NVIDIA document gives a reserve; 10 % is the usual serving headroom, cf. vLLM's 0.9
@@ -60,17 +59,12 @@ def ranks_per_chip(target: Target) -> int:
     return target.cores if isinstance(target, NeuronTarget) else 1
 
 
-def _gemm(model: ModelShape, k: int, n: int, quant: Quant | None) -> Problem:
-    return Problem(get("qmatmul"), "capacity", "decode", dict(m=0, k=k, n=n), "bfloat16", 0, model.name, quant)
-
-
 def weight_bytes(model: ModelShape, quant: Quant | None) -> float:
     """Bytes of the weights one rank holds (`model.tp` ranks)."""
-    per_layer = sum(gemm_weight_bytes(_gemm(model, k, n, quant)) for k, n in model.projections().values())
-    per_layer += 2 * model.hidden * BF16_BYTES / model.tp  # the two norms' weights
-    lm_head = gemm_weight_bytes(_gemm(model, model.hidden, model.vocab // model.tp, quant))
+    gemms = sum(count * gemm_weight_bytes(problem) for problem, count in weight_gemms(model, quant))
+    norms = (2 * model.layers + 1) * model.hidden * BF16_BYTES / model.tp  # two per layer and the final one
     embedding = model.vocab * model.hidden * BF16_BYTES / model.tp
-    return model.layers * per_layer + lm_head + embedding + model.hidden * BF16_BYTES
+    return gemms + norms + embedding
 
 
 def kv_bytes(model: ModelShape, kv_tokens: int) -> float:

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from nkilab.harness.cost.calls import is_gemm
+
 
 @dataclass(frozen=True)
 class Efficiency:
@@ -38,7 +40,7 @@ _GPU_MEMORY = 0.8  # streaming share of HBM bandwidth a Triton kernel sustains [
 GPU: dict[str, Efficiency] = {
     "gemm": Efficiency(0.75, _GPU_MEMORY, _GPU_LAUNCH_S,
                        "compute 0.75: the Hopper-tuned share [FA3], assumed for Triton GEMMs; memory [ASSUMED]"),
-    "attention": Efficiency(0.35, _GPU_MEMORY, _GPU_LAUNCH_S,
+    "attn": Efficiency(0.35, _GPU_MEMORY, _GPU_LAUNCH_S,
                             "compute 0.35: FlashAttention-2's H100 share [FA3], Triton flash attention being of "
                             "its kind [ASSUMED]; memory [ASSUMED]"),
     "elementwise": Efficiency(0.75, _GPU_MEMORY, _GPU_LAUNCH_S, "memory-bound; memory [ASSUMED]"),
@@ -47,12 +49,14 @@ GPU: dict[str, Efficiency] = {
 # on Neuron: a GEMM nkilab has no kernel for (bf16 weights, or the dequantize-then-matmul baseline)
 NAIVE = Efficiency(0.6, 0.6, None, "MBU 0.6, the NKI guide's 'good in practice' [PG]; compute 0.6 [ASSUMED]")
 
-KERNEL_CLASS = {"qmatmul": "gemm", "attention": "attention", "paged_attention": "attention"}
 
 
-def kernel_class(op: str) -> str:
-    """"gemm" | "attention" | "elementwise" (rms_norm, rope, silu_mul, write_kv_cache)."""
-    return KERNEL_CLASS.get(op, "elementwise")
+def kernel_class(problem) -> str:
+    """"gemm" (the weight GEMMs: their workload rows name a `projection`), "attn" (the attention families'
+    rows count query heads `hq`) or "elementwise" (rms_norm, rope, silu_mul, write_kv_cache)."""
+    if is_gemm(problem):
+        return "gemm"
+    return "attn" if "hq" in problem.params else "elementwise"
 
 
 def roofline_time(flops: float, hbm_bytes: float, peak: float, bandwidth: float, eff: Efficiency) -> float:

@@ -23,14 +23,15 @@ from typing import Callable
 
 from nkilab.harness.cache import Cache, source_hash
 from nkilab.harness.chips import NeuronTarget, Target
+from nkilab.harness.cost.calls import is_gemm
 from nkilab.harness.cost.efficiency import GPU, NAIVE, Efficiency, kernel_class, roofline_time
-from nkilab.harness.perf.model import METHOD, model_trace
+from nkilab.harness.perf.model import model_trace
 from nkilab.kernels import nki
 from nkilab.kernels.ops._problem import Problem
 
 KERNELS = ("nkilab", "naive")
-TRACE_METHOD = f"NKI trace, {METHOD}"
-ROOFLINE_METHOD = "roofline-efficiency model (nkilab.harness.cost.efficiency)"
+TRACE_METHOD = "NKI trace + instruction-level model (nkilab.harness.perf)"
+ROOFLINE_METHOD = "roofline-efficiency model (cost/efficiency.py)"
 BF16_BYTES = 2
 CACHE_VERSION = 1
 
@@ -117,9 +118,9 @@ def call_cost(problem: Problem, target: Target, kernels: str, cache: Cache,
     """The modeled cost of one launch of `problem` on one rank of `target` with `kernels` ("nkilab" | "naive")."""
     if kernels not in KERNELS:
         raise ValueError(f"kernels: must be one of {KERNELS}, got {kernels!r}")
-    gemm = problem.op == "qmatmul"
+    gemm = is_gemm(problem)
     if not isinstance(target, NeuronTarget):
-        eff = GPU[kernel_class(problem.op)]
+        eff = GPU[kernel_class(problem)]
         if gemm:
             return _gemm(problem, target, eff, fused=kernels == "nkilab")
         return _roofline(problem.flops(), problem.hbm_bytes(), target, eff)

@@ -36,7 +36,7 @@ def cost_text(c: TokenCost) -> str:
              f"{'kernel':26s} {'calls':>6s} {'latency':>12s} {'share':>7s}  method"]
     for b in c.breakdown:
         lines.append(f"{b['kernel']:26s} {b['calls']:6d} {b['latency_s'] * 1e3:9.3f} ms {b['share']:7.1%}  "
-                     f"{b['method'][:60]}")
+                     f"{b['method']}")
     price = (f"${c.usd_per_hour:g}/h ({c.price_source})" if c.usd_per_hour is not None
              else f"price unknown: {c.price_reason}")
     lines += [f"step latency {c.latency_s_per_step * 1e3:.3f} ms for {c.tokens_per_step} {c.token_kind} tokens",

@@ -54,18 +54,21 @@ def test_step_latency_is_the_sum_of_the_calls_plus_launches_plus_collectives(fak
             ((0, False) if tp == 1 else (2 * 32 + 1, True))
 
 
+LAYER = {"rms_norm", "qmatmul qkv", "rope", "write_kv_cache", "paged_attention", "qmatmul o", "rms_norm + residual",
+         "qmatmul gate_up", "silu_mul", "qmatmul down"}
+
+
 @pytest.mark.parametrize("model", ["llama-3.1-8b", "qwen2.5-7b"])
 def test_every_layer_call_runs_once_per_layer_then_final_norm_and_lm_head(model):
     calls = step_calls(MODELS[model], DECODE, SCHEMES["int8"])
     per_layer = [c for c in calls if c.count == MODELS[model].layers]
-    assert [c.name for c in per_layer] == ["rms_norm", "qmatmul qkv", "rope", "write_kv_cache", "paged_attention",
-                                           "qmatmul o", "rms_norm+residual", "qmatmul gate_up", "silu_mul",
-                                           "qmatmul down"]
-    assert [(c.name, c.count) for c in calls[len(per_layer):]] == [("final rms_norm+residual", 1),
-                                                                   ("qmatmul lm_head", 1)]
-    prefill = step_calls(MODELS[model], Step("prefill", prefill=256), None)
-    assert prefill[4].name == "attention" and prefill[4].problem.params["sq"] == 256
-    assert prefill[-1].problem.params["m"] == 1  # the last token's logits only
+    assert sorted(c.name for c in per_layer) == sorted(LAYER)  # the ten calls, each once per layer
+    assert [(c.name, c.count) for c in calls[len(per_layer):]] == [("final rms_norm + residual", 1),
+                                                                   ("lm_head", 1)]
+    prefill = {c.name: c.problem.params for c in step_calls(MODELS[model], Step("prefill", prefill=256), None)}
+    assert set(prefill) == LAYER - {"paged_attention"} | {"attention", "final rms_norm + residual", "lm_head"}
+    assert prefill["attention"]["sq"] == 256 and prefill["attention"]["causal"]
+    assert prefill["lm_head"]["m"] == 1  # the last token's logits only
 
 
 def test_tp_splits_the_projections_heads_and_vocab():
@@ -73,7 +76,7 @@ def test_tp_splits_the_projections_heads_and_vocab():
     by_name = {c.name: c.problem.params for c in step_calls(shape, DECODE, SCHEMES["int4"])}
     assert (by_name["qmatmul qkv"]["k"], by_name["qmatmul qkv"]["n"]) == (4096, (16 + 2 * 4) * 128)
     assert (by_name["qmatmul o"]["k"], by_name["qmatmul down"]["k"]) == (2048, 7168)
-    assert by_name["qmatmul lm_head"]["n"] == 128256 // 2
+    assert by_name["lm_head"]["n"] == 128256 // 2
     assert (by_name["paged_attention"]["hq"], by_name["paged_attention"]["hkv"]) == (16, 4)
     # the ring all-reduce: 2 (tp-1)/tp of the activations per layer and collective, plus the link latency
     tgt = get_target("trn1")
@@ -149,7 +152,7 @@ def test_cache_hits_skip_the_computation_and_keys_follow_every_part(tmp_path):
 
 def test_a_traced_call_is_read_back_from_the_cache(tmp_path, monkeypatch):
     monkeypatch.setenv(cache_mod.CACHE_ENV, str(tmp_path))
-    problem = step_calls(LLAMA, Step.decode(1, 64), None)[0].problem  # rms_norm of one row: a small trace
+    problem = next(c.problem for c in step_calls(LLAMA, Step.decode(1, 64), None) if c.name == "rms_norm")  # 1 row
     first = estimate.call_cost(problem, get_target("trn2"), "nkilab", Cache())
     assert first.method.startswith("NKI trace") and first.latency_s > 0 and first.launch_s == 19e-6
 
@@ -163,10 +166,12 @@ def test_a_traced_call_is_read_back_from_the_cache(tmp_path, monkeypatch):
 
 
 def test_naive_gemms_dequantize_then_multiply_and_bf16_has_no_nki_gemm(tmp_path):
-    gemm = step_calls(LLAMA, DECODE, SCHEMES["int4"])[7].problem  # gate_up at M = 8
+    def gate_up(quant):
+        return next(c.problem for c in step_calls(LLAMA, DECODE, quant) if c.name == "qmatmul gate_up")  # M = 8
+
     tgt = get_target("inf2")
-    naive = estimate.call_cost(gemm, tgt, "naive", Cache(tmp_path))
-    bf16 = estimate.call_cost(step_calls(LLAMA, DECODE, None)[7].problem, tgt, "nkilab", Cache(tmp_path))
+    naive = estimate.call_cost(gate_up(SCHEMES["int4"]), tgt, "naive", Cache(tmp_path))
+    bf16 = estimate.call_cost(gate_up(None), tgt, "nkilab", Cache(tmp_path))
     k, n = 4096, 2 * 14336
     bw = tgt.bandwidth(lnc=1) * 0.6
     packed = k * n / 2 + (k // 128) * n * 4
@@ -197,7 +202,11 @@ def test_steps_reject_bad_input():
         Step("decode", (), 4)
     with pytest.raises(ValueError, match="scheme: must be one of"):
         compose("llama-3.1-8b", DECODE, "int3", "inf2")
-    ragged = step_calls(LLAMA, Step.decode(3, contexts=(5, 600, 70)), None)[4].problem.params
-    assert ragged["seq_lens"] == (5, 600, 70) and ragged["q_lens"] == (1, 1, 1)
-    mixed = step_calls(LLAMA, Step("mixed", (100, 200), 64), None)
-    assert mixed[1].problem.params["m"] == 66 and mixed[4].problem.params["q_lens"] == (1, 1, 64)
+    def calls(step):
+        return {c.name: c.problem.params for c in step_calls(LLAMA, step, None)}
+
+    ragged = calls(Step.decode(3, contexts=(5, 600, 70)))["paged_attention"]
+    assert ragged["seq_lens"] == (5, 600, 70) and ragged["q_lens"] == (1, 1, 1) and "context" not in ragged
+    mixed = calls(Step("mixed", (100, 200), 64))
+    assert mixed["qmatmul qkv"]["m"] == 66 and mixed["paged_attention"]["q_lens"] == (1, 1, 64)
+    assert mixed["lm_head"]["m"] == 3
