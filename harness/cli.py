@@ -207,8 +207,7 @@ def cmd_run(args, command: str) -> int:
     report = _write_folder(records, out, command=command, wall_s=wall, plots=not args.no_plots,
                            calibration=calibration)
     if not args.no_cost:
-        cost_cli.append_to_run(out, report, model=config.model, phases=config.phases, targets=config.targets,
-                               quick=args.quick, console=console)
+        cost_cli.append_to_run(out, report, config, quick=args.quick, console=console)
     failed = sum(r["status"] in ("failed", "error") for r in records)
     console.print(f"wrote {out}/results.jsonl ({len(records)} records), {report}; {wall:.1f} s; "
                   f"{failed} failed or errored")

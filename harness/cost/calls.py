@@ -10,7 +10,8 @@ A `Step` is the work of one step of one replica:
 
 Per layer (a Llama-style pre-norm block): rms_norm, qkv qmatmul, rope, write_kv_cache, paged_attention (attention
 for prefill), o qmatmul, rms_norm with residual, gate_up qmatmul, silu_mul, down qmatmul; then once: the final
-rms_norm with residual and the lm_head GEMM (vocab split over TP, in the weight scheme too). The layer is derived
+rms_norm with residual and the lm_head GEMM (vocab split over TP, in the weight scheme too; run as launches of at
+most LM_HEAD_COLUMNS columns each). The layer is derived
 from the op registry: every family's `model_problems` at a one-point grid (per rank: `ModelShape` at the
 deployment's TP), so a call here is exactly a problem `nkilab run` models, and the sum is order-free (calls run
 back to back).
@@ -18,6 +19,7 @@ back to back).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 from nkilab.harness.workloads.models import ModelShape
@@ -26,6 +28,9 @@ from nkilab.kernels.ops._problem import Problem, Quant
 
 PHASES = ("prefill", "decode", "mixed")
 BLOCK_SIZE = 32  # paged-cache block of the composed decode (the default grid's)
+# the lm_head runs in launches of at most this many vocab columns: its N tiles are independent, and a trace of the
+# whole 128k-column GEMM would take the emulator ~10x longer than the layer's largest projection
+LM_HEAD_COLUMNS = 16384
 DTYPE = "bfloat16"  # activations and KV cache
 
 
@@ -149,10 +154,18 @@ def _ragged(call: Call, model: ModelShape, step: Step) -> Call:
     return call
 
 
-def lm_head(model: ModelShape, gemm: Problem, rows: int) -> Problem:
-    """The lm_head GEMM [rows, hidden] x [hidden, vocab / tp], in `gemm`'s family and weight scheme."""
-    return replace(gemm, name=f"{model.name}/{gemm.phase}/lm_head-m{rows}", tokens=rows,
-                   params=dict(m=rows, k=model.hidden, n=model.vocab // model.tp, projection="lm_head"))
+def lm_head(model: ModelShape, gemm: Problem, rows: int, columns: int | None = None) -> Problem:
+    """The lm_head GEMM [rows, hidden] x [hidden, columns] (default vocab / tp), in `gemm`'s family and scheme."""
+    n = model.vocab // model.tp if columns is None else columns
+    return replace(gemm, name=f"{model.name}/{gemm.phase}/lm_head-m{rows}-n{n}", tokens=rows,
+                   params=dict(m=rows, k=model.hidden, n=n, projection="lm_head"))
+
+
+def lm_head_launches(model: ModelShape) -> tuple[int, int]:
+    """(launches, columns each): the rank's vocab / tp columns in launches of at most LM_HEAD_COLUMNS."""
+    n = model.vocab // model.tp
+    launches = math.ceil(n / LM_HEAD_COLUMNS)
+    return launches, math.ceil(n / launches)
 
 
 def step_calls(model: ModelShape, step: Step, quant: Quant | None) -> list[Call]:
@@ -164,8 +177,9 @@ def step_calls(model: ModelShape, step: Step, quant: Quant | None) -> list[Call]
              for c in layer_calls(model, phase, rows, max(step.contexts, default=1), quant)]
     norm = next(c for c in layer if c.problem.params.get("residual") is True)
     gemm = next(c for c in layer if c.is_gemm)
+    launches, columns = lm_head_launches(model)
     return layer + [Call(f"final {norm.name}", norm.problem, 1),
-                    Call("lm_head", lm_head(model, gemm.problem, step.logits_rows), 1)]
+                    Call("lm_head", lm_head(model, gemm.problem, step.logits_rows, columns), launches)]
 
 
 def weight_gemms(model: ModelShape, quant: Quant | None) -> list[tuple[Problem, int]]:

@@ -22,6 +22,7 @@ from nkilab.harness.cost.composer import SCHEMES, compose
 from nkilab.harness.cost.estimate import KERNELS
 from nkilab.harness.cost.prices import INSTANCES, parse_overrides
 from nkilab.harness.cost.report import cost_text, run_section
+from nkilab.harness.workloads.grids import GRIDS
 from nkilab.harness.workloads.models import DEFAULT_MODEL, MODELS
 
 
@@ -90,18 +91,23 @@ def cmd_cost(args, command: str) -> int:
     return 0
 
 
-def append_to_run(out_dir: str, report_path: str, *, model: str, phases, targets, quick: bool, console) -> None:
-    """`nkilab run`'s hook: the headline cost table and the waterfall appended to report.md (PNG beside it).
-    `quick`: decode batch 8 at context 512, bf16 and int4 only, so the CI smoke stays short."""
+def append_to_run(out_dir: str, report_path: str, config, *, quick: bool, console) -> None:
+    """`nkilab run`'s hook: the headline cost table and the waterfall appended to report.md (PNGs beside it).
+
+    At the run's model and phases: decode batch 8 at context 2048 (the run's headline point) and prefill at the
+    grid's longest prefill GEMM length, every scheme, on the first of the run's targets that has a priced instance
+    and on the GPUs. `quick` (CI smoke): decode batch 8 at context 512, bf16 and int4 only. `nkilab cost` gives any
+    other point."""
+    prefill = GRIDS[config.grid]["prefill_gemm"][-1]
     steps = [Step.decode(8, 512)] if quick else (
-        ([Step.decode(8, 4096)] if "decode" in phases else []) + ([Step("prefill", prefill=4096)]
-                                                                 if "prefill" in phases else []))
-    priced = [t for t in targets if any(i.target == t for i in INSTANCES.values())]
+        ([Step.decode(8, 2048)] if "decode" in config.phases else [])
+        + ([Step("prefill", prefill=prefill)] if "prefill" in config.phases else []))
+    neuron = [t for t in config.targets if any(i.target == t for i in INSTANCES.values())][:1]
+    targets = neuron + list(GPU_TARGETS)
     schemes = ("bf16", "int4") if quick else tuple(SCHEMES)
     with console.status("cost of a token: composing decoder steps") as status:
-        lines = run_section(out_dir, model=model, steps=steps, targets=priced + list(GPU_TARGETS), schemes=schemes,
+        lines = run_section(out_dir, model=config.model, steps=steps, targets=targets, schemes=schemes,
                             progress=lambda line: status.update(f"cost of a token: {line}"))
     with open(report_path, "a") as fh:
         fh.write("\n" + "\n".join(lines) + "\n")
-    console.print(f"cost of a token: {len(steps)} step(s) x {len(priced) + len(GPU_TARGETS)} targets appended to "
-                  f"{report_path}")
+    console.print(f"cost of a token: {len(steps)} step(s) x {len(targets)} targets appended to {report_path}")

@@ -41,8 +41,8 @@ GPU: dict[str, Efficiency] = {
     "gemm": Efficiency(0.75, _GPU_MEMORY, _GPU_LAUNCH_S,
                        "compute 0.75: the Hopper-tuned share [FA3], assumed for Triton GEMMs; memory [ASSUMED]"),
     "attn": Efficiency(0.35, _GPU_MEMORY, _GPU_LAUNCH_S,
-                            "compute 0.35: FlashAttention-2's H100 share [FA3], Triton flash attention being of "
-                            "its kind [ASSUMED]; memory [ASSUMED]"),
+                       "compute 0.35: FlashAttention-2's H100 share [FA3], Triton flash attention being of its kind "
+                       "[ASSUMED]; memory [ASSUMED]"),
     "elementwise": Efficiency(0.75, _GPU_MEMORY, _GPU_LAUNCH_S, "memory-bound; memory [ASSUMED]"),
 }
 

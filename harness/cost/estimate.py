@@ -10,14 +10,14 @@
                      stay nkilab's.
 
 Traced estimates are cached (`nkilab.harness.cache`) by the source hash of the NKI kernels, the emulator, the
-performance model and the chip table, the problem (its backend spec and shape parameters) and the target: a
-second composition of the same step reads them back instead of tracing.
+performance model and the chip table, the problem (its backend spec and shape parameters) and the target's core
+tables (`core_key`): a second composition of the same step reads them back instead of tracing.
 """
 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -67,9 +67,18 @@ def model_source_hash() -> str:
                         harness / "chips.py"])
 
 
+def core_key(target: NeuronTarget) -> dict:
+    """What a trace and its modeled time depend on in a target row: everything but its name, description and
+    power (so inf2 and trn1, one NeuronCore-v2 with the same HBM share, share their cached traces)."""
+    row = asdict(target)
+    for name in ("name", "description", "power_w", "power_source", "idle_share"):
+        row.pop(name)
+    return row
+
+
 def _traced(problem: Problem, target: NeuronTarget, cache: Cache, progress: Callable[[str], None] | None) -> dict:
     key = {"v": CACHE_VERSION, "what": "nki-estimate", "source": model_source_hash(), "op": problem.op,
-           "spec": problem.spec(), "params": problem.params, "target": target.name}
+           "spec": problem.spec(), "params": problem.params, "core": core_key(target)}
 
     def compute() -> dict:
         if progress is not None:

@@ -4,6 +4,7 @@ and the waterfall PNG. Every figure shown is modeled (the tables say so); `run_s
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Callable
 
@@ -22,6 +23,7 @@ HEADLINE_HEADER = ("model", "phase", "target", "instance", "scheme", "tp", "toke
                    "$/Mtoken", "kind")
 WATERFALL_HEADER = ("step", "target", "scheme", "kernels", "tp", "$/Mtoken", "Δ$ %", "J/token", "ΔJ %", "kind")
 WATERFALL_PNG = "cost_waterfall.png"
+COST_JSON = "cost.json"
 
 
 def _num(x, fmt: str) -> str:
@@ -90,17 +92,22 @@ def waterfall_png(steps: list[WaterfallStep], path: str, title: str) -> str:
 def run_section(out_dir: str, *, model: str, steps: list[Step], targets, cache: Cache | None = None,
                 schemes=tuple(SCHEMES), progress: Callable[[str], None] | None = None) -> list[str]:
     """Compose the headline table (every step x target x scheme) and one waterfall per step (the first Neuron
-    target), write the waterfall PNGs into `out_dir`; returns the report.md lines. Unplaceable points (a
-    deployment that does not fit) are listed with the reason."""
+    target), write the waterfall PNGs and `cost.json` (every composed point as `TokenCost.to_dict`, and the
+    waterfalls) into `out_dir`; returns the report.md lines. Points whose deployment does not fit are listed with
+    the reason."""
     cache = cache if cache is not None else Cache()
     rows, skipped, lines = [], [], ["## Cost of a token (modeled: nkilab.harness.cost)", ""]
+    stored = {"headline": [], "waterfalls": []}
     for step in steps:
         for target in targets:
             for scheme in schemes:
                 try:
-                    rows.append(headline_row(compose(model, step, scheme, target, cache=cache, progress=progress)))
+                    cost = compose(model, step, scheme, target, cache=cache, progress=progress)
                 except ValueError as exc:
                     skipped.append(f"- {step.phase} {target} {scheme}: {exc}")
+                    continue
+                rows.append(headline_row(cost))
+                stored["headline"].append(cost.to_dict())
     lines += ["Per step of one replica: every kernel call of every layer modeled (NKI traces on Neuron, the "
               "roofline-efficiency model on GPUs and for GEMMs without an NKI kernel), plus launch costs and TP "
               "collectives; $/Mtoken from on-demand prices with their source (`nkilab cost --json` shows it).", ""]
@@ -114,4 +121,7 @@ def run_section(out_dir: str, *, model: str, steps: list[Step], targets, cache: 
         waterfall_png(wf, os.path.join(out_dir, name), title)
         lines += [f"### Waterfall: {title}", "", f"![waterfall]({name})", ""]
         lines += markdown_table(WATERFALL_HEADER, [waterfall_row(s) for s in wf])
+        stored["waterfalls"].append({"title": title, "steps": [s.to_dict() for s in wf]})
+    with open(os.path.join(out_dir, COST_JSON), "w") as fh:
+        json.dump(stored, fh, indent=1)
     return lines

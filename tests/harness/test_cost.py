@@ -2,14 +2,18 @@
 capacity rule, prices (a missing one is None with a reason), the JSON fields, the cache's hit path, the waterfall."""
 
 import json
+import os
+from types import SimpleNamespace
 
 import pytest
+from rich.console import Console
 
 from nkilab.harness import cache as cache_mod
 from nkilab.harness.cache import Cache, get_or_compute, key_of
 from nkilab.harness.chips import LINKS, get_target
 from nkilab.harness.cli import main
 from nkilab.harness.cost import composer, estimate
+from nkilab.harness.cost.cli import append_to_run
 from nkilab.harness.cost.calls import Step, step_calls
 from nkilab.harness.cost.composer import SCHEMES, compose
 from nkilab.harness.cost.deployment import USABLE_HBM, collective_time, deploy, kv_bytes, weight_bytes
@@ -63,8 +67,10 @@ def test_every_layer_call_runs_once_per_layer_then_final_norm_and_lm_head(model)
     calls = step_calls(MODELS[model], DECODE, SCHEMES["int8"])
     per_layer = [c for c in calls if c.count == MODELS[model].layers]
     assert sorted(c.name for c in per_layer) == sorted(LAYER)  # the issue's ten calls, each once per layer
-    assert [(c.name, c.count) for c in calls[len(per_layer):]] == [("final rms_norm + residual", 1),
-                                                                   ("lm_head", 1)]
+    final, head = calls[len(per_layer):]
+    assert (final.name, final.count, head.name) == ("final rms_norm + residual", 1, "lm_head")
+    vocab = MODELS[model].vocab  # in launches of at most 16384 columns that cover the vocab once
+    assert head.count == -(-vocab // 16384) and vocab <= head.count * head.problem.params["n"] < vocab + head.count
     prefill = {c.name: c.problem.params for c in step_calls(MODELS[model], Step("prefill", prefill=256), None)}
     assert set(prefill) == LAYER - {"paged_attention"} | {"attention", "final rms_norm + residual", "lm_head"}
     assert prefill["attention"]["sq"] == 256 and prefill["attention"]["causal"]
@@ -76,7 +82,8 @@ def test_tp_splits_the_projections_heads_and_vocab():
     by_name = {c.name: c.problem.params for c in step_calls(shape, DECODE, SCHEMES["int4"])}
     assert (by_name["qmatmul qkv"]["k"], by_name["qmatmul qkv"]["n"]) == (4096, (16 + 2 * 4) * 128)
     assert (by_name["qmatmul o"]["k"], by_name["qmatmul down"]["k"]) == (2048, 7168)
-    assert by_name["lm_head"]["n"] == 128256 // 2
+    head = next(c for c in step_calls(shape, DECODE, None) if c.name == "lm_head")
+    assert head.count * head.problem.params["n"] == 128256 // 2
     assert (by_name["paged_attention"]["hq"], by_name["paged_attention"]["hkv"]) == (16, 4)
     # the ring all-reduce: 2 (tp-1)/tp of the activations per layer and collective, plus the link latency
     tgt = get_target("trn1")
@@ -153,7 +160,7 @@ def test_cache_hits_skip_the_computation_and_keys_follow_every_part(tmp_path):
 def test_a_traced_call_is_read_back_from_the_cache(tmp_path, monkeypatch):
     monkeypatch.setenv(cache_mod.CACHE_ENV, str(tmp_path))
     problem = next(c.problem for c in step_calls(LLAMA, Step.decode(1, 64), None) if c.name == "rms_norm")  # 1 row
-    first = estimate.call_cost(problem, get_target("trn2"), "nkilab", Cache())
+    first = estimate.call_cost(problem, get_target("inf2"), "nkilab", Cache())
     assert first.method.startswith("NKI trace") and first.latency_s > 0 and first.launch_s == 19e-6
 
     def no_trace(*args, **kwargs):
@@ -161,8 +168,12 @@ def test_a_traced_call_is_read_back_from_the_cache(tmp_path, monkeypatch):
 
     monkeypatch.setattr(estimate.nki, "trace", no_trace)
     again = Cache()
-    assert estimate.call_cost(problem, get_target("trn2"), "nkilab", again) == first
-    assert (again.hits, again.misses) == (1, 0)
+    assert estimate.call_cost(problem, get_target("inf2"), "nkilab", again) == first
+    # trn1 is the same NeuronCore-v2 with the same HBM share: its trace is inf2's
+    assert estimate.call_cost(problem, get_target("trn1"), "nkilab", again) == first
+    assert (again.hits, again.misses) == (2, 0)
+    with pytest.raises(AssertionError, match="traced again"):  # trn2 (NeuronCore-v3) is another core: a miss
+        estimate.call_cost(problem, get_target("trn2"), "nkilab", again)
 
 
 def test_naive_gemms_dequantize_then_multiply_and_bf16_has_no_nki_gemm(tmp_path):
@@ -210,3 +221,18 @@ def test_steps_reject_bad_input():
     mixed = calls(Step("mixed", (100, 200), 64))
     assert mixed["qmatmul qkv"]["m"] == 66 and mixed["paged_attention"]["q_lens"] == (1, 1, 64)
     assert mixed["lm_head"]["m"] == 3
+
+
+def test_the_run_hook_appends_the_cost_table_and_waterfall(fake, tmp_path, monkeypatch):
+    monkeypatch.setenv(cache_mod.CACHE_ENV, str(tmp_path / "cache"))
+    report = tmp_path / "report.md"
+    report.write_text("# run\n")
+    config = SimpleNamespace(model="llama-3.1-8b", phases=("decode",), targets=("trn3", "inf2"), grid="quick")
+    append_to_run(str(tmp_path), str(report), config, quick=False, console=Console(file=open(os.devnull, "w")))
+    text = report.read_text()
+    assert text.startswith("# run\n") and "## Cost of a token (modeled" in text and "### Waterfall" in text
+    assert text.count("| llama-3.1-8b | decode |") == 3 * 4  # inf2 (trn3 has no instance), h100, h200 x 4 schemes
+    assert (tmp_path / "cost_waterfall.png").stat().st_size > 0
+    stored = json.loads((tmp_path / "cost.json").read_text())
+    assert len(stored["headline"]) == 12 and [s["target"] for s in stored["waterfalls"][0]["steps"]][:2] == \
+        ["h100", "inf2"]
