@@ -11,7 +11,7 @@ A `Step` is the work of one step of one replica:
 Per layer (a Llama-style pre-norm block): rms_norm, qkv qmatmul, rope, write_kv_cache, paged_attention (attention
 for prefill), o qmatmul, rms_norm with residual, gate_up qmatmul, silu_mul, down qmatmul; then once: the final
 rms_norm with residual and the lm_head GEMM (vocab split over TP, in the weight scheme too; run as launches of at
-most LM_HEAD_COLUMNS columns each). The layer is derived
+most LM_HEAD_COLUMNS columns each; GEMMs of more than GEMM_ROWS rows run as launches of at most that many). The layer is derived
 from the op registry: every family's `model_problems` at a one-point grid (per rank: `ModelShape` at the
 deployment's TP), so a call here is exactly a problem `nkilab run` models, and the sum is order-free (calls run
 back to back).
@@ -31,6 +31,11 @@ BLOCK_SIZE = 32  # paged-cache block of the composed decode (the default grid's)
 # the lm_head runs in launches of at most this many vocab columns: its N tiles are independent, and a trace of the
 # whole 128k-column GEMM would take the emulator ~10x longer than the layer's largest projection
 LM_HEAD_COLUMNS = 16384
+# a GEMM of more rows runs as launches of at most this many (a chunked prefill's GEMMs): the kernel's M blocks are
+# independent, so the trace of one launch x launches stands for the whole; it re-dequantizes each weight tile once
+# per launch (one launch of every row does so once per M block of its own) and pays a launch cost per chunk. The
+# emulator traces a 4096-row GEMM of the 8B model's MLP in minutes; one of 1024 rows in a quarter of that
+GEMM_ROWS = 1024
 DTYPE = "bfloat16"  # activations and KV cache
 
 
@@ -141,7 +146,7 @@ def layer_calls(model: ModelShape, phase: str, rows: int, context: int, quant: Q
     return calls
 
 
-def _ragged(call: Call, model: ModelShape, step: Step) -> Call:
+def _ragged(call: Call, step: Step) -> Call:
     """The paged-attention call (its workload rows count `num_seqs`) at the step's own contexts and query lengths."""
     q_lens = (1,) * step.batch + ((step.prefill,) if step.prefill else ())
     seq_lens = step.contexts + ((step.prefill,) if step.prefill else ())
@@ -152,6 +157,18 @@ def _ragged(call: Call, model: ModelShape, step: Step) -> Call:
         name = f"{call.problem.name.rsplit('/', 1)[0]}/b{len(seq_lens)}-ragged-bs{BLOCK_SIZE}"
         return replace(call, problem=replace(call.problem, name=name, params=params, tokens=step.tokens))
     return call
+
+
+def _chunked(call: Call) -> Call:
+    """A GEMM call of more than GEMM_ROWS rows as equal launches of at most GEMM_ROWS rows."""
+    if not call.is_gemm or call.problem.params["m"] <= GEMM_ROWS:
+        return call
+    m = call.problem.params["m"]
+    launches = math.ceil(m / GEMM_ROWS)
+    rows = math.ceil(m / launches)
+    problem = replace(call.problem, name=f"{call.problem.name}-chunk{rows}", tokens=rows,
+                      params=dict(call.problem.params, m=rows))
+    return replace(call, problem=problem, count=call.count * launches)
 
 
 def lm_head(model: ModelShape, gemm: Problem, rows: int, columns: int | None = None) -> Problem:
@@ -170,10 +187,11 @@ def lm_head_launches(model: ModelShape) -> tuple[int, int]:
 
 def step_calls(model: ModelShape, step: Step, quant: Quant | None) -> list[Call]:
     """The calls of one step on one rank of `model` (per-rank shapes: `model.tp`), weights in `quant` (None =
-    bf16): one layer's calls x the layer count, then the final rms_norm with residual and the lm_head, once."""
+    bf16): one layer's calls x the layer count (GEMMs of more than GEMM_ROWS rows in chunks), then the final
+    rms_norm with residual and the lm_head."""
     phase = "prefill" if step.phase == "prefill" else "decode"
     rows = step.prefill if step.phase == "prefill" else step.tokens
-    layer = [_ragged(c, model, step) if "num_seqs" in c.problem.params else c
+    layer = [_chunked(_ragged(c, step) if "num_seqs" in c.problem.params else c)
              for c in layer_calls(model, phase, rows, max(step.contexts, default=1), quant)]
     norm = next(c for c in layer if c.problem.params.get("residual") is True)
     gemm = next(c for c in layer if c.is_gemm)

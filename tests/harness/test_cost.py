@@ -75,6 +75,10 @@ def test_every_layer_call_runs_once_per_layer_then_final_norm_and_lm_head(model)
     assert set(prefill) == LAYER - {"paged_attention"} | {"attention", "final rms_norm + residual", "lm_head"}
     assert prefill["attention"]["sq"] == 256 and prefill["attention"]["causal"]
     assert prefill["lm_head"]["m"] == 1  # the last token's logits only
+    long = {c.name: c for c in step_calls(MODELS[model], Step("prefill", prefill=4000), None)}
+    gate_up = long["qmatmul gate_up"]  # 4000 rows as 4 launches of 1000 per layer
+    assert (gate_up.count, gate_up.problem.params["m"]) == (4 * MODELS[model].layers, 1000)
+    assert long["rms_norm"].problem.params["rows"] == 4000 and long["attention"].problem.params["sq"] == 4000
 
 
 def test_tp_splits_the_projections_heads_and_vocab():
