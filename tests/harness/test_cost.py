@@ -18,7 +18,7 @@ from nkilab.harness.cost.calls import Step, step_calls
 from nkilab.harness.cost.composer import SCHEMES, compose
 from nkilab.harness.cost.deployment import USABLE_HBM, collective_time, deploy, kv_bytes, weight_bytes
 from nkilab.harness.cost.estimate import CallCost
-from nkilab.harness.cost.prices import PRICES, price_of
+from nkilab.harness.cost.prices import INSTANCES, PRICES, price_of
 from nkilab.harness.cost.waterfall import STEPS, waterfall
 from nkilab.harness.workloads.models import MODELS
 
@@ -240,3 +240,9 @@ def test_the_run_hook_appends_the_cost_table_and_waterfall(fake, tmp_path, monke
     stored = json.loads((tmp_path / "cost.json").read_text())
     assert len(stored["headline"]) == 12 and [s["target"] for s in stored["waterfalls"][0]["steps"]][:2] == \
         ["h100", "inf2"]
+
+
+def test_every_priced_target_has_a_link_row_with_its_source():
+    for target in {i.target for i in INSTANCES.values()}:
+        link = LINKS[target]
+        assert link.bw > 0 and link.latency_s > 0 and "[" in link.source, target
