@@ -16,7 +16,7 @@ from nkilab.harness.sweep.tasks import sweep_run_config
 from nkilab.harness.tune.search import tune, updated_table, write_table
 from nkilab.harness.workloads import DEFAULT_MODEL, GRIDS, MODELS, PHASES
 from nkilab.kernels._registry import OPS
-from nkilab.kernels.nki import _tuning
+from nkilab.kernels.nki import launch_tuning as tuning
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -41,11 +41,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def cmd_tune(args, command: str) -> int:
     out = console()
-    path = args.table or str(_tuning.table_path(args.kernel))
+    path = args.table or str(tuning.table_path(args.kernel))
     if not os.path.exists(path):
         out.print(f"{args.kernel} has no tuning table at {path} (its launcher declares no tunables)")
         return 2
-    table = _tuning.load(path)
+    table = tuning.load(path)
     folder = args.out or os.path.join("runs", time.strftime("tune-%Y%m%dT%H%M%SZ", time.gmtime()))
     os.makedirs(folder, exist_ok=True)
     t0 = time.perf_counter()

@@ -2,7 +2,7 @@
 (target, shape class) into the kernel's tuning table.
 
 The kernel's NKI launcher declares `TUNING_CHOICES` ({name: values}) and `shape_class(problem)` (see
-`nkilab.kernels.nki._tuning`). Each (problem, target, config) is one sweep task (`harness.sweep.tasks`), so the
+`nkilab.kernels.nki.launch_tuning`). Each (problem, target, config) is one sweep task (`harness.sweep.tasks`), so the
 cache, Ray and the error records are the sweep's. A config whose trace the emulator refuses (capacity, ISA rules:
 the task raises) or that the launcher declines is rejected for its shape class, with the reason kept. Among the
 configs that ran on every problem of a class, the one with the smallest summed modeled latency wins; "before" is
@@ -17,12 +17,12 @@ import os
 import random
 from dataclasses import dataclass, field
 
+from nkilab.harness.profile import RunConfig, Task
 from nkilab.harness.sweep.runner import sweep
 from nkilab.harness.sweep.tasks import SweepTask, with_config
-from nkilab.harness.profile import RunConfig, Task
 from nkilab.harness.workloads import model_problems
 from nkilab.kernels import _registry
-from nkilab.kernels.nki import _tuning
+from nkilab.kernels.nki import launch_tuning as tuning
 
 
 @dataclass
@@ -74,7 +74,7 @@ def plan_tuning(op: str, *, model: str, grid: str, phases, targets, table: dict,
             for problem in model_problems(model, phase=phase, grid=grid, ops=(op,)):
                 cls = shape_class({**problem.params, **problem.spec()})
                 classes.setdefault((target, cls), []).append(problem)
-                current = _tuning.settings(table, target, cls)
+                current = tuning.settings(table, target, cls)
                 for config in [current] + [c for c in configs if c != current]:
                     task = with_config(Task("model", op, "nki", target, problem), config)
                     tasks.append(SweepTask(task, tuple(sorted(config.items())), run))
@@ -97,7 +97,7 @@ def tune(op: str, results_path: str, *, model: str, grid: str, phases, targets, 
 
 
 def _best(target, cls, problems, by, table) -> ClassResult:
-    before = _tuning.settings(table, target, cls)
+    before = tuning.settings(table, target, cls)
     totals, rejected = {}, {}
     for config in {c for p in problems for c in by[(target, p.name)]}:
         total = 0.0

@@ -12,13 +12,13 @@ import numpy as np
 from nkilab.kernels._adapter import numpy_dtype
 from nkilab.reference.dtypes import itemsize
 
-from . import _tuning
+from . import launch_tuning as tuning
 from ._launch import DTYPES, EMPTY_REASON, launch, neuron_target
 from ._tiling import PMAX
 from .rms_norm import rms_norm_kernel, sbuf_tiles
 
 SBUF_BUDGET_BYTES = 160 * 1024  # per partition, of the 192 KiB NeuronCore-v2 SBUF (the smallest generation)
-# what `nkilab tune` searches (`_tuning`); 256 rows exceed the 128 partitions: the emulator refuses it, tune rejects it
+# what `nkilab tune` searches (`launch_tuning`); 256 rows exceed the 128 partitions: the emulator refuses it, tune rejects it
 TUNING_CHOICES = {"rows_per_tile": (16, 32, 64, 128, 256)}
 
 
@@ -29,7 +29,7 @@ def shape_class(problem: dict) -> str:
 
 def tuned(problem: dict, target: str) -> dict:
     """The kernel's tunable keywords for `problem` on `target`: rms_norm.tuning.json, then `problem["tunables"]`."""
-    return _tuning.settings(_tuning.load(_tuning.table_path("rms_norm")), target, shape_class(problem),
+    return tuning.settings(tuning.load(tuning.table_path("rms_norm")), target, shape_class(problem),
                             problem.get("tunables"))
 
 

@@ -11,7 +11,7 @@ The backend contract a launcher module fulfils:
     traceable(problem, target)            NKI launchers only: (kernel, args, kwargs) at `problem`'s real shapes for
                                           the emulator's trace mode on `target` (zeros as data)
     TUNING_CHOICES, shape_class(problem)  NKI launchers with tunables, optional: what `nkilab tune` searches and the
-                                          tuning-table row of a problem (`nkilab.kernels.nki._tuning`); trace mode
+                                          tuning-table row of a problem (`nkilab.kernels.nki.launch_tuning`); trace mode
                                           passes a config as `problem["tunables"]`
 """
 

@@ -9,6 +9,7 @@ import os
 
 import pytest
 
+from nkilab.harness import profile, record_cache
 from nkilab.harness.cli import main
 from nkilab.harness.report.records import PERF_FIELDS, read_jsonl, validate_record
 from nkilab.harness.sweep import tasks as sweep_tasks
@@ -159,3 +160,24 @@ def test_cli_sweep_streams_resumes_and_reports(tmp_path, capsys):
     assert "--resume" in capsys.readouterr().out
     assert main(args + ["--resume", str(out)]) == 0
     assert read_jsonl(str(out / "results.jsonl")) == records
+
+
+def test_the_cache_misses_when_the_modeled_sources_change(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    sweep(small_plan(cache), str(tmp_path / "a.jsonl"), workers=1)
+    monkeypatch.setattr(record_cache, "model_source_hash", lambda: "an edited kernel or model constant")
+    again = sweep(small_plan(cache), str(tmp_path / "b.jsonl"), workers=1)
+    assert {r["cache"] for r in again} == {"miss"}
+
+
+def test_bench_reads_a_modeled_record_back_from_the_cache(tmp_path, monkeypatch, capsys):
+    args = ["bench", "--kernel", "silu_mul", "--model", "llama-3.1-8b", "--grid", "quick", "--cache", str(tmp_path)]
+    assert main(args) == 0
+    first = capsys.readouterr().out
+
+    def no_trace(*a, **k):
+        raise AssertionError("traced again despite the cache")
+
+    monkeypatch.setattr(profile.nki, "trace", no_trace)
+    assert main(args) == 0
+    assert capsys.readouterr().out == first

@@ -1,4 +1,5 @@
-"""Tuning tables: the tunable values a launcher passes its kernel, per (target, shape class), as `nkilab tune` found.
+"""Host side of the tuning tables: the tunable values a launcher passes its kernel, per (target, shape class), as
+`nkilab tune` found them.
 
 A launcher that has tunables declares, beside its kernel:
     TUNING_CHOICES = {name: (value, ...)}      the values `nkilab tune` searches (each a compile-time kernel keyword)
