@@ -1,6 +1,6 @@
 """`nkilab tune --kernel K [--model M] [--targets T,...]`: search K's tunables on the performance model and write
-the best config per (target, shape class) into K's tuning table (`kernels/nki/<K>.tuning.json`, which its launcher
-reads). Prints, per shape, the modeled latency before (the table's config) and after (the best found)."""
+the best config per (target, shape class) into K's tuning table (`kernels/nki/launch_<K>.tuning.json`, which its
+launcher reads). Prints, per shape, the modeled latency before (the table's config) and after (the best found)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from rich.table import Table
 from nkilab.harness.chips import NEURON_TARGETS
 from nkilab.harness.cli_args import add_cache_arguments, console, csv_of
 from nkilab.harness.sweep.tasks import sweep_run_config
-from nkilab.harness.tune.search import tune, updated_table, write_table
+from nkilab.harness.tune.search import tune, tuning_hooks, updated_table, write_table
 from nkilab.harness.workloads import DEFAULT_MODEL, GRIDS, MODELS, PHASES
 from nkilab.kernels._registry import OPS
 from nkilab.kernels.nki import launch_tuning as tuning
@@ -41,9 +41,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def cmd_tune(args, command: str) -> int:
     out = console()
-    path = args.table or str(tuning.table_path(args.kernel))
-    if not os.path.exists(path):
-        out.print(f"{args.kernel} has no tuning table at {path} (its launcher declares no tunables)")
+    try:
+        path = args.table or str(tuning_hooks(args.kernel)[2])
+    except ValueError as exc:
+        out.print(str(exc))
         return 2
     table = tuning.load(path)
     folder = args.out or os.path.join("runs", time.strftime("tune-%Y%m%dT%H%M%SZ", time.gmtime()))

@@ -44,11 +44,12 @@ class ClassResult:
 
 
 def tuning_hooks(op: str):
-    """(TUNING_CHOICES, shape_class) of `op`'s NKI launcher; ValueError naming `kernel` when it declares none."""
+    """(TUNING_CHOICES, shape_class, TUNING_TABLE) of `op`'s NKI launcher; ValueError naming `kernel` when it
+    declares none."""
     module = _registry.backend_module(op, "nki")
     if not hasattr(module, "TUNING_CHOICES"):
         raise ValueError(f"kernel: {op} declares no tunables (TUNING_CHOICES in its NKI launcher {module.__name__})")
-    return module.TUNING_CHOICES, module.shape_class
+    return module.TUNING_CHOICES, module.shape_class, module.TUNING_TABLE
 
 
 def candidates(choices: dict, *, budget: int | None = None, seed: int = 0) -> list[dict]:
@@ -66,7 +67,7 @@ def plan_tuning(op: str, *, model: str, grid: str, phases, targets, table: dict,
                 budget: int | None = None, seed: int = 0) -> tuple[list[SweepTask], dict]:
     """The tasks (every problem x target x candidate, plus each class's current config) and
     {(target, class): [problems]}."""
-    choices, shape_class = tuning_hooks(op)
+    choices, shape_class, _ = tuning_hooks(op)
     configs = candidates(choices, budget=budget, seed=seed)
     tasks, classes = [], {}
     for target in targets:

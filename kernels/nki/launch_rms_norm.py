@@ -18,8 +18,10 @@ from ._tiling import PMAX
 from .rms_norm import rms_norm_kernel, sbuf_tiles
 
 SBUF_BUDGET_BYTES = 160 * 1024  # per partition, of the 192 KiB NeuronCore-v2 SBUF (the smallest generation)
-# what `nkilab tune` searches (`launch_tuning`); 256 rows exceed the 128 partitions: the emulator refuses it, tune rejects it
+# what `nkilab tune` searches (`launch_tuning`); 256 rows exceed the 128 partitions: the emulator refuses it and
+# tune rejects it
 TUNING_CHOICES = {"rows_per_tile": (16, 32, 64, 128, 256)}
+TUNING_TABLE = tuning.table_path(__file__)
 
 
 def shape_class(problem: dict) -> str:
@@ -28,8 +30,8 @@ def shape_class(problem: dict) -> str:
 
 
 def tuned(problem: dict, target: str) -> dict:
-    """The kernel's tunable keywords for `problem` on `target`: rms_norm.tuning.json, then `problem["tunables"]`."""
-    return tuning.settings(tuning.load(tuning.table_path("rms_norm")), target, shape_class(problem),
+    """The kernel's tunable keywords for `problem` on `target`: TUNING_TABLE's, then `problem["tunables"]`."""
+    return tuning.settings(tuning.load(TUNING_TABLE), target, shape_class(problem),
                             problem.get("tunables"))
 
 

@@ -4,7 +4,8 @@
 A launcher that has tunables declares, beside its kernel:
     TUNING_CHOICES = {name: (value, ...)}      the values `nkilab tune` searches (each a compile-time kernel keyword)
     shape_class(problem) -> str               the table row a problem (the launcher's problem dict) belongs to
-and keeps its table in `<op>.tuning.json` in this folder:
+    TUNING_TABLE = table_path(__file__)       its table: `launch_<family>.tuning.json` beside the launcher
+of this form:
     {"op": name, "default": {name: value}, "targets": {target: {shape_class: {name: value}}}, "notes": ...}
 `settings` = the default, overlaid by the (target, class) row, overlaid by explicit overrides (`problem["tunables"]`
 in trace mode). The values in a table are modeled choices (the performance model's, not measured).
@@ -17,12 +18,9 @@ import json
 import os
 from pathlib import Path
 
-TABLE_DIR = Path(__file__).resolve().parent
-
-
-def table_path(op: str) -> Path:
-    """Where op `op`'s tuning table lives."""
-    return TABLE_DIR / f"{op}.tuning.json"
+def table_path(launcher_file: str | os.PathLike) -> Path:
+    """The tuning table of the launcher module at `launcher_file`: the same name, `.tuning.json`."""
+    return Path(launcher_file).resolve().with_suffix(".tuning.json")
 
 
 def load(path: str | os.PathLike) -> dict:

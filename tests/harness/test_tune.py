@@ -11,7 +11,6 @@ from nkilab.harness.cli import main
 from nkilab.harness.sweep.tasks import sweep_run_config
 from nkilab.harness.tune.search import candidates, tune, updated_table, write_table
 from nkilab.kernels.nki import _launch, launch_rms_norm
-from nkilab.kernels.nki import launch_tuning as tuning
 from nkilab.kernels.nki.rms_norm import rms_norm_kernel
 
 BAD = {"op": "rms_norm", "default": {"rows_per_tile": 16}, "targets": {}}  # a deliberately bad default
@@ -40,15 +39,17 @@ def test_tune_beats_a_bad_default_on_ray(tmp_path, ray_cluster):
 
 
 def test_cli_tune_writes_the_table_the_launcher_reads(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(tuning, "TABLE_DIR", tmp_path)
-    write_table(BAD, tuning.table_path("rms_norm"))
+    table = tmp_path / "launch_rms_norm.tuning.json"
+    monkeypatch.setattr(launch_rms_norm, "TUNING_TABLE", table)
+    write_table(BAD, table)
     assert launch_rms_norm.tuned({"rows": 512}, "trn2") == {"rows_per_tile": 16}
     code = main(["tune", "--kernel", "rms_norm", "--model", "llama-3.1-8b", "--grid", "quick", "--phases",
-                 "prefill", "--target", "trn2", "--workers", "1", "--no-cache", "--out", str(tmp_path / "run")])
+                 "prefill", "--target", "trn2", "--workers", "1", "--no-cache", "--out", str(tmp_path / "run"),
+                 "--table", str(table)])
     printed = capsys.readouterr().out
     assert code == 0, printed
     assert "rows>128" in printed and "rejected" in printed
-    written = json.loads(tuning.table_path("rms_norm").read_text())
+    written = json.loads(table.read_text())
     best = written["targets"]["trn2"]["rows>128"]
     assert best["rows_per_tile"] > 16
     assert launch_rms_norm.tuned({"rows": 512}, "trn2") == best
