@@ -40,8 +40,17 @@ Target branch (one flag, `vector_dma`, set once from nisa.get_nc_version()):
 Numerics: scores, neg_max, run_sum and acc in fp32 (PSUM/SBUF); p cast to the cache dtype before P @ V. Masked
 scores are FP32_MIN; the running max starts at (and is floored at) MAX_FLOOR = -1e30, so neg_max stays finite for
 any exp_scale (scale or softcap) below 3e8 and exp(exp_scale * x + neg_max) is exactly 0 for masked x, even before
-a row has seen a visible key. Rows that see no key (padding rows only) are never stored. Stacked heads rely on
-finite K and V (zero-masked q columns and per-head o^T blocks keep heads apart only when 0 * k = 0).
+a row has seen a visible key. Rows that see no key (padding rows only) are never stored.
+
+Non-finite inputs: a NaN / inf in q[t, h] reaches out[t, h] only, on every target (v2: q^T comes straight from
+HBM by DMA and p's non-finite entries are zeroed before its PE transpose, both because a v2 transpose is a matmul
+with the identity; the row itself stays NaN through run_sum). A NaN in a value row reaches every row of its kv
+head that weighs it, weight 0 included (0 * NaN, as in the reference). Known spread of a NaN in a key (pinned as
+strict xfails in tests/kernels/nki/test_paged_nan_isolation.py): with stacked heads the zero-masked q columns of
+the other heads of the group multiply it (0 * NaN) in the shared score matmul, and on v2 the PE transpose of k
+spreads it over its CHUNK-key chunk, reaching rows that do not see it; fixing both needs the K tile cleaned and
+per-key poison flags applied to the scores (a full extra VectorE pass over K), left to the kernel's performance
+work.
 
 Modules: `index.py` (index tiles, sequence metadata, visible ranges, gather indices), `tiles.py` (gathers, scores,
 the softmax step, stores); this file holds the entry and the pipeline.
@@ -150,7 +159,7 @@ def _setup(call, consts, seq_sb, q0_sb, w):
     else:
         index = block_index(call.block_tables, seq, kv_len, first_blk, consts)
         add_band(bounds)
-    qs = [load_q_group(call.q, q0_sb[0:1, w : w + 1], grp, call.g, call.bq) for grp in call.groups]
+    qs = [load_q_group(call.q, q0_sb[0:1, w : w + 1], grp, call.g, call.bq, call.vector_dma) for grp in call.groups]
     states = [SoftmaxState(len(grp) * call.rows, call.d, call.exp_scale) for grp in call.groups]
     return WorkItem(w, bounds, index, qs, states)
 

@@ -78,14 +78,19 @@ def _load_blocks(tile, blocks_hbm, block_ids, cs, nc, block_size, row):
         p += length
 
 
-def load_q_group(q, q0, grp, g, bq):
+def load_q_group(q, q0, grp, g, bq, vector_dma):
     """Stationary q^T tiles [D, rows] of a group (rows = len(grp) * BQ * g, ordered head, token, q head): one
     per kv head, with the other heads' columns zeroed when the group stacks several heads, so the heads' score
-    matmuls accumulate into one PSUM tile without mixing (K is finite: live data or zeros)."""
+    matmuls accumulate into one PSUM tile without mixing (K is finite: live data or zeros).
+
+    v3+: q rows by DMA, then one bit-exact PE transpose. v2: q^T straight from HBM by an element-strided DMA (a
+    v2 PE transpose is a matmul with the identity: a NaN in one query would reach every row of the item)."""
     t_total, hq, d = q.shape
     head_rows = bq * g
     rows = len(grp) * head_rows
     q_rows = q.reshape((t_total, hq * d))
+    if not vector_dma:
+        return [_load_q_transposed(q_rows, q0, grp, i, d, g, bq, rows) for i in range(len(grp))]
     q_sb = nl.ndarray((rows, d), q.dtype, buffer=nl.sbuf)
     for i, h in enumerate(grp):
         nisa.dma_copy(dst=q_sb[i * head_rows : (i + 1) * head_rows, :],
@@ -105,6 +110,19 @@ def load_q_group(q, q0, grp, g, bq):
         nisa.tensor_copy(dst=qt[:, cols], src=qt_ps[:, cols])
         masked.append(qt)
     return masked
+
+
+def _load_q_transposed(q_rows, q0, grp, i, d, g, bq, rows):
+    """v2: q^T [D, rows] of head grp[i] of a group (its BQ * g columns; the other heads' columns zero when the
+    group stacks several heads), DMAed from q_rows [T_total, Hq * D] with D on the partitions."""
+    head_rows = bq * g
+    qt = nl.ndarray((d, rows), q_rows.dtype, buffer=nl.sbuf)
+    if len(grp) > 1:
+        nisa.memset(dst=qt, value=0.0)
+    nisa.dma_copy(dst=qt[:, i * head_rows : (i + 1) * head_rows],
+                  src=q_rows.ap([[1, d], [q_rows.shape[1], bq], [d, g]], offset=grp[i] * g * d, scalar_offset=q0,
+                                indirect_dim=0))
+    return qt
 
 
 def scores(qs, grp, k_chunks, n):
@@ -162,6 +180,8 @@ def softmax_pv(s_ps, state, call, gi, bounds, kv, p_copy_on_scalar):
     tile_sum = nl.ndarray((rows, 1), nl.float32, buffer=nl.sbuf)
     exp_rows(p, x, neg_max, call.exp_scale, tile_sum)
     update_sum(state.run_sum, rescale, tile_sum)
+    if not call.vector_dma:
+        _zero_non_finite(p)
     pt_ps = nl.ndarray((min(n, CHUNK), len(kv.v_chunks) * rows), dtype, buffer=nl.psum)
     for c, v in enumerate(kv.v_chunks):
         nisa.nc_transpose(dst=pt_ps[0 : v.shape[0], c * rows : (c + 1) * rows],
@@ -188,6 +208,15 @@ def softmax_pv(s_ps, state, call, gi, bounds, kv, p_copy_on_scalar):
         nisa.nc_transpose(dst=pv, data=ot)
     update_acc(state.acc, rescale, pv)
     state.neg_max = neg_max
+
+
+def _zero_non_finite(p):
+    """v2: p [rows, n] with its NaN (and inf) entries replaced by 0, in place, before the PE transpose (a matmul
+    with the identity: p[r, k] = NaN would reach column k of every row). Such a row's output stays NaN: its
+    tile_sum, fused into the exp before this, already carried the NaN into run_sum. p is in [0, 1] otherwise."""
+    finite = nl.ndarray(p.shape, nl.uint8, buffer=nl.sbuf)
+    nisa.tensor_scalar(dst=finite, data=p, op0=nl.less_equal, operand0=1.0)  # NaN / inf compare false
+    nisa.select_reduce(dst=p, predicate=finite, on_true=p, on_false=0.0)
 
 
 def store_rows(out, state, dst_i, grp, g, vector_dma):
