@@ -12,23 +12,48 @@ import numpy as np
 
 from nkilab.kernels._adapter import numpy_dtype
 
+from nkilab.reference.kv_quant import INV_INT8_MAX, TINY, reciprocal32
+from nkilab.reference.quant import FP8_MAX, INT8_MAX
+
 from ._launch import DTYPES, EMPTY_REASON, launch, neuron_target
 from .kv_cache import write_kv_cache_kernel
 
+FP8_E4M3FN_TARGETS = ("trn3",)  # OCP float8_e4m3fn is a NeuronCore-v4 format (harness.chips: matmul_fp8_e4m3fn)
 
-def write_kv_cache(key, value, key_cache, value_cache, slot_mapping, *, target: str | None = None):
+
+def write_kv_cache(key, value, key_cache, value_cache, slot_mapping, *, target: str | None = None,
+                   kv_cache_dtype: str = "auto", k_scale=None, v_scale=None, k_scale_cache=None, v_scale_cache=None):
     """Write key/value [T, Hkv, D] into the paged caches [num_blocks, block_size, Hkv, D] at slot_mapping [T]
-    (-1 = skip), in place on the caller's arrays; returns (key_cache, value_cache), the same arrays."""
+    (-1 = skip), in place on the caller's arrays (quantized per `kv_cache_dtype`, scales as the public API's);
+    returns (key_cache, value_cache), the same arrays."""
+    quant = kernel_quant(kv_cache_dtype, k_scale, v_scale, int(key.shape[1]), target)
     if key.shape[0] == 0:
         return key_cache, value_cache
+    scale_caches = (k_scale_cache, v_scale_cache) if kv_cache_dtype == "int8" else (None, None)
     launch(write_kv_cache_kernel, key, value, key_cache, value_cache, np.asarray(slot_mapping, dtype=np.int32),
-           target=target)
+           *scale_caches, quant=quant, target=target)
     return key_cache, value_cache
 
 
+def kernel_quant(kv_cache_dtype: str, k_scale, v_scale, hkv: int, target: str | None):
+    """The kernels' compile-time `quant` of a kv_cache_dtype (see `write_kv_cache_kernel`), after checking that the
+    target stores the format: ValueError naming kv_cache_dtype for float8_e4m3fn off trn3."""
+    name = neuron_target(target)
+    if kv_cache_dtype == "fp8_e4m3fn" and name not in FP8_E4M3FN_TARGETS:
+        raise ValueError(f"kv_cache_dtype: 'fp8_e4m3fn' (OCP e4m3, max 448) needs a NeuronCore-v4 target "
+                         f"{FP8_E4M3FN_TARGETS}, got target {name!r}; use 'fp8_e4m3' (max 240, native on v2/v3)")
+    if kv_cache_dtype == "auto":
+        return None
+    if kv_cache_dtype == "int8":
+        return ("int8", float(INT8_MAX), INV_INT8_MAX, TINY)
+    invs = [tuple(float(x) for x in np.broadcast_to(reciprocal32(s), (hkv,))) for s in (k_scale, v_scale)]
+    return ("fp8", float(FP8_MAX[kv_cache_dtype]), *invs)
+
+
 def unsupported(**problem) -> str | None:
-    """Why the NKI cache write cannot run `problem` (None when it can); keys: head_dim, block_size, dtype, empty.
-    A copy runs at every head_dim and block size."""
+    """Why the NKI cache write cannot run `problem` (None when it can); keys: head_dim, block_size, dtype (key's),
+    kv_cache_dtype, empty. A copy runs at every head_dim and block size; every kv_cache_dtype is written (the
+    target's fp8 format is checked at the call, `kernel_quant`)."""
     if problem.get("empty"):
         return EMPTY_REASON
     dtype = problem.get("dtype")

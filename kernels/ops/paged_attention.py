@@ -13,6 +13,7 @@ import numpy as np
 from nkilab import reference
 from nkilab.kernels import _backends, _checks
 from nkilab.kernels._adapter import dtype_name, numpy_dtype, to_numpy, to_torch
+from nkilab.kernels.ops import _kv_quant
 from nkilab.kernels.ops._op import Launcher, Op, Plot, TorchOp
 from nkilab.kernels.ops._problem import Problem
 from nkilab.kernels.ops.attention import attention_torch, sdpa, visible_pairs
@@ -20,7 +21,8 @@ from nkilab.reference.dtypes import itemsize
 
 
 def paged_attention(q, key_cache, value_cache, block_tables, seq_lens, query_start_loc, *, scale=None, causal=True,
-                    sliding_window=None, softcap=None, backend="auto", out=None, target=None):
+                    sliding_window=None, softcap=None, kv_cache_dtype="auto", k_scale=None, v_scale=None,
+                    k_scale_cache=None, v_scale_cache=None, backend="auto", out=None, target=None):
     """Attention over a paged KV cache for decode, prefill, chunked prefill and mixed batches.
 
     Dimensions: T_total query tokens of num_seqs sequences; Hq = g * Hkv; D head dim.
@@ -28,12 +30,15 @@ def paged_attention(q, key_cache, value_cache, block_tables, seq_lens, query_sta
     Args:
         q: [T_total, Hq, D] float16|bfloat16|float32|float64; sequence i owns rows
             query_start_loc[i] : query_start_loc[i + 1], which are its last q_len_i positions.
-        key_cache, value_cache: [num_blocks, block_size, Hkv, D], q's dtype (layout: nkilab.reference.paged).
+        key_cache, value_cache: [num_blocks, block_size, Hkv, D], q's dtype (layout: nkilab.reference.paged), or
+            float8_e4m3 / float8_e4m3fn / int8 for the quantized kv_cache_dtype of that name.
         block_tables: [num_seqs, max_blocks] integer (int32); the first ceil(seq_lens[i] / block_size) entries
             of row i must be in [0, num_blocks); later entries are ignored (-1 or anything).
         seq_lens: [num_seqs] integer, KV length of each sequence including its new tokens (>= q_len_i).
         query_start_loc: [num_seqs + 1] integer (int32), 0 first, non-decreasing, T_total last.
         scale, causal, sliding_window, softcap: as in `attention` (causal defaults to True here).
+        kv_cache_dtype, k_scale, v_scale, k_scale_cache, v_scale_cache: the caches' format and scales, as written by
+            `write_kv_cache` (`nkilab.kernels.ops._kv_quant`); the kernels dequantize on the fly.
         backend: "reference" | "nki" | "triton" | "auto" (see nkilab.kernels.api).
         out: None, or an array like q (kind, shape, dtype, device) that receives the result (returned).
         target: Neuron target of the NKI backend ("inf2" | "trn1" | "trn2" | "trn3"); None = its default.
@@ -45,25 +50,35 @@ def paged_attention(q, key_cache, value_cache, block_tables, seq_lens, query_sta
         nkilab.reference.paged.paged_attention (gather each sequence, then dense attention).
     """
     options = check(q, key_cache, value_cache, block_tables, seq_lens, query_start_loc, causal=causal, scale=scale,
-                    sliding_window=sliding_window, softcap=softcap)
+                    sliding_window=sliding_window, softcap=softcap, kv_cache_dtype=kv_cache_dtype, k_scale=k_scale,
+                    v_scale=v_scale, k_scale_cache=k_scale_cache, v_scale_cache=v_scale_cache)
     _checks.out_array(out, q, "q")
     problem = dict(head_dim=int(q.shape[2]), block_size=int(key_cache.shape[1]), dtype=dtype_name(q),
-                   sliding_window=options["sliding_window"], softcap=options["softcap"], empty=_backends.empty(q))
+                   sliding_window=options["sliding_window"], softcap=options["softcap"], kv_cache_dtype=kv_cache_dtype,
+                   empty=_backends.empty(q))
     name, impl = _backends.choose(OP, backend, problem, target=target)
     arrays = (q, key_cache, value_cache, block_tables, seq_lens, query_start_loc)
+    for key in ("k_scale_cache", "v_scale_cache"):
+        if key in options:
+            options[key] = _backends.to_backend(name, options[key])
     result = impl(*(_backends.to_backend(name, a) for a in arrays), **options)
     return _backends.back(result, q, out)
 
 
 def check(q, key_cache, value_cache, block_tables, seq_lens, query_start_loc, *, causal, scale, sliding_window,
-          softcap) -> dict:
-    """Validate paged attention inputs; returns the normalized options (`_checks.attention_options`)."""
+          softcap, kv_cache_dtype="auto", k_scale=None, v_scale=None, k_scale_cache=None, v_scale_cache=None) -> dict:
+    """Validate paged attention inputs; returns the normalized options (`_checks.attention_options`) and the
+    quantization's backend keywords (`_kv_quant.check_scales`; none for "auto")."""
     _checks.arrays(q=q, key_cache=key_cache, value_cache=value_cache, block_tables=block_tables, seq_lens=seq_lens,
                    query_start_loc=query_start_loc)
     _checks.ndim("q", q, 3, "[T_total, Hq, D]")
     _checks.float_dtype("q", q)
-    _checks.paged_cache(key_cache, value_cache)
-    _checks.same_dtype("q, key_cache, value_cache", q, key_cache, value_cache)
+    storage = _kv_quant.storage(_kv_quant.check_dtype(kv_cache_dtype))
+    _checks.paged_cache(key_cache, value_cache, storage)
+    if storage is None:
+        _checks.same_dtype("q, key_cache, value_cache", q, key_cache, value_cache)
+    else:
+        _checks.same_dtype("key_cache, value_cache", key_cache, value_cache)
     num_blocks, block_size, hkv, d = key_cache.shape
     t_total, hq, qd = q.shape
     if qd != d:
@@ -83,7 +98,9 @@ def check(q, key_cache, value_cache, block_tables, seq_lens, query_start_loc, *,
     lens = to_numpy(seq_lens).astype(np.int64)
     _check_metadata(starts, lens, t_total)
     _check_block_tables(to_numpy(block_tables).astype(np.int64), lens, num_blocks, block_size)
-    return _checks.attention_options(causal, scale, sliding_window, softcap, d)
+    quant = _kv_quant.check_scales(kv_cache_dtype, key_cache, k_scale=k_scale, v_scale=v_scale,
+                                   k_scale_cache=k_scale_cache, v_scale_cache=v_scale_cache, writing=False)
+    return {**_checks.attention_options(causal, scale, sliding_window, softcap, d), **quant}
 
 
 def _check_metadata(starts: np.ndarray, lens: np.ndarray, t_total: int) -> None:

@@ -13,19 +13,25 @@ import numpy as np
 from nkilab import reference
 from nkilab.kernels import _backends, _checks
 from nkilab.kernels._adapter import dtype_name, is_torch, numpy_dtype, to_numpy, to_torch
+from nkilab.kernels.ops import _kv_quant
 from nkilab.kernels.ops._op import Check, Launcher, Op, Plot, TorchOp
 from nkilab.kernels.ops._problem import Problem
 from nkilab.reference.dtypes import itemsize
 
 
-def write_kv_cache(key, value, key_cache, value_cache, slot_mapping, *, backend="auto", target=None):
-    """Write each token's key/value into its cache slot, in place on the caller's arrays.
+def write_kv_cache(key, value, key_cache, value_cache, slot_mapping, *, kv_cache_dtype="auto", k_scale=None,
+                   v_scale=None, k_scale_cache=None, v_scale_cache=None, backend="auto", target=None):
+    """Write each token's key/value into its cache slot, in place on the caller's arrays (quantized on the way when
+    kv_cache_dtype is not "auto").
 
     Args:
-        key, value: [T, Hkv, D], the caches' dtype.
-        key_cache, value_cache: [num_blocks, block_size, Hkv, D] float16|bfloat16|float32|float64, writable.
+        key, value: [T, Hkv, D], the caches' dtype ("auto"), else float16|bfloat16|float32|float64 (finite).
+        key_cache, value_cache: [num_blocks, block_size, Hkv, D] float16|bfloat16|float32|float64 ("auto"), or
+            float8_e4m3 / float8_e4m3fn / int8 for the quantized kv_cache_dtype of that name; writable.
         slot_mapping: [T] signed integer; token t -> block slot // block_size, offset slot % block_size; -1 = skip.
             Live slots must be unique and in [0, num_blocks * block_size).
+        kv_cache_dtype, k_scale, v_scale, k_scale_cache, v_scale_cache: the cache format and its scales
+            (`nkilab.kernels.ops._kv_quant`); int8 writes each token's per-head scales into the scale caches.
         backend: "reference" | "nki" | "triton" | "auto" (see nkilab.kernels.api).
         target: Neuron target of the NKI backend ("inf2" | "trn1" | "trn2" | "trn3"); None = its default.
 
@@ -41,26 +47,31 @@ def write_kv_cache(key, value, key_cache, value_cache, slot_mapping, *, backend=
         >>> kc.ravel().tolist()
         [0.0, 0.0, 1.0, 0.0]
     """
-    check(key, value, key_cache, value_cache, slot_mapping)
-    problem = dict(head_dim=int(key_cache.shape[3]), block_size=int(key_cache.shape[1]), dtype=dtype_name(key_cache),
-                   empty=_backends.empty(key))
+    quant = check(key, value, key_cache, value_cache, slot_mapping, kv_cache_dtype=kv_cache_dtype, k_scale=k_scale,
+                  v_scale=v_scale, k_scale_cache=k_scale_cache, v_scale_cache=v_scale_cache)
+    problem = dict(head_dim=int(key_cache.shape[3]), block_size=int(key_cache.shape[1]), dtype=dtype_name(key),
+                   kv_cache_dtype=kv_cache_dtype, empty=_backends.empty(key))
     name, impl = _backends.choose(OP, backend, problem, target=target)
-    write(name, impl, key, value, key_cache, value_cache, slot_mapping)
+    write(name, impl, key, value, key_cache, value_cache, slot_mapping, **quant)
     return key_cache, value_cache
 
 
-def write(name: str, impl, key, value, key_cache, value_cache, slot_mapping) -> None:
+def write(name: str, impl, key, value, key_cache, value_cache, slot_mapping, **quant) -> None:
     """Run backend `name`'s write (`impl`) on validated arguments at a cost of O(new tokens), never O(cache).
 
     Caches the backend can take as views of the caller's memory (`_backends.in_place`: same device, contiguous) are
     written there directly. Others (another device, a non-contiguous cache) are not converted whole: the backend
     writes the live tokens into a compact staging cache of one slot per token (block_size 1), whose rows are then
-    scattered into the caller's caches at their slots.
+    scattered into the caller's caches at their slots. `quant`: the backend keywords of `_kv_quant.check_scales`
+    (int8 scale caches are caches too: written in place or staged like the data caches).
     """
-    views = [_backends.in_place(name, c) for c in (key_cache, value_cache)]
+    scale_names = [n for n in ("k_scale_cache", "v_scale_cache") if n in quant]
+    caches = [key_cache, value_cache] + [quant[n] for n in scale_names]
+    views = [_backends.in_place(name, c) for c in caches]
     small = [_backends.to_backend(name, a) for a in (key, value)]
     if all(v is not None for v in views):
-        impl(*small, *views, _backends.to_backend(name, slot_mapping))  # in place, on the caller's memory
+        impl(*small, *views[:2], _backends.to_backend(name, slot_mapping),
+             **{**quant, **dict(zip(scale_names, views[2:]))})  # in place, on the caller's memory
         return
     slots = to_numpy(slot_mapping).astype(np.int64)
     live = np.flatnonzero(slots >= 0)
@@ -68,11 +79,11 @@ def write(name: str, impl, key, value, key_cache, value_cache, slot_mapping) -> 
         return
     compact = np.full(slots.shape, -1, np.int64)
     compact[live] = np.arange(live.size)
-    stage_shape = (live.size, 1, *key_cache.shape[2:])
-    stages = [_backends.to_backend(name, np.zeros(stage_shape, numpy_dtype(dtype_name(key_cache)))) for _ in range(2)]
-    impl(*small, *stages, _backends.to_backend(name, compact))
+    stages = [_backends.to_backend(name, np.zeros((live.size, 1, *c.shape[2:]), numpy_dtype(dtype_name(c))))
+              for c in caches]
+    impl(*small, *stages[:2], _backends.to_backend(name, compact), **{**quant, **dict(zip(scale_names, stages[2:]))})
     blocks, offsets = np.divmod(slots[live], key_cache.shape[1])
-    for mine, stage in zip((key_cache, value_cache), stages):
+    for mine, stage in zip(caches, stages):
         scatter_rows(mine, blocks, offsets, stage[:, 0])
 
 
@@ -88,17 +99,24 @@ def scatter_rows(cache, blocks: np.ndarray, offsets: np.ndarray, rows) -> None:
         cache[blocks, offsets] = to_numpy(rows)
 
 
-def check(key, value, key_cache, value_cache, slot_mapping) -> None:
+def check(key, value, key_cache, value_cache, slot_mapping, *, kv_cache_dtype="auto", k_scale=None, v_scale=None,
+          k_scale_cache=None, v_scale_cache=None) -> dict:
     """Validate a cache write: shapes, dtypes, writable caches, signed slots in [-1, num_blocks * block_size), live
-    slots unique."""
+    slots unique, the quantization arguments (`_kv_quant`); returns the backend keywords of the quantization."""
     _checks.arrays(key=key, value=value, key_cache=key_cache, value_cache=value_cache, slot_mapping=slot_mapping)
     _checks.ndim("key", key, 3, "[T, Hkv, D]")
     if tuple(value.shape) != tuple(key.shape):
         raise ValueError(f"value: shape must equal key's {tuple(key.shape)}, got {tuple(value.shape)}")
-    _checks.paged_cache(key_cache, value_cache)
+    storage = _kv_quant.storage(_kv_quant.check_dtype(kv_cache_dtype))
+    _checks.paged_cache(key_cache, value_cache, storage)
     _checks.writable("key_cache", key_cache)
     _checks.writable("value_cache", value_cache)
-    _checks.same_dtype("key, value, key_cache, value_cache", key, value, key_cache, value_cache)
+    if storage is None:
+        _checks.same_dtype("key, value, key_cache, value_cache", key, value, key_cache, value_cache)
+    else:
+        _checks.float_dtype("key", key)
+        _checks.same_dtype("key, value", key, value)
+        _checks.same_dtype("key_cache, value_cache", key_cache, value_cache)
     num_blocks, block_size, hkv, d = key_cache.shape
     if tuple(key.shape[1:]) != (hkv, d):
         raise ValueError(f"key: [Hkv, D]={tuple(key.shape[1:])} must match key_cache's {(hkv, d)}")
@@ -119,6 +137,10 @@ def check(key, value, key_cache, value_cache, slot_mapping) -> None:
     uniq, counts = np.unique(live, return_counts=True)
     if np.any(counts > 1):
         raise ValueError(f"slot_mapping: live slots must be unique (the write order is undefined), slot {uniq[counts > 1][0]} repeats")
+    quant = _kv_quant.check_scales(kv_cache_dtype, key_cache, k_scale=k_scale, v_scale=v_scale,
+                                   k_scale_cache=k_scale_cache, v_scale_cache=v_scale_cache, writing=True)
+    _kv_quant.check_finite(kv_cache_dtype, key=key, value=value)
+    return quant
 
 
 # --- the check: an exact copy -------------------------------------------------------------------------------------
