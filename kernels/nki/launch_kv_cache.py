@@ -36,18 +36,23 @@ def write_kv_cache(key, value, key_cache, value_cache, slot_mapping, *, target: 
 
 
 def kernel_quant(kv_cache_dtype: str, k_scale, v_scale, hkv: int, target: str | None):
-    """The kernels' compile-time `quant` of a kv_cache_dtype (see `write_kv_cache_kernel`), after checking that the
-    target stores the format: ValueError naming kv_cache_dtype for float8_e4m3fn off trn3."""
-    name = neuron_target(target)
-    if kv_cache_dtype == "fp8_e4m3fn" and name not in FP8_E4M3FN_TARGETS:
-        raise ValueError(f"kv_cache_dtype: 'fp8_e4m3fn' (OCP e4m3, max 448) needs a NeuronCore-v4 target "
-                         f"{FP8_E4M3FN_TARGETS}, got target {name!r}; use 'fp8_e4m3' (max 240, native on v2/v3)")
+    """The write kernel's compile-time `quant` of a kv_cache_dtype (see `write_kv_cache_kernel`), after
+    `check_target_format`."""
+    check_target_format(kv_cache_dtype, target)
     if kv_cache_dtype == "auto":
         return None
     if kv_cache_dtype == "int8":
         return ("int8", float(INT8_MAX), INV_INT8_MAX, TINY)
     invs = [tuple(float(x) for x in np.broadcast_to(reciprocal32(s), (hkv,))) for s in (k_scale, v_scale)]
     return ("fp8", float(FP8_MAX[kv_cache_dtype]), *invs)
+
+
+def check_target_format(kv_cache_dtype: str, target: str | None) -> None:
+    """ValueError naming kv_cache_dtype when the Neuron target has no such fp8 format (float8_e4m3fn off trn3)."""
+    name = neuron_target(target)
+    if kv_cache_dtype == "fp8_e4m3fn" and name not in FP8_E4M3FN_TARGETS:
+        raise ValueError(f"kv_cache_dtype: 'fp8_e4m3fn' (OCP e4m3, max 448) needs a NeuronCore-v4 target "
+                         f"{FP8_E4M3FN_TARGETS}, got target {name!r}; use 'fp8_e4m3' (max 240, native on v2/v3)")
 
 
 def unsupported(**problem) -> str | None:

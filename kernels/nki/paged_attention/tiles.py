@@ -9,6 +9,7 @@ from .._shim import nisa, nl
 from .._softmax import MAX_FLOOR, exp_rows, rescale_factor, update_acc, update_sum
 from .._tiling import FP32_MIN
 from .index import CHUNK
+from .quant import dequantize_int8
 
 RUN_SUM_MIN = 1e-30  # run_sum floor before the reciprocal: only never-stored padding rows can have run_sum = 0
 
@@ -40,30 +41,43 @@ def gather_kv(call, index, t0, n):
 
     index: the sequence's GatherIndex. v3+: one vector_offset DMA of CHUNK slot rows per chunk; v2: block DMAs, then
     the rows past seq_len (dead cache, NaN in tests) replaced by 0 on GpSimd (idle on this path) with a select — a
-    multiply would give 0 * NaN = NaN, and a v2 PE transpose (a matmul with the identity) would spread it."""
+    multiply would give 0 * NaN = NaN, and a v2 PE transpose (a matmul with the identity) would spread it. int8
+    caches: each chunk's scales are gathered the same way and the chunk is converted to q's dtype
+    (`quant.dequantize_int8`) before the zeroing, so dead scale slots (NaN in tests) are zeroed with it."""
     key_cache, value_cache = call.key_cache, call.value_cache
-    num_blocks, block_size, hkv, d = key_cache.shape
+    hkv, d = key_cache.shape[2], key_cache.shape[3]
     row = hkv * d
     k_chunks, v_chunks = [], []
+    scale_rows = call.scale_rows or (None, None)
     for cs in range(t0, t0 + n, CHUNK):
         nc = min(CHUNK, t0 + n - cs)
         c = cs // CHUNK
-        for cache, chunks in ((key_cache, k_chunks), (value_cache, v_chunks)):
-            tile = nl.ndarray((nc, row), cache.dtype, buffer=nl.sbuf)
-            if call.vector_dma:
-                rows_hbm = cache.reshape((num_blocks * block_size, row))
-                nisa.dma_copy(dst=tile, src=rows_hbm.ap([[row, nc], [1, row]], offset=0,
-                                                        vector_offset=index.slots[0:nc, c : c + 1],
-                                                        indirect_dim=0))
-            else:
-                _load_blocks(tile, cache.reshape((num_blocks, block_size * row)), index.blocks, cs, nc,
-                             block_size, row)
+        for cache, scales, chunks in ((key_cache, scale_rows[0], k_chunks), (value_cache, scale_rows[1], v_chunks)):
+            tile = _gather_rows(call, index, cache.reshape((-1, row)), cs, c, nc)
+            if scales is not None:
+                tile = dequantize_int8(tile, _gather_rows(call, index, scales, cs, c, nc), hkv, d, call.q.dtype)
+            if not call.vector_dma:
                 live = nisa.register_alloc()
                 nisa.register_load(live, index.live[0:1, c : c + 1])
                 nisa.affine_select(dst=tile, pattern=[[0, row]], channel_multiplier=-1, on_true_tile=tile,
                                    on_false_value=0.0, cmp_op=nl.greater, offset=live)
             chunks.append(tile)
     return k_chunks, v_chunks
+
+
+def _gather_rows(call, index, rows_hbm, cs, c, nc):
+    """[nc, row] SBUF tile of key positions [cs, cs + nc) (chunk c) of rows_hbm [slots, row] (a data or scale cache
+    viewed by slot): v3+ one vector_offset DMA, v2 block DMAs."""
+    num_slots, row = rows_hbm.shape
+    tile = nl.ndarray((nc, row), rows_hbm.dtype, buffer=nl.sbuf)
+    if call.vector_dma:
+        nisa.dma_copy(dst=tile, src=rows_hbm.ap([[row, nc], [1, row]], offset=0,
+                                                vector_offset=index.slots[0:nc, c : c + 1], indirect_dim=0))
+    else:
+        block_size = call.block_size
+        _load_blocks(tile, rows_hbm.reshape((num_slots // block_size, block_size * row)), index.blocks, cs, nc,
+                     block_size, row)
+    return tile
 
 
 def _load_blocks(tile, blocks_hbm, block_ids, cs, nc, block_size, row):
@@ -140,11 +154,15 @@ def scores(qs, grp, k_chunks, n):
     return s_ps
 
 
-def _masked_scores(s_ps, call, bounds, kv, t0):
+def _masked_scores(s_ps, call, bounds, kv, t0, k_rows):
     """x [rows, n] fp32: the score tile in units of exp_scale (softcap c: tanh(s · scale / c), else s), FP32_MIN
-    where a key is not visible, and tile_max [rows, 1] — one range_select (v3+) or select_reduce (v2)."""
+    where a key is not visible, and tile_max [rows, 1] — one range_select (v3+) or select_reduce (v2). k_rows: None,
+    or the fp8 per-head k scales [rows, 1], multiplied into s as it leaves PSUM."""
     rows, n = s_ps.shape
     s = s_ps
+    if k_rows is not None:
+        s = nl.ndarray((rows, n), nl.float32, buffer=nl.sbuf)
+        nisa.tensor_scalar(dst=s, data=s_ps, op0=nl.multiply, operand0=k_rows)
     if call.softcap is not None:
         s = nl.ndarray((rows, n), nl.float32, buffer=nl.sbuf)
         nisa.activation(dst=s, op=nl.tanh, data=s_ps, scale=call.scale / call.softcap)
@@ -168,8 +186,8 @@ def softmax_pv(s_ps, state, call, gi, bounds, kv, p_copy_on_scalar):
     from overflowing to inf when exp_scale > 1); p = exp(exp_scale · x + neg_max') with tile_sum fused in."""
     rows, n = s_ps.shape
     grp, head_rows, d = call.groups[gi], call.rows, state.acc.shape[1]
-    dtype = kv.v_chunks[0].dtype
-    x, tile_max = _masked_scores(s_ps, call, bounds, kv, kv.t0)
+    dtype = call.q.dtype  # p's dtype: the cache's ("auto", int8 after conversion), q's beside fp8 V (p in [0, 1])
+    x, tile_max = _masked_scores(s_ps, call, bounds, kv, kv.t0, call.k_rows[gi])
     neg_max = nl.ndarray((rows, 1), nl.float32, buffer=nl.sbuf)
     nisa.tensor_scalar(dst=neg_max, data=tile_max, op0=nl.maximum, operand0=MAX_FLOOR, op1=nl.multiply,
                        operand1=-call.exp_scale)
@@ -219,8 +237,9 @@ def _zero_non_finite(p):
     nisa.select_reduce(dst=p, predicate=finite, on_true=p, on_false=0.0)
 
 
-def store_rows(out, state, dst_i, grp, g, vector_dma):
-    """acc / run_sum of a group to out[row_dst[b], h * g + j] (row (h, b, j)); rows with row_dst = -1 are skipped."""
+def store_rows(out, state, dst_i, grp, g, vector_dma, v_rows=None):
+    """acc / run_sum of a group to out[row_dst[b], h * g + j] (row (h, b, j)); rows with row_dst = -1 are skipped.
+    v_rows: None, or the fp8 v scales [rows, 1] (multiplied into 1 / run_sum)."""
     t_total, hq, d = out.shape
     rows = state.acc.shape[0]
     bq = dst_i.shape[0]
@@ -228,6 +247,8 @@ def store_rows(out, state, dst_i, grp, g, vector_dma):
     inv = nl.ndarray((rows, 1), nl.float32, buffer=nl.sbuf)
     nisa.tensor_scalar(dst=inv, data=state.run_sum, op0=nl.maximum, operand0=RUN_SUM_MIN)
     nisa.reciprocal(dst=inv, data=inv)
+    if v_rows is not None:
+        nisa.tensor_tensor(dst=inv, data1=inv, data2=v_rows, op=nl.multiply)
     res = nl.ndarray((rows, d), out.dtype, buffer=nl.sbuf)
     nisa.tensor_scalar(dst=res, data=state.acc, op0=nl.multiply, operand0=inv)
     out_rows = out.reshape((t_total, hq * d))
