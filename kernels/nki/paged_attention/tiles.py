@@ -164,8 +164,9 @@ def _masked_scores(s_ps, call, bounds, kv, t0, k_rows):
         s = nl.ndarray((rows, n), nl.float32, buffer=nl.sbuf)
         nisa.tensor_scalar(dst=s, data=s_ps, op0=nl.multiply, operand0=k_rows)
     if call.softcap is not None:
-        s = nl.ndarray((rows, n), nl.float32, buffer=nl.sbuf)
-        nisa.activation(dst=s, op=nl.tanh, data=s_ps, scale=call.scale / call.softcap)
+        capped = nl.ndarray((rows, n), nl.float32, buffer=nl.sbuf)
+        nisa.activation(dst=capped, op=nl.tanh, data=s, scale=call.scale / call.softcap)
+        s = capped
     x = nl.ndarray((rows, n), nl.float32, buffer=nl.sbuf)
     tile_max = nl.ndarray((rows, 1), nl.float32, buffer=nl.sbuf)
     if kv.mask is None:
