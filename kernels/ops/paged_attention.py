@@ -300,9 +300,11 @@ def bench(problem: Problem, device, cache: dict):
 
 
 # torch.ops.nkilab.<op> (nkilab.kernels.torch_ops): the public function's arguments as a torch.library schema
+# (fp8 k_scale / v_scale as tensors: 0-d per tensor, [Hkv] per head)
 _TORCH_ARGS = ("Tensor q, Tensor key_cache, Tensor value_cache, Tensor block_tables, Tensor seq_lens, "
                "Tensor query_start_loc, *, float? scale=None, bool causal=True, int? sliding_window=None, "
-               "float? softcap=None, str backend='auto', str? target=None")
+               "float? softcap=None, str kv_cache_dtype='auto', Tensor? k_scale=None, Tensor? v_scale=None, "
+               "Tensor? k_scale_cache=None, Tensor? v_scale_cache=None, str backend='auto', str? target=None")
 TORCH = TorchOp.like_first(_TORCH_ARGS)
 
 

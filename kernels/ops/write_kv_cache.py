@@ -243,8 +243,10 @@ def _fake(*args, **kwargs) -> None:
 
 
 TORCH = TorchOp(
+    # fp8 scales are tensors here (0-d: per tensor, [Hkv]: per head); the int8 scale caches are written in place
     schema="(Tensor key, Tensor value, Tensor(a!) key_cache, Tensor(b!) value_cache, Tensor slot_mapping, *, "
-           "str backend='auto', str? target=None) -> ()",
+           "str kv_cache_dtype='auto', Tensor? k_scale=None, Tensor? v_scale=None, Tensor(c!)? k_scale_cache=None, "
+           "Tensor(d!)? v_scale_cache=None, str backend='auto', str? target=None) -> ()",
     fake=_fake,
     call=_torch_call,
 )
