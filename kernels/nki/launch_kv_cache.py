@@ -12,7 +12,7 @@ import numpy as np
 
 from nkilab.kernels._adapter import numpy_dtype
 
-from nkilab.reference.kv_quant import INV_INT8_MAX, TINY, reciprocal32
+from nkilab.reference.kv_quant import INV_INT8_MAX, TINY, reciprocal32, storage_dtype
 from nkilab.reference.quant import FP8_MAX, INT8_MAX
 
 from ._launch import DTYPES, EMPTY_REASON, launch, neuron_target
@@ -69,11 +69,16 @@ def unsupported(**problem) -> str | None:
 
 def traceable(problem: dict, target: str | None):
     """(kernel, args, kwargs) of the write at `problem`'s shapes for trace mode on `target`: zero data, slots 0..T-1
-    into ceil(T / block_size) + 1 blocks. problem keys: t, hkv, head_dim, block_size, dtype (default bfloat16).
-    `target` must be a Neuron target; the kernel's v2 / v3+ DMA branch follows the target the trace runs on."""
+    into ceil(T / block_size) + 1 blocks. problem keys: t, hkv, head_dim, block_size, dtype (default bfloat16),
+    kv_cache_dtype (fp8: unit scales; int8: zero scale caches). `target` must be a Neuron target; the kernel's v2 /
+    v3+ DMA branch follows the target the trace runs on."""
     neuron_target(target)
     dtype = numpy_dtype(str(problem.get("dtype", "bfloat16")))
+    kv_dtype = problem.get("kv_cache_dtype") or "auto"
     t, hkv, d, bs = problem["t"], problem["hkv"], problem["head_dim"], problem["block_size"]
-    cache = np.zeros((math.ceil(t / bs) + 1, bs, hkv, d), dtype)
+    cache = np.zeros((math.ceil(t / bs) + 1, bs, hkv, d), storage_dtype(kv_dtype, dtype.name))
     new = np.zeros((t, hkv, d), dtype)
-    return write_kv_cache_kernel, (new, new, cache, cache.copy(), np.arange(t, dtype=np.int32)), {}
+    scale_caches = (np.zeros(cache.shape[:3], np.float32),) * 2 if kv_dtype == "int8" else (None, None)
+    quant = kernel_quant(kv_dtype, 1.0, 1.0, hkv, target)
+    return write_kv_cache_kernel, (new, new, cache, cache.copy(), np.arange(t, dtype=np.int32), *scale_caches), dict(
+        quant=quant)

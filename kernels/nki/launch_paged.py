@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from nkilab.kernels._adapter import numpy_dtype
+from nkilab.reference.kv_quant import storage_dtype
 
 from ._launch import DTYPES, EMPTY_REASON, launch, neuron_target
 from .launch_kv_cache import check_target_format
@@ -148,7 +149,7 @@ def traceable(problem: dict, target: str | None):
     real index metadata (each sequence's blocks laid out one after another).
 
     problem keys: num_seqs, q_len (or q_lens), context (or seq_lens), hq, hkv, head_dim, block_size, dtype,
-    sliding_window, softcap, scale. `target` must be a Neuron target; the kernel's v2 / v3+ gather branch follows
+    sliding_window, softcap, scale, kv_cache_dtype (fp8: unit per-tensor scales; int8: zero scale caches). `target` must be a Neuron target; the kernel's v2 / v3+ gather branch follows
     the target the trace runs on (`_launch.trace`).
     """
     neuron_target(target)
@@ -166,8 +167,13 @@ def traceable(problem: dict, target: str | None):
         start += n
     query_start_loc = np.concatenate([[0], np.cumsum(q_lens)]).astype(np.int32)
     q = np.zeros((int(query_start_loc[-1]), problem["hq"], d), dtype)
-    cache = np.zeros((num_blocks, bs, hkv, d), dtype)
+    kv_dtype = problem.get("kv_cache_dtype") or "auto"
+    cache = np.zeros((num_blocks, bs, hkv, d), storage_dtype(kv_dtype, dtype.name))
     args, kwargs = _kernel_args(q, cache, cache, table, seq_lens, query_start_loc,
                                 scale=problem.get("scale") or d**-0.5, causal=problem.get("causal", True),
                                 sliding_window=problem.get("sliding_window"), softcap=problem.get("softcap"))
+    if kv_dtype == "int8":
+        scales = np.zeros((num_blocks, bs, hkv), np.float32)
+        args += (scales, scales)
+    kwargs["quant"] = kernel_quant(kv_dtype, 1.0, 1.0, hkv)
     return paged_attention_kernel, args, kwargs

@@ -22,7 +22,9 @@ import numpy as np
 
 from nkilab.kernels import _checks
 from nkilab.kernels._adapter import dtype_name, is_torch, kind, to_numpy
-from nkilab.reference.kv_quant import KV_CACHE_DTYPES, KV_STORAGE
+from nkilab.reference import paged
+from nkilab.reference.kv_quant import KV_CACHE_DTYPES, KV_STORAGE, storage_dtype
+from nkilab.reference.quant import FP8_MAX
 
 SCALE_KEYWORDS = ("k_scale", "v_scale", "k_scale_cache", "v_scale_cache")
 
@@ -115,3 +117,38 @@ def check_finite(kv_cache_dtype: str, **named) -> None:
         values = to_numpy(a)
         if values.size and not np.isfinite(values.astype(np.float32)).all():
             raise ValueError(f"{name}: must be finite to be quantized to {kv_cache_dtype} (found NaN or inf)")
+
+
+# --- workloads ------------------------------------------------------------------------------------------------------
+
+WORKLOAD_DTYPES = ("fp8_e4m3", "int8")  # the quantized rows of the model grids: what NeuronCore-v2/v3 store
+
+
+def scale_bytes(kv_cache_dtype: str, rows: int, hkv: int) -> float:
+    """HBM bytes of the int8 scales of `rows` cached tokens of K and V (0 for the other formats)."""
+    return 4.0 * 2 * rows * hkv if kv_cache_dtype == "int8" else 0.0
+
+
+def quantized_caches(kv_cache_dtype: str, key_cache, value_cache, live_slots, zeros: bool):
+    """(key_cache, value_cache, scale keywords) of float caches quantized the way `write_kv_cache` stores them: the
+    live slots through the reference write, every other slot NaN (fp8) / random codes with NaN scales (int8); fp8
+    scales per tensor, amax / max (no clipping). zeros: trace mode, zero codes and unit / zero scales."""
+    nb, bs, hkv, d = key_cache.shape
+    dt = storage_dtype(kv_cache_dtype, str(key_cache.dtype))
+    if zeros:
+        caches = [np.zeros(key_cache.shape, dt) for _ in range(2)]
+        if kv_cache_dtype == "int8":
+            return (*caches, {n: np.zeros((nb, bs, hkv), np.float32) for n in ("k_scale_cache", "v_scale_cache")})
+        return (*caches, dict(k_scale=1.0, v_scale=1.0))
+    slots = np.asarray(sorted(live_slots), np.int64)
+    rows = [c.reshape(nb * bs, hkv, d)[slots] for c in (key_cache, value_cache)]
+    if kv_cache_dtype == "int8":
+        rng = np.random.default_rng(0)
+        caches = [rng.integers(-127, 128, key_cache.shape).astype(np.int8) for _ in range(2)]
+        extra = {n: np.full((nb, bs, hkv), np.nan, np.float32) for n in ("k_scale_cache", "v_scale_cache")}
+    else:
+        caches = [np.full(key_cache.shape, np.nan, np.float32).astype(dt) for _ in range(2)]
+        extra = {name: max(float(np.abs(r.astype(np.float64)).max(initial=0.0)), 1e-3) / FP8_MAX[kv_cache_dtype]
+                 for name, r in zip(("k_scale", "v_scale"), rows)}
+    paged.write_kv_cache(*rows, *caches, slots, kv_cache_dtype=kv_cache_dtype, **extra)
+    return (*caches, extra)

@@ -167,7 +167,8 @@ def q_lens(problem: Problem) -> list[int]:
 def spec(problem: Problem) -> dict:
     p = problem.params
     return dict(head_dim=p["head_dim"], block_size=p["block_size"], dtype=problem.dtype,
-                sliding_window=p.get("sliding_window"), softcap=p.get("softcap"))
+                sliding_window=p.get("sliding_window"), softcap=p.get("softcap"),
+                kv_cache_dtype=p.get("kv_cache_dtype", "auto"))
 
 
 def flops(problem: Problem) -> float:
@@ -179,18 +180,24 @@ def flops(problem: Problem) -> float:
 
 
 def hbm_bytes(problem: Problem) -> float:
-    """q read and out written, the live (windowed) K and V positions read once, the int32 metadata read."""
+    """q read and out written, the live (windowed) K and V positions read once (in the cache's storage dtype, int8
+    with its float32 scale per token and head), the int32 metadata read."""
     p = problem.params
     d = p["head_dim"]
+    kv_dtype = p.get("kv_cache_dtype", "auto")
     tokens_q = sum(q_lens(problem))
-    kv = 2 * sum(min(ctx, p.get("sliding_window") or ctx) for ctx in contexts(problem)) * p["hkv"] * d
+    rows = sum(min(ctx, p.get("sliding_window") or ctx) for ctx in contexts(problem))
+    kv = 2 * rows * p["hkv"] * d * _kv_quant.storage_dtype(kv_dtype, problem.dtype).itemsize
+    kv += _kv_quant.scale_bytes(kv_dtype, rows, p["hkv"])
     max_blocks = math.ceil(max(contexts(problem)) / p["block_size"])
-    return itemsize(problem.dtype) * (2 * tokens_q * p["hq"] * d + kv) + 4 * p["num_seqs"] * (max_blocks + 2)
+    return itemsize(problem.dtype) * 2 * tokens_q * p["hq"] * d + kv + 4 * p["num_seqs"] * (max_blocks + 2)
 
 
 def make_inputs(problem: Problem, rng: np.random.Generator, zeros: bool):
     """(q, key_cache, value_cache, block_tables, seq_lens, query_start_loc): permuted physical blocks, NaN in every
-    slot no sequence owns (zeros everywhere in trace mode); causal / window / softcap as keywords."""
+    slot no sequence owns (zeros everywhere in trace mode); causal / window / softcap as keywords. A quantized
+    kv_cache_dtype quantizes the live slots the way write_kv_cache stores them (`_kv_quant.quantized_caches`) and adds
+    its scale keywords: the check compares each backend with the reference on those same caches."""
     p, dt = problem.params, numpy_dtype(problem.dtype)
     hq, hkv, d, bs = p["hq"], p["hkv"], p["head_dim"], p["block_size"]
 
@@ -216,20 +223,34 @@ def make_inputs(problem: Problem, rng: np.random.Generator, zeros: bool):
         key_cache, value_cache = reference.build_paged_cache(keys, values, tables, num_blocks=num_blocks, block_size=bs)
     q = normal((int(starts[-1]), hq, d))
     options = dict(causal=True, sliding_window=p.get("sliding_window"), softcap=p.get("softcap"))
+    kv_dtype = p.get("kv_cache_dtype", "auto")
+    if kv_dtype != "auto":
+        live = None if zeros else {int(tables[i, pos // bs]) * bs + pos % bs for i, s in enumerate(seq_lens)
+                                   for pos in range(int(s))}
+        key_cache, value_cache, extra = _kv_quant.quantized_caches(kv_dtype, key_cache, value_cache, live, zeros)
+        options.update(kv_cache_dtype=kv_dtype, **extra)
     return (q, key_cache, value_cache, tables, seq_lens, starts), options
 
 
 def smoke_problems(dtype: str) -> list[Problem]:
-    """A mixed batch: two decode sequences and a 4-token chunk."""
-    return [Problem(OP, "smoke/paged_attention/mixed", "smoke",
-                    dict(num_seqs=3, q_lens=(1, 1, 4), seq_lens=(17, 40, 9), q_len=1, hq=4, hkv=2, head_dim=64,
-                         block_size=16, sliding_window=None, softcap=None), dtype, 6, "smoke")]
+    """A mixed batch: two decode sequences and a 4-token chunk; the same over each quantized workload cache."""
+    params = dict(num_seqs=3, q_lens=(1, 1, 4), seq_lens=(17, 40, 9), q_len=1, hq=4, hkv=2, head_dim=64,
+                  block_size=16, sliding_window=None, softcap=None)
+    return [Problem(OP, "smoke/paged_attention/mixed", "smoke", params, dtype, 6, "smoke")] + [
+        Problem(OP, f"smoke/paged_attention/mixed-{kv}", "smoke", {**params, "kv_cache_dtype": kv}, dtype, 6, "smoke")
+        for kv in _kv_quant.WORKLOAD_DTYPES]
 
 
 def model_problems(model, phase: str, grid: dict, quant, dtype: str) -> list[Problem]:
-    """Decode only: batch x context x block size (at most `grid["max_kv_tokens"]` cached tokens per call)."""
+    """Decode only: batch x context x block size (at most `grid["max_kv_tokens"]` cached tokens per call); then the
+    quantized caches (`_quantized_decode_problems`)."""
     if phase != "decode":
         return []
+    return _decode_problems(model, grid, dtype) + _quantized_decode_problems(model, grid, dtype)
+
+
+def _decode_problems(model, grid: dict, dtype: str) -> list[Problem]:
+    """The decode grid over the model-dtype cache ("auto")."""
     out = []
     for bs in grid["block_sizes"]:
         for b in grid["batches"]:
@@ -239,14 +260,27 @@ def model_problems(model, phase: str, grid: dict, quant, dtype: str) -> list[Pro
                 params = dict(num_seqs=b, q_len=1, context=ctx, hq=model.q_heads_per_rank,
                               hkv=model.kv_heads_per_rank, head_dim=model.head_dim, block_size=bs,
                               sliding_window=model.sliding_window, softcap=None)
-                out.append(Problem(OP, f"{model.name}/decode/paged_attention/b{b}-ctx{ctx}-bs{bs}", phase, params,
+                out.append(Problem(OP, f"{model.name}/decode/paged_attention/b{b}-ctx{ctx}-bs{bs}", "decode", params,
                                    dtype, b, model.name))
+    return out
+
+
+def _quantized_decode_problems(model, grid: dict, dtype: str) -> list[Problem]:
+    """The decode rows again over each quantized cache of `_kv_quant.WORKLOAD_DTYPES`, at the grid's first block size
+    (named .../paged_attention/<kv_cache_dtype>/b..-ctx..-bs..; their speed-up is against the same row over "auto")."""
+    first = {**grid, "block_sizes": grid["block_sizes"][:1]}
+    out = []
+    for kv in _kv_quant.WORKLOAD_DTYPES:
+        for p in _decode_problems(model, first, dtype):
+            out.append(Problem(OP, p.name.replace("/paged_attention/", f"/paged_attention/{kv}/"), p.phase,
+                               {**p.params, "kv_cache_dtype": kv}, dtype, p.tokens, p.model))
     return out
 
 
 def _series(problem: dict) -> tuple[tuple, str]:
     context = problem.get("context", 0)
-    return (context,), f"paged_attention ctx {context}"
+    kv = problem.get("kv_cache_dtype", "auto")
+    return (context, kv), f"paged_attention ctx {context}" + ("" if kv == "auto" else f" {kv}")
 
 
 # --- GPU bench ----------------------------------------------------------------------------------------------------
@@ -272,7 +306,8 @@ def paged_attention_torch(q, key_cache, value_cache, block_tables, seq_lens, que
 
 def bench(problem: Problem, device, cache: dict):
     """(cases, truth) of the GPU bench: Triton and, for a uniform decode batch without a window, torch SDPA over the
-    same keys stored densely (no paging)."""
+    same keys stored densely (no paging). Quantized-cache rows have no bench variant (`OP.bench_variants`): torch has
+    no float8_e4m3 and its baselines no int8 cache; they are modeled on the Neuron targets."""
     import torch  # optional heavy dependency: only the GPU bench calls this
 
     triton_paged = _backends.load(OP, "triton")[0]
@@ -324,5 +359,6 @@ OP = Op(
     model_problems=model_problems,
     plot=Plot(size="num_seqs", series=_series, context="context"),
     bench=bench,
+    bench_variants=lambda problem: [] if problem.params.get("kv_cache_dtype", "auto") != "auto" else [problem],
     torch=TORCH,
 )

@@ -151,10 +151,14 @@ def stacked_caches(out) -> np.ndarray:
     return np.stack([to_numpy(out[0]).astype(np.float64), to_numpy(out[1]).astype(np.float64)])
 
 
-def expected_caches(key, value, key_cache, value_cache, slot_mapping, *, compute_dtype=None) -> np.ndarray:
-    """The reference write on copies of the caches, stacked like `stacked_caches` (a copy has no working precision,
-    so `compute_dtype` is ignored)."""
-    return stacked_caches(reference.write_kv_cache(key, value, key_cache.copy(), value_cache.copy(), slot_mapping))
+def expected_caches(key, value, key_cache, value_cache, slot_mapping, *, compute_dtype=None, **quant) -> np.ndarray:
+    """The reference write on copies of the caches (and of int8 scale caches), stacked like `stacked_caches` (a copy
+    or a float32-exact quantization has no working precision, so `compute_dtype` is ignored); `quant`: the call's
+    kv_cache_dtype and scale keywords. The harness compares the data caches; tests/kernels/test_kv_quant.py also the
+    int8 scale caches, bit for bit."""
+    quant = {k: (v.copy() if k.endswith("_cache") else v) for k, v in quant.items()}
+    return stacked_caches(reference.write_kv_cache(key, value, key_cache.copy(), value_cache.copy(), slot_mapping,
+                                                   **quant))
 
 
 # --- workload -----------------------------------------------------------------------------------------------------
@@ -162,7 +166,8 @@ def expected_caches(key, value, key_cache, value_cache, slot_mapping, *, compute
 
 def spec(problem: Problem) -> dict:
     p = problem.params
-    return dict(head_dim=p["head_dim"], block_size=p["block_size"], dtype=problem.dtype)
+    return dict(head_dim=p["head_dim"], block_size=p["block_size"], dtype=problem.dtype,
+                kv_cache_dtype=p.get("kv_cache_dtype", "auto"))
 
 
 def flops(problem: Problem) -> float:
@@ -171,14 +176,20 @@ def flops(problem: Problem) -> float:
 
 
 def hbm_bytes(problem: Problem) -> float:
-    """key and value read, both caches written (T rows of Hkv·D each), the int64 slots read."""
+    """key and value read, both caches written (T rows of Hkv·D each, in the cache's storage dtype; int8 also its
+    float32 scale per token and head), the int64 slots read."""
     p = problem.params
-    return itemsize(problem.dtype) * 2 * 2 * p["t"] * p["hkv"] * p["head_dim"] + 8 * p["t"]
+    kv_dtype = p.get("kv_cache_dtype", "auto")
+    elements = 2 * p["t"] * p["hkv"] * p["head_dim"]
+    stored = elements * _kv_quant.storage_dtype(kv_dtype, problem.dtype).itemsize
+    return itemsize(problem.dtype) * elements + stored + _kv_quant.scale_bytes(kv_dtype, p["t"], p["hkv"]) + 8 * p["t"]
 
 
 def make_inputs(problem: Problem, rng: np.random.Generator, zeros: bool):
     """(key, value, key_cache, value_cache, slot_mapping): NaN-filled caches of ceil(T / block_size) + 2 blocks,
-    distinct random slots and one -1 padding token (T > 2); zeros everywhere in trace mode."""
+    distinct random slots and one -1 padding token (T > 2); zeros everywhere in trace mode. A quantized
+    kv_cache_dtype: caches of its storage dtype (NaN / random old codes, NaN old int8 scales) and its scale keywords
+    (`_kv_quant.quantized_caches` with no live slot: nothing is written before the call)."""
     p, dt = problem.params, numpy_dtype(problem.dtype)
     t, hkv, d, bs = p["t"], p["hkv"], p["head_dim"], p["block_size"]
     num_blocks = math.ceil(t / bs) + 2
@@ -188,12 +199,21 @@ def make_inputs(problem: Problem, rng: np.random.Generator, zeros: bool):
     new = [np.zeros((t, hkv, d), dt) if zeros else rng.standard_normal((t, hkv, d)).astype(dt) for _ in range(2)]
     fill = 0.0 if zeros else np.nan
     caches = [np.full((num_blocks, bs, hkv, d), fill, dt) for _ in range(2)]
-    return (*new, *caches, slots), {}
+    kv_dtype = p.get("kv_cache_dtype", "auto")
+    if kv_dtype == "auto":
+        return (*new, *caches, slots), {}
+    *caches, extra = _kv_quant.quantized_caches(kv_dtype, *caches, (), zeros)
+    if kv_dtype.startswith("fp8") and not zeros:  # per-tensor scales of the new rows: amax / max
+        extra = _kv_quant.quantized_caches(kv_dtype, new[0][:, None], new[1][:, None], range(t), False)[2]
+    return (*new, *caches, slots), dict(kv_cache_dtype=kv_dtype, **extra)
 
 
 def smoke_problems(dtype: str) -> list[Problem]:
-    return [Problem(OP, "smoke/write_kv_cache/t7-bs16", "smoke", dict(t=7, hkv=2, head_dim=64, block_size=16), dtype,
-                    7, "smoke")]
+    """Seven tokens (one padding), then the same into each quantized workload cache."""
+    params = dict(t=7, hkv=2, head_dim=64, block_size=16)
+    return [Problem(OP, "smoke/write_kv_cache/t7-bs16", "smoke", params, dtype, 7, "smoke")] + [
+        Problem(OP, f"smoke/write_kv_cache/t7-bs16-{kv}", "smoke", {**params, "kv_cache_dtype": kv}, dtype, 7, "smoke")
+        for kv in _kv_quant.WORKLOAD_DTYPES]
 
 
 def model_problems(model, phase: str, grid: dict, quant, dtype: str) -> list[Problem]:
@@ -203,8 +223,17 @@ def model_problems(model, phase: str, grid: dict, quant, dtype: str) -> list[Pro
         rows = [(b, bs) for bs in grid["block_sizes"] for b in grid["batches"]]
     else:
         rows = [(s, grid["block_sizes"][0]) for s in grid["prefill"]]
-    return [Problem(OP, f"{model.name}/{phase}/write_kv_cache/t{t}-bs{bs}", phase,
+    auto = [Problem(OP, f"{model.name}/{phase}/write_kv_cache/t{t}-bs{bs}", phase,
                     dict(t=t, hkv=hkv, head_dim=d, block_size=bs), dtype, t, model.name) for t, bs in rows]
+    return auto + _quantized_problems(auto, rows[0][1] if rows else None)
+
+
+def _quantized_problems(auto: list[Problem], first_block_size) -> list[Problem]:
+    """The rows at the first block size again, writing each quantized cache of `_kv_quant.WORKLOAD_DTYPES` (named
+    .../write_kv_cache/<kv_cache_dtype>/t..-bs..)."""
+    return [Problem(OP, p.name.replace("/write_kv_cache/", f"/write_kv_cache/{kv}/"), p.phase,
+                    {**p.params, "kv_cache_dtype": kv}, p.dtype, p.tokens, p.model)
+            for kv in _kv_quant.WORKLOAD_DTYPES for p in auto if p.params["block_size"] == first_block_size]
 
 
 # --- GPU bench ----------------------------------------------------------------------------------------------------
@@ -269,5 +298,6 @@ OP = Op(
     check=Check(output=stacked_caches, reference=expected_caches, naive=False, floor=0.0),  # a copy must be exact
     plot=Plot(size="t"),
     bench=bench,
+    bench_variants=lambda problem: [] if problem.params.get("kv_cache_dtype", "auto") != "auto" else [problem],
     torch=TORCH,
 )
