@@ -52,12 +52,6 @@ def transpose_q(q_sb, nq):
     return qT
 
 
-def kv_tiles(k, v, b, hk, k0, n):
-    """Keys [k0, k0 + n) of kv head hk: kᵀ [128 (D slice), D/128, n] and v [128 keys, n/128 chunks, D] in SBUF."""
-    k_sb, v_sb = load_kv_rows(k, v, b, hk, k0, n)
-    return transpose_k(k_sb, n, k.shape[3]), v_sb
-
-
 def load_kv_rows(k, v, b, hk, k0, n):
     """k and v rows [k0, k0 + n) of kv head hk as [128 keys, n/128 chunks, D] SBUF tiles (contiguous D-element
     runs; a strided DMA of kᵀ would move 2-byte runs)."""

@@ -35,11 +35,11 @@ between VectorE and ScalarE. Loads and transposes of q, k, v live in `_attention
 Reference: nkilab.reference.attention.attention
 """
 
-from ._attention_tiles import (D_CHUNK, KV_TILE, Q_TILE, kv_tiles, load_kv_rows, load_q_rows, psum_copy,
-                               transpose_k, transpose_q)
+from ._attention_finite import bad_keys, clean_rows, count_bad_keys, ones_tile, output_flags
+from ._attention_tiles import D_CHUNK, KV_TILE, Q_TILE, load_kv_rows, load_q_rows, psum_copy, transpose_k, transpose_q
 from ._shim import nisa, nki, nl
-from ._softmax import ADDITIVE_MASK, MAX_FLOOR, exp_rows, rescale_factor, update_acc, update_sum
-from ._tiling import PMAX, tiles
+from ._softmax import MAX_FLOOR, exp_rows, rescale_factor, update_acc, update_sum
+from ._tiling import FP32_MIN, PMAX, tiles
 
 KV_STEP = 4 * KV_TILE  # keys per online-softmax step (2-byte inputs): 4 PSUM banks of scores, one max/exp/rescale
 Q_PREFETCH = 2  # query tiles whose q rows are DMA'd ahead of the one being computed
@@ -79,33 +79,31 @@ def flash_attention(q, k, v, scale=1.0, causal=False, sliding_window=None, softc
     group = hq // hkv
     heads = max(1, min(group, HEAD_BLOCK_ELEMS // d))
     resident = _kv_bytes(k.shape[1], d, q.dtype) <= resident_kv_bytes
-    # masks are added to the PSUM scores by a matmul with the identity (TensorE has slack, VectorE has not)
-    ident = _identity() if causal or sliding_window is not None else None
-    call = AttentionCall(q, k, v, out, scale, causal, sliding_window, softcap, ident)
+    call = AttentionCall(q, k, v, out, scale, causal, sliding_window, softcap)
     visible = _visible_tiles(call, batch, hkv, group, heads)
     pending = []  # issued-late work in order: PendingPv items and TileStore entries
     _run_tiles(visible, call, resident, pending)
-    _drain(pending, call.split_copies)
+    _drain(pending, call.v2)
     return out
 
 
 class AttentionCall(nl.NKIObject):
     """Compile-time facts of one call: the HBM tensors, the options and what follows from them.
 
-    exp_scale: multiplier inside the exp (softcap c, else scale); mask_bias: the additive mask value (so that
-    exp_scale · mask_bias stays finite); step: keys per online-softmax step (fp32 inputs: half, so a step's scores
-    and pᵀ fit PSUM together); ident: `_identity()` or None without masks; split_copies: pᵀ PSUM->SBUF copies
-    alternate VectorE / ScalarE (v2: VectorE is as slow per element as ScalarE; v3+: VectorE takes them all, as
-    moving some to ScalarE, busy with the exps, models slower)."""
+    exp_scale: multiplier inside the exp (softcap c, else scale); step: keys per online-softmax step (fp32 inputs:
+    half, so a step's scores and pᵀ fit PSUM together); v2 (NeuronCore-v2): pᵀ PSUM->SBUF copies alternate VectorE /
+    ScalarE (VectorE is as slow per element as ScalarE; v3+: VectorE takes them all, as moving some to ScalarE,
+    busy with the exps, models slower), and non-finite q / k elements are isolated before their transposes
+    (`_attention_finite`; `ones` is its all-visible chunk, None on v3+)."""
 
-    def __init__(self, q, k, v, out, scale, causal, window, softcap, ident):
+    def __init__(self, q, k, v, out, scale, causal, window, softcap):
         self.q, self.k, self.v, self.out = q, k, v, out
         self.sq, self.skv, self.d = q.shape[1], k.shape[1], q.shape[3]
-        self.scale, self.causal, self.window, self.softcap, self.ident = scale, causal, window, softcap, ident
+        self.scale, self.causal, self.window, self.softcap = scale, causal, window, softcap
         self.exp_scale = softcap if softcap is not None else scale
-        self.mask_bias = ADDITIVE_MASK / max(self.exp_scale, 1.0)
         self.step = KV_STEP * 2 // _itemsize(k.dtype)
-        self.split_copies = nisa.get_nc_version() == nisa.nc_version.gen2
+        self.v2 = nisa.get_nc_version() == nisa.nc_version.gen2
+        self.ones = ones_tile() if self.v2 else None
 
 
 class QueryTile(nl.NKIObject):
@@ -118,14 +116,15 @@ class QueryTile(nl.NKIObject):
 
 class KeyStep(nl.NKIObject):
     """Keys k0 .. k0+n of one online-softmax step (or all of a resident kv head's): kT [128 (D slice), D/128, n],
-    v [128 keys, n/128, D] SBUF views, and the step's MaskBias (None when nothing in it is masked)."""
+    v [128 keys, n/128, D] SBUF views, bad [128 keys, n/128] (v2: `_attention_finite.bad_keys`, else None), and
+    the step's MaskKeep (None when every row sees every key)."""
 
-    def __init__(self, k0, n, kT, v, bias):
-        self.k0, self.n, self.kT, self.v, self.bias = k0, n, kT, v, bias
+    def __init__(self, k0, n, kT, v, bad, keep):
+        self.k0, self.n, self.kT, self.v, self.bad, self.keep = k0, n, kT, v, bad, keep
 
 
-class MaskBias(nl.NKIObject):
-    """Additive mask of score columns c0 .. c1 of a key step: tile [128, c1 - c0] bfloat16 SBUF (0 or mask_bias)."""
+class MaskKeep(nl.NKIObject):
+    """Visibility of score columns c0 .. c1 of a key step: tile [128, c1 - c0] uint8 SBUF (1 visible, 0 hidden)."""
 
     def __init__(self, tile, c0, c1):
         self.tile, self.c0, self.c1 = tile, c0, c1
@@ -133,12 +132,15 @@ class MaskBias(nl.NKIObject):
 
 class TileState(nl.NKIObject):
     """Online-softmax state of one query tile: acc [128, nh, D] and run_sum [128, nh] fp32 SBUF; neg_max: per head
-    a [128, 1] fp32 tile, None before its first key step."""
+    a [128, 1] fp32 tile, None before its first key step; v2: q_ok [128, nh] and seen [128, 1] fp32
+    (`_attention_finite`), else None."""
 
-    def __init__(self, nh, d):
+    def __init__(self, nh, d, q_ok):
         self.acc = nl.ndarray((Q_TILE, nh, d), dtype=nl.float32, buffer=nl.sbuf)
         self.run_sum = nl.ndarray((Q_TILE, nh), dtype=nl.float32, buffer=nl.sbuf)
         self.neg_max = [None] * nh
+        self.q_ok = q_ok
+        self.seen = None if q_ok is None else nl.ndarray((Q_TILE, 1), dtype=nl.float32, buffer=nl.sbuf)
 
 
 class PendingPv(nl.NKIObject):
@@ -181,9 +183,9 @@ def _run_tiles(tasks, call, resident, pending):
     q rows are loaded Q_PREFETCH tiles ahead and resident k/v rows one kv head ahead, as DMAs only; qᵀ is made one
     tile ahead and kᵀ when its kv head starts. So no in-order compute queue waits behind a DMA that is itself
     queued behind earlier output stores, and the next tile's qᵀ copies are not queued behind this tile's exps."""
-    q, k, v, skv, d = call.q, call.k, call.v, call.skv, call.d
+    q, k, v, skv = call.q, call.k, call.v, call.skv
     q_rows = [load_q_rows(q, t.b, t.q0, t.nq, t.h0, t.nh) for t in tasks[:Q_PREFETCH]]
-    qT = [transpose_q(q_rows.pop(0), tasks[0].nq)] if tasks else []
+    qT = [_prepare_q(q_rows.pop(0), tasks[0].nq, call)] if tasks else []
     kv_head, kv_all = None, None
     kv_rows = load_kv_rows(k, v, tasks[0].b, tasks[0].hk, 0, skv) if resident and tasks else None
     for i, tile in enumerate(tasks):
@@ -191,14 +193,34 @@ def _run_tiles(tasks, call, resident, pending):
             ahead = tasks[i + Q_PREFETCH]
             q_rows.append(load_q_rows(q, ahead.b, ahead.q0, ahead.nq, ahead.h0, ahead.nh))
         if i + 1 < len(tasks):
-            qT.append(transpose_q(q_rows.pop(0), tasks[i + 1].nq))
+            qT.append(_prepare_q(q_rows.pop(0), tasks[i + 1].nq, call))
         if resident and (tile.b, tile.hk) != kv_head:
             kv_head, (k_rows, v_rows) = (tile.b, tile.hk), kv_rows
             following = [t for t in tasks[i:] if (t.b, t.hk) != kv_head]
             if following:
                 kv_rows = load_kv_rows(k, v, following[0].b, following[0].hk, 0, skv)
-            kv_all = KeyStep(0, skv, transpose_k(k_rows, skv, d), v_rows, None)
+            kv_all = _key_step(0, skv, k_rows, v_rows, call)
         _query_tile(qT.pop(0), kv_all, tile, call, pending)
+
+
+def _prepare_q(q_rows, nq, call):
+    """(qᵀ, q_ok) of loaded q rows [128, nh, D]: `transpose_q`; on v2 of the rows cleaned first (`clean_rows`),
+    q_ok [128, nh] saying which were finite, else None."""
+    if not call.v2:
+        return transpose_q(q_rows, nq), None
+    clean, q_ok = clean_rows(q_rows, nq)
+    return transpose_q(clean, nq), q_ok
+
+
+def _key_step(k0, n, k_rows, v_rows, call):
+    """KeyStep (no mask) of loaded k, v rows [128 keys, n/128, D]: kᵀ by `transpose_k`, on v2 of the rows cleaned
+    first with their `bad_keys`."""
+    bad = None
+    if call.v2:
+        rows = min(n, PMAX)
+        k_rows, ok = clean_rows(k_rows, rows)
+        bad = bad_keys(ok, rows)
+    return KeyStep(k0, n, transpose_k(k_rows, n, call.d), v_rows, bad, None)
 
 
 def _check_inputs(q, k, v, scale, sliding_window, softcap):
@@ -245,34 +267,32 @@ def _store_zeros(out, b, q0, nq, h0, nh):
     nisa.dma_copy(dst=out[b, q0:q0 + nq, h0:h0 + nh, :], src=o_sb[:nq])
 
 
-def _identity():
-    """I [128, 128] bfloat16 SBUF (GpSimd): the stationary operand that adds a mask tile to PSUM scores."""
-    ident = nl.ndarray((PMAX, PMAX), dtype=nl.bfloat16, buffer=nl.sbuf)
-    nisa.memset(dst=ident, value=1.0, engine=nisa.engine.gpsimd)
-    nisa.affine_select(dst=ident, pattern=[[-1, PMAX]], channel_multiplier=1, on_true_tile=ident, on_false_value=0.0,
-                       cmp_op=nl.equal)  # keep 1 where p - f == 0
-    return ident
-
-
 def _query_tile(qT, kv_all, tile, call, pending):
     """Attention of one QueryTile over its keys [lo, hi).
 
     qT: `transpose_q` of the rows; kv_all: the resident keys of the kv head (a KeyStep over all of Skv) or None
     (stream them per step). Each (key step, head) item leaves its P·V in `pending` (also across query tiles,
-    followed by the tile's TileStore); see `_item` for the order the work is issued in."""
-    state = TileState(tile.nh, call.d)
+    followed by the tile's TileStore); see `_item` for the order the work is issued in. qT: (qᵀ, q_ok) of
+    `_prepare_q`."""
+    qT, q_ok = qT
+    state = TileState(tile.nh, call.d, q_ok)
+    diag = tile.q0 + call.skv - call.sq
     start = tile.lo // PMAX * PMAX  # 128-aligned so 128-key chunks of P line up with the partitions of v
-    for offset, n in tiles(tile.hi - start, call.step):
+    for i, (offset, n) in enumerate(tiles(tile.hi - start, call.step)):
         k0 = start + offset
         if kv_all is None:
-            kT, v_t = kv_tiles(call.k, call.v, tile.b, tile.hk, k0, n)
+            step = _key_step(k0, n, *load_kv_rows(call.k, call.v, tile.b, tile.hk, k0, n), call)
+            kT, v_t, bad = step.kT, step.v, step.bad
         else:
-            kT = kv_all.kT[:, :, k0:k0 + n]
-            v_t = kv_all.v[:, k0 // PMAX:(k0 + n + PMAX - 1) // PMAX, :]
-        keys = KeyStep(k0, n, kT, v_t, _mask_bias(tile, k0, n, call))
+            c0, c1 = k0 // PMAX, (k0 + n + PMAX - 1) // PMAX
+            kT, v_t = kv_all.kT[:, :, k0:k0 + n], kv_all.v[:, c0:c1, :]
+            bad = None if kv_all.bad is None else kv_all.bad[:, c0:c1]
+        keys = KeyStep(k0, n, kT, v_t, bad, _mask_keep(tile, k0, n, call))
+        if bad is not None:
+            count_bad_keys(state.seen, bad, k0, n, tile.nq, diag, call.causal, call.window, call.ones, i == 0)
         for h in range(tile.nh):
             pending.append(_item(qT[:, h], keys, tile, state, h, call, pending))
-    pending.append(TileStore(call.out, tile, state, tile.q0 + call.skv - call.sq if call.causal else 0))
+    pending.append(TileStore(call.out, tile, state, diag if call.causal else 0))
 
 
 def _item(qT_h, keys, tile, state, h, call, pending):
@@ -286,9 +306,9 @@ def _item(qT_h, keys, tile, state, h, call, pending):
     due = _due(pending, PIPELINE_LAG)
     pT_ps = _transpose_p(due) if due else None
     s = _scores(qT_h, keys, tile.nq, call)
-    pv_ps = _pv(due, pT_ps, call.split_copies) if due else None
+    pv_ps = _pv(due, pT_ps, call.v2) if due else None
     neg_max_old = state.neg_max[h]
-    state.neg_max[h] = _row_max(s, tile.nq, keys.n, neg_max_old, call.exp_scale)
+    state.neg_max[h] = _row_max(s, keys, tile.nq, neg_max_old, call.exp_scale)
     item = _exp(s, keys, tile.nq, neg_max_old, state, h, call.exp_scale)
     if due:
         _update(due, pv_ps)
@@ -315,8 +335,8 @@ def _drain(pending, split_copies):
 
 
 def _store(entry):
-    """out rows [q0, q0 + nq), heads [h0, h0 + nh) of a TileStore = acc / run_sum in out's dtype; rows p with
-    diag + p < 0 (causal, Sq > Skv: they see no key) get 1/run_sum := 0, i.e. zeros."""
+    """out rows [q0, q0 + nq), heads [h0, h0 + nh) of a TileStore = acc / run_sum (+ the v2 `output_flags`) in
+    out's dtype; rows p with diag + p < 0 (causal, Sq > Skv: they see no key) get 1/run_sum := 0, i.e. zeros."""
     tile, state, out = entry.tile, entry.state, entry.out
     nq, nh, d = tile.nq, tile.nh, state.acc.shape[2]
     inv = nl.ndarray((Q_TILE, nh), dtype=nl.float32, buffer=nl.sbuf)
@@ -324,18 +344,20 @@ def _store(entry):
     if entry.diag < 0:
         nisa.affine_select(dst=inv[:nq], pattern=[[0, nh]], channel_multiplier=1, on_true_tile=inv[:nq],
                            on_false_value=0.0, cmp_op=nl.greater_equal, offset=entry.diag)
+    flag = None if state.q_ok is None else output_flags(state.q_ok, state.seen, nq, entry.diag)
     o_sb = nl.ndarray((Q_TILE, nh, d), dtype=out.dtype, buffer=nl.sbuf)
     for h in range(nh):  # on ScalarE: VectorE carries the row maxima
-        nisa.activation(dst=o_sb[:nq, h, :], op=nl.copy, data=state.acc[:nq, h, :], scale=inv[:nq, h:h + 1])
+        nisa.activation(dst=o_sb[:nq, h, :], op=nl.copy, data=state.acc[:nq, h, :], scale=inv[:nq, h:h + 1],
+                        bias=None if flag is None else flag[:nq, h:h + 1])
     nisa.dma_copy(dst=out[tile.b, tile.q0:tile.q0 + nq, tile.h0:tile.h0 + nh, :], src=o_sb[:nq])
 
 
-def _mask_bias(tile, k0, n, call):
-    """Additive mask of the [nq, n] score tile at (q0, k0) as a MaskBias, or None when no element is masked.
+def _mask_keep(tile, k0, n, call):
+    """Which keys of the [nq, n] score tile at (q0, k0) each row sees, as a MaskKeep, or None when it sees all.
 
-    The bias tile [128, c1 - c0] bfloat16 SBUF holds 0 (kept) or call.mask_bias for score columns [c0, c1) — the
-    only columns with masked elements (under causal masking the last nq - 1 keys, under a sliding window the first
-    ones), so the per-head add stays narrow. Built on GpSimd (affine_select), shared by the heads."""
+    The predicate tile [128, c1 - c0] uint8 SBUF holds 1 (visible) or 0 (hidden) for score columns [c0, c1) — the
+    only columns with hidden keys (under causal masking the last nq - 1 keys, under a sliding window the first
+    ones), so the per-head selection stays narrow. Built on GpSimd (affine_select), shared by the heads."""
     nq, window = tile.nq, call.window
     diag = tile.q0 + call.skv - call.sq
     rules = []  # (column range, step, channel_multiplier, offset): keep where offset + p·cm + f·step >= 0
@@ -347,48 +369,55 @@ def _mask_bias(tile, k0, n, call):
         return None
     c0 = min(rule[0] for rule in rules)
     c1 = max(rule[1] for rule in rules)
-    bias = nl.ndarray((Q_TILE, c1 - c0), dtype=nl.bfloat16, buffer=nl.sbuf)  # a TensorE operand; bf16 holds -3e38
-    nisa.memset(dst=bias[:nq], value=0.0, engine=nisa.engine.gpsimd)
+    keep = nl.ndarray((Q_TILE, c1 - c0), dtype=nl.uint8, buffer=nl.sbuf)
+    nisa.memset(dst=keep[:nq], value=1, engine=nisa.engine.gpsimd)
     for _, _, step, channel_multiplier, offset in rules:
-        nisa.affine_select(dst=bias[:nq], pattern=[[step, c1 - c0]], channel_multiplier=channel_multiplier,
-                           on_true_tile=bias[:nq], on_false_value=call.mask_bias, cmp_op=nl.greater_equal,
+        nisa.affine_select(dst=keep[:nq], pattern=[[step, c1 - c0]], channel_multiplier=channel_multiplier,
+                           on_true_tile=keep[:nq], on_false_value=0.0, cmp_op=nl.greater_equal,
                            offset=offset + c0 * step)
-    return MaskBias(bias, c0, c1)
+    return MaskKeep(keep, c0, c1)
 
 
 def _scores(qT_h, keys, nq, call):
-    """s = q·kᵀ of one head over one KeyStep, softcapped and masked: [128, ≥n] fp32 (valid [:nq, :n]).
+    """s = q·kᵀ of one head over one KeyStep, softcapped: [128, ≥n] fp32 (valid [:nq, :n]), masking left to
+    `_row_max`.
 
     qT_h: [128, D/128, 128] SBUF; keys.kT: [128, D/128, n] SBUF (D in `tiles(d, D_CHUNK)` row slices). One 512-key
-    PSUM bank per matmul, D slices accumulated in the bank. The result stays in PSUM (max and exp read it there),
-    the mask added by one more accumulating matmul I·bias per bank; a softcap makes an SBUF tile
-    t = tanh(scale·s/c) instead, masked by a VectorE add (the mask must follow the tanh)."""
-    n, kT, bias, softcap = keys.n, keys.kT, keys.bias, call.softcap
+    PSUM bank per matmul, D slices accumulated in the bank. The result stays in PSUM (max and exp read it there); a
+    softcap makes an SBUF tile t = tanh(scale·s/c) instead (the mask must follow the tanh)."""
+    n, kT = keys.n, keys.kT
     s_ps = nl.ndarray((Q_TILE, -(-n // KV_TILE) * KV_TILE), dtype=nl.float32, buffer=nl.psum)  # whole banks
     for c0, width in tiles(n, KV_TILE):
         for j, (d0, dc) in enumerate(tiles(call.d, D_CHUNK)):
             nisa.nc_matmul(dst=s_ps[:nq, c0:c0 + width], stationary=qT_h[:dc, j, :nq],
                            moving=kT[:dc, j, c0:c0 + width])
-        if bias is not None and softcap is None:
-            lo, hi = max(bias.c0, c0), min(bias.c1, c0 + width)  # the mask columns inside this bank
-            if lo < hi:
-                nisa.nc_matmul(dst=s_ps[:nq, lo:hi], stationary=call.ident[:nq, :nq],
-                               moving=bias.tile[:nq, lo - bias.c0:hi - bias.c0])
-    if softcap is None:
+    if call.softcap is None:
         return s_ps
     s = nl.ndarray((Q_TILE, n), dtype=nl.float32, buffer=nl.sbuf)
-    nisa.activation(dst=s[:nq, :n], op=nl.tanh, data=s_ps[:nq, :n], scale=call.scale / softcap)
-    if bias is not None:
-        nisa.tensor_tensor(dst=s[:nq, bias.c0:bias.c1], data1=s[:nq, bias.c0:bias.c1], data2=bias.tile[:nq],
-                           op=nl.add)
+    nisa.activation(dst=s[:nq, :n], op=nl.tanh, data=s_ps[:nq, :n], scale=call.scale / call.softcap)
     return s
 
 
-def _row_max(s, nq, n, neg_max_old, exp_scale):
-    """neg_max' = min(-exp_scale·rowmax(s), neg_max) [128, 1] fp32 (VectorE); the first step (neg_max_old None)
-    floors exp_scale·m at MAX_FLOOR instead."""
+def _row_max(s, keys, nq, neg_max_old, exp_scale):
+    """Mask the score tile s [128, ≥n] in place and return neg_max' = min(-exp_scale·rowmax(s), neg_max) [128, 1]
+    fp32 (VectorE); the first step (neg_max_old None) floors exp_scale·m at MAX_FLOOR instead.
+
+    Masking is a selection, never arithmetic: the columns [c0, c1) of keys.keep get FP32_MIN where a key is hidden
+    (select_reduce, which also gives their row max), whatever the score there — an Inf/NaN score of a hidden key
+    reaches nothing. The other columns are max-reduced as they are."""
+    n, keep = keys.n, keys.keep
     tile_neg_max = nl.ndarray((Q_TILE, 1), dtype=nl.float32, buffer=nl.sbuf)
-    nisa.tensor_reduce(dst=tile_neg_max[:nq], op=nl.maximum, data=s[:nq, :n], axis=1, negate=True)
+    if keep is None:
+        nisa.tensor_reduce(dst=tile_neg_max[:nq], op=nl.maximum, data=s[:nq, :n], axis=1, negate=True)
+    else:
+        spans = [(a, b) for a, b in ((0, keep.c0), (keep.c1, n)) if b > a]  # unmasked columns
+        parts = nl.ndarray((Q_TILE, 1 + len(spans)), dtype=nl.float32, buffer=nl.sbuf)
+        nisa.select_reduce(dst=s[:nq, keep.c0:keep.c1], predicate=keep.tile[:nq], on_true=s[:nq, keep.c0:keep.c1],
+                           on_false=FP32_MIN, reduce_res=parts[:nq, 0:1], reduce_cmd=nisa.reduce_cmd.reset_reduce,
+                           reduce_op=nl.maximum)
+        for i, (a, b) in enumerate(spans):
+            nisa.tensor_reduce(dst=parts[:nq, i + 1:i + 2], op=nl.maximum, data=s[:nq, a:b], axis=1)
+        nisa.tensor_reduce(dst=tile_neg_max[:nq], op=nl.maximum, data=parts[:nq], axis=1, negate=True)
     neg_max = nl.ndarray((Q_TILE, 1), dtype=nl.float32, buffer=nl.sbuf)
     if neg_max_old is None:
         nisa.tensor_scalar(dst=neg_max[:nq], data=tile_neg_max[:nq], op0=nl.multiply, operand0=exp_scale,
