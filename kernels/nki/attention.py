@@ -124,18 +124,33 @@ class KeyStep(nl.NKIObject):
 
 
 class MaskKeep(nl.NKIObject):
-    """Visibility of score columns c0 .. c1 of a key step: tile [128, c1 - c0] uint8 SBUF (1 visible, 0 hidden)."""
+    """Visibility of score columns c0 .. c1 of a key step: v2 tile [128, c1 - c0] uint8 SBUF (1 visible, 0 hidden),
+    v3+ None (the RowBounds decide)."""
 
     def __init__(self, tile, c0, c1):
         self.tile, self.c0, self.c1 = tile, c0, c1
 
 
+class RowBounds(nl.NKIObject):
+    """Keys [lo, hi] each row of a query tile sees, float32 [128, 1] each (absolute key indices, iota on GpSimd):
+    hi = diag + p under the causal mask (else Skv - 1), lo = diag + p - w + 1 under a window w (else 0)."""
+
+    def __init__(self, diag, call):
+        self.hi = nl.ndarray((Q_TILE, 1), dtype=nl.float32, buffer=nl.sbuf)
+        self.lo = nl.ndarray((Q_TILE, 1), dtype=nl.float32, buffer=nl.sbuf)
+        offset, cm = (diag, 1) if call.causal else (call.skv - 1, 0)
+        nisa.iota(dst=self.hi, pattern=[[0, 1]], offset=offset, channel_multiplier=cm)
+        offset, cm = (diag - call.window + 1, 1) if call.window is not None else (0, 0)
+        nisa.iota(dst=self.lo, pattern=[[0, 1]], offset=offset, channel_multiplier=cm)
+
+
 class TileState(nl.NKIObject):
     """Online-softmax state of one query tile: acc [128, nh, D] and run_sum [128, nh] fp32 SBUF; neg_max: per head
-    a [128, 1] fp32 tile, None before its first key step; v2: q_ok [128, nh] and seen [128, 1] fp32
-    (`_attention_finite`), else None."""
+    a [128, 1] fp32 tile, None before its first key step; bounds: the RowBounds (v3+ with a mask, else None); v2:
+    q_ok [128, nh] and seen [128, 1] fp32 (`_attention_finite`), else None."""
 
-    def __init__(self, nh, d, q_ok):
+    def __init__(self, nh, d, q_ok, bounds):
+        self.bounds = bounds
         self.acc = nl.ndarray((Q_TILE, nh, d), dtype=nl.float32, buffer=nl.sbuf)
         self.run_sum = nl.ndarray((Q_TILE, nh), dtype=nl.float32, buffer=nl.sbuf)
         self.neg_max = [None] * nh
@@ -275,8 +290,9 @@ def _query_tile(qT, kv_all, tile, call, pending):
     followed by the tile's TileStore); see `_item` for the order the work is issued in. qT: (qᵀ, q_ok) of
     `_prepare_q`."""
     qT, q_ok = qT
-    state = TileState(tile.nh, call.d, q_ok)
     diag = tile.q0 + call.skv - call.sq
+    masked = call.causal or call.window is not None
+    state = TileState(tile.nh, call.d, q_ok, RowBounds(diag, call) if masked and not call.v2 else None)
     start = tile.lo // PMAX * PMAX  # 128-aligned so 128-key chunks of P line up with the partitions of v
     for i, (offset, n) in enumerate(tiles(tile.hi - start, call.step)):
         k0 = start + offset
@@ -308,7 +324,7 @@ def _item(qT_h, keys, tile, state, h, call, pending):
     s = _scores(qT_h, keys, tile.nq, call)
     pv_ps = _pv(due, pT_ps, call.v2) if due else None
     neg_max_old = state.neg_max[h]
-    state.neg_max[h] = _row_max(s, keys, tile.nq, neg_max_old, call.exp_scale)
+    state.neg_max[h] = _row_max(s, keys, tile.nq, neg_max_old, call.exp_scale, state.bounds)
     item = _exp(s, keys, tile.nq, neg_max_old, state, h, call.exp_scale)
     if due:
         _update(due, pv_ps)
@@ -355,9 +371,10 @@ def _store(entry):
 def _mask_keep(tile, k0, n, call):
     """Which keys of the [nq, n] score tile at (q0, k0) each row sees, as a MaskKeep, or None when it sees all.
 
-    The predicate tile [128, c1 - c0] uint8 SBUF holds 1 (visible) or 0 (hidden) for score columns [c0, c1) — the
-    only columns with hidden keys (under causal masking the last nq - 1 keys, under a sliding window the first
-    ones), so the per-head selection stays narrow. Built on GpSimd (affine_select), shared by the heads."""
+    Score columns [c0, c1) are the only ones with hidden keys (under causal masking the last nq - 1 keys, under a
+    sliding window the first ones). v2: the predicate tile [128, c1 - c0] uint8 SBUF holds 1 (visible) or 0 (hidden)
+    there, so the per-head selection stays narrow; built on GpSimd (affine_select), shared by the heads. v3+: no
+    tile (range_select compares key indices with the RowBounds)."""
     nq, window = tile.nq, call.window
     diag = tile.q0 + call.skv - call.sq
     rules = []  # (column range, step, channel_multiplier, offset): keep where offset + p·cm + f·step >= 0
@@ -369,6 +386,8 @@ def _mask_keep(tile, k0, n, call):
         return None
     c0 = min(rule[0] for rule in rules)
     c1 = max(rule[1] for rule in rules)
+    if not call.v2:
+        return MaskKeep(None, c0, c1)  # range_select against the tile's RowBounds
     keep = nl.ndarray((Q_TILE, c1 - c0), dtype=nl.uint8, buffer=nl.sbuf)
     nisa.memset(dst=keep[:nq], value=1, engine=nisa.engine.gpsimd)
     for _, _, step, channel_multiplier, offset in rules:
@@ -398,17 +417,24 @@ def _scores(qT_h, keys, nq, call):
     return s
 
 
-def _row_max(s, keys, nq, neg_max_old, exp_scale):
+def _row_max(s, keys, nq, neg_max_old, exp_scale, bounds):
     """Mask the score tile s [128, ≥n] in place and return neg_max' = min(-exp_scale·rowmax(s), neg_max) [128, 1]
     fp32 (VectorE); the first step (neg_max_old None) floors exp_scale·m at MAX_FLOOR instead.
 
-    Masking is a selection, never arithmetic: the columns [c0, c1) of keys.keep get FP32_MIN where a key is hidden
-    (select_reduce, which also gives their row max), whatever the score there — an Inf/NaN score of a hidden key
-    reaches nothing. The other columns are max-reduced as they are."""
+    Masking is a selection, never arithmetic: a hidden key's score becomes FP32_MIN whatever it was, so an Inf/NaN
+    score of a hidden key reaches nothing. v3+: one range_select over the whole tile against the row bounds
+    (RowBounds; it also gives the row max, at a plain reduce's cost); v2: select_reduce of the columns [c0, c1) of
+    keys.keep with its predicate tile, the other columns max-reduced as they are."""
     n, keep = keys.n, keys.keep
-    tile_neg_max = nl.ndarray((Q_TILE, 1), dtype=nl.float32, buffer=nl.sbuf)
+    m = nl.ndarray((Q_TILE, 1), dtype=nl.float32, buffer=nl.sbuf)  # sign · rowmax
+    sign = -1.0
     if keep is None:
-        nisa.tensor_reduce(dst=tile_neg_max[:nq], op=nl.maximum, data=s[:nq, :n], axis=1, negate=True)
+        nisa.tensor_reduce(dst=m[:nq], op=nl.maximum, data=s[:nq, :n], axis=1, negate=True)
+    elif keep.tile is None:
+        nisa.range_select(dst=s[:nq, :n], on_true_tile=s[:nq, :n], comp_op0=nl.greater_equal, comp_op1=nl.less_equal,
+                          bound0=bounds.lo[:nq], bound1=bounds.hi[:nq], reduce_cmd=nisa.reduce_cmd.reset_reduce,
+                          reduce_res=m[:nq], reduce_op=nl.maximum, range_start=keys.k0, on_false_value=FP32_MIN)
+        sign = 1.0
     else:
         spans = [(a, b) for a, b in ((0, keep.c0), (keep.c1, n)) if b > a]  # unmasked columns
         parts = nl.ndarray((Q_TILE, 1 + len(spans)), dtype=nl.float32, buffer=nl.sbuf)
@@ -417,13 +443,13 @@ def _row_max(s, keys, nq, neg_max_old, exp_scale):
                            reduce_op=nl.maximum)
         for i, (a, b) in enumerate(spans):
             nisa.tensor_reduce(dst=parts[:nq, i + 1:i + 2], op=nl.maximum, data=s[:nq, a:b], axis=1)
-        nisa.tensor_reduce(dst=tile_neg_max[:nq], op=nl.maximum, data=parts[:nq], axis=1, negate=True)
+        nisa.tensor_reduce(dst=m[:nq], op=nl.maximum, data=parts[:nq], axis=1, negate=True)
     neg_max = nl.ndarray((Q_TILE, 1), dtype=nl.float32, buffer=nl.sbuf)
     if neg_max_old is None:
-        nisa.tensor_scalar(dst=neg_max[:nq], data=tile_neg_max[:nq], op0=nl.multiply, operand0=exp_scale,
+        nisa.tensor_scalar(dst=neg_max[:nq], data=m[:nq], op0=nl.multiply, operand0=-sign * exp_scale,
                            op1=nl.minimum, operand1=-MAX_FLOOR)
     else:
-        nisa.scalar_tensor_tensor(dst=neg_max[:nq], data=tile_neg_max[:nq], op0=nl.multiply, operand0=exp_scale,
+        nisa.scalar_tensor_tensor(dst=neg_max[:nq], data=m[:nq], op0=nl.multiply, operand0=-sign * exp_scale,
                                   op1=nl.minimum, operand1=neg_max_old[:nq])
     return neg_max
 
