@@ -10,10 +10,10 @@ Algorithm (all loops are Python loops over compile-time shapes):
       for each block of query heads reading hk (GQA: h // (Hq/Hkv) == hk), each 128-row query tile:
         keys [lo, hi) some row of the tile may see, from the shapes (none: the tile is stored as zeros)
         q rows [128, heads, D] in one DMA; qᵀ [D, 128] per head by TensorE transposes
-        for each 2048-key step of [lo, hi) (128-aligned), for each head:
-            s = qᵀ·kᵀ (4 PSUM banks, 512 keys per matmul) [+ I·mask: causal/window mask added by TensorE]
-              [softcap: t = tanh(scale·s/c) in SBUF, masked by a VectorE add]
-            neg_max' = min(-exp_scale·rowmax(s), neg_max)                        (VectorE, reads PSUM)
+        for each kv_step-key step of [lo, hi) (128-aligned; 2048 keys for 2-byte inputs), for each head:
+            s = qᵀ·kᵀ (4 PSUM banks, 512 keys per matmul)  [softcap: t = tanh(scale·s/c) in SBUF]
+            [mask: hidden scores := FP32_MIN by selection, in place (v3+ range_select, v2 select_reduce)]
+            neg_max' = min(-exp_scale·rowmax(s), neg_max)        (VectorE, reads PSUM; the selection's reduce)
             p = exp(exp_scale·s + neg_max') in q's dtype, tile_sum in the same instruction (ScalarE, reads PSUM)
             pᵀ by TensorE transposes of 128-key chunks -> SBUF (VectorE);  pv = Σ_chunks pᵀ·v (one PSUM bank)
             rescale = exp(neg_max' - neg_max);  acc = acc·rescale + pv;  run_sum = run_sum·rescale + tile_sum
@@ -21,37 +21,40 @@ Algorithm (all loops are Python loops over compile-time shapes):
     (exp_scale = c with a softcap, else scale.)
 
 Schedule: engines run their instruction queues in order, so program order is the schedule. A (step, head) item's
-P·V is issued PIPELINE_LAG items after its exp, interleaved with later items' QKᵀ and row max (`_item`); q rows
+P·V is issued pipeline_lag items after its exp, interleaved with later items' QKᵀ and row max (`_item`); q rows
 and resident k/v rows are DMA'd ahead, their transposes issued just before use (`_run_tiles`).
 
 Features: causal with bottom-right alignment (query i sees keys j <= i + Skv - Sq), sliding window (also hides
 j < i + Skv - Sq - w + 1), softcap (c·tanh(s/c), the c folded into the exp), GQA/MQA (the heads of a group share
 each K/V tile), head_dim up to 512 (QKᵀ accumulates 128-row slices of D in PSUM; the [128, D] fp32 P·V tile still
 fits one 2 KiB bank), float32 / bfloat16 / float16 inputs. Key steps no row of a tile can see are skipped and only
-the columns that hold masked elements get a mask (decided from shapes). Only NeuronCore-v2-safe ops are used (no
-range_select, no dma_transpose, activation bias always a (P, 1) tile); the one target branch only moves copies
-between VectorE and ScalarE. Loads and transposes of q, k, v live in `_attention_tiles.py`.
+steps that hold hidden elements are masked (decided from shapes).
+
+Non-finite inputs: a NaN/Inf in q or k reaches exactly the outputs that see it. Masking is a selection, so a hidden
+key's score never meets arithmetic; on NeuronCore-v2, whose TensorE transposes are identity matmuls that would
+spread one NaN over a whole row of the transpose, q and k are cleaned before their transposes and the affected rows
+flagged NaN at the store (`_attention_finite.py`, which says why and how). Target branches (`AttentionCall.v2`):
+the mask instruction, that isolation, and where pᵀ copies run (activation bias is always a (P, 1) tile). Loads and
+transposes of q, k, v live in `_attention_tiles.py`, the tunables and their defaults in `_attention_tunables.py`.
 
 Reference: nkilab.reference.attention.attention
 """
 
 from ._attention_finite import bad_keys, clean_rows, count_bad_keys, ones_tile, output_flags
-from ._attention_tiles import D_CHUNK, KV_TILE, Q_TILE, load_kv_rows, load_q_rows, psum_copy, transpose_k, transpose_q
+from ._attention_mask import RowBounds, mask_keep, mask_row_max
+from ._attention_tiles import (D_CHUNK, KV_TILE, Q_TILE, load_kv_rows, load_q_rows, psum_copy, transpose_k,
+                               transpose_q)
+from ._attention_tunables import resolve
 from ._shim import nisa, nki, nl
-from ._softmax import MAX_FLOOR, exp_rows, rescale_factor, update_acc, update_sum
-from ._tiling import FP32_MIN, PMAX, tiles
+from ._softmax import exp_rows, rescale_factor, update_acc, update_sum
+from ._tiling import PMAX, tiles
 
-KV_STEP = 4 * KV_TILE  # keys per online-softmax step (2-byte inputs): 4 PSUM banks of scores, one max/exp/rescale
-Q_PREFETCH = 2  # query tiles whose q rows are DMA'd ahead of the one being computed
-PIPELINE_LAG = 2  # (key step, head) items between an item's exp and its P·V in program order
 MAX_HEAD_DIM = 4 * D_CHUNK  # the P·V tile [128, D] fp32 must fit one 2 KiB PSUM bank (512 fp32)
-RESIDENT_KV_BYTES = 48 * 1024  # SBUF bytes per partition for one (b, kv head)'s kᵀ and v; longer Skv streams tiles
-HEAD_BLOCK_ELEMS = 4096  # query heads per block: heads · D fp32 accumulators <= 16 KiB per partition
 
 
 @nki.jit
-def flash_attention(q, k, v, scale=1.0, causal=False, sliding_window=None, softcap=None,
-                    resident_kv_bytes=RESIDENT_KV_BYTES):
+def flash_attention(q, k, v, scale=1.0, causal=False, sliding_window=None, softcap=None, kv_step=None,
+                    q_prefetch=None, pipeline_lag=None, resident_kv_bytes=None, head_block_elems=None):
     """Dense attention over one batch of prefill queries, GQA/MQA, causal / sliding window / softcap.
 
     Dimensions:  B batch; Sq, Skv query/key lengths; Hq = g·Hkv heads; D <= 512 head dim.
@@ -61,15 +64,18 @@ def flash_attention(q, k, v, scale=1.0, causal=False, sliding_window=None, softc
                  causal: bottom-right causal mask (query i sees keys j <= i + Skv - Sq).
                  sliding_window: w >= 1 also hides keys j < i + Skv - Sq - w + 1; None = off.
                  softcap: c > 0 maps scaled scores s -> c·tanh(s / c) before masking; None = off.
-                 resident_kv_bytes: SBUF bytes per partition a (b, kv head)'s kᵀ and v may take to be loaded once;
-                 above it key tiles are loaded per query tile (0 forces streaming).
+                 kv_step, q_prefetch, pipeline_lag, resident_kv_bytes, head_block_elems: the tunables (ints;
+                 None = the default for the target and dtype), described and defaulted in `_attention_tunables`.
                  (Plain parameters with defaults, not keyword-only: the NKI compiler frontend rejects `*`.)
     Returns:     out: [B, Sq, Hq, D], q's dtype, shared HBM; a query that sees no key gets zeros.
     Tiling:      Sq in 128-row tiles; keys in 2048-key softmax steps (1024 for fp32) of 512-key matmuls, 128-aligned;
                  P·V in 128-key chunks; D in 128-row slices for QKᵀ.
     Numerics:    scores, max, sums, accumulators in fp32; P cast to q's dtype before P·V (fp32 stays fp32).
-                 Masked scores get ADDITIVE_MASK / max(exp_scale, 1) added and exp_scale·m is floored at MAX_FLOOR,
-                 so masked keys contribute exactly 0 even in a key tile where a row sees nothing.
+                 Hidden scores are replaced by FP32_MIN (a selection: an Inf/NaN there reaches nothing) and
+                 exp_scale·m is floored at MAX_FLOOR, so hidden keys contribute exactly 0 even in a key tile where a
+                 row sees nothing. Non-finite q / k elements reach exactly the rows that see them (on NeuronCore-v2
+                 through `_attention_finite`); a non-finite v row also reaches the rows of its P·V chunk that give
+                 it weight 0 (0 · NaN), as in the reference's matrix product.
     Pseudocode:  see the module docstring.
     """
     _check_inputs(q, k, v, scale, sliding_window, softcap)
@@ -77,9 +83,12 @@ def flash_attention(q, k, v, scale=1.0, causal=False, sliding_window=None, softc
     hkv = k.shape[2]
     out = nl.ndarray((batch, sq, hq, d), dtype=q.dtype, buffer=nl.shared_hbm)
     group = hq // hkv
-    heads = max(1, min(group, HEAD_BLOCK_ELEMS // d))
-    resident = _kv_bytes(k.shape[1], d, q.dtype) <= resident_kv_bytes
-    call = AttentionCall(q, k, v, out, scale, causal, sliding_window, softcap)
+    tun = resolve(nisa.get_nc_version() == nisa.nc_version.gen2, _itemsize(q.dtype),
+                  dict(kv_step=kv_step, q_prefetch=q_prefetch, pipeline_lag=pipeline_lag,
+                       resident_kv_bytes=resident_kv_bytes, head_block_elems=head_block_elems))
+    heads = max(1, min(group, tun["head_block_elems"] // d))
+    resident = _kv_bytes(k.shape[1], d, q.dtype) <= tun["resident_kv_bytes"]
+    call = AttentionCall(q, k, v, out, scale, causal, sliding_window, softcap, tun)
     visible = _visible_tiles(call, batch, hkv, group, heads)
     pending = []  # issued-late work in order: PendingPv items and TileStore entries
     _run_tiles(visible, call, resident, pending)
@@ -90,18 +99,18 @@ def flash_attention(q, k, v, scale=1.0, causal=False, sliding_window=None, softc
 class AttentionCall(nl.NKIObject):
     """Compile-time facts of one call: the HBM tensors, the options and what follows from them.
 
-    exp_scale: multiplier inside the exp (softcap c, else scale); step: keys per online-softmax step (fp32 inputs:
-    half, so a step's scores and pᵀ fit PSUM together); v2 (NeuronCore-v2): pᵀ PSUM->SBUF copies alternate VectorE /
+    exp_scale: multiplier inside the exp (softcap c, else scale); step, prefetch, lag: the tunables kv_step,
+    q_prefetch, pipeline_lag (`_attention_tunables`); v2 (NeuronCore-v2): pᵀ PSUM->SBUF copies alternate VectorE /
     ScalarE (VectorE is as slow per element as ScalarE; v3+: VectorE takes them all, as moving some to ScalarE,
     busy with the exps, models slower), and non-finite q / k elements are isolated before their transposes
     (`_attention_finite`; `ones` is its all-visible chunk, None on v3+)."""
 
-    def __init__(self, q, k, v, out, scale, causal, window, softcap):
+    def __init__(self, q, k, v, out, scale, causal, window, softcap, tun):
         self.q, self.k, self.v, self.out = q, k, v, out
         self.sq, self.skv, self.d = q.shape[1], k.shape[1], q.shape[3]
         self.scale, self.causal, self.window, self.softcap = scale, causal, window, softcap
         self.exp_scale = softcap if softcap is not None else scale
-        self.step = KV_STEP * 2 // _itemsize(k.dtype)
+        self.step, self.prefetch, self.lag = tun["kv_step"], tun["q_prefetch"], tun["pipeline_lag"]
         self.v2 = nisa.get_nc_version() == nisa.nc_version.gen2
         self.ones = ones_tile() if self.v2 else None
 
@@ -121,27 +130,6 @@ class KeyStep(nl.NKIObject):
 
     def __init__(self, k0, n, kT, v, bad, keep):
         self.k0, self.n, self.kT, self.v, self.bad, self.keep = k0, n, kT, v, bad, keep
-
-
-class MaskKeep(nl.NKIObject):
-    """Visibility of score columns c0 .. c1 of a key step: v2 tile [128, c1 - c0] uint8 SBUF (1 visible, 0 hidden),
-    v3+ None (the RowBounds decide)."""
-
-    def __init__(self, tile, c0, c1):
-        self.tile, self.c0, self.c1 = tile, c0, c1
-
-
-class RowBounds(nl.NKIObject):
-    """Keys [lo, hi] each row of a query tile sees, float32 [128, 1] each (absolute key indices, iota on GpSimd):
-    hi = diag + p under the causal mask (else Skv - 1), lo = diag + p - w + 1 under a window w (else 0)."""
-
-    def __init__(self, diag, call):
-        self.hi = nl.ndarray((Q_TILE, 1), dtype=nl.float32, buffer=nl.sbuf)
-        self.lo = nl.ndarray((Q_TILE, 1), dtype=nl.float32, buffer=nl.sbuf)
-        offset, cm = (diag, 1) if call.causal else (call.skv - 1, 0)
-        nisa.iota(dst=self.hi, pattern=[[0, 1]], offset=offset, channel_multiplier=cm)
-        offset, cm = (diag - call.window + 1, 1) if call.window is not None else (0, 0)
-        nisa.iota(dst=self.lo, pattern=[[0, 1]], offset=offset, channel_multiplier=cm)
 
 
 class TileState(nl.NKIObject):
@@ -195,17 +183,17 @@ def _visible_tiles(call, batch, hkv, group, heads):
 def _run_tiles(tasks, call, resident, pending):
     """Attention of every visible query tile, with its inputs loaded ahead of use.
 
-    q rows are loaded Q_PREFETCH tiles ahead and resident k/v rows one kv head ahead, as DMAs only; qᵀ is made one
+    q rows are loaded call.prefetch tiles ahead and resident k/v rows one kv head ahead, as DMAs only; qᵀ is made one
     tile ahead and kᵀ when its kv head starts. So no in-order compute queue waits behind a DMA that is itself
     queued behind earlier output stores, and the next tile's qᵀ copies are not queued behind this tile's exps."""
     q, k, v, skv = call.q, call.k, call.v, call.skv
-    q_rows = [load_q_rows(q, t.b, t.q0, t.nq, t.h0, t.nh) for t in tasks[:Q_PREFETCH]]
+    q_rows = [load_q_rows(q, t.b, t.q0, t.nq, t.h0, t.nh) for t in tasks[:call.prefetch]]
     qT = [_prepare_q(q_rows.pop(0), tasks[0].nq, call)] if tasks else []
     kv_head, kv_all = None, None
     kv_rows = load_kv_rows(k, v, tasks[0].b, tasks[0].hk, 0, skv) if resident and tasks else None
     for i, tile in enumerate(tasks):
-        if i + Q_PREFETCH < len(tasks):
-            ahead = tasks[i + Q_PREFETCH]
+        if i + call.prefetch < len(tasks):
+            ahead = tasks[i + call.prefetch]
             q_rows.append(load_q_rows(q, ahead.b, ahead.q0, ahead.nq, ahead.h0, ahead.nh))
         if i + 1 < len(tasks):
             qT.append(_prepare_q(q_rows.pop(0), tasks[i + 1].nq, call))
@@ -303,7 +291,7 @@ def _query_tile(qT, kv_all, tile, call, pending):
             c0, c1 = k0 // PMAX, (k0 + n + PMAX - 1) // PMAX
             kT, v_t = kv_all.kT[:, :, k0:k0 + n], kv_all.v[:, c0:c1, :]
             bad = None if kv_all.bad is None else kv_all.bad[:, c0:c1]
-        keys = KeyStep(k0, n, kT, v_t, bad, _mask_keep(tile, k0, n, call))
+        keys = KeyStep(k0, n, kT, v_t, bad, mask_keep(tile, k0, n, call))
         if bad is not None:
             count_bad_keys(state.seen, bad, k0, n, tile.nq, diag, call.causal, call.window, call.ones, i == 0)
         for h in range(tile.nh):
@@ -312,19 +300,19 @@ def _query_tile(qT, kv_all, tile, call, pending):
 
 
 def _item(qT_h, keys, tile, state, h, call, pending):
-    """Scores, row max and exp of one (key step, head) item, interleaved with the P·V of the item PIPELINE_LAG
+    """Scores, row max and exp of one (key step, head) item, interleaved with the P·V of the item call.lag
     back; returns the item as a PendingPv.
 
     Program order, chosen for engines that each run their queue in order: pᵀ transposes of the old item (TensorE),
     this item's QKᵀ (TensorE), the old item's pᵀ copies (VectorE) and P·V (TensorE), this item's row max
     (VectorE) and exp (ScalarE), then the old item's acc/run_sum update (VectorE). So TensorE multiplies new scores
     while VectorE copies old pᵀ, and neither waits for the other's long instruction."""
-    due = _due(pending, PIPELINE_LAG)
+    due = _due(pending, call.lag)
     pT_ps = _transpose_p(due) if due else None
     s = _scores(qT_h, keys, tile.nq, call)
     pv_ps = _pv(due, pT_ps, call.v2) if due else None
     neg_max_old = state.neg_max[h]
-    state.neg_max[h] = _row_max(s, keys, tile.nq, neg_max_old, call.exp_scale, state.bounds)
+    state.neg_max[h] = mask_row_max(s, keys, tile.nq, neg_max_old, call.exp_scale, state.bounds)
     item = _exp(s, keys, tile.nq, neg_max_old, state, h, call.exp_scale)
     if due:
         _update(due, pv_ps)
@@ -368,35 +356,6 @@ def _store(entry):
     nisa.dma_copy(dst=out[tile.b, tile.q0:tile.q0 + nq, tile.h0:tile.h0 + nh, :], src=o_sb[:nq])
 
 
-def _mask_keep(tile, k0, n, call):
-    """Which keys of the [nq, n] score tile at (q0, k0) each row sees, as a MaskKeep, or None when it sees all.
-
-    Score columns [c0, c1) are the only ones with hidden keys (under causal masking the last nq - 1 keys, under a
-    sliding window the first ones). v2: the predicate tile [128, c1 - c0] uint8 SBUF holds 1 (visible) or 0 (hidden)
-    there, so the per-head selection stays narrow; built on GpSimd (affine_select), shared by the heads. v3+: no
-    tile (range_select compares key indices with the RowBounds)."""
-    nq, window = tile.nq, call.window
-    diag = tile.q0 + call.skv - call.sq
-    rules = []  # (column range, step, channel_multiplier, offset): keep where offset + p·cm + f·step >= 0
-    if call.causal and k0 + n - 1 > diag:
-        rules.append((max(0, diag - k0 + 1), n, -1, 1, diag - k0))  # key k0 + f <= diag + p
-    if window is not None and k0 < diag + nq - window:
-        rules.append((0, min(n, diag + nq - window - k0), 1, -1, k0 - diag + window - 1))  # k0 + f >= diag + p - w + 1
-    if not rules:
-        return None
-    c0 = min(rule[0] for rule in rules)
-    c1 = max(rule[1] for rule in rules)
-    if not call.v2:
-        return MaskKeep(None, c0, c1)  # range_select against the tile's RowBounds
-    keep = nl.ndarray((Q_TILE, c1 - c0), dtype=nl.uint8, buffer=nl.sbuf)
-    nisa.memset(dst=keep[:nq], value=1, engine=nisa.engine.gpsimd)
-    for _, _, step, channel_multiplier, offset in rules:
-        nisa.affine_select(dst=keep[:nq], pattern=[[step, c1 - c0]], channel_multiplier=channel_multiplier,
-                           on_true_tile=keep[:nq], on_false_value=0.0, cmp_op=nl.greater_equal,
-                           offset=offset + c0 * step)
-    return MaskKeep(keep, c0, c1)
-
-
 def _scores(qT_h, keys, nq, call):
     """s = q·kᵀ of one head over one KeyStep, softcapped: [128, ≥n] fp32 (valid [:nq, :n]), masking left to
     `_row_max`.
@@ -415,43 +374,6 @@ def _scores(qT_h, keys, nq, call):
     s = nl.ndarray((Q_TILE, n), dtype=nl.float32, buffer=nl.sbuf)
     nisa.activation(dst=s[:nq, :n], op=nl.tanh, data=s_ps[:nq, :n], scale=call.scale / call.softcap)
     return s
-
-
-def _row_max(s, keys, nq, neg_max_old, exp_scale, bounds):
-    """Mask the score tile s [128, ≥n] in place and return neg_max' = min(-exp_scale·rowmax(s), neg_max) [128, 1]
-    fp32 (VectorE); the first step (neg_max_old None) floors exp_scale·m at MAX_FLOOR instead.
-
-    Masking is a selection, never arithmetic: a hidden key's score becomes FP32_MIN whatever it was, so an Inf/NaN
-    score of a hidden key reaches nothing. v3+: one range_select over the whole tile against the row bounds
-    (RowBounds; it also gives the row max, at a plain reduce's cost); v2: select_reduce of the columns [c0, c1) of
-    keys.keep with its predicate tile, the other columns max-reduced as they are."""
-    n, keep = keys.n, keys.keep
-    m = nl.ndarray((Q_TILE, 1), dtype=nl.float32, buffer=nl.sbuf)  # sign · rowmax
-    sign = -1.0
-    if keep is None:
-        nisa.tensor_reduce(dst=m[:nq], op=nl.maximum, data=s[:nq, :n], axis=1, negate=True)
-    elif keep.tile is None:
-        nisa.range_select(dst=s[:nq, :n], on_true_tile=s[:nq, :n], comp_op0=nl.greater_equal, comp_op1=nl.less_equal,
-                          bound0=bounds.lo[:nq], bound1=bounds.hi[:nq], reduce_cmd=nisa.reduce_cmd.reset_reduce,
-                          reduce_res=m[:nq], reduce_op=nl.maximum, range_start=keys.k0, on_false_value=FP32_MIN)
-        sign = 1.0
-    else:
-        spans = [(a, b) for a, b in ((0, keep.c0), (keep.c1, n)) if b > a]  # unmasked columns
-        parts = nl.ndarray((Q_TILE, 1 + len(spans)), dtype=nl.float32, buffer=nl.sbuf)
-        nisa.select_reduce(dst=s[:nq, keep.c0:keep.c1], predicate=keep.tile[:nq], on_true=s[:nq, keep.c0:keep.c1],
-                           on_false=FP32_MIN, reduce_res=parts[:nq, 0:1], reduce_cmd=nisa.reduce_cmd.reset_reduce,
-                           reduce_op=nl.maximum)
-        for i, (a, b) in enumerate(spans):
-            nisa.tensor_reduce(dst=parts[:nq, i + 1:i + 2], op=nl.maximum, data=s[:nq, a:b], axis=1)
-        nisa.tensor_reduce(dst=m[:nq], op=nl.maximum, data=parts[:nq], axis=1, negate=True)
-    neg_max = nl.ndarray((Q_TILE, 1), dtype=nl.float32, buffer=nl.sbuf)
-    if neg_max_old is None:
-        nisa.tensor_scalar(dst=neg_max[:nq], data=m[:nq], op0=nl.multiply, operand0=-sign * exp_scale,
-                           op1=nl.minimum, operand1=-MAX_FLOOR)
-    else:
-        nisa.scalar_tensor_tensor(dst=neg_max[:nq], data=m[:nq], op0=nl.multiply, operand0=-sign * exp_scale,
-                                  op1=nl.minimum, operand1=neg_max_old[:nq])
-    return neg_max
 
 
 def _exp(s, keys, nq, neg_max_old, state, h, exp_scale):
