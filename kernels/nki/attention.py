@@ -164,14 +164,25 @@ class TileStore(nl.NKIObject):
 
 
 def _visible_tiles(call, batch, hkv, group, heads):
-    """Query tiles that see at least one key, as QueryTile in (batch, kv head, head block, tile) order. Tiles that
-    see none are stored as zeros here."""
+    """This program's query tiles that see at least one key, as QueryTile in (batch, kv head, head block, tile)
+    order; its tiles that see none are stored as zeros here.
+
+    LNC=2 (`flash_attention[2]`, two NeuronCores): the (b, kv head) groups are dealt round-robin to the programs
+    (each keeps its kᵀ/v resident, and Hkv = 8 splits evenly); with fewer groups than programs the query tiles are
+    dealt instead. LNC=1 owns everything."""
+    programs, me = nl.num_programs(0), nl.program_id(0)
+    by_group = batch * hkv >= programs
     out = []
+    index = 0
     for b in range(batch):
         for hk in range(hkv):
             for h0 in range(hk * group, (hk + 1) * group, heads):
                 nh = min(heads, (hk + 1) * group - h0)
                 for q0, nq in tiles(call.sq, Q_TILE):
+                    owner = (b * hkv + hk if by_group else index) % programs
+                    index += 1
+                    if owner != me:
+                        continue
                     lo, hi = _key_range(q0, nq, call)
                     if hi > lo:
                         out.append(QueryTile(b, hk, h0, nh, q0, nq, lo, hi))

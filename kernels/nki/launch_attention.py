@@ -19,7 +19,7 @@ from .attention import MAX_HEAD_DIM, flash_attention
 
 
 def attention(q, k, v, *, causal=False, scale, sliding_window=None, softcap=None, target: str | None = None,
-              tunables: dict | None = None):
+              tunables: dict | None = None, lnc: int | None = None):
     """Flash attention on the NKI backend (real SDK if installed, else the emulator).
 
     Args:
@@ -30,12 +30,14 @@ def attention(q, k, v, *, causal=False, scale, sliding_window=None, softcap=None
         target: "inf2" | "trn1" | "trn2" | "trn3"; None = $NEURON_PLATFORM_TARGET_OVERRIDE or "trn2".
         tunables: None, or {name: int} overriding the kernel's defaults for the target (names: TUNABLES, their
             meaning and defaults in `_attention_tunables`; the kernel checks the values).
+        lnc: None or 1 (one NeuronCore), or 2 (trn2/trn3: two NeuronCores of one logical core share the (b, kv head)
+            groups, or the query tiles when there are fewer groups; the emulator refuses 2 elsewhere).
 
     Returns:
         out: [B, Sq, Hq, D] NumPy array, q's dtype.
     """
     return launch(flash_attention, q, k, v, target=target, **_options(causal, scale, sliding_window, softcap),
-                  **_tunables(tunables))
+                  **_tunables(tunables), **({"lnc": lnc} if lnc else {}))
 
 
 def default_tunables(target: str | None, dtype: str) -> dict:
@@ -60,7 +62,8 @@ def traceable(problem: dict, target: str | None):
     """(kernel, args, kwargs) running `problem` at its real shapes with zero inputs, for trace mode on `target`.
 
     problem keys (`nkilab.kernels.ops.attention`): b, sq, skv, hq, hkv, head_dim, dtype, causal, sliding_window,
-    softcap; optional scale (default head_dim ** -0.5) and tunables (as in `attention`). `target` must be a Neuron target (ValueError otherwise);
+    softcap; optional scale (default head_dim ** -0.5), tunables and lnc (as in `attention`; lnc 2 returns the
+    kernel indexed `[2]`). `target` must be a Neuron target (ValueError otherwise);
     the kernel takes its generation branch from the target the trace runs on (`_launch.trace`)."""
     neuron_target(target)
     dt = numpy_dtype(problem["dtype"])
@@ -68,7 +71,8 @@ def traceable(problem: dict, target: str | None):
     args = (np.zeros((b, sq, hq, d), dt), np.zeros((b, skv, hkv, d), dt), np.zeros((b, skv, hkv, d), dt))
     scale = problem.get("scale") or d**-0.5
     kwargs = _options(problem.get("causal", False), scale, problem.get("sliding_window"), problem.get("softcap"))
-    return flash_attention, args, {**kwargs, **_tunables(problem.get("tunables"))}
+    kernel = flash_attention[2] if problem.get("lnc") == 2 else flash_attention
+    return kernel, args, {**kwargs, **_tunables(problem.get("tunables"))}
 
 
 def _options(causal, scale, sliding_window, softcap) -> dict:
