@@ -15,6 +15,12 @@ test_perf_goals_attention.py` for the rows they give):
                        key tiles are loaded per query tile (0 forces streaming)
     head_block_elems   query heads per block · D: the fp32 accumulators [128, heads, D] of a block (<= 16 KiB per
                        partition)
+    p_dma_chunks       128-key chunks of each item's pᵀ transposed by an SBUF->SBUF dma_transpose instead of TensorE
+                       (+ a VectorE PSUM copy): it splits the transposes between the DMA queues and TensorE/VectorE.
+                       v3+ only (dma_transpose arrived with Trainium2) and 2-byte inputs only (v2: 0)
+    qk_dma_transpose   1: qᵀ and kᵀ come straight from HBM by dma_transpose (no TensorE transposes, no PSUM copies
+                       on ScalarE); 0: q / k rows are loaded and transposed on TensorE. v3+ and 2-byte inputs only
+                       (v2: 0; it is also what NeuronCore-v2's non-finite isolation needs: clean rows first)
 
 Shape classes: the dtype's size (kv_step). No parameter's best value differed between NeuronCore-v2 and v3+ on the
 model for the rows measured, so the generation column holds equal values; it is there so a target can diverge
@@ -23,17 +29,21 @@ without a second table.
 Kernel-side helper (imports nothing: plain Python on compile-time values).
 """
 
-NAMES = ("kv_step", "q_prefetch", "pipeline_lag", "resident_kv_bytes", "head_block_elems")
+NAMES = ("kv_step", "q_prefetch", "pipeline_lag", "resident_kv_bytes", "head_block_elems", "p_dma_chunks",
+         "qk_dma_transpose")
 
 # name -> {generation ("v2" | "v3+") -> value}; kv_step is given for 2-byte inputs and halved for 4-byte ones
 _DEFAULTS = {
     "kv_step": {"v2": 2048, "v3+": 2048},
     "q_prefetch": {"v2": 2, "v3+": 2},
-    "pipeline_lag": {"v2": 2, "v3+": 2},
+    "pipeline_lag": {"v2": 4, "v3+": 8},
     "resident_kv_bytes": {"v2": 48 * 1024, "v3+": 48 * 1024},
     "head_block_elems": {"v2": 4096, "v3+": 4096},
+    "p_dma_chunks": {"v2": 0, "v3+": 3},
+    "qk_dma_transpose": {"v2": 0, "v3+": 1},
 }
-_MINIMUM = {"kv_step": 128, "q_prefetch": 1, "pipeline_lag": 1, "resident_kv_bytes": 0, "head_block_elems": 1}
+_MINIMUM = {"kv_step": 128, "q_prefetch": 1, "pipeline_lag": 1, "resident_kv_bytes": 0, "head_block_elems": 1,
+            "p_dma_chunks": 0, "qk_dma_transpose": 0}
 
 
 def defaults(v2, itemsize):

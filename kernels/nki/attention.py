@@ -42,8 +42,8 @@ Reference: nkilab.reference.attention.attention
 
 from ._attention_finite import bad_keys, clean_rows, count_bad_keys, ones_tile, output_flags
 from ._attention_mask import RowBounds, mask_keep, mask_row_max
-from ._attention_tiles import (D_CHUNK, KV_TILE, Q_TILE, load_kv_rows, load_q_rows, psum_copy, transpose_k,
-                               transpose_q)
+from ._attention_tiles import (D_CHUNK, KV_TILE, Q_TILE, load_kT, load_q_rows, load_qT, load_rows, psum_copy,
+                               transpose_k, transpose_q)
 from ._attention_tunables import resolve
 from ._shim import nisa, nki, nl
 from ._softmax import exp_rows, rescale_factor, update_acc, update_sum
@@ -54,7 +54,8 @@ MAX_HEAD_DIM = 4 * D_CHUNK  # the P·V tile [128, D] fp32 must fit one 2 KiB PSU
 
 @nki.jit
 def flash_attention(q, k, v, scale=1.0, causal=False, sliding_window=None, softcap=None, kv_step=None,
-                    q_prefetch=None, pipeline_lag=None, resident_kv_bytes=None, head_block_elems=None):
+                    q_prefetch=None, pipeline_lag=None, resident_kv_bytes=None, head_block_elems=None,
+                    p_dma_chunks=None, qk_dma_transpose=None):
     """Dense attention over one batch of prefill queries, GQA/MQA, causal / sliding window / softcap.
 
     Dimensions:  B batch; Sq, Skv query/key lengths; Hq = g·Hkv heads; D <= 512 head dim.
@@ -64,7 +65,8 @@ def flash_attention(q, k, v, scale=1.0, causal=False, sliding_window=None, softc
                  causal: bottom-right causal mask (query i sees keys j <= i + Skv - Sq).
                  sliding_window: w >= 1 also hides keys j < i + Skv - Sq - w + 1; None = off.
                  softcap: c > 0 maps scaled scores s -> c·tanh(s / c) before masking; None = off.
-                 kv_step, q_prefetch, pipeline_lag, resident_kv_bytes, head_block_elems: the tunables (ints;
+                 kv_step, q_prefetch, pipeline_lag, resident_kv_bytes, head_block_elems, p_dma_chunks,
+                 qk_dma_transpose: the tunables (ints;
                  None = the default for the target and dtype), described and defaulted in `_attention_tunables`.
                  (Plain parameters with defaults, not keyword-only: the NKI compiler frontend rejects `*`.)
     Returns:     out: [B, Sq, Hq, D], q's dtype, shared HBM; a query that sees no key gets zeros.
@@ -85,7 +87,8 @@ def flash_attention(q, k, v, scale=1.0, causal=False, sliding_window=None, softc
     group = hq // hkv
     tun = resolve(nisa.get_nc_version() == nisa.nc_version.gen2, _itemsize(q.dtype),
                   dict(kv_step=kv_step, q_prefetch=q_prefetch, pipeline_lag=pipeline_lag,
-                       resident_kv_bytes=resident_kv_bytes, head_block_elems=head_block_elems))
+                       resident_kv_bytes=resident_kv_bytes, head_block_elems=head_block_elems,
+                       p_dma_chunks=p_dma_chunks, qk_dma_transpose=qk_dma_transpose))
     heads = max(1, min(group, tun["head_block_elems"] // d))
     resident = _kv_bytes(k.shape[1], d, q.dtype) <= tun["resident_kv_bytes"]
     call = AttentionCall(q, k, v, out, scale, causal, sliding_window, softcap, tun)
@@ -111,6 +114,9 @@ class AttentionCall(nl.NKIObject):
         self.scale, self.causal, self.window, self.softcap = scale, causal, window, softcap
         self.exp_scale = softcap if softcap is not None else scale
         self.step, self.prefetch, self.lag = tun["kv_step"], tun["q_prefetch"], tun["pipeline_lag"]
+        two_byte = _itemsize(k.dtype) == 2  # dma_transpose moves 2-byte elements
+        self.p_dma = tun["p_dma_chunks"] if two_byte else 0
+        self.qk_dma = bool(tun["qk_dma_transpose"]) and two_byte
         self.v2 = nisa.get_nc_version() == nisa.nc_version.gen2
         self.ones = ones_tile() if self.v2 else None
 
@@ -148,11 +154,13 @@ class TileState(nl.NKIObject):
 
 class PendingPv(nl.NKIObject):
     """A (key step, head) item whose P·V is still to issue: p [128, n] (q's dtype), its tile_sum and rescale
-    ([128, 1] fp32; rescale None on the tile's first step), v [128 keys, n/128, D], head h of `state`, nq rows."""
+    ([128, 1] fp32; rescale None on the tile's first step), v [128 keys, n/128, D], head h of `state`, nq rows;
+    pT_dma [128 keys, dma_chunks, 128] SBUF: its first chunks' pᵀ made by DMA (None, dma_chunks 0: none)."""
 
-    def __init__(self, p, tile_sum, rescale, v, h, n, state, nq):
+    def __init__(self, p, tile_sum, rescale, v, h, n, state, nq, pT_dma):
         self.p, self.tile_sum, self.rescale, self.v = p, tile_sum, rescale, v
         self.h, self.n, self.state, self.nq = h, n, state, nq
+        self.pT_dma, self.dma_chunks = pT_dma, 0 if pT_dma is None else pT_dma.shape[1]
 
 
 class TileStore(nl.NKIObject):
@@ -194,32 +202,46 @@ def _visible_tiles(call, batch, hkv, group, heads):
 def _run_tiles(tasks, call, resident, pending):
     """Attention of every visible query tile, with its inputs loaded ahead of use.
 
-    q rows are loaded call.prefetch tiles ahead and resident k/v rows one kv head ahead, as DMAs only; qᵀ is made one
-    tile ahead and kᵀ when its kv head starts. So no in-order compute queue waits behind a DMA that is itself
-    queued behind earlier output stores, and the next tile's qᵀ copies are not queued behind this tile's exps."""
-    q, k, v, skv = call.q, call.k, call.v, call.skv
-    q_rows = [load_q_rows(q, t.b, t.q0, t.nq, t.h0, t.nh) for t in tasks[:call.prefetch]]
+    q rows (v3+ 2-byte: qᵀ by DMA) are loaded call.prefetch tiles ahead and resident k/v rows (kᵀ) one kv head
+    ahead, as DMAs only; a TensorE qᵀ is made one tile ahead and kᵀ when its kv head starts. So no in-order compute
+    queue waits behind a DMA that is itself queued behind earlier output stores, and the next tile's qᵀ copies are
+    not queued behind this tile's exps."""
+    skv = call.skv
+    q_rows = [_load_q(t, call) for t in tasks[:call.prefetch]]
     qT = [_prepare_q(q_rows.pop(0), tasks[0].nq, call)] if tasks else []
     kv_head, kv_all = None, None
-    kv_rows = load_kv_rows(k, v, tasks[0].b, tasks[0].hk, 0, skv) if resident and tasks else None
+    kv_rows = _load_kv(tasks[0].b, tasks[0].hk, 0, skv, call) if resident and tasks else None
     for i, tile in enumerate(tasks):
         if i + call.prefetch < len(tasks):
-            ahead = tasks[i + call.prefetch]
-            q_rows.append(load_q_rows(q, ahead.b, ahead.q0, ahead.nq, ahead.h0, ahead.nh))
+            q_rows.append(_load_q(tasks[i + call.prefetch], call))
         if i + 1 < len(tasks):
             qT.append(_prepare_q(q_rows.pop(0), tasks[i + 1].nq, call))
         if resident and (tile.b, tile.hk) != kv_head:
             kv_head, (k_rows, v_rows) = (tile.b, tile.hk), kv_rows
             following = [t for t in tasks[i:] if (t.b, t.hk) != kv_head]
             if following:
-                kv_rows = load_kv_rows(k, v, following[0].b, following[0].hk, 0, skv)
+                kv_rows = _load_kv(following[0].b, following[0].hk, 0, skv, call)
             kv_all = _key_step(0, skv, k_rows, v_rows, call)
         _query_tile(qT.pop(0), kv_all, tile, call, pending)
 
 
+def _load_q(tile, call):
+    """The DMA half of a query tile's qᵀ: qᵀ itself by dma_transpose (call.qk_dma), else the q rows [128, nh, D]."""
+    load = load_qT if call.qk_dma else load_q_rows
+    return load(call.q, tile.b, tile.q0, tile.nq, tile.h0, tile.nh)
+
+
+def _load_kv(b, hk, k0, n, call):
+    """(kᵀ by dma_transpose (call.qk_dma) or k rows, v rows) of keys [k0, k0 + n) of kv head hk."""
+    load = load_kT if call.qk_dma else load_rows
+    return load(call.k, b, hk, k0, n), load_rows(call.v, b, hk, k0, n)
+
+
 def _prepare_q(q_rows, nq, call):
-    """(qᵀ, q_ok) of loaded q rows [128, nh, D]: `transpose_q`; on v2 of the rows cleaned first (`clean_rows`),
-    q_ok [128, nh] saying which were finite, else None."""
+    """(qᵀ, q_ok) of a `_load_q`: qᵀ as loaded (call.qk_dma), else `transpose_q` of the rows; on v2 of the rows
+    cleaned first (`clean_rows`), q_ok [128, nh] saying which were finite, else None."""
+    if call.qk_dma:
+        return q_rows, None
     if not call.v2:
         return transpose_q(q_rows, nq), None
     clean, q_ok = clean_rows(q_rows, nq)
@@ -227,8 +249,10 @@ def _prepare_q(q_rows, nq, call):
 
 
 def _key_step(k0, n, k_rows, v_rows, call):
-    """KeyStep (no mask) of loaded k, v rows [128 keys, n/128, D]: kᵀ by `transpose_k`, on v2 of the rows cleaned
-    first with their `bad_keys`."""
+    """KeyStep (no mask) of a `_load_kv`: kᵀ as loaded (call.qk_dma), else by `transpose_k` of the k rows
+    [128 keys, n/128, D], on v2 of the rows cleaned first with their `bad_keys`."""
+    if call.qk_dma:
+        return KeyStep(k0, n, k_rows, v_rows, None, None)
     bad = None
     if call.v2:
         rows = min(n, PMAX)
@@ -296,7 +320,7 @@ def _query_tile(qT, kv_all, tile, call, pending):
     for i, (offset, n) in enumerate(tiles(tile.hi - start, call.step)):
         k0 = start + offset
         if kv_all is None:
-            step = _key_step(k0, n, *load_kv_rows(call.k, call.v, tile.b, tile.hk, k0, n), call)
+            step = _key_step(k0, n, *_load_kv(tile.b, tile.hk, k0, n, call), call)
             kT, v_t, bad = step.kT, step.v, step.bad
         else:
             c0, c1 = k0 // PMAX, (k0 + n + PMAX - 1) // PMAX
@@ -324,7 +348,7 @@ def _item(qT_h, keys, tile, state, h, call, pending):
     pv_ps = _pv(due, pT_ps, call.v2) if due else None
     neg_max_old = state.neg_max[h]
     state.neg_max[h] = mask_row_max(s, keys, tile.nq, neg_max_old, call.exp_scale, state.bounds)
-    item = _exp(s, keys, tile.nq, neg_max_old, state, h, call.exp_scale)
+    item = _exp(s, keys, tile.nq, neg_max_old, state, h, call)
     if due:
         _update(due, pv_ps)
     return item
@@ -387,48 +411,65 @@ def _scores(qT_h, keys, nq, call):
     return s
 
 
-def _exp(s, keys, nq, neg_max_old, state, h, exp_scale):
+def _exp(s, keys, nq, neg_max_old, state, h, call):
     """p = exp(exp_scale·s + neg_max) [128, n] in the K/V dtype with its tile_sum [128, 1] in one ScalarE
     instruction, and rescale [128, 1] fp32; returns them as a PendingPv. On the first step (neg_max_old None)
-    tile_sum goes straight into the head's run_sum and rescale is None."""
+    tile_sum goes straight into the head's run_sum and rescale is None. The first call.p_dma chunks of pᵀ are
+    made here, by one SBUF->SBUF dma_transpose queued right behind the exp (v3+, 2-byte p; `_transpose_p` does
+    the rest on TensorE when the P·V is due)."""
     n, neg_max, run_sum_h = keys.n, state.neg_max[h], state.run_sum[:, h:h + 1]
     p = nl.ndarray((Q_TILE, n), dtype=keys.kT.dtype, buffer=nl.sbuf)
     tile_sum = run_sum_h
     if neg_max_old is not None:
         tile_sum = nl.ndarray((Q_TILE, 1), dtype=nl.float32, buffer=nl.sbuf)
-    exp_rows(p[:nq, :n], s[:nq, :n], neg_max[:nq], exp_scale, tile_sum[:nq])
+    exp_rows(p[:nq, :n], s[:nq, :n], neg_max[:nq], call.exp_scale, tile_sum[:nq])
+    dma_chunks = min(call.p_dma, n // PMAX)
+    pT_dma = None
+    if dma_chunks:
+        pT_dma = nl.ndarray((PMAX, dma_chunks, Q_TILE), dtype=p.dtype, buffer=nl.sbuf)
+        nisa.dma_transpose(dst=pT_dma[:, :, :nq], src=p[:nq, :dma_chunks * PMAX].reshape((nq, dma_chunks, PMAX)),
+                           axes=(2, 1, 0))
     rescale = None
     if neg_max_old is not None:
         rescale = nl.ndarray((Q_TILE, 1), dtype=nl.float32, buffer=nl.sbuf)
         rescale_factor(rescale[:nq], neg_max_old[:nq], neg_max[:nq])
-    return PendingPv(p, tile_sum, rescale, keys.v, h, n, state, nq)
+    return PendingPv(p, tile_sum, rescale, keys.v, h, n, state, nq, pT_dma)
 
 
 def _transpose_p(item):
-    """pᵀ [128 keys, n/128 chunks, 128 queries] in PSUM: TensorE transposes of p [nq, n], 128 keys at a time."""
-    n, nq, p = item.n, item.nq, item.p
-    pT_ps = nl.ndarray((PMAX, -(-n // PMAX), Q_TILE), dtype=p.dtype, buffer=nl.psum)
-    for c, (f0, kc) in enumerate(tiles(n, PMAX)):
+    """pᵀ [128 keys, chunks, 128 queries] in PSUM of the chunks the DMA did not transpose (chunk c at c - c_dma):
+    TensorE transposes of p [nq, n], 128 keys at a time. None when the DMA did them all."""
+    n, nq, p, first = item.n, item.nq, item.p, item.dma_chunks
+    if first * PMAX == n:
+        return None
+    pT_ps = nl.ndarray((PMAX, -(-n // PMAX) - first, Q_TILE), dtype=p.dtype, buffer=nl.psum)
+    for c, (f0, kc) in enumerate(tiles(n - first * PMAX, PMAX)):
+        f0 += first * PMAX
         nisa.nc_transpose(dst=pT_ps[:kc, c, :nq], data=p[:nq, f0:f0 + kc])
     return pT_ps
 
 
 def _pv(item, pT_ps, split_copies):
-    """pv = Σ_chunks pᵀ[chunk]ᵀ·v[chunk] [128, D] fp32 in one PSUM bank, after copying pᵀ to SBUF (TensorE reads
-    SBUF) in 512-key groups by VectorE (every other group by ScalarE when `split_copies`), each group's matmuls
-    issued as soon as its copy is. item.v: [128 keys, n/128 chunks, D] SBUF."""
-    n, nq, v_t = item.n, item.nq, item.v
+    """pv = Σ_chunks pᵀ[chunk]ᵀ·v[chunk] [128, D] fp32 in one PSUM bank: the DMA-transposed chunks first (SBUF
+    already), then the others after copying their pᵀ to SBUF (TensorE reads SBUF) in 512-key groups by VectorE
+    (every other group by ScalarE when `split_copies`), each group's matmuls issued as soon as its copy is.
+    item.v: [128 keys, n/128 chunks, D] SBUF."""
+    n, nq, v_t, first = item.n, item.nq, item.v, item.dma_chunks
     pv_ps = nl.ndarray((Q_TILE, item.state.acc.shape[2]), dtype=nl.float32, buffer=nl.psum)
-    pT = nl.ndarray((PMAX, -(-n // PMAX), Q_TILE), dtype=item.p.dtype, buffer=nl.sbuf)
+    for c in range(first):
+        nisa.nc_matmul(dst=pv_ps[:nq, :], stationary=item.pT_dma[:, c, :nq], moving=v_t[:, c, :])
+    if pT_ps is None:
+        return pv_ps
+    pT = nl.ndarray((PMAX, -(-n // PMAX) - first, Q_TILE), dtype=item.p.dtype, buffer=nl.sbuf)
     group = KV_TILE // PMAX  # chunks per copy
-    for g, (c0, nc) in enumerate(tiles(n // PMAX, group)):
+    for g, (c0, nc) in enumerate(tiles(n // PMAX - first, group)):
         psum_copy(pT[:, c0:c0 + nc, :nq], pT_ps[:, c0:c0 + nc, :nq], split_copies and g % 2 == 1)
         for c in range(c0, c0 + nc):
-            nisa.nc_matmul(dst=pv_ps[:nq, :], stationary=pT[:, c, :nq], moving=v_t[:, c, :])
+            nisa.nc_matmul(dst=pv_ps[:nq, :], stationary=pT[:, c, :nq], moving=v_t[:, first + c, :])
     if n % PMAX:  # the ragged last chunk
-        c, kc = n // PMAX, n % PMAX
+        c, kc = n // PMAX - first, n % PMAX
         psum_copy(pT[:kc, c, :nq], pT_ps[:kc, c, :nq], False)
-        nisa.nc_matmul(dst=pv_ps[:nq, :], stationary=pT[:kc, c, :nq], moving=v_t[:kc, c, :])
+        nisa.nc_matmul(dst=pv_ps[:nq, :], stationary=pT[:kc, c, :nq], moving=v_t[:kc, first + c, :])
     return pv_ps
 
 
