@@ -21,6 +21,9 @@ test_perf_goals_attention.py` for the rows they give):
     qk_dma_transpose   1: qᵀ and kᵀ come straight from HBM by dma_transpose (no TensorE transposes, no PSUM copies
                        on ScalarE); 0: q / k rows are loaded and transposed on TensorE. v3+ and 2-byte inputs only
                        (v2: 0; it is also what NeuronCore-v2's non-finite isolation needs: clean rows first)
+    scalar_copies      of every 4 groups of pᵀ PSUM->SBUF copies (512 keys each), how many ScalarE makes instead of
+                       VectorE: v2 3 (its VectorE is as slow per element as ScalarE and also carries the row maxima);
+                       v3+ 0 (ScalarE is busy with the exps, VectorE copies 2-byte tiles in its fast mode)
 
 Shape classes: the dtype's size (kv_step). No parameter's best value differed between NeuronCore-v2 and v3+ on the
 model for the rows measured, so the generation column holds equal values; it is there so a target can diverge
@@ -30,20 +33,21 @@ Kernel-side helper (imports nothing: plain Python on compile-time values).
 """
 
 NAMES = ("kv_step", "q_prefetch", "pipeline_lag", "resident_kv_bytes", "head_block_elems", "p_dma_chunks",
-         "qk_dma_transpose")
+         "qk_dma_transpose", "scalar_copies")
 
 # name -> {generation ("v2" | "v3+") -> value}; kv_step is given for 2-byte inputs and halved for 4-byte ones
 _DEFAULTS = {
     "kv_step": {"v2": 2048, "v3+": 2048},
     "q_prefetch": {"v2": 2, "v3+": 2},
-    "pipeline_lag": {"v2": 4, "v3+": 8},
+    "pipeline_lag": {"v2": 4, "v3+": 16},
     "resident_kv_bytes": {"v2": 48 * 1024, "v3+": 48 * 1024},
     "head_block_elems": {"v2": 4096, "v3+": 4096},
-    "p_dma_chunks": {"v2": 0, "v3+": 3},
+    "p_dma_chunks": {"v2": 0, "v3+": 5},
     "qk_dma_transpose": {"v2": 0, "v3+": 1},
+    "scalar_copies": {"v2": 3, "v3+": 0},
 }
 _MINIMUM = {"kv_step": 128, "q_prefetch": 1, "pipeline_lag": 1, "resident_kv_bytes": 0, "head_block_elems": 1,
-            "p_dma_chunks": 0, "qk_dma_transpose": 0}
+            "p_dma_chunks": 0, "qk_dma_transpose": 0, "scalar_copies": 0}
 
 
 def defaults(v2, itemsize):

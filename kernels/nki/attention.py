@@ -55,7 +55,7 @@ MAX_HEAD_DIM = 4 * D_CHUNK  # the P·V tile [128, D] fp32 must fit one 2 KiB PSU
 @nki.jit
 def flash_attention(q, k, v, scale=1.0, causal=False, sliding_window=None, softcap=None, kv_step=None,
                     q_prefetch=None, pipeline_lag=None, resident_kv_bytes=None, head_block_elems=None,
-                    p_dma_chunks=None, qk_dma_transpose=None):
+                    p_dma_chunks=None, qk_dma_transpose=None, scalar_copies=None):
     """Dense attention over one batch of prefill queries, GQA/MQA, causal / sliding window / softcap.
 
     Dimensions:  B batch; Sq, Skv query/key lengths; Hq = g·Hkv heads; D <= 512 head dim.
@@ -66,7 +66,7 @@ def flash_attention(q, k, v, scale=1.0, causal=False, sliding_window=None, softc
                  sliding_window: w >= 1 also hides keys j < i + Skv - Sq - w + 1; None = off.
                  softcap: c > 0 maps scaled scores s -> c·tanh(s / c) before masking; None = off.
                  kv_step, q_prefetch, pipeline_lag, resident_kv_bytes, head_block_elems, p_dma_chunks,
-                 qk_dma_transpose: the tunables (ints;
+                 qk_dma_transpose, scalar_copies: the tunables (ints;
                  None = the default for the target and dtype), described and defaulted in `_attention_tunables`.
                  (Plain parameters with defaults, not keyword-only: the NKI compiler frontend rejects `*`.)
     Returns:     out: [B, Sq, Hq, D], q's dtype, shared HBM; a query that sees no key gets zeros.
@@ -88,25 +88,26 @@ def flash_attention(q, k, v, scale=1.0, causal=False, sliding_window=None, softc
     tun = resolve(nisa.get_nc_version() == nisa.nc_version.gen2, _itemsize(q.dtype),
                   dict(kv_step=kv_step, q_prefetch=q_prefetch, pipeline_lag=pipeline_lag,
                        resident_kv_bytes=resident_kv_bytes, head_block_elems=head_block_elems,
-                       p_dma_chunks=p_dma_chunks, qk_dma_transpose=qk_dma_transpose))
+                       p_dma_chunks=p_dma_chunks, qk_dma_transpose=qk_dma_transpose,
+                       scalar_copies=scalar_copies))
     heads = max(1, min(group, tun["head_block_elems"] // d))
     resident = _kv_bytes(k.shape[1], d, q.dtype) <= tun["resident_kv_bytes"]
     call = AttentionCall(q, k, v, out, scale, causal, sliding_window, softcap, tun)
     visible = _visible_tiles(call, batch, hkv, group, heads)
     pending = []  # issued-late work in order: PendingPv items and TileStore entries
     _run_tiles(visible, call, resident, pending)
-    _drain(pending, call.v2)
+    _drain(pending, call.scalar_copies)
     return out
 
 
 class AttentionCall(nl.NKIObject):
     """Compile-time facts of one call: the HBM tensors, the options and what follows from them.
 
-    exp_scale: multiplier inside the exp (softcap c, else scale); step, prefetch, lag: the tunables kv_step,
-    q_prefetch, pipeline_lag (`_attention_tunables`); v2 (NeuronCore-v2): pᵀ PSUM->SBUF copies alternate VectorE /
-    ScalarE (VectorE is as slow per element as ScalarE; v3+: VectorE takes them all, as moving some to ScalarE,
-    busy with the exps, models slower), and non-finite q / k elements are isolated before their transposes
-    (`_attention_finite`; `ones` is its all-visible chunk, None on v3+)."""
+    exp_scale: multiplier inside the exp (softcap c, else scale); step, prefetch, lag, p_dma, qk_dma, scalar_copies:
+    the tunables kv_step, q_prefetch, pipeline_lag, p_dma_chunks, qk_dma_transpose, scalar_copies
+    (`_attention_tunables`; the two DMA-transpose ones only for 2-byte inputs); v2 (NeuronCore-v2): non-finite q / k
+    elements are isolated before their transposes (`_attention_finite`; `ones` is its all-visible chunk, None on
+    v3+)."""
 
     def __init__(self, q, k, v, out, scale, causal, window, softcap, tun):
         self.q, self.k, self.v, self.out = q, k, v, out
@@ -117,6 +118,7 @@ class AttentionCall(nl.NKIObject):
         two_byte = _itemsize(k.dtype) == 2  # dma_transpose moves 2-byte elements
         self.p_dma = tun["p_dma_chunks"] if two_byte else 0
         self.qk_dma = bool(tun["qk_dma_transpose"]) and two_byte
+        self.scalar_copies = tun["scalar_copies"]
         self.v2 = nisa.get_nc_version() == nisa.nc_version.gen2
         self.ones = ones_tile() if self.v2 else None
 
@@ -345,7 +347,7 @@ def _item(qT_h, keys, tile, state, h, call, pending):
     due = _due(pending, call.lag)
     pT_ps = _transpose_p(due) if due else None
     s = _scores(qT_h, keys, tile.nq, call)
-    pv_ps = _pv(due, pT_ps, call.v2) if due else None
+    pv_ps = _pv(due, pT_ps, call.scalar_copies) if due else None
     neg_max_old = state.neg_max[h]
     state.neg_max[h] = mask_row_max(s, keys, tile.nq, neg_max_old, call.exp_scale, state.bounds)
     item = _exp(s, keys, tile.nq, neg_max_old, state, h, call)
@@ -365,11 +367,11 @@ def _due(pending, keep):
     return None
 
 
-def _drain(pending, split_copies):
+def _drain(pending, scalar_copies):
     """Issue everything still pending, in order."""
     due = _due(pending, 0)
     while due:
-        _update(due, _pv(due, _transpose_p(due), split_copies))
+        _update(due, _pv(due, _transpose_p(due), scalar_copies))
         due = _due(pending, 0)
 
 
@@ -449,10 +451,10 @@ def _transpose_p(item):
     return pT_ps
 
 
-def _pv(item, pT_ps, split_copies):
+def _pv(item, pT_ps, scalar_copies):
     """pv = Σ_chunks pᵀ[chunk]ᵀ·v[chunk] [128, D] fp32 in one PSUM bank: the DMA-transposed chunks first (SBUF
     already), then the others after copying their pᵀ to SBUF (TensorE reads SBUF) in 512-key groups by VectorE
-    (every other group by ScalarE when `split_copies`), each group's matmuls issued as soon as its copy is.
+    (groups g with g % 4 < scalar_copies by ScalarE), each group's matmuls issued as soon as its copy is.
     item.v: [128 keys, n/128 chunks, D] SBUF."""
     n, nq, v_t, first = item.n, item.nq, item.v, item.dma_chunks
     pv_ps = nl.ndarray((Q_TILE, item.state.acc.shape[2]), dtype=nl.float32, buffer=nl.psum)
@@ -463,7 +465,7 @@ def _pv(item, pT_ps, split_copies):
     pT = nl.ndarray((PMAX, -(-n // PMAX) - first, Q_TILE), dtype=item.p.dtype, buffer=nl.sbuf)
     group = KV_TILE // PMAX  # chunks per copy
     for g, (c0, nc) in enumerate(tiles(n // PMAX - first, group)):
-        psum_copy(pT[:, c0:c0 + nc, :nq], pT_ps[:, c0:c0 + nc, :nq], split_copies and g % 2 == 1)
+        psum_copy(pT[:, c0:c0 + nc, :nq], pT_ps[:, c0:c0 + nc, :nq], g % 4 < scalar_copies)
         for c in range(c0, c0 + nc):
             nisa.nc_matmul(dst=pv_ps[:nq, :], stationary=pT[:, c, :nq], moving=v_t[:, first + c, :])
     if n % PMAX:  # the ragged last chunk
