@@ -37,6 +37,12 @@ flagged NaN at the store (`_attention_finite.py`, which says why and how). Targe
 the mask instruction, that isolation, and where pᵀ copies run (activation bias is always a (P, 1) tile). Loads and
 transposes of q, k, v live in `_attention_tiles.py`, the tunables and their defaults in `_attention_tunables.py`.
 
+LNC=2 (`flash_attention[2]`): the two programs take alternate query-row tiles (zigzag, so causal work splits
+evenly), each loading every kv head. Splitting by kv head instead models 1.2x rather than 2x on trn2 (S=4096, 32/8
+heads): both cores then store into the same rows of `out` (other heads), and the performance model bounds a strided
+HBM footprint by its flat extent, so it orders those disjoint stores as if they overlapped — a model limitation
+(written down, not worked around in `harness/perf/`); splitting by rows is as good a split on the hardware.
+
 Reference: nkilab.reference.attention.attention
 """
 
@@ -177,21 +183,22 @@ def _visible_tiles(call, batch, hkv, group, heads):
     """This program's query tiles that see at least one key, as QueryTile in (batch, kv head, head block, tile)
     order; its tiles that see none are stored as zeros here.
 
-    LNC=2 (`flash_attention[2]`, two NeuronCores): the (b, kv head) groups are dealt round-robin to the programs
-    (each keeps its kᵀ/v resident, and Hkv = 8 splits evenly); with fewer groups than programs the query tiles are
-    dealt instead. LNC=1 owns everything."""
+    LNC=2 (`flash_attention[2]`, two NeuronCores): the query tiles are dealt to the programs by row, in the zigzag
+    0, 1, 1, 0, 0, 1, … so causal work (tile t sees (t + 1)·128 keys) splits evenly, and each core writes whole
+    rows of `out` of its own — with (b, kv head) groups dealt instead, both cores store into the same rows
+    (other heads) and the performance model, which bounds a strided HBM footprint by its flat extent, serializes
+    the two cores' stores (see the module docstring). Each core loads every kv head's kᵀ/v. A single query tile
+    is dealt by group instead. LNC=1 owns everything."""
     programs, me = nl.num_programs(0), nl.program_id(0)
-    by_group = batch * hkv >= programs
+    by_rows = call.sq > Q_TILE
     out = []
-    index = 0
     for b in range(batch):
         for hk in range(hkv):
             for h0 in range(hk * group, (hk + 1) * group, heads):
                 nh = min(heads, (hk + 1) * group - h0)
-                for q0, nq in tiles(call.sq, Q_TILE):
-                    owner = (b * hkv + hk if by_group else index) % programs
-                    index += 1
-                    if owner != me:
+                for t, (q0, nq) in enumerate(tiles(call.sq, Q_TILE)):
+                    zigzag = t % programs if (t // programs) % 2 == 0 else programs - 1 - t % programs
+                    if (zigzag if by_rows else b * hkv + hk) % programs != me:
                         continue
                     lo, hi = _key_range(q0, nq, call)
                     if hi > lo:

@@ -44,10 +44,11 @@ def test_every_setting_matches_the_reference(tunables):
     np.testing.assert_allclose(out, ref, atol=2e-2, rtol=0)  # bf16 p and outputs: ~2^-8 relative, |out| < 3
 
 
-@pytest.mark.parametrize("heads", [(4, 2), (2, 1)], ids=["kv-heads-split", "query-tiles-split"])
-def test_lnc2_matches_lnc1_bitwise(heads):
-    """LNC=2 deals (b, kv head) groups, or with a single group the query tiles, to the two NeuronCores."""
-    q, k, v = _inputs(300, 260, *heads)
+@pytest.mark.parametrize("shape", [(300, 260, 4, 2), (300, 260, 2, 1), (100, 260, 4, 2)],
+                         ids=["rows-split-gqa", "rows-split-mqa", "one-tile-groups-split"])
+def test_lnc2_matches_lnc1_bitwise(shape):
+    """LNC=2 deals query-row tiles (zigzag), or with a single tile the (b, kv head) groups, to the two cores."""
+    q, k, v = _inputs(*shape)
     np.testing.assert_array_equal(_run(q, k, v, lnc=2), _run(q, k, v))
 
 
