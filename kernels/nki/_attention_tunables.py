@@ -38,11 +38,11 @@ NAMES = ("kv_step", "q_prefetch", "pipeline_lag", "resident_kv_bytes", "head_blo
 # name -> {generation ("v2" | "v3+") -> value}; kv_step is given for 2-byte inputs and halved for 4-byte ones
 _DEFAULTS = {
     "kv_step": {"v2": 2048, "v3+": 2048},
-    "q_prefetch": {"v2": 2, "v3+": 2},
+    "q_prefetch": {"v2": 2, "v3+": 4},
     "pipeline_lag": {"v2": 4, "v3+": 16},
     "resident_kv_bytes": {"v2": 48 * 1024, "v3+": 48 * 1024},
     "head_block_elems": {"v2": 4096, "v3+": 4096},
-    "p_dma_chunks": {"v2": 0, "v3+": 5},
+    "p_dma_chunks": {"v2": 0, "v3+": 7},
     "qk_dma_transpose": {"v2": 0, "v3+": 1},
     "scalar_copies": {"v2": 3, "v3+": 0},
 }
