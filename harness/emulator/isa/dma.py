@@ -26,7 +26,6 @@ import numpy as np
 from .. import dtypes, validate
 from ..errors import NkiValidationError
 from ..operators import alu
-from ..storage import ON_CHIP
 from ..tensor import NkiTensor
 from .enums import coerce
 from .enums import dge_mode as DgeMode
@@ -40,20 +39,10 @@ _UNKNOWN, _HWDGE, _NONE, _SKIP = DgeMode.unknown, DgeMode.hwdge, DgeMode.none, O
 
 
 def _run_length(t: NkiTensor) -> int:
-    """Elements in t's innermost contiguous run (on-chip and vector-indirect runs stay within dim 0's rows)."""
-    shape, strides = t.shape, t.strides
+    """Elements in t's innermost contiguous run (on-chip and vector-indirect runs stay within dim 0's rows): its
+    layout's `run` / `run_rows`."""
     ind = t.indirect
-    stop = 1 if (t.storage.buffer in ON_CHIP or (ind is not None and ind.kind == "vector")) else 0
-    run = 1
-    d = len(shape) - 1
-    while d >= stop:
-        n = shape[d]
-        if n != 1:
-            if strides[d] != run:
-                break
-            run *= n
-        d -= 1
-    return run
+    return t.layout.run_rows if ind is not None and ind.kind == "vector" else t.layout.run
 
 
 def _check_operand(opc: str, operand: str, x, t) -> None:
