@@ -119,6 +119,15 @@ def tiles(op: str, target: Target, **operands) -> None:
             same_layout(op, ref_name, ref, {name: t}, target)  # raises
 
 
+def pair(op: str, target: Target, name1: str, t1, name2: str, t2) -> None:
+    """`tiles(op, target, name1=t1, name2=t2)`, the two-operand case of the hot element-wise ops: nothing is checked
+    again when both views already passed `tile` for `target` and share the layout rule."""
+    if type(t1) is NkiTensor and type(t2) is NkiTensor and t1._valid_for is target and t2._valid_for is target \
+            and t1.shape[0] == t2.shape[0] and t1.size == t2.size:
+        return  # (a view passes `tile` only in bounds: its `out_of_bounds` is set when it is made, if ever)
+    tiles(op, target, **{name1: t1, name2: t2})
+
+
 def same_layout(op: str, ref_name: str, ref: NkiTensor, others: dict, target: Target) -> None:
     """Same partition count and elements per partition as `ref`."""
     for name, t in others.items():

@@ -25,7 +25,7 @@ from ..storage import strided_view
 from ..tensor import NkiTensor
 from .enums import engine as Engine
 from .enums import coerce, matmul_perf_mode
-from .issue import computes, current, f32, layout_attrs, raw, record, store
+from .issue import computes, current, emit, f32, layout_attrs, raw, record, store
 
 _MATMUL_INPUTS = ("float8_e4m3", "float8_e5m2", "bfloat16", "float16", "float32")
 _DOUBLE_ROW = matmul_perf_mode.double_row  # bound once: enum member lookups are slow on the per-matmul path
@@ -84,8 +84,9 @@ def nc_matmul(dst, stationary, moving, is_stationary_onezero=False, is_moving_on
     op = "nc_matmul"
     ctx = current()
     t = ctx.target
-    for operand, x in (("dst", dst), ("stationary", stationary), ("moving", moving)):
-        validate.tile(op, operand, x, t)
+    if dst._valid_for is not t or stationary._valid_for is not t or moving._valid_for is not t:
+        for operand, x in (("dst", dst), ("stationary", stationary), ("moving", moving)):
+            validate.tile(op, operand, x, t)
     if stationary.storage.buffer != "sbuf" or moving.storage.buffer != "sbuf" or dst.storage.buffer != "psum":
         validate.buffer(op, "stationary", stationary, ("sbuf",), t)
         validate.buffer(op, "moving", moving, ("sbuf",), t)
@@ -129,16 +130,20 @@ def nc_matmul(dst, stationary, moving, is_stationary_onezero=False, is_moving_on
     transpose_mode = bool(is_transpose) and t.gen >= 3
     if transpose_mode and n != k:
         raise NkiValidationError(op, "moving", f"the [K, K] identity in transpose mode (K={k})", n, t.name)
-    if computes(ctx, (dst,), (stationary, moving)):
+    # (trace mode, a destination without values: `computes` would answer False and change nothing)
+    if (ctx.full or dst.storage.data is not None) and computes(ctx, (dst,), (stationary, moving)):
         s = dtypes.to_f32(stationary.values()).reshape(k * rows, m)
         if transpose_mode:  # bit-accurate: no products, so NaN/Inf stay where they are
             res = np.ascontiguousarray(s.T)
         else:
             res = s.T @ dtypes.to_f32(moving.values()).reshape(k * rows, n)
         accumulate_psum(dst, res, accumulate)
-    record(ctx, "tensor", op, {"dst": dst}, {"stationary": stationary, "moving": moving}, flops=2 * k * rows * m * n,
-           attrs={"k": k * rows, "m": m, "n": n, "in_dtype": _in_dtype(stationary, moving),
-                  "transpose": bool(is_transpose), "double_row": double})
+    emit(ctx, "tensor", op, _MATMUL_OPERANDS, (dst, stationary, moving), 1, 2 * k * rows * m * n,
+         {"k": k * rows, "m": m, "n": n, "in_dtype": _in_dtype(stationary, moving), "transpose": bool(is_transpose),
+          "double_row": double})
+
+
+_MATMUL_OPERANDS = ("dst", "stationary", "moving")
 
 
 def _in_dtype(a: NkiTensor, b: NkiTensor) -> str:
@@ -176,9 +181,11 @@ def nc_transpose(dst, data, engine=Engine.unknown, name=None):
     op = "nc_transpose"
     ctx = current()
     t = ctx.target
-    engine = coerce(Engine, engine, op, "engine")
-    validate.tile(op, "dst", dst, t)
-    validate.tile(op, "data", data, t)
+    if type(engine) is not Engine:  # (a member is the common case: coerce only raw values)
+        engine = coerce(Engine, engine, op, "engine")
+    if dst._valid_for is not t or data._valid_for is not t:
+        validate.tile(op, "dst", dst, t)
+        validate.tile(op, "data", data, t)
     on_tensor = engine == Engine.tensor or (engine == Engine.unknown and data.buffer == "sbuf" and dst.buffer == "psum")
     limit = t.pmax if on_tensor else 32
     if on_tensor:
@@ -199,16 +206,20 @@ def nc_transpose(dst, data, engine=Engine.unknown, name=None):
                                  "input on a NeuronCore-v2 TensorE)", dtypes.name(dst.dtype), t.name)
     if dst.shape[0] != f or dst.free_size != p:
         raise NkiValidationError(op, "dst", f"[{f}, {p}]", f"{dst.shape[0]} x {dst.free_size}", t.name)
-    if computes(ctx, (dst,), (data,)):
+    # (trace mode, a destination without values: `computes` would answer False and change nothing)
+    if (ctx.full or dst.storage.data is not None) and computes(ctx, (dst,), (data,)):
         if on_tensor and t.gen == 2 and dtypes.is_float(data.dtype):
             store(dst, _identity_matmul_transpose(f32(data)))
         else:
             store(dst, np.ascontiguousarray(raw(data).T))
     if on_tensor:
-        record(ctx, "tensor", op, {"dst": dst}, {"data": data},
-               attrs={"k": p, "m": f, "n": p, "in_dtype": dtypes.name(data.dtype), "transpose": True})
+        emit(ctx, "tensor", op, _TRANSPOSE_OPERANDS, (dst, data), 1, 0,
+             {"k": p, "m": f, "n": p, "in_dtype": data.storage.dtype_name, "transpose": True})
     else:
-        record(ctx, "vector", op, {"dst": dst}, {"data": data}, attrs=layout_attrs(dst, data))
+        emit(ctx, "vector", op, _TRANSPOSE_OPERANDS, (dst, data), 1, 0, layout_attrs(dst, data))
+
+
+_TRANSPOSE_OPERANDS = ("dst", "data")
 
 
 def _identity_matmul_transpose(x: np.ndarray) -> np.ndarray:
