@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from nkilab.harness.perf import calibration_report
 from nkilab.harness.perf.calibration import POINTS, QUICK_POINTS, calibration_table
 from nkilab.harness.chips import ALL_TARGETS, NEURON_TARGETS, TARGETS
 from nkilab.harness.profile import RunConfig, Task, measure_task, model_task, plan, run
@@ -278,10 +279,8 @@ def cmd_report(args, command: str) -> int:
 
 
 def cmd_calibrate(args, command: str) -> int:
-    rows = [(c["name"], c["published"], c["modeled"], f"{c['ratio']:.3f}", c["bottleneck"], c["source"])
-            for c in calibration_table()]
-    _console().print(_table("Model vs published Trainium2 measurements (one set of constants)",
-                            ("point", "published", "modeled", "model / published", "bottleneck", "source"), rows))
+    console = _console()
+    calibration_report.run(lambda line: console.print(line, markup=False, highlight=False))
     return 0
 
 
