@@ -73,26 +73,27 @@ class Lifetime:
             other.address < self.address + self.nbytes
 
 
-def allocation_site():
-    """(code, line) of the innermost caller frame outside the emulator package (the kernel line)."""
+def allocation_site(depth: int = 8) -> tuple:
+    """(site, path) of the caller's allocation, found in one walk up the stack: site, (code, line) of the innermost
+    caller frame outside the emulator package (the kernel line, for capacity messages); path, ((file, line), ...)
+    of up to `depth` kernel frames from there outward, innermost first (the performance model's allocation site,
+    which tells a helper's allocations for different callers apart)."""
     frame = sys._getframe(2)
-    while frame is not None and frame.f_code.co_filename in _INTERNAL:
+    internal = _INTERNAL
+    while frame is not None and frame.f_code.co_filename in internal:
         frame = frame.f_back
-    return (frame.f_code, frame.f_lineno) if frame is not None else (None, 0)
-
-
-def allocation_path(depth: int = 8) -> tuple:
-    """((file, line), ...) of the kernel frames that led to the caller's allocation, innermost first (up to `depth`
-    frames outside the emulator package): the performance model's allocation site, which tells a helper's
-    allocations for different callers apart."""
-    frame = sys._getframe(2)
-    while frame is not None and frame.f_code.co_filename in _INTERNAL:
+    if frame is None:
+        return (None, 0), ()
+    code, line = frame.f_code, frame.f_lineno
+    path = [(code.co_filename, line)]
+    frame = frame.f_back
+    while frame is not None and len(path) < depth:
+        file = frame.f_code.co_filename
+        if file in internal:
+            break
+        path.append((file, frame.f_lineno))
         frame = frame.f_back
-    path = []
-    while frame is not None and frame.f_code.co_filename not in _INTERNAL and len(path) < depth:
-        path.append((frame.f_code.co_filename, frame.f_lineno))
-        frame = frame.f_back
-    return tuple(path)
+    return (code, line), tuple(path)
 
 
 def check(lifetimes: list[Lifetime], target) -> None:

@@ -40,13 +40,14 @@ class NkiTensor:
     (+ runtime indirection)."""
 
     __slots__ = ("storage", "layout", "shape", "strides", "offset", "dtype", "name", "indirect", "size", "_access",
-                 "_valid_for", "out_of_bounds")
+                 "_valid_for", "out_of_bounds", "_views")
 
     def __init__(self, storage: Storage, shape, strides, offset: int, name: str = "", indirect: Indirect | None = None):
         lay = layout_of(storage.buffer, storage.dtype, storage.dtype_name, storage.free, tuple(shape), tuple(strides))
         self.storage, self.layout, self.shape, self.strides, self.offset = storage, lay, lay.shape, lay.strides, offset
         self.dtype, self.name, self.indirect, self.size = storage.dtype, name, indirect, lay.size
-        self._access = self._valid_for = None  # caches: trace footprint, target whose operand rules it passed
+        # caches: trace footprint, target whose operand rules it passed, views by index key (`__getitem__`)
+        self._access = self._valid_for = self._views = None
         # an `.ap()` pattern outside its storage: a view is only an address pattern, so the error is raised
         # when an instruction uses the view (validate.tile), not when it is made (AWS's nki-library makes such
         # views on paths it then skips)
@@ -101,9 +102,27 @@ class NkiTensor:
     # ---- indexing ---------------------------------------------------------------------------------
     def __getitem__(self, key) -> "NkiTensor":
         """The view `self[key]` (module docstring); its layout comes from this view's (`Layout.children`). The hot
-        path of every kernel: plain int slices and ints are resolved inline."""
+        path of every kernel: plain int slices and ints are resolved inline, and a key of ints and slices seen
+        before on this view gives the view made then (views are immutable; loops re-issue the same accesses)."""
         if type(key) is not tuple:
             key = (key,)
+        cache_key = _index_key(key)
+        if cache_key is not None:
+            views = self._views
+            if views is not None:
+                view = views.get(cache_key)
+                if view is not None:
+                    return view
+        view = self._index(key)
+        if cache_key is not None:
+            views = self._views
+            if views is None:
+                views = self._views = {}
+            if len(views) < _VIEWS_MAX:
+                views[cache_key] = view
+        return view
+
+    def _index(self, key: tuple) -> "NkiTensor":
         lay = self.layout
         in_shape, in_strides = lay.shape, lay.strides
         ndim = len(in_shape)
@@ -496,6 +515,28 @@ def _legacy(name: str):
     return LEGACY_OPERATORS[name]
 
 
+_VIEWS_MAX = 1024  # views remembered per view by index key (`__getitem__`)
+_INT_KEY = object()  # marks an int index in `_index_key` (a slice contributes its start, stop and step)
+
+
+def _index_key(key: tuple) -> tuple | None:
+    """A hashable form of an index key of plain ints and slices (their bounds ints or None); None for any other."""
+    out = []
+    for k in key:
+        tk = type(k)
+        if tk is slice:
+            start, stop, step = k.start, k.stop, k.step
+            if (start is None or type(start) is int) and (stop is None or type(stop) is int) and \
+                    (step is None or type(step) is int):
+                out += (start, stop, step)
+                continue
+            return None
+        if tk is not int:
+            return None
+        out += (_INT_KEY, k)
+    return tuple(out)
+
+
 _new_tuple = tuple.__new__  # NamedTuple records without their constructor's Python frame (trace_access)
 _new_object = object.__new__
 
@@ -506,6 +547,6 @@ def view_of(storage: Storage, lay: Layout, offset: int, name: str = "", out_of_b
     t = _new_object(NkiTensor)
     t.storage, t.layout, t.shape, t.strides, t.offset = storage, lay, lay.shape, lay.strides, offset
     t.dtype, t.name, t.indirect, t.size = storage.dtype, name, None, lay.size
-    t._access = t._valid_for = None
+    t._access = t._valid_for = t._views = None
     t.out_of_bounds = out_of_bounds
     return t

@@ -104,7 +104,7 @@ def _attrs(ctx, dst: NkiTensor, srcs, dge_mode) -> dict:
     chunks = dst.size // run if run > 1 else dst.size
     chunks = chunks if chunks > 1 else 1
     if dge_mode is not _UNKNOWN:
-        dge = dge_mode.name
+        dge = dge_mode._name_  # (`.name` is a Python-level property: this is the per-DMA path)
     elif vector:
         dge = "swdge"
     elif same_dtype and ctx.target.hwdge:
@@ -112,7 +112,7 @@ def _attrs(ctx, dst: NkiTensor, srcs, dge_mode) -> dict:
     else:
         dge = "none"
     return {"bytes": nbytes, "chunks": chunks, "chunk_bytes": nbytes / chunks, "indirect": indirect, "dge": dge,
-            "queue": ctx.run.next_dma_queue(), "dge_mode": dge_mode.name}
+            "queue": ctx.run.next_dma_queue(), "dge_mode": dge_mode._name_}
 
 
 def dma_copy(dst, src, priority=None, oob_mode=OobMode.error, dge_mode=DgeMode.unknown, engine=Engine.unknown,
