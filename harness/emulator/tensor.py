@@ -102,8 +102,24 @@ class NkiTensor:
     # ---- indexing ---------------------------------------------------------------------------------
     def __getitem__(self, key) -> "NkiTensor":
         """The view `self[key]` (module docstring); its layout comes from this view's (`Layout.children`). The hot
-        path of every kernel: plain int slices and ints are resolved inline, and a key of ints and slices seen
-        before on this view gives the view made then (views are immutable; loops re-issue the same accesses)."""
+        path of every kernel: a 2-D view cut by two plain slices (or `nl.ds`) is resolved first, other ints and
+        slices in `_index`; a key seen before on this view gives the view made then (views are immutable; loops
+        re-issue the same accesses)."""
+        if type(key) is tuple and len(key) == 2 and self.indirect is None and len(self.shape) == 2:
+            rect = _rectangle(key, self.shape)
+            if rect is not None:
+                views = self._views
+                if views is not None:
+                    view = views.get(rect)
+                    if view is not None:
+                        return view
+                a0, b0, a1, b1 = rect
+                lay = self.layout
+                s0, s1 = strides = lay.strides
+                shape = (b0 - a0, b1 - a1)
+                child = lay.children.get((shape, strides)) or lay.child(shape, strides)
+                return self._remember(rect, view_of(self.storage, child, self.offset + a0 * s0 + a1 * s1, self.name,
+                                                    self.out_of_bounds))
         if type(key) is not tuple:
             key = (key,)
         cache_key = _index_key(key)
@@ -113,13 +129,16 @@ class NkiTensor:
                 view = views.get(cache_key)
                 if view is not None:
                     return view
-        view = self._index(key)
-        if cache_key is not None:
-            views = self._views
-            if views is None:
-                views = self._views = {}
-            if len(views) < _VIEWS_MAX:
-                views[cache_key] = view
+            return self._remember(cache_key, self._index(key))
+        return self._index(key)
+
+    def _remember(self, key: tuple, view: "NkiTensor") -> "NkiTensor":
+        """Keep `view` as `self[key]` (at most `_VIEWS_MAX` per view); returns it."""
+        views = self._views
+        if views is None:
+            views = self._views = {}
+        if len(views) < _VIEWS_MAX:
+            views[key] = view
         return view
 
     def _index(self, key: tuple) -> "NkiTensor":
@@ -517,6 +536,34 @@ def _legacy(name: str):
 
 _VIEWS_MAX = 1024  # views remembered per view by index key (`__getitem__`)
 _INT_KEY = object()  # marks an int index in `_index_key` (a slice contributes its start, stop and step)
+
+
+def _rectangle(key: tuple, shape: tuple) -> tuple[int, int, int, int] | None:
+    """(start0, stop0, start1, stop1) of a 2-D key of two step-less slices (or `nl.ds`) within `shape`, their
+    bounds plain ints or None; None for any other key (left to `_index`, which also raises for bad ones)."""
+    k0, k1 = key
+    t0, t1 = type(k0), type(k1)
+    if t0 is slice and k0.step is None:
+        a0, b0 = k0.start, k0.stop
+    elif t0 is DynSlice:
+        a0, b0 = k0.start, k0.start + k0.size
+    else:
+        return None
+    if t1 is slice and k1.step is None:
+        a1, b1 = k1.start, k1.stop
+    elif t1 is DynSlice:
+        a1, b1 = k1.start, k1.start + k1.size
+    else:
+        return None
+    n0, n1 = shape
+    a0 = 0 if a0 is None else a0
+    b0 = n0 if b0 is None else b0
+    a1 = 0 if a1 is None else a1
+    b1 = n1 if b1 is None else b1
+    if type(a0) is int and type(b0) is int and type(a1) is int and type(b1) is int and 0 <= a0 < b0 <= n0 and \
+            0 <= a1 < b1 <= n1:
+        return a0, b0, a1, b1
+    return None
 
 
 def _index_key(key: tuple) -> tuple | None:
