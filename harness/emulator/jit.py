@@ -20,7 +20,7 @@ import numpy as np
 from nkilab.harness.chips import get_target
 from nkilab.reference.dtypes import is_torch, to_numpy, to_torch
 
-from . import blas, context, cores, dtypes, gc_tuning, liveness
+from . import blas, context, cores, dtypes, gc_tuning, liveness, sites
 from .context import ProgramContext, RunContext
 from .errors import NkiValidationError
 from .memory import wrap
@@ -106,6 +106,7 @@ def run(kernel, *args, target: str | None = None, mode: str = "full", lnc: int |
         t_kwargs = {k: _to_tensor(v, buffer, write_back) for k, v in kwargs.items()}
     with blas.single_threaded(), gc_tuning.fewer_collections():
         result = cores.run_programs(run_ctx, fn, t_args, t_kwargs)
+    sites.resolve_paths(run_ctx.trace.allocations)
     liveness.check(run_ctx.lifetimes, tgt)
     outputs = _from_tensor(result, use_torch)
     for original, staged in write_back:

@@ -20,17 +20,12 @@ first) and the kernel line that allocated each.
 from __future__ import annotations
 
 import os
-import sys
 
 import numpy as np
 
+from . import sites
 from .errors import NkiValidationError
 
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
-# the emulator's implementation files: an allocation's site is the innermost frame outside them (the kernel's line;
-# the tutorial kernels of examples.py are kernels too)
-_INTERNAL = frozenset(os.path.join(root, f) for root, _, files in os.walk(_PACKAGE_DIR) for f in files
-                      if f.endswith(".py") and f != "examples.py")
 _SHOWN = 8  # live tiles listed in a capacity error
 
 
@@ -45,16 +40,22 @@ class Lifetime:
         partitions: (start, stop) absolute partitions it occupies.
         address: byte offset in each partition when placed with `address=`, else None.
         label: (name, shape, dtype name) for messages.
-        site: (code object, line) of the kernel line that allocated it.
+        frames: the kernel frames of the allocation (`sites.capture`); `site` resolves the innermost one to
+            (code object, line) of the kernel line that allocated it.
     """
 
-    __slots__ = ("buffer", "program", "nbytes", "partitions", "address", "label", "site", "first", "last")
+    __slots__ = ("buffer", "program", "nbytes", "partitions", "address", "label", "frames", "first", "last")
 
     def __init__(self, buffer: str, program: int, nbytes: int, partitions: tuple[int, int], address: int | None,
-                 label: tuple, site):
+                 label: tuple, frames: tuple):
         self.buffer, self.program, self.nbytes, self.partitions = buffer, program, nbytes, partitions
-        self.address, self.label, self.site = address, label, site
+        self.address, self.label, self.frames = address, label, frames
         self.first = self.last = -1
+
+    @property
+    def site(self) -> tuple:
+        """(code object, line) of the kernel line that allocated it; (None, 0) if none."""
+        return sites.innermost(self.frames)
 
     def where(self) -> str:
         """`file:line` of the allocation."""
@@ -71,29 +72,6 @@ class Lifetime:
         (p0, p1), (q0, q1) = self.partitions, other.partitions
         return p0 < q1 and q0 < p1 and self.address < other.address + other.nbytes and \
             other.address < self.address + self.nbytes
-
-
-def allocation_site(depth: int = 8) -> tuple:
-    """(site, path) of the caller's allocation, found in one walk up the stack: site, (code, line) of the innermost
-    caller frame outside the emulator package (the kernel line, for capacity messages); path, ((file, line), ...)
-    of up to `depth` kernel frames from there outward, innermost first (the performance model's allocation site,
-    which tells a helper's allocations for different callers apart)."""
-    frame = sys._getframe(2)
-    internal = _INTERNAL
-    while frame is not None and frame.f_code.co_filename in internal:
-        frame = frame.f_back
-    if frame is None:
-        return (None, 0), ()
-    code, line = frame.f_code, frame.f_lineno
-    path = [(code.co_filename, line)]
-    frame = frame.f_back
-    while frame is not None and len(path) < depth:
-        file = frame.f_code.co_filename
-        if file in internal:
-            break
-        path.append((file, frame.f_lineno))
-        frame = frame.f_back
-    return (code, line), tuple(path)
 
 
 def check(lifetimes: list[Lifetime], target) -> None:

@@ -19,10 +19,10 @@ import math
 
 import numpy as np
 
-from . import context, dtypes
+from . import context, dtypes, sites
 from .errors import NkiValidationError
 from .layout import layout_of
-from .liveness import Lifetime, allocation_site
+from .liveness import Lifetime
 from .storage import BUFFERS, ON_CHIP, Storage, c_strides
 from .tensor import NkiTensor, view_of
 from .trace import Allocation
@@ -117,12 +117,13 @@ def _on_chip(ctx, st: Storage, name: str, op: str, address) -> None:
             rows = mem[p0:p0 + st.shape[0], byte0:byte0 + nbytes].view(st.dtype)
             rows[...] = st.data.reshape(rows.shape)  # the sentinel fill lands in the shared bytes
             st.data = rows
-    site, path = allocation_site()
+    frames = sites.capture()
     st.life = Lifetime(buffer, ctx.program_id, nbytes, (p0, p0 + st.shape[0]), byte0, (name, st.shape, st.dtype_name),
-                       site)
+                       frames)
     ctx.run.lifetimes.append(st.life)
     if address is None:  # the performance model's record of where loop-local tiles come from (placed ones are mapped)
-        ctx.trace.allocations[st.id] = _new_tuple(Allocation, (path, buffer, st.shape[0], nbytes, st.dtype_name,
+        # (site: the captured frames until the run ends, when `sites.resolve_paths` makes them (file, line) pairs)
+        ctx.trace.allocations[st.id] = _new_tuple(Allocation, (frames, buffer, st.shape[0], nbytes, st.dtype_name,
                                                                ctx.program_id))
 
 
