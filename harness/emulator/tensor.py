@@ -26,7 +26,8 @@ import numpy as np
 
 from . import dtypes
 from .errors import NkiTraceError, NkiValidationError
-from .indexing import DynSlice, Indirect, Place, check_bounds, scalar_value, slice_bounds
+from .indexing import (Indirect, Place, cache_key, check_bounds, plain_geometry, rectangle, resolve_key,
+                       scalar_value, view_geometry)
 from .layout import Layout, layout_of
 from .registers import VirtualRegister
 from .rearrange import rearrange_plan
@@ -101,105 +102,51 @@ class NkiTensor:
 
     # ---- indexing ---------------------------------------------------------------------------------
     def __getitem__(self, key) -> "NkiTensor":
-        """The view `self[key]` (module docstring); its layout comes from this view's (`Layout.children`). The hot
-        path of every kernel: a 2-D view cut by two plain slices (or `nl.ds`) is resolved first, other ints and
-        slices in `_index`; a key seen before on this view gives the view made then (views are immutable; loops
-        re-issue the same accesses)."""
+        """The view `self[key]` (module docstring). The hot path of every kernel: a 2-D view cut by two step-less
+        slices or `nl.ds` (`indexing.rectangle`) is resolved inline; other keys of plain ints, slices and `nl.ds` in
+        range are resolved without per-dim calls (`indexing.plain_geometry`), anything else by `indexing.resolve_key`
+        (which raises for bad keys). A key seen before on this view gives the view made then (views are immutable;
+        loops re-issue the same accesses). The new view's layout comes from this one's (`Layout.children`)."""
         if type(key) is tuple and len(key) == 2 and self.indirect is None and len(self.shape) == 2:
-            rect = _rectangle(key, self.shape)
-            if rect is not None:
+            ck = rectangle(key, self.shape)
+            if ck is not None:
                 views = self._views
                 if views is not None:
-                    view = views.get(rect)
+                    view = views.get(ck)
                     if view is not None:
                         return view
-                a0, b0, a1, b1 = rect
+                a0, b0, a1, b1 = ck
                 lay = self.layout
                 s0, s1 = strides = lay.strides
                 shape = (b0 - a0, b1 - a1)
-                child = lay.children.get((shape, strides)) or lay.child(shape, strides)
-                return self._remember(rect, view_of(self.storage, child, self.offset + a0 * s0 + a1 * s1, self.name,
-                                                    self.out_of_bounds))
+                view = view_of(self.storage, lay.children.get((shape, strides)) or lay.child(shape, strides),
+                               self.offset + a0 * s0 + a1 * s1, self.name, self.out_of_bounds)
+                return self._remember(ck, view)
         if type(key) is not tuple:
             key = (key,)
-        cache_key = _index_key(key)
-        if cache_key is not None:
-            views = self._views
-            if views is not None:
-                view = views.get(cache_key)
-                if view is not None:
-                    return view
-            return self._remember(cache_key, self._index(key))
-        return self._index(key)
+        ck = cache_key(key)
+        views = self._views
+        if views is not None and ck is not None:
+            view = views.get(ck)
+            if view is not None:
+                return view
+        lay = self.layout
+        geometry = plain_geometry(key, lay.shape, lay.strides, lay.on_chip) if self.indirect is None else None
+        if geometry is None:
+            geometry = view_geometry(resolve_key(key, lay.shape, self), lay.shape, lay.strides, lay.on_chip)
+        shape, strides, offset = geometry
+        view = view_of(self.storage, lay.children.get((shape, strides)) or lay.child(shape, strides),
+                       self.offset + offset, self.name, self.out_of_bounds)
+        return view if ck is None else self._remember(ck, view)
 
     def _remember(self, key: tuple, view: "NkiTensor") -> "NkiTensor":
-        """Keep `view` as `self[key]` (at most `_VIEWS_MAX` per view); returns it."""
+        """Keep `view` as the view of index key `key` (at most `_VIEWS_MAX` per view); returns it."""
         views = self._views
         if views is None:
             views = self._views = {}
         if len(views) < _VIEWS_MAX:
             views[key] = view
         return view
-
-    def _index(self, key: tuple) -> "NkiTensor":
-        lay = self.layout
-        in_shape, in_strides = lay.shape, lay.strides
-        ndim = len(in_shape)
-        for k in key:
-            if k is Ellipsis:
-                at = key.index(Ellipsis)
-                key = key[:at] + (slice(None),) * (ndim - len(key) + 1) + key[at + 1:]
-                break
-        if len(key) > ndim:
-            raise NkiValidationError("getitem", "index", f"at most {ndim} indices for shape {list(in_shape)}", key)
-        on_chip = lay.on_chip
-        shape, strides, offset = [], [], self.offset
-        d = 0
-        for k in key:
-            n, s = in_shape[d], in_strides[d]
-            tk = type(k)
-            if tk is DynSlice:
-                k, tk = slice(k.start, k.start + k.size), slice
-            if tk is slice:
-                start, stop = k.start, k.stop
-                if k.step is None and type(start) is int and type(stop) is int and 0 <= start < stop <= n:
-                    offset += start * s  # the common a[i:j] (no defaults, negatives or steps to resolve)
-                    shape.append(stop - start)
-                    strides.append(s)
-                elif start is None and stop is None and k.step is None:
-                    shape.append(n)  # a[:]
-                    strides.append(s)
-                else:
-                    length, start, step = slice_bounds(d, n, k)
-                    offset += start * s
-                    shape.append(length)
-                    strides.append(s * step)
-            elif tk is int or isinstance(k, (int, np.integer)):
-                i = int(k) + (n if k < 0 else 0)
-                if not 0 <= i < n:
-                    raise NkiValidationError("getitem", f"dim {d}", f"index in [0, {n})", int(k))
-                offset += i * s
-                if d == 0 and on_chip:
-                    shape.append(1)
-                    strides.append(s)
-            elif isinstance(k, VirtualRegister):
-                raise NkiTraceError("a VirtualRegister cannot index a tensor; use t.ap(..., scalar_offset=reg)")
-            elif isinstance(k, NkiTensor):
-                raise NkiTraceError("a tensor cannot index a tensor; use t.ap(..., vector_offset=idx, indirect_dim=0)")
-            else:
-                raise TypeError(f"index: {k!r} is not an int, slice, nl.ds or Ellipsis")
-            d += 1
-        if d < ndim:
-            shape += in_shape[d:]
-            strides += in_strides[d:]
-        while len(shape) < (2 if on_chip else 1):
-            shape.append(1)
-            strides.append(1)
-        if self.indirect is not None:
-            raise NkiValidationError("getitem", "tensor", "no views of an indirect (.ap with offsets) tensor", self)
-        shape, strides = tuple(shape), tuple(strides)
-        child = lay.children.get((shape, strides)) or lay.child(shape, strides)
-        return view_of(self.storage, child, offset, self.name, self.out_of_bounds)
 
     # ---- view methods (S-NL) ------------------------------------------------------------------------
     def slice(self, dim: int, start: int, end: int, step: int = 1) -> "NkiTensor":
@@ -535,53 +482,6 @@ def _legacy(name: str):
 
 
 _VIEWS_MAX = 1024  # views remembered per view by index key (`__getitem__`)
-_INT_KEY = object()  # marks an int index in `_index_key` (a slice contributes its start, stop and step)
-
-
-def _rectangle(key: tuple, shape: tuple) -> tuple[int, int, int, int] | None:
-    """(start0, stop0, start1, stop1) of a 2-D key of two step-less slices (or `nl.ds`) within `shape`, their
-    bounds plain ints or None; None for any other key (left to `_index`, which also raises for bad ones)."""
-    k0, k1 = key
-    t0, t1 = type(k0), type(k1)
-    if t0 is slice and k0.step is None:
-        a0, b0 = k0.start, k0.stop
-    elif t0 is DynSlice:
-        a0, b0 = k0.start, k0.start + k0.size
-    else:
-        return None
-    if t1 is slice and k1.step is None:
-        a1, b1 = k1.start, k1.stop
-    elif t1 is DynSlice:
-        a1, b1 = k1.start, k1.start + k1.size
-    else:
-        return None
-    n0, n1 = shape
-    a0 = 0 if a0 is None else a0
-    b0 = n0 if b0 is None else b0
-    a1 = 0 if a1 is None else a1
-    b1 = n1 if b1 is None else b1
-    if type(a0) is int and type(b0) is int and type(a1) is int and type(b1) is int and 0 <= a0 < b0 <= n0 and \
-            0 <= a1 < b1 <= n1:
-        return a0, b0, a1, b1
-    return None
-
-
-def _index_key(key: tuple) -> tuple | None:
-    """A hashable form of an index key of plain ints and slices (their bounds ints or None); None for any other."""
-    out = []
-    for k in key:
-        tk = type(k)
-        if tk is slice:
-            start, stop, step = k.start, k.stop, k.step
-            if (start is None or type(start) is int) and (stop is None or type(stop) is int) and \
-                    (step is None or type(step) is int):
-                out += (start, stop, step)
-                continue
-            return None
-        if tk is not int:
-            return None
-        out += (_INT_KEY, k)
-    return tuple(out)
 
 
 _new_tuple = tuple.__new__  # NamedTuple records without their constructor's Python frame (trace_access)
