@@ -106,7 +106,7 @@ def run(kernel, *args, target: str | None = None, mode: str = "full", lnc: int |
         t_kwargs = {k: _to_tensor(v, buffer, write_back) for k, v in kwargs.items()}
     with blas.single_threaded(), gc_tuning.no_collections():
         result = cores.run_programs(run_ctx, fn, t_args, t_kwargs)
-        sites.resolve_paths(run_ctx.trace.allocations)
+        sites.allocations(run_ctx.lifetimes, run_ctx.trace.allocations)
         liveness.check(run_ctx.lifetimes, tgt)
     outputs = _from_tensor(result, use_torch)
     for original, staged in write_back:

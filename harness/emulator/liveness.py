@@ -34,6 +34,7 @@ class Lifetime:
     tensor was never accessed).
 
     Attributes:
+        storage: id of the allocation (its trace id).
         buffer: "sbuf" | "psum".
         program: LNC program instance that allocated it.
         nbytes: bytes per partition.
@@ -44,11 +45,12 @@ class Lifetime:
             (code object, line) of the kernel line that allocated it.
     """
 
-    __slots__ = ("buffer", "program", "nbytes", "partitions", "address", "label", "frames", "first", "last")
+    __slots__ = ("storage", "buffer", "program", "nbytes", "partitions", "address", "label", "frames", "first", "last")
 
-    def __init__(self, buffer: str, program: int, nbytes: int, partitions: tuple[int, int], address: int | None,
-                 label: tuple, frames: tuple):
-        self.buffer, self.program, self.nbytes, self.partitions = buffer, program, nbytes, partitions
+    def __init__(self, storage: int, buffer: str, program: int, nbytes: int, partitions: tuple[int, int],
+                 address: int | None, label: tuple, frames: tuple):
+        self.storage, self.buffer, self.program, self.nbytes, self.partitions = storage, buffer, program, nbytes, \
+            partitions
         self.address, self.label, self.frames = address, label, frames
         self.first = self.last = -1
 

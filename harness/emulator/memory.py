@@ -25,7 +25,6 @@ from .layout import layout_of
 from .liveness import Lifetime
 from .storage import BUFFERS, ON_CHIP, Storage, c_strides
 from .tensor import NkiTensor, view_of
-from .trace import Allocation
 
 INT_SENTINEL = 4  # what the official simulator puts in new integer allocations (S-SIM)
 _NKI_DTYPES = frozenset(dtypes.DTYPES.values())  # storage dtypes taken as they are (the allocation fast path)
@@ -117,17 +116,9 @@ def _on_chip(ctx, st: Storage, name: str, op: str, address) -> None:
             rows = mem[p0:p0 + st.shape[0], byte0:byte0 + nbytes].view(st.dtype)
             rows[...] = st.data.reshape(rows.shape)  # the sentinel fill lands in the shared bytes
             st.data = rows
-    frames = sites.capture()
-    st.life = Lifetime(buffer, ctx.program_id, nbytes, (p0, p0 + st.shape[0]), byte0, (name, st.shape, st.dtype_name),
-                       frames)
-    ctx.run.lifetimes.append(st.life)
-    if address is None:  # the performance model's record of where loop-local tiles come from (placed ones are mapped)
-        # (site: the captured frames until the run ends, when `sites.resolve_paths` makes them (file, line) pairs)
-        ctx.trace.allocations[st.id] = _new_tuple(Allocation, (frames, buffer, st.shape[0], nbytes, st.dtype_name,
-                                                               ctx.program_id))
-
-
-_new_tuple = tuple.__new__  # a NamedTuple record without its constructor's Python frame
+    st.life = Lifetime(st.id, buffer, ctx.program_id, nbytes, (p0, p0 + st.shape[0]), byte0,
+                       (name, st.shape, st.dtype_name), sites.capture())
+    ctx.run.lifetimes.append(st.life)  # (the trace's `Allocation` records are made from these when the run ends)
 
 
 def _address(op: str, address, st: Storage, nbytes: int, capacity: int, t) -> tuple[int, int]:

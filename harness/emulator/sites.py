@@ -6,10 +6,11 @@ line (`frame.f_lineno`) scans its function's line table, microseconds per frame 
 here: ~5 us at the end of a 300-line function), for every tile a kernel allocates. So `capture` keeps each frame's
 code object and bytecode offset (`f_lasti`, a field read), and `line` turns an offset into the line `f_lineno` would
 have given (the line of the instruction at that offset) only when a message or the trace asks, once per distinct
-(code, offset) of a run (`resolve_paths`).
+(code, offset) of a run (`allocations`).
 
-Used by `liveness.Lifetime` (the kernel line in capacity errors) and by the trace's `Allocation` records (the
-performance model's allocation site, which tells a helper's allocations for different callers apart).
+Used by `liveness.Lifetime` (the kernel line in capacity errors) and for the trace's `Allocation` records (the
+performance model's allocation site, which tells a helper's allocations for different callers apart), made from
+the run's lifetimes when it ends (`allocations`).
 """
 
 from __future__ import annotations
@@ -60,13 +61,16 @@ def innermost(frames: tuple) -> tuple:
     return (frames[0], line(frames[0], frames[1])) if frames else (None, 0)
 
 
-def resolve_paths(allocations: dict) -> None:
-    """Replace each `Allocation`'s captured frames (its `site`, as `capture` gave them) by ((file, line), …) in
-    place, resolving each distinct (code, offset) once. The code objects are alive (the captured frames hold them),
-    so their ids tell them apart."""
+def allocations(lifetimes: list, out: dict) -> None:
+    """Fill `out` (a trace's `allocations`) with the `Allocation` record of every on-chip allocation not placed with
+    `address=` (`lifetimes`: the run's `liveness.Lifetime`s, in allocation order), its site resolved to
+    ((file, line), …), each distinct (code, offset) once. The code objects are alive (the captured frames hold
+    them), so their ids tell them apart."""
     lines: dict[tuple[int, int], tuple[str, int | None]] = {}
-    for sid, rec in allocations.items():
-        frames = rec.site
+    for life in lifetimes:
+        if life.address is not None:
+            continue  # placed tiles: the model maps them by address
+        frames = life.frames
         path = []
         for k in range(0, len(frames), 2):
             code, offset = frames[k], frames[k + 1]
@@ -75,7 +79,9 @@ def resolve_paths(allocations: dict) -> None:
             if at is None:
                 at = lines[key] = (code.co_filename, line(code, offset))
             path.append(at)
-        allocations[sid] = _new_tuple(Allocation, (tuple(path),) + rec[1:])
+        p0, p1 = life.partitions
+        out[life.storage] = _new_tuple(Allocation, (tuple(path), life.buffer, p1 - p0, life.nbytes, life.label[2],
+                                                    life.program))
 
 
 _new_tuple = tuple.__new__  # a NamedTuple record without its constructor's Python frame
