@@ -29,7 +29,6 @@ from .issue import computes, current, emit, f32, layout_attrs, raw, record, stor
 
 _MATMUL_INPUTS = ("float8_e4m3", "float8_e5m2", "bfloat16", "float16", "float32")
 _DOUBLE_ROW = matmul_perf_mode.double_row  # bound once: enum member lookups are slow on the per-matmul path
-_CHECKED_DTYPES: set = set()  # (stationary dtype, moving dtype, target name, double_row) combinations found legal
 
 
 def _check_matmul_dtypes(op: str, stationary: NkiTensor, moving: NkiTensor, target, double: bool) -> None:
@@ -87,6 +86,44 @@ def nc_matmul(dst, stationary, moving, is_stationary_onezero=False, is_moving_on
     if dst._valid_for is not t or stationary._valid_for is not t or moving._valid_for is not t:
         for operand, x in (("dst", dst), ("stationary", stationary), ("moving", moving)):
             validate.tile(op, operand, x, t)
+    key = plan = None
+    if type(perf_mode) is matmul_perf_mode and type(tile_position) is tuple and type(tile_size) is tuple:
+        key = (stationary.layout, moving.layout, dst.layout, perf_mode is _DOUBLE_ROW, bool(is_transpose),
+               tile_position, tile_size)
+        try:
+            plan = _PLANS.get(key)
+        except TypeError:  # unhashable tiling entries: checked every time
+            key = None
+    if plan is None or plan[0] is not t:
+        plan = _plan(op, dst, stationary, moving, is_transpose, tile_position, tile_size, perf_mode, t)
+        if key is not None:
+            if len(_PLANS) >= _PLANS_MAX:
+                _PLANS.clear()
+            _PLANS[key] = plan
+    else:
+        _check_bank(op, dst, t)  # the one rule that depends on where dst is (its plan: only on what the operands are)
+    _, k, m, n, rows, double, transpose_mode, in_dtype = plan
+    # (trace mode, a destination without values: `computes` would answer False and change nothing)
+    if (ctx.full or dst.storage.data is not None) and computes(ctx, (dst,), (stationary, moving)):
+        s = dtypes.to_f32(stationary.values()).reshape(k * rows, m)
+        if transpose_mode:  # bit-accurate: no products, so NaN/Inf stay where they are
+            res = np.ascontiguousarray(s.T)
+        else:
+            res = s.T @ dtypes.to_f32(moving.values()).reshape(k * rows, n)
+        accumulate_psum(dst, res, accumulate)
+    emit(ctx, "tensor", op, _MATMUL_OPERANDS, (dst, stationary, moving), 1, 2 * k * rows * m * n,
+         {"k": k * rows, "m": m, "n": n, "in_dtype": in_dtype, "transpose": bool(is_transpose), "double_row": double})
+
+
+# nc_matmul's rules on what its operands are (layouts, dtypes, flags) hold for every matmul with the same ones: the
+# plan of a (stationary, moving, dst layout, double_row, is_transpose, tiling) combination is checked once per target
+_PLANS: dict[tuple, tuple] = {}
+_PLANS_MAX = 10_000
+
+
+def _plan(op, dst, stationary, moving, is_transpose, tile_position, tile_size, perf_mode, t) -> tuple:
+    """Check every nc_matmul rule past the per-operand ones, in order; returns (target, k, m, n, rows, double_row,
+    transpose_mode, in_dtype)."""
     if stationary.storage.buffer != "sbuf" or moving.storage.buffer != "sbuf" or dst.storage.buffer != "psum":
         validate.buffer(op, "stationary", stationary, ("sbuf",), t)
         validate.buffer(op, "moving", moving, ("sbuf",), t)
@@ -98,9 +135,7 @@ def nc_matmul(dst, stationary, moving, is_stationary_onezero=False, is_moving_on
         for operand, x in (("stationary", stationary), ("moving", moving)):
             if x.ndim < 3 or x.shape[1] != 2:
                 raise NkiValidationError(op, operand, "double_row layout [K, 2, ...]", list(x.shape), t.name)
-    if (stationary.dtype, moving.dtype, t.name, double) not in _CHECKED_DTYPES:
-        _check_matmul_dtypes(op, stationary, moving, t, double)
-        _CHECKED_DTYPES.add((stationary.dtype, moving.dtype, t.name, double))
+    _check_matmul_dtypes(op, stationary, moving, t, double)
     rows = 2 if double else 1
     k = stationary.shape[0]
     m, n = stationary.size // (k * rows), moving.size // (moving.shape[0] * rows)
@@ -130,17 +165,7 @@ def nc_matmul(dst, stationary, moving, is_stationary_onezero=False, is_moving_on
     transpose_mode = bool(is_transpose) and t.gen >= 3
     if transpose_mode and n != k:
         raise NkiValidationError(op, "moving", f"the [K, K] identity in transpose mode (K={k})", n, t.name)
-    # (trace mode, a destination without values: `computes` would answer False and change nothing)
-    if (ctx.full or dst.storage.data is not None) and computes(ctx, (dst,), (stationary, moving)):
-        s = dtypes.to_f32(stationary.values()).reshape(k * rows, m)
-        if transpose_mode:  # bit-accurate: no products, so NaN/Inf stay where they are
-            res = np.ascontiguousarray(s.T)
-        else:
-            res = s.T @ dtypes.to_f32(moving.values()).reshape(k * rows, n)
-        accumulate_psum(dst, res, accumulate)
-    emit(ctx, "tensor", op, _MATMUL_OPERANDS, (dst, stationary, moving), 1, 2 * k * rows * m * n,
-         {"k": k * rows, "m": m, "n": n, "in_dtype": _in_dtype(stationary, moving), "transpose": bool(is_transpose),
-          "double_row": double})
+    return t, k, m, n, rows, double, transpose_mode, _in_dtype(stationary, moving)
 
 
 _MATMUL_OPERANDS = ("dst", "stationary", "moving")
