@@ -20,6 +20,7 @@ first) and the kernel line that allocated each.
 from __future__ import annotations
 
 import os
+from operator import attrgetter
 
 import numpy as np
 
@@ -27,6 +28,7 @@ from . import sites
 from .errors import NkiValidationError
 
 _SHOWN = 8  # live tiles listed in a capacity error
+_FIRST, _LAST, _NBYTES = attrgetter("first"), attrgetter("last"), attrgetter("nbytes")
 
 
 class Lifetime:
@@ -106,8 +108,13 @@ def _cost(life: Lifetime, buffer: str, bank: int) -> int:
     if buffer == "sbuf":
         return life.nbytes
     if life.address is None:
-        return -(-life.nbytes // bank)
+        return _banks(life.nbytes, bank)
     return -(-(life.address + life.nbytes) // bank) - life.address // bank
+
+
+def _banks(nbytes, bank: int):
+    """Whole PSUM banks of `nbytes` per partition from a bank boundary (an int or an int array)."""
+    return -(-nbytes // bank)
 
 
 def _check_peak(buffer: str, lives: list[Lifetime], target) -> None:
@@ -117,7 +124,12 @@ def _check_peak(buffer: str, lives: list[Lifetime], target) -> None:
     if any(life.address is not None for life in lives):
         peak, peak_at = _sweep_placed(buffer, lives, target)
     else:
-        first, last, cost = np.array([(life.first, life.last, _cost(life, buffer, bank)) for life in lives]).T
+        n = len(lives)  # (columns read by C-level attribute getters: a run may have 100k lifetimes)
+        first = np.fromiter(map(_FIRST, lives), np.int64, n)
+        last = np.fromiter(map(_LAST, lives), np.int64, n)
+        cost = np.fromiter(map(_NBYTES, lives), np.int64, n)
+        if buffer != "sbuf":
+            cost = _banks(cost, bank)  # (`_cost` of unplaced PSUM tiles)
         peak, peak_at = _sweep(first, last, cost)
     if peak > capacity:
         _raise(buffer, peak, peak_at, lives, capacity, target)

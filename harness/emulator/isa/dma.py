@@ -88,6 +88,35 @@ def _index_reads(**tensors) -> dict:
 
 def _attrs(ctx, dst: NkiTensor, srcs, dge_mode) -> dict:
     """The trace attrs of a DMA writing `dst` from `srcs` (module docstring); takes the next DMA queue."""
+    attrs = _transfer_attrs(ctx.target, dst, srcs, dge_mode)
+    attrs["queue"] = ctx.run.next_dma_queue()
+    attrs["dge_mode"] = dge_mode._name_  # (`.name` is a Python-level property: this is the per-DMA path)
+    return attrs
+
+
+def _direct_attrs(ctx, dst: NkiTensor, src: NkiTensor, dge_mode) -> dict:
+    """`_attrs` of a DMA between two direct views: what depends on the transfer (its layouts, `dge_mode`, the target)
+    is worked out once per (dst layout, src layout, dge_mode) and target and copied; only the queue is per DMA."""
+    key = (dst.layout, src.layout, dge_mode._value_)  # (an Enum member hashes through a Python-level __hash__)
+    t = ctx.target
+    hit = _TRANSFERS.get(key)
+    if hit is None or hit[0] is not t:
+        if len(_TRANSFERS) >= _TRANSFERS_MAX:
+            _TRANSFERS.clear()
+        hit = _TRANSFERS[key] = (t, _transfer_attrs(t, dst, (src,), dge_mode))
+    attrs = hit[1].copy()
+    attrs["queue"] = ctx.run.next_dma_queue()
+    attrs["dge_mode"] = dge_mode._name_
+    return attrs
+
+
+_TRANSFERS: dict[tuple, tuple] = {}  # (dst layout, src layout, dge_mode value) -> (target, `_transfer_attrs`)
+_TRANSFERS_MAX = 10_000
+
+
+def _transfer_attrs(t, dst: NkiTensor, srcs, dge_mode) -> dict:
+    """The trace attrs of a DMA writing `dst` from `srcs` on target `t` that do not depend on its place in the
+    program: {"bytes", "chunks", "chunk_bytes", "indirect", "dge"} (module docstring)."""
     nbytes = dst.layout.nbytes
     run = _run_length(dst)
     indirect = dst.indirect is not None
@@ -107,12 +136,11 @@ def _attrs(ctx, dst: NkiTensor, srcs, dge_mode) -> dict:
         dge = dge_mode._name_  # (`.name` is a Python-level property: this is the per-DMA path)
     elif vector:
         dge = "swdge"
-    elif same_dtype and ctx.target.hwdge:
+    elif same_dtype and t.hwdge:
         dge = "hwdge"
     else:
         dge = "none"
-    return {"bytes": nbytes, "chunks": chunks, "chunk_bytes": nbytes / chunks, "indirect": indirect, "dge": dge,
-            "queue": ctx.run.next_dma_queue(), "dge_mode": dge_mode._name_}
+    return {"bytes": nbytes, "chunks": chunks, "chunk_bytes": nbytes / chunks, "indirect": indirect, "dge": dge}
 
 
 def dma_copy(dst, src, priority=None, oob_mode=OobMode.error, dge_mode=DgeMode.unknown, engine=Engine.unknown,
@@ -150,7 +178,7 @@ def dma_copy(dst, src, priority=None, oob_mode=OobMode.error, dge_mode=DgeMode.u
     # (trace mode, a destination without values: `computes` would answer False and change nothing)
     if (ctx.full or dst.storage.data is not None) and computes(ctx, (dst,), (src, *index.values()) if index else (src,)):
         _copy(opc, dst, src, places, t)
-    attrs = _attrs(ctx, dst, (src,), dge_mode)
+    attrs = _attrs(ctx, dst, (src,), dge_mode) if places else _direct_attrs(ctx, dst, src, dge_mode)
     if index:
         emit(ctx, "dma", opc, ("dst", "src", *index), (dst, src, *index.values()), 1, 0, attrs, places)
     else:

@@ -83,9 +83,12 @@ def nc_matmul(dst, stationary, moving, is_stationary_onezero=False, is_moving_on
     op = "nc_matmul"
     ctx = current()
     t = ctx.target
-    if dst._valid_for is not t or stationary._valid_for is not t or moving._valid_for is not t:
-        for operand, x in (("dst", dst), ("stationary", stationary), ("moving", moving)):
-            validate.tile(op, operand, x, t)
+    if dst._valid_for is not t:  # (in operand order: a view that passed for `t` has nothing left to check)
+        validate.tile(op, "dst", dst, t)
+    if stationary._valid_for is not t:
+        validate.tile(op, "stationary", stationary, t)
+    if moving._valid_for is not t:
+        validate.tile(op, "moving", moving, t)
     key = plan = None
     if type(perf_mode) is matmul_perf_mode and type(tile_position) is tuple and type(tile_size) is tuple:
         key = (stationary.layout, moving.layout, dst.layout, perf_mode is _DOUBLE_ROW, bool(is_transpose),
@@ -208,9 +211,33 @@ def nc_transpose(dst, data, engine=Engine.unknown, name=None):
     t = ctx.target
     if type(engine) is not Engine:  # (a member is the common case: coerce only raw values)
         engine = coerce(Engine, engine, op, "engine")
-    if dst._valid_for is not t or data._valid_for is not t:
+    if dst._valid_for is not t:  # (in operand order: a view that passed for `t` has nothing left to check)
         validate.tile(op, "dst", dst, t)
+    if data._valid_for is not t:
         validate.tile(op, "data", data, t)
+    key = (dst.layout, data.layout, engine._value_)  # (an Enum member hashes through a Python-level __hash__)
+    plan = _TRANSPOSE_PLANS.get(key)
+    if plan is None or plan[0] is not t:
+        if len(_TRANSPOSE_PLANS) >= _PLANS_MAX:
+            _TRANSPOSE_PLANS.clear()
+        plan = _TRANSPOSE_PLANS[key] = _transpose_plan(op, dst, data, engine, t)
+    _, on_tensor, attrs = plan
+    # (trace mode, a destination without values: `computes` would answer False and change nothing)
+    if (ctx.full or dst.storage.data is not None) and computes(ctx, (dst,), (data,)):
+        if on_tensor and t.gen == 2 and dtypes.is_float(data.dtype):
+            store(dst, _identity_matmul_transpose(f32(data)))
+        else:
+            store(dst, np.ascontiguousarray(raw(data).T))
+    emit(ctx, "tensor" if on_tensor else "vector", op, _TRANSPOSE_OPERANDS, (dst, data), 1, 0, attrs.copy())
+
+
+# nc_transpose's rules are on what its operands are (layouts, dtypes) and the engine: checked once per (dst layout,
+# data layout, engine) and target
+_TRANSPOSE_PLANS: dict[tuple, tuple] = {}
+
+
+def _transpose_plan(op: str, dst: NkiTensor, data: NkiTensor, engine, t) -> tuple:
+    """Check nc_transpose's rules past the per-operand ones, in order; returns (target, on TensorE?, trace attrs)."""
     on_tensor = engine == Engine.tensor or (engine == Engine.unknown and data.buffer == "sbuf" and dst.buffer == "psum")
     limit = t.pmax if on_tensor else 32
     if on_tensor:
@@ -231,17 +258,9 @@ def nc_transpose(dst, data, engine=Engine.unknown, name=None):
                                  "input on a NeuronCore-v2 TensorE)", dtypes.name(dst.dtype), t.name)
     if dst.shape[0] != f or dst.free_size != p:
         raise NkiValidationError(op, "dst", f"[{f}, {p}]", f"{dst.shape[0]} x {dst.free_size}", t.name)
-    # (trace mode, a destination without values: `computes` would answer False and change nothing)
-    if (ctx.full or dst.storage.data is not None) and computes(ctx, (dst,), (data,)):
-        if on_tensor and t.gen == 2 and dtypes.is_float(data.dtype):
-            store(dst, _identity_matmul_transpose(f32(data)))
-        else:
-            store(dst, np.ascontiguousarray(raw(data).T))
-    if on_tensor:
-        emit(ctx, "tensor", op, _TRANSPOSE_OPERANDS, (dst, data), 1, 0,
-             {"k": p, "m": f, "n": p, "in_dtype": data.storage.dtype_name, "transpose": True})
-    else:
-        emit(ctx, "vector", op, _TRANSPOSE_OPERANDS, (dst, data), 1, 0, layout_attrs(dst, data))
+    attrs = ({"k": p, "m": f, "n": p, "in_dtype": data.storage.dtype_name, "transpose": True} if on_tensor
+             else layout_attrs(dst, data))
+    return t, on_tensor, attrs
 
 
 _TRANSPOSE_OPERANDS = ("dst", "data")
