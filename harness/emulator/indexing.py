@@ -73,7 +73,8 @@ def slice_bounds(d: int, n: int, k: slice) -> tuple[int, int, int]:
 def rectangle(key: tuple, shape: tuple) -> tuple[int, int, int, int] | None:
     """(start0, stop0, start1, stop1) of a 2-D key of two step-less slices (or `nl.ds`) within the 2-D `shape`, their
     bounds plain ints or None; None for any other key. The commonest key of all, and its own cache key: four ints
-    (never equal to a `cache_key`, whose int entries follow a marker and slices give three entries each)."""
+    (never equal to a `cache_key`, whose int entries follow a marker and slices give three entries each). The two
+    dims are unrolled on purpose: a per-dim helper call costs more than the rest of this function on CPython 3.11."""
     k0, k1 = key
     t0, t1 = type(k0), type(k1)
     if t0 is slice and k0.step is None:
@@ -171,13 +172,7 @@ def plain_geometry(key: tuple, shape: tuple, strides: tuple, on_chip: bool) -> t
         out_shape.append(b - a)
         out_strides.append(s)
         d += 1
-    if d < len(shape):
-        out_shape += shape[d:]
-        out_strides += strides[d:]
-    while len(out_shape) < (2 if on_chip else 1):
-        out_shape.append(1)
-        out_strides.append(1)
-    return tuple(out_shape), tuple(out_strides), offset
+    return _completed(out_shape, out_strides, shape[d:], strides[d:], on_chip, offset)
 
 
 def resolve_key(key: tuple, shape: tuple, tensor) -> tuple:
@@ -240,9 +235,15 @@ def view_geometry(norm: tuple, shape: tuple, strides: tuple, on_chip: bool) -> t
             out_shape.append(1)
             out_strides.append(s)
         d += 1
-    if d < len(shape):
-        out_shape += shape[d:]
-        out_strides += strides[d:]
+    return _completed(out_shape, out_strides, shape[d:], strides[d:], on_chip, offset)
+
+
+def _completed(out_shape: list, out_strides: list, rest: tuple, rest_strides: tuple, on_chip: bool,
+               offset: int) -> tuple[tuple, tuple, int]:
+    """(shape, strides, offset) of a view: the indexed dims' `out_shape` / `out_strides` followed by the dims past
+    the key whole (`rest`), padded with size-1 dims of stride 1 to at least 2 dims on-chip and 1 in HBM."""
+    out_shape += rest
+    out_strides += rest_strides
     while len(out_shape) < (2 if on_chip else 1):
         out_shape.append(1)
         out_strides.append(1)
