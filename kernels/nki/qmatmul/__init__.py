@@ -76,10 +76,12 @@ def qmatmul_kernel(x, w, scales, zeros=None, x_scales=None, scheme="int8", group
     if decode_max_m is None:
         decode_max_m = DECODE_MAX_M_INT4 if scheme == "int4" else DECODE_MAX_M
     w8a8 = x_scales is not None
-    geo = Geometry(scheme, group_size, symmetric, k, m, w8a8, out_dtype=out_dtype, fp8_nibbles=int4_nibbles_as_fp8)
+    v2 = nisa.get_nc_version() == nisa.nc_version.gen2
+    geo = Geometry(scheme, group_size, symmetric, k, m, w8a8, out_dtype=out_dtype, fp8_nibbles=int4_nibbles_as_fp8,
+                   byte_transposes=v2)
     # decode's block-diagonal moving operand [K tile, groups, M] must fit one matmul's free size
     use_decode = m <= decode_max_m and geo.ngmax * m <= MOVING_FMAX
-    if not use_decode and w8a8 and scheme == "fp8_e4m3" and nisa.get_nc_version() != nisa.nc_version.gen2:
+    if not use_decode and w8a8 and scheme == "fp8_e4m3" and not v2:
         # W8A8 prefill with e4m3 on NeuronCore-v3+: fp8 x fp8 double-row matmuls (2x TensorE rate); v2 keeps bf16
         geo = Geometry(scheme, group_size, symmetric, k, m, w8a8, pairs=True, out_dtype=out_dtype)
     out = nl.ndarray((m, n), dtype=getattr(nl, out_dtype), buffer=nl.shared_hbm)

@@ -9,6 +9,7 @@ DESIGN.md, "Prefill".
 from .._shim import nisa, nl
 from .._tiling import PMAX, tiles
 from .tuning import N_BLOCK, PREFILL_PSUM_BANKS, X_CHUNK
+from .transpose import byte_values, transpose_bytes
 from .weights import INT4_SYM_OFFSET, load_nibbles, load_weight_tile, replicated_row
 
 
@@ -152,20 +153,29 @@ def _moving_tiles(ops, i, nb0, nbw, geo):
 def _prefill_xT(x, geo, mb0, mbw):
     """Resident x^T of rows mb0 .. mb0+mbw: SBUF [128, steps * nhalves, mbw] (slot i * nhalves + h = half h
     of K step i), bf16 (fp8 e4m3 with pairs: the values came from fp8, so the cast back is exact), from
-    [128, X_CHUNK] pieces of x cast to bf16 by the DMA and transposed on TensorE."""
+    [128, X_CHUNK] pieces of x cast to bf16 by the DMA and transposed on TensorE (bytewise on NeuronCore-v2:
+    `transpose.transpose_bytes`)."""
     k = x.shape[1]
     xT = nl.ndarray((PMAX, len(geo.steps) * geo.nhalves, mbw), dtype=nl.float8_e4m3 if geo.pairs else nl.bfloat16,
                     buffer=nl.sbuf)
+    xT_bytes = xT.view(nl.uint8) if geo.byte_transposes else None  # [128, slots, 2 * mbw]
     for mt0, msz in tiles(mbw, PMAX):
         for c0, cw in tiles(k, X_CHUNK):
             x_sb = nl.ndarray((msz, cw), dtype=nl.bfloat16, buffer=nl.sbuf)
             nisa.dma_copy(dst=x_sb, src=x[mb0 + mt0:mb0 + mt0 + msz, c0:c0 + cw])
+            planes = byte_values(x_sb, 2) if xT_bytes is not None and msz > 1 else None
             for i in range(len(geo.steps)):
                 for h, ((a, b, cs), rows) in enumerate(geo.halves(i)):
-                    if c0 <= a < c0 + cw:  # a step's columns never straddle two chunks (X_CHUNK % 256 == 0)
-                        ps = nl.ndarray((rows, msz), dtype=nl.bfloat16, buffer=nl.psum)
-                        nisa.nc_transpose(dst=ps, data=x_sb[:, a - c0:b - c0:cs])
-                        nisa.tensor_copy(dst=xT[0:rows, i * geo.nhalves + h, mt0:mt0 + msz], src=ps)
+                    if not c0 <= a < c0 + cw:  # a step's columns never straddle two chunks (X_CHUNK % 256 == 0)
+                        continue
+                    slot = i * geo.nhalves + h
+                    if planes is not None:  # NeuronCore-v2: a bit-exact transpose keeps a NaN in its row
+                        transpose_bytes(planes, msz, (a - c0, b - c0, cs), 2, nl.bfloat16,
+                                        dst=xT_bytes[0:rows, slot, 2 * mt0:2 * (mt0 + msz)])
+                        continue
+                    ps = nl.ndarray((rows, msz), dtype=nl.bfloat16, buffer=nl.psum)
+                    nisa.nc_transpose(dst=ps, data=x_sb[:, a - c0:b - c0:cs])
+                    nisa.tensor_copy(dst=xT[0:rows, slot, mt0:mt0 + msz], src=ps)
     return xT
 
 
