@@ -1,5 +1,7 @@
-"""NKI qmatmul matches the float64 reference on the quantized weights within the naive-bf16 error, on every target."""
+"""NKI qmatmul matches the float64 reference on the quantized weights within the naive-bf16 error, on every target,
+and keeps a non-finite value in the outputs that depend on it."""
 
+import dataclasses
 import math
 
 import ml_dtypes
@@ -247,3 +249,52 @@ def test_int4_decode_nibble_path_sets_tensor_engine_dtype(fp8_nibbles, weight_dt
     # weights; the other stationary operands are the epilogue's fp32 zero-point rows
     assert stationary.count(weight_dtype) == 4 * 2 * 2
     assert set(stationary) == {weight_dtype, "float32"}
+
+
+# a NaN / inf in x reaches its row, one in the weights (a scale, an fp8 value) its column, nothing else (issue 10)
+POISONED_ROWS, POISONED_COLS = (1, 3), (5, 77)
+
+
+def _poisoned(x, qw):
+    """(x, qw) with NaN / -inf at x rows POISONED_ROWS and NaN weights at columns POISONED_COLS: a NaN scale in
+    column 5 (every scheme), a NaN fp8 value in column 77 (fp8 schemes; else a NaN scale there too)."""
+    nan_x, inf_x = (np.nan, np.nan) if not isinstance(x, np.ndarray) else (np.nan, -np.inf)  # fp8 e4m3fn: no inf
+    data = (x.data if not isinstance(x, np.ndarray) else x).copy()
+    data[POISONED_ROWS[0], 7] = nan_x
+    data[POISONED_ROWS[1], 200] = inf_x
+    x = data if isinstance(x, np.ndarray) else dataclasses.replace(x, data=data)
+    scales, wdata = qw.scales.copy(), qw.data.copy()
+    scales[0, POISONED_COLS[0]] = np.nan
+    if qw.scheme.startswith("fp8"):
+        wdata[9, POISONED_COLS[1]] = np.nan
+    else:
+        scales[-1, POISONED_COLS[1]] = np.nan
+    return x, dataclasses.replace(qw, scales=scales, data=wdata)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # the emulator's inf - inf, 0 * inf
+@pytest.mark.parametrize("schedule", SCHEDULES)
+@pytest.mark.parametrize("config", CONFIGS, ids=repr)
+@pytest.mark.parametrize("target", TARGETS)
+def test_nonfinite_stays_in_dependent_outputs(target, config, schedule):
+    # NeuronCore-v2 TensorE transposes by an identity matmul (0 * NaN = NaN): on main a NaN in one row of x
+    # turned every row of the tile NaN on inf2 / trn1, a NaN weight every column of its 128-channel sub-tile
+    x, qw = _inputs(5, 256, 136, config, seed=2)
+    clean = _run_schedule(x, qw, target, schedule)
+    y = _run_schedule(*_poisoned(x, qw), target, schedule)
+    hit = np.zeros(y.shape, bool)
+    hit[list(POISONED_ROWS), :] = True
+    hit[:, list(POISONED_COLS)] = True
+    assert not np.isfinite(y[hit]).any()
+    np.testing.assert_array_equal(y[~hit], clean[~hit])  # bit for bit: the other outputs never saw the NaN
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_issue_10_reproducer(target):
+    from nkilab.kernels import qmatmul
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 128)).astype(np.float32)
+    x[0, 5] = np.nan
+    y = qmatmul(x, quantize_weight(rng.standard_normal((128, 16)), "int8"), backend="nki", target=target)
+    assert np.isnan(y).any(1).tolist() == [True, False, False, False]
