@@ -163,7 +163,7 @@ def _prefill_xT(x, geo, mb0, mbw):
         for c0, cw in tiles(k, X_CHUNK):
             x_sb = nl.ndarray((msz, cw), dtype=nl.bfloat16, buffer=nl.sbuf)
             nisa.dma_copy(dst=x_sb, src=x[mb0 + mt0:mb0 + mt0 + msz, c0:c0 + cw])
-            planes = byte_values(x_sb, 2) if xT_bytes is not None and msz > 1 else None
+            planes = byte_values(x_sb, 2, dma=True) if xT_bytes is not None and msz > 1 else None
             for i in range(len(geo.steps)):
                 for h, ((a, b, cs), rows) in enumerate(geo.halves(i)):
                     if not c0 <= a < c0 + cw:  # a step's columns never straddle two chunks (X_CHUNK % 256 == 0)

@@ -14,11 +14,15 @@ isolation on NeuronCore-v2".
 from .._shim import nisa, nl
 
 
-def byte_values(t, width):
+def byte_values(t, width, dma=False):
     """The bytes of an SBUF tile t [P, ..., F] of a `width`-byte dtype as bf16 values 0..255: SBUF
-    [P, ..., F * width] (byte b of element f at column f * width + b, little-endian). One VectorE copy."""
+    [P, ..., F * width] (byte b of element f at column f * width + b, little-endian). One VectorE copy, or (dma)
+    one SBUF -> SBUF DMA that casts while it moves (for large tiles whose conversion would hold up VectorE)."""
     out = nl.ndarray(tuple(t.shape[:-1]) + (t.shape[-1] * width,), dtype=nl.bfloat16, buffer=nl.sbuf)
-    nisa.tensor_copy(dst=out, src=t.view(nl.uint8))
+    if dma:
+        nisa.dma_copy(dst=out, src=t.view(nl.uint8))
+    else:
+        nisa.tensor_copy(dst=out, src=t.view(nl.uint8))
     return out
 
 
