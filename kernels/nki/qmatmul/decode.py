@@ -9,7 +9,7 @@ DESIGN.md, "Decode".
 
 from .._shim import nisa, nl
 from .._tiling import PMAX, PSUM_FMAX, tiles
-from .tuning import DECODE_DMA_COLS, DECODE_LOOKAHEAD, DECODE_MIN_DMA_COLS, DECODE_PSUM_BANKS, N_BLOCK, N_SUB
+from .tuning import N_BLOCK, N_SUB
 from .transpose import assemble, byte_values, transpose_bytes, transpose_planes
 from .weights import FP8_NIBBLE, INT4_SYM_OFFSET, converted, load_nibbles, load_weight_tile, replicated_row
 
@@ -29,14 +29,15 @@ class DecodePlan(nl.NKIObject):
     def __init__(self, geo, n, pid, nprog):
         # group chunks small enough that min_cols columns of partial sums fit the PSUM banks: int8/fp8 decode is
         # bound by the weight DMAs (longer runs help); int4 by VectorE, where more chunks mean more epilogue ops
-        min_cols = N_BLOCK if geo.int4 else DECODE_MIN_DMA_COLS
-        self.chunks = geo.chunks(max(1, min(PMAX, DECODE_PSUM_BANKS * PSUM_FMAX * N_SUB // (min_cols * geo.m))))
-        # sub-tiles whose partial sums share one PSUM bank; the DMA block spans up to DECODE_PSUM_BANKS banks
+        tun = geo.tuning
+        banks = tun.decode_psum_banks
+        self.chunks = geo.chunks(max(1, min(PMAX, banks * PSUM_FMAX * N_SUB // (tun.decode_min_dma_cols * geo.m))))
+        # sub-tiles whose partial sums share one PSUM bank; the DMA block spans up to decode_psum_banks banks
         self.per_bank = max(1, PSUM_FMAX // (max(chunk.ng for chunk in self.chunks) * geo.m))
-        self.blocks = tiles(n, min(DECODE_DMA_COLS, DECODE_PSUM_BANKS * self.per_bank * N_SUB))
-        # int4 fetches several K steps per DMA and unpack instruction (>= DECODE_DMA_COLS columns' worth): the
+        self.blocks = tiles(n, min(tun.decode_dma_cols, banks * self.per_bank * N_SUB))
+        # int4 fetches several K steps per DMA and unpack instruction (>= decode_dma_cols columns' worth): the
         # bit ops' fixed cost per instruction is large next to narrow blocks' element work
-        per_fetch = max(1, DECODE_DMA_COLS // self.blocks[0][1]) if geo.int4 else 1
+        per_fetch = max(1, tun.decode_dma_cols // self.blocks[0][1]) if geo.int4 else 1
         self.work = [DecodeFetch(b, c, run) for b in range(pid, len(self.blocks), nprog)
                      for c in range(len(self.chunks)) for run in _step_runs(geo, self.chunks[c].steps, per_fetch)]
 
@@ -74,7 +75,7 @@ class ChunkScales(nl.NKIObject):
 
 
 def decode(ops, geo):
-    """y = x @ W for M <= decode_max_m: every weight block streamed once, DECODE_LOOKAHEAD fetches ahead.
+    """y = x @ W for M <= decode_max_m: every weight block streamed once, decode_lookahead fetches ahead.
 
     ops: Operands; geo: Geometry. Program order is the schedule (in-order engine queues): each fetch is loaded
     and converted ahead of its matmuls, so the next tiles' conversions come before this block's epilogue (which
@@ -88,11 +89,12 @@ def decode(ops, geo):
     # per-token scales as a row replicated over the output-channel partitions: partition stride 0 in HBM
     xs_rep = replicated_row(ops.x_scales, 0, 0, geo.m, nl.float32, PMAX) if geo.w8a8 else None
     work = plan.work
-    ahead = [_fetch(ops.w, geo, plan, work[t]) for t in range(min(DECODE_LOOKAHEAD, len(work)))]
+    lookahead = geo.tuning.decode_lookahead
+    ahead = [_fetch(ops.w, geo, plan, work[t]) for t in range(min(lookahead, len(work)))]
     pending = []  # finished y blocks, stored once the next block's matmuls are issued
     for t, item in enumerate(work):
-        if t + DECODE_LOOKAHEAD < len(work):
-            ahead.append(_fetch(ops.w, geo, plan, work[t + DECODE_LOOKAHEAD]))
+        if t + lookahead < len(work):
+            ahead.append(_fetch(ops.w, geo, plan, work[t + lookahead]))
         fetched = ahead.pop(0)
         chunk = plan.chunks[item.c]
         if item.run[0] == chunk.steps[0]:
