@@ -20,7 +20,8 @@ X_STEP_COLS = 256  # x columns one K step reads at most (int4: 128 packed rows =
 # name -> (default, what it trades off)
 TUNABLES = {
     "decode_max_m": (16, "largest M run with the weight-stationary decode schedule"),
-    "decode_dma_cols": (4096, "decode: weight columns per DMA (4 KiB int8 runs per partition: fewer, longer runs)"),
+    "decode_dma_cols": (2048, "decode: weight columns per DMA (2 KiB int8 runs per partition); with fewer, longer "
+                        "runs the last block's epilogue and store trail the stream (DESIGN.md, \"Tunables\")"),
     "decode_min_dma_cols": (1024, "decode: weight columns per DMA at least, bounding the groups per PSUM chunk"),
     "decode_psum_banks": (4, "decode: PSUM banks of partial sums per DMA block (the rest: transposes, stores)"),
     "decode_lookahead": (2, "decode: weight fetches loaded and converted/unpacked ahead of the one being multiplied"),
@@ -32,8 +33,9 @@ TUNABLES = {
 }
 # shape classes whose defaults differ: int4 decode pays no dequant op per weight while its prefill pays one, so
 # decode stays ahead up to M ~ 64 (DESIGN.md, "Schedule switch"); int4 decode is bound by VectorE, where more
-# group chunks mean more epilogue ops, so its chunks span at least one 512-column block
-CLASS_DEFAULTS = {"int4": dict(decode_max_m=32, decode_min_dma_cols=N_BLOCK)}
+# group chunks mean more epilogue ops, so its chunks span at least one 512-column block, and its unpack
+# instructions cover 4096 columns' worth of K steps (their fixed cost is large next to narrow blocks' work)
+CLASS_DEFAULTS = {"int4": dict(decode_max_m=32, decode_min_dma_cols=N_BLOCK, decode_dma_cols=4096)}
 # the generations' defaults agree today (modeled sweeps found no better value on v2 than on v3): no entry
 GENERATION_DEFAULTS: dict = {}
 LIMITS = {  # name -> (least value, largest value or None, multiple of)
