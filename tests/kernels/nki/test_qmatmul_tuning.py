@@ -48,7 +48,7 @@ def test_override_changes_the_schedule():
             .instruction_mix()["dma"]["dma_copy"]
 
     # 1024-column blocks instead of one 4096-column block: 8 K-step weight DMAs and one scale-row load per extra block
-    assert dma_copies(dict(decode_dma_cols=1024)) - dma_copies(None) == (8 + 1) * (4 - 1)
+    assert dma_copies(dict(decode_dma_cols=1024)) - dma_copies(dict(decode_dma_cols=4096)) == (8 + 1) * (4 - 1)
 
 
 @pytest.mark.parametrize("tuning, error, words", [
