@@ -7,10 +7,8 @@ through `check_overrides`, so a sweep drives them without editing the kernel. DE
 the defaults were chosen. N_BLOCK and N_SUB are TensorE limits, not tunables.
 """
 
-from __future__ import annotations
-
-from .._tiling import MOVING_FMAX, STATIONARY_FMAX
 from .._shim import nl
+from .._tiling import MOVING_FMAX, STATIONARY_FMAX
 
 N_BLOCK = MOVING_FMAX  # prefill N tile (moving free size), decode store width: 512 fp32 = one 2 KiB PSUM bank
 N_SUB = STATIONARY_FMAX  # decode: output channels per matmul (stationary free size <= 128)
