@@ -24,7 +24,8 @@ class PrefillPlan(nl.NKIObject):
     def __init__(self, geo, n, pid, nprog):
         # bytes per partition of one resident x^T row (bf16, or fp8 with pairs) = of one dequantized weight column
         row_bytes = len(geo.steps) * geo.nhalves * (1 if geo.pairs else 2)
-        budget = geo.tuning.prefill_sbuf_bytes - 2 * geo.tuning.x_chunk * 2  # less two bf16 x pieces [128, x_chunk] (loading, transposing)
+        # less two bf16 x pieces [128, x_chunk] (one loading, one transposing)
+        budget = geo.tuning.prefill_sbuf_bytes - 2 * geo.tuning.x_chunk * 2
         # weights resident per N tile (reused by the whole M block) when two N tiles take at most half the budget
         self.resident = 2 * N_BLOCK * row_bytes <= budget // 2
         if self.resident:
