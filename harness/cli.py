@@ -1,4 +1,4 @@
-"""`nkilab` console script: run | check | bench | targets | report | calibrate | cost.
+"""`nkilab` console script: run | check | bench | targets | report | calibrate | cost | sweep | tune.
 
   nkilab run        correctness of every kernel on every available backend (smoke shapes), the modeled profile
                     of every NKI kernel on each Neuron target at the real shapes of a model, measured profiles
@@ -10,6 +10,9 @@
   nkilab report     re-render report.md and plots from a run folder's results.jsonl.
   nkilab calibrate  the model against published Trainium2 measurements (model / published per point).
   nkilab cost       the modeled cost of a token: latency, tokens/s, J/token, $/Mtoken, per-kernel share.
+  nkilab sweep      the modeled pass at any size as Ray tasks, streamed and resumable (`harness.sweep`).
+  nkilab tune       search a kernel's tunables on the model; write its tuning table (`harness.tune`).
+Modeled records go through the on-disk cache (`harness.record_cache`; --cache DIR, --no-cache).
 """
 
 from __future__ import annotations
@@ -20,15 +23,21 @@ import shlex
 import sys
 import time
 
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from nkilab.harness.perf import calibration_report
 from nkilab.harness.perf.calibration import POINTS, QUICK_POINTS, calibration_table
 from nkilab.harness.chips import ALL_TARGETS, NEURON_TARGETS, TARGETS
+from nkilab.harness.cli_args import add_cache_arguments
+from nkilab.harness.cli_args import console as _console
+from nkilab.harness.cli_args import csv_of as _csv
+from nkilab.harness.cli_args import power_override as _power
+from nkilab.harness.cache import Cache
 from nkilab.harness.cost import cli as cost_cli
-from nkilab.harness.profile import RunConfig, Task, measure_task, model_task, plan, run
+from nkilab.harness.profile import RunConfig, Task, cached_model_task, measure_task, plan, run
+from nkilab.harness.sweep import cli as sweep_cli
+from nkilab.harness.tune import cli as tune_cli
 from nkilab.harness.report.markdown import (
     CHECK_HEADER,
     NOT_RUN_HEADER,
@@ -43,24 +52,6 @@ from nkilab.harness.report.plots import write_plots
 from nkilab.harness.report.records import read_jsonl, write_jsonl
 from nkilab.harness.workloads import DEFAULT_MODEL, GRIDS, MODELS, PHASES, Quant, model_problems
 from nkilab.kernels._registry import BACKENDS, OPS, has_cuda_device
-
-
-def _csv(choices):
-    def parse(text: str) -> tuple[str, ...]:
-        items = tuple(s.strip() for s in text.split(",") if s.strip())
-        bad = [s for s in items if s not in choices]
-        if bad:
-            raise argparse.ArgumentTypeError(f"unknown {', '.join(bad)}; choose from {', '.join(choices)}")
-        return items
-
-    return parse
-
-
-def _power(text: str) -> tuple[str, float]:
-    target, _, watts = text.partition("=")
-    if target not in TARGETS or not watts:
-        raise argparse.ArgumentTypeError(f"expected TARGET=WATTS with TARGET in {', '.join(ALL_TARGETS)}, got {text!r}")
-    return target, float(watts)
 
 
 def _add_selection(p: argparse.ArgumentParser, *, targets: bool = True) -> None:
@@ -92,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-model", action="store_true", help="skip the modeled profile")
     run.add_argument("--no-measure", action="store_true", help="skip measured profiles even on a device")
     run.add_argument("--no-plots", action="store_true", help="write no PNG plots")
+    add_cache_arguments(run)
     run.add_argument("--no-cost", action="store_true", help="leave the cost-of-a-token section out of the report")
     run.add_argument("--calibrate", choices=("none", "quick", "full"), default="quick",
                      help="calibration points in the report: quick = the three that trace in seconds (default), "
@@ -111,20 +103,24 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--problem", default=None, help="only the problem with this name")
     bench.add_argument("--scheme", default="int8")
     bench.add_argument("--group-size", type=int, default=None)
+    add_cache_arguments(bench)
 
     sub.add_parser("targets", help="print the chip tables")
     report = sub.add_parser("report", help="re-render report.md and plots from a run folder")
     report.add_argument("folder")
     sub.add_parser("calibrate", help="model vs published Trainium2 measurements")
     cost_cli.add_parser(sub)
+    sweep_cli.add_parser(sub)
+    tune_cli.add_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     command = "nkilab " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
-    handler = {"run": cmd_run, "check": cmd_check, "bench": cmd_bench, "targets": cmd_targets,
-               "report": cmd_report, "calibrate": cmd_calibrate, "cost": cost_cli.cmd_cost}[args.command]
+    handlers = {"run": cmd_run, "check": cmd_check, "bench": cmd_bench, "targets": cmd_targets,
+                "report": cmd_report, "calibrate": cmd_calibrate, "cost": cost_cli.cmd_cost}
+    handler = getattr(args, "handler", None) or handlers[args.command]  # subcommand packages set `handler`
     return handler(args, command)
 
 
@@ -133,13 +129,10 @@ def _config(args, **overrides):
     if hasattr(args, "targets"):
         fields.update(targets=args.targets, model=args.model, phases=args.phases, grid=args.grid,
                       quant=Quant(args.scheme, args.group_size), power_w=dict(args.power_w))
+    if hasattr(args, "no_cache"):
+        fields.update(cache=None if args.no_cache else Cache(args.cache))
     fields.update(overrides)
     return RunConfig(**fields)
-
-
-def _console():
-    """A rich console; 160 columns when stdout is not a terminal, so piped tables stay readable."""
-    return Console() if sys.stdout.isatty() else Console(width=160)
 
 
 def _walk(config, console):
@@ -240,10 +233,10 @@ def cmd_bench(args, command: str) -> int:
     if args.backend == "triton" and not has_cuda_device():
         console.print("--backend triton is measured on a CUDA device, and none is visible here")
         return 2
-    config = RunConfig(ops=(args.kernel,), targets=(args.target,))
+    config = RunConfig(ops=(args.kernel,), targets=(args.target,), cache=None if args.no_cache else Cache(args.cache))
     for p in problems:
         if args.backend == "nki":
-            rec = model_task(Task("model", p.op, "nki", args.target, p), config)
+            rec = cached_model_task(Task("model", p.op, "nki", args.target, p), config)
         else:
             rec = measure_task(Task("measure", p.op, "triton", "cuda", p))
         perf = rec.get("perf") or {}

@@ -25,11 +25,13 @@ from typing import Callable
 
 import numpy as np
 
+from nkilab.harness.cache import Cache
 from nkilab.harness.checks import check_output
 from nkilab.harness.chips import NEURON_TARGETS
 from nkilab.harness.measure.device import measure_cuda, measure_neuron
 from nkilab.harness.measure.energy import modeled_energy
 from nkilab.harness.perf.model import METHOD, model_trace
+from nkilab.harness.record_cache import cached_record, record_key
 from nkilab.harness.report.records import check_field, energy_field, make_record, perf_field
 from nkilab.harness.workloads import (
     DEFAULT_MODEL,
@@ -63,6 +65,7 @@ class RunConfig:
         check, modeled, measured: which passes run.
         power_w: per-target chip power overrides, W (modeled energy).
         seed: RNG seed of the smoke inputs.
+        cache: the on-disk cache of modeled records (`harness.record_cache`); None = trace every time.
     """
 
     ops: tuple[str, ...] = OPS
@@ -77,6 +80,7 @@ class RunConfig:
     measured: bool = True
     power_w: dict[str, float] = field(default_factory=dict)
     seed: int = 0
+    cache: Cache | None = None
 
 
 @dataclass(frozen=True)
@@ -120,7 +124,7 @@ def run(config: RunConfig, on_record: Callable[[Task, dict], None] | None = None
                 rng = np.random.default_rng((config.seed, zlib.crc32(task.problem.name.encode())))
                 rec = check_task(task, rng)
             elif task.kind == "model":
-                rec = model_task(task, config)
+                rec = cached_model_task(task, config)
             else:
                 rec = measure_task(task)
         except Exception as exc:  # the walk must finish; the record keeps what went wrong
@@ -206,6 +210,14 @@ def model_task(task: Task, config: RunConfig) -> dict:
     return make_record(kernel=task.op, backend="nki", target=task.target, problem=problem.record(), check=None,
                        perf=perf, energy=energy_field(energy), trace_wall_s=trace_wall, stage="model",
                        command=_bench_command(task, config))
+
+
+def cached_model_task(task: Task, config: RunConfig) -> dict:
+    """`model_task` through `config.cache` (a hit reads the stored record); uncached when the cache is None."""
+    if config.cache is None:
+        return model_task(task, config)
+    return cached_record(config.cache, record_key(task, config.power_w.get(task.target)),
+                         lambda: model_task(task, config))
 
 
 def _bench_command(task: Task, config: RunConfig) -> str:

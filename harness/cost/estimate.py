@@ -16,16 +16,15 @@ tables (`core_key`): a second composition of the same step reads them back inste
 
 from __future__ import annotations
 
-import functools
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 from typing import Callable
 
-from nkilab.harness.cache import Cache, source_hash
+from nkilab.harness.cache import Cache
 from nkilab.harness.chips import NeuronTarget, Target
 from nkilab.harness.cost.calls import is_gemm
 from nkilab.harness.cost.efficiency import GPU, NAIVE, Efficiency, kernel_class, roofline_time
 from nkilab.harness.perf.model import model_trace
+from nkilab.harness.record_cache import model_source_hash  # one hash of the modeled sources (tuning tables too)
 from nkilab.kernels import nki
 from nkilab.kernels.ops._problem import Problem
 
@@ -55,16 +54,6 @@ class CallCost:
     @property
     def total_s(self) -> float:
         return self.latency_s + self.launch_s
-
-
-@functools.lru_cache(maxsize=1)
-def model_source_hash() -> str:
-    """Hash of every source a traced estimate depends on: NKI kernels and launchers, op declarations, emulator,
-    performance model, chip table."""
-    harness = Path(__file__).resolve().parents[1]
-    kernels = Path(nki.__file__).resolve().parents[1]
-    return source_hash([kernels / "nki", kernels / "ops", harness / "emulator", harness / "perf",
-                        harness / "chips.py"])
 
 
 def core_key(target: NeuronTarget) -> dict:

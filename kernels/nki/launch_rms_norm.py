@@ -12,10 +12,27 @@ import numpy as np
 from nkilab.kernels._adapter import numpy_dtype
 from nkilab.reference.dtypes import itemsize
 
+from . import launch_tuning as tuning
 from ._launch import DTYPES, EMPTY_REASON, launch, neuron_target
+from ._tiling import PMAX
 from .rms_norm import rms_norm_kernel, sbuf_tiles
 
 SBUF_BUDGET_BYTES = 160 * 1024  # per partition, of the 192 KiB NeuronCore-v2 SBUF (the smallest generation)
+# what `nkilab tune` searches (`launch_tuning`); 256 rows exceed the 128 partitions: the emulator refuses it and
+# tune rejects it
+TUNING_CHOICES = {"rows_per_tile": (16, 32, 64, 128, 256)}
+TUNING_TABLE = tuning.table_path(__file__)
+
+
+def shape_class(problem: dict) -> str:
+    """The tuning-table row of a problem: whether its rows fill more than one full tile ("rows>128") or not."""
+    return f"rows>{PMAX}" if problem["rows"] > PMAX else f"rows<={PMAX}"
+
+
+def tuned(problem: dict, target: str) -> dict:
+    """The kernel's tunable keywords for `problem` on `target`: TUNING_TABLE's, then `problem["tunables"]`."""
+    return tuning.settings(tuning.load(TUNING_TABLE), target, shape_class(problem),
+                            problem.get("tunables"))
 
 
 def rms_norm(x, weight, *, eps: float, residual=None, target: str | None = None):
@@ -29,8 +46,10 @@ def rms_norm(x, weight, *, eps: float, residual=None, target: str | None = None)
     Returns:
         y [N, H] x's dtype; with a residual, (y, h) with h = x + residual.
     """
+    tunables = tuned({"rows": x.shape[0]}, neuron_target(target))
     return launch(rms_norm_kernel, np.ascontiguousarray(x), np.ascontiguousarray(weight),
-                  None if residual is None else np.ascontiguousarray(residual), float(eps), target=target)
+                  None if residual is None else np.ascontiguousarray(residual), float(eps), target=target,
+                  **tunables)
 
 
 def unsupported(**problem) -> str | None:
@@ -52,12 +71,13 @@ def unsupported(**problem) -> str | None:
 def traceable(problem: dict, target: str | None):
     """(kernel, args, kwargs) at `problem`'s shapes with zero inputs, for trace mode on `target`.
 
-    problem keys (`nkilab.kernels.ops.rms_norm`): rows, hidden, residual, dtype, eps (default 1e-6). `target` must
-    be a Neuron target (ValueError otherwise); the kernel's one target branch follows the target the trace runs on.
+    problem keys (`nkilab.kernels.ops.rms_norm`): rows, hidden, residual, dtype, eps (default 1e-6), optional
+    tunables ({"rows_per_tile": n}, over the tuning table's). `target` must be a Neuron target (ValueError
+    otherwise); the kernel's one target branch follows the target the trace runs on.
     """
-    neuron_target(target)
+    tunables = tuned(problem, neuron_target(target))
     dt = numpy_dtype(problem["dtype"])
     n, hidden = problem["rows"], problem["hidden"]
     residual = np.zeros((n, hidden), dt) if problem.get("residual") else None
     return rms_norm_kernel, (np.zeros((n, hidden), dt), np.zeros(hidden, dt), residual,
-                             float(problem.get("eps", 1e-6))), {}
+                             float(problem.get("eps", 1e-6))), tunables

@@ -29,7 +29,7 @@ def sbuf_tiles(residual: bool) -> int:
 
 
 @nki.jit
-def rms_norm_kernel(x, weight, residual=None, eps=1e-6):
+def rms_norm_kernel(x, weight, residual=None, eps=1e-6, rows_per_tile=PMAX):
     """RMSNorm of the rows of x (fused with the residual add when `residual` is given).
 
     Dimensions:  N rows; H hidden.
@@ -37,23 +37,25 @@ def rms_norm_kernel(x, weight, residual=None, eps=1e-6):
                  weight: [H], x's dtype, HBM.
                  residual: [N, H], x's dtype, HBM, or None.
                  eps: > 0 (compile-time float), added to the mean square.
+                 rows_per_tile: rows (partitions) per tile, 1..PMAX (compile-time int; a tunable, the launcher
+                 passes its tuning table's value).
                  (Plain parameters with defaults, not keyword-only: the NKI compiler frontend rejects `*`.)
     Returns:     y: [N, H] x's dtype, shared HBM; with a residual, (y, h) with h = x + residual, x's dtype.
-    Tiling:      rows in PMAX-partition tiles; each row's H elements in one instruction per step. SBUF per
+    Tiling:      rows in rows_per_tile-partition tiles; each row's H elements in one instruction per step. SBUF per
                  partition: sbuf_tiles(residual) [P, H] tiles (weight, y, and two tiles' x and residual in flight).
     Numerics:    fp32 sum of squares, rstd and products; h and y each rounded once into x's dtype.
     """
     n_rows, hidden = x.shape
     y = nl.ndarray((n_rows, hidden), dtype=x.dtype, buffer=nl.shared_hbm)
     h_out = None if residual is None else nl.ndarray((n_rows, hidden), dtype=x.dtype, buffer=nl.shared_hbm)
-    parts = min(PMAX, n_rows)
+    parts = min(rows_per_tile, n_rows)
     w_rows = nl.ndarray((parts, hidden), dtype=weight.dtype, buffer=nl.sbuf)
     nisa.dma_copy(dst=w_rows, src=weight.reshape((1, hidden)).ap([[0, parts], [1, hidden]], offset=0))
     # the residual add: on NeuronCore-v2 VectorE is no faster per element than GpSimd, which is otherwise idle
     add_engine = nisa.engine.gpsimd if nisa.get_nc_version() == nisa.nc_version.gen2 else nisa.engine.vector
     eps_col = nl.ndarray((parts, 1), dtype=nl.float32, buffer=nl.sbuf)
     nisa.memset(dst=eps_col, value=float(eps))
-    row_tiles = tiles(n_rows, PMAX)
+    row_tiles = tiles(n_rows, rows_per_tile)
     loaded = [_load_rows(x, residual, row_tiles[0][0], row_tiles[0][1])]
     for t, (start, rows) in enumerate(row_tiles):
         if t + 1 < len(row_tiles):  # the next tile's loads go first, ahead of this tile's stores in the DMA queues

@@ -10,6 +10,9 @@ The backend contract a launcher module fulfils:
     unsupported(**problem) -> str | None  why it cannot run `problem` (the op's `spec` dict plus `empty`), or None
     traceable(problem, target)            NKI launchers only: (kernel, args, kwargs) at `problem`'s real shapes for
                                           the emulator's trace mode on `target` (zeros as data)
+    TUNING_CHOICES, shape_class(problem)  NKI launchers with tunables, optional: what `nkilab tune` searches and the
+                                          tuning-table row of a problem (`nkilab.kernels.nki.launch_tuning`); trace mode
+                                          passes a config as `problem["tunables"]`
 """
 
 from __future__ import annotations
