@@ -21,16 +21,17 @@ def _write_kv_cache_kernel(
     key_ptr, value_ptr, key_cache_ptr, value_cache_ptr, slot_ptr,
     # Sizes
     row, d, block_size,
-    # Strides, in elements: key/value [T, Hkv, D], caches [num_blocks, block_size, Hkv, D]
+    # Strides, in elements: key/value [T, Hkv, D], caches [num_blocks, block_size, Hkv, D], slot_mapping [T]
     stride_kt, stride_kh, stride_kd,
     stride_vt, stride_vh, stride_vd,
     stride_kcb, stride_kcs, stride_kch, stride_kcd,
     stride_vcb, stride_vcs, stride_vch, stride_vcd,
+    stride_slot,
     # Meta-parameters
     BLOCK: tl.constexpr,
 ):
     t = tl.program_id(0).to(tl.int64)
-    slot = tl.load(slot_ptr + t).to(tl.int64)
+    slot = tl.load(slot_ptr + t * stride_slot).to(tl.int64)
     offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     # The slot is broadcast to a block before the test: the interpreter mis-types `block_bool & scalar_bool`.
     ok = (offs < row) & ((tl.zeros([BLOCK], tl.int64) + slot) >= 0)
@@ -52,7 +53,8 @@ def write_kv_cache(key: torch.Tensor, value: torch.Tensor, key_cache: torch.Tens
 
     Dimensions:  T tokens; Hkv heads; D head dim; num_blocks × block_size slots.
     Args:        key, value: [T, Hkv, D]; key_cache, value_cache: [num_blocks, block_size, Hkv, D] (values are cast
-                 to the cache dtype); slot_mapping: [T] integer, -1 = skip. Any strides.
+                 to the cache dtype); slot_mapping: [T] integer, -1 = skip. Any strides (every tensor, the slot
+                 mapping included, is read through its strides: a sliced or expanded view reads what it shows).
     Returns:     (key_cache, value_cache), the same tensors, updated.
     Tiling:      grid (T, ceil(Hkv·D / BLOCK)); the interpreter copies a whole row per program.
     """
@@ -67,7 +69,7 @@ def write_kv_cache(key: torch.Tensor, value: torch.Tensor, key_cache: torch.Tens
     _write_kv_cache_kernel[grid](
         key, value, k_dev, v_dev, slots,
         row, d, k_dev.shape[1],
-        *key.stride(), *value.stride(), *k_dev.stride(), *v_dev.stride(),
+        *key.stride(), *value.stride(), *k_dev.stride(), *v_dev.stride(), slots.stride(0),
         BLOCK=block,
     )
     if k_dev is not key_cache:
