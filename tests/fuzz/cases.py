@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable
 
+import ml_dtypes
 import numpy as np
 import torch
 from hypothesis import strategies as st
@@ -31,6 +32,7 @@ from strategies import (
     write_problems,
 )
 
+from nkilab.harness.checks import check_against_reference, check_output
 from nkilab.kernels import _registry
 from nkilab.kernels._adapter import dtype_name, to_torch
 from nkilab.reference.quant import QuantizedActivation, QuantizedWeight
@@ -419,7 +421,10 @@ def as_kind(call: Call, kind: str, requires_grad: str | None = None) -> Call:
     def conv(name, a):
         if not isinstance(a, np.ndarray) or not a.flags.writeable:
             return a
-        t = to_torch(a.copy())
+        try:
+            t = to_torch(a.copy())
+        except TypeError:  # a dtype torch lacks (float8_e4m3, e.g. a weight's data passed as `qw`): left NumPy
+            return a
         return t.requires_grad_() if name == requires_grad else t
 
     return Call(call.names, tuple(conv(n, a) for n, a in zip(call.names, call.args)),
@@ -478,6 +483,19 @@ def run(case: OpCase, call: Call, backend: str, target: str | None):
     """The public function on `call` with `backend` (and the NKI `target`)."""
     extra = {} if target is None else {"target": target}
     return case.op.api(*call.args, **call.kwargs, backend=backend, **extra)
+
+
+def assert_matches(case: OpCase, backend: str, out, values: Call) -> None:
+    """`out` against the float64 reference on the NumPy `values` call, by the op's check rule (`Op.check`, the
+    harness comparator), with one documented exception: NKI qmatmul rounds x to bfloat16 before TensorE (see its
+    docstring), so its error budget is the naive bfloat16 run's."""
+    if case.name == "qmatmul" and backend == "nki":
+        x, qw = values.args
+        result = check_against_reference(case.op.check.output(out), case.op.reference, x, qw,
+                                         compute_dtype=ml_dtypes.bfloat16)
+    else:
+        result = check_output(case.op, out, values.args, values.kwargs)
+    assert result.passed, str(result)
 
 
 def snapshot(call: Call) -> dict:
