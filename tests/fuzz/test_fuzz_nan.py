@@ -3,9 +3,10 @@ that mathematically depend on it.
 
 Each example poisons one element of one input (a token of x, a query or a key, a cache row, a key/value to write)
 with NaN, +inf or -inf. The outputs that depend on it are those the float64 reference changes when the element
-changes by a finite amount, plus those it makes non-finite on the poisoned input (0 * NaN = NaN in a product with
-an exactly-zero weight, which every backend computes too). The backend's poisoned run must be non-finite wherever
-the reference is, and bitwise equal to its clean run on every output that does not depend on the element.
+changes by a finite amount, or makes non-finite when the element is NaN or the drawn value: the ones that read it,
+including through an exactly-zero weight (0 * NaN = NaN, which every backend computes too) or a softmax over one
+key (whose weight is 1 whatever the score, yet inf - inf = NaN). The backend's poisoned run must be non-finite
+wherever the reference is, and bitwise equal to its clean run on every output that does not depend on the element.
 Values are never poisoned (a value row whose softmax weight is exactly 0 may spread a NaN: 0 * NaN = NaN, which
 the README's reliability section documents per backend).
 
@@ -95,9 +96,10 @@ def check_isolation(op, backend, target, data):
     index = data.draw(st.integers(0, a.size - 1), label="flat index")
     dirty = call.replace(**{name: poisoned(a, index, data.draw(st.sampled_from(POISONS), label="value"))})
     nudged = call.replace(**{name: poisoned(a, index, a.reshape(-1)[index] + 1)})
-    clean_ref, nudged_ref, dirty_ref = (reference64(case, c) for c in (call, nudged, dirty))
+    nan = call.replace(**{name: poisoned(a, index, np.nan)})
+    clean_ref, nudged_ref, nan_ref, dirty_ref = (reference64(case, c) for c in (call, nudged, nan, dirty))
     non_finite = ~np.isfinite(dirty_ref)
-    dependent = non_finite | (nudged_ref.view(np.int64) != clean_ref.view(np.int64))
+    dependent = non_finite | ~np.isfinite(nan_ref) | (nudged_ref.view(np.int64) != clean_ref.view(np.int64))
     clean_out = outputs(case, run_or_reject(case, call, backend, target))
     dirty_out = outputs(case, run_or_reject(case, dirty, backend, target))
     assert np.all(~np.isfinite(dirty_out[non_finite])), "an output the reference makes non-finite stayed finite"
