@@ -8,15 +8,7 @@ stride: a sliced torch view wrote slots the caller never named and returned wron
 import numpy as np
 import pytest
 import torch
-from fuzz.cases import BACKEND_TARGETS, CASES, VIEWS, assert_matches, run, with_views
-from strategies import (
-    AttentionProblem,
-    MatmulProblem,
-    NormProblem,
-    QuantConfig,
-    WriteProblem,
-    pinned_paged_problem,
-)
+from fuzz.cases import BACKEND_TARGETS, CASES, PINNED, VIEWS, assert_matches, run, with_views
 
 from nkilab.kernels import _registry, paged_attention, write_kv_cache
 
@@ -46,16 +38,6 @@ def test_sliced_paged_metadata():
         got = paged_attention(q, kc, vc, table, seq_lens, starts, backend=backend)
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=2e-2 if backend == "nki" else 1e-5, atol=2e-2
                                    if backend == "nki" else 1e-5, err_msg=backend)
-
-
-# One small problem per op (strategies.py's problem types): GQA, a causal mask, padding tokens, a mixed paged batch
-PINNED = {
-    "qmatmul": MatmulProblem(5, 64, 24, QuantConfig("int4", 32, symmetric=False), "float32", 0),
-    "attention": AttentionProblem(2, 5, 7, 4, 2, 16, True, None, None, "float32", 0),
-    "paged_attention": pinned_paged_problem((6, 1, 9), (6, 1, 3), 4, 2, 16, 4, dtype="float32"),
-    "write_kv_cache": WriteProblem(2, 16, 4, 3, (5, -1, 0, 11, 2), "float32", 0),
-    "rms_norm": NormProblem((3, 2), 40, True, 1e-5, "float32", 0),
-}
 
 
 def test_every_registered_op_has_a_pinned_problem():

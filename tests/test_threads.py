@@ -3,15 +3,16 @@ it returns called sequentially, on the reference, the NKI emulator (per-thread r
 `nkilab.harness.emulator.context`) and Triton (interpreted launches serialized in `nkilab.kernels.triton._interpret`;
 compiled CUDA launches run concurrently).
 
-Each thread runs a different problem (the op's smoke problem with its own seed) twice; the threads start together
+Each thread runs a different problem (the op's pinned problem, `fuzz.cases.PINNED`, with its own seed) twice; the threads start together
 at a barrier. The op list is the registry's.
 """
 
+import dataclasses
 import threading
 
 import numpy as np
 import pytest
-from fuzz.cases import BACKEND_TARGETS
+from fuzz.cases import BACKEND_TARGETS, CASES, PINNED, copied, run
 
 from nkilab.kernels import _registry, attention
 from nkilab.kernels._adapter import to_numpy
@@ -19,15 +20,10 @@ from nkilab.kernels._adapter import to_numpy
 THREADS = 4
 
 
-def _inputs(op, seed: int):
-    problem = op.smoke_problems("float32")[0]
-    return op.make_inputs(problem, np.random.default_rng(seed), False)
-
-
-def _call(op, backend: str, target: str | None, seed: int) -> np.ndarray:
-    args, kwargs = _inputs(op, seed)  # fresh arrays per call: write_kv_cache writes its caches
-    extra = {} if target is None else {"target": target}
-    return np.asarray(to_numpy(op.check.output(op.api(*args, **kwargs, backend=backend, **extra))))
+def _call(op: str, backend: str, target: str | None, seed: int) -> np.ndarray:
+    """The op's pinned problem (`fuzz.cases.PINNED`) with data from `seed`, on fresh arrays (caches are written)."""
+    case = CASES[op]
+    return _output(op, run(case, case.call(dataclasses.replace(PINNED[op], seed=seed)), backend, target))
 
 
 def _concurrently(fn, count: int = THREADS) -> list:
@@ -59,10 +55,9 @@ def _bitwise_equal(a: np.ndarray, b: np.ndarray) -> bool:
 @pytest.mark.parametrize(("backend", "target"), BACKEND_TARGETS, ids=[f"{b}-{t}" if t else b for b, t in BACKEND_TARGETS])
 @pytest.mark.parametrize("op", _registry.OPS)
 def test_four_threads_match_sequential_calls(op, backend, target):
-    family = _registry.get(op)
-    sequential = [_call(family, backend, target, seed) for seed in range(THREADS)]
+    sequential = [_call(op, backend, target, seed) for seed in range(THREADS)]
     for _ in range(2):
-        concurrent = _concurrently(lambda i: _call(family, backend, target, i))
+        concurrent = _concurrently(lambda i: _call(op, backend, target, i))
         assert all(_bitwise_equal(c, s) for c, s in zip(concurrent, sequential)), f"{op} on {backend}: a thread's result differs"
 
 
@@ -82,16 +77,21 @@ def test_issue_reproducer_nki_attention_from_four_threads(target):
     assert all(_bitwise_equal(c, s) for c, s in zip(concurrent, sequential))
 
 
-def test_issue_reproducer_triton_from_four_threads():
-    """Issue 10 item 5: interpreted Triton launches from 4 threads (InterpreterErrors, once a wrong result, before
-    launches were serialized)."""
-    rng = np.random.default_rng(1)
-    qs = [rng.standard_normal((1, 20, 4, 32)).astype(np.float32) for _ in range(THREADS)]
+def test_issue_reproducer_triton_every_op_at_once():
+    """Issue 10 item 5: interpreted Triton launches of different kernels from 4 threads at once (InterpreterErrors
+    "x >= grid_dim[0]" and "Did you forget to add @triton.jit?", once a wrong result, before launches were
+    serialized). Thread i runs every op, starting at op i, on the op's pinned problem."""
+    calls = [CASES[op].call(PINNED[op]) for op in _registry.OPS]
 
     def f(i):
-        q = qs[i]
-        return attention(q, q[:, :, :2], q[:, :, :2], causal=True, backend="triton")
+        order = [(j + i) % len(calls) for j in range(len(calls))]
+        return {j: _output(_registry.OPS[j], run(CASES[_registry.OPS[j]], copied(calls[j]), "triton", None))
+                for j in order}
 
-    sequential = [f(i) for i in range(THREADS)]
-    for _ in range(3):
-        assert all(_bitwise_equal(c, s) for c, s in zip(_concurrently(f), sequential))
+    sequential = f(0)
+    for result in _concurrently(f):
+        assert all(_bitwise_equal(result[j], sequential[j]) for j in sequential)
+
+
+def _output(op: str, out) -> np.ndarray:
+    return np.asarray(to_numpy(_registry.get(op).check.output(out)))

@@ -22,12 +22,18 @@ import torch
 from hypothesis import strategies as st
 from strategies import (
     INTERPRETER_DTYPES,
+    AttentionProblem,
+    MatmulProblem,
+    NormProblem,
+    QuantConfig,
+    WriteProblem,
     attention_problems,
     head_counts,
     head_dims,
     matmul_problems,
     norm_problems,
     paged_problems,
+    pinned_paged_problem,
     quant_configs,
     write_problems,
 )
@@ -371,6 +377,16 @@ CASES: dict[str, OpCase] = {case.name: case for case in (
     OpCase("rms_norm", _norm_problems, _norm_call, floats=("x", "weight"), free_rank=("x",),
            options=dict(eps=BAD_POSITIVE + (None,)), relational=_norm_relational, poison=("x",)),
 )}
+
+
+# One small problem per op (strategies.py's problem types): GQA, a causal mask, padding tokens, a mixed paged batch
+PINNED = {
+    "qmatmul": MatmulProblem(5, 64, 24, QuantConfig("int4", 32, symmetric=False), "float32", 0),
+    "attention": AttentionProblem(2, 5, 7, 4, 2, 16, True, None, None, "float32", 0),
+    "paged_attention": pinned_paged_problem((6, 1, 9), (6, 1, 3), 4, 2, 16, 4, dtype="float32"),
+    "write_kv_cache": WriteProblem(2, 16, 4, 3, (5, -1, 0, 11, 2), "float32", 0),
+    "rms_norm": NormProblem((3, 2), 40, True, 1e-5, "float32", 0),
+}
 
 
 # --- generic mutations ------------------------------------------------------------------------------------------------
