@@ -8,7 +8,8 @@ stride: a sliced torch view wrote slots the caller never named and returned wron
 import numpy as np
 import pytest
 import torch
-from fuzz.cases import BACKEND_TARGETS, CASES, PINNED, VIEWS, assert_matches, run, with_views
+from fuzz.calls import VIEWS, assert_matches, run, with_views
+from fuzz.cases import BACKEND_TARGETS, CASES, PINNED
 
 from nkilab.kernels import _registry, paged_attention, write_kv_cache
 

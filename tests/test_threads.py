@@ -12,7 +12,8 @@ import threading
 
 import numpy as np
 import pytest
-from fuzz.cases import BACKEND_TARGETS, CASES, PINNED, copied, run
+from fuzz.calls import copied, run
+from fuzz.cases import BACKEND_TARGETS, CASES, PINNED
 
 from nkilab.kernels import _registry, attention
 from nkilab.kernels._adapter import to_numpy

@@ -9,7 +9,8 @@ argument, caches included, is bitwise what it was. The op list is the registry's
 import re
 
 import pytest
-from fuzz.cases import BACKENDS, CASES, ERRORS, KINDS, as_kind, generic_malformed, run, snapshot, torch_only_malformed
+from fuzz.calls import as_kind, run, snapshot
+from fuzz.cases import BACKENDS, CASES, ERRORS, KINDS, generic_malformed, torch_only_malformed
 from hypothesis import given
 from hypothesis import strategies as st
 

@@ -16,7 +16,8 @@ turn into failures, and the mark must go, once the fix lands.
 
 import numpy as np
 import pytest
-from fuzz.cases import BACKEND_TARGETS, CASES, copied, run
+from fuzz.calls import copied, run
+from fuzz.cases import BACKEND_TARGETS, CASES
 from hypothesis import Phase, given, reject, settings
 from hypothesis import strategies as st
 

@@ -5,7 +5,8 @@ The error budget is the op's check rule (`fuzz.cases.assert_matches`).
 """
 
 import pytest
-from fuzz.cases import BACKEND_TARGETS, CASES, KINDS, VIEWS, as_kind, assert_matches, copied, run, snapshot, with_views
+from fuzz.calls import VIEWS, as_kind, assert_matches, copied, run, snapshot, with_views
+from fuzz.cases import BACKEND_TARGETS, CASES, KINDS
 from hypothesis import given, reject
 from hypothesis import strategies as st
 
