@@ -3,6 +3,7 @@
 Each function here defines the semantics the kernels of `nkilab.kernels` are checked against (DESIGN §3).
 """
 
+from nkilab.reference.activation import silu_mul
 from nkilab.reference.attention import attention, attention_varlen, visible_keys
 from nkilab.reference.matmul import qmatmul
 from nkilab.reference.norm import rms_norm
@@ -20,6 +21,7 @@ from nkilab.reference.quant import (
     quantize_weight,
     unpack_int4,
 )
+from nkilab.reference.rotary import RopeScaling, rope
 
 __all__ = [
     "FP8_E4M3_MAX",
@@ -27,6 +29,7 @@ __all__ = [
     "SCHEMES",
     "QuantizedActivation",
     "QuantizedWeight",
+    "RopeScaling",
     "attention",
     "attention_varlen",
     "build_paged_cache",
@@ -39,6 +42,8 @@ __all__ = [
     "quantize_activation",
     "quantize_weight",
     "rms_norm",
+    "rope",
+    "silu_mul",
     "unpack_int4",
     "visible_keys",
     "write_kv_cache",

@@ -2,12 +2,18 @@
 
 Llama-3.1-8B and Llama-3.1-70B (the latter at TP 8, so per-rank shapes), Qwen2.5-7B (28/4 heads), Mistral-7B
 (sliding window 4096), from each model's published config.json (hidden_size, num_hidden_layers,
-num_attention_heads, num_key_value_heads, head_dim, intermediate_size, vocab_size, sliding_window).
+num_attention_heads, num_key_value_heads, head_dim, intermediate_size, vocab_size, sliding_window, rope_theta,
+rope_scaling).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from nkilab.reference.rotary import RopeScaling
+
+LLAMA31_ROPE_SCALING = RopeScaling(factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+                                   original_max_position_embeddings=8192)  # Llama-3.1 8B / 70B config.json
 
 
 @dataclass(frozen=True)
@@ -16,7 +22,8 @@ class ModelShape:
 
     Attributes:
         name: registry key; hidden: model width; layers; q_heads, kv_heads: attention heads (whole model);
-        head_dim: D; intermediate: MLP width; vocab; sliding_window: None or the window in tokens; tp: TP degree.
+        head_dim: D; intermediate: MLP width; vocab; sliding_window: None or the window in tokens; tp: TP degree;
+        rope_theta: the rotary frequency base; rope_scaling: None or the rotary scaling (Llama-3.1's).
     """
 
     name: str
@@ -29,6 +36,8 @@ class ModelShape:
     vocab: int
     sliding_window: int | None = None
     tp: int = 1
+    rope_theta: float = 10000.0
+    rope_scaling: RopeScaling | None = None
 
     @property
     def q_heads_per_rank(self) -> int:
@@ -51,9 +60,12 @@ class ModelShape:
 
 
 MODELS: dict[str, ModelShape] = {
-    "llama-3.1-8b": ModelShape("llama-3.1-8b", 4096, 32, 32, 8, 128, 14336, 128256),
-    "llama-3.1-70b": ModelShape("llama-3.1-70b", 8192, 80, 64, 8, 128, 28672, 128256, tp=8),
-    "qwen2.5-7b": ModelShape("qwen2.5-7b", 3584, 28, 28, 4, 128, 18944, 152064),
-    "mistral-7b": ModelShape("mistral-7b", 4096, 32, 32, 8, 128, 14336, 32000, sliding_window=4096),
+    "llama-3.1-8b": ModelShape("llama-3.1-8b", 4096, 32, 32, 8, 128, 14336, 128256, rope_theta=500000.0,
+                               rope_scaling=LLAMA31_ROPE_SCALING),
+    "llama-3.1-70b": ModelShape("llama-3.1-70b", 8192, 80, 64, 8, 128, 28672, 128256, tp=8, rope_theta=500000.0,
+                                rope_scaling=LLAMA31_ROPE_SCALING),
+    "qwen2.5-7b": ModelShape("qwen2.5-7b", 3584, 28, 28, 4, 128, 18944, 152064, rope_theta=1000000.0),
+    "mistral-7b": ModelShape("mistral-7b", 4096, 32, 32, 8, 128, 14336, 32000, sliding_window=4096,
+                             rope_theta=10000.0),
 }
 DEFAULT_MODEL = "llama-3.1-8b"
