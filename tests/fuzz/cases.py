@@ -3,10 +3,11 @@ malformed variants drawn from the documented argument rules, and the arguments t
 
 One `OpCase` per op of the registry (`CASES`, keyed by op name; `test_every_registered_op_has_a_case` fails when an
 op is added without one), built from `fuzz.calls.Call`s (the public function's arguments as NumPy, bfloat16 as
-ml_dtypes), and one small pinned problem per op (`PINNED`). The malformed draws follow the rules the op modules document: a Python list, a 0-d
-array, a wrong rank, a wrong dtype, a tensor requiring grad, a read-only cache, out-of-range / non-monotone index
-arrays, bad options (scale, sliding_window, softcap, causal, eps, out_dtype), GQA heads that do not divide, and
-hand-built QuantizedWeight / QuantizedActivation fields. Each one says which argument names its error may cite.
+ml_dtypes), and one small pinned problem per op (`PINNED`). The malformed draws follow the rules the op modules
+document: a Python list, a 0-d array, a wrong rank, a wrong dtype, a tensor requiring grad, a read-only cache,
+out-of-range / non-monotone index arrays, bad options (scale, sliding_window, softcap, causal, eps, out_dtype, theta,
+rotary_dim, style, scaling), GQA heads that do not divide, and hand-built QuantizedWeight / QuantizedActivation
+fields. Each one says which argument names its error may cite.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from strategies import (
     MatmulProblem,
     NormProblem,
     QuantConfig,
+    RopeProblem,
+    SiluMulProblem,
     WriteProblem,
     attention_problems,
     head_counts,
@@ -34,6 +37,8 @@ from strategies import (
     paged_problems,
     pinned_paged_problem,
     quant_configs,
+    rope_problems,
+    silu_mul_problems,
     write_problems,
 )
 
@@ -311,6 +316,57 @@ def _norm_problems(backend: str):
     return norm_problems(max_rows=20, max_hidden=70, dtypes=_dtypes(backend))
 
 
+# --- rope -----------------------------------------------------------------------------------------------------------
+
+
+def _rope_call(p) -> Call:
+    (q, k, positions), options = p.inputs()
+    return Call(("q", "k", "positions"), (q, k, positions), options)
+
+
+def _rope_relational(call: Call) -> list[Malformed]:
+    q, k, positions = call.args
+    d = q.shape[2]
+    out = [
+        Malformed("position -1", call.replace(positions=_set(positions, 0, -1)), ("positions",)),
+        Malformed("position 2**24", call.replace(positions=_set(positions.astype(np.int64), 0, 2**24)),
+                  ("positions",)),
+        Malformed("positions length", call.replace(positions=np.concatenate([positions, positions[:1]])),
+                  ("positions",)),
+        Malformed("k head_dim mismatch", call.replace(k=np.concatenate([k, k[..., :1]], 2)), ("k",)),
+        Malformed("k tokens mismatch", call.replace(k=np.concatenate([k, k[:1]], 0)), ("k",)),
+        Malformed("no kv head", call.replace(k=k[:, :0]), ("k",)),
+        Malformed("unknown scaling", call.replace(scaling=dict(rope_type="yarn", factor=2.0)), ("scaling",)),
+        Malformed("scaling a list", call.replace(scaling=[8.0]), ("scaling",)),
+    ]
+    out += [Malformed(f"rotary_dim={r!r}", call.replace(rotary_dim=r), ("rotary_dim",))
+            for r in (0, d + 2, d - 1 if d % 2 == 0 else d, 2.0, True, "2")]
+    return out
+
+
+def _rope_problems(backend: str):
+    return rope_problems(max_tokens=12, max_heads=3, head_dims=(2, 8, 30, 64), dtypes=_dtypes(backend))
+
+
+# --- silu_mul -------------------------------------------------------------------------------------------------------
+
+
+def _silu_call(p) -> Call:
+    (gate_up,), _ = p.inputs()
+    return Call(("gate_up",), (gate_up,))
+
+
+def _silu_relational(call: Call) -> list[Malformed]:
+    (gate_up,) = call.args
+    return [Malformed("odd last axis", call.replace(gate_up=np.concatenate([gate_up, gate_up[..., :1]], -1)),
+                      ("gate_up",)),
+            Malformed("empty last axis", call.replace(gate_up=gate_up[..., :0]), ("gate_up",))]
+
+
+def _silu_problems(backend: str):
+    return silu_mul_problems(max_rows=20, max_inter=40, dtypes=_dtypes(backend))
+
+
 # --- helpers --------------------------------------------------------------------------------------------------------
 
 
@@ -341,6 +397,10 @@ CASES: dict[str, OpCase] = {case.name: case for case in (
            poison=("key", "value")),
     OpCase("rms_norm", _norm_problems, _norm_call, floats=("x", "weight"), free_rank=("x",),
            options=dict(eps=BAD_POSITIVE + (None,)), relational=_norm_relational, poison=("x",)),
+    OpCase("rope", _rope_problems, _rope_call, floats=("q", "k"), indices=("positions",),
+           options=dict(theta=BAD_POSITIVE, style=("rope", 3, None)), relational=_rope_relational, poison=("q", "k")),
+    OpCase("silu_mul", _silu_problems, _silu_call, floats=("gate_up",), free_rank=("gate_up",),
+           relational=_silu_relational, poison=("gate_up",)),
 )}
 
 
@@ -351,6 +411,8 @@ PINNED = {
     "paged_attention": pinned_paged_problem((6, 1, 9), (6, 1, 3), 4, 2, 16, 4, dtype="float32"),
     "write_kv_cache": WriteProblem(2, 16, 4, 3, (5, -1, 0, 11, 2), "float32", 0),
     "rms_norm": NormProblem((3, 2), 40, True, 1e-5, "float32", 0),
+    "rope": RopeProblem(5, 3, 2, 8, 6, "neox", 10000.0, True, 8192, "float32", 0),
+    "silu_mul": SiluMulProblem((3, 2), 9, 4.0, "float32", 0),
 }
 
 
