@@ -21,14 +21,16 @@ INT8_G32 = quantize_weight(RNG.standard_normal((128, 16)), "int8", 32)
 INT4 = quantize_weight(RNG.standard_normal((128, 16)), "int4")
 ODD_K = dataclasses.replace(INT4, shape=(127, 16), data=INT4.data[:63])
 
+_GROUP = "qw.group_size: must be a positive int"
 BAD = {  # id -> (weight, x, error type, the message's start)
-    "group_size 0": (dataclasses.replace(INT8_G32, group_size=0), X, ValueError, "qw.group_size: must be a positive int"),
-    "group_size -32": (dataclasses.replace(INT8_G32, group_size=-32), X, ValueError, "qw.group_size: must be a positive"),
-    "group_size '32'": (dataclasses.replace(INT8_G32, group_size="32"), X, TypeError, "qw.group_size: must be a positive"),
-    "group_size 32.0": (dataclasses.replace(INT8_G32, group_size=32.0), X, TypeError, "qw.group_size: must be a positive"),
-    "group_size True": (dataclasses.replace(INT8_G32, group_size=True), X, TypeError, "qw.group_size: must be a positive"),
-    "group_size 48": (dataclasses.replace(INT8_G32, group_size=48), X, ValueError, "qw.group_size: K=128 must be a multiple"),
-    "int4 odd K": (ODD_K, X[:, :127], ValueError, "qw.shape: int4 packs two values per byte along K, so K must be even"),
+    "group_size 0": (dataclasses.replace(INT8_G32, group_size=0), X, ValueError, _GROUP),
+    "group_size -32": (dataclasses.replace(INT8_G32, group_size=-32), X, ValueError, _GROUP),
+    "group_size '32'": (dataclasses.replace(INT8_G32, group_size="32"), X, TypeError, _GROUP),
+    "group_size 32.0": (dataclasses.replace(INT8_G32, group_size=32.0), X, TypeError, _GROUP),
+    "group_size True": (dataclasses.replace(INT8_G32, group_size=True), X, TypeError, _GROUP),
+    "group_size 48": (dataclasses.replace(INT8_G32, group_size=48), X, ValueError,
+                      "qw.group_size: K=128 must be a multiple"),
+    "int4 odd K": (ODD_K, X[:, :127], ValueError, "qw.shape: int4 packs two values per byte along K, so K must be"),
     "shape (128,)": (dataclasses.replace(INT8_G32, shape=(128,)), X, TypeError, "qw.shape: must be a tuple (K, N)"),
     "shape of floats": (dataclasses.replace(INT8_G32, shape=(128.0, 16)), X, TypeError, "qw.shape: must be a tuple"),
 }

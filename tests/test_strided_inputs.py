@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from fuzz.calls import VIEWS, assert_matches, run, with_views
-from fuzz.cases import BACKEND_TARGETS, CASES, PINNED
+from fuzz.cases import BACKEND_IDS, BACKEND_TARGETS, CASES, PINNED
 
 from nkilab.kernels import _registry, paged_attention, write_kv_cache
 
@@ -47,7 +47,7 @@ def test_every_registered_op_has_a_pinned_problem():
 
 @pytest.mark.parametrize("kind", ["numpy", "torch"])
 @pytest.mark.parametrize("how", VIEWS)
-@pytest.mark.parametrize(("backend", "target"), BACKEND_TARGETS, ids=[f"{b}-{t}" if t else b for b, t in BACKEND_TARGETS])
+@pytest.mark.parametrize(("backend", "target"), BACKEND_TARGETS, ids=BACKEND_IDS)
 @pytest.mark.parametrize("op", _registry.OPS)
 def test_every_argument_as_a_view(op, backend, target, how, kind):
     case = CASES[op]

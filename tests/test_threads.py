@@ -3,8 +3,8 @@ it returns called sequentially, on the reference, the NKI emulator (per-thread r
 `nkilab.harness.emulator.context`) and Triton (interpreted launches serialized in `nkilab.kernels.triton._interpret`;
 compiled CUDA launches run concurrently).
 
-Each thread runs a different problem (the op's pinned problem, `fuzz.cases.PINNED`, with its own seed) twice; the threads start together
-at a barrier. The op list is the registry's.
+Each thread runs a different problem (the op's pinned problem, `fuzz.cases.PINNED`, with its own seed) twice; the
+threads start together at a barrier. The op list is the registry's.
 """
 
 import dataclasses
@@ -13,7 +13,7 @@ import threading
 import numpy as np
 import pytest
 from fuzz.calls import copied, run
-from fuzz.cases import BACKEND_TARGETS, CASES, PINNED
+from fuzz.cases import BACKEND_IDS, BACKEND_TARGETS, CASES, PINNED
 
 from nkilab.kernels import _registry, attention
 from nkilab.kernels._adapter import to_numpy
@@ -53,13 +53,13 @@ def _bitwise_equal(a: np.ndarray, b: np.ndarray) -> bool:
     return a.shape == b.shape and a.dtype == b.dtype and a.tobytes() == b.tobytes()
 
 
-@pytest.mark.parametrize(("backend", "target"), BACKEND_TARGETS, ids=[f"{b}-{t}" if t else b for b, t in BACKEND_TARGETS])
+@pytest.mark.parametrize(("backend", "target"), BACKEND_TARGETS, ids=BACKEND_IDS)
 @pytest.mark.parametrize("op", _registry.OPS)
 def test_four_threads_match_sequential_calls(op, backend, target):
     sequential = [_call(op, backend, target, seed) for seed in range(THREADS)]
     for _ in range(2):
         concurrent = _concurrently(lambda i: _call(op, backend, target, i))
-        assert all(_bitwise_equal(c, s) for c, s in zip(concurrent, sequential)), f"{op} on {backend}: a thread's result differs"
+        assert all(_bitwise_equal(c, s) for c, s in zip(concurrent, sequential)), f"{op} on {backend}: a result differs"
 
 
 @pytest.mark.parametrize("target", ["inf2", "trn2"])

@@ -98,9 +98,9 @@ def view_of(a: np.ndarray, how: str, kind: str):
 
 
 def with_views(case, call: Call, how: str, kind: str) -> tuple[Call, Call]:
-    """For `case` (a `fuzz.cases.OpCase`), (view call, values call): every array argument as a non-contiguous view (`view_of`), and the NumPy values
-    those views hold (what the reference runs on). Index arrays and written caches are never expanded (that would
-    change slots and block tables, or alias cache rows); they are sliced instead."""
+    """For `case` (a `fuzz.cases.OpCase`), (view call, values call): every array argument as a non-contiguous
+    view (`view_of`), and the NumPy values those views hold (what the reference runs on). Index arrays and written
+    caches are never expanded (that would change slots and block tables, or alias cache rows); they are sliced."""
     views, values = {}, {}
     for name, a in call.arrays().items():
         keep_values = how == "expanded" and (name not in case.floats or name in case.written)
@@ -142,7 +142,8 @@ def snapshot(call: Call) -> dict:
     for name, a in items:
         if isinstance(a, torch.Tensor):
             dense = torch.empty(a.shape, dtype=a.dtype).copy_(a.detach().cpu())  # standard strides, a copy
-            out[name] = (str(a.dtype), tuple(a.shape), dense.reshape(-1).view(torch.uint8).numpy().tobytes() if a.numel() else b"")
+            raw = dense.reshape(-1).view(torch.uint8).numpy().tobytes() if a.numel() else b""
+            out[name] = (str(a.dtype), tuple(a.shape), raw)
         elif isinstance(a, np.ndarray):
             out[name] = (a.dtype.name, a.shape, np.ascontiguousarray(a).tobytes())
         elif isinstance(a, (QuantizedWeight, QuantizedActivation)):

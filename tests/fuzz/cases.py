@@ -48,6 +48,7 @@ from nkilab.reference.quant import QuantizedActivation, QuantizedWeight
 
 # (backend, target) pairs every valid draw runs on: the NKI emulator on both NeuronCore generations' targets
 BACKEND_TARGETS = (("reference", None), ("nki", "inf2"), ("nki", "trn1"), ("nki", "trn2"), ("triton", None))
+BACKEND_IDS = [f"{b}-{t}" if t else b for b, t in BACKEND_TARGETS]  # pytest ids of BACKEND_TARGETS
 BACKENDS = _registry.BACKENDS
 KINDS = ("numpy", "torch")
 ERRORS = (TypeError, ValueError)
@@ -224,9 +225,9 @@ def _paged_relational(call: Call) -> list[Malformed]:
     q_lens = np.diff(starts)
     if num_seqs > 1 and q_lens.max() > 0:  # a decreasing step
         i = int(np.argmax(q_lens))
-        out.append(Malformed("query_start_loc decreasing", call.replace(
-            query_start_loc=_set(starts, i + 1, starts[i] - 1) if i + 1 < num_seqs else _set(starts, i, starts[-1] + 1)),
-            ("query_start_loc",)))
+        step_down = _set(starts, i + 1, starts[i] - 1) if i + 1 < num_seqs else _set(starts, i, starts[-1] + 1)
+        out.append(Malformed("query_start_loc decreasing", call.replace(query_start_loc=step_down),
+                             ("query_start_loc",)))
     if q_lens.max() > 0:
         i = int(np.argmax(q_lens))
         out.append(Malformed("seq_len < q_len", call.replace(seq_lens=_set(lens, i, q_lens[i] - 1)), ("seq_lens",)))

@@ -6,7 +6,7 @@ The error budget is the op's check rule (`fuzz.cases.assert_matches`).
 
 import pytest
 from fuzz.calls import VIEWS, as_kind, assert_matches, copied, run, snapshot, with_views
-from fuzz.cases import BACKEND_TARGETS, CASES, KINDS
+from fuzz.cases import BACKEND_IDS, BACKEND_TARGETS, CASES, KINDS
 from hypothesis import given, reject
 from hypothesis import strategies as st
 
@@ -34,7 +34,7 @@ def unwritten(case, snap: dict) -> dict:
     return {name: v for name, v in snap.items() if name not in case.written}
 
 
-@pytest.mark.parametrize(("backend", "target"), BACKEND_TARGETS, ids=[f"{b}-{t}" if t else b for b, t in BACKEND_TARGETS])
+@pytest.mark.parametrize(("backend", "target"), BACKEND_TARGETS, ids=BACKEND_IDS)
 @pytest.mark.parametrize("op", _registry.OPS)
 @given(data=st.data())
 def test_valid_draws_match_the_float64_reference(op, backend, target, data):
