@@ -92,7 +92,7 @@ def check_isolation(op, backend, target, data):
     call = case.call(data.draw(case.problems(backend), label="problem"))
     name = data.draw(st.sampled_from(case.poison), label="poisoned argument")
     a = call.get(name)
-    if a.size == 0:
+    if not isinstance(a, np.ndarray) or a.size == 0:  # W8A8's x is a QuantizedActivation: finite by construction
         reject()
     index = data.draw(st.integers(0, a.size - 1), label="flat index")
     dirty = call.replace(**{name: poisoned(a, index, data.draw(st.sampled_from(POISONS), label="value"))})
