@@ -1,4 +1,4 @@
-"""`nkilab` console script: run | check | bench | targets | report | calibrate.
+"""`nkilab` console script: run | check | bench | targets | report | calibrate | cost.
 
   nkilab run        correctness of every kernel on every available backend (smoke shapes), the modeled profile
                     of every NKI kernel on each Neuron target at the real shapes of a model, measured profiles
@@ -9,6 +9,7 @@
   nkilab targets    the chip tables.
   nkilab report     re-render report.md and plots from a run folder's results.jsonl.
   nkilab calibrate  the model against published Trainium2 measurements (model / published per point).
+  nkilab cost       the modeled cost of a token: latency, tokens/s, J/token, $/Mtoken, per-kernel share.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from rich.table import Table
 from nkilab.harness.perf import calibration_report
 from nkilab.harness.perf.calibration import POINTS, QUICK_POINTS, calibration_table
 from nkilab.harness.chips import ALL_TARGETS, NEURON_TARGETS, TARGETS
+from nkilab.harness.cost import cli as cost_cli
 from nkilab.harness.profile import RunConfig, Task, measure_task, model_task, plan, run
 from nkilab.harness.report.markdown import (
     CHECK_HEADER,
@@ -90,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-model", action="store_true", help="skip the modeled profile")
     run.add_argument("--no-measure", action="store_true", help="skip measured profiles even on a device")
     run.add_argument("--no-plots", action="store_true", help="write no PNG plots")
+    run.add_argument("--no-cost", action="store_true", help="leave the cost-of-a-token section out of the report")
     run.add_argument("--calibrate", choices=("none", "quick", "full"), default="quick",
                      help="calibration points in the report: quick = the three that trace in seconds (default), "
                           "full = all six published Trainium2 points (~2 min more)")
@@ -113,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="re-render report.md and plots from a run folder")
     report.add_argument("folder")
     sub.add_parser("calibrate", help="model vs published Trainium2 measurements")
+    cost_cli.add_parser(sub)
     return parser
 
 
@@ -120,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     command = "nkilab " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     handler = {"run": cmd_run, "check": cmd_check, "bench": cmd_bench, "targets": cmd_targets,
-               "report": cmd_report, "calibrate": cmd_calibrate}[args.command]
+               "report": cmd_report, "calibrate": cmd_calibrate, "cost": cost_cli.cmd_cost}[args.command]
     return handler(args, command)
 
 
@@ -202,6 +206,8 @@ def cmd_run(args, command: str) -> int:
     wall = time.perf_counter() - t0
     report = _write_folder(records, out, command=command, wall_s=wall, plots=not args.no_plots,
                            calibration=calibration)
+    if not args.no_cost:
+        cost_cli.append_to_run(out, report, config, quick=args.quick, console=console)
     failed = sum(r["status"] in ("failed", "error") for r in records)
     console.print(f"wrote {out}/results.jsonl ({len(records)} records), {report}; {wall:.1f} s; "
                   f"{failed} failed or errored")

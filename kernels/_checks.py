@@ -146,13 +146,16 @@ def attention_options(causal, scale, sliding_window, softcap, d: int) -> dict:
     )
 
 
-def paged_cache(key_cache, value_cache) -> None:
-    """Paged caches [num_blocks, block_size, Hkv, D]: same shape, one float dtype, no zero-length dimension (the
-    write and the attention over the cache share this layout)."""
+def paged_cache(key_cache, value_cache, storage: str | None = None) -> None:
+    """Paged caches [num_blocks, block_size, Hkv, D]: same shape, one float dtype (or exactly the `storage` dtype of a
+    quantized cache), no zero-length dimension (the write and the attention over the cache share this layout)."""
     ndim("key_cache", key_cache, 4, "[num_blocks, block_size, Hkv, D]")
     if tuple(value_cache.shape) != tuple(key_cache.shape):
         raise ValueError(f"value_cache: shape must equal key_cache's {tuple(key_cache.shape)}, got {tuple(value_cache.shape)}")
-    float_dtype("key_cache", key_cache)
+    if storage is None:
+        float_dtype("key_cache", key_cache)
+    elif dtype_name(key_cache) != storage:
+        raise TypeError(f"key_cache: a quantized cache stores {storage}, got {dtype_name(key_cache)}")
     same_dtype("key_cache, value_cache", key_cache, value_cache)
     if 0 in tuple(key_cache.shape):
         raise ValueError(

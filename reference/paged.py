@@ -13,15 +13,21 @@ from __future__ import annotations
 import numpy as np
 
 from nkilab.reference.attention import attention
+from nkilab.reference.kv_quant import dequantize_rows, fp8_codes, int8_codes
 
 
-def write_kv_cache(key, value, key_cache, value_cache, slot_mapping):
+def write_kv_cache(key, value, key_cache, value_cache, slot_mapping, *, kv_cache_dtype="auto", k_scale=None,
+                   v_scale=None, k_scale_cache=None, v_scale_cache=None):
     """Write token t's key/value into slot slot_mapping[t], in place; slot -1 means skip (padding).
 
     Args:
         key, value: [T, Hkv, D].
-        key_cache, value_cache: [num_blocks, block_size, Hkv, D], written in place (values cast to their dtype).
+        key_cache, value_cache: [num_blocks, block_size, Hkv, D], written in place (values cast to their dtype, or
+            quantized to their codes: `nkilab.reference.kv_quant`).
         slot_mapping: [T] integer; token t goes to block slot // block_size, offset slot % block_size.
+        kv_cache_dtype: "auto" | "fp8_e4m3" | "fp8_e4m3fn" | "int8" (see `nkilab.reference.kv_quant`).
+        k_scale, v_scale: fp8 scales, scalar or [Hkv] (None = 1.0).
+        k_scale_cache, v_scale_cache: int8: float32 [num_blocks, block_size, Hkv], written in place.
 
     Returns:
         (key_cache, value_cache), the same arrays.
@@ -36,27 +42,43 @@ def write_kv_cache(key, value, key_cache, value_cache, slot_mapping):
         [0.0, 0.0, 0.0, 1.0]
     """
     num_blocks, block_size = key_cache.shape[:2]
+    rows, scale_rows = _quantized_rows(key, value, kv_cache_dtype, k_scale, v_scale)
     for t, slot in enumerate(np.asarray(slot_mapping).tolist()):
         if slot == -1:
             continue
         if not 0 <= slot < num_blocks * block_size:
             raise ValueError(f"slot_mapping: slot_mapping[{t}] = {slot} is outside [-1, {num_blocks * block_size})")
         block, offset = divmod(slot, block_size)
-        key_cache[block, offset] = key[t]
-        value_cache[block, offset] = value[t]
+        key_cache[block, offset] = rows[0][t]
+        value_cache[block, offset] = rows[1][t]
+        if scale_rows is not None:
+            k_scale_cache[block, offset] = scale_rows[0][t]
+            v_scale_cache[block, offset] = scale_rows[1][t]
     return key_cache, value_cache
 
 
-def gather_kv(key_cache, value_cache, block_table_row, seq_len: int):
+def _quantized_rows(key, value, kv_cache_dtype, k_scale, v_scale):
+    """((key rows, value rows) as stored, (key scales, value scales) [T, Hkv] for int8 else None)."""
+    if kv_cache_dtype == "auto":
+        return (key, value), None
+    if kv_cache_dtype == "int8":
+        (kq, ks), (vq, vs) = int8_codes(key), int8_codes(value)
+        return (kq, vq), (ks, vs)
+    return tuple(fp8_codes(x, 1.0 if s is None else s, kv_cache_dtype)
+                 for x, s in ((key, k_scale), (value, v_scale))), None
+
+
+def gather_kv(key_cache, value_cache, block_table_row, seq_len: int, *, scale_caches=None):
     """The first seq_len keys and values of one sequence, in logical order.
 
     Args:
         key_cache, value_cache: [num_blocks, block_size, Hkv, D].
         block_table_row: [max_blocks] integer; only the first ceil(seq_len / block_size) entries are read.
         seq_len: number of live positions.
+        scale_caches: None, or (k_scale_cache, v_scale_cache) [num_blocks, block_size, Hkv] (int8 caches).
 
     Returns:
-        (k, v): each [seq_len, Hkv, D].
+        (k, v): each [seq_len, Hkv, D]; with scale_caches also (k_scales, v_scales) [seq_len, Hkv].
 
     Raises:
         ValueError: a used entry outside [0, num_blocks) (NumPy would wrap -1 to the last block).
@@ -68,7 +90,10 @@ def gather_kv(key_cache, value_cache, block_table_row, seq_len: int):
         bad = int(blocks[(blocks < 0) | (blocks >= num_blocks)][0])
         raise ValueError(f"block_table_row: used entry {bad} is outside [0, num_blocks={num_blocks})")
     offsets = positions % block_size
-    return key_cache[blocks, offsets], value_cache[blocks, offsets]
+    kv = (key_cache[blocks, offsets], value_cache[blocks, offsets])
+    if scale_caches is None:
+        return kv
+    return kv + tuple(np.asarray(c)[blocks, offsets] for c in scale_caches)
 
 
 def build_paged_cache(keys, values, block_tables, *, num_blocks: int, block_size: int, fill=np.nan):
@@ -108,6 +133,11 @@ def paged_attention(
     sliding_window=None,
     softcap=None,
     compute_dtype=np.float64,
+    kv_cache_dtype="auto",
+    k_scale=None,
+    v_scale=None,
+    k_scale_cache=None,
+    v_scale_cache=None,
 ):
     """Attention of each sequence's new query tokens over its paged KV history (decode, prefill, chunked, mixed).
 
@@ -121,6 +151,9 @@ def paged_attention(
             last q_len_i positions; decode: q_len_i == 1).
         query_start_loc: [num_seqs + 1] integer, starts at 0, non-decreasing, ends at T_total.
         scale, causal, sliding_window, softcap, compute_dtype: as in `attention` (causal is bottom-right).
+        kv_cache_dtype, k_scale, v_scale, k_scale_cache, v_scale_cache: how the caches are quantized (as in
+            `write_kv_cache`); each sequence's keys and values are dequantized (code * scale, in float64), then
+            attended to.
 
     Returns:
         out: [T_total, Hq, D] compute_dtype; a sequence with q_len 0 owns no rows.
@@ -141,9 +174,24 @@ def paged_attention(
         lo, hi = starts[i], starts[i + 1]
         if hi == lo:
             continue
-        k, v = gather_kv(key_cache, value_cache, block_tables[i], seq_len)
+        k, v = _dequantized_kv(key_cache, value_cache, block_tables[i], seq_len, kv_cache_dtype, k_scale, v_scale,
+                               k_scale_cache, v_scale_cache)
         out[lo:hi] = attention(
             q[None, lo:hi], k[None], v[None],
             causal=causal, scale=scale, sliding_window=sliding_window, softcap=softcap, compute_dtype=cd,
         )[0]
     return out
+
+
+def _dequantized_kv(key_cache, value_cache, table_row, seq_len, kv_cache_dtype, k_scale, v_scale, k_scale_cache,
+                    v_scale_cache):
+    """One sequence's keys and values [seq_len, Hkv, D], dequantized to float64 ("auto": as stored)."""
+    if kv_cache_dtype == "auto":
+        return gather_kv(key_cache, value_cache, table_row, seq_len)
+    if kv_cache_dtype == "int8":
+        k, v, ks, vs = gather_kv(key_cache, value_cache, table_row, seq_len,
+                                 scale_caches=(k_scale_cache, v_scale_cache))
+        return dequantize_rows(k, "int8", scales=ks), dequantize_rows(v, "int8", scales=vs)
+    k, v = gather_kv(key_cache, value_cache, table_row, seq_len)
+    return (dequantize_rows(k, kv_cache_dtype, scale=1.0 if k_scale is None else k_scale),
+            dequantize_rows(v, kv_cache_dtype, scale=1.0 if v_scale is None else v_scale))

@@ -12,6 +12,12 @@ and does what vLLM's FlashAttention backend does with them: the new keys and val
 `slot_mapping` (-1 = padding token, skipped; only the first len(slot_mapping) tokens), then paged attention over the
 cache writes the first num_actual_tokens rows of `output`. Both run as torch custom ops (`torch.ops.nkilab.*`,
 see `nkilab.kernels.torch_ops`) on the nkilab backend chosen at construction.
+
+Quantized caches (`kv_cache_dtype`, `nkilab.kernels.ops._kv_quant`): "fp8" (vLLM's name, = "fp8_e4m3fn", the torch
+fp8 dtype) and "fp8_e4m3fn" take the layer's `_k_scale` / `_v_scale` tensors (vLLM's per-tensor scales, 0-d or
+[Hkv]; 1.0 without a layer); "int8" needs the per-(token, kv head) float32 scale caches beside kv_cache, which vLLM's
+flash layout has no slot for: the layer's `kv_scale_cache` [2, num_blocks, block_size, Hkv] (keys' scales, then
+values', like kv_cache).
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ import torch
 import nkilab.kernels.torch_ops  # noqa: F401  (registers torch.ops.nkilab)
 
 OPS = torch.ops.nkilab
+# vLLM's kv_cache_dtype names -> nkilab's ("fp8" is vLLM's e4m3 on CUDA: torch's float8_e4m3fn)
+KV_CACHE_DTYPES = {"auto": "auto", "fp8": "fp8_e4m3fn", "fp8_e4m3fn": "fp8_e4m3fn", "int8": "int8"}
 
 
 @dataclass
@@ -56,7 +64,7 @@ class NkilabAttentionImpl:
         num_heads, head_size, scale, num_kv_heads: the layer's geometry and softmax scale.
         alibi_slopes: must be None (no ALiBi kernels).
         sliding_window: None or w (each query sees its last w keys, itself included: vLLM's (w - 1, 0) window).
-        kv_cache_dtype: "auto" (the cache holds the model dtype).
+        kv_cache_dtype: "auto" (the cache holds the model dtype), "fp8" / "fp8_e4m3fn", "int8" (module docstring).
         logits_soft_cap: None or 0 (off), or c > 0.
         attn_type: "decoder" only.
         kv_sharing_target_layer_name: set when another layer writes the shared cache (this one only reads it).
@@ -69,8 +77,8 @@ class NkilabAttentionImpl:
                  backend: str = "auto"):
         if alibi_slopes is not None:
             raise ValueError("alibi_slopes: nkilab's paged attention has no ALiBi; pass None")
-        if kv_cache_dtype != "auto":
-            raise ValueError(f"kv_cache_dtype: only 'auto' (the model dtype) is supported, got {kv_cache_dtype!r}")
+        if kv_cache_dtype not in KV_CACHE_DTYPES:
+            raise ValueError(f"kv_cache_dtype: must be one of {tuple(KV_CACHE_DTYPES)}, got {kv_cache_dtype!r}")
         if str(getattr(attn_type, "value", attn_type)).lower() != "decoder":
             raise ValueError(f"attn_type: only decoder self-attention is supported, got {attn_type!r}")
         if num_heads % num_kv_heads:
@@ -81,14 +89,15 @@ class NkilabAttentionImpl:
         self.logits_soft_cap = logits_soft_cap or None
         self.kv_sharing_target_layer_name = kv_sharing_target_layer_name
         self.backend = backend
+        self.kv_cache_dtype = KV_CACHE_DTYPES[kv_cache_dtype]
 
     def forward(self, layer, query: torch.Tensor, key: torch.Tensor | None, value: torch.Tensor | None,
                 kv_cache: torch.Tensor, attn_metadata, output: torch.Tensor | None = None, output_scale=None,
                 output_block_scale=None) -> torch.Tensor:
         """Write this step's keys and values into `kv_cache`, then attend (module docstring); returns `output`.
 
-        `layer` is vLLM's Attention module (unused: no fp8 scales). attn_metadata None is vLLM's profiling run: the
-        output is returned untouched.
+        `layer` is vLLM's Attention module: its fp8 scales or int8 scale caches (module docstring); unused for "auto".
+        attn_metadata None is vLLM's profiling run: the output is returned untouched.
         """
         if output is None:
             raise ValueError("output: vLLM v1 backends write into a preallocated output; pass one")
@@ -97,14 +106,31 @@ class NkilabAttentionImpl:
         if attn_metadata is None:
             return output
         key_cache, value_cache = kv_cache.unbind(0)
+        quant = self._quant(layer)
         if self.kv_sharing_target_layer_name is None and key is not None and value is not None:
             slots = attn_metadata.slot_mapping
             tokens = slots.shape[0]
-            OPS.write_kv_cache(key[:tokens], value[:tokens], key_cache, value_cache, slots, backend=self.backend)
+            OPS.write_kv_cache(key[:tokens], value[:tokens], key_cache, value_cache, slots, backend=self.backend,
+                               **quant)
         n = attn_metadata.num_actual_tokens
         out = output[:n].view(n, self.num_heads, self.head_size)
         OPS.paged_attention.out(query[:n], key_cache, value_cache, attn_metadata.block_table, attn_metadata.seq_lens,
                                 attn_metadata.query_start_loc, scale=self.scale, causal=bool(attn_metadata.causal),
                                 sliding_window=self.sliding_window, softcap=self.logits_soft_cap,
-                                backend=self.backend, out=out)
+                                backend=self.backend, out=out, **quant)
         return output
+
+    def _quant(self, layer) -> dict:
+        """The ops' quantization keywords from `layer` (module docstring); none for "auto"."""
+        if self.kv_cache_dtype == "auto":
+            return {}
+        if self.kv_cache_dtype == "int8":
+            scale_cache = getattr(layer, "kv_scale_cache", None)
+            if scale_cache is None:
+                raise ValueError("layer: kv_cache_dtype='int8' reads the per-token scale caches from "
+                                 "layer.kv_scale_cache [2, num_blocks, block_size, Hkv] float32; the layer has none")
+            k_sc, v_sc = scale_cache.unbind(0)
+            return dict(kv_cache_dtype="int8", k_scale_cache=k_sc, v_scale_cache=v_sc)
+        one = torch.ones((), dtype=torch.float32)
+        return dict(kv_cache_dtype=self.kv_cache_dtype, k_scale=getattr(layer, "_k_scale", one),
+                    v_scale=getattr(layer, "_v_scale", one))

@@ -15,6 +15,14 @@ Padding: slot -1 names row -1, outside the cache in both int32 and uint32 readin
 dma_copy), so padded tokens leave the cache untouched without a remap or a branch on slot values. The
 public API has already rejected slots below -1 or past the cache.
 
+Quantized caches (`quant`, see `nkilab.reference.kv_quant` for the bit-exact rules): each token tile is loaded into
+SBUF and its codes are computed there before the same scatter DMAs (SBUF -> HBM) —
+- fp8 (per tensor or per kv head): x · (1 / s) against a [PMAX, Hkv · D] row of the float32 reciprocals (one
+  memset per head, built once), clamped to ±max, cast to the cache's fp8 dtype (round-to-nearest-even);
+- int8: |x| reduced over D per (token, head) into amax [n, Hkv], s = max(amax · (1/127), TINY), its reciprocal,
+  x · (1 / s) per head (a per-partition scalar), clamped to ±127, cast to int8 (RNE, saturating); the scales
+  [n, Hkv] are scattered into the scale caches with the same slot indices.
+
 Reference: nkilab.reference.paged.write_kv_cache.
 """
 
@@ -23,13 +31,17 @@ from ._tiling import PMAX
 
 
 @nki.jit
-def write_kv_cache_kernel(key, value, key_cache, value_cache, slot_mapping):
+def write_kv_cache_kernel(key, value, key_cache, value_cache, slot_mapping, k_scale_cache=None, v_scale_cache=None,
+                          quant=None):
     """Scatter T tokens into a paged cache, in place.
 
     Dimensions:  T new tokens; num_blocks x block_size slots; Hkv kv heads of D.
-    Args:        key, value: [T, Hkv, D] cache dtype, HBM.
+    Args:        key, value: [T, Hkv, D] cache dtype ("auto"), else float32|bfloat16|float16, HBM.
                  key_cache, value_cache: [num_blocks, block_size, Hkv, D], HBM, updated in place.
                  slot_mapping: [T] int32, HBM; -1 = skip, else in [0, num_blocks * block_size).
+                 k_scale_cache, v_scale_cache: int8 only: [num_blocks, block_size, Hkv] float32, HBM, in place.
+                 quant: None ("auto"); ("fp8", fmax, k_inv, v_inv), k_inv / v_inv tuples of Hkv float32
+                 reciprocal scales; ("int8", qmax, inv_qmax, tiny): 127, float32 1/127, the scale floor.
     Returns:     (key_cache, value_cache), the same HBM tensors.
     Tiling:      tokens in PMAX-row tiles (one index load, then one (v3+) or n (v2) DMAs per cache).
     """
@@ -41,23 +53,77 @@ def write_kv_cache_kernel(key, value, key_cache, value_cache, slot_mapping):
     slots_hbm = slot_mapping.reshape((t_total, 1))
     pairs = [(new.reshape((t_total, row)), cache.reshape((num_slots, row)))
              for new, cache in ((key, key_cache), (value, value_cache))]
+    scale_rows = None
+    if quant is not None and quant[0] == "int8":
+        scale_rows = [c.reshape((num_slots, hkv)) for c in (k_scale_cache, v_scale_cache)]
+    inv_rows = None
+    if quant is not None and quant[0] == "fp8":
+        inv_rows = [_inverse_row(inv, d, min(PMAX, t_total)) for inv in quant[2:]]
     for start in range(0, t_total, PMAX):
         n = min(PMAX, t_total - start)
         slots = nl.ndarray((n, 1), nl.int32, buffer=nl.sbuf)
         nisa.dma_copy(dst=slots, src=slots_hbm[start : start + n, :])
-        for new_rows, cache_rows in pairs:
-            if vector_dma:
-                nisa.dma_copy(
-                    dst=cache_rows.ap([[row, n], [1, row]], offset=0, vector_offset=slots, indirect_dim=0),
-                    src=new_rows[start : start + n, :],
-                    oob_mode=nisa.oob_mode.skip,
-                )
-            else:
-                for t in range(n):
-                    nisa.dma_copy(
-                        dst=cache_rows.ap([[row, 1], [1, row]], offset=0, scalar_offset=slots[t : t + 1, :],
-                                          indirect_dim=0),
-                        src=new_rows[start + t : start + t + 1, :],
-                        oob_mode=nisa.oob_mode.skip,
-                    )
+        for i, (new_rows, cache_rows) in enumerate(pairs):
+            src = new_rows[start : start + n, :]
+            if inv_rows is not None:
+                src = _fp8_codes(src, inv_rows[i], quant[1], cache_rows.dtype)
+            elif scale_rows is not None:
+                src, scales = _int8_codes(src, hkv, d, *quant[1:])
+                _scatter(scale_rows[i], scales, slots, vector_dma)
+            _scatter(cache_rows, src, slots, vector_dma)
     return key_cache, value_cache
+
+
+def _scatter(cache_rows, src, slots, vector_dma):
+    """cache_rows[slots[p]] = src[p] for the n rows of src (HBM or SBUF [n, row]); slot -1 rows are skipped."""
+    n, row = src.shape
+    if vector_dma:
+        nisa.dma_copy(dst=cache_rows.ap([[row, n], [1, row]], offset=0, vector_offset=slots, indirect_dim=0),
+                      src=src, oob_mode=nisa.oob_mode.skip)
+        return
+    for t in range(n):
+        nisa.dma_copy(dst=cache_rows.ap([[row, 1], [1, row]], offset=0, scalar_offset=slots[t : t + 1, :],
+                                        indirect_dim=0),
+                      src=src[t : t + 1, :], oob_mode=nisa.oob_mode.skip)
+
+
+def _inverse_row(inv, d, rows):
+    """fp8: float32 [rows, Hkv * D] SBUF, head h's D columns = inv[h] (the reciprocal of its scale)."""
+    tile = nl.ndarray((rows, len(inv) * d), nl.float32, buffer=nl.sbuf)
+    for h, value in enumerate(inv):
+        nisa.memset(dst=tile[:, h * d : (h + 1) * d], value=value)
+    return tile
+
+
+def _fp8_codes(src, inv_row, fmax, dtype):
+    """fp8 codes [n, row] (SBUF, `dtype`) of the HBM rows src: clamp(x · inv, ±fmax), cast RNE."""
+    n, row = src.shape
+    x = nl.ndarray((n, row), src.dtype, buffer=nl.sbuf)
+    nisa.dma_copy(dst=x, src=src)
+    scaled = nl.ndarray((n, row), nl.float32, buffer=nl.sbuf)
+    nisa.tensor_tensor(dst=scaled, data1=x, data2=inv_row[0:n, :], op=nl.multiply)
+    codes = nl.ndarray((n, row), dtype, buffer=nl.sbuf)
+    nisa.tensor_scalar(dst=codes, data=scaled, op0=nl.minimum, operand0=fmax, op1=nl.maximum, operand1=-fmax)
+    return codes
+
+
+def _int8_codes(src, hkv, d, qmax, inv_qmax, tiny):
+    """(int8 codes [n, Hkv * D], float32 scales [n, Hkv]) SBUF of the HBM rows src, symmetric per (token, head)."""
+    n, row = src.shape
+    x = nl.ndarray((n, hkv, d), src.dtype, buffer=nl.sbuf)
+    nisa.dma_copy(dst=x, src=src.reshape((n, hkv, d)))
+    mag = nl.ndarray((n, hkv, d), nl.float32, buffer=nl.sbuf)
+    nisa.tensor_scalar(dst=mag, data=x, op0=nl.abs_max, operand0=0.0)  # |x|
+    scales = nl.ndarray((n, hkv), nl.float32, buffer=nl.sbuf)
+    nisa.tensor_reduce(dst=scales, op=nl.maximum, data=mag, axis=2)
+    nisa.tensor_scalar(dst=scales, data=scales, op0=nl.multiply, operand0=inv_qmax, op1=nl.maximum,
+                       operand1=tiny)
+    inv = nl.ndarray((n, hkv), nl.float32, buffer=nl.sbuf)
+    nisa.reciprocal(dst=inv, data=scales)
+    codes = nl.ndarray((n, hkv, d), nl.int8, buffer=nl.sbuf)
+    for h in range(hkv):
+        scaled = nl.ndarray((n, d), nl.float32, buffer=nl.sbuf)
+        nisa.tensor_scalar(dst=scaled, data=x[:, h, :], op0=nl.multiply, operand0=inv[:, h : h + 1])
+        nisa.tensor_scalar(dst=codes[:, h, :], data=scaled, op0=nl.minimum, operand0=qmax, op1=nl.maximum,
+                           operand1=-qmax)
+    return codes.reshape((n, row)), scales

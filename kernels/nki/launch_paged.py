@@ -21,8 +21,10 @@ from __future__ import annotations
 import numpy as np
 
 from nkilab.kernels._adapter import numpy_dtype
+from nkilab.reference.kv_quant import storage_dtype
 
 from ._launch import DTYPES, EMPTY_REASON, launch, neuron_target
+from .launch_kv_cache import check_target_format
 from ._tiling import PMAX
 from .paged_attention import paged_attention_kernel
 
@@ -31,8 +33,11 @@ MAX_SLOTS = 1 << 24  # slot and block indices go through fp32 index math on devi
 
 
 def paged_attention(q, key_cache, value_cache, block_tables, seq_lens, query_start_loc, *, scale, causal=True,
-                    sliding_window=None, softcap=None, target: str | None = None):
-    """Paged attention (`nkilab.kernels.paged_attention`) of q [T_total, Hq, D] over the caches; returns [T_total, Hq, D] q.dtype."""
+                    sliding_window=None, softcap=None, target: str | None = None, kv_cache_dtype: str = "auto",
+                    k_scale=None, v_scale=None, k_scale_cache=None, v_scale_cache=None):
+    """Paged attention (`nkilab.kernels.paged_attention`) of q [T_total, Hq, D] over the caches (quantized per
+    kv_cache_dtype, scales as the public API's); returns [T_total, Hq, D] q.dtype."""
+    check_target_format(kv_cache_dtype, target)
     if q.shape[0] == 0:
         return np.zeros(q.shape, q.dtype)
     if q.shape[1] // key_cache.shape[2] > PMAX:
@@ -44,7 +49,21 @@ def paged_attention(q, key_cache, value_cache, block_tables, seq_lens, query_sta
                          "use backend 'reference' or 'triton'")
     args, kwargs = _kernel_args(q, key_cache, value_cache, block_tables, seq_lens, query_start_loc, scale=scale,
                                 causal=causal, sliding_window=sliding_window, softcap=softcap)
+    if kv_cache_dtype == "int8":
+        args += (k_scale_cache, v_scale_cache)
+    kwargs["quant"] = kernel_quant(kv_cache_dtype, k_scale, v_scale, key_cache.shape[2])
     return launch(paged_attention_kernel, *args, target=target, **kwargs)
+
+
+def kernel_quant(kv_cache_dtype: str, k_scale, v_scale, hkv: int):
+    """The kernel's compile-time `quant` (`paged_attention/quant.py`): None, ("fp8", k_scales, v_scales) with Hkv
+    floats each, or ("int8",)."""
+    if kv_cache_dtype == "auto":
+        return None
+    if kv_cache_dtype == "int8":
+        return ("int8",)
+    return ("fp8", *(tuple(float(x) for x in np.broadcast_to(np.asarray(s, np.float32), (hkv,)))
+                     for s in (k_scale, v_scale)))
 
 
 def rows_per_item(t_total: int, num_seqs: int, group: int) -> int:
@@ -110,12 +129,14 @@ def _kernel_args(q, key_cache, value_cache, block_tables, seq_lens, query_start_
 
 def unsupported(**problem) -> str | None:
     """Why the NKI paged-attention kernel cannot run `problem` (None when it can); keys: head_dim, block_size, dtype,
-    sliding_window, softcap (both supported), empty."""
+    sliding_window, softcap (both supported), kv_cache_dtype, empty."""
     if problem.get("empty"):
         return EMPTY_REASON
     head_dim, block_size, dtype = problem.get("head_dim"), problem.get("block_size"), problem.get("dtype")
     if dtype is not None and str(dtype) not in DTYPES:
         return f"dtype {dtype} not in {DTYPES}"
+    if str(problem.get("kv_cache_dtype", "auto")).startswith("fp8") and str(dtype) == "float32":
+        return "an fp8 cache with float32 q (TensorE pairs float32 only with float32; use bfloat16 / float16 q)"
     if head_dim is not None and head_dim > MAX_HEAD_DIM:
         return f"head_dim {head_dim} > {MAX_HEAD_DIM}"
     if block_size is not None and block_size & (block_size - 1):
@@ -128,7 +149,7 @@ def traceable(problem: dict, target: str | None):
     real index metadata (each sequence's blocks laid out one after another).
 
     problem keys: num_seqs, q_len (or q_lens), context (or seq_lens), hq, hkv, head_dim, block_size, dtype,
-    sliding_window, softcap, scale. `target` must be a Neuron target; the kernel's v2 / v3+ gather branch follows
+    sliding_window, softcap, scale, kv_cache_dtype (fp8: unit per-tensor scales; int8: zero scale caches). `target` must be a Neuron target; the kernel's v2 / v3+ gather branch follows
     the target the trace runs on (`_launch.trace`).
     """
     neuron_target(target)
@@ -146,8 +167,13 @@ def traceable(problem: dict, target: str | None):
         start += n
     query_start_loc = np.concatenate([[0], np.cumsum(q_lens)]).astype(np.int32)
     q = np.zeros((int(query_start_loc[-1]), problem["hq"], d), dtype)
-    cache = np.zeros((num_blocks, bs, hkv, d), dtype)
+    kv_dtype = problem.get("kv_cache_dtype") or "auto"
+    cache = np.zeros((num_blocks, bs, hkv, d), storage_dtype(kv_dtype, dtype.name))
     args, kwargs = _kernel_args(q, cache, cache, table, seq_lens, query_start_loc,
                                 scale=problem.get("scale") or d**-0.5, causal=problem.get("causal", True),
                                 sliding_window=problem.get("sliding_window"), softcap=problem.get("softcap"))
+    if kv_dtype == "int8":
+        scales = np.zeros((num_blocks, bs, hkv), np.float32)
+        args += (scales, scales)
+    kwargs["quant"] = kernel_quant(kv_dtype, 1.0, 1.0, hkv)
     return paged_attention_kernel, args, kwargs

@@ -13,6 +13,7 @@ import numpy as np
 from nkilab import reference
 from nkilab.kernels import _backends, _checks
 from nkilab.kernels._adapter import dtype_name, numpy_dtype, to_numpy, to_torch
+from nkilab.kernels.ops import _kv_quant
 from nkilab.kernels.ops._op import Launcher, Op, Plot, TorchOp
 from nkilab.kernels.ops._problem import Problem
 from nkilab.kernels.ops.attention import attention_torch, sdpa, visible_pairs
@@ -20,7 +21,8 @@ from nkilab.reference.dtypes import itemsize
 
 
 def paged_attention(q, key_cache, value_cache, block_tables, seq_lens, query_start_loc, *, scale=None, causal=True,
-                    sliding_window=None, softcap=None, backend="auto", out=None, target=None):
+                    sliding_window=None, softcap=None, kv_cache_dtype="auto", k_scale=None, v_scale=None,
+                    k_scale_cache=None, v_scale_cache=None, backend="auto", out=None, target=None):
     """Attention over a paged KV cache for decode, prefill, chunked prefill and mixed batches.
 
     Dimensions: T_total query tokens of num_seqs sequences; Hq = g * Hkv; D head dim.
@@ -28,12 +30,15 @@ def paged_attention(q, key_cache, value_cache, block_tables, seq_lens, query_sta
     Args:
         q: [T_total, Hq, D] float16|bfloat16|float32|float64; sequence i owns rows
             query_start_loc[i] : query_start_loc[i + 1], which are its last q_len_i positions.
-        key_cache, value_cache: [num_blocks, block_size, Hkv, D], q's dtype (layout: nkilab.reference.paged).
+        key_cache, value_cache: [num_blocks, block_size, Hkv, D], q's dtype (layout: nkilab.reference.paged), or
+            float8_e4m3 / float8_e4m3fn / int8 for the quantized kv_cache_dtype of that name.
         block_tables: [num_seqs, max_blocks] integer (int32); the first ceil(seq_lens[i] / block_size) entries
             of row i must be in [0, num_blocks); later entries are ignored (-1 or anything).
         seq_lens: [num_seqs] integer, KV length of each sequence including its new tokens (>= q_len_i).
         query_start_loc: [num_seqs + 1] integer (int32), 0 first, non-decreasing, T_total last.
         scale, causal, sliding_window, softcap: as in `attention` (causal defaults to True here).
+        kv_cache_dtype, k_scale, v_scale, k_scale_cache, v_scale_cache: the caches' format and scales, as written by
+            `write_kv_cache` (`nkilab.kernels.ops._kv_quant`); the kernels dequantize on the fly.
         backend: "reference" | "nki" | "triton" | "auto" (see nkilab.kernels.api).
         out: None, or an array like q (kind, shape, dtype, device) that receives the result (returned).
         target: Neuron target of the NKI backend ("inf2" | "trn1" | "trn2" | "trn3"); None = its default.
@@ -45,25 +50,35 @@ def paged_attention(q, key_cache, value_cache, block_tables, seq_lens, query_sta
         nkilab.reference.paged.paged_attention (gather each sequence, then dense attention).
     """
     options = check(q, key_cache, value_cache, block_tables, seq_lens, query_start_loc, causal=causal, scale=scale,
-                    sliding_window=sliding_window, softcap=softcap)
+                    sliding_window=sliding_window, softcap=softcap, kv_cache_dtype=kv_cache_dtype, k_scale=k_scale,
+                    v_scale=v_scale, k_scale_cache=k_scale_cache, v_scale_cache=v_scale_cache)
     _checks.out_array(out, q, "q")
     problem = dict(head_dim=int(q.shape[2]), block_size=int(key_cache.shape[1]), dtype=dtype_name(q),
-                   sliding_window=options["sliding_window"], softcap=options["softcap"], empty=_backends.empty(q))
+                   sliding_window=options["sliding_window"], softcap=options["softcap"], kv_cache_dtype=kv_cache_dtype,
+                   empty=_backends.empty(q))
     name, impl = _backends.choose(OP, backend, problem, target=target)
     arrays = (q, key_cache, value_cache, block_tables, seq_lens, query_start_loc)
+    for key in ("k_scale_cache", "v_scale_cache"):
+        if key in options:
+            options[key] = _backends.to_backend(name, options[key])
     result = impl(*(_backends.to_backend(name, a) for a in arrays), **options)
     return _backends.back(result, q, out)
 
 
 def check(q, key_cache, value_cache, block_tables, seq_lens, query_start_loc, *, causal, scale, sliding_window,
-          softcap) -> dict:
-    """Validate paged attention inputs; returns the normalized options (`_checks.attention_options`)."""
+          softcap, kv_cache_dtype="auto", k_scale=None, v_scale=None, k_scale_cache=None, v_scale_cache=None) -> dict:
+    """Validate paged attention inputs; returns the normalized options (`_checks.attention_options`) and the
+    quantization's backend keywords (`_kv_quant.check_scales`; none for "auto")."""
     _checks.arrays(q=q, key_cache=key_cache, value_cache=value_cache, block_tables=block_tables, seq_lens=seq_lens,
                    query_start_loc=query_start_loc)
     _checks.ndim("q", q, 3, "[T_total, Hq, D]")
     _checks.float_dtype("q", q)
-    _checks.paged_cache(key_cache, value_cache)
-    _checks.same_dtype("q, key_cache, value_cache", q, key_cache, value_cache)
+    storage = _kv_quant.storage(_kv_quant.check_dtype(kv_cache_dtype))
+    _checks.paged_cache(key_cache, value_cache, storage)
+    if storage is None:
+        _checks.same_dtype("q, key_cache, value_cache", q, key_cache, value_cache)
+    else:
+        _checks.same_dtype("key_cache, value_cache", key_cache, value_cache)
     num_blocks, block_size, hkv, d = key_cache.shape
     t_total, hq, qd = q.shape
     if qd != d:
@@ -83,7 +98,9 @@ def check(q, key_cache, value_cache, block_tables, seq_lens, query_start_loc, *,
     lens = to_numpy(seq_lens).astype(np.int64)
     _check_metadata(starts, lens, t_total)
     _check_block_tables(to_numpy(block_tables).astype(np.int64), lens, num_blocks, block_size)
-    return _checks.attention_options(causal, scale, sliding_window, softcap, d)
+    quant = _kv_quant.check_scales(kv_cache_dtype, key_cache, k_scale=k_scale, v_scale=v_scale,
+                                   k_scale_cache=k_scale_cache, v_scale_cache=v_scale_cache, writing=False)
+    return {**_checks.attention_options(causal, scale, sliding_window, softcap, d), **quant}
 
 
 def _check_metadata(starts: np.ndarray, lens: np.ndarray, t_total: int) -> None:
@@ -150,7 +167,8 @@ def q_lens(problem: Problem) -> list[int]:
 def spec(problem: Problem) -> dict:
     p = problem.params
     return dict(head_dim=p["head_dim"], block_size=p["block_size"], dtype=problem.dtype,
-                sliding_window=p.get("sliding_window"), softcap=p.get("softcap"))
+                sliding_window=p.get("sliding_window"), softcap=p.get("softcap"),
+                kv_cache_dtype=p.get("kv_cache_dtype", "auto"))
 
 
 def flops(problem: Problem) -> float:
@@ -162,18 +180,24 @@ def flops(problem: Problem) -> float:
 
 
 def hbm_bytes(problem: Problem) -> float:
-    """q read and out written, the live (windowed) K and V positions read once, the int32 metadata read."""
+    """q read and out written, the live (windowed) K and V positions read once (in the cache's storage dtype, int8
+    with its float32 scale per token and head), the int32 metadata read."""
     p = problem.params
     d = p["head_dim"]
+    kv_dtype = p.get("kv_cache_dtype", "auto")
     tokens_q = sum(q_lens(problem))
-    kv = 2 * sum(min(ctx, p.get("sliding_window") or ctx) for ctx in contexts(problem)) * p["hkv"] * d
+    rows = sum(min(ctx, p.get("sliding_window") or ctx) for ctx in contexts(problem))
+    kv = 2 * rows * p["hkv"] * d * _kv_quant.storage_dtype(kv_dtype, problem.dtype).itemsize
+    kv += _kv_quant.scale_bytes(kv_dtype, rows, p["hkv"])
     max_blocks = math.ceil(max(contexts(problem)) / p["block_size"])
-    return itemsize(problem.dtype) * (2 * tokens_q * p["hq"] * d + kv) + 4 * p["num_seqs"] * (max_blocks + 2)
+    return itemsize(problem.dtype) * 2 * tokens_q * p["hq"] * d + kv + 4 * p["num_seqs"] * (max_blocks + 2)
 
 
 def make_inputs(problem: Problem, rng: np.random.Generator, zeros: bool):
     """(q, key_cache, value_cache, block_tables, seq_lens, query_start_loc): permuted physical blocks, NaN in every
-    slot no sequence owns (zeros everywhere in trace mode); causal / window / softcap as keywords."""
+    slot no sequence owns (zeros everywhere in trace mode); causal / window / softcap as keywords. A quantized
+    kv_cache_dtype quantizes the live slots the way write_kv_cache stores them (`_kv_quant.quantized_caches`) and adds
+    its scale keywords: the check compares each backend with the reference on those same caches."""
     p, dt = problem.params, numpy_dtype(problem.dtype)
     hq, hkv, d, bs = p["hq"], p["hkv"], p["head_dim"], p["block_size"]
 
@@ -199,20 +223,33 @@ def make_inputs(problem: Problem, rng: np.random.Generator, zeros: bool):
         key_cache, value_cache = reference.build_paged_cache(keys, values, tables, num_blocks=num_blocks, block_size=bs)
     q = normal((int(starts[-1]), hq, d))
     options = dict(causal=True, sliding_window=p.get("sliding_window"), softcap=p.get("softcap"))
+    kv_dtype = p.get("kv_cache_dtype", "auto")
+    if kv_dtype != "auto":
+        live = None if zeros else {int(tables[i, pos // bs]) * bs + pos % bs for i, s in enumerate(seq_lens)
+                                   for pos in range(int(s))}
+        key_cache, value_cache, extra = _kv_quant.quantized_caches(kv_dtype, key_cache, value_cache, live, zeros)
+        options.update(kv_cache_dtype=kv_dtype, **extra)
     return (q, key_cache, value_cache, tables, seq_lens, starts), options
 
 
 def smoke_problems(dtype: str) -> list[Problem]:
-    """A mixed batch: two decode sequences and a 4-token chunk."""
+    """A mixed batch: two decode sequences and a 4-token chunk (over the model-dtype cache: every backend and the GPU
+    bench run every smoke problem; the quantized caches are covered by tests/kernels/test_kv_quant.py)."""
     return [Problem(OP, "smoke/paged_attention/mixed", "smoke",
                     dict(num_seqs=3, q_lens=(1, 1, 4), seq_lens=(17, 40, 9), q_len=1, hq=4, hkv=2, head_dim=64,
                          block_size=16, sliding_window=None, softcap=None), dtype, 6, "smoke")]
 
 
 def model_problems(model, phase: str, grid: dict, quant, dtype: str) -> list[Problem]:
-    """Decode only: batch x context x block size (at most `grid["max_kv_tokens"]` cached tokens per call)."""
+    """Decode only: batch x context x block size (at most `grid["max_kv_tokens"]` cached tokens per call); then the
+    quantized caches (`_quantized_decode_problems`)."""
     if phase != "decode":
         return []
+    return _decode_problems(model, grid, dtype) + _quantized_decode_problems(model, grid, dtype)
+
+
+def _decode_problems(model, grid: dict, dtype: str) -> list[Problem]:
+    """The decode grid over the model-dtype cache ("auto")."""
     out = []
     for bs in grid["block_sizes"]:
         for b in grid["batches"]:
@@ -222,14 +259,27 @@ def model_problems(model, phase: str, grid: dict, quant, dtype: str) -> list[Pro
                 params = dict(num_seqs=b, q_len=1, context=ctx, hq=model.q_heads_per_rank,
                               hkv=model.kv_heads_per_rank, head_dim=model.head_dim, block_size=bs,
                               sliding_window=model.sliding_window, softcap=None)
-                out.append(Problem(OP, f"{model.name}/decode/paged_attention/b{b}-ctx{ctx}-bs{bs}", phase, params,
+                out.append(Problem(OP, f"{model.name}/decode/paged_attention/b{b}-ctx{ctx}-bs{bs}", "decode", params,
                                    dtype, b, model.name))
+    return out
+
+
+def _quantized_decode_problems(model, grid: dict, dtype: str) -> list[Problem]:
+    """The decode rows again over each quantized cache of `_kv_quant.WORKLOAD_DTYPES`, at the grid's first block size
+    (named .../paged_attention/<kv_cache_dtype>/b..-ctx..-bs..; their speed-up is against the same row over "auto")."""
+    first = {**grid, "block_sizes": grid["block_sizes"][:1]}
+    out = []
+    for kv in _kv_quant.WORKLOAD_DTYPES:
+        for p in _decode_problems(model, first, dtype):
+            out.append(Problem(OP, p.name.replace("/paged_attention/", f"/paged_attention/{kv}/"), p.phase,
+                               {**p.params, "kv_cache_dtype": kv}, dtype, p.tokens, p.model))
     return out
 
 
 def _series(problem: dict) -> tuple[tuple, str]:
     context = problem.get("context", 0)
-    return (context,), f"paged_attention ctx {context}"
+    kv = problem.get("kv_cache_dtype", "auto")
+    return (context, kv), f"paged_attention ctx {context}" + ("" if kv == "auto" else f" {kv}")
 
 
 # --- GPU bench ----------------------------------------------------------------------------------------------------
@@ -255,7 +305,8 @@ def paged_attention_torch(q, key_cache, value_cache, block_tables, seq_lens, que
 
 def bench(problem: Problem, device, cache: dict):
     """(cases, truth) of the GPU bench: Triton and, for a uniform decode batch without a window, torch SDPA over the
-    same keys stored densely (no paging)."""
+    same keys stored densely (no paging). Quantized-cache rows have no bench variant (`OP.bench_variants`): torch has
+    no float8_e4m3 and its baselines no int8 cache; they are modeled on the Neuron targets."""
     import torch  # optional heavy dependency: only the GPU bench calls this
 
     triton_paged = _backends.load(OP, "triton")[0]
@@ -283,9 +334,11 @@ def bench(problem: Problem, device, cache: dict):
 
 
 # torch.ops.nkilab.<op> (nkilab.kernels.torch_ops): the public function's arguments as a torch.library schema
+# (fp8 k_scale / v_scale as tensors: 0-d per tensor, [Hkv] per head)
 _TORCH_ARGS = ("Tensor q, Tensor key_cache, Tensor value_cache, Tensor block_tables, Tensor seq_lens, "
                "Tensor query_start_loc, *, float? scale=None, bool causal=True, int? sliding_window=None, "
-               "float? softcap=None, str backend='auto', str? target=None")
+               "float? softcap=None, str kv_cache_dtype='auto', Tensor? k_scale=None, Tensor? v_scale=None, "
+               "Tensor? k_scale_cache=None, Tensor? v_scale_cache=None, str backend='auto', str? target=None")
 TORCH = TorchOp.like_first(_TORCH_ARGS)
 
 
@@ -305,5 +358,6 @@ OP = Op(
     model_problems=model_problems,
     plot=Plot(size="num_seqs", series=_series, context="context"),
     bench=bench,
+    bench_variants=lambda problem: [] if problem.params.get("kv_cache_dtype", "auto") != "auto" else [problem],
     torch=TORCH,
 )

@@ -13,19 +13,25 @@ import numpy as np
 from nkilab import reference
 from nkilab.kernels import _backends, _checks
 from nkilab.kernels._adapter import dtype_name, is_torch, numpy_dtype, to_numpy, to_torch
+from nkilab.kernels.ops import _kv_quant
 from nkilab.kernels.ops._op import Check, Launcher, Op, Plot, TorchOp
 from nkilab.kernels.ops._problem import Problem
 from nkilab.reference.dtypes import itemsize
 
 
-def write_kv_cache(key, value, key_cache, value_cache, slot_mapping, *, backend="auto", target=None):
-    """Write each token's key/value into its cache slot, in place on the caller's arrays.
+def write_kv_cache(key, value, key_cache, value_cache, slot_mapping, *, kv_cache_dtype="auto", k_scale=None,
+                   v_scale=None, k_scale_cache=None, v_scale_cache=None, backend="auto", target=None):
+    """Write each token's key/value into its cache slot, in place on the caller's arrays (quantized on the way when
+    kv_cache_dtype is not "auto").
 
     Args:
-        key, value: [T, Hkv, D], the caches' dtype.
-        key_cache, value_cache: [num_blocks, block_size, Hkv, D] float16|bfloat16|float32|float64, writable.
+        key, value: [T, Hkv, D], the caches' dtype ("auto"), else float16|bfloat16|float32|float64 (finite).
+        key_cache, value_cache: [num_blocks, block_size, Hkv, D] float16|bfloat16|float32|float64 ("auto"), or
+            float8_e4m3 / float8_e4m3fn / int8 for the quantized kv_cache_dtype of that name; writable.
         slot_mapping: [T] signed integer; token t -> block slot // block_size, offset slot % block_size; -1 = skip.
             Live slots must be unique and in [0, num_blocks * block_size).
+        kv_cache_dtype, k_scale, v_scale, k_scale_cache, v_scale_cache: the cache format and its scales
+            (`nkilab.kernels.ops._kv_quant`); int8 writes each token's per-head scales into the scale caches.
         backend: "reference" | "nki" | "triton" | "auto" (see nkilab.kernels.api).
         target: Neuron target of the NKI backend ("inf2" | "trn1" | "trn2" | "trn3"); None = its default.
 
@@ -41,26 +47,31 @@ def write_kv_cache(key, value, key_cache, value_cache, slot_mapping, *, backend=
         >>> kc.ravel().tolist()
         [0.0, 0.0, 1.0, 0.0]
     """
-    check(key, value, key_cache, value_cache, slot_mapping)
-    problem = dict(head_dim=int(key_cache.shape[3]), block_size=int(key_cache.shape[1]), dtype=dtype_name(key_cache),
-                   empty=_backends.empty(key))
+    quant = check(key, value, key_cache, value_cache, slot_mapping, kv_cache_dtype=kv_cache_dtype, k_scale=k_scale,
+                  v_scale=v_scale, k_scale_cache=k_scale_cache, v_scale_cache=v_scale_cache)
+    problem = dict(head_dim=int(key_cache.shape[3]), block_size=int(key_cache.shape[1]), dtype=dtype_name(key),
+                   kv_cache_dtype=kv_cache_dtype, empty=_backends.empty(key))
     name, impl = _backends.choose(OP, backend, problem, target=target)
-    write(name, impl, key, value, key_cache, value_cache, slot_mapping)
+    write(name, impl, key, value, key_cache, value_cache, slot_mapping, **quant)
     return key_cache, value_cache
 
 
-def write(name: str, impl, key, value, key_cache, value_cache, slot_mapping) -> None:
+def write(name: str, impl, key, value, key_cache, value_cache, slot_mapping, **quant) -> None:
     """Run backend `name`'s write (`impl`) on validated arguments at a cost of O(new tokens), never O(cache).
 
     Caches the backend can take as views of the caller's memory (`_backends.in_place`: same device, contiguous) are
     written there directly. Others (another device, a non-contiguous cache) are not converted whole: the backend
     writes the live tokens into a compact staging cache of one slot per token (block_size 1), whose rows are then
-    scattered into the caller's caches at their slots.
+    scattered into the caller's caches at their slots. `quant`: the backend keywords of `_kv_quant.check_scales`
+    (int8 scale caches are caches too: written in place or staged like the data caches).
     """
-    views = [_backends.in_place(name, c) for c in (key_cache, value_cache)]
+    scale_names = [n for n in ("k_scale_cache", "v_scale_cache") if n in quant]
+    caches = [key_cache, value_cache] + [quant[n] for n in scale_names]
+    views = [_backends.in_place(name, c) for c in caches]
     small = [_backends.to_backend(name, a) for a in (key, value)]
     if all(v is not None for v in views):
-        impl(*small, *views, _backends.to_backend(name, slot_mapping))  # in place, on the caller's memory
+        impl(*small, *views[:2], _backends.to_backend(name, slot_mapping),
+             **{**quant, **dict(zip(scale_names, views[2:]))})  # in place, on the caller's memory
         return
     slots = to_numpy(slot_mapping).astype(np.int64)
     live = np.flatnonzero(slots >= 0)
@@ -68,11 +79,11 @@ def write(name: str, impl, key, value, key_cache, value_cache, slot_mapping) -> 
         return
     compact = np.full(slots.shape, -1, np.int64)
     compact[live] = np.arange(live.size)
-    stage_shape = (live.size, 1, *key_cache.shape[2:])
-    stages = [_backends.to_backend(name, np.zeros(stage_shape, numpy_dtype(dtype_name(key_cache)))) for _ in range(2)]
-    impl(*small, *stages, _backends.to_backend(name, compact))
+    stages = [_backends.to_backend(name, np.zeros((live.size, 1, *c.shape[2:]), numpy_dtype(dtype_name(c))))
+              for c in caches]
+    impl(*small, *stages[:2], _backends.to_backend(name, compact), **{**quant, **dict(zip(scale_names, stages[2:]))})
     blocks, offsets = np.divmod(slots[live], key_cache.shape[1])
-    for mine, stage in zip((key_cache, value_cache), stages):
+    for mine, stage in zip(caches, stages):
         scatter_rows(mine, blocks, offsets, stage[:, 0])
 
 
@@ -88,17 +99,24 @@ def scatter_rows(cache, blocks: np.ndarray, offsets: np.ndarray, rows) -> None:
         cache[blocks, offsets] = to_numpy(rows)
 
 
-def check(key, value, key_cache, value_cache, slot_mapping) -> None:
+def check(key, value, key_cache, value_cache, slot_mapping, *, kv_cache_dtype="auto", k_scale=None, v_scale=None,
+          k_scale_cache=None, v_scale_cache=None) -> dict:
     """Validate a cache write: shapes, dtypes, writable caches, signed slots in [-1, num_blocks * block_size), live
-    slots unique."""
+    slots unique, the quantization arguments (`_kv_quant`); returns the backend keywords of the quantization."""
     _checks.arrays(key=key, value=value, key_cache=key_cache, value_cache=value_cache, slot_mapping=slot_mapping)
     _checks.ndim("key", key, 3, "[T, Hkv, D]")
     if tuple(value.shape) != tuple(key.shape):
         raise ValueError(f"value: shape must equal key's {tuple(key.shape)}, got {tuple(value.shape)}")
-    _checks.paged_cache(key_cache, value_cache)
+    storage = _kv_quant.storage(_kv_quant.check_dtype(kv_cache_dtype))
+    _checks.paged_cache(key_cache, value_cache, storage)
     _checks.writable("key_cache", key_cache)
     _checks.writable("value_cache", value_cache)
-    _checks.same_dtype("key, value, key_cache, value_cache", key, value, key_cache, value_cache)
+    if storage is None:
+        _checks.same_dtype("key, value, key_cache, value_cache", key, value, key_cache, value_cache)
+    else:
+        _checks.float_dtype("key", key)
+        _checks.same_dtype("key, value", key, value)
+        _checks.same_dtype("key_cache, value_cache", key_cache, value_cache)
     num_blocks, block_size, hkv, d = key_cache.shape
     if tuple(key.shape[1:]) != (hkv, d):
         raise ValueError(f"key: [Hkv, D]={tuple(key.shape[1:])} must match key_cache's {(hkv, d)}")
@@ -119,6 +137,10 @@ def check(key, value, key_cache, value_cache, slot_mapping) -> None:
     uniq, counts = np.unique(live, return_counts=True)
     if np.any(counts > 1):
         raise ValueError(f"slot_mapping: live slots must be unique (the write order is undefined), slot {uniq[counts > 1][0]} repeats")
+    quant = _kv_quant.check_scales(kv_cache_dtype, key_cache, k_scale=k_scale, v_scale=v_scale,
+                                   k_scale_cache=k_scale_cache, v_scale_cache=v_scale_cache, writing=True)
+    _kv_quant.check_finite(kv_cache_dtype, key=key, value=value)
+    return quant
 
 
 # --- the check: an exact copy -------------------------------------------------------------------------------------
@@ -129,10 +151,14 @@ def stacked_caches(out) -> np.ndarray:
     return np.stack([to_numpy(out[0]).astype(np.float64), to_numpy(out[1]).astype(np.float64)])
 
 
-def expected_caches(key, value, key_cache, value_cache, slot_mapping, *, compute_dtype=None) -> np.ndarray:
-    """The reference write on copies of the caches, stacked like `stacked_caches` (a copy has no working precision,
-    so `compute_dtype` is ignored)."""
-    return stacked_caches(reference.write_kv_cache(key, value, key_cache.copy(), value_cache.copy(), slot_mapping))
+def expected_caches(key, value, key_cache, value_cache, slot_mapping, *, compute_dtype=None, **quant) -> np.ndarray:
+    """The reference write on copies of the caches (and of int8 scale caches), stacked like `stacked_caches` (a copy
+    or a float32-exact quantization has no working precision, so `compute_dtype` is ignored); `quant`: the call's
+    kv_cache_dtype and scale keywords. The harness compares the data caches; tests/kernels/test_kv_quant.py also the
+    int8 scale caches, bit for bit."""
+    quant = {k: (v.copy() if k.endswith("_cache") else v) for k, v in quant.items()}
+    return stacked_caches(reference.write_kv_cache(key, value, key_cache.copy(), value_cache.copy(), slot_mapping,
+                                                   **quant))
 
 
 # --- workload -----------------------------------------------------------------------------------------------------
@@ -140,7 +166,8 @@ def expected_caches(key, value, key_cache, value_cache, slot_mapping, *, compute
 
 def spec(problem: Problem) -> dict:
     p = problem.params
-    return dict(head_dim=p["head_dim"], block_size=p["block_size"], dtype=problem.dtype)
+    return dict(head_dim=p["head_dim"], block_size=p["block_size"], dtype=problem.dtype,
+                kv_cache_dtype=p.get("kv_cache_dtype", "auto"))
 
 
 def flops(problem: Problem) -> float:
@@ -149,14 +176,20 @@ def flops(problem: Problem) -> float:
 
 
 def hbm_bytes(problem: Problem) -> float:
-    """key and value read, both caches written (T rows of Hkv·D each), the int64 slots read."""
+    """key and value read, both caches written (T rows of Hkv·D each, in the cache's storage dtype; int8 also its
+    float32 scale per token and head), the int64 slots read."""
     p = problem.params
-    return itemsize(problem.dtype) * 2 * 2 * p["t"] * p["hkv"] * p["head_dim"] + 8 * p["t"]
+    kv_dtype = p.get("kv_cache_dtype", "auto")
+    elements = 2 * p["t"] * p["hkv"] * p["head_dim"]
+    stored = elements * _kv_quant.storage_dtype(kv_dtype, problem.dtype).itemsize
+    return itemsize(problem.dtype) * elements + stored + _kv_quant.scale_bytes(kv_dtype, p["t"], p["hkv"]) + 8 * p["t"]
 
 
 def make_inputs(problem: Problem, rng: np.random.Generator, zeros: bool):
     """(key, value, key_cache, value_cache, slot_mapping): NaN-filled caches of ceil(T / block_size) + 2 blocks,
-    distinct random slots and one -1 padding token (T > 2); zeros everywhere in trace mode."""
+    distinct random slots and one -1 padding token (T > 2); zeros everywhere in trace mode. A quantized
+    kv_cache_dtype: caches of its storage dtype (NaN / random old codes, NaN old int8 scales) and its scale keywords
+    (`_kv_quant.quantized_caches` with no live slot: nothing is written before the call)."""
     p, dt = problem.params, numpy_dtype(problem.dtype)
     t, hkv, d, bs = p["t"], p["hkv"], p["head_dim"], p["block_size"]
     num_blocks = math.ceil(t / bs) + 2
@@ -166,10 +199,17 @@ def make_inputs(problem: Problem, rng: np.random.Generator, zeros: bool):
     new = [np.zeros((t, hkv, d), dt) if zeros else rng.standard_normal((t, hkv, d)).astype(dt) for _ in range(2)]
     fill = 0.0 if zeros else np.nan
     caches = [np.full((num_blocks, bs, hkv, d), fill, dt) for _ in range(2)]
-    return (*new, *caches, slots), {}
+    kv_dtype = p.get("kv_cache_dtype", "auto")
+    if kv_dtype == "auto":
+        return (*new, *caches, slots), {}
+    *caches, extra = _kv_quant.quantized_caches(kv_dtype, *caches, (), zeros)
+    if kv_dtype.startswith("fp8") and not zeros:  # per-tensor scales of the new rows: amax / max
+        extra = _kv_quant.quantized_caches(kv_dtype, new[0][:, None], new[1][:, None], range(t), False)[2]
+    return (*new, *caches, slots), dict(kv_cache_dtype=kv_dtype, **extra)
 
 
 def smoke_problems(dtype: str) -> list[Problem]:
+    """Seven tokens, one of them padding (into a model-dtype cache, see paged_attention's smoke problems)."""
     return [Problem(OP, "smoke/write_kv_cache/t7-bs16", "smoke", dict(t=7, hkv=2, head_dim=64, block_size=16), dtype,
                     7, "smoke")]
 
@@ -181,8 +221,17 @@ def model_problems(model, phase: str, grid: dict, quant, dtype: str) -> list[Pro
         rows = [(b, bs) for bs in grid["block_sizes"] for b in grid["batches"]]
     else:
         rows = [(s, grid["block_sizes"][0]) for s in grid["prefill"]]
-    return [Problem(OP, f"{model.name}/{phase}/write_kv_cache/t{t}-bs{bs}", phase,
+    auto = [Problem(OP, f"{model.name}/{phase}/write_kv_cache/t{t}-bs{bs}", phase,
                     dict(t=t, hkv=hkv, head_dim=d, block_size=bs), dtype, t, model.name) for t, bs in rows]
+    return auto + _quantized_problems(auto, rows[0][1] if rows else None)
+
+
+def _quantized_problems(auto: list[Problem], first_block_size) -> list[Problem]:
+    """The rows at the first block size again, writing each quantized cache of `_kv_quant.WORKLOAD_DTYPES` (named
+    .../write_kv_cache/<kv_cache_dtype>/t..-bs..)."""
+    return [Problem(OP, p.name.replace("/write_kv_cache/", f"/write_kv_cache/{kv}/"), p.phase,
+                    {**p.params, "kv_cache_dtype": kv}, p.dtype, p.tokens, p.model)
+            for kv in _kv_quant.WORKLOAD_DTYPES for p in auto if p.params["block_size"] == first_block_size]
 
 
 # --- GPU bench ----------------------------------------------------------------------------------------------------
@@ -221,8 +270,10 @@ def _fake(*args, **kwargs) -> None:
 
 
 TORCH = TorchOp(
+    # fp8 scales are tensors here (0-d: per tensor, [Hkv]: per head); the int8 scale caches are written in place
     schema="(Tensor key, Tensor value, Tensor(a!) key_cache, Tensor(b!) value_cache, Tensor slot_mapping, *, "
-           "str backend='auto', str? target=None) -> ()",
+           "str kv_cache_dtype='auto', Tensor? k_scale=None, Tensor? v_scale=None, Tensor(c!)? k_scale_cache=None, "
+           "Tensor(d!)? v_scale_cache=None, str backend='auto', str? target=None) -> ()",
     fake=_fake,
     call=_torch_call,
 )
@@ -245,5 +296,6 @@ OP = Op(
     check=Check(output=stacked_caches, reference=expected_caches, naive=False, floor=0.0),  # a copy must be exact
     plot=Plot(size="t"),
     bench=bench,
+    bench_variants=lambda problem: [] if problem.params.get("kv_cache_dtype", "auto") != "auto" else [problem],
     torch=TORCH,
 )

@@ -66,7 +66,8 @@ def masked_scores(q, kt, scale, softcap, row_ok, pos, keys, key_ok, window, IS_C
 
     Args:
         q: [BLOCK_M, D_PAD] queries; kt: [D_PAD, BLOCK_N] keys, transposed (pad lanes 0).
-        scale, softcap: softmax scale and c of c·tanh(s/c) (used only when HAS_SOFTCAP).
+        scale, softcap: softmax scale (a scalar, or a [1, BLOCK_N] per-key factor: int8 KV scales) and c of
+            c·tanh(s/c) (used only when HAS_SOFTCAP).
         row_ok: [BLOCK_M] bool, live query rows; pos: [BLOCK_M] int, each row's position among the keys.
         keys: [BLOCK_N] int, key positions of the tile; key_ok: [BLOCK_N] bool, live keys.
         window: sliding window in keys (used only when HAS_WINDOW).

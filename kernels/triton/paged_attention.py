@@ -19,10 +19,16 @@ Algorithm (after vLLM's Triton unified attention, arXiv 2511.11581; our own code
     combines them (out = Σ 2^(m_s − M) acc_s / Σ 2^(m_s − M) l_s), so a batch of one still fills the GPU.
 Masking: block-table entries and cache rows are loaded only for live keys (j < seq_len), with 0 for masked lanes, so
 NaN-poisoned unused slots and -1 / junk table entries never reach a score or a value (0 · NaN = NaN would).
-Numerics: fp32 scores, softmax and accumulation; P cast to the cache dtype before P·V.
+Numerics: fp32 scores, softmax and accumulation; P cast to q's dtype before P·V.
+Quantized caches (QUANT: 1 fp8, 2 int8; `nkilab.reference.kv_quant`): K and V tiles are loaded as codes and converted
+to q's dtype (exact: e4m3fn and |int8| <= 127 are bf16 / fp16 values). fp8: the kv head's k_scale multiplies the
+score scale, its v_scale the finished rows. int8: the keys' per-token scales multiply the fp32 scores column by
+column; the values' scale each V row as it is converted (code · scale rounded to q's dtype: P·V needs one dtype).
+Scale lanes of masked keys load 0, so NaN in unused scale slots never enters.
 Reference: nkilab.reference.paged.paged_attention
 """
 
+import numpy as np
 import torch
 import triton
 import triton.language as tl
@@ -54,6 +60,8 @@ def _paged_attention_kernel(
     # Pointers
     q_ptr, key_cache_ptr, value_cache_ptr, out_ptr, block_tables_ptr, seq_lens_ptr, query_start_loc_ptr,
     seg_max_ptr, seg_sum_ptr, seg_acc_ptr,
+    # fp8: k / v scales [Hkv] float32; int8: scale caches [num_blocks, block_size, Hkv] float32 (else unused)
+    k_scale_ptr, v_scale_ptr,
     # Sizes
     num_seqs, block_size, hq,
     # Scalars: softmax scale, sliding window (keys), softcap
@@ -64,10 +72,12 @@ def _paged_attention_kernel(
     stride_vb, stride_vs, stride_vh, stride_vd,
     stride_ot, stride_oh, stride_od,
     stride_bts, stride_btb, stride_sl, stride_qsl,
+    stride_ksb, stride_kss, stride_ksh, stride_vsb, stride_vss, stride_vsh,
     # Meta-parameters
     GROUP: tl.constexpr, D: tl.constexpr, D_PAD: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_Q: tl.constexpr, TILE: tl.constexpr, NUM_SEGMENTS: tl.constexpr,
     IS_CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_SOFTCAP: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    QUANT: tl.constexpr,
 ):
     tl.static_assert(BLOCK_Q * GROUP <= BLOCK_M)
     q_block = tl.program_id(0)
@@ -105,6 +115,9 @@ def _paged_attention_kernel(
     bt_row = block_tables_ptr + seq.to(tl.int64) * stride_bts
     offs_j = tl.arange(0, TILE)
     m_i, l_i, acc = empty_rows(BLOCK_M, D_PAD)
+    score_scale = scale
+    if QUANT == 1:
+        score_scale = scale * tl.load(k_scale_ptr + kvh)
     for start in range(lo, hi, TILE):
         j = start + offs_j
         j_ok = j < hi
@@ -113,12 +126,21 @@ def _paged_attention_kernel(
         slot_k = blk * stride_kb + (j % block_size) * stride_ks
         slot_v = blk * stride_vb + (j % block_size) * stride_vs
         kt = tl.load(k_base + slot_k[None, :] + offs_d[:, None] * stride_kd, mask=j_ok[None, :] & d_ok[:, None],
-                     other=0.0)
-        s, visible = masked_scores(q, kt, scale, softcap, row_ok, pos, j, j_ok, window,
-                                   IS_CAUSAL, HAS_WINDOW, HAS_SOFTCAP, DOT_PRECISION)
+                     other=0.0).to(q.dtype)
         v = tl.load(v_base + slot_v[:, None] + offs_d[None, :] * stride_vd, mask=j_ok[:, None] & d_ok[None, :],
                     other=0.0)
-        m_i, l_i, acc = online_softmax_step(s, visible, m_i, l_i, acc, v, DOT_PRECISION)
+        tile_scale = score_scale
+        if QUANT == 2:  # per-key scales: the fp32 scores column by column, V row by row
+            off = j % block_size
+            ks = tl.load(k_scale_ptr + blk * stride_ksb + off * stride_kss + kvh * stride_ksh, mask=j_ok, other=0.0)
+            vs = tl.load(v_scale_ptr + blk * stride_vsb + off * stride_vss + kvh * stride_vsh, mask=j_ok, other=0.0)
+            tile_scale = scale * ks[None, :]
+            v = v.to(tl.float32) * vs[:, None]
+        s, visible = masked_scores(q, kt, tile_scale, softcap, row_ok, pos, j, j_ok, window,
+                                   IS_CAUSAL, HAS_WINDOW, HAS_SOFTCAP, DOT_PRECISION)
+        m_i, l_i, acc = online_softmax_step(s, visible, m_i, l_i, acc, v.to(q.dtype), DOT_PRECISION)
+    if QUANT == 1:
+        acc = acc * tl.load(v_scale_ptr + kvh)
 
     if NUM_SEGMENTS > 1:
         # Partials of row (token, head) for this segment at [token, head, segment] of the fp32 scratch.
@@ -166,7 +188,9 @@ def _segments(t_total: int, num_seqs: int, hkv: int, block_q: int) -> int:
 def paged_attention(q: torch.Tensor, key_cache: torch.Tensor, value_cache: torch.Tensor, block_tables: torch.Tensor,
                     seq_lens: torch.Tensor, query_start_loc: torch.Tensor, *, scale: float | None = None,
                     causal: bool = True, sliding_window: int | None = None, softcap: float | None = None,
-                    num_segments: int | None = None) -> torch.Tensor:
+                    num_segments: int | None = None, kv_cache_dtype: str = "auto", k_scale=None, v_scale=None,
+                    k_scale_cache: torch.Tensor | None = None,
+                    v_scale_cache: torch.Tensor | None = None) -> torch.Tensor:
     """Attention of every query token over its sequence's paged keys and values, all sequences in one launch.
 
     Dimensions:  T_total query tokens of num_seqs sequences; Hq = g·Hkv; D <= 256; num_blocks × block_size slots.
@@ -176,6 +200,8 @@ def paged_attention(q: torch.Tensor, key_cache: torch.Tensor, value_cache: torch
                  strides: every tensor, the index tensors included, is read through its strides.
                  scale (D**-0.5 if None), causal (bottom-right), sliding_window (keys), softcap: as in `attention`.
                  num_segments: split-KV pieces per query block, a power of two (None = heuristic, see `_segments`).
+                 kv_cache_dtype, k_scale, v_scale, k_scale_cache, v_scale_cache: as the public API's (module
+                 docstring; fp8 caches are float8_e4m3fn, int8 scale caches any strides).
     Returns:     out: [T_total, Hq, D], q's dtype, contiguous, on the kernel device (CUDA; CPU when interpreting).
     Tiling:      grid (T_total // BLOCK_Q + num_seqs, Hkv, num_segments); BLOCK_M = BLOCK_Q·g rows (rounded up to a
                  power of two); TILE keys per step. A decode-only batch (T_total <= num_seqs) uses BLOCK_M 16,
@@ -204,20 +230,22 @@ def paged_attention(q: torch.Tensor, key_cache: torch.Tensor, value_cache: torch
         seg_max = torch.empty((t_total, hq, segments), dtype=torch.float32, device=device)
         seg_sum = torch.empty_like(seg_max)
         seg_acc = torch.empty((t_total, hq, segments, d_pad), dtype=torch.float32, device=device)
+    scales, scale_strides = _scale_args(kv_cache_dtype, k_scale, v_scale, k_scale_cache, v_scale_cache, hkv, device)
     grid = (t_total // block_q + num_seqs, hkv, segments)
     _paged_attention_kernel[grid](
         q, key_cache, value_cache, out,
         block_tables, seq_lens, query_start_loc,
         seg_max, seg_sum, seg_acc,
+        *scales,
         num_seqs, key_cache.shape[1], hq,
         d ** -0.5 if scale is None else float(scale),
         0 if sliding_window is None else int(sliding_window),
         1.0 if softcap is None else float(softcap),
         *q.stride(), *key_cache.stride(), *value_cache.stride(), *out.stride(), *block_tables.stride(),
-        seq_lens.stride(0), query_start_loc.stride(0),
+        seq_lens.stride(0), query_start_loc.stride(0), *scale_strides,
         GROUP=group, D=d, D_PAD=d_pad, BLOCK_M=block_m, BLOCK_Q=block_q, TILE=tile, NUM_SEGMENTS=segments,
         IS_CAUSAL=bool(causal), HAS_WINDOW=sliding_window is not None, HAS_SOFTCAP=softcap is not None,
-        DOT_PRECISION=dot_precision(q.dtype),
+        DOT_PRECISION=dot_precision(q.dtype), QUANT=QUANT_CODES[kv_cache_dtype],
         num_warps=4, num_stages=2,
     )
     if segments > 1:
@@ -226,7 +254,27 @@ def paged_attention(q: torch.Tensor, key_cache: torch.Tensor, value_cache: torch
     return out
 
 
+QUANT_CODES = {"auto": 0, "fp8_e4m3fn": 1, "int8": 2}  # the kernel's QUANT constexpr per kv_cache_dtype
+
+
+def _scale_args(kv_cache_dtype, k_scale, v_scale, k_scale_cache, v_scale_cache, hkv, device):
+    """((k_scale_ptr, v_scale_ptr), their six strides) of the kernel: fp8 [Hkv] float32 scales, int8 the scale
+    caches (on the kernel device), "auto" two placeholders."""
+    if kv_cache_dtype == "int8":
+        k_sc, v_sc = to_kernel_device(k_scale_cache, v_scale_cache)
+        return (k_sc, v_sc), (*k_sc.stride(), *v_sc.stride())
+    if kv_cache_dtype == "auto":
+        none = torch.zeros(1, dtype=torch.float32, device=device)
+        return (none, none), (0,) * 6
+    per_head = [torch.from_numpy(np.broadcast_to(np.asarray(s, np.float32), (hkv,)).copy()).to(device)
+                for s in (k_scale, v_scale)]
+    return tuple(per_head), (0,) * 6
+
+
 def unsupported(**problem) -> str | None:
-    """Why the kernel cannot run `problem` here (keys: head_dim, block_size, dtype, sliding_window, softcap, empty):
-    every block size and mask option runs; the head dim and the compute dtype are limited (`_support`)."""
+    """Why the kernel cannot run `problem` here (keys: head_dim, block_size, dtype, sliding_window, softcap,
+    kv_cache_dtype, empty): every block size and mask option runs; the head dim and the compute dtype are limited
+    (`_support`); torch has no float8_e4m3."""
+    if problem.get("kv_cache_dtype") == "fp8_e4m3":
+        return "kv_cache_dtype fp8_e4m3 (IEEE-like e4m3, max 240) has no torch dtype; use fp8_e4m3fn or int8"
     return attention_reason(problem["head_dim"], problem["dtype"])

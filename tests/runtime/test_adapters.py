@@ -58,7 +58,7 @@ def test_vllm_profiling_run_and_shared_caches():
 
 @pytest.mark.parametrize("kwargs, match", [
     (dict(alibi_slopes=[1.0] * HQ), "alibi_slopes: nkilab's paged attention has no ALiBi"),
-    (dict(kv_cache_dtype="fp8"), "kv_cache_dtype: only 'auto'"),
+    (dict(kv_cache_dtype="fp8_e5m2"), "kv_cache_dtype: must be one of"),
     (dict(attn_type="encoder"), "attn_type: only decoder"),
 ])
 def test_vllm_impl_refuses_what_it_cannot_run(kwargs, match):

@@ -37,14 +37,27 @@ Target branch (one flag, `vector_dma`, set once from nisa.get_nc_version()):
   The score mask is built once per KV tile (shared by all groups) and applied with `select_reduce`; outputs
   are stored per token with `scalar_offset`.
 
-Numerics: scores, neg_max, run_sum and acc in fp32 (PSUM/SBUF); p cast to the cache dtype before P @ V. Masked
+Numerics: scores, neg_max, run_sum and acc in fp32 (PSUM/SBUF); p cast to q's dtype before P @ V. Masked
 scores are FP32_MIN; the running max starts at (and is floored at) MAX_FLOOR = -1e30, so neg_max stays finite for
 any exp_scale (scale or softcap) below 3e8 and exp(exp_scale * x + neg_max) is exactly 0 for masked x, even before
-a row has seen a visible key. Rows that see no key (padding rows only) are never stored. Stacked heads rely on
-finite K and V (zero-masked q columns and per-head o^T blocks keep heads apart only when 0 * k = 0).
+a row has seen a visible key. Rows that see no key (padding rows only) are never stored.
+
+Non-finite inputs: a NaN / inf in q[t, h] reaches out[t, h] only, on every target (v2: q^T comes straight from
+HBM by DMA and p's non-finite entries are zeroed before its PE transpose, both because a v2 transpose is a matmul
+with the identity; the row itself stays NaN through run_sum). A NaN in a value row reaches every row of its kv
+head that weighs it, weight 0 included (0 * NaN, as in the reference). Known spread of a NaN in a key (pinned as
+strict xfails in tests/kernels/nki/test_paged_nan_isolation.py): with stacked heads the zero-masked q columns of
+the other heads of the group multiply it (0 * NaN) in the shared score matmul, and on v2 the PE transpose of k
+spreads it over its CHUNK-key chunk, reaching rows that do not see it; fixing both needs the K tile cleaned and
+per-key poison flags applied to the scores (a full extra VectorE pass over K), left to the kernel's performance
+work.
+
+Quantized caches (`quant`): fp8 K / V enter TensorE as they are, their scales multiply the fp32 scores and
+1 / run_sum; int8 chunks are converted to q's dtype on chip with their per-(token, head) scales — `quant.py`.
 
 Modules: `index.py` (index tiles, sequence metadata, visible ranges, gather indices), `tiles.py` (gathers, scores,
-the softmax step, stores); this file holds the entry and the pipeline.
+the softmax step, stores), `quant.py` (scale tiles, int8 dequantization); this file holds the entry and the
+pipeline.
 
 Limits: D <= 128; block_size a power of two; num_blocks * block_size < 2**24 (index math in fp32).
 Reference: nkilab.reference.paged.paged_attention.
@@ -53,22 +66,27 @@ Reference: nkilab.reference.paged.paged_attention.
 from .._shim import nisa, nki, nl
 from .._tiling import PMAX
 from .index import KV_TILE, IndexConsts, add_band, block_index, load_seq_meta, row_bounds, slot_index, tile_mask
+from .quant import row_scales
 from .tiles import KvTile, SoftmaxState, gather_kv, load_q_group, scores, softmax_pv, store_rows
 
 
 @nki.jit
 def paged_attention_kernel(q, key_cache, value_cache, block_tables, seq_lens, item_seq, item_q0, row_pos, row_dst,
-                           scale=1.0, causal=True, sliding_window=None, softcap=None):
+                           k_scale_cache=None, v_scale_cache=None, scale=1.0, causal=True, sliding_window=None,
+                           softcap=None, quant=None):
     """Paged attention over a work plan.
 
     Dimensions:  T_total query tokens; Hq = g * Hkv heads, BQ * g <= PMAX; D <= 128; num_seqs x max_blocks table
                  with max_blocks * block_size a multiple of PMAX (the launcher pads it); N work items of BQ rows.
     Args:        q: [T_total, Hq, D] float32|float16|bfloat16, HBM.
-                 key_cache, value_cache: [num_blocks, block_size, Hkv, D], q.dtype, HBM.
+                 key_cache, value_cache: [num_blocks, block_size, Hkv, D], HBM: q.dtype, or fp8 (q bf16 / fp16) or
+                 int8 per `quant` (`quant.py`); k_scale_cache, v_scale_cache: int8 only, [num_blocks, block_size,
+                 Hkv] float32, HBM.
                  block_tables: [num_seqs, max_blocks] int32, HBM; entries past a sequence's live blocks: any value.
                  seq_lens: [num_seqs] int32, HBM.
                  item_seq, item_q0: [N] int32; row_pos, row_dst: [N, BQ] int32, HBM (launch_paged.work_plan).
-                 scale: score multiplier; causal; sliding_window: None or w >= 1; softcap: None or c > 0.
+                 scale: score multiplier; causal; sliding_window: None or w >= 1; softcap: None or c > 0;
+                 quant: None | ("fp8", k_scales, v_scales) | ("int8",) (`quant.py`).
     Returns:     out: [T_total, Hq, D], q.dtype, shared HBM.
     Tiling:      rows of one kv head = BQ tokens x g heads; kv heads stacked on partitions in groups of
                  PMAX // rows (decode: all of them); keys in KV_TILE-position score tiles of CHUNK-key gathers;
@@ -77,6 +95,7 @@ def paged_attention_kernel(q, key_cache, value_cache, block_tables, seq_lens, it
     out = nl.ndarray(q.shape, q.dtype, buffer=nl.shared_hbm)
     call = PagedCall(q, key_cache, value_cache, block_tables, seq_lens, row_pos, row_dst, out, scale, causal,
                      sliding_window, softcap)
+    call.quantize(quant, k_scale_cache, v_scale_cache)
     consts = IndexConsts(call.positions, call.vector_dma, call.block_size)
     seq_sb = _load_plan_row(item_seq, call.num_items)
     q0_sb = _load_plan_row(item_q0, call.num_items)
@@ -90,7 +109,9 @@ class PagedCall(nl.NKIObject):
     g: query heads per kv head; rows: rows of one kv head in a work item (BQ · g); groups: tuples of kv heads
     stacked on the partitions (PMAX // rows heads each); positions: key positions of a table row (max_blocks ·
     block_size); steps: (t0, n, group index) of an item's score tiles in issue order (a ScoreStep each per item);
-    vector_dma: indirect vector_offset DMAs exist (NeuronCore-v3+); exp_scale: scale, or softcap c."""
+    vector_dma: indirect vector_offset DMAs exist (NeuronCore-v3+); exp_scale: scale, or softcap c; quantized caches
+    (`quantize`): k_rows / v_rows, per group the fp8 [rows, 1] scale tiles (None: none to apply), scale_rows, the
+    int8 scale caches as [slots, Hkv] rows (None otherwise)."""
 
     def __init__(self, q, key_cache, value_cache, block_tables, seq_lens, row_pos, row_dst, out, scale, causal,
                  sliding_window, softcap):
@@ -108,6 +129,25 @@ class PagedCall(nl.NKIObject):
         self.steps = [(t0, min(KV_TILE, self.positions - t0), gi) for t0 in range(0, self.positions, KV_TILE)
                       for gi in range(len(self.groups))]
         self.vector_dma = nisa.get_nc_version() != nisa.nc_version.gen2  # indirect vector_offset DMA is v3+
+        self.k_rows = self.v_rows = [None] * len(self.groups)
+        self.scale_rows = None
+
+    def quantize(self, quant, k_scale_cache, v_scale_cache):
+        """Set the scales of a quantized cache (`quant.py`): fp8 per-tensor k scales fold into scale, per-head ones
+        and every v scale become per-group [rows, 1] tiles; int8 scale caches are viewed as [slots, Hkv] rows."""
+        if quant is None:
+            return
+        if quant[0] == "int8":
+            num_slots = self.key_cache.shape[0] * self.block_size
+            self.scale_rows = [c.reshape((num_slots, self.hkv)) for c in (k_scale_cache, v_scale_cache)]
+            return
+        k_scales, v_scales = quant[1], quant[2]
+        if len(set(k_scales)) == 1:
+            self.scale = self.scale * k_scales[0]
+            self.exp_scale = self.scale if self.softcap is None else self.softcap
+        else:
+            self.k_rows = [row_scales(k_scales, grp, self.rows) for grp in self.groups]
+        self.v_rows = [row_scales(v_scales, grp, self.rows) for grp in self.groups]
 
 
 class ScoreStep(nl.NKIObject):
@@ -150,7 +190,7 @@ def _setup(call, consts, seq_sb, q0_sb, w):
     else:
         index = block_index(call.block_tables, seq, kv_len, first_blk, consts)
         add_band(bounds)
-    qs = [load_q_group(call.q, q0_sb[0:1, w : w + 1], grp, call.g, call.bq) for grp in call.groups]
+    qs = [load_q_group(call.q, q0_sb[0:1, w : w + 1], grp, call.g, call.bq, call.vector_dma) for grp in call.groups]
     states = [SoftmaxState(len(grp) * call.rows, call.d, call.exp_scale) for grp in call.groups]
     return WorkItem(w, bounds, index, qs, states)
 
@@ -189,6 +229,6 @@ def _pipeline(call, consts, seq_sb, q0_sb):
             dst_i = nl.ndarray((call.bq, 1), nl.int32, buffer=nl.sbuf)
             nisa.dma_copy(dst=dst_i, src=call.row_dst.ap([[1, call.bq], [1, 1]], offset=step.w * call.bq))
             for state, grp in zip(item.states, call.groups):
-                store_rows(call.out, state, dst_i, grp, call.g, call.vector_dma)
+                store_rows(call.out, state, dst_i, grp, call.g, call.vector_dma, call.v_rows[call.groups.index(grp)])
             items.pop(0)
         pending = nxt

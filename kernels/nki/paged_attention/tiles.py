@@ -9,6 +9,7 @@ from .._shim import nisa, nl
 from .._softmax import MAX_FLOOR, exp_rows, rescale_factor, update_acc, update_sum
 from .._tiling import FP32_MIN
 from .index import CHUNK
+from .quant import dequantize_int8
 
 RUN_SUM_MIN = 1e-30  # run_sum floor before the reciprocal: only never-stored padding rows can have run_sum = 0
 
@@ -40,30 +41,43 @@ def gather_kv(call, index, t0, n):
 
     index: the sequence's GatherIndex. v3+: one vector_offset DMA of CHUNK slot rows per chunk; v2: block DMAs, then
     the rows past seq_len (dead cache, NaN in tests) replaced by 0 on GpSimd (idle on this path) with a select — a
-    multiply would give 0 * NaN = NaN, and a v2 PE transpose (a matmul with the identity) would spread it."""
+    multiply would give 0 * NaN = NaN, and a v2 PE transpose (a matmul with the identity) would spread it. int8
+    caches: each chunk's scales are gathered the same way and the chunk is converted to q's dtype
+    (`quant.dequantize_int8`) before the zeroing, so dead scale slots (NaN in tests) are zeroed with it."""
     key_cache, value_cache = call.key_cache, call.value_cache
-    num_blocks, block_size, hkv, d = key_cache.shape
+    hkv, d = key_cache.shape[2], key_cache.shape[3]
     row = hkv * d
     k_chunks, v_chunks = [], []
+    scale_rows = call.scale_rows or (None, None)
     for cs in range(t0, t0 + n, CHUNK):
         nc = min(CHUNK, t0 + n - cs)
         c = cs // CHUNK
-        for cache, chunks in ((key_cache, k_chunks), (value_cache, v_chunks)):
-            tile = nl.ndarray((nc, row), cache.dtype, buffer=nl.sbuf)
-            if call.vector_dma:
-                rows_hbm = cache.reshape((num_blocks * block_size, row))
-                nisa.dma_copy(dst=tile, src=rows_hbm.ap([[row, nc], [1, row]], offset=0,
-                                                        vector_offset=index.slots[0:nc, c : c + 1],
-                                                        indirect_dim=0))
-            else:
-                _load_blocks(tile, cache.reshape((num_blocks, block_size * row)), index.blocks, cs, nc,
-                             block_size, row)
+        for cache, scales, chunks in ((key_cache, scale_rows[0], k_chunks), (value_cache, scale_rows[1], v_chunks)):
+            tile = _gather_rows(call, index, cache.reshape((-1, row)), cs, c, nc)
+            if scales is not None:
+                tile = dequantize_int8(tile, _gather_rows(call, index, scales, cs, c, nc), hkv, d, call.q.dtype)
+            if not call.vector_dma:
                 live = nisa.register_alloc()
                 nisa.register_load(live, index.live[0:1, c : c + 1])
                 nisa.affine_select(dst=tile, pattern=[[0, row]], channel_multiplier=-1, on_true_tile=tile,
                                    on_false_value=0.0, cmp_op=nl.greater, offset=live)
             chunks.append(tile)
     return k_chunks, v_chunks
+
+
+def _gather_rows(call, index, rows_hbm, cs, c, nc):
+    """[nc, row] SBUF tile of key positions [cs, cs + nc) (chunk c) of rows_hbm [slots, row] (a data or scale cache
+    viewed by slot): v3+ one vector_offset DMA, v2 block DMAs."""
+    num_slots, row = rows_hbm.shape
+    tile = nl.ndarray((nc, row), rows_hbm.dtype, buffer=nl.sbuf)
+    if call.vector_dma:
+        nisa.dma_copy(dst=tile, src=rows_hbm.ap([[row, nc], [1, row]], offset=0,
+                                                vector_offset=index.slots[0:nc, c : c + 1], indirect_dim=0))
+    else:
+        block_size = call.block_size
+        _load_blocks(tile, rows_hbm.reshape((num_slots // block_size, block_size * row)), index.blocks, cs, nc,
+                     block_size, row)
+    return tile
 
 
 def _load_blocks(tile, blocks_hbm, block_ids, cs, nc, block_size, row):
@@ -78,14 +92,19 @@ def _load_blocks(tile, blocks_hbm, block_ids, cs, nc, block_size, row):
         p += length
 
 
-def load_q_group(q, q0, grp, g, bq):
+def load_q_group(q, q0, grp, g, bq, vector_dma):
     """Stationary q^T tiles [D, rows] of a group (rows = len(grp) * BQ * g, ordered head, token, q head): one
     per kv head, with the other heads' columns zeroed when the group stacks several heads, so the heads' score
-    matmuls accumulate into one PSUM tile without mixing (K is finite: live data or zeros)."""
+    matmuls accumulate into one PSUM tile without mixing (K is finite: live data or zeros).
+
+    v3+: q rows by DMA, then one bit-exact PE transpose. v2: q^T straight from HBM by an element-strided DMA (a
+    v2 PE transpose is a matmul with the identity: a NaN in one query would reach every row of the item)."""
     t_total, hq, d = q.shape
     head_rows = bq * g
     rows = len(grp) * head_rows
     q_rows = q.reshape((t_total, hq * d))
+    if not vector_dma:
+        return [_load_q_transposed(q_rows, q0, grp, i, d, g, bq, rows) for i in range(len(grp))]
     q_sb = nl.ndarray((rows, d), q.dtype, buffer=nl.sbuf)
     for i, h in enumerate(grp):
         nisa.dma_copy(dst=q_sb[i * head_rows : (i + 1) * head_rows, :],
@@ -107,6 +126,19 @@ def load_q_group(q, q0, grp, g, bq):
     return masked
 
 
+def _load_q_transposed(q_rows, q0, grp, i, d, g, bq, rows):
+    """v2: q^T [D, rows] of head grp[i] of a group (its BQ * g columns; the other heads' columns zero when the
+    group stacks several heads), DMAed from q_rows [T_total, Hq * D] with D on the partitions."""
+    head_rows = bq * g
+    qt = nl.ndarray((d, rows), q_rows.dtype, buffer=nl.sbuf)
+    if len(grp) > 1:
+        nisa.memset(dst=qt, value=0.0)
+    nisa.dma_copy(dst=qt[:, i * head_rows : (i + 1) * head_rows],
+                  src=q_rows.ap([[1, d], [q_rows.shape[1], bq], [d, g]], offset=grp[i] * g * d, scalar_offset=q0,
+                                indirect_dim=0))
+    return qt
+
+
 def scores(qs, grp, k_chunks, n):
     """s [rows, n] fp32 PSUM of a group against keys of one tile: per head k^T by PE transposes (PSUM ->
     SBUF evacuation alternating ScalarE / VectorE), then one accumulating matmul per head."""
@@ -122,14 +154,19 @@ def scores(qs, grp, k_chunks, n):
     return s_ps
 
 
-def _masked_scores(s_ps, call, bounds, kv, t0):
+def _masked_scores(s_ps, call, bounds, kv, t0, k_rows):
     """x [rows, n] fp32: the score tile in units of exp_scale (softcap c: tanh(s · scale / c), else s), FP32_MIN
-    where a key is not visible, and tile_max [rows, 1] — one range_select (v3+) or select_reduce (v2)."""
+    where a key is not visible, and tile_max [rows, 1] — one range_select (v3+) or select_reduce (v2). k_rows: None,
+    or the fp8 per-head k scales [rows, 1], multiplied into s as it leaves PSUM."""
     rows, n = s_ps.shape
     s = s_ps
-    if call.softcap is not None:
+    if k_rows is not None:
         s = nl.ndarray((rows, n), nl.float32, buffer=nl.sbuf)
-        nisa.activation(dst=s, op=nl.tanh, data=s_ps, scale=call.scale / call.softcap)
+        nisa.tensor_scalar(dst=s, data=s_ps, op0=nl.multiply, operand0=k_rows)
+    if call.softcap is not None:
+        capped = nl.ndarray((rows, n), nl.float32, buffer=nl.sbuf)
+        nisa.activation(dst=capped, op=nl.tanh, data=s, scale=call.scale / call.softcap)
+        s = capped
     x = nl.ndarray((rows, n), nl.float32, buffer=nl.sbuf)
     tile_max = nl.ndarray((rows, 1), nl.float32, buffer=nl.sbuf)
     if kv.mask is None:
@@ -150,8 +187,8 @@ def softmax_pv(s_ps, state, call, gi, bounds, kv, p_copy_on_scalar):
     from overflowing to inf when exp_scale > 1); p = exp(exp_scale · x + neg_max') with tile_sum fused in."""
     rows, n = s_ps.shape
     grp, head_rows, d = call.groups[gi], call.rows, state.acc.shape[1]
-    dtype = kv.v_chunks[0].dtype
-    x, tile_max = _masked_scores(s_ps, call, bounds, kv, kv.t0)
+    dtype = call.q.dtype  # p's dtype: the cache's ("auto", int8 after conversion), q's beside fp8 V (p in [0, 1])
+    x, tile_max = _masked_scores(s_ps, call, bounds, kv, kv.t0, call.k_rows[gi])
     neg_max = nl.ndarray((rows, 1), nl.float32, buffer=nl.sbuf)
     nisa.tensor_scalar(dst=neg_max, data=tile_max, op0=nl.maximum, operand0=MAX_FLOOR, op1=nl.multiply,
                        operand1=-call.exp_scale)
@@ -162,6 +199,8 @@ def softmax_pv(s_ps, state, call, gi, bounds, kv, p_copy_on_scalar):
     tile_sum = nl.ndarray((rows, 1), nl.float32, buffer=nl.sbuf)
     exp_rows(p, x, neg_max, call.exp_scale, tile_sum)
     update_sum(state.run_sum, rescale, tile_sum)
+    if not call.vector_dma:
+        _zero_non_finite(p)
     pt_ps = nl.ndarray((min(n, CHUNK), len(kv.v_chunks) * rows), dtype, buffer=nl.psum)
     for c, v in enumerate(kv.v_chunks):
         nisa.nc_transpose(dst=pt_ps[0 : v.shape[0], c * rows : (c + 1) * rows],
@@ -190,8 +229,18 @@ def softmax_pv(s_ps, state, call, gi, bounds, kv, p_copy_on_scalar):
     state.neg_max = neg_max
 
 
-def store_rows(out, state, dst_i, grp, g, vector_dma):
-    """acc / run_sum of a group to out[row_dst[b], h * g + j] (row (h, b, j)); rows with row_dst = -1 are skipped."""
+def _zero_non_finite(p):
+    """v2: p [rows, n] with its NaN (and inf) entries replaced by 0, in place, before the PE transpose (a matmul
+    with the identity: p[r, k] = NaN would reach column k of every row). Such a row's output stays NaN: its
+    tile_sum, fused into the exp before this, already carried the NaN into run_sum. p is in [0, 1] otherwise."""
+    finite = nl.ndarray(p.shape, nl.uint8, buffer=nl.sbuf)
+    nisa.tensor_scalar(dst=finite, data=p, op0=nl.less_equal, operand0=1.0)  # NaN / inf compare false
+    nisa.select_reduce(dst=p, predicate=finite, on_true=p, on_false=0.0)
+
+
+def store_rows(out, state, dst_i, grp, g, vector_dma, v_rows=None):
+    """acc / run_sum of a group to out[row_dst[b], h * g + j] (row (h, b, j)); rows with row_dst = -1 are skipped.
+    v_rows: None, or the fp8 v scales [rows, 1] (multiplied into 1 / run_sum)."""
     t_total, hq, d = out.shape
     rows = state.acc.shape[0]
     bq = dst_i.shape[0]
@@ -199,6 +248,8 @@ def store_rows(out, state, dst_i, grp, g, vector_dma):
     inv = nl.ndarray((rows, 1), nl.float32, buffer=nl.sbuf)
     nisa.tensor_scalar(dst=inv, data=state.run_sum, op0=nl.maximum, operand0=RUN_SUM_MIN)
     nisa.reciprocal(dst=inv, data=inv)
+    if v_rows is not None:
+        nisa.tensor_tensor(dst=inv, data1=inv, data2=v_rows, op=nl.multiply)
     res = nl.ndarray((rows, d), out.dtype, buffer=nl.sbuf)
     nisa.tensor_scalar(dst=res, data=state.acc, op0=nl.multiply, operand0=inv)
     out_rows = out.reshape((t_total, hq * d))

@@ -23,7 +23,7 @@ def _compile_all() -> None:
 
     import nkilab.kernels.triton as backend
     from nkilab.kernels.triton.attention import _attention_fwd_kernel
-    from nkilab.kernels.triton.kv_cache import _write_kv_cache_kernel
+    from nkilab.kernels.triton.kv_cache import _quantize_kv_kernel, _write_kv_cache_kernel
     from nkilab.kernels.triton.paged_attention import _merge_segments_kernel, _paged_attention_kernel
     from nkilab.kernels.triton.qmatmul import _qmatmul_kernel
 
@@ -43,13 +43,18 @@ def _compile_all() -> None:
     compile_one(_attention_fwd_kernel, bf16, ("scale", "softcap"),
                 dict(D=128, D_PAD=128, BLOCK_M=128, BLOCK_N=64, **flags), num_warps=8)
     paged = dict(bf16, block_tables_ptr="*i32", seq_lens_ptr="*i32", query_start_loc_ptr="*i32",
-                 seg_max_ptr="*fp32", seg_sum_ptr="*fp32", seg_acc_ptr="*fp32")
-    for segments in (1, 16):
-        compile_one(_paged_attention_kernel, paged, ("scale", "softcap"),
-                    dict(GROUP=4, D=128, D_PAD=128, BLOCK_M=16, BLOCK_Q=4, TILE=32, NUM_SEGMENTS=segments,
-                         num_seqs=1, **flags))
+                 seg_max_ptr="*fp32", seg_sum_ptr="*fp32", seg_acc_ptr="*fp32", k_scale_ptr="*fp32",
+                 v_scale_ptr="*fp32")
+    for segments, quant, cache in ((1, 0, "*bf16"), (16, 0, "*bf16"), (1, 1, "*fp8e4nv"), (16, 2, "*i8")):
+        compile_one(_paged_attention_kernel, dict(paged, key_cache_ptr=cache, value_cache_ptr=cache),
+                    ("scale", "softcap"), dict(GROUP=4, D=128, D_PAD=128, BLOCK_M=16, BLOCK_Q=4, TILE=32,
+                                               NUM_SEGMENTS=segments, num_seqs=1, QUANT=quant, **flags))
     compile_one(_merge_segments_kernel, paged, (), dict(D=128, D_PAD=128, NUM_SEGMENTS=16))
     compile_one(_write_kv_cache_kernel, dict(bf16, slot_ptr="*i64"), (), dict(BLOCK=1024))
+    for cache, is_int8 in (("*fp8e4nv", False), ("*i8", True)):
+        compile_one(_quantize_kv_kernel, dict(x_ptr="*bf16", cache_ptr=cache, inv_ptr="*fp32", scale_cache_ptr="*fp32",
+                                              slot_ptr="*i64"), ("qmax", "inv_qmax", "tiny"),
+                    dict(D_PAD=128, IS_INT8=is_int8))
     quant = dict(x_scale_ptr="*fp32", w_scale_ptr="*fp32", w_ptr="*u8", w_zero_ptr="*u8")
     for weight, per_group, zeros in ((0, False, False), (1, True, True), (2, True, False)):
         compile_one(_qmatmul_kernel, dict(quant, x_ptr="*bf16", out_ptr="*bf16", w_ptr="*i8" if weight == 0 else "*u8"),
