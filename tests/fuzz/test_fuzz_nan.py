@@ -33,7 +33,6 @@ def _pending(kernel: str):
 # (op, backend, target) -> the kernel whose NaN fix is pending; see the module docstring
 PENDING = {
     **{("qmatmul", "nki", t): "qmatmul" for t in ("inf2", "trn1")},
-    **{("attention", "nki", t): "attention" for t in ("inf2", "trn1")},
     **{("paged_attention", "nki", t): "paged_attention" for t in ("inf2", "trn1")},
 }
 
@@ -124,13 +123,8 @@ def _hidden_key_calls(op: str, value: float):
     return [((q, kk[None], v[None], *meta), dict(causal=True)) for kk in (k, bad)]
 
 
-# (op, backend, target) -> the pending mark: NKI attention masks additively on every target; paged on gen2
-HIDDEN_KEY_PENDING = {
-    **{("attention", "nki", t): pytest.mark.xfail(strict=True, reason="NaN isolation in attention (a key the causal "
-                                                  "mask hides, every target): issue 10 item 1, pending")
-       for t in ("inf2", "trn1", "trn2")},
-    **{("paged_attention", "nki", t): _pending("paged_attention") for t in ("inf2", "trn1")},
-}
+# (op, backend, target) -> the pending mark (NKI attention's fix landed with branch attn)
+HIDDEN_KEY_PENDING = {("paged_attention", "nki", t): _pending("paged_attention") for t in ("inf2", "trn1")}
 
 
 def _hidden_key_params():
