@@ -2,7 +2,7 @@
 
 `HeldSetting(apply, restore)`: entering the first of any number of concurrent `with setting():` blocks
 calls `apply()` (which returns what to restore), leaving the last one calls `restore(saved)`. Used for
-the OpenBLAS thread count (`blas.py`) and the GC threshold (`gc_tuning.py`).
+the OpenBLAS thread count (`blas.py`) and automatic garbage collection (`gc_tuning.py`).
 """
 
 from __future__ import annotations

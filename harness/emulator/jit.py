@@ -22,7 +22,7 @@ import numpy as np
 from nkilab.harness.chips import get_target
 from nkilab.reference.dtypes import is_torch, to_numpy, to_torch
 
-from . import blas, context, cores, dtypes, gc_tuning, liveness
+from . import blas, context, cores, dtypes, gc_tuning, liveness, sites
 from .context import ProgramContext, RunContext
 from .errors import NkiValidationError
 from .memory import wrap
@@ -106,9 +106,10 @@ def run(kernel, *args, target: str | None = None, mode: str = "full", lnc: int |
         buffer = "shared_hbm" if lnc > 1 else "hbm"
         t_args = [_to_tensor(a, buffer, write_back) for a in args]
         t_kwargs = {k: _to_tensor(v, buffer, write_back) for k, v in kwargs.items()}
-    with blas.single_threaded(), gc_tuning.fewer_collections():
+    with blas.single_threaded(), gc_tuning.no_collections():
         result = cores.run_programs(run_ctx, fn, t_args, t_kwargs)
-    liveness.check(run_ctx.lifetimes, tgt)
+        sites.allocations(run_ctx.lifetimes, run_ctx.trace.allocations)
+        liveness.check(run_ctx.lifetimes, tgt)
     originals = {id(t): a for t, a in zip(list(t_args) + list(t_kwargs.values()), list(args) + list(kwargs.values()))
                  if isinstance(t, NkiTensor)}
     outputs = _from_tensor(result, use_torch, originals)

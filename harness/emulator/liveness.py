@@ -20,18 +20,15 @@ first) and the kernel line that allocated each.
 from __future__ import annotations
 
 import os
-import sys
+from operator import attrgetter
 
 import numpy as np
 
+from . import sites
 from .errors import NkiValidationError
 
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
-# the emulator's implementation files: an allocation's site is the innermost frame outside them (the kernel's line;
-# the tutorial kernels of examples.py are kernels too)
-_INTERNAL = frozenset(os.path.join(root, f) for root, _, files in os.walk(_PACKAGE_DIR) for f in files
-                      if f.endswith(".py") and f != "examples.py")
 _SHOWN = 8  # live tiles listed in a capacity error
+_FIRST, _LAST, _NBYTES = attrgetter("first"), attrgetter("last"), attrgetter("nbytes")
 
 
 class Lifetime:
@@ -39,22 +36,30 @@ class Lifetime:
     tensor was never accessed).
 
     Attributes:
+        storage: id of the allocation (its trace id).
         buffer: "sbuf" | "psum".
         program: LNC program instance that allocated it.
         nbytes: bytes per partition.
         partitions: (start, stop) absolute partitions it occupies.
         address: byte offset in each partition when placed with `address=`, else None.
         label: (name, shape, dtype name) for messages.
-        site: (code object, line) of the kernel line that allocated it.
+        frames: the kernel frames of the allocation (`sites.capture`); `site` resolves the innermost one to
+            (code object, line) of the kernel line that allocated it.
     """
 
-    __slots__ = ("buffer", "program", "nbytes", "partitions", "address", "label", "site", "first", "last")
+    __slots__ = ("storage", "buffer", "program", "nbytes", "partitions", "address", "label", "frames", "first", "last")
 
-    def __init__(self, buffer: str, program: int, nbytes: int, partitions: tuple[int, int], address: int | None,
-                 label: tuple, site):
-        self.buffer, self.program, self.nbytes, self.partitions = buffer, program, nbytes, partitions
-        self.address, self.label, self.site = address, label, site
+    def __init__(self, storage: int, buffer: str, program: int, nbytes: int, partitions: tuple[int, int],
+                 address: int | None, label: tuple, frames: tuple):
+        self.storage, self.buffer, self.program, self.nbytes, self.partitions = storage, buffer, program, nbytes, \
+            partitions
+        self.address, self.label, self.frames = address, label, frames
         self.first = self.last = -1
+
+    @property
+    def site(self) -> tuple:
+        """(code object, line) of the kernel line that allocated it; (None, 0) if none."""
+        return sites.innermost(self.frames)
 
     def where(self) -> str:
         """`file:line` of the allocation."""
@@ -71,28 +76,6 @@ class Lifetime:
         (p0, p1), (q0, q1) = self.partitions, other.partitions
         return p0 < q1 and q0 < p1 and self.address < other.address + other.nbytes and \
             other.address < self.address + self.nbytes
-
-
-def allocation_site():
-    """(code, line) of the innermost caller frame outside the emulator package (the kernel line)."""
-    frame = sys._getframe(2)
-    while frame is not None and frame.f_code.co_filename in _INTERNAL:
-        frame = frame.f_back
-    return (frame.f_code, frame.f_lineno) if frame is not None else (None, 0)
-
-
-def allocation_path(depth: int = 8) -> tuple:
-    """((file, line), ...) of the kernel frames that led to the caller's allocation, innermost first (up to `depth`
-    frames outside the emulator package): the performance model's allocation site, which tells a helper's
-    allocations for different callers apart."""
-    frame = sys._getframe(2)
-    while frame is not None and frame.f_code.co_filename in _INTERNAL:
-        frame = frame.f_back
-    path = []
-    while frame is not None and frame.f_code.co_filename not in _INTERNAL and len(path) < depth:
-        path.append((frame.f_code.co_filename, frame.f_lineno))
-        frame = frame.f_back
-    return tuple(path)
 
 
 def check(lifetimes: list[Lifetime], target) -> None:
@@ -125,8 +108,13 @@ def _cost(life: Lifetime, buffer: str, bank: int) -> int:
     if buffer == "sbuf":
         return life.nbytes
     if life.address is None:
-        return -(-life.nbytes // bank)
+        return _banks(life.nbytes, bank)
     return -(-(life.address + life.nbytes) // bank) - life.address // bank
+
+
+def _banks(nbytes, bank: int):
+    """Whole PSUM banks of `nbytes` per partition from a bank boundary (an int or an int array)."""
+    return -(-nbytes // bank)
 
 
 def _check_peak(buffer: str, lives: list[Lifetime], target) -> None:
@@ -136,7 +124,12 @@ def _check_peak(buffer: str, lives: list[Lifetime], target) -> None:
     if any(life.address is not None for life in lives):
         peak, peak_at = _sweep_placed(buffer, lives, target)
     else:
-        first, last, cost = np.array([(life.first, life.last, _cost(life, buffer, bank)) for life in lives]).T
+        n = len(lives)  # (columns read by C-level attribute getters: a run may have 100k lifetimes)
+        first = np.fromiter(map(_FIRST, lives), np.int64, n)
+        last = np.fromiter(map(_LAST, lives), np.int64, n)
+        cost = np.fromiter(map(_NBYTES, lives), np.int64, n)
+        if buffer != "sbuf":
+            cost = _banks(cost, bank)  # (`_cost` of unplaced PSUM tiles)
         peak, peak_at = _sweep(first, last, cost)
     if peak > capacity:
         _raise(buffer, peak, peak_at, lives, capacity, target)

@@ -19,12 +19,12 @@ import math
 
 import numpy as np
 
-from . import context, dtypes
+from . import context, dtypes, sites
 from .errors import NkiValidationError
-from .liveness import Lifetime, allocation_path, allocation_site
+from .layout import layout_of
+from .liveness import Lifetime
 from .storage import BUFFERS, ON_CHIP, Storage, c_strides
-from .tensor import NkiTensor
-from .trace import Allocation
+from .tensor import NkiTensor, view_of
 
 INT_SENTINEL = 4  # what the official simulator puts in new integer allocations (S-SIM)
 _NKI_DTYPES = frozenset(dtypes.DTYPES.values())  # storage dtypes taken as they are (the allocation fast path)
@@ -38,6 +38,42 @@ def allocate(shape, dtype, buffer: str, name: str = "", op: str = "ndarray", add
         ValueError / TypeError: bad shape, buffer or address.
     """
     ctx = context.active() or context.current()  # (current() raises outside a run)
+    try:
+        plan = _PLANS.get((shape, dtype, buffer))
+    except TypeError:  # an unhashable shape (a list) or dtype: resolved the long way
+        plan = None
+    if plan is None:
+        plan = _plan(shape, dtype, buffer)
+    shape, dtype, buffer, lay, integer, fill = plan
+    if not lay.on_chip:
+        if address is not None:
+            raise NkiValidationError(op, "address", "an SBUF/PSUM placement (HBM tensors take no address)", address)
+        if buffer == "shared_hbm" and ctx.program_id > 0:
+            return _shared(ctx, shape, dtype, name)
+    target = ctx.target
+    if lay.on_chip and shape[0] > target.pmax:
+        raise NkiValidationError(op, "shape", f"partition dim <= {target.pmax}", shape[0], target.name)
+    data = None
+    if integer or ctx.full:
+        data = np.empty(lay.size, dtype)
+        data.fill(fill)  # (np.full's Python wrapper costs more)
+    st = Storage(ctx.storage_id(), buffer, dtype, shape, data, lay)
+    if lay.on_chip:
+        _on_chip(ctx, st, name, op, address)
+    elif buffer == "shared_hbm" and ctx.lnc > 1:
+        ctx.shared_hbm.append(st)
+    return view_of(st, lay, 0, name)
+
+
+_PLANS: dict[tuple, tuple] = {}  # (shape, dtype, buffer) as a kernel passes them -> _plan's resolution
+_PLANS_MAX = 10_000  # distinct allocation calls remembered before the table starts afresh
+
+
+def _plan(shape, dtype, buffer) -> tuple:
+    """(shape, dtype, buffer name, layout of the whole tensor, integer dtype?, fill value) of an allocation, checked;
+    remembered
+    per hashable (shape, dtype, buffer) as passed (a kernel allocates the same tile again and again)."""
+    key = (shape, dtype, buffer)
     if not (isinstance(dtype, np.dtype) and dtype in _NKI_DTYPES):  # a name, type or torch dtype; or not NKI's
         dtype = dtypes.to_dtype(dtype)
     if type(buffer) is not str:
@@ -51,24 +87,16 @@ def allocate(shape, dtype, buffer: str, name: str = "", op: str = "ndarray", add
         raise TypeError(f"shape: {shape!r} must be a tuple of ints") from None
     if not shape or not all(map((0).__lt__, shape)):
         raise ValueError(f"shape: {list(shape)} must be non-empty with positive sizes")
-    if buffer not in ON_CHIP:
-        if address is not None:
-            raise NkiValidationError(op, "address", "an SBUF/PSUM placement (HBM tensors take no address)", address)
-        if buffer == "shared_hbm" and ctx.program_id > 0:
-            return _shared(ctx, shape, dtype, name)
-    target = ctx.target
-    if buffer in ON_CHIP and shape[0] > target.pmax:
-        raise NkiValidationError(op, "shape", f"partition dim <= {target.pmax}", shape[0], target.name)
-    data = None
-    if ctx.full or dtype.kind in "iub":
-        data = np.empty(math.prod(shape), dtype)
-        data.fill(np.nan if dtypes.is_float(dtype) else INT_SENTINEL)  # (np.full's Python wrapper costs more)
-    st = Storage(ctx.storage_id(), buffer, dtype, shape, data)
-    if buffer in ON_CHIP:
-        _on_chip(ctx, st, name, op, address)
-    elif buffer == "shared_hbm" and ctx.lnc > 1:
-        ctx.shared_hbm.append(st)
-    return NkiTensor(st, shape, c_strides(shape), 0, name)
+    size = math.prod(shape)
+    lay = layout_of(buffer, dtype, dtypes.name(dtype), size // shape[0], shape, c_strides(shape))
+    plan = (shape, dtype, buffer, lay, dtype.kind in "iub", np.nan if dtypes.is_float(dtype) else INT_SENTINEL)
+    try:
+        if len(_PLANS) >= _PLANS_MAX:
+            _PLANS.clear()
+        _PLANS[key] = plan
+    except TypeError:
+        pass  # unhashable as passed: not remembered
+    return plan
 
 
 def _on_chip(ctx, st: Storage, name: str, op: str, address) -> None:
@@ -88,12 +116,9 @@ def _on_chip(ctx, st: Storage, name: str, op: str, address) -> None:
             rows = mem[p0:p0 + st.shape[0], byte0:byte0 + nbytes].view(st.dtype)
             rows[...] = st.data.reshape(rows.shape)  # the sentinel fill lands in the shared bytes
             st.data = rows
-    st.life = Lifetime(buffer, ctx.program_id, nbytes, (p0, p0 + st.shape[0]), byte0, (name, st.shape, st.dtype_name),
-                       allocation_site())
-    ctx.run.lifetimes.append(st.life)
-    if address is None:  # the performance model's record of where loop-local tiles come from (placed ones are mapped)
-        ctx.trace.allocations[st.id] = Allocation(allocation_path(), buffer, st.shape[0], nbytes, st.dtype_name,
-                                                  ctx.program_id)
+    st.life = Lifetime(st.id, buffer, ctx.program_id, nbytes, (p0, p0 + st.shape[0]), byte0,
+                       (name, st.shape, st.dtype_name), sites.capture())
+    ctx.run.lifetimes.append(st.life)  # (the trace's `Allocation` records are made from these when the run ends)
 
 
 def _address(op: str, address, st: Storage, nbytes: int, capacity: int, t) -> tuple[int, int]:

@@ -199,9 +199,25 @@ ACTIVATION_RANGES: dict[str, tuple[float, float]] = {
 }
 
 
+_ACTIVATION_OF: dict = {}  # operator object -> activation(op), filled as ops are used
+
+
 def activation(op) -> tuple[str, Callable]:
     """(name, float32 function) of an activation function, NaN outside its valid input range
-    (`ACTIVATION_RANGES`). Raises TypeError for anything else."""
+    (`ACTIVATION_RANGES`), resolved once per operator object. Raises TypeError for anything else."""
+    try:
+        return _ACTIVATION_OF[op]
+    except (KeyError, TypeError):  # not seen yet, or unhashable
+        pass
+    resolved = _activation(op)
+    try:
+        _ACTIVATION_OF[op] = resolved
+    except TypeError:
+        pass
+    return resolved
+
+
+def _activation(op) -> tuple[str, Callable]:
     name = op_name(op)
     if name not in ACTIVATIONS:
         raise TypeError(f"op: {getattr(op, '__name__', op)!r} is not an activation function; "

@@ -29,10 +29,14 @@ class Storage:
     __slots__ = ("id", "buffer", "dtype", "dtype_name", "shape", "size", "free", "data", "flags", "life", "placement",
                  "mapped")
 
-    def __init__(self, sid: int, buffer: str, dtype: np.dtype, shape: tuple, data: np.ndarray | None):
+    def __init__(self, sid: int, buffer: str, dtype: np.dtype, shape: tuple, data: np.ndarray | None, layout=None):
+        """`layout`: the whole tensor's `layout.Layout` when the caller has it (its dtype name and size are reused)."""
         self.id, self.buffer, self.dtype, self.shape, self.data = sid, buffer, dtype, shape, data
-        self.dtype_name = dtypes.name(dtype)
-        self.size = size = math.prod(shape)
+        if layout is None:
+            self.dtype_name, self.size = dtypes.name(dtype), math.prod(shape)
+        else:
+            self.dtype_name, self.size = layout.dtype_name, layout.size
+        size = self.size
         self.free = size // shape[0] if buffer in ON_CHIP else size
         self.flags = np.zeros(self.size, bool) if buffer == "psum" and data is not None else None
         self.life = self.placement = None

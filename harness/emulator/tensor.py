@@ -26,7 +26,9 @@ import numpy as np
 
 from . import dtypes
 from .errors import NkiTraceError, NkiValidationError
-from .indexing import DynSlice, Indirect, Place, check_bounds, extent, scalar_value, slice_bounds
+from .indexing import (Indirect, Place, cache_key, check_bounds, plain_geometry, rectangle, resolve_key,
+                       scalar_value, view_geometry)
+from .layout import Layout, layout_of
 from .registers import VirtualRegister
 from .rearrange import rearrange_plan
 from .reinterpret import reinterpreted, whole_storage
@@ -35,16 +37,18 @@ from .trace import Access
 
 
 class NkiTensor:
-    """A view: storage + shape + strides + offset (elements) + dtype (+ runtime indirection)."""
+    """A view: storage + layout (shape, strides and their derived geometry, `layout.py`) + offset (elements) + dtype
+    (+ runtime indirection)."""
 
-    __slots__ = ("storage", "shape", "strides", "offset", "dtype", "name", "indirect", "size", "_extents", "_access",
-                 "_valid_for", "out_of_bounds")
+    __slots__ = ("storage", "layout", "shape", "strides", "offset", "dtype", "name", "indirect", "size", "_access",
+                 "_valid_for", "out_of_bounds", "_views")
 
     def __init__(self, storage: Storage, shape, strides, offset: int, name: str = "", indirect: Indirect | None = None):
-        self.storage, self.shape, self.strides, self.offset = storage, tuple(shape), tuple(strides), offset
-        self.dtype, self.name, self.indirect = storage.dtype, name, indirect
-        self.size = math.prod(self.shape)  # elements (views are immutable)
-        self._extents = self._access = self._valid_for = None  # caches: extents, trace footprint, target it passed
+        lay = layout_of(storage.buffer, storage.dtype, storage.dtype_name, storage.free, tuple(shape), tuple(strides))
+        self.storage, self.layout, self.shape, self.strides, self.offset = storage, lay, lay.shape, lay.strides, offset
+        self.dtype, self.name, self.indirect, self.size = storage.dtype, name, indirect, lay.size
+        # caches: trace footprint, target whose operand rules it passed, views by index key (`__getitem__`)
+        self._access = self._valid_for = self._views = None
         # an `.ap()` pattern outside its storage: a view is only an address pattern, so the error is raised
         # when an instruction uses the view (validate.tile), not when it is made (AWS's nki-library makes such
         # views on paths it then skips)
@@ -52,10 +56,9 @@ class NkiTensor:
 
     @property
     def extents(self) -> tuple[int, int, int, int]:
-        """(lo, hi) element offsets of the whole view and (lo, hi) of its dims 1.. relative to `offset` (cached)."""
-        if self._extents is None:
-            self._extents = extent(self.shape, self.strides) + extent(self.shape, self.strides, 1)
-        return self._extents
+        """(lo, hi) element offsets of the whole view and (lo, hi) of its dims 1.. relative to `offset`."""
+        lay = self.layout
+        return lay.lo, lay.hi, lay.f_lo, lay.f_hi
 
     def _runtime(self, *_args):
         raise NkiTraceError(f"NkiTensor {self.name or ''}{list(self.shape)} holds runtime data: Python control flow, "
@@ -94,65 +97,56 @@ class NkiTensor:
     def _view(self, shape, strides, offset, op: str) -> "NkiTensor":
         if self.indirect is not None:
             raise NkiValidationError(op, "tensor", "no views of an indirect (.ap with offsets) tensor", self)
-        out = NkiTensor(self.storage, shape, strides, offset, self.name)
-        out.out_of_bounds = self.out_of_bounds
-        return out
+        return view_of(self.storage, self.layout.child(tuple(shape), tuple(strides)), offset, self.name,
+                       self.out_of_bounds)
 
     # ---- indexing ---------------------------------------------------------------------------------
     def __getitem__(self, key) -> "NkiTensor":
+        """The view `self[key]` (module docstring). The hot path of every kernel: a 2-D view cut by two step-less
+        slices or `nl.ds` (`indexing.rectangle`) is resolved inline; other keys of plain ints, slices and `nl.ds` in
+        range are resolved without per-dim calls (`indexing.plain_geometry`), anything else by `indexing.resolve_key`
+        (which raises for bad keys). A key seen before on this view gives the view made then (views are immutable;
+        loops re-issue the same accesses). The new view's layout comes from this one's (`Layout.children`)."""
+        if type(key) is tuple and len(key) == 2 and self.indirect is None and len(self.shape) == 2:
+            ck = rectangle(key, self.shape)
+            if ck is not None:
+                views = self._views
+                if views is not None:
+                    view = views.get(ck)
+                    if view is not None:
+                        return view
+                a0, b0, a1, b1 = ck
+                lay = self.layout
+                s0, s1 = strides = lay.strides
+                shape = (b0 - a0, b1 - a1)
+                view = view_of(self.storage, lay.children.get((shape, strides)) or lay.child(shape, strides),
+                               self.offset + a0 * s0 + a1 * s1, self.name, self.out_of_bounds)
+                return self._remember(ck, view)
         if type(key) is not tuple:
             key = (key,)
-        in_shape, in_strides = self.shape, self.strides
-        ndim = len(in_shape)
-        for k in key:
-            if k is Ellipsis:
-                at = key.index(Ellipsis)
-                key = key[:at] + (slice(None),) * (ndim - len(key) + 1) + key[at + 1:]
-                break
-        if len(key) > ndim:
-            raise NkiValidationError("getitem", "index", f"at most {ndim} indices for shape {list(in_shape)}", key)
-        on_chip = self.storage.buffer in ON_CHIP
-        shape, strides, offset = [], [], self.offset
-        for d, k in enumerate(key):
-            n, s = in_shape[d], in_strides[d]
-            if type(k) is DynSlice:
-                k = slice(k.start, k.start + k.size)
-            if type(k) is slice:
-                start, stop = k.start, k.stop
-                if k.step is None and type(start) is int and type(stop) is int and 0 <= start < stop <= n:
-                    length, step = stop - start, 1  # the common a[i:j] (no defaults, negatives or steps to resolve)
-                elif start is None and stop is None and k.step is None:
-                    length, start, step = n, 0, 1  # a[:]
-                else:
-                    length, start, step = slice_bounds(d, n, k)
-                offset += start * s
-                shape.append(length)
-                strides.append(s * step)
-            elif isinstance(k, (int, np.integer)):
-                i = int(k) + (n if k < 0 else 0)
-                if not 0 <= i < n:
-                    raise NkiValidationError("getitem", f"dim {d}", f"index in [0, {n})", int(k))
-                offset += i * s
-                if d == 0 and on_chip:
-                    shape.append(1)
-                    strides.append(s)
-            elif isinstance(k, VirtualRegister):
-                raise NkiTraceError("a VirtualRegister cannot index a tensor; use t.ap(..., scalar_offset=reg)")
-            elif isinstance(k, NkiTensor):
-                raise NkiTraceError("a tensor cannot index a tensor; use t.ap(..., vector_offset=idx, indirect_dim=0)")
-            else:
-                raise TypeError(f"index: {k!r} is not an int, slice, nl.ds or Ellipsis")
-        if len(key) < ndim:
-            shape += in_shape[len(key):]
-            strides += in_strides[len(key):]
-        while len(shape) < (2 if on_chip else 1):
-            shape.append(1)
-            strides.append(1)
-        if self.indirect is not None:
-            raise NkiValidationError("getitem", "tensor", "no views of an indirect (.ap with offsets) tensor", self)
-        out = NkiTensor(self.storage, shape, strides, offset, self.name)
-        out.out_of_bounds = self.out_of_bounds
-        return out
+        ck = cache_key(key)
+        views = self._views
+        if views is not None and ck is not None:
+            view = views.get(ck)
+            if view is not None:
+                return view
+        lay = self.layout
+        geometry = plain_geometry(key, lay.shape, lay.strides, lay.on_chip) if self.indirect is None else None
+        if geometry is None:
+            geometry = view_geometry(resolve_key(key, lay.shape, self), lay.shape, lay.strides, lay.on_chip)
+        shape, strides, offset = geometry
+        view = view_of(self.storage, lay.children.get((shape, strides)) or lay.child(shape, strides),
+                       self.offset + offset, self.name, self.out_of_bounds)
+        return view if ck is None else self._remember(ck, view)
+
+    def _remember(self, key: tuple, view: "NkiTensor") -> "NkiTensor":
+        """Keep `view` as the view of index key `key` (at most `_VIEWS_MAX` per view); returns it."""
+        views = self._views
+        if views is None:
+            views = self._views = {}
+        if len(views) < _VIEWS_MAX:
+            views[key] = view
+        return view
 
     # ---- view methods (S-NL) ------------------------------------------------------------------------
     def slice(self, dim: int, start: int, end: int, step: int = 1) -> "NkiTensor":
@@ -412,26 +406,20 @@ class NkiTensor:
 
     def trace_access(self) -> Access:
         """The trace footprint of this (direct) view at its own offset, moving all its bytes: `access` without
-        runtime indirection, computed once per view (views are immutable). The hot path of every instruction."""
+        runtime indirection, computed once per view (views are immutable) from its layout's geometry. The hot path
+        of every instruction."""
         acc = self._access
         if acc is not None:
             return acc
-        st, shape, strides, offset = self.storage, self.shape, self.strides, self.offset
-        nbytes = self.size * st.dtype.itemsize
-        if st.buffer in ON_CHIP:
-            if len(shape) == 2:  # the common tile: one free dim
-                step = strides[1]
-                f_lo, f_hi = (0, (shape[1] - 1) * step) if step >= 0 else ((shape[1] - 1) * step, 0)
-            else:
-                f_lo, f_hi = extent(shape, strides, 1)
+        st, lay, offset = self.storage, self.layout, self.offset
+        if lay.on_chip:
             free = st.free
             p0 = offset // free
             f0 = offset - p0 * free
-            acc = _new_tuple(Access, (st.id, st.buffer, p0, p0 + (shape[0] - 1) * (strides[0] // free) + 1, f0 + f_lo,
-                                      f0 + f_hi + 1, nbytes))
+            acc = _new_tuple(Access, (st.id, lay.buffer, p0, p0 + lay.span, f0 + lay.f_lo, f0 + lay.f_hi + 1,
+                                      lay.nbytes))
         else:
-            lo, hi = extent(shape, strides)
-            acc = _new_tuple(Access, (st.id, st.buffer, 0, 1, offset + lo, offset + hi + 1, nbytes))
+            acc = _new_tuple(Access, (st.id, lay.buffer, 0, 1, offset + lay.lo, offset + lay.hi + 1, lay.nbytes))
         if st.mapped:
             acc = st.map_access(acc)
         self._access = acc
@@ -493,4 +481,19 @@ def _legacy(name: str):
     return LEGACY_OPERATORS[name]
 
 
+_VIEWS_MAX = 1024  # views remembered per view by index key (`__getitem__`)
+
+
 _new_tuple = tuple.__new__  # NamedTuple records without their constructor's Python frame (trace_access)
+_new_object = object.__new__
+
+
+def view_of(storage: Storage, lay: Layout, offset: int, name: str = "", out_of_bounds=None) -> NkiTensor:
+    """A direct view of `storage` with layout `lay` at `offset` (elements): `NkiTensor(...)` for a layout already at
+    hand (allocation, indexing), without re-deriving it."""
+    t = _new_object(NkiTensor)
+    t.storage, t.layout, t.shape, t.strides, t.offset = storage, lay, lay.shape, lay.strides, offset
+    t.dtype, t.name, t.indirect, t.size = storage.dtype, name, None, lay.size
+    t._access = t._valid_for = t._views = None
+    t.out_of_bounds = out_of_bounds
+    return t

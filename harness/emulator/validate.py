@@ -38,7 +38,9 @@ def tile(op: str, operand: str, t: NkiTensor, target: Target, *, engine: bool = 
     (`engine`: compute engines; DMA may start anywhere), and no runtime indirection.
 
     A view that passed the engine rules for `target` is remembered (`NkiTensor._valid_for`: views are immutable),
-    so reusing it (an accumulator, a loaded tile) checks nothing again: this runs for every operand."""
+    so reusing it (an accumulator, a loaded tile) checks nothing again: this runs for every operand. A layout that
+    passed the rules that do not depend on the offset is remembered too (`Layout.engine_ok` / `dma_ok`), so a fresh
+    view of a known layout (a new tile each loop iteration) checks only its start partition."""
     if not isinstance(t, NkiTensor):
         raise NkiValidationError(op, operand, "an NKI tensor", type(t).__name__, target.name)
     if t.out_of_bounds is not None:
@@ -46,11 +48,19 @@ def tile(op: str, operand: str, t: NkiTensor, target: Target, *, engine: bool = 
         raise NkiValidationError(op, operand, e.limit, e.value, target.name)
     if t._valid_for is target:
         return
+    lay = t.layout
+    if t.indirect is None and (lay.engine_ok if engine else lay.dma_ok) is target:
+        if engine:
+            _start_partition(op, operand, t, target)
+            t._valid_for = target
+        return
     st = t.storage
     if st.buffer not in ON_CHIP:
         if engine:
             raise NkiValidationError(op, operand, "an SBUF/PSUM tile (compute engines cannot access HBM)", st.buffer,
                                      target.name)
+        if t.indirect is None:
+            lay.dma_ok = target
         return
     if engine and t.indirect is not None:
         raise NkiValidationError(op, operand, "no runtime (.ap offset) addressing on compute engines", t, target.name)
@@ -62,11 +72,10 @@ def tile(op: str, operand: str, t: NkiTensor, target: Target, *, engine: bool = 
         raise NkiValidationError(op, operand, "contiguous partitions (no partition striding)",
                                  f"partition stride {strides[0]} elements, storage row {st.free}", target.name)
     if not engine:
+        if t.indirect is None:
+            lay.dma_ok = target
         return
-    start = (st.placement[1] if st.placement is not None else 0) + t.offset // st.free
-    if start and (count > 64 or start % 32 or (count > 32 and start != 64)):  # `_start_partitions`, inlined
-        raise NkiValidationError(op, operand, f"start partition in {_start_partitions(count)} for {count} partitions",
-                                 start, target.name)
+    _start_partition(op, operand, t, target)
     if st.buffer == "sbuf" and t.size // count > SBUF_OPERAND_FMAX:
         raise NkiValidationError(op, operand, f"at most {SBUF_OPERAND_FMAX} elements per partition of SBUF",
                                  t.free_size, target.name)
@@ -75,7 +84,17 @@ def tile(op: str, operand: str, t: NkiTensor, target: Target, *, engine: bool = 
             raise NkiValidationError(op, operand, f"free-dim access pattern step in [{AP_MIN_STEP}, "
                                      f"{AP_MAX_STEP}] elements (int16)",
                                      f"shape {list(shape)} strides {list(strides)}", target.name)
-    t._valid_for = target
+    t._valid_for = lay.engine_ok = target
+
+
+def _start_partition(op: str, operand: str, t: NkiTensor, target: Target) -> None:
+    """The start-partition rule of an engine operand (`_start_partitions`, inlined), at its absolute partition."""
+    st = t.storage
+    count = t.shape[0]
+    start = (st.placement[1] if st.placement is not None else 0) + t.offset // st.free
+    if start and (count > 64 or start % 32 or (count > 32 and start != 64)):
+        raise NkiValidationError(op, operand, f"start partition in {_start_partitions(count)} for {count} partitions",
+                                 start, target.name)
 
 
 def buffer(op: str, operand: str, t: NkiTensor, allowed: tuple[str, ...], target: Target) -> None:
@@ -98,6 +117,15 @@ def tiles(op: str, target: Target, **operands) -> None:
             ref_name, ref = name, t
         elif t.shape[0] != ref.shape[0] or t.size != ref.size:
             same_layout(op, ref_name, ref, {name: t}, target)  # raises
+
+
+def pair(op: str, target: Target, name1: str, t1, name2: str, t2) -> None:
+    """`tiles(op, target, name1=t1, name2=t2)`, the two-operand case of the hot element-wise ops: nothing is checked
+    again when both views already passed `tile` for `target` and share the layout rule."""
+    if type(t1) is NkiTensor and type(t2) is NkiTensor and t1._valid_for is target and t2._valid_for is target \
+            and t1.shape[0] == t2.shape[0] and t1.size == t2.size:
+        return  # (a view passes `tile` only in bounds: its `out_of_bounds` is set when it is made, if ever)
+    tiles(op, target, **{name1: t1, name2: t2})
 
 
 def same_layout(op: str, ref_name: str, ref: NkiTensor, others: dict, target: Target) -> None:

@@ -16,11 +16,12 @@ from nkilab.reference.quant import FP8_DTYPES, QuantizedActivation, QuantizedWei
 
 from ._launch import EMPTY_REASON, launch, neuron_target
 from .qmatmul import ACCEPTED_OUT, MAX_K, PMAX, qmatmul_kernel
+from .qmatmul.tuning import check_overrides
 
 X_DTYPES = ("float32", "bfloat16", "float16", "float64")  # x dtypes accepted (float64 narrowed to float32)
 
 
-def qmatmul(x, qw: QuantizedWeight, *, out_dtype=None, target: str | None = None):
+def qmatmul(x, qw: QuantizedWeight, *, out_dtype=None, target: str | None = None, tuning: dict | None = None):
     """y[M, N] = x[M, K] @ W[K, N] on the NKI backend (real SDK if installed, else the emulator).
 
     Args:
@@ -29,12 +30,14 @@ def qmatmul(x, qw: QuantizedWeight, *, out_dtype=None, target: str | None = None
         qw: QuantizedWeight of shape (K, N).
         out_dtype: result dtype; None = x's dtype (float32 for a QuantizedActivation).
         target: "inf2" | "trn1" | "trn2" | "trn3"; None = $NEURON_PLATFORM_TARGET_OVERRIDE or "trn2".
+        tuning: {tunable: int} overriding the kernel's defaults (`qmatmul.tuning.TUNABLES`), or None.
 
     Returns:
         y: [M, N] NumPy array of out_dtype.
 
     Raises:
-        ValueError: the problem is outside what the kernel supports (see `unsupported`).
+        ValueError: the problem is outside what the kernel supports (see `unsupported`), or a tuning value
+            breaks its rule (`qmatmul.tuning.check_overrides`; TypeError for a non-int).
     """
     w8a8 = isinstance(x, QuantizedActivation)
     xdata = x.data if w8a8 else x
@@ -43,15 +46,18 @@ def qmatmul(x, qw: QuantizedWeight, *, out_dtype=None, target: str | None = None
                          m=xdata.shape[0], k=qw.shape[0], n=qw.shape[1], dtype=dtype_name(xdata))
     if reason:
         raise ValueError(f"qmatmul: backend 'nki' cannot run this problem: {reason}")
-    args, kwargs = kernel_inputs(x, qw, out_name)
+    args, kwargs = kernel_inputs(x, qw, out_name, tuning)
     y = launch(qmatmul_kernel, *args, target=target, **kwargs)
     return y if kwargs["out_dtype"] == out_name else y.astype(numpy_dtype(out_name))
 
 
-def kernel_inputs(x, qw: QuantizedWeight, out_name: str) -> tuple[tuple, dict]:
+def kernel_inputs(x, qw: QuantizedWeight, out_name: str, tuning: dict | None = None) -> tuple[tuple, dict]:
     """(args, kwargs) of `qmatmul_kernel` for validated inputs: x [M, K] (float64 narrowed to float32) or a
     QuantizedActivation's data and scales, the QuantizedWeight arrays as they are, and the compile-time config
-    (out_dtype: `out_name`, or float32 when the device cannot produce it, e.g. float64)."""
+    (out_dtype: `out_name`, or float32 when the device cannot produce it, e.g. float64; the `tuning` overrides,
+    checked by `check_overrides`)."""
+    if tuning is not None:
+        check_overrides(tuning)
     w8a8 = isinstance(x, QuantizedActivation)
     xdata = x.data if w8a8 else np.asarray(x)
     if xdata.dtype == np.float64:
@@ -59,7 +65,7 @@ def kernel_inputs(x, qw: QuantizedWeight, out_name: str) -> tuple[tuple, dict]:
     args = (xdata, qw.data, qw.scales.astype(np.float32), qw.zeros, x.scales if w8a8 else None)
     kernel_out = out_name if out_name in ACCEPTED_OUT else "float32"
     return args, dict(scheme=qw.scheme, group_size=None if qw.group_size is None else int(qw.group_size),
-                      symmetric=bool(qw.symmetric), out_dtype=kernel_out)
+                      symmetric=bool(qw.symmetric), out_dtype=kernel_out, **(tuning or {}))
 
 
 def unsupported(**problem) -> str | None:
@@ -83,12 +89,12 @@ def unsupported(**problem) -> str | None:
     return None
 
 
-def traceable(problem: dict, target: str | None):
+def traceable(problem: dict, target: str | None, tuning: dict | None = None):
     """(kernel, args, kwargs) running `problem` at its real shapes with zero inputs, for trace mode on `target`.
 
     problem keys (`nkilab.kernels.ops.qmatmul.spec` plus the shape parameters): m, k, n, scheme, group_size,
     symmetric, w8a8, dtype. `target` must be a Neuron target (ValueError otherwise); the kernel takes its
-    generation branches from the target the trace runs on (`_launch.trace`)."""
+    generation branches from the target the trace runs on (`_launch.trace`). tuning: as for `qmatmul`."""
     neuron_target(target)
     reason = unsupported(**problem)
     if reason:
@@ -111,5 +117,5 @@ def traceable(problem: dict, target: str | None):
     else:
         x = np.zeros((m, k), numpy_dtype(problem["dtype"]))
         out_name = problem["dtype"]
-    args, kwargs = kernel_inputs(x, qw, out_name)
+    args, kwargs = kernel_inputs(x, qw, out_name, tuning)
     return qmatmul_kernel, args, kwargs

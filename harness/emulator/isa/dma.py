@@ -27,13 +27,12 @@ import numpy as np
 from .. import dtypes, validate
 from ..errors import NkiValidationError
 from ..operators import alu
-from ..storage import ON_CHIP
 from ..tensor import NkiTensor
 from .enums import coerce
 from .enums import dge_mode as DgeMode
 from .enums import engine as Engine
 from .enums import oob_mode as OobMode
-from .issue import computes, current, record
+from .issue import computes, current, emit, record
 
 MAX_DMA_COMPUTE_SRCS = 16  # dma_compute sources per instruction — S-ISA
 # enum members bound once: member lookups cost ~0.3 us each on CPython 3.11, and every DMA compares several
@@ -41,23 +40,15 @@ _UNKNOWN, _HWDGE, _NONE, _SKIP = DgeMode.unknown, DgeMode.hwdge, DgeMode.none, O
 
 
 def _run_length(t: NkiTensor) -> int:
-    """Elements in t's innermost contiguous run (on-chip and vector-indirect runs stay within dim 0's rows)."""
-    shape, strides = t.shape, t.strides
+    """Elements in t's innermost contiguous run (on-chip and vector-indirect runs stay within dim 0's rows): its
+    layout's `run` / `run_rows`."""
     ind = t.indirect
-    stop = 1 if (t.storage.buffer in ON_CHIP or (ind is not None and ind.kind == "vector")) else 0
-    run = 1
-    d = len(shape) - 1
-    while d >= stop:
-        n = shape[d]
-        if n != 1:
-            if strides[d] != run:
-                break
-            run *= n
-        d -= 1
-    return run
+    return t.layout.run_rows if ind is not None and ind.kind == "vector" else t.layout.run
 
 
 def _check_operand(opc: str, operand: str, x, t) -> None:
+    """A DMA operand's rules; a direct view's layout that passed them for target `t` is remembered (`Layout.dma_ok`),
+    so `dma_copy` skips the call for further views of that layout."""
     if not isinstance(x, NkiTensor):
         raise NkiValidationError(opc, operand, "an NKI tensor", type(x).__name__, t.name)
     validate.tile(opc, operand, x, t, engine=False)
@@ -70,6 +61,13 @@ def _check_operand(opc: str, operand: str, x, t) -> None:
                          "vector_offset", t)
         if x.on_chip:
             raise NkiValidationError(opc, operand, "vector_offset indexes an HBM tensor", x.buffer, t.name)
+    if ind is None and x.out_of_bounds is None:
+        x.layout.dma_ok = t
+
+
+def _checked(x, t) -> bool:
+    """Whether `x` is a direct in-bounds view whose layout passed `_check_operand` for `t` (nothing left to check)."""
+    return type(x) is NkiTensor and x.layout.dma_ok is t and x.indirect is None and x.out_of_bounds is None
 
 
 def _check_dge(opc: str, dge_mode, tensors, t) -> None:
@@ -88,8 +86,38 @@ def _index_reads(**tensors) -> dict:
             if v.indirect is not None and isinstance(v.indirect.index, NkiTensor)}
 
 
-def _attrs(ctx, dst: NkiTensor, srcs: list, dge_mode) -> dict:
-    nbytes = dst.size * dst.dtype.itemsize
+def _attrs(ctx, dst: NkiTensor, srcs, dge_mode) -> dict:
+    """The trace attrs of a DMA writing `dst` from `srcs` (module docstring); takes the next DMA queue."""
+    attrs = _transfer_attrs(ctx.target, dst, srcs, dge_mode)
+    attrs["queue"] = ctx.run.next_dma_queue()
+    attrs["dge_mode"] = dge_mode._name_  # (`.name` is a Python-level property: this is the per-DMA path)
+    return attrs
+
+
+def _direct_attrs(ctx, dst: NkiTensor, src: NkiTensor, dge_mode) -> dict:
+    """`_attrs` of a DMA between two direct views: what depends on the transfer (its layouts, `dge_mode`, the target)
+    is worked out once per (dst layout, src layout, dge_mode) and target and copied; only the queue is per DMA."""
+    key = (dst.layout, src.layout, dge_mode._value_)  # (an Enum member hashes through a Python-level __hash__)
+    t = ctx.target
+    hit = _TRANSFERS.get(key)
+    if hit is None or hit[0] is not t:
+        if len(_TRANSFERS) >= _TRANSFERS_MAX:
+            _TRANSFERS.clear()
+        hit = _TRANSFERS[key] = (t, _transfer_attrs(t, dst, (src,), dge_mode))
+    attrs = hit[1].copy()
+    attrs["queue"] = ctx.run.next_dma_queue()
+    attrs["dge_mode"] = dge_mode._name_
+    return attrs
+
+
+_TRANSFERS: dict[tuple, tuple] = {}  # (dst layout, src layout, dge_mode value) -> (target, `_transfer_attrs`)
+_TRANSFERS_MAX = 10_000
+
+
+def _transfer_attrs(t, dst: NkiTensor, srcs, dge_mode) -> dict:
+    """The trace attrs of a DMA writing `dst` from `srcs` on target `t` that do not depend on its place in the
+    program: {"bytes", "chunks", "chunk_bytes", "indirect", "dge"} (module docstring)."""
+    nbytes = dst.layout.nbytes
     run = _run_length(dst)
     indirect = dst.indirect is not None
     vector = indirect and dst.indirect.kind == "vector"
@@ -105,15 +133,14 @@ def _attrs(ctx, dst: NkiTensor, srcs: list, dge_mode) -> dict:
     chunks = dst.size // run if run > 1 else dst.size
     chunks = chunks if chunks > 1 else 1
     if dge_mode is not _UNKNOWN:
-        dge = dge_mode.name
+        dge = dge_mode._name_  # (`.name` is a Python-level property: this is the per-DMA path)
     elif vector:
         dge = "swdge"
-    elif same_dtype and ctx.target.hwdge:
+    elif same_dtype and t.hwdge:
         dge = "hwdge"
     else:
         dge = "none"
-    return {"bytes": nbytes, "chunks": chunks, "chunk_bytes": nbytes / chunks, "indirect": indirect, "dge": dge,
-            "queue": ctx.run.next_dma_queue(), "dge_mode": dge_mode.name}
+    return {"bytes": nbytes, "chunks": chunks, "chunk_bytes": nbytes / chunks, "indirect": indirect, "dge": dge}
 
 
 def dma_copy(dst, src, priority=None, oob_mode=OobMode.error, dge_mode=DgeMode.unknown, engine=Engine.unknown,
@@ -122,10 +149,16 @@ def dma_copy(dst, src, priority=None, oob_mode=OobMode.error, dge_mode=DgeMode.u
     opc = "dma_copy"
     ctx = current()
     t = ctx.target
-    oob_mode, dge_mode = coerce(OobMode, oob_mode, opc, "oob_mode"), coerce(DgeMode, dge_mode, opc, "dge_mode")
-    coerce(Engine, engine, opc, "engine")
-    _check_operand(opc, "dst", dst, t)
-    _check_operand(opc, "src", src, t)
+    if type(oob_mode) is not OobMode:  # (a member is the common case: coerce only raw values)
+        oob_mode = coerce(OobMode, oob_mode, opc, "oob_mode")
+    if type(dge_mode) is not DgeMode:
+        dge_mode = coerce(DgeMode, dge_mode, opc, "dge_mode")
+    if type(engine) is not Engine:
+        coerce(Engine, engine, opc, "engine")
+    if not _checked(dst, t):
+        _check_operand(opc, "dst", dst, t)
+    if not _checked(src, t):
+        _check_operand(opc, "src", src, t)
     if dst.size != src.size:
         raise NkiValidationError(opc, "dst", f"element count == src's {src.size}", dst.size, t.name)
     if dge_mode is _HWDGE:
@@ -135,30 +168,42 @@ def dma_copy(dst, src, priority=None, oob_mode=OobMode.error, dge_mode=DgeMode.u
                                      f"{dtypes.name(src.dtype)} -> {dtypes.name(dst.dtype)}", t.name)
     if priority is not None:
         validate.feature(opc, "priority", t.dma_priority, "DMA priority needs NeuronCore-v4", priority, t)
-    direct = dst.indirect is None and src.indirect is None
-    places = index = None
-    if not direct:  # runtime addresses: resolved now (a direct view's place is its own offset)
+    if dst.indirect is None and src.indirect is None:
+        places = index = None
+    else:  # runtime addresses: resolved now (a direct view's place is its own offset)
         _check_dge(opc, dge_mode, (dst, src), t)
         skip = oob_mode is _SKIP
         places = {"src": src.locate(opc, "src", skip), "dst": dst.locate(opc, "dst", skip)}
         index = _index_reads(dst=dst, src=src)
-    if computes(ctx, (dst,), (src, *index.values()) if index else (src,)):
-        sp, dp = (places["src"], places["dst"]) if places else (src.locate(opc, "src"), dst.locate(opc, "dst"))
-        vals = src.values(sp)
-        if vals is None and not sp.skip:  # trace mode, source address unknown: so is what lands in dst
-            dst.storage.data = None
-        elif vals is not None and not dp.skip:
-            if src.dtype != dst.dtype:
-                vals = dtypes.cast(dtypes.to_f32(vals), dst.dtype)
-            rows_valid = None
-            if sp.valid is not None and not sp.valid.all():
-                if dst.shape[0] != src.shape[0]:
-                    raise NkiValidationError(opc, "dst", "same dim 0 as an oob-skipping vector_offset src",
-                                             list(dst.shape), t.name)
-                rows_valid = sp.valid
-            dst.write(vals, dp, rows_valid)
-    record(ctx, "dma", opc, {"dst": dst}, {"src": src, **index} if index else {"src": src}, places=places,
-           attrs=_attrs(ctx, dst, [src], dge_mode))
+    # (trace mode, a destination without values: `computes` would answer False and change nothing)
+    if (ctx.full or dst.storage.data is not None) and computes(ctx, (dst,), (src, *index.values()) if index else (src,)):
+        _copy(opc, dst, src, places, t)
+    attrs = _attrs(ctx, dst, (src,), dge_mode) if places else _direct_attrs(ctx, dst, src, dge_mode)
+    if index:
+        emit(ctx, "dma", opc, ("dst", "src", *index), (dst, src, *index.values()), 1, 0, attrs, places)
+    else:
+        emit(ctx, "dma", opc, _COPY_OPERANDS, (dst, src), 1, 0, attrs, places)
+
+
+_COPY_OPERANDS = ("dst", "src")
+
+
+def _copy(opc: str, dst: NkiTensor, src: NkiTensor, places: dict | None, t) -> None:
+    """dma_copy's data movement (values known): src's elements into dst, converted, oob-skipped rows left alone."""
+    sp, dp = (places["src"], places["dst"]) if places else (src.locate(opc, "src"), dst.locate(opc, "dst"))
+    vals = src.values(sp)
+    if vals is None and not sp.skip:  # trace mode, source address unknown: so is what lands in dst
+        dst.storage.data = None
+    elif vals is not None and not dp.skip:
+        if src.dtype != dst.dtype:
+            vals = dtypes.cast(dtypes.to_f32(vals), dst.dtype)
+        rows_valid = None
+        if sp.valid is not None and not sp.valid.all():
+            if dst.shape[0] != src.shape[0]:
+                raise NkiValidationError(opc, "dst", "same dim 0 as an oob-skipping vector_offset src",
+                                         list(dst.shape), t.name)
+            rows_valid = sp.valid
+        dst.write(vals, dp, rows_valid)
 
 
 def dma_compute(dst, srcs, reduce_op, scales=None, unique_indices=True, oob_mode=OobMode.error, name=None):

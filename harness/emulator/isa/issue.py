@@ -65,18 +65,26 @@ def store(dst: NkiTensor, values: np.ndarray) -> None:
 
 def record(ctx: ProgramContext, engine: str, opcode: str, writes: dict, reads: dict, *, flops: int = 0,
            attrs: dict | None = None, places: dict | None = None) -> None:
-    """Append the instruction: operands (destinations first) with their footprints and bytes (`places`: the runtime
-    place of each indirect operand); the on-chip tensors it touches are live at its index (`liveness.py`).
-    The hot path of every op: one footprint per view is computed once (`NkiTensor.trace_access`), and records are
-    made with `tuple.__new__` (the NamedTuple constructors' Python frame skipped)."""
+    """Append the instruction: operands (destinations first, name -> tensor; non-tensor entries skipped) with their
+    footprints and bytes (`places`: the runtime place of each indirect operand). `emit` with the operands as
+    sequences (the hot ops call it directly)."""
+    emit(ctx, engine, opcode, (*writes, *reads), (*writes.values(), *reads.values()), len(writes), flops, attrs,
+         places)
+
+
+def emit(ctx: ProgramContext, engine: str, opcode: str, names: tuple, tensors: tuple, writes: int, flops: int = 0,
+         attrs: dict | None = None, places: dict | None = None) -> None:
+    """Append the instruction: operand i is `tensors[i]` named `names[i]` (non-tensor entries, scalars or None, are
+    skipped), the first `writes` of them destinations; each with its footprint and bytes (`places`: the runtime
+    place of each indirect operand, by name). The on-chip tensors it touches are live at its index
+    (`liveness.py`). The hot path of every op: one footprint per view is computed once (`NkiTensor.trace_access`),
+    and records are made with `tuple.__new__` (the NamedTuple constructors' Python frame skipped)."""
     ops = []
     instructions = ctx.trace.instructions
     index = len(instructions)
-    is_write = True
-    for group in (writes, reads):
-        for name, t in group.items():
-            if not isinstance(t, NkiTensor):
-                continue
+    i = 0
+    for t in tensors:
+        if isinstance(t, NkiTensor):
             st = t.storage
             life = st.life
             if life is not None:
@@ -85,10 +93,10 @@ def record(ctx: ProgramContext, engine: str, opcode: str, writes: dict, reads: d
                 life.last = index
             if t.indirect is None:
                 acc = t._access or t.trace_access()
-            else:
-                acc = t.access((places or {}).get(name) or Place(t.offset), t.size * t.itemsize)  # indirect: rare
-            ops.append(_new_tuple(Operand, (name, t.shape, st.dtype_name, st.buffer, acc, is_write)))
-        is_write = False
+            else:  # indirect: rare
+                acc = t.access((places or {}).get(names[i]) or Place(t.offset), t.size * t.itemsize)
+            ops.append(_new_tuple(Operand, (names[i], t.shape, st.dtype_name, st.buffer, acc, i < writes)))
+        i += 1
     instructions.append(_new_tuple(Instruction, (index, engine, opcode, tuple(ops), flops, {} if attrs is None else attrs,
                                                  ctx.program_id)))
 
@@ -116,8 +124,8 @@ def lanes(t: NkiTensor) -> slice:
 def layout_attrs(*tensors) -> dict:
     """{"partitions", "free_elems"} of the largest operand (the first of the largest; the cost model's per-element
     work)."""
-    big = None
+    big, size = None, -1
     for t in tensors:
-        if isinstance(t, NkiTensor) and (big is None or t.size > big.size):
-            big = t
-    return {"partitions": big.shape[0], "free_elems": big.size // big.shape[0]}
+        if isinstance(t, NkiTensor) and t.size > size:
+            big, size = t, t.size
+    return {"partitions": big.shape[0], "free_elems": size // big.shape[0]}

@@ -28,11 +28,11 @@ from ..operators import alu
 from ..tensor import NkiTensor
 from .enums import coerce
 from .enums import reduce_cmd as ReduceCmd
-from .issue import computes, current, f32, lanes, layout_attrs, operand, record, store
+from .issue import computes, current, emit, f32, lanes, layout_attrs, operand, record, store
 
 
 def _check(opc: str, t, dst, data, op_name: str, bias, scale) -> None:
-    validate.tiles(opc, t, data=data, dst=dst)
+    validate.pair(opc, t, "data", data, "dst", dst)
     p = data.shape[0]
     validate.vector_operand(opc, "scale", scale, p, t, fp32=True)
     if bias is not None:
@@ -46,7 +46,8 @@ def _check(opc: str, t, dst, data, op_name: str, bias, scale) -> None:
 
 def _run(ctx, opc, dst, op, data, bias, scale, reduce_op, reduce_res, reduce_cmd) -> None:
     t = ctx.target
-    reduce_cmd = coerce(ReduceCmd, reduce_cmd, opc, "reduce_cmd")
+    if type(reduce_cmd) is not ReduceCmd:  # (a member is the common case: coerce only raw values)
+        reduce_cmd = coerce(ReduceCmd, reduce_cmd, opc, "reduce_cmd")
     op_name, fn = activation_fn(op)
     _check(opc, t, dst, data, op_name, bias, scale)
     p = data.shape[0]
@@ -56,11 +57,13 @@ def _run(ctx, opc, dst, op, data, bias, scale, reduce_op, reduce_res, reduce_cmd
         if red.name not in allowed:
             raise NkiValidationError(opc, "reduce_op", f"one of {allowed}", red.name, t.name)
     else:
-        red = alu("add")
+        red = _ADD
     if reduce_res is not None:
         validate.vector_operand(opc, "reduce_res", reduce_res, p, t)
-    dsts = (dst,) + ((reduce_res,) if reduce_res is not None else ())
-    if computes(ctx, dsts, (data, bias, scale)):
+    dsts = (dst,) if reduce_res is None else (dst, reduce_res)
+    # (trace mode, destinations without values: `computes` would answer False and change nothing)
+    if (ctx.full or dst.storage.data is not None or reduce_res is not None) and computes(ctx, dsts, (data, bias,
+                                                                                                   scale)):
         with np.errstate(all="ignore"):  # fp32 overflow to ±inf is the hardware result, not an error
             x = f32(data) * operand(scale, p)
             if bias is not None:
@@ -74,8 +77,14 @@ def _run(ctx, opc, dst, op, data, bias, scale, reduce_op, reduce_res, reduce_cmd
             regs[...] = red.fn(regs, red.fn.reduce(out, axis=1))
         if reduce_res is not None:
             store(reduce_res, regs.reshape(p, 1))
-    record(ctx, "scalar", opc, {"dst": dst, "reduce_res": reduce_res}, {"data": data, "bias": bias, "scale": scale},
-           flops=dst.size * (3 if bias is not None else 2), attrs=dict(layout_attrs(dst, data), func=op_name))
+    attrs = layout_attrs(dst, data)
+    attrs["func"] = op_name
+    emit(ctx, "scalar", opc, _ACTIVATION_OPERANDS, (dst, reduce_res, data, bias, scale), 2,
+         dst.size * (3 if bias is not None else 2), attrs)
+
+
+_ACTIVATION_OPERANDS = ("dst", "reduce_res", "data", "bias", "scale")
+_ADD = alu("add")
 
 
 def activation(dst, op, data, bias=None, scale=1.0, reduce_op=None, reduce_res=None, reduce_cmd=ReduceCmd.idle,
@@ -114,7 +123,8 @@ def activate2(dst, op, data, imm0, imm1, op0, op1, relu_param=0.0, reverse0=Fals
     ctx = current()
     t = ctx.target
     validate.feature(opc, "op", t.gen >= 4, "activate2 needs NeuronCore-v4", opc, t)
-    reduce_cmd = coerce(ReduceCmd, reduce_cmd, opc, "reduce_cmd")
+    if type(reduce_cmd) is not ReduceCmd:  # (a member is the common case: coerce only raw values)
+        reduce_cmd = coerce(ReduceCmd, reduce_cmd, opc, "reduce_cmd")
     act_name, fn = activation_fn(op)
     f0, f1 = alu(op0, "op0"), alu(op1, "op1")
     if (f0.name, f1.name) not in ACTIVATE2_PAIRS:

@@ -25,11 +25,10 @@ from ..storage import strided_view
 from ..tensor import NkiTensor
 from .enums import engine as Engine
 from .enums import coerce, matmul_perf_mode
-from .issue import computes, current, f32, layout_attrs, raw, record, store
+from .issue import computes, current, emit, f32, layout_attrs, raw, record, store
 
 _MATMUL_INPUTS = ("float8_e4m3", "float8_e5m2", "bfloat16", "float16", "float32")
 _DOUBLE_ROW = matmul_perf_mode.double_row  # bound once: enum member lookups are slow on the per-matmul path
-_CHECKED_DTYPES: set = set()  # (stationary dtype, moving dtype, target name, double_row) combinations found legal
 
 
 def _check_matmul_dtypes(op: str, stationary: NkiTensor, moving: NkiTensor, target, double: bool) -> None:
@@ -84,8 +83,50 @@ def nc_matmul(dst, stationary, moving, is_stationary_onezero=False, is_moving_on
     op = "nc_matmul"
     ctx = current()
     t = ctx.target
-    for operand, x in (("dst", dst), ("stationary", stationary), ("moving", moving)):
-        validate.tile(op, operand, x, t)
+    if dst._valid_for is not t:  # (in operand order: a view that passed for `t` has nothing left to check)
+        validate.tile(op, "dst", dst, t)
+    if stationary._valid_for is not t:
+        validate.tile(op, "stationary", stationary, t)
+    if moving._valid_for is not t:
+        validate.tile(op, "moving", moving, t)
+    key = plan = None
+    if type(perf_mode) is matmul_perf_mode and type(tile_position) is tuple and type(tile_size) is tuple:
+        key = (stationary.layout, moving.layout, dst.layout, perf_mode is _DOUBLE_ROW, bool(is_transpose),
+               tile_position, tile_size)
+        try:
+            plan = _PLANS.get(key)
+        except TypeError:  # unhashable tiling entries: checked every time
+            key = None
+    if plan is None or plan[0] is not t:
+        plan = _plan(op, dst, stationary, moving, is_transpose, tile_position, tile_size, perf_mode, t)
+        if key is not None:
+            if len(_PLANS) >= _PLANS_MAX:
+                _PLANS.clear()
+            _PLANS[key] = plan
+    else:
+        _check_bank(op, dst, t)  # the one rule that depends on where dst is (its plan: only on what the operands are)
+    _, k, m, n, rows, double, transpose_mode, in_dtype = plan
+    # (trace mode, a destination without values: `computes` would answer False and change nothing)
+    if (ctx.full or dst.storage.data is not None) and computes(ctx, (dst,), (stationary, moving)):
+        s = dtypes.to_f32(stationary.values()).reshape(k * rows, m)
+        if transpose_mode:  # bit-accurate: no products, so NaN/Inf stay where they are
+            res = np.ascontiguousarray(s.T)
+        else:
+            res = s.T @ dtypes.to_f32(moving.values()).reshape(k * rows, n)
+        accumulate_psum(dst, res, accumulate)
+    emit(ctx, "tensor", op, _MATMUL_OPERANDS, (dst, stationary, moving), 1, 2 * k * rows * m * n,
+         {"k": k * rows, "m": m, "n": n, "in_dtype": in_dtype, "transpose": bool(is_transpose), "double_row": double})
+
+
+# nc_matmul's rules on what its operands are (layouts, dtypes, flags) hold for every matmul with the same ones: the
+# plan of a (stationary, moving, dst layout, double_row, is_transpose, tiling) combination is checked once per target
+_PLANS: dict[tuple, tuple] = {}
+_PLANS_MAX = 10_000
+
+
+def _plan(op, dst, stationary, moving, is_transpose, tile_position, tile_size, perf_mode, t) -> tuple:
+    """Check every nc_matmul rule past the per-operand ones, in order; returns (target, k, m, n, rows, double_row,
+    transpose_mode, in_dtype)."""
     if stationary.storage.buffer != "sbuf" or moving.storage.buffer != "sbuf" or dst.storage.buffer != "psum":
         validate.buffer(op, "stationary", stationary, ("sbuf",), t)
         validate.buffer(op, "moving", moving, ("sbuf",), t)
@@ -97,9 +138,7 @@ def nc_matmul(dst, stationary, moving, is_stationary_onezero=False, is_moving_on
         for operand, x in (("stationary", stationary), ("moving", moving)):
             if x.ndim < 3 or x.shape[1] != 2:
                 raise NkiValidationError(op, operand, "double_row layout [K, 2, ...]", list(x.shape), t.name)
-    if (stationary.dtype, moving.dtype, t.name, double) not in _CHECKED_DTYPES:
-        _check_matmul_dtypes(op, stationary, moving, t, double)
-        _CHECKED_DTYPES.add((stationary.dtype, moving.dtype, t.name, double))
+    _check_matmul_dtypes(op, stationary, moving, t, double)
     rows = 2 if double else 1
     k = stationary.shape[0]
     m, n = stationary.size // (k * rows), moving.size // (moving.shape[0] * rows)
@@ -129,16 +168,10 @@ def nc_matmul(dst, stationary, moving, is_stationary_onezero=False, is_moving_on
     transpose_mode = bool(is_transpose) and t.gen >= 3
     if transpose_mode and n != k:
         raise NkiValidationError(op, "moving", f"the [K, K] identity in transpose mode (K={k})", n, t.name)
-    if computes(ctx, (dst,), (stationary, moving)):
-        s = dtypes.to_f32(stationary.values()).reshape(k * rows, m)
-        if transpose_mode:  # bit-accurate: no products, so NaN/Inf stay where they are
-            res = np.ascontiguousarray(s.T)
-        else:
-            res = s.T @ dtypes.to_f32(moving.values()).reshape(k * rows, n)
-        accumulate_psum(dst, res, accumulate)
-    record(ctx, "tensor", op, {"dst": dst}, {"stationary": stationary, "moving": moving}, flops=2 * k * rows * m * n,
-           attrs={"k": k * rows, "m": m, "n": n, "in_dtype": _in_dtype(stationary, moving),
-                  "transpose": bool(is_transpose), "double_row": double})
+    return t, k, m, n, rows, double, transpose_mode, _in_dtype(stationary, moving)
+
+
+_MATMUL_OPERANDS = ("dst", "stationary", "moving")
 
 
 def _in_dtype(a: NkiTensor, b: NkiTensor) -> str:
@@ -176,9 +209,35 @@ def nc_transpose(dst, data, engine=Engine.unknown, name=None):
     op = "nc_transpose"
     ctx = current()
     t = ctx.target
-    engine = coerce(Engine, engine, op, "engine")
-    validate.tile(op, "dst", dst, t)
-    validate.tile(op, "data", data, t)
+    if type(engine) is not Engine:  # (a member is the common case: coerce only raw values)
+        engine = coerce(Engine, engine, op, "engine")
+    if dst._valid_for is not t:  # (in operand order: a view that passed for `t` has nothing left to check)
+        validate.tile(op, "dst", dst, t)
+    if data._valid_for is not t:
+        validate.tile(op, "data", data, t)
+    key = (dst.layout, data.layout, engine._value_)  # (an Enum member hashes through a Python-level __hash__)
+    plan = _TRANSPOSE_PLANS.get(key)
+    if plan is None or plan[0] is not t:
+        if len(_TRANSPOSE_PLANS) >= _PLANS_MAX:
+            _TRANSPOSE_PLANS.clear()
+        plan = _TRANSPOSE_PLANS[key] = _transpose_plan(op, dst, data, engine, t)
+    _, on_tensor, attrs = plan
+    # (trace mode, a destination without values: `computes` would answer False and change nothing)
+    if (ctx.full or dst.storage.data is not None) and computes(ctx, (dst,), (data,)):
+        if on_tensor and t.gen == 2 and dtypes.is_float(data.dtype):
+            store(dst, _identity_matmul_transpose(f32(data)))
+        else:
+            store(dst, np.ascontiguousarray(raw(data).T))
+    emit(ctx, "tensor" if on_tensor else "vector", op, _TRANSPOSE_OPERANDS, (dst, data), 1, 0, attrs.copy())
+
+
+# nc_transpose's rules are on what its operands are (layouts, dtypes) and the engine: checked once per (dst layout,
+# data layout, engine) and target
+_TRANSPOSE_PLANS: dict[tuple, tuple] = {}
+
+
+def _transpose_plan(op: str, dst: NkiTensor, data: NkiTensor, engine, t) -> tuple:
+    """Check nc_transpose's rules past the per-operand ones, in order; returns (target, on TensorE?, trace attrs)."""
     on_tensor = engine == Engine.tensor or (engine == Engine.unknown and data.buffer == "sbuf" and dst.buffer == "psum")
     limit = t.pmax if on_tensor else 32
     if on_tensor:
@@ -199,16 +258,12 @@ def nc_transpose(dst, data, engine=Engine.unknown, name=None):
                                  "input on a NeuronCore-v2 TensorE)", dtypes.name(dst.dtype), t.name)
     if dst.shape[0] != f or dst.free_size != p:
         raise NkiValidationError(op, "dst", f"[{f}, {p}]", f"{dst.shape[0]} x {dst.free_size}", t.name)
-    if computes(ctx, (dst,), (data,)):
-        if on_tensor and t.gen == 2 and dtypes.is_float(data.dtype):
-            store(dst, _identity_matmul_transpose(f32(data)))
-        else:
-            store(dst, np.ascontiguousarray(raw(data).T))
-    if on_tensor:
-        record(ctx, "tensor", op, {"dst": dst}, {"data": data},
-               attrs={"k": p, "m": f, "n": p, "in_dtype": dtypes.name(data.dtype), "transpose": True})
-    else:
-        record(ctx, "vector", op, {"dst": dst}, {"data": data}, attrs=layout_attrs(dst, data))
+    attrs = ({"k": p, "m": f, "n": p, "in_dtype": data.storage.dtype_name, "transpose": True} if on_tensor
+             else layout_attrs(dst, data))
+    return t, on_tensor, attrs
+
+
+_TRANSPOSE_OPERANDS = ("dst", "data")
 
 
 def _identity_matmul_transpose(x: np.ndarray) -> np.ndarray:

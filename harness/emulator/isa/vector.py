@@ -29,15 +29,16 @@ from ..tensor import NkiTensor
 from .enums import coerce
 from .enums import engine as Engine
 from .enums import reduce_cmd as ReduceCmd
-from .issue import computes, current, f32, lanes, layout_attrs, operand, raw, record, store
+from .issue import computes, current, emit, f32, lanes, layout_attrs, operand, raw, record, store
 
 _ENGINE_NAMES = {Engine.vector: "vector", Engine.gpsimd: "gpsimd", Engine.scalar: "scalar"}
+_UNKNOWN = Engine.unknown  # bound once: enum member lookups are slow on the per-instruction path
 _CMP_OPS = ("equal", "less", "less_equal", "greater", "greater_equal")
 RANGE_INDEX_LIMIT = 2 ** 24  # range_select compares range_start + f in float32: exact below 2^24 — S-ISA
 
 
 def _engine_name(op: str, engine, allowed: tuple[str, ...], default: str, target) -> str:
-    if engine is None:
+    if engine is None or engine is _UNKNOWN:
         return default
     engine = coerce(Engine, engine, op, "engine")
     if engine == Engine.unknown:
@@ -104,17 +105,21 @@ def tensor_copy(dst, src, engine=Engine.unknown, name=None):
     op = "tensor_copy"
     ctx = current()
     t = ctx.target
-    validate.tiles(op, t, src=src, dst=dst)
+    validate.pair(op, t, "src", src, "dst", dst)
     eng = _engine_name(op, engine, ("vector", "scalar", "gpsimd"), "vector", t)
     if eng == "scalar":
         validate.feature(op, "engine", t.scalar_tensor_copy,
                          "ScalarE tensor_copy needs NeuronCore-v3+ (use activation(op=nl.copy))", "scalar", t)
     if eng == "gpsimd":
         validate.gpsimd_no_psum(op, {"dst": dst, "src": src}, t)
-    if computes(ctx, (dst,), (src,)):
+    # (trace mode, a destination without values: `computes` would answer False and change nothing)
+    if (ctx.full or dst.storage.data is not None) and computes(ctx, (dst,), (src,)):
         vals = raw(src)
         store(dst, vals if vals.dtype == dst.dtype else dtypes.to_f32(vals))
-    record(ctx, eng, op, {"dst": dst}, {"src": src}, attrs=layout_attrs(dst, src))
+    emit(ctx, eng, op, _COPY_OPERANDS, (dst, src), 1, 0, layout_attrs(dst, src))
+
+
+_COPY_OPERANDS = ("dst", "src")
 
 
 def memset(dst, value, engine=Engine.unknown, name=None):
@@ -142,13 +147,13 @@ def memset(dst, value, engine=Engine.unknown, name=None):
         if not info.min <= value <= info.max:
             raise NkiValidationError(op, "value", f"in [{info.min}, {info.max}] for {dtypes.name(dst.dtype)}", value,
                                      t.name)
-    if computes(ctx, (dst,), ()):
+    if (ctx.full or dst.storage.data is not None) and computes(ctx, (dst,), ()):
         if dtypes.is_packed(dst.dtype):
             store(dst, np.zeros((dst.shape[0], dst.free_size), dst.dtype))
         else:
             full = np.full((dst.shape[0], dst.free_size), value, np.int64 if dtypes.is_int(dst.dtype) else np.float32)
             store(dst, full)
-    record(ctx, eng, op, {"dst": dst}, {}, attrs=layout_attrs(dst))
+    emit(ctx, eng, op, _COPY_OPERANDS, (dst,), 1, 0, layout_attrs(dst))
 
 
 def tensor_tensor(dst, data1, data2, op, engine=Engine.unknown, name=None):
@@ -169,15 +174,17 @@ def tensor_tensor(dst, data1, data2, op, engine=Engine.unknown, name=None):
         validate.gpsimd_no_psum(opc, {"dst": dst, "data1": data1, "data2": data2}, t)
     if fn.kind == "bitvec":
         validate.int_dtypes(opc, {"dst": dst, "data1": data1, "data2": data2}, t)
-    if computes(ctx, (dst,), (data1, data2)):
+    if (ctx.full or dst.storage.data is not None) and computes(ctx, (dst,), (data1, data2)):
         if fn.kind == "bitvec":
             store_bits(dst, fn.fn(bits(data1), bits(data2)))
         elif int32 and eng == "gpsimd":
             store(dst, fn.fn(raw(data1).astype(np.int64), raw(data2).astype(np.int64)))
         else:
             store(dst, fn.fn(f32(data1), f32(data2)))
-    record(ctx, eng, opc, {"dst": dst}, {"data1": data1, "data2": data2}, flops=dst.size,
-           attrs=layout_attrs(dst, data1, data2))
+    emit(ctx, eng, opc, _BINARY_OPERANDS, (dst, data1, data2), 1, dst.size, layout_attrs(dst, data1, data2))
+
+
+_BINARY_OPERANDS = ("dst", "data1", "data2")
 
 
 def binary_arith(opc: str, t, op0, op1) -> tuple[AluOp, AluOp]:
@@ -217,7 +224,7 @@ def tensor_scalar(dst, data, op0, operand0, reverse0=False, op1=None, operand1=N
     t = ctx.target
     fn0 = alu(op0, "op0")
     fn1 = alu(op1, "op1") if op1 is not None else None
-    validate.tiles(opc, t, data=data, dst=dst)
+    validate.pair(opc, t, "data", data, "dst", dst)
     p = data.shape[0]
     _check_operand(opc, "operand0", fn0, operand0, p, t)
     if fn1 is not None:
@@ -236,14 +243,17 @@ def tensor_scalar(dst, data, op0, operand0, reverse0=False, op1=None, operand1=N
             ("multiply", "add"), ("multiply", None), ("add", None)):
         raise NkiValidationError(opc, "op0/op1", "ScalarE on trn2: (multiply, add), (multiply,), (add,)",
                                  (fn0.name, fn1.name if fn1 else None), t.name)
-    reads = {"data": data, "operand0": operand0, "operand1": operand1}
-    if computes(ctx, (dst,), (data, operand0, operand1)):
+    if (ctx.full or dst.storage.data is not None) and computes(ctx, (dst,), (data, operand0, operand1)):
         x = bits(data) if bitvec else f32(data)
         x = _apply(fn0, x, operand0, reverse0, p)
         if fn1 is not None:
             x = _apply(fn1, x, operand1, reverse1, p)
         (store_bits if bitvec else store)(dst, x)
-    record(ctx, eng, opc, {"dst": dst}, reads, flops=dst.size * (2 if fn1 else 1), attrs=layout_attrs(dst, data))
+    emit(ctx, eng, opc, _SCALAR_OPERANDS, (dst, data, operand0, operand1), 1, dst.size * (2 if fn1 else 1),
+         layout_attrs(dst, data))
+
+
+_SCALAR_OPERANDS = ("dst", "data", "operand0", "operand1")
 
 
 def scalar_tensor_tensor(dst, data, op0, operand0, op1, operand1, reverse0=False, reverse1=False, name=None):
@@ -316,7 +326,7 @@ def tensor_scalar_reduce(dst, data, op0, operand0, reduce_op, reduce_res, revers
                                  f"reduce_init={reduce_init}, reduce_cmd={reduce_cmd.name}", t.name)
     if red.name not in ("add", "multiply", "maximum", "minimum"):
         raise NkiValidationError(opc, "reduce_op", "add, multiply, maximum or minimum", red.name, t.name)
-    validate.tiles(opc, t, data=data, dst=dst)
+    validate.pair(opc, t, "data", data, "dst", dst)
     p = data.shape[0]
     _check_operand(opc, "operand0", fn0, operand0, p, t)
     validate.vector_operand(opc, "reduce_res", reduce_res, p, t)

@@ -23,7 +23,7 @@ from .._tiling import MOVING_FMAX, PMAX
 from .decode import decode
 from .geometry import Geometry, Operands
 from .prefill import prefill
-from .tuning import DECODE_MAX_M, DECODE_MAX_M_INT4, PREFILL_SBUF_BYTES
+from .tuning import Tuning
 
 MAX_K = 32768  # prefill keeps the bf16 x^T of >= 128 rows of M in SBUF (2K bytes per partition: 64 KiB)
 ACCEPTED_OUT = ("float32", "bfloat16", "float16")  # out_dtype values the kernel writes
@@ -33,8 +33,9 @@ __all__ = ["qmatmul_kernel", "MAX_K", "ACCEPTED_OUT", "PMAX"]  # PMAX: the K-til
 
 @nki.jit
 def qmatmul_kernel(x, w, scales, zeros=None, x_scales=None, scheme="int8", group_size=None, symmetric=True,
-                   out_dtype="float32", decode_max_m=None, prefill_sbuf_bytes=PREFILL_SBUF_BYTES,
-                   int4_nibbles_as_fp8=True):
+                   out_dtype="float32", int4_nibbles_as_fp8=True, decode_max_m=None, decode_dma_cols=None,
+                   decode_min_dma_cols=None, decode_psum_banks=None, decode_lookahead=None, prefill_sbuf_bytes=None,
+                   x_chunk=None, prefill_psum_banks=None):
     """y = x @ ((q - z) * s) for weight-only int8/int4/fp8 and W8A8 fp8.
 
     Config arguments follow the tensors without a `*` separator: the NKI 0.2-0.6 compiler frontend
@@ -48,8 +49,8 @@ def qmatmul_kernel(x, w, scales, zeros=None, x_scales=None, scheme="int8", group
                  x_scales: float32 [M, 1] per-token scales (W8A8), else None.
                  scheme: "int8" | "int4" | "fp8_e4m3" | "fp8_e4m3fn"; group_size: G or None (per channel);
                  symmetric: False for int4 with zero points; out_dtype: one of ACCEPTED_OUT.
-                 decode_max_m: largest M using the decode schedule (None: DECODE_MAX_M, or
-                 DECODE_MAX_M_INT4 for int4); prefill_sbuf_bytes: see tuning.PREFILL_SBUF_BYTES;
+                 decode_max_m .. prefill_psum_banks: the tunables (`tuning.TUNABLES`; None = the default
+                 for the call's scheme and NeuronCore generation, `tuning.defaults`);
                  int4_nibbles_as_fp8: int4 decode feeds the nibbles to TensorE as fp8 views (True) or
                  converted to bf16 (False: for a TensorE that flushes fp8 subnormals, see Numerics).
     Returns:     y: [M, N] out_dtype, shared HBM.
@@ -73,19 +74,23 @@ def qmatmul_kernel(x, w, scales, zeros=None, x_scales=None, scheme="int8", group
     """
     m, k = x.shape
     n = w.shape[1]
-    if decode_max_m is None:
-        decode_max_m = DECODE_MAX_M_INT4 if scheme == "int4" else DECODE_MAX_M
     w8a8 = x_scales is not None
-    geo = Geometry(scheme, group_size, symmetric, k, m, w8a8, out_dtype=out_dtype, fp8_nibbles=int4_nibbles_as_fp8)
+    v2 = nisa.get_nc_version() == nisa.nc_version.gen2
+    tun = Tuning(scheme, v2, dict(decode_max_m=decode_max_m, decode_dma_cols=decode_dma_cols,
+                                  decode_min_dma_cols=decode_min_dma_cols, decode_psum_banks=decode_psum_banks,
+                                  decode_lookahead=decode_lookahead, prefill_sbuf_bytes=prefill_sbuf_bytes,
+                                  x_chunk=x_chunk, prefill_psum_banks=prefill_psum_banks))
+    geo = Geometry(scheme, group_size, symmetric, k, m, w8a8, out_dtype=out_dtype, fp8_nibbles=int4_nibbles_as_fp8,
+                   byte_transposes=v2, tuning=tun)
     # decode's block-diagonal moving operand [K tile, groups, M] must fit one matmul's free size
-    use_decode = m <= decode_max_m and geo.ngmax * m <= MOVING_FMAX
-    if not use_decode and w8a8 and scheme == "fp8_e4m3" and nisa.get_nc_version() != nisa.nc_version.gen2:
+    use_decode = m <= tun.decode_max_m and geo.ngmax * m <= MOVING_FMAX
+    if not use_decode and w8a8 and scheme == "fp8_e4m3" and not v2:
         # W8A8 prefill with e4m3 on NeuronCore-v3+: fp8 x fp8 double-row matmuls (2x TensorE rate); v2 keeps bf16
-        geo = Geometry(scheme, group_size, symmetric, k, m, w8a8, pairs=True, out_dtype=out_dtype)
+        geo = Geometry(scheme, group_size, symmetric, k, m, w8a8, pairs=True, out_dtype=out_dtype, tuning=tun)
     out = nl.ndarray((m, n), dtype=getattr(nl, out_dtype), buffer=nl.shared_hbm)
     ops = Operands(x, w, scales, zeros, x_scales, out, nl.program_id(0), nl.num_programs(0))
     if use_decode:
         decode(ops, geo)
     else:
-        prefill(ops, geo, prefill_sbuf_bytes)
+        prefill(ops, geo)
     return out

@@ -9,7 +9,8 @@ DESIGN.md, "Decode".
 
 from .._shim import nisa, nl
 from .._tiling import PMAX, PSUM_FMAX, tiles
-from .tuning import DECODE_DMA_COLS, DECODE_LOOKAHEAD, DECODE_MIN_DMA_COLS, DECODE_PSUM_BANKS, N_BLOCK, N_SUB
+from .tuning import N_BLOCK, N_SUB
+from .transpose import assemble, byte_values, transpose_bytes, transpose_planes
 from .weights import FP8_NIBBLE, INT4_SYM_OFFSET, converted, load_nibbles, load_weight_tile, replicated_row
 
 
@@ -28,14 +29,15 @@ class DecodePlan(nl.NKIObject):
     def __init__(self, geo, n, pid, nprog):
         # group chunks small enough that min_cols columns of partial sums fit the PSUM banks: int8/fp8 decode is
         # bound by the weight DMAs (longer runs help); int4 by VectorE, where more chunks mean more epilogue ops
-        min_cols = N_BLOCK if geo.int4 else DECODE_MIN_DMA_COLS
-        self.chunks = geo.chunks(max(1, min(PMAX, DECODE_PSUM_BANKS * PSUM_FMAX * N_SUB // (min_cols * geo.m))))
-        # sub-tiles whose partial sums share one PSUM bank; the DMA block spans up to DECODE_PSUM_BANKS banks
+        tun = geo.tuning
+        banks = tun.decode_psum_banks
+        self.chunks = geo.chunks(max(1, min(PMAX, banks * PSUM_FMAX * N_SUB // (tun.decode_min_dma_cols * geo.m))))
+        # sub-tiles whose partial sums share one PSUM bank; the DMA block spans up to decode_psum_banks banks
         self.per_bank = max(1, PSUM_FMAX // (max(chunk.ng for chunk in self.chunks) * geo.m))
-        self.blocks = tiles(n, min(DECODE_DMA_COLS, DECODE_PSUM_BANKS * self.per_bank * N_SUB))
-        # int4 fetches several K steps per DMA and unpack instruction (>= DECODE_DMA_COLS columns' worth): the
+        self.blocks = tiles(n, min(tun.decode_dma_cols, banks * self.per_bank * N_SUB))
+        # int4 fetches several K steps per DMA and unpack instruction (>= decode_dma_cols columns' worth): the
         # bit ops' fixed cost per instruction is large next to narrow blocks' element work
-        per_fetch = max(1, DECODE_DMA_COLS // self.blocks[0][1]) if geo.int4 else 1
+        per_fetch = max(1, tun.decode_dma_cols // self.blocks[0][1]) if geo.int4 else 1
         self.work = [DecodeFetch(b, c, run) for b in range(pid, len(self.blocks), nprog)
                      for c in range(len(self.chunks)) for run in _step_runs(geo, self.chunks[c].steps, per_fetch)]
 
@@ -73,7 +75,7 @@ class ChunkScales(nl.NKIObject):
 
 
 def decode(ops, geo):
-    """y = x @ W for M <= decode_max_m: every weight block streamed once, DECODE_LOOKAHEAD fetches ahead.
+    """y = x @ W for M <= decode_max_m: every weight block streamed once, decode_lookahead fetches ahead.
 
     ops: Operands; geo: Geometry. Program order is the schedule (in-order engine queues): each fetch is loaded
     and converted ahead of its matmuls, so the next tiles' conversions come before this block's epilogue (which
@@ -87,11 +89,12 @@ def decode(ops, geo):
     # per-token scales as a row replicated over the output-channel partitions: partition stride 0 in HBM
     xs_rep = replicated_row(ops.x_scales, 0, 0, geo.m, nl.float32, PMAX) if geo.w8a8 else None
     work = plan.work
-    ahead = [_fetch(ops.w, geo, plan, work[t]) for t in range(min(DECODE_LOOKAHEAD, len(work)))]
+    lookahead = geo.tuning.decode_lookahead
+    ahead = [_fetch(ops.w, geo, plan, work[t]) for t in range(min(lookahead, len(work)))]
     pending = []  # finished y blocks, stored once the next block's matmuls are issued
     for t, item in enumerate(work):
-        if t + DECODE_LOOKAHEAD < len(work):
-            ahead.append(_fetch(ops.w, geo, plan, work[t + DECODE_LOOKAHEAD]))
+        if t + lookahead < len(work):
+            ahead.append(_fetch(ops.w, geo, plan, work[t + lookahead]))
         fetched = ahead.pop(0)
         chunk = plan.chunks[item.c]
         if item.run[0] == chunk.steps[0]:
@@ -168,20 +171,27 @@ def _decode_moving(x_sb, geo):
     (int4: one for the even-k half, one for the odd-k half). x_sb: [M, K] bf16 SBUF."""
     m = geo.m
     mask = _group_mask(geo) if geo.ngmax > 1 else None
+    # a one-row transpose mixes no rows: only M > 1 needs the byte path on NeuronCore-v2
+    planes = byte_values(x_sb, 2) if geo.byte_transposes and m > 1 else None
     moving = []
     for i, step in enumerate(geo.steps):
         rows, ng = step.rows, step.ng
         halves = []
-        for (c0, c1, cs), _ in geo.halves(i):
-            cols = x_sb[0:m, c0:c1:cs]
-            xT_ps = nl.ndarray((rows, 1, m), dtype=nl.bfloat16, buffer=nl.psum)
-            nisa.nc_transpose(dst=xT_ps, data=cols)
-            xm = nl.ndarray((rows, ng, m), dtype=nl.bfloat16, buffer=nl.sbuf)
-            if ng > 1:
-                nisa.tensor_tensor(dst=xm, data1=xT_ps.broadcast(1, ng),
-                                   data2=mask[0:rows, 0:ng, :].broadcast(2, m), op=nl.multiply)
+        for cols, _ in geo.halves(i):
+            if planes is not None:
+                xT = transpose_bytes(planes, m, cols, 2, nl.bfloat16).expand_dim(1)  # SBUF [rows, 1, M]
             else:
-                nisa.tensor_copy(dst=xm, src=xT_ps)
+                xT = nl.ndarray((rows, 1, m), dtype=nl.bfloat16, buffer=nl.psum)
+                nisa.nc_transpose(dst=xT, data=x_sb[0:m, cols[0]:cols[1]:cols[2]])
+            if ng > 1:
+                xm = nl.ndarray((rows, ng, m), dtype=nl.bfloat16, buffer=nl.sbuf)
+                nisa.tensor_tensor(dst=xm, data1=xT.broadcast(1, ng),
+                                   data2=mask[0:rows, 0:ng, :].broadcast(2, m), op=nl.multiply)
+            elif planes is not None:
+                xm = xT
+            else:
+                xm = nl.ndarray((rows, ng, m), dtype=nl.bfloat16, buffer=nl.sbuf)
+                nisa.tensor_copy(dst=xm, src=xT)
             halves.append(xm)
         moving.append(halves)
     return moving
@@ -202,12 +212,15 @@ def _group_mask(geo):
 
 def _group_sums_T(x_sb, geo, chunk):
     """int4 zero-point folding: X^T[g, m] = Σ_{k in group chunk.g0 + g} x[m, k] for the chunk's groups, float32 SBUF
-    [ng, M] (a VectorE reduce of the x rows, then a TensorE transpose to put the groups on the partitions)."""
+    [ng, M] (a VectorE reduce of the x rows, then a TensorE transpose to put the groups on the partitions; on
+    NeuronCore-v2 a byte transpose, so that a non-finite sum stays in its row)."""
     m, k = geo.m, geo.rows * geo.parity
     kg = k // geo.ngroups
     sums = nl.ndarray((m, chunk.ng), dtype=nl.float32, buffer=nl.sbuf)
     nisa.tensor_reduce(dst=sums, op=nl.add, data=x_sb.reshape((m, geo.ngroups, kg))[:, chunk.g0:chunk.g0 + chunk.ng, :],
                        axis=2)
+    if geo.byte_transposes and m > 1:
+        return transpose_bytes(byte_values(sums, 4), m, (0, chunk.ng, 1), 4, nl.float32)
     ps = nl.ndarray((chunk.ng, m), dtype=nl.float32, buffer=nl.psum)
     nisa.nc_transpose(dst=ps, data=sums)
     sums_T = nl.ndarray((chunk.ng, m), dtype=nl.float32, buffer=nl.sbuf)
@@ -271,12 +284,16 @@ def _decode_epilogue(acc, part, batch, scales, gc, geo, accumulate):
 def _store_transposed(out, yblk, geo):
     """out[:, nb0 : nb0+nbw] = yT^T, 512 columns at a time: TensorE transposes of each [nsz, M] sub-tile into
     one PSUM bank, one copy out of PSUM, one DMA. A 16-bit y is rounded first (one ScalarE copy: the same
-    single rounding as the final cast), so the transposes move 2-byte elements (fp32 ones take 4 passes)."""
+    single rounding as the final cast), so the transposes move 2-byte elements (fp32 ones take 4 passes).
+    NeuronCore-v2: `_store_bytes`, so that a non-finite output (a NaN weight or scale) stays in its column."""
     m, yT, subs = geo.m, yblk.yT, yblk.subs
     if geo.narrow_out:
         rounded = nl.ndarray((subs[0][1], len(subs), m), dtype=out.dtype, buffer=nl.sbuf)
         nisa.activation(dst=rounded, op=nl.copy, data=yT[0:subs[0][1]])
         yT = rounded
+    if geo.byte_transposes:
+        _store_bytes(out, yblk, yT, geo)
+        return
     for o0, ow in tiles(yblk.nbw, N_BLOCK):
         o_ps = nl.ndarray((m, ow), dtype=yT.dtype, buffer=nl.psum)
         for j, (j0, nsz) in enumerate(subs):
@@ -288,3 +305,19 @@ def _store_transposed(out, yblk, geo):
         else:
             nisa.tensor_copy(dst=o_sb, src=o_ps)
         nisa.dma_copy(dst=out[:, yblk.nb0 + o0:yblk.nb0 + o0 + ow], src=o_sb)
+
+
+def _store_bytes(out, yblk, yT, geo):
+    """`_store_transposed` with bit-exact byte transposes (`transpose.transpose_planes`): one conversion of y^T
+    [rows, subs, M] to byte values, `width` one-pass transposes per sub-tile into one PSUM bank per store tile
+    (2 · PSUM_FMAX / width columns: one bank's 2 KiB of bf16 byte values), one copy back to bytes, one DMA."""
+    m, subs, width = geo.m, yblk.subs, 4 if yT.dtype == nl.float32 else 2
+    planes = byte_values(yT[0:subs[0][1]], width)  # [rows, subs, M * width]
+    for o0, ow in tiles(yblk.nbw, 2 * PSUM_FMAX // width):
+        o_ps = nl.ndarray((m, ow, width), dtype=nl.bfloat16, buffer=nl.psum)
+        for j, (j0, nsz) in enumerate(subs):
+            if o0 <= j0 < o0 + ow:
+                transpose_planes(o_ps[:, j0 - o0:j0 - o0 + nsz, :], planes[:, j, :], nsz, (0, m, 1), width)
+        o_bytes = nl.ndarray((m, ow * width), dtype=nl.uint8, buffer=nl.sbuf)
+        assemble(o_bytes, o_ps, on_scalar=geo.int4)  # ScalarE for int4: VectorE unpacks the int4 weights
+        nisa.dma_copy(dst=out[:, yblk.nb0 + o0:yblk.nb0 + o0 + ow], src=o_bytes.view(out.dtype))

@@ -44,11 +44,14 @@ class Geometry(nl.NKIObject):
     matmuls (W8A8 prefill on NeuronCore-v3+); steps: a KStep per <= 128 rows (256 with pairs); ngmax: most
     groups in a step; nhalves: x^T slots per step (int4: even/odd k; pairs: rows r0.. and r0+128..; else 1);
     narrow_out: y is 16-bit (decode rounds y^T before transposing it); fp8_nibbles: int4 decode multiplies
-    the nibbles as fp8 views (u · 2^-9), else as bf16 copies.
+    the nibbles as fp8 views (u · 2^-9), else as bf16 copies; byte_transposes: transposes that would mix rows of
+    x or columns of y go through `transpose.transpose_bytes` (NeuronCore-v2, whose TensorE transpose spreads
+    NaN/inf across the tile); tuning: the call's `tuning.Tuning`.
     """
 
     def __init__(self, scheme, group_size, symmetric, k, m, w8a8, pairs=False, out_dtype="float32",
-                 fp8_nibbles=False):
+                 fp8_nibbles=False, byte_transposes=False, tuning=None):
+        self.byte_transposes, self.tuning = byte_transposes, tuning
         self.scheme, self.symmetric, self.w8a8, self.m, self.pairs = scheme, symmetric, w8a8, m, pairs
         self.narrow_out = out_dtype != "float32"
         self.int4 = scheme == "int4"

@@ -1,14 +1,15 @@
 """Prefill schedule of qmatmul (larger M): x^T stationary, dequantized weights moving, y row-major.
 
 TensorE streams full 512-column weight tiles against x^T [K tile, <= 128 rows of M], kept resident in SBUF per M
-block; each block accumulates in PSUM in groups of PREFILL_PSUM_BANKS M tiles over all of K. Group scales and
+block; each block accumulates in PSUM in groups of prefill_psum_banks M tiles over all of K. Group scales and
 zero points are applied to the weight tiles, per-channel (and W8A8 token) scales to the fp32 PSUM result. See
 DESIGN.md, "Prefill".
 """
 
 from .._shim import nisa, nl
 from .._tiling import PMAX, tiles
-from .tuning import N_BLOCK, PREFILL_PSUM_BANKS, X_CHUNK
+from .tuning import N_BLOCK
+from .transpose import byte_values, transpose_bytes
 from .weights import INT4_SYM_OFFSET, load_nibbles, load_weight_tile, replicated_row
 
 
@@ -20,16 +21,17 @@ class PrefillPlan(nl.NKIObject):
     group of M tiles and each weight tile is dequantized inside the K loop. m_block: rows of M per block;
     n_tiles: this program's (nb0, nbw) N tiles."""
 
-    def __init__(self, geo, n, sbuf_bytes, pid, nprog):
+    def __init__(self, geo, n, pid, nprog):
         # bytes per partition of one resident x^T row (bf16, or fp8 with pairs) = of one dequantized weight column
         row_bytes = len(geo.steps) * geo.nhalves * (1 if geo.pairs else 2)
-        budget = sbuf_bytes - 2 * X_CHUNK * 2  # less two bf16 x pieces [128, X_CHUNK] (one loading, one transposing)
+        # less two bf16 x pieces [128, x_chunk] (one loading, one transposing)
+        budget = geo.tuning.prefill_sbuf_bytes - 2 * geo.tuning.x_chunk * 2
         # weights resident per N tile (reused by the whole M block) when two N tiles take at most half the budget
         self.resident = 2 * N_BLOCK * row_bytes <= budget // 2
         if self.resident:
             self.m_block = max(PMAX, (budget - 2 * N_BLOCK * row_bytes) // row_bytes // PMAX * PMAX)
         else:
-            self.m_block = min(PREFILL_PSUM_BANKS * PMAX, max(PMAX, budget // row_bytes // PMAX * PMAX))
+            self.m_block = min(geo.tuning.prefill_psum_banks * PMAX, max(PMAX, budget // row_bytes // PMAX * PMAX))
         self.n_tiles = tiles(n, N_BLOCK)[pid::nprog]
 
 
@@ -50,9 +52,9 @@ class GroupAcc(nl.NKIObject):
         self.group, self.nb0, self.nbw, self.s_out = group, nb0, nbw, s_out
 
 
-def prefill(ops, geo, sbuf_bytes):
-    """y = x @ W for M > decode_max_m. ops: Operands; geo: Geometry; sbuf_bytes: prefill_sbuf_bytes."""
-    plan = PrefillPlan(geo, ops.w.shape[1], sbuf_bytes, ops.pid, ops.nprog)
+def prefill(ops, geo):
+    """y = x @ W for M > decode_max_m. ops: Operands; geo: Geometry."""
+    plan = PrefillPlan(geo, ops.w.shape[1], ops.pid, ops.nprog)
     if not plan.n_tiles:
         return
     for mb0, mbw in tiles(ops.x.shape[0], plan.m_block):
@@ -60,11 +62,12 @@ def prefill(ops, geo, sbuf_bytes):
 
 
 def _prefill_block(ops, geo, plan, mb0, mbw):
-    """Rows mb0 .. mb0+mbw of y for this program's N tiles, in groups of PREFILL_PSUM_BANKS M tiles that
+    """Rows mb0 .. mb0+mbw of y for this program's N tiles, in groups of prefill_psum_banks M tiles that
     accumulate over all of K in PSUM (see PrefillPlan for `resident`)."""
     xT = _prefill_xT(ops.x, geo, mb0, mbw)
     m_tiles = tiles(mbw, PMAX)
-    groups = [m_tiles[g:g + PREFILL_PSUM_BANKS] for g in range(0, len(m_tiles), PREFILL_PSUM_BANKS)]
+    per_group = geo.tuning.prefill_psum_banks
+    groups = [m_tiles[g:g + per_group] for g in range(0, len(m_tiles), per_group)]
     n_tiles = plan.n_tiles
     wd = _dequant_n_tile(ops, n_tiles[0], geo) if plan.resident else None
     pending = []
@@ -152,20 +155,29 @@ def _moving_tiles(ops, i, nb0, nbw, geo):
 def _prefill_xT(x, geo, mb0, mbw):
     """Resident x^T of rows mb0 .. mb0+mbw: SBUF [128, steps * nhalves, mbw] (slot i * nhalves + h = half h
     of K step i), bf16 (fp8 e4m3 with pairs: the values came from fp8, so the cast back is exact), from
-    [128, X_CHUNK] pieces of x cast to bf16 by the DMA and transposed on TensorE."""
+    [128, x_chunk] pieces of x cast to bf16 by the DMA and transposed on TensorE (bytewise on NeuronCore-v2:
+    `transpose.transpose_bytes`)."""
     k = x.shape[1]
     xT = nl.ndarray((PMAX, len(geo.steps) * geo.nhalves, mbw), dtype=nl.float8_e4m3 if geo.pairs else nl.bfloat16,
                     buffer=nl.sbuf)
+    xT_bytes = xT.view(nl.uint8) if geo.byte_transposes else None  # [128, slots, 2 * mbw]
     for mt0, msz in tiles(mbw, PMAX):
-        for c0, cw in tiles(k, X_CHUNK):
+        for c0, cw in tiles(k, geo.tuning.x_chunk):
             x_sb = nl.ndarray((msz, cw), dtype=nl.bfloat16, buffer=nl.sbuf)
             nisa.dma_copy(dst=x_sb, src=x[mb0 + mt0:mb0 + mt0 + msz, c0:c0 + cw])
+            planes = byte_values(x_sb, 2, dma=True) if xT_bytes is not None and msz > 1 else None
             for i in range(len(geo.steps)):
                 for h, ((a, b, cs), rows) in enumerate(geo.halves(i)):
-                    if c0 <= a < c0 + cw:  # a step's columns never straddle two chunks (X_CHUNK % 256 == 0)
-                        ps = nl.ndarray((rows, msz), dtype=nl.bfloat16, buffer=nl.psum)
-                        nisa.nc_transpose(dst=ps, data=x_sb[:, a - c0:b - c0:cs])
-                        nisa.tensor_copy(dst=xT[0:rows, i * geo.nhalves + h, mt0:mt0 + msz], src=ps)
+                    if not c0 <= a < c0 + cw:  # a step's columns never straddle two chunks (x_chunk % 256 == 0)
+                        continue
+                    slot = i * geo.nhalves + h
+                    if planes is not None:  # NeuronCore-v2: a bit-exact transpose keeps a NaN in its row
+                        transpose_bytes(planes, msz, (a - c0, b - c0, cs), 2, nl.bfloat16,
+                                        dst=xT_bytes[0:rows, slot, 2 * mt0:2 * (mt0 + msz)])
+                        continue
+                    ps = nl.ndarray((rows, msz), dtype=nl.bfloat16, buffer=nl.psum)
+                    nisa.nc_transpose(dst=ps, data=x_sb[:, a - c0:b - c0:cs])
+                    nisa.tensor_copy(dst=xT[0:rows, slot, mt0:mt0 + msz], src=ps)
     return xT
 
 

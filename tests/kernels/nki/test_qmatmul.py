@@ -1,12 +1,14 @@
-"""NKI qmatmul matches the float64 reference on the quantized weights within the naive-bf16 error, on every target."""
+"""NKI qmatmul matches the float64 reference on the quantized weights within the naive-bf16 error, on every target,
+and keeps a non-finite value in the outputs that depend on it."""
 
+import dataclasses
 import math
 
 import ml_dtypes
 import numpy as np
 import pytest
-from hypothesis import given
-from strategies import QuantConfig, dtypes, matmul_problems, quant_configs
+from hypothesis import example, given
+from strategies import MatmulProblem, QuantConfig, dtypes, matmul_problems, quant_configs
 
 from nkilab.harness import checks
 from nkilab.harness.emulator import run
@@ -14,7 +16,7 @@ from nkilab.kernels.nki import launch_qmatmul
 from nkilab.kernels.nki._launch import launch
 from nkilab.kernels.nki.qmatmul import qmatmul_kernel
 from nkilab.reference.matmul import qmatmul as reference_qmatmul
-from nkilab.reference.quant import quantize_activation, quantize_weight
+from nkilab.reference.quant import dequantize_weight, quantize_activation, quantize_weight
 
 TARGETS = ("inf2", "trn1", "trn2")
 WORKING_DTYPE = ml_dtypes.bfloat16  # TensorE inputs: the kernel's error budget is the naive bf16 run's
@@ -39,11 +41,35 @@ def _inputs(m, k, n, config: QuantConfig, seed=0, dtype=np.float32):
     return (quantize_activation(x.astype(np.float64), config.scheme) if config.w8a8 else x), qw
 
 
-def _assert_matches(y, x, qw):
+def _assert_matches(y, x, qw, documented=None):
+    """y within c x the naive bf16 run's error of float64.
+
+    documented: None, or whether the schedule rounds the weights: "bf16-weights" (prefill with group scales rounds
+    (q - z) * s to bf16) or "exact-weights" (the other schedules: only x is rounded, to bf16); see DESIGN.md
+    "TensorE numerics". The budget is then the larger error of the naive run and of that documented rounding. Both
+    are bf16 runs and the documented one is not the coarser (one rounding per weight or none; the naive run rounds
+    s, then q * s, then y), but with few outputs which of the two lands nearer float64 is chance: at M = N = 1 each
+    run's error is one draw (hypothesis found m=1 k=64 n=1 fp8_e4m3fn g64 at 3.3x the naive draw in prefill, 2.1x
+    in decode). For a large output the two budgets agree; a kernel that rounds more than documented still fails."""
     ref64 = reference_qmatmul(x, qw)
     ref_lowprec = reference_qmatmul(x, qw, compute_dtype=WORKING_DTYPE)
+    if documented is not None:
+        own = _documented_reference(x, qw, bf16_weights=documented == "bf16-weights")
+        if np.max(np.abs(own - ref64)) > np.max(np.abs(ref_lowprec.astype(np.float64) - ref64)):
+            ref_lowprec = own
     result = checks.compare(y, ref64, ref_lowprec)
     assert result.passed, str(result)
+
+
+def _documented_reference(x, qw, bf16_weights):
+    """x @ W as the kernel rounds it, float64 sums: x -> bf16 (a QuantizedActivation: exact); W exact, or
+    (bf16_weights) bf16(fp32(q - z) * fp32(s))."""
+    if isinstance(x, np.ndarray):
+        xr = x.astype(WORKING_DTYPE).astype(np.float64)
+    else:
+        xr = x.data.astype(np.float64) * x.scales.astype(np.float64)
+    w = dequantize_weight(qw, compute_dtype=np.float32 if bf16_weights else np.float64)
+    return xr @ (w.astype(WORKING_DTYPE) if bf16_weights else w).astype(np.float64)
 
 
 SCHEDULES = {  # kernel options forcing a schedule whatever M and K are
@@ -72,9 +98,14 @@ def test_pinned_schemes_and_shapes(target, config, shape):
 @pytest.mark.parametrize("schedule", SCHEDULES)
 @pytest.mark.parametrize("target", TARGETS)
 @given(problem=matmul_problems(quant=quant_configs(), dtypes=dtypes(allowed=("float32", "bfloat16"))))
+@example(problem=MatmulProblem(m=1, k=64, n=1, quant=QuantConfig("fp8_e4m3fn", 64), dtype="float32", seed=0))
+@example(problem=MatmulProblem(m=1, k=128, n=1, quant=QuantConfig("int8", 128), dtype="float32", seed=1))
 def test_property_every_schedule(problem, target, schedule):
+    # the examples: one output each, whose prefill error was 3.3x / 6.6x the naive run's single draw
     x, qw = problem.inputs()
-    _assert_matches(_run_schedule(x, qw, target, schedule), x, qw)
+    rounded = schedule != "decode" and qw.group_size is not None and isinstance(x, np.ndarray)
+    _assert_matches(_run_schedule(x, qw, target, schedule), x, qw,
+                    documented="bf16-weights" if rounded else "exact-weights")
 
 
 @pytest.mark.parametrize("schedule", ["prefill-resident", "prefill-streamed"])
@@ -247,3 +278,52 @@ def test_int4_decode_nibble_path_sets_tensor_engine_dtype(fp8_nibbles, weight_dt
     # weights; the other stationary operands are the epilogue's fp32 zero-point rows
     assert stationary.count(weight_dtype) == 4 * 2 * 2
     assert set(stationary) == {weight_dtype, "float32"}
+
+
+# a NaN / inf in x reaches its row, one in the weights (a scale, an fp8 value) its column, nothing else (issue 10)
+POISONED_ROWS, POISONED_COLS = (1, 3), (5, 77)
+
+
+def _poisoned(x, qw):
+    """(x, qw) with NaN / -inf at x rows POISONED_ROWS and NaN weights at columns POISONED_COLS: a NaN scale in
+    column 5 (every scheme), a NaN fp8 value in column 77 (fp8 schemes; else a NaN scale there too)."""
+    nan_x, inf_x = (np.nan, np.nan) if not isinstance(x, np.ndarray) else (np.nan, -np.inf)  # fp8 e4m3fn: no inf
+    data = (x.data if not isinstance(x, np.ndarray) else x).copy()
+    data[POISONED_ROWS[0], 7] = nan_x
+    data[POISONED_ROWS[1], 200] = inf_x
+    x = data if isinstance(x, np.ndarray) else dataclasses.replace(x, data=data)
+    scales, wdata = qw.scales.copy(), qw.data.copy()
+    scales[0, POISONED_COLS[0]] = np.nan
+    if qw.scheme.startswith("fp8"):
+        wdata[9, POISONED_COLS[1]] = np.nan
+    else:
+        scales[-1, POISONED_COLS[1]] = np.nan
+    return x, dataclasses.replace(qw, scales=scales, data=wdata)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # the emulator's inf - inf, 0 * inf
+@pytest.mark.parametrize("schedule", SCHEDULES)
+@pytest.mark.parametrize("config", CONFIGS, ids=repr)
+@pytest.mark.parametrize("target", TARGETS)
+def test_nonfinite_stays_in_dependent_outputs(target, config, schedule):
+    # NeuronCore-v2 TensorE transposes by an identity matmul (0 * NaN = NaN): on main a NaN in one row of x
+    # turned every row of the tile NaN on inf2 / trn1, a NaN weight every column of its 128-channel sub-tile
+    x, qw = _inputs(5, 256, 136, config, seed=2)
+    clean = _run_schedule(x, qw, target, schedule)
+    y = _run_schedule(*_poisoned(x, qw), target, schedule)
+    hit = np.zeros(y.shape, bool)
+    hit[list(POISONED_ROWS), :] = True
+    hit[:, list(POISONED_COLS)] = True
+    assert not np.isfinite(y[hit]).any()
+    np.testing.assert_array_equal(y[~hit], clean[~hit])  # bit for bit: the other outputs never saw the NaN
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_issue_10_reproducer(target):
+    from nkilab.kernels import qmatmul
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 128)).astype(np.float32)
+    x[0, 5] = np.nan
+    y = qmatmul(x, quantize_weight(rng.standard_normal((128, 16)), "int8"), backend="nki", target=target)
+    assert np.isnan(y).any(1).tolist() == [True, False, False, False]
