@@ -32,7 +32,6 @@ def _pending(kernel: str):
 
 # (op, backend, target) -> the kernel whose NaN fix is pending; see the module docstring
 PENDING = {
-    **{("qmatmul", "nki", t): "qmatmul" for t in ("inf2", "trn1")},
     **{("paged_attention", "nki", t): "paged_attention" for t in ("inf2", "trn1")},
 }
 
