@@ -104,18 +104,32 @@ def _groups(w: np.ndarray, group_size: int | None) -> np.ndarray:
     return w.reshape(k // g, g, n)
 
 
+def check_group_size(group_size, k: int, name: str = "group_size") -> None:
+    """`group_size` is None or a positive int (not a bool, not a float) dividing K; raises TypeError / ValueError
+    starting with `name` (`qw.group_size` for a hand-built QuantizedWeight). Checked before anything divides by it."""
+    if group_size is None:
+        return
+    if isinstance(group_size, (bool, np.bool_)) or not isinstance(group_size, (int, np.integer)):
+        raise TypeError(f"{name}: must be a positive int or None, got {type(group_size).__name__} {group_size!r}")
+    if group_size <= 0:
+        raise ValueError(f"{name}: must be a positive int or None, got {group_size!r}")
+    if k % group_size:
+        raise ValueError(f"{name}: K={k} must be a multiple of group_size={group_size}")
+
+
+def check_int4_k(scheme: str, k: int, name: str) -> None:
+    """int4 packs two values per byte along K, so K must be even (ValueError starting with `name`)."""
+    if scheme == "int4" and k % 2:
+        raise ValueError(f"{name}: int4 packs two values per byte along K, so K must be even, got K={k}")
+
+
 def _check_scheme(scheme: str, group_size, symmetric: bool, k: int) -> None:
     if scheme not in SCHEMES:
         raise ValueError(f"scheme: must be one of {SCHEMES}, got {scheme!r}")
-    if group_size is not None:
-        if isinstance(group_size, bool) or not isinstance(group_size, (int, np.integer)) or group_size <= 0:
-            raise ValueError(f"group_size: must be a positive int or None, got {group_size!r}")
-        if k % group_size:
-            raise ValueError(f"group_size: K={k} must be a multiple of group_size={group_size}")
+    check_group_size(group_size, k)
     if not symmetric and scheme != "int4":
         raise ValueError(f"symmetric: asymmetric quantization (zero points) is int4-only, got scheme={scheme!r}")
-    if scheme == "int4" and k % 2:
-        raise ValueError(f"w: int4 packs two values per byte along K, so K must be even, got K={k}")
+    check_int4_k(scheme, k, "w")
 
 
 def quantize_weight(w, scheme: str, group_size: int | None = None, symmetric: bool = True) -> QuantizedWeight:

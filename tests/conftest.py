@@ -1,9 +1,11 @@
 """Hypothesis profiles and device markers shared by the whole suite.
 
-Profiles (select with HYPOTHESIS_PROFILE=ci|dev|thorough; CI uses `ci`):
+Profiles (select with HYPOTHESIS_PROFILE=ci|dev|thorough|nightly; CI uses `ci`):
   ci        few examples, no deadline, failure blobs printed so any CI failure replays locally
   dev       default for local runs
   thorough  many examples, for hunting bugs before a release
+  nightly   10,000 examples per test, i.e. per op x backend of the fuzz suite (`tests/fuzz`; the README gives the
+            command and its measured run time)
 
 Markers: `gpu` tests run where torch sees a CUDA device, `neuron` tests where the real Neuron SDK imports and a
 Neuron device exists; elsewhere they are skipped with the reason. The detection is the backend registry's
@@ -21,6 +23,7 @@ _COMMON = dict(deadline=None, print_blob=True, suppress_health_check=[HealthChec
 settings.register_profile("ci", max_examples=10, derandomize=True, **_COMMON)
 settings.register_profile("dev", max_examples=30, **_COMMON)
 settings.register_profile("thorough", max_examples=500, **_COMMON)
+settings.register_profile("nightly", max_examples=10_000, **_COMMON)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 # marker -> (detector, why a test with it is skipped when the detector says no)

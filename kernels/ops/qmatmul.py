@@ -24,6 +24,8 @@ from nkilab.reference.quant import (
     SCHEMES,
     QuantizedActivation,
     QuantizedWeight,
+    check_group_size,
+    check_int4_k,
     quantize_activation,
     quantize_weight,
 )
@@ -74,7 +76,9 @@ def qmatmul(x, qw, *, out_dtype=None, backend="auto", target=None):
     """
     prepared = _weights.as_prepared(OP, qw)
     weight = qw if prepared is None else prepared.source
-    out_name = check(x, weight, out_dtype, validated=prepared is not None)
+    # A PreparedWeight was validated by `prepare_weight`; a backend's own prepared object (e.g. from
+    # nkilab.kernels.triton.prepare_weight) never was, so its source is checked here like a QuantizedWeight.
+    out_name = check(x, weight, out_dtype, validated=isinstance(qw, PreparedWeight))
     quantized_x = isinstance(x, QuantizedActivation)
     xdata = x.data if quantized_x else x
     problem = _problem_dict(Quant(weight.scheme, weight.group_size, weight.symmetric, quantized_x),
@@ -163,12 +167,16 @@ def _check_quantized_weight(qw: QuantizedWeight) -> None:
         value = getattr(qw, field)
         if not isinstance(value, np.ndarray) and (field != "zeros" or value is not None):
             raise TypeError(f"qw.{field}: must be a NumPy array (as quantize_weight makes it), got {type(value).__name__}")
-    k, n = qw.shape
+    shape = qw.shape
+    if (not isinstance(shape, tuple) or len(shape) != 2
+            or any(isinstance(d, (bool, np.bool_)) or not isinstance(d, (int, np.integer)) for d in shape)):
+        raise TypeError(f"qw.shape: must be a tuple (K, N) of two ints, got {shape!r}")
+    k, n = shape
     if k < 1 or n < 1:
         raise ValueError(f"qw.shape: K and N must be >= 1, got {qw.shape}")
+    check_group_size(qw.group_size, k, "qw.group_size")
+    check_int4_k(qw.scheme, k, "qw.shape")
     groups = 1 if qw.group_size is None else k // qw.group_size
-    if qw.group_size is not None and (qw.group_size <= 0 or k % qw.group_size):
-        raise ValueError(f"qw.group_size: K={k} must be a positive multiple of group_size={qw.group_size}")
     data_shape = (k // 2, n) if qw.scheme == "int4" else (k, n)
     if tuple(qw.data.shape) != data_shape:
         raise ValueError(f"qw.data: shape must be {data_shape} for {qw.scheme} with shape {qw.shape}, got {qw.data.shape}")

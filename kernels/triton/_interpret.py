@@ -15,6 +15,12 @@ launch runs as the interpreter would have defined it (its Python source through 
 function and as a tensor method (`x.sum(0)`). Outside interpreted launches nothing changes; on a CUDA machine none
 of this applies.
 
+Interpreted launches are serialized: the interpreter runs a launch by patching `triton.language` process-wide
+(and the helper patch above is process-wide too), so two launches in flight from two threads break each other
+(`InterpreterError`s such as "Did you forget to add @triton.jit?" or "x >= grid_dim[0]", or silently wrong results).
+Every `InterpretedFunction.run` (one launch) therefore holds `_lock`, the one lock of this module, for its whole
+run; the helper patch takes the same (re-entrant) lock. Compiled CUDA launches never take it and stay concurrent.
+
 The interpreter has no bfloat16 arithmetic (triton-lang/triton#11584: `tl.dot` multiplies the raw uint16 bits), so
 bfloat16 is reported unsupported while interpreting; float16/float32 and fp8 storage work.
 """
@@ -39,7 +45,7 @@ INTERPRET: bool = bool(triton.knobs.runtime.interpret)
 # True when triton was imported before the variable was set: its standard library is compiled-mode
 HELPERS_COMPILED: bool = INTERPRET and not isinstance(tl.max, InterpretedFunction)
 
-_lock = threading.RLock()
+_lock = threading.RLock()  # held by every interpreted launch (see the module docstring) and the helper patch
 _depth = 0  # interpreted launches in flight (the patch below is process-wide)
 _interpreted: dict = {}  # id(JITFunction) -> (it, its InterpretedFunction); a JITFunction's own hash compiles it
 _OWN = {name: JITFunction.__dict__.get(name) for name in ("__call__", "__get__")}  # the class's own, to restore
@@ -80,12 +86,16 @@ def interpreted_helpers():
                         setattr(JITFunction, name, own)
 
 
-if HELPERS_COMPILED:
+if INTERPRET:
     _run = InterpretedFunction.run
 
     @functools.wraps(_run)
-    def _run_with_helpers(self, *args, **kwargs):
-        with interpreted_helpers():
-            return _run(self, *args, **kwargs)
+    def _serialized_run(self, *args, **kwargs):
+        """One interpreted launch, alone in the process (under `_lock`), with the helpers interpreted if needed."""
+        with _lock:
+            if not HELPERS_COMPILED:
+                return _run(self, *args, **kwargs)
+            with interpreted_helpers():
+                return _run(self, *args, **kwargs)
 
-    InterpretedFunction.run = _run_with_helpers
+    InterpretedFunction.run = _serialized_run

@@ -46,16 +46,17 @@ def _write_kv_cache_kernel(
     key_ptr, value_ptr, key_cache_ptr, value_cache_ptr, slot_ptr,
     # Sizes
     row, d, block_size,
-    # Strides, in elements: key/value [T, Hkv, D], caches [num_blocks, block_size, Hkv, D]
+    # Strides, in elements: key/value [T, Hkv, D], caches [num_blocks, block_size, Hkv, D], slot_mapping [T]
     stride_kt, stride_kh, stride_kd,
     stride_vt, stride_vh, stride_vd,
     stride_kcb, stride_kcs, stride_kch, stride_kcd,
     stride_vcb, stride_vcs, stride_vch, stride_vcd,
+    stride_slot,
     # Meta-parameters
     BLOCK: tl.constexpr,
 ):
     t = tl.program_id(0).to(tl.int64)
-    slot = tl.load(slot_ptr + t).to(tl.int64)
+    slot = tl.load(slot_ptr + t * stride_slot).to(tl.int64)
     offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     # The slot is broadcast to a block before the test: the interpreter mis-types `block_bool & scalar_bool`.
     ok = (offs < row) & ((tl.zeros([BLOCK], tl.int64) + slot) >= 0)
@@ -78,16 +79,16 @@ def _quantize_kv_kernel(
     x_ptr, cache_ptr, inv_ptr, scale_cache_ptr, slot_ptr,
     # Sizes and format constants
     d, block_size, qmax, inv_qmax, tiny,
-    # Strides, in elements
+    # Strides, in elements: rows, caches, scale caches, slot_mapping [T]
     stride_xt, stride_xh, stride_xd,
     stride_cb, stride_cs, stride_ch, stride_cd,
-    stride_sb, stride_ss, stride_sh,
+    stride_sb, stride_ss, stride_sh, stride_slot,
     # Meta-parameters
     D_PAD: tl.constexpr, IS_INT8: tl.constexpr,
 ):
     t = tl.program_id(0).to(tl.int64)
     h = tl.program_id(1).to(tl.int64)
-    slot = tl.load(slot_ptr + t).to(tl.int64)
+    slot = tl.load(slot_ptr + t * stride_slot).to(tl.int64)
     offs = tl.arange(0, D_PAD)
     ok = (offs < d) & ((tl.zeros([D_PAD], tl.int64) + slot) >= 0)
     x = tl.load(x_ptr + t * stride_xt + h * stride_xh + offs * stride_xd, mask=ok, other=0.0).to(tl.float32)
@@ -113,7 +114,8 @@ def write_kv_cache(key: torch.Tensor, value: torch.Tensor, key_cache: torch.Tens
 
     Dimensions:  T tokens; Hkv heads; D head dim; num_blocks × block_size slots.
     Args:        key, value: [T, Hkv, D]; key_cache, value_cache: [num_blocks, block_size, Hkv, D] (values are cast
-                 to the cache dtype); slot_mapping: [T] integer, -1 = skip. Any strides.
+                 to the cache dtype); slot_mapping: [T] integer, -1 = skip. Any strides (every tensor, the slot
+                 mapping included, is read through its strides: a sliced or expanded view reads what it shows).
                  kv_cache_dtype, k_scale, v_scale, k_scale_cache, v_scale_cache: as the public API's (quantized:
                  `_quantize_kv_kernel`; the caches must be on the kernel device).
     Returns:     (key_cache, value_cache), the same tensors, updated.
@@ -134,7 +136,7 @@ def write_kv_cache(key: torch.Tensor, value: torch.Tensor, key_cache: torch.Tens
     _write_kv_cache_kernel[grid](
         key, value, k_dev, v_dev, slots,
         row, d, k_dev.shape[1],
-        *key.stride(), *value.stride(), *k_dev.stride(), *v_dev.stride(),
+        *key.stride(), *value.stride(), *k_dev.stride(), *v_dev.stride(), slots.stride(0),
         BLOCK=block,
     )
     if k_dev is not key_cache:
@@ -160,7 +162,7 @@ def _write_quantized(key, value, key_cache, value_cache, slot_mapping, kv_cache_
         sc_strides = scale_cache.stride() if is_int8 else (0, 0, 0)
         _quantize_kv_kernel[(t, hkv)](
             x, cache, inv, sc, slots, d, cache.shape[1], qmax, INV_INT8_MAX, TINY,
-            *x.stride(), *cache.stride(), *sc_strides,
+            *x.stride(), *cache.stride(), *sc_strides, slots.stride(0),
             D_PAD=padded_head_dim(d), IS_INT8=is_int8,
         )
 

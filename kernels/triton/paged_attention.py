@@ -40,13 +40,14 @@ from ._support import attention_reason
 
 
 @triton.jit
-def _find_sequence(query_start_loc_ptr, num_seqs, q_block, BLOCK_Q: tl.constexpr):
-    """Largest s with query_start_loc[s] // BLOCK_Q + s <= q_block (binary search; the left side is non-decreasing)."""
+def _find_sequence(query_start_loc_ptr, stride_qsl, num_seqs, q_block, BLOCK_Q: tl.constexpr):
+    """Largest s with query_start_loc[s] // BLOCK_Q + s <= q_block (binary search; the left side is non-decreasing);
+    query_start_loc is read through its stride `stride_qsl` (elements)."""
     lo: tl.int32 = 0  # typed, so the loop-carried value stays an int32 even when num_seqs is specialized to 1
     hi = num_seqs
     while lo < hi:
         mid = (lo + hi) // 2
-        start = tl.load(query_start_loc_ptr + mid) // BLOCK_Q + mid
+        start = tl.load(query_start_loc_ptr + mid * stride_qsl) // BLOCK_Q + mid
         if start <= q_block:
             lo = mid + 1
         else:
@@ -70,7 +71,7 @@ def _paged_attention_kernel(
     stride_kb, stride_ks, stride_kh, stride_kd,
     stride_vb, stride_vs, stride_vh, stride_vd,
     stride_ot, stride_oh, stride_od,
-    stride_bts, stride_btb,
+    stride_bts, stride_btb, stride_sl, stride_qsl,
     stride_ksb, stride_kss, stride_ksh, stride_vsb, stride_vss, stride_vsh,
     # Meta-parameters
     GROUP: tl.constexpr, D: tl.constexpr, D_PAD: tl.constexpr,
@@ -82,13 +83,13 @@ def _paged_attention_kernel(
     q_block = tl.program_id(0)
     kvh = tl.program_id(1)
 
-    seq = _find_sequence(query_start_loc_ptr, num_seqs, q_block, BLOCK_Q)
-    q_first = tl.load(query_start_loc_ptr + seq)
-    q_len = tl.load(query_start_loc_ptr + seq + 1) - q_first
+    seq = _find_sequence(query_start_loc_ptr, stride_qsl, num_seqs, q_block, BLOCK_Q)
+    q_first = tl.load(query_start_loc_ptr + seq * stride_qsl)
+    q_len = tl.load(query_start_loc_ptr + (seq + 1) * stride_qsl) - q_first
     local = q_block - (q_first // BLOCK_Q + seq)
     if local * BLOCK_Q >= q_len:
         return
-    seq_len = tl.load(seq_lens_ptr + seq)
+    seq_len = tl.load(seq_lens_ptr + seq * stride_sl)
     context = seq_len - q_len  # queries are the last q_len positions of the sequence
 
     # Rows: BLOCK_Q tokens × GROUP query heads of KV head kvh.
@@ -195,7 +196,8 @@ def paged_attention(q: torch.Tensor, key_cache: torch.Tensor, value_cache: torch
     Dimensions:  T_total query tokens of num_seqs sequences; Hq = g·Hkv; D <= 256; num_blocks × block_size slots.
     Args:        q: [T_total, Hq, D] float16|bfloat16|float32; key_cache, value_cache: [num_blocks, block_size, Hkv,
                  D], q's dtype; block_tables: [num_seqs, max_blocks] integer; seq_lens: [num_seqs] integer (KV length
-                 incl. the new tokens); query_start_loc: [num_seqs + 1] integer, 0 first, T_total last.
+                 incl. the new tokens); query_start_loc: [num_seqs + 1] integer, 0 first, T_total last. Any
+                 strides: every tensor, the index tensors included, is read through its strides.
                  scale (D**-0.5 if None), causal (bottom-right), sliding_window (keys), softcap: as in `attention`.
                  num_segments: split-KV pieces per query block, a power of two (None = heuristic, see `_segments`).
                  kv_cache_dtype, k_scale, v_scale, k_scale_cache, v_scale_cache: as the public API's (module
@@ -240,7 +242,7 @@ def paged_attention(q: torch.Tensor, key_cache: torch.Tensor, value_cache: torch
         0 if sliding_window is None else int(sliding_window),
         1.0 if softcap is None else float(softcap),
         *q.stride(), *key_cache.stride(), *value_cache.stride(), *out.stride(), *block_tables.stride(),
-        *scale_strides,
+        seq_lens.stride(0), query_start_loc.stride(0), *scale_strides,
         GROUP=group, D=d, D_PAD=d_pad, BLOCK_M=block_m, BLOCK_Q=block_q, TILE=tile, NUM_SEGMENTS=segments,
         IS_CAUSAL=bool(causal), HAS_WINDOW=sliding_window is not None, HAS_SOFTCAP=softcap is not None,
         DOT_PRECISION=dot_precision(q.dtype), QUANT=QUANT_CODES[kv_cache_dtype],

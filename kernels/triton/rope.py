@@ -28,8 +28,8 @@ def _rope_kernel(
     x_ptr, out_ptr, pos_ptr, freq_ptr,
     # Sizes
     n_tok, n_heads, head_dim,
-    # Strides, in elements
-    stride_xt, stride_xh, stride_xd, stride_ot, stride_oh, stride_od,
+    # Strides, in elements: x, out [T, H, D]; positions [T]
+    stride_xt, stride_xh, stride_xd, stride_ot, stride_oh, stride_od, stride_pos,
     # Meta-parameters: HALF = r / 2 planes (padded to HALF_PAD), PASS_PAD >= D - r pass-through dims (0 = none)
     HALF: tl.constexpr, HALF_PAD: tl.constexpr, PASS_PAD: tl.constexpr, INTERLEAVED: tl.constexpr,
     BLOCK_T: tl.constexpr, BLOCK_H: tl.constexpr,
@@ -38,7 +38,7 @@ def _rope_kernel(
     tok_ok = toks < n_tok
     planes = tl.arange(0, HALF_PAD)
     plane_ok = planes < HALF
-    pos = tl.load(pos_ptr + toks, mask=tok_ok, other=0).to(tl.float64)
+    pos = tl.load(pos_ptr + toks * stride_pos, mask=tok_ok, other=0).to(tl.float64)
     angle = pos[:, None] * tl.load(freq_ptr + planes, mask=plane_ok, other=0.0)[None, :]
     cos, sin = tl.cos(angle).to(tl.float32), tl.sin(angle).to(tl.float32)
     if INTERLEAVED:
@@ -70,8 +70,8 @@ def rope(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, *, theta: fl
 
     Dimensions:  T tokens; Hq, Hkv heads of D; r = rotary_dim.
     Args:        q: [T, Hq, D], k: [T, Hkv, D] float16|bfloat16|float32 torch tensors, any strides;
-                 positions: [T] integer, in [0, 2**24); theta, rotary_dim, style ("neox" | "gptj"), scaling: as
-                 `nkilab.kernels.rope` (validated).
+                 positions: [T] integer, in [0, 2**24), any stride; theta, rotary_dim, style ("neox" | "gptj"),
+                 scaling: as `nkilab.kernels.rope` (validated).
     Returns:     (q', k'): new contiguous tensors of q's and k's shapes and dtype, on the kernel device.
     Tiling:      per tensor, grid (ceil(T / BLOCK_T), ceil(H / BLOCK_H)); cos/sin once per program.
     """
@@ -88,7 +88,7 @@ def rope(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, *, theta: fl
             block_t = block(16, 128, t)
             block_h = min(heads, 32 if INTERPRET else 4)
             _rope_kernel[(triton.cdiv(t, block_t), triton.cdiv(heads, block_h))](
-                x, out, positions, freq, t, heads, d, *x.stride(), *out.stride(),
+                x, out, positions, freq, t, heads, d, *x.stride(), *out.stride(), positions.stride(0),
                 HALF=half, HALF_PAD=triton.next_power_of_2(half),
                 PASS_PAD=triton.next_power_of_2(d - rotary_dim) if d > rotary_dim else 0,
                 INTERLEAVED=style == "gptj", BLOCK_T=block_t, BLOCK_H=block_h,
