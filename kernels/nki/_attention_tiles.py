@@ -1,6 +1,7 @@
 """Tile movement shared by the attention kernels: HBM loads of q / k / v rows, TensorE transposes, PSUM copies.
 
-Kernel-side helper (imports only the shim and `_tiling`), used by `attention.py` (loads, transposes) and
+Kernel-side helper (imports only the shim and `_tiling`), used by `attention.py` (loads, transposes: on TensorE,
+or on v3+ by dma_transpose straight from HBM) and
 `paged_attention/` (`transpose_side_by_side`, `psum_copy`).
 """
 
@@ -52,21 +53,32 @@ def transpose_q(q_sb, nq):
     return qT
 
 
-def kv_tiles(k, v, b, hk, k0, n):
-    """Keys [k0, k0 + n) of kv head hk: kᵀ [128 (D slice), D/128, n] and v [128 keys, n/128 chunks, D] in SBUF."""
-    k_sb, v_sb = load_kv_rows(k, v, b, hk, k0, n)
-    return transpose_k(k_sb, n, k.shape[3]), v_sb
+def load_rows(x, b, hk, k0, n):
+    """Rows [k0, k0 + n) of kv head hk of k or v [B, Skv, Hkv, D] as a [128 keys, n/128 chunks, D] SBUF tile
+    (contiguous D-element runs; a strided DMA of kᵀ would move 2-byte runs)."""
+    x_sb = nl.ndarray((PMAX, -(-n // PMAX), x.shape[3]), dtype=x.dtype, buffer=nl.sbuf)
+    _load_rows(x_sb, x, b, hk, k0, n)
+    return x_sb
 
 
-def load_kv_rows(k, v, b, hk, k0, n):
-    """k and v rows [k0, k0 + n) of kv head hk as [128 keys, n/128 chunks, D] SBUF tiles (contiguous D-element
-    runs; a strided DMA of kᵀ would move 2-byte runs)."""
-    chunks = -(-n // PMAX)
-    k_sb = nl.ndarray((PMAX, chunks, k.shape[3]), dtype=k.dtype, buffer=nl.sbuf)
-    v_sb = nl.ndarray((PMAX, chunks, v.shape[3]), dtype=v.dtype, buffer=nl.sbuf)
-    _load_rows(k_sb, k, b, hk, k0, n)
-    _load_rows(v_sb, v, b, hk, k0, n)
-    return k_sb, v_sb
+def load_qT(q, b, q0, nq, h0, nh):
+    """qᵀ [128 (D slice), nh, D/128, 128 (queries)] SBUF straight from HBM: one dma_transpose per D slice of the
+    rows [q0, q0 + nq) of heads [h0, h0 + nh) (NeuronCore-v3+, 2-byte dtypes; no TensorE or PSUM involved)."""
+    d_tiles = tiles(q.shape[3], D_CHUNK)
+    qT = nl.ndarray((D_CHUNK, nh, len(d_tiles), Q_TILE), dtype=q.dtype, buffer=nl.sbuf)
+    for j, (d0, dc) in enumerate(d_tiles):
+        nisa.dma_transpose(dst=qT[:dc, :, j, :nq], src=q[b, q0:q0 + nq, h0:h0 + nh, d0:d0 + dc], axes=(2, 1, 0))
+    return qT
+
+
+def load_kT(k, b, hk, k0, n):
+    """kᵀ [128 (D slice), D/128, n] SBUF of keys [k0, k0 + n) of kv head hk straight from HBM: one dma_transpose per
+    D slice (NeuronCore-v3+, 2-byte dtypes)."""
+    d_tiles = tiles(k.shape[3], D_CHUNK)
+    kT = nl.ndarray((D_CHUNK, len(d_tiles), n), dtype=k.dtype, buffer=nl.sbuf)
+    for j, (d0, dc) in enumerate(d_tiles):
+        nisa.dma_transpose(dst=kT[:dc, j, :], src=k[b, k0:k0 + n, hk, d0:d0 + dc], axes=(1, 0))
+    return kT
 
 
 def transpose_k(k_sb, n, d):

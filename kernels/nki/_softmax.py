@@ -20,7 +20,8 @@ below mean the same in both kernels, in their code and docstrings (FlashAttentio
                 finite neg_max and its masked p are exactly 0: attention floors exp_scale · m at it, paged
                 attention floors m (the tile_max) at it
     FP32_MIN    the mask fill (`_tiling.FP32_MIN`): a masked score is replaced by it (range_select requires
-                this value, select_reduce takes it); ADDITIVE_MASK below is the one exception
+                this value, select_reduce takes it) — a selection, never an addition, so a non-finite score of a
+                hidden key reaches nothing
 
 Every kernel computes rescale, run_sum and acc with the helpers here, so both issue the same instructions for them.
 """
@@ -28,12 +29,8 @@ Every kernel computes rescale, run_sum and acc with the helpers here, so both is
 from ._shim import nisa, nl
 
 MAX_FLOOR = -1.0e30  # floor / initial value of the running max (see above): finite, far above FP32_MIN
-# attention adds its causal/window mask to the PSUM scores with a TensorE matmul of the identity and a bf16 bias
-# tile: FP32_MIN rounds to -inf in bf16 (and 0 · -inf = NaN off the diagonal), so its bias is this bf16-finite
-# value over max(exp_scale, 1) (exp_scale · bias stays finite, far below exp_scale · MAX_FLOOR)
-ADDITIVE_MASK = -3.0e38
 
-__all__ = ["ADDITIVE_MASK", "MAX_FLOOR", "exp_rows", "rescale_factor", "update_sum", "update_acc"]
+__all__ = ["MAX_FLOOR", "exp_rows", "rescale_factor", "update_sum", "update_acc"]
 
 
 def exp_rows(p, scores, neg_max, exp_scale, tile_sum):

@@ -11,11 +11,15 @@ import numpy as np
 
 from nkilab.kernels._adapter import numpy_dtype
 
+from ._attention_tunables import NAMES as TUNABLES
+from ._attention_tunables import defaults
 from ._launch import DTYPES, EMPTY_REASON, launch, neuron_target
+from ._shim import get_target
 from .attention import MAX_HEAD_DIM, flash_attention
 
 
-def attention(q, k, v, *, causal=False, scale, sliding_window=None, softcap=None, target: str | None = None):
+def attention(q, k, v, *, causal=False, scale, sliding_window=None, softcap=None, target: str | None = None,
+              tunables: dict | None = None, lnc: int | None = None):
     """Flash attention on the NKI backend (real SDK if installed, else the emulator).
 
     Args:
@@ -24,11 +28,21 @@ def attention(q, k, v, *, causal=False, scale, sliding_window=None, softcap=None
         causal, sliding_window, softcap: as in `nkilab.kernels.attention`.
         scale: score multiplier (float > 0; the API resolves None to D ** -0.5).
         target: "inf2" | "trn1" | "trn2" | "trn3"; None = $NEURON_PLATFORM_TARGET_OVERRIDE or "trn2".
+        tunables: None, or {name: int} overriding the kernel's defaults for the target (names: TUNABLES, their
+            meaning and defaults in `_attention_tunables`; the kernel checks the values).
+        lnc: None or 1 (one NeuronCore), or 2 (trn2/trn3: two NeuronCores of one logical core share the (b, kv head)
+            groups, or the query tiles when there are fewer groups; the emulator refuses 2 elsewhere).
 
     Returns:
         out: [B, Sq, Hq, D] NumPy array, q's dtype.
     """
-    return launch(flash_attention, q, k, v, target=target, **_options(causal, scale, sliding_window, softcap))
+    return launch(flash_attention, q, k, v, target=target, **_options(causal, scale, sliding_window, softcap),
+                  **_tunables(tunables), **({"lnc": lnc} if lnc else {}))
+
+
+def default_tunables(target: str | None, dtype: str) -> dict:
+    """{name: value} the kernel uses on `target` for `dtype` inputs when no override is given."""
+    return defaults(get_target(neuron_target(target), neuron=True).gen == 2, np.dtype(numpy_dtype(dtype)).itemsize)
 
 
 def unsupported(**problem) -> str | None:
@@ -48,7 +62,8 @@ def traceable(problem: dict, target: str | None):
     """(kernel, args, kwargs) running `problem` at its real shapes with zero inputs, for trace mode on `target`.
 
     problem keys (`nkilab.kernels.ops.attention`): b, sq, skv, hq, hkv, head_dim, dtype, causal, sliding_window,
-    softcap; optional scale (default head_dim ** -0.5). `target` must be a Neuron target (ValueError otherwise);
+    softcap; optional scale (default head_dim ** -0.5), tunables and lnc (as in `attention`; lnc 2 returns the
+    kernel indexed `[2]`). `target` must be a Neuron target (ValueError otherwise);
     the kernel takes its generation branch from the target the trace runs on (`_launch.trace`)."""
     neuron_target(target)
     dt = numpy_dtype(problem["dtype"])
@@ -56,7 +71,8 @@ def traceable(problem: dict, target: str | None):
     args = (np.zeros((b, sq, hq, d), dt), np.zeros((b, skv, hkv, d), dt), np.zeros((b, skv, hkv, d), dt))
     scale = problem.get("scale") or d**-0.5
     kwargs = _options(problem.get("causal", False), scale, problem.get("sliding_window"), problem.get("softcap"))
-    return flash_attention, args, kwargs
+    kernel = flash_attention[2] if problem.get("lnc") == 2 else flash_attention
+    return kernel, args, {**kwargs, **_tunables(problem.get("tunables"))}
 
 
 def _options(causal, scale, sliding_window, softcap) -> dict:
@@ -64,3 +80,15 @@ def _options(causal, scale, sliding_window, softcap) -> dict:
     return dict(scale=float(scale), causal=bool(causal),
                 sliding_window=None if sliding_window is None else int(sliding_window),
                 softcap=None if softcap is None else float(softcap))
+
+
+def _tunables(tunables: dict | None) -> dict:
+    """The kernel keywords of a tunables override; ValueError naming `tunables` for an unknown name."""
+    if tunables is None:
+        return {}
+    if not isinstance(tunables, dict):
+        raise TypeError(f"tunables: must be a dict {{name: int}} or None, got {type(tunables).__name__}")
+    unknown = sorted(set(tunables) - set(TUNABLES))
+    if unknown:
+        raise ValueError(f"tunables: unknown name(s) {unknown}; the kernel's tunables are {list(TUNABLES)}")
+    return dict(tunables)

@@ -128,14 +128,14 @@ def _trace(problem, target="trn2"):
 def _check_real_shape_trace(trace, p):
     """No validation error got us here; q, k, v are read once and out written once; the matmuls cover every
     visible (query, key) pair (4·D FLOPs per pair and head) and beyond that only the upper halves of the 128x128
-    diagonal blocks and the diagonal mask adds (I·bias, 2·128·128·127 per query tile and head)."""
+    diagonal blocks (masking is a selection on VectorE: no mask matmuls)."""
     b, s, hq, d = p["b"], p["sq"], p["hq"], p["head_dim"]
     assert trace.hbm_bytes == 2 * d * b * (2 * s * hq + 2 * p["skv"] * p["hkv"])  # bfloat16
-    matmul_flops = sum(i.flops for i in trace if i.opcode == "nc_matmul")
+    # N = 1 matmuls are NeuronCore-v2's counts of non-finite keys per query row (`_attention_finite`), not attention
+    matmul_flops = sum(i.flops for i in trace if i.opcode == "nc_matmul" and i.attrs["n"] > 1)
     visible = s * (s + 1) // 2  # causal, Sq == Skv
     diagonal_waste = s * 127 // 2
-    mask_adds = 2 * 128 * 128 * 127 * (s // 128)
-    assert 4 * d * visible * hq * b < matmul_flops <= (4 * d * (visible + diagonal_waste) + mask_adds) * hq * b
+    assert 4 * d * visible * hq * b < matmul_flops <= 4 * d * (visible + diagonal_waste) * hq * b
     mix = trace.instruction_mix()
     assert mix["tensor"]["nc_transpose"] > 0 and mix["scalar"]["activation"] > 0, mix
 
@@ -147,6 +147,7 @@ def test_trace_mode_prefill_1024():
 
 
 # 56k instructions: 5-16 s of trace-mode emulation per target, which the CI budget affords for the issue's real shape
-@pytest.mark.parametrize("target", ("trn1", "trn2"))
+# (trn2's is traced by test_perf_goals_attention.py, which pins its modeled MFU)
+@pytest.mark.parametrize("target", ("trn1",))
 def test_trace_mode_llama_8b_prefill_4096(target):
     _check_real_shape_trace(_trace(LLAMA_8B_PREFILL, target), LLAMA_8B_PREFILL)
