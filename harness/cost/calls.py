@@ -11,8 +11,8 @@ A `Step` is the work of one step of one replica:
 Per layer (a Llama-style pre-norm block): rms_norm, qkv qmatmul, rope, write_kv_cache, paged_attention (attention
 for prefill), o qmatmul, rms_norm with residual, gate_up qmatmul, silu_mul, down qmatmul; then once: the final
 rms_norm with residual and the lm_head GEMM (vocab split over TP, in the weight scheme too; run as launches of at
-most LM_HEAD_COLUMNS columns each; GEMMs of more than GEMM_ROWS rows run as launches of at most that many). The layer is derived
-from the op registry: every family's `model_problems` at a one-point grid (per rank: `ModelShape` at the
+most LM_HEAD_COLUMNS columns each; GEMMs of more than GEMM_ROWS rows run as launches of at most that many). The
+layer is derived from the op registry: every family's `model_problems` at a one-point grid (per rank: `ModelShape` at the
 deployment's TP), so a call here is exactly a problem `nkilab run` models, and the sum is order-free (calls run
 back to back).
 """
@@ -37,6 +37,7 @@ LM_HEAD_COLUMNS = 16384
 # emulator traces a 4096-row GEMM of the 8B model's MLP in minutes; one of 1024 rows in a quarter of that
 GEMM_ROWS = 1024
 DTYPE = "bfloat16"  # activations and KV cache
+KV_CACHE_DTYPE = "auto"  # the KV cache in the activations' dtype (the paged ops' quantized-cache rows: not composed)
 
 
 @dataclass(frozen=True)
@@ -139,7 +140,8 @@ def layer_calls(model: ModelShape, phase: str, rows: int, context: int, quant: Q
     makes more than one call per layer (qmatmul's projections, rms_norm with and without the residual)."""
     calls = []
     for op in ops_list():
-        problems = op.model_problems(model, phase, _grid(rows, context), quant, DTYPE)
+        problems = [problem for problem in op.model_problems(model, phase, _grid(rows, context), quant, DTYPE)
+                    if problem.params.get("kv_cache_dtype", KV_CACHE_DTYPE) == KV_CACHE_DTYPE]
         for problem in problems:
             label = op.plot.series(problem.record())[1] if op.plot.series and len(problems) > 1 else op.name
             calls.append(Call(label, problem, model.layers))
