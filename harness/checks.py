@@ -63,6 +63,13 @@ def _eps(dt: np.dtype) -> float:
     return float(ml_dtypes.finfo(dt).eps)
 
 
+def _relative(abs_err: np.ndarray, r: np.ndarray, finite_both: np.ndarray, dtype) -> np.ndarray:
+    """abs_err / |r| where both are finite (0 elsewhere), denominators clamped to eps(dtype) * max|r|."""
+    magnitude = float(np.max(np.abs(r[np.isfinite(r)]), initial=0.0))
+    denom_floor = max(_eps(numpy_dtype(dtype)) * magnitude, np.finfo(np.float64).tiny)
+    return abs_err / np.maximum(np.abs(np.where(finite_both, r, 0.0)), denom_floor)
+
+
 def _float64(a) -> np.ndarray:
     return np.asarray(to_numpy(a)).astype(np.float64)
 
@@ -108,9 +115,7 @@ def compare(out, ref64, ref_lowprec, *, c: float = 2.0, floor: float | None = No
     low_ok = np.isfinite(lo) & np.isfinite(r)
     naive_err = float(np.max(np.abs(lo[low_ok] - r[low_ok]), initial=0.0))
     bound = c * naive_err + floor
-    magnitude = float(np.max(np.abs(r[np.isfinite(r)]), initial=0.0))
-    denom_floor = max(_eps(numpy_dtype(out_dtype)) * magnitude, np.finfo(np.float64).tiny)
-    rel_err = abs_err / np.maximum(np.abs(np.where(finite_both, r, 0.0)), denom_floor)
+    rel_err = _relative(abs_err, r, finite_both, out_dtype)
 
     max_abs = float(abs_err.max(initial=0.0))
     max_rel = float(rel_err.max(initial=0.0))
@@ -179,3 +184,31 @@ def check_truth(op, out, ref64, ref_lowprec) -> CheckResult:
     the device), by the op's rule: `ref_lowprec` is ignored under the exact rule."""
     rule = op.check
     return compare(rule.output(out), ref64, ref_lowprec if rule.naive else ref64, floor=rule.floor)
+
+
+def quantization_error(op, args, kwargs, unquantized_args, unquantized_kwargs, unquantized_dtype: str) -> dict:
+    """The error of KV-cache quantization itself, apart from any kernel: the float64 reference on the quantized inputs
+    (`Op.check.dequantized`, None = the op's check reference; dequantized to the unquantized output's form) against
+    the float64 reference on the unquantized inputs they were quantized from.
+
+    Args:
+        op: an `nkilab.kernels.ops._op.Op`; args/kwargs: the quantized call's NumPy inputs (kwargs name
+            kv_cache_dtype); unquantized_args/unquantized_kwargs: the same problem's inputs over the model-dtype cache
+            ("auto"); unquantized_dtype: that cache's dtype name (the relative error's denominator floor,
+            eps(dtype) * max|ref|, as in `compare`).
+
+    Returns:
+        {kv_cache_dtype, unquantized_dtype, max_abs_err, max_rel_err} over positions finite in both (NaN-filled
+        unused cache slots excluded).
+    """
+    reference_fn = op.check.reference or op.reference
+    quantized = _float64((op.check.dequantized or reference_fn)(*args, compute_dtype=np.float64, **kwargs))
+    exact = _float64(reference_fn(*unquantized_args, compute_dtype=np.float64, **unquantized_kwargs))
+    if quantized.shape != exact.shape:
+        raise ValueError(f"unquantized_args: reference shape {exact.shape} differs from the quantized one's "
+                         f"{quantized.shape}")
+    finite_both = np.isfinite(quantized) & np.isfinite(exact)
+    abs_err = np.where(finite_both, np.abs(quantized - np.where(finite_both, exact, 0.0)), 0.0)
+    rel_err = _relative(abs_err, exact, finite_both, unquantized_dtype)
+    return {"kv_cache_dtype": kwargs["kv_cache_dtype"], "unquantized_dtype": unquantized_dtype,
+            "max_abs_err": float(abs_err.max(initial=0.0)), "max_rel_err": float(rel_err.max(initial=0.0))}

@@ -17,16 +17,17 @@ and the walk goes on.
 
 from __future__ import annotations
 
+import copy
 import time
 import traceback
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
 
 from nkilab.harness.cache import Cache
-from nkilab.harness.checks import check_output
+from nkilab.harness.checks import check_output, quantization_error
 from nkilab.harness.chips import NEURON_TARGETS
 from nkilab.harness.measure.device import measure_cuda, measure_neuron
 from nkilab.harness.measure.energy import modeled_energy
@@ -170,6 +171,7 @@ def check_task(task: Task, rng: np.random.Generator) -> dict:
         return _status_record(task, "unavailable", str(exc))
     if problem is None:
         return _status_record(task, "unsupported", reason)
+    plain_rng = copy.deepcopy(rng)  # the same draws again: the unquantized inputs of the quantization error
     args, kwargs = make_inputs(problem, rng)
     call_args = tuple(a.copy() if isinstance(a, np.ndarray) else a for a in args)
     t0 = time.perf_counter()
@@ -181,10 +183,20 @@ def check_task(task: Task, rng: np.random.Generator) -> dict:
         perf = perf_field("emulation-wall", latency_s=wall, method=EMULATION_METHOD[task.backend],
                           flops=problem.flops(), hbm_bytes=problem.hbm_bytes(), tokens=problem.tokens)
     return make_record(kernel=task.op, backend=task.backend, target=task.target, problem=problem.record(),
-                       check=check_field(result), perf=perf, energy=None,
+                       check=check_field(result, _quant_error(problem, args, kwargs, plain_rng)), perf=perf,
+                       energy=None,
                        status="ok" if result.passed else "failed",
                        note=None if result.passed else result.message, wall_s=wall, stage="check",
                        command=f"nkilab check --ops {task.op} --backends {task.backend}")
+
+
+def _quant_error(problem: Problem, args, kwargs, plain_rng: np.random.Generator) -> dict | None:
+    """`checks.quantization_error` of a quantized-cache problem against the same draws over the model-dtype cache
+    (make_inputs quantizes after drawing, so `plain_rng` gives the unquantized values); None for "auto"."""
+    if kwargs.get("kv_cache_dtype", "auto") == "auto":
+        return None
+    plain = replace(problem, params={**problem.params, "kv_cache_dtype": "auto"})
+    return quantization_error(problem.family, args, kwargs, *make_inputs(plain, plain_rng), problem.dtype)
 
 
 def model_task(task: Task, config: RunConfig) -> dict:

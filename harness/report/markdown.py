@@ -28,7 +28,9 @@ def fmt(x, spec: str = ".3g", unit: str = "") -> str:
 
 
 def check_rows(records) -> list[list[str]]:
-    """[kernel, backend, target, problem, dtype, result, max_abs_err, max_rel_err, bound, wall]."""
+    """[kernel, backend, target, problem, dtype, result, max_abs_err, max_rel_err, bound, wall, quant error]; the
+    last is a quantized-KV-cache check's `check.quant_error` (reference on the quantized vs the unquantized cache),
+    '—' elsewhere."""
     rows = []
     for r in records:
         if r.get("stage") != "check":
@@ -37,8 +39,15 @@ def check_rows(records) -> list[list[str]]:
         result = {"ok": "PASS", "failed": "FAIL"}.get(r["status"], r["status"])
         rows.append([r["kernel"], r["backend"], r["target"], r["problem"]["name"], r["problem"].get("dtype", ""),
                      result, fmt(c and c["max_abs_err"]), fmt(c and c["max_rel_err"]), fmt(c and c["bound"]),
-                     fmt(r.get("wall_s"), ".2f", " s")])
+                     fmt(r.get("wall_s"), ".2f", " s"), _quant_error(c)])
     return rows
+
+
+def _quant_error(check: dict | None) -> str:
+    q = (check or {}).get("quant_error")
+    if not q:
+        return "—"
+    return f"{fmt(q['max_abs_err'])} / {fmt(q['max_rel_err'])} ({q['kv_cache_dtype']} vs {q['unquantized_dtype']})"
 
 
 def perf_row(r) -> list[str]:
@@ -111,7 +120,7 @@ PERF_HEADER = ["kernel", "target", "problem", "latency", "kind", "tokens/s", "MF
                "J/token (kind)"]
 NOT_RUN_HEADER = ["stage", "kernel", "backend", "status", "reason", "records"]
 CHECK_HEADER = ["kernel", "backend", "target", "problem", "dtype", "result", "max abs err", "max rel err", "bound",
-                "wall (emulation)"]
+                "wall (emulation)", "quantization's own error: max abs / rel"]
 
 
 def write_report(records, out_dir: str, *, plots: list[str], command: str, wall_s: float,

@@ -55,11 +55,17 @@ def _static_provenance() -> dict:
             "python": platform.python_version()}
 
 
-def check_field(result) -> dict:
-    """The `check` field from a `nkilab.harness.checks.CheckResult`."""
-    return {"passed": bool(result.passed), "max_abs_err": _num(result.max_abs_err),
-            "max_rel_err": _num(result.max_rel_err), "mean_rel_err": _num(result.mean_rel_err),
-            "bound": _num(result.bound)}
+def check_field(result, quant_error: dict | None = None) -> dict:
+    """The `check` field from a `nkilab.harness.checks.CheckResult`; a quantized-KV-cache check also keeps
+    `quant_error` ({kv_cache_dtype, unquantized_dtype, max_abs_err, max_rel_err} of
+    `nkilab.harness.checks.quantization_error`: the quantization's own error, not the kernel's)."""
+    field = {"passed": bool(result.passed), "max_abs_err": _num(result.max_abs_err),
+             "max_rel_err": _num(result.max_rel_err), "mean_rel_err": _num(result.mean_rel_err),
+             "bound": _num(result.bound)}
+    if quant_error is not None:
+        field["quant_error"] = {**quant_error, "max_abs_err": _num(quant_error["max_abs_err"]),
+                                "max_rel_err": _num(quant_error["max_rel_err"])}
+    return field
 
 
 def perf_field(kind: str, *, latency_s: float | None, method: str, flops: float | None = None,

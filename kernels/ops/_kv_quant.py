@@ -22,6 +22,7 @@ import numpy as np
 
 from nkilab.kernels import _checks
 from nkilab.kernels._adapter import dtype_name, is_torch, kind, to_numpy
+from nkilab.kernels.ops._problem import Problem
 from nkilab.reference import paged
 from nkilab.reference.kv_quant import KV_CACHE_DTYPES, KV_STORAGE, storage_dtype
 from nkilab.reference.quant import FP8_MAX
@@ -122,6 +123,18 @@ def check_finite(kv_cache_dtype: str, **named) -> None:
 # --- workloads ------------------------------------------------------------------------------------------------------
 
 WORKLOAD_DTYPES = ("fp8_e4m3", "int8")  # the quantized rows of the model grids: what NeuronCore-v2/v3 store
+# The quantized smoke rows of the check pass: (kv_cache_dtype, fp8 scale granularity). fp8_e4m3fn is left out: the
+# NKI emulator checks at its default target, which has no e4m3fn (tests/kernels/test_kv_quant.py covers it on trn3).
+SMOKE_FORMATS = (("fp8_e4m3", "head"), ("int8", None))
+
+
+def smoke_variants(problem: Problem) -> list[Problem]:
+    """`problem` over each quantized cache of SMOKE_FORMATS, named smoke/<op>/<kv_cache_dtype>[-head]/<rest>, with
+    params kv_cache_dtype and fp8_scales ("head" = per-kv-head fp8 scales, None = per tensor / int8)."""
+    head, tail = problem.name.rsplit("/", 1)
+    return [Problem(problem.family, f"{head}/{kv}{'-' + scales if scales else ''}/{tail}", problem.phase,
+                    {**problem.params, "kv_cache_dtype": kv, "fp8_scales": scales}, problem.dtype, problem.tokens,
+                    problem.model) for kv, scales in SMOKE_FORMATS]
 
 
 def scale_bytes(kv_cache_dtype: str, rows: int, hkv: int) -> float:
@@ -129,10 +142,11 @@ def scale_bytes(kv_cache_dtype: str, rows: int, hkv: int) -> float:
     return 4.0 * 2 * rows * hkv if kv_cache_dtype == "int8" else 0.0
 
 
-def quantized_caches(kv_cache_dtype: str, key_cache, value_cache, live_slots, zeros: bool):
+def quantized_caches(kv_cache_dtype: str, key_cache, value_cache, live_slots, zeros: bool, per_head: bool = False):
     """(key_cache, value_cache, scale keywords) of float caches quantized the way `write_kv_cache` stores them: the
     live slots through the reference write, every other slot NaN (fp8) / random codes with NaN scales (int8); fp8
-    scales per tensor, amax / max (no clipping). zeros: trace mode, zero codes and unit / zero scales."""
+    scales amax / max (no clipping), per tensor (floats) or, with `per_head`, per kv head (float32 [Hkv], amax over
+    each head's live rows). zeros: trace mode, zero codes and unit / zero scales."""
     nb, bs, hkv, d = key_cache.shape
     dt = storage_dtype(kv_cache_dtype, str(key_cache.dtype))
     if zeros:
@@ -148,7 +162,9 @@ def quantized_caches(kv_cache_dtype: str, key_cache, value_cache, live_slots, ze
         extra = {n: np.full((nb, bs, hkv), np.nan, np.float32) for n in ("k_scale_cache", "v_scale_cache")}
     else:
         caches = [np.full(key_cache.shape, np.nan, np.float32).astype(dt) for _ in range(2)]
-        extra = {name: max(float(np.abs(r.astype(np.float64)).max(initial=0.0)), 1e-3) / FP8_MAX[kv_cache_dtype]
-                 for name, r in zip(("k_scale", "v_scale"), rows)}
+        axes = (0, 2) if per_head else None
+        extra = {name: np.maximum(np.abs(r.astype(np.float64)).max(axis=axes, initial=0.0), 1e-3)
+                 / FP8_MAX[kv_cache_dtype] for name, r in zip(("k_scale", "v_scale"), rows)}
+        extra = {name: v.astype(np.float32) if per_head else float(v) for name, v in extra.items()}
     paged.write_kv_cache(*rows, *caches, slots, kv_cache_dtype=kv_cache_dtype, **extra)
     return (*caches, extra)

@@ -45,12 +45,17 @@ class Check:
             in the output's precision (`compute_dtype=`); False = no budget (ref_lowprec = ref64, an exact op).
         floor: absolute slack of the bound; None = the comparator's default (two ulps of the output dtype at the
             reference's magnitude); 0.0 with naive=False = bit-exact values (NaN where the reference has NaN).
+        dequantized: for ops taking a quantized KV cache, `fn(*args, compute_dtype=..., **kwargs) -> array`: the
+            reference on the quantized inputs in the form of the unquantized reference's output (e.g. the written
+            codes dequantized), for `harness.checks.quantization_error`; None = `reference` itself (its output is
+            already in that form).
     """
 
     output: Callable = _identity
     reference: Callable | None = None
     naive: bool = True
     floor: float | None = None
+    dequantized: Callable | None = None
 
 
 @dataclass(frozen=True)

@@ -227,17 +227,20 @@ def make_inputs(problem: Problem, rng: np.random.Generator, zeros: bool):
     if kv_dtype != "auto":
         live = None if zeros else {int(tables[i, pos // bs]) * bs + pos % bs for i, s in enumerate(seq_lens)
                                    for pos in range(int(s))}
-        key_cache, value_cache, extra = _kv_quant.quantized_caches(kv_dtype, key_cache, value_cache, live, zeros)
+        key_cache, value_cache, extra = _kv_quant.quantized_caches(kv_dtype, key_cache, value_cache, live, zeros,
+                                                                   per_head=p.get("fp8_scales") == "head")
         options.update(kv_cache_dtype=kv_dtype, **extra)
     return (q, key_cache, value_cache, tables, seq_lens, starts), options
 
 
 def smoke_problems(dtype: str) -> list[Problem]:
-    """A mixed batch: two decode sequences and a 4-token chunk (over the model-dtype cache: every backend and the GPU
-    bench run every smoke problem; the quantized caches are covered by tests/kernels/test_kv_quant.py)."""
-    return [Problem(OP, "smoke/paged_attention/mixed", "smoke",
-                    dict(num_seqs=3, q_lens=(1, 1, 4), seq_lens=(17, 40, 9), q_len=1, hq=4, hkv=2, head_dim=64,
-                         block_size=16, sliding_window=None, softcap=None), dtype, 6, "smoke")]
+    """A mixed batch: two decode sequences and a 4-token chunk, over the model-dtype cache and over each quantized
+    cache of `_kv_quant.SMOKE_FORMATS` (the check compares with the reference on the same quantized cache; the GPU
+    bench runs model problems only, and declines quantized ones in `bench_variants`)."""
+    auto = Problem(OP, "smoke/paged_attention/mixed", "smoke",
+                   dict(num_seqs=3, q_lens=(1, 1, 4), seq_lens=(17, 40, 9), q_len=1, hq=4, hkv=2, head_dim=64,
+                        block_size=16, sliding_window=None, softcap=None), dtype, 6, "smoke")
+    return [auto] + _kv_quant.smoke_variants(auto)
 
 
 def model_problems(model, phase: str, grid: dict, quant, dtype: str) -> list[Problem]:

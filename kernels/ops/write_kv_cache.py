@@ -17,6 +17,7 @@ from nkilab.kernels.ops import _kv_quant
 from nkilab.kernels.ops._op import Check, Launcher, Op, Plot, TorchOp
 from nkilab.kernels.ops._problem import Problem
 from nkilab.reference.dtypes import itemsize
+from nkilab.reference.kv_quant import dequantize_rows
 
 
 def write_kv_cache(key, value, key_cache, value_cache, slot_mapping, *, kv_cache_dtype="auto", k_scale=None,
@@ -161,6 +162,22 @@ def expected_caches(key, value, key_cache, value_cache, slot_mapping, *, compute
                                                    **quant))
 
 
+def dequantized_caches(key, value, key_cache, value_cache, slot_mapping, *, compute_dtype=None,
+                       kv_cache_dtype="auto", k_scale=None, v_scale=None, k_scale_cache=None, v_scale_cache=None):
+    """The reference write on copies of the caches, its codes dequantized (`reference.kv_quant.dequantize_rows`:
+    code * scale in float64), stacked like `stacked_caches`: the written values as the cache will give them back,
+    for the quantization error against the unquantized write (`compute_dtype` ignored, as in `expected_caches`)."""
+    scale_caches = [None if c is None else c.copy() for c in (k_scale_cache, v_scale_cache)]
+    caches = reference.write_kv_cache(key, value, key_cache.copy(), value_cache.copy(), slot_mapping,
+                                      kv_cache_dtype=kv_cache_dtype, k_scale=k_scale, v_scale=v_scale,
+                                      k_scale_cache=scale_caches[0], v_scale_cache=scale_caches[1])
+    nb, bs, hkv, d = key_cache.shape
+    return np.stack([
+        dequantize_rows(codes.reshape(nb * bs, hkv, d), kv_cache_dtype, scale=1.0 if scale is None else scale,
+                        scales=None if scales is None else scales.reshape(nb * bs, hkv)).reshape(codes.shape)
+        for codes, scale, scales in zip(caches, (k_scale, v_scale), scale_caches)])
+
+
 # --- workload -----------------------------------------------------------------------------------------------------
 
 
@@ -203,15 +220,18 @@ def make_inputs(problem: Problem, rng: np.random.Generator, zeros: bool):
     if kv_dtype == "auto":
         return (*new, *caches, slots), {}
     *caches, extra = _kv_quant.quantized_caches(kv_dtype, *caches, (), zeros)
-    if kv_dtype.startswith("fp8") and not zeros:  # per-tensor scales of the new rows: amax / max
-        extra = _kv_quant.quantized_caches(kv_dtype, new[0][:, None], new[1][:, None], range(t), False)[2]
+    if kv_dtype.startswith("fp8") and not zeros:  # scales of the new rows: amax / max, per tensor or per kv head
+        extra = _kv_quant.quantized_caches(kv_dtype, new[0][:, None], new[1][:, None], range(t), False,
+                                           per_head=p.get("fp8_scales") == "head")[2]
     return (*new, *caches, slots), dict(kv_cache_dtype=kv_dtype, **extra)
 
 
 def smoke_problems(dtype: str) -> list[Problem]:
-    """Seven tokens, one of them padding (into a model-dtype cache, see paged_attention's smoke problems)."""
-    return [Problem(OP, "smoke/write_kv_cache/t7-bs16", "smoke", dict(t=7, hkv=2, head_dim=64, block_size=16), dtype,
-                    7, "smoke")]
+    """Seven tokens, one of them padding, into a model-dtype cache and into each quantized cache of
+    `_kv_quant.SMOKE_FORMATS` (see paged_attention's smoke problems)."""
+    auto = Problem(OP, "smoke/write_kv_cache/t7-bs16", "smoke", dict(t=7, hkv=2, head_dim=64, block_size=16), dtype,
+                   7, "smoke")
+    return [auto] + _kv_quant.smoke_variants(auto)
 
 
 def model_problems(model, phase: str, grid: dict, quant, dtype: str) -> list[Problem]:
@@ -293,7 +313,8 @@ OP = Op(
     make_inputs=make_inputs,
     smoke_problems=smoke_problems,
     model_problems=model_problems,
-    check=Check(output=stacked_caches, reference=expected_caches, naive=False, floor=0.0),  # a copy must be exact
+    check=Check(output=stacked_caches, reference=expected_caches, naive=False, floor=0.0,  # a copy must be exact
+                dequantized=dequantized_caches),
     plot=Plot(size="t"),
     bench=bench,
     bench_variants=lambda problem: [] if problem.params.get("kv_cache_dtype", "auto") != "auto" else [problem],

@@ -96,6 +96,8 @@ def test_each_declaration_is_complete(name):
 
 def test_backend_packages_answer_for_every_op_and_reject_unknown_ones():
     for p in smoke_problems("float32"):
+        if p.params.get("kv_cache_dtype", "auto") != "auto":
+            continue  # quantized rows may be declined, with a reason (tests/harness/test_quant_checks.py)
         assert nki_backend.unsupported(p.op, **p.spec()) is None
         assert triton_backend.unsupported(p.op, **p.spec()) is None
     for backend in (nki_backend, triton_backend):
