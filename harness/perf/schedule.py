@@ -36,6 +36,8 @@ class Schedule:
         start_s, done_s: per instruction (trace order), when it started and when its result was usable, s.
         costs: per instruction, its `InstructionCost`.
         cores: physical cores the trace ran on (distinct program ids).
+        dma_pieces: per instruction, (DMA engine 0 .. dma_queues - 1 of its core, start_s, end_s) of each piece of
+            a transfer, when that engine held it; () for compute instructions (`nkilab.harness.timeline`'s tracks).
     """
 
     makespan_s: float
@@ -44,6 +46,7 @@ class Schedule:
     done_s: list[float] = field(repr=False)
     costs: list[InstructionCost] = field(repr=False)
     cores: int = 1
+    dma_pieces: list[tuple[tuple[int, float, float], ...]] = field(default_factory=list, repr=False)
 
 
 class _AccessLog:
@@ -88,7 +91,8 @@ def schedule(trace: Trace, core: NeuronTarget) -> Schedule:
     done = [0.0] * n
     costs: list[InstructionCost] = []
     engine_free: dict[tuple[int, str], float] = {}
-    dma_free: dict[int, list[float]] = {}
+    dma_free: dict[int, list[tuple[float, int]]] = {}  # per program id: a heap of (free at, DMA engine)
+    pieces: list[tuple[tuple[int, float, float], ...]] = []
     busy = {e: 0.0 for e in ENGINES}
     logs: dict[int, _AccessLog] = {}
 
@@ -107,14 +111,16 @@ def schedule(trace: Trace, core: NeuronTarget) -> Schedule:
                 ready = max(ready, log.ready_for_read(a.p_start, a.p_stop, a.start, a.stop))
 
         if cost.engine == "dma":
-            heap = dma_free.setdefault(inst.program_id, [0.0] * core.dma_queues)
+            heap = dma_free.setdefault(inst.program_id, [(0.0, q) for q in range(core.dma_queues)])
             free_at = [heapq.heappop(heap) for _ in range(cost.queues)]
-            begin = max(ready, free_at[0])
-            end = max(ready, free_at[-1]) + cost.busy_s
-            for t in free_at:
-                heapq.heappush(heap, max(ready, t) + cost.busy_s)
+            begin = max(ready, free_at[0][0])
+            end = max(ready, free_at[-1][0]) + cost.busy_s
+            for t, q in free_at:
+                heapq.heappush(heap, (max(ready, t) + cost.busy_s, q))
             busy["dma"] += cost.busy_s * cost.queues / core.dma_queues
+            pieces.append(tuple((q, max(ready, t), max(ready, t) + cost.busy_s) for t, q in free_at))
         else:
+            pieces.append(())
             key = (inst.program_id, cost.engine)
             begin = max(ready, engine_free.get(key, 0.0))
             end = begin + cost.busy_s
@@ -135,4 +141,4 @@ def schedule(trace: Trace, core: NeuronTarget) -> Schedule:
 
     cores = len({inst.program_id for inst in trace.instructions}) or 1
     makespan = (max(done) - min(start)) if n else 0.0
-    return Schedule(makespan, {e: b / cores for e, b in busy.items()}, start, done, costs, cores)
+    return Schedule(makespan, {e: b / cores for e, b in busy.items()}, start, done, costs, cores, pieces)
