@@ -1,36 +1,46 @@
-"""`nkilab` CLI smoke: a cut-down run writes a valid run folder; unavailable backends never crash a run."""
+"""`nkilab` CLI: a cut-down run writes a valid run folder; exit codes; argument validation naming the valid
+choices; help text and defaults on every option; GPU-only options; `report` keeps the run's metadata; `targets
+--sources`; calibrate's tags; unavailable backends never crash a run."""
 
+import argparse
 import json
 import os
 
 import pytest
 
-from nkilab.harness.cli import main
+from nkilab.harness import cli
+from nkilab.harness.chips import NEURON_TARGETS, NeuronTarget, Target
+from nkilab.harness.cli import build_parser, main
 from nkilab.harness.report.records import read_jsonl, validate_record
 from nkilab.kernels import _backends
+from nkilab.reference.quant import SCHEMES
 
-
-def test_quick_run_writes_results_report_and_plots(tmp_path, capsys):
+def test_quick_run_writes_results_run_info_report_and_plots(tmp_path, capsys):
     out = tmp_path / "run"
     code = main(["run", "--quick", "--out", str(out), "--ops", "qmatmul,write_kv_cache,paged_attention",
                  "--backends", "reference,nki", "--no-measure", "--calibrate", "none"])
     printed = capsys.readouterr().out
     assert code == 0, printed
-    assert "Correctness" in printed and "Modeled NKI kernels" in printed
+    assert "Correctness" in printed and "Modeled NKI kernels" in printed and "one layer" in printed
     records = read_jsonl(str(out / "results.jsonl"))
     assert records and all(validate_record(r) == [] for r in records)
     checks = [r for r in records if r["stage"] == "check"]
     assert checks and all(r["check"]["passed"] for r in checks if r["status"] == "ok")
+    assert {r["lnc"] for r in checks if r["backend"] == "nki"} == {1}
     modeled = [r for r in records if r["stage"] == "model" and r["status"] == "ok"]
     assert {r["kernel"] for r in modeled} == {"qmatmul", "write_kv_cache", "paged_attention"}
     for r in modeled:
         perf, energy = r["perf"], r["energy"]
+        assert r["lnc"] == perf["lnc"] == 2  # trn2's default logical NeuronCore degree
         assert perf["kind"] == "modeled" and perf["method"]
         assert perf["latency_s"] >= perf["roofline_s"] > 0  # the model never beats the roofline
         assert perf["bottleneck"] in ("tensor", "vector", "scalar", "gpsimd", "dma", "latency")
         assert energy["kind"] == "modeled" and energy["method"] and "assumed" in energy["assumption"]
+        assert "--lnc 2" in r["command"]
+    info = json.loads((out / "run.json").read_text())
+    assert info["command"].startswith("nkilab run --quick") and info["wall_s"] > 0 and info["lnc"] == {"trn2": 2}
     report = (out / "report.md").read_text()
-    assert "roofline_trn2.png" in report and "What limits each kernel" in report
+    assert "roofline_trn2.png" in report and "What limits each kernel" in report and "LNC=2" in report
     for name in ("roofline_trn2.png", "latency_vs_batch.png"):
         assert os.path.getsize(out / name) > 1000
 
@@ -52,13 +62,93 @@ def test_check_reports_an_unavailable_backend_without_crashing(tmp_path, monkeyp
     assert by_backend["reference"]["status"] == "ok"
 
 
-def test_targets_and_bad_arguments(capsys):
-    assert main(["targets"]) == 0
-    assert "trn2" in capsys.readouterr().out
+def test_errored_records_exit_non_zero(monkeypatch, capsys):
+    """A run whose every NKI record errors (a bad target in the environment) must not exit 0."""
+    monkeypatch.setenv("NEURON_PLATFORM_TARGET_OVERRIDE", "trn9")
+    assert main(["check", "--ops", "write_kv_cache", "--backends", "nki", "--json"]) == 1
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert records and all(r["status"] == "error" and "trn9" in r["note"] for r in records)
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["run", "--scheme", "int3"], SCHEMES),
+    (["bench", "--kernel", "qmatmul", "--scheme", "int3"], SCHEMES),
+    (["run", "--targets", "tpu"], NEURON_TARGETS),
+    (["run", "--ops", "softmax"], ("qmatmul", "paged_attention")),
+    (["run", "--phases", "decode,train"], ("decode", "prefill", "chunked", "mixed")),
+    (["run", "--power-w", "trn2"], NEURON_TARGETS),
+    (["run", "--lnc", "4"], ("1", "2")),
+    (["run", "--batches", "8,x"], ("positive ints",)),
+    (["run", "--group-size", "0"], ("positive int",)),
+])
+
+
+def test_bad_arguments_exit_2_naming_the_valid_choices(argv, named, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert all(name in err for name in named), err
+
+
+def test_lnc_2_on_a_target_without_it_is_refused(capsys):
+    assert main(["run", "--lnc", "2", "--targets", "inf2,trn2", "--no-check", "--no-plots"]) == 2
+    err = capsys.readouterr().err
+    assert "inf2" in err and "trn2, trn3" in err
+
+
+def _subparsers(parser):
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return action.choices
+
+
+@pytest.mark.parametrize("gpu", [False, True])
+def test_every_option_has_help_and_states_its_default(gpu, monkeypatch):
+    monkeypatch.setattr(cli, "has_cuda_device", lambda: gpu)
+    for name, sub in _subparsers(build_parser()).items():
+        for action in sub._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            assert action.help, f"{name} {action.dest} has no help"
+            flag = isinstance(action, argparse._StoreTrueAction)
+            positional = not action.option_strings
+            assert flag or positional or "default" in action.help, f"{name} {action.option_strings}: no default"
+
+
+def test_gpu_only_options_are_explained_without_a_gpu(capsys, monkeypatch):
+    monkeypatch.setattr(cli, "has_cuda_device", lambda: False)
+    bench = _subparsers(build_parser())["bench"]
+    backend = next(a for a in bench._actions if a.dest == "backend")
+    assert "needs a CUDA GPU" in backend.help and "{nki}" == backend.metavar
+    target = next(a for a in bench._actions if a.dest == "target")
+    assert tuple(target.choices) == NEURON_TARGETS  # h100 / h200 / cpu have nothing to bench
     with pytest.raises(SystemExit):
-        main(["run", "--targets", "tpu"])
-    with pytest.raises(SystemExit):
-        main(["run", "--power-w", "trn2"])
+        build_parser().parse_args(["bench", "--kernel", "qmatmul", "--backend", "triton"])
+    assert "triton needs a CUDA GPU" in capsys.readouterr().err
+    monkeypatch.setattr(cli, "has_cuda_device", lambda: True)
+    assert build_parser().parse_args(["bench", "--kernel", "qmatmul", "--backend", "triton"]).backend == "triton"
+
+
+def test_report_keeps_the_runs_command_and_wall_time(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", "--quick", "--ops", "write_kv_cache", "--backends", "reference", "--out", str(out),
+                 "--no-measure", "--calibrate", "none"]) == 0
+    first = (out / "report.md").read_text()
+    (out / "report.md").unlink()
+    assert main(["report", str(out)]) == 0
+    again = (out / "report.md").read_text()
+    command = next(line for line in first.splitlines() if line.startswith("- command:"))
+    wall = next(line for line in first.splitlines() if line.startswith("- wall time:"))
+    assert "nkilab run --quick" in command and command in again
+    assert wall in again and wall != "- wall time: 0.0 s"
+    assert f"re-rendered by `nkilab report {out}`" in again
+
+
+def test_report_of_a_missing_folder_is_a_clear_error(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "nowhere")]) == 2
+    assert "no such folder" in capsys.readouterr().err
+    assert main(["report", str(tmp_path)]) == 2
+    assert "not a run folder (no results.jsonl" in capsys.readouterr().err
 
 
 def test_report_rerenders_from_stored_records(tmp_path):
@@ -70,5 +160,18 @@ def test_report_rerenders_from_stored_records(tmp_path):
                     "lnc": 1}}
     (tmp_path / "results.jsonl").write_text(json.dumps(rec) + "\n")
     assert main(["report", str(tmp_path)]) == 0
-    assert "qkv-m8" in (tmp_path / "report.md").read_text()
+    report = (tmp_path / "report.md").read_text()
+    assert "decode/qmatmul/qkv-m8" in report and "command: `(not recorded)`" in report
     assert (tmp_path / "roofline_trn2.png").exists()
+
+
+def test_targets_shows_sources(capsys):
+    assert main(["targets"]) == 0
+    plain = capsys.readouterr().out
+    assert "[HW]" in plain and "--sources" in plain
+    assert main(["targets", "--sources"]) == 0
+    text = capsys.readouterr().out
+    own = set(NeuronTarget.__dataclass_fields__) - set(Target.__dataclass_fields__)
+    assert all(name in text for name in own)
+    assert "[LNC]" in text and "logical-neuroncore-config" in text  # a tag and its definition
+    assert "trainium2_arch" in text and "assumed:" in text
