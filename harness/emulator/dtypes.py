@@ -11,14 +11,27 @@ the hardware's fp8 overflow behaviour is not documented, so kernels clamp before
 
 from __future__ import annotations
 
+import ml_dtypes
 import numpy as np
 
 from nkilab.reference.dtypes import FP8_DTYPE_NAMES, NKI_DTYPE_NAMES, dtype_name, numpy_dtype
 
 float32 = np.dtype(np.float32)
-DTYPES: dict[str, np.dtype] = {n: numpy_dtype(n) for n in NKI_DTYPE_NAMES}  # the dtype table's NKI rows
-_BY_DTYPE = {v: dtype_name(v) for v in DTYPES.values()}  # tfloat32 storage is named float32
-FP8 = frozenset(DTYPES[n] for n in FP8_DTYPE_NAMES)
+# the MX formats of NeuronCore-v4 (nc_matmul_mx / quantize_mx) are emulator storage, not rows of nkilab's dtype
+# table: host code never computes with them (kernels receive uint8 / uint32 arrays and reinterpret them with
+# `.ap(dtype=)` / `.view`). float8_e8m0fnu is the block-scale exponent (2^(bits - 127), 0xFF NaN); the x4 types
+# pack four fp8 into 32 bits / four fp4 into 16 bits, held as opaque bit patterns (structured dtypes, so they
+# never alias uint32 / uint16)
+MX_DTYPES: dict[str, np.dtype] = {
+    "float8_e8m0fnu": np.dtype(ml_dtypes.float8_e8m0fnu),
+    "float8_e5m2_x4": np.dtype([("float8_e5m2_x4", "<u4")]),
+    "float8_e4m3fn_x4": np.dtype([("float8_e4m3fn_x4", "<u4")]),
+    "float4_e2m1fn_x4": np.dtype([("float4_e2m1fn_x4", "<u2")]),
+}
+DTYPES: dict[str, np.dtype] = {n: numpy_dtype(n) for n in NKI_DTYPE_NAMES} | MX_DTYPES  # the table's NKI rows + MX
+_BY_DTYPE = {v: dtype_name(v) for n, v in DTYPES.items() if n not in MX_DTYPES} | {v: n for n, v in MX_DTYPES.items()}
+FP8 = frozenset(DTYPES[n] for n in FP8_DTYPE_NAMES + ("float8_e8m0fnu",))
+PACKED = frozenset(DTYPES[n] for n in ("float8_e5m2_x4", "float8_e4m3fn_x4", "float4_e2m1fn_x4"))
 FP32_MIN = float(np.finfo(np.float32).min)  # -3.4028235e38, range_select's on_false value (S-ISA)
 
 
@@ -52,6 +65,11 @@ def is_float(dtype: np.dtype) -> bool:
 
 def is_int(dtype: np.dtype) -> bool:
     return dtype.kind in "iub"
+
+
+def is_packed(dtype: np.dtype) -> bool:
+    """An MX x4 packed container (bits only: no arithmetic, no casts)."""
+    return dtype in PACKED
 
 
 def to_f32(values: np.ndarray) -> np.ndarray:

@@ -3,10 +3,11 @@
 Execution model (as the official simulator, S-SIM): tensors arguments arrive as HBM `NkiTensor`s
 (`hbm`; `shared_hbm` under LNC 2) over the caller's arrays; every instruction runs eagerly, in
 program order; inputs the kernel writes are updated in place; the tensors the kernel returns come
-back as NumPy arrays (torch tensors when the inputs were torch). LNC 2 runs program 0 then program 1
-(each with its own SBUF/PSUM and `nl.program_id()`), sharing HBM; program 1's `shared_hbm`
-allocations are program 0's. `mode="trace"` records the instruction trace without float math, so
-outputs come back as None.
+back as NumPy arrays (torch tensors when the inputs were torch). LNC 2 runs program 0 and program 1
+(each with its own SBUF/PSUM and `nl.program_id()`), sharing HBM, interleaved at their synchronization
+points (`cores.py`); program 1's `shared_hbm` allocations are program 0's. `mode="trace"` records the
+instruction trace without float math, so outputs come back as None. On-chip capacity is checked by
+liveness when the kernel returns (`liveness.py`). Runs in different threads are independent.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ import numpy as np
 from nkilab.harness.chips import get_target
 from nkilab.reference.dtypes import is_torch, to_numpy, to_torch
 
-from . import blas, context, dtypes
-from .context import RunContext
+from . import blas, context, cores, dtypes, gc_tuning, liveness
+from .context import ProgramContext, RunContext
 from .errors import NkiValidationError
 from .memory import wrap
 from .tensor import NkiTensor
@@ -96,26 +97,20 @@ def run(kernel, *args, target: str | None = None, mode: str = "full", lnc: int |
     tgt = get_target(target, neuron=True)
     if lnc == 2 and not tgt.lnc2:
         raise NkiValidationError("launch", "lnc", "LNC 2 only on trn2/trn3", lnc, tgt.name)
-    ctx = RunContext(tgt, mode, Trace(getattr(fn, "__name__", "kernel"), tgt.name, lnc), lnc)
+    run_ctx = RunContext(tgt, mode, Trace(getattr(fn, "__name__", "kernel"), tgt.name, lnc), lnc)
     use_torch = any(is_torch(a) for a in list(args) + list(kwargs.values()))
     write_back: list = []
-    result = None
-    context.push(ctx)
-    try:
+    with context.activated(ProgramContext(run_ctx, 0)):
         buffer = "shared_hbm" if lnc > 1 else "hbm"
         t_args = [_to_tensor(a, buffer, write_back) for a in args]
         t_kwargs = {k: _to_tensor(v, buffer, write_back) for k, v in kwargs.items()}
-        with blas.single_threaded():
-            for pid in range(lnc):
-                ctx.start_program(pid)
-                out = fn(*t_args, **t_kwargs)
-                result = out if pid == 0 else result
-        outputs = _from_tensor(result, use_torch)
-    finally:
-        context.pop()
+    with blas.single_threaded(), gc_tuning.fewer_collections():
+        result = cores.run_programs(run_ctx, fn, t_args, t_kwargs)
+    liveness.check(run_ctx.lifetimes, tgt)
+    outputs = _from_tensor(result, use_torch)
     for original, staged in write_back:
         _copy_back(original, staged)
-    return RunResult(outputs, ctx.trace)
+    return RunResult(outputs, run_ctx.trace)
 
 
 def _to_tensor(x, buffer: str, write_back: list):

@@ -10,7 +10,6 @@ Every function here that names an ALU operator or activation (`add`, `exp`, …)
 
 from __future__ import annotations
 
-import builtins
 import contextlib
 import math
 
@@ -20,12 +19,24 @@ from nkilab.harness.chips import get_target
 
 from . import context, dtypes, operators
 from .errors import NkiTraceError, NkiValidationError
+from .language_data import (DType, MemoryRegion, broadcast_to, expand_dims,  # noqa: F401 - re-exported as nl.*
+                            gather_flattened, is_hbm, is_on_chip, is_psum, is_sbuf, load_transpose2d, rand,
+                            random_seed, shared_constant, shared_identity_matrix, while_loop)
+from .language_lowering import make_activation as _make_activation
+from .language_lowering import make_binary as _make_binary
+from .language_lowering import reduce as _reduce
+from .language_lowering import result_dtype as _result_dtype
+from .language_math import (all, average, ceil, dropout, erf_dx, floor, fmod,  # noqa: F401 - re-exported as nl.*
+                            gelu_apprx_sigmoid_dx, gelu_dx, logical_not, mod, prelu, rms_norm, silu_dx, tan, trunc,
+                            var)
+from .nki_object import NKIObject  # noqa: F401 - re-exported as nl.NKIObject
 from .isa import activation, dma_copy, memset, nc_matmul, nc_transpose, reduce_cmd
 from .isa import reciprocal as _reciprocal
-from .isa import tensor_copy, tensor_copy_predicated, tensor_reduce, tensor_scalar, tensor_tensor
+from .isa import tensor_copy, tensor_copy_predicated, tensor_reduce, tensor_scalar
 from .registers import VirtualRegister
 from .memory import allocate
-from .tensor import LEGACY_OPERATORS, DynSlice, NkiTensor
+from .indexing import DynSlice
+from .tensor import LEGACY_OPERATORS, NkiTensor
 
 # ---- dtypes (S-NL) ----------------------------------------------------------------------------------
 bool_ = dtypes.DTYPES["bool"]
@@ -34,15 +45,14 @@ uint8, uint16, uint32 = dtypes.DTYPES["uint8"], dtypes.DTYPES["uint16"], dtypes.
 float16, float32, tfloat32 = dtypes.DTYPES["float16"], dtypes.DTYPES["float32"], dtypes.DTYPES["tfloat32"]
 bfloat16 = dtypes.DTYPES["bfloat16"]
 float8_e4m3, float8_e4m3fn = dtypes.DTYPES["float8_e4m3"], dtypes.DTYPES["float8_e4m3fn"]
-float8_e5m2 = dtypes.DTYPES["float8_e5m2"]
+float8_e5m2, float8_e8m0fnu = dtypes.DTYPES["float8_e5m2"], dtypes.DTYPES["float8_e8m0fnu"]
+float8_e5m2_x4, float8_e4m3fn_x4 = dtypes.DTYPES["float8_e5m2_x4"], dtypes.DTYPES["float8_e4m3fn_x4"]
+float4_e2m1fn_x4 = dtypes.DTYPES["float4_e2m1fn_x4"]
 fp32 = float32  # the legacy alias used as `nl.fp32.min` in masking code
 
-# ---- buffers (S-NL MemoryRegion) ---------------------------------------------------------------------
-sbuf, psum, hbm, private_hbm, shared_hbm = "sbuf", "psum", "hbm", "private_hbm", "shared_hbm"
-
-
-class NKIObject:
-    """Base class for kernel-side dataclasses (accepted and ignored by the emulator)."""
+# ---- buffers (S-NL MemoryRegion; `hbm` is the alias of private_hbm) ------------------------------------
+sbuf, psum, shared_hbm = MemoryRegion.sbuf, MemoryRegion.psum, MemoryRegion.shared_hbm
+private_hbm = hbm = MemoryRegion.private_hbm
 
 
 class _TileSize:
@@ -70,8 +80,9 @@ tile_size = _TileSize()
 
 # ---- tensors -----------------------------------------------------------------------------------------
 def ndarray(shape, dtype, buffer=sbuf, name: str = "", address=None) -> NkiTensor:
-    """A new uninitialised tensor (NaN / sentinel filled) of `shape` and `dtype` in `buffer`."""
-    return allocate(shape, dtype, buffer or sbuf, name)
+    """A new uninitialised tensor (NaN / sentinel filled) of `shape` and `dtype` in `buffer`; `address=(partition,
+    byte_offset)` places an SBUF/PSUM tile in physical memory (see `memory.py`)."""
+    return allocate(shape, dtype, buffer or sbuf, name, address=address)
 
 
 def full(shape, fill_value, dtype, buffer=sbuf, name: str = "") -> NkiTensor:
@@ -186,50 +197,6 @@ def copy(x: NkiTensor, dtype=None) -> NkiTensor:
 
 
 # ---- element-wise ------------------------------------------------------------------------------------
-def _result_dtype(dtype, *xs):
-    if dtype is not None:
-        return dtypes.to_dtype(dtype)
-    ts = [x.dtype for x in xs if isinstance(x, NkiTensor)]
-    floats = [d for d in ts if dtypes.is_float(d)]
-    return builtins.max(floats or ts, key=lambda d: d.itemsize)
-
-
-def _binary_op(x, y, op, dtype) -> NkiTensor:
-    if not isinstance(x, NkiTensor) and not isinstance(y, NkiTensor):
-        raise TypeError("x, y: at least one must be a tile")
-    if isinstance(x, NkiTensor) and isinstance(y, NkiTensor) and x.free_size == y.free_size \
-            and x.shape[0] == y.shape[0]:
-        dst = ndarray(x.shape, _result_dtype(dtype, x, y))
-        tensor_tensor(dst=dst, data1=x, data2=y, op=op)
-        return dst
-    big, small, reverse = (x, y, False) if isinstance(x, NkiTensor) and (
-        not isinstance(y, NkiTensor) or y.free_size == 1) else (y, x, True)
-    if isinstance(small, NkiTensor) and (small.free_size != 1 or small.shape[0] != big.shape[0]):
-        raise NkiValidationError(operators.op_name(op), "x/y", "same shape, or a (P, 1) tile / scalar against a tile "
-                                 "(nl ops do not broadcast otherwise)", f"{list(x.shape)} and {list(y.shape)}")
-    dst = ndarray(big.shape, _result_dtype(dtype, big))
-    tensor_scalar(dst=dst, data=big, op0=op, operand0=small, reverse0=reverse)
-    return dst
-
-
-def _make_binary(name: str, default_dtype=None):
-    def fn(x, y, dtype=default_dtype):
-        return _binary_op(x, y, fn, dtype)
-    fn.__name__ = fn.__qualname__ = name
-    fn.__doc__ = f"Element-wise {name}(x, y) as a new SBUF tile (tensor_tensor, or tensor_scalar for a scalar/(P,1))."
-    return operators.bind(fn, name)
-
-
-def _make_activation(name: str):
-    def fn(x, dtype=None):
-        dst = ndarray(x.shape, _result_dtype(dtype, x))
-        activation(dst=dst, op=fn, data=x)
-        return dst
-    fn.__name__ = fn.__qualname__ = name
-    fn.__doc__ = f"Element-wise {name}(x) on ScalarE as a new SBUF tile; also an activation function for nisa ops."
-    return operators.bind(fn, name)
-
-
 add, subtract, multiply = (_make_binary(n) for n in ("add", "subtract", "multiply"))
 LEGACY_OPERATORS.update(add=add, subtract=subtract, multiply=multiply)  # NkiTensor's a + b, a - b, a * b
 maximum, minimum, power = (_make_binary(n) for n in ("maximum", "minimum", "power"))
@@ -294,17 +261,6 @@ def where(condition: NkiTensor, x: NkiTensor, y: NkiTensor, dtype=None) -> NkiTe
 
 
 # ---- reductions --------------------------------------------------------------------------------------
-def _reduce(x: NkiTensor, axis, op, dtype, keepdims: bool, negate: bool = False) -> NkiTensor:
-    axes = tuple(sorted(a % x.ndim for a in ((axis,) if isinstance(axis, int) else axis)))
-    shape = [1 if d in axes else n for d, n in enumerate(x.shape)] if keepdims else \
-        [n for d, n in enumerate(x.shape) if d not in axes]
-    while len(shape) < 2:
-        shape.append(1)
-    dst = ndarray(shape, _result_dtype(dtype, x))
-    tensor_reduce(dst=dst, op=op, data=x, axis=axis, negate=negate, keepdims=keepdims)
-    return dst
-
-
 def sum(x, axis, dtype=None, keepdims=False) -> NkiTensor:  # noqa: A001 - the NKI name
     """Sum over trailing free axes."""
     return _reduce(x, axis, add, dtype, keepdims)

@@ -52,6 +52,34 @@ def _sigmoid(x):
     return (1.0 / (1.0 + np.exp(-x))).astype(f32)
 
 
+_SQRT_2PI = f32(np.sqrt(2.0 * np.pi))
+_GELU_SIGMOID_K = f32(1.702)  # gelu_apprx_sigmoid(x) = x * sigmoid(1.702 x)
+
+
+def _gelu_dx(x):
+    """d/dx of x * Phi(x) = Phi(x) + x * phi(x)."""
+    return (0.5 * (1.0 + _erf(x / np.sqrt(f32(2)))) + x * np.exp(-0.5 * x * x) / _SQRT_2PI).astype(f32)
+
+
+def _gelu_apprx_sigmoid_dx(x):
+    s = _sigmoid(_GELU_SIGMOID_K * x)
+    return (s + _GELU_SIGMOID_K * x * s * (1.0 - s)).astype(f32)
+
+
+def _silu_dx(x):
+    s = _sigmoid(x)
+    return (s * (1.0 + x * (1.0 - s))).astype(f32)
+
+
+def _erf_dx(x):
+    return (f32(2.0 / np.sqrt(np.pi)) * np.exp(-x * x)).astype(f32)
+
+
+def _prelu(x, alpha=0.0):
+    """x for x > 0, alpha * x otherwise (alpha: activate2's relu_param; 0 through `activation`)."""
+    return np.where(x > 0, x, np.asarray(alpha, f32) * x).astype(f32)
+
+
 ALU_OPS = {op.name: op for op in [
     AluOp("add", "arith", np.add, 0.0),
     AluOp("subtract", "arith", np.subtract, 0.0),
@@ -103,7 +131,12 @@ ACTIVATIONS: dict[str, Callable] = {
     "gelu": lambda x: (0.5 * x * (1.0 + _erf(x / np.sqrt(f32(2))))).astype(f32),
     "gelu_apprx_tanh": lambda x: (0.5 * x * (1.0 + np.tanh(f32(0.7978845608) * (x + f32(0.044715) * x ** 3)))
                                   ).astype(f32),
-    "gelu_apprx_sigmoid": lambda x: x * _sigmoid(f32(1.702) * x),
+    "gelu_apprx_sigmoid": lambda x: x * _sigmoid(_GELU_SIGMOID_K * x),
+    "gelu_dx": _gelu_dx,
+    "gelu_apprx_sigmoid_dx": _gelu_apprx_sigmoid_dx,
+    "silu_dx": _silu_dx,
+    "erf_dx": _erf_dx,
+    "prelu": _prelu,
     "softplus": lambda x: np.logaddexp(f32(0), x).astype(f32),
     "mish": lambda x: x * np.tanh(np.logaddexp(f32(0), x)).astype(f32),
     "erf": _erf,
@@ -135,13 +168,21 @@ def op_name(op) -> str | None:
 _REDUCTION_ALIASES = {"max": "maximum", "min": "minimum", "sum": "add", "prod": "multiply"}
 
 
+_ALU_OF: dict = {}  # operator object (nl function, ufunc, name) -> AluOp, filled as ops are used
+
+
 def alu(op, what: str = "op") -> AluOp:
     """The ALU operator `op` stands for (`nl.max`/`nl.min`/`nl.sum` name maximum/minimum/add).
     Raises TypeError for anything else."""
+    try:
+        return _ALU_OF[op]
+    except (KeyError, TypeError):  # not seen yet, or unhashable
+        pass
     name = op_name(op)
     name = _REDUCTION_ALIASES.get(name, name)
     if name not in ALU_OPS:
         raise TypeError(f"{what}: {getattr(op, '__name__', op)!r} is not an ALU operator; use one of {sorted(ALU_OPS)}")
+    _ALU_OF[op] = ALU_OPS[name]
     return ALU_OPS[name]
 
 

@@ -15,126 +15,46 @@ optionally with a runtime `scalar_offset` (register or 1x1 SBUF tensor) or a per
 called on, whose row size is `prod(shape[indirect_dim + 1:])` of that tensor.
 
 In trace mode only integer storages hold values (they may feed addresses); a float storage's
-`data` is None. Allocation lives in `memory.py`.
+`data` is None. Storages live in `storage.py`, index helpers in `indexing.py`, allocation in `memory.py`.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 
 from . import dtypes
 from .errors import NkiTraceError, NkiValidationError
+from .indexing import DynSlice, Indirect, Place, check_bounds, extent, scalar_value, slice_bounds
 from .registers import VirtualRegister
+from .rearrange import rearrange_plan
+from .reinterpret import reinterpreted, whole_storage
+from .storage import ON_CHIP, Storage, strided_view
 from .trace import Access
-
-ON_CHIP = ("sbuf", "psum")
-BUFFERS = ("sbuf", "psum", "hbm", "private_hbm", "shared_hbm")
-
-
-class Storage:
-    """One allocation. `data` is the flat element array (None when values are unknown in trace mode);
-    `flags` marks PSUM elements written by a matmul (for `accumulate=None`)."""
-
-    __slots__ = ("id", "buffer", "dtype", "shape", "size", "free", "data", "flags", "release")
-
-    def __init__(self, sid: int, buffer: str, dtype: np.dtype, shape: tuple, data: np.ndarray | None):
-        self.id, self.buffer, self.dtype, self.shape, self.data = sid, buffer, dtype, shape, data
-        self.size = math.prod(shape)
-        self.free = math.prod(shape[1:]) if buffer in ON_CHIP else self.size
-        self.flags = np.zeros(self.size, bool) if buffer == "psum" and data is not None else None
-        self.release = None  # called once when the storage is garbage-collected (on-chip capacity accounting)
-
-    def __del__(self):
-        if self.release is not None:
-            self.release()
-
-
-class ReinterpretedStorage(Storage):
-    """The bytes of an allocation seen as another dtype (`NkiTensor.view(dtype)`): same id and buffer, `data` a
-    NumPy view of the same memory (writes through either are seen by both), sizes in elements of the new dtype
-    (on-chip: each partition row holds the same bytes). `root` is the allocation itself (kept alive: its
-    capacity stays reserved while a reinterpretation is in use); trace footprints are converted back to its
-    elements (`NkiTensor.access`), so accesses through either dtype conflict exactly where their bytes do."""
-
-    __slots__ = ("root",)
-
-    def __init__(self, base: Storage, dtype: np.dtype):
-        root = base.root if isinstance(base, ReinterpretedStorage) else base
-        nbytes = base.size * base.dtype.itemsize
-        shape = ((base.shape[0], base.free * base.dtype.itemsize // dtype.itemsize) if base.buffer in ON_CHIP
-                 else (nbytes // dtype.itemsize,))
-        data = None
-        if base.data is not None:
-            raw = base.data.view(np.uint8)
-            data = raw[:nbytes - nbytes % dtype.itemsize].view(dtype)
-        super().__init__(base.id, base.buffer, dtype, shape, data)
-        self.flags = base.flags  # PSUM only with an unchanged itemsize (NkiTensor.view), so elements match
-        self.root = root
-
-    def to_root(self, access: Access) -> Access:
-        """`access` (free or flat element range in this dtype) in elements of the allocation, widened to whole
-        elements of it."""
-        num, den = self.dtype.itemsize, self.root.dtype.itemsize
-        return Access(access.storage, access.buffer, access.p_start, access.p_stop, access.start * num // den,
-                      -(-access.stop * num // den), access.nbytes)
-
-
-@dataclass(frozen=True)
-class DynSlice:
-    """`nl.ds(start, size)`: the slice `start : start + size`."""
-
-    start: int
-    size: int
-
-
-@dataclass(frozen=True)
-class Indirect:
-    """Runtime addressing of an `.ap()` view: kind "vector" (per-row indices) or "scalar" (one offset)."""
-
-    kind: str
-    index: object  # NkiTensor (SBUF (P,1) or 1x1), VirtualRegister or int
-    rowsize: int  # elements one index step moves
-
-
-@dataclass(frozen=True)
-class Place:
-    """Where an access lands at run time: `offset` (None = unknown), for vector indirection the `rows`
-    (None = unknown) and the `valid` mask of in-bounds rows; `skip` = scalar offset out of bounds, skipped."""
-
-    offset: int | None
-    rows: np.ndarray | None = None
-    valid: np.ndarray | None = None
-    skip: bool = False
-
-
-def _extent(shape, strides) -> tuple[int, int]:
-    lo = hi = 0
-    for n, s in zip(shape, strides):
-        if s >= 0:
-            hi += (n - 1) * s
-        else:
-            lo += (n - 1) * s
-    return lo, hi
 
 
 class NkiTensor:
     """A view: storage + shape + strides + offset (elements) + dtype (+ runtime indirection)."""
 
-    __slots__ = ("storage", "shape", "strides", "offset", "dtype", "name", "indirect", "_extents")
+    __slots__ = ("storage", "shape", "strides", "offset", "dtype", "name", "indirect", "size", "_extents", "_access",
+                 "_valid_for", "out_of_bounds")
 
     def __init__(self, storage: Storage, shape, strides, offset: int, name: str = "", indirect: Indirect | None = None):
         self.storage, self.shape, self.strides, self.offset = storage, tuple(shape), tuple(strides), offset
         self.dtype, self.name, self.indirect = storage.dtype, name, indirect
-        self._extents = None
+        self.size = math.prod(self.shape)  # elements (views are immutable)
+        self._extents = self._access = self._valid_for = None  # caches: extents, trace footprint, target it passed
+        # an `.ap()` pattern outside its storage: a view is only an address pattern, so the error is raised
+        # when an instruction uses the view (validate.tile), not when it is made (AWS's nki-library makes such
+        # views on paths it then skips)
+        self.out_of_bounds: NkiValidationError | None = None
 
     @property
     def extents(self) -> tuple[int, int, int, int]:
         """(lo, hi) element offsets of the whole view and (lo, hi) of its dims 1.. relative to `offset` (cached)."""
         if self._extents is None:
-            self._extents = _extent(self.shape, self.strides) + _extent(self.shape[1:], self.strides[1:])
+            self._extents = extent(self.shape, self.strides) + extent(self.shape, self.strides, 1)
         return self._extents
 
     def _runtime(self, *_args):
@@ -155,10 +75,6 @@ class NkiTensor:
         return len(self.shape)
 
     @property
-    def size(self) -> int:
-        return math.prod(self.shape)
-
-    @property
     def itemsize(self) -> int:
         return self.dtype.itemsize
 
@@ -169,7 +85,7 @@ class NkiTensor:
     @property
     def free_size(self) -> int:
         """Elements per partition (on-chip: product of the free dims)."""
-        return math.prod(self.shape[1:])
+        return self.size // self.shape[0]
 
     def __repr__(self) -> str:
         name = f", {self.name}" if self.name else ""
@@ -178,61 +94,65 @@ class NkiTensor:
     def _view(self, shape, strides, offset, op: str) -> "NkiTensor":
         if self.indirect is not None:
             raise NkiValidationError(op, "tensor", "no views of an indirect (.ap with offsets) tensor", self)
-        return NkiTensor(self.storage, shape, strides, offset, self.name)
+        out = NkiTensor(self.storage, shape, strides, offset, self.name)
+        out.out_of_bounds = self.out_of_bounds
+        return out
 
     # ---- indexing ---------------------------------------------------------------------------------
     def __getitem__(self, key) -> "NkiTensor":
-        key = key if isinstance(key, tuple) else (key,)
-        if any(k is Ellipsis for k in key):
-            at = key.index(Ellipsis)
-            key = key[:at] + (slice(None),) * (self.ndim - len(key) + 1) + key[at + 1:]
-        if len(key) > self.ndim:
-            raise NkiValidationError("getitem", "index", f"at most {self.ndim} indices for shape {list(self.shape)}",
-                                     key)
+        if type(key) is not tuple:
+            key = (key,)
+        in_shape, in_strides = self.shape, self.strides
+        ndim = len(in_shape)
+        for k in key:
+            if k is Ellipsis:
+                at = key.index(Ellipsis)
+                key = key[:at] + (slice(None),) * (ndim - len(key) + 1) + key[at + 1:]
+                break
+        if len(key) > ndim:
+            raise NkiValidationError("getitem", "index", f"at most {ndim} indices for shape {list(in_shape)}", key)
+        on_chip = self.storage.buffer in ON_CHIP
         shape, strides, offset = [], [], self.offset
         for d, k in enumerate(key):
-            n, s = self.shape[d], self.strides[d]
-            if isinstance(k, DynSlice):
+            n, s = in_shape[d], in_strides[d]
+            if type(k) is DynSlice:
                 k = slice(k.start, k.start + k.size)
-            if isinstance(k, (int, np.integer)):
+            if type(k) is slice:
+                start, stop = k.start, k.stop
+                if k.step is None and type(start) is int and type(stop) is int and 0 <= start < stop <= n:
+                    length, step = stop - start, 1  # the common a[i:j] (no defaults, negatives or steps to resolve)
+                elif start is None and stop is None and k.step is None:
+                    length, start, step = n, 0, 1  # a[:]
+                else:
+                    length, start, step = slice_bounds(d, n, k)
+                offset += start * s
+                shape.append(length)
+                strides.append(s * step)
+            elif isinstance(k, (int, np.integer)):
                 i = int(k) + (n if k < 0 else 0)
                 if not 0 <= i < n:
                     raise NkiValidationError("getitem", f"dim {d}", f"index in [0, {n})", int(k))
                 offset += i * s
-                if d == 0 and self.on_chip:
+                if d == 0 and on_chip:
                     shape.append(1)
                     strides.append(s)
-            elif isinstance(k, slice):
-                length, start = self._slice(d, n, k)
-                offset += start * s
-                shape.append(length)
-                strides.append(s * (k.step or 1))
             elif isinstance(k, VirtualRegister):
                 raise NkiTraceError("a VirtualRegister cannot index a tensor; use t.ap(..., scalar_offset=reg)")
             elif isinstance(k, NkiTensor):
                 raise NkiTraceError("a tensor cannot index a tensor; use t.ap(..., vector_offset=idx, indirect_dim=0)")
             else:
                 raise TypeError(f"index: {k!r} is not an int, slice, nl.ds or Ellipsis")
-        shape += self.shape[len(key):]
-        strides += self.strides[len(key):]
-        min_dims = 2 if self.on_chip else 1
-        while len(shape) < min_dims:
+        if len(key) < ndim:
+            shape += in_shape[len(key):]
+            strides += in_strides[len(key):]
+        while len(shape) < (2 if on_chip else 1):
             shape.append(1)
             strides.append(1)
-        return self._view(shape, strides, offset, "getitem")
-
-    @staticmethod
-    def _slice(d: int, n: int, k: slice) -> tuple[int, int]:
-        step = 1 if k.step is None else int(k.step)
-        if step <= 0:
-            raise NkiValidationError("getitem", f"dim {d}", "slice step > 0", step)
-        start = 0 if k.start is None else int(k.start)
-        stop = n if k.stop is None else int(k.stop)
-        start += n if start < 0 else 0
-        stop += n if stop < 0 else 0
-        if not (0 <= start < stop <= n):
-            raise NkiValidationError("getitem", f"dim {d}", f"non-empty slice within [0, {n}]", f"{start}:{stop}")
-        return -(-(stop - start) // step), start
+        if self.indirect is not None:
+            raise NkiValidationError("getitem", "tensor", "no views of an indirect (.ap with offsets) tensor", self)
+        out = NkiTensor(self.storage, shape, strides, offset, self.name)
+        out.out_of_bounds = self.out_of_bounds
+        return out
 
     # ---- view methods (S-NL) ------------------------------------------------------------------------
     def slice(self, dim: int, start: int, end: int, step: int = 1) -> "NkiTensor":
@@ -307,42 +227,27 @@ class NkiTensor:
         """Split dim `dim` into `shape` (its element count preserved)."""
         return self.reshape(self.shape[:dim] + tuple(shape) + self.shape[dim + 1:])
 
+    def rearrange(self, src_pattern, dst_pattern, fixed_sizes=None) -> "NkiTensor":
+        """einops-style view (S-NL; patterns and sizes as `rearrange.py` describes): a split, a permute and a merge
+        of views, no data moves. Example: [128, 24].rearrange(('b', ('h', 'w')), ('b', 'w', 'h'), {'h': 4})."""
+        split, order, merged = rearrange_plan(self.shape, src_pattern, dst_pattern, fixed_sizes)
+        return self.reshape(split).permute(order).reshape(merged)
+
     def view(self, dtype) -> "NkiTensor":
         """The same bytes reinterpreted as `dtype` (S-NL `view`, alias `reinterpret_cast`): no data moves; the
-        last dim scales by the itemsize ratio (uint8 [P, 8] -> uint32 [P, 2] -> float8_e4m3 [P, 8]).
-
-        Rules (bytes must map onto whole elements of the new dtype): the last dim is contiguous (stride 1,
-        or size 1) and its bytes divide by the new itemsize; the offset and every other dim's stride, in
-        bytes, divide by it too; on-chip, a partition row's bytes divide by it (the partition dim never
-        changes). PSUM views keep the itemsize (matmul accumulation state is per element).
+        last dim scales by the itemsize ratio (uint8 [P, 8] -> uint32 [P, 2] -> float8_e4m3 [P, 8]). Rules:
+        `reinterpret.reinterpreted`.
 
         Raises:
-            NkiValidationError: a rule above is broken, or the view is indirect.
+            NkiValidationError: a rule is broken, or the view is indirect.
         """
-        new = dtypes.to_dtype(dtype)
-        old_size, new_size = self.itemsize, new.itemsize
         if self.indirect is not None:
             raise NkiValidationError("view", "tensor", "no views of an indirect (.ap with offsets) tensor", self)
-        if self.shape[-1] != 1 and self.strides[-1] != 1:
-            raise NkiValidationError("view", "tensor", "a contiguous last dim (stride 1)", list(self.strides))
-        last_bytes = self.shape[-1] * old_size
-        if last_bytes % new_size:
-            raise NkiValidationError("view", "dtype", f"last dim bytes ({self.shape[-1]} x {old_size}) a "
-                                     f"multiple of the new itemsize", f"{dtypes.name(new)} ({new_size} bytes)")
-        if self.on_chip and self.storage.free * old_size % new_size:
-            raise NkiValidationError("view", "dtype", f"partition rows of {self.storage.free * old_size} bytes "
-                                     "holding whole new elements (the partition dim is kept)",
-                                     f"{dtypes.name(new)} ({new_size} bytes)")
-        if any(s * old_size % new_size for s in self.strides[:-1]) or self.offset * old_size % new_size:
-            raise NkiValidationError("view", "tensor", f"offset and strides in whole {new_size}-byte elements",
-                                     f"offset {self.offset}, strides {list(self.strides)} x {old_size} bytes")
-        if self.buffer == "psum" and new_size != old_size:
-            raise NkiValidationError("view", "dtype", f"the itemsize {old_size} kept in PSUM",
-                                     f"{dtypes.name(new)} ({new_size} bytes)")
-        shape = self.shape[:-1] + (last_bytes // new_size,)
-        strides = tuple(s * old_size // new_size for s in self.strides[:-1]) + (1,)
-        return NkiTensor(ReinterpretedStorage(self.storage, new), shape, strides,
-                         self.offset * old_size // new_size, self.name)
+        storage, shape, strides, offset = reinterpreted(self.storage, self.shape, self.strides, self.offset,
+                                                        dtypes.to_dtype(dtype))
+        out = NkiTensor(storage, shape, strides, offset, self.name)
+        out.out_of_bounds = self.out_of_bounds
+        return out
 
     reinterpret_cast = view
 
@@ -378,10 +283,13 @@ class NkiTensor:
             offset: start element; None inherits this view's offset.
             scalar_offset: VirtualRegister, int or 1x1 SBUF tensor; start += value * prod(shape[indirect_dim+1:]).
             vector_offset: SBUF (P, 1) integer tensor of row indices (indirect_dim must be 0).
-            dtype: reinterpretation — not emulated; must be None or this tensor's dtype.
+            dtype: reinterpret the storage's bytes as this dtype first (S-NL); pattern counts, strides and
+                `offset` are then in elements of it, and offset=None converts this view's offset (which must
+                fall on a whole element of the new dtype).
         """
         if dtype is not None and dtypes.to_dtype(dtype) != self.dtype:
-            raise NkiTraceError("ap(dtype=...): reinterpreting a tensor's dtype is not emulated")
+            return self._reinterpreted(dtypes.to_dtype(dtype)).ap(pattern, offset, scalar_offset, vector_offset,
+                                                                   indirect_dim)
         if scalar_offset is not None and vector_offset is not None:
             raise NkiValidationError("ap", "scalar_offset/vector_offset", "at most one of them", "both")
         shape = [int(n) for _, n in pattern]
@@ -415,8 +323,19 @@ class NkiTensor:
             ind = Indirect("scalar", scalar_offset, math.prod(self.shape[indirect_dim + 1:]))
         else:
             ind = None
-            _check_bounds("ap", "pattern", st, shape, strides, start)
-        return NkiTensor(st, shape, strides, start, self.name, ind)
+        out = NkiTensor(st, shape, strides, start, self.name, ind)
+        if ind is None:
+            try:
+                check_bounds("ap", "pattern", st, shape, strides, start)
+            except NkiValidationError as e:
+                out.out_of_bounds = e
+        return out
+
+    def _reinterpreted(self, new: np.dtype) -> "NkiTensor":
+        """The whole storage seen as `new` (for `.ap(dtype=)`), this view's offset converted to its elements."""
+        if self.indirect is not None:
+            raise NkiValidationError("ap", "dtype", "no reinterpretation of an indirect view", self)
+        return NkiTensor(*whole_storage(self.storage, self.offset, new), self.name)
 
     # ---- runtime addressing ---------------------------------------------------------------------------
     def locate(self, op: str, operand: str, skip_oob: bool = False) -> Place:
@@ -424,7 +343,7 @@ class NkiTensor:
         Unknown index values (trace mode) give an unknown place and no OOB check."""
         ind = self.indirect
         if ind is None:
-            return Place(self.offset)
+            return _new_tuple(Place, (self.offset, None, None, False))
         st = self.storage
         lo, hi = self.extents[2:] if ind.kind == "vector" else self.extents[:2]
         if ind.kind == "scalar":
@@ -458,7 +377,7 @@ class NkiTensor:
         if data is None or place.skip or (place.offset is None):
             return None
         if place.rows is None:
-            return _strided(data, self.shape, self.strides, place.offset)
+            return strided_view(data, self.shape, self.strides, place.offset)
         out = np.zeros(self.shape, self.dtype)
         out[place.valid] = data[self._row_addresses(place, place.valid)]
         return out
@@ -474,7 +393,7 @@ class NkiTensor:
             return
         values = values.reshape(self.shape)
         if place.rows is None:
-            view = _strided(st.data, self.shape, self.strides, place.offset)
+            view = strided_view(st.data, self.shape, self.strides, place.offset)
             if rows_valid is None:
                 view[...] = values
             else:
@@ -491,12 +410,39 @@ class NkiTensor:
             inner += (np.arange(n, dtype=np.int64) * s).reshape([n if i == d else 1 for i in range(inner.ndim)])
         return starts.reshape((-1,) + (1,) * inner.ndim) + inner
 
+    def trace_access(self) -> Access:
+        """The trace footprint of this (direct) view at its own offset, moving all its bytes: `access` without
+        runtime indirection, computed once per view (views are immutable). The hot path of every instruction."""
+        acc = self._access
+        if acc is not None:
+            return acc
+        st, shape, strides, offset = self.storage, self.shape, self.strides, self.offset
+        nbytes = self.size * st.dtype.itemsize
+        if st.buffer in ON_CHIP:
+            if len(shape) == 2:  # the common tile: one free dim
+                step = strides[1]
+                f_lo, f_hi = (0, (shape[1] - 1) * step) if step >= 0 else ((shape[1] - 1) * step, 0)
+            else:
+                f_lo, f_hi = extent(shape, strides, 1)
+            free = st.free
+            p0 = offset // free
+            f0 = offset - p0 * free
+            acc = _new_tuple(Access, (st.id, st.buffer, p0, p0 + (shape[0] - 1) * (strides[0] // free) + 1, f0 + f_lo,
+                                      f0 + f_hi + 1, nbytes))
+        else:
+            lo, hi = extent(shape, strides)
+            acc = _new_tuple(Access, (st.id, st.buffer, 0, 1, offset + lo, offset + hi + 1, nbytes))
+        if st.mapped:
+            acc = st.map_access(acc)
+        self._access = acc
+        return acc
+
     def access(self, place: Place, nbytes: int) -> Access:
         """Conservative footprint of this view for the trace, in elements of its allocation (also through a
         `view(dtype)` reinterpretation)."""
         footprint = self._footprint(place, nbytes)
         st = self.storage
-        return st.to_root(footprint) if isinstance(st, ReinterpretedStorage) else footprint
+        return st.map_access(footprint) if st.mapped else footprint
 
     def _footprint(self, place: Place, nbytes: int) -> Access:
         """Conservative footprint of this view, in elements of its storage's dtype."""
@@ -547,34 +493,4 @@ def _legacy(name: str):
     return LEGACY_OPERATORS[name]
 
 
-_CARRIERS = {1: np.uint8, 2: np.uint16, 4: np.uint32}
-
-
-def _strided(data: np.ndarray, shape, strides, offset: int) -> np.ndarray:
-    """A strided view of a flat array (through an unsigned carrier: as_strided cannot rebuild some ml_dtypes)."""
-    isz = data.itemsize
-    carrier = data[offset:].view(_CARRIERS[isz])
-    return np.lib.stride_tricks.as_strided(carrier, shape, tuple(s * isz for s in strides)).view(data.dtype)
-
-
-def _check_bounds(op: str, operand: str, st: Storage, shape, strides, start: int) -> None:
-    lo, hi = _extent(shape, strides)
-    if start + lo < 0 or start + hi >= st.size:
-        raise NkiValidationError(op, operand, f"access within the {st.size}-element storage {list(st.shape)}",
-                                 f"elements [{start + lo}, {start + hi}]")
-    if st.buffer in ON_CHIP and len(shape) > 1:
-        f_lo, f_hi = _extent(shape[1:], strides[1:])
-        f0 = start % st.free
-        if f0 + f_lo < 0 or f0 + f_hi >= st.free:
-            raise NkiValidationError(op, operand, f"free access within one partition of {st.free} elements",
-                                     f"free elements [{f0 + f_lo}, {f0 + f_hi}]")
-
-
-def scalar_value(index) -> int | None:
-    """Runtime value of a scalar offset (int, VirtualRegister or 1-element tensor); None if unknown."""
-    if isinstance(index, VirtualRegister):
-        return index.value
-    if isinstance(index, NkiTensor):
-        vals = index.values()
-        return None if vals is None else int(vals.reshape(-1)[0])
-    return int(index)
+_new_tuple = tuple.__new__  # NamedTuple records without their constructor's Python frame (trace_access)

@@ -20,16 +20,16 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
+from types import MappingProxyType
+from typing import Iterable, Iterator, Mapping, NamedTuple
 
 ENGINES = ("tensor", "vector", "scalar", "gpsimd", "dma")
 HBM_BUFFERS = ("hbm", "shared_hbm", "private_hbm")
 ON_CHIP_BUFFERS = ("sbuf", "psum")
 
 
-@dataclass(frozen=True)
-class Access:
-    """One operand's footprint in one allocation.
+class Access(NamedTuple):
+    """One operand's footprint in one allocation (an immutable record; a NamedTuple, cheap to make per operand).
 
     Attributes:
         storage: id of the allocation, unique within a run.
@@ -61,8 +61,7 @@ class Access:
         return self.buffer in HBM_BUFFERS
 
 
-@dataclass(frozen=True)
-class Operand:
+class Operand(NamedTuple):
     """One named operand of an instruction (`dst`, `src`, `stationary`, `moving`, `data1`, …)."""
 
     name: str
@@ -73,9 +72,8 @@ class Operand:
     is_write: bool
 
 
-@dataclass
-class Instruction:
-    """One `nisa` instruction as issued by the kernel.
+class Instruction(NamedTuple):
+    """One `nisa` instruction as issued by the kernel (an immutable record; a NamedTuple, cheap to make).
 
     Attributes:
         index: position in program order (0-based, per trace).
@@ -90,16 +88,18 @@ class Instruction:
             largest operand);
             dma_copy / dma_compute: {"bytes", "chunks", "chunk_bytes", "indirect", "dge", "queue"},
             where `chunks` is the number of contiguous runs the transfer is made of and
-            `chunk_bytes` their mean size in bytes.
+            `chunk_bytes` their mean size in bytes;
+            cross-core sync (core_barrier, sendrecv, nki.collectives): "sync" numbers the synchronization
+            point of its channel, so the instructions of its partners share it.
         program_id: LNC program instance (0 or 1) that issued it.
     """
 
     index: int
     engine: str
     opcode: str
-    operands: tuple[Operand, ...]
+    operands: tuple
     flops: int = 0
-    attrs: dict = field(default_factory=dict)
+    attrs: Mapping = MappingProxyType({})  # read-only when defaulted; `Trace.append` gives each its own dict
     program_id: int = 0
 
     @property
@@ -147,7 +147,8 @@ class Trace:
         """Record one instruction; returns it."""
         if engine not in ENGINES:
             raise ValueError(f"engine: {engine!r} is not one of {ENGINES}")
-        inst = Instruction(len(self.instructions), engine, opcode, tuple(operands), flops, attrs or {}, program_id)
+        inst = Instruction(len(self.instructions), engine, opcode, tuple(operands), flops,
+                           {} if attrs is None else attrs, program_id)
         self.instructions.append(inst)
         return inst
 

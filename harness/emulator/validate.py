@@ -11,6 +11,7 @@ from nkilab.harness.chips import NeuronTarget as Target
 
 from . import dtypes
 from .errors import NkiValidationError
+from .storage import ON_CHIP
 from .tensor import NkiTensor
 
 
@@ -34,36 +35,47 @@ def _start_partitions(count: int) -> tuple[int, ...]:
 
 def tile(op: str, operand: str, t: NkiTensor, target: Target, *, engine: bool = True) -> None:
     """An on-chip instruction operand: partition dim ≤ pmax, contiguous partitions, start-partition rule
-    (`engine`: compute engines; DMA may start anywhere), and no runtime indirection."""
+    (`engine`: compute engines; DMA may start anywhere), and no runtime indirection.
+
+    A view that passed the engine rules for `target` is remembered (`NkiTensor._valid_for`: views are immutable),
+    so reusing it (an accumulator, a loaded tile) checks nothing again: this runs for every operand."""
     if not isinstance(t, NkiTensor):
         raise NkiValidationError(op, operand, "an NKI tensor", type(t).__name__, target.name)
-    if not t.on_chip:
+    if t.out_of_bounds is not None:
+        e = t.out_of_bounds
+        raise NkiValidationError(op, operand, e.limit, e.value, target.name)
+    if t._valid_for is target:
+        return
+    st = t.storage
+    if st.buffer not in ON_CHIP:
         if engine:
-            raise NkiValidationError(op, operand, "an SBUF/PSUM tile (compute engines cannot access HBM)", t.buffer,
+            raise NkiValidationError(op, operand, "an SBUF/PSUM tile (compute engines cannot access HBM)", st.buffer,
                                      target.name)
         return
     if engine and t.indirect is not None:
         raise NkiValidationError(op, operand, "no runtime (.ap offset) addressing on compute engines", t, target.name)
-    count = t.shape[0]
+    shape, strides = t.shape, t.strides
+    count = shape[0]
     if count > target.pmax:
         raise NkiValidationError(op, operand, f"partition dim <= {target.pmax}", count, target.name)
-    if count > 1 and t.strides[0] != t.storage.free:
+    if count > 1 and strides[0] != st.free:
         raise NkiValidationError(op, operand, "contiguous partitions (no partition striding)",
-                                 f"partition stride {t.strides[0]} elements, storage row {t.storage.free}", target.name)
-    if engine:
-        start = t.offset // t.storage.free
-        allowed = _start_partitions(count)
-        if start not in allowed:
-            raise NkiValidationError(op, operand, f"start partition in {allowed} for {count} partitions", start,
-                                     target.name)
-        if t.buffer == "sbuf" and t.free_size > SBUF_OPERAND_FMAX:
-            raise NkiValidationError(op, operand, f"at most {SBUF_OPERAND_FMAX} elements per partition of SBUF",
-                                     t.free_size, target.name)
-        for n, s in zip(t.shape[1:], t.strides[1:]):
-            if n > 1 and not AP_MIN_STEP <= s <= AP_MAX_STEP:
-                raise NkiValidationError(op, operand, f"free-dim access pattern step in [{AP_MIN_STEP}, "
-                                         f"{AP_MAX_STEP}] elements (int16)",
-                                         f"shape {list(t.shape)} strides {list(t.strides)}", target.name)
+                                 f"partition stride {strides[0]} elements, storage row {st.free}", target.name)
+    if not engine:
+        return
+    start = (st.placement[1] if st.placement is not None else 0) + t.offset // st.free
+    if start and (count > 64 or start % 32 or (count > 32 and start != 64)):  # `_start_partitions`, inlined
+        raise NkiValidationError(op, operand, f"start partition in {_start_partitions(count)} for {count} partitions",
+                                 start, target.name)
+    if st.buffer == "sbuf" and t.size // count > SBUF_OPERAND_FMAX:
+        raise NkiValidationError(op, operand, f"at most {SBUF_OPERAND_FMAX} elements per partition of SBUF",
+                                 t.free_size, target.name)
+    for d in (1,) if len(shape) == 2 else range(1, len(shape)):
+        if shape[d] > 1 and not AP_MIN_STEP <= strides[d] <= AP_MAX_STEP:
+            raise NkiValidationError(op, operand, f"free-dim access pattern step in [{AP_MIN_STEP}, "
+                                     f"{AP_MAX_STEP}] elements (int16)",
+                                     f"shape {list(shape)} strides {list(strides)}", target.name)
+    t._valid_for = target
 
 
 def buffer(op: str, operand: str, t: NkiTensor, allowed: tuple[str, ...], target: Target) -> None:
@@ -79,10 +91,13 @@ def not_both_psum(op: str, a_name: str, a, b_name: str, b, target: Target) -> No
 def tiles(op: str, target: Target, **operands) -> None:
     """Engine operands given as name=tensor: each checked by `tile`, in order, then all with the first one's
     partitions and elements per partition (the element-wise layout rule of most Vector/Scalar/GpSimd ops)."""
+    ref = None
     for name, t in operands.items():
         tile(op, name, t, target)
-    (ref_name, ref), *others = operands.items()
-    same_layout(op, ref_name, ref, dict(others), target)
+        if ref is None:
+            ref_name, ref = name, t
+        elif t.shape[0] != ref.shape[0] or t.size != ref.size:
+            same_layout(op, ref_name, ref, {name: t}, target)  # raises
 
 
 def same_layout(op: str, ref_name: str, ref: NkiTensor, others: dict, target: Target) -> None:

@@ -1,13 +1,16 @@
 """run / jit / simulate / LNC, the NKI tutorial kernels, torch and in-place inputs, and the trace contract."""
 
+import time
+
 import ml_dtypes
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nkilab.harness.emulator import NkiValidationError, nisa, nki, nl, run
+from nkilab.harness.emulator import NkiTraceError, NkiValidationError, nisa, nki, nl, run
 from nkilab.harness.emulator.examples import tensor_add, tiled_matmul
+from nkilab.kernels.nki import _shim
 
 bf16 = ml_dtypes.bfloat16
 
@@ -139,7 +142,6 @@ def test_trace_mode_skips_floats_keeps_indices():
 
 
 def test_trace_mode_full_size_matmul_is_fast():
-    import time
     a, b = np.zeros((2048, 1024), bf16), np.zeros((2048, 2048), bf16)
     t0 = time.perf_counter()
     res = run(tiled_matmul, a, b, mode="trace")
@@ -164,7 +166,6 @@ def test_device_print_and_jit_forms(capsys):
 def test_virtual_register_is_not_a_python_int():
     def kernel():
         nl.fori_loop(0, 2, lambda i: i * 128)
-    from nkilab.harness.emulator import NkiTraceError
     with pytest.raises(NkiTraceError, match="runtime value"):
         run(kernel)
 
@@ -195,5 +196,4 @@ def test_get_nc_version(monkeypatch):
 
 
 def test_shim_uses_emulator():
-    from nkilab.kernels.nki import _shim
     assert _shim.USING_EMULATOR and _shim.nl is nl and _shim.nisa is nisa and _shim.run is run

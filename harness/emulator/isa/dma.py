@@ -26,24 +26,33 @@ import numpy as np
 from .. import dtypes, validate
 from ..errors import NkiValidationError
 from ..operators import alu
+from ..storage import ON_CHIP
 from ..tensor import NkiTensor
+from .enums import coerce
 from .enums import dge_mode as DgeMode
 from .enums import engine as Engine
 from .enums import oob_mode as OobMode
 from .issue import computes, current, record
 
 MAX_DMA_COMPUTE_SRCS = 16  # dma_compute sources per instruction — S-ISA
+# enum members bound once: member lookups cost ~0.3 us each on CPython 3.11, and every DMA compares several
+_UNKNOWN, _HWDGE, _NONE, _SKIP = DgeMode.unknown, DgeMode.hwdge, DgeMode.none, OobMode.skip
 
 
 def _run_length(t: NkiTensor) -> int:
     """Elements in t's innermost contiguous run (on-chip and vector-indirect runs stay within dim 0's rows)."""
-    run, stop = 1, 1 if (t.on_chip or (t.indirect is not None and t.indirect.kind == "vector")) else 0
-    for n, s in zip(reversed(t.shape[stop:]), reversed(t.strides[stop:])):
-        if n == 1:
-            continue
-        if s != run:
-            break
-        run *= n
+    shape, strides = t.shape, t.strides
+    ind = t.indirect
+    stop = 1 if (t.storage.buffer in ON_CHIP or (ind is not None and ind.kind == "vector")) else 0
+    run = 1
+    d = len(shape) - 1
+    while d >= stop:
+        n = shape[d]
+        if n != 1:
+            if strides[d] != run:
+                break
+            run *= n
+        d -= 1
     return run
 
 
@@ -51,7 +60,7 @@ def _check_operand(opc: str, operand: str, x, t) -> None:
     if not isinstance(x, NkiTensor):
         raise NkiValidationError(opc, operand, "an NKI tensor", type(x).__name__, t.name)
     validate.tile(opc, operand, x, t, engine=False)
-    if x.buffer == "psum":
+    if x.storage.buffer == "psum":
         raise NkiValidationError(opc, operand, "not in PSUM (DMA cannot access PSUM; tensor_copy to SBUF first)",
                                  "psum", t.name)
     ind = x.indirect
@@ -66,10 +75,10 @@ def _check_dge(opc: str, dge_mode, tensors, t) -> None:
     """Runtime addresses need a DGE (S-ISA dma_copy: "when either sw_dge or hw_dge mode is used, the src and dst
     tensors can have a dynamic start address"), and only the software DGE gathers/scatters with vector_offset."""
     kinds = {x.indirect.kind for x in tensors if x.indirect is not None}
-    if kinds and dge_mode == DgeMode.none:
+    if kinds and dge_mode is _NONE:
         raise NkiValidationError(opc, "dge_mode", "swdge/hwdge/unknown for runtime (.ap offset) addresses", "none",
                                  t.name)
-    if "vector" in kinds and dge_mode == DgeMode.hwdge:
+    if "vector" in kinds and dge_mode is _HWDGE:
         raise NkiValidationError(opc, "dge_mode", "swdge/unknown for vector_offset gather/scatter", "hwdge", t.name)
 
 
@@ -79,22 +88,31 @@ def _index_reads(**tensors) -> dict:
 
 
 def _attrs(ctx, dst: NkiTensor, srcs: list, dge_mode) -> dict:
-    t = ctx.target
-    nbytes = dst.size * dst.itemsize
-    run = min(_run_length(x) for x in [dst] + srcs)
-    chunks = max(dst.size // max(run, 1), 1)
-    vector = any(x.indirect is not None and x.indirect.kind == "vector" for x in [dst] + srcs)
-    indirect = any(x.indirect is not None for x in [dst] + srcs)
-    if dge_mode != DgeMode.unknown:
+    nbytes = dst.size * dst.dtype.itemsize
+    run = _run_length(dst)
+    indirect = dst.indirect is not None
+    vector = indirect and dst.indirect.kind == "vector"
+    same_dtype = True
+    for x in srcs:
+        r = _run_length(x)
+        run = r if r < run else run  # (builtins min/max cost ~0.6 us a call on CPython 3.11: hot path)
+        if x.indirect is not None:
+            indirect = True
+            vector = vector or x.indirect.kind == "vector"
+        if x.dtype is not dst.dtype and x.dtype != dst.dtype:
+            same_dtype = False
+    chunks = dst.size // run if run > 1 else dst.size
+    chunks = chunks if chunks > 1 else 1
+    if dge_mode is not _UNKNOWN:
         dge = dge_mode.name
     elif vector:
         dge = "swdge"
-    elif t.hwdge and all(x.dtype == dst.dtype for x in srcs):
+    elif same_dtype and ctx.target.hwdge:
         dge = "hwdge"
     else:
         dge = "none"
     return {"bytes": nbytes, "chunks": chunks, "chunk_bytes": nbytes / chunks, "indirect": indirect, "dge": dge,
-            "queue": ctx.next_dma_queue()}
+            "queue": ctx.run.next_dma_queue()}
 
 
 def dma_copy(dst, src, priority=None, oob_mode=OobMode.error, dge_mode=DgeMode.unknown, engine=Engine.unknown,
@@ -103,22 +121,28 @@ def dma_copy(dst, src, priority=None, oob_mode=OobMode.error, dge_mode=DgeMode.u
     opc = "dma_copy"
     ctx = current()
     t = ctx.target
+    oob_mode, dge_mode = coerce(OobMode, oob_mode, opc, "oob_mode"), coerce(DgeMode, dge_mode, opc, "dge_mode")
+    coerce(Engine, engine, opc, "engine")
     _check_operand(opc, "dst", dst, t)
     _check_operand(opc, "src", src, t)
     if dst.size != src.size:
         raise NkiValidationError(opc, "dst", f"element count == src's {src.size}", dst.size, t.name)
-    if dge_mode == DgeMode.hwdge:
+    if dge_mode is _HWDGE:
         validate.feature(opc, "dge_mode", t.hwdge, "hwdge needs NeuronCore-v3+", "hwdge", t)
         if src.dtype != dst.dtype:
             raise NkiValidationError(opc, "dst", "same dtype as src with hwdge",
                                      f"{dtypes.name(src.dtype)} -> {dtypes.name(dst.dtype)}", t.name)
     if priority is not None:
         validate.feature(opc, "priority", t.dma_priority, "DMA priority needs NeuronCore-v4", priority, t)
-    _check_dge(opc, dge_mode, (dst, src), t)
-    skip = oob_mode == OobMode.skip
-    sp, dp = src.locate(opc, "src", skip), dst.locate(opc, "dst", skip)
-    index = _index_reads(dst=dst, src=src)
-    if computes(ctx, (dst,), (src, *index.values())):
+    direct = dst.indirect is None and src.indirect is None
+    places = index = None
+    if not direct:  # runtime addresses: resolved now (a direct view's place is its own offset)
+        _check_dge(opc, dge_mode, (dst, src), t)
+        skip = oob_mode is _SKIP
+        places = {"src": src.locate(opc, "src", skip), "dst": dst.locate(opc, "dst", skip)}
+        index = _index_reads(dst=dst, src=src)
+    if computes(ctx, (dst,), (src, *index.values()) if index else (src,)):
+        sp, dp = (places["src"], places["dst"]) if places else (src.locate(opc, "src"), dst.locate(opc, "dst"))
         vals = src.values(sp)
         if vals is None and not sp.skip:  # trace mode, source address unknown: so is what lands in dst
             dst.storage.data = None
@@ -132,7 +156,7 @@ def dma_copy(dst, src, priority=None, oob_mode=OobMode.error, dge_mode=DgeMode.u
                                              list(dst.shape), t.name)
                 rows_valid = sp.valid
             dst.write(vals, dp, rows_valid)
-    record(ctx, "dma", opc, {"dst": dst}, {"src": src, **index}, places={"dst": dp, "src": sp},
+    record(ctx, "dma", opc, {"dst": dst}, {"src": src, **index} if index else {"src": src}, places=places,
            attrs=_attrs(ctx, dst, [src], dge_mode))
 
 
@@ -142,6 +166,7 @@ def dma_compute(dst, srcs, reduce_op, scales=None, unique_indices=True, oob_mode
     opc = "dma_compute"
     ctx = current()
     t = ctx.target
+    oob_mode = coerce(OobMode, oob_mode, opc, "oob_mode")
     red = alu(reduce_op, "reduce_op")
     if red.name != "add":
         raise NkiValidationError(opc, "reduce_op", "add", red.name, t.name)
@@ -210,6 +235,7 @@ def dma_transpose(dst, src, axes=None, priority=None, dge_mode=DgeMode.unknown, 
     opc = "dma_transpose"
     ctx = current()
     t = ctx.target
+    oob_mode, dge_mode = coerce(OobMode, oob_mode, opc, "oob_mode"), coerce(DgeMode, dge_mode, opc, "dge_mode")
     validate.feature(opc, "op", t.dma_transpose, "dma_transpose needs NeuronCore-v3+", opc, t)
     _check_operand(opc, "dst", dst, t)
     _check_operand(opc, "src", src, t)

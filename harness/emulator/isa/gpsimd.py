@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import dtypes, validate
 from ..errors import NkiValidationError
-from ..operators import alu
+from ..operators import alu, op_name
 from ..registers import VirtualRegister
 from .issue import computes, current, f32, layout_attrs, raw, record, store
 from .vector import bits, store_bits
@@ -81,15 +81,17 @@ def affine_select(dst, pattern, channel_multiplier, on_true_tile, on_false_value
            attrs=layout_attrs(dst, on_true_tile))
 
 
-_PARTITION_REDUCE_OPS = ("add", "maximum", "bitwise_or", "bitwise_and")
+_PARTITION_REDUCE_OPS = ("add", "average", "maximum", "bitwise_or", "bitwise_and")
 
 
 def tensor_partition_reduce(dst, op, data, name=None):
-    """dst[1, F] = op-reduction of data[P, F] across its partitions, on GpSimd (SBUF only)."""
+    """dst[1, F] = op-reduction of data[P, F] across its partitions, on GpSimd (SBUF only). `nl.average` is the
+    float32 mean over the partitions (the sum times 1/P)."""
     opc = "tensor_partition_reduce"
     ctx = current()
     t = ctx.target
-    fn = alu(op)
+    average = op_name(op) == "average"
+    fn = alu("add" if average else op)
     if fn.name not in _PARTITION_REDUCE_OPS:
         raise NkiValidationError(opc, "op", f"one of {_PARTITION_REDUCE_OPS}", fn.name, t.name)
     validate.tile(opc, "dst", dst, t)
@@ -103,5 +105,6 @@ def tensor_partition_reduce(dst, op, data, name=None):
         if fn.kind == "bitvec":
             store_bits(dst, fn.fn.reduce(bits(data), axis=0)[None, :])
         else:
-            store(dst, fn.fn.reduce(f32(data), axis=0)[None, :])
+            res = fn.fn.reduce(f32(data), axis=0)[None, :]
+            store(dst, res * np.float32(1.0 / data.shape[0]) if average else res)
     record(ctx, "gpsimd", opc, {"dst": dst}, {"data": data}, flops=data.size, attrs=layout_attrs(dst, data))

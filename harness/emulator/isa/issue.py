@@ -11,18 +11,28 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import context, dtypes
-from ..context import RunContext
-from ..tensor import NkiTensor, Place, _strided
-from ..trace import Operand
+from .. import dtypes
+from ..context import ProgramContext, current  # noqa: F401 - current: the isa modules' way to the active run
+from ..indexing import Place
+from ..storage import strided_view
+from ..tensor import NkiTensor
+from ..trace import Instruction, Operand
 
 
-def computes(ctx: RunContext, dsts: tuple, srcs: tuple) -> bool:
+def computes(ctx: ProgramContext, dsts: tuple, srcs: tuple) -> bool:
     """Whether this op's values are computed (see module docstring); marks skipped destinations unknown."""
     if ctx.full:
         return True
-    known = all(dtypes.is_int(d.dtype) and d.storage.data is not None for d in dsts) and all(
-        s.storage.data is not None for s in srcs if isinstance(s, NkiTensor))
+    known = True
+    for d in dsts:
+        if d.storage.data is None or d.dtype.kind not in "iub":
+            known = False
+            break
+    if known:
+        for s in srcs:
+            if isinstance(s, NkiTensor) and s.storage.data is None:
+                known = False
+                break
     if not known:
         for d in dsts:
             d.storage.data = None
@@ -50,37 +60,64 @@ def store(dst: NkiTensor, values: np.ndarray) -> None:
     dst.write(dtypes.cast(values, dst.dtype))
     st = dst.storage
     if st.flags is not None:
-        _strided(st.flags, dst.shape, dst.strides, dst.offset)[...] = False
+        strided_view(st.flags, dst.shape, dst.strides, dst.offset)[...] = False
 
 
-def record(ctx: RunContext, engine: str, opcode: str, writes: dict, reads: dict, *, flops: int = 0,
+def record(ctx: ProgramContext, engine: str, opcode: str, writes: dict, reads: dict, *, flops: int = 0,
            attrs: dict | None = None, places: dict | None = None) -> None:
-    """Append the instruction: operands (destinations first) with their footprints and bytes."""
-    places = places or {}
+    """Append the instruction: operands (destinations first) with their footprints and bytes (`places`: the runtime
+    place of each indirect operand); the on-chip tensors it touches are live at its index (`liveness.py`).
+    The hot path of every op: one footprint per view is computed once (`NkiTensor.trace_access`), and records are
+    made with `tuple.__new__` (the NamedTuple constructors' Python frame skipped)."""
     ops = []
-    for is_write, group in ((True, writes), (False, reads)):
+    instructions = ctx.trace.instructions
+    index = len(instructions)
+    is_write = True
+    for group in (writes, reads):
         for name, t in group.items():
             if not isinstance(t, NkiTensor):
                 continue
-            place = places.get(name) or Place(t.offset)
-            ops.append(Operand(name, t.shape, dtypes.name(t.dtype), t.buffer, t.access(place, t.size * t.itemsize),
-                               is_write))
-    ctx.trace.append(engine, opcode, ops, flops=flops, attrs=attrs, program_id=ctx.program_id)
+            st = t.storage
+            life = st.life
+            if life is not None:
+                if life.first < 0:
+                    life.first = index
+                life.last = index
+            if t.indirect is None:
+                acc = t._access or t.trace_access()
+            else:
+                acc = t.access((places or {}).get(name) or Place(t.offset), t.size * t.itemsize)  # indirect: rare
+            ops.append(_new_tuple(Operand, (name, t.shape, st.dtype_name, st.buffer, acc, is_write)))
+        is_write = False
+    instructions.append(_new_tuple(Instruction, (index, engine, opcode, tuple(ops), flops, {} if attrs is None else attrs,
+                                                 ctx.program_id)))
+
+
+_new_tuple = tuple.__new__
+
+
+def touch(t: NkiTensor) -> None:
+    """A use of `t` by a sequencer op that records no instruction (register_load/store): live at the next index."""
+    life = t.storage.life
+    if life is not None:
+        index = len(current().trace.instructions)
+        if life.first < 0:
+            life.first = index
+        life.last = index
 
 
 def lanes(t: NkiTensor) -> slice:
     """The compute lanes (absolute partitions) an on-chip operand occupies: engine registers are per lane, so a
     reduction over rows 64:128 lands in registers 64:128."""
-    start = t.offset // t.storage.free
+    start = t.storage.start_partition + t.offset // t.storage.free
     return slice(start, start + t.shape[0])
 
 
 def layout_attrs(*tensors) -> dict:
-    """{"partitions", "free_elems"} of the largest operand (the cost model's per-element work)."""
-    ts = [t for t in tensors if isinstance(t, NkiTensor)]
-    big = max(ts, key=lambda t: t.size)
-    return {"partitions": big.shape[0], "free_elems": big.free_size}
-
-
-def current() -> RunContext:
-    return context.current()
+    """{"partitions", "free_elems"} of the largest operand (the first of the largest; the cost model's per-element
+    work)."""
+    big = None
+    for t in tensors:
+        if isinstance(t, NkiTensor) and (big is None or t.size > big.size):
+            big = t
+    return {"partitions": big.shape[0], "free_elems": big.size // big.shape[0]}

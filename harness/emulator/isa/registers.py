@@ -8,8 +8,9 @@ import numpy as np
 from .. import dtypes
 from ..errors import NkiValidationError
 from ..registers import VirtualRegister
-from ..tensor import NkiTensor, scalar_value
-from .issue import current
+from ..indexing import scalar_value
+from ..tensor import NkiTensor
+from .issue import current, touch
 
 
 def register_alloc(x: int | None = None) -> VirtualRegister:
@@ -34,14 +35,15 @@ def register_load(dst: VirtualRegister, src: NkiTensor) -> None:
     if not dtypes.is_int(src.dtype) or src.buffer == "psum":
         raise NkiValidationError("register_load", "src", "an integer tensor in HBM or SBUF",
                                  f"{dtypes.name(src.dtype)} in {src.buffer}")
+    touch(src)
     dst.value = scalar_value(src)
 
 
 def register_store(dst: NkiTensor, src: VirtualRegister) -> None:
     """Write the register's value into the 1-element tensor `dst`."""
-
-    if dst.size != 1:
-        raise NkiValidationError("register_store", "dst", "a 1-element tensor", list(dst.shape))
+    if not isinstance(dst, NkiTensor) or dst.size != 1:
+        raise NkiValidationError("register_store", "dst", "a 1-element tensor", getattr(dst, "shape", dst))
+    touch(dst)
     if src.value is None:
         dst.storage.data = None
     else:

@@ -21,12 +21,15 @@ import numpy as np
 
 from .. import dtypes, validate
 from ..errors import NkiValidationError
-from ..tensor import NkiTensor, _strided
+from ..storage import strided_view
+from ..tensor import NkiTensor
 from .enums import engine as Engine
-from .enums import matmul_perf_mode
+from .enums import coerce, matmul_perf_mode
 from .issue import computes, current, f32, layout_attrs, raw, record, store
 
 _MATMUL_INPUTS = ("float8_e4m3", "float8_e5m2", "bfloat16", "float16", "float32")
+_DOUBLE_ROW = matmul_perf_mode.double_row  # bound once: enum member lookups are slow on the per-matmul path
+_CHECKED_DTYPES: set = set()  # (stationary dtype, moving dtype, target name, double_row) combinations found legal
 
 
 def _check_matmul_dtypes(op: str, stationary: NkiTensor, moving: NkiTensor, target, double: bool) -> None:
@@ -62,16 +65,16 @@ def _check_tiling(op: str, tile_position, tile_size, target) -> None:
 
 
 def _check_bank(op: str, dst: NkiTensor, target) -> None:
-    """A matmul output on gen2/3 lies in one 2 KiB PSUM bank (S-ISA: N ≤ 512 = one bank of fp32)."""
-    if target.moving_fmax_fp32 > target.psum_bank_bytes // 4:
+    """A matmul output on gen2/3 lies in one 2 KiB PSUM bank (S-ISA: N ≤ 512 = one bank of fp32): the bytes its
+    footprint spans in the partition (the trace footprint, computed once per view: placed tiles' is in bytes)."""
+    bank = target.psum_bank_bytes
+    if target.moving_fmax_fp32 > bank // 4:
         return
-    st = dst.storage
-    p0 = dst.offset // st.free
-    f0 = dst.offset - p0 * st.free
-    lo = f0 * dst.itemsize
-    hi = (f0 + sum((n - 1) * s for n, s in zip(dst.shape[1:], dst.strides[1:])) + 1) * dst.itemsize
-    if lo // target.psum_bank_bytes != (hi - 1) // target.psum_bank_bytes:
-        raise NkiValidationError(op, "dst", f"output within one {target.psum_bank_bytes}-byte PSUM bank",
+    acc = dst.trace_access()
+    scale = 1 if dst.storage.placement is not None else dst.storage.dtype.itemsize
+    lo, hi = acc.start * scale, acc.stop * scale
+    if lo // bank != (hi - 1) // bank:
+        raise NkiValidationError(op, "dst", f"output within one {bank}-byte PSUM bank",
                                  f"bytes [{lo}, {hi}) of the partition", target.name)
 
 
@@ -83,19 +86,25 @@ def nc_matmul(dst, stationary, moving, is_stationary_onezero=False, is_moving_on
     t = ctx.target
     for operand, x in (("dst", dst), ("stationary", stationary), ("moving", moving)):
         validate.tile(op, operand, x, t)
-    validate.buffer(op, "stationary", stationary, ("sbuf",), t)
-    validate.buffer(op, "moving", moving, ("sbuf",), t)
-    validate.buffer(op, "dst", dst, ("psum",), t)
-    double = perf_mode == matmul_perf_mode.double_row
+    if stationary.storage.buffer != "sbuf" or moving.storage.buffer != "sbuf" or dst.storage.buffer != "psum":
+        validate.buffer(op, "stationary", stationary, ("sbuf",), t)
+        validate.buffer(op, "moving", moving, ("sbuf",), t)
+        validate.buffer(op, "dst", dst, ("psum",), t)
+    double = (perf_mode if type(perf_mode) is matmul_perf_mode else coerce(matmul_perf_mode, perf_mode, op, "perf_mode")
+              ) is _DOUBLE_ROW
     if double:
         validate.feature(op, "perf_mode", t.matmul_double_row, "double_row needs NeuronCore-v3+", perf_mode, t)
         for operand, x in (("stationary", stationary), ("moving", moving)):
             if x.ndim < 3 or x.shape[1] != 2:
                 raise NkiValidationError(op, operand, "double_row layout [K, 2, ...]", list(x.shape), t.name)
-    _check_matmul_dtypes(op, stationary, moving, t, double)
+    if (stationary.dtype, moving.dtype, t.name, double) not in _CHECKED_DTYPES:
+        _check_matmul_dtypes(op, stationary, moving, t, double)
+        _CHECKED_DTYPES.add((stationary.dtype, moving.dtype, t.name, double))
     rows = 2 if double else 1
-    k, m, n = stationary.shape[0], stationary.free_size // rows, moving.free_size // rows
-    _check_tiling(op, tile_position, tile_size, t)
+    k = stationary.shape[0]
+    m, n = stationary.size // (k * rows), moving.size // (moving.shape[0] * rows)
+    if tile_position or tile_size:
+        _check_tiling(op, tile_position, tile_size, t)
     if double and tile_size and tile_size[1] != t.pmax:
         raise NkiValidationError(op, "perf_mode", "double_row without column tiling (tile_size column == 128)",
                                  tile_size, t.name)
@@ -106,14 +115,14 @@ def nc_matmul(dst, stationary, moving, is_stationary_onezero=False, is_moving_on
         raise NkiValidationError(op, "moving", f"partition dim (K) == stationary's {k}", moving.shape[0], t.name)
     if m > m_max:
         raise NkiValidationError(op, "stationary", f"free size (M) <= {m_max}", m, t.name)
-    dst_name = dtypes.name(dst.dtype)
-    allowed_dst = t.matmul_dst_dtypes + ((dtypes.name(stationary.dtype),) if is_transpose else ())
+    dst_name = dst.storage.dtype_name
+    allowed_dst = t.matmul_dst_dtypes + ((stationary.storage.dtype_name,) if is_transpose else ())
     if dst_name not in allowed_dst:
         raise NkiValidationError(op, "dst", f"PSUM dtype in {allowed_dst}", dst_name, t.name)
     n_max = t.moving_fmax_bf16 if dst_name == "bfloat16" else t.moving_fmax_fp32
     if n > n_max:
         raise NkiValidationError(op, "moving", f"free size (N) <= {n_max}", n, t.name)
-    if dst.shape[0] != m or dst.free_size != n:
+    if dst.shape[0] != m or dst.size != m * n:
         raise NkiValidationError(op, "dst", f"[M={m}, N={n}] (partitions x elements per partition)",
                                  f"{dst.shape[0]} x {dst.free_size}", t.name)
     _check_bank(op, dst, t)
@@ -126,20 +135,21 @@ def nc_matmul(dst, stationary, moving, is_stationary_onezero=False, is_moving_on
             res = np.ascontiguousarray(s.T)
         else:
             res = s.T @ dtypes.to_f32(moving.values()).reshape(k * rows, n)
-        _accumulate(dst, res, accumulate)
+        accumulate_psum(dst, res, accumulate)
     record(ctx, "tensor", op, {"dst": dst}, {"stationary": stationary, "moving": moving}, flops=2 * k * rows * m * n,
            attrs={"k": k * rows, "m": m, "n": n, "in_dtype": _in_dtype(stationary, moving),
                   "transpose": bool(is_transpose), "double_row": double})
 
 
 def _in_dtype(a: NkiTensor, b: NkiTensor) -> str:
-    """The slower of the two input dtypes (wider elements run slower on TensorE)."""
-    return dtypes.name(max(a.dtype, b.dtype, key=lambda d: d.itemsize))
+    """The slower of the two input dtypes (wider elements run slower on TensorE; a's on a tie)."""
+    return (a if a.dtype.itemsize >= b.dtype.itemsize else b).storage.dtype_name
 
 
-def _accumulate(dst: NkiTensor, res: np.ndarray, accumulate) -> None:
+def accumulate_psum(dst: NkiTensor, res: np.ndarray, accumulate) -> None:
+    """Write matmul results `res` into PSUM dst under `accumulate` (None / True / False, see the module)."""
     st = dst.storage
-    flags = _strided(st.flags, dst.shape, dst.strides, dst.offset)
+    flags = strided_view(st.flags, dst.shape, dst.strides, dst.offset)
     if accumulate is False:
         new = res
     else:
@@ -166,6 +176,7 @@ def nc_transpose(dst, data, engine=Engine.unknown, name=None):
     op = "nc_transpose"
     ctx = current()
     t = ctx.target
+    engine = coerce(Engine, engine, op, "engine")
     validate.tile(op, "dst", dst, t)
     validate.tile(op, "data", data, t)
     on_tensor = engine == Engine.tensor or (engine == Engine.unknown and data.buffer == "sbuf" and dst.buffer == "psum")
@@ -177,9 +188,15 @@ def nc_transpose(dst, data, engine=Engine.unknown, name=None):
     if p > limit or f > limit:
         raise NkiValidationError(op, "data", f"at most [{limit}, {limit}] on {'TensorE' if on_tensor else 'VectorE'}",
                                  f"[{p}, {f}]", t.name)
-    if dst.dtype != data.dtype:
-        raise NkiValidationError(op, "dst", f"dtype == data dtype {dtypes.name(data.dtype)}", dtypes.name(dst.dtype),
-                                 t.name)
+    # S-ISA: "dst must have the same data type as data". Where docs and hardware disagree, the hardware decides:
+    # a NeuronCore-v2 TensorE transpose *is* a matmul with an identity (no transpose mode before v3), and a v2
+    # matmul writes fp32 to PSUM, so an fp32 PSUM dst from a float input is what the hardware natively produces
+    # (AWS kernels use it); it is accepted on v2 next to the documented same-dtype dst. v3+ transposes in the
+    # bit-accurate transpose mode, which writes the input dtype: same dtype only.
+    identity_f32 = on_tensor and t.gen == 2 and dtypes.is_float(data.dtype) and dst.dtype == dtypes.float32
+    if dst.dtype != data.dtype and not identity_f32:
+        raise NkiValidationError(op, "dst", f"dtype == data dtype {dtypes.name(data.dtype)} (or float32 from a float "
+                                 "input on a NeuronCore-v2 TensorE)", dtypes.name(dst.dtype), t.name)
     if dst.shape[0] != f or dst.free_size != p:
         raise NkiValidationError(op, "dst", f"[{f}, {p}]", f"{dst.shape[0]} x {dst.free_size}", t.name)
     if computes(ctx, (dst,), (data,)):

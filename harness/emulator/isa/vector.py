@@ -26,6 +26,7 @@ from .. import dtypes, validate
 from ..errors import NkiValidationError
 from ..operators import AluOp, alu
 from ..tensor import NkiTensor
+from .enums import coerce
 from .enums import engine as Engine
 from .enums import reduce_cmd as ReduceCmd
 from .issue import computes, current, f32, lanes, layout_attrs, operand, raw, record, store
@@ -36,7 +37,10 @@ RANGE_INDEX_LIMIT = 2 ** 24  # range_select compares range_start + f in float32:
 
 
 def _engine_name(op: str, engine, allowed: tuple[str, ...], default: str, target) -> str:
-    if engine == Engine.unknown or engine is None:
+    if engine is None:
+        return default
+    engine = coerce(Engine, engine, op, "engine")
+    if engine == Engine.unknown:
         return default
     name = _ENGINE_NAMES.get(engine)
     if name not in allowed:
@@ -127,6 +131,9 @@ def memset(dst, value, engine=Engine.unknown, name=None):
         validate.gpsimd_no_psum(op, {"dst": dst}, t)
     if not isinstance(value, (int, float, np.integer, np.floating)) or isinstance(value, bool):
         raise NkiValidationError(op, "value", "a compile-time int or float", value, t.name)
+    if dtypes.is_packed(dst.dtype) and value != 0:
+        raise NkiValidationError(op, "value", f"0 for the packed {dtypes.name(dst.dtype)} dst (S-MIG 0.3: x4 "
+                                 "packed types take only value=0)", value, t.name)
     if dtypes.is_int(dst.dtype):
         if isinstance(value, (float, np.floating)):
             raise NkiValidationError(op, "value", f"an int for {dtypes.name(dst.dtype)} dst (value dtype == dst dtype)",
@@ -136,8 +143,11 @@ def memset(dst, value, engine=Engine.unknown, name=None):
             raise NkiValidationError(op, "value", f"in [{info.min}, {info.max}] for {dtypes.name(dst.dtype)}", value,
                                      t.name)
     if computes(ctx, (dst,), ()):
-        full = np.full((dst.shape[0], dst.free_size), value, np.int64 if dtypes.is_int(dst.dtype) else np.float32)
-        store(dst, full)
+        if dtypes.is_packed(dst.dtype):
+            store(dst, np.zeros((dst.shape[0], dst.free_size), dst.dtype))
+        else:
+            full = np.full((dst.shape[0], dst.free_size), value, np.int64 if dtypes.is_int(dst.dtype) else np.float32)
+            store(dst, full)
     record(ctx, eng, op, {"dst": dst}, {}, attrs=layout_attrs(dst))
 
 
@@ -293,6 +303,7 @@ def tensor_scalar_reduce(dst, data, op0, operand0, reduce_op, reduce_res, revers
     opc = "tensor_scalar_reduce"
     ctx = current()
     t = ctx.target
+    reduce_cmd = coerce(ReduceCmd, reduce_cmd, opc, "reduce_cmd")
     fn0, red = alu(op0, "op0"), alu(reduce_op, "reduce_op")
     if fn0.kind == "bitvec":
         raise NkiValidationError(opc, "op0", "an arithmetic operator", fn0.name, t.name)
@@ -341,6 +352,7 @@ def range_select(dst, on_true_tile, comp_op0, comp_op1, bound0, bound1, reduce_c
     opc = "range_select"
     ctx = current()
     t = ctx.target
+    reduce_cmd = coerce(ReduceCmd, reduce_cmd, opc, "reduce_cmd")
     validate.feature(opc, "op", t.range_select, "range_select needs NeuronCore-v3+", opc, t)
     c0, c1 = alu(comp_op0, "comp_op0"), alu(comp_op1, "comp_op1")
     for c in (c0, c1):
@@ -389,6 +401,7 @@ def select_reduce(dst, predicate, on_true, on_false, reduce_res=None, reduce_cmd
     opc = "select_reduce"
     ctx = current()
     t = ctx.target
+    reduce_cmd = coerce(ReduceCmd, reduce_cmd, opc, "reduce_cmd")
     red = alu(reduce_op) if reduce_op is not None else alu("maximum")
     if red.name != "maximum":
         raise NkiValidationError(opc, "reduce_op", "maximum", red.name, t.name)
@@ -423,6 +436,7 @@ def exponential(dst, src, max_value=0.0, reduce_res=None, reduce_cmd=ReduceCmd.i
     opc = "exponential"
     ctx = current()
     t = ctx.target
+    reduce_cmd = coerce(ReduceCmd, reduce_cmd, opc, "reduce_cmd")
     validate.feature(opc, "op", t.exponential, "exponential needs NeuronCore-v4", opc, t)
     validate.tiles(opc, t, src=src, dst=dst)
     p = src.shape[0]

@@ -9,6 +9,7 @@ from .. import dtypes, validate
 from ..errors import NkiValidationError
 from ..operators import alu
 from ..tensor import NkiTensor
+from .enums import coerce
 from .enums import reduce_cmd as ReduceCmd
 from .issue import computes, current, f32, lanes, layout_attrs, operand, raw, record, store
 from .vector import binary_arith
@@ -113,6 +114,7 @@ def tensor_scalar_cumulative(dst, src, op0, op1, imm0, imm1=None, reduce_cmd=Red
     opc = "tensor_scalar_cumulative"
     ctx = current()
     t = ctx.target
+    reduce_cmd = coerce(ReduceCmd, reduce_cmd, opc, "reduce_cmd")
     f0, f1 = alu(op0, "op0"), alu(op1, "op1")
     if f0.kind == "bitvec":
         raise NkiValidationError(opc, "op0", "an arithmetic operator", f0.name, t.name)
