@@ -1,8 +1,8 @@
 """Tile sizes fixed by the NeuronCore hardware, and ragged tiling of a dimension.
 
 Kernel-side helper: plain Python evaluated while the kernel is specialized (shapes are compile-time),
-so it is valid under the real NKI compiler and the emulator alike. Sources: nki-api.md §2.5, §3.1
-(S-ISA nc_matmul, S-TILE `nl.tile_size`).
+so it is valid under the real NKI compiler and the emulator alike. Sources (tags defined in
+`nkilab.harness.emulator`): S-ISA nc_matmul, S-TILE and S-NL `nl.tile_size`.
 """
 
 PMAX = 128  # partitions per SBUF/PSUM tile (nl.tile_size.pmax)

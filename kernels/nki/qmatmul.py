@@ -1,4 +1,4 @@
-"""Quantized matmul on NeuronCores: y[M, N] = x[M, K] @ W[K, N] with W = (q - z) * s (DESIGN §3.1).
+"""Quantized matmul on NeuronCores: y[M, N] = x[M, K] @ W[K, N] with W = (q - z) * s (formats: nkilab.reference.quant).
 
 Schemes: int8 (q int8 [K, N]); int4 (q packed two per byte along K, uint8 [K/2, N], low nibble = even k;
 symmetric -8..7 or asymmetric 0..15 with zero points z); fp8_e4m3 / fp8_e4m3fn (q fp8 [K, N]); scales s
@@ -116,7 +116,8 @@ def qmatmul_kernel(x, w, scales, zeros=None, x_scales=None, scheme="int8", group
     """y = x @ ((q - z) * s) for weight-only int8/int4/fp8 and W8A8 fp8 (see the module docstring).
 
     Config arguments follow the tensors without a `*` separator: the NKI 0.2-0.6 compiler frontend
-    rejects keyword-only parameters (nki-api.md §2.11); callers pass them by keyword.
+    rejects keyword-only parameters (S-LG, S-MIG kernel-language rules; tags in `nkilab.harness.emulator`); callers
+    pass them by keyword.
 
     Dimensions:  M rows of x; K contraction (K % G == 0, even for int4, K <= MAX_K); N output channels.
     Args:        x: [M, K] float32|bfloat16|float16, or fp8 for W8A8, HBM.

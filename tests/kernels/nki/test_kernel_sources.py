@@ -1,9 +1,9 @@
 """NKI kernel files stay compilable by the real SDK: they import only the shim and the tiling constants.
 
 A kernel module that imported NumPy or torch, or reached into the emulator, would run here and fail under the real
-`nki` compiler (DESIGN §5, STYLE §4 "An NKI kernel file"); host-side code belongs in the `launch_<family>.py` modules.
-Entry points also keep their signatures free of a `*` separator, which the compiler frontends reject (nki-api.md
-§2.11). The kernel bodies are written for NKI 0.7's Python-tracing frontend (SDK 2.33+: helper classes, nested
+`nki` compiler (README "How to add a kernel family": kernel source only); host-side code belongs in the
+`launch_<family>.py` modules. Entry points also keep their signatures free of a `*` separator, which the compiler
+frontends reject (S-LG, S-MIG kernel-language rules; tags in `nkilab.harness.emulator`). The kernel bodies are written for NKI 0.7's Python-tracing frontend (SDK 2.33+: helper classes, nested
 functions, `is None` on optional arguments); the stricter 0.2–0.6 frontend is not a target.
 """
 
