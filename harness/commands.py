@@ -19,7 +19,7 @@ from nkilab.harness.perf import calibration
 from nkilab.harness.profile import RunConfig, Task, measure_task, model_task, plan, run
 from nkilab.harness.report import console as out
 from nkilab.harness.report import sources
-from nkilab.harness.report.markdown import CALIBRATION_HEADER, calibration_rows, write_report
+from nkilab.harness.report.markdown import CALIBRATION_HEADER, calibration_legend, calibration_rows, write_report
 from nkilab.harness.report.plots import write_plots
 from nkilab.harness.report.records import make_record, perf_field, read_jsonl, write_jsonl
 from nkilab.harness.report.run_info import RESULTS, read_run_info, run_folder_error, write_run_info
@@ -95,12 +95,12 @@ def _walk(config: RunConfig, console) -> list[dict]:
     return records
 
 
-def _run_info(config: RunConfig, command: str, wall_s: float, started: str, calibration_rows_) -> dict:
+def _run_info(config: RunConfig, command: str, wall_s: float, started: str, calibration_table: list | None) -> dict:
     shape = resolve_model(config.model)
     return {"command": command, "wall_s": wall_s, "started": started, "model": shape.name,
             "model_shape": asdict(shape), "model_config": config.model_config, "scheme": config.quant.label,
             "grid": config.grid, "sizes": config.sizes, "phases": list(config.phases),
-            "lnc": {t: config.lnc_for(t) for t in config.targets}, "calibration": calibration_rows_}
+            "lnc": {t: config.lnc_for(t) for t in config.targets}, "calibration": calibration_table}
 
 
 def _write_folder(records, folder: str, info: dict, *, plots: bool, console, rerendered: str | None = None) -> str:
@@ -273,7 +273,7 @@ def cmd_targets(args, command: str) -> int:
                             rows + power))
     cited.update(tag for t in ALL_TARGETS for tag in sources.tags_in(rows_src.get(t, ""), legend))
     console.print(out.table("Sources cited above", ("tag", "source"),
-                            [[f"[{tag}]", legend[tag]] for tag in legend if tag in cited or tag in ("ASSUMED",)]))
+                            [[f"[{tag}]", legend[tag]] for tag in legend if tag in cited]))
     return 0
 
 
@@ -318,11 +318,8 @@ def calibration_records(points, rows) -> list[dict]:
 def cmd_calibrate(args, command: str) -> int:
     console = out.console(stderr=args.json)
     rows = calibration.calibration_table()
-    legend = sources.tag_legend(calibration.__doc__)
-    cited = [tag for row in rows for tag in sources.tags_in(row["source"], legend)]
     console.print(out.table("Model vs published Trainium2 measurements (one set of constants)", CALIBRATION_HEADER,
-                            calibration_rows(rows),
-                            caption="\n".join(f"[{tag}] {legend[tag]}" for tag in dict.fromkeys(cited))))
+                            calibration_rows(rows), caption="\n".join(calibration_legend(rows))))
     if args.json:
         out.print_json_lines(calibration_records(calibration.POINTS, rows))
     return 0

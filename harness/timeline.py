@@ -109,7 +109,8 @@ def gantt_figure(trace: Trace, target: str, *, title: str | None = None):
     rows = sorted({(b.core, b.tid, b.track) for b in bars})
     row_of = {key: i for i, key in enumerate(rows)}
     opcodes = sorted({trace.instructions[b.index].opcode for b in bars})
-    color = {op: f"C{i % 10}" for i, op in enumerate(opcodes)}
+    palette = matplotlib.colormaps["tab20"]  # 20 distinct colours: a kernel issues a dozen opcodes or so
+    color = {op: palette(i % palette.N) for i, op in enumerate(opcodes)}
     fig, ax = plt.subplots(figsize=(13, 0.3 * len(rows) + 1.4))
     by_opcode: dict[str, list] = {}
     for b in bars:

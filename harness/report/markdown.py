@@ -15,8 +15,10 @@ from collections import Counter, defaultdict
 from dataclasses import asdict
 
 from nkilab.harness.chips import get_target
+from nkilab.harness.perf import calibration as calibration_points
 from nkilab.harness.perf.roofline import ridge_point
 from nkilab.harness.report.records import size
+from nkilab.harness.report.sources import tag_legend, tags_in
 from nkilab.harness.workloads import MODELS, short_name
 
 HEADLINE_BATCH = 8
@@ -174,6 +176,14 @@ def calibration_rows(calibration) -> list[list[str]]:
             for c in calibration]
 
 
+def calibration_legend(calibration) -> list[str]:
+    """"[TAG] definition" for each source tag the rows cite ([KO], [AT], ...), from the calibration module's
+    docstring."""
+    legend = tag_legend(calibration_points.__doc__)
+    cited = dict.fromkeys(tag for c in calibration for tag in tags_in(c["source"], legend))
+    return [f"[{tag}] {legend[tag]}" for tag in cited]
+
+
 def _header(records, info: dict, rerendered: str | None) -> list[str]:
     wall = info.get("wall_s")
     lines = ["# nkilab run report", "", f"- command: `{info.get('command', '(not recorded)')}`",
@@ -231,6 +241,7 @@ def write_report(records, out_dir: str, *, plots: list[str], info: dict | None =
                   "in the structure of the published ones (`nkilab.harness.perf.calibration`). `nkilab calibrate` "
                   "(or `nkilab run --calibrate full`) models all the points.", ""]
         lines += _table(CALIBRATION_HEADER, calibration_rows(calibration))
+        lines += [f"- {line}" for line in calibration_legend(calibration)] + [""]
     if plots:
         lines += ["## Plots (modeled, one layer per call)", ""] + [f"![{p}]({p})" for p in plots] + [""]
     lines += ["## Not run, and why", ""]

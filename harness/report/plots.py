@@ -69,23 +69,43 @@ def roofline_figure(records, target: str):
         ax.plot(grid, [min(peak, x * bw) for x in grid], "k" + style, lw=1,
                 label=f"roof {dtype} ({peak / 1e12:.0f} TFLOP/s, {bw / 1e9:.0f} GB/s)")
     seen = set()
-    for i, r in enumerate(sorted(rows, key=lambda r: r["problem"]["name"])):
+    points = []
+    for r in sorted(rows, key=lambda r: r["problem"]["name"]):
         p, op, phase = r["perf"], r["kernel"], r["problem"].get("phase", "decode")
         x, y = p["flops"] / p["hbm_bytes"], p["flops"] / p["latency_s"]
         key = (op, phase)
         ax.scatter(x, y, color=_color(op), marker=PHASE_MARKERS.get(phase, "x"), s=22, zorder=3,
                    label=None if key in seen else f"{op} ({phase})")
         seen.add(key)
-        # the problem's shape, as bench names it; alternate sides so neighbours overlap less
-        ax.annotate(r["problem"]["name"].rsplit("/", 1)[-1], (x, y), xytext=(4, 3 if i % 2 else -7),
-                    textcoords="offset points", fontsize=5.5, color=_color(op))
+        points.append((x, y, r["problem"]["name"].rsplit("/", 1)[-1], _color(op)))  # the shape, as bench names it
     ax.set_xscale("log")
     ax.set_yscale("log")
+    _label_points(fig, ax, points)
     ax.set_xlabel("arithmetic intensity [FLOP/byte of HBM traffic]")
     ax.set_ylabel("achieved [FLOP/s]")
     ax.set_title(f"{target} (LNC={lnc}): modeled kernels on the roofline, one layer per call")
     ax.legend(fontsize=7, loc="lower right")
     return fig
+
+
+def _label_points(fig, ax, points, fontsize: float = 5.5) -> None:
+    """Label each (x, y, text, colour) point to its right; a label that would cover one placed before moves up
+    (bottom to top) and gets a leader line to its point."""
+    fig.canvas.draw()  # fixes the data -> pixel transform
+    line_px = fontsize * 1.25 * fig.dpi / 72
+    placed: list[tuple[float, float, float, float]] = []
+    for x, y, text, color in sorted(points, key=lambda p: (p[1], p[0])):
+        px, py = ax.transData.transform((x, y))
+        x0, y0 = px + 4, py - line_px / 2
+        width = 0.62 * fontsize * len(text) * fig.dpi / 72
+        while any(x0 < b[2] and b[0] < x0 + width and y0 < b[3] and b[1] < y0 + line_px for b in placed):
+            y0 += line_px
+        placed.append((x0, y0, x0 + width, y0 + line_px))
+        moved = y0 - (py - line_px / 2) > 0.5 * line_px
+        to_points = 72 / fig.dpi
+        ax.annotate(text, (x, y), xytext=(4, (y0 - py) * to_points), textcoords="offset points", fontsize=fontsize,
+                    color=color, va="bottom",
+                    arrowprops=dict(arrowstyle="-", lw=0.3, color=color, shrinkA=0, shrinkB=2) if moved else None)
 
 
 def roofline_plot(records, target: str, path: str) -> str | None:
@@ -181,7 +201,7 @@ def sweep_figure(records, targets, *, x: str, energy: bool):
         return None
     fig, axes = plt.subplots(len(kernels), len(columns), squeeze=False, sharey="row",
                              figsize=(PANEL_IN[0] * len(columns) + 1.6, PANEL_IN[1] * len(kernels) + 0.6))
-    metric = "energy per token [J/token]" if energy else "latency per call [us]"
+    metric = "energy per token, one layer [J/token]" if energy else "latency per call [us]"
     for row, kernel in enumerate(kernels):
         keys = sorted({sweep.series(r) for t in columns for r in cells.get((kernel, t), [])})
         colors = {key: f"C{i % 10}" for i, key in enumerate(keys)}

@@ -24,7 +24,7 @@ GRIDS = {
     # prefill GEMM traces grow with M x K x N, paged prefill / chunk traces with chunk x context: the default grid
     # keeps one length of each so a run stays in minutes
     "default": dict(batches=(1, 8, 32), contexts=(512, 2048, 8192), block_sizes=(32,), prefill=(512, 2048),
-                    prefill_gemm=(512,), max_kv_tokens=65536, paged_prefill=(512,), chunks=(512,),
+                    prefill_gemm=(512,), max_kv_tokens=65536, paged_prefill=(512,), chunks=(256,),
                     chunk_contexts=(2048,), mixed_batches=(8,)),
     "quick": dict(batches=(1, 8), contexts=(512,), block_sizes=(32,), prefill=(512,), prefill_gemm=(512,),
                   paged_prefill=(512,), chunks=(256,), chunk_contexts=(1024,), mixed_batches=(8,)),

@@ -94,7 +94,7 @@ def test_energy_plots_say_one_layer_carry_no_bound_and_name_their_unit():
     assert "one layer" in fig._suptitle.get_text()
     for ax in fig.axes:
         assert _dashed(ax) == []
-    assert "[J/token]" in fig.axes[0].get_ylabel()
+    assert "one layer [J/token]" in fig.axes[0].get_ylabel()
 
 
 def test_roofline_points_are_labelled_with_their_problem():
