@@ -19,19 +19,31 @@ Sources (tags in the field comments; paths in aws-neuron/aws-neuron-sdk unless a
   [ISA]  nki/api/nki/isa/__init__.py (nc_matmul limits and dtypes, dma_copy modes, per-generation notes)
   [TS]   nki/api/nki/language/__init__.py `tile_size` (pmax, PSUM bank size, matmul free sizes)
   [MIG]  nki/migration/index.rst (PSUM: 8 banks of 2 KiB per partition)
-  [DGE]  nki/deep-dives/nki-dge.rst (indirect DMA: "v3+")
+  [DGE]  nki/deep-dives/nki-dge.rst (indirect DMA: "v3+"; "Each TRN2 NeuronCore has two DGE instances"; "Each
+         hardware-DGE DMA instruction takes approximately 600 ns"; software DGE "consumes GpSimd Engine cycles")
   [LNC]  about-neuron/arch/neuron-features/logical-neuroncore-config.rst (LNC=2 on Trn2/Trn3, their default)
-  [DMA]  nki/about/nki-dma-overview (16 DMA engines per core, 27.2 GB/s each on v2/v3, 38.4 GB/s on v4)
-  [DBW]  nki/deep-dives/nki-dma-bandwidth-guide (~1300 ns semaphore-to-start latency per transfer, payloads
-         >= 4 KiB per partition needed to reach peak bandwidth)
-  [PG]   NKI performance guide / arch pages: matmul initiation interval max(N, 64) cycles, fp32 at 1/4 rate,
-         VectorE ~N cycles per operand plus a static overhead of ~100 cycles
+  [DMA]  nki/get-started/about/nki-dma-overview.rst (16 DMA engines per core, "theoretical bandwidth of 27.2 GB/s"
+         each on v2/v3, 38.4 GB/s on v4; each engine serves eight SBUF partitions)
+  [DMAP] the same page's profiles: a [4, 4096] bf16 load on one engine (1416 ns for 32 KiB), a [128, 128] bf16
+         load on 16 engines (97 ns per 2 KiB packet), trigger-to-start and completion-to-consumer gaps, and its
+         "DMA Throughput varying Bytes per Partition" figure (flat below 2 KiB per partition, ~96 % of the
+         plateau at 4 KiB)
+  [DBW]  nki/deep-dives/nki-dma-bandwidth-guide.rst (per-engine achievable 17 / 23 / 33 B/ns on TRN1 / TRN2 / TRN3,
+         ~1300 ns semaphore-to-start latency per transfer, payloads >= 4 KiB per partition to saturate)
+  [NEX]  Neuron Explorer guide "How to identify and reduce inefficient DMA transfers" (a transfer is split into
+         packets "one per engine per group of SBUF partitions"; fixed per-transfer cost: descriptor generation by
+         the issuing engine, semaphores; "each packet pays a setup latency before its bytes move")
+  [PG]   nki/deep-dives/nki_perf_guide.rst and the v2 arch page: matmul initiation interval max(N, 64) cycles, fp32
+         at 1/4 rate, VectorE ~N cycles per input, a ~100-cycle static overhead for small or dependent
+         instructions, dependent 1-element ScalarE instructions 264 cycles apart on NC-v2
+  [PROF] the legacy NKI profiling guide (nki/how-to-guides/neuron_profile_for_nki.rst, removed Dec 2025): the
+         timeline of its one-tile exp kernel on trn1, 29.26 us end to end
+  [KO]   nki/guides/tutorials/kernel-optimization.rst (SDK 2.27 docs): the tiled fp32 matmul on trn2, 39.89 ms with
+         its DMA engines 99.93 % active (one of the calibration points, `nkilab.harness.perf.calibration`)
   [LIB]  aws-neuron/nki-library qkv_cte (largest fp8 value a kernel stores: 240 on gen2/3, 448 on gen4)
   [NV]   NVIDIA H100 SXM5 80GB and H200 SXM 141GB datasheets (dense = sparse / 2)
   [SPR]  Intel Xeon Platinum 8480+: 56 cores, 350 W TDP, 8 x DDR5-4800 = 307 GB/s per socket, AMX 1024 bf16
          ops/cycle/core and 2 AVX-512 FMA units at ~2 GHz
-  [FIT]  fitted once against the published Trainium2 matmul measurements in `nkilab.harness.perf.calibration`
-         (same constants for every kernel and generation)
   [ASSUMED] not published; an explicit, overridable assumption (`Target.with_power`, CLI `--power-w`)
   [derived] arithmetic on the above, e.g. per-core HBM bandwidth = chip bandwidth / cores
 """
@@ -143,7 +155,7 @@ class NeuronTarget(Target):
     lnc2: bool = False  # logical NeuronCore degree 2 (kernel[2]): Trn2/Trn3 only — [LNC]
     lnc_default: int = 1  # LNC the runtime configures by default: 1 on Inf2/Trn1, 2 on Trn2/Trn3 — [LNC]
 
-    # ---- what the model costs -------------------------------------------------------------------------------
+    # ---- what the model costs (nkilab.harness.perf; the mechanisms are described in harness/perf/README.md) --------
     tensor_hz: float = 2.8e9  # TensorE clock [A2: 2.8 GHz; A3/A4: 2.4 GHz]
     pe_rows: int = 128  # systolic array 128 x 128 [A2, A3, A4]
     pe_cols: int = 128
@@ -153,28 +165,72 @@ class NeuronTarget(Target):
     # the instruction asks for it (attrs["perf_mode"])
     fp8_speedup: float = 1.0
     vector_hz: float = 1.12e9  # VectorE clock [A2 1.12, A3 0.96, A4 1.2 GHz]
-    # elements per cycle per partition lane, fp32 / mixed operands [A2: 128 lanes x 1; A3, A4: 256 elem/cycle = 2]
+    # elements per cycle per partition lane, any dtype [A2: 128 lanes x 1; A3, A4: "256 input/output for other data
+    # types" = 2 per lane]
     vector_lane_rate: float = 1.0
-    # same, all operands 2-byte (or fp8 on v4) in SBUF ("perf mode") [A3: 512 bf16/fp16 elem/cycle = 4 per lane;
-    # A4: 512 bf16/fp16/fp8 = 4; A2: no fast mode]
+    # VectorE performance mode, elements per cycle per lane of its 4x class (tensor_copy / tensor_scalar, SBUF, 2-byte
+    # operands); its 2x class (one operand in PSUM, or tensor_tensor of 2-byte SBUF inputs) runs at half of it [A3:
+    # "4x throughput lift compared to NeuronCore-v2" (512 BF16/FP16 elements/cycle), "2x"; A4: 512 BF16/FP16/FP8;
+    # A2: no performance mode (1.0)]
     vector_lane_rate_fast: float = 1.0
     scalar_hz: float = 1.4e9  # ScalarE clock [A2 1.4, A3 1.2, A4 1.2 GHz]
     scalar_lane_rate: float = 1.0  # [A2, A3: 128 elem/cycle = 1 per lane; A4: 128 other]
     scalar_lane_rate_fast: float = 1.0  # [A4: 256 bf16/fp16/fp8 elem/cycle = 2 per lane; v2/v3 = 1]
     gpsimd_hz: float = 1.4e9  # GpSimdE clock [A2 1.4, A3 1.2, A4 1.2 GHz]
     gpsimd_lane_rate: float = 1.0  # 8 cores x 16 partitions [A2, A3]; A4: 128 elem/cycle -> 1 per lane
-    engine_overhead_cycles: int = 100  # static cost of any Vector/Scalar/GpSimd instruction, ~100 cycles [PG]
+    # static cost of a Vector/Scalar/GpSimd instruction, ~100 cycles, paid when it cannot hide behind its predecessor:
+    # it waits on a dependency, or it is small [PG: "add a static instruction overhead of 100 engine cycles" for
+    # back-to-back instructions "with N << 128 or with every instruction depending on the output tile of the
+    # previous instruction"]
+    engine_overhead_cycles: int = 100
+    # cycles after an instruction's last element before a dependent instruction may read its output (committed to
+    # SRAM) [derived from PG: back-to-back dependent 1-element ScalarE instructions start "189 ns (264 ScalarE cycles
+    # on NC-v2)" apart = 100 overhead + 1 element + 163; applied to every engine in its own cycles]
+    engine_commit_cycles: int = 163
+    # cross-engine semaphore wait of a compute instruction on another compute engine's result, in the waiting
+    # engine's cycles [ASSUMED: the docs name the mechanism (PG: "semaphore wait on another compute engine") but give
+    # no figure]
+    semaphore_cycles: int = 64
     dma_queues: int = 16  # DMA engines per core, 16 [DMA]; also the emulator's round-robin issue queues
-    dma_queue_bw: float = 27.2 * GB  # bytes/s per DMA engine [DMA: 27.2 GB/s v2/v3, 38.4 GB/s v4]
-    # least time one contiguous run (descriptor) holds a DMA engine: runs shorter than bandwidth x this are
-    # packet-rate bound [FIT; DBW]. The DMA constants are fitted once on Trainium2 and shared by every generation:
-    # they describe the DMA engine's descriptor processing, which the docs give as one engine design on v2-v4 [DMA]
-    dma_run_min_s: float = 45e-9
-    dma_transfer_s: float = 68e-9  # per-transfer setup occupancy on each engine it uses [FIT]
-    dma_latency_s: float = 1.3e-6  # semaphore-to-start latency before a transfer's data is usable, ~1.3 us [DBW]
-    # fixed per-kernel launch overhead, reported apart from latency [ASSUMED: ~15 us runtime launch;
-    # nrtpy/neuron-bench report device time without it, so it never enters `latency_s`]
-    launch_s: float = 15e-6
+    # bytes/s one DMA engine achieves with payloads >= 4 KiB per partition [DBW: 17 B/ns TRN1, 23 B/ns TRN2, 33 B/ns
+    # TRN3 (272 / 368 / 528 GB/s per core); the theoretical rate is 27.2 GB/s (v2, v3) / 38.4 GB/s (v4), DMA]
+    dma_engine_bw: float = 17 * GB
+    # SBUF partitions served by one DMA engine: a transfer's packets are one per engine per group of them [DMA: "each
+    # DMA engine is typically responsible for moving data for eight SBUF partitions"; NEX: "one per engine per group
+    # of SBUF partitions"]
+    dma_partitions_per_engine: int = 8
+    # least time a packet holds its DMA engine: its setup (descriptors, semaphore) overlaps the previous packet's
+    # bytes, so an engine starts at most one packet per this time and small payloads leave it idle between packets
+    # [NEX: "each packet pays a setup latency before its bytes move"; DBW: a packets-per-second bound below ~2 KiB
+    # per partition]. Value fitted to the [KO] tiled kernel (DMA engines 99.93 % active on 512 B and 2 KiB per
+    # partition); its bytes themselves move fast (DMAP: a 2 KiB packet in 97 ns)
+    dma_packet_s: float = 600e-9
+    # trigger-to-first-byte latency of a transfer and completion-to-consumer semaphore latency; together the ~1300 ns
+    # "semaphore-to-start latency" [DBW], split as the DMA overview's profiles show them [DMAP: trigger to start
+    # 0.7-0.9 us; last byte to the dependent ScalarE instruction 0.3-0.55 us]
+    dma_start_latency_s: float = 0.85e-6
+    dma_completion_s: float = 0.45e-6
+    # hardware DGE: each dma instruction holds one of two DGE instances ~600 ns [DGE: "Each TRN2 NeuronCore has two
+    # DGE instances"; "approximately 600 ns"]; none before v3
+    hwdge_instances: int = 0
+    hwdge_s: float = 600e-9
+    # software DGE: GpSimd writes one descriptor per contiguous run, this many GpSimd cycles each, on top of the
+    # instruction overhead [DGE: "Consumes GpSimd Engine cycles for descriptor generation", no figure]. Value fitted
+    # to DMAP's throughput figure, whose transfers are triggered from the software-DGE queue (qGpSimdDynamic): its
+    # flat region at ~850 ns per [128, <=2 KiB] transfer is one GpSimd descriptor pass of 128 runs
+    swdge_cycles_per_descriptor: int = 7
+    # dma_transpose throughput as a share of DMA copy throughput, HBM -> SBUF and SBUF -> SBUF, with dst partitions a
+    # multiple of 128 and inner free size a multiple of 16 [A3: "up to 90%", "up to 50%"]; v2 has no DMA transpose
+    dma_transpose_efficiency: float = 0.9
+    dma_transpose_sbuf_efficiency: float = 0.5
+    # HBM bandwidth sustained by streaming DMA as a share of the rated per-core share [ASSUMED: no Neuron document
+    # gives a sustained figure; 0.9 is the usual DRAM efficiency (refresh, bank and read/write turnarounds)]
+    hbm_sustained: float = 0.9
+    # runtime preamble + postamble of one kernel launch, around the kernel's own instructions [PROF: the profiling
+    # guide's one-tile exp kernel (trn1) runs 29.26 us end to end: the engines start the kernel at ~13.5 us and its
+    # last DMA ends at ~23.7 us; ~19 us of the timeline is pre/postamble. No other generation publishes one: the same
+    # figure stands for all (ASSUMED for v3, v4)]. Profile timelines (total_time) include it; `latency_s` does not
+    launch_s: float = 19e-6
 
     @property
     def psum_bytes(self) -> int:
@@ -182,15 +238,14 @@ class NeuronTarget(Target):
         return self.psum_banks * self.psum_bank_bytes
 
     @property
-    def dma_dge_run_s(self) -> float:
-        """Extra time per run for indirect / software-DGE transfers (descriptors written by GpSimd), s
-        [ASSUMED: one more descriptor time per run, i.e. `dma_run_min_s`]."""
-        return self.dma_run_min_s
-
-    @property
     def core_hbm_bw(self) -> float:
         """This core's share of the chip's HBM bandwidth, bytes/s [derived: chip / cores]."""
         return self.hbm_bw / self.cores
+
+    @property
+    def sustained_hbm_bw(self) -> float:
+        """HBM bytes/s one core's DMA sustains when streaming: its rated share x `hbm_sustained`."""
+        return self.core_hbm_bw * self.hbm_sustained
 
     def tensor_peak_flops(self, dtype: str = "bfloat16") -> float:
         """Dense TensorE FLOP/s of one core for an input dtype (fp8 at its perf-mode rate)."""
@@ -220,13 +275,13 @@ _GEN3 = dict(
     sbuf_bytes=224 * KiB, matmul_double_row=True, activation_scalar_bias=True, scalar_tensor_copy=True,
     range_select=True, dma_vector_offset=True, hwdge=True, dma_transpose=True, lnc2=True, lnc_default=2,
     tensor_hz=2.4e9, fp8_speedup=2.0, vector_hz=0.96e9, vector_lane_rate=2.0, vector_lane_rate_fast=4.0,
-    scalar_hz=1.2e9, gpsimd_hz=1.2e9,
+    scalar_hz=1.2e9, gpsimd_hz=1.2e9, dma_engine_bw=23 * GB, hwdge_instances=2,
 )
 _GEN4 = dict(
     _GEN3, sbuf_bytes=256 * KiB, moving_fmax_fp32=4096, moving_fmax_bf16=8192,
     fp8_e4m3_max=finite_max("float8_e4m3fn"), matmul_dst_dtypes=("float32", "bfloat16"), matmul_fp8_e4m3fn=True,
     exponential=True, dma_priority=True,
-    fp8_speedup=4.0, vector_hz=1.2e9, scalar_lane_rate_fast=2.0, dma_queue_bw=38.4 * GB,
+    fp8_speedup=4.0, vector_hz=1.2e9, scalar_lane_rate_fast=2.0, dma_engine_bw=33 * GB,
 )
 _GENERATIONS = {2: {}, 3: _GEN3, 4: _GEN4}
 

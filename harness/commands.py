@@ -15,11 +15,11 @@ from dataclasses import asdict
 from nkilab.harness import chips, timeline
 from nkilab.harness.chips import ALL_TARGETS, NEURON_TARGETS, TARGETS, NeuronTarget, get_target
 from nkilab.harness.diff import DIFF_HEADER, compare_folders, diff_rows, summary_line
-from nkilab.harness.perf import calibration
+from nkilab.harness.perf import calibration, calibration_report
 from nkilab.harness.profile import RunConfig, Task, measure_task, model_task, plan, run
 from nkilab.harness.report import console as out
 from nkilab.harness.report import sources
-from nkilab.harness.report.markdown import CALIBRATION_HEADER, calibration_legend, calibration_rows, write_report
+from nkilab.harness.report.markdown import write_report
 from nkilab.harness.report.plots import write_plots
 from nkilab.harness.report.records import make_record, perf_field, read_jsonl, write_jsonl
 from nkilab.harness.report.run_info import RESULTS, read_run_info, run_folder_error, write_run_info
@@ -206,7 +206,8 @@ def cmd_bench(args, command: str) -> int:
         raise UsageError("--timeline / --timeline-png draw the modeled schedule of one NKI problem: add --problem "
                          "NAME, one of " + ", ".join(short_name(p.name) for p in problems[:20]))
     _check_lnc(args.lnc, (args.target,))
-    config = RunConfig(ops=tuple(dict.fromkeys(p.op for p in problems)), targets=(args.target,), model=model, model_config=config_path, grid=grid,
+    config = RunConfig(ops=tuple(dict.fromkeys(p.op for p in problems)), targets=(args.target,), model=model,
+                       model_config=config_path, grid=grid,
                        sizes=_sizes(args), quant=quant, lnc=args.lnc, power_w=dict(args.power_w))
     lnc = config.lnc_for(args.target)
     records = []
@@ -300,26 +301,24 @@ def cmd_report(args, command: str) -> int:
 
 
 def calibration_records(points, rows) -> list[dict]:
-    """The calibration rows as results.jsonl records (stage "calibrate"): kernel = the point's kernel, the
-    published figure beside the modeled one in `calibration`."""
-    return [make_record(kernel=point.kernel.__name__, backend="nki", target="trn2", stage="calibrate",
-                        problem={"name": point.name, "phase": "calibration", "m": point.m, "k": point.k,
-                                 "n": point.n, "dtype": point.dtype},
-                        perf=perf_field("modeled", latency_s=row["latency_s"], method="nkilab instruction-level model",
-                                        mfu=row["mfu"], bottleneck=row["bottleneck"],
-                                        engine_busy_s=row["engine_busy_s"]),
+    """The calibration rows as results.jsonl records (stage "calibrate"): kernel = the point's kernel, its kernel
+    time as the modeled latency, the published figure beside the modeled one (kernel + launch) in `calibration`."""
+    return [make_record(kernel=point.kernel.__name__, backend="nki", target=point.target, stage="calibrate",
+                        problem={"name": point.name, "phase": "calibration", "structure": point.structure,
+                                 "inputs": [[list(shape), dtype] for shape, dtype in point.inputs]},
+                        perf=perf_field("modeled", latency_s=row["kernel_s"], method="nkilab instruction-level model",
+                                        mfu=row["mfu"], bottleneck=row["bottleneck"], roofline_s=row["roofline_s"],
+                                        launch_overhead_s=row["launch_s"], engine_busy_s=row["engine_busy_s"]),
                         calibration={"metric": point.metric, "published": point.published,
-                                     "modeled": row["latency_s"] if point.metric == "latency_s" else row["mfu"],
-                                     "ratio": row["ratio"], "source": point.source},
+                                     "modeled": row["ratio"] * point.published, "ratio": row["ratio"],
+                                     "source": point.source, "method": point.method},
                         command="nkilab calibrate")
             for point, row in zip(points, rows)]
 
 
 def cmd_calibrate(args, command: str) -> int:
     console = out.console(stderr=args.json)
-    rows = calibration.calibration_table()
-    console.print(out.table("Model vs published Trainium2 measurements (one set of constants)", CALIBRATION_HEADER,
-                            calibration_rows(rows), caption="\n".join(calibration_legend(rows))))
+    rows = calibration_report.run(lambda line: console.print(line, markup=False, highlight=False))
     if args.json:
         out.print_json_lines(calibration_records(calibration.POINTS, rows))
     return 0

@@ -45,8 +45,8 @@ class Span:
 
 
 def spans(trace: Trace, timed: Schedule) -> list[Span]:
-    """Every bar of the schedule: one per compute instruction on its engine (its busy time), one per DMA piece on
-    the queue that carried it."""
+    """Every bar of the schedule: one per compute instruction on its engine (start to done: its engine time), one
+    per DMA packet on the engine ("queue") that carried it."""
     tids = {engine: i + 1 for i, engine in enumerate(ENGINE_TRACKS)}
     out = []
     for i, inst in enumerate(trace.instructions):
@@ -54,9 +54,8 @@ def spans(trace: Trace, timed: Schedule) -> list[Span]:
         if inst.engine == "dma":
             out += [Span(i, inst.program_id, f"DMA queue {q}", DMA_TID + q, t0, t1) for q, t0, t1 in pieces]
         else:
-            start = timed.start_s[i]
-            out.append(Span(i, inst.program_id, ENGINE_TRACKS[inst.engine], tids[inst.engine], start,
-                            start + timed.costs[i].busy_s))
+            out.append(Span(i, inst.program_id, ENGINE_TRACKS[inst.engine], tids[inst.engine], timed.start_s[i],
+                            timed.done_s[i]))
     return out
 
 
@@ -118,8 +117,9 @@ def gantt_figure(trace: Trace, target: str, *, title: str | None = None):
     for op, group in by_opcode.items():
         for b in group:
             # a thin white edge keeps back-to-back transfers on one queue apart
-            ax.broken_barh([(b.start_s * US, (b.end_s - b.start_s) * US)], (row_of[(b.core, b.tid, b.track)] - 0.4, 0.8),
-                           facecolors=color[op], edgecolors="white", linewidth=0.3)
+            row = row_of[(b.core, b.tid, b.track)]
+            ax.broken_barh([(b.start_s * US, (b.end_s - b.start_s) * US)], (row - 0.4, 0.8), facecolors=color[op],
+                           edgecolors="white", linewidth=0.3)
         ax.plot([], [], lw=6, color=color[op], label=op)
     ax.set_yticks(range(len(rows)), [f"core {c} {track}" if len({r[0] for r in rows}) > 1 else track
                                      for c, _, track in rows], fontsize=7)

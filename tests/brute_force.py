@@ -1,4 +1,5 @@
-"""The attention of nkilab.reference.attention's docstring written out one (batch, query, head) row at a time: the tests' independent truth."""
+"""The attention of nkilab.reference.attention's docstring written out one (batch, query, head) row at a time: the
+tests' independent truth."""
 
 import math
 

@@ -81,6 +81,20 @@ def allocation_site():
     return (frame.f_code, frame.f_lineno) if frame is not None else (None, 0)
 
 
+def allocation_path(depth: int = 8) -> tuple:
+    """((file, line), ...) of the kernel frames that led to the caller's allocation, innermost first (up to `depth`
+    frames outside the emulator package): the performance model's allocation site, which tells a helper's
+    allocations for different callers apart."""
+    frame = sys._getframe(2)
+    while frame is not None and frame.f_code.co_filename in _INTERNAL:
+        frame = frame.f_back
+    path = []
+    while frame is not None and frame.f_code.co_filename not in _INTERNAL and len(path) < depth:
+        path.append((frame.f_code.co_filename, frame.f_lineno))
+        frame = frame.f_back
+    return tuple(path)
+
+
 def check(lifetimes: list[Lifetime], target) -> None:
     """Raise NkiValidationError if placed tiles race or the live tiles of a program exceed SBUF/PSUM at some
     instruction (see module docstring)."""

@@ -21,9 +21,10 @@ import numpy as np
 
 from . import context, dtypes
 from .errors import NkiValidationError
-from .liveness import Lifetime, allocation_site
+from .liveness import Lifetime, allocation_path, allocation_site
 from .storage import BUFFERS, ON_CHIP, Storage, c_strides
 from .tensor import NkiTensor
+from .trace import Allocation
 
 INT_SENTINEL = 4  # what the official simulator puts in new integer allocations (S-SIM)
 _NKI_DTYPES = frozenset(dtypes.DTYPES.values())  # storage dtypes taken as they are (the allocation fast path)
@@ -90,6 +91,9 @@ def _on_chip(ctx, st: Storage, name: str, op: str, address) -> None:
     st.life = Lifetime(buffer, ctx.program_id, nbytes, (p0, p0 + st.shape[0]), byte0, (name, st.shape, st.dtype_name),
                        allocation_site())
     ctx.run.lifetimes.append(st.life)
+    if address is None:  # the performance model's record of where loop-local tiles come from (placed ones are mapped)
+        ctx.trace.allocations[st.id] = Allocation(allocation_path(), buffer, st.shape[0], nbytes, st.dtype_name,
+                                                  ctx.program_id)
 
 
 def _address(op: str, address, st: Storage, nbytes: int, capacity: int, t) -> tuple[int, int]:

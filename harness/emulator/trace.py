@@ -120,6 +120,26 @@ class Instruction(NamedTuple):
         return f"#{self.index} {self.engine}.{self.opcode}({ops})"
 
 
+class Allocation(NamedTuple):
+    """One on-chip allocation, as the performance model sees it (which loop-local tiles may share a buffer).
+
+    Attributes:
+        site: the kernel's call path to the allocating line, ((file, line), ...) innermost first.
+        buffer: "sbuf" | "psum".
+        partitions: partition dim of the tile.
+        nbytes: bytes per partition.
+        dtype: NKI dtype name.
+        program_id: LNC program instance that allocated it.
+    """
+
+    site: tuple
+    buffer: str
+    partitions: int
+    nbytes: int
+    dtype: str
+    program_id: int = 0
+
+
 @dataclass
 class Trace:
     """Instructions of one kernel run, in program order.
@@ -129,12 +149,14 @@ class Trace:
         target: "inf2" | "trn1" | "trn2" | "trn3".
         lnc: logical NeuronCore degree the kernel was launched with (1 or 2).
         instructions: in issue order (interleaved across program ids for LNC 2).
+        allocations: {storage id: Allocation} of the SBUF/PSUM tiles the kernel allocated (not placed ones).
     """
 
     kernel: str
     target: str
     lnc: int = 1
     instructions: list[Instruction] = field(default_factory=list)
+    allocations: dict[int, Allocation] = field(default_factory=dict)
 
     def __iter__(self) -> Iterator[Instruction]:
         return iter(self.instructions)

@@ -1,4 +1,5 @@
-"""Performance model of NeuronCore kernels: per-instruction costs, a dependency schedule, rooflines, calibration.
+"""Performance model of NeuronCore kernels: per-instruction costs, a dependency schedule, rooflines, calibration
+(mechanisms and sources: harness/perf/README.md).
 
 Public names: `estimate(kernel, *args, target=)`, `model_trace(trace, target)`, `Estimate`. The chip figures it
 stands on are the hardware table's, `nkilab.harness.chips`. Every figure this package produces is *modeled*

@@ -1,19 +1,21 @@
-"""Cost of one traced instruction on one NeuronCore: how long it holds its engine, and when its result is usable.
+"""Cost of one traced instruction on one NeuronCore: how long it holds its engine, and when its output is readable.
 
 Rules (constants from the Neuron rows of `nkilab.harness.chips`, each with its source there):
   TensorE   nc_matmul / transposes: max(N, 64) cycles at the TensorE clock, N = moving free size (a transpose
             streams an identity of P columns); x K/128 passes for deeper contractions; x4 for fp32 inputs;
-            / fp8_speedup for fp8 inputs issued in a perf mode (double row on v3, MX quad on v4).
-  VectorE   overhead + free_elems x tensor_inputs / lane_rate cycles (lane_rate "fast" when every operand is a
-  ScalarE   2-byte float, or fp8 on v4, in SBUF); tensor_inputs counts read operands wider than one element per
-  GpSimdE   partition (scalars and [P, 1] columns ride along for free), at least 1.
-  DMA       split over q = min(queues, runs) DMA engines, runs = contiguous chunks (a chunk over 64 KiB counts
-            once per 64 KiB); each engine spends transfer_s + (runs/q) x max(run bytes / bw, run_min_s), with bw
-            the engine's bandwidth capped at its share of the core's HBM bandwidth when HBM is touched (small
-            runs are descriptor-rate bound); indirect or software-DGE transfers pay dge_run_s per run on top;
-            the data is usable dma_latency_s after the engines finish. The trace's `queue` attribute (the
-            emulator's round-robin issue queue) is not used: the hardware spreads each transfer over up to 16
-            engines by its shape [DMA overview], and so does the model.
+            / fp8_speedup for fp8 inputs issued in a perf mode (double row on v3, MX quad on v4). Matmuls
+            accumulating into one PSUM tile follow each other in the array's pipeline, with no commit wait.
+  VectorE   work = free_elems x tensor_inputs / lane_rate cycles, tensor_inputs = read operands wider than one
+  ScalarE   element per partition (scalars and [P, 1] columns ride along), at least 1. The ~100-cycle static
+  GpSimdE   overhead hides behind the previous instruction when the engine issues back to back (the instruction
+            holds the engine max(work, overhead)); an instruction that waited on a dependency pays work + overhead
+            ("add a static instruction overhead of 100 engine cycles" for small or dependent instructions [PG]).
+            Its output is readable `engine_commit_cycles` after its last element.
+  VectorE performance mode (v3+, [A3]): tensor_copy / tensor_scalar with every operand a 2-byte float (fp8 too on
+            v4) in SBUF run at `vector_lane_rate_fast` ("4x compared to NeuronCore-v2"); with one operand in PSUM,
+            and tensor_tensor with 2-byte SBUF inputs, at half of it ("2x"); never below the base lane rate. Other
+            ops have no fast mode. ScalarE on v4 runs 2-byte (and fp8) SBUF operands at `scalar_lane_rate_fast`.
+  DMA       `dma.py`.
 
 Times are seconds. Nothing here looks at other instructions: `schedule.py` places the costs in time.
 """
@@ -23,13 +25,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from nkilab.harness.chips import NeuronTarget
 from nkilab.harness.emulator.trace import Instruction
-from nkilab.harness.chips import KiB, NeuronTarget
+from nkilab.harness.perf.dma import DmaCost, dma_cost
 from nkilab.reference.dtypes import peak_family
 
-DMA_SPLIT_BYTES = 64 * KiB  # a contiguous run longer than this is cut into several descriptors/engines
 _FAST_DTYPES_V3 = ("bfloat16", "float16")
+_FP8 = ("float8_e4m3", "float8_e4m3fn", "float8_e5m2")
 _PERF_MODES = ("double_row", "double_row_gen3", "fp8x2", "fp8x4", "mx", "quad")
+_VECTOR_4X = ("tensor_copy", "tensor_scalar")  # [A3] the 4x class (2x with an operand in PSUM)
+_VECTOR_2X = ("tensor_tensor",)  # [A3] the 2x class: both inputs in SBUF
 _DEFAULT_N = 512  # N of a TensorE instruction with no operand to read it from: one full moving tile
 
 
@@ -39,32 +44,39 @@ class InstructionCost:
 
     Attributes:
         engine: "tensor" | "vector" | "scalar" | "gpsimd" | "dma".
-        busy_s: time it holds its engine; for DMA, the time it holds each of the `queues` DMA engines it uses.
-        queues: DMA engines the transfer is split over (1 for compute engines).
-        latency_s: extra time after the engine is released before dependents may use the result.
+        busy_s: time it holds its engine when issued right behind its predecessor (compute engines).
+        stall_s: time it holds its engine when it started on a dependency (its static overhead is not hidden).
+        commit_s: after its engine time, until a dependent instruction may read its output.
+        dma: the transfer's `DmaCost` (DMA instructions only; their engine times are the packets').
     """
 
     engine: str
     busy_s: float
-    queues: int = 1
-    latency_s: float = 0.0
+    stall_s: float
+    commit_s: float = 0.0
+    dma: DmaCost | None = None
 
 
 def instruction_cost(inst: Instruction, core: NeuronTarget) -> InstructionCost:
     """Cost of `inst` on one NeuronCore of target `core` (see the module docstring for the rules)."""
-    if inst.engine == "tensor":
-        return InstructionCost("tensor", _tensor_cycles(inst, core) / core.tensor_hz)
-    if inst.engine == "dma":
-        return _dma_cost(inst, core)
-    if inst.engine == "vector":
-        rate = core.vector_lane_rate_fast if _fast_operands(inst, core) else core.vector_lane_rate
-        return InstructionCost("vector", _elementwise_cycles(inst, core, rate) / core.vector_hz)
-    if inst.engine == "scalar":
+    engine = inst.engine
+    if engine == "tensor":
+        busy = _tensor_cycles(inst, core) / core.tensor_hz
+        return InstructionCost("tensor", busy, busy, core.engine_commit_cycles / core.tensor_hz)
+    if engine == "dma":
+        return InstructionCost("dma", 0.0, 0.0, dma=dma_cost(inst, core))
+    if engine == "vector":
+        hz, rate = core.vector_hz, _vector_rate(inst, core)
+    elif engine == "scalar":
+        hz = core.scalar_hz
         rate = core.scalar_lane_rate_fast if _fast_operands(inst, core) else core.scalar_lane_rate
-        return InstructionCost("scalar", _elementwise_cycles(inst, core, rate) / core.scalar_hz)
-    if inst.engine == "gpsimd":
-        return InstructionCost("gpsimd", _elementwise_cycles(inst, core, core.gpsimd_lane_rate) / core.gpsimd_hz)
-    raise ValueError(f"inst.engine: {inst.engine!r} is not a known engine (instruction {inst!r})")
+    elif engine == "gpsimd":
+        hz, rate = core.gpsimd_hz, core.gpsimd_lane_rate
+    else:
+        raise ValueError(f"inst.engine: {engine!r} is not a known engine (instruction {inst!r})")
+    work = _elementwise_cycles(inst, rate)
+    overhead = core.engine_overhead_cycles
+    return InstructionCost(engine, max(work, overhead) / hz, (work + overhead) / hz, core.engine_commit_cycles / hz)
 
 
 def is_transpose(inst: Instruction) -> bool:
@@ -114,36 +126,34 @@ def _free_elems(shape: tuple[int, ...]) -> int:
     return int(math.prod(shape[1:])) if len(shape) > 1 else 1
 
 
-def _elementwise_cycles(inst: Instruction, core: NeuronTarget, lane_rate: float) -> float:
+def _elementwise_cycles(inst: Instruction, lane_rate: float) -> float:
     free = inst.attrs.get("free_elems")
     if free is None:
         free = max((_free_elems(o.shape) for o in inst.operands), default=1)
     tensor_inputs = sum(1 for o in inst.operands if not o.is_write and _free_elems(o.shape) > 1)
-    return core.engine_overhead_cycles + float(free) * max(1, tensor_inputs) / lane_rate
+    return float(free) * max(1, tensor_inputs) / lane_rate
+
+
+def _fast_dtypes(core: NeuronTarget) -> tuple[str, ...]:
+    return _FAST_DTYPES_V3 + (_FP8 if core.gen >= 4 else ())
 
 
 def _fast_operands(inst: Instruction, core: NeuronTarget) -> bool:
-    fast = _FAST_DTYPES_V3 + (("float8_e4m3", "float8_e4m3fn", "float8_e5m2") if core.gen >= 4 else ())
+    fast = _fast_dtypes(core)
     return bool(inst.operands) and all(o.dtype in fast and o.buffer != "psum" for o in inst.operands)
 
 
-def _dma_cost(inst: Instruction, core: NeuronTarget) -> InstructionCost:
-    attrs = inst.attrs
-    nbytes = int(attrs.get("bytes", 0) or max((o.access.nbytes for o in inst.operands), default=0))
-    chunks = int(attrs.get("chunks", 0) or 1)
-    if nbytes == 0:
-        # barriers and other DMA-queue instructions that move nothing: a descriptor and the semaphore latency
-        return InstructionCost("dma", core.dma_transfer_s, 1, core.dma_latency_s)
-    chunk_bytes = float(attrs.get("chunk_bytes", 0) or nbytes / chunks)
-    runs = chunks * max(1, math.ceil(chunk_bytes / DMA_SPLIT_BYTES))
-    queues = max(1, min(core.dma_queues, runs))
-    # each engine moves its runs at its own bandwidth, capped at its share of the core's HBM bandwidth for the
-    # bytes that cross HBM (an HBM -> HBM copy crosses it twice); a run never takes less than one descriptor time
-    bandwidth = core.dma_queue_bw
-    if inst.hbm_bytes:
-        bandwidth = min(bandwidth, core.core_hbm_bw / core.dma_queues * nbytes / inst.hbm_bytes)
-    per_run = max(nbytes / runs / bandwidth, core.dma_run_min_s)
-    if attrs.get("indirect") or str(attrs.get("dge", "")).lower() in ("swdge", "software", "sw"):
-        per_run += core.dma_dge_run_s
-    busy = core.dma_transfer_s + runs / queues * per_run
-    return InstructionCost("dma", busy, queues, core.dma_latency_s)
+def _vector_rate(inst: Instruction, core: NeuronTarget) -> float:
+    """VectorE elements per cycle per lane: the performance mode of the op's class, if its operands qualify."""
+    fast = _fast_dtypes(core)
+    ops = inst.operands
+    if not ops or not all(o.dtype in fast for o in ops):
+        return core.vector_lane_rate
+    in_psum = any(o.buffer == "psum" for o in ops)
+    if inst.opcode in _VECTOR_4X:
+        rate = core.vector_lane_rate_fast / (2.0 if in_psum else 1.0)
+    elif inst.opcode in _VECTOR_2X and not any(o.buffer == "psum" for o in ops if not o.is_write):
+        rate = core.vector_lane_rate_fast / 2.0
+    else:
+        return core.vector_lane_rate
+    return max(core.vector_lane_rate, rate)

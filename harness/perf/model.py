@@ -28,8 +28,10 @@ class Estimate:
 
     Attributes:
         kernel: kernel name; target: target key; lnc: logical core degree (physical cores used).
-        latency_s: device time from first instruction to last result, s (launch overhead excluded).
-        launch_overhead_s: fixed per-launch cost reported apart, s.
+        latency_s: kernel time, from its first instruction to its last result, s (launch overhead excluded).
+        launch_overhead_s: the runtime's fixed pre-/postamble around one launch, s (the target's `launch_s`).
+        with_launch_s: latency_s + launch_overhead_s, s: what a profile timeline (`total_time`) or a device
+            benchmark of one launch measures, and what calibration compares with them.
         engine_busy_s: per engine ("tensor", "vector", "scalar", "gpsimd", "dma") occupied time, s.
         flops: TensorE matmul FLOPs (transposes excluded); total_flops: every FLOP in the trace.
         flops_by_dtype: TensorE FLOPs per input dtype's peak-table family ("bf16" | "fp8" | "fp32" | "int8").
@@ -47,6 +49,7 @@ class Estimate:
     lnc: int
     latency_s: float
     launch_overhead_s: float
+    with_launch_s: float
     engine_busy_s: dict[str, float]
     flops: float
     total_flops: float
@@ -90,6 +93,7 @@ def model_trace(trace: Trace, target: str | NeuronTarget = "trn2") -> Estimate:
         bottleneck = busiest
     return Estimate(
         kernel=trace.kernel, target=tgt.name, lnc=lnc, latency_s=latency, launch_overhead_s=tgt.launch_s,
+        with_launch_s=latency + tgt.launch_s,
         engine_busy_s=dict(timed.engine_busy_s), flops=tensor_flops, total_flops=float(trace.flops),
         flops_by_dtype=dict(flops_by_dtype), hbm_bytes=hbm,
         mfu=tensor_flops / (latency * peak) if latency > 0 else 0.0,
@@ -97,8 +101,8 @@ def model_trace(trace: Trace, target: str | NeuronTarget = "trn2") -> Estimate:
         bottleneck=bottleneck, roofline_s=roofline_bound_s(flops_by_dtype, hbm, tgt, lnc=lnc),
         instructions=len(trace), peak_flops=peak, bandwidth=bandwidth,
         instruction_mix={engine: dict(ops) for engine, ops in trace.instruction_mix().items() if ops},
-        assumptions=[f"{tgt.name}: per-core tables in nkilab.harness.chips; launch overhead "
-                     f"{tgt.launch_s * 1e6:g} us reported apart"],
+        assumptions=[f"{tgt.name}: per-core tables in nkilab.harness.chips; launch pre/postamble "
+                     f"{tgt.launch_s * 1e6:g} us reported apart (with_launch_s includes it)"],
     )
 
 

@@ -1,27 +1,37 @@
 """Place a trace's instructions in time: engines run in parallel, each in program order, along data dependencies.
 
-Model:
-  - Every (program id, engine) is an in-order queue, as each NeuronCore engine executes its instruction stream
-    in order; different engines (and the two physical cores of an LNC=2 kernel) run concurrently.
-  - DMA: each program id owns `core.dma_queues` DMA engines, each processing its descriptors in order. A
-    transfer split over q of them takes the q that free up first, in program order, and each piece starts when
-    its engine is free and the transfer's inputs are ready — so a store waiting for its data holds back the
-    transfers issued after it on the engines it took (the calibration kernels' prefetch depth comes from this).
-  - An instruction starts when its engine is free and every earlier instruction it conflicts with is done:
-    read-after-write, write-after-read and write-after-write on overlapping footprints (`Access.overlaps`).
-    "Done" is the end of its engine time plus its completion latency (DMA semaphore latency).
+Model (constants from `nkilab.harness.chips`, mechanisms in harness/perf/README.md):
+  - Every (program id, compute engine) executes one instruction at a time; the engines (and the two physical
+    cores of an LNC=2 kernel) run concurrently. The order within an engine's stream is the compiler's: NKI
+    compilation "performs instruction scheduling" (nki/get-started/nki-language-guide.rst) and reorders
+    instructions unless told not to (`no_reorder`, nki/guides/how-to-scheduling-apis.rst). The model schedules
+    greedily in program order: each instruction takes the earliest gap on its engine at or after its inputs are
+    ready, so an independent instruction is not held behind one that waits.
+  - Dependencies are read-after-write, write-after-read and write-after-write on overlapping footprints of the same
+    physical buffer (`buffers.py` maps loop-local allocations onto the buffers they reuse). A dependent
+    instruction waits for the producer's output to be committed (`commit_s` after its engine time; none between
+    matmuls accumulating in the TensorE pipeline) and, on another engine, for the semaphore: `semaphore_cycles`
+    of the waiting engine after a compute producer, `dma_completion_s` after a DMA. A compute instruction that
+    starts on a dependency pays its static overhead (`InstructionCost.stall_s`).
+  - DMA: a transfer is ready when its inputs are; its descriptors are written (hardware DGE: the DGE instance
+    free first, `hwdge_s`; software DGE: GpSimd, in order with GpSimd's other work; static: nothing); its first
+    byte moves `dma_start_latency_s` later; each packet takes the earliest gap on its own DMA engine at or after
+    that (the engines serve the 16 queues round robin, so a transfer waiting for its data holds back no other),
+    and the HBM time it needs takes the earliest gap of the core's HBM. The transfer is done when its last
+    packet and its HBM time are.
 
-Bookkeeping per allocation keeps the earlier accesses still able to conflict; an access wholly covered by a
-later write is dropped, since anything that conflicts with it also conflicts with (and waits for) that write.
+Bookkeeping per buffer keeps the earlier accesses still able to conflict; an access wholly covered by a later
+write is dropped, since anything that conflicts with it also conflicts with (and waits for) that write.
 """
 
 from __future__ import annotations
 
-import heapq
+import bisect
 from dataclasses import dataclass, field
 
-from nkilab.harness.emulator.trace import ENGINES, Trace
 from nkilab.harness.chips import NeuronTarget
+from nkilab.harness.emulator.trace import ENGINES, Trace
+from nkilab.harness.perf.buffers import physical_buffers
 from nkilab.harness.perf.cost import InstructionCost, instruction_cost
 
 
@@ -32,12 +42,13 @@ class Schedule:
     Attributes:
         makespan_s: time from the first instruction's start to the last result being usable, s.
         engine_busy_s: per engine, the time it was occupied, averaged over the physical cores in use; for DMA
-            the occupancy summed over DMA engines divided by their number (so 1.0 x makespan = all busy).
-        start_s, done_s: per instruction (trace order), when it started and when its result was usable, s.
+            the packet time summed over DMA engines divided by their number (so 1.0 x makespan = all busy).
+        start_s, done_s: per instruction (trace order), when it started (DMA: its descriptors) and when its
+            result was complete (compute: engine time end; DMA: last byte landed), s.
         costs: per instruction, its `InstructionCost`.
         cores: physical cores the trace ran on (distinct program ids).
-        dma_pieces: per instruction, (DMA engine 0 .. dma_queues - 1 of its core, start_s, end_s) of each piece of
-            a transfer, when that engine held it; () for compute instructions (`nkilab.harness.timeline`'s tracks).
+        dma_pieces: per instruction, (DMA engine 0 .. dma_queues - 1 of its core, start_s, end_s) of each packet of
+            a transfer, when that engine carried it; () for compute instructions (`nkilab.harness.timeline`'s tracks).
     """
 
     makespan_s: float
@@ -49,39 +60,95 @@ class Schedule:
     dma_pieces: list[tuple[tuple[int, float, float], ...]] = field(default_factory=list, repr=False)
 
 
+class _Timeline:
+    """Busy intervals of one resource (a DMA engine, a core's HBM), kept sorted and merged, with earliest-gap
+    placement."""
+
+    __slots__ = ("starts", "ends")
+
+    def __init__(self) -> None:
+        self.starts: list[float] = []
+        self.ends: list[float] = []
+
+    def place(self, t: float, duration: float, after_idle: float | None = None) -> tuple[float, float]:
+        """Reserve the earliest gap at or after `t`: `duration` long when the gap begins right at the end of a busy
+        interval (the instruction issues behind another), else `after_idle` (default `duration`). Returns
+        (start, end)."""
+        starts, ends = self.starts, self.ends
+        after_idle = duration if after_idle is None else after_idle
+        i = bisect.bisect_right(ends, t)  # first interval that ends after t
+        n = len(starts)
+        while True:
+            need = duration if (i > 0 and ends[i - 1] == t) else after_idle
+            if i >= n or starts[i] >= t + need:
+                break
+            if ends[i] > t:
+                t = ends[i]
+            i += 1
+        self._insert(i, t, t + need)
+        return t, t + need
+
+    def _insert(self, i: int, s: float, e: float) -> None:
+        starts, ends = self.starts, self.ends
+        if i > 0 and ends[i - 1] >= s:  # touches the previous interval: extend it
+            i -= 1
+            ends[i] = max(ends[i], e)
+        else:
+            starts.insert(i, s)
+            ends.insert(i, e)
+        if i + 1 < len(starts) and starts[i + 1] <= ends[i]:  # now touches the next one: merge
+            ends[i] = max(ends[i], ends[i + 1])
+            del starts[i + 1], ends[i + 1]
+
+
 class _AccessLog:
-    """Earlier reads and writes of one allocation: (p_start, p_stop, start, stop, done_s) tuples."""
+    """Earlier reads and writes of one buffer: (p_start, p_stop, start, stop, ready_same, ready_other, engine), where
+    ready_same / ready_other are when a conflicting instruction on the same / another engine may start (before the
+    waiting engine's own semaphore cost, which `ready` adds)."""
 
     __slots__ = ("reads", "writes")
 
     def __init__(self) -> None:
-        self.reads: list[tuple[int, int, int, int, float]] = []
-        self.writes: list[tuple[int, int, int, int, float]] = []
+        self.reads: list[tuple] = []
+        self.writes: list[tuple] = []
 
     @staticmethod
-    def _latest(entries, p0: int, p1: int, s0: int, s1: int) -> float:
+    def _latest(entries, p0: int, p1: int, s0: int, s1: int, engine: str, wait: float) -> float:
         latest = 0.0
-        for q0, q1, t0, t1, done in entries:
-            if q0 < p1 and p0 < q1 and t0 < s1 and s0 < t1 and done > latest:
-                latest = done
+        for q0, q1, t0, t1, same, other, eng in entries:
+            if q0 < p1 and p0 < q1 and t0 < s1 and s0 < t1:
+                t = same if eng == engine else other + (0.0 if eng == "dma" else wait)
+                if t > latest:
+                    latest = t
         return latest
 
-    def ready_for_read(self, p0: int, p1: int, s0: int, s1: int) -> float:
-        return self._latest(self.writes, p0, p1, s0, s1)
+    def ready(self, p0: int, p1: int, s0: int, s1: int, engine: str, is_write: bool, wait: float) -> float:
+        """When an access by `engine` may start; `wait` is that engine's semaphore wait on a compute producer."""
+        t = self._latest(self.writes, p0, p1, s0, s1, engine, wait)
+        return max(t, self._latest(self.reads, p0, p1, s0, s1, engine, wait)) if is_write else t
 
-    def ready_for_write(self, p0: int, p1: int, s0: int, s1: int) -> float:
-        return max(self._latest(self.writes, p0, p1, s0, s1), self._latest(self.reads, p0, p1, s0, s1))
+    def add(self, entry: tuple, is_write: bool) -> None:
+        if is_write:
+            p0, p1, s0, s1 = entry[:4]
 
-    def add_write(self, p0: int, p1: int, s0: int, s1: int, done: float) -> None:
-        def covered(e):
-            return e[0] >= p0 and e[1] <= p1 and e[2] >= s0 and e[3] <= s1
+            def covered(e):
+                return e[0] >= p0 and e[1] <= p1 and e[2] >= s0 and e[3] <= s1
 
-        self.writes = [e for e in self.writes if not covered(e)]
-        self.reads = [e for e in self.reads if not covered(e)]
-        self.writes.append((p0, p1, s0, s1, done))
+            self.writes = [e for e in self.writes if not covered(e)]
+            self.reads = [e for e in self.reads if not covered(e)]
+            self.writes.append(entry)
+        else:
+            self.reads.append(entry)
 
-    def add_read(self, p0: int, p1: int, s0: int, s1: int, done: float) -> None:
-        self.reads.append((p0, p1, s0, s1, done))
+
+class _Core:
+    """The resources of one physical core: compute engines, DGE instances, DMA engines, HBM."""
+
+    def __init__(self, core: NeuronTarget) -> None:
+        self.engines = {e: _Timeline() for e in ENGINES if e != "dma"}
+        self.dge_free = [0.0] * core.hwdge_instances
+        self.dma = [_Timeline() for _ in range(core.dma_queues)]
+        self.hbm = _Timeline()
 
 
 def schedule(trace: Trace, core: NeuronTarget) -> Schedule:
@@ -90,55 +157,81 @@ def schedule(trace: Trace, core: NeuronTarget) -> Schedule:
     start = [0.0] * n
     done = [0.0] * n
     costs: list[InstructionCost] = []
-    engine_free: dict[tuple[int, str], float] = {}
-    dma_free: dict[int, list[tuple[float, int]]] = {}  # per program id: a heap of (free at, DMA engine)
-    pieces: list[tuple[tuple[int, float, float], ...]] = []
+    cores: dict[int, _Core] = {}
     busy = {e: 0.0 for e in ENGINES}
     logs: dict[int, _AccessLog] = {}
+    pieces: list[tuple[tuple[int, float, float], ...]] = []
+    phys = physical_buffers(trace, core)
+    hz = {"tensor": core.tensor_hz, "vector": core.vector_hz, "scalar": core.scalar_hz, "gpsimd": core.gpsimd_hz}
+    # a compute engine waiting on another engine's semaphore; a DMA trigger's wait is in dma_start_latency_s
+    semaphore = {e: core.semaphore_cycles / f for e, f in hz.items()}
+    semaphore["dma"] = 0.0
 
     for i, inst in enumerate(trace.instructions):
         cost = instruction_cost(inst, core)
         costs.append(cost)
+        engine = cost.engine
+        wait = semaphore[engine]
         ready = 0.0
         for op in inst.operands:
             a = op.access
-            log = logs.get(a.storage)
-            if log is None:
-                continue
-            if op.is_write:
-                ready = max(ready, log.ready_for_write(a.p_start, a.p_stop, a.start, a.stop))
-            else:
-                ready = max(ready, log.ready_for_read(a.p_start, a.p_stop, a.start, a.stop))
-
-        if cost.engine == "dma":
-            heap = dma_free.setdefault(inst.program_id, [(0.0, q) for q in range(core.dma_queues)])
-            free_at = [heapq.heappop(heap) for _ in range(cost.queues)]
-            begin = max(ready, free_at[0][0])
-            end = max(ready, free_at[-1][0]) + cost.busy_s
-            for t, q in free_at:
-                heapq.heappush(heap, (max(ready, t) + cost.busy_s, q))
-            busy["dma"] += cost.busy_s * cost.queues / core.dma_queues
-            pieces.append(tuple((q, max(ready, t), max(ready, t) + cost.busy_s) for t, q in free_at))
+            log = logs.get(phys.get(a.storage, a.storage))
+            if log is not None:
+                ready = max(ready, log.ready(a.p_start, a.p_stop, a.start, a.stop, engine, op.is_write, wait))
+        res = cores.get(inst.program_id)
+        if res is None:
+            res = cores[inst.program_id] = _Core(core)
+        if engine == "dma":
+            begin, end, placed = _place_dma(cost, ready, res, core, busy)
+            pieces.append(placed)
+            ready_same = ready_other = released = end + core.dma_completion_s
         else:
             pieces.append(())
-            key = (inst.program_id, cost.engine)
-            begin = max(ready, engine_free.get(key, 0.0))
-            end = begin + cost.busy_s
-            engine_free[key] = end
-            busy[cost.engine] += cost.busy_s
-        start[i] = begin
-        done[i] = end + cost.latency_s
-
+            begin, end = res.engines[engine].place(ready, cost.busy_s, cost.stall_s)
+            busy[engine] += end - begin
+            committed = end + cost.commit_s
+            ready_same = end if engine == "tensor" else committed
+            ready_other = committed
+            released = end
+        start[i], done[i] = begin, end
         for op in inst.operands:
             a = op.access
-            log = logs.get(a.storage)
+            key = phys.get(a.storage, a.storage)
+            log = logs.get(key)
             if log is None:
-                log = logs[a.storage] = _AccessLog()
-            if op.is_write:
-                log.add_write(a.p_start, a.p_stop, a.start, a.stop, done[i])
-            else:
-                log.add_read(a.p_start, a.p_stop, a.start, a.stop, done[i])
+                log = logs[key] = _AccessLog()
+            # a writer's output is readable at ready_*; a reader frees its operand when it is done with it
+            same, other = (ready_same, ready_other) if op.is_write else (released, released)
+            log.add((a.p_start, a.p_stop, a.start, a.stop, same, other, engine), op.is_write)
 
-    cores = len({inst.program_id for inst in trace.instructions}) or 1
+    ncores = len(cores) or 1
     makespan = (max(done) - min(start)) if n else 0.0
-    return Schedule(makespan, {e: b / cores for e, b in busy.items()}, start, done, costs, cores, pieces)
+    return Schedule(makespan, {e: b / ncores for e, b in busy.items()}, start, done, costs, ncores, pieces)
+
+
+def _place_dma(cost: InstructionCost, ready: float, res: _Core, core: NeuronTarget, busy: dict) -> tuple:
+    """Descriptors, then packets and HBM time; returns (descriptor start, last byte landed, the packets as
+    (engine, start, end))."""
+    dma = cost.dma
+    begin = ready
+    if dma.descriptors == "hwdge":
+        k = min(range(len(res.dge_free)), key=res.dge_free.__getitem__)
+        begin = max(ready, res.dge_free[k])
+        res.dge_free[k] = issued = begin + dma.issue_s
+    elif dma.descriptors == "swdge":
+        begin, issued = res.engines["gpsimd"].place(ready, dma.issue_s)
+        busy["gpsimd"] += dma.issue_s
+    else:
+        issued = ready
+    first_byte = issued + core.dma_start_latency_s
+    end = first_byte
+    placed = []
+    for engine, seconds in dma.packets:
+        t0, stop = res.dma[engine].place(first_byte, seconds)
+        placed.append((engine, t0, stop))
+        if stop > end:
+            end = stop
+    busy["dma"] += dma.engine_s / core.dma_queues
+    if dma.hbm_s > 0:
+        end = max(end, res.hbm.place(first_byte, dma.hbm_s)[1])
+    return begin, end, tuple(placed)

@@ -18,7 +18,6 @@ from nkilab.harness.chips import get_target
 from nkilab.harness.perf import calibration as calibration_points
 from nkilab.harness.perf.roofline import ridge_point
 from nkilab.harness.report.records import size
-from nkilab.harness.report.sources import tag_legend, tags_in
 from nkilab.harness.workloads import MODELS, short_name
 
 HEADLINE_BATCH = 8
@@ -177,11 +176,9 @@ def calibration_rows(calibration) -> list[list[str]]:
 
 
 def calibration_legend(calibration) -> list[str]:
-    """"[TAG] definition" for each source tag the rows cite ([KO], [AT], ...), from the calibration module's
-    docstring."""
-    legend = tag_legend(calibration_points.__doc__)
-    cited = dict.fromkeys(tag for c in calibration for tag in tags_in(c["source"], legend))
-    return [f"[{tag}] {legend[tag]}" for tag in cited]
+    """"[TAG] source" for each source tag the rows cite ([KO], [AT], ...), from the calibration's SOURCES."""
+    return [f"{tag} {text}" for tag, text in calibration_points.SOURCES.items()
+            if any(tag in c["source"] for c in calibration)]
 
 
 def _header(records, info: dict, rerendered: str | None) -> list[str]:

@@ -76,7 +76,8 @@ def row_sources(module, name: str) -> dict[str, str]:
     """{key: the comments on the lines of its entry} of the module-level dict literal `name` in `module`."""
     source, tree, comments = _module_source(module)
     for node in tree.body:
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        targets = (node.targets if isinstance(node, ast.Assign)
+                   else [node.target] if isinstance(node, ast.AnnAssign) else [])
         if any(isinstance(t, ast.Name) and t.id == name for t in targets) and isinstance(node.value, ast.Dict):
             return {ast.literal_eval(k): " ".join(comments[i] for i in range(k.lineno, v.end_lineno + 1)
                                                   if i in comments)

@@ -82,7 +82,8 @@ def select_problem(problems: list[Problem], query: str) -> Problem:
         raise ValueError(f"problem: {query!r} matches {len(hits)} problems ({', '.join(p.name for p in hits)}); "
                          "give more of the name, e.g. with its phase")
     names = [short_name(p.name) for p in problems]
-    listed = ", ".join(names[:MAX_LISTED]) + (f", … ({len(names) - MAX_LISTED} more)" if len(names) > MAX_LISTED else "")
+    more = f", … ({len(names) - MAX_LISTED} more)" if len(names) > MAX_LISTED else ""
+    listed = ", ".join(names[:MAX_LISTED]) + more
     raise ValueError(f"problem: no problem named {query!r}; valid names: {listed or '(none in this selection)'}")
 
 

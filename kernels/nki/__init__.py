@@ -8,7 +8,7 @@ installed and on nkilab's emulator otherwise, and returns NumPy arrays.
 Backend-wide entry points, derived from the op registry:
   `unsupported(op, **problem)`    why a problem cannot run here (None when it can);
   `traceable(op, problem, target)` `(kernel, args, kwargs)` at any shape, for the emulator's trace mode on `target`;
-  `trace(op, problem, target, lnc=1)` the instruction trace of `kernel[lnc]` for `target` (the performance model's input).
+  `trace(op, problem, target, lnc=1)`  the instruction trace of `kernel[lnc]` for `target` (the model's input).
 """
 
 from nkilab.kernels import _registry

@@ -11,9 +11,11 @@ from nkilab.harness.profile import RunConfig, bench_command, plan
 from nkilab.harness.report.records import validate_record
 from nkilab.harness.workloads import short_name
 
-FAKE_CALIBRATION = [{"name": "bf16 2048^3 point", "published": "60.6% MFU", "modeled": "71.0% MFU", "ratio": 1.17,
-                     "bottleneck": "tensor", "source": "[AT] nki-autotune kernel_library README",
-                     "latency_s": 2.9e-4, "mfu": 0.71, "engine_busy_s": {"tensor": 2.8e-4}}]
+FAKE_CALIBRATION = [{"name": "bf16 2048^3 point", "target": "trn2", "structure": "all dims blocked",
+                     "published": "60.6% MFU", "modeled": "71.0% MFU", "ratio": 1.17, "bottleneck": "tensor",
+                     "source": "[AT] nki-autotune kernel_library README", "method": "profiler MFU",
+                     "kernel_s": 2.9e-4, "launch_s": 1.5e-5, "roofline_s": 2e-4, "latency_s": 2.9e-4, "mfu": 0.71,
+                     "engine_busy_s": {"tensor": 2.8e-4}}]
 
 
 def test_failed_records_exit_non_zero(monkeypatch):
@@ -28,7 +30,7 @@ def test_failed_records_exit_non_zero(monkeypatch):
     assert main(["check", "--ops", "write_kv_cache", "--backends", "reference"]) == 1
 
 def test_report_keeps_the_runs_calibration_section(tmp_path, monkeypatch):
-    monkeypatch.setattr(commands.calibration, "calibration_table", lambda points: FAKE_CALIBRATION)
+    monkeypatch.setattr(commands.calibration, "calibration_table", lambda points, progress=None: FAKE_CALIBRATION)
     out = tmp_path / "run"
     assert main(["run", "--quick", "--ops", "write_kv_cache", "--backends", "reference", "--out", str(out),
                  "--no-measure", "--no-plots"]) == 0
@@ -40,21 +42,22 @@ def test_report_keeps_the_runs_calibration_section(tmp_path, monkeypatch):
 
 
 def test_calibrate_explains_its_source_tags(monkeypatch, capsys):
-    monkeypatch.setattr(commands.calibration, "calibration_table", lambda points=None: FAKE_CALIBRATION)
+    monkeypatch.setattr(commands.calibration_report, "calibration_table",
+                        lambda points, progress=None: FAKE_CALIBRATION)
     assert main(["calibrate"]) == 0
     text = capsys.readouterr().out
     assert "[AT]" in text and "awslabs/nki-autotune" in text
 
 
 def test_calibrate_prints_json_records(monkeypatch, capsys):
-    rows = [{"name": p.name, "published": "", "modeled": "", "ratio": 1.0, "bottleneck": "tensor",
-             "source": p.source, "latency_s": 1e-3, "mfu": 0.5, "engine_busy_s": {"tensor": 1e-3}}
-            for p in commands.calibration.POINTS]
-    monkeypatch.setattr(commands.calibration, "calibration_table", lambda points=None: rows)
+    rows = [dict(FAKE_CALIBRATION[0], name=p.name, source=p.source) for p in commands.calibration.POINTS]
+    monkeypatch.setattr(commands.calibration_report, "calibration_table", lambda points, progress=None: rows)
     assert main(["calibrate", "--json"]) == 0
-    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    captured = capsys.readouterr()
+    records = [json.loads(line) for line in captured.out.splitlines()]
     assert len(records) == len(rows) and all(validate_record(r) == [] for r in records)
     assert all(r["stage"] == "calibrate" and r["calibration"]["source"] for r in records)
+    assert "Model vs published" in captured.err  # the table goes to stderr with --json
 
 
 @pytest.mark.parametrize("grid", ["quick", "default", "full"])

@@ -16,7 +16,8 @@ no OOB check.
 Trace attrs: bytes (bytes written to dst), chunks (contiguous runs: the shorter of src's and dst's
 innermost contiguous run sets the run length), chunk_bytes, indirect, dge ("none" | "swdge" |
 "hwdge"; unknown resolves to swdge for vector-offset DMAs, hwdge on v3+ for same-dtype copies, else
-none), queue (round-robin over the 16 DMA queues in issue order).
+none), queue (round-robin over the 16 DMA queues in issue order), dge_mode (the mode the kernel asked for:
+"unknown" unless given; the performance model resolves "unknown" itself).
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ def _attrs(ctx, dst: NkiTensor, srcs: list, dge_mode) -> dict:
     else:
         dge = "none"
     return {"bytes": nbytes, "chunks": chunks, "chunk_bytes": nbytes / chunks, "indirect": indirect, "dge": dge,
-            "queue": ctx.run.next_dma_queue()}
+            "queue": ctx.run.next_dma_queue(), "dge_mode": dge_mode.name}
 
 
 def dma_copy(dst, src, priority=None, oob_mode=OobMode.error, dge_mode=DgeMode.unknown, engine=Engine.unknown,
