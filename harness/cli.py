@@ -24,7 +24,7 @@ import sys
 
 from nkilab.harness import commands
 from nkilab.harness.chips import NEURON_TARGETS, TARGETS, get_target
-from nkilab.harness.workloads import DEFAULT_MODEL, GRIDS, MODELS, OVERRIDES, PHASES
+from nkilab.harness.workloads import DEFAULT_MODEL, GRIDS, MODELS, PHASES
 from nkilab.kernels._registry import BACKENDS, OPS, has_cuda_device
 from nkilab.reference.quant import SCHEMES
 

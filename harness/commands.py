@@ -186,8 +186,8 @@ def _bench_problems(args, model, quant: Quant) -> tuple[str, list[Problem]]:
 
 def _bench_line(p: Problem, rec: dict, lnc) -> list[str]:
     perf = rec.get("perf") or {}
-    lines = [f"{short_name(p.name):48s} {rec['status']:11s} latency={_us(perf.get('latency_s'))} "
-             f"({perf.get('kind', '—')}, LNC={lnc}) roofline={_us(perf.get('roofline_s'))} "
+    lines = [f"{p.name:60s} {rec['status']:11s} latency={_us(perf.get('latency_s'))} "
+             f"({perf.get('kind', '—')}) LNC={lnc} roofline={_us(perf.get('roofline_s'))} "
              f"mfu={_pct(perf.get('mfu'))} mbu={_pct(perf.get('mbu'))} bottleneck={perf.get('bottleneck')} "
              f"{rec.get('note') or ''}"]
     for engine, ops in (perf.get("instruction_mix") or {}).items():  # what limits it: which engine, which ops
