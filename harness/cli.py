@@ -9,7 +9,7 @@
                     with each engine's busy time and instruction mix; `--timeline` writes the modeled schedule.
   nkilab targets    the hardware table; `--sources` every field with its source.
   nkilab report     re-render report.md and plots from a run folder (its records and run.json).
-  nkilab calibrate  the model against published Trainium2 measurements (model / published per point).
+  nkilab calibrate  the model against published device measurements (model / published per point).
   nkilab diff       two run folders compared record by record (latency, MFU/MBU, errors).
 
 Exit codes: 0 when every record is ok, unsupported or unavailable; 1 when a record failed its check or errored;
@@ -202,7 +202,7 @@ def build_parser(gpu: bool | None = None) -> argparse.ArgumentParser:
                          help="every field of every Neuron target with its source, and the sources' definitions")
     report = sub.add_parser("report", help="re-render report.md and plots from a run folder")
     report.add_argument("folder", help="a run folder written by `nkilab run` (holds results.jsonl)")
-    calibrate = sub.add_parser("calibrate", help="model vs published Trainium2 measurements")
+    calibrate = sub.add_parser("calibrate", help="model vs published device measurements (trn2, trn1)")
     _add_json(calibrate)
     diff = sub.add_parser("diff", help="compare two run folders record by record (before -> after)")
     diff.add_argument("run_a", help="the run folder before")

@@ -129,7 +129,7 @@ def cmd_run(args, command: str) -> int:
     records = _walk(config, console)
     rows = None
     if args.calibrate != "none":
-        with console.status("calibration: modeling published Trainium2 points"):
+        with console.status("calibration: modeling the published device measurements"):
             rows = calibration.calibration_table(calibration.POINTS if args.calibrate == "full"
                                                  else calibration.QUICK_POINTS)
     out.summary(records, console)

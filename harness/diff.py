@@ -95,7 +95,9 @@ def compare(before: list[dict], after: list[dict], *, rtol: float = 0.01) -> lis
                 if wall and name == "latency_s":
                     continue
                 va, vb = read(ra), read(rb)
-                if _moved(va, vb, rtol):
+                # a field one run does not record (an older schema, a record without figures) is not compared;
+                # the status says why a figure went missing
+                if (name == "status" or (va is not None and vb is not None)) and _moved(va, vb, rtol):
                     changed[name] = (va, vb)
         pairs.append(Pair(key, ra, rb, changed))
     return pairs
@@ -142,28 +144,30 @@ def _arrow(pair: Pair, name: str) -> str:
     return _value(name, FIELDS[name](rec))
 
 
-DIFF_HEADER = ["state", "stage", "kernel", "backend", "target", "problem", "status", "latency", "MFU", "MBU",
-               "max abs err", "other changes"]
+DIFF_HEADER = ["state", "record", "status", "latency", "MFU", "MBU", "max abs err", "other changes"]
+SHOWN = ("status", "latency_s", "mfu", "mbu", "max_abs_err")
 
 
 def diff_rows(pairs: list[Pair], *, show_all: bool = False) -> list[list[str]]:
-    """Table rows of `pairs` (unchanged ones only with show_all)."""
+    """Table rows of `pairs` (unchanged ones only with show_all): the record as `<backend>/<target> <problem>`
+    (as the reports name it: a modeled problem without its model, a check's smoke problem with its dtype), then each
+    compared field, "before -> after" where it changed."""
     rows = []
     for pair in pairs:
         if pair.state == "same" and not show_all:
             continue
         stage, kernel, backend, target, name, dtype = pair.key
-        shown = ("status", "latency_s", "mfu", "mbu", "max_abs_err")
+        problem = name or kernel
+        record = f"{backend}/{target} " + (f"{problem} {dtype}" if stage == "check" else problem.split("/", 1)[-1])
         other = ", ".join(f"{k} {_value(k, a)} -> {_value(k, b)}" for k, (a, b) in pair.changed.items()
-                          if k not in shown)
-        state = pair.state + (" (regression)" if pair.regression else "")
-        rows.append([state, stage or "", kernel, backend, target, (name or "").split("/", 1)[-1],
-                     *(_arrow(pair, k) for k in shown), other])
+                          if k not in SHOWN)
+        state = "failed now" if pair.status_worse else "slower" if pair.regression else pair.state
+        rows.append([state, record, *(_arrow(pair, k) for k in SHOWN), other])
     return rows
 
 
 def summary_line(pairs: list[Pair]) -> str:
     counts = {s: sum(p.state == s for p in pairs) for s in ("same", "changed", "added", "removed")}
-    regressions = sum(p.regression for p in pairs)
+    worse, slower = sum(p.status_worse for p in pairs), sum(p.regression and not p.status_worse for p in pairs)
     return (f"{len(pairs)} records: {counts['same']} unchanged, {counts['changed']} changed, {counts['added']} only "
-            f"after, {counts['removed']} only before; {regressions} regressions (status worse or slower)")
+            f"after, {counts['removed']} only before; {worse} failed or errored now, {slower} slower")

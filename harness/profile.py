@@ -255,7 +255,8 @@ def replication_note(trace: Trace) -> str | None:
     if len(streams) < 2 or any(s != streams[0] for s in streams.values()):
         return None
     return (f"kernel[{trace.lnc}] repeats the whole kernel on each of its {trace.lnc} NeuronCores (no work split "
-            "by program id): LNC gives it no speed-up")
+            "by program id): LNC gives it no speed-up; the model orders the copies' writes to the same output, so "
+            "this latency is an upper bound (--lnc 1 models one copy)")
 
 
 def bench_command(task: Task, config: RunConfig) -> str:

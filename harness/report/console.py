@@ -37,10 +37,11 @@ def console(*, stderr: bool = False) -> Console:
 
 
 def table(title: str, header, rows, *, style_of=None, caption: str | None = None) -> Table:
-    """A rich table with one column per header entry; `style_of(row)` gives a row's style (None = plain)."""
+    """A rich table with one column per header entry; `style_of(row)` gives a row's style (None = plain). A cell
+    too long for its column folds onto the next line, never cut: names stay whole for `bench --problem`."""
     out = Table(title=title, caption=caption, caption_justify="left")
     for h in header:
-        out.add_column(h)
+        out.add_column(h, overflow="fold")
     for row in rows:
         out.add_row(*row, style=style_of(row) if style_of else None)
     return out

@@ -4,7 +4,7 @@ Sections: what was run (command, model and its per-layer shapes, qmatmul scheme,
 were made (kinds, methods, power assumptions per target, what "per layer" means); correctness per kernel and
 backend with the rule that decides PASS; the modeled profile per Neuron target (latency, tokens/s, MFU, MBU,
 bottleneck, J/token with its kind); what limits each NKI kernel; the model's calibration against published
-Trainium2 measurements; the plots; everything that did not run and why.
+device measurements; the plots; everything that did not run and why.
 """
 
 from __future__ import annotations
@@ -233,10 +233,11 @@ def write_report(records, out_dir: str, *, plots: list[str], info: dict | None =
         lines += _table(PERF_HEADER, [perf_row(r) for r in modeled(records, t)])
     calibration = info.get("calibration")
     if calibration:
-        lines += ["## Calibration against published Trainium2 measurements", "",
-                  "Same model constants for every point (no per-kernel factors); kernels are nkilab's own, written "
-                  "in the structure of the published ones (`nkilab.harness.perf.calibration`). `nkilab calibrate` "
-                  "(or `nkilab run --calibrate full`) models all the points.", ""]
+        lines += ["## Calibration against published device measurements", "",
+                  "One constant set per generation (no per-kernel factors); kernels are nkilab's own, written in the "
+                  "structure of the published ones (`nkilab.harness.perf.calibration`); modeled = kernel + launch, "
+                  "as the published whole-launch figures are. `nkilab calibrate` (or `nkilab run --calibrate full`) "
+                  "models all the points.", ""]
         lines += _table(CALIBRATION_HEADER, calibration_rows(calibration))
         lines += [f"- {line}" for line in calibration_legend(calibration)] + [""]
     if plots:

@@ -37,11 +37,21 @@ def test_pairs_by_key_and_reports_what_moved():
     check = pairs["int8"]
     assert check.status_worse and check.regression and "latency_s" not in check.changed  # wall time not compared
     rows = diff_rows(list(pairs.values()))
-    qkv = next(r for r in rows if r[5].endswith("qkv-m8"))
-    assert qkv[0] == "changed" and qkv[7] == "100 us -> 80 us (x0.8)" and qkv[8] == "10.0% -> 12.5%"
-    assert "lnc 1 -> 2" in qkv[11]
-    assert not any(r[5].endswith("o-m8") for r in rows)  # unchanged records only with show_all
-    assert "1 unchanged, 2 changed, 1 only after, 1 only before; 1 regressions" in summary_line(list(pairs.values()))
+    qkv = next(r for r in rows if r[1].endswith("qkv-m8"))
+    assert qkv[:2] == ["changed", "nki/trn2 decode/qmatmul/qkv-m8"]
+    assert qkv[3] == "100 us -> 80 us (x0.8)" and qkv[4] == "10.0% -> 12.5%" and "lnc 1 -> 2" in qkv[7]
+    check_row = next(r for r in rows if r[1] == "nki/emulator smoke/qmatmul/int8 float16")
+    assert check_row[0] == "failed now" and check_row[2] == "ok -> failed" and check_row[6] == "0.001 -> 0.009"
+    assert not any(r[1].endswith("o-m8") for r in rows)  # unchanged records only with show_all
+    assert len(diff_rows(list(pairs.values()), show_all=True)) == len(pairs)
+    assert "1 unchanged, 2 changed, 1 only after, 1 only before; 1 failed or errored now, 0 slower" in summary_line(
+        list(pairs.values()))
+
+
+def test_a_field_one_run_lacks_is_not_a_change():
+    old_schema = [dict(BEFORE[0], lnc=None)]
+    (pair,) = compare(old_schema, [_model("qkv-m8", 1e-4, lnc=2)])
+    assert pair.state == "same"
 
 
 def test_slower_is_a_regression_and_bad_input_is_refused():
