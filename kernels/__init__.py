@@ -6,8 +6,10 @@ op declarations.
 """
 
 from nkilab.kernels import api
-from nkilab.kernels._registry import OPS, BackendUnavailableError, available_backends, resolve_backend
+from nkilab.kernels._registry import OPS, BackendUnavailableError, available_backends, last_backend, resolve_backend
+from nkilab.kernels.ops.qmatmul import PreparedWeight, prepare_weight
 
 globals().update({name: getattr(api, name) for name in OPS})  # nkilab.kernels.<op> for every registered op
 
-__all__ = ["BackendUnavailableError", "OPS", "available_backends", "resolve_backend", *OPS]
+__all__ = ["BackendUnavailableError", "OPS", "PreparedWeight", "available_backends", "last_backend", "prepare_weight",
+           "resolve_backend", *OPS]

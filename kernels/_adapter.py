@@ -14,8 +14,8 @@ import numpy as np
 from nkilab.reference import dtypes
 from nkilab.reference.dtypes import FLOAT_DTYPE_NAMES, dtype_name, is_torch, numpy_dtype, to_numpy
 
-__all__ = ["FLOAT_DTYPE_NAMES", "copy_into", "dtype_name", "is_torch", "kind", "like", "numpy_dtype", "to_numpy",
-           "to_torch", "torch_dtype"]
+__all__ = ["FLOAT_DTYPE_NAMES", "copy_into", "dtype_name", "is_torch", "kind", "like", "numpy_dtype", "same_memory",
+           "to_numpy", "to_torch", "torch_dtype", "zeros_like"]
 
 
 def kind(x) -> str:
@@ -46,6 +46,28 @@ def to_torch(a: np.ndarray, *, device=None):
 def like(a: np.ndarray, template):
     """`a` in the kind of `template`: NumPy stays NumPy; torch goes to the template's device."""
     return to_torch(a, device=template.device) if is_torch(template) else a
+
+
+def _layout(a) -> tuple:
+    """(device, start address, shape, byte strides, itemsize) of a NumPy array or torch tensor."""
+    if is_torch(a):
+        size = a.element_size()
+        return (a.device.type, a.data_ptr(), tuple(a.shape), tuple(s * size for s in a.stride()), size)
+    return ("cpu", a.__array_interface__["data"][0], a.shape, a.strides, a.itemsize)
+
+
+def same_memory(a, b) -> bool:
+    """True when `a` and `b` (NumPy or torch, either kind) are the same elements of one buffer: same device, start
+    address, shape, byte strides and itemsize — e.g. a NumPy view of a CPU tensor, bfloat16 ones included. A write
+    into one is then a write into the other, so nothing needs copying back."""
+    return _layout(a) == _layout(b)
+
+
+def zeros_like(a):
+    """Zeros of `a`'s shape, dtype and kind (torch: its device), C-contiguous."""
+    if is_torch(a):
+        return a.new_zeros(a.shape)
+    return np.zeros(a.shape, a.dtype)
 
 
 def copy_into(dst, src) -> None:

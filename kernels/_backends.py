@@ -12,21 +12,30 @@ request raises BackendUnavailableError, `backend="auto"` falls back to the refer
 defines `unsupported(**problem) -> str | None`; besides the op's shape, dtype and option keys (`Op.spec`), every
 problem carries `empty` (True when an input has a zero-length dimension, e.g. M = 0 or Skv = 0: a backend may
 decline such a problem, and "auto" then uses the reference).
+
+Every choice is recorded: `last_backend(op)` names the backend that ran the calling thread's latest call of an op
+(what `backend="auto"` chose), and the logger "nkilab.kernels" says it at DEBUG level, with the reason when "auto"
+fell back to the reference. `target=` (a Neuron target name) goes to the NKI launcher only.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
+import logging
 import math
 import os
+import threading
 
-from nkilab.kernels._adapter import is_torch, like, numpy_dtype, to_numpy, to_torch, torch_dtype
+from nkilab.kernels._adapter import copy_into, is_torch, like, numpy_dtype, same_memory, to_numpy, to_torch, torch_dtype
 from nkilab.kernels.ops._op import Op
 
 BACKENDS = ("reference", "nki", "triton")
 BACKEND_CHOICES = BACKENDS + ("auto",)
 ARRAY_KIND = {"reference": "numpy", "nki": "numpy", "triton": "torch"}
+LOG = logging.getLogger("nkilab.kernels")
+_LAST = threading.local()  # .by_op: {op name: backend that ran the thread's latest call}
 
 
 class BackendUnavailableError(NotImplementedError):
@@ -124,21 +133,42 @@ def supporting_backends(op: Op, problem: dict) -> list[str]:
     return [b for b in available_backends(op) if load(op, b)[1](**problem) is None]
 
 
-def choose(op: Op, backend: str, problem: dict):
-    """(backend name, implementation) for this problem, following the rules in `nkilab.kernels.api`."""
+def choose(op: Op, backend: str, problem: dict, *, target: str | None = None):
+    """(backend name, implementation) for this problem, following the rules in `nkilab.kernels.api`.
+
+    `target` (a Neuron target name, None = the NKI launcher's default) is bound into the NKI implementation; an
+    explicit other backend refuses it (ValueError), and "auto" ignores it when it picks another backend. The choice is
+    recorded for `last_backend` and logged at DEBUG level.
+    """
     if backend not in BACKEND_CHOICES:
         raise ValueError(f"backend: must be one of {BACKEND_CHOICES}, got {backend!r}")
+    if target is not None and not isinstance(target, str):
+        raise TypeError(f"target: must be None or a Neuron target name such as 'trn2', got {target!r}")
+    if target is not None and backend not in ("nki", "auto"):
+        raise ValueError(f"target: selects the Neuron target of backend='nki'; backend={backend!r} takes none, "
+                         f"got target={target!r}")
+    name, impl, why = _pick(op, backend, problem)
+    _LAST.__dict__.setdefault("by_op", {})[op.name] = name
+    LOG.debug("%s: backend=%r ran on %r%s", op.name, backend, name, why)
+    return name, (functools.partial(impl, target=target) if target is not None and name == "nki" else impl)
+
+
+def _pick(op: Op, backend: str, problem: dict):
+    """(backend name, implementation, why "auto" fell back, or "") for a valid `backend`."""
     if backend == "auto":
         preferred = resolve_backend(has_neuron=has_neuron_device(), has_cuda=has_cuda_device())
+        why = " (auto: no Neuron or CUDA device)"
         if preferred != "reference":
             try:
                 impl, unsupported = load(op, preferred)
-            except BackendUnavailableError:
-                pass
+            except BackendUnavailableError as e:
+                why = f" (auto: {preferred} unavailable: {e})"
             else:
-                if unsupported(**problem) is None:
-                    return preferred, impl
-        return "reference", op.run_reference
+                reason = unsupported(**problem)
+                if reason is None:
+                    return preferred, impl, ""
+                why = f" (auto: {preferred} does not support this problem: {reason})"
+        return "reference", op.run_reference, why
     impl, unsupported = load(op, backend)
     reason = unsupported(**problem)
     if reason is not None:
@@ -146,7 +176,12 @@ def choose(op: Op, backend: str, problem: dict):
             f"{op.name}: backend={backend!r} does not support this problem: {reason}; "
             f"backends that do: {supporting_backends(op, problem)}"
         )
-    return backend, impl
+    return backend, impl, ""
+
+
+def last_backend(op: Op) -> str | None:
+    """The backend that ran the calling thread's latest call of `op` (None before its first call)."""
+    return getattr(_LAST, "by_op", {}).get(op.name)
 
 
 def empty(*arrays) -> bool:
@@ -159,8 +194,35 @@ def to_backend(backend: str, a):
     if ARRAY_KIND[backend] == "torch":
         if is_torch(a):
             return a
-        return to_torch(a, device="cuda" if has_cuda_device() else None)
+        device = kernel_device(backend)
+        return to_torch(a, device=None if device == "cpu" else device)
     return to_numpy(a)
+
+
+def kernel_device(backend: str) -> str:
+    """The device type the backend computes on: "cuda" for Triton on a CUDA machine, else "cpu"."""
+    return "cuda" if ARRAY_KIND[backend] == "torch" and has_cuda_device() else "cpu"
+
+
+def in_place(backend: str, a):
+    """`a` as the backend's array kind sharing `a`'s memory (a write into it is a write into `a`), or None when that
+    would take a copy: another device, a non-contiguous layout, a read-only array or a dtype torch lacks. Decided
+    before converting, so a cache is never copied just to find out."""
+    device = kernel_device(backend)
+    if is_torch(a):
+        if a.device.type != device or not a.is_contiguous():
+            return None
+        view = a if ARRAY_KIND[backend] == "torch" else to_numpy(a)
+    else:
+        if device != "cpu" or not (a.flags.c_contiguous and a.flags.writeable):
+            return None
+        if ARRAY_KIND[backend] == "numpy":
+            return a
+        try:
+            view = to_torch(a)
+        except TypeError:  # a dtype torch has no name for
+            return None
+    return view if same_memory(view, a) else None
 
 
 def out_dtype_for(backend: str, name: str):
@@ -168,8 +230,12 @@ def out_dtype_for(backend: str, name: str):
     return torch_dtype(name) if ARRAY_KIND[backend] == "torch" else numpy_dtype(name)
 
 
-def back(out, template):
-    """A backend's result in the kind (and torch device) of `template`; None = NumPy."""
+def back(out, template, into=None):
+    """A backend's result in the kind (and torch device) of `template`; None = NumPy. With `into` (the caller's
+    validated `out=` array) the result is written there and `into` is returned."""
+    if into is not None:
+        copy_into(into, out)
+        return into
     if is_torch(out) and is_torch(template):
         return out.to(template.device)
     return like(to_numpy(out), template)

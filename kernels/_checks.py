@@ -20,7 +20,8 @@ INT_DTYPE_NAMES = SIGNED_INT_DTYPE_NAMES + ("uint8", "uint16", "uint32", "uint64
 
 
 def arrays(**named) -> str:
-    """Each argument a NumPy array or a torch tensor, all of one kind (torch: all on one device); returns that kind."""
+    """Each argument a NumPy array or a torch tensor, all of one kind (torch: all on one device, none requiring grad
+    while grad mode is on: see `no_grad`); returns that kind."""
     kinds = {}
     for name, a in named.items():
         k = kind(a)
@@ -33,7 +34,23 @@ def arrays(**named) -> str:
         devices = {name: str(a.device) for name, a in named.items()}
         if len(set(devices.values())) > 1:
             raise ValueError(f"{', '.join(named)}: must all be on one device; move them with .to(device), got {devices}")
+        no_grad(**named)
     return next(iter(kinds.values()))
+
+
+def no_grad(**named) -> None:
+    """No torch tensor requires grad while grad mode is on: the ops are inference kernels with no backward, so a
+    result would silently carry no graph (ValueError naming the first such argument)."""
+    import torch  # noqa: F401  optional heavy dependency: only reached with torch tensors, so already imported
+
+    if not torch.is_grad_enabled():
+        return
+    for name, a in named.items():
+        if is_torch(a) and a.requires_grad:
+            raise ValueError(
+                f"{name}: requires grad while grad mode is on, but nkilab ops are inference kernels with no backward "
+                f"(the result would carry no graph); call under torch.no_grad() or torch.inference_mode(), or pass "
+                f"{name}.detach()")
 
 
 def writable(name: str, a) -> None:
@@ -43,6 +60,21 @@ def writable(name: str, a) -> None:
         raise ValueError(f"{name}: is written in place but the NumPy array is read-only; pass a writable copy (np.array(...))")
     if is_torch(a) and a.requires_grad:
         raise ValueError(f"{name}: is written in place but requires grad; pass {name}.detach() (a cache holds no gradient)")
+
+
+def out_array(out, like, like_name: str) -> None:
+    """An `out=` array: None, or `like`'s kind, shape, dtype (and torch device), writable."""
+    if out is None:
+        return
+    if kind(out) != kind(like):
+        raise TypeError(f"out: must be a {kind(like)} array like {like_name}, got {type(out).__name__}")
+    if tuple(out.shape) != tuple(like.shape):
+        raise ValueError(f"out: shape must be {like_name}'s {tuple(like.shape)}, got {tuple(out.shape)}")
+    if dtype_name(out) != dtype_name(like):
+        raise TypeError(f"out: dtype must be {like_name}'s {dtype_name(like)}, got {dtype_name(out)}")
+    if is_torch(out) and out.device != like.device:
+        raise ValueError(f"out: must be on {like_name}'s device {like.device}, got {out.device}")
+    writable("out", out)
 
 
 def ndim(name: str, a, rank: int, layout: str) -> None:

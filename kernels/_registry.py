@@ -81,6 +81,13 @@ def supporting_backends(op: str, problem: dict) -> list[str]:
     return _backends.supporting_backends(get(op), problem)
 
 
+def last_backend(op: str) -> str | None:
+    """The backend that ran the calling thread's latest call of `op` ("reference" | "nki" | "triton"; None before
+    the first): what `backend="auto"` chose. The logger "nkilab.kernels" says the same at DEBUG level, with the
+    reason when "auto" fell back to the reference."""
+    return _backends.last_backend(get(op))
+
+
 def unsupported(op: str, backend: str, **problem) -> str | None:
     """Why `backend` cannot run `op` on `problem` (None when it can); BackendUnavailableError if it has no `op`."""
     return load(op, backend)[1](**problem)

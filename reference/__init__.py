@@ -4,7 +4,7 @@ Each function here defines the semantics the kernels of `nkilab.kernels` are che
 docstrings point here.
 """
 
-from nkilab.reference.attention import attention, visible_keys
+from nkilab.reference.attention import attention, attention_varlen, visible_keys
 from nkilab.reference.matmul import qmatmul
 from nkilab.reference.norm import rms_norm
 from nkilab.reference.paged import build_paged_cache, gather_kv, paged_attention, write_kv_cache
@@ -29,6 +29,7 @@ __all__ = [
     "QuantizedActivation",
     "QuantizedWeight",
     "attention",
+    "attention_varlen",
     "build_paged_cache",
     "dequantize_activation",
     "dequantize_weight",

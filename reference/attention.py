@@ -7,6 +7,10 @@ Semantics the kernels must match:
   - sliding_window=w also hides keys j < i + Skv - Sq - w + 1 (so a query sees at most w keys).
   - softcap=c maps scores s -> c * tanh(s / c) after scaling, before masking.
   - a query row that sees no key at all returns zeros, never NaN.
+  - key_padding_mask [B, Skv] bool hides the keys where it is False (padding) from every query of that batch row;
+    positions keep their index, so causal alignment is unchanged.
+  - varlen (`attention_varlen`): sequences packed along one axis, cut by cu_seqlens_q / cu_seqlens_k; each
+    sequence attends to its own keys only, with the rules above applied per sequence.
 
 `compute_dtype=np.float64` (default) is the truth. float32/float16/bfloat16 run the same steps naively in that
 working precision (inputs and every intermediate rounded to it, dot products and sums accumulated in float32),
@@ -38,7 +42,8 @@ def visible_keys(sq: int, skv: int, *, causal: bool, sliding_window: int | None 
     return mask
 
 
-def attention(q, k, v, *, causal=False, scale=None, sliding_window=None, softcap=None, compute_dtype=np.float64):
+def attention(q, k, v, *, causal=False, scale=None, sliding_window=None, softcap=None, key_padding_mask=None,
+              compute_dtype=np.float64):
     """out[b, i, h] = sum_j softmax_j(masked(softcap(scale * q[b, i, h] · k[b, j, h // g]))) v[b, j, h // g].
 
     Dimensions: B batch; Sq queries; Skv keys; Hq = g * Hkv heads; D head dim.
@@ -50,6 +55,8 @@ def attention(q, k, v, *, causal=False, scale=None, sliding_window=None, softcap
         scale: score multiplier; None = D ** -0.5.
         sliding_window: w >= 1 hides keys j < i + Skv - Sq - w + 1; None = no window.
         softcap: c > 0 applies c * tanh(s / c) to the scaled scores before masking; None = off.
+        key_padding_mask: [B, Skv] bool, False = key j of batch row b is padding, hidden from its queries; None = all
+            keys visible.
         compute_dtype: float64 (truth) | float32 | float16 | bfloat16 (naive working-precision run).
 
     Returns:
@@ -74,7 +81,9 @@ def attention(q, k, v, *, causal=False, scale=None, sliding_window=None, softcap
     s = (s.astype(acc) * acc.type(scale)).astype(cd)
     if softcap is not None:
         s = (acc.type(softcap) * np.tanh(s.astype(acc) / acc.type(softcap))).astype(cd)
-    mask = visible_keys(sq, skv, causal=causal, sliding_window=sliding_window)
+    mask = visible_keys(sq, skv, causal=causal, sliding_window=sliding_window)  # [Sq, Skv]
+    if key_padding_mask is not None:
+        mask = mask & np.asarray(key_padding_mask, dtype=bool)[:, None, None, :]  # [B, 1, Sq, Skv]
     s = np.where(mask, s, -np.inf).astype(cd)
 
     row_max = s.max(axis=-1, keepdims=True) if skv else np.zeros(s.shape[:-1] + (1,), dtype=cd)
@@ -83,4 +92,32 @@ def attention(q, k, v, *, causal=False, scale=None, sliding_window=None, softcap
     denom = p.astype(acc).sum(axis=-1, keepdims=True).astype(cd)
     p = (p.astype(acc) / np.where(denom == 0, 1, denom).astype(acc)).astype(cd)  # 0 / 1 = 0 for masked rows
     out = np.einsum("bhij,bjhd->bihd", p.astype(acc), v.astype(acc)).astype(cd)
+    return out
+
+
+def attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, *, compute_dtype=np.float64, **options):
+    """Attention of packed variable-length sequences: sequence i's queries q[0, cu_seqlens_q[i]:cu_seqlens_q[i + 1]]
+    attend to its keys k[0, cu_seqlens_k[i]:cu_seqlens_k[i + 1]] only, each sequence as one `attention` call.
+
+    Args:
+        q: [1, Tq, Hq, D]; k, v: [1, Tk, Hkv, D] (sequences packed along axis 1).
+        cu_seqlens_q, cu_seqlens_k: [num_seqs + 1] integer, 0 first, non-decreasing, Tq (Tk) last.
+        options: causal, scale, sliding_window, softcap as in `attention` (applied per sequence: bottom-right causal
+            alignment within each sequence).
+
+    Returns:
+        out: [1, Tq, Hq, D] compute_dtype.
+
+    Example:
+        >>> q = np.zeros((1, 2, 1, 1)); v = np.array([1.0, 3.0]).reshape(1, 2, 1, 1)
+        >>> attention_varlen(q, v, v, [0, 1, 2], [0, 1, 2]).ravel().tolist()  # each query sees only its own key
+        [1.0, 3.0]
+    """
+    cd = np.dtype(compute_dtype)
+    out = np.zeros(np.shape(q), dtype=cd)
+    cq, ck = np.asarray(cu_seqlens_q).tolist(), np.asarray(cu_seqlens_k).tolist()
+    for i in range(len(cq) - 1):
+        rows, keys = slice(cq[i], cq[i + 1]), slice(ck[i], ck[i + 1])
+        out[:, rows] = attention(np.asarray(q)[:, rows], np.asarray(k)[:, keys], np.asarray(v)[:, keys],
+                                 compute_dtype=cd, **options)
     return out

@@ -3,7 +3,9 @@
 Execution model (as the official simulator, S-SIM): tensors arguments arrive as HBM `NkiTensor`s
 (`hbm`; `shared_hbm` under LNC 2) over the caller's arrays; every instruction runs eagerly, in
 program order; inputs the kernel writes are updated in place; the tensors the kernel returns come
-back as NumPy arrays (torch tensors when the inputs were torch). LNC 2 runs program 0 and program 1
+back as NumPy arrays (torch tensors when the inputs were torch), except that a returned argument
+comes back as the caller's own array, not a copy (a kernel that returns the cache it wrote costs
+nothing more than its writes). LNC 2 runs program 0 and program 1
 (each with its own SBUF/PSUM and `nl.program_id()`), sharing HBM, interleaved at their synchronization
 points (`cores.py`); program 1's `shared_hbm` allocations are program 0's. `mode="trace"` records the
 instruction trace without float math, so outputs come back as None. On-chip capacity is checked by
@@ -107,7 +109,9 @@ def run(kernel, *args, target: str | None = None, mode: str = "full", lnc: int |
     with blas.single_threaded(), gc_tuning.fewer_collections():
         result = cores.run_programs(run_ctx, fn, t_args, t_kwargs)
     liveness.check(run_ctx.lifetimes, tgt)
-    outputs = _from_tensor(result, use_torch)
+    originals = {id(t): a for t, a in zip(list(t_args) + list(t_kwargs.values()), list(args) + list(kwargs.values()))
+                 if isinstance(t, NkiTensor)}
+    outputs = _from_tensor(result, use_torch, originals)
     for original, staged in write_back:
         _copy_back(original, staged)
     return RunResult(outputs, run_ctx.trace)
@@ -147,11 +151,15 @@ def _numpy_to_torch(a: np.ndarray):
     return to_torch(a)
 
 
-def _from_tensor(out, use_torch: bool):
+def _from_tensor(out, use_torch: bool, originals: dict):
+    """The kernel's result as arrays: an argument tensor as the caller's own array (`originals`: id(tensor) ->
+    argument), any other tensor copied out."""
     if isinstance(out, (list, tuple)):
-        return type(out)(_from_tensor(o, use_torch) for o in out)
+        return type(out)(_from_tensor(o, use_torch, originals) for o in out)
     if not isinstance(out, NkiTensor):
         return out
+    if id(out) in originals:
+        return originals[id(out)]
     vals = out.values()
     if vals is None:
         return None

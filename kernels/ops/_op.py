@@ -68,6 +68,40 @@ class Plot:
 
 
 @dataclass(frozen=True)
+class TorchOp:
+    """How `torch.ops.nkilab.<name>` exposes the op (registered from the registry by `nkilab.kernels.torch_ops`).
+
+    Attributes:
+        schema: the torch.library schema after the op name, e.g. "(Tensor x, *, str backend='auto') -> Tensor".
+            Arguments written in place carry an alias annotation (`Tensor(a!) key_cache`), so torch.compile and
+            `torch.library.opcheck` know what the op mutates.
+        fake: `fn(*args, **kwargs)` (the schema's arguments) -> empty tensors of the result's shapes, dtypes and
+            devices (None for `-> ()`), computing nothing: what torch.compile traces instead of the kernel.
+        call: `fn(*args, **kwargs)` -> the result on real tensors; None = the public function itself (its result
+            matches the schema's). Tensor results must be fresh tensors, never an input.
+        out_schema: the `<name>.out` overload's schema (the same arguments and a keyword `Tensor(a!) out`,
+            `-> ()`; the public function's `out=`), or None.
+    """
+
+    schema: str
+    fake: Callable
+    call: Callable | None = None
+    out_schema: str | None = None
+
+    @classmethod
+    def like_first(cls, arguments: str) -> "TorchOp":
+        """An op returning one tensor of its first argument's shape, dtype and device, with an `.out` overload:
+        `arguments` is the schema's argument list without parentheses."""
+        return cls(schema=f"({arguments}) -> Tensor", out_schema=f"({arguments}, Tensor(a!) out) -> ()",
+                   fake=_shaped_like_first)
+
+
+def _shaped_like_first(first, *args, **kwargs):
+    """torch.compile's stand-in for a result shaped like the first argument."""
+    return first.new_empty(first.shape)
+
+
+@dataclass(frozen=True)
 class Op:
     """One op family, declared once.
 
@@ -95,6 +129,7 @@ class Op:
             (e.g. qmatmul once per weight scheme; default: the problem itself).
         phases: the workload phases `model_problems` is asked for (nkilab.harness.workloads.PHASES: "decode",
             "prefill", and the paged-cache steps "chunked", "mixed"); default decode and prefill.
+        torch: how the op is registered as `torch.ops.nkilab.<name>` (`TorchOp`).
     """
 
     name: str
@@ -114,6 +149,7 @@ class Op:
     bench: Callable | None = None
     bench_variants: Callable | None = None
     phases: tuple[str, ...] = ("decode", "prefill")
+    torch: TorchOp | None = None
 
     def bench_problems(self, problem) -> list:
         """The GPU bench's problems for one workload problem (`bench_variants`, default the problem itself)."""

@@ -6,18 +6,23 @@ Per rank, a prefill of S tokens is one causal attention over the sequence (batch
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from nkilab import reference
 from nkilab.kernels import _backends, _checks
-from nkilab.kernels._adapter import dtype_name, numpy_dtype, to_torch
-from nkilab.kernels.ops._op import Launcher, Op, Plot
+from nkilab.kernels._adapter import dtype_name, numpy_dtype, to_numpy, to_torch, zeros_like
+from nkilab.kernels.ops import _attention_masks
+from nkilab.kernels.ops._op import Launcher, Op, Plot, TorchOp
 from nkilab.kernels.ops._problem import Problem
 from nkilab.reference.dtypes import itemsize
 
 
-def attention(q, k, v, *, causal=False, scale=None, sliding_window=None, softcap=None, backend="auto"):
-    """Dense (prefill) attention with GQA, bottom-right causal mask, sliding window and softcap.
+def attention(q, k, v, *, causal=False, scale=None, sliding_window=None, softcap=None, key_padding_mask=None,
+              cu_seqlens_q=None, cu_seqlens_k=None, backend="auto", out=None, target=None):
+    """Dense (prefill) attention with GQA, bottom-right causal mask, sliding window and softcap; padded batches
+    through a key-padding mask, packed variable-length sequences through cu_seqlens.
 
     Dimensions: B batch; Sq queries; Skv keys; Hq = g * Hkv heads; D head dim.
 
@@ -28,23 +33,53 @@ def attention(q, k, v, *, causal=False, scale=None, sliding_window=None, softcap
         scale: score multiplier > 0; None = D ** -0.5.
         sliding_window: int >= 1, also hides keys j < i + Skv - Sq - w + 1; None = no window.
         softcap: c > 0, scores -> c * tanh(s / c) before masking; None = off.
+        key_padding_mask: [B, Skv] bool like q (True = visible key, False = padding hidden from every query of its
+            row; HF's attention_mask as bool). Every backend runs left padding (each row's visible keys a suffix,
+            as HF generate pads); other masks run on the reference only (explicit other backend: ValueError).
+        cu_seqlens_q, cu_seqlens_k: [num_seqs + 1] integer like q, 0 first, non-decreasing: varlen attention of
+            sequences packed along axis 1 (q [1, Tq, Hq, D], k/v [1, Tk, Hkv, D], B = 1), sequence i's queries
+            cu_seqlens_q[i]:[i + 1] over its keys cu_seqlens_k[i]:[i + 1] only, the rules above per sequence.
         backend: "reference" | "nki" | "triton" | "auto" (see nkilab.kernels.api).
+        out: None, or an array like q (kind, shape, dtype, device) that receives the result (returned).
+        target: Neuron target of the NKI backend ("inf2" | "trn1" | "trn2" | "trn3"); None = its default.
 
     Returns:
-        out: [B, Sq, Hq, D], q's dtype and kind; a query that sees no key gets zeros.
+        out: [B, Sq, Hq, D], q's dtype and kind (the caller's `out` when given); a query that sees no key gets zeros.
 
     Raises:
         TypeError / ValueError: naming the argument, before any work (shapes, dtypes, GQA, options, backend).
 
     See Also:
-        nkilab.reference.attention.attention (the semantics, in float64).
+        nkilab.reference.attention.attention, attention_varlen (the semantics, in float64);
+        nkilab.kernels.ops._attention_masks (how masks and varlen run on the kernels).
     """
     options = check(q, k, v, causal=causal, scale=scale, sliding_window=sliding_window, softcap=softcap)
+    _attention_masks.check(q, k, key_padding_mask, cu_seqlens_q, cu_seqlens_k)
+    _checks.out_array(out, q, "q")
     problem = dict(head_dim=int(q.shape[3]), dtype=dtype_name(q), causal=options["causal"],
                    sliding_window=options["sliding_window"], softcap=options["softcap"], empty=_backends.empty(q, k))
-    name, impl = _backends.choose(OP, backend, problem)
-    out = impl(*(_backends.to_backend(name, a) for a in (q, k, v)), **options)
-    return _backends.back(out, q)
+    general = key_padding_mask is not None and _attention_masks.left_pad_starts(key_padding_mask) is None
+    if general and backend not in ("reference", "auto"):
+        raise ValueError(f"key_padding_mask: backend={backend!r} runs left-padding masks only (each row's visible keys "
+                         "a suffix); this mask hides a key after a visible one; use backend='reference'")
+    name, impl = _backends.choose(OP, "reference" if general else backend, problem, target=target)
+    if general:  # the reference masks natively
+        result = _run_reference(*(to_numpy(a) for a in (q, k, v)), key_padding_mask=to_numpy(key_padding_mask),
+                                **options)
+        return _backends.back(result, q, out)
+    calls = _attention_masks.pieces(q, key_padding_mask, cu_seqlens_q, cu_seqlens_k)
+    if len(calls) == 1 and calls[0] == (slice(None),) * 3:
+        result = impl(*(_backends.to_backend(name, a) for a in (q, k, v)), **options)
+        return _backends.back(result, q, out)
+    result = zeros_like(q) if out is None else out
+    if out is not None:
+        result[...] = 0
+    for rows, queries, keys in calls:
+        pq, pk, pv = q[rows, queries], k[rows, keys], v[rows, keys]
+        if math.prod(pq.shape) and pk.shape[1]:  # no query rows: nothing to do; no keys: the rows stay zero
+            result[rows, queries] = _backends.back(impl(*(_backends.to_backend(name, a) for a in (pq, pk, pv)),
+                                                        **options), q)
+    return result
 
 
 def check(q, k, v, *, causal, scale, sliding_window, softcap) -> dict:
@@ -68,7 +103,7 @@ def check(q, k, v, *, causal, scale, sliding_window, softcap) -> dict:
 
 
 def _run_reference(q, k, v, **options):
-    return reference.attention(q, k, v, **options).astype(q.dtype)
+    return reference.attention(q, k, v, **options).astype(q.dtype)  # options may carry key_padding_mask
 
 
 # --- workload -----------------------------------------------------------------------------------------------------
@@ -199,6 +234,13 @@ def bench(problem: Problem, device, cache: dict):
     return cases, truth
 
 
+# torch.ops.nkilab.<op> (nkilab.kernels.torch_ops): the public function's arguments as a torch.library schema
+_TORCH_ARGS = ("Tensor q, Tensor k, Tensor v, *, bool causal=False, float? scale=None, int? sliding_window=None, "
+               "float? softcap=None, Tensor? key_padding_mask=None, Tensor? cu_seqlens_q=None, "
+               "Tensor? cu_seqlens_k=None, str backend='auto', str? target=None")
+TORCH = TorchOp.like_first(_TORCH_ARGS)
+
+
 OP = Op(
     name="attention",
     order=20,
@@ -215,4 +257,5 @@ OP = Op(
     model_problems=model_problems,
     plot=Plot(size="sq"),
     bench=bench,
+    torch=TORCH,
 )

@@ -13,14 +13,14 @@ import numpy as np
 from nkilab import reference
 from nkilab.kernels import _backends, _checks
 from nkilab.kernels._adapter import dtype_name, numpy_dtype, to_numpy, to_torch
-from nkilab.kernels.ops._op import Launcher, Op, Plot
+from nkilab.kernels.ops._op import Launcher, Op, Plot, TorchOp
 from nkilab.kernels.ops._problem import Problem
 from nkilab.kernels.ops.attention import attention_torch, sdpa, visible_pairs
 from nkilab.reference.dtypes import itemsize
 
 
 def paged_attention(q, key_cache, value_cache, block_tables, seq_lens, query_start_loc, *, scale=None, causal=True,
-                    sliding_window=None, softcap=None, backend="auto"):
+                    sliding_window=None, softcap=None, backend="auto", out=None, target=None):
     """Attention over a paged KV cache for decode, prefill, chunked prefill and mixed batches.
 
     Dimensions: T_total query tokens of num_seqs sequences; Hq = g * Hkv; D head dim.
@@ -35,21 +35,24 @@ def paged_attention(q, key_cache, value_cache, block_tables, seq_lens, query_sta
         query_start_loc: [num_seqs + 1] integer (int32), 0 first, non-decreasing, T_total last.
         scale, causal, sliding_window, softcap: as in `attention` (causal defaults to True here).
         backend: "reference" | "nki" | "triton" | "auto" (see nkilab.kernels.api).
+        out: None, or an array like q (kind, shape, dtype, device) that receives the result (returned).
+        target: Neuron target of the NKI backend ("inf2" | "trn1" | "trn2" | "trn3"); None = its default.
 
     Returns:
-        out: [T_total, Hq, D], q's dtype and kind.
+        out: [T_total, Hq, D], q's dtype and kind (the caller's `out` when given).
 
     See Also:
         nkilab.reference.paged.paged_attention (gather each sequence, then dense attention).
     """
     options = check(q, key_cache, value_cache, block_tables, seq_lens, query_start_loc, causal=causal, scale=scale,
                     sliding_window=sliding_window, softcap=softcap)
+    _checks.out_array(out, q, "q")
     problem = dict(head_dim=int(q.shape[2]), block_size=int(key_cache.shape[1]), dtype=dtype_name(q),
                    sliding_window=options["sliding_window"], softcap=options["softcap"], empty=_backends.empty(q))
-    name, impl = _backends.choose(OP, backend, problem)
+    name, impl = _backends.choose(OP, backend, problem, target=target)
     arrays = (q, key_cache, value_cache, block_tables, seq_lens, query_start_loc)
-    out = impl(*(_backends.to_backend(name, a) for a in arrays), **options)
-    return _backends.back(out, q)
+    result = impl(*(_backends.to_backend(name, a) for a in arrays), **options)
+    return _backends.back(result, q, out)
 
 
 def check(q, key_cache, value_cache, block_tables, seq_lens, query_start_loc, *, causal, scale, sliding_window,
@@ -296,6 +299,13 @@ def bench(problem: Problem, device, cache: dict):
     return cases, truth
 
 
+# torch.ops.nkilab.<op> (nkilab.kernels.torch_ops): the public function's arguments as a torch.library schema
+_TORCH_ARGS = ("Tensor q, Tensor key_cache, Tensor value_cache, Tensor block_tables, Tensor seq_lens, "
+               "Tensor query_start_loc, *, float? scale=None, bool causal=True, int? sliding_window=None, "
+               "float? softcap=None, str backend='auto', str? target=None")
+TORCH = TorchOp.like_first(_TORCH_ARGS)
+
+
 OP = Op(
     name="paged_attention",
     order=40,
@@ -313,4 +323,5 @@ OP = Op(
     plot=Plot(size="num_seqs", series=_series, context="context"),
     bench=bench,
     phases=("decode", "prefill", "chunked", "mixed"),
+    torch=TORCH,
 )

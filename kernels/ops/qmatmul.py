@@ -12,9 +12,11 @@ import numpy as np
 
 from nkilab import reference
 from nkilab.kernels import _backends, _checks
-from nkilab.kernels._adapter import FLOAT_DTYPE_NAMES, dtype_name, numpy_dtype
-from nkilab.kernels.ops._op import Launcher, Op, Plot
+from nkilab.kernels._adapter import FLOAT_DTYPE_NAMES, dtype_name, numpy_dtype, to_numpy, to_torch
+from nkilab.kernels.ops import _weights
+from nkilab.kernels.ops._op import Launcher, Op, Plot, TorchOp
 from nkilab.kernels.ops._problem import DEFAULT_QUANT, Problem, Quant
+from nkilab.kernels.ops._weights import PreparedWeight
 from nkilab.reference.dtypes import itemsize
 from nkilab.reference.quant import (
     FP8_DTYPES,
@@ -36,21 +38,32 @@ BENCH_QUANTS = (Quant("int8"), Quant("int4", 128), Quant("int4", 128, symmetric=
 BENCH_PROJECTIONS = ("qkv", "down")
 
 
-def qmatmul(x, qw, *, out_dtype=None, backend="auto"):
+def qmatmul(x, qw, *, out_dtype=None, backend="auto", target=None):
     """y[M, N] = x[M, K] @ W[K, N], W the dequantized `qw`.
 
     Args:
         x: [M, K] float16|bfloat16|float32|float64 (NumPy or torch), or a QuantizedActivation (W8A8; qw must
             then be fp8 per channel).
-        qw: QuantizedWeight from nkilab.reference.quant.quantize_weight, shape (K, N).
+        qw: shape (K, N): a QuantizedWeight (nkilab.reference.quant.quantize_weight; from a torch nn.Linear's [N, K]
+            weight: nkilab.reference.quant_import.quantize_linear; GPTQ / AWQ checkpoints: from_gptq / from_awq), a
+            PreparedWeight (`prepare_weight`: validated and converted once for a backend), or a backend's own
+            prepared weight (nkilab.kernels.triton.prepare_weight).
         out_dtype: result dtype (NumPy, ml_dtypes, torch dtype or name); None = x's dtype (float32 for W8A8).
         backend: "reference" | "nki" | "triton" | "auto" (see nkilab.kernels.api).
+        target: Neuron target of the NKI backend ("inf2" | "trn1" | "trn2" | "trn3"); None = its default.
 
     Returns:
         y: [M, N] out_dtype, NumPy or torch like x (NumPy for a QuantizedActivation).
 
+    Precision: the reference computes in float64. The NKI kernel rounds x to bfloat16 before TensorE (fp32
+    activations included: TensorE multiplies bf16 at full rate and fp32 at a quarter of it, so the kernel keeps the
+    device's bf16 moving operand); quantized weights are exact in bf16 and sums are fp32. So for fp32 x expect an
+    error of about 2^-9 |x| |W| per product (measured: up to ~0.1 on outputs of magnitude ~10 at K = 256), not
+    fp32 rounding; use
+    backend="reference" or "triton" (fp32 dots) where that matters. Triton computes in x's dtype with fp32 sums.
+
     Raises:
-        TypeError: qw not a QuantizedWeight, x not an array, non-float dtypes.
+        TypeError: qw not a (prepared) QuantizedWeight, x not an array, non-float dtypes.
         ValueError: K mismatch, inconsistent qw, unknown backend, unsupported scheme for an explicit backend.
 
     Example:
@@ -59,14 +72,45 @@ def qmatmul(x, qw, *, out_dtype=None, backend="auto"):
         >>> qmatmul(np.ones((1, 2), np.float32), quantize_weight(np.full((2, 1), 2.0), "int8"), backend="reference")
         array([[4.]], dtype=float32)
     """
-    out_name = check(x, qw, out_dtype)
+    prepared = _weights.as_prepared(OP, qw)
+    weight = qw if prepared is None else prepared.source
+    out_name = check(x, weight, out_dtype, validated=prepared is not None)
     quantized_x = isinstance(x, QuantizedActivation)
     xdata = x.data if quantized_x else x
-    problem = _problem_dict(Quant(qw.scheme, qw.group_size, qw.symmetric, quantized_x), int(xdata.shape[0]),
-                            int(qw.shape[0]), int(qw.shape[1]), dtype_name(xdata))
-    name, impl = _backends.choose(OP, backend, dict(problem, empty=_backends.empty(xdata)))
-    y = impl(x if quantized_x else _backends.to_backend(name, x), qw, out_dtype=_backends.out_dtype_for(name, out_name))
+    problem = _problem_dict(Quant(weight.scheme, weight.group_size, weight.symmetric, quantized_x),
+                            int(xdata.shape[0]), int(weight.shape[0]), int(weight.shape[1]), dtype_name(xdata))
+    name, impl = _backends.choose(OP, backend, dict(problem, empty=_backends.empty(xdata)), target=target)
+    w = weight if prepared is None else prepared.for_backend(name)
+    y = impl(x if quantized_x else _backends.to_backend(name, x), w, out_dtype=_backends.out_dtype_for(name, out_name))
     return _backends.back(y, None if quantized_x else x)
+
+
+def prepare_weight(qw, backend="auto", device=None) -> PreparedWeight:
+    """`qw` validated once and converted into the form `backend`'s kernel reads, for `qmatmul(x, prepared, ...)`.
+
+    Args:
+        qw: QuantizedWeight (K, N).
+        backend: "reference" | "nki" | "triton" | "auto" (the backend "auto" would use here). The prepared form
+            serves that backend; any other backend gets the source weight (converted per call, as without
+            preparing).
+        device: torch device for the Triton form (None = its kernel device); NumPy backends take none.
+
+    Returns:
+        PreparedWeight(source, backend, prepared): Triton: torch tensors on the device (fp8 as raw bits); reference
+        and NKI: the validated QuantizedWeight itself (their kernels read the NumPy arrays as they are).
+
+    Example:
+        >>> import numpy as np
+        >>> from nkilab.reference.quant import quantize_weight
+        >>> pw = prepare_weight(quantize_weight(np.full((2, 1), 2.0), "int8"), backend="reference")
+        >>> qmatmul(np.ones((1, 2), np.float32), pw, backend="reference")
+        array([[4.]], dtype=float32)
+    """
+    if not isinstance(qw, QuantizedWeight):
+        raise TypeError(f"qw: must be a QuantizedWeight from nkilab.reference.quant.quantize_weight, "
+                        f"got {type(qw).__name__}")
+    _check_quantized_weight(qw)
+    return _weights.prepare(OP, qw, backend, device)
 
 
 def _problem_dict(quant: Quant, m: int, k: int, n: int, dtype: str) -> dict:
@@ -78,11 +122,14 @@ def _problem_dict(quant: Quant, m: int, k: int, n: int, dtype: str) -> dict:
 # --- argument rules -----------------------------------------------------------------------------------------------
 
 
-def check(x, qw, out_dtype) -> str:
-    """Validate qmatmul inputs; returns the resolved output dtype name (None -> x's dtype, float32 for W8A8)."""
+def check(x, qw, out_dtype, *, validated: bool = False) -> str:
+    """Validate qmatmul inputs; returns the resolved output dtype name (None -> x's dtype, float32 for W8A8).
+    `validated`: qw came from a prepared weight, whose fields were checked when it was prepared."""
     if not isinstance(qw, QuantizedWeight):
-        raise TypeError(f"qw: must be a QuantizedWeight from nkilab.reference.quant.quantize_weight, got {type(qw).__name__}")
-    _check_quantized_weight(qw)
+        raise TypeError(f"qw: must be a QuantizedWeight (nkilab.reference.quant.quantize_weight) or a prepared weight "
+                        f"(nkilab.kernels.prepare_weight), got {type(qw).__name__}")
+    if not validated:
+        _check_quantized_weight(qw)
     k, n = qw.shape
     if isinstance(x, QuantizedActivation):
         if qw.scheme not in FP8_SCHEMES or qw.group_size is not None:
@@ -296,6 +343,55 @@ def bench(problem: Problem, device, cache: dict):
     return cases, truth
 
 
+# --- torch.ops.nkilab.qmatmul: the weight as tensors -----------------------------------------------------------------
+
+
+def torch_weight_args(qw: QuantizedWeight, device=None) -> tuple:
+    """The weight arguments of `torch.ops.nkilab.qmatmul` for `qw`: (w_data, w_scales, w_zeros, scheme, group_size,
+    symmetric), the arrays as torch tensors on `device` (default CPU; fp8 data as its raw uint8 bits, since torch has
+    no IEEE-like float8_e4m3), e.g. registered as an nn.Module's buffers."""
+    if not isinstance(qw, QuantizedWeight):
+        raise TypeError(f"qw: must be a QuantizedWeight, got {type(qw).__name__}")
+    _check_quantized_weight(qw)
+    data = qw.data.view(np.uint8) if qw.scheme in FP8_SCHEMES else qw.data
+    zeros = None if qw.zeros is None else to_torch(np.array(qw.zeros), device=device)
+    return (to_torch(np.array(data), device=device), to_torch(np.array(qw.scales), device=device), zeros, qw.scheme,
+            qw.group_size, qw.symmetric)
+
+
+def weight_from_tensors(w_data, w_scales, w_zeros, scheme: str, group_size, symmetric: bool) -> QuantizedWeight:
+    """The QuantizedWeight that `torch_weight_args` made tensors of (NumPy views of CPU tensors; a device tensor is
+    copied to the host per call, so on a GPU prefer `qmatmul(x, prepare_weight(qw, backend="triton"))`)."""
+    if scheme not in SCHEMES:
+        raise ValueError(f"scheme: must be one of {SCHEMES}, got {scheme!r}")
+    data = to_numpy(w_data)
+    if scheme in FP8_SCHEMES:
+        if data.dtype != np.uint8:
+            raise TypeError(f"w_data: {scheme} weights travel as their uint8 bits, got {data.dtype}")
+        data = data.view(FP8_DTYPES[scheme])
+    rows, n = data.shape if data.ndim == 2 else (0, 0)
+    zeros = None if w_zeros is None else to_numpy(w_zeros)
+    return QuantizedWeight(data, to_numpy(w_scales), zeros, scheme, group_size,
+                           (2 * rows if scheme == "int4" else rows, n), symmetric)
+
+
+def _torch_call(x, w_data, w_scales, w_zeros, scheme, group_size, symmetric, **options):
+    return qmatmul(x, weight_from_tensors(w_data, w_scales, w_zeros, scheme, group_size, symmetric), **options)
+
+
+def _fake(x, w_data, w_scales, w_zeros, scheme, group_size, symmetric, *, out_dtype=None, **options):
+    """torch.compile's stand-in: [M, N] in out_dtype (x's dtype by default), on x's device."""
+    return x.new_empty((x.shape[0], w_data.shape[1]), dtype=out_dtype or x.dtype)
+
+
+TORCH = TorchOp(
+    schema="(Tensor x, Tensor w_data, Tensor w_scales, Tensor? w_zeros, str scheme, int? group_size, "
+           "bool symmetric, *, ScalarType? out_dtype=None, str backend='auto', str? target=None) -> Tensor",
+    fake=_fake,
+    call=_torch_call,
+)
+
+
 OP = Op(
     name="qmatmul",
     order=10,
@@ -313,4 +409,5 @@ OP = Op(
     plot=Plot(size="m", series=_series),
     bench=bench,
     bench_variants=bench_variants,
+    torch=TORCH,
 )

@@ -13,12 +13,12 @@ import numpy as np
 from nkilab import reference
 from nkilab.kernels import _backends, _checks
 from nkilab.kernels._adapter import dtype_name, numpy_dtype, to_numpy, to_torch
-from nkilab.kernels.ops._op import Check, Launcher, Op, Plot
+from nkilab.kernels.ops._op import Check, Launcher, Op, Plot, TorchOp
 from nkilab.kernels.ops._problem import Problem
 from nkilab.reference.dtypes import itemsize
 
 
-def rms_norm(x, weight, *, eps=1e-6, residual=None, backend="auto"):
+def rms_norm(x, weight, *, eps=1e-6, residual=None, backend="auto", target=None):
     """y = x / sqrt(mean(x², last axis) + eps) · weight; with `residual`, h = x + residual first, returns (y, h).
 
     Dimensions: [..., H]: leading dims are rows (flattened to [N, H] for the backends), H the normalized axis.
@@ -30,6 +30,7 @@ def rms_norm(x, weight, *, eps=1e-6, residual=None, backend="auto"):
         residual: None, or x's shape and dtype: the fused pre-norm residual of Llama blocks, h = x + residual (the
             new residual stream, in x's dtype) is normalized and returned too.
         backend: "reference" | "nki" | "triton" | "auto" (see nkilab.kernels.api).
+        target: Neuron target of the NKI backend ("inf2" | "trn1" | "trn2" | "trn3"); None = its default.
 
     Returns:
         y: x's shape, dtype and kind; with a residual, (y, h), both so.
@@ -46,7 +47,7 @@ def rms_norm(x, weight, *, eps=1e-6, residual=None, backend="auto"):
     hidden = int(x.shape[-1])
     rows = x.reshape(-1, hidden)
     problem = dict(dtype=dtype_name(x), hidden=hidden, residual=residual is not None, empty=_backends.empty(rows))
-    name, impl = _backends.choose(OP, backend, problem)
+    name, impl = _backends.choose(OP, backend, problem, target=target)
     res = None if residual is None else _backends.to_backend(name, residual.reshape(-1, hidden))
     out = impl(_backends.to_backend(name, rows), _backends.to_backend(name, weight), eps=eps, residual=res)
     if residual is None:
@@ -193,6 +194,25 @@ def bench(problem: Problem, device, cache: dict):
     return cases, truth
 
 
+def _torch_call(x, weight, **options) -> list:
+    """The torch op returns a list: [y], or [y, h] with a residual (a schema has one result type)."""
+    out = rms_norm(x, weight, **options)
+    return list(out) if isinstance(out, tuple) else [out]
+
+
+def _fake(x, weight, *, residual=None, **options) -> list:
+    """torch.compile's stand-in: [y] or [y, h], x's shape, dtype and device."""
+    return [x.new_empty(x.shape) for _ in range(1 if residual is None else 2)]
+
+
+TORCH = TorchOp(
+    schema="(Tensor x, Tensor weight, *, float eps=1e-06, Tensor? residual=None, str backend='auto', "
+           "str? target=None) -> Tensor[]",
+    fake=_fake,
+    call=_torch_call,
+)
+
+
 OP = Op(
     name="rms_norm",
     order=50,
@@ -210,4 +230,5 @@ OP = Op(
     plot=Plot(size="rows", series=_series),
     check=Check(output=stacked, reference=stacked_reference),
     bench=bench,
+    torch=TORCH,
 )

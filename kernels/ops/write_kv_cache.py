@@ -12,13 +12,13 @@ import numpy as np
 
 from nkilab import reference
 from nkilab.kernels import _backends, _checks
-from nkilab.kernels._adapter import copy_into, dtype_name, numpy_dtype, to_numpy, to_torch
-from nkilab.kernels.ops._op import Check, Launcher, Op, Plot
+from nkilab.kernels._adapter import dtype_name, is_torch, numpy_dtype, to_numpy, to_torch
+from nkilab.kernels.ops._op import Check, Launcher, Op, Plot, TorchOp
 from nkilab.kernels.ops._problem import Problem
 from nkilab.reference.dtypes import itemsize
 
 
-def write_kv_cache(key, value, key_cache, value_cache, slot_mapping, *, backend="auto"):
+def write_kv_cache(key, value, key_cache, value_cache, slot_mapping, *, backend="auto", target=None):
     """Write each token's key/value into its cache slot, in place on the caller's arrays.
 
     Args:
@@ -27,9 +27,12 @@ def write_kv_cache(key, value, key_cache, value_cache, slot_mapping, *, backend=
         slot_mapping: [T] signed integer; token t -> block slot // block_size, offset slot % block_size; -1 = skip.
             Live slots must be unique and in [0, num_blocks * block_size).
         backend: "reference" | "nki" | "triton" | "auto" (see nkilab.kernels.api).
+        target: Neuron target of the NKI backend ("inf2" | "trn1" | "trn2" | "trn3"); None = its default.
 
     Returns:
         (key_cache, value_cache): the caller's own arrays/tensors, updated.
+
+    Cost: O(T) on every backend, whatever the cache size: the caches are never copied whole (see `write`).
 
     Example:
         >>> import numpy as np
@@ -41,15 +44,48 @@ def write_kv_cache(key, value, key_cache, value_cache, slot_mapping, *, backend=
     check(key, value, key_cache, value_cache, slot_mapping)
     problem = dict(head_dim=int(key_cache.shape[3]), block_size=int(key_cache.shape[1]), dtype=dtype_name(key_cache),
                    empty=_backends.empty(key))
-    name, impl = _backends.choose(OP, backend, problem)
-    arrays = (key, value, key_cache, value_cache, slot_mapping)
-    new_k, new_v = impl(*(_backends.to_backend(name, a) for a in arrays))  # same objects when the kind already fits
-    # A backend writes in place and returns its caches; when it worked on converted copies (another array kind
-    # or device) or returned fresh arrays, write the result back into the caller's own arrays.
-    for mine, theirs in ((key_cache, new_k), (value_cache, new_v)):
-        if theirs is not mine:
-            copy_into(mine, theirs)
+    name, impl = _backends.choose(OP, backend, problem, target=target)
+    write(name, impl, key, value, key_cache, value_cache, slot_mapping)
     return key_cache, value_cache
+
+
+def write(name: str, impl, key, value, key_cache, value_cache, slot_mapping) -> None:
+    """Run backend `name`'s write (`impl`) on validated arguments at a cost of O(new tokens), never O(cache).
+
+    Caches the backend can take as views of the caller's memory (`_backends.in_place`: same device, contiguous) are
+    written there directly. Others (another device, a non-contiguous cache) are not converted whole: the backend
+    writes the live tokens into a compact staging cache of one slot per token (block_size 1), whose rows are then
+    scattered into the caller's caches at their slots.
+    """
+    views = [_backends.in_place(name, c) for c in (key_cache, value_cache)]
+    small = [_backends.to_backend(name, a) for a in (key, value)]
+    if all(v is not None for v in views):
+        impl(*small, *views, _backends.to_backend(name, slot_mapping))  # in place, on the caller's memory
+        return
+    slots = to_numpy(slot_mapping).astype(np.int64)
+    live = np.flatnonzero(slots >= 0)
+    if live.size == 0:
+        return
+    compact = np.full(slots.shape, -1, np.int64)
+    compact[live] = np.arange(live.size)
+    stage_shape = (live.size, 1, *key_cache.shape[2:])
+    stages = [_backends.to_backend(name, np.zeros(stage_shape, numpy_dtype(dtype_name(key_cache)))) for _ in range(2)]
+    impl(*small, *stages, _backends.to_backend(name, compact))
+    blocks, offsets = np.divmod(slots[live], key_cache.shape[1])
+    for mine, stage in zip((key_cache, value_cache), stages):
+        scatter_rows(mine, blocks, offsets, stage[:, 0])
+
+
+def scatter_rows(cache, blocks: np.ndarray, offsets: np.ndarray, rows) -> None:
+    """cache[blocks[i], offsets[i]] = rows[i] on the caller's cache (NumPy or torch, any device or strides)."""
+    if is_torch(cache):
+        import torch  # optional heavy dependency: `cache` is a tensor, so torch is already imported
+
+        rows = rows if is_torch(rows) else to_torch(np.ascontiguousarray(rows))
+        index = [torch.as_tensor(i, device=cache.device) for i in (blocks, offsets)]
+        cache[index[0], index[1]] = rows.to(cache.device)
+    else:
+        cache[blocks, offsets] = to_numpy(rows)
 
 
 def check(key, value, key_cache, value_cache, slot_mapping) -> None:
@@ -175,6 +211,23 @@ def bench(problem: Problem, device, cache: dict):
     return cases, truth
 
 
+def _torch_call(*args, **kwargs) -> None:
+    """The torch op writes the caches in place and returns nothing (a custom op may not return its inputs)."""
+    write_kv_cache(*args, **kwargs)
+
+
+def _fake(*args, **kwargs) -> None:
+    return None
+
+
+TORCH = TorchOp(
+    schema="(Tensor key, Tensor value, Tensor(a!) key_cache, Tensor(b!) value_cache, Tensor slot_mapping, *, "
+           "str backend='auto', str? target=None) -> ()",
+    fake=_fake,
+    call=_torch_call,
+)
+
+
 OP = Op(
     name="write_kv_cache",
     order=30,
@@ -192,4 +245,5 @@ OP = Op(
     check=Check(output=stacked_caches, reference=expected_caches, naive=False, floor=0.0),  # a copy must be exact
     plot=Plot(size="t"),
     bench=bench,
+    torch=TORCH,
 )

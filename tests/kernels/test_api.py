@@ -369,7 +369,10 @@ def test_write_kv_cache_rejects_a_read_only_cache_before_writing():
 def test_write_kv_cache_rejects_a_cache_that_requires_grad_before_writing():
     key, value, kc, vc, slots = to_torch(write_inputs())
     kc.requires_grad_(True)
-    with pytest.raises(ValueError, match=r"key_cache: is written in place but requires grad; pass key_cache.detach\(\)"):
+    with pytest.raises(ValueError, match=r"key_cache: requires grad while grad mode is on.*key_cache.detach\(\)"):
+        K.write_kv_cache(key, value, kc, vc, slots, backend="reference")
+    with torch.no_grad(), pytest.raises(ValueError, match=r"key_cache: is written in place but requires grad; pass "
+                                                          r"key_cache.detach\(\)"):
         K.write_kv_cache(key, value, kc, vc, slots, backend="reference")
     assert not kc.detach().any() and not vc.any()
 

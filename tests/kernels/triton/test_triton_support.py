@@ -68,12 +68,35 @@ def test_unknown_op():
         triton_backend.unsupported("softmax")
 
 
+# Triton defines its own tl.* helpers when first imported; a runtime cannot keep other packages (transformers) from
+# importing it before nkilab, without TRITON_INTERPRET, on a machine without CUDA. Every op must still run, under the
+# interpreter, and the compiled-mode helpers must be left as they were outside the launches.
+IMPORTED_FIRST = """
+import triton
+import numpy as np, torch
+from triton.runtime.jit import JITFunction
+own_call = JITFunction.__dict__["__call__"]
+import nkilab.kernels as K
+from nkilab.kernels import _registry
+from nkilab.kernels.triton import _interpret
+assert _interpret.INTERPRET and _interpret.HELPERS_COMPILED
+for op in _registry.ops_list():
+    problem = op.smoke_problems("float32")[0]
+    args, kwargs = op.make_inputs(problem, np.random.default_rng(0), False)
+    tensors = [torch.from_numpy(a) if isinstance(a, np.ndarray) else a for a in args]
+    options = {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in kwargs.items()}
+    got = np.asarray(op.check.output(op.api(*tensors, **options, backend="triton")), dtype=np.float64)
+    want = np.asarray(op.check.output(op.api(*args, **kwargs, backend="reference")), dtype=np.float64)
+    # float32 kernels against the float64 reference rounded to float32: a few float32 ulps at values of order 1
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=problem.name)
+assert JITFunction.__dict__["__call__"] is own_call and "__get__" not in JITFunction.__dict__
+print("ok")
+"""
+
+
 @interpreter_only
-def test_triton_imported_first_in_the_wrong_mode_is_refused():
-    # Triton compiles its own tl.* helpers when first imported; if that happened without TRITON_INTERPRET on a
-    # machine without CUDA, the kernels could not run, so the import must say what to do instead of failing later.
+def test_every_op_runs_when_triton_was_imported_first():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    code = "import triton, nkilab.kernels.triton"
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode != 0
-    assert "import nkilab.kernels.triton first" in done.stderr
+    done = subprocess.run([sys.executable, "-c", IMPORTED_FIRST], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().endswith("ok")
