@@ -3,12 +3,13 @@ Gantt chart (`nkilab bench --problem NAME --timeline FILE.json --timeline-png FI
 
 Where the times come from: `nkilab.harness.perf.schedule.schedule` places every traced instruction on its engine
 (TensorE, VectorE, ScalarE, GpSimdE of each NeuronCore, in program order) and every DMA transfer on the DMA engines
-("queues") it occupied (`Schedule.dma_pieces`). These are *modeled* times, never a device profile.
+("queues") its packets occupied and, for software DGE, on GpSimdE while it wrote the descriptors
+(`Schedule.dma_pieces`). These are *modeled* times, never a device profile.
 
 Chrome trace event format (the JSON that ui.perfetto.dev and chrome://tracing open): {"traceEvents": [...],
 "displayTimeUnit": "ns", "otherData": {...}}; one process per NeuronCore (pid = LNC program id), one thread (track)
 per engine and per DMA queue that did work; each instruction a complete event ("ph": "X", "ts"/"dur" in
-microseconds) named by its opcode, with its operands (name, shape, dtype, buffer), FLOPs, HBM bytes and when its
+microseconds) named by its opcode (a transfer's software-DGE descriptors "<opcode> descriptors" on GpSimdE), with its operands (name, shape, dtype, buffer), FLOPs, HBM bytes and when its
 result was usable as arguments; tracks named by metadata events ("ph": "M", process_name / thread_name, and
 *_sort_index so engines list in a fixed order).
 """
@@ -46,13 +47,15 @@ class Span:
 
 def spans(trace: Trace, timed: Schedule) -> list[Span]:
     """Every bar of the schedule: one per compute instruction on its engine (start to done: its engine time), one
-    per DMA packet on the engine ("queue") that carried it."""
+    per DMA packet on the engine ("queue") that carried it, and software-DGE descriptor writing on GpSimdE."""
     tids = {engine: i + 1 for i, engine in enumerate(ENGINE_TRACKS)}
     out = []
     for i, inst in enumerate(trace.instructions):
         pieces = timed.dma_pieces[i] if timed.dma_pieces else ()
         if inst.engine == "dma":
-            out += [Span(i, inst.program_id, f"DMA queue {q}", DMA_TID + q, t0, t1) for q, t0, t1 in pieces]
+            # packets on DMA queues; software-DGE descriptors on the compute engine that wrote them (GpSimdE)
+            out += [Span(i, inst.program_id, f"DMA queue {q}", DMA_TID + q, t0, t1) if isinstance(q, int)
+                    else Span(i, inst.program_id, ENGINE_TRACKS[q], tids[q], t0, t1) for q, t0, t1 in pieces]
         else:
             out.append(Span(i, inst.program_id, ENGINE_TRACKS[inst.engine], tids[inst.engine], timed.start_s[i],
                             timed.done_s[i]))
@@ -85,7 +88,8 @@ def chrome_trace(trace: Trace, target: str, *, title: str | None = None) -> dict
         events.append({"name": "thread_sort_index", "ph": "M", "pid": core, "tid": tid, "args": {"sort_index": tid}})
     for b in sorted(bars, key=lambda b: (b.start_s, b.tid)):
         inst = trace.instructions[b.index]
-        events.append({"name": inst.opcode, "cat": inst.engine, "ph": "X", "ts": b.start_s * US,
+        name = inst.opcode + (" descriptors" if inst.engine == "dma" and b.tid < DMA_TID else "")
+        events.append({"name": name, "cat": inst.engine, "ph": "X", "ts": b.start_s * US,
                        "dur": (b.end_s - b.start_s) * US, "pid": b.core, "tid": b.tid, "args": _args(inst, timed)})
     return {"traceEvents": events, "displayTimeUnit": "ns",
             "otherData": {"kernel": trace.kernel, "target": target, "lnc": trace.lnc, "title": title or trace.kernel,
@@ -108,8 +112,10 @@ def gantt_figure(trace: Trace, target: str, *, title: str | None = None):
     rows = sorted({(b.core, b.tid, b.track) for b in bars})
     row_of = {key: i for i, key in enumerate(rows)}
     opcodes = sorted({trace.instructions[b.index].opcode for b in bars})
-    palette = matplotlib.colormaps["tab20"]  # 20 distinct colours: a kernel issues a dozen opcodes or so
-    color = {op: palette(i % palette.N) for i, op in enumerate(opcodes)}
+    # ten distinct hues first (tab10), then their light shades (tab20's odd entries): a kernel issues a dozen or so
+    palette = [matplotlib.colormaps["tab10"](i) for i in range(10)] + [matplotlib.colormaps["tab20"](2 * i + 1)
+                                                                       for i in range(10)]
+    color = {op: palette[i % len(palette)] for i, op in enumerate(opcodes)}
     fig, ax = plt.subplots(figsize=(13, 0.3 * len(rows) + 1.4))
     by_opcode: dict[str, list] = {}
     for b in bars:

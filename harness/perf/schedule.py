@@ -47,8 +47,9 @@ class Schedule:
             result was complete (compute: engine time end; DMA: last byte landed), s.
         costs: per instruction, its `InstructionCost`.
         cores: physical cores the trace ran on (distinct program ids).
-        dma_pieces: per instruction, (DMA engine 0 .. dma_queues - 1 of its core, start_s, end_s) of each packet of
-            a transfer, when that engine carried it; () for compute instructions (`nkilab.harness.timeline`'s tracks).
+        dma_pieces: per instruction, (where, start_s, end_s) of each piece of a transfer: `where` a DMA engine
+            0 .. dma_queues - 1 of its core for each packet it carried, or "gpsimd" for the descriptors software DGE
+            wrote there; () for compute instructions (`nkilab.harness.timeline`'s tracks).
     """
 
     makespan_s: float
@@ -57,7 +58,7 @@ class Schedule:
     done_s: list[float] = field(repr=False)
     costs: list[InstructionCost] = field(repr=False)
     cores: int = 1
-    dma_pieces: list[tuple[tuple[int, float, float], ...]] = field(default_factory=list, repr=False)
+    dma_pieces: list[tuple[tuple[int | str, float, float], ...]] = field(default_factory=list, repr=False)
 
 
 class _Timeline:
@@ -160,7 +161,7 @@ def schedule(trace: Trace, core: NeuronTarget) -> Schedule:
     cores: dict[int, _Core] = {}
     busy = {e: 0.0 for e in ENGINES}
     logs: dict[int, _AccessLog] = {}
-    pieces: list[tuple[tuple[int, float, float], ...]] = []
+    pieces: list[tuple[tuple[int | str, float, float], ...]] = []
     phys = physical_buffers(trace, core)
     hz = {"tensor": core.tensor_hz, "vector": core.vector_hz, "scalar": core.scalar_hz, "gpsimd": core.gpsimd_hz}
     # a compute engine waiting on another engine's semaphore; a DMA trigger's wait is in dma_start_latency_s
@@ -210,10 +211,11 @@ def schedule(trace: Trace, core: NeuronTarget) -> Schedule:
 
 
 def _place_dma(cost: InstructionCost, ready: float, res: _Core, core: NeuronTarget, busy: dict) -> tuple:
-    """Descriptors, then packets and HBM time; returns (descriptor start, last byte landed, the packets as
-    (engine, start, end))."""
+    """Descriptors, then packets and HBM time; returns (descriptor start, last byte landed, the pieces as
+    (DMA engine or "gpsimd", start, end))."""
     dma = cost.dma
     begin = ready
+    placed = []
     if dma.descriptors == "hwdge":
         k = min(range(len(res.dge_free)), key=res.dge_free.__getitem__)
         begin = max(ready, res.dge_free[k])
@@ -221,11 +223,11 @@ def _place_dma(cost: InstructionCost, ready: float, res: _Core, core: NeuronTarg
     elif dma.descriptors == "swdge":
         begin, issued = res.engines["gpsimd"].place(ready, dma.issue_s)
         busy["gpsimd"] += dma.issue_s
+        placed.append(("gpsimd", begin, issued))
     else:
         issued = ready
     first_byte = issued + core.dma_start_latency_s
     end = first_byte
-    placed = []
     for engine, seconds in dma.packets:
         t0, stop = res.dma[engine].place(first_byte, seconds)
         placed.append((engine, t0, stop))

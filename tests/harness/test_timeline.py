@@ -9,7 +9,7 @@ import pytest
 from nkilab.harness.chips import get_target
 from nkilab.harness.perf.schedule import schedule
 from nkilab.harness.profile import model_problem
-from nkilab.harness.timeline import DMA_TID, chrome_trace, spans, write_chrome_trace, write_gantt
+from nkilab.harness.timeline import DMA_TID, ENGINE_TRACKS, chrome_trace, spans, write_chrome_trace, write_gantt
 from nkilab.harness.workloads import model_problems, select_problem
 
 PHASES = {"X", "M"}  # the event types nkilab writes: complete events and metadata
@@ -93,10 +93,10 @@ def test_events_carry_instruction_names_and_operand_shapes(traced):
         by_index.setdefault(e["args"]["index"], []).append(e)
     assert set(by_index) == set(range(len(trace)))  # every instruction is on the timeline
     for i, inst in enumerate(trace.instructions):
-        e = by_index[i][0]
-        assert e["name"] == inst.opcode and e["cat"] == inst.engine
-        assert e["args"]["operands"] == [f"{o.name}{'(w)' if o.is_write else ''}: {list(o.shape)} {o.dtype} "
-                                         f"@{o.buffer}" for o in inst.operands]
+        for e in by_index[i]:
+            assert e["name"] in (inst.opcode, inst.opcode + " descriptors") and e["cat"] == inst.engine
+            assert e["args"]["operands"] == [f"{o.name}{'(w)' if o.is_write else ''}: {list(o.shape)} {o.dtype} "
+                                             f"@{o.buffer}" for o in inst.operands]
     matmul = next(e for e in events if e["name"] == "nc_matmul")
     assert matmul["args"]["flops"] > 0 and "stationary" in " ".join(matmul["args"]["operands"])
 
@@ -108,7 +108,10 @@ def test_bars_follow_the_schedule_and_never_overlap_on_a_track(traced):
     for b in bars:
         inst = trace.instructions[b.index]
         assert timed.start_s[b.index] <= b.start_s <= b.end_s <= timed.done_s[b.index] + 1e-15
-        assert (b.tid >= DMA_TID) == (inst.engine == "dma")
+        if inst.engine == "dma":  # packets on DMA queues, software-DGE descriptors on GpSimdE
+            assert b.tid >= DMA_TID or b.track == "GpSimdE"
+        else:
+            assert b.track == ENGINE_TRACKS[inst.engine]
     tracks = {}
     for b in bars:
         tracks.setdefault((b.core, b.tid), []).append((b.start_s, b.end_s))
@@ -122,3 +125,15 @@ def test_gantt_png(traced, tmp_path):
     problem, trace, _ = traced
     path = write_gantt(trace, "trn2", str(tmp_path / "g.png"), title=problem.name)
     assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_software_dge_descriptors_show_on_gpsimd():
+    """Paged attention's indirect gathers write their descriptors on GpSimdE: the timeline shows that work, and the
+    busy time of its GpSimdE track is the model's."""
+    problem = select_problem(model_problems(phase="decode", grid="quick", ops=("paged_attention",)), "b1-ctx512-bs32")
+    trace, est, _ = model_problem(problem, "trn2", lnc=1)
+    bars = spans(trace, schedule(trace, get_target("trn2")))
+    descriptors = [b for b in bars if b.track == "GpSimdE" and trace.instructions[b.index].engine == "dma"]
+    assert descriptors
+    gpsimd = sum(b.end_s - b.start_s for b in bars if b.track == "GpSimdE")
+    assert gpsimd == pytest.approx(est.engine_busy_s["gpsimd"], rel=1e-9)
