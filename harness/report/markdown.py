@@ -209,8 +209,10 @@ def _method(records) -> list[str]:
              "drawn, the rest scaled by the busiest engine's utilization. Power assumptions:", ""]
     for t in sorted({r["target"] for r in modeled(records)}):
         tgt = get_target(t)
-        lines.append(f"  - `{t}`: {tgt.power_source}; roofline per core {tgt.peak() / 1e12:.0f} TFLOP/s bf16, "
-                     f"{tgt.bandwidth() / 1e9:.0f} GB/s HBM, ridge {ridge_point(tgt):.0f} FLOP/byte")
+        lnc = max(record_lnc(r) or 1 for r in modeled(records, t))
+        lines.append(f"  - `{t}`: {tgt.power_source}; roofline of the LNC={lnc} logical core "
+                     f"{tgt.peak(lnc=lnc) / 1e12:.0f} TFLOP/s bf16, {tgt.bandwidth(lnc=lnc) / 1e9:.0f} GB/s HBM, "
+                     f"ridge {ridge_point(tgt):.0f} FLOP/byte")
     return lines
 
 
