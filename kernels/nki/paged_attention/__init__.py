@@ -1,0 +1,194 @@
+"""Paged attention: one kernel for decode, prefill over a cached prefix, chunked prefill and mixed batches.
+
+    out[t, h] = softmax_j(score(q[t, h], k_i[j]) masked) @ v_i[j]    for query token t of sequence i,
+    score = c * tanh(scale * q.k / c) with softcap c, else scale * q.k; key j visible iff j < seq_len_i,
+    j <= pos(t) when causal, j >= pos(t) - window + 1 with a sliding window; k_i / v_i gathered from the
+    paged caches through block_tables[i].
+
+Algorithm (flash-decoding style online softmax, words as in `_softmax.py`; every loop bound is a compile-time size):
+    for each work item w (one sequence i = item_seq[w], BQ query tokens; see launch_paged.work_plan):
+        seq_len_i, block_tables[i, 0]: 4-byte scalar-offset loads, broadcast to 128 partitions by a ones-matmul
+        per row: visible key range lo = pos - window + 1 (or 0), hi = min(pos, seq_len - 1) (or seq_len - 1)
+        gather indices for the whole table row, unused entries NEUTRALISED before any DMA uses them
+        rows = (kv head, token, q head); kv heads stacked on partitions in groups of PMAX // (BQ * g) (decode:
+        all 8 Llama kv heads in 32 rows), so one mask / exp / rescale instruction serves the whole group
+        for each KV tile of KV_TILE keys (static bound max_blocks * block_size), for each group:
+            gather K, V in CHUNK-key tiles x (Hkv * D): all kv heads in one DMA (GQA shares the load, read once)
+            s = sum_h q_h^T(masked to head h's columns).T @ k_h^T   (PE transposes of k, accumulating matmuls)
+            (softcap: x = tanh(s * scale / c)); x = visible ? x : FP32_MIN, with the tile_max (one instruction)
+            online softmax: neg_max, rescale, run_sum; acc = acc * rescale + p @ v (stacked heads: o^T per head
+            block, one transpose)
+        out rows = acc / run_sum, stored through row_dst (rows of other sequences are oob-skipped)
+    Issue order is software-pipelined: scores of step k + 1 before the softmax of step k, item w + 1's setup
+    halfway through item w, so the in-order engine queues overlap TensorE, Vector/ScalarE and DMA work.
+
+Target branch (one flag, `vector_dma`, set once from nisa.get_nc_version()):
+- NeuronCore-v3+ (trn2): KV gathered per slot with `vector_offset` DMAs (CHUNK slot rows per DMA); the table row
+  is loaded once ([per-chunk block, chunk]) and expanded to one entry per key position by a selection matmul. A
+  position past seq_len gets the slot of the sequence's position 0 instead: every gathered row is live data, so
+  no NaN of a dead slot enters a tile; its score is masked (exp -> exactly 0) and 0 * finite = 0 in P @ V.
+  Masking is one `range_select` per score tile (bounds per row, positions from range_start); outputs are
+  scattered with `vector_offset`.
+- NeuronCore-v2 (inf2, trn1): only scalar dynamic offsets, so KV is loaded per block (one DMA per block with the
+  block id as `scalar_offset`; unused table entries replaced by the first block before use). The tail of the
+  last live block is dead cache (NaN in tests): K and V rows past seq_len are replaced with 0 by a GpSimd
+  `affine_select` whose offset is a register holding seq_len - chunk start (a select, never a multiply:
+  0 * NaN = NaN, and a v2 PE transpose is a matmul with identity that would spread a NaN over the whole tile).
+  The score mask is built once per KV tile (shared by all groups) and applied with `select_reduce`; outputs
+  are stored per token with `scalar_offset`.
+
+Numerics: scores, neg_max, run_sum and acc in fp32 (PSUM/SBUF); p cast to the cache dtype before P @ V. Masked
+scores are FP32_MIN; the running max starts at (and is floored at) MAX_FLOOR = -1e30, so neg_max stays finite for
+any exp_scale (scale or softcap) below 3e8 and exp(exp_scale * x + neg_max) is exactly 0 for masked x, even before
+a row has seen a visible key. Rows that see no key (padding rows only) are never stored. Stacked heads rely on
+finite K and V (zero-masked q columns and per-head o^T blocks keep heads apart only when 0 * k = 0).
+
+Modules: `index.py` (index tiles, sequence metadata, visible ranges, gather indices), `tiles.py` (gathers, scores,
+the softmax step, stores); this file holds the entry and the pipeline.
+
+Limits: D <= 128; block_size a power of two; num_blocks * block_size < 2**24 (index math in fp32).
+Reference: nkilab.reference.paged.paged_attention.
+"""
+
+from .._shim import nisa, nki, nl
+from .._tiling import PMAX
+from .index import KV_TILE, IndexConsts, add_band, block_index, load_seq_meta, row_bounds, slot_index, tile_mask
+from .tiles import KvTile, SoftmaxState, gather_kv, load_q_group, scores, softmax_pv, store_rows
+
+
+@nki.jit
+def paged_attention_kernel(q, key_cache, value_cache, block_tables, seq_lens, item_seq, item_q0, row_pos, row_dst,
+                           scale=1.0, causal=True, sliding_window=None, softcap=None):
+    """Paged attention over a work plan.
+
+    Dimensions:  T_total query tokens; Hq = g * Hkv heads, BQ * g <= PMAX; D <= 128; num_seqs x max_blocks table
+                 with max_blocks * block_size a multiple of PMAX (the launcher pads it); N work items of BQ rows.
+    Args:        q: [T_total, Hq, D] float32|float16|bfloat16, HBM.
+                 key_cache, value_cache: [num_blocks, block_size, Hkv, D], q.dtype, HBM.
+                 block_tables: [num_seqs, max_blocks] int32, HBM; entries past a sequence's live blocks: any value.
+                 seq_lens: [num_seqs] int32, HBM.
+                 item_seq, item_q0: [N] int32; row_pos, row_dst: [N, BQ] int32, HBM (launch_paged.work_plan).
+                 scale: score multiplier; causal; sliding_window: None or w >= 1; softcap: None or c > 0.
+    Returns:     out: [T_total, Hq, D], q.dtype, shared HBM.
+    Tiling:      rows of one kv head = BQ tokens x g heads; kv heads stacked on partitions in groups of
+                 PMAX // rows (decode: all of them); keys in KV_TILE-position score tiles of CHUNK-key gathers;
+                 score tile k + 1 is issued before the softmax of tile k (in-order engines overlap).
+    """
+    out = nl.ndarray(q.shape, q.dtype, buffer=nl.shared_hbm)
+    call = PagedCall(q, key_cache, value_cache, block_tables, seq_lens, row_pos, row_dst, out, scale, causal,
+                     sliding_window, softcap)
+    consts = IndexConsts(call.positions, call.vector_dma, call.block_size)
+    seq_sb = _load_plan_row(item_seq, call.num_items)
+    q0_sb = _load_plan_row(item_q0, call.num_items)
+    _pipeline(call, consts, seq_sb, q0_sb)
+    return out
+
+
+class PagedCall(nl.NKIObject):
+    """Compile-time facts of one call: the HBM tensors, the options and the tiling they imply.
+
+    g: query heads per kv head; rows: rows of one kv head in a work item (BQ · g); groups: tuples of kv heads
+    stacked on the partitions (PMAX // rows heads each); positions: key positions of a table row (max_blocks ·
+    block_size); steps: (t0, n, group index) of an item's score tiles in issue order (a ScoreStep each per item);
+    vector_dma: indirect vector_offset DMAs exist (NeuronCore-v3+); exp_scale: scale, or softcap c."""
+
+    def __init__(self, q, key_cache, value_cache, block_tables, seq_lens, row_pos, row_dst, out, scale, causal,
+                 sliding_window, softcap):
+        self.q, self.key_cache, self.value_cache, self.out = q, key_cache, value_cache, out
+        self.block_tables, self.seq_lens, self.row_pos, self.row_dst = block_tables, seq_lens, row_pos, row_dst
+        self.scale, self.causal, self.window, self.softcap = scale, causal, sliding_window, softcap
+        self.exp_scale = scale if softcap is None else softcap
+        self.d, self.hkv, self.block_size = q.shape[2], key_cache.shape[2], key_cache.shape[1]
+        self.num_items, self.bq = row_pos.shape
+        self.g = q.shape[1] // self.hkv
+        self.rows = self.bq * self.g
+        per_group = max(1, PMAX // self.rows)
+        self.groups = [tuple(range(h0, min(h0 + per_group, self.hkv))) for h0 in range(0, self.hkv, per_group)]
+        self.positions = block_tables.shape[1] * self.block_size
+        self.steps = [(t0, min(KV_TILE, self.positions - t0), gi) for t0 in range(0, self.positions, KV_TILE)
+                      for gi in range(len(self.groups))]
+        self.vector_dma = nisa.get_nc_version() != nisa.nc_version.gen2  # indirect vector_offset DMA is v3+
+
+
+class ScoreStep(nl.NKIObject):
+    """Score tile j of work item w: key positions t0 .. t0+n against kv-head group gi."""
+
+    def __init__(self, w, j, t0, n, gi):
+        self.w, self.j, self.t0, self.n, self.gi = w, j, t0, n, gi
+
+
+class WorkItem(nl.NKIObject):
+    """What one work item w keeps while its score tiles run: row bounds, gather index, per-group q^T tiles and
+    SoftmaxStates, and the KvTiles gathered and not yet used by every group (at most two)."""
+
+    def __init__(self, w, bounds, index, qs, states):
+        self.w, self.bounds, self.index, self.qs, self.states = w, bounds, index, qs, states
+        self.kv = []
+
+    def kv_tile(self, t0):
+        """The KvTile of key positions from t0, or None if it is not gathered yet."""
+        for tile in self.kv:
+            if tile.t0 == t0:
+                return tile
+        return None
+
+
+def _load_plan_row(plan, num_items):
+    """A [N] int32 work-plan array as one SBUF row [1, N] (entry w: a runtime value for scalar offsets)."""
+    row = nl.ndarray((1, num_items), nl.int32, buffer=nl.sbuf)
+    nisa.dma_copy(dst=row, src=plan.reshape((1, num_items)))
+    return row
+
+
+def _setup(call, consts, seq_sb, q0_sb, w):
+    """WorkItem w: sequence metadata, visible key range per row, neutralised gather indices, q^T, state."""
+    seq = seq_sb[0:1, w : w + 1]
+    kv_len, first_blk = load_seq_meta(call.seq_lens, call.block_tables, seq, consts.ones)
+    bounds = row_bounds(call.row_pos, w, call.g, len(call.groups[0]), kv_len, call.causal, call.window)
+    if call.vector_dma:
+        index = slot_index(call.block_tables, seq, kv_len, first_blk, consts, call.block_size)
+    else:
+        index = block_index(call.block_tables, seq, kv_len, first_blk, consts)
+        add_band(bounds)
+    qs = [load_q_group(call.q, q0_sb[0:1, w : w + 1], grp, call.g, call.bq) for grp in call.groups]
+    states = [SoftmaxState(len(grp) * call.rows, call.d, call.exp_scale) for grp in call.groups]
+    return WorkItem(w, bounds, index, qs, states)
+
+
+def _issue(call, consts, item, step):
+    """Gather the KV tile of a ScoreStep (the first group to need it) and its v2 mask, then the group's scores
+    (PSUM)."""
+    t0, n = step.t0, step.n
+    if item.kv_tile(t0) is None:
+        k_chunks, v_chunks = gather_kv(call, item.index, t0, n)
+        mask = None if call.vector_dma else tile_mask(consts.kpos, item.bounds, t0, n)
+        item.kv.append(KvTile(t0, k_chunks, v_chunks, mask))
+    return scores(item.qs[step.gi], call.groups[step.gi], item.kv_tile(t0).k_chunks, n)
+
+
+def _pipeline(call, consts, seq_sb, q0_sb):
+    """Every score tile of every work item in software-pipelined order: the scores of step k + 1 are issued before
+    the softmax of step k, and item w + 1 is set up halfway through item w, so the in-order engine queues overlap
+    TensorE, Vector/ScalarE and DMA work."""
+    last = len(call.steps) - 1
+    flat = [ScoreStep(w, j, t0, n, gi) for w in range(call.num_items) for j, (t0, n, gi) in enumerate(call.steps)]
+    items = [_setup(call, consts, seq_sb, q0_sb, 0)]  # the current item first, then the next one once set up
+    pending = _issue(call, consts, items[0], flat[0])
+    for k, step in enumerate(flat):
+        if step.j == len(call.steps) // 2 and step.w + 1 < call.num_items:
+            items.append(_setup(call, consts, seq_sb, q0_sb, step.w + 1))
+        nxt = None
+        if k + 1 < len(flat):
+            nxt = _issue(call, consts, items[0] if flat[k + 1].w == step.w else items[1], flat[k + 1])
+        item = items[0]
+        kv = item.kv_tile(step.t0)
+        softmax_pv(pending, item.states[step.gi], call, step.gi, item.bounds, kv, step.gi % 2 == 1)
+        if step.gi == len(call.groups) - 1:
+            item.kv.pop(0)  # the oldest gathered tile is this one: every group has used it
+        if step.j == last:
+            dst_i = nl.ndarray((call.bq, 1), nl.int32, buffer=nl.sbuf)
+            nisa.dma_copy(dst=dst_i, src=call.row_dst.ap([[1, call.bq], [1, 1]], offset=step.w * call.bq))
+            for state, grp in zip(item.states, call.groups):
+                store_rows(call.out, state, dst_i, grp, call.g, call.vector_dma)
+            items.pop(0)
+        pending = nxt

@@ -1,0 +1,205 @@
+"""Index math of paged attention: per-kernel index tiles, per-sequence metadata, visible key ranges, gather indices.
+
+All index arithmetic runs in fp32 on VectorE (exact below 2**24: the launcher caps the cache's slots there) and
+is converted to int32 only for the DMAs that use it. No table entry past a sequence's live blocks ever reaches a
+DMA: such entries are NEUTRALISED (replaced by the sequence's first block / slot) first.
+"""
+
+from .._shim import nisa, nl
+from .._tiling import PMAX, PSUM_FMAX
+
+KV_TILE = PSUM_FMAX  # key positions per score tile: one 2 KiB PSUM bank of fp32 scores per (row, tile)
+CHUNK = PMAX  # key positions per gather: one per partition
+
+
+class IndexConsts(nl.NKIObject):
+    """Per-kernel index tiles (built once): ones [1, 128] (broadcast matmuls); v3+: pos, off [CHUNK, nchunks]
+    (key position and in-block offset per partition and chunk), select (`_block_selector`); v2: block_start
+    [1, num_blocks], neg_chunk_start [1, nchunks] (-c · CHUNK), kpos [128, KV_TILE] (the key ramp of a tile).
+    Attributes a target does not use are None."""
+
+    def __init__(self, positions, vector_dma, block_size):
+        nchunks = positions // CHUNK
+        self.ones = nl.ndarray((1, PMAX), nl.float32, buffer=nl.sbuf)
+        nisa.memset(dst=self.ones, value=1.0)
+        self.pos = self.select = self.off = self.block_start = self.neg_chunk_start = self.kpos = None
+        if vector_dma:
+            pos_i = nl.ndarray((CHUNK, nchunks), nl.int32, buffer=nl.sbuf)
+            nisa.iota(dst=pos_i, pattern=[[CHUNK, nchunks]], offset=0, channel_multiplier=1)
+            self.pos = nl.ndarray((CHUNK, nchunks), nl.float32, buffer=nl.sbuf)
+            nisa.tensor_copy(dst=self.pos, src=pos_i)
+            self.select = _block_selector(block_size, self.ones)
+            off_i = nl.ndarray((CHUNK, nchunks), nl.int32, buffer=nl.sbuf)
+            nisa.tensor_scalar(dst=off_i, data=pos_i, op0=nl.bitwise_and, operand0=block_size - 1)
+            self.off = nl.ndarray((CHUNK, nchunks), nl.float32, buffer=nl.sbuf)
+            nisa.tensor_copy(dst=self.off, src=off_i)
+        else:
+            num_blocks = positions // block_size
+            self.block_start = nl.ndarray((1, num_blocks), nl.float32, buffer=nl.sbuf)
+            nisa.iota(dst=self.block_start, pattern=[[block_size, num_blocks]], offset=0, channel_multiplier=0)
+            self.neg_chunk_start = nl.ndarray((1, nchunks), nl.float32, buffer=nl.sbuf)
+            nisa.iota(dst=self.neg_chunk_start, pattern=[[-CHUNK, nchunks]], offset=0, channel_multiplier=0)
+            self.kpos = nl.ndarray((PMAX, KV_TILE), nl.float32, buffer=nl.sbuf)
+            nisa.iota(dst=self.kpos, pattern=[[1, KV_TILE]], offset=0, channel_multiplier=0)
+
+
+class RowBounds(nl.NKIObject):
+    """Visible key range [lo, hi] of each row of a group, float32 [rows, 1] each; v2 also its mask form centre
+    (lo + hi) / 2 and radius (hi - lo) / 2 (None on v3+)."""
+
+    def __init__(self, lo, hi):
+        self.lo, self.hi = lo, hi
+        self.center = self.radius = None
+
+
+class GatherIndex(nl.NKIObject):
+    """Where one sequence's keys live. v3+: slots int32 [CHUNK, nchunks], the cache slot of every key position.
+    v2: blocks int32 [1, max_blocks], the block id of every logical block; live int32 [1, nchunks], the live rows
+    of each chunk (seq_len - chunk start). Attributes a target does not use are None."""
+
+    def __init__(self, slots=None, blocks=None, live=None):
+        self.slots, self.blocks, self.live = slots, blocks, live
+
+
+def _block_selector(block_size, ones):
+    """v3+: sel [per_chunk, CHUNK] float32, sel[k, p] = 1 iff position p of a chunk lies in its block k; the
+    matmul sel^T @ table expands per-block table entries to per-position rows on TensorE (a DMA would need one
+    4-byte descriptor per position)."""
+    if block_size >= CHUNK:
+        return ones
+    per_chunk = CHUNK // block_size
+    ramp = nl.ndarray((per_chunk, CHUNK), nl.float32, buffer=nl.sbuf)
+    nisa.iota(dst=ramp, pattern=[[1, CHUNK]], offset=0, channel_multiplier=-block_size)  # p - k * block_size
+    half = (block_size - 1) / 2
+    nisa.tensor_scalar(dst=ramp, data=ramp, op0=nl.subtract, operand0=half, op1=nl.abs_max, operand1=0.0)
+    sel = nl.ndarray((per_chunk, CHUNK), nl.float32, buffer=nl.sbuf)
+    nisa.tensor_scalar(dst=sel, data=ramp, op0=nl.less_equal, operand0=half)
+    return sel
+
+
+def load_seq_meta(seq_lens, block_tables, seq, ones):
+    """(seq_lens[seq], block_tables[seq, 0]) broadcast to PMAX partitions, float32 [PMAX, 1] each: two 4-byte
+    scalar-offset loads (seq: 1x1 SBUF int32, a runtime value), broadcast by a rank-1 matmul with ones."""
+    num_seqs = seq_lens.shape[0]
+    meta_i = nl.ndarray((1, 2), nl.int32, buffer=nl.sbuf)
+    nisa.dma_copy(dst=meta_i[:, 0:1], src=seq_lens.reshape((num_seqs, 1)).ap([[1, 1], [1, 1]], offset=0,
+                                                                            scalar_offset=seq, indirect_dim=0))
+    nisa.dma_copy(dst=meta_i[:, 1:2], src=block_tables.ap([[1, 1], [1, 1]], offset=0, scalar_offset=seq,
+                                                         indirect_dim=0))
+    meta = nl.ndarray((1, 2), nl.float32, buffer=nl.sbuf)
+    nisa.tensor_copy(dst=meta, src=meta_i)
+    meta_ps = nl.ndarray((PMAX, 2), nl.float32, buffer=nl.psum)
+    nisa.nc_matmul(dst=meta_ps, stationary=ones, moving=meta)
+    meta_b = nl.ndarray((PMAX, 2), nl.float32, buffer=nl.sbuf)
+    nisa.tensor_copy(dst=meta_b, src=meta_ps)
+    return meta_b[:, 0:1], meta_b[:, 1:2]
+
+
+def row_bounds(row_pos, w, g, heads, kv_len, causal, sliding_window):
+    """RowBounds of each row of a group of `heads` kv heads of work item w, rows ordered (head, token, q head)."""
+    bq = row_pos.shape[1]
+    rows = heads * bq * g
+    pos_i = nl.ndarray((rows, 1), nl.int32, buffer=nl.sbuf)
+    nisa.dma_copy(dst=pos_i, src=row_pos.ap([[0, heads], [1, bq], [0, g]], offset=w * bq))
+    pos = nl.ndarray((rows, 1), nl.float32, buffer=nl.sbuf)
+    nisa.tensor_copy(dst=pos, src=pos_i)
+    hi = nl.ndarray((rows, 1), nl.float32, buffer=nl.sbuf)
+    if causal:
+        nisa.tensor_scalar(dst=hi, data=kv_len[0:rows, :], op0=nl.add, operand0=-1.0, op1=nl.minimum, operand1=pos)
+    else:
+        nisa.tensor_scalar(dst=hi, data=kv_len[0:rows, :], op0=nl.add, operand0=-1.0)
+    lo = nl.ndarray((rows, 1), nl.float32, buffer=nl.sbuf)
+    if sliding_window is None:
+        nisa.memset(dst=lo, value=0.0)
+    else:
+        nisa.tensor_scalar(dst=lo, data=pos, op0=nl.add, operand0=float(1 - sliding_window))
+    return RowBounds(lo, hi)
+
+
+def slot_index(block_tables, seq, kv_len, first_blk, consts, block_size):
+    """v3+: GatherIndex with the cache slot of every key position; positions >= seq_len -> slot of position 0
+    (slot 0 for an empty sequence), so garbage table entries never reach a DMA."""
+    pos, off, sel = consts.pos, consts.off, consts.select
+    nchunks = pos.shape[1]
+    per_chunk = sel.shape[0]
+    src_i = nl.ndarray((per_chunk, nchunks), nl.int32, buffer=nl.sbuf)
+    nisa.dma_copy(dst=src_i, src=block_tables.ap(_chunk_table_pattern(block_size, nchunks), offset=0,
+                                                 scalar_offset=seq, indirect_dim=0))
+    src = nl.ndarray((per_chunk, nchunks), nl.float32, buffer=nl.sbuf)
+    nisa.tensor_copy(dst=src, src=src_i)
+    # first slot = table[seq, 0] * block_size, or 0 when seq_len == 0 (then even entry 0 may be garbage)
+    first = nl.ndarray((CHUNK, 1), nl.float32, buffer=nl.sbuf)
+    nisa.tensor_scalar(dst=first, data=kv_len, op0=nl.greater, operand0=0.0, op1=nl.multiply,
+                       operand1=float(block_size))
+    nisa.tensor_tensor(dst=first, data1=first, data2=first_blk, op=nl.multiply)
+    valid = nl.ndarray((CHUNK, nchunks), nl.float32, buffer=nl.sbuf)
+    nisa.tensor_scalar(dst=valid, data=pos, op0=nl.less, operand0=kv_len)
+    blk = nl.ndarray((CHUNK, nchunks), nl.float32, buffer=nl.sbuf)
+    for c0 in range(0, nchunks, PSUM_FMAX):
+        cols = slice(c0, min(c0 + PSUM_FMAX, nchunks))
+        blk_ps = nl.ndarray((CHUNK, cols.stop - c0), nl.float32, buffer=nl.psum)
+        nisa.nc_matmul(dst=blk_ps, stationary=sel, moving=src[:, cols])  # table entry of each position
+        nisa.tensor_tensor(dst=blk[:, cols], data1=blk_ps, data2=valid[:, cols], op=nl.multiply)  # garbage * 0 = 0
+    nisa.scalar_tensor_tensor(dst=blk, data=blk, op0=nl.multiply, operand0=float(block_size), op1=nl.add,
+                              operand1=off)
+    nisa.scalar_tensor_tensor(dst=blk, data=blk, op0=nl.subtract, operand0=first, op1=nl.multiply, operand1=valid)
+    slot = nl.ndarray((CHUNK, nchunks), nl.int32, buffer=nl.sbuf)
+    nisa.tensor_scalar(dst=slot, data=blk, op0=nl.add, operand0=first)
+    return GatherIndex(slots=slot)
+
+
+def _chunk_table_pattern(block_size, nchunks):
+    """HBM access pattern of the table row as [per_chunk, nchunks]: entry [k, c] = block k of chunk c (block_size
+    <= CHUNK), or [1, nchunks]: the block holding chunk c (block_size > CHUNK)."""
+    if block_size <= CHUNK:
+        per_chunk = CHUNK // block_size
+        return [[1, per_chunk], [per_chunk, nchunks]]
+    return [[1, nchunks * CHUNK // block_size], [0, block_size // CHUNK]]
+
+
+def block_index(block_tables, seq, kv_len, first_blk, consts):
+    """v2: GatherIndex with the block id of every logical block (blocks at or past seq_len -> the first block, block
+    0 for an empty sequence) and the live rows of each chunk, for the select that zeroes dead rows of the last
+    live block."""
+    max_blocks = block_tables.shape[1]
+    blk_i = nl.ndarray((1, max_blocks), nl.int32, buffer=nl.sbuf)
+    nisa.dma_copy(dst=blk_i, src=block_tables.ap([[0, 1], [1, max_blocks]], offset=0, scalar_offset=seq,
+                                                 indirect_dim=0))
+    blk = nl.ndarray((1, max_blocks), nl.float32, buffer=nl.sbuf)
+    nisa.tensor_copy(dst=blk, src=blk_i)
+    first = nl.ndarray((1, 1), nl.float32, buffer=nl.sbuf)
+    nisa.tensor_scalar(dst=first, data=kv_len[0:1, :], op0=nl.greater, operand0=0.0, op1=nl.multiply,
+                       operand1=first_blk[0:1, :])
+    valid = nl.ndarray((1, max_blocks), nl.float32, buffer=nl.sbuf)
+    nisa.tensor_scalar(dst=valid, data=consts.block_start, op0=nl.less, operand0=kv_len[0:1, :])
+    nisa.tensor_tensor(dst=blk, data1=blk, data2=valid, op=nl.multiply)  # garbage * 0 = 0: finite int32 values
+    nisa.scalar_tensor_tensor(dst=blk, data=blk, op0=nl.subtract, operand0=first, op1=nl.multiply, operand1=valid)
+    safe = nl.ndarray((1, max_blocks), nl.int32, buffer=nl.sbuf)
+    nisa.tensor_scalar(dst=safe, data=blk, op0=nl.add, operand0=first)
+    live = nl.ndarray(consts.neg_chunk_start.shape, nl.int32, buffer=nl.sbuf)
+    nisa.tensor_scalar(dst=live, data=consts.neg_chunk_start, op0=nl.add, operand0=kv_len[0:1, :])
+    return GatherIndex(blocks=safe, live=live)
+
+
+def add_band(bounds):
+    """v2: set the mask form of bounds [lo, hi]: centre (lo + hi) / 2 and radius (hi - lo) / 2, float32 [rows, 1]
+    each (exact: halves of integers below 2**23)."""
+    lo, hi = bounds.lo, bounds.hi
+    bounds.center = nl.ndarray(lo.shape, nl.float32, buffer=nl.sbuf)
+    nisa.tensor_scalar(dst=bounds.center, data=hi, op0=nl.add, operand0=lo, op1=nl.multiply, operand1=0.5)
+    bounds.radius = nl.ndarray(lo.shape, nl.float32, buffer=nl.sbuf)
+    nisa.tensor_scalar(dst=bounds.radius, data=hi, op0=nl.subtract, operand0=lo, op1=nl.multiply, operand1=0.5)
+
+
+def tile_mask(kpos, bounds, t0, n):
+    """v2: uint8 [rows, n] visibility of key positions [t0, t0 + n): |t0 + f - centre| <= radius."""
+    center, radius = bounds.center, bounds.radius
+    rows = center.shape[0]
+    shifted = nl.ndarray((rows, 1), nl.float32, buffer=nl.sbuf)
+    nisa.tensor_scalar(dst=shifted, data=center, op0=nl.add, operand0=float(-t0))
+    dist = nl.ndarray((rows, n), nl.float32, buffer=nl.sbuf)
+    nisa.tensor_scalar(dst=dist, data=kpos[0:rows, 0:n], op0=nl.subtract, operand0=shifted, op1=nl.abs_max,
+                       operand1=0.0)
+    mask = nl.ndarray((rows, n), nl.uint8, buffer=nl.sbuf)
+    nisa.tensor_scalar(dst=mask, data=dist, op0=nl.less_equal, operand0=radius)
+    return mask

@@ -1,0 +1,77 @@
+"""Weight tiles of both schedules: int8 / fp8 tiles loaded (and converted to bf16), int4 nibbles unpacked, and
+scale rows replicated over partitions.
+
+int4 data is packed two per byte along K (uint8 [K/2, N], low nibble = even k). The unpack runs on uint32 views:
+with packed rows on partitions and N along the free dim, the 4 bytes of a word are 4 output channels of one packed
+row, so `w32 & NIBBLE_MASK` is the even-k tile and `(w32 >> 4) & NIBBLE_MASK` the odd-k tile, each byte holding an
+offset-binary nibble u = q + z_eff (symmetric nibbles xor NIBBLE_FLIP, z_eff = 8). See DESIGN.md, "int4 unpack".
+"""
+
+from .._shim import nisa, nl
+
+INT4_SYM_OFFSET = 8  # symmetric int4: q = (nibble xor 8) - 8, so u = nibble xor 8 = q + 8 is unsigned
+NIBBLE_MASK = 0x0F0F0F0F  # the low nibble of each byte of a uint32 word (4 packed bytes = 4 output channels)
+NIBBLE_FLIP = 0x08080808  # xor 8 in each byte: symmetric nibbles to offset binary
+FP8_NIBBLE = 2.0 ** 9  # a byte u in 0..15 read as float8_e4m3 is exactly u / FP8_NIBBLE (DESIGN.md, "Nibbles as fp8")
+
+
+def load_weight_tile(w, step, nb0, nbw, geo, turn=None):
+    """TensorE-ready weight tile [rows, nbw] of K step `step` (a KStep; int8, fp8 — int4 nibbles come from
+    `load_nibbles`), in a one-element list: bf16 (int8, fp8e4m3fn), or the fp8 e4m3 tile as loaded.
+
+    turn: None = the DMA casts int8 / fp8e4m3fn to bf16 while it moves them; an int = load the 1-byte values
+    and convert them on engine turn % 3 (Vector, Scalar, GpSimd in rotation) — decode uses this, because a
+    casting DMA writes 2 bytes per weight and its DMA queues, not HBM, would then bound the weight stream."""
+    r0, rows = step.r0, step.rows
+    src = w[r0:r0 + rows, nb0:nb0 + nbw]
+    if geo.scheme == "fp8_e4m3" or turn is not None:
+        raw = nl.ndarray((rows, nbw), dtype=w.dtype, buffer=nl.sbuf)
+        nisa.dma_copy(dst=raw, src=src)
+        return [raw if geo.scheme == "fp8_e4m3" else converted(raw, turn)]
+    wt = nl.ndarray((rows, nbw), dtype=nl.bfloat16, buffer=nl.sbuf)
+    nisa.dma_copy(dst=wt, src=src)
+    return [wt]
+
+
+def converted(t, turn):
+    """t as a new bf16 SBUF tile, converted on VectorE (turn % 3 == 0), ScalarE (1) or GpSimd (2)."""
+    out = nl.ndarray(t.shape, dtype=nl.bfloat16, buffer=nl.sbuf)
+    if turn % 3 == 0:
+        nisa.tensor_copy(dst=out, src=t)
+    elif turn % 3 == 1:
+        nisa.activation(dst=out, op=nl.copy, data=t)  # ScalarE: activation copy is valid on NeuronCore-v2 too
+    else:
+        nisa.tensor_copy(dst=out, src=t, engine=nisa.engine.gpsimd)
+    return out
+
+
+def load_nibbles(src, symmetric):
+    """Packed int4 HBM view [rows, ..., nbw] -> (low, high) nibbles u = q + z_eff, one per byte: uint8 SBUF
+    tiles [rows, ..., nbw rounded up to 4] (pad columns are never read); symmetric ones xor 8 (offset binary).
+
+    The bit ops run on uint32 views, 4 packed bytes (4 channels of one row) per element, so VectorE handles
+    nbw/4 elements per instruction; byte j of a word stays byte j (bytes never cross: masks keep each
+    byte's own nibble, and the logical shift's carry-in from the next byte is masked off)."""
+    nbw = src.shape[-1]
+    shape = tuple(src.shape[:-1]) + (-(-nbw // 4) * 4,)
+    packed = nl.ndarray(shape, dtype=nl.uint8, buffer=nl.sbuf)
+    nisa.dma_copy(dst=packed[..., 0:nbw], src=src)
+    words = packed.view(nl.uint32)
+    lo = nl.ndarray(shape, dtype=nl.uint8, buffer=nl.sbuf)
+    hi = nl.ndarray(shape, dtype=nl.uint8, buffer=nl.sbuf)
+    lo_w, hi_w = lo.view(nl.uint32), hi.view(nl.uint32)
+    flip = nl.bitwise_xor if symmetric else None
+    nisa.tensor_scalar(dst=lo_w, data=words, op0=nl.bitwise_and, operand0=NIBBLE_MASK, op1=flip,
+                       operand1=NIBBLE_FLIP if symmetric else None)
+    nisa.tensor_scalar(dst=hi_w, data=words, op0=nl.right_shift, operand0=4, op1=nl.bitwise_and,
+                       operand1=NIBBLE_MASK)
+    if symmetric:  # a third operator: tensor_scalar takes two
+        nisa.tensor_scalar(dst=hi_w, data=hi_w, op0=nl.bitwise_xor, operand0=NIBBLE_FLIP)
+    return lo, hi
+
+
+def replicated_row(t, g, nb0, nbw, dtype, rows):
+    """Row g of a [groups, N] HBM tensor (columns nb0 .. nb0+nbw) on `rows` partitions: partition stride 0."""
+    sb = nl.ndarray((rows, nbw), dtype=dtype, buffer=nl.sbuf)
+    nisa.dma_copy(dst=sb, src=t.ap([[0, rows], [1, nbw]], offset=g * t.shape[1] + nb0))
+    return sb
