@@ -25,6 +25,22 @@ def test_bench_finds_a_problem_by_any_tail_of_its_name(name, capsys):
     assert rec["problem"]["name"] == QKV_M8 and rec["status"] == "ok" and validate_record(rec) == []
 
 
+@pytest.mark.parametrize("phase", ["prefill", "chunked", "mixed"])
+def test_bench_models_paged_prefill_chunked_and_mixed_steps(phase, capsys):
+    """One paged-attention call serves a prefill, a chunk over a cached context, or decode sequences and a chunk."""
+    code, records, _ = _bench(["--kernel", "paged_attention", "--phase", phase, "--grid", "quick", "--target",
+                               "inf2"], capsys)
+    assert code == 0 and records
+    for rec in records:
+        q_lens = rec["problem"]["q_lens"]
+        assert rec["status"] == "ok" and rec["problem"]["phase"] == phase and rec["perf"]["latency_s"] > 0
+        assert rec["perf"]["tokens"] == sum(q_lens)
+        if phase == "mixed":
+            assert len(q_lens) > 1 and set(q_lens[:-1]) == {1} and q_lens[-1] > 1  # decode rows + one chunk
+        else:
+            assert len(q_lens) == 1 and q_lens[0] > 1
+
+
 def test_bench_lists_the_valid_names_on_a_miss(capsys):
     assert main(["bench", "--problem", "qkv-m7"]) == 2
     err = capsys.readouterr().err

@@ -41,6 +41,9 @@ def test_quick_run_writes_results_run_info_report_and_plots(tmp_path, capsys):
     assert info["command"].startswith("nkilab run --quick") and info["wall_s"] > 0 and info["lnc"] == {"trn2": 2}
     report = (out / "report.md").read_text()
     assert "roofline_trn2.png" in report and "What limits each kernel" in report and "LNC=2" in report
+    # the report states what was modeled: model and its shapes, qmatmul scheme, "one layer", the check rule
+    assert "- model: `llama-3.1-8b`: hidden 4096" in report and "- qmatmul weight scheme: int8" in report
+    assert "one kernel call of one transformer layer" in report and "never decides PASS" in report
     for name in ("roofline_trn2.png", "latency_vs_batch.png"):
         assert os.path.getsize(out / name) > 1000
 
