@@ -117,15 +117,17 @@ def gantt_figure(trace: Trace, target: str, *, title: str | None = None):
                                                                        for i in range(10)]
     color = {op: palette[i % len(palette)] for i, op in enumerate(opcodes)}
     fig, ax = plt.subplots(figsize=(13, 0.3 * len(rows) + 1.4))
-    by_opcode: dict[str, list] = {}
+    # a thin white edge keeps back-to-back transfers on one queue apart; bars under ~3 px (0.25% of the makespan)
+    # get none, else their edges would wash a run of short matmuls out to white
+    thin = 0.0025 * timed.makespan_s
+    groups: dict[tuple, list] = {}
     for b in bars:
-        by_opcode.setdefault(trace.instructions[b.index].opcode, []).append(b)
-    for op, group in by_opcode.items():
-        for b in group:
-            # a thin white edge keeps back-to-back transfers on one queue apart
-            row = row_of[(b.core, b.tid, b.track)]
-            ax.broken_barh([(b.start_s * US, (b.end_s - b.start_s) * US)], (row - 0.4, 0.8), facecolors=color[op],
-                           edgecolors="white", linewidth=0.3)
+        key = (trace.instructions[b.index].opcode, row_of[(b.core, b.tid, b.track)], b.end_s - b.start_s < thin)
+        groups.setdefault(key, []).append((b.start_s * US, (b.end_s - b.start_s) * US))
+    for (op, row, narrow), xranges in groups.items():
+        ax.broken_barh(xranges, (row - 0.4, 0.8), facecolors=color[op], edgecolors="none" if narrow else "white",
+                       linewidth=0.3)
+    for op in opcodes:
         ax.plot([], [], lw=6, color=color[op], label=op)
     ax.set_yticks(range(len(rows)), [f"core {c} {track}" if len({r[0] for r in rows}) > 1 else track
                                      for c, _, track in rows], fontsize=7)
