@@ -112,8 +112,8 @@ def _write_folder(records, folder: str, info: dict, *, plots: bool, console, rer
         write_run_info(folder, info)
     names = []
     if plots:
-        with console.status("drawing plots") as status:
-            names = write_plots(records, folder, on_plot=lambda name: status.update(f"drawing {name}"))
+        # a line per plot, not a spinner: the progress shows in logs and CI too (a full run's plots take a minute)
+        names = write_plots(records, folder, on_plot=lambda name: console.print(f"drawing {name}", highlight=False))
     return write_report(records, folder, plots=names, info=info, rerendered=rerendered)
 
 

@@ -155,7 +155,7 @@ def test_report_of_a_missing_folder_is_a_clear_error(tmp_path, capsys):
     assert "not a run folder (no results.jsonl" in capsys.readouterr().err
 
 
-def test_report_rerenders_from_stored_records(tmp_path):
+def test_report_rerenders_from_stored_records(tmp_path, capsys):
     rec = {"kernel": "qmatmul", "backend": "nki", "target": "trn2", "status": "ok", "stage": "model",
            "problem": {"name": "m/decode/qmatmul/qkv-m8", "phase": "decode", "m": 8, "projection": "qkv"},
            "check": None, "energy": None,
@@ -164,6 +164,7 @@ def test_report_rerenders_from_stored_records(tmp_path):
                     "lnc": 1}}
     (tmp_path / "results.jsonl").write_text(json.dumps(rec) + "\n")
     assert main(["report", str(tmp_path)]) == 0
+    assert "drawing roofline_trn2.png" in capsys.readouterr().out  # progress, also when stdout is not a terminal
     report = (tmp_path / "report.md").read_text()
     assert "decode/qmatmul/qkv-m8" in report and "command: `(not recorded)`" in report
     assert (tmp_path / "roofline_trn2.png").exists()
