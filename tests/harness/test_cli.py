@@ -48,6 +48,25 @@ def test_quick_run_writes_results_run_info_report_and_plots(tmp_path, capsys):
         assert os.path.getsize(out / name) > 1000
 
 
+def test_run_takes_custom_sweeps_and_a_model_config(tmp_path):
+    config = tmp_path / "tiny-llm.json"
+    config.write_text(json.dumps({"hidden_size": 1024, "num_hidden_layers": 4, "num_attention_heads": 8,
+                                  "num_key_value_heads": 2, "intermediate_size": 2816, "vocab_size": 32000}))
+    out = tmp_path / "run"
+    assert main(["run", "--quick", "--ops", "paged_attention", "--backends", "nki", "--no-check", "--no-measure",
+                 "--no-plots", "--calibrate", "none", "--batches", "2,3", "--contexts", "1024",
+                 "--model-config", str(config), "--out", str(out)]) == 0
+    records = read_jsonl(str(out / "results.jsonl"))
+    assert sorted(r["problem"]["name"] for r in records) == [f"tiny-llm/decode/paged_attention/b{b}-ctx1024-bs32"
+                                                            for b in (2, 3)]
+    assert all(r["status"] == "ok" and r["problem"]["hkv"] == 2 for r in records)
+    report = (out / "report.md").read_text()
+    assert all(f"decode/paged_attention/b{b}-ctx1024-bs32" in report for b in (2, 3))  # as bench --problem takes it
+    assert "- model: `tiny-llm`: hidden 1024, 4 layers, 8 query / 2 KV heads x 128" in report
+    info = json.loads((out / "run.json").read_text())
+    assert info["model"] == "tiny-llm" and info["sizes"] == {"batches": [2, 3], "contexts": [1024]}
+
+
 def test_check_reports_an_unavailable_backend_without_crashing(tmp_path, monkeypatch):
     real = _backends._import_backend
 
