@@ -85,7 +85,8 @@ def _add_shapes(p: argparse.ArgumentParser, *, run: bool) -> None:
     model.add_argument("--model-config", metavar="FILE", default=None,
                        help="a model not in the list: its config.json (Hugging Face keys hidden_size, "
                             "num_hidden_layers, num_attention_heads, num_key_value_heads, head_dim, "
-                            "intermediate_size, vocab_size, sliding_window; optional tp) (default: none)")
+                            "intermediate_size, vocab_size, sliding_window, rope_theta, rope_scaling; optional tp) "
+                            "(default: none)")
     grid_default = "default" if run else "default; --problem searches every grid"
     p.add_argument("--grid", choices=tuple(GRIDS), default=None,
                    help=f"batch/context/length sweep: quick | default | full (nkilab.harness.workloads.grids) "

@@ -4,6 +4,7 @@ Each function here defines the semantics the kernels of `nkilab.kernels` are che
 docstrings point here.
 """
 
+from nkilab.reference.activation import silu_mul
 from nkilab.reference.attention import attention, attention_varlen, visible_keys
 from nkilab.reference.matmul import qmatmul
 from nkilab.reference.norm import rms_norm
@@ -21,6 +22,7 @@ from nkilab.reference.quant import (
     quantize_weight,
     unpack_int4,
 )
+from nkilab.reference.rotary import RopeScaling, rope
 
 __all__ = [
     "FP8_E4M3_MAX",
@@ -28,6 +30,7 @@ __all__ = [
     "SCHEMES",
     "QuantizedActivation",
     "QuantizedWeight",
+    "RopeScaling",
     "attention",
     "attention_varlen",
     "build_paged_cache",
@@ -40,6 +43,8 @@ __all__ = [
     "quantize_activation",
     "quantize_weight",
     "rms_norm",
+    "rope",
+    "silu_mul",
     "unpack_int4",
     "visible_keys",
     "write_kv_cache",

@@ -420,3 +420,87 @@ def norm_problems(draw, *, max_rows: int = 140, max_hidden: int = 300, residual=
         residual=draw(st.booleans()) if residual is None else residual,
         eps=draw(st.sampled_from((1e-6, 1e-5, 0.1))), dtype=draw(dtypes), seed=draw(st.integers(0, 2**32 - 1)),
     )
+
+
+# --- rope -----------------------------------------------------------------------------------------------------
+
+
+ROPE_STYLES = ("neox", "gptj")
+LLAMA31_SCALING = dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+                       original_max_position_embeddings=8192)
+
+
+@dataclass(frozen=True)
+class RopeProblem:
+    """rope of q [T, Hq, D] and k [T, Hkv, D] at positions below max_position, with its options."""
+
+    tokens: int
+    q_heads: int
+    kv_heads: int
+    head_dim: int
+    rotary_dim: int
+    style: str
+    theta: float
+    llama3: bool
+    max_position: int
+    dtype: str
+    seed: int
+
+    def inputs(self):
+        """((q, k, positions), dict(theta=, rotary_dim=, style=, scaling=)): NumPy arrays, positions int32 with
+        repeats allowed (tokens of one sequence at one position never occur, but a batch may share positions)."""
+        rng = np.random.default_rng(self.seed)
+        q = _normal(rng, (self.tokens, self.q_heads, self.head_dim), self.dtype)
+        k = _normal(rng, (self.tokens, self.kv_heads, self.head_dim), self.dtype)
+        positions = rng.integers(0, self.max_position, self.tokens).astype(np.int32)
+        options = dict(theta=self.theta, rotary_dim=self.rotary_dim, style=self.style,
+                       scaling=LLAMA31_SCALING if self.llama3 else None)
+        return (q, k, positions), options
+
+
+@st.composite
+def rope_problems(draw, *, max_tokens: int = 140, max_heads: int = 6, head_dims=(2, 8, 30, 64, 80, 128),
+                  dtypes=dtypes()):
+    """A RopeProblem: 1..max_tokens tokens (past one 128-row tile), Hq and Hkv up to max_heads (not necessarily
+    GQA-divisible), a head dim from `head_dims`, full or partial (even) rotary dim, both styles, theta from 1 to
+    Qwen's 1e6, Llama-3.1 scaling or none, positions below 1, 64, 8192 or 131072."""
+    d = draw(st.sampled_from(tuple(head_dims)))
+    rotary = draw(st.one_of(st.just(d), st.integers(1, d // 2).map(lambda h: 2 * h)))
+    return RopeProblem(
+        tokens=draw(st.integers(1, max_tokens)), q_heads=draw(st.integers(1, max_heads)),
+        kv_heads=draw(st.integers(1, max_heads)), head_dim=d, rotary_dim=rotary,
+        style=draw(st.sampled_from(ROPE_STYLES)), theta=draw(st.sampled_from((1.0, 10000.0, 500000.0, 1e6))),
+        llama3=draw(st.booleans()), max_position=draw(st.sampled_from((1, 64, 8192, 131072))), dtype=draw(dtypes),
+        seed=draw(st.integers(0, 2**32 - 1)),
+    )
+
+
+# --- silu_mul -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SiluMulProblem:
+    """silu_mul of gate_up [*lead, 2I], standard normal times `scale` (large scales reach silu's tails)."""
+
+    lead: tuple[int, ...]
+    inter: int
+    scale: float
+    dtype: str
+    seed: int
+
+    def inputs(self):
+        """((gate_up,), {}): a NumPy array of `dtype`, the public op's arguments."""
+        rng = np.random.default_rng(self.seed)
+        return ((rng.standard_normal((*self.lead, 2 * self.inter)) * self.scale).astype(numpy_dtype(self.dtype)),), {}
+
+
+@st.composite
+def silu_mul_problems(draw, *, max_rows: int = 140, max_inter: int = 300, inters=(), dtypes=dtypes()):
+    """A SiluMulProblem: 1-3 leading dims with up to max_rows rows in all, any I up to max_inter (odd and prime ones
+    too) or one of `inters` (sizes with many divisors, which the NKI kernel cuts into pieces), scale 1 to 30."""
+    rows = draw(st.integers(1, max_rows))
+    lead = draw(st.sampled_from(((rows,), (1, rows), (rows, 1, 1)))) if rows > 1 else (1,)
+    sizes = st.integers(1, max_inter)
+    inter = draw(st.one_of(sizes, st.sampled_from(tuple(inters))) if inters else sizes)
+    return SiluMulProblem(lead=lead, inter=inter, scale=draw(st.sampled_from((1.0, 4.0, 30.0))), dtype=draw(dtypes),
+                          seed=draw(st.integers(0, 2**32 - 1)))

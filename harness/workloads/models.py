@@ -2,8 +2,9 @@
 
 Llama-3.1-8B and Llama-3.1-70B (the latter at TP 8, so per-rank shapes), Qwen2.5-7B (28/4 heads), Mistral-7B
 (sliding window 4096), from each model's published config.json (hidden_size, num_hidden_layers,
-num_attention_heads, num_key_value_heads, head_dim, intermediate_size, vocab_size, sliding_window).
-A model not in the list comes from its own config.json (`model_from_config`, CLI `--model-config FILE`).
+num_attention_heads, num_key_value_heads, head_dim, intermediate_size, vocab_size, sliding_window, rope_theta,
+rope_scaling). A model not in the list comes from its own config.json (`model_from_config`, CLI `--model-config
+FILE`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,11 @@ import json
 import os
 from dataclasses import dataclass
 
+from nkilab.reference.rotary import RopeScaling
+
+LLAMA31_ROPE_SCALING = RopeScaling(factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+                                   original_max_position_embeddings=8192)  # Llama-3.1 8B / 70B config.json
+
 
 @dataclass(frozen=True)
 class ModelShape:
@@ -19,7 +25,8 @@ class ModelShape:
 
     Attributes:
         name: registry key; hidden: model width; layers; q_heads, kv_heads: attention heads (whole model);
-        head_dim: D; intermediate: MLP width; vocab; sliding_window: None or the window in tokens; tp: TP degree.
+        head_dim: D; intermediate: MLP width; vocab; sliding_window: None or the window in tokens; tp: TP degree;
+        rope_theta: the rotary frequency base; rope_scaling: None or the rotary scaling (Llama-3.1's).
     """
 
     name: str
@@ -32,6 +39,8 @@ class ModelShape:
     vocab: int
     sliding_window: int | None = None
     tp: int = 1
+    rope_theta: float = 10000.0
+    rope_scaling: RopeScaling | None = None
 
     @property
     def q_heads_per_rank(self) -> int:
@@ -54,10 +63,13 @@ class ModelShape:
 
 
 MODELS: dict[str, ModelShape] = {
-    "llama-3.1-8b": ModelShape("llama-3.1-8b", 4096, 32, 32, 8, 128, 14336, 128256),
-    "llama-3.1-70b": ModelShape("llama-3.1-70b", 8192, 80, 64, 8, 128, 28672, 128256, tp=8),
-    "qwen2.5-7b": ModelShape("qwen2.5-7b", 3584, 28, 28, 4, 128, 18944, 152064),
-    "mistral-7b": ModelShape("mistral-7b", 4096, 32, 32, 8, 128, 14336, 32000, sliding_window=4096),
+    "llama-3.1-8b": ModelShape("llama-3.1-8b", 4096, 32, 32, 8, 128, 14336, 128256, rope_theta=500000.0,
+                               rope_scaling=LLAMA31_ROPE_SCALING),
+    "llama-3.1-70b": ModelShape("llama-3.1-70b", 8192, 80, 64, 8, 128, 28672, 128256, tp=8, rope_theta=500000.0,
+                                rope_scaling=LLAMA31_ROPE_SCALING),
+    "qwen2.5-7b": ModelShape("qwen2.5-7b", 3584, 28, 28, 4, 128, 18944, 152064, rope_theta=1000000.0),
+    "mistral-7b": ModelShape("mistral-7b", 4096, 32, 32, 8, 128, 14336, 32000, sliding_window=4096,
+                             rope_theta=10000.0),
 }
 DEFAULT_MODEL = "llama-3.1-8b"
 
@@ -65,7 +77,8 @@ DEFAULT_MODEL = "llama-3.1-8b"
 # config.json key (Hugging Face names) -> ModelShape field; nkilab's own field names are accepted as well
 CONFIG_KEYS = {"hidden_size": "hidden", "num_hidden_layers": "layers", "num_attention_heads": "q_heads",
                "num_key_value_heads": "kv_heads", "head_dim": "head_dim", "intermediate_size": "intermediate",
-               "vocab_size": "vocab", "sliding_window": "sliding_window", "tp": "tp", "name": "name"}
+               "vocab_size": "vocab", "sliding_window": "sliding_window", "tp": "tp", "name": "name",
+               "rope_theta": "rope_theta", "rope_scaling": "rope_scaling"}
 _CONFIG_NAME = {field: key for key, field in CONFIG_KEYS.items()}  # a field as the config file spells it
 REQUIRED_CONFIG = ("hidden", "layers", "q_heads", "intermediate", "vocab")
 
@@ -75,13 +88,14 @@ def model_from_config(path: str) -> ModelShape:
 
     Keys: hidden_size, num_hidden_layers, num_attention_heads, intermediate_size, vocab_size (required);
     num_key_value_heads (default: num_attention_heads), head_dim (default hidden_size / num_attention_heads),
-    sliding_window (null = none; ignored when use_sliding_window is false), tp (nkilab's: tensor-parallel degree,
-    default 1), name (default: the file name without .json). Unknown keys are ignored.
+    sliding_window (null = none; ignored when use_sliding_window is false), rope_theta (default 10000),
+    rope_scaling (null or a llama3 rope_scaling mapping, `RopeScaling.from_config`), tp (nkilab's: tensor-parallel
+    degree, default 1), name (default: the file name without .json). Unknown keys are ignored.
 
     Raises:
         ValueError: the file is missing or not a JSON object, a required key is missing, a size is not a positive
-            int, the name holds a "/", or num_attention_heads is not a multiple of num_key_value_heads; the
-            message names the file and the key.
+            int, rope_theta is not a number > 0, rope_scaling is not a llama3 rope_scaling, the name holds a "/",
+            or num_attention_heads is not a multiple of num_key_value_heads; the message names the file and the key.
     """
     if not os.path.isfile(path):
         raise ValueError(f"model config: no such file {path!r}")
@@ -108,6 +122,14 @@ def model_from_config(path: str) -> ModelShape:
         _positive(path, key, fields[key])
     if fields.get("sliding_window") is not None:
         _positive(path, "sliding_window", fields["sliding_window"])
+    theta = fields.get("rope_theta", 10000.0)
+    if isinstance(theta, bool) or not isinstance(theta, (int, float)) or not theta > 0:
+        raise ValueError(f"model config {path!r}: rope_theta must be a number > 0, got {theta!r}")
+    fields["rope_theta"] = float(theta)
+    try:
+        fields["rope_scaling"] = RopeScaling.from_config(fields.get("rope_scaling"))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"model config {path!r}: rope_{exc}") from None
     if not isinstance(fields["name"], str) or not fields["name"] or "/" in fields["name"]:
         raise ValueError(f"model config {path!r}: name must be a non-empty string without '/', got {fields['name']!r}")
     if fields["q_heads"] % fields["kv_heads"]:

@@ -38,9 +38,9 @@ def test_llama8b_projections_match_vllm_weight_shapes():
 @pytest.mark.parametrize("model", sorted(MODELS))
 def test_decode_and_prefill_problems_carry_tokens_and_scheme(model):
     decode = model_problems(model, phase="decode", grid="quick", quant=Quant("int4", 128))
-    assert {p.op for p in decode} == {"qmatmul", "paged_attention", "write_kv_cache", "rms_norm"}
+    assert {p.op for p in decode} == {"qmatmul", "paged_attention", "write_kv_cache", "rms_norm", "rope", "silu_mul"}
     for p in decode:
-        batch = p.params[p.family.plot.size]  # m, num_seqs, t, rows
+        batch = p.params[p.family.plot.size]  # m, num_seqs, t, rows, tokens
         assert batch in GRIDS["quick"]["batches"] and p.tokens == batch
         if p.op == "qmatmul":
             assert p.record()["scheme"] == "int4-g128" and p.spec()["group_size"] == 128
@@ -93,8 +93,9 @@ def test_smoke_inputs_run_on_the_reference_backend(problem):
     if problem.op == "write_kv_cache":
         key_cache = out[0]
         assert np.isnan(key_cache.astype(np.float64)).any()  # untouched slots keep their NaN poison
-    else:
-        assert np.isfinite(np.asarray(out, dtype=np.float64)).all()
+    else:  # one array, or a tuple of them (rope's q and k have different shapes)
+        outputs = out if isinstance(out, tuple) else (out,)
+        assert all(np.isfinite(np.asarray(o, dtype=np.float64)).all() for o in outputs)
 
 
 def test_zero_inputs_for_trace_mode_have_the_problem_shapes():
@@ -168,13 +169,21 @@ def test_model_from_config(tmp_path):
                                 "sliding_window": 1024, "use_sliding_window": False, "torch_dtype": "bfloat16"}))
     m = model_from_config(str(path))
     assert (m.name, m.hidden, m.head_dim, m.kv_heads, m.sliding_window, m.tp) == ("my-model", 2048, 128, 4, None, 1)
+    assert (m.rope_theta, m.rope_scaling) == (10000.0, None)
+    llama = {"hidden_size": 4096, "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
+             "intermediate_size": 14336, "vocab_size": 128256, "rope_theta": 500000,
+             "rope_scaling": {**MODELS["llama-3.1-8b"].rope_scaling.to_config(), "rope_type": "llama3"}}
+    path.write_text(json.dumps(llama))
+    assert dataclasses.replace(model_from_config(str(path)), name="llama-3.1-8b") == MODELS["llama-3.1-8b"]
     names = {p.name for p in model_problems(m, phase="decode", grid="quick", ops=("qmatmul",))}
     assert "my-model/decode/qmatmul/qkv-m8" in names
     for bad, match in [({"hidden_size": 2048}, "missing num_hidden_layers"),
                        ({"hidden_size": 2048, "num_hidden_layers": 2, "num_attention_heads": 6,
                          "num_key_value_heads": 4, "intermediate_size": 8, "vocab_size": 8}, "multiple of"),
                        ({"hidden_size": -1, "num_hidden_layers": 2, "num_attention_heads": 2,
-                         "intermediate_size": 8, "vocab_size": 8}, "hidden_size must be a positive int")]:
+                         "intermediate_size": 8, "vocab_size": 8}, "hidden_size must be a positive int"),
+                       ({**llama, "rope_theta": 0}, "rope_theta must be a number > 0"),
+                       ({**llama, "rope_scaling": {"rope_type": "yarn", "factor": 4.0}}, "rope_scaling: rope_type")]:
         path.write_text(json.dumps(bad))
         with pytest.raises(ValueError, match=match):
             model_from_config(str(path))
