@@ -1,6 +1,6 @@
 """The code cites only what the repository holds or a public source it names: no design documents outside the
-repository (they are not shipped; a kernel package's own `DESIGN.md` beside the citing file is in it), and every source tag of the emulator's family (S-ISA, S-A2, ...) defined in the
-emulator package's docstring."""
+repository (they are not shipped; a kernel package's own `DESIGN.md` beside the citing file is in it), and every
+source tag of the emulator's family (S-ISA, S-A2, ...) defined in the emulator package's docstring."""
 
 import re
 from pathlib import Path
