@@ -10,8 +10,8 @@ Chrome trace event format (the JSON that ui.perfetto.dev and chrome://tracing op
 "displayTimeUnit": "ns", "otherData": {...}}; one process per NeuronCore (pid = LNC program id), one thread (track)
 per engine and per DMA queue that did work; each instruction a complete event ("ph": "X", "ts"/"dur" in
 microseconds) named by its opcode (a transfer's software-DGE descriptors "<opcode> descriptors" on GpSimdE), with
-its operands (name, shape, dtype, buffer), FLOPs, HBM bytes and when its result was usable as arguments; tracks named by metadata events ("ph": "M", process_name / thread_name, and
-*_sort_index so engines list in a fixed order).
+its operands (name, shape, dtype, buffer), FLOPs, HBM bytes and when its result was usable as arguments; tracks
+named by metadata events ("ph": "M", process_name / thread_name, and *_sort_index so engines list in a fixed order).
 """
 
 from __future__ import annotations
