@@ -191,6 +191,11 @@ class NeuronTarget(Target):
     # engine's cycles [ASSUMED: the docs name the mechanism (PG: "semaphore wait on another compute engine") but give
     # no figure]
     semaphore_cycles: int = 64
+    # from the last core reaching a cross-core synchronization point (core_barrier, sendrecv, a collective) to its
+    # release: the "remote semaphore update" each core writes to the other before the "local semaphore wait"
+    # (nki/api/nki/isa/__init__.py, core_barrier) [ASSUMED: no Neuron document gives a figure; taken as one DMA
+    # completion-semaphore latency, the nearest documented semaphore path between a core and what it signals (DMAP)]
+    cross_core_sync_s: float = 0.45e-6
     dma_queues: int = 16  # DMA engines per core, 16 [DMA]; also the emulator's round-robin issue queues
     # bytes/s one DMA engine achieves with payloads >= 4 KiB per partition [DBW: 17 B/ns TRN1, 23 B/ns TRN2, 33 B/ns
     # TRN3 (272 / 368 / 528 GB/s per core); the theoretical rate is 27.2 GB/s (v2, v3) / 38.4 GB/s (v4), DMA]

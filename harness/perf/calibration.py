@@ -7,7 +7,8 @@ The published points (paths in aws-neuron/aws-neuron-sdk unless another reposito
          blocked 2 x 2 28.41 ms, all dims blocked 16/2/8 (partial sums in SBUF) 28.30 ms.
   [AT]   awslabs/nki-autotune kernel_library README, trn2, bf16 M = K = N = 2048, MFU from the Neuron profiler
          summary (mfu_estimated_percent: matmul FLOPs / (total_time x 2·128·128 FLOP/cycle x 2.4 GHz)): the
-         all-blocked kernel 60.6 % (blocking 16/2/8) and 79.1 % (4/1/8) (an earlier README); the hand-tuned lhsT.rhs
+         all-blocked kernel 60.6 % (blocking 16/2/8) and 79.1 % (4/1/8) (README at b672385: its port
+         kernel_manual_79.05mfu.py, "upstream default 16/2/8 ... drops to 60.56% at 2K³"); the hand-tuned lhsT.rhs
          kernel 90.92 % (kernel_hand_90.92mfu.py) and lhs.rhs with a DMA transpose 89.26 % ("10-rep mean",
          kernel_handtuned_89.26mfu.py), both at d57bcc3 (2026-06).
   [PROF] the legacy NKI profiling guide (nki/how-to-guides/neuron_profile_for_nki.rst, Dec 2025), trn1: its
@@ -66,6 +67,7 @@ _KO = "Neuron Profiler timeline (trn2, one NeuronCore)"
 _AT = "profiler MFU: matmul FLOPs / (total_time x TensorE peak)"
 _FP32 = (((8192, 4096), "float32"), ((8192, 8192), "float32"))
 _BF16 = (((2048, 2048), "bfloat16"), ((2048, 2048), "bfloat16"))
+_AT_BLOCKED = "N, K, M blocks of {} tiles; one PSUM + one staging tile per M block, shared by its output tiles"
 
 POINTS = (
     CalibrationPoint("fp32 4096x8192x8192 tiled", ck.matmul_tiled, {}, _FP32, "trn2", "latency_s", 39.89e-3,
@@ -78,12 +80,12 @@ POINTS = (
     CalibrationPoint("fp32 4096x8192x8192 all-blocked 16/2/8", ck.matmul_all_blocked, {}, _FP32, "trn2",
                      "latency_s", 28.30e-3, "[KO] all dims blocked", _KO,
                      "N, K, M blocks; partial sums added into SBUF accumulators"),
-    CalibrationPoint("bf16 2048^3 all-blocked 16/2/8", ck.matmul_all_blocked, dict(tiles_m=16, tiles_n=2, tiles_k=8),
-                     _BF16, "trn2", "mfu", 0.606, "[AT] all-blocked 16/2/8", _AT,
-                     "N, K, M blocks of 16/2/8 tiles; partial sums added into SBUF"),
-    CalibrationPoint("bf16 2048^3 all-blocked 4/1/8", ck.matmul_all_blocked, dict(tiles_m=4, tiles_n=1, tiles_k=8),
-                     _BF16, "trn2", "mfu", 0.791, "[AT] all-blocked 4/1/8", _AT,
-                     "N, K, M blocks of 4/1/8 tiles; partial sums added into SBUF"),
+    CalibrationPoint("bf16 2048^3 all-blocked 16/2/8", ck.matmul_all_blocked,
+                     dict(tiles_m=16, tiles_n=2, tiles_k=8, shared_partials=True), _BF16, "trn2", "mfu", 0.606,
+                     "[AT] all-blocked 16/2/8", _AT, _AT_BLOCKED.format("16/2/8")),
+    CalibrationPoint("bf16 2048^3 all-blocked 4/1/8", ck.matmul_all_blocked,
+                     dict(tiles_m=4, tiles_n=1, tiles_k=8, shared_partials=True), _BF16, "trn2", "mfu", 0.791,
+                     "[AT] all-blocked 4/1/8", _AT, _AT_BLOCKED.format("4/1/8")),
     CalibrationPoint("bf16 2048^3 lhsT.rhs hand-tuned", ck.matmul_lhst_rhs_streamed, {}, _BF16, "trn2", "mfu",
                      0.9092, "[AT] kernel_hand_90.92mfu", _AT,
                      "N blocks; K halves x M blocks streamed through 2 x 4 rotating tile sets; PSUM per tile"),

@@ -3,7 +3,8 @@ which loop, which buffers rotate, which buffer accumulates), never copied from t
 published figure each one stands against.
 
   [KO]  the kernel-optimization tutorial's fp32 matmuls (tiled, hoisted, free-blocked, all-blocked);
-  [AT]  nki-autotune's all-blocked bf16 matmul at 2048^3 (two blockings), and its hand-tuned 2048^3 bf16 kernels:
+  [AT]  nki-autotune's port of the all-blocked matmul (bf16, 2048^3, two blockings; one PSUM tile per M block), and
+        its hand-tuned 2048^3 bf16 kernels:
         lhsT @ rhs streamed through explicit rotating buffers, and lhs @ rhs with a DMA transpose of lhs;
   [PROF] the profiling guide's one-tile exp kernel.
 
@@ -82,19 +83,27 @@ def matmul_free_blocked(lhs_t, rhs, *, tiles_m: int = 2, tiles_n: int = 2):
     return result
 
 
-def matmul_all_blocked(lhs_t, rhs, *, tiles_m: int = 16, tiles_n: int = 2, tiles_k: int = 8):
-    """Same product, blocked in M, N and K: per N block, fp32 partial sums live in SBUF across K blocks.
+def matmul_all_blocked(lhs_t, rhs, *, tiles_m: int = 16, tiles_n: int = 2, tiles_k: int = 8,
+                       shared_partials: bool = False):
+    """Same product (result and accumulators in lhs_t's dtype), blocked in M, N and K: per N block, partial sums
+    live in SBUF across K blocks.
 
     Loop order: N blocks { zero the SBUF accumulators; K blocks { load tiles_k rhs rows [128, block_n];
     M blocks { load tiles_k lhs_t rows [128, block_m]; per (n tile, m tile): tiles_k matmuls into PSUM, then
     add the PSUM tile into its SBUF accumulator } } ; store each accumulator row [128, block_n] }.
+
+    shared_partials=False is the [KO] tutorial's kernel: a PSUM tile allocated per output tile, added from PSUM
+    straight into the accumulator. shared_partials=True is nki-autotune's port of it (kernel_manual_79.05mfu.py):
+    one PSUM tile and one SBUF staging tile allocated per M block and shared by all of the block's output tiles,
+    each tile memset in PSUM, copied to the staging tile, then added; so consecutive output tiles of a block
+    wait for each other (write-after-read on the shared tiles), and only different M blocks can overlap.
     """
     k_dim, m_dim = lhs_t.shape
     n_dim = rhs.shape[1]
     block_m, block_n, block_k = TILE_M * tiles_m, TILE_N * tiles_n, TILE_K * tiles_k
-    result = nl.ndarray((m_dim, n_dim), dtype=nl.float32, buffer=nl.shared_hbm)
+    result = nl.ndarray((m_dim, n_dim), dtype=lhs_t.dtype, buffer=nl.shared_hbm)
     for nb in range(n_dim // block_n):
-        acc = [[[nl.ndarray((TILE_M, TILE_N), dtype=nl.float32, buffer=nl.sbuf) for _ in range(tiles_n)]
+        acc = [[[nl.ndarray((TILE_M, TILE_N), dtype=lhs_t.dtype, buffer=nl.sbuf) for _ in range(tiles_n)]
                 for _ in range(tiles_m)] for _ in range(m_dim // block_m)]
         for rows in acc:
             for row in rows:
@@ -104,13 +113,18 @@ def matmul_all_blocked(lhs_t, rhs, *, tiles_m: int = 16, tiles_n: int = 2, tiles
             b_rows = [_load(rhs, (kb * tiles_k + r) * TILE_K, nb * block_n, block_n) for r in range(tiles_k)]
             for mb in range(m_dim // block_m):
                 a_rows = [_load(lhs_t, (kb * tiles_k + r) * TILE_K, mb * block_m, block_m) for r in range(tiles_k)]
+                shared = _partial_tiles(lhs_t.dtype) if shared_partials else None
                 for j in range(tiles_n):
                     for i in range(tiles_m):
-                        part_psum = nl.ndarray((TILE_M, TILE_N), dtype=nl.float32, buffer=nl.psum)
-                        for r in range(tiles_k):
-                            nisa.nc_matmul(dst=part_psum, stationary=a_rows[r][:, i * TILE_M:(i + 1) * TILE_M],
-                                           moving=b_rows[r][:, j * TILE_N:(j + 1) * TILE_N], accumulate=r > 0)
-                        nisa.tensor_tensor(dst=acc[mb][i][j], data1=acc[mb][i][j], data2=part_psum, op=nl.add)
+                        stationary = [a[:, i * TILE_M:(i + 1) * TILE_M] for a in a_rows]
+                        moving = [b[:, j * TILE_N:(j + 1) * TILE_N] for b in b_rows]
+                        if shared is None:
+                            part_psum = nl.ndarray((TILE_M, TILE_N), dtype=nl.float32, buffer=nl.psum)
+                            for r, (s, m) in enumerate(zip(stationary, moving)):
+                                nisa.nc_matmul(dst=part_psum, stationary=s, moving=m, accumulate=r > 0)
+                            nisa.tensor_tensor(dst=acc[mb][i][j], data1=acc[mb][i][j], data2=part_psum, op=nl.add)
+                        else:
+                            _accumulate(acc[mb][i][j], stationary, moving, shared)
                 del a_rows  # fp32 16/2/8 fills SBUF exactly: free before the next M block's rows load
             del b_rows
         _store_accumulators(result, acc, nb * block_n, block_n)
@@ -118,12 +132,17 @@ def matmul_all_blocked(lhs_t, rhs, *, tiles_m: int = 16, tiles_n: int = 2, tiles
     return result
 
 
+def _partial_tiles(dtype, shape: tuple = (TILE_M, TILE_N)) -> tuple:
+    """One fp32 PSUM tile and one SBUF staging tile in `dtype`, both of `shape`."""
+    return (nl.ndarray(shape, dtype=nl.float32, buffer=nl.psum), nl.ndarray(shape, dtype=dtype, buffer=nl.sbuf))
+
+
 def _store_accumulators(result, acc, n0: int, block_n: int) -> None:
     """Each accumulator row acc[mb][i] (tiles of [TILE_M, TILE_N]) packed into one [TILE_M, block_n] SBUF tile
     and stored with one DMA to result[m0:m0+TILE_M, n0:n0+block_n]."""
     for mb, rows in enumerate(acc):
         for i, row in enumerate(rows):
-            row_sb = nl.ndarray((TILE_M, block_n), dtype=nl.float32, buffer=nl.sbuf)
+            row_sb = nl.ndarray((TILE_M, block_n), dtype=result.dtype, buffer=nl.sbuf)
             for j, tile in enumerate(row):
                 nisa.tensor_copy(dst=row_sb[:, j * TILE_N:(j + 1) * TILE_N], src=tile)
             m0 = (mb * len(rows) + i) * TILE_M
@@ -239,11 +258,11 @@ def _tiles(count: int, width: int, dtype) -> list:
     return [nl.ndarray((TILE_K, width), dtype=dtype, buffer=nl.sbuf) for _ in range(count)]
 
 
-def _accumulate(acc, stationary: list, moving: list) -> None:
-    """acc (bf16 SBUF) += sum_r stationary[r].T @ moving[r], through a loop-local PSUM tile and SBUF copy."""
-    shape = (stationary[0].shape[1], moving[0].shape[1])
-    part_psum = nl.ndarray(shape, dtype=nl.float32, buffer=nl.psum)
-    part = nl.ndarray(shape, dtype=acc.dtype, buffer=nl.sbuf)
+def _accumulate(acc, stationary: list, moving: list, partials: tuple | None = None) -> None:
+    """acc (SBUF) += sum_r stationary[r].T @ moving[r]: memset a PSUM tile, accumulate the matmuls in it, copy it to
+    an SBUF staging tile in acc's dtype, add that into acc. `partials` = (PSUM tile, staging tile) the caller
+    shares across calls; None allocates both here (loop-local)."""
+    part_psum, part = partials or _partial_tiles(acc.dtype, (stationary[0].shape[1], moving[0].shape[1]))
     nisa.memset(dst=part_psum, value=0.0)
     for s, m in zip(stationary, moving):
         nisa.nc_matmul(dst=part_psum, stationary=s, moving=m, accumulate=True)

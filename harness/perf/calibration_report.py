@@ -11,7 +11,8 @@ from nkilab.harness.perf.calibration import POINTS, SOURCES, TOLERANCE, calibrat
 
 # model / published with the previous model (nkilab main @ b71b87d: per-run DMA descriptor costs, in-order engines
 # and DMA queues, every allocation fresh storage), its kernel time plus its 15 us launch figure against the same
-# published figures; the points added with issue 18 were modeled with that code on the same kernels
+# published figures; the points added with issue 18 were modeled with that code on the same kernels, except that the
+# two bf16 all-blocked points then ran the tutorial's structure (a PSUM tile per output tile), not nki-autotune's port
 BEFORE = {
     "fp32 4096x8192x8192 tiled": 1.043,
     "fp32 4096x8192x8192 hoisted": 1.082,

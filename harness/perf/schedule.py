@@ -19,6 +19,11 @@ Model (constants from `nkilab.harness.chips`, mechanisms in harness/perf/README.
     that (the engines serve the 16 queues round robin, so a transfer waiting for its data holds back no other),
     and the HBM time it needs takes the earliest gap of the core's HBM. The transfer is done when its last
     packet and its HBM time are.
+  - Cross-core synchronization (`sync.py`): the participants of a core_barrier, sendrecv or collective join the two
+    cores' schedules. Each arrives when its inputs and its engine allow; the point releases `cross_core_sync_s` after
+    the last arrival. A compute-engine participant (a barrier, a GpSimd-DMA sendrecv) holds its engine from its
+    arrival to the release and then runs; a DMA participant's transfer is triggered at the release. A barrier's
+    `data` counts as written at the release, so the accesses after it on either core wait for it.
 
 Bookkeeping per buffer keeps the earlier accesses still able to conflict; an access wholly covered by a later
 write is dropped, since anything that conflicts with it also conflicts with (and waits for) that write.
@@ -33,6 +38,7 @@ from nkilab.harness.chips import NeuronTarget
 from nkilab.harness.emulator.trace import ENGINES, Trace
 from nkilab.harness.perf.buffers import physical_buffers
 from nkilab.harness.perf.cost import InstructionCost, instruction_cost
+from nkilab.harness.perf.sync import sync_groups
 
 
 @dataclass
@@ -75,19 +81,26 @@ class _Timeline:
         """Reserve the earliest gap at or after `t`: `duration` long when the gap begins right at the end of a busy
         interval (the instruction issues behind another), else `after_idle` (default `duration`). Returns
         (start, end)."""
+        i, t, need = self._gap(t, duration, duration if after_idle is None else after_idle)
+        self._insert(i, t, t + need)
+        return t, t + need
+
+    def earliest(self, t: float, duration: float, after_idle: float | None = None) -> float:
+        """Where `place` would start the same request, reserving nothing."""
+        return self._gap(t, duration, duration if after_idle is None else after_idle)[1]
+
+    def _gap(self, t: float, duration: float, after_idle: float) -> tuple[int, float, float]:
+        """(insertion index, start, length) of the earliest fitting gap at or after `t`."""
         starts, ends = self.starts, self.ends
-        after_idle = duration if after_idle is None else after_idle
         i = bisect.bisect_right(ends, t)  # first interval that ends after t
         n = len(starts)
         while True:
             need = duration if (i > 0 and ends[i - 1] == t) else after_idle
             if i >= n or starts[i] >= t + need:
-                break
+                return i, t, need
             if ends[i] > t:
                 t = ends[i]
             i += 1
-        self._insert(i, t, t + need)
-        return t, t + need
 
     def _insert(self, i: int, s: float, e: float) -> None:
         starts, ends = self.starts, self.ends
@@ -168,33 +181,41 @@ def schedule(trace: Trace, core: NeuronTarget) -> Schedule:
     semaphore = {e: core.semaphore_cycles / f for e, f in hz.items()}
     semaphore["dma"] = 0.0
 
+    groups = sync_groups(trace)
+    releases: dict[int, float] = {}  # first participant's index -> when its synchronization point releases
+    sync_ready: dict[int, float] = {}  # participant's index -> when its inputs are ready
     for i, inst in enumerate(trace.instructions):
         cost = instruction_cost(inst, core)
         costs.append(cost)
         engine = cost.engine
-        wait = semaphore[engine]
-        ready = 0.0
-        for op in inst.operands:
-            a = op.access
-            log = logs.get(phys.get(a.storage, a.storage))
-            if log is not None:
-                ready = max(ready, log.ready(a.p_start, a.p_stop, a.start, a.stop, engine, op.is_write, wait))
-        res = cores.get(inst.program_id)
-        if res is None:
-            res = cores[inst.program_id] = _Core(core)
+        res = _core_of(cores, inst.program_id, core)
+        group = groups.get(i) if groups else None
+        if group is None:
+            ready, release = _ready(inst, engine, semaphore[engine], logs, phys), 0.0
+        else:  # every participant's inputs are taken before any of them is placed
+            if group[0] not in releases:
+                releases[group[0]] = _release(group, trace, core, cores, logs, phys, semaphore, sync_ready)
+            ready, release = sync_ready.pop(i), releases[group[0]]
         if engine == "dma":
-            begin, end, placed = _place_dma(cost, ready, res, core, busy)
+            begin, end, placed = _place_dma(cost, max(ready, release), res, core, busy)
             pieces.append(placed)
             ready_same = ready_other = released = end + core.dma_completion_s
         else:
             pieces.append(())
-            begin, end = res.engines[engine].place(ready, cost.busy_s, cost.stall_s)
-            busy[engine] += end - begin
+            timeline = res.engines[engine]
+            if group is None:
+                begin, end = timeline.place(ready, cost.busy_s, cost.stall_s)
+                busy[engine] += end - begin
+            else:  # blocked from its arrival to the release, then its own work (the only part counted busy)
+                hold = max(0.0, release - timeline.earliest(ready, cost.stall_s)) + cost.stall_s
+                begin, end = timeline.place(ready, hold)
+                busy[engine] += cost.stall_s
             committed = end + cost.commit_s
             ready_same = end if engine == "tensor" else committed
             ready_other = committed
             released = end
         start[i], done[i] = begin, end
+        fence = group is not None and inst.opcode == "core_barrier"  # its data is ordered after it, on both cores
         for op in inst.operands:
             a = op.access
             key = phys.get(a.storage, a.storage)
@@ -202,12 +223,47 @@ def schedule(trace: Trace, core: NeuronTarget) -> Schedule:
             if log is None:
                 log = logs[key] = _AccessLog()
             # a writer's output is readable at ready_*; a reader frees its operand when it is done with it
-            same, other = (ready_same, ready_other) if op.is_write else (released, released)
-            log.add((a.p_start, a.p_stop, a.start, a.stop, same, other, engine), op.is_write)
+            is_write = op.is_write or fence
+            same, other = (ready_same, ready_other) if is_write else (released, released)
+            log.add((a.p_start, a.p_stop, a.start, a.stop, same, other, engine), is_write)
 
     ncores = len(cores) or 1
     makespan = (max(done) - min(start)) if n else 0.0
     return Schedule(makespan, {e: b / ncores for e, b in busy.items()}, start, done, costs, ncores, pieces)
+
+
+def _ready(inst, engine: str, wait: float, logs: dict, phys: dict) -> float:
+    """When `inst` may start on `engine` after the accesses it conflicts with (`wait`: its semaphore wait)."""
+    ready = 0.0
+    for op in inst.operands:
+        a = op.access
+        log = logs.get(phys.get(a.storage, a.storage))
+        if log is not None:
+            ready = max(ready, log.ready(a.p_start, a.p_stop, a.start, a.stop, engine, op.is_write, wait))
+    return ready
+
+
+def _core_of(cores: dict, program_id: int, core: NeuronTarget) -> _Core:
+    res = cores.get(program_id)
+    if res is None:
+        res = cores[program_id] = _Core(core)
+    return res
+
+
+def _release(group: tuple, trace: Trace, core: NeuronTarget, cores: dict, logs: dict, phys: dict,
+             semaphore: dict, sync_ready: dict) -> float:
+    """When the synchronization point of participants `group` releases: `cross_core_sync_s` after the last one
+    arrives (a DMA participant when its inputs are ready, a compute one when its engine can also take it). Each
+    participant's input readiness goes into `sync_ready`."""
+    arrivals = []
+    for j in group:
+        inst = trace.instructions[j]
+        cost = instruction_cost(inst, core)
+        ready = sync_ready[j] = _ready(inst, cost.engine, semaphore[cost.engine], logs, phys)
+        if cost.engine != "dma":
+            ready = _core_of(cores, inst.program_id, core).engines[cost.engine].earliest(ready, cost.stall_s)
+        arrivals.append(ready)
+    return max(arrivals) + core.cross_core_sync_s
 
 
 def _place_dma(cost: InstructionCost, ready: float, res: _Core, core: NeuronTarget, busy: dict) -> tuple:
