@@ -84,12 +84,20 @@ def test_check_reports_an_unavailable_backend_without_crashing(tmp_path, monkeyp
     assert by_backend["reference"]["status"] == "ok"
 
 
-def test_errored_records_exit_non_zero(monkeypatch, capsys):
+def test_errored_records_exit_non_zero(monkeypatch, tmp_path):
     """A run whose every NKI record errors (a bad target in the environment) must not exit 0."""
     monkeypatch.setenv("NEURON_PLATFORM_TARGET_OVERRIDE", "trn9")
-    assert main(["check", "--ops", "write_kv_cache", "--backends", "nki", "--json"]) == 1
-    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert main(["check", "--ops", "write_kv_cache", "--backends", "nki", "--out", str(tmp_path)]) == 1
+    records = read_jsonl(str(tmp_path / "results.jsonl"))
     assert records and all(r["status"] == "error" and "trn9" in r["note"] for r in records)
+
+
+def test_check_json_prints_the_results_jsonl_records(tmp_path, capsys):
+    assert main(["check", "--ops", "write_kv_cache", "--backends", "reference", "--json", "--out", str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    printed = [json.loads(line) for line in captured.out.splitlines()]
+    assert printed == read_jsonl(str(tmp_path / "results.jsonl")) and all(validate_record(r) == [] for r in printed)
+    assert "Correctness" in captured.err  # the table goes to stderr
 
 
 @pytest.mark.parametrize("argv, named", [
