@@ -44,6 +44,7 @@ Sources (tags in the field comments; paths in aws-neuron/aws-neuron-sdk unless a
   [NV]   NVIDIA H100 SXM5 80GB and H200 SXM 141GB datasheets (dense = sparse / 2)
   [SPR]  Intel Xeon Platinum 8480+: 56 cores, 350 W TDP, 8 x DDR5-4800 = 307 GB/s per socket, AMX 1024 bf16
          ops/cycle/core and 2 AVX-512 FMA units at ~2 GHz
+  [NVL]  NVIDIA H100 / H200 SXM datasheets: NVLink 4, 900 GB/s per GPU (both directions together)
   [ASSUMED] not published; an explicit, overridable assumption (`Target.with_power`, CLI `--power-w`)
   [derived] arithmetic on the above, e.g. per-core HBM bandwidth = chip bandwidth / cores
 """
@@ -344,6 +345,42 @@ TARGETS: dict[str, Target] = {
         power_w=6.3, idle_share=0.5,
         power_source="derived: 350 W TDP / 56 cores [SPR]; 50% idle share assumed",
     ),
+}
+
+
+@dataclass(frozen=True)
+class Link:
+    """A chip's chip-to-chip interconnect, as the cost composer's tensor-parallel collectives see it.
+
+    Attributes:
+        name: the interconnect ("NeuronLink-v2", "NVLink 4").
+        bw: bytes/s one chip moves to its peers in one direction (what a ring collective's step runs at); the
+            Neuron chip tables print one per-chip figure, taken here as one direction [ASSUMED].
+        latency_s: fixed time of one collective launch (synchronisation and the first hop), s.
+        source: where the figures come from (tags as above).
+    """
+
+    name: str
+    bw: float
+    latency_s: float
+    source: str
+
+
+# a collective's fixed cost: no Neuron or NVIDIA document gives one for these sizes [ASSUMED, like `launch_s`]
+_COLLECTIVE_LATENCY_S = 10e-6
+LINKS: dict[str, Link] = {
+    "inf2": Link("NeuronLink-v2", 192 * 2**30, _COLLECTIVE_LATENCY_S,
+                 "[HW] inferentia2: 192 GiB/s per chip (inf2.24xlarge / 48xlarge); latency [ASSUMED]"),
+    "trn1": Link("NeuronLink-v2", 384 * GB, _COLLECTIVE_LATENCY_S,
+                 "[HW] trainium: 4 links, 384 GB/s per chip; latency [ASSUMED]"),
+    "trn2": Link("NeuronLink-v3", 1.28 * TB, _COLLECTIVE_LATENCY_S,
+                 "[HW] trainium2: 1.28 TB/s per chip; latency [ASSUMED]"),
+    "trn3": Link("NeuronLink-v4", 2.56 * TB, _COLLECTIVE_LATENCY_S,
+                 "[HW] trainium3: 2.56 TB/s per chip; latency [ASSUMED]"),
+    "h100": Link("NVLink 4", 450 * GB, _COLLECTIVE_LATENCY_S,
+                 "[NVL] 900 GB/s per GPU both directions -> 450 GB/s each way [derived]; latency [ASSUMED]"),
+    "h200": Link("NVLink 4", 450 * GB, _COLLECTIVE_LATENCY_S,
+                 "[NVL] 900 GB/s per GPU both directions -> 450 GB/s each way [derived]; latency [ASSUMED]"),
 }
 
 

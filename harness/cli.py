@@ -1,4 +1,4 @@
-"""`nkilab` console script: run | check | bench | targets | report | calibrate | diff.
+"""`nkilab` console script: run | check | bench | targets | report | calibrate | diff | cost.
 
   nkilab run        correctness of every kernel on every available backend (smoke shapes), the modeled profile
                     of every NKI kernel on each Neuron target at the real shapes of a model, measured profiles
@@ -11,6 +11,8 @@
   nkilab report     re-render report.md and plots from a run folder (its records and run.json).
   nkilab calibrate  the model against published device measurements (model / published per point).
   nkilab diff       two run folders compared record by record (latency, MFU/MBU, errors).
+  nkilab cost       the modeled cost of a token: latency, tokens/s, J/token, $/Mtoken, per-kernel share
+                    (`nkilab.harness.cost.cli`).
 
 Exit codes: 0 when every record is ok, unsupported or unavailable; 1 when a record failed its check or errored;
 2 for bad arguments or a missing run folder. This module holds the parser; the commands are in
@@ -24,6 +26,7 @@ import sys
 
 from nkilab.harness import commands
 from nkilab.harness.chips import NEURON_TARGETS, TARGETS, get_target
+from nkilab.harness.cost import cli as cost_cli
 from nkilab.harness.workloads import DEFAULT_MODEL, GRIDS, MODELS, PHASES
 from nkilab.kernels._registry import BACKENDS, OPS, has_cuda_device
 from nkilab.reference.quant import SCHEMES
@@ -135,6 +138,7 @@ def _add_run(sub) -> None:
     run.add_argument("--no-measure", action="store_true",
                      help="skip measured profiles (they run only where a CUDA or Neuron device exists)")
     run.add_argument("--no-plots", action="store_true", help="write no PNG plots")
+    run.add_argument("--no-cost", action="store_true", help="leave the cost-of-a-token section out of the report")
     run.add_argument("--calibrate", choices=("none", "quick", "full"), default="quick",
                      help="calibration points in the report: quick = the ones that trace in seconds, full = every "
                           "published point (minutes more), none (default: quick)")
@@ -212,6 +216,7 @@ def build_parser(gpu: bool | None = None) -> argparse.ArgumentParser:
                       help="relative change of latency, MFU or MBU below which a record counts as unchanged "
                            "(default: 0.01)")
     diff.add_argument("--all", action="store_true", help="list unchanged records too")
+    cost_cli.add_parser(sub)
     return parser
 
 

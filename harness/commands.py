@@ -14,6 +14,7 @@ from dataclasses import asdict
 
 from nkilab.harness import chips, timeline
 from nkilab.harness.chips import ALL_TARGETS, NEURON_TARGETS, TARGETS, NeuronTarget, get_target
+from nkilab.harness.cost import cli as cost_cli
 from nkilab.harness.diff import DIFF_HEADER, compare_folders, diff_rows, summary_line
 from nkilab.harness.perf import calibration, calibration_report
 from nkilab.harness.profile import RunConfig, Task, measure_task, model_task, plan, run
@@ -136,10 +137,27 @@ def cmd_run(args, command: str) -> int:
     wall = time.perf_counter() - t0
     info = _run_info(config, command, wall, started, rows)
     report = _write_folder(records, folder, info, plots=not args.no_plots, console=console)
+    if not args.no_cost:
+        info["cost_section"] = _cost_section(folder, report, config, quick=args.quick, console=console)
+        write_run_info(folder, info)
     failed = sum(r["status"] in ("failed", "error") for r in records)
     console.print(f"wrote {folder}/{RESULTS} ({len(records)} records), run.json, {report}; {wall:.1f} s; "
                   f"{failed} failed or errored")
     return exit_code(records)
+
+
+def _cost_section(folder: str, report: str, config: RunConfig, *, quick: bool, console) -> str | None:
+    """The cost-of-a-token section `nkilab.harness.cost` appends to report.md, as the text it appended (kept in
+    run.json so `nkilab report` re-renders it); None for a --model-config model, which the cost model does not take
+    (`nkilab cost` composes the listed models)."""
+    if config.model_config is not None:
+        console.print("cost of a token: not composed for a --model-config model (nkilab cost takes --model)")
+        return None
+    with open(report) as fh:
+        before = len(fh.read())
+    cost_cli.append_to_run(folder, report, config, quick=quick, console=console)
+    with open(report) as fh:
+        return fh.read()[before:]
 
 
 def cmd_check(args, command: str) -> int:
@@ -295,6 +313,9 @@ def cmd_report(args, command: str) -> int:
         records = read_jsonl(os.path.join(args.folder, RESULTS))
     info = read_run_info(args.folder)
     path = _write_folder(records, args.folder, info, plots=True, console=console, rerendered=command)
+    if info.get("cost_section"):
+        with open(path, "a") as fh:
+            fh.write(info["cost_section"])
     console.print(f"wrote {path} and the plots from {len(records)} records"
                   + ("" if info else " (no run.json in the folder: command and wall time not recorded)"))
     return 0
@@ -341,4 +362,5 @@ def cmd_diff(args, command: str) -> int:
 
 
 HANDLERS = {"run": cmd_run, "check": cmd_check, "bench": cmd_bench, "targets": cmd_targets, "report": cmd_report,
+            "cost": cost_cli.cmd_cost,
             "calibrate": cmd_calibrate, "diff": cmd_diff}

