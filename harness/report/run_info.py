@@ -1,5 +1,6 @@
 """run.json: what a run folder holds besides its records — the command, wall time, configuration and the sections
-computed at run time (the calibration table, the cost section) — so `nkilab report DIR` re-renders the report without losing them.
+computed at run time (the calibration table, the cost section) — so `nkilab report DIR` re-renders the report
+without losing them.
 
 Keys (every one optional when reading; a folder from an older nkilab has no run.json):
   command, wall_s, started      the `nkilab run` line, its wall time in s, its UTC start (ISO 8601)
