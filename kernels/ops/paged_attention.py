@@ -216,7 +216,9 @@ def model_problems(model, phase: str, grid: dict, quant, dtype: str) -> list[Pro
       chunked  one chunked-prefill chunk of each `chunks` length, the last tokens of a sequence of each
                `chunk_contexts` length;
       mixed    one scheduler step: `mixed_batches` decode sequences and one chunk (the first `chunks` length), every
-               sequence `chunk_contexts` long — the one call the kernel serves them all with."""
+               sequence `chunk_contexts` long — the one call the kernel serves them all with.
+    A grid without those keys (the cost composer's one-point grids, whose prefill layer attends densely) has no
+    problems in these phases."""
     if phase == "decode":
         return [_paged_problem(model, phase, f"b{b}-ctx{ctx}-bs{bs}", dict(num_seqs=b, q_len=1, context=ctx), bs,
                                dtype, b)
@@ -224,10 +226,12 @@ def model_problems(model, phase: str, grid: dict, quant, dtype: str) -> list[Pro
                 if b * ctx <= grid.get("max_kv_tokens", b * ctx)]  # bounds the default grid's trace-mode caches
     bs = grid["block_sizes"][0]
     if phase == "prefill":
-        steps = [(f"s{s}", (s,), (s,)) for s in grid["paged_prefill"]]
+        steps = [(f"s{s}", (s,), (s,)) for s in grid.get("paged_prefill", ())]
     elif phase == "chunked":
-        steps = [(f"chunk{c}-ctx{ctx}", (c,), (ctx,)) for c in grid["chunks"] for ctx in grid["chunk_contexts"]
-                 if ctx >= c]
+        steps = [(f"chunk{c}-ctx{ctx}", (c,), (ctx,)) for c in grid.get("chunks", ())
+                 for ctx in grid.get("chunk_contexts", ()) if ctx >= c]
+    elif not grid.get("chunks"):
+        steps = []
     else:
         c = grid["chunks"][0]
         steps = [(f"b{b}-ctx{ctx}+chunk{c}", (1,) * b + (c,), (ctx,) * (b + 1)) for b in grid["mixed_batches"]
