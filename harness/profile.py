@@ -4,9 +4,10 @@ Three passes, each producing `records` (see `report/records.py`), over every reg
   check     every op on every available backend at the smoke workload, against the float64 reference by the op's
             check rule (`harness.checks.check_output`); the call's CPU wall time is kept as `emulation-wall` for
             the NKI emulator and the Triton interpreter — never as device speed.
-  model     every op on each Neuron target at the real shapes of a model: the NKI backend traces the kernel for
-            the target (`nkilab.kernels.nki.trace`, the emulator's trace mode) and the performance model costs the
-            trace (`perf.model_trace`): kind "modeled", with a modeled energy per token.
+  model     every op on each Neuron target at the real shapes of a model: the NKI backend traces `kernel[lnc]` for
+            the target (`nkilab.kernels.nki.trace`, the emulator's trace mode; lnc = the target's default logical
+            core degree from the hardware table unless the run asks for another) and the performance model costs
+            the trace (`perf.model_trace`): kind "modeled", with a modeled energy per token.
   measure   on a CUDA device, Triton kernels timed with CUDA events and metered with NVML; on a Neuron device,
             NKI kernels timed on the host clock and metered with the sysfs power file (`measure.device`).
             Skipped where no device exists (the run says so).
@@ -28,20 +29,24 @@ import numpy as np
 
 from nkilab.harness.cache import Cache
 from nkilab.harness.checks import check_output, quantization_error
-from nkilab.harness.chips import NEURON_TARGETS
+from nkilab.harness.chips import NEURON_TARGETS, get_target
+from nkilab.harness.emulator.trace import Trace
 from nkilab.harness.measure.device import measure_cuda, measure_neuron
 from nkilab.harness.measure.energy import modeled_energy
-from nkilab.harness.perf.model import METHOD, model_trace
+from nkilab.harness.perf.model import METHOD, Estimate, model_trace
 from nkilab.harness.record_cache import cached_record, record_key
 from nkilab.harness.report.records import check_field, energy_field, make_record, perf_field
 from nkilab.harness.workloads import (
     DEFAULT_MODEL,
     DEFAULT_QUANT,
     PHASES,
+    ModelShape,
     Problem,
     Quant,
+    grid_sizes,
     make_inputs,
     model_problems,
+    short_name,
     smoke_problems,
 )
 from nkilab.kernels import _registry, nki
@@ -61,8 +66,13 @@ class RunConfig:
     Attributes:
         ops: ops to walk; backends: backends for the check pass (None = every available one).
         targets: Neuron targets for the modeled pass.
-        model: model key of the real shapes; phases: "decode" and/or "prefill"; grid: "quick" | "default" | "full".
+        model: model key of the real shapes, or a ModelShape (`model_config`: the JSON file it was read from, named
+            in the records' reproduction commands).
+        phases: workload phases (PHASES); grid: "quick" | "default" | "full"; sizes: overrides of the grid's sweeps
+            (`grid_sizes` keys: batches, contexts, prefill_lengths, chunks; None or missing = the grid's).
         quant: weight scheme of the qmatmul problems.
+        lnc: logical NeuronCore degree the modeled kernels launch with (`kernel[lnc]`); None = each target's default
+            (`lnc_default` of the hardware table: 1 on inf2/trn1, 2 on trn2/trn3).
         check, modeled, measured: which passes run.
         power_w: per-target chip power overrides, W (modeled energy).
         seed: RNG seed of the smoke inputs.
@@ -72,10 +82,13 @@ class RunConfig:
     ops: tuple[str, ...] = OPS
     backends: tuple[str, ...] | None = None
     targets: tuple[str, ...] = NEURON_TARGETS
-    model: str = DEFAULT_MODEL
+    model: str | ModelShape = DEFAULT_MODEL
+    model_config: str | None = None
     phases: tuple[str, ...] = PHASES
     grid: str = "default"
+    sizes: dict = field(default_factory=dict)
     quant: Quant = DEFAULT_QUANT
+    lnc: int | None = None
     check: bool = True
     modeled: bool = True
     measured: bool = True
@@ -83,16 +96,26 @@ class RunConfig:
     seed: int = 0
     cache: Cache | None = None
 
+    def grid_sizes(self) -> dict:
+        """The sweep sizes of `grid` with `sizes` applied."""
+        return grid_sizes(self.grid, **self.sizes)
+
+    def lnc_for(self, target: str) -> int:
+        """The LNC a modeled kernel launches with on `target`: `lnc`, else the target's default."""
+        return self.lnc or get_target(target, neuron=True).lnc_default
+
 
 @dataclass(frozen=True)
 class Task:
-    """One unit of work: `kind` "check" | "model" | "measure"."""
+    """One unit of work: `kind` "check" | "model" | "measure"; `lnc` the logical NeuronCore degree the NKI kernel
+    launches with (None where no NeuronCore kernel runs, or where the device's runtime decides)."""
 
     kind: str
     op: str
     backend: str
     target: str
     problem: Problem
+    lnc: int | None = None
 
 
 def plan(config: RunConfig) -> list[Task]:
@@ -101,12 +124,14 @@ def plan(config: RunConfig) -> list[Task]:
     if config.check:
         for op in config.ops:
             for backend in config.backends or tuple(_registry.available_backends(op)):
-                target = "emulator" if backend == "nki" else "cpu"
-                tasks += [Task("check", op, backend, target, p) for p in smoke_problems(ops=(op,))]
+                # the emulator runs the public API's NKI launch, kernel[1]
+                target, lnc = ("emulator", 1) if backend == "nki" else ("cpu", None)
+                tasks += [Task("check", op, backend, target, p, lnc) for p in smoke_problems(ops=(op,))]
+    sizes = config.grid_sizes()
     real = [p for phase in config.phases
-            for p in model_problems(config.model, phase=phase, grid=config.grid, quant=config.quant, ops=config.ops)]
+            for p in model_problems(config.model, phase=phase, grid=sizes, quant=config.quant, ops=config.ops)]
     if config.modeled:
-        tasks += [Task("model", p.op, "nki", t, p) for t in config.targets for p in real]
+        tasks += [Task("model", p.op, "nki", t, p, config.lnc_for(t)) for t in config.targets for p in real]
     if config.measured:
         if _registry.has_cuda_device():
             tasks += [Task("measure", p.op, "triton", "cuda", p) for p in real]
@@ -139,7 +164,7 @@ def run(config: RunConfig, on_record: Callable[[Task, dict], None] | None = None
 
 def _status_record(task: Task, status: str, note: str, **extra) -> dict:
     return make_record(kernel=task.op, backend=task.backend, target=task.target, problem=task.problem.record(),
-                       status=status, note=note, stage=task.kind, **extra)
+                       status=status, note=note, stage=task.kind, lnc=task.lnc, **extra)
 
 
 def _declined(task: Task, problem: Problem) -> dict | None:
@@ -186,7 +211,7 @@ def check_task(task: Task, rng: np.random.Generator) -> dict:
                        check=check_field(result, _quant_error(problem, args, kwargs, plain_rng)), perf=perf,
                        energy=None,
                        status="ok" if result.passed else "failed",
-                       note=None if result.passed else result.message, wall_s=wall, stage="check",
+                       note=None if result.passed else result.message, wall_s=wall, stage="check", lnc=task.lnc,
                        command=f"nkilab check --ops {task.op} --backends {task.backend}")
 
 
@@ -199,16 +224,26 @@ def _quant_error(problem: Problem, args, kwargs, plain_rng: np.random.Generator)
     return quantization_error(problem.family, args, kwargs, *make_inputs(plain, plain_rng), problem.dtype)
 
 
-def model_task(task: Task, config: RunConfig) -> dict:
-    """Trace one NKI kernel at real shapes for one Neuron target and model the trace."""
+def model_problem(problem: Problem, target: str, lnc: int = 1) -> tuple[Trace, Estimate, float]:
+    """(trace, estimate, CPU seconds) of `problem`'s NKI kernel launched as `kernel[lnc]` on `target`."""
+    t0 = time.perf_counter()
+    trace = nki.trace(problem.op, {**problem.params, **problem.spec()}, target, lnc=lnc)
+    est = model_trace(trace, target)
+    return trace, est, time.perf_counter() - t0
+
+
+def model_task(task: Task, config: RunConfig,
+               on_trace: Callable[[Trace, Estimate], None] | None = None) -> dict:
+    """Trace one NKI kernel at real shapes for one Neuron target (as `kernel[lnc]`) and model the trace;
+    `on_trace(trace, estimate)` sees them before the record is made (the bench's timelines)."""
     problem = task.problem
     declined = _declined(task, problem)
     if declined is not None:
         return declined
-    t0 = time.perf_counter()
-    trace = nki.trace(task.op, {**problem.params, **problem.spec()}, task.target)
-    est = model_trace(trace, task.target)
-    trace_wall = time.perf_counter() - t0
+    lnc = task.lnc or config.lnc_for(task.target)
+    trace, est, trace_wall = model_problem(problem, task.target, lnc)
+    if on_trace is not None:
+        on_trace(trace, est)
     busiest = max(est.engine_busy_s.values()) if est.engine_busy_s else 0.0
     energy = modeled_energy(est.latency_s, task.target, utilization=busiest / est.latency_s if est.latency_s else 0,
                             lnc=est.lnc, tokens=problem.tokens, power_w=config.power_w.get(task.target))
@@ -220,8 +255,8 @@ def model_task(task: Task, config: RunConfig) -> dict:
                       peak_flops=est.peak_flops, bandwidth=est.bandwidth, formula_flops=problem.flops(),
                       formula_hbm_bytes=problem.hbm_bytes(), assumptions=est.assumptions)
     return make_record(kernel=task.op, backend="nki", target=task.target, problem=problem.record(), check=None,
-                       perf=perf, energy=energy_field(energy), trace_wall_s=trace_wall, stage="model",
-                       command=_bench_command(task, config))
+                       perf=perf, energy=energy_field(energy), trace_wall_s=trace_wall, stage="model", lnc=lnc,
+                       note=replication_note(trace), command=bench_command(task, config))
 
 
 def cached_model_task(task: Task, config: RunConfig) -> dict:
@@ -232,12 +267,35 @@ def cached_model_task(task: Task, config: RunConfig) -> dict:
                          lambda: model_task(task, config))
 
 
-def _bench_command(task: Task, config: RunConfig) -> str:
-    """The `nkilab bench` line that reproduces a modeled record (the full grid holds every grid's problems)."""
+def replication_note(trace: Trace) -> str | None:
+    """A note when an LNC>1 kernel runs the same instruction stream on every program instance: it splits no work
+    between the logical core's NeuronCores (each repeats the whole kernel), so LNC brings it no speed-up."""
+    if trace.lnc < 2:
+        return None
+    streams: dict[int, list] = {}
+    for inst in trace.instructions:
+        streams.setdefault(inst.program_id, []).append(
+            (inst.engine, inst.opcode, tuple((o.shape, o.access.start, o.access.stop) for o in inst.operands)))
+    if len(streams) < 2 or any(s != streams[0] for s in streams.values()):
+        return None
+    return (f"kernel[{trace.lnc}] repeats the whole kernel on each of its {trace.lnc} NeuronCores (no work split "
+            "by program id): LNC gives it no speed-up; the model orders the copies' writes to the same output, so "
+            "this latency is an upper bound (--lnc 1 models one copy)")
+
+
+def bench_command(task: Task, config: RunConfig) -> str:
+    """The `nkilab bench` line that reproduces a modeled record (bench looks a problem up in every grid, with the
+    run's size overrides)."""
     p, q = task.problem, config.quant
-    group = f" --group-size {q.group_size}" if q.group_size else ""
-    return (f"nkilab bench --kernel {task.op} --model {p.model} --phase {p.phase} --target {task.target} "
-            f"--grid full --scheme {q.scheme}{group} --problem {p.name}")
+    model = f"--model-config {config.model_config}" if config.model_config else f"--model {p.model}"
+    parts = [f"nkilab bench {model} --target {task.target} --lnc {config.lnc_for(task.target)} --scheme {q.scheme}"]
+    if q.group_size:
+        parts.append(f"--group-size {q.group_size}")
+    for key, values in sorted(config.sizes.items()):
+        if values:
+            parts.append(f"--{key.replace('_', '-')} {','.join(str(v) for v in values)}")
+    parts.append(f"--problem {short_name(p.name)}")
+    return " ".join(parts)
 
 
 def measure_task(task: Task) -> dict:
@@ -250,4 +308,4 @@ def measure_task(task: Task) -> dict:
     perf = perf_field("measured", latency_s=measured.latency_s, method=measured.method, flops=problem.flops(),
                       hbm_bytes=problem.hbm_bytes(), tokens=problem.tokens, **measured.extra)
     return make_record(kernel=task.op, backend=task.backend, target=task.target, problem=problem.record(),
-                       perf=perf, energy=energy_field(measured.energy), stage="measure")
+                       perf=perf, energy=energy_field(measured.energy), stage="measure", lnc=task.lnc)

@@ -44,7 +44,8 @@ def record_key(task, power_w: float | None) -> dict:
     """The cache key parts of the modeled record of `task` (a `profile.Task` of kind "model")."""
     p = task.problem
     return {"what": "modeled-record", "v": RECORD_VERSION, "source": model_source_hash(), "op": task.op,
-            "target": task.target, "problem": p.record(), "spec": p.spec(), "params": p.params, "power_w": power_w}
+            "target": task.target, "lnc": task.lnc, "problem": p.record(), "spec": p.spec(), "params": p.params,
+            "power_w": power_w}
 
 
 def cached_record(cache: Cache, key_parts: dict, compute: Callable[[], dict]) -> dict:

@@ -1,6 +1,7 @@
 """nkilab.reference: float64 NumPy reference implementations and the quantization formats.
 
-Each function here defines the semantics the kernels of `nkilab.kernels` are checked against (DESIGN §3).
+Each function here defines the semantics the kernels of `nkilab.kernels` are checked against; the public API's
+docstrings point here.
 """
 
 from nkilab.reference.activation import silu_mul

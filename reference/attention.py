@@ -1,4 +1,4 @@
-"""Dense attention reference (DESIGN §3.2): softmax(scale * q @ kᵀ, masked) @ v with GQA, causal, window, softcap.
+"""Dense attention reference: softmax(scale * q @ kᵀ, masked) @ v with GQA, causal, window, softcap.
 
 Semantics the kernels must match:
   - GQA/MQA: Hq % Hkv == 0; query head h reads kv head h // (Hq // Hkv).

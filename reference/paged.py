@@ -1,4 +1,4 @@
-"""Paged KV-cache references (DESIGN §3.3): cache write and paged attention over a block table.
+"""Paged KV-cache references: cache write and paged attention over a block table.
 
 Cache layout (vLLM "flash" layout): key_cache, value_cache: [num_blocks, block_size, Hkv, D]. Slot
 `s = block * block_size + offset` names one token position; a sequence's logical block j lives in physical

@@ -1,4 +1,5 @@
-"""DESIGN §3.2 attention written out one (batch, query, head) row at a time: the tests' independent truth."""
+"""The attention of nkilab.reference.attention's docstring written out one (batch, query, head) row at a time: the
+tests' independent truth."""
 
 import math
 
@@ -6,7 +7,7 @@ import numpy as np
 
 
 def brute_force_attention(q, k, v, *, causal, scale=None, sliding_window=None, softcap=None):
-    """DESIGN §3.2 written out one query row at a time with Python scalars (independent of the reference)."""
+    """That attention written out one query row at a time with Python scalars (independent of the reference)."""
     b_, sq, hq, d = q.shape
     skv, hkv = k.shape[1], k.shape[2]
     scale = d**-0.5 if scale is None else scale

@@ -17,7 +17,7 @@ from nkilab.reference.dtypes import numpy_dtype
 from nkilab.reference.quant import FP8_SCHEMES, SCHEMES, QuantizedWeight, quantize_activation, quantize_weight
 
 FLOAT_DTYPES = ("float32", "float16", "bfloat16")
-INTERPRETER_DTYPES = ("float32", "float16")  # the Triton CPU interpreter has no bfloat16 arithmetic (DESIGN §1)
+INTERPRETER_DTYPES = ("float32", "float16")  # the Triton CPU interpreter has no bfloat16 arithmetic (triton-lang/triton#11584)
 HEAD_DIMS = (64, 80, 128)
 QWEN_HEADS = (28, 4)  # Qwen2.5-7B: 28 query heads over 4 kv heads, a non-power-of-two GQA group of 7
 BLOCK_SIZES = (1, 4, 16)
@@ -355,7 +355,7 @@ def pinned_paged_problem(seq_lens, q_lens, hq, hkv, d, block_size, *, dtype, cau
 @st.composite
 def sequence_shapes(draw, *, max_seqs: int = 4, max_seq_len: int = 40, kinds=SEQUENCE_KINDS):
     """(seq_lens, q_lens) of a mixed batch: decode q_len 1, prefill q_len = seq_len, chunked 1 < q_len < seq_len,
-    idle q_len 0 (an empty query range in query_start_loc, which DESIGN §3.3 allows)."""
+    idle q_len 0 (an empty query range in query_start_loc, which paged_attention's docstring allows)."""
     seq_lens, q_lens = [], []
     for kind in draw(st.lists(st.sampled_from(tuple(kinds)), min_size=1, max_size=max_seqs)):
         if kind == "chunked" and max_seq_len >= 3:

@@ -1,7 +1,8 @@
 """The hardware and language rules the emulator enforces; each raises `NkiValidationError(op, operand, limit, value)`.
 
-Sources: S-ISA (per-instruction rules), S-A2 "Accessing SBUF/PSUM tensors" (partition rules),
-nki-api.md §3.2 (the list of limits an emulator should check). Generation-dependent facts come from
+Sources (tags defined in `nkilab.harness.emulator`): S-ISA (per-instruction rules), S-A2 "Accessing SBUF/PSUM
+tensors" (partition rules), S-RN (the 0.6.0 partition-limit verification), S-TILE (PSUM free size). Generation-dependent
+facts come from
 the hardware table's Neuron rows (`nkilab.harness.chips.NeuronTarget`), never from literals here.
 """
 

@@ -53,6 +53,9 @@ class Schedule:
             result was complete (compute: engine time end; DMA: last byte landed), s.
         costs: per instruction, its `InstructionCost`.
         cores: physical cores the trace ran on (distinct program ids).
+        dma_pieces: per instruction, (where, start_s, end_s) of each piece of a transfer: `where` a DMA engine
+            0 .. dma_queues - 1 of its core for each packet it carried, or "gpsimd" for the descriptors software DGE
+            wrote there; () for compute instructions (`nkilab.harness.timeline`'s tracks).
     """
 
     makespan_s: float
@@ -61,6 +64,7 @@ class Schedule:
     done_s: list[float] = field(repr=False)
     costs: list[InstructionCost] = field(repr=False)
     cores: int = 1
+    dma_pieces: list[tuple[tuple[int | str, float, float], ...]] = field(default_factory=list, repr=False)
 
 
 class _Timeline:
@@ -170,6 +174,7 @@ def schedule(trace: Trace, core: NeuronTarget) -> Schedule:
     cores: dict[int, _Core] = {}
     busy = {e: 0.0 for e in ENGINES}
     logs: dict[int, _AccessLog] = {}
+    pieces: list[tuple[tuple[int | str, float, float], ...]] = []
     phys = physical_buffers(trace, core)
     hz = {"tensor": core.tensor_hz, "vector": core.vector_hz, "scalar": core.scalar_hz, "gpsimd": core.gpsimd_hz}
     # a compute engine waiting on another engine's semaphore; a DMA trigger's wait is in dma_start_latency_s
@@ -192,9 +197,11 @@ def schedule(trace: Trace, core: NeuronTarget) -> Schedule:
                 releases[group[0]] = _release(group, trace, core, cores, logs, phys, semaphore, sync_ready)
             ready, release = sync_ready.pop(i), releases[group[0]]
         if engine == "dma":
-            begin, end = _place_dma(cost, max(ready, release), res, core, busy)
+            begin, end, placed = _place_dma(cost, max(ready, release), res, core, busy)
+            pieces.append(placed)
             ready_same = ready_other = released = end + core.dma_completion_s
         else:
+            pieces.append(())
             timeline = res.engines[engine]
             if group is None:
                 begin, end = timeline.place(ready, cost.busy_s, cost.stall_s)
@@ -222,7 +229,7 @@ def schedule(trace: Trace, core: NeuronTarget) -> Schedule:
 
     ncores = len(cores) or 1
     makespan = (max(done) - min(start)) if n else 0.0
-    return Schedule(makespan, {e: b / ncores for e, b in busy.items()}, start, done, costs, ncores)
+    return Schedule(makespan, {e: b / ncores for e, b in busy.items()}, start, done, costs, ncores, pieces)
 
 
 def _ready(inst, engine: str, wait: float, logs: dict, phys: dict) -> float:
@@ -260,9 +267,11 @@ def _release(group: tuple, trace: Trace, core: NeuronTarget, cores: dict, logs: 
 
 
 def _place_dma(cost: InstructionCost, ready: float, res: _Core, core: NeuronTarget, busy: dict) -> tuple:
-    """Descriptors, then packets and HBM time; returns (descriptor start, last byte landed)."""
+    """Descriptors, then packets and HBM time; returns (descriptor start, last byte landed, the pieces as
+    (DMA engine or "gpsimd", start, end))."""
     dma = cost.dma
     begin = ready
+    placed = []
     if dma.descriptors == "hwdge":
         k = min(range(len(res.dge_free)), key=res.dge_free.__getitem__)
         begin = max(ready, res.dge_free[k])
@@ -270,15 +279,17 @@ def _place_dma(cost: InstructionCost, ready: float, res: _Core, core: NeuronTarg
     elif dma.descriptors == "swdge":
         begin, issued = res.engines["gpsimd"].place(ready, dma.issue_s)
         busy["gpsimd"] += dma.issue_s
+        placed.append(("gpsimd", begin, issued))
     else:
         issued = ready
     first_byte = issued + core.dma_start_latency_s
     end = first_byte
     for engine, seconds in dma.packets:
-        stop = res.dma[engine].place(first_byte, seconds)[1]
+        t0, stop = res.dma[engine].place(first_byte, seconds)
+        placed.append((engine, t0, stop))
         if stop > end:
             end = stop
     busy["dma"] += dma.engine_s / core.dma_queues
     if dma.hbm_s > 0:
         end = max(end, res.hbm.place(first_byte, dma.hbm_s)[1])
-    return begin, end
+    return begin, end, tuple(placed)

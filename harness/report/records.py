@@ -136,16 +136,16 @@ def size(rec: dict) -> int:
     return rec["problem"][get(rec["kernel"]).plot.size]
 
 
+def json_line(rec: dict) -> str:
+    """One record as one line of JSON (NaN/inf as null, NumPy scalars as numbers), without the newline."""
+    return json.dumps(_clean(rec), sort_keys=False)
+
+
 def write_jsonl(records, path: str) -> None:
     """Write records one JSON object per line (NaN/inf written as null)."""
     with open(path, "w") as fh:
         for rec in records:
-            fh.write(json_line(rec))
-
-
-def json_line(rec: dict) -> str:
-    """One record as a results.jsonl line (NaN/inf as null, NumPy scalars as numbers), newline included."""
-    return json.dumps(_clean(rec), sort_keys=False) + "\n"
+            fh.write(json_line(rec) + "\n")
 
 
 def read_jsonl(path: str) -> list[dict]:

@@ -28,7 +28,7 @@ class ResultsFile:
         key = record.get("sweep_key")
         if key in self.done:
             raise ValueError(f"record: sweep_key {key} is already in {self.path}")
-        self._fh.write(json_line(record))
+        self._fh.write(json_line(record) + "\n")
         self._fh.flush()
         self.done.add(key)
         self.records.append(record)

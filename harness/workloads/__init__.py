@@ -4,10 +4,19 @@ Models and grids are data kept here; the problem builders, formulas (`Problem.fl
 and inputs come from each op family's declaration (`nkilab.kernels.ops`).
 """
 
-from nkilab.harness.workloads.grids import GRIDS
-from nkilab.harness.workloads.models import DEFAULT_MODEL, MODELS, ModelShape
-from nkilab.harness.workloads.problems import PHASES, make_inputs, model_problems, smoke_problems
+from nkilab.harness.workloads.grids import GRIDS, OVERRIDES, grid_sizes
+from nkilab.harness.workloads.models import DEFAULT_MODEL, MODELS, ModelShape, model_from_config, resolve_model
+from nkilab.harness.workloads.problems import (
+    PHASES,
+    make_inputs,
+    matches,
+    model_problems,
+    select_problem,
+    short_name,
+    smoke_problems,
+)
 from nkilab.kernels.ops._problem import DEFAULT_QUANT, Problem, Quant
 
-__all__ = ["DEFAULT_MODEL", "DEFAULT_QUANT", "GRIDS", "MODELS", "ModelShape", "PHASES", "Problem", "Quant",
-           "make_inputs", "model_problems", "smoke_problems"]
+__all__ = ["DEFAULT_MODEL", "DEFAULT_QUANT", "GRIDS", "MODELS", "ModelShape", "OVERRIDES", "PHASES", "Problem",
+           "Quant", "grid_sizes", "make_inputs", "matches", "model_from_config", "model_problems", "resolve_model",
+           "select_problem", "short_name", "smoke_problems"]

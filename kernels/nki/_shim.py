@@ -2,7 +2,8 @@
 
     from nkilab.kernels.nki._shim import nki, nl, nisa, run, get_target, USING_EMULATOR
 
-The PyPI package named `nki` is a placeholder whose import raises (DESIGN §1), and other packages could
+The PyPI package named `nki` is a placeholder whose import raises (the SDK ships from AWS's own pip repository,
+not PyPI), and other packages could
 shadow the name, so the SDK counts as present only if `nki.isa.nc_matmul` and `nki.language` exist.
 `run(kernel, *args, target=None, mode="full", **kwargs)` returns `RunResult(outputs, trace)`: on the
 emulator its own; on the SDK the kernel runs through `nki.jit` and the trace is empty (instruction

@@ -127,7 +127,7 @@ class Op:
         smoke_problems: `fn(dtype) -> [Problem]`: small shapes every backend runs in seconds (correctness).
         model_problems: `fn(model, phase, grid, quant, dtype) -> [Problem]`: real-model shapes; `model` is duck-typed
             (a ModelShape: hidden, head_dim, q_heads_per_rank, kv_heads_per_rank, sliding_window, projections(), name),
-            `grid` a dict of sizes (nkilab.harness.workloads.GRIDS), phase "decode" | "prefill".
+            `grid` a dict of sizes (nkilab.harness.workloads.GRIDS), phase one of `phases`.
         plot: where plots and the report place its records (`Plot`).
         check: the rule the harness applies to a backend's output (`Check`; default the FlashAttention rule).
         bench: torch side of the GPU bench, or None: `fn(problem, device, cache) -> (cases, truth)` with cases
@@ -135,6 +135,8 @@ class Op:
             returns the output — and `truth() -> (ref64, ref_lowprec)` on the device in `check.output`'s form.
         bench_variants: `fn(problem) -> [Problem]`: the problems the GPU bench runs for one workload problem
             (e.g. qmatmul once per weight scheme; default: the problem itself).
+        phases: the workload phases `model_problems` is asked for (nkilab.harness.workloads.PHASES: "decode",
+            "prefill", and the paged-cache steps "chunked", "mixed"); default decode and prefill.
         torch: how the op is registered as `torch.ops.nkilab.<name>` (`TorchOp`).
     """
 
@@ -154,6 +156,7 @@ class Op:
     check: Check = field(default_factory=Check)
     bench: Callable | None = None
     bench_variants: Callable | None = None
+    phases: tuple[str, ...] = ("decode", "prefill")
     torch: TorchOp | None = None
 
     def bench_problems(self, problem) -> list:

@@ -244,27 +244,48 @@ def smoke_problems(dtype: str) -> list[Problem]:
 
 
 def model_problems(model, phase: str, grid: dict, quant, dtype: str) -> list[Problem]:
-    """Decode only: batch x context x block size (at most `grid["max_kv_tokens"]` cached tokens per call); then the
-    quantized caches (`_quantized_decode_problems`)."""
-    if phase != "decode":
-        return []
-    return _decode_problems(model, grid, dtype) + _quantized_decode_problems(model, grid, dtype)
+    """decode: one query per sequence, batch x context x block size (at most `grid["max_kv_tokens"]` cached tokens
+    per call), then the quantized caches (`_quantized_decode_problems`). The other phases use the first block size
+    and the model-dtype cache:
+      prefill  one sequence of each `paged_prefill` length written through the paged cache and attended causally;
+      chunked  one chunked-prefill chunk of each `chunks` length, the last tokens of a sequence of each
+               `chunk_contexts` length;
+      mixed    one scheduler step: `mixed_batches` decode sequences and one chunk (the first `chunks` length), every
+               sequence `chunk_contexts` long — the one call the kernel serves them all with.
+    A grid without those keys (the cost composer's one-point grids, whose prefill layer attends densely) has no
+    problems in these phases."""
+    if phase == "decode":
+        return _decode_problems(model, grid, dtype) + _quantized_decode_problems(model, grid, dtype)
+    bs = grid["block_sizes"][0]
+    if phase == "prefill":
+        steps = [(f"s{s}", (s,), (s,)) for s in grid.get("paged_prefill", ())]
+    elif phase == "chunked":
+        steps = [(f"chunk{c}-ctx{ctx}", (c,), (ctx,)) for c in grid.get("chunks", ())
+                 for ctx in grid.get("chunk_contexts", ()) if ctx >= c]
+    elif not grid.get("chunks"):
+        steps = []
+    else:
+        c = grid["chunks"][0]
+        steps = [(f"b{b}-ctx{ctx}+chunk{c}", (1,) * b + (c,), (ctx,) * (b + 1)) for b in grid["mixed_batches"]
+                 for ctx in grid["chunk_contexts"] if ctx >= c]
+    return [_paged_problem(model, phase, f"{shape}-bs{bs}", dict(num_seqs=len(lens), q_lens=q, seq_lens=lens), bs,
+                           dtype, sum(q))
+            for shape, q, lens in steps]
+
+
+def _paged_problem(model, phase: str, shape: str, sequences: dict, block_size: int, dtype: str,
+                   tokens: int) -> Problem:
+    params = dict(sequences, hq=model.q_heads_per_rank, hkv=model.kv_heads_per_rank, head_dim=model.head_dim,
+                  block_size=block_size, sliding_window=model.sliding_window, softcap=None)
+    return Problem(OP, f"{model.name}/{phase}/paged_attention/{shape}", phase, params, dtype, tokens, model.name)
 
 
 def _decode_problems(model, grid: dict, dtype: str) -> list[Problem]:
     """The decode grid over the model-dtype cache ("auto")."""
-    out = []
-    for bs in grid["block_sizes"]:
-        for b in grid["batches"]:
-            for ctx in grid["contexts"]:
-                if b * ctx > grid.get("max_kv_tokens", b * ctx):
-                    continue  # keeps the default grid's trace-mode caches (and run time) bounded
-                params = dict(num_seqs=b, q_len=1, context=ctx, hq=model.q_heads_per_rank,
-                              hkv=model.kv_heads_per_rank, head_dim=model.head_dim, block_size=bs,
-                              sliding_window=model.sliding_window, softcap=None)
-                out.append(Problem(OP, f"{model.name}/decode/paged_attention/b{b}-ctx{ctx}-bs{bs}", "decode", params,
-                                   dtype, b, model.name))
-    return out
+    return [_paged_problem(model, "decode", f"b{b}-ctx{ctx}-bs{bs}", dict(num_seqs=b, q_len=1, context=ctx), bs,
+                           dtype, b)
+            for bs in grid["block_sizes"] for b in grid["batches"] for ctx in grid["contexts"]
+            if b * ctx <= grid.get("max_kv_tokens", b * ctx)]  # bounds the default grid's trace-mode caches
 
 
 def _quantized_decode_problems(model, grid: dict, dtype: str) -> list[Problem]:
@@ -362,5 +383,6 @@ OP = Op(
     plot=Plot(size="num_seqs", series=_series, context="context"),
     bench=bench,
     bench_variants=lambda problem: [] if problem.params.get("kv_cache_dtype", "auto") != "auto" else [problem],
+    phases=("decode", "prefill", "chunked", "mixed"),
     torch=TORCH,
 )

@@ -1,4 +1,5 @@
-"""nkilab.harness.checks.compare: the DESIGN §7 rule, NaN/inf disagreement, readable reports."""
+"""nkilab.harness.checks.compare: the FlashAttention error-budget rule (its module docstring), NaN/inf disagreement,
+readable reports."""
 
 import ml_dtypes
 import numpy as np

@@ -1,4 +1,4 @@
-"""nkilab.reference.attention matches DESIGN §3.2, checked against a per-element brute-force loop."""
+"""nkilab.reference.attention matches its docstring's semantics, checked against a per-element brute-force loop."""
 
 import numpy as np
 import pytest

@@ -7,7 +7,8 @@ and adds onto the others ("first write overwrites, subsequent accumulate", S-ISA
 tracks this per PSUM element; a memset/tensor_copy/activation write into PSUM resets it, and so does
 an `nc_transpose` (its `accumulate` is "not exposed": it always overwrites). Readings chosen where S-ISA
 is silent: accumulating onto PSUM initialised by a non-matmul op is undefined on v2/v3 hardware
-(nki-api.md §2.5); the emulator overwrites there with accumulate=None and adds (with a warning) with
+(S-ISA nc_matmul: accumulate=True onto an uninitialised location is undefined); the emulator overwrites there with
+accumulate=None and adds (with a warning) with
 accumulate=True. `is_transpose=True` is a profiler hint on NeuronCore-v2 (an ordinary matmul); on v3+
 it is the bit-accurate transpose mode: moving must be the [K, K] identity and dst = stationary.T exactly
 (NaN/Inf included).

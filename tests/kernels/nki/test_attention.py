@@ -39,7 +39,7 @@ MULTI_STEP = {
     "causal-140x2200-softcap-fp32": (1, 140, 2200, 1, 1, 64, "float32", dict(causal=True, softcap=20.0)),
 }
 LLAMA_8B_PREFILL = dict(b=1, sq=4096, skv=4096, hq=32, hkv=8, head_dim=128, causal=True, sliding_window=None,
-                        softcap=None, dtype="bfloat16")  # Llama-3.1-8B, 4096-token prefill (anchors.md §6)
+                        softcap=None, dtype="bfloat16")  # Llama-3.1-8B, 4096-token prefill (harness.workloads.models)
 
 
 def _inputs(b, sq, skv, hq, hkv, d, dtype, seed=0):
@@ -50,7 +50,7 @@ def _inputs(b, sq, skv, hq, hkv, d, dtype, seed=0):
 
 
 def _assert_matches(out, q, k, v, options):
-    """DESIGN §7: the kernel within 2x the error of the naive reference in the inputs' own dtype."""
+    """The check rule (nkilab.harness.checks): the kernel within 2x the error of the naive reference in the inputs' own dtype."""
     scale = q.shape[3] ** -0.5
     ref64 = reference_attention(q, k, v, scale=scale, **options)
     ref_lowprec = reference_attention(q, k, v, scale=scale, compute_dtype=q.dtype, **options)

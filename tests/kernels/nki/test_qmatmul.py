@@ -31,7 +31,7 @@ CONFIGS = [
 # (M, K, N): decode M = 1 / 3 (weights stationary), prefill M = 130 (two M tiles, ragged); N = 520 spans a
 # ragged second 512-column block and a ragged last 128-channel sub-tile
 SHAPES = {"decode-m1-n96": (1, 256, 96), "decode-m3-n520": (3, 256, 520), "prefill-m130-n520": (130, 256, 520)}
-LLAMA_8B_GATE_UP = dict(k=4096, n=14336)  # Llama-3.1-8B MLP gate/up projection (anchors.md §6)
+LLAMA_8B_GATE_UP = dict(k=4096, n=14336)  # Llama-3.1-8B MLP gate/up projection (harness.workloads.models)
 
 
 def _inputs(m, k, n, config: QuantConfig, seed=0, dtype=np.float32):
