@@ -1,5 +1,5 @@
 """The code cites only what the repository holds or a public source it names: no design documents outside the
-repository (they are not shipped; a kernel package's own `DESIGN.md` beside the citing file is in it), and every
+repository (they are not shipped; a kernel package's own `DESIGN.md` beside the citing file, or named by its repository path, is in it), and every
 source tag of the emulator's family (S-ISA, S-A2, ...) defined in the emulator package's docstring."""
 
 import re
@@ -12,6 +12,7 @@ ROOT = Path(kernels.__file__).parent.parent  # the repository root: kernels/, ha
 OUTSIDE = re.compile(r"DESIGN §|STYLE §|STYLE\.md|anchors(-2026-12)?\.md|nki-api\.md|"
                      r"hardware-and-energy\.md|shared/design")
 DESIGN_MD = re.compile(r"DESIGN\.md")
+IN_REPO_DESIGN = re.compile(r"[\w/]+/DESIGN\.md")  # a DESIGN.md named by its path in the repository
 TAG = re.compile(r"\bS-[A-Z][A-Z0-9]*\b")
 
 
@@ -26,7 +27,9 @@ def _cites_outside(path, line):
     """True if `line` of `path` names a design document the repository does not hold beside it."""
     if OUTSIDE.search(line):
         return True
-    return bool(DESIGN_MD.search(line)) and path.suffix == ".py" and not (path.parent / "DESIGN.md").is_file()
+    if not DESIGN_MD.search(line) or path.suffix != ".py" or (path.parent / "DESIGN.md").is_file():
+        return False
+    return not any((ROOT / m.group(0)).is_file() for m in IN_REPO_DESIGN.finditer(line))
 
 
 def test_no_citation_of_a_design_document_outside_the_repository():

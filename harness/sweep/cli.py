@@ -19,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from nkilab.harness.chips import NEURON_TARGETS
 from nkilab.harness.cli_args import add_cache_arguments, console, csv_of, power_override
 from nkilab.harness.report.markdown import write_report
+from nkilab.harness.report.run_info import write_run_info
 from nkilab.harness.report.plots import write_plots
 from nkilab.harness.sweep.runner import sweep
 from nkilab.harness.sweep.tasks import plan, sweep_run_config
@@ -30,20 +31,26 @@ from nkilab.reference.quant import SCHEMES
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register `sweep` on the main CLI's subparsers (its handler set as `handler`)."""
     p = subparsers.add_parser("sweep", help="the modeled pass as Ray tasks, streamed into a run folder")
-    p.add_argument("--model", choices=tuple(MODELS), default="llama-3.1-70b")
-    p.add_argument("--grid", choices=tuple(GRIDS), default="default")
-    p.add_argument("--targets", type=csv_of(NEURON_TARGETS), default=NEURON_TARGETS)
-    p.add_argument("--ops", type=csv_of(OPS), default=OPS)
-    p.add_argument("--phases", type=csv_of(PHASES), default=PHASES)
+    p.add_argument("--model", choices=tuple(MODELS), default="llama-3.1-70b",
+                   help="real shapes to model (default: llama-3.1-70b)")
+    p.add_argument("--grid", choices=tuple(GRIDS), default="default",
+                   help="batch/context grid: quick | default | full (default: default)")
+    p.add_argument("--targets", type=csv_of(NEURON_TARGETS), default=NEURON_TARGETS,
+                   help=f"Neuron targets, comma-separated (default: {','.join(NEURON_TARGETS)})")
+    p.add_argument("--ops", type=csv_of(OPS), default=OPS, help=f"ops, comma-separated (default: {','.join(OPS)})")
+    p.add_argument("--phases", type=csv_of(PHASES), default=PHASES,
+                   help=f"workload phases, comma-separated (default: {','.join(PHASES)})")
     p.add_argument("--schemes", type=csv_of(SCHEMES), default=SCHEMES, help="qmatmul weight schemes (default all)")
     p.add_argument("--group-size", type=int, default=None, help="qmatmul quant group size (default per channel)")
-    p.add_argument("--power-w", type=power_override, action="append", default=[])
+    p.add_argument("--power-w", type=power_override, action="append", default=[], metavar="TARGET=WATTS",
+                   help="override a target's assumed chip power, e.g. trn2=450; repeatable (default: the table's)")
     p.add_argument("--out", default=None, help="run folder (default runs/<UTC timestamp>/)")
-    p.add_argument("--resume", default=None, metavar="DIR", help="continue the sweep in DIR, skipping done tasks")
+    p.add_argument("--resume", default=None, metavar="DIR",
+                   help="continue the sweep in DIR, skipping done tasks (default: a new sweep)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                    help="Ray CPUs of a local cluster (default: this machine's cores); 1 = in-process")
     p.add_argument("--address", default=None, help="Ray cluster to join (default $RAY_ADDRESS, else local)")
-    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--no-plots", action="store_true", help="write no PNG plots (default: plots are written)")
     add_cache_arguments(p)
     p.set_defaults(handler=cmd_sweep)
     return p
@@ -77,7 +84,9 @@ def cmd_sweep(args, command: str) -> int:
                         on_record=on_record)
     wall = time.perf_counter() - t0
     plots = [] if args.no_plots else write_plots(records, folder)
-    report = write_report(records, folder, plots=plots, command=command, wall_s=wall)
+    info = {"command": command, "wall_s": wall, "model": args.model, "grid": args.grid}
+    write_run_info(folder, info)
+    report = write_report(records, folder, plots=plots, info=info)
     statuses = Counter(r["status"] for r in records)
     hits = sum(r.get("cache") == "hit" for r in records)
     out.print(f"wrote {path} ({len(records)} records: "

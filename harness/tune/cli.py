@@ -22,17 +22,23 @@ from nkilab.kernels.nki import launch_tuning as tuning
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register `tune` on the main CLI's subparsers (its handler set as `handler`)."""
     p = subparsers.add_parser("tune", help="search a kernel's tunables (modeled) and write its tuning table")
-    p.add_argument("--kernel", choices=OPS, required=True)
-    p.add_argument("--model", choices=tuple(MODELS), default=DEFAULT_MODEL)
-    p.add_argument("--targets", "--target", type=csv_of(NEURON_TARGETS), default=NEURON_TARGETS)
-    p.add_argument("--phases", type=csv_of(PHASES), default=PHASES)
-    p.add_argument("--grid", choices=tuple(GRIDS), default="default")
+    p.add_argument("--kernel", choices=OPS, required=True,
+                   help="the op whose NKI launcher declares tunables (required: no default)")
+    p.add_argument("--model", choices=tuple(MODELS), default=DEFAULT_MODEL,
+                   help=f"real shapes to tune at (default: {DEFAULT_MODEL})")
+    p.add_argument("--targets", "--target", type=csv_of(NEURON_TARGETS), default=NEURON_TARGETS,
+                   help=f"Neuron targets, comma-separated (default: {','.join(NEURON_TARGETS)})")
+    p.add_argument("--phases", type=csv_of(PHASES), default=PHASES,
+                   help=f"workload phases, comma-separated (default: {','.join(PHASES)})")
+    p.add_argument("--grid", choices=tuple(GRIDS), default="default",
+                   help="batch/context grid: quick | default | full (default: default)")
     p.add_argument("--budget", type=int, default=None, help="random sample of this many configs (default: all)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random sample")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random sample (default: 0)")
     p.add_argument("--table", default=None, help="tuning table to read and write (default the kernel's own)")
-    p.add_argument("--dry-run", action="store_true", help="print the result, write no table")
+    p.add_argument("--dry-run", action="store_true", help="print the result, write no table (default: write it)")
     p.add_argument("--out", default=None, help="folder of the search's results.jsonl (default runs/tune-<UTC>/)")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="Ray CPUs; 1 = in-process")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                   help="Ray CPUs; 1 = in-process (default: this machine's cores)")
     p.add_argument("--address", default=None, help="Ray cluster to join (default $RAY_ADDRESS, else local)")
     add_cache_arguments(p)
     p.set_defaults(handler=cmd_tune)

@@ -57,8 +57,8 @@ def test_run_takes_custom_sweeps_and_a_model_config(tmp_path):
                  "--no-plots", "--calibrate", "none", "--batches", "2,3", "--contexts", "1024",
                  "--model-config", str(config), "--out", str(out)]) == 0
     records = read_jsonl(str(out / "results.jsonl"))
-    assert sorted(r["problem"]["name"] for r in records) == [f"tiny-llm/decode/paged_attention/b{b}-ctx1024-bs32"
-                                                            for b in (2, 3)]
+    assert sorted(r["problem"]["name"] for r in records) == sorted(  # the model-dtype cache, then the quantized ones
+        f"tiny-llm/decode/paged_attention/{kv}b{b}-ctx1024-bs32" for kv in ("", "fp8_e4m3/", "int8/") for b in (2, 3))
     assert all(r["status"] == "ok" and r["problem"]["hkv"] == 2 for r in records)
     report = (out / "report.md").read_text()
     assert all(f"decode/paged_attention/b{b}-ctx1024-bs32" in report for b in (2, 3))  # as bench --problem takes it

@@ -70,6 +70,7 @@ def test_every_modeled_record_names_a_problem_its_bench_command_finds(grid, monk
         return {"status": "ok"}
 
     monkeypatch.setattr(commands, "model_task", fake_model_task)
+    monkeypatch.setattr(commands, "cached_model_task", fake_model_task)  # bench models through the record cache
     monkeypatch.setattr(commands, "_bench_line", lambda p, rec, lnc: [])
     for task in plan(config):
         command = bench_command(task, config)

@@ -130,7 +130,8 @@ def test_gantt_png(traced, tmp_path):
 def test_software_dge_descriptors_show_on_gpsimd():
     """Paged attention's indirect gathers write their descriptors on GpSimdE: the timeline shows that work, and the
     busy time of its GpSimdE track is the model's."""
-    problem = select_problem(model_problems(phase="decode", grid="quick", ops=("paged_attention",)), "b1-ctx512-bs32")
+    problem = select_problem(model_problems(phase="decode", grid="quick", ops=("paged_attention",)),
+                             "paged_attention/b1-ctx512-bs32")
     trace, est, _ = model_problem(problem, "trn2", lnc=1)
     bars = spans(trace, schedule(trace, get_target("trn2")))
     descriptors = [b for b in bars if b.track == "GpSimdE" and trace.instructions[b.index].engine == "dma"]

@@ -36,7 +36,7 @@ ROWS = {
     "inf2-int8-decode-m1": _row("inf2", 1, "int8", None, "mbu", 0.53, None),
     "inf2-int8-decode-m16": _row("inf2", 16, "int8", None, "mbu", 0.51, None),
 }
-# what limits each unmet row (from its trace; DESIGN.md beside the kernel has the figures)
+# what limits each unmet row (from its trace; kernels/nki/qmatmul/DESIGN.md has the figures)
 NOT_MET = {
     "trn2-int8-decode-m1": "pipeline head and tail around a DMA-bound weight stream; int8 -> bf16 conversions "
                            "on three engines nearly as busy as the DMA queues",

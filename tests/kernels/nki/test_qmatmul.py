@@ -45,7 +45,7 @@ def _assert_matches(y, x, qw, documented=None):
     """y within c x the naive bf16 run's error of float64.
 
     documented: None, or whether the schedule rounds the weights: "bf16-weights" (prefill with group scales rounds
-    (q - z) * s to bf16) or "exact-weights" (the other schedules: only x is rounded, to bf16); see DESIGN.md
+    (q - z) * s to bf16) or "exact-weights" (the other schedules: only x is rounded, to bf16); see kernels/nki/qmatmul/DESIGN.md
     "TensorE numerics". The budget is then the larger error of the naive run and of that documented rounding. Both
     are bf16 runs and the documented one is not the coarser (one rounding per weight or none; the naive run rounds
     s, then q * s, then y), but with few outputs which of the two lands nearer float64 is chance: at M = N = 1 each
