@@ -26,8 +26,8 @@ HEADLINE_CONTEXT = 2048
 # What every modeled figure is a figure of (the report, the console summary and the plots say it the same way).
 PER_LAYER = ("Every modeled figure is one kernel call of one transformer layer on one tensor-parallel rank: "
              "tokens/s = tokens the call serves / its latency, J/token = its energy / those tokens. A whole forward "
-             "pass costs about the model's layer count times the sum of one layer's calls; this report does not add "
-             "them up.")
+             "pass costs about the model's layer count times the sum of one layer's calls; `nkilab cost` (and the "
+             "cost-of-a-token section of `nkilab run`'s report) adds them up per token.")
 # How the correctness pass decides PASS, and why a large max rel err can still pass (see nkilab.harness.checks).
 CHECK_RULE = ("PASS when max abs err <= bound, the absolute error budget: bound = 2 x the largest error of the same "
               "computation run naively in the output's precision + a floor of 2 ulps of the output dtype at the "
