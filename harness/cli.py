@@ -28,8 +28,8 @@ import argparse
 import sys
 
 from nkilab.harness import commands
-from nkilab.harness.chips import NEURON_TARGETS, TARGETS, get_target
-from nkilab.harness.cli_args import add_cache_arguments
+from nkilab.harness.chips import NEURON_TARGETS, get_target
+from nkilab.harness.cli_args import add_cache_arguments, csv_of, ints, positive_int, power_override
 from nkilab.harness.cost import cli as cost_cli
 from nkilab.harness.sweep import cli as sweep_cli
 from nkilab.harness.tune import cli as tune_cli
@@ -40,50 +40,6 @@ from nkilab.reference.quant import SCHEMES
 LNC_CHOICES = (1, 2)
 DEFAULT_LNC = ", ".join(f"{t} {get_target(t).lnc_default}" for t in NEURON_TARGETS)
 NO_GPU = "needs a CUDA GPU, and torch sees none here"
-
-
-def _csv(choices, what: str):
-    def parse(text: str) -> tuple[str, ...]:
-        items = tuple(s.strip() for s in text.split(",") if s.strip())
-        bad = [s for s in items if s not in choices]
-        if bad or not items:
-            raise argparse.ArgumentTypeError(f"unknown {what} {', '.join(bad) or repr(text)}; choose from "
-                                             f"{', '.join(choices)}")
-        return items
-
-    return parse
-
-
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(s) for s in text.split(",") if s.strip())
-    except ValueError:
-        values = ()
-    if not values or any(v <= 0 for v in values):
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive ints (e.g. 1,8,32), got {text!r}")
-    return values
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive int, got {text!r}")
-    return value
-
-
-def _power(text: str) -> tuple[str, float]:
-    target, _, watts = text.partition("=")
-    try:
-        value = float(watts)
-    except ValueError:
-        value = 0.0
-    if target not in TARGETS or not value > 0:
-        raise argparse.ArgumentTypeError(f"expected TARGET=WATTS with TARGET in {', '.join(NEURON_TARGETS)} and "
-                                         f"WATTS > 0, got {text!r}")
-    return target, value
 
 
 def _add_shapes(p: argparse.ArgumentParser, *, run: bool) -> None:
@@ -100,22 +56,22 @@ def _add_shapes(p: argparse.ArgumentParser, *, run: bool) -> None:
     p.add_argument("--grid", choices=tuple(GRIDS), default=None,
                    help=f"batch/context/length sweep: quick | default | full (nkilab.harness.workloads.grids) "
                         f"(default: {grid_default})")
-    p.add_argument("--batches", type=_ints, default=None, metavar="N,N,...",
+    p.add_argument("--batches", type=ints, default=None, metavar="N,N,...",
                    help="decode batches (and the decode part of mixed steps), e.g. 1,8,32 (default: the grid's)")
-    p.add_argument("--contexts", type=_ints, default=None, metavar="N,N,...",
+    p.add_argument("--contexts", type=ints, default=None, metavar="N,N,...",
                    help="KV context lengths of decode, chunked and mixed steps, e.g. 1024,4096 (default: the grid's)")
-    p.add_argument("--prefill-lengths", type=_ints, default=None, metavar="N,N,...",
+    p.add_argument("--prefill-lengths", type=ints, default=None, metavar="N,N,...",
                    help="prefill sequence lengths (dense and paged), e.g. 512,2048 (default: the grid's)")
-    p.add_argument("--chunks", type=_ints, default=None, metavar="N,N,...",
+    p.add_argument("--chunks", type=ints, default=None, metavar="N,N,...",
                    help="chunked-prefill chunk lengths, e.g. 512 (default: the grid's)")
     p.add_argument("--scheme", choices=SCHEMES, default="int8",
                    help="qmatmul weight scheme (default: int8)")
-    p.add_argument("--group-size", type=_positive_int, default=None,
+    p.add_argument("--group-size", type=positive_int, default=None,
                    help="qmatmul quantization group size along K (default: none = per output channel)")
     p.add_argument("--lnc", type=int, choices=LNC_CHOICES, default=None,
                    help="logical NeuronCore degree the modeled kernels launch with, kernel[lnc] (default: each "
                         f"target's from the hardware table: {DEFAULT_LNC}); 2 only on trn2/trn3")
-    p.add_argument("--power-w", type=_power, action="append", default=[], metavar="TARGET=WATTS",
+    p.add_argument("--power-w", type=power_override, action="append", default=[], metavar="TARGET=WATTS",
                    help="override a target's assumed chip power for the modeled energy, e.g. trn2=450; repeatable "
                         "(default: the hardware table's assumption)")
 
@@ -129,9 +85,9 @@ def _add_json(p: argparse.ArgumentParser) -> None:
 def _add_run(sub) -> None:
     run = sub.add_parser("run", help="check, model and (where possible) measure every kernel; write a run folder")
     _add_selection(run)
-    run.add_argument("--targets", type=_csv(NEURON_TARGETS, "target"), default=NEURON_TARGETS,
+    run.add_argument("--targets", type=csv_of(NEURON_TARGETS, "target"), default=NEURON_TARGETS,
                      help=f"Neuron targets to model, comma-separated (default: {','.join(NEURON_TARGETS)})")
-    run.add_argument("--phases", type=_csv(PHASES, "phase"), default=PHASES,
+    run.add_argument("--phases", type=csv_of(PHASES, "phase"), default=PHASES,
                      help="workload phases to model, comma-separated: decode (one token per sequence), prefill, "
                           "chunked (a chunked-prefill chunk), mixed (decode sequences and a chunk in one call) "
                           f"(default: {','.join(PHASES)})")
@@ -152,9 +108,9 @@ def _add_run(sub) -> None:
 
 
 def _add_selection(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--ops", type=_csv(OPS, "op"), default=OPS,
+    p.add_argument("--ops", type=csv_of(OPS, "op"), default=OPS,
                    help=f"ops, comma-separated (default: all: {','.join(OPS)})")
-    p.add_argument("--backends", type=_csv(BACKENDS, "backend"), default=None,
+    p.add_argument("--backends", type=csv_of(BACKENDS, "backend"), default=None,
                    help=f"backends of the correctness pass, comma-separated from {','.join(BACKENDS)} (default: "
                         "every one available here; triton runs on its CPU interpreter without a GPU)")
 

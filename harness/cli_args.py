@@ -1,38 +1,59 @@
-"""Argument types and the console every `nkilab` subcommand shares (the main CLI and the subcommand packages)."""
+"""Argument types every `nkilab` subcommand shares (the main parser in `cli.py` and the subcommand packages
+`sweep`, `tune`): each raises `argparse.ArgumentTypeError` naming the rule and the valid choices."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 
-from rich.console import Console
-
-from nkilab.harness.chips import ALL_TARGETS, TARGETS
+from nkilab.harness.chips import NEURON_TARGETS, TARGETS
 
 
-def csv_of(choices):
-    """An argparse type: a comma-separated list of names from `choices`, as a tuple."""
+def csv_of(choices, what: str):
+    """An argparse type: a non-empty comma-separated list of `what` names from `choices`, as a tuple."""
     def parse(text: str) -> tuple[str, ...]:
         items = tuple(s.strip() for s in text.split(",") if s.strip())
         bad = [s for s in items if s not in choices]
-        if bad:
-            raise argparse.ArgumentTypeError(f"unknown {', '.join(bad)}; choose from {', '.join(choices)}")
+        if bad or not items:
+            raise argparse.ArgumentTypeError(f"unknown {what} {', '.join(bad) or repr(text)}; choose from "
+                                             f"{', '.join(choices)}")
         return items
 
     return parse
 
 
+def ints(text: str) -> tuple[int, ...]:
+    """An argparse type: comma-separated positive ints, as a tuple."""
+    try:
+        values = tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        values = ()
+    if not values or any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive ints (e.g. 1,8,32), got {text!r}")
+    return values
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: one positive int."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive int, got {text!r}")
+    return value
+
+
 def power_override(text: str) -> tuple[str, float]:
-    """An argparse type: TARGET=WATTS, a chip power assumption override."""
+    """An argparse type: TARGET=WATTS (WATTS > 0), a chip power assumption override."""
     target, _, watts = text.partition("=")
-    if target not in TARGETS or not watts:
-        raise argparse.ArgumentTypeError(f"expected TARGET=WATTS with TARGET in {', '.join(ALL_TARGETS)}, got {text!r}")
-    return target, float(watts)
-
-
-def console() -> Console:
-    """A rich console; 160 columns when stdout is not a terminal, so piped tables stay readable."""
-    return Console() if sys.stdout.isatty() else Console(width=160)
+    try:
+        value = float(watts)
+    except ValueError:
+        value = 0.0
+    if target not in TARGETS or not value > 0:
+        raise argparse.ArgumentTypeError(f"expected TARGET=WATTS with TARGET in {', '.join(NEURON_TARGETS)} and "
+                                         f"WATTS > 0, got {text!r}")
+    return target, value
 
 
 def add_cache_arguments(p: argparse.ArgumentParser) -> None:

@@ -17,7 +17,8 @@ from collections import Counter
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from nkilab.harness.chips import NEURON_TARGETS
-from nkilab.harness.cli_args import add_cache_arguments, console, csv_of, power_override
+from nkilab.harness.cli_args import add_cache_arguments, csv_of, power_override
+from nkilab.harness.report.console import console
 from nkilab.harness.report.markdown import write_report
 from nkilab.harness.report.run_info import write_run_info
 from nkilab.harness.report.plots import write_plots
@@ -35,12 +36,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="real shapes to model (default: llama-3.1-70b)")
     p.add_argument("--grid", choices=tuple(GRIDS), default="default",
                    help="batch/context grid: quick | default | full (default: default)")
-    p.add_argument("--targets", type=csv_of(NEURON_TARGETS), default=NEURON_TARGETS,
+    p.add_argument("--targets", type=csv_of(NEURON_TARGETS, "target"), default=NEURON_TARGETS,
                    help=f"Neuron targets, comma-separated (default: {','.join(NEURON_TARGETS)})")
-    p.add_argument("--ops", type=csv_of(OPS), default=OPS, help=f"ops, comma-separated (default: {','.join(OPS)})")
-    p.add_argument("--phases", type=csv_of(PHASES), default=PHASES,
+    p.add_argument("--ops", type=csv_of(OPS, "op"), default=OPS, help=f"ops, comma-separated (default: {','.join(OPS)})")
+    p.add_argument("--phases", type=csv_of(PHASES, "phase"), default=PHASES,
                    help=f"workload phases, comma-separated (default: {','.join(PHASES)})")
-    p.add_argument("--schemes", type=csv_of(SCHEMES), default=SCHEMES, help="qmatmul weight schemes (default all)")
+    p.add_argument("--schemes", type=csv_of(SCHEMES, "scheme"), default=SCHEMES, help="qmatmul weight schemes (default all)")
     p.add_argument("--group-size", type=int, default=None, help="qmatmul quant group size (default per channel)")
     p.add_argument("--power-w", type=power_override, action="append", default=[], metavar="TARGET=WATTS",
                    help="override a target's assumed chip power, e.g. trn2=450; repeatable (default: the table's)")

@@ -11,7 +11,8 @@ import time
 from rich.table import Table
 
 from nkilab.harness.chips import NEURON_TARGETS
-from nkilab.harness.cli_args import add_cache_arguments, console, csv_of
+from nkilab.harness.cli_args import add_cache_arguments, csv_of
+from nkilab.harness.report.console import console
 from nkilab.harness.sweep.tasks import sweep_run_config
 from nkilab.harness.tune.search import tune, tuning_hooks, updated_table, write_table
 from nkilab.harness.workloads import DEFAULT_MODEL, GRIDS, MODELS, PHASES
@@ -26,9 +27,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="the op whose NKI launcher declares tunables (required: no default)")
     p.add_argument("--model", choices=tuple(MODELS), default=DEFAULT_MODEL,
                    help=f"real shapes to tune at (default: {DEFAULT_MODEL})")
-    p.add_argument("--targets", "--target", type=csv_of(NEURON_TARGETS), default=NEURON_TARGETS,
+    p.add_argument("--targets", "--target", type=csv_of(NEURON_TARGETS, "target"), default=NEURON_TARGETS,
                    help=f"Neuron targets, comma-separated (default: {','.join(NEURON_TARGETS)})")
-    p.add_argument("--phases", type=csv_of(PHASES), default=PHASES,
+    p.add_argument("--phases", type=csv_of(PHASES, "phase"), default=PHASES,
                    help=f"workload phases, comma-separated (default: {','.join(PHASES)})")
     p.add_argument("--grid", choices=tuple(GRIDS), default="default",
                    help="batch/context grid: quick | default | full (default: default)")
