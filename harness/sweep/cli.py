@@ -38,10 +38,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="batch/context grid: quick | default | full (default: default)")
     p.add_argument("--targets", type=csv_of(NEURON_TARGETS, "target"), default=NEURON_TARGETS,
                    help=f"Neuron targets, comma-separated (default: {','.join(NEURON_TARGETS)})")
-    p.add_argument("--ops", type=csv_of(OPS, "op"), default=OPS, help=f"ops, comma-separated (default: {','.join(OPS)})")
+    p.add_argument("--ops", type=csv_of(OPS, "op"), default=OPS,
+                   help=f"ops, comma-separated (default: {','.join(OPS)})")
     p.add_argument("--phases", type=csv_of(PHASES, "phase"), default=PHASES,
                    help=f"workload phases, comma-separated (default: {','.join(PHASES)})")
-    p.add_argument("--schemes", type=csv_of(SCHEMES, "scheme"), default=SCHEMES, help="qmatmul weight schemes (default all)")
+    p.add_argument("--schemes", type=csv_of(SCHEMES, "scheme"), default=SCHEMES,
+                   help="qmatmul weight schemes (default all)")
     p.add_argument("--group-size", type=int, default=None, help="qmatmul quant group size (default per channel)")
     p.add_argument("--power-w", type=power_override, action="append", default=[], metavar="TARGET=WATTS",
                    help="override a target's assumed chip power, e.g. trn2=450; repeatable (default: the table's)")
