@@ -8,7 +8,7 @@ installed and on nkilab's emulator otherwise, and returns NumPy arrays.
 Backend-wide entry points, derived from the op registry:
   `unsupported(op, **problem)`    why a problem cannot run here (None when it can);
   `traceable(op, problem, target)` `(kernel, args, kwargs)` at any shape, for the emulator's trace mode on `target`;
-  `trace(op, problem, target, lnc=None)`  the instruction trace of `kernel[lnc]` for `target` (the model's input).
+  `trace(op, problem, target, lnc=1)`  the instruction trace of `kernel[lnc]` for `target` (the model's input).
 """
 
 from nkilab.kernels import _registry
@@ -28,7 +28,7 @@ def traceable(op: str, problem: dict, target: str | None):
     return _registry.backend_module(op, "nki").traceable(problem, target)
 
 
-def trace(op: str, problem: dict, target: str | None, *, lnc: int | None = None):
+def trace(op: str, problem: dict, target: str | None, *, lnc: int = 1):
     """The emulator's instruction trace of `op`'s kernel at `problem`'s shapes, run for `target` as `kernel[lnc]`
     (trace mode)."""
     return _launch.trace(_registry.backend_module(op, "nki").traceable, problem, target, lnc=lnc)

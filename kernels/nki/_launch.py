@@ -30,11 +30,10 @@ def neuron_target(target: str | None) -> str:
     return get_target(target, neuron=True).name
 
 
-def trace(traceable, problem: dict, target: str | None, *, lnc: int | None = None):
+def trace(traceable, problem: dict, target: str | None, *, lnc: int = 1):
     """The emulator's instruction trace of `traceable(problem, target)` (a launcher's hook) run for `target` as
-    `kernel[lnc]` (1, or 2 on trn2/trn3: both program instances of the logical core; None: as the hook's kernel is
-    launched, e.g. a `problem["lnc"]` the launcher honours, else 1): the kernel's own target branches
-    (NeuronCore-v2 vs v3+) are taken as on that generation. Trace mode: no values."""
+    `kernel[lnc]` (1, or 2 on trn2/trn3: both program instances of the logical core): the kernel's own target
+    branches (NeuronCore-v2 vs v3+) are taken as on that generation. Trace mode: no values."""
     name = neuron_target(target)
     kernel, args, kwargs = traceable(problem, name)
     return run(kernel, *args, target=name, mode="trace", lnc=lnc, **kwargs).trace

@@ -62,17 +62,16 @@ def traceable(problem: dict, target: str | None):
     """(kernel, args, kwargs) running `problem` at its real shapes with zero inputs, for trace mode on `target`.
 
     problem keys (`nkilab.kernels.ops.attention`): b, sq, skv, hq, hkv, head_dim, dtype, causal, sliding_window,
-    softcap; optional scale (default head_dim ** -0.5), tunables and lnc (as in `attention`; lnc 2 returns the
-    kernel indexed `[2]`). `target` must be a Neuron target (ValueError otherwise);
-    the kernel takes its generation branch from the target the trace runs on (`_launch.trace`)."""
+    softcap; optional scale (default head_dim ** -0.5) and tunables (as in `attention`). `target` must be a Neuron
+    target (ValueError otherwise); the kernel takes its generation branch and its LNC from the trace's launch
+    (`_launch.trace(..., lnc=)`)."""
     neuron_target(target)
     dt = numpy_dtype(problem["dtype"])
     b, sq, skv, hq, hkv, d = (problem[key] for key in ("b", "sq", "skv", "hq", "hkv", "head_dim"))
     args = (np.zeros((b, sq, hq, d), dt), np.zeros((b, skv, hkv, d), dt), np.zeros((b, skv, hkv, d), dt))
     scale = problem.get("scale") or d**-0.5
     kwargs = _options(problem.get("causal", False), scale, problem.get("sliding_window"), problem.get("softcap"))
-    kernel = flash_attention[2] if problem.get("lnc") == 2 else flash_attention
-    return kernel, args, {**kwargs, **_tunables(problem.get("tunables"))}
+    return flash_attention, args, {**kwargs, **_tunables(problem.get("tunables"))}
 
 
 def _options(causal, scale, sliding_window, softcap) -> dict:

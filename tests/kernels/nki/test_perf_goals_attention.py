@@ -35,8 +35,8 @@ GOALS = {"trn2-s4096-lnc1": 0.70, "trn2-s8192-lnc1": 0.75}
 
 def _modeled_mfu(target, s, hq, hkv, lnc):
     problem = dict(b=1, sq=s, skv=s, hq=hq, hkv=hkv, head_dim=128, dtype="bfloat16", causal=True,
-                   sliding_window=None, softcap=None, lnc=lnc)
-    est = model_trace(trace(launch_attention.traceable, problem, target), target)
+                   sliding_window=None, softcap=None)
+    est = model_trace(trace(launch_attention.traceable, problem, target, lnc=lnc), target)
     useful = 4.0 * 128 * hq * visible_pairs(s, s, True, None)
     assert est.lnc == lnc
     # q read and out written once, k and v once per core (LNC=2 deals query rows: each core reads every kv head)
