@@ -128,6 +128,19 @@ WORKLOAD_DTYPES = ("fp8_e4m3", "int8")  # the quantized rows of the model grids:
 SMOKE_FORMATS = (("fp8_e4m3", "head"), ("int8", None))
 
 
+def workload_variants(problems: list[Problem], block_size: int | None) -> list[Problem]:
+    """The model-dtype rows at `block_size` again over each quantized cache of WORKLOAD_DTYPES, named
+    .../<op>/<kv_cache_dtype>/<rest> with param kv_cache_dtype (their speed-up is against the same row over "auto")."""
+    out = []
+    for kv in WORKLOAD_DTYPES:
+        for p in problems:
+            if p.params["block_size"] == block_size:
+                head, tail = p.name.rsplit("/", 1)
+                out.append(Problem(p.family, f"{head}/{kv}/{tail}", p.phase, {**p.params, "kv_cache_dtype": kv},
+                                   p.dtype, p.tokens, p.model))
+    return out
+
+
 def smoke_variants(problem: Problem) -> list[Problem]:
     """`problem` over each quantized cache of SMOKE_FORMATS, named smoke/<op>/<kv_cache_dtype>[-head]/<rest>, with
     params kv_cache_dtype and fp8_scales ("head" = per-kv-head fp8 scales, None = per tensor / int8)."""

@@ -245,8 +245,8 @@ def smoke_problems(dtype: str) -> list[Problem]:
 
 def model_problems(model, phase: str, grid: dict, quant, dtype: str) -> list[Problem]:
     """decode: one query per sequence, batch x context x block size (at most `grid["max_kv_tokens"]` cached tokens
-    per call), then the quantized caches (`_quantized_decode_problems`). The other phases use the first block size
-    and the model-dtype cache:
+    per call), then the quantized caches at the first block size (`_kv_quant.workload_variants`). The other phases
+    use the first block size and the model-dtype cache:
       prefill  one sequence of each `paged_prefill` length written through the paged cache and attended causally;
       chunked  one chunked-prefill chunk of each `chunks` length, the last tokens of a sequence of each
                `chunk_contexts` length;
@@ -255,7 +255,8 @@ def model_problems(model, phase: str, grid: dict, quant, dtype: str) -> list[Pro
     A grid without those keys (the cost composer's one-point grids, whose prefill layer attends densely) has no
     problems in these phases."""
     if phase == "decode":
-        return _decode_problems(model, grid, dtype) + _quantized_decode_problems(model, grid, dtype)
+        auto = _decode_problems(model, grid, dtype)
+        return auto + _kv_quant.workload_variants(auto, grid["block_sizes"][0])
     bs = grid["block_sizes"][0]
     if phase == "prefill":
         steps = [(f"s{s}", (s,), (s,)) for s in grid.get("paged_prefill", ())]
@@ -286,18 +287,6 @@ def _decode_problems(model, grid: dict, dtype: str) -> list[Problem]:
                            dtype, b)
             for bs in grid["block_sizes"] for b in grid["batches"] for ctx in grid["contexts"]
             if b * ctx <= grid.get("max_kv_tokens", b * ctx)]  # bounds the default grid's trace-mode caches
-
-
-def _quantized_decode_problems(model, grid: dict, dtype: str) -> list[Problem]:
-    """The decode rows again over each quantized cache of `_kv_quant.WORKLOAD_DTYPES`, at the grid's first block size
-    (named .../paged_attention/<kv_cache_dtype>/b..-ctx..-bs..; their speed-up is against the same row over "auto")."""
-    first = {**grid, "block_sizes": grid["block_sizes"][:1]}
-    out = []
-    for kv in _kv_quant.WORKLOAD_DTYPES:
-        for p in _decode_problems(model, first, dtype):
-            out.append(Problem(OP, p.name.replace("/paged_attention/", f"/paged_attention/{kv}/"), p.phase,
-                               {**p.params, "kv_cache_dtype": kv}, dtype, p.tokens, p.model))
-    return out
 
 
 def _series(problem: dict) -> tuple[tuple, str]:

@@ -243,15 +243,7 @@ def model_problems(model, phase: str, grid: dict, quant, dtype: str) -> list[Pro
         rows = [(s, grid["block_sizes"][0]) for s in grid["prefill"]]
     auto = [Problem(OP, f"{model.name}/{phase}/write_kv_cache/t{t}-bs{bs}", phase,
                     dict(t=t, hkv=hkv, head_dim=d, block_size=bs), dtype, t, model.name) for t, bs in rows]
-    return auto + _quantized_problems(auto, rows[0][1] if rows else None)
-
-
-def _quantized_problems(auto: list[Problem], first_block_size) -> list[Problem]:
-    """The rows at the first block size again, writing each quantized cache of `_kv_quant.WORKLOAD_DTYPES` (named
-    .../write_kv_cache/<kv_cache_dtype>/t..-bs..)."""
-    return [Problem(OP, p.name.replace("/write_kv_cache/", f"/write_kv_cache/{kv}/"), p.phase,
-                    {**p.params, "kv_cache_dtype": kv}, p.dtype, p.tokens, p.model)
-            for kv in _kv_quant.WORKLOAD_DTYPES for p in auto if p.params["block_size"] == first_block_size]
+    return auto + _kv_quant.workload_variants(auto, rows[0][1] if rows else None)
 
 
 # --- GPU bench ----------------------------------------------------------------------------------------------------
