@@ -14,6 +14,13 @@ EMPTY_REASON = "an input has a zero-length dimension (empty problem): nothing fo
 DTYPES = ("float32", "bfloat16", "float16")  # input dtypes NeuronCore kernels compute in (no float64 on device)
 
 
+def dtype_reason(dtype) -> str | None:
+    """Why a kernel computing in DTYPES declines input dtype `dtype` (None when it is one of them or unknown)."""
+    if dtype is None or str(dtype) in DTYPES:
+        return None
+    return f"dtype {dtype} is not computed on NeuronCores; use one of {DTYPES}"
+
+
 def launch(kernel, *args, target: str | None = None, **kwargs):
     """Run `kernel(*args, **kwargs)` and return what it returns (NumPy arrays).
 

@@ -13,7 +13,7 @@ from nkilab.kernels._adapter import numpy_dtype
 
 from ._attention_tunables import NAMES as TUNABLES
 from ._attention_tunables import defaults
-from ._launch import DTYPES, EMPTY_REASON, launch, neuron_target
+from ._launch import EMPTY_REASON, dtype_reason, launch, neuron_target
 from ._shim import get_target
 from .attention import MAX_HEAD_DIM, flash_attention
 
@@ -53,9 +53,7 @@ def unsupported(**problem) -> str | None:
     head_dim, dtype = problem.get("head_dim"), problem.get("dtype")
     if head_dim is not None and head_dim > MAX_HEAD_DIM:
         return f"head_dim {head_dim} > {MAX_HEAD_DIM} (the [128, D] fp32 P·V tile must fit one PSUM bank)"
-    if dtype is not None and dtype not in DTYPES:
-        return f"dtype {dtype} is not computed on NeuronCores; use one of {DTYPES}"
-    return None
+    return dtype_reason(dtype)
 
 
 def traceable(problem: dict, target: str | None):

@@ -15,7 +15,7 @@ from nkilab.kernels._adapter import numpy_dtype
 from nkilab.reference.kv_quant import INV_INT8_MAX, TINY, reciprocal32, storage_dtype
 from nkilab.reference.quant import FP8_MAX, INT8_MAX
 
-from ._launch import DTYPES, EMPTY_REASON, launch, neuron_target
+from ._launch import EMPTY_REASON, dtype_reason, launch, neuron_target
 from .kv_cache import write_kv_cache_kernel
 
 FP8_E4M3FN_TARGETS = ("trn3",)  # OCP float8_e4m3fn is a NeuronCore-v4 format (harness.chips: matmul_fp8_e4m3fn)
@@ -61,10 +61,7 @@ def unsupported(**problem) -> str | None:
     target's fp8 format is checked at the call, `kernel_quant`)."""
     if problem.get("empty"):
         return EMPTY_REASON
-    dtype = problem.get("dtype")
-    if dtype is not None and str(dtype) not in DTYPES:
-        return f"dtype {dtype} not in {DTYPES}"
-    return None
+    return dtype_reason(problem.get("dtype"))
 
 
 def traceable(problem: dict, target: str | None):

@@ -23,7 +23,7 @@ import numpy as np
 from nkilab.kernels._adapter import numpy_dtype
 from nkilab.reference.kv_quant import storage_dtype
 
-from ._launch import DTYPES, EMPTY_REASON, launch, neuron_target
+from ._launch import EMPTY_REASON, dtype_reason, launch, neuron_target
 from .launch_kv_cache import check_target_format
 from ._tiling import PMAX
 from .paged_attention import paged_attention_kernel
@@ -133,8 +133,8 @@ def unsupported(**problem) -> str | None:
     if problem.get("empty"):
         return EMPTY_REASON
     head_dim, block_size, dtype = problem.get("head_dim"), problem.get("block_size"), problem.get("dtype")
-    if dtype is not None and str(dtype) not in DTYPES:
-        return f"dtype {dtype} not in {DTYPES}"
+    if reason := dtype_reason(dtype):
+        return reason
     if str(problem.get("kv_cache_dtype", "auto")).startswith("fp8") and str(dtype) == "float32":
         return "an fp8 cache with float32 q (TensorE pairs float32 only with float32; use bfloat16 / float16 q)"
     if head_dim is not None and head_dim > MAX_HEAD_DIM:

@@ -13,7 +13,7 @@ from nkilab.kernels._adapter import numpy_dtype
 from nkilab.reference.dtypes import itemsize
 
 from . import launch_tuning as tuning
-from ._launch import DTYPES, EMPTY_REASON, launch, neuron_target
+from ._launch import EMPTY_REASON, dtype_reason, launch, neuron_target
 from ._tiling import PMAX
 from .rms_norm import rms_norm_kernel, sbuf_tiles
 
@@ -57,8 +57,8 @@ def unsupported(**problem) -> str | None:
     if problem.get("empty"):
         return EMPTY_REASON
     dtype, hidden = problem.get("dtype"), problem.get("hidden")
-    if dtype is not None and dtype not in DTYPES:
-        return f"dtype {dtype} is not computed on NeuronCores; use one of {DTYPES}"
+    if reason := dtype_reason(dtype):
+        return reason
     if dtype is not None and hidden is not None:
         tiles = sbuf_tiles(bool(problem.get("residual")))
         need = tiles * hidden * itemsize(dtype)

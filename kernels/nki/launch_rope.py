@@ -16,7 +16,7 @@ import numpy as np
 from nkilab.kernels._adapter import numpy_dtype
 from nkilab.reference import rotary
 
-from ._launch import DTYPES, EMPTY_REASON, launch, neuron_target
+from ._launch import EMPTY_REASON, dtype_reason, launch, neuron_target
 from .rope import MAX_ROW_ELEMS, rope_kernel
 
 
@@ -59,8 +59,8 @@ def unsupported(**problem) -> str | None:
     if problem.get("empty"):
         return EMPTY_REASON
     dtype, head_dim = problem.get("dtype"), problem.get("head_dim")
-    if dtype is not None and dtype not in DTYPES:
-        return f"dtype {dtype} is not computed on NeuronCores; use one of {DTYPES}"
+    if reason := dtype_reason(dtype):
+        return reason
     if head_dim is not None and head_dim > MAX_ROW_ELEMS:
         return f"head_dim {head_dim} > {MAX_ROW_ELEMS}: one head must fit a partition row of the kernel's tiles"
     return None

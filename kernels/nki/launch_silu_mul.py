@@ -12,7 +12,7 @@ import numpy as np
 from nkilab.kernels._adapter import numpy_dtype
 from nkilab.reference.dtypes import itemsize
 
-from ._launch import DTYPES, EMPTY_REASON, launch, neuron_target
+from ._launch import EMPTY_REASON, dtype_reason, launch, neuron_target
 from .silu_mul import sbuf_bytes, silu_mul_kernel
 
 SBUF_BUDGET_BYTES = 160 * 1024  # per partition, of the 192 KiB NeuronCore-v2 SBUF (the smallest generation)
@@ -30,8 +30,8 @@ def unsupported(**problem) -> str | None:
     if problem.get("empty"):
         return EMPTY_REASON
     dtype, inter = problem.get("dtype"), problem.get("intermediate")
-    if dtype is not None and dtype not in DTYPES:
-        return f"dtype {dtype} is not computed on NeuronCores; use one of {DTYPES}"
+    if reason := dtype_reason(dtype):
+        return reason
     if dtype is not None and inter is not None:
         need = sbuf_bytes(inter, itemsize(dtype))
         if need > SBUF_BUDGET_BYTES:
