@@ -3,8 +3,8 @@
 A modeled record (one NKI kernel traced at real shapes for one Neuron target, costed by the performance model) is a
 pure function of the sources it runs and of its inputs, so it is cached under
 
-    {"what": "modeled-record", "v": RECORD_VERSION, "source": model_source_hash(), "op", "target", "problem",
-     "spec", "params", "power_w"}
+    {"what": "modeled-record", "v": RECORD_VERSION, "source": model_source_hash(), "op", "target", "lnc",
+     "problem", "spec", "params", "power_w"}
 
 `model_source_hash()` is a SHA-256 over every `.py` file of the NKI kernels and launchers (`kernels/nki`), the op
 declarations (`kernels/ops`), the emulator (`harness/emulator`), the performance model (`harness/perf`) and the chip
@@ -28,7 +28,6 @@ from nkilab.harness.report.records import provenance
 from nkilab.kernels import nki
 
 RECORD_VERSION = 1  # bump when the stored record's layout changes
-_PROVENANCE = tuple(provenance())
 
 
 @functools.lru_cache(maxsize=1)
@@ -56,4 +55,5 @@ def cached_record(cache: Cache, key_parts: dict, compute: Callable[[], dict]) ->
 
 
 def _without_provenance(record: dict) -> dict:
-    return {k: v for k, v in record.items() if k not in _PROVENANCE}
+    keys = provenance().keys()  # the record's own provenance fields (git is asked once per process, when needed)
+    return {k: v for k, v in record.items() if k not in keys}
