@@ -264,7 +264,7 @@ def cached_model_task(task: Task, config: RunConfig) -> dict:
     if config.cache is None:
         return model_task(task, config)
     return cached_record(config.cache, record_key(task, config.power_w.get(task.target)),
-                         lambda: model_task(task, config))
+                         lambda: model_task(task, config), command=bench_command(task, config))
 
 
 def replication_note(trace: Trace) -> str | None:

@@ -12,9 +12,11 @@ tables (`harness/chips.py`), plus the kernels' tuning tables (`kernels/nki/*.tun
 default configs): an edit to a kernel, a tuning table or a model constant misses; nothing else does. The problem's
 `params` carry any tunable values a launcher reads (the tuner's configs), so each config has its own entry.
 
-The stored value is the record without its provenance (version, commit, host, timestamp); a hit gets fresh
-provenance and `cache: "hit"` (a computed one `cache: "miss"`), its other fields as first computed (`trace_wall_s`
-is the original trace's wall time). Tasks that raise are never stored.
+The stored value is the record without the fields of the invocation that asked for it: its provenance (version,
+commit, host, timestamp) and its reproduction `command` (which names the asker's grid, model-config path and size
+overrides, none of which is in the key). A hit gets them fresh from the caller and `cache: "hit"` (a computed one
+`cache: "miss"`), its other fields as first computed (`trace_wall_s` is the original trace's wall time). Tasks that
+raise are never stored.
 """
 
 from __future__ import annotations
@@ -47,13 +49,14 @@ def record_key(task, power_w: float | None) -> dict:
             "power_w": power_w}
 
 
-def cached_record(cache: Cache, key_parts: dict, compute: Callable[[], dict]) -> dict:
-    """The record for `key_parts` from `cache`, or `compute()`'s (stored without provenance first)."""
+def cached_record(cache: Cache, key_parts: dict, compute: Callable[[], dict], command: str) -> dict:
+    """The record for `key_parts` from `cache`, or `compute()`'s (stored without its invocation fields first),
+    with this invocation's provenance and reproduction `command`."""
     hits = cache.hits
-    stored = cache.get_or_compute(key_parts, lambda: _without_provenance(compute()))
-    return {**stored, **provenance(), "cache": "hit" if cache.hits > hits else "miss"}
+    stored = cache.get_or_compute(key_parts, lambda: _without_invocation(compute()))
+    return {**stored, **provenance(), "command": command, "cache": "hit" if cache.hits > hits else "miss"}
 
 
-def _without_provenance(record: dict) -> dict:
-    keys = provenance().keys()  # the record's own provenance fields (git is asked once per process, when needed)
+def _without_invocation(record: dict) -> dict:
+    keys = {*provenance().keys(), "command"}  # git is asked once per process, when needed
     return {k: v for k, v in record.items() if k not in keys}

@@ -7,6 +7,9 @@ Profiles (select with HYPOTHESIS_PROFILE=ci|dev|thorough|nightly; CI uses `ci`):
   nightly   10,000 examples per test, i.e. per op x backend of the fuzz suite (`tests/fuzz`; the README gives the
             command and its measured run time)
 
+Cache: the session runs with $NKILAB_CACHE set to a fresh folder, so no test reads records a previous run (or
+the user's ~/.cache/nkilab) stored; within the session, tests share it as `nkilab` commands would.
+
 Markers: `gpu` tests run where torch sees a CUDA device, `neuron` tests where the real Neuron SDK imports and a
 Neuron device exists; elsewhere they are skipped with the reason. The detection is the backend registry's
 (`nkilab.kernels._registry.has_cuda_device` / `has_neuron_device`), so tests and `backend="auto"` agree.
@@ -25,6 +28,21 @@ settings.register_profile("dev", max_examples=30, **_COMMON)
 settings.register_profile("thorough", max_examples=500, **_COMMON)
 settings.register_profile("nightly", max_examples=10_000, **_COMMON)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_record_cache(tmp_path_factory):
+    """$NKILAB_CACHE -> a folder of this session's own (see the module docstring)."""
+    from nkilab.harness.cache import CACHE_ENV
+    before = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = str(tmp_path_factory.mktemp("nkilab-cache"))
+    yield
+    if before is None:
+        os.environ.pop(CACHE_ENV, None)
+    else:
+        os.environ[CACHE_ENV] = before
+
 
 # marker -> (detector, why a test with it is skipped when the detector says no)
 DEVICE_MARKERS = {

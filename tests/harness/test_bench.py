@@ -81,6 +81,24 @@ def test_bench_custom_batches_and_model_config(tmp_path, capsys):
     assert next(r for r in records if r["problem"]["projection"] == "qkv")["problem"]["n"] == (8 + 2 * 2) * 128
 
 
+def test_a_cache_hit_carries_the_command_of_its_own_invocation(tmp_path, capsys):
+    """The record cache keys on the config's content, not its path: a hit must still name the path it was asked
+    with (a stored command named the first asker's, which then no longer existed)."""
+    content = json.dumps({"hidden_size": 512, "num_hidden_layers": 2, "num_attention_heads": 4,
+                          "num_key_value_heads": 2, "intermediate_size": 1024, "vocab_size": 1000})
+    cache = ["--cache", str(tmp_path / "cache")]
+    paths = [tmp_path / where / "tiny.json" for where in ("a", "b")]  # the model's name is the file's stem
+    commands = []
+    for path in paths:
+        path.parent.mkdir()
+        path.write_text(content)
+        _, (rec,), _ = _bench(["--model-config", str(path), "--problem", "qkv-m1", "--target", "inf2", *cache],
+                              capsys)
+        commands.append((rec["cache"], rec["command"]))
+    assert [c for c, _ in commands] == ["miss", "hit"]
+    assert all(f"--model-config {path}" in cmd for (_, cmd), path in zip(commands, paths))
+
+
 def test_bad_model_config_is_a_usage_error(tmp_path, capsys):
     config = tmp_path / "bad.json"
     config.write_text(json.dumps({"hidden_size": 1024}))
