@@ -33,21 +33,22 @@ Kernel-side helper (imports nothing: plain Python on compile-time values).
 """
 
 NAMES = ("kv_step", "q_prefetch", "pipeline_lag", "resident_kv_bytes", "head_block_elems", "p_dma_chunks",
-         "qk_dma_transpose", "scalar_copies")
+         "qk_dma_transpose", "scalar_copies", "score_buffers")
 
 # name -> {generation ("v2" | "v3+") -> value}; kv_step is given for 2-byte inputs and halved for 4-byte ones
 _DEFAULTS = {
-    "kv_step": {"v2": 2048, "v3+": 2048},
+    "kv_step": {"v2": 2048, "v3+": 1024},
     "q_prefetch": {"v2": 2, "v3+": 4},
     "pipeline_lag": {"v2": 4, "v3+": 16},
     "resident_kv_bytes": {"v2": 48 * 1024, "v3+": 48 * 1024},
     "head_block_elems": {"v2": 4096, "v3+": 4096},
-    "p_dma_chunks": {"v2": 0, "v3+": 7},
+    "p_dma_chunks": {"v2": 0, "v3+": 5},
     "qk_dma_transpose": {"v2": 0, "v3+": 1},
     "scalar_copies": {"v2": 3, "v3+": 0},
+    "score_buffers": {"v2": 1, "v3+": 3},
 }
 _MINIMUM = {"kv_step": 128, "q_prefetch": 1, "pipeline_lag": 1, "resident_kv_bytes": 0, "head_block_elems": 1,
-            "p_dma_chunks": 0, "qk_dma_transpose": 0, "scalar_copies": 0}
+            "p_dma_chunks": 0, "qk_dma_transpose": 0, "scalar_copies": 0, "score_buffers": 1}
 
 
 def defaults(v2, itemsize):

@@ -61,7 +61,7 @@ MAX_HEAD_DIM = 4 * D_CHUNK  # the P·V tile [128, D] fp32 must fit one 2 KiB PSU
 @nki.jit
 def flash_attention(q, k, v, scale=1.0, causal=False, sliding_window=None, softcap=None, kv_step=None,
                     q_prefetch=None, pipeline_lag=None, resident_kv_bytes=None, head_block_elems=None,
-                    p_dma_chunks=None, qk_dma_transpose=None, scalar_copies=None):
+                    p_dma_chunks=None, qk_dma_transpose=None, scalar_copies=None, score_buffers=None):
     """Dense attention over one batch of prefill queries, GQA/MQA, causal / sliding window / softcap.
 
     Dimensions:  B batch; Sq, Skv query/key lengths; Hq = g·Hkv heads; D <= 512 head dim.
@@ -95,7 +95,7 @@ def flash_attention(q, k, v, scale=1.0, causal=False, sliding_window=None, softc
                   dict(kv_step=kv_step, q_prefetch=q_prefetch, pipeline_lag=pipeline_lag,
                        resident_kv_bytes=resident_kv_bytes, head_block_elems=head_block_elems,
                        p_dma_chunks=p_dma_chunks, qk_dma_transpose=qk_dma_transpose,
-                       scalar_copies=scalar_copies))
+                       scalar_copies=scalar_copies, score_buffers=score_buffers))
     heads = max(1, min(group, tun["head_block_elems"] // d))
     resident = _kv_bytes(k.shape[1], d, q.dtype) <= tun["resident_kv_bytes"]
     call = AttentionCall(q, k, v, out, scale, causal, sliding_window, softcap, tun)
@@ -127,6 +127,10 @@ class AttentionCall(nl.NKIObject):
         self.scalar_copies = tun["scalar_copies"]
         self.v2 = nisa.get_nc_version() == nisa.nc_version.gen2
         self.ones = ones_tile() if self.v2 else None
+        width = -(-self.step // KV_TILE) * KV_TILE
+        self.s_bufs = [nl.ndarray((Q_TILE, width), dtype=nl.float32, buffer=nl.psum)
+                       for _ in range(tun["score_buffers"])]
+        self.s_next = 0
 
 
 class QueryTile(nl.NKIObject):
@@ -356,8 +360,8 @@ def _item(qT_h, keys, tile, state, h, call, pending):
     s = _scores(qT_h, keys, tile.nq, call)
     pv_ps = _pv(due, pT_ps, call.scalar_copies) if due else None
     neg_max_old = state.neg_max[h]
-    state.neg_max[h] = mask_row_max(s, keys, tile.nq, neg_max_old, call.exp_scale, state.bounds)
-    item = _exp(s, keys, tile.nq, neg_max_old, state, h, call)
+    state.neg_max[h], s_scale = mask_row_max(s, keys, tile.nq, neg_max_old, call.exp_scale, state.bounds, call.v2)
+    item = _exp(s, s_scale, keys, tile.nq, neg_max_old, state, h, call)
     if due:
         _update(due, pv_ps)
     return item
@@ -408,11 +412,12 @@ def _scores(qT_h, keys, nq, call):
     PSUM bank per matmul, D slices accumulated in the bank. The result stays in PSUM (max and exp read it there); a
     softcap makes an SBUF tile t = tanh(scale·s/c) instead (the mask must follow the tanh)."""
     n, kT = keys.n, keys.kT
-    s_ps = nl.ndarray((Q_TILE, -(-n // KV_TILE) * KV_TILE), dtype=nl.float32, buffer=nl.psum)  # whole banks
+    s_ps = call.s_bufs[call.s_next % len(call.s_bufs)]
+    call.s_next += 1
     for c0, width in tiles(n, KV_TILE):
         for j, (d0, dc) in enumerate(tiles(call.d, D_CHUNK)):
             nisa.nc_matmul(dst=s_ps[:nq, c0:c0 + width], stationary=qT_h[:dc, j, :nq],
-                           moving=kT[:dc, j, c0:c0 + width])
+                           moving=kT[:dc, j, c0:c0 + width], accumulate=j > 0)  # the buffer holds older scores
     if call.softcap is None:
         return s_ps
     s = nl.ndarray((Q_TILE, n), dtype=nl.float32, buffer=nl.sbuf)
@@ -420,8 +425,8 @@ def _scores(qT_h, keys, nq, call):
     return s
 
 
-def _exp(s, keys, nq, neg_max_old, state, h, call):
-    """p = exp(exp_scale·s + neg_max) [128, n] in the K/V dtype with its tile_sum [128, 1] in one ScalarE
+def _exp(s, s_scale, keys, nq, neg_max_old, state, h, call):
+    """p = exp(s_scale·s + neg_max) (s_scale from `mask_row_max`: exp_scale, or -1 on a tile it negated) [128, n] in the K/V dtype with its tile_sum [128, 1] in one ScalarE
     instruction, and rescale [128, 1] fp32; returns them as a PendingPv. On the first step (neg_max_old None)
     tile_sum goes straight into the head's run_sum and rescale is None. The first call.p_dma chunks of pᵀ are
     made here, by one SBUF->SBUF dma_transpose queued right behind the exp (v3+, 2-byte p; `_transpose_p` does
@@ -431,7 +436,7 @@ def _exp(s, keys, nq, neg_max_old, state, h, call):
     tile_sum = run_sum_h
     if neg_max_old is not None:
         tile_sum = nl.ndarray((Q_TILE, 1), dtype=nl.float32, buffer=nl.sbuf)
-    exp_rows(p[:nq, :n], s[:nq, :n], neg_max[:nq], call.exp_scale, tile_sum[:nq])
+    exp_rows(p[:nq, :n], s[:nq, :n], neg_max[:nq], s_scale, tile_sum[:nq])
     dma_chunks = min(call.p_dma, n // PMAX)
     pT_dma = None
     if dma_chunks:
