@@ -66,9 +66,9 @@ def mask_keep(tile, k0, n, call):
     return MaskKeep(keep, c0, c1)
 
 
-def mask_row_max(s, keys, nq, neg_max_old, exp_scale, bounds, v2):
-    """Mask the score tile s [128, ≥n] in place and return (neg_max', s_scale): neg_max' = min(-exp_scale·rowmax(s),
-    neg_max) [128, 1] fp32 (VectorE; the first step, neg_max_old None, floors exp_scale·m at MAX_FLOOR instead) and
+def mask_row_max(s, keys, nq, neg_max_old, exp_scale, bounds, v2, neg_max):
+    """Mask the score tile s [128, ≥n] in place, write neg_max [128, 1] fp32 = min(-exp_scale·rowmax(s),
+    neg_max_old) (VectorE; the first step, neg_max_old None, floors exp_scale·m at MAX_FLOOR instead) and return
     the multiplier the exp must apply to s as it is left (exp_scale, or -1.0 where s was replaced by -exp_scale·s).
 
     Masking is a selection, never arithmetic: a hidden key's score becomes FP32_MIN whatever it was, so an Inf/NaN
@@ -78,13 +78,12 @@ def mask_row_max(s, keys, nq, neg_max_old, exp_scale, bounds, v2):
     loaded as the accumulator's start (so no separate [128, 1] instruction follows); v2: select_reduce of the columns
     [c0, c1) of keys.keep with its predicate tile, the other columns max-reduced as they are."""
     n, keep = keys.n, keys.keep
-    neg_max = nl.ndarray((Q_TILE, 1), dtype=nl.float32, buffer=nl.sbuf)
     if keep is None and not v2:
         start = -MAX_FLOOR if neg_max_old is None else neg_max_old[:nq]
         nisa.tensor_scalar_reduce(dst=s[:nq, :n], data=s[:nq, :n], op0=nl.multiply, operand0=-exp_scale,
                                   reduce_op=nl.minimum, reduce_res=neg_max[:nq], reduce_cmd=nisa.reduce_cmd.load_reduce,
                                   reduce_init=start)
-        return neg_max, -1.0
+        return -1.0
     m = nl.ndarray((Q_TILE, 1), dtype=nl.float32, buffer=nl.sbuf)  # sign · rowmax
     sign = -1.0
     if keep is None:
@@ -109,4 +108,4 @@ def mask_row_max(s, keys, nq, neg_max_old, exp_scale, bounds, v2):
     else:
         nisa.scalar_tensor_tensor(dst=neg_max[:nq], data=m[:nq], op0=nl.multiply, operand0=-sign * exp_scale,
                                   op1=nl.minimum, operand1=neg_max_old[:nq])
-    return neg_max, exp_scale
+    return exp_scale
