@@ -10,19 +10,27 @@ Algorithm (all loops are Python loops over compile-time shapes):
       for each block of query heads reading hk (GQA: h // (Hq/Hkv) == hk), each 128-row query tile:
         keys [lo, hi) some row of the tile may see, from the shapes (none: the tile is stored as zeros)
         q rows [128, heads, D] in one DMA; qᵀ [D, 128] per head by TensorE transposes
-        for each kv_step-key step of [lo, hi) (128-aligned; 2048 keys for 2-byte inputs), for each head:
-            s = qᵀ·kᵀ (4 PSUM banks, 512 keys per matmul)  [softcap: t = tanh(scale·s/c) in SBUF]
+        for each kv_step-key step of [lo, hi) (128-aligned; 1024 keys for 2-byte inputs), for each head:
+            s = qᵀ·kᵀ into the next of score_buffers PSUM tiles (512 keys per matmul)  [softcap: t = tanh(scale·s/c)]
             [mask: hidden scores := FP32_MIN by selection, in place (v3+ range_select, v2 select_reduce)]
-            neg_max' = min(-exp_scale·rowmax(s), neg_max)        (VectorE, reads PSUM; the selection's reduce)
+            neg_max' = min(-exp_scale·rowmax(s), neg_max)   (VectorE, reads PSUM; the selection's reduce, or on v3+
+                                                            without a mask one tensor_scalar_reduce: s := -exp_scale·s)
             p = exp(exp_scale·s + neg_max') in q's dtype, tile_sum in the same instruction (ScalarE, reads PSUM)
-            pᵀ by TensorE transposes of 128-key chunks -> SBUF (VectorE);  pv = Σ_chunks pᵀ·v (one PSUM bank)
-            rescale = exp(neg_max' - neg_max);  acc = acc·rescale + pv;  run_sum = run_sum·rescale + tile_sum
+            pᵀ: its first p_dma_chunks 128-key chunks by an SBUF->SBUF dma_transpose (v3+), the rest by TensorE
+                transposes -> SBUF (VectorE);  pv = Σ_chunks pᵀ·v (one PSUM bank)
+          rescale = exp(neg_max' - neg_max) for all heads of the step at once (GpSimd difference, one ScalarE exp)
+          per head: acc = acc·rescale + pv (VectorE);  run_sum = run_sum·rescale + tile_sum (GpSimd)
         out = acc / run_sum  (rows that see no key: 0)
     (exp_scale = c with a softcap, else scale.)
 
 Schedule: engines run their instruction queues in order, so program order is the schedule. A (step, head) item's
 P·V is issued pipeline_lag items after its exp, interleaved with later items' QKᵀ and row max (`_item`); q rows
-and resident k/v rows are DMA'd ahead, their transposes issued just before use (`_run_tiles`).
+and resident k/v rows are DMA'd ahead, their transposes issued just before use (`_run_tiles`). The score tiles are
+score_buffers PSUM tiles allocated once and used in turn: a score tile is held from its QKᵀ (TensorE) through the
+row max (VectorE) and exp (ScalarE), about twice as long as the ScalarE exp that sets the pace at D=128 (its
+rate equals TensorE's QKᵀ + P·V rate), so with one buffer the three engines would take turns rather than overlap.
+ScalarE does the exps and little else (the rescale once per step for all heads, the store's scaling; v3+ copies
+of P·V into acc on VectorE, run_sum on GpSimd).
 
 Features: causal with bottom-right alignment (query i sees keys j <= i + Skv - Sq), sliding window (also hides
 j < i + Skv - Sq - w + 1), softcap (c·tanh(s/c), the c folded into the exp), GQA/MQA (the heads of a group share
@@ -57,6 +65,9 @@ from ._softmax import exp_rows, update_acc, update_sum
 from ._tiling import PMAX, tiles
 
 MAX_HEAD_DIM = 4 * D_CHUNK  # the P·V tile [128, D] fp32 must fit one 2 KiB PSUM bank (512 fp32)
+# the fewest pᵀ chunks worth one SBUF->SBUF dma_transpose: a shorter one still holds the DMA engines for their
+# per-packet floor (600 ns on trn2, modeled: 4 chunks of 32 KiB take ~0.7 us), so TensorE transposes those
+P_DMA_MIN_CHUNKS = 4
 
 
 @nki.jit
@@ -73,11 +84,11 @@ def flash_attention(q, k, v, scale=1.0, causal=False, sliding_window=None, softc
                  sliding_window: w >= 1 also hides keys j < i + Skv - Sq - w + 1; None = off.
                  softcap: c > 0 maps scaled scores s -> c·tanh(s / c) before masking; None = off.
                  kv_step, q_prefetch, pipeline_lag, resident_kv_bytes, head_block_elems, p_dma_chunks,
-                 qk_dma_transpose, scalar_copies: the tunables (ints;
+                 qk_dma_transpose, scalar_copies, score_buffers: the tunables (ints;
                  None = the default for the target and dtype), described and defaulted in `_attention_tunables`.
                  (Plain parameters with defaults, not keyword-only: the NKI compiler frontend rejects `*`.)
     Returns:     out: [B, Sq, Hq, D], q's dtype, shared HBM; a query that sees no key gets zeros.
-    Tiling:      Sq in 128-row tiles; keys in 2048-key softmax steps (1024 for fp32) of 512-key matmuls, 128-aligned;
+    Tiling:      Sq in 128-row tiles; keys in 1024-key softmax steps (512 for fp32) of 512-key matmuls, 128-aligned;
                  P·V in 128-key chunks; D in 128-row slices for QKᵀ.
     Numerics:    scores, max, sums, accumulators in fp32; P cast to q's dtype before P·V (fp32 stays fp32).
                  Hidden scores are replaced by FP32_MIN (a selection: an Inf/NaN there reaches nothing) and
@@ -112,9 +123,10 @@ class AttentionCall(nl.NKIObject):
 
     exp_scale: multiplier inside the exp (softcap c, else scale); step, prefetch, lag, p_dma, qk_dma, scalar_copies:
     the tunables kv_step, q_prefetch, pipeline_lag, p_dma_chunks, qk_dma_transpose, scalar_copies
-    (`_attention_tunables`; the two DMA-transpose ones only for 2-byte inputs); v2 (NeuronCore-v2): non-finite q / k
-    elements are isolated before their transposes (`_attention_finite`; `ones` is its all-visible chunk, None on
-    v3+)."""
+    (`_attention_tunables`; the two DMA-transpose ones only for 2-byte inputs); s_bufs: the score_buffers PSUM score
+    tiles [128, kv_step] fp32, s_next the count of score tiles handed out (`_scores` takes them in turn); v2
+    (NeuronCore-v2): non-finite q / k elements are isolated before their transposes (`_attention_finite`; `ones` is
+    its all-visible chunk, None on v3+)."""
 
     def __init__(self, q, k, v, out, scale, causal, window, softcap, tun, heads):
         self.q, self.k, self.v, self.out = q, k, v, out
@@ -386,16 +398,17 @@ def _exp(s, s_scale, keys, nq, state, h, call):
     """p = exp(s_scale·s + neg_max) [128, n] in the K/V dtype with its tile_sum [128, 1] in one ScalarE instruction
     (s_scale from `mask_row_max`: exp_scale, or -1 on a tile it negated); returns the item as a PendingPv. On the
     first step tile_sum goes straight into the head's run_sum (no rescale). The first call.p_dma chunks of pᵀ are
-    made here, by one SBUF->SBUF dma_transpose queued right behind the exp (v3+, 2-byte p, items of at least
-    p_dma chunks; `_transpose_p` does the rest on TensorE when the P·V is due)."""
+    made here, by one SBUF->SBUF dma_transpose queued right behind the exp (v3+, 2-byte p, when that is at least
+    P_DMA_MIN_CHUNKS chunks; `_transpose_p` does the rest on TensorE when the P·V is due)."""
     n, neg_max, run_sum_h = keys.n, state.neg_max[:, h:h + 1], state.run_sum[:, h:h + 1]
     p = nl.ndarray((Q_TILE, n), dtype=keys.kT.dtype, buffer=nl.sbuf)
     tile_sum = run_sum_h
     if state.rescale is not None:
         tile_sum = nl.ndarray((Q_TILE, 1), dtype=nl.float32, buffer=nl.sbuf)
     exp_rows(p[:nq, :n], s[:nq, :n], neg_max[:nq], s_scale, tile_sum[:nq])
-    # a shorter transfer is not worth its DMA: under ~4 chunks it costs the fixed per-packet time anyway
-    dma_chunks = call.p_dma if n // PMAX >= call.p_dma else 0
+    dma_chunks = min(call.p_dma, n // PMAX)
+    if dma_chunks < P_DMA_MIN_CHUNKS:
+        dma_chunks = 0
     pT_dma = None
     if dma_chunks:
         pT_dma = nl.ndarray((PMAX, dma_chunks, Q_TILE), dtype=p.dtype, buffer=nl.sbuf)
@@ -448,8 +461,8 @@ def _update(item, pv_ps, call):
     nq, h = item.nq, item.h
     acc_h, run_sum_h = item.state.acc[:nq, h, :], item.state.run_sum[:nq, h:h + 1]
     if item.rescale is None:
-        psum_copy(acc_h, pv_ps[:nq], on_scalar=True)
+        psum_copy(acc_h, pv_ps[:nq], on_scalar=call.v2)
     else:
         rescale = item.rescale.tile[:nq, h:h + 1]
         update_acc(acc_h, rescale, pv_ps[:nq])
-        update_sum(run_sum_h, rescale, item.tile_sum[:nq], on_gpsimd=not call.v2)
+        update_sum(run_sum_h, rescale, item.tile_sum[:nq], on_gpsimd=True)
