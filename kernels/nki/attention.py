@@ -398,16 +398,17 @@ def _exp(s, s_scale, keys, nq, state, h, call):
     """p = exp(s_scale·s + neg_max) [128, n] in the K/V dtype with its tile_sum [128, 1] in one ScalarE instruction
     (s_scale from `mask_row_max`: exp_scale, or -1 on a tile it negated); returns the item as a PendingPv. On the
     first step tile_sum goes straight into the head's run_sum (no rescale). The first call.p_dma chunks of pᵀ are
-    made here, by one SBUF->SBUF dma_transpose queued right behind the exp (v3+, 2-byte p, when that is at least
-    P_DMA_MIN_CHUNKS chunks; `_transpose_p` does the rest on TensorE when the P·V is due)."""
+    made here, by one SBUF->SBUF dma_transpose queued right behind the exp (v3+, 2-byte p; an item shorter than
+    that, the causal diagonal's, has none, nor does any when that is under P_DMA_MIN_CHUNKS chunks; `_transpose_p`
+    does the rest on TensorE when the P·V is due)."""
     n, neg_max, run_sum_h = keys.n, state.neg_max[:, h:h + 1], state.run_sum[:, h:h + 1]
     p = nl.ndarray((Q_TILE, n), dtype=keys.kT.dtype, buffer=nl.sbuf)
     tile_sum = run_sum_h
     if state.rescale is not None:
         tile_sum = nl.ndarray((Q_TILE, 1), dtype=nl.float32, buffer=nl.sbuf)
     exp_rows(p[:nq, :n], s[:nq, :n], neg_max[:nq], s_scale, tile_sum[:nq])
-    dma_chunks = min(call.p_dma, n // PMAX)
-    if dma_chunks < P_DMA_MIN_CHUNKS:
+    dma_chunks = min(call.p_dma, call.step // PMAX)  # the chunks of a whole key step's item, if this has them
+    if n // PMAX < dma_chunks or dma_chunks < P_DMA_MIN_CHUNKS:
         dma_chunks = 0
     pT_dma = None
     if dma_chunks:

@@ -33,7 +33,7 @@ def test_defaults_per_generation_and_dtype():
 # two key steps with kv_step=512, a causal diagonal, a ragged last chunk (Skv = 1100)
 @pytest.mark.parametrize("tunables", [
     dict(qk_dma_transpose=0, p_dma_chunks=0, pipeline_lag=1),  # the TensorE transposes of v2, on trn2
-    dict(p_dma_chunks=16, q_prefetch=1),  # every full pᵀ chunk by DMA
+    dict(p_dma_chunks=16, q_prefetch=1),  # every pᵀ chunk of a whole key step's item by DMA
     dict(kv_step=512, pipeline_lag=3, scalar_copies=4, resident_kv_bytes=0),
     dict(head_block_elems=64),  # one query head per block
 ], ids=["tensor-transposes", "all-p-by-dma", "small-steps-streamed", "one-head-blocks"])
