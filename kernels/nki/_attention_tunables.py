@@ -6,9 +6,10 @@ Every parameter is a compile-time int the kernel takes as a keyword (None = the 
 Defaults were chosen on the performance model (modeled, not measured; see `tests/kernels/nki/
 test_perf_goals_attention.py` for the rows they give):
 
-    kv_step            keys per online-softmax step (one row max / exp / rescale each): 1024 for 2-byte inputs (2
-                       PSUM banks of fp32 scores per head, so score_buffers of them fit beside pᵀ and P·V), half for
-                       fp32 (its pᵀ chunks take twice the PSUM)
+    kv_step            keys per online-softmax step (one row max / exp / rescale each): v3+ 1024 for 2-byte inputs
+                       (2 PSUM banks of fp32 scores per head, so score_buffers of them fit beside pᵀ and P·V); v2
+                       2048 (its VectorE, not the score tiles' lifetime, sets the pace: fewer, longer steps); half
+                       for fp32 (its pᵀ chunks take twice the PSUM)
     q_prefetch         query tiles whose q rows are DMA'd ahead of the one being computed
     pipeline_lag       (key step, head) items between an item's exp and its P·V in program order, so TensorE
                        multiplies new scores while VectorE copies the old pᵀ
@@ -31,7 +32,8 @@ test_perf_goals_attention.py` for the rows they give):
                        while the row max and exp of the items before it still read the others. A score tile lives
                        from its QKᵀ through row max and exp (~2.2 us at 1024 keys on trn2, modeled) while an item
                        takes ~1 us, so one buffer serializes the three engines; 3 x 2 banks leave one bank for pᵀ
-                       and one for P·V (score_buffers · banks of a score tile must stay <= 6)
+                       and one for P·V (score_buffers · banks of a score tile must stay <= 6). 0: a new score tile
+                       per item, buffered as the compiler sees fit (v2, whose pace the score tiles do not set)
 
 Shape classes: the dtype's size (kv_step). Where the generations' columns hold equal values, no other value was
 better on the model for the rows measured (trn2 and inf2, S=4096 / 8192 causal, D=128).
@@ -44,7 +46,7 @@ NAMES = ("kv_step", "q_prefetch", "pipeline_lag", "resident_kv_bytes", "head_blo
 
 # name -> {generation ("v2" | "v3+") -> value}; kv_step is given for 2-byte inputs and halved for 4-byte ones
 _DEFAULTS = {
-    "kv_step": {"v2": 1024, "v3+": 1024},
+    "kv_step": {"v2": 2048, "v3+": 1024},
     "q_prefetch": {"v2": 2, "v3+": 4},
     "pipeline_lag": {"v2": 4, "v3+": 16},
     "resident_kv_bytes": {"v2": 48 * 1024, "v3+": 48 * 1024},
@@ -52,11 +54,11 @@ _DEFAULTS = {
     "p_dma_chunks": {"v2": 0, "v3+": 5},
     "qk_dma_transpose": {"v2": 0, "v3+": 1},
     "scalar_copies": {"v2": 3, "v3+": 0},
-    "score_buffers": {"v2": 3, "v3+": 3},
+    "score_buffers": {"v2": 0, "v3+": 3},
 }
 _SCORE_BANKS = 6  # PSUM banks (8 of 2 KiB per partition) the score buffers may take: one is left for pᵀ, one for P·V
 _MINIMUM = {"kv_step": 128, "q_prefetch": 1, "pipeline_lag": 1, "resident_kv_bytes": 0, "head_block_elems": 1,
-            "p_dma_chunks": 0, "qk_dma_transpose": 0, "scalar_copies": 0, "score_buffers": 1}
+            "p_dma_chunks": 0, "qk_dma_transpose": 0, "scalar_copies": 0, "score_buffers": 0}
 
 
 def defaults(v2, itemsize):

@@ -381,8 +381,11 @@ def _scores(qT_h, keys, nq, call):
     PSUM bank per matmul, D slices accumulated in the bank. The result stays in PSUM (max and exp read it there); a
     softcap makes an SBUF tile t = tanh(scale·s/c) instead (the mask must follow the tanh)."""
     n, kT = keys.n, keys.kT
-    s_ps = call.s_bufs[call.s_next % len(call.s_bufs)]
-    call.s_next += 1
+    if call.s_bufs:
+        s_ps = call.s_bufs[call.s_next % len(call.s_bufs)]
+        call.s_next += 1
+    else:  # score_buffers 0: a new tile per item, buffered as the compiler sees fit
+        s_ps = nl.ndarray((Q_TILE, -(-n // KV_TILE) * KV_TILE), dtype=nl.float32, buffer=nl.psum)
     for c0, width in tiles(n, KV_TILE):
         for j, (d0, dc) in enumerate(tiles(call.d, D_CHUNK)):
             nisa.nc_matmul(dst=s_ps[:nq, c0:c0 + width], stationary=qT_h[:dc, j, :nq],
