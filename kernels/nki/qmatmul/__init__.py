@@ -34,8 +34,8 @@ __all__ = ["qmatmul_kernel", "MAX_K", "ACCEPTED_OUT", "PMAX"]  # PMAX: the K-til
 @nki.jit
 def qmatmul_kernel(x, w, scales, zeros=None, x_scales=None, scheme="int8", group_size=None, symmetric=True,
                    out_dtype="float32", int4_nibbles_as_fp8=True, decode_max_m=None, decode_dma_cols=None,
-                   decode_min_dma_cols=None, decode_psum_banks=None, decode_lookahead=None, prefill_sbuf_bytes=None,
-                   x_chunk=None, prefill_psum_banks=None):
+                   decode_min_dma_cols=None, decode_psum_banks=None, decode_lookahead=None, decode_split_last=None,
+                   prefill_sbuf_bytes=None, x_chunk=None, prefill_psum_banks=None):
     """y = x @ ((q - z) * s) for weight-only int8/int4/fp8 and W8A8 fp8.
 
     Config arguments follow the tensors without a `*` separator: the NKI 0.2-0.6 compiler frontend
@@ -78,7 +78,8 @@ def qmatmul_kernel(x, w, scales, zeros=None, x_scales=None, scheme="int8", group
     v2 = nisa.get_nc_version() == nisa.nc_version.gen2
     tun = Tuning(scheme, v2, dict(decode_max_m=decode_max_m, decode_dma_cols=decode_dma_cols,
                                   decode_min_dma_cols=decode_min_dma_cols, decode_psum_banks=decode_psum_banks,
-                                  decode_lookahead=decode_lookahead, prefill_sbuf_bytes=prefill_sbuf_bytes,
+                                  decode_lookahead=decode_lookahead, decode_split_last=decode_split_last,
+                                  prefill_sbuf_bytes=prefill_sbuf_bytes,
                                   x_chunk=x_chunk, prefill_psum_banks=prefill_psum_banks))
     geo = Geometry(scheme, group_size, symmetric, k, m, w8a8, out_dtype=out_dtype, fp8_nibbles=int4_nibbles_as_fp8,
                    byte_transposes=v2, tuning=tun)

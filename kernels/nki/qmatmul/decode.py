@@ -24,7 +24,7 @@ class DecodeFetch(nl.NKIObject):
 
 class DecodePlan(nl.NKIObject):
     """Decode tiling of one call: group chunks, N blocks, 128-channel sub-tiles per PSUM bank, and this program's
-    weight fetches in stream order (`work`, a list of DecodeFetch)."""
+    weight fetches in stream order (`work`, a list of DecodeFetch) of its blocks (`mine`, indices into blocks)."""
 
     def __init__(self, geo, n, pid, nprog):
         # group chunks small enough that min_cols columns of partial sums fit the PSUM banks: int8/fp8 decode is
@@ -38,7 +38,8 @@ class DecodePlan(nl.NKIObject):
         # int4 fetches several K steps per DMA and unpack instruction (>= decode_dma_cols columns' worth): the
         # bit ops' fixed cost per instruction is large next to narrow blocks' element work
         per_fetch = max(1, tun.decode_dma_cols // self.blocks[0][1]) if geo.int4 else 1
-        self.work = [DecodeFetch(b, c, run) for b in range(pid, len(self.blocks), nprog)
+        self.mine = list(range(pid, len(self.blocks), nprog))  # this program's blocks
+        self.work = [DecodeFetch(b, c, run) for b in self.mine
                      for c in range(len(self.chunks)) for run in _step_runs(geo, self.chunks[c].steps, per_fetch)]
 
     def batches(self, subs):
@@ -66,12 +67,13 @@ class PartialSums(nl.NKIObject):
 
 
 class ChunkScales(nl.NKIObject):
-    """What the epilogue of one group chunk applies: s: [ng, nbw] float32 scale rows; zs: zero points times scales
-    (int4 asymmetric, else None; symmetric: z = 8); gsum_T: [ng, M] group sums of x (int4, else None); xs_rep:
-    [128, M] per-token scales (W8A8, else None)."""
+    """What the epilogue of one group chunk applies: s: [ng, nbw] float32 scale rows (group scales, else None);
+    s_T: [128, subs] float32 per-channel scales of the block, channel j0 + p of sub-tile j at [p, j] (per channel,
+    else None); zs: zero points times scales (int4 asymmetric, else None; symmetric: z = 8); gsum_T: [ng, M] group
+    sums of x (int4, else None); xs_rep: [128, M] per-token scales (W8A8, else None)."""
 
-    def __init__(self, s, zs, gsum_T, xs_rep):
-        self.s, self.zs, self.gsum_T, self.xs_rep = s, zs, gsum_T, xs_rep
+    def __init__(self, s, s_T, zs, gsum_T, xs_rep):
+        self.s, self.s_T, self.zs, self.gsum_T, self.xs_rep = s, s_T, zs, gsum_T, xs_rep
 
 
 def decode(ops, geo):
@@ -90,11 +92,16 @@ def decode(ops, geo):
     xs_rep = replicated_row(ops.x_scales, 0, 0, geo.m, nl.float32, PMAX) if geo.w8a8 else None
     work = plan.work
     lookahead = geo.tuning.decode_lookahead
-    ahead = [_fetch(ops.w, geo, plan, work[t]) for t in range(min(lookahead, len(work)))]
+    ahead = [_fetch(ops.w, geo, plan, work, t) for t in range(min(lookahead, len(work)))]
+    # per-channel scales of every block, channels on partitions, issued right behind the first fetches: a load
+    # issued later queues behind every weight transfer already issued (HBM serves them in turn), and the last
+    # block's epilogue would wait for the whole stream to land first
+    up_front = geo.per_channel and not geo.int4  # int4's zero-point term needs the scale rows
+    scales_T = {b: _scales_T(ops.scales, plan.blocks[b]) for b in plan.mine} if up_front else None
     pending = []  # finished y blocks, stored once the next block's matmuls are issued
     for t, item in enumerate(work):
         if t + lookahead < len(work):
-            ahead.append(_fetch(ops.w, geo, plan, work[t + lookahead]))
+            ahead.append(_fetch(ops.w, geo, plan, work, t + lookahead))
         fetched = ahead.pop(0)
         chunk = plan.chunks[item.c]
         if item.run[0] == chunk.steps[0]:
@@ -106,7 +113,8 @@ def decode(ops, geo):
             continue
         if item.c == 0 and pending:
             _store_transposed(ops.out, pending.pop(), geo)
-        scales = _chunk_scales(ops, yblk, chunk, gsums[item.c] if gsums else None, xs_rep, geo)
+        scales = _chunk_scales(ops, yblk, chunk, gsums[item.c] if gsums else None, xs_rep, geo,
+                               scales_T[item.b] if scales_T else None)
         for bank, batch, (b0, nb) in zip(sums.banks, plan.batches(yblk.subs), tiles(len(yblk.subs), plan.per_bank)):
             rows = batch[0][1]
             _decode_epilogue(yblk.yT[0:rows, b0:b0 + nb, :], bank[0:rows], batch, scales, chunk.ng, geo,
@@ -128,14 +136,17 @@ def _multiply(sums, yblk, item, fetched, moving, chunk, geo):
                                moving=xm[0:step.rows])
 
 
-def _chunk_scales(ops, yblk, chunk, gsum_T, xs_rep, geo):
-    """ChunkScales of one group chunk for the block's columns: scale rows, and for int4 asymmetric z·s rows."""
+def _chunk_scales(ops, yblk, chunk, gsum_T, xs_rep, geo, s_T):
+    """ChunkScales of one group chunk for the block's columns: the per-channel scales `s_T` (`_scales_T`, loaded
+    up front), or the group scale rows, and for int4 asymmetric z·s rows."""
+    if s_T is not None:
+        return ChunkScales(None, s_T, None, gsum_T, xs_rep)
     s_sb = _load_rows(ops.scales, chunk.g0, chunk.ng, yblk.nb0, yblk.nbw)
     zs_sb = None
     if geo.int4 and not geo.symmetric:
         zs_sb = _load_rows(ops.zeros, chunk.g0, chunk.ng, yblk.nb0, yblk.nbw)
         nisa.tensor_tensor(dst=zs_sb, data1=zs_sb, data2=s_sb, op=nl.multiply)
-    return ChunkScales(s_sb, zs_sb, gsum_T, xs_rep)
+    return ChunkScales(s_sb, None, zs_sb, gsum_T, xs_rep)
 
 
 def _step_runs(geo, step_ids, per_fetch):
@@ -150,11 +161,15 @@ def _step_runs(geo, step_ids, per_fetch):
     return runs
 
 
-def _fetch(w, geo, plan, item):
-    """The weight tiles of one DecodeFetch: per step of its run, its TensorE operand(s)."""
+def _fetch(w, geo, plan, work, t):
+    """The weight tiles of fetch work[t] (a DecodeFetch): per step of its run, its TensorE operand(s). The last
+    decode_split_last fetches of the stream convert int8 / fp8e4m3fn on all three engines at once: nothing
+    follows them to overlap with, so their conversion time is tail."""
+    item = work[t]
     nb0, nbw = plan.blocks[item.b]
     if not geo.int4:
-        return [load_weight_tile(w, geo.steps[i], nb0, nbw, geo, turn=item.b + i) for i in item.run]
+        split = t >= len(work) - geo.tuning.decode_split_last
+        return [load_weight_tile(w, geo.steps[i], nb0, nbw, geo, turn=item.b + i, split=split) for i in item.run]
     r0, rows = geo.steps[item.run[0]].r0, geo.steps[item.run[0]].rows
     n = w.shape[1]
     # packed rows r0 + rows * s + p of the run's steps s as one [rows, steps, nbw] tile (runs of full steps)
@@ -228,6 +243,21 @@ def _group_sums_T(x_sb, geo, chunk):
     return sums_T
 
 
+def _scales_T(scales, block):
+    """Per-channel scales [1, N] (HBM) of N block (nb0, nbw) with the channels on partitions: float32 SBUF
+    [128, subs], s_T[p, j] = scales[0, nb0 + 128 j + p] (a ragged last sub-tile fills rows 0..nsz; the rest is
+    never read into a stored output). One strided DMA over all 16 DMA engines for the full sub-tiles, one more for
+    a ragged last one."""
+    nb0, nbw = block
+    full, rest = nbw // N_SUB, nbw % N_SUB
+    s_T = nl.ndarray((PMAX, full + (1 if rest else 0)), dtype=nl.float32, buffer=nl.sbuf)
+    if full:
+        nisa.dma_copy(dst=s_T[:, 0:full], src=scales.ap([[1, N_SUB], [N_SUB, full]], offset=nb0))
+    if rest:
+        nisa.dma_copy(dst=s_T[0:rest, full:full + 1], src=scales.ap([[1, rest], [1, 1]], offset=nb0 + full * N_SUB))
+    return s_T
+
+
 def _load_rows(t, g0, gc, nb0, nbw):
     """Rows g0 .. g0+gc of a [groups, N] HBM tensor, columns nb0 .. nb0+nbw, as float32 SBUF [gc, nbw]."""
     sb = nl.ndarray((gc, nbw), dtype=nl.float32, buffer=nl.sbuf)
@@ -258,15 +288,20 @@ def _decode_epilogue(acc, part, batch, scales, gc, geo, accumulate):
     (stationary = the [gc, nsz] rows as loaded, moving = X^T) instead of on VectorE."""
     m = geo.m
     rows, nb = batch[0][1], len(batch)
-    # int4 partial sums come from the fp8 view of the nibbles, u / FP8_NIBBLE: the factor rides on the scales
-    sT = _transposed(scales.s, batch, gc, FP8_NIBBLE if geo.fp8_nibbles else 1.0)
     res = nl.ndarray((rows, nb, m), dtype=nl.float32, buffer=nl.sbuf) if (accumulate or geo.int4) else acc
-    if geo.per_channel:
-        nisa.tensor_tensor(dst=res, data1=part[:, :, 0, :], data2=sT[:, :, 0, :].broadcast(2, m), op=nl.multiply)
+    if scales.s_T is not None:
+        b0 = batch[0][0] // N_SUB
+        nisa.tensor_tensor(dst=res, data1=part[:, :, 0, :],
+                           data2=scales.s_T[0:rows, b0:b0 + nb].expand_dim(2).broadcast(2, m), op=nl.multiply)
         if geo.w8a8:
             nisa.tensor_tensor(dst=res, data1=res, data2=scales.xs_rep[0:rows, :].expand_dim(1).broadcast(1, nb),
                                op=nl.multiply)
+    elif geo.per_channel:  # int4 per channel
+        sT = _transposed(scales.s, batch, gc, FP8_NIBBLE if geo.fp8_nibbles else 1.0)
+        nisa.tensor_tensor(dst=res, data1=part[:, :, 0, :], data2=sT[:, :, 0, :].broadcast(2, m), op=nl.multiply)
     else:
+        # int4 partial sums come from the fp8 view of the nibbles, u / FP8_NIBBLE: the factor rides on the scales
+        sT = _transposed(scales.s, batch, gc, FP8_NIBBLE if geo.fp8_nibbles else 1.0)
         scaled = nl.ndarray((rows, nb, gc, m), dtype=nl.float32, buffer=nl.sbuf)
         nisa.tensor_tensor(dst=scaled, data1=part, data2=sT.broadcast(3, m), op=nl.multiply)
         nisa.tensor_reduce(dst=res, op=nl.add, data=scaled.permute((0, 1, 3, 2)), axis=3)
@@ -282,42 +317,59 @@ def _decode_epilogue(acc, part, batch, scales, gc, geo, accumulate):
 
 
 def _store_transposed(out, yblk, geo):
-    """out[:, nb0 : nb0+nbw] = yT^T, 512 columns at a time: TensorE transposes of each [nsz, M] sub-tile into
-    one PSUM bank, one copy out of PSUM, one DMA. A 16-bit y is rounded first (one ScalarE copy: the same
-    single rounding as the final cast), so the transposes move 2-byte elements (fp32 ones take 4 passes).
-    NeuronCore-v2: `_store_bytes`, so that a non-finite output (a NaN weight or scale) stays in its column."""
+    """out[:, nb0 : nb0+nbw] = yT^T. A 16-bit y is rounded first (one ScalarE copy: the same single rounding as
+    the final cast). M = 1: y^T goes to HBM as it is, channels on partitions (`_store_column`: no transpose, so
+    nothing to mix on NeuronCore-v2 either). Else TensorE transposes of each [nsz, M] sub-tile into one PSUM tile
+    of the block, one copy out of it, one DMA (one store per block: a store queues behind the weight transfers
+    issued before it, so fewer is better); a 16-bit y makes the transposes move 2-byte elements (fp32 ones take 4
+    passes). NeuronCore-v2, M > 1: `_store_bytes`, so that a non-finite output (a NaN weight or scale) stays in
+    its column."""
     m, yT, subs = geo.m, yblk.yT, yblk.subs
     if geo.narrow_out:
         rounded = nl.ndarray((subs[0][1], len(subs), m), dtype=out.dtype, buffer=nl.sbuf)
         nisa.activation(dst=rounded, op=nl.copy, data=yT[0:subs[0][1]])
         yT = rounded
+    if m == 1:
+        _store_column(out, yblk, yT)
+        return
     if geo.byte_transposes:
         _store_bytes(out, yblk, yT, geo)
         return
-    for o0, ow in tiles(yblk.nbw, N_BLOCK):
-        o_ps = nl.ndarray((m, ow), dtype=yT.dtype, buffer=nl.psum)
-        for j, (j0, nsz) in enumerate(subs):
-            if o0 <= j0 < o0 + ow:
-                nisa.nc_transpose(dst=o_ps[:, j0 - o0:j0 - o0 + nsz], data=yT[0:nsz, j, :])
-        o_sb = nl.ndarray((m, ow), dtype=out.dtype, buffer=nl.sbuf)
-        if geo.int4:  # ScalarE: VectorE unpacks the int4 weights
-            nisa.activation(dst=o_sb, op=nl.copy, data=o_ps)
-        else:
-            nisa.tensor_copy(dst=o_sb, src=o_ps)
-        nisa.dma_copy(dst=out[:, yblk.nb0 + o0:yblk.nb0 + o0 + ow], src=o_sb)
+    o_ps = nl.ndarray((m, yblk.nbw), dtype=yT.dtype, buffer=nl.psum)
+    for j, (j0, nsz) in enumerate(subs):
+        nisa.nc_transpose(dst=o_ps[:, j0:j0 + nsz], data=yT[0:nsz, j, :])
+    o_sb = nl.ndarray((m, yblk.nbw), dtype=out.dtype, buffer=nl.sbuf)
+    if geo.int4:  # ScalarE: VectorE unpacks the int4 weights
+        nisa.activation(dst=o_sb, op=nl.copy, data=o_ps)
+    else:
+        nisa.tensor_copy(dst=o_sb, src=o_ps)
+    nisa.dma_copy(dst=out[:, yblk.nb0:yblk.nb0 + yblk.nbw], src=o_sb)
+
+
+def _store_column(out, yblk, yT):
+    """M = 1: out[0, nb0 + 128 j + p] = yT[p, j, 0] by strided DMAs (one for the full sub-tiles, one for a ragged
+    last one), each over the 16 DMA engines of its partitions."""
+    nb0, nbw = yblk.nb0, yblk.nbw
+    full, rest = nbw // N_SUB, nbw % N_SUB
+    if full:
+        nisa.dma_copy(dst=out.ap([[1, N_SUB], [N_SUB, full]], offset=nb0), src=yT[0:N_SUB, 0:full, 0])
+    if rest:
+        nisa.dma_copy(dst=out.ap([[1, rest], [1, 1]], offset=nb0 + full * N_SUB), src=yT[0:rest, full:full + 1, 0])
 
 
 def _store_bytes(out, yblk, yT, geo):
     """`_store_transposed` with bit-exact byte transposes (`transpose.transpose_planes`): one conversion of y^T
-    [rows, subs, M] to byte values, `width` one-pass transposes per sub-tile into one PSUM bank per store tile
-    (2 · PSUM_FMAX / width columns: one bank's 2 KiB of bf16 byte values), one copy back to bytes, one DMA."""
+    [rows, subs, M] to byte values, `width` one-pass transposes per sub-tile into one PSUM bank per
+    2 · PSUM_FMAX / width columns (one bank's 2 KiB of bf16 byte values), one copy back to bytes per bank into one
+    SBUF tile of the block, one DMA for the block."""
     m, subs, width = geo.m, yblk.subs, 4 if yT.dtype == nl.float32 else 2
     planes = byte_values(yT[0:subs[0][1]], width)  # [rows, subs, M * width]
+    o_bytes = nl.ndarray((m, yblk.nbw * width), dtype=nl.uint8, buffer=nl.sbuf)
     for o0, ow in tiles(yblk.nbw, 2 * PSUM_FMAX // width):
         o_ps = nl.ndarray((m, ow, width), dtype=nl.bfloat16, buffer=nl.psum)
         for j, (j0, nsz) in enumerate(subs):
             if o0 <= j0 < o0 + ow:
                 transpose_planes(o_ps[:, j0 - o0:j0 - o0 + nsz, :], planes[:, j, :], nsz, (0, m, 1), width)
-        o_bytes = nl.ndarray((m, ow * width), dtype=nl.uint8, buffer=nl.sbuf)
-        assemble(o_bytes, o_ps, on_scalar=geo.int4)  # ScalarE for int4: VectorE unpacks the int4 weights
-        nisa.dma_copy(dst=out[:, yblk.nb0 + o0:yblk.nb0 + o0 + ow], src=o_bytes.view(out.dtype))
+        # ScalarE for int4: VectorE unpacks the int4 weights
+        assemble(o_bytes[:, o0 * width:(o0 + ow) * width], o_ps, on_scalar=geo.int4)
+    nisa.dma_copy(dst=out[:, yblk.nb0:yblk.nb0 + yblk.nbw], src=o_bytes.view(out.dtype))
