@@ -2,9 +2,9 @@
 (the launcher contract of `nkilab.kernels.ops._op`).
 
 Inputs arrive validated by the public API (`nkilab.kernels.qmatmul`). The kernel reads the QuantizedWeight
-arrays as they are (data, scales, zeros in their HBM layouts) and x as [M, K]; the host only narrows float64
-inputs to float32 (NeuronCores have no float64) and widens the kernel's float32 result back when float64 was
-asked for.
+arrays as they are (data, scales, zeros in their HBM layouts), the scales once more channels first ([N, G]: the
+layout decode loads with the channels on partitions) and x as [M, K]; the host only narrows float64 inputs to
+float32 (NeuronCores have no float64) and widens the kernel's float32 result back when float64 was asked for.
 """
 
 from __future__ import annotations
@@ -53,7 +53,8 @@ def qmatmul(x, qw: QuantizedWeight, *, out_dtype=None, target: str | None = None
 
 def kernel_inputs(x, qw: QuantizedWeight, out_name: str, tuning: dict | None = None) -> tuple[tuple, dict]:
     """(args, kwargs) of `qmatmul_kernel` for validated inputs: x [M, K] (float64 narrowed to float32) or a
-    QuantizedActivation's data and scales, the QuantizedWeight arrays as they are, and the compile-time config
+    QuantizedActivation's data and scales, the QuantizedWeight arrays as they are (and the scales once more,
+    channels first: decode's host-side scale layout), and the compile-time config
     (out_dtype: `out_name`, or float32 when the device cannot produce it, e.g. float64; the `tuning` overrides,
     checked by `check_overrides`)."""
     if tuning is not None:
@@ -62,7 +63,8 @@ def kernel_inputs(x, qw: QuantizedWeight, out_name: str, tuning: dict | None = N
     xdata = x.data if w8a8 else np.asarray(x)
     if xdata.dtype == np.float64:
         xdata = xdata.astype(np.float32)
-    args = (xdata, qw.data, qw.scales.astype(np.float32), qw.zeros, x.scales if w8a8 else None)
+    scales = qw.scales.astype(np.float32)
+    args = (xdata, qw.data, scales, np.ascontiguousarray(scales.T), qw.zeros, x.scales if w8a8 else None)
     kernel_out = out_name if out_name in ACCEPTED_OUT else "float32"
     return args, dict(scheme=qw.scheme, group_size=None if qw.group_size is None else int(qw.group_size),
                       symmetric=bool(qw.symmetric), out_dtype=kernel_out, **(tuning or {}))

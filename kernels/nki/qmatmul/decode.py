@@ -11,7 +11,8 @@ from .._shim import nisa, nl
 from .._tiling import PMAX, PSUM_FMAX, tiles
 from .tuning import N_BLOCK, N_SUB
 from .transpose import assemble, byte_values, transpose_bytes, transpose_planes
-from .weights import FP8_NIBBLE, INT4_SYM_OFFSET, converted, load_nibbles, load_weight_tile, replicated_row
+from .weights import (FP8_NIBBLE, INT4_SYM_OFFSET, converted, flip_words, load_nibbles, load_weight_tile,
+                      replicated_row)
 
 
 class DecodeFetch(nl.NKIObject):
@@ -38,6 +39,9 @@ class DecodePlan(nl.NKIObject):
         # int4 fetches several K steps per DMA and unpack instruction (>= decode_dma_cols columns' worth): the
         # bit ops' fixed cost per instruction is large next to narrow blocks' element work
         per_fetch = max(1, tun.decode_dma_cols // self.blocks[0][1]) if geo.int4 else 1
+        # symmetric int4: the xor of the high nibbles runs on GpSimd, against this tile of flip words
+        self.flip = flip_words((PMAX, per_fetch, -(-self.blocks[0][1] // 4))) if geo.int4 and geo.symmetric \
+            else None
         self.mine = list(range(pid, len(self.blocks), nprog))  # this program's blocks
         self.work = [DecodeFetch(b, c, run) for b in self.mine
                      for c in range(len(self.chunks)) for run in _step_runs(geo, self.chunks[c].steps, per_fetch)]
@@ -67,13 +71,17 @@ class PartialSums(nl.NKIObject):
 
 
 class ChunkScales(nl.NKIObject):
-    """What the epilogue of one group chunk applies: s: [ng, nbw] float32 scale rows (group scales, else None);
-    s_T: [128, subs] float32 per-channel scales of the block, channel j0 + p of sub-tile j at [p, j] (per channel,
-    else None); zs: zero points times scales (int4 asymmetric, else None; symmetric: z = 8); gsum_T: [ng, M] group
-    sums of x (int4, else None); xs_rep: [128, M] per-token scales (W8A8, else None)."""
+    """What the epilogue of one group chunk (groups g0 .. g0+ng-1) applies: s_T: [128, subs, G] float32 scales of
+    the block with the channels on partitions (`_scales_T`: channel j0 + p of sub-tile j, group g at [p, j, g]);
+    shift: [128, ng, M] float32, the symmetric int4 zero-point term -8·X[g, m] in partial-sum units, the same on
+    every partition (`_group_sums_rep`; else None); zs, z: the zero-point term as a matmul, acc += z · zs^T X,
+    zs [ng, nbw] float32 rows of z·s (int4 asymmetric, z = -1) or of s (symmetric int4 at M above
+    decode_shift_max_m, z = -8), else None; gsum_T: [ng, M] group sums of x (with zs, else None); xs_rep:
+    [128, M] per-token scales (W8A8, else None)."""
 
-    def __init__(self, s, s_T, zs, gsum_T, xs_rep):
-        self.s, self.s_T, self.zs, self.gsum_T, self.xs_rep = s, s_T, zs, gsum_T, xs_rep
+    def __init__(self, g0, s_T, shift, xs_rep):
+        self.g0, self.s_T, self.shift, self.xs_rep = g0, s_T, shift, xs_rep
+        self.zs, self.z, self.gsum_T = None, None, None
 
 
 def decode(ops, geo):
@@ -87,17 +95,21 @@ def decode(ops, geo):
     x_sb = nl.ndarray((geo.m, ops.x.shape[1]), dtype=nl.bfloat16, buffer=nl.sbuf)
     nisa.dma_copy(dst=x_sb, src=ops.x)
     moving = _decode_moving(x_sb, geo)
-    gsums = [_group_sums_T(x_sb, geo, chunk) for chunk in plan.chunks] if geo.int4 else None
+    # symmetric int4's zero-point term: subtracted from the partial sums on VectorE (N·G·M element ops) at small
+    # M, as a TensorE fp32 matmul over the groups (as asymmetric int4 must, z varying per channel) at larger M
+    shifted = geo.int4 and geo.symmetric and geo.m <= geo.tuning.decode_shift_max_m
+    zero_matmul = geo.int4 and not shifted
+    gsums = [_group_sums_T(x_sb, geo, chunk) for chunk in plan.chunks] if zero_matmul else None
+    shifts = _group_sums_rep(moving, geo, plan.chunks) if shifted else None
     # per-token scales as a row replicated over the output-channel partitions: partition stride 0 in HBM
     xs_rep = replicated_row(ops.x_scales, 0, 0, geo.m, nl.float32, PMAX) if geo.w8a8 else None
     work = plan.work
     lookahead = geo.tuning.decode_lookahead
     ahead = [_fetch(ops.w, geo, plan, work, t) for t in range(min(lookahead, len(work)))]
-    # per-channel scales of every block, channels on partitions, issued right behind the first fetches: a load
-    # issued later queues behind every weight transfer already issued (HBM serves them in turn), and the last
-    # block's epilogue would wait for the whole stream to land first
-    up_front = geo.per_channel and not geo.int4  # int4's zero-point term needs the scale rows
-    scales_T = {b: _scales_T(ops.scales, plan.blocks[b]) for b in plan.mine} if up_front else None
+    # the scales of every block, channels on partitions, issued right behind the first fetches: a load issued
+    # later queues behind every weight transfer already issued (HBM serves them in turn), and the last block's
+    # epilogue would wait for the whole stream to land first
+    scales_T = {b: _scales_T(ops.scales_t, plan.blocks[b], geo) for b in plan.mine}
     pending = []  # finished y blocks, stored once the next block's matmuls are issued
     for t, item in enumerate(work):
         if t + lookahead < len(work):
@@ -113,8 +125,10 @@ def decode(ops, geo):
             continue
         if item.c == 0 and pending:
             _store_transposed(ops.out, pending.pop(), geo)
-        scales = _chunk_scales(ops, yblk, chunk, gsums[item.c] if gsums else None, xs_rep, geo,
-                               scales_T[item.b] if scales_T else None)
+        scales = ChunkScales(chunk.g0, scales_T[item.b], shifts[item.c] if shifts else None, xs_rep)
+        if zero_matmul:
+            scales.zs, scales.z = _zero_point_rows(ops, yblk, chunk, geo.symmetric)
+            scales.gsum_T = gsums[item.c]
         for bank, batch, (b0, nb) in zip(sums.banks, plan.batches(yblk.subs), tiles(len(yblk.subs), plan.per_bank)):
             rows = batch[0][1]
             _decode_epilogue(yblk.yT[0:rows, b0:b0 + nb, :], bank[0:rows], batch, scales, chunk.ng, geo,
@@ -136,17 +150,15 @@ def _multiply(sums, yblk, item, fetched, moving, chunk, geo):
                                moving=xm[0:step.rows])
 
 
-def _chunk_scales(ops, yblk, chunk, gsum_T, xs_rep, geo, s_T):
-    """ChunkScales of one group chunk for the block's columns: the per-channel scales `s_T` (`_scales_T`, loaded
-    up front), or the group scale rows, and for int4 asymmetric z·s rows."""
-    if s_T is not None:
-        return ChunkScales(None, s_T, None, gsum_T, xs_rep)
+def _zero_point_rows(ops, yblk, chunk, symmetric):
+    """(rows, z) of the zero-point matmul of one group chunk for the block's columns: float32 [ng, nbw] rows of s
+    with z = -8 (symmetric), or of z·s with z = -1 (asymmetric)."""
     s_sb = _load_rows(ops.scales, chunk.g0, chunk.ng, yblk.nb0, yblk.nbw)
-    zs_sb = None
-    if geo.int4 and not geo.symmetric:
-        zs_sb = _load_rows(ops.zeros, chunk.g0, chunk.ng, yblk.nb0, yblk.nbw)
-        nisa.tensor_tensor(dst=zs_sb, data1=zs_sb, data2=s_sb, op=nl.multiply)
-    return ChunkScales(s_sb, None, zs_sb, gsum_T, xs_rep)
+    if symmetric:
+        return s_sb, -float(INT4_SYM_OFFSET)
+    zs_sb = _load_rows(ops.zeros, chunk.g0, chunk.ng, yblk.nb0, yblk.nbw)
+    nisa.tensor_tensor(dst=zs_sb, data1=zs_sb, data2=s_sb, op=nl.multiply)
+    return zs_sb, -1.0
 
 
 def _step_runs(geo, step_ids, per_fetch):
@@ -173,7 +185,8 @@ def _fetch(w, geo, plan, work, t):
     r0, rows = geo.steps[item.run[0]].r0, geo.steps[item.run[0]].rows
     n = w.shape[1]
     # packed rows r0 + rows * s + p of the run's steps s as one [rows, steps, nbw] tile (runs of full steps)
-    lo, hi = load_nibbles(w.ap([[n, rows], [rows * n, len(item.run)], [1, nbw]], offset=r0 * n + nb0), geo.symmetric)
+    lo, hi = load_nibbles(w.ap([[n, rows], [rows * n, len(item.run)], [1, nbw]], offset=r0 * n + nb0), geo.symmetric,
+                          plan.flip)
     if geo.fp8_nibbles:
         lo, hi = lo.view(nl.float8_e4m3), hi.view(nl.float8_e4m3)
     else:  # one ScalarE and one GpSimd copy for the whole run (VectorE has just unpacked it)
@@ -243,19 +256,48 @@ def _group_sums_T(x_sb, geo, chunk):
     return sums_T
 
 
-def _scales_T(scales, block):
-    """Per-channel scales [1, N] (HBM) of N block (nb0, nbw) with the channels on partitions: float32 SBUF
-    [128, subs], s_T[p, j] = scales[0, nb0 + 128 j + p] (a ragged last sub-tile fills rows 0..nsz; the rest is
-    never read into a stored output). One strided DMA over all 16 DMA engines for the full sub-tiles, one more for
-    a ragged last one."""
+def _scales_T(scales_t, block, geo):
+    """The scales of N block (nb0, nbw) with the channels on partitions, from their channels-first HBM layout
+    scales_t [N, G]: float32 SBUF [128, subs, G], s_T[p, j, g] = s[g, nb0 + 128 j + p] (a ragged last sub-tile
+    fills rows 0..nsz; the rest is never read into a stored output), times FP8_NIBBLE for int4 nibbles read as
+    fp8 (one ScalarE copy; exact). One DMA for the full sub-tiles (runs of G scales, over all 16 DMA engines),
+    one more for a ragged last one."""
     nb0, nbw = block
+    g = scales_t.shape[1]
     full, rest = nbw // N_SUB, nbw % N_SUB
-    s_T = nl.ndarray((PMAX, full + (1 if rest else 0)), dtype=nl.float32, buffer=nl.sbuf)
+    s_T = nl.ndarray((PMAX, full + (1 if rest else 0), g), dtype=nl.float32, buffer=nl.sbuf)
     if full:
-        nisa.dma_copy(dst=s_T[:, 0:full], src=scales.ap([[1, N_SUB], [N_SUB, full]], offset=nb0))
+        nisa.dma_copy(dst=s_T[:, 0:full, :], src=scales_t.ap([[g, N_SUB], [N_SUB * g, full], [1, g]], offset=nb0 * g))
     if rest:
-        nisa.dma_copy(dst=s_T[0:rest, full:full + 1], src=scales.ap([[1, rest], [1, 1]], offset=nb0 + full * N_SUB))
+        nisa.dma_copy(dst=s_T[0:rest, full, :], src=scales_t[nb0 + full * N_SUB:nb0 + nbw, :])
+    if geo.fp8_nibbles:  # int4 partial sums come from the fp8 view of the nibbles, u / FP8_NIBBLE
+        nisa.activation(dst=s_T, op=nl.copy, data=s_T, scale=FP8_NIBBLE)
     return s_T
+
+
+def _group_sums_rep(moving, geo, chunks):
+    """Symmetric int4: per group chunk, shift[p, g, m] = -8 · X[g, m] / f on every partition p, X[g, m] =
+    Σ_{k in group g} bf16(x[m, k]), f = FP8_NIBBLE for nibbles read as fp8 (else 1): the zero-point term in the
+    units of the partial sums, float32 SBUF [128, ng, M]. TensorE sums the moving operands (the block-diagonal
+    x^T of each K step) against a stationary of ones, one matmul per K step and nibble half, into one PSUM tile
+    per chunk: X lands on all 128 output-channel partitions, so the epilogue subtracts it with one VectorE op
+    (no transposes, nothing mixed across tokens)."""
+    ones = nl.ndarray((PMAX, N_SUB), dtype=nl.bfloat16, buffer=nl.sbuf)
+    nisa.memset(dst=ones, value=1.0)
+    f = FP8_NIBBLE if geo.fp8_nibbles else 1.0
+    shifts = []
+    for chunk in chunks:
+        ps = nl.ndarray((N_SUB, chunk.ng, geo.m), dtype=nl.float32, buffer=nl.psum)
+        for i in chunk.steps:
+            step = geo.steps[i]
+            g0 = step.g0 - chunk.g0
+            for xm in moving[i]:
+                nisa.nc_matmul(dst=ps[:, g0:g0 + step.ng, :], stationary=ones[0:step.rows, :],
+                               moving=xm[0:step.rows])
+        shift = nl.ndarray((N_SUB, chunk.ng, geo.m), dtype=nl.float32, buffer=nl.sbuf)
+        nisa.activation(dst=shift, op=nl.copy, data=ps, scale=-float(INT4_SYM_OFFSET) / f)
+        shifts.append(shift)
+    return shifts
 
 
 def _load_rows(t, g0, gc, nb0, nbw):
@@ -265,52 +307,39 @@ def _load_rows(t, g0, gc, nb0, nbw):
     return sb
 
 
-def _transposed(src, batch, gc, scale):
-    """float32 SBUF [rows, nb, gc, 1] (rows = the first sub-tile's channels): for each sub-tile (j0, nsz) of
-    `batch`, columns j0 .. j0+nsz of src [gc, nbw] times `scale` (a power of two: exact) with the channels
-    moved onto partitions (TensorE transposes into one PSUM bank, one ScalarE copy out)."""
-    rows = batch[0][1]
-    ps = nl.ndarray((rows, len(batch), gc), dtype=nl.float32, buffer=nl.psum)
-    for jj, (j0, nsz) in enumerate(batch):
-        nisa.nc_transpose(dst=ps[0:nsz, jj, :], data=src[0:gc, j0:j0 + nsz])
-    sb = nl.ndarray((rows, len(batch), gc, 1), dtype=nl.float32, buffer=nl.sbuf)
-    nisa.activation(dst=sb, op=nl.copy, data=ps, scale=scale)
-    return sb
-
-
 def _decode_epilogue(acc, part, batch, scales, gc, geo, accumulate):
-    """acc[:, j, :] (+)= Σ_g sT_j[:, g] · part[:, j, g, :] - Σ_g (z·s)[g, sub-tile j]^T · X[g] for the
-    128-channel sub-tiles j of `batch` (those sharing one PSUM bank), each VectorE op covering all of them.
+    """acc[:, j, :] (+)= Σ_g sT_j[:, g] · (part[:, j, g, :] + shift[g]) - Σ_g (z·s)[g, sub-tile j]^T · X[g] for
+    the 128-channel sub-tiles j of `batch` (those sharing one PSUM bank), each VectorE op covering all of them.
 
     acc: SBUF [rows, nb, M]; part: PSUM [rows, nb, gc, M] per-group partial sums; batch: nb (j0, nsz)
     sub-tiles (only the last may be ragged: its rows past nsz are never stored); scales: the chunk's
-    ChunkScales. The zero-point term is a contraction over the groups, so it runs on TensorE in fp32
-    (stationary = the [gc, nsz] rows as loaded, moving = X^T) instead of on VectorE."""
+    ChunkScales (shift: symmetric int4 at small M; zs: the zero-point term as a contraction over the groups, run
+    on TensorE in fp32: stationary = the [gc, nsz] rows as loaded, moving = X^T)."""
     m = geo.m
     rows, nb = batch[0][1], len(batch)
-    res = nl.ndarray((rows, nb, m), dtype=nl.float32, buffer=nl.sbuf) if (accumulate or geo.int4) else acc
-    if scales.s_T is not None:
-        b0 = batch[0][0] // N_SUB
-        nisa.tensor_tensor(dst=res, data1=part[:, :, 0, :],
-                           data2=scales.s_T[0:rows, b0:b0 + nb].expand_dim(2).broadcast(2, m), op=nl.multiply)
+    b0, g0 = batch[0][0] // N_SUB, scales.g0
+    zero_matmul = scales.zs is not None
+    res = nl.ndarray((rows, nb, m), dtype=nl.float32, buffer=nl.sbuf) if (accumulate or zero_matmul) else acc
+    s_T = scales.s_T[0:rows, b0:b0 + nb, g0:g0 + gc]
+    if scales.shift is not None:
+        shifted = nl.ndarray((rows, nb, gc, m), dtype=nl.float32, buffer=nl.sbuf)
+        nisa.tensor_tensor(dst=shifted, data1=part, data2=scales.shift[0:rows].expand_dim(1).broadcast(1, nb),
+                           op=nl.add)
+        part = shifted
+    if geo.per_channel:
+        nisa.tensor_tensor(dst=res, data1=part[:, :, 0, :], data2=s_T[:, :, 0:1].broadcast(2, m), op=nl.multiply)
         if geo.w8a8:
             nisa.tensor_tensor(dst=res, data1=res, data2=scales.xs_rep[0:rows, :].expand_dim(1).broadcast(1, nb),
                                op=nl.multiply)
-    elif geo.per_channel:  # int4 per channel
-        sT = _transposed(scales.s, batch, gc, FP8_NIBBLE if geo.fp8_nibbles else 1.0)
-        nisa.tensor_tensor(dst=res, data1=part[:, :, 0, :], data2=sT[:, :, 0, :].broadcast(2, m), op=nl.multiply)
     else:
-        # int4 partial sums come from the fp8 view of the nibbles, u / FP8_NIBBLE: the factor rides on the scales
-        sT = _transposed(scales.s, batch, gc, FP8_NIBBLE if geo.fp8_nibbles else 1.0)
         scaled = nl.ndarray((rows, nb, gc, m), dtype=nl.float32, buffer=nl.sbuf)
-        nisa.tensor_tensor(dst=scaled, data1=part, data2=sT.broadcast(3, m), op=nl.multiply)
+        nisa.tensor_tensor(dst=scaled, data1=part, data2=s_T.expand_dim(3).broadcast(3, m), op=nl.multiply)
         nisa.tensor_reduce(dst=res, op=nl.add, data=scaled.permute((0, 1, 3, 2)), axis=3)
-    if geo.int4:
+    if zero_matmul:
         corr = nl.ndarray((rows, nb, m), dtype=nl.float32, buffer=nl.psum)
-        sz, z = (scales.s, -float(INT4_SYM_OFFSET)) if geo.symmetric else (scales.zs, -1.0)
         for jj, (j0, nsz) in enumerate(batch):
-            nisa.nc_matmul(dst=corr[0:nsz, jj, :], stationary=sz[0:gc, j0:j0 + nsz], moving=scales.gsum_T)
-        nisa.scalar_tensor_tensor(dst=res if accumulate else acc, data=corr, op0=nl.multiply, operand0=z,
+            nisa.nc_matmul(dst=corr[0:nsz, jj, :], stationary=scales.zs[0:gc, j0:j0 + nsz], moving=scales.gsum_T)
+        nisa.scalar_tensor_tensor(dst=res if accumulate else acc, data=corr, op0=nl.multiply, operand0=scales.z,
                                   op1=nl.add, operand1=res)
     if accumulate:
         nisa.tensor_tensor(dst=acc, data1=acc, data2=res, op=nl.add)
