@@ -1,7 +1,7 @@
 """Quantized matmul on NeuronCores: y[M, N] = x[M, K] @ W[K, N] with W = (q - z) * s.
 
 Schemes: int8 (q int8 [K, N]); int4 (q packed two per byte along K, uint8 [K/2, N], low nibble = even k;
-symmetric -8..7 or asymmetric 0..15 with zero points z); fp8_e4m3 / fp8_e4m3fn (q fp8 [K, N]); scales s
+symmetric -8..7 given offset binary, q + 8, or asymmetric 0..15 with zero points z); fp8_e4m3 / fp8_e4m3fn (q fp8 [K, N]); scales s
 float32 per output channel [1, N] or per group of G rows along K [K/G, N]; W8A8: x itself fp8 [M, K] with
 one float32 scale per token [M, 1] and fp8 per-channel weights.
 
@@ -43,7 +43,8 @@ def qmatmul_kernel(x, w, scales, scales_t, zeros=None, x_scales=None, scheme="in
 
     Dimensions:  M rows of x; K contraction (K % G == 0, even for int4, K <= MAX_K); N output channels.
     Args:        x: [M, K] float32|bfloat16|float16, or fp8 for W8A8, HBM.
-                 w: int8 [K, N] | uint8 [K/2, N] (int4) | float8_e4m3 / float8_e4m3fn [K, N], HBM.
+                 w: int8 [K, N] | uint8 [K/2, N] (int4: nibbles 0..15, symmetric ones offset binary q + 8,
+                 the launcher's prepared copy) | float8_e4m3 / float8_e4m3fn [K, N], HBM.
                  scales: float32 [K/G, N] or [1, N] (per channel), HBM.
                  scales_t: the same scales channels first, float32 [N, K/G] (or [N, 1]), HBM: a host-side
                  layout decode loads with the channels on partitions by plain DMAs.

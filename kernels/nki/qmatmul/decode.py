@@ -11,8 +11,7 @@ from .._shim import nisa, nl
 from .._tiling import PMAX, PSUM_FMAX, tiles
 from .tuning import N_BLOCK, N_SUB
 from .transpose import assemble, byte_values, transpose_bytes, transpose_planes
-from .weights import (FP8_NIBBLE, INT4_SYM_OFFSET, converted, flip_words, load_nibbles, load_weight_tile,
-                      replicated_row)
+from .weights import FP8_NIBBLE, INT4_SYM_OFFSET, converted, load_nibbles, load_weight_tile, replicated_row
 
 
 class DecodeFetch(nl.NKIObject):
@@ -39,9 +38,6 @@ class DecodePlan(nl.NKIObject):
         # int4 fetches several K steps per DMA and unpack instruction (>= decode_dma_cols columns' worth): the
         # bit ops' fixed cost per instruction is large next to narrow blocks' element work
         per_fetch = max(1, tun.decode_dma_cols // self.blocks[0][1]) if geo.int4 else 1
-        # symmetric int4: the xor of the high nibbles runs on GpSimd, against this tile of flip words
-        self.flip = flip_words((PMAX, per_fetch, -(-self.blocks[0][1] // 4))) if geo.int4 and geo.symmetric \
-            else None
         self.mine = list(range(pid, len(self.blocks), nprog))  # this program's blocks
         self.work = [DecodeFetch(b, c, run) for b in self.mine
                      for c in range(len(self.chunks)) for run in _step_runs(geo, self.chunks[c].steps, per_fetch)]
@@ -185,8 +181,7 @@ def _fetch(w, geo, plan, work, t):
     r0, rows = geo.steps[item.run[0]].r0, geo.steps[item.run[0]].rows
     n = w.shape[1]
     # packed rows r0 + rows * s + p of the run's steps s as one [rows, steps, nbw] tile (runs of full steps)
-    lo, hi = load_nibbles(w.ap([[n, rows], [rows * n, len(item.run)], [1, nbw]], offset=r0 * n + nb0), geo.symmetric,
-                          plan.flip)
+    lo, hi = load_nibbles(w.ap([[n, rows], [rows * n, len(item.run)], [1, nbw]], offset=r0 * n + nb0))
     if geo.fp8_nibbles:
         lo, hi = lo.view(nl.float8_e4m3), hi.view(nl.float8_e4m3)
     else:  # one ScalarE and one GpSimd copy for the whole run (VectorE has just unpacked it)
@@ -196,33 +191,58 @@ def _fetch(w, geo, plan, work, t):
 
 def _decode_moving(x_sb, geo):
     """Per K step, the moving operand(s) [rows, ng, M] bf16: x^T, block-diagonal over the step's groups
-    (int4: one for the even-k half, one for the odd-k half). x_sb: [M, K] bf16 SBUF."""
+    (int4: one for the even-k half, one for the odd-k half). x_sb: [M, K] bf16 SBUF.
+
+    Runs of consecutive slots (step, half) with equal rows and groups share one PSUM tile of x^T (one bank) and
+    one VectorE op (the mask multiply, or the copy out of PSUM): per-slot ops, each paying the engine's fixed
+    cost, kept VectorE busy for ~3 µs before the first weight tile could be converted or unpacked."""
     m = geo.m
     mask = _group_mask(geo) if geo.ngmax > 1 else None
+    slots = [(i, h, cols, rows) for i in range(len(geo.steps)) for h, (cols, rows) in enumerate(geo.halves(i))]
+    moving = [[None] * len(geo.halves(i)) for i in range(len(geo.steps))]
     # a one-row transpose mixes no rows: only M > 1 needs the byte path on NeuronCore-v2
-    planes = byte_values(x_sb, 2) if geo.byte_transposes and m > 1 else None
-    moving = []
-    for i, step in enumerate(geo.steps):
-        rows, ng = step.rows, step.ng
-        halves = []
-        for cols, _ in geo.halves(i):
-            if planes is not None:
-                xT = transpose_bytes(planes, m, cols, 2, nl.bfloat16).expand_dim(1)  # SBUF [rows, 1, M]
-            else:
-                xT = nl.ndarray((rows, 1, m), dtype=nl.bfloat16, buffer=nl.psum)
-                nisa.nc_transpose(dst=xT, data=x_sb[0:m, cols[0]:cols[1]:cols[2]])
-            if ng > 1:
-                xm = nl.ndarray((rows, ng, m), dtype=nl.bfloat16, buffer=nl.sbuf)
-                nisa.tensor_tensor(dst=xm, data1=xT.broadcast(1, ng),
-                                   data2=mask[0:rows, 0:ng, :].broadcast(2, m), op=nl.multiply)
-            elif planes is not None:
-                xm = xT
-            else:
-                xm = nl.ndarray((rows, ng, m), dtype=nl.bfloat16, buffer=nl.sbuf)
-                nisa.tensor_copy(dst=xm, src=xT)
-            halves.append(xm)
-        moving.append(halves)
+    if geo.byte_transposes and m > 1:
+        planes = byte_values(x_sb, 2)
+        for i, h, cols, rows in slots:
+            xT = transpose_bytes(planes, m, cols, 2, nl.bfloat16).expand_dim(1)  # SBUF [rows, 1, M]
+            ng = geo.steps[i].ng
+            moving[i][h] = _masked(xT.expand_dim(1), mask, ng, 1)[:, 0] if ng > 1 else xT
+        return moving
+    for run in _slot_runs(slots, geo, 2 * PSUM_FMAX // m):
+        rows, ng = run[0][3], geo.steps[run[0][0]].ng
+        xT = nl.ndarray((rows, len(run), m), dtype=nl.bfloat16, buffer=nl.psum)
+        for r, (_, _, cols, _) in enumerate(run):
+            nisa.nc_transpose(dst=xT[:, r, :], data=x_sb[0:m, cols[0]:cols[1]:cols[2]])
+        if ng > 1:
+            xm = _masked(xT.expand_dim(2), mask, ng, len(run))
+        else:
+            xm = nl.ndarray((rows, len(run), 1, m), dtype=nl.bfloat16, buffer=nl.sbuf)
+            nisa.tensor_copy(dst=xm, src=xT.expand_dim(2))
+        for r, (i, h, _, _) in enumerate(run):
+            moving[i][h] = xm[:, r]
     return moving
+
+
+def _masked(xT, mask, ng, runs):
+    """xm [rows, runs, ng, M] bf16 SBUF = xT [rows, runs, 1, M] times the group mask: block-diagonal copies."""
+    rows, m = xT.shape[0], xT.shape[-1]
+    xm = nl.ndarray((rows, runs, ng, m), dtype=nl.bfloat16, buffer=nl.sbuf)
+    nisa.tensor_tensor(dst=xm, data1=xT.broadcast(2, ng),
+                       data2=mask[0:rows, 0:ng, :].expand_dim(1).broadcast(1, runs).broadcast(3, m), op=nl.multiply)
+    return xm
+
+
+def _slot_runs(slots, geo, most):
+    """slots (step, half, cols, rows) cut into runs of consecutive ones with equal rows and groups, at most `most`
+    each."""
+    runs = []
+    for slot in slots:
+        last = runs[-1][-1] if runs else None
+        if last and len(runs[-1]) < most and last[3] == slot[3] and geo.steps[last[0]].ng == geo.steps[slot[0]].ng:
+            runs[-1].append(slot)
+        else:
+            runs.append([slot])
+    return runs
 
 
 def _group_mask(geo):
@@ -333,7 +353,14 @@ def _decode_epilogue(acc, part, batch, scales, gc, geo, accumulate):
                                op=nl.multiply)
     else:
         scaled = nl.ndarray((rows, nb, gc, m), dtype=nl.float32, buffer=nl.sbuf)
-        nisa.tensor_tensor(dst=scaled, data1=part, data2=s_T.expand_dim(3).broadcast(3, m), op=nl.multiply)
+        if zero_matmul and geo.int4:
+            # int4 with the zero-point matmul (larger M): VectorE is the busiest engine (unpack, reduce), so
+            # ScalarE copies the partial sums out of PSUM and GpSimd (which cannot read PSUM) scales them
+            nisa.activation(dst=scaled, op=nl.copy, data=part)
+            nisa.tensor_tensor(dst=scaled, data1=scaled, data2=s_T.expand_dim(3).broadcast(3, m), op=nl.multiply,
+                               engine=nisa.engine.gpsimd)
+        else:
+            nisa.tensor_tensor(dst=scaled, data1=part, data2=s_T.expand_dim(3).broadcast(3, m), op=nl.multiply)
         nisa.tensor_reduce(dst=res, op=nl.add, data=scaled.permute((0, 1, 3, 2)), axis=3)
     if zero_matmul:
         corr = nl.ndarray((rows, nb, m), dtype=nl.float32, buffer=nl.psum)

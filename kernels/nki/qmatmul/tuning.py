@@ -26,7 +26,7 @@ TUNABLES = {
     "decode_split_last": (3, "decode: the last weight fetches of the stream, whose int8 / fp8e4m3fn -> bf16 "
                           "conversion is split over VectorE, ScalarE and GpSimd (the tail after the last weight "
                           "lands); earlier fetches convert on one engine each, in rotation"),
-    "decode_shift_max_m": (4, "decode, symmetric int4: largest M whose zero-point term is subtracted from the "
+    "decode_shift_max_m": (1, "decode, symmetric int4: largest M whose zero-point term is subtracted from the "
                            "partial sums on VectorE (N·G·M element ops, no scale rows, no transposes); above it a "
                            "TensorE fp32 matmul over the groups"),
     "prefill_sbuf_bytes": (160 * 1024, "prefill: SBUF bytes per partition for the resident x^T of one M block, two "

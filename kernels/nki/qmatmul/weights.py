@@ -4,14 +4,15 @@ scale rows replicated over partitions.
 int4 data is packed two per byte along K (uint8 [K/2, N], low nibble = even k). The unpack runs on uint32 views:
 with packed rows on partitions and N along the free dim, the 4 bytes of a word are 4 output channels of one packed
 row, so `w32 & NIBBLE_MASK` is the even-k tile and `(w32 >> 4) & NIBBLE_MASK` the odd-k tile, each byte holding an
-offset-binary nibble u = q + z_eff (symmetric nibbles xor NIBBLE_FLIP, z_eff = 8). See DESIGN.md, "int4 unpack".
+offset-binary nibble u = q + z_eff: asymmetric nibbles are stored that way (z_eff = 0), symmetric ones arrive in
+the launcher's prepared copy, every byte xor 0x88 (z_eff = 8; `launch_qmatmul.kernel_inputs`). See DESIGN.md,
+"int4 unpack".
 """
 
 from .._shim import nisa, nl
 
-INT4_SYM_OFFSET = 8  # symmetric int4: q = (nibble xor 8) - 8, so u = nibble xor 8 = q + 8 is unsigned
+INT4_SYM_OFFSET = 8  # symmetric int4: the kernel reads offset-binary nibbles u = q + 8 (0..15)
 NIBBLE_MASK = 0x0F0F0F0F  # the low nibble of each byte of a uint32 word (4 packed bytes = 4 output channels)
-NIBBLE_FLIP = 0x08080808  # xor 8 in each byte: symmetric nibbles to offset binary
 FP8_NIBBLE = 2.0 ** 9  # a byte u in 0..15 read as float8_e4m3 is exactly u / FP8_NIBBLE (DESIGN.md, "Nibbles as fp8")
 
 
@@ -67,12 +68,9 @@ def _convert(dst, src, turn):
         nisa.tensor_copy(dst=dst, src=src, engine=nisa.engine.gpsimd)
 
 
-def load_nibbles(src, symmetric, flips=None):
-    """Packed int4 HBM view [rows, ..., nbw] -> (low, high) nibbles u = q + z_eff, one per byte: uint8 SBUF
-    tiles [rows, ..., nbw rounded up to 4] (pad columns are never read); symmetric ones xor 8 (offset binary).
-    flips: None, or a uint32 SBUF tile of NIBBLE_FLIP words at least as large as the words of one tile
-    (`flip_words`): the high nibbles' xor then runs on GpSimd (a tensor_tensor against it: GpSimd's
-    tensor_scalar has no bit operators), taking a third of the unpack off VectorE.
+def load_nibbles(src):
+    """Packed offset-binary int4 HBM view [rows, ..., nbw] -> (low, high) nibbles u = q + z_eff, one per byte:
+    uint8 SBUF tiles [rows, ..., nbw rounded up to 4] (pad columns are never read). Two VectorE instructions.
 
     The bit ops run on uint32 views, 4 packed bytes (4 channels of one row) per element, so VectorE handles
     nbw/4 elements per instruction; byte j of a word stays byte j (bytes never cross: masks keep each
@@ -85,25 +83,10 @@ def load_nibbles(src, symmetric, flips=None):
     lo = nl.ndarray(shape, dtype=nl.uint8, buffer=nl.sbuf)
     hi = nl.ndarray(shape, dtype=nl.uint8, buffer=nl.sbuf)
     lo_w, hi_w = lo.view(nl.uint32), hi.view(nl.uint32)
-    flip = nl.bitwise_xor if symmetric else None
-    nisa.tensor_scalar(dst=lo_w, data=words, op0=nl.bitwise_and, operand0=NIBBLE_MASK, op1=flip,
-                       operand1=NIBBLE_FLIP if symmetric else None)
+    nisa.tensor_scalar(dst=lo_w, data=words, op0=nl.bitwise_and, operand0=NIBBLE_MASK)
     nisa.tensor_scalar(dst=hi_w, data=words, op0=nl.right_shift, operand0=4, op1=nl.bitwise_and,
                        operand1=NIBBLE_MASK)
-    if symmetric and flips is not None:
-        ix = tuple(slice(0, d) for d in hi_w.shape)
-        nisa.tensor_tensor(dst=hi_w, data1=hi_w, data2=flips[ix], op=nl.bitwise_xor, engine=nisa.engine.gpsimd)
-    elif symmetric:  # a third operator: tensor_scalar takes two
-        nisa.tensor_scalar(dst=hi_w, data=hi_w, op0=nl.bitwise_xor, operand0=NIBBLE_FLIP)
     return lo, hi
-
-
-def flip_words(shape):
-    """A uint32 SBUF tile of `shape` holding NIBBLE_FLIP in every word (`load_nibbles`' flips), made once."""
-    flip = nl.ndarray(shape, dtype=nl.uint32, buffer=nl.sbuf)
-    nisa.memset(dst=flip, value=0)
-    nisa.tensor_scalar(dst=flip, data=flip, op0=nl.bitwise_or, operand0=NIBBLE_FLIP)
-    return flip
 
 
 def replicated_row(t, g, nb0, nbw, dtype, rows):
