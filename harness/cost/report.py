@@ -19,7 +19,7 @@ from nkilab.harness.cost.calls import Step  # noqa: E402
 from nkilab.harness.cost.composer import SCHEMES, TokenCost, compose  # noqa: E402
 from nkilab.harness.cost.waterfall import WaterfallStep, waterfall  # noqa: E402
 
-HEADLINE_HEADER = ("model", "phase", "target", "instance", "scheme", "tp", "tokens/s (instance)", "J/token",
+HEADLINE_HEADER = ("model", "phase", "target", "instance", "scheme", "lnc", "tp", "tokens/s (instance)", "J/token",
                    "$/Mtoken", "kind")
 WATERFALL_HEADER = ("step", "target", "scheme", "kernels", "tp", "$/Mtoken", "Δ$ %", "J/token", "ΔJ %", "kind")
 WATERFALL_PNG = "cost_waterfall.png"
@@ -33,12 +33,15 @@ def _num(x, fmt: str) -> str:
 def cost_text(c: TokenCost) -> str:
     """The breakdown and headline figures of one composed step, as plain text."""
     ctx = f"ctx {c.ctx}" if c.ctx is not None else ("ragged contexts" if c.batch else "")
-    lines = [f"{c.model} {c.phase} (batch {c.batch} {ctx}, prefill {c.prefill}) {c.scheme} on {c.target}, tp={c.tp}, "
-             f"{c.deployment['replicas']} replica(s) per {c.instance}; {c.kernels} kernels; all figures {c.kind}",
-             f"{'kernel':26s} {'calls':>6s} {'latency':>12s} {'share':>7s}  method"]
+    lnc = f" (LNC={c.lnc}: {c.deployment['ranks_per_chip']} ranks per chip)" if c.lnc else ""
+    lines = [f"{c.model} {c.phase} (batch {c.batch} {ctx}, prefill {c.prefill}) {c.scheme} on {c.target}{lnc}, "
+             f"tp={c.tp}, {c.deployment['replicas']} replica(s) per {c.instance}; {c.kernels} kernels; all figures "
+             f"{c.kind}", f"{'kernel':26s} {'calls':>6s} {'latency':>12s} {'share':>7s}  method"]
     for b in c.breakdown:
         lines.append(f"{b['kernel']:26s} {b['calls']:6d} {b['latency_s'] * 1e3:9.3f} ms {b['share']:7.1%}  "
                      f"{b['method']}")
+        if b.get("note"):
+            lines.append(f"{'':26s} note: {b['note']}")
     price = (f"${c.usd_per_hour:g}/h ({c.price_source})" if c.usd_per_hour is not None
              else f"price unknown: {c.price_reason}")
     lines += [f"step latency {c.latency_s_per_step * 1e3:.3f} ms for {c.tokens_per_step} {c.token_kind} tokens",
@@ -50,7 +53,7 @@ def cost_text(c: TokenCost) -> str:
 
 
 def headline_row(c: TokenCost) -> tuple[str, ...]:
-    return (c.model, c.phase, c.target, c.instance, c.scheme, str(c.tp), f"{c.tokens_per_s:.1f}",
+    return (c.model, c.phase, c.target, c.instance, c.scheme, _num(c.lnc, "d"), str(c.tp), f"{c.tokens_per_s:.1f}",
             f"{c.joules_per_token:.4g}", _num(c.usd_per_mtoken, ".4g"), c.kind)
 
 
