@@ -1,7 +1,7 @@
 """`nkilab cost`: the modeled cost of a token of one model, phase, scheme and deployment.
 
     nkilab cost --model llama-3.1-8b --phase decode --batch 8 --ctx 4096 --scheme int4 --target inf2 [--tp 2]
-                [--lnc 1|2] [--price inf2.xlarge=0.76] [--kernels naive] [--cache DIR] [--json]
+                [--lnc 1|2] [--kv-dtype auto|fp8|int8] [--price inf2.xlarge=0.76] [--kernels naive] [--cache DIR] [--json]
                 [--measured FILE | --record-calls FILE]
 
 Prints the per-kernel breakdown and the headline figures (or, with --json, one JSON object: `TokenCost.to_dict`).
@@ -21,7 +21,7 @@ import time
 from nkilab.harness.cache import Cache
 from nkilab.harness.chips import ALL_TARGETS, GPU_TARGETS, get_target
 from nkilab.harness.cli_args import DEFAULT_LNC, LNC_CHOICES
-from nkilab.harness.cost.calls import PHASES, Step
+from nkilab.harness.cost.calls import KV_DTYPES, PHASES, Step
 from nkilab.harness.cost import measured as measured_calls
 from nkilab.harness.cost.composer import SCHEMES, compose, step_plan
 from nkilab.harness.cost.estimate import KERNELS
@@ -54,6 +54,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--lnc", type=int, choices=LNC_CHOICES, default=None,
                    help=f"Neuron: NeuronCores per rank, each kernel modeled as kernel[lnc] (default: the target's "
                         f"own, {DEFAULT_LNC}); 2 only on trn2/trn3")
+    p.add_argument("--kv-dtype", choices=tuple(KV_DTYPES), default="auto",
+                   help="KV cache format: auto = the activations' bf16, fp8 (e4m3), int8 (+ a scale per token, head)")
     p.add_argument("--kernels", choices=KERNELS, default="nkilab",
                    help="nkilab's kernels, or the naive dequantize-then-matmul GEMMs")
     p.add_argument("--price", action="append", default=[], metavar="INSTANCE=USD",
@@ -93,8 +95,9 @@ def cmd_cost(args, command: str) -> int:
 
     try:
         measured = measured_calls.load(args.measured, get_target(args.target)) if args.measured else None
-        result = compose(args.model, step, args.scheme, args.target, tp=args.tp, lnc=args.lnc, kernels=args.kernels,
-                         prices=prices, cache=cache, progress=progress, measured=measured)
+        result = compose(args.model, step, args.scheme, args.target, tp=args.tp, lnc=args.lnc,
+                         kv_dtype=args.kv_dtype, kernels=args.kernels, prices=prices, cache=cache, progress=progress,
+                         measured=measured)
     except ValueError as exc:
         print(f"nkilab cost: {exc}", file=sys.stderr)
         return 2
@@ -119,7 +122,8 @@ def _record_calls(args, step: Step, measure=None) -> int:
         print("nkilab cost: --record-calls needs a CUDA GPU; torch sees none here", file=sys.stderr)
         return 2
     try:
-        _, calls = step_plan(args.model, step, args.scheme, get_target(args.target), tp=args.tp, lnc=args.lnc)
+        _, calls = step_plan(args.model, step, args.scheme, get_target(args.target), tp=args.tp, lnc=args.lnc,
+                             kv_dtype=args.kv_dtype)
     except ValueError as exc:
         print(f"nkilab cost: {exc}", file=sys.stderr)
         return 2

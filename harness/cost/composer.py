@@ -46,6 +46,7 @@ class TokenCost:
     instance: str
     scheme: str
     kernels: str
+    kv_dtype: str
     lnc: int | None
     batch: int
     ctx: int | None
@@ -93,14 +94,14 @@ def _rank(lnc: int | None) -> str:
 
 
 def step_plan(model: str, step: Step, scheme: str, target: Target, *, tp: int | None = None,
-              lnc: int | None = None) -> tuple[Deployment, list[Call]]:
+              lnc: int | None = None, kv_dtype: str = "auto") -> tuple[Deployment, list[Call]]:
     """The deployment of `model` at `step` on `target` (`deployment.deploy`, its `lnc` resolved) and the calls of
     one step on one of its ranks (`calls.step_calls`): what `compose` costs and `--record-calls` measures."""
     if model not in MODELS:
         raise ValueError(f"model: unknown {model!r}; choose one of {', '.join(MODELS)}")
     quant = scheme_quant(scheme)
-    place = deploy(MODELS[model], step, quant, target, tp, check_lnc(target, lnc))
-    return place, step_calls(replace(MODELS[model], tp=place.tp), step, quant)
+    place = deploy(MODELS[model], step, quant, target, tp, check_lnc(target, lnc), kv_dtype)
+    return place, step_calls(replace(MODELS[model], tp=place.tp), step, quant, kv_dtype)
 
 
 def _call_costs(calls: list[Call], target: Target, kernels: str, lnc: int | None, measured: MeasuredCalls | None,
@@ -133,8 +134,8 @@ def _labels(place: Deployment, target: Target, power_w: float | None, measured: 
 
 
 def compose(model: str, step: Step, scheme: str, target: str, *, tp: int | None = None, lnc: int | None = None,
-            kernels: str = "nkilab", prices: dict[str, float] | None = None, cache: Cache | None = None,
-            power_w: float | None = None, progress: Callable[[str], None] | None = None,
+            kv_dtype: str = "auto", kernels: str = "nkilab", prices: dict[str, float] | None = None,
+            cache: Cache | None = None, power_w: float | None = None, progress: Callable[[str], None] | None = None,
             measured: MeasuredCalls | None = None) -> TokenCost:
     """Model one step of `model` ("llama-3.1-8b", ...) on `target` ("inf2" ... "h200").
 
@@ -144,6 +145,7 @@ def compose(model: str, step: Step, scheme: str, target: str, *, tp: int | None 
         tp: tensor-parallel ranks per replica (None = the least power of two the HBM rule allows).
         lnc: Neuron: NeuronCores per rank, the runtime's logical-core degree (None = the target's default: 1 on
             inf2 / trn1, 2 on trn2 / trn3); every kernel is modeled as `kernel[lnc]`. Not for GPUs.
+        kv_dtype: the KV cache's format, "auto" (the activations' bf16) | "fp8" | "int8" (`calls.KV_DTYPES`).
         kernels: "nkilab" (nkilab's kernels) | "naive" (dequantize-then-matmul GEMMs).
         prices: {instance: $/h} overrides; cache: the trace cache (None = the default one); power_w: the chip
             power assumption override, W; progress: called with a line before each trace that is not cached.
@@ -153,7 +155,7 @@ def compose(model: str, step: Step, scheme: str, target: str, *, tp: int | None 
     if kernels not in KERNELS:
         raise ValueError(f"kernels: must be one of {KERNELS}, got {kernels!r}")
     tgt = get_target(target)
-    place, calls = step_plan(model, step, scheme, tgt, tp=tp, lnc=lnc)
+    place, calls = step_plan(model, step, scheme, tgt, tp=tp, lnc=lnc, kv_dtype=kv_dtype)
     lnc = place.lnc
     if measured is not None:
         measured_calls.check_deployment(measured, kernels, place.tp)
@@ -175,7 +177,7 @@ def compose(model: str, step: Step, scheme: str, target: str, *, tp: int | None 
     uniform = len(set(step.contexts)) == 1
     return TokenCost(
         model=model, phase=step.phase, target=tgt.name, instance=place.instance, scheme=scheme, kernels=kernels,
-        lnc=lnc, batch=step.batch, ctx=step.contexts[0] if uniform else None, prefill=step.prefill, tp=place.tp,
+        kv_dtype=kv_dtype, lnc=lnc, batch=step.batch, ctx=step.contexts[0] if uniform else None, prefill=step.prefill, tp=place.tp,
         tokens_per_step=step.tokens, token_kind=TOKEN_KIND[step.phase], latency_s_per_step=latency,
         tokens_per_s=per_instance, tokens_per_s_per_replica=per_replica, tokens_per_s_per_core=per_replica / place.tp,
         tokens_per_s_per_chip=per_instance / INSTANCES[place.instance].chips, joules_per_token=joules / step.tokens,

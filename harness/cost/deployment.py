@@ -6,8 +6,9 @@ that share of the chip's HBM. A replica is `tp` ranks; an instance holds `chips 
 `replicas` replicas.
 
 **HBM capacity rule**: a rank holds its share of the weights (every projection and the lm_head in the scheme, at
-per-rank shapes; the norms and the bf16 embedding table split over TP) plus its share of the KV cache (bf16, per
-rank `kv_heads_per_rank` heads: tokens x layers x 2 x heads x head_dim x 2 B) within `USABLE_HBM` of its HBM
+per-rank shapes; the norms and the bf16 embedding table split over TP) plus its share of the KV cache (per rank
+`kv_heads_per_rank` heads: tokens x layers x 2 x heads x head_dim x the format's bytes, 2 for bf16, 1 for fp8 and
+int8, int8 adding a float32 scale per token and head) within `USABLE_HBM` of its HBM
 (chip HBM / ranks per chip, so an LNC=2 rank has twice an LNC=1 rank's). Without an explicit `tp`, the smallest power of two that fits is chosen. The instance
 is the smallest (fewest chips, then cheapest) of the target with at least `tp` ranks.
 
@@ -25,11 +26,13 @@ import math
 from dataclasses import asdict, dataclass, replace
 
 from nkilab.harness.chips import LINKS, NeuronTarget, Target
-from nkilab.harness.cost.calls import Step, weight_gemms
+from nkilab.harness.cost.calls import DTYPE, Step, kv_cache_dtype, weight_gemms
 from nkilab.harness.cost.estimate import BF16_BYTES, gemm_weight_bytes
 from nkilab.harness.cost.prices import INSTANCES, PRICES
 from nkilab.harness.workloads.models import ModelShape
+from nkilab.kernels.ops._kv_quant import scale_bytes
 from nkilab.kernels.ops._problem import Quant
+from nkilab.reference.kv_quant import storage_dtype
 
 # share of a rank's HBM the weights and KV cache may fill; the rest is the runtime, activations and scratch
 # [ASSUMED: no Neuron or NVIDIA document gives a reserve; 10 % is the usual serving headroom, cf. vLLM's 0.9
@@ -87,15 +90,19 @@ def weight_bytes(model: ModelShape, quant: Quant | None) -> float:
     return gemms + norms + embedding
 
 
-def kv_bytes(model: ModelShape, kv_tokens: int) -> float:
-    """Bytes of the bf16 KV cache one rank holds for `kv_tokens` cached tokens."""
-    return float(kv_tokens * model.layers * 2 * model.kv_heads_per_rank * model.head_dim * BF16_BYTES)
+def kv_bytes(model: ModelShape, kv_tokens: int, kv_dtype: str = "auto") -> float:
+    """Bytes of the KV cache one rank holds for `kv_tokens` cached tokens in `kv_dtype` ("auto" = the activations'
+    bf16; "fp8": 1 B per element; "int8": 1 B per element + a float32 scale per token, kv head, K and V)."""
+    kv, heads = kv_cache_dtype(kv_dtype), model.kv_heads_per_rank
+    element = storage_dtype(kv, DTYPE).itemsize
+    per_layer = 2 * heads * model.head_dim * element * kv_tokens + scale_bytes(kv, kv_tokens, heads)
+    return float(model.layers * per_layer)
 
 
-def _fits(model: ModelShape, step: Step, quant, target: Target, tp: int,
-          lnc: int | None) -> tuple[bool, float, float, float]:
+def _fits(model: ModelShape, step: Step, quant, target: Target, tp: int, lnc: int | None,
+          kv_dtype: str) -> tuple[bool, float, float, float]:
     shaped = replace(model, tp=tp)
-    w, kv = weight_bytes(shaped, quant), kv_bytes(shaped, step.kv_tokens)
+    w, kv = weight_bytes(shaped, quant), kv_bytes(shaped, step.kv_tokens, kv_dtype)
     hbm = target.hbm_bytes / ranks_per_chip(target, lnc)
     return w + kv <= USABLE_HBM * hbm, w, kv, hbm
 
@@ -108,7 +115,7 @@ def _instance(target: Target, tp: int, lnc: int | None) -> str | None:
 
 
 def deploy(model: ModelShape, step: Step, quant: Quant | None, target: Target, tp: int | None = None,
-           lnc: int | None = None) -> Deployment:
+           lnc: int | None = None, kv_dtype: str = "auto") -> Deployment:
     """The replica's placement with ranks of `lnc` cores (None = the target's default, `check_lnc`); ValueError
     naming `tp` when the given degree does not fit (or none does), naming `lnc` for a degree the target lacks."""
     lnc = check_lnc(target, lnc)
@@ -117,7 +124,7 @@ def deploy(model: ModelShape, step: Step, quant: Quant | None, target: Target, t
     candidates = [tp] if tp is not None else [d for d in (2**i for i in range(7)) if d <= MAX_TP
                                               and not model.q_heads % d]
     for degree in candidates:
-        ok, w, kv, hbm = _fits(model, step, quant, target, degree, lnc)
+        ok, w, kv, hbm = _fits(model, step, quant, target, degree, lnc, kv_dtype)
         instance = _instance(target, degree, lnc)
         if ok and instance is not None:
             per_chip = ranks_per_chip(target, lnc)

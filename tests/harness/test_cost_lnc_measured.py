@@ -17,7 +17,7 @@ from nkilab.harness.cost import measured as measured_calls
 from nkilab.harness.cost.calls import Step, step_calls
 from nkilab.harness.cost.cli import _record_calls
 from nkilab.harness.cost.composer import compose, step_plan
-from nkilab.harness.cost.deployment import deploy
+from nkilab.harness.cost.deployment import deploy, kv_bytes
 from nkilab.harness.cost.estimate import CallCost
 from nkilab.harness.cost.report import cost_text
 from nkilab.harness.report.records import make_record, perf_field, write_jsonl
@@ -154,7 +154,8 @@ def test_record_calls_measures_each_distinct_call_once_and_cost_composes_it(tmp_
         seen.append((task.kind, task.backend, task.problem.name))
         return _record(task.problem, 2e-5, 3e-3)
 
-    args = SimpleNamespace(model="llama-3.1-8b", scheme="int4", target="h100", tp=None, lnc=None, record_calls=path)
+    args = SimpleNamespace(model="llama-3.1-8b", scheme="int4", target="h100", tp=None, lnc=None, kv_dtype="auto",
+                           record_calls=path)
     assert _record_calls(args, DECODE, measure=fake_measure) == 0
     _, calls = step_plan("llama-3.1-8b", DECODE, "int4", get_target("h100"))
     assert len(seen) == len({c.problem.name for c in calls}) and {s[:2] for s in seen} == {("measure", "triton")}
@@ -165,3 +166,21 @@ def test_record_calls_measures_each_distinct_call_once_and_cost_composes_it(tmp_
     assert out["latency_s_per_step"] == pytest.approx(2e-5 * sum(c.count for c in calls))
     assert _record_calls(SimpleNamespace(**{**vars(args), "target": "inf2"}), DECODE, fake_measure) == 2
     assert "--target must be one of h100, h200" in capsys.readouterr().err
+
+
+def test_the_kv_cache_format_is_a_deployment_option(tmp_path):
+    auto, fp8, int8 = (step_calls(LLAMA, DECODE, None, kv) for kv in ("auto", "fp8", "int8"))
+    assert [c.name for c in auto] == [c.name for c in fp8] == [c.name for c in int8]
+    for a, f, i in zip(auto, fp8, int8):
+        paged = a.problem.op in ("paged_attention", "write_kv_cache")
+        assert (f.problem.params.get("kv_cache_dtype"), i.problem.params.get("kv_cache_dtype")) == \
+            (("fp8_e4m3", "int8") if paged else (None, None))
+        assert paged or a.problem == f.problem == i.problem
+    tokens, per_layer_heads = 8 * 4096, 32 * 8 * 128
+    assert kv_bytes(LLAMA, tokens, "fp8") == kv_bytes(LLAMA, tokens) / 2 == tokens * 2 * per_layer_heads
+    assert kv_bytes(LLAMA, tokens, "int8") == kv_bytes(LLAMA, tokens, "fp8") + tokens * 32 * 2 * 8 * 4  # scales
+    gpu = {kv: compose("llama-3.1-8b", DECODE, "int4", "h100", kv_dtype=kv, cache=Cache(tmp_path)) for kv in
+           ("auto", "fp8")}
+    assert gpu["fp8"].tokens_per_s > gpu["auto"].tokens_per_s and gpu["fp8"].to_dict()["kv_dtype"] == "fp8"
+    with pytest.raises(ValueError, match="kv_dtype: must be one of"):
+        compose("llama-3.1-8b", DECODE, "int4", "h100", kv_dtype="int4", cache=Cache(tmp_path))
