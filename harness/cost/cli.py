@@ -137,7 +137,7 @@ def append_to_run(out_dir: str, report_path: str, config, *, quick: bool, consol
 
     At the run's model and phases: decode batch 8 at context 2048 (the run's headline point) and prefill at the
     grid's longest prefill GEMM length, every scheme, on the first of the run's targets that has a priced instance
-    and on the GPUs. `quick` (CI smoke): decode batch 8 at context 512, bf16 and int4 only. `nkilab cost` gives any
+    and on the GPUs, at the run's LNC (`--lnc`; None = each target's default). `quick` (CI smoke): decode batch 8 at context 512, bf16 and int4 only. `nkilab cost` gives any
     other point."""
     prefill = GRIDS[config.grid]["prefill_gemm"][-1]
     steps = [Step.decode(8, 512)] if quick else (
@@ -148,7 +148,7 @@ def append_to_run(out_dir: str, report_path: str, config, *, quick: bool, consol
     schemes = ("bf16", "int4") if quick else tuple(SCHEMES)
     with console.status("cost of a token: composing decoder steps") as status:
         lines = run_section(out_dir, model=config.model, steps=steps, targets=targets, schemes=schemes,
-                            progress=lambda line: status.update(f"cost of a token: {line}"))
+                            lnc=config.lnc, progress=lambda line: status.update(f"cost of a token: {line}"))
     with open(report_path, "a") as fh:
         fh.write("\n" + "\n".join(lines) + "\n")
     console.print(f"cost of a token: {len(steps)} step(s) x {len(targets)} targets appended to {report_path}")

@@ -93,9 +93,10 @@ def waterfall_png(steps: list[WaterfallStep], path: str, title: str) -> str:
 
 
 def run_section(out_dir: str, *, model: str, steps: list[Step], targets, cache: Cache | None = None,
-                schemes=tuple(SCHEMES), progress: Callable[[str], None] | None = None) -> list[str]:
-    """Compose the headline table (every step x target x scheme) and one waterfall per step (the first Neuron
-    target), write the waterfall PNGs and `cost.json` (every composed point as `TokenCost.to_dict`, and the
+                schemes=tuple(SCHEMES), lnc: int | None = None,
+                progress: Callable[[str], None] | None = None) -> list[str]:
+    """Compose the headline table (every step x target x scheme; Neuron ranks of `lnc` cores, None = each target's
+    default) and one waterfall per step (the first Neuron target), write the waterfall PNGs and `cost.json` (every composed point as `TokenCost.to_dict`, and the
     waterfalls) into `out_dir`; returns the report.md lines. Points whose deployment does not fit are listed with
     the reason."""
     cache = cache if cache is not None else Cache()
@@ -105,7 +106,8 @@ def run_section(out_dir: str, *, model: str, steps: list[Step], targets, cache: 
         for target in targets:
             for scheme in schemes:
                 try:
-                    cost = compose(model, step, scheme, target, cache=cache, progress=progress)
+                    cost = compose(model, step, scheme, target, lnc=lnc if target in NEURON_TARGETS else None,
+                                   cache=cache, progress=progress)
                 except ValueError as exc:
                     skipped.append(f"- {step.phase} {target} {scheme}: {exc}")
                     continue
@@ -118,7 +120,7 @@ def run_section(out_dir: str, *, model: str, steps: list[Step], targets, cache: 
     neuron = next((t for t in targets if t in NEURON_TARGETS), None)
     gpu = next((t for t in targets if t in GPU_TARGETS), "h100")
     for i, step in enumerate(steps if neuron else []):
-        wf = waterfall(model, step, gpu=gpu, neuron=neuron, cache=cache, progress=progress)
+        wf = waterfall(model, step, gpu=gpu, neuron=neuron, lnc=lnc, cache=cache, progress=progress)
         name = WATERFALL_PNG if i == 0 else WATERFALL_PNG.replace(".png", f"_{step.phase}.png")
         title = f"{model} {step.phase} ({step.tokens} tokens/step): {gpu} -> {neuron}"
         waterfall_png(wf, os.path.join(out_dir, name), title)

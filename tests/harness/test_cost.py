@@ -232,7 +232,7 @@ def test_the_run_hook_appends_the_cost_table_and_waterfall(fake, tmp_path, monke
     monkeypatch.setenv(cache_mod.CACHE_ENV, str(tmp_path / "cache"))
     report = tmp_path / "report.md"
     report.write_text("# run\n")
-    config = SimpleNamespace(model="llama-3.1-8b", phases=("decode",), targets=("trn3", "inf2"), grid="quick")
+    config = SimpleNamespace(model="llama-3.1-8b", phases=("decode",), targets=("trn3", "inf2"), grid="quick", lnc=None)
     append_to_run(str(tmp_path), str(report), config, quick=False, console=Console(file=open(os.devnull, "w")))
     text = report.read_text()
     assert text.startswith("# run\n") and "## Cost of a token (modeled" in text and "### Waterfall" in text

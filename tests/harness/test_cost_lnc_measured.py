@@ -20,6 +20,7 @@ from nkilab.harness.cost.composer import compose, step_plan
 from nkilab.harness.cost.deployment import deploy, kv_bytes
 from nkilab.harness.cost.estimate import CallCost
 from nkilab.harness.cost.report import cost_text
+from nkilab.harness.cost.waterfall import waterfall
 from nkilab.harness.report.records import make_record, perf_field, write_jsonl
 from nkilab.harness.workloads.models import MODELS
 
@@ -184,3 +185,9 @@ def test_the_kv_cache_format_is_a_deployment_option(tmp_path):
     assert gpu["fp8"].tokens_per_s > gpu["auto"].tokens_per_s and gpu["fp8"].to_dict()["kv_dtype"] == "fp8"
     with pytest.raises(ValueError, match="kv_dtype: must be one of"):
         compose("llama-3.1-8b", DECODE, "int4", "h100", kv_dtype="int4", cache=Cache(tmp_path))
+
+
+def test_the_waterfall_runs_its_neuron_steps_at_the_given_lnc(fake, tmp_path):
+    default, one = (waterfall("llama-3.1-8b", DECODE, neuron="trn2", lnc=lnc, cache=Cache(tmp_path))
+                    for lnc in (None, 1))
+    assert [s.cost.lnc for s in default] == [None] + [2] * 5 and [s.to_dict()["lnc"] for s in one] == [None] + [1] * 5
