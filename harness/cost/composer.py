@@ -38,7 +38,9 @@ COLLECTIVES = "TP collectives"
 
 @dataclass
 class TokenCost:
-    """The modeled cost of one step and its tokens (`to_dict()` is the `nkilab cost --json` object)."""
+    """The cost of one step and its tokens (`to_dict()` is the `nkilab cost --json` object). tokens/s are per
+    instance (`tokens_per_s`), replica, rank (an LNC-core logical NeuronCore or a GPU), physical NeuronCore (`_core`;
+    a GPU's = its rank's) and chip."""
 
     model: str
     phase: str
@@ -57,6 +59,7 @@ class TokenCost:
     latency_s_per_step: float
     tokens_per_s: float
     tokens_per_s_per_replica: float
+    tokens_per_s_per_rank: float
     tokens_per_s_per_core: float
     tokens_per_s_per_chip: float
     joules_per_token: float
@@ -177,9 +180,11 @@ def compose(model: str, step: Step, scheme: str, target: str, *, tp: int | None 
     uniform = len(set(step.contexts)) == 1
     return TokenCost(
         model=model, phase=step.phase, target=tgt.name, instance=place.instance, scheme=scheme, kernels=kernels,
-        kv_dtype=kv_dtype, lnc=lnc, batch=step.batch, ctx=step.contexts[0] if uniform else None, prefill=step.prefill, tp=place.tp,
+        kv_dtype=kv_dtype, lnc=lnc, batch=step.batch, ctx=step.contexts[0] if uniform else None,
+        prefill=step.prefill, tp=place.tp,
         tokens_per_step=step.tokens, token_kind=TOKEN_KIND[step.phase], latency_s_per_step=latency,
-        tokens_per_s=per_instance, tokens_per_s_per_replica=per_replica, tokens_per_s_per_core=per_replica / place.tp,
+        tokens_per_s=per_instance, tokens_per_s_per_replica=per_replica, tokens_per_s_per_rank=per_replica / place.tp,
+        tokens_per_s_per_core=per_replica / (place.tp * (lnc or 1)),
         tokens_per_s_per_chip=per_instance / INSTANCES[place.instance].chips, joules_per_token=joules / step.tokens,
         usd_per_hour=price.usd_per_hour, price_source=price.source, price_date=price.date, price_reason=price.reason,
         usd_per_mtoken=usd_mtok, deployment=place.to_dict(), breakdown=_breakdown(parts, latency),

@@ -46,7 +46,8 @@ def cost_text(c: TokenCost) -> str:
              else f"price unknown: {c.price_reason}")
     lines += [f"step latency {c.latency_s_per_step * 1e3:.3f} ms for {c.tokens_per_step} {c.token_kind} tokens",
               f"tokens/s: {c.tokens_per_s:.1f} per instance, {c.tokens_per_s_per_chip:.1f} per chip, "
-              f"{c.tokens_per_s_per_core:.1f} per rank (core/GPU)",
+              f"{c.tokens_per_s_per_rank:.1f} per rank (logical core / GPU), {c.tokens_per_s_per_core:.1f} per "
+              "NeuronCore / GPU",
               f"J/token {c.joules_per_token:.4g} ({c.energy_kind}: {c.energy_assumption})",
               f"$/Mtoken {_num(c.usd_per_mtoken, '.4g')} ({c.token_kind}); {price}"]
     return "\n".join(lines)

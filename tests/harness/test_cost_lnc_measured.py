@@ -56,6 +56,8 @@ def test_lnc2_halves_the_ranks_per_chip_and_doubles_their_hbm_and_power(fake, tm
     assert c1.latency_s_per_step == c2.latency_s_per_step  # the fake ignores LNC: only the rank changes
     assert c2.joules_per_token == pytest.approx(2 * c1.joules_per_token)  # chip power x lnc / 8 cores per rank
     assert c2.tokens_per_s == pytest.approx(c1.tokens_per_s / 2) and "2 of 8 NeuronCores" in c2.energy_assumption
+    assert c2.tokens_per_s_per_rank == c1.tokens_per_s_per_rank  # a rank of 2 cores: half as many per core
+    assert c2.tokens_per_s_per_core == pytest.approx(c1.tokens_per_s_per_core / 2)
     assert c1.to_dict()["lnc"] == 1 and c2.to_dict()["lnc"] == 2
     assert compose("llama-3.1-8b", DECODE, "int4", "h100", cache=Cache(tmp_path)).lnc is None
 
