@@ -1,5 +1,6 @@
 """Rendering of the cost of a token: the `nkilab cost` breakdown, the headline table and the waterfall in report.md,
-and the waterfall PNG. Every figure shown is modeled (the tables say so); `run_section` is `nkilab run`'s hook.
+and the waterfall PNG. The breakdown says whether its row is modeled or measured; the report.md tables and the PNG are
+modeled (they say so). `run_section` is `nkilab run`'s hook.
 """
 
 from __future__ import annotations
