@@ -1,8 +1,8 @@
 """`nkilab cost`: the modeled cost of a token of one model, phase, scheme and deployment.
 
     nkilab cost --model llama-3.1-8b --phase decode --batch 8 --ctx 4096 --scheme int4 --target inf2 [--tp 2]
-                [--lnc 1|2] [--kv-dtype auto|fp8|int8] [--price inf2.xlarge=0.76] [--kernels naive] [--cache DIR] [--json]
-                [--measured FILE | --record-calls FILE]
+                [--lnc 1|2] [--kv-dtype auto|fp8|int8] [--price inf2.xlarge=0.76] [--kernels naive]
+                [--cache DIR] [--json] [--measured FILE | --record-calls FILE]
 
 Prints the per-kernel breakdown and the headline figures (or, with --json, one JSON object: `TokenCost.to_dict`).
 Traces not in the cache are announced as they run; a second call with the same arguments reads them back.
@@ -55,7 +55,8 @@ def add_parser(subparsers) -> None:
                    help=f"Neuron: NeuronCores per rank, each kernel modeled as kernel[lnc] (default: the target's "
                         f"own, {DEFAULT_LNC}); 2 only on trn2/trn3")
     p.add_argument("--kv-dtype", choices=tuple(KV_DTYPES), default="auto",
-                   help="KV cache format: auto = the activations' bf16, fp8 (e4m3), int8 (+ a scale per token, head)")
+                   help="KV cache format (default auto = the activations' bf16; fp8 e4m3; int8 + a float32 scale per "
+                        "token and head)")
     p.add_argument("--kernels", choices=KERNELS, default="nkilab",
                    help="nkilab's kernels, or the naive dequantize-then-matmul GEMMs")
     p.add_argument("--price", action="append", default=[], metavar="INSTANCE=USD",

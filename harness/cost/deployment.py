@@ -8,9 +8,9 @@ that share of the chip's HBM. A replica is `tp` ranks; an instance holds `chips 
 **HBM capacity rule**: a rank holds its share of the weights (every projection and the lm_head in the scheme, at
 per-rank shapes; the norms and the bf16 embedding table split over TP) plus its share of the KV cache (per rank
 `kv_heads_per_rank` heads: tokens x layers x 2 x heads x head_dim x the format's bytes, 2 for bf16, 1 for fp8 and
-int8, int8 adding a float32 scale per token and head) within `USABLE_HBM` of its HBM
-(chip HBM / ranks per chip, so an LNC=2 rank has twice an LNC=1 rank's). Without an explicit `tp`, the smallest power of two that fits is chosen. The instance
-is the smallest (fewest chips, then cheapest) of the target with at least `tp` ranks.
+int8, int8 adding a float32 scale per token and head) within `USABLE_HBM` of its HBM (chip HBM / ranks per chip,
+so an LNC=2 rank has twice an LNC=1 rank's). Without an explicit `tp`, the smallest power of two that fits is
+chosen. The instance is the smallest (fewest chips, then cheapest) of the target with at least `tp` ranks.
 
 **TP collectives** (a model, from the link table `nkilab.harness.chips.LINKS`): per layer two all-reduces of the
 step's [tokens, hidden] bf16 activations (after the o and the down projections), and one all-gather of the
