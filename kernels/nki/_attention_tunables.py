@@ -38,6 +38,10 @@ test_perf_goals_attention.py` for the rows they give):
 Shape classes: the dtype's size (kv_step). Where the generations' columns hold equal values, no other value was
 better on the model for the rows measured (trn2 and inf2, S=4096 / 8192 causal, D=128).
 
+Rows these defaults give at the real shapes (modeled; causal, 32/8 heads, D=128, bf16, MFU of useful FLOPs):
+trn2 LNC=1 S=4096 70.4 %, S=8192 75.8 % (TensorE-bound, VectorE and DMA within a few points); inf2 S=4096 37.4 %
+(VectorE-bound). The perf-goal test pins these rows, some at smaller head counts.
+
 Kernel-side helper (imports nothing: plain Python on compile-time values).
 """
 
