@@ -14,7 +14,8 @@ Algorithm (flash-decoding style online softmax, words as in `_softmax.py`; every
         all 8 Llama kv heads in 32 rows), so one mask / exp / rescale instruction serves the whole group
         for each KV tile of KV_TILE keys (static bound max_blocks * block_size), for each group:
             gather K, V in CHUNK-key tiles x (Hkv * D): all kv heads in one DMA (GQA shares the load, read once)
-            s = sum_h q_h^T(masked to head h's columns).T @ k_h^T   (PE transposes of k, accumulating matmuls)
+            s = q_h . k_h^T per head h (PE transposes of k; v3+ stacked heads: s^T per head and chunk, transposed
+            back; v2: accumulating matmuls of q^T masked to head h's columns over a cleaned K)
             (softcap: x = tanh(s * scale / c)); x = visible ? x : FP32_MIN, with the tile_max (one instruction)
             online softmax: neg_max, rescale, run_sum; acc = acc * rescale + p @ v (stacked heads: o^T per head
             block, one transpose)
@@ -31,9 +32,10 @@ Target branch (one flag, `vector_dma`, set once from nisa.get_nc_version()):
   scattered with `vector_offset`.
 - NeuronCore-v2 (inf2, trn1): only scalar dynamic offsets, so KV is loaded per block (one DMA per block with the
   block id as `scalar_offset`; unused table entries replaced by the first block before use). The tail of the
-  last live block is dead cache (NaN in tests): K and V rows past seq_len are replaced with 0 by a GpSimd
+  last live block is dead cache (NaN in tests): V rows past seq_len are replaced with 0 by a GpSimd
   `affine_select` whose offset is a register holding seq_len - chunk start (a select, never a multiply:
-  0 * NaN = NaN, and a v2 PE transpose is a matmul with identity that would spread a NaN over the whole tile).
+  0 * NaN = NaN); K chunks are cleaned of every non-finite element before their transposes (`finite.py`: a v2 PE
+  transpose is a matmul with identity that would spread a NaN over the whole tile), dead rows included.
   The score mask is built once per KV tile (shared by all groups) and applied with `select_reduce`; outputs
   are stored per token with `scalar_offset`.
 
@@ -44,20 +46,19 @@ a row has seen a visible key. Rows that see no key (padding rows only) are never
 
 Non-finite inputs: a NaN / inf in q[t, h] reaches out[t, h] only, on every target (v2: q^T comes straight from
 HBM by DMA and p's non-finite entries are zeroed before its PE transpose, both because a v2 transpose is a matmul
-with the identity; the row itself stays NaN through run_sum). A NaN in a value row reaches every row of its kv
-head that weighs it, weight 0 included (0 * NaN, as in the reference). Known spread of a NaN in a key (pinned as
-strict xfails in tests/kernels/nki/test_paged_nan_isolation.py): with stacked heads the zero-masked q columns of
-the other heads of the group multiply it (0 * NaN) in the shared score matmul, and on v2 the PE transpose of k
-spreads it over its CHUNK-key chunk, reaching rows that do not see it; fixing both needs the K tile cleaned and
-per-key poison flags applied to the scores (a full extra VectorE pass over K), left to the kernel's performance
-work.
+with the identity; the row itself stays NaN through run_sum). A NaN / inf in key j of kv head h reaches exactly the
+rows of head h that see j: v3+ transposes bit-exactly and masks by selection, and its stacked heads never share a
+score matmul (`tiles.scores`); v2 cleans K before its transposes and flags the bad keys back into the visible scores
+as NaN (`finite.py`). A NaN in a value row reaches every row of its kv head whose P @ V contracts over it, weight
+0 included (0 * NaN, as in the reference's matrix product); dead cache rows past seq_len never do (v3+ gathers
+live slots only, v2 zeroes them).
 
 Quantized caches (`quant`): fp8 K / V enter TensorE as they are, their scales multiply the fp32 scores and
 1 / run_sum; int8 chunks are converted to q's dtype on chip with their per-(token, head) scales — `quant.py`.
 
 Modules: `index.py` (index tiles, sequence metadata, visible ranges, gather indices), `tiles.py` (gathers, scores,
-the softmax step, stores), `quant.py` (scale tiles, int8 dequantization); this file holds the entry and the
-pipeline.
+the softmax step, stores), `finite.py` (v2: non-finite keys), `quant.py` (scale tiles, int8 dequantization); this
+file holds the entry and the pipeline.
 
 Limits: D <= 128; block_size a power of two; num_blocks * block_size < 2**24 (index math in fp32).
 Reference: nkilab.reference.paged.paged_attention.
@@ -200,9 +201,9 @@ def _issue(call, consts, item, step):
     (PSUM)."""
     t0, n = step.t0, step.n
     if item.kv_tile(t0) is None:
-        k_chunks, v_chunks = gather_kv(call, item.index, t0, n)
+        k_chunks, v_chunks, k_bad = gather_kv(call, item.index, t0, n)
         mask = None if call.vector_dma else tile_mask(consts.kpos, item.bounds, t0, n)
-        item.kv.append(KvTile(t0, k_chunks, v_chunks, mask))
+        item.kv.append(KvTile(t0, k_chunks, v_chunks, mask, k_bad))
     return scores(item.qs[step.gi], call.groups[step.gi], item.kv_tile(t0).k_chunks, n)
 
 

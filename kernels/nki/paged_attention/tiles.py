@@ -8,6 +8,7 @@ from .._attention_tiles import psum_copy, transpose_side_by_side
 from .._shim import nisa, nl
 from .._softmax import MAX_FLOOR, exp_rows, rescale_factor, update_acc, update_sum
 from .._tiling import FP32_MIN
+from .finite import clean_keys, poison_scores
 from .index import CHUNK
 from .quant import dequantize_int8
 
@@ -29,25 +30,27 @@ class SoftmaxState(nl.NKIObject):
 
 
 class KvTile(nl.NKIObject):
-    """K and V of key positions t0 .. t0+n as lists of [<= CHUNK positions, Hkv * D] SBUF tiles (all kv heads), and
-    the v2 score mask of the tile (uint8 [rows, n], shared by all groups; None on v3+)."""
+    """K and V of key positions t0 .. t0+n as lists of [<= CHUNK positions, Hkv * D] SBUF tiles (all kv heads); v2:
+    the score mask of the tile (uint8 [rows, n], shared by all groups) and per K chunk its bad keys ([<= CHUNK,
+    Hkv] bfloat16, `finite.clean_keys`); None on v3+."""
 
-    def __init__(self, t0, k_chunks, v_chunks, mask):
-        self.t0, self.k_chunks, self.v_chunks, self.mask = t0, k_chunks, v_chunks, mask
+    def __init__(self, t0, k_chunks, v_chunks, mask, k_bad):
+        self.t0, self.k_chunks, self.v_chunks, self.mask, self.k_bad = t0, k_chunks, v_chunks, mask, k_bad
 
 
 def gather_kv(call, index, t0, n):
-    """K and V of key positions [t0, t0 + n) as lists of [<= CHUNK positions, Hkv * D] tiles (all kv heads).
+    """(k_chunks, v_chunks, k_bad) of key positions [t0, t0 + n): lists of [<= CHUNK positions, Hkv * D] tiles (all kv
+    heads) and, on v2, each K chunk's bad keys (None on v3+).
 
-    index: the sequence's GatherIndex. v3+: one vector_offset DMA of CHUNK slot rows per chunk; v2: block DMAs, then
-    the rows past seq_len (dead cache, NaN in tests) replaced by 0 on GpSimd (idle on this path) with a select — a
-    multiply would give 0 * NaN = NaN, and a v2 PE transpose (a matmul with the identity) would spread it. int8
-    caches: each chunk's scales are gathered the same way and the chunk is converted to q's dtype
-    (`quant.dequantize_int8`) before the zeroing, so dead scale slots (NaN in tests) are zeroed with it."""
+    index: the sequence's GatherIndex. v3+: one vector_offset DMA of CHUNK slot rows per chunk. v2: block DMAs; K
+    chunks are cleaned of non-finite elements (`finite.clean_keys`: dead cache rows past seq_len, NaN in tests, are
+    cleaned with the rest and masked as hidden keys), V rows past seq_len are replaced by 0 on GpSimd with a select
+    (a multiply would give 0 * NaN = NaN in P @ V). int8 caches: each chunk's scales are gathered the same way and
+    the chunk is converted to q's dtype (`quant.dequantize_int8`) first, so dead scale slots are cleaned with it."""
     key_cache, value_cache = call.key_cache, call.value_cache
     hkv, d = key_cache.shape[2], key_cache.shape[3]
     row = hkv * d
-    k_chunks, v_chunks = [], []
+    k_chunks, v_chunks, k_bad = [], [], []
     scale_rows = call.scale_rows or (None, None)
     for cs in range(t0, t0 + n, CHUNK):
         nc = min(CHUNK, t0 + n - cs)
@@ -56,13 +59,16 @@ def gather_kv(call, index, t0, n):
             tile = _gather_rows(call, index, cache.reshape((-1, row)), cs, c, nc)
             if scales is not None:
                 tile = dequantize_int8(tile, _gather_rows(call, index, scales, cs, c, nc), hkv, d, call.q.dtype)
-            if not call.vector_dma:
+            if not call.vector_dma and chunks is k_chunks:
+                tile, bad = clean_keys(tile, hkv, d)
+                k_bad.append(bad)
+            elif not call.vector_dma:
                 live = nisa.register_alloc()
                 nisa.register_load(live, index.live[0:1, c : c + 1])
                 nisa.affine_select(dst=tile, pattern=[[0, row]], channel_multiplier=-1, on_true_tile=tile,
                                    on_false_value=0.0, cmp_op=nl.greater, offset=live)
             chunks.append(tile)
-    return k_chunks, v_chunks
+    return k_chunks, v_chunks, (None if call.vector_dma else k_bad)
 
 
 def _gather_rows(call, index, rows_hbm, cs, c, nc):
@@ -93,12 +99,13 @@ def _load_blocks(tile, blocks_hbm, block_ids, cs, nc, block_size, row):
 
 
 def load_q_group(q, q0, grp, g, bq, vector_dma):
-    """Stationary q^T tiles [D, rows] of a group (rows = len(grp) * BQ * g, ordered head, token, q head): one
-    per kv head, with the other heads' columns zeroed when the group stacks several heads, so the heads' score
-    matmuls accumulate into one PSUM tile without mixing (K is finite: live data or zeros).
+    """q^T of a group (rows = len(grp) * BQ * g, ordered head, token, q head) as a list of [D, rows] tiles.
 
-    v3+: q rows by DMA, then one bit-exact PE transpose. v2: q^T straight from HBM by an element-strided DMA (a
-    v2 PE transpose is a matmul with the identity: a NaN in one query would reach every row of the item)."""
+    v3+: one tile, q rows by DMA then one bit-exact PE transpose (`scores` slices each head's columns). v2: one tile
+    per kv head, the other heads' columns zeroed when the group stacks several heads, so the heads' score matmuls
+    accumulate into one PSUM tile without mixing (v2 K is finite: cleaned, `finite.py`); q^T straight from HBM by an
+    element-strided DMA (a v2 PE transpose is a matmul with the identity: a NaN in one query would reach every row
+    of the item)."""
     t_total, hq, d = q.shape
     head_rows = bq * g
     rows = len(grp) * head_rows
@@ -112,18 +119,9 @@ def load_q_group(q, q0, grp, g, bq, vector_dma):
                                     indirect_dim=0))
     qt_ps = nl.ndarray((d, rows), q.dtype, buffer=nl.psum)
     nisa.nc_transpose(dst=qt_ps, data=q_sb)
-    if len(grp) == 1:
-        qt = nl.ndarray((d, rows), q.dtype, buffer=nl.sbuf)
-        nisa.tensor_copy(dst=qt, src=qt_ps)
-        return [qt]
-    masked = []
-    for i in range(len(grp)):
-        qt = nl.ndarray((d, rows), q.dtype, buffer=nl.sbuf)
-        nisa.memset(dst=qt, value=0.0)
-        cols = slice(i * head_rows, (i + 1) * head_rows)
-        nisa.tensor_copy(dst=qt[:, cols], src=qt_ps[:, cols])
-        masked.append(qt)
-    return masked
+    qt = nl.ndarray((d, rows), q.dtype, buffer=nl.sbuf)
+    nisa.tensor_copy(dst=qt, src=qt_ps)
+    return [qt]
 
 
 def _load_q_transposed(q_rows, q0, grp, i, d, g, bq, rows):
@@ -140,24 +138,47 @@ def _load_q_transposed(q_rows, q0, grp, i, d, g, bq, rows):
 
 
 def scores(qs, grp, k_chunks, n):
-    """s [rows, n] fp32 PSUM of a group against keys of one tile: per head k^T by PE transposes (PSUM ->
-    SBUF evacuation alternating ScalarE / VectorE), then one accumulating matmul per head."""
+    """s [rows, n] fp32 PSUM of a group against keys of one tile: per head k^T by PE transposes (PSUM -> SBUF
+    evacuation alternating ScalarE / VectorE), then the score matmuls.
+
+    qs: `load_q_group`'s tiles. One per head (v2, masked columns): one accumulating matmul per head. One tile for
+    several stacked heads (v3+): per CHUNK keys, s^T [keys, rows] with each head's k^T chunk stationary and only
+    its own q columns moving (no zero-masked q column meets another head's key: 0 * NaN would mix a non-finite key
+    into every head's rows), then one bit-exact fp32 transpose back to rows on partitions."""
     d = qs[0].shape[0]
+    rows = qs[0].shape[1]
+    head_rows = rows // len(grp)
     dtype = k_chunks[0].dtype
-    s_ps = nl.ndarray((qs[0].shape[1], n), nl.float32, buffer=nl.psum)
+    s_ps = nl.ndarray((rows, n), nl.float32, buffer=nl.psum)
+    per_head = len(qs) == 1 and len(grp) > 1
+    st_ps = nl.ndarray((CHUNK, len(k_chunks) * rows), nl.float32, buffer=nl.psum) if per_head else None
     for i, h in enumerate(grp):
         kt_ps = nl.ndarray((d, n), dtype, buffer=nl.psum)
         transpose_side_by_side(kt_ps, [k[:, h * d : (h + 1) * d] for k in k_chunks])
         kt = nl.ndarray((d, n), dtype, buffer=nl.sbuf)
         psum_copy(kt, kt_ps, on_scalar=h % 2 == 0)
-        nisa.nc_matmul(dst=s_ps, stationary=qs[i], moving=kt)
+        if not per_head:
+            nisa.nc_matmul(dst=s_ps, stationary=qs[i], moving=kt)
+            continue
+        cols = slice(i * head_rows, (i + 1) * head_rows)
+        for c, k in enumerate(k_chunks):
+            nc = k.shape[0]
+            nisa.nc_matmul(dst=st_ps[0:nc, c * rows + i * head_rows : c * rows + (i + 1) * head_rows],
+                           stationary=kt[:, c * CHUNK : c * CHUNK + nc], moving=qs[0][:, cols])
+    if per_head:
+        st = nl.ndarray(st_ps.shape, nl.float32, buffer=nl.sbuf)
+        nisa.tensor_copy(dst=st, src=st_ps)
+        for c, k in enumerate(k_chunks):
+            nc = k.shape[0]
+            nisa.nc_transpose(dst=s_ps[:, c * CHUNK : c * CHUNK + nc], data=st[0:nc, c * rows : (c + 1) * rows])
     return s_ps
 
 
-def _masked_scores(s_ps, call, bounds, kv, t0, k_rows):
+def _masked_scores(s_ps, call, bounds, kv, grp, k_rows):
     """x [rows, n] fp32: the score tile in units of exp_scale (softcap c: tanh(s · scale / c), else s), FP32_MIN
-    where a key is not visible, and tile_max [rows, 1] — one range_select (v3+) or select_reduce (v2). k_rows: None,
-    or the fp8 per-head k scales [rows, 1], multiplied into s as it leaves PSUM."""
+    where a key is not visible, and tile_max [rows, 1] — one range_select (v3+) or select_reduce (v2; then NaN where
+    a row sees a bad key of its own kv head of grp, `finite.poison_scores`). k_rows: None, or the fp8 per-head k
+    scales [rows, 1], multiplied into s as it leaves PSUM."""
     rows, n = s_ps.shape
     s = s_ps
     if k_rows is not None:
@@ -173,10 +194,11 @@ def _masked_scores(s_ps, call, bounds, kv, t0, k_rows):
         nisa.range_select(dst=x, on_true_tile=s, comp_op0=nl.greater_equal, comp_op1=nl.less_equal,
                           bound0=bounds.lo[0:rows, :], bound1=bounds.hi[0:rows, :],
                           reduce_cmd=nisa.reduce_cmd.reset_reduce, reduce_res=tile_max, reduce_op=nl.maximum,
-                          range_start=t0, on_false_value=FP32_MIN)
+                          range_start=kv.t0, on_false_value=FP32_MIN)
     else:
         nisa.select_reduce(dst=x, predicate=kv.mask[0:rows, :], on_true=s, on_false=FP32_MIN,
                            reduce_res=tile_max, reduce_cmd=nisa.reduce_cmd.reset_reduce, reduce_op=nl.maximum)
+        poison_scores(x, kv.mask, kv.k_bad, grp, rows // len(grp))
     return x, tile_max
 
 
@@ -188,7 +210,7 @@ def softmax_pv(s_ps, state, call, gi, bounds, kv, p_copy_on_scalar):
     rows, n = s_ps.shape
     grp, head_rows, d = call.groups[gi], call.rows, state.acc.shape[1]
     dtype = call.q.dtype  # p's dtype: the cache's ("auto", int8 after conversion), q's beside fp8 V (p in [0, 1])
-    x, tile_max = _masked_scores(s_ps, call, bounds, kv, kv.t0, call.k_rows[gi])
+    x, tile_max = _masked_scores(s_ps, call, bounds, kv, grp, call.k_rows[gi])
     neg_max = nl.ndarray((rows, 1), nl.float32, buffer=nl.sbuf)
     nisa.tensor_scalar(dst=neg_max, data=tile_max, op0=nl.maximum, operand0=MAX_FLOOR, op1=nl.multiply,
                        operand1=-call.exp_scale)
