@@ -66,8 +66,9 @@ Reference: nkilab.reference.paged.paged_attention.
 
 from .._shim import nisa, nki, nl
 from .._tiling import PMAX
-from .index import KV_TILE, IndexConsts, add_band, block_index, load_seq_meta, row_bounds, slot_index, tile_mask
+from .index import KV_TILE, IndexConsts, add_band, add_run_bounds, block_index, load_seq_meta, row_bounds, slot_index, tile_mask
 from .quant import row_scales
+from .tuning import gather_run
 from .tiles import KvTile, SoftmaxState, gather_kv, load_q_group, scores, softmax_pv, store_rows
 
 
@@ -97,7 +98,7 @@ def paged_attention_kernel(q, key_cache, value_cache, block_tables, seq_lens, it
     call = PagedCall(q, key_cache, value_cache, block_tables, seq_lens, row_pos, row_dst, out, scale, causal,
                      sliding_window, softcap)
     call.quantize(quant, k_scale_cache, v_scale_cache)
-    consts = IndexConsts(call.positions, call.vector_dma, call.block_size)
+    consts = IndexConsts(call.positions, call.vector_dma, call.block_size, call.run)
     seq_sb = _load_plan_row(item_seq, call.num_items)
     q0_sb = _load_plan_row(item_q0, call.num_items)
     _pipeline(call, consts, seq_sb, q0_sb)
@@ -130,6 +131,7 @@ class PagedCall(nl.NKIObject):
         self.steps = [(t0, min(KV_TILE, self.positions - t0), gi) for t0 in range(0, self.positions, KV_TILE)
                       for gi in range(len(self.groups))]
         self.vector_dma = nisa.get_nc_version() != nisa.nc_version.gen2  # indirect vector_offset DMA is v3+
+        self.run = gather_run(self.block_size, self.vector_dma)
         self.k_rows = self.v_rows = [None] * len(self.groups)
         self.scale_rows = None
 
@@ -188,6 +190,7 @@ def _setup(call, consts, seq_sb, q0_sb, w):
     bounds = row_bounds(call.row_pos, w, call.g, len(call.groups[0]), kv_len, call.causal, call.window)
     if call.vector_dma:
         index = slot_index(call.block_tables, seq, kv_len, first_blk, consts, call.block_size)
+        add_run_bounds(bounds, call.run)
     else:
         index = block_index(call.block_tables, seq, kv_len, first_blk, consts)
         add_band(bounds)

@@ -39,14 +39,38 @@ class KvTile(nl.NKIObject):
 
 
 def gather_kv(call, index, t0, n):
-    """(k_chunks, v_chunks, k_bad) of key positions [t0, t0 + n): lists of [<= CHUNK positions, Hkv * D] tiles (all kv
+    """(k_chunks, v_chunks, k_bad) of key positions [t0, t0 + n): lists of [<= CHUNK keys, Hkv * D] tiles (all kv
     heads) and, on v2, each K chunk's bad keys (None on v3+).
 
-    index: the sequence's GatherIndex. v3+: one vector_offset DMA of CHUNK slot rows per chunk. v2: block DMAs; K
-    chunks are cleaned of non-finite elements (`finite.clean_keys`: dead cache rows past seq_len, NaN in tests, are
-    cleaned with the rest and masked as hidden keys), V rows past seq_len are replaced by 0 on GpSimd with a select
-    (a multiply would give 0 * NaN = NaN in P @ V). int8 caches: each chunk's scales are gathered the same way and
-    the chunk is converted to q's dtype (`quant.dequantize_int8`) first, so dead scale slots are cleaned with it."""
+    index: the sequence's GatherIndex. v3+: one vector_offset DMA per gather of CHUNK partition runs of call.run
+    slots (`tuning.GATHER_RUN`); chunk t of a gather starting at position gs holds keys gs + run · f + t (f: its
+    partition), in that order on the score tile's free axis (`_masked_scores` masks by it). A run can reach past
+    seq_len into dead cache (NaN in tests): V rows there are replaced by 0 on GpSimd with a select (a multiply
+    would give 0 * NaN = NaN in P @ V); dead K rows are hidden keys, masked by selection. v2: block DMAs; K chunks
+    are cleaned of non-finite elements (`finite.clean_keys`: dead rows past seq_len with the rest, masked as
+    hidden keys), dead V rows zeroed as on v3+. int8 caches: each gather's scales are gathered the same way and
+    converted with it to q's dtype (`quant.dequantize_int8`) first, so dead scale slots are zeroed with it."""
+    if not call.vector_dma:
+        return _gather_kv_v2(call, index, t0, n)
+    hkv, d = call.key_cache.shape[2], call.key_cache.shape[3]
+    row, run = hkv * d, call.run
+    k_chunks, v_chunks = [], []
+    scale_rows = call.scale_rows or (None, None)
+    for gs in range(t0, t0 + n, CHUNK * run):
+        u = gs // (CHUNK * run)
+        for cache, scales, chunks in ((call.key_cache, scale_rows[0], k_chunks),
+                                      (call.value_cache, scale_rows[1], v_chunks)):
+            tile = _gather_run(index, cache.reshape((-1, row)), u, run)
+            if scales is not None:
+                tile = dequantize_int8(tile, _gather_run(index, scales, u, run), run * hkv, d, call.q.dtype)
+            if chunks is v_chunks and run > 1:
+                _zero_dead_rows(tile.reshape((CHUNK, run, row)), index.live[0:1, u : u + 1], run)
+            chunks.extend(tile[:, t * row : (t + 1) * row] for t in range(run))
+    return k_chunks, v_chunks, None
+
+
+def _gather_kv_v2(call, index, t0, n):
+    """v2 `gather_kv`: CHUNK-position tiles by block DMAs, K cleaned (`finite.clean_keys`), dead V rows zeroed."""
     key_cache, value_cache = call.key_cache, call.value_cache
     hkv, d = key_cache.shape[2], key_cache.shape[3]
     row = hkv * d
@@ -56,33 +80,45 @@ def gather_kv(call, index, t0, n):
         nc = min(CHUNK, t0 + n - cs)
         c = cs // CHUNK
         for cache, scales, chunks in ((key_cache, scale_rows[0], k_chunks), (value_cache, scale_rows[1], v_chunks)):
-            tile = _gather_rows(call, index, cache.reshape((-1, row)), cs, c, nc)
+            tile = _gather_blocks(call, index, cache.reshape((-1, row)), cs, nc)
             if scales is not None:
-                tile = dequantize_int8(tile, _gather_rows(call, index, scales, cs, c, nc), hkv, d, call.q.dtype)
-            if not call.vector_dma and chunks is k_chunks:
+                tile = dequantize_int8(tile, _gather_blocks(call, index, scales, cs, nc), hkv, d, call.q.dtype)
+            if chunks is k_chunks:
                 tile, bad = clean_keys(tile, hkv, d)
                 k_bad.append(bad)
-            elif not call.vector_dma:
-                live = nisa.register_alloc()
-                nisa.register_load(live, index.live[0:1, c : c + 1])
-                nisa.affine_select(dst=tile, pattern=[[0, row]], channel_multiplier=-1, on_true_tile=tile,
-                                   on_false_value=0.0, cmp_op=nl.greater, offset=live)
+            else:
+                _zero_dead_rows(tile.reshape((nc, 1, row)), index.live[0:1, c : c + 1], 1)
             chunks.append(tile)
-    return k_chunks, v_chunks, (None if call.vector_dma else k_bad)
+    return k_chunks, v_chunks, k_bad
 
 
-def _gather_rows(call, index, rows_hbm, cs, c, nc):
-    """[nc, row] SBUF tile of key positions [cs, cs + nc) (chunk c) of rows_hbm [slots, row] (a data or scale cache
-    viewed by slot): v3+ one vector_offset DMA, v2 block DMAs."""
+def _zero_dead_rows(tile, live_sb, run):
+    """tile [CHUNK, run, row] SBUF (key run · p + t of its gather or chunk at [p, t]) with the keys at or past
+    live_sb (1x1 int32: seq_len - first position) replaced by 0, in place: one GpSimd affine_select whose offset
+    is a register."""
+    live = nisa.register_alloc()
+    nisa.register_load(live, live_sb)
+    nisa.affine_select(dst=tile, pattern=[[-1, run], [0, tile.shape[2]]], channel_multiplier=-run, on_true_tile=tile,
+                       on_false_value=0.0, cmp_op=nl.greater, offset=live)
+
+
+def _gather_run(index, rows_hbm, u, run):
+    """v3+: [CHUNK, run · row] SBUF tile of gather u of rows_hbm [slots, row] (a data or scale cache viewed by slot):
+    partition p reads the run of slots from index.slots[p, u], one vector_offset DMA."""
+    row = rows_hbm.shape[1]
+    tile = nl.ndarray((CHUNK, run * row), rows_hbm.dtype, buffer=nl.sbuf)
+    nisa.dma_copy(dst=tile, src=rows_hbm.ap([[row, CHUNK], [1, run * row]], offset=0,
+                                            vector_offset=index.slots[:, u : u + 1], indirect_dim=0))
+    return tile
+
+
+def _gather_blocks(call, index, rows_hbm, cs, nc):
+    """v2: [nc, row] SBUF tile of key positions [cs, cs + nc) of rows_hbm [slots, row] by block DMAs."""
     num_slots, row = rows_hbm.shape
     tile = nl.ndarray((nc, row), rows_hbm.dtype, buffer=nl.sbuf)
-    if call.vector_dma:
-        nisa.dma_copy(dst=tile, src=rows_hbm.ap([[row, nc], [1, row]], offset=0,
-                                                vector_offset=index.slots[0:nc, c : c + 1], indirect_dim=0))
-    else:
-        block_size = call.block_size
-        _load_blocks(tile, rows_hbm.reshape((num_slots // block_size, block_size * row)), index.blocks, cs, nc,
-                     block_size, row)
+    block_size = call.block_size
+    _load_blocks(tile, rows_hbm.reshape((num_slots // block_size, block_size * row)), index.blocks, cs, nc,
+                 block_size, row)
     return tile
 
 
@@ -176,7 +212,7 @@ def scores(qs, grp, k_chunks, n):
 
 def _masked_scores(s_ps, call, bounds, kv, grp, k_rows):
     """x [rows, n] fp32: the score tile in units of exp_scale (softcap c: tanh(s · scale / c), else s), FP32_MIN
-    where a key is not visible, and tile_max [rows, 1] — one range_select (v3+) or select_reduce (v2; then NaN where
+    where a key is not visible, and tile_max [rows, 1] — a range_select per CHUNK keys (v3+, accumulating tile_max) or one select_reduce (v2; then NaN where
     a row sees a bad key of its own kv head of grp, `finite.poison_scores`). k_rows: None, or the fp8 per-head k
     scales [rows, 1], multiplied into s as it leaves PSUM."""
     rows, n = s_ps.shape
@@ -191,10 +227,15 @@ def _masked_scores(s_ps, call, bounds, kv, grp, k_rows):
     x = nl.ndarray((rows, n), nl.float32, buffer=nl.sbuf)
     tile_max = nl.ndarray((rows, 1), nl.float32, buffer=nl.sbuf)
     if kv.mask is None:
-        nisa.range_select(dst=x, on_true_tile=s, comp_op0=nl.greater_equal, comp_op1=nl.less_equal,
-                          bound0=bounds.lo[0:rows, :], bound1=bounds.hi[0:rows, :],
-                          reduce_cmd=nisa.reduce_cmd.reset_reduce, reduce_res=tile_max, reduce_op=nl.maximum,
-                          range_start=kv.t0, on_false_value=FP32_MIN)
+        run = len(bounds.run_lo)
+        for c in range(0, n, CHUNK):  # chunk t of the gather at gs: keys gs + run * f + t (`gather_kv`)
+            cols = slice(c, min(c + CHUNK, n))
+            t, gs = (c // CHUNK) % run, kv.t0 + (c // (CHUNK * run)) * CHUNK * run
+            nisa.range_select(dst=x[:, cols], on_true_tile=s[:, cols], comp_op0=nl.greater_equal,
+                              comp_op1=nl.less_equal, bound0=bounds.run_lo[t][0:rows, :],
+                              bound1=bounds.run_hi[t][0:rows, :], range_start=gs // run,
+                              reduce_cmd=nisa.reduce_cmd.reset_reduce if c == 0 else nisa.reduce_cmd.reduce,
+                              reduce_res=tile_max, reduce_op=nl.maximum, on_false_value=FP32_MIN)
     else:
         nisa.select_reduce(dst=x, predicate=kv.mask[0:rows, :], on_true=s, on_false=FP32_MIN,
                            reduce_res=tile_max, reduce_cmd=nisa.reduce_cmd.reset_reduce, reduce_op=nl.maximum)
