@@ -211,16 +211,21 @@ def _issue(call, consts, item, step):
 
 
 def _pipeline(call, consts, seq_sb, q0_sb):
-    """Every score tile of every work item in software-pipelined order: the scores of step k + 1 are issued before
-    the softmax of step k, and item w + 1 is set up halfway through item w, so the in-order engine queues overlap
-    TensorE, Vector/ScalarE and DMA work."""
+    """Every score tile of this program's work items in software-pipelined order: the scores of step k + 1 are
+    issued before the softmax of step k, and the next item is set up halfway through the current one, so the
+    in-order engine queues overlap TensorE, Vector/ScalarE and DMA work. LNC=2 (`kernel[2]`): program p of the
+    logical core takes items p, p + 2, ... (items write disjoint output rows)."""
+    mine = list(range(nl.program_id(0), call.num_items, nl.num_programs(0)))
+    if not mine:
+        return
+    following = dict(zip(mine, mine[1:]))  # item -> the next item of this program
     last = len(call.steps) - 1
-    flat = [ScoreStep(w, j, t0, n, gi) for w in range(call.num_items) for j, (t0, n, gi) in enumerate(call.steps)]
-    items = [_setup(call, consts, seq_sb, q0_sb, 0)]  # the current item first, then the next one once set up
+    flat = [ScoreStep(w, j, t0, n, gi) for w in mine for j, (t0, n, gi) in enumerate(call.steps)]
+    items = [_setup(call, consts, seq_sb, q0_sb, mine[0])]  # the current item first, then the next once set up
     pending = _issue(call, consts, items[0], flat[0])
     for k, step in enumerate(flat):
-        if step.j == len(call.steps) // 2 and step.w + 1 < call.num_items:
-            items.append(_setup(call, consts, seq_sb, q0_sb, step.w + 1))
+        if step.j == len(call.steps) // 2 and step.w in following:
+            items.append(_setup(call, consts, seq_sb, q0_sb, following[step.w]))
         nxt = None
         if k + 1 < len(flat):
             nxt = _issue(call, consts, items[0] if flat[k + 1].w == step.w else items[1], flat[k + 1])

@@ -11,7 +11,9 @@ from .._tiling import FP32_MIN
 from .finite import clean_keys, poison_scores
 from .index import CHUNK
 from .quant import dequantize_int8
+from .tuning import KT_LOOKAHEAD
 
+PE_TILES = (32, 64)  # v3+ TensorE column tiles below the full 128 (nc_matmul tile_size)
 RUN_SUM_MIN = 1e-30  # run_sum floor before the reciprocal: only never-stored padding rows can have run_sum = 0
 
 
@@ -178,30 +180,37 @@ def scores(qs, grp, k_chunks, n):
     evacuation alternating ScalarE / VectorE), then the score matmuls.
 
     qs: `load_q_group`'s tiles. One per head (v2, masked columns): one accumulating matmul per head. One tile for
-    several stacked heads (v3+): per CHUNK keys, s^T [keys, rows] with each head's k^T chunk stationary and only
-    its own q columns moving (no zero-masked q column meets another head's key: 0 * NaN would mix a non-finite key
-    into every head's rows), then one bit-exact fp32 transpose back to rows on partitions."""
-    d = qs[0].shape[0]
-    rows = qs[0].shape[1]
+    several stacked heads (v3+), so that no zero-masked q column meets another head's key (0 * NaN would mix a
+    non-finite key into every head's rows): with 32 or 64 rows per head (PE_TILES; prefill items) each head's
+    matmul runs on its own PE column tile into its own partitions of s; else (decode: g rows per head) per CHUNK
+    keys s^T [keys, rows] with each head's k^T chunk stationary and only its own q columns moving, then one
+    bit-exact fp32 transpose back to rows on partitions. The transposes run
+    `tuning.KT_LOOKAHEAD` heads ahead of the matmuls, so in-order TensorE transposes the next heads' k while this
+    head's k^T is evacuated."""
+    d, rows = qs[0].shape
     head_rows = rows // len(grp)
-    dtype = k_chunks[0].dtype
     s_ps = nl.ndarray((rows, n), nl.float32, buffer=nl.psum)
     per_head = len(qs) == 1 and len(grp) > 1
-    st_ps = nl.ndarray((CHUNK, len(k_chunks) * rows), nl.float32, buffer=nl.psum) if per_head else None
-    for i, h in enumerate(grp):
-        kt_ps = nl.ndarray((d, n), dtype, buffer=nl.psum)
-        transpose_side_by_side(kt_ps, [k[:, h * d : (h + 1) * d] for k in k_chunks])
-        kt = nl.ndarray((d, n), dtype, buffer=nl.sbuf)
-        psum_copy(kt, kt_ps, on_scalar=h % 2 == 0)
+    tiled = per_head and head_rows in PE_TILES and d in PE_TILES  # each head's matmul on its own PE columns
+    st_ps = nl.ndarray((CHUNK, len(k_chunks) * rows), nl.float32, buffer=nl.psum) if per_head and not tiled else None
+    kts = [_k_transposed(k_chunks, h, d, n) for h in grp[:KT_LOOKAHEAD]]
+    for i in range(len(grp)):
+        if i + KT_LOOKAHEAD < len(grp):
+            kts.append(_k_transposed(k_chunks, grp[i + KT_LOOKAHEAD], d, n))
+        kt = kts[i]
+        cols = slice(i * head_rows, (i + 1) * head_rows)
         if not per_head:
             nisa.nc_matmul(dst=s_ps, stationary=qs[i], moving=kt)
             continue
-        cols = slice(i * head_rows, (i + 1) * head_rows)
+        if tiled:
+            nisa.nc_matmul(dst=s_ps[cols, :], stationary=qs[0][:, cols], moving=kt, tile_position=(0, cols.start),
+                           tile_size=(d, head_rows))
+            continue
         for c, k in enumerate(k_chunks):
             nc = k.shape[0]
             nisa.nc_matmul(dst=st_ps[0:nc, c * rows + i * head_rows : c * rows + (i + 1) * head_rows],
                            stationary=kt[:, c * CHUNK : c * CHUNK + nc], moving=qs[0][:, cols])
-    if per_head:
+    if st_ps is not None:
         st = nl.ndarray(st_ps.shape, nl.float32, buffer=nl.sbuf)
         nisa.tensor_copy(dst=st, src=st_ps)
         for c, k in enumerate(k_chunks):
@@ -210,11 +219,21 @@ def scores(qs, grp, k_chunks, n):
     return s_ps
 
 
+def _k_transposed(k_chunks, h, d, n):
+    """k^T [D, n] SBUF of kv head h over one tile's chunks: PE transposes into PSUM, evacuated by ScalarE (even h)
+    or VectorE (odd h)."""
+    kt_ps = nl.ndarray((d, n), k_chunks[0].dtype, buffer=nl.psum)
+    transpose_side_by_side(kt_ps, [k[:, h * d : (h + 1) * d] for k in k_chunks])
+    kt = nl.ndarray((d, n), k_chunks[0].dtype, buffer=nl.sbuf)
+    psum_copy(kt, kt_ps, on_scalar=h % 2 == 0)
+    return kt
+
+
 def _masked_scores(s_ps, call, bounds, kv, grp, k_rows):
     """x [rows, n] fp32: the score tile in units of exp_scale (softcap c: tanh(s · scale / c), else s), FP32_MIN
-    where a key is not visible, and tile_max [rows, 1] — a range_select per CHUNK keys (v3+, accumulating tile_max) or one select_reduce (v2; then NaN where
-    a row sees a bad key of its own kv head of grp, `finite.poison_scores`). k_rows: None, or the fp8 per-head k
-    scales [rows, 1], multiplied into s as it leaves PSUM."""
+    where a key is not visible, and tile_max [rows, 1] — a range_select per CHUNK keys (v3+, accumulating tile_max) or one
+    select_reduce (v2; then NaN where a row sees a bad key of its own kv head of grp, `finite.poison_scores`).
+    k_rows: None, or the fp8 per-head k scales [rows, 1], multiplied into s as it leaves PSUM."""
     rows, n = s_ps.shape
     s = s_ps
     if k_rows is not None:

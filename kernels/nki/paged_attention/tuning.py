@@ -8,11 +8,16 @@
                   that keeps K and V of two tiles in flight within SBUF (4 x 2 KiB rows per partition each).
                   Clipped to block_size (a run never crosses a block). NeuronCore-v2 loads whole blocks by
                   scalar-offset DMAs and always uses 1.
+    KT_LOOKAHEAD  kv heads whose k^T transposes are issued ahead of the current head's score matmuls: in-order
+                  TensorE otherwise idles on every head's PSUM -> SBUF evacuation of k^T (Llama-3.1-8B decode,
+                  modeled: 8 heads x ~0.95 us per 512-key tile, longer than the tile's DMA). Each costs one more
+                  [D, 512] PSUM tile in flight.
 """
 
 from .._tiling import PMAX
 
 GATHER_RUN = 4
+KT_LOOKAHEAD = 2
 
 
 def gather_run(block_size: int, vector_dma: bool) -> int:

@@ -192,3 +192,15 @@ def test_trace_llama_decode_gen2(target):
     assert mix["gpsimd"]["affine_select"] == 8 * (4096 // 128)  # dead-row zeroing of every V chunk
     blocks = [i for i in trace if i.opcode == "dma_copy" and i.attrs["bytes"] == 32 * 2048]
     assert len(blocks) == 8 * 2 * (4096 // 32)  # one scalar-offset DMA per live block of K and of V
+
+
+@pytest.mark.parametrize(("seq_lens", "q_lens"), [([37, 5, 64], [1, 3, 1]), ([20], [1])],
+                         ids=["odd-items", "one-item"])
+def test_lnc2_matches_lnc1_bitwise(seq_lens, q_lens):
+    # LNC=2 deals work items to the two cores (p, p + 2, ...); with a single item the second core has none.
+    problem = pinned_paged_problem(seq_lens, q_lens, 8, 2, 64, 16, dtype="bfloat16", seed=6)
+    inputs = problem.inputs()
+    args, kwargs = launch_paged._kernel_args(*inputs, scale=inputs[0].shape[-1] ** -0.5, **problem.options())
+    one, two = (run(launch_paged.paged_attention_kernel, *args, target="trn2", lnc=lnc, quant=None, **kwargs).outputs
+                for lnc in (1, 2))
+    np.testing.assert_array_equal(two, one)

@@ -112,3 +112,17 @@ def test_nan_key_reaches_its_kv_head_rows_that_see_it_in_a_stacked_chunk(target)
     expected[2:6, 2:4] = True
     np.testing.assert_array_equal(_changed(out, clean), expected)
     assert np.isnan(out[2:6, 2:4]).all()
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_nan_key_stays_in_its_kv_head_when_stacked_heads_have_their_own_pe_tiles(target):
+    # BQ = 8 tokens x 4 query heads = 32 rows per kv head, both kv heads stacked (v3+: one PE column tile each).
+    # Sequence 0's queries sit at positions 8..19; a NaN key of kv head 1 at position 14 reaches its query heads
+    # 4..7 of the tokens at positions >= 14 only.
+    problem = pinned_paged_problem([20, 9], [12, 4], 8, 2, 64, 4, dtype="float32", seed=7)
+    bad, clean_inputs = _nan_key(problem, kv_head=1, position=14)
+    out, clean = _nki(bad, problem, target), _nki(clean_inputs, problem, target)
+    expected = np.zeros(out.shape[:2], bool)
+    expected[6:12, 4:8] = True
+    np.testing.assert_array_equal(_changed(out, clean), expected)
+    assert np.isnan(out[6:12, 4:8]).all()
