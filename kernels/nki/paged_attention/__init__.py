@@ -66,7 +66,7 @@ Reference: nkilab.reference.paged.paged_attention.
 
 from .._shim import nisa, nki, nl
 from .._tiling import PMAX
-from .index import KV_TILE, IndexConsts, add_band, add_run_bounds, block_index, load_seq_meta, row_bounds, slot_index, tile_mask
+from .index import KV_TILE, IndexConsts, add_band, block_index, load_seq_meta, row_bounds, slot_index, tile_mask
 from .quant import row_scales
 from .tuning import gather_run
 from .tiles import KvTile, SoftmaxState, gather_kv, load_q_group, scores, softmax_pv, store_rows
@@ -190,7 +190,6 @@ def _setup(call, consts, seq_sb, q0_sb, w):
     bounds = row_bounds(call.row_pos, w, call.g, len(call.groups[0]), kv_len, call.causal, call.window)
     if call.vector_dma:
         index = slot_index(call.block_tables, seq, kv_len, first_blk, consts, call.block_size)
-        add_run_bounds(bounds, call.run)
     else:
         index = block_index(call.block_tables, seq, kv_len, first_blk, consts)
         add_band(bounds)
@@ -207,7 +206,7 @@ def _issue(call, consts, item, step):
         k_chunks, v_chunks, k_bad = gather_kv(call, item.index, t0, n)
         mask = None if call.vector_dma else tile_mask(consts.kpos, item.bounds, t0, n)
         item.kv.append(KvTile(t0, k_chunks, v_chunks, mask, k_bad))
-    return scores(item.qs[step.gi], call.groups[step.gi], item.kv_tile(t0).k_chunks, n)
+    return scores(item.qs[step.gi], call.groups[step.gi], item.kv_tile(t0).k_chunks, n, call.run)
 
 
 def _pipeline(call, consts, seq_sb, q0_sb):

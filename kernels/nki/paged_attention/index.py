@@ -48,13 +48,12 @@ class IndexConsts(nl.NKIObject):
 
 
 class RowBounds(nl.NKIObject):
-    """Visible key range [lo, hi] of each row of a group, float32 [rows, 1] each; v3+ its form per run offset t
-    (`add_run_bounds`: lists run_lo, run_hi of (lo - t) / run, (hi - t) / run); v2 its mask form centre
-    (lo + hi) / 2 and radius (hi - lo) / 2. Attributes a target does not use are None."""
+    """Visible key range [lo, hi] of each row of a group, float32 [rows, 1] each; v2 also its mask form centre
+    (lo + hi) / 2 and radius (hi - lo) / 2 (None on v3+)."""
 
     def __init__(self, lo, hi):
         self.lo, self.hi = lo, hi
-        self.center = self.radius = self.run_lo = self.run_hi = None
+        self.center = self.radius = None
 
 
 class GatherIndex(nl.NKIObject):
@@ -193,21 +192,6 @@ def block_index(block_tables, seq, kv_len, first_blk, consts):
     safe = nl.ndarray((1, max_blocks), nl.int32, buffer=nl.sbuf)
     nisa.tensor_scalar(dst=safe, data=blk, op0=nl.add, operand0=first)
     return GatherIndex(blocks=safe, live=_live_rows(consts, kv_len))
-
-
-def add_run_bounds(bounds, run):
-    """v3+: set bounds.run_lo / run_hi, [rows, 1] float32 per run offset t < run: (lo - t) / run, (hi - t) / run
-    (exact: run is a power of two), so key run · f + t of a gather is visible iff run_lo[t] <= f <= run_hi[t]."""
-    if run == 1:
-        bounds.run_lo, bounds.run_hi = [bounds.lo], [bounds.hi]
-        return
-    bounds.run_lo, bounds.run_hi = [], []
-    for t in range(run):
-        for src, out in ((bounds.lo, bounds.run_lo), (bounds.hi, bounds.run_hi)):
-            b = nl.ndarray(src.shape, nl.float32, buffer=nl.sbuf)
-            nisa.tensor_scalar(dst=b, data=src, op0=nl.subtract, operand0=float(t), op1=nl.multiply,
-                               operand1=1.0 / run)
-            out.append(b)
 
 
 def add_band(bounds):

@@ -4,7 +4,7 @@ The online-softmax words (scale, exp_scale, neg_max, rescale, tile_sum, run_sum,
 those of `kernels/nki/_softmax.py`.
 """
 
-from .._attention_tiles import psum_copy, transpose_side_by_side
+from .._attention_tiles import psum_copy
 from .._shim import nisa, nl
 from .._softmax import MAX_FLOOR, exp_rows, rescale_factor, update_acc, update_sum
 from .._tiling import FP32_MIN
@@ -14,7 +14,19 @@ from .quant import dequantize_int8
 from .tuning import KT_LOOKAHEAD
 
 PE_TILES = (32, 64)  # v3+ TensorE column tiles below the full 128 (nc_matmul tile_size)
+PE_ROW_TILES = (32, 64, 128)  # v3+ TensorE row (contraction) tiles
 RUN_SUM_MIN = 1e-30  # run_sum floor before the reciprocal: only never-stored padding rows can have run_sum = 0
+
+
+def chunk_cols(x, c, run):
+    """The columns of chunk c of a score-ordered [P, n] tile x (keys in position order): chunk t of gather g holds
+    keys g · span + run · f + t (`gather_kv`, span = CHUNK · run), so its view is every run-th column of the
+    gather's span from t (run 1: columns c · CHUNK onwards, the last chunk possibly short)."""
+    if run == 1:
+        return x[:, c * CHUNK : min((c + 1) * CHUNK, x.shape[1])]
+    g, t = divmod(c, run)
+    span = CHUNK * run
+    return x[:, g * span : (g + 1) * span].reshape((x.shape[0], CHUNK, run))[:, :, t]
 
 
 class SoftmaxState(nl.NKIObject):
@@ -46,9 +58,10 @@ def gather_kv(call, index, t0, n):
 
     index: the sequence's GatherIndex. v3+: one vector_offset DMA per gather of CHUNK partition runs of call.run
     slots (`tuning.GATHER_RUN`); chunk t of a gather starting at position gs holds keys gs + run · f + t (f: its
-    partition), in that order on the score tile's free axis (`_masked_scores` masks by it). A run can reach past
+    partition). A run can reach past
     seq_len into dead cache (NaN in tests): V rows there are replaced by 0 on GpSimd with a select (a multiply
-    would give 0 * NaN = NaN in P @ V); dead K rows are hidden keys, masked by selection. v2: block DMAs; K chunks
+    would give 0 * NaN = NaN in P @ V); dead K rows are hidden keys, masked by selection. The transposes of k and p
+    put chunk columns back in position order (`chunk_cols`), so score tiles are in position order. v2: block DMAs; K chunks
     are cleaned of non-finite elements (`finite.clean_keys`: dead rows past seq_len with the rest, masked as
     hidden keys), dead V rows zeroed as on v3+. int8 caches: each gather's scales are gathered the same way and
     converted with it to q's dtype (`quant.dequantize_int8`) first, so dead scale slots are zeroed with it."""
@@ -175,7 +188,7 @@ def _load_q_transposed(q_rows, q0, grp, i, d, g, bq, rows):
     return qt
 
 
-def scores(qs, grp, k_chunks, n):
+def scores(qs, grp, k_chunks, n, run):
     """s [rows, n] fp32 PSUM of a group against keys of one tile: per head k^T by PE transposes (PSUM -> SBUF
     evacuation alternating ScalarE / VectorE), then the score matmuls.
 
@@ -191,12 +204,12 @@ def scores(qs, grp, k_chunks, n):
     head_rows = rows // len(grp)
     s_ps = nl.ndarray((rows, n), nl.float32, buffer=nl.psum)
     per_head = len(qs) == 1 and len(grp) > 1
-    tiled = per_head and head_rows in PE_TILES and d in PE_TILES  # each head's matmul on its own PE columns
+    tiled = per_head and head_rows in PE_TILES and d in PE_ROW_TILES  # each head's matmul on its own PE columns
     st_ps = nl.ndarray((CHUNK, len(k_chunks) * rows), nl.float32, buffer=nl.psum) if per_head and not tiled else None
-    kts = [_k_transposed(k_chunks, h, d, n) for h in grp[:KT_LOOKAHEAD]]
+    kts = [_k_transposed(k_chunks, h, d, n, run) for h in grp[:KT_LOOKAHEAD]]
     for i in range(len(grp)):
         if i + KT_LOOKAHEAD < len(grp):
-            kts.append(_k_transposed(k_chunks, grp[i + KT_LOOKAHEAD], d, n))
+            kts.append(_k_transposed(k_chunks, grp[i + KT_LOOKAHEAD], d, n, run))
         kt = kts[i]
         cols = slice(i * head_rows, (i + 1) * head_rows)
         if not per_head:
@@ -209,21 +222,22 @@ def scores(qs, grp, k_chunks, n):
         for c, k in enumerate(k_chunks):
             nc = k.shape[0]
             nisa.nc_matmul(dst=st_ps[0:nc, c * rows + i * head_rows : c * rows + (i + 1) * head_rows],
-                           stationary=kt[:, c * CHUNK : c * CHUNK + nc], moving=qs[0][:, cols])
+                           stationary=chunk_cols(kt, c, run), moving=qs[0][:, cols])
     if st_ps is not None:
         st = nl.ndarray(st_ps.shape, nl.float32, buffer=nl.sbuf)
         nisa.tensor_copy(dst=st, src=st_ps)
         for c, k in enumerate(k_chunks):
             nc = k.shape[0]
-            nisa.nc_transpose(dst=s_ps[:, c * CHUNK : c * CHUNK + nc], data=st[0:nc, c * rows : (c + 1) * rows])
+            nisa.nc_transpose(dst=chunk_cols(s_ps, c, run), data=st[0:nc, c * rows : (c + 1) * rows])
     return s_ps
 
 
-def _k_transposed(k_chunks, h, d, n):
-    """k^T [D, n] SBUF of kv head h over one tile's chunks: PE transposes into PSUM, evacuated by ScalarE (even h)
-    or VectorE (odd h)."""
+def _k_transposed(k_chunks, h, d, n, run):
+    """k^T [D, n] SBUF of kv head h over one tile's chunks, keys in position order (`chunk_cols`): PE transposes
+    into PSUM, evacuated by ScalarE (even h) or VectorE (odd h)."""
     kt_ps = nl.ndarray((d, n), k_chunks[0].dtype, buffer=nl.psum)
-    transpose_side_by_side(kt_ps, [k[:, h * d : (h + 1) * d] for k in k_chunks])
+    for c, k in enumerate(k_chunks):
+        nisa.nc_transpose(dst=chunk_cols(kt_ps, c, run), data=k[:, h * d : (h + 1) * d])
     kt = nl.ndarray((d, n), k_chunks[0].dtype, buffer=nl.sbuf)
     psum_copy(kt, kt_ps, on_scalar=h % 2 == 0)
     return kt
@@ -231,8 +245,7 @@ def _k_transposed(k_chunks, h, d, n):
 
 def _masked_scores(s_ps, call, bounds, kv, grp, k_rows):
     """x [rows, n] fp32: the score tile in units of exp_scale (softcap c: tanh(s · scale / c), else s), FP32_MIN
-    where a key is not visible, and tile_max [rows, 1] — a range_select per CHUNK keys (v3+, accumulating tile_max) or one
-    select_reduce (v2; then NaN where a row sees a bad key of its own kv head of grp, `finite.poison_scores`).
+    where a key is not visible, and tile_max [rows, 1] — one range_select (v3+) or select_reduce (v2; then NaN where a row sees a bad key of its own kv head of grp, `finite.poison_scores`).
     k_rows: None, or the fp8 per-head k scales [rows, 1], multiplied into s as it leaves PSUM."""
     rows, n = s_ps.shape
     s = s_ps
@@ -246,15 +259,10 @@ def _masked_scores(s_ps, call, bounds, kv, grp, k_rows):
     x = nl.ndarray((rows, n), nl.float32, buffer=nl.sbuf)
     tile_max = nl.ndarray((rows, 1), nl.float32, buffer=nl.sbuf)
     if kv.mask is None:
-        run = len(bounds.run_lo)
-        for c in range(0, n, CHUNK):  # chunk t of the gather at gs: keys gs + run * f + t (`gather_kv`)
-            cols = slice(c, min(c + CHUNK, n))
-            t, gs = (c // CHUNK) % run, kv.t0 + (c // (CHUNK * run)) * CHUNK * run
-            nisa.range_select(dst=x[:, cols], on_true_tile=s[:, cols], comp_op0=nl.greater_equal,
-                              comp_op1=nl.less_equal, bound0=bounds.run_lo[t][0:rows, :],
-                              bound1=bounds.run_hi[t][0:rows, :], range_start=gs // run,
-                              reduce_cmd=nisa.reduce_cmd.reset_reduce if c == 0 else nisa.reduce_cmd.reduce,
-                              reduce_res=tile_max, reduce_op=nl.maximum, on_false_value=FP32_MIN)
+        nisa.range_select(dst=x, on_true_tile=s, comp_op0=nl.greater_equal, comp_op1=nl.less_equal,
+                          bound0=bounds.lo[0:rows, :], bound1=bounds.hi[0:rows, :],
+                          reduce_cmd=nisa.reduce_cmd.reset_reduce, reduce_res=tile_max, reduce_op=nl.maximum,
+                          range_start=kv.t0, on_false_value=FP32_MIN)
     else:
         nisa.select_reduce(dst=x, predicate=kv.mask[0:rows, :], on_true=s, on_false=FP32_MIN,
                            reduce_res=tile_max, reduce_cmd=nisa.reduce_cmd.reset_reduce, reduce_op=nl.maximum)
@@ -286,7 +294,7 @@ def softmax_pv(s_ps, state, call, gi, bounds, kv, p_copy_on_scalar):
     pt_ps = nl.ndarray((min(n, CHUNK), len(kv.v_chunks) * rows), dtype, buffer=nl.psum)
     for c, v in enumerate(kv.v_chunks):
         nisa.nc_transpose(dst=pt_ps[0 : v.shape[0], c * rows : (c + 1) * rows],
-                          data=p[:, c * CHUNK : c * CHUNK + v.shape[0]])
+                          data=chunk_cols(p, c, call.run))
     pt = nl.ndarray(pt_ps.shape, dtype, buffer=nl.sbuf)
     psum_copy(pt, pt_ps, p_copy_on_scalar)  # PSUM evacuation alternates ScalarE / VectorE by group
     pv = nl.ndarray((rows, d), nl.float32, buffer=nl.psum)
