@@ -132,6 +132,10 @@ class PagedCall(nl.NKIObject):
                       for gi in range(len(self.groups))]
         self.vector_dma = nisa.get_nc_version() != nisa.nc_version.gen2  # indirect vector_offset DMA is v3+
         self.run = gather_run(self.block_size, self.vector_dma)
+        self.zero_bias = None  # v2: [PMAX, 1] float32 zeros, the activation bias of `finite.clean_keys`
+        if not self.vector_dma:
+            self.zero_bias = nl.ndarray((PMAX, 1), nl.float32, buffer=nl.sbuf)
+            nisa.memset(dst=self.zero_bias, value=0.0)
         self.k_rows = self.v_rows = [None] * len(self.groups)
         self.scale_rows = None
 

@@ -6,9 +6,9 @@ NeuronCore-v3+ transposes bit-exactly and needs none of this (its stacked-head s
 `tiles.scores`).
 
 How (v2 only), per gathered K chunk [nc keys, Hkv · D]:
-    clean [nc, Hkv · D]  non-finite elements replaced by 0 by a selection (`_attention_finite.clean_rows`), so every
-                         transpose and score matmul sees finite data (dead cache rows past seq_len included: their
-                         finite garbage is masked like any hidden key)
+    clean [nc, Hkv · D]  non-finite elements replaced by 0 by a selection (`clean_keys`), so every transpose and
+                         score matmul sees finite data (dead cache rows past seq_len included: their finite
+                         garbage is masked like any hidden key)
     bad   [nc, Hkv]      bfloat16, 1 where key row (j, h) held a non-finite element, else 0
 and per score tile of a group (`poison_scores`): flag [rows, n] = bad of each row's own kv head along the keys (one
 bit-exact transpose of finite 0 / 1 values per chunk), and x[r, j] = NaN where flag and the visibility mask are both
@@ -17,16 +17,29 @@ NaN through run_sum (p's NaN entries are zeroed before p's transpose, so no othe
 hidden, or belongs to another kv head, changes nothing.
 """
 
-from .._attention_finite import bad_keys, clean_rows
+from .._attention_finite import bad_keys
 from .._shim import nisa, nl
 from .index import CHUNK
 
 
-def clean_keys(tile, hkv, d):
-    """(clean [nc, Hkv · D] tile's dtype, bad [nc, Hkv] bfloat16) of a gathered K chunk tile [nc, Hkv · D] SBUF."""
+def clean_keys(tile, hkv, d, zero_bias):
+    """(clean [nc, Hkv · D] tile's dtype, bad [nc, Hkv] bfloat16) of a gathered K chunk tile [nc, Hkv · D] SBUF.
+
+    ScalarE, one activation per kv head: z = x · 0 + 0 in bfloat16 (0 where x is finite, NaN where it is NaN or
+    ±inf; the + 0 turns -0 into +0), summed per (key, head) on the fly (NaN iff the key row is bad). VectorE: one
+    select keeps x where z's bits are 0. zero_bias: [PMAX, 1] float32 zeros (v2 takes no scalar bias)."""
     nc = tile.shape[0]
-    clean, ok = clean_rows(tile.reshape((nc, hkv, d)), nc)
-    return clean.reshape((nc, hkv * d)), bad_keys(ok, nc)
+    z = nl.ndarray((nc, hkv * d), nl.bfloat16, buffer=nl.sbuf)
+    sums = nl.ndarray((nc, hkv), nl.float32, buffer=nl.sbuf)
+    for h in range(hkv):
+        cols = slice(h * d, (h + 1) * d)
+        nisa.activation(dst=z[:, cols], op=nl.copy, data=tile[:, cols], bias=zero_bias[0:nc, :], scale=0.0,
+                        reduce_op=nl.add, reduce_res=sums[:, h : h + 1], reduce_cmd=nisa.reduce_cmd.reset_reduce)
+    clean = nl.ndarray(tile.shape, tile.dtype, buffer=nl.sbuf)
+    nisa.select_reduce(dst=clean, predicate=z.view(nl.uint16), on_true=tile, on_false=0.0, reverse_pred=True)
+    ok = nl.ndarray((nc, hkv), nl.float32, buffer=nl.sbuf)
+    nisa.tensor_scalar(dst=ok, data=sums, op0=nl.equal, operand0=0.0)  # NaN == 0 is false
+    return clean, bad_keys(ok, nc)
 
 
 def poison_scores(x, mask, k_bad, grp, head_rows):

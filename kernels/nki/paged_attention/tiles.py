@@ -99,7 +99,7 @@ def _gather_kv_v2(call, index, t0, n):
             if scales is not None:
                 tile = dequantize_int8(tile, _gather_blocks(call, index, scales, cs, nc), hkv, d, call.q.dtype)
             if chunks is k_chunks:
-                tile, bad = clean_keys(tile, hkv, d)
+                tile, bad = clean_keys(tile, hkv, d, call.zero_bias)
                 k_bad.append(bad)
             else:
                 _zero_dead_rows(tile.reshape((nc, 1, row)), index.live[0:1, c : c + 1], 1)
