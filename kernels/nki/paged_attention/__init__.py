@@ -13,23 +13,28 @@ Algorithm (flash-decoding style online softmax, words as in `_softmax.py`; every
         rows = (kv head, token, q head); kv heads stacked on partitions in groups of PMAX // (BQ * g) (decode:
         all 8 Llama kv heads in 32 rows), so one mask / exp / rescale instruction serves the whole group
         for each KV tile of KV_TILE keys (static bound max_blocks * block_size), for each group:
-            gather K, V in CHUNK-key tiles x (Hkv * D): all kv heads in one DMA (GQA shares the load, read once)
-            s = q_h . k_h^T per head h (PE transposes of k; v3+ stacked heads: s^T per head and chunk, transposed
-            back; v2: accumulating matmuls of q^T masked to head h's columns over a cleaned K)
+            gather K, V x (Hkv * D): all kv heads in one DMA (GQA shares the load, read once)
+            s = q_h . k_h^T per head h (PE transposes of k; v3+ stacked heads: their own PE column tiles, or s^T
+            per head and chunk transposed back; v2: accumulating matmuls of q^T masked to head h's columns over
+            a cleaned K)
             (softcap: x = tanh(s * scale / c)); x = visible ? x : FP32_MIN, with the tile_max (one instruction)
             online softmax: neg_max, rescale, run_sum; acc = acc * rescale + p @ v (stacked heads: o^T per head
             block, one transpose)
         out rows = acc / run_sum, stored through row_dst (rows of other sequences are oob-skipped)
     Issue order is software-pipelined: scores of step k + 1 before the softmax of step k, item w + 1's setup
     halfway through item w, so the in-order engine queues overlap TensorE, Vector/ScalarE and DMA work.
+    LNC=2 (`kernel[2]`, trn2): the two cores take alternate work items.
 
 Target branch (one flag, `vector_dma`, set once from nisa.get_nc_version()):
-- NeuronCore-v3+ (trn2): KV gathered per slot with `vector_offset` DMAs (CHUNK slot rows per DMA); the table row
-  is loaded once ([per-chunk block, chunk]) and expanded to one entry per key position by a selection matmul. A
-  position past seq_len gets the slot of the sequence's position 0 instead: every gathered row is live data, so
-  no NaN of a dead slot enters a tile; its score is masked (exp -> exactly 0) and 0 * finite = 0 in P @ V.
-  Masking is one `range_select` per score tile (bounds per row, positions from range_start); outputs are
-  scattered with `vector_offset`.
+- NeuronCore-v3+ (trn2): KV gathered with `vector_offset` DMAs, each partition reading a run of GATHER_RUN
+  consecutive slots of one block (`tuning.py`: one software-DGE descriptor per run, one gather of 128 runs per
+  KV tile); the table row is loaded once ([per-gather block, gather]) and expanded to the first slot of every
+  partition's run by a selection matmul. A run at or past seq_len gets the run of the sequence's position 0
+  instead, so garbage table entries never reach a DMA; the run holding seq_len - 1 reaches into dead cache
+  (NaN in tests), whose V rows a GpSimd `affine_select` zeroes (dead K rows are hidden keys, masked by
+  selection). The transposes of k and p put the runs' keys back in position order (`tiles.chunk_cols`), so
+  masking is one `range_select` per score tile (bounds per row, positions from range_start); outputs are
+  scattered with `vector_offset`. The k^T transposes run KT_LOOKAHEAD heads ahead of the score matmuls.
 - NeuronCore-v2 (inf2, trn1): only scalar dynamic offsets, so KV is loaded per block (one DMA per block with the
   block id as `scalar_offset`; unused table entries replaced by the first block before use). The tail of the
   last live block is dead cache (NaN in tests): V rows past seq_len are replaced with 0 by a GpSimd
@@ -57,7 +62,8 @@ Quantized caches (`quant`): fp8 K / V enter TensorE as they are, their scales mu
 1 / run_sum; int8 chunks are converted to q's dtype on chip with their per-(token, head) scales — `quant.py`.
 
 Modules: `index.py` (index tiles, sequence metadata, visible ranges, gather indices), `tiles.py` (gathers, scores,
-the softmax step, stores), `finite.py` (v2: non-finite keys), `quant.py` (scale tiles, int8 dequantization); this
+the softmax step, stores), `finite.py` (v2: non-finite keys), `quant.py` (scale tiles, int8 dequantization),
+`tuning.py` (the tunables); this
 file holds the entry and the pipeline.
 
 Limits: D <= 128; block_size a power of two; num_blocks * block_size < 2**24 (index math in fp32).
