@@ -63,8 +63,7 @@ Quantized caches (`quant`): fp8 K / V enter TensorE as they are, their scales mu
 
 Modules: `index.py` (index tiles, sequence metadata, visible ranges, gather indices), `tiles.py` (gathers, scores,
 the softmax step, stores), `finite.py` (v2: non-finite keys), `quant.py` (scale tiles, int8 dequantization),
-`tuning.py` (the tunables); this
-file holds the entry and the pipeline.
+`tuning.py` (the tunables); this file holds the entry and the pipeline.
 
 Limits: D <= 128; block_size a power of two; num_blocks * block_size < 2**24 (index math in fp32).
 Reference: nkilab.reference.paged.paged_attention.
