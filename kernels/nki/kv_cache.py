@@ -24,7 +24,8 @@ public API has already rejected slots below -1 or past the cache.
 Quantized caches (`quant`, see `nkilab.reference.kv_quant` for the bit-exact rules): each token tile is loaded into
 SBUF and its codes are computed there before the same scatter DMAs (SBUF -> HBM) —
 - fp8 (per tensor or per kv head): x · (1 / s) against a [PMAX, Hkv · D] row of the float32 reciprocals (one
-  memset per head, built once; a per-tensor scale is a scalar operand instead), clamped to ±max, cast to the cache's fp8 dtype (round-to-nearest-even);
+  memset per head, built once; a per-tensor scale is a scalar operand instead), clamped to ±max, cast to the
+  cache's fp8 dtype (round-to-nearest-even);
 - int8: |x| reduced over D per (token, head) into amax [n, Hkv], s = max(amax · (1/127), TINY), its reciprocal,
   x · (1 / s) per head (a per-partition scalar), clamped to ±127, cast to int8 (RNE, saturating); the scales
   [n, Hkv] are scattered into the scale caches with the same slot indices.

@@ -81,8 +81,8 @@ def unsupported(**problem) -> str | None:
 def traceable(problem: dict, target: str | None):
     """(kernel, args, kwargs) of the write at `problem`'s shapes for trace mode on `target`: zero data, slots 0..T-1
     into ceil(T / block_size) + 1 blocks. problem keys: t, hkv, head_dim, block_size, dtype (default bfloat16),
-    kv_cache_dtype (fp8: unit scales; int8: zero scale caches), tunables (as in `write_kv_cache`). `target` must be a Neuron target; the kernel's v2 /
-    v3+ DMA branch follows the target the trace runs on."""
+    kv_cache_dtype (fp8: unit scales; int8: zero scale caches), tunables (as in `write_kv_cache`). `target` must be
+    a Neuron target; the kernel's v2 / v3+ DMA branch follows the target the trace runs on."""
     neuron_target(target)
     dtype = numpy_dtype(str(problem.get("dtype", "bfloat16")))
     kv_dtype = problem.get("kv_cache_dtype") or "auto"

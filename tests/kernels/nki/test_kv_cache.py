@@ -47,8 +47,8 @@ PATHS = {"default": None, "staged": dict(stage_min_t=1, stage_max_t=4096), "row-
 @pytest.mark.parametrize("block_size", [16, 32, 128])
 @pytest.mark.parametrize("path", PATHS)
 def test_round_trip_through_gather_and_padding_untouched(target, block_size, path):
-    # 300 tokens (two whole index tiles, one slot DMA, and a ragged one) of two sequences, scattered over permuted blocks, every third
-    # token padding.
+    # 300 tokens (two whole index tiles, one slot DMA, and a ragged one) of two sequences, scattered over permuted
+    # blocks, every third token padding.
     rng = np.random.default_rng(block_size)
     hkv, d, t = 2, 64, 300
     num_blocks = -(-t // block_size) + 2
