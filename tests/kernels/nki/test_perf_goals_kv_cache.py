@@ -10,6 +10,8 @@ beside them with no goal of their own. `nkilab bench --kernel write_kv_cache --g
 --phase prefill` reproduces the prefill rows (`--phase decode` the decode ones, `--target inf2` the inf2 ones).
 """
 
+import functools
+
 import pytest
 
 from nkilab.harness.perf import estimate
@@ -40,29 +42,23 @@ ROWS = {
 }
 
 
-@pytest.fixture(scope="module")
-def modeled():
-    cache = {}
-
-    def get(name):
-        if name not in cache:
-            row = ROWS[name]
-            cache[name] = _estimate(row["problem"], row["target"]).mbu
-        return cache[name]
-
-    return get
+@functools.cache
+def _modeled(name):
+    """Modeled MBU of row `name` (one trace per row and test session)."""
+    row = ROWS[name]
+    return _estimate(row["problem"], row["target"]).mbu
 
 
 @pytest.mark.parametrize("name", ROWS)
-def test_floor(name, modeled):
+def test_floor(name):
     row = ROWS[name]
-    assert modeled(name) >= row["floor"], f"{name}: modeled MBU {modeled(name):.4f} < floor {row['floor']}"
+    assert _modeled(name) >= row["floor"], f"{name}: modeled MBU {_modeled(name):.4f} < floor {row['floor']}"
 
 
 @pytest.mark.parametrize("name", [name for name, row in ROWS.items() if row["goal"] is not None])
-def test_goal(name, modeled):
+def test_goal(name):
     row = ROWS[name]
-    assert modeled(name) >= row["goal"], f"{name}: modeled MBU {modeled(name):.3f} < goal {row['goal']}"
+    assert _modeled(name) >= row["goal"], f"{name}: modeled MBU {_modeled(name):.3f} < goal {row['goal']}"
 
 
 def test_tunables_reach_the_kernel():
