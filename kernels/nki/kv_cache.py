@@ -160,18 +160,19 @@ def _int8_codes(src, hkv, d, qmax, inv_qmax, tiny):
     n, row = src.shape
     x = nl.ndarray((n, hkv, d), src.dtype, buffer=nl.sbuf)
     nisa.dma_copy(dst=x, src=src.reshape((n, hkv, d)))
-    mag = nl.ndarray((n, hkv, d), nl.float32, buffer=nl.sbuf)
-    nisa.tensor_scalar(dst=mag, data=x, op0=nl.abs_max, operand0=0.0)  # |x|
+    mag = nl.ndarray((n, hkv, d), src.dtype, buffer=nl.sbuf)  # |x| (exact in x's dtype), only its maxima are used
     scales = nl.ndarray((n, hkv), nl.float32, buffer=nl.sbuf)
-    nisa.tensor_reduce(dst=scales, op=nl.maximum, data=mag, axis=2)
+    for h in range(hkv):  # amax over D per head: |x| and its max in one VectorE pass
+        nisa.tensor_scalar_reduce(dst=mag[:, h, :], data=x[:, h, :], op0=nl.abs_max, operand0=0.0,
+                                  reduce_op=nl.maximum, reduce_res=scales[:, h : h + 1])
     nisa.tensor_scalar(dst=scales, data=scales, op0=nl.multiply, operand0=inv_qmax, op1=nl.maximum,
                        operand1=tiny)
     inv = nl.ndarray((n, hkv), nl.float32, buffer=nl.sbuf)
     nisa.reciprocal(dst=inv, data=scales)
-    codes = nl.ndarray((n, hkv, d), nl.int8, buffer=nl.sbuf)
-    for h in range(hkv):
-        scaled = nl.ndarray((n, d), nl.float32, buffer=nl.sbuf)
-        nisa.tensor_scalar(dst=scaled, data=x[:, h, :], op0=nl.multiply, operand0=inv[:, h : h + 1])
-        nisa.tensor_scalar(dst=codes[:, h, :], data=scaled, op0=nl.minimum, operand0=qmax, op1=nl.maximum,
-                           operand1=-qmax)
-    return codes.reshape((n, row)), scales
+    scaled = nl.ndarray((n, hkv, d), nl.float32, buffer=nl.sbuf)
+    for h in range(hkv):  # min(x · inv, qmax) per head (inv a per-partition scalar), then one max + cast per tile
+        nisa.tensor_scalar(dst=scaled[:, h, :], data=x[:, h, :], op0=nl.multiply, operand0=inv[:, h : h + 1],
+                           op1=nl.minimum, operand1=qmax)
+    codes = nl.ndarray((n, row), nl.int8, buffer=nl.sbuf)
+    nisa.tensor_scalar(dst=codes, data=scaled.reshape((n, row)), op0=nl.maximum, operand0=-qmax)
+    return codes, scales

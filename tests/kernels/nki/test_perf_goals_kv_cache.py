@@ -36,7 +36,7 @@ ROWS = {
     "trn2-decode-t128": _row("trn2", 128, 0.47),
     "trn2-decode-t256": _row("trn2", 256, 0.57),
     "trn2-fp8-prefill-t2048": _row("trn2", 2048, 0.71, "fp8_e4m3"),
-    "trn2-int8-prefill-t2048": _row("trn2", 2048, 0.23, "int8"),
+    "trn2-int8-prefill-t2048": _row("trn2", 2048, 0.35, "int8"),
     "inf2-prefill-t2048": _row("inf2", 2048, 0.12),
     "inf2-decode-t8": _row("inf2", 8, 0.031),
 }
