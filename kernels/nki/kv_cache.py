@@ -91,19 +91,23 @@ def write_kv_cache_kernel(key, value, key_cache, value_cache, slot_mapping, k_sc
 
 def _load_slots(slot_mapping, t_total):
     """Every tile's slots, loaded before any scatter: a list of SBUF (n, 1) int32 index tiles, one per PMAX-token
-    tile of `tiles(t_total, PMAX)`, from slot_mapping [T] int32 HBM. The whole tiles come in ONE DMA into a
-    [PMAX, T // PMAX] tile (column j = tile j, a strided read), the ragged last tile in a second."""
+    tile of `tiles(t_total, PMAX)`, from slot_mapping [T] int32 HBM. The first tile comes alone (the first scatters
+    wait for it only), the other whole tiles in ONE DMA into a [PMAX, T // PMAX - 1] tile (column j = tile j + 1,
+    a strided read), a ragged last tile in its own."""
     full, rest = divmod(t_total, PMAX)
-    out = []
-    if full:
-        columns = nl.ndarray((PMAX, full), nl.int32, buffer=nl.sbuf)
-        nisa.dma_copy(dst=columns, src=slot_mapping.ap([[1, PMAX], [PMAX, full]], offset=0))
-        out = [columns[:, j : j + 1] for j in range(full)]
+    out = _slot_columns(slot_mapping, 0, 1) if full else []
+    if full > 1:
+        out += _slot_columns(slot_mapping, PMAX, full - 1)
     if rest:
-        last = nl.ndarray((rest, 1), nl.int32, buffer=nl.sbuf)
-        nisa.dma_copy(dst=last, src=slot_mapping.ap([[1, rest], [1, 1]], offset=full * PMAX))
-        out.append(last)
+        out += _slot_columns(slot_mapping, full * PMAX, 1, rest)
     return out
+
+
+def _slot_columns(slot_mapping, start, count, rows=PMAX):
+    """`count` index tiles (rows, 1) of slot_mapping[start + j * rows + p], one DMA into a [rows, count] SBUF tile."""
+    columns = nl.ndarray((rows, count), nl.int32, buffer=nl.sbuf)
+    nisa.dma_copy(dst=columns, src=slot_mapping.ap([[1, rows], [rows, count]], offset=start))
+    return [columns[:, j : j + 1] for j in range(count)]
 
 
 def _staged(src):
