@@ -15,6 +15,7 @@ from nkilab.kernels._adapter import numpy_dtype
 from nkilab.reference.kv_quant import INV_INT8_MAX, TINY, reciprocal32, storage_dtype
 from nkilab.reference.quant import FP8_MAX, INT8_MAX
 
+from ._kv_cache_tunables import resolve
 from ._launch import EMPTY_REASON, dtype_reason, launch, neuron_target
 from .kv_cache import write_kv_cache_kernel
 
@@ -22,17 +23,30 @@ FP8_E4M3FN_TARGETS = ("trn3",)  # OCP float8_e4m3fn is a NeuronCore-v4 format (h
 
 
 def write_kv_cache(key, value, key_cache, value_cache, slot_mapping, *, target: str | None = None,
-                   kv_cache_dtype: str = "auto", k_scale=None, v_scale=None, k_scale_cache=None, v_scale_cache=None):
+                   kv_cache_dtype: str = "auto", k_scale=None, v_scale=None, k_scale_cache=None, v_scale_cache=None,
+                   tunables: dict | None = None):
     """Write key/value [T, Hkv, D] into the paged caches [num_blocks, block_size, Hkv, D] at slot_mapping [T]
     (-1 = skip), in place on the caller's arrays (quantized per `kv_cache_dtype`, scales as the public API's);
-    returns (key_cache, value_cache), the same arrays."""
+    returns (key_cache, value_cache), the same arrays. tunables: None, or {name: int} overriding the kernel's
+    defaults (names, meaning and defaults in `_kv_cache_tunables`; TypeError / ValueError naming a bad one)."""
     quant = kernel_quant(kv_cache_dtype, k_scale, v_scale, int(key.shape[1]), target)
+    overrides = _tunables(tunables)
     if key.shape[0] == 0:
         return key_cache, value_cache
     scale_caches = (k_scale_cache, v_scale_cache) if kv_cache_dtype == "int8" else (None, None)
     launch(write_kv_cache_kernel, key, value, key_cache, value_cache, np.asarray(slot_mapping, dtype=np.int32),
-           *scale_caches, quant=quant, target=target)
+           *scale_caches, quant=quant, target=target, **overrides)
     return key_cache, value_cache
+
+
+def _tunables(tunables: dict | None) -> dict:
+    """The kernel keywords of a tunables override, checked on the host (`_kv_cache_tunables.resolve`)."""
+    if tunables is None:
+        return {}
+    if not isinstance(tunables, dict):
+        raise TypeError(f"tunables: must be a dict {{name: int}} or None, got {type(tunables).__name__}")
+    resolve(False, tunables)
+    return dict(tunables)
 
 
 def kernel_quant(kv_cache_dtype: str, k_scale, v_scale, hkv: int, target: str | None):
@@ -67,8 +81,8 @@ def unsupported(**problem) -> str | None:
 def traceable(problem: dict, target: str | None):
     """(kernel, args, kwargs) of the write at `problem`'s shapes for trace mode on `target`: zero data, slots 0..T-1
     into ceil(T / block_size) + 1 blocks. problem keys: t, hkv, head_dim, block_size, dtype (default bfloat16),
-    kv_cache_dtype (fp8: unit scales; int8: zero scale caches). `target` must be a Neuron target; the kernel's v2 /
-    v3+ DMA branch follows the target the trace runs on."""
+    kv_cache_dtype (fp8: unit scales; int8: zero scale caches), tunables (as in `write_kv_cache`). `target` must be
+    a Neuron target; the kernel's v2 / v3+ DMA branch follows the target the trace runs on."""
     neuron_target(target)
     dtype = numpy_dtype(str(problem.get("dtype", "bfloat16")))
     kv_dtype = problem.get("kv_cache_dtype") or "auto"
@@ -78,4 +92,4 @@ def traceable(problem: dict, target: str | None):
     scale_caches = (np.zeros(cache.shape[:3], np.float32),) * 2 if kv_dtype == "int8" else (None, None)
     quant = kernel_quant(kv_dtype, 1.0, 1.0, hkv, target)
     return write_kv_cache_kernel, (new, new, cache, cache.copy(), np.arange(t, dtype=np.int32), *scale_caches), dict(
-        quant=quant)
+        quant=quant, **_tunables(problem.get("tunables")))

@@ -37,12 +37,20 @@ def test_matches_reference_bitwise(problem, target):
     _check(problem, target)
 
 
+# every scatter path of the kernel on v3+ (`_kv_cache_tunables`): the defaults (T = 300: 16-row HBM -> HBM
+# scatters), staged through SBUF, one row per HBM -> HBM scatter, one scatter per tile
+PATHS = {"default": None, "staged": dict(stage_min_t=1, stage_max_t=4096), "row-dmas": dict(scatter_bytes=1),
+         "tile-dmas": dict(scatter_bytes=1 << 20)}
+
+
 @pytest.mark.parametrize("target", TARGETS)
 @pytest.mark.parametrize("block_size", [16, 32, 128])
-def test_round_trip_through_gather_and_padding_untouched(target, block_size):
-    # 200 tokens (two index tiles) of two sequences, scattered over permuted blocks, every third token padding.
+@pytest.mark.parametrize("path", PATHS)
+def test_round_trip_through_gather_and_padding_untouched(target, block_size, path):
+    # 300 tokens (two whole index tiles, one slot DMA, and a ragged one) of two sequences, scattered over permuted
+    # blocks, every third token padding.
     rng = np.random.default_rng(block_size)
-    hkv, d, t = 2, 64, 200
+    hkv, d, t = 2, 64, 300
     num_blocks = -(-t // block_size) + 2
     cache_shape = (num_blocks, block_size, hkv, d)
     key_cache, value_cache = np.full(cache_shape, np.nan, np.float32), np.full(cache_shape, np.nan, np.float32)
@@ -53,7 +61,7 @@ def test_round_trip_through_gather_and_padding_untouched(target, block_size):
     slots[padded] = -1
     key = rng.standard_normal((t, hkv, d)).astype(np.float32)
     value = rng.standard_normal((t, hkv, d)).astype(np.float32)
-    launch_kv_cache.write_kv_cache(key, value, key_cache, value_cache, slots, target=target)
+    launch_kv_cache.write_kv_cache(key, value, key_cache, value_cache, slots, target=target, tunables=PATHS[path])
     k, v = gather_kv(key_cache, value_cache, table, t)
     np.testing.assert_array_equal(k[~padded], key[~padded])
     np.testing.assert_array_equal(v[~padded], value[~padded])
