@@ -149,3 +149,44 @@ def test_a_key_the_causal_mask_hides_reaches_no_query(op, backend, target, value
     assert rows(clean).tobytes() == rows(dirty).tobytes(), "a hidden key changed queries that cannot see it"
     last = dirty[0, 3] if op == "attention" else dirty[3]
     assert not np.isfinite(last).any(), "the query that sees the non-finite key stayed finite"
+
+
+def _one_key_calls(op: str):
+    """(clean, poisoned) NumPy calls of a decode step of 6 query heads over 2 kv heads and one cached key, the
+    poisoned one with NaN in lane 0 of kv head 0's key: query heads 0-2 read it, heads 3-5 (kv head 1) cannot."""
+    rng = np.random.default_rng(0)
+    q = rng.standard_normal((1, 6, 16)).astype(np.float32)
+    k = rng.standard_normal((1, 2, 16)).astype(np.float32)
+    v = rng.standard_normal((1, 2, 16)).astype(np.float32)
+    bad = k.copy()
+    bad[0, 0, 0] = np.nan
+    if op == "attention":
+        return [((q[None], kk[None], v[None]), dict(causal=True)) for kk in (k, bad)]
+    meta = (np.array([[0]], np.int32), np.array([1], np.int32), np.array([0, 1], np.int32))
+    return [((q, kk[None], v[None], *meta), dict(causal=True)) for kk in (k, bad)]
+
+
+# (op, backend, target) -> why it still fails: found by a 50-example run of the nightly settings (2026-12-02)
+ONE_KEY_PENDING = {
+    ("paged_attention", "nki", t): pytest.mark.xfail(strict=True, reason=(
+        f"NaN isolation in paged_attention on {t}: a NaN key of one kv head turns the query heads of every kv head "
+        "NaN (GQA), pending")) for t in ("inf2", "trn1", "trn2")}
+
+
+def _one_key_params():
+    for op in ("attention", "paged_attention"):
+        for backend, target in BACKEND_TARGETS:
+            mark = ONE_KEY_PENDING.get((op, backend, target))
+            yield pytest.param(op, backend, target, marks=[mark] if mark else [],
+                               id=f"{op}-{backend}" + (f"-{target}" if target else ""))
+
+
+@pytest.mark.parametrize(("op", "backend", "target"), list(_one_key_params()))
+def test_a_nan_key_of_one_kv_head_reaches_only_its_query_heads(op, backend, target):
+    case = CASES[op]
+    (clean_args, kwargs), (dirty_args, _) = _one_key_calls(op)
+    extra = {} if target is None else {"target": target}
+    clean = np.asarray(case.op.api(*clean_args, **kwargs, backend=backend, **extra)).reshape(6, 16)
+    dirty = np.asarray(case.op.api(*dirty_args, **kwargs, backend=backend, **extra)).reshape(6, 16)
+    assert not np.isfinite(dirty[:3]).any(), "a query head of kv head 0 stayed finite"
+    assert dirty[3:].tobytes() == clean[3:].tobytes(), "the NaN key of kv head 0 changed the heads of kv head 1"
