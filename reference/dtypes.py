@@ -245,7 +245,10 @@ def to_torch(a: np.ndarray, *, device=None):
     be imported. Raises TypeError where torch has no such dtype (e.g. float8_e4m3).
     """
     torch = _torch_module("to_torch")
-    a = np.ascontiguousarray(a) if a.flags.writeable else np.array(a, order="C")
+    if not a.flags.writeable:
+        a = np.array(a, order="C")
+    elif not a.flags.c_contiguous:  # (np.ascontiguousarray alone would make a 0-d array 1-d)
+        a = np.ascontiguousarray(a)
     target = torch_dtype(a)
     row = TABLE.get(dtype_name(a))
     if row is not None and row.bits_via is not None:

@@ -8,11 +8,12 @@ threads start together at a barrier. The op list is the registry's.
 """
 
 import dataclasses
+import functools
 import threading
 
 import numpy as np
 import pytest
-from fuzz.calls import copied, run
+from fuzz.calls import run
 from fuzz.cases import BACKEND_IDS, BACKEND_TARGETS, CASES, PINNED
 
 from nkilab.kernels import _registry, attention
@@ -25,6 +26,15 @@ def _call(op: str, backend: str, target: str | None, seed: int) -> np.ndarray:
     """The op's pinned problem (`fuzz.cases.PINNED`) with data from `seed`, on fresh arrays (caches are written)."""
     case = CASES[op]
     return _output(op, run(case, case.call(dataclasses.replace(PINNED[op], seed=seed)), backend, target))
+
+
+@functools.cache
+def _sequential(op: str, backend: str, target: str | None, seed: int) -> np.ndarray:
+    """`_call` alone in the process, made once per session and read-only: the per-op tests and the every-op test
+    compare their threads' results with the same sequential ones."""
+    out = _call(op, backend, target, seed)
+    out.flags.writeable = False
+    return out
 
 
 def _concurrently(fn, count: int = THREADS) -> list:
@@ -56,7 +66,7 @@ def _bitwise_equal(a: np.ndarray, b: np.ndarray) -> bool:
 @pytest.mark.parametrize(("backend", "target"), BACKEND_TARGETS, ids=BACKEND_IDS)
 @pytest.mark.parametrize("op", _registry.OPS)
 def test_four_threads_match_sequential_calls(op, backend, target):
-    sequential = [_call(op, backend, target, seed) for seed in range(THREADS)]
+    sequential = [_sequential(op, backend, target, seed) for seed in range(THREADS)]
     concurrent = _concurrently(lambda i: _call(op, backend, target, i))
     assert all(_bitwise_equal(c, s) for c, s in zip(concurrent, sequential)), f"{op} on {backend}: a result differs"
 
@@ -80,17 +90,14 @@ def test_issue_reproducer_nki_attention_from_four_threads(target):
 def test_issue_reproducer_triton_every_op_at_once():
     """Issue 10 item 5: interpreted Triton launches of different kernels from 4 threads at once (InterpreterErrors
     "x >= grid_dim[0]" and "Did you forget to add @triton.jit?", once a wrong result, before launches were
-    serialized). Thread i runs every op, starting at op i, on the op's pinned problem."""
-    calls = [CASES[op].call(PINNED[op]) for op in _registry.OPS]
+    serialized). Thread i runs every op, starting at op i, on the op's pinned problem with seed i."""
+    ops = _registry.OPS
 
     def f(i):
-        order = [(j + i) % len(calls) for j in range(len(calls))]
-        return {j: _output(_registry.OPS[j], run(CASES[_registry.OPS[j]], copied(calls[j]), "triton", None))
-                for j in order}
+        return {op: _call(op, "triton", None, i) for op in ops[i % len(ops):] + ops[:i % len(ops)]}
 
-    sequential = f(0)
-    for result in _concurrently(f):
-        assert all(_bitwise_equal(result[j], sequential[j]) for j in sequential)
+    for i, result in enumerate(_concurrently(f)):
+        assert all(_bitwise_equal(out, _sequential(op, "triton", None, i)) for op, out in result.items()), i
 
 
 def _output(op: str, out) -> np.ndarray:

@@ -12,8 +12,8 @@ import ml_dtypes
 import numpy as np
 import torch
 
-from nkilab.harness.checks import check_against_reference, check_output
-from nkilab.kernels._adapter import to_torch
+from nkilab.harness.checks import check_against_reference, check_output, compare
+from nkilab.kernels._adapter import to_numpy, to_torch
 from nkilab.reference.quant import QuantizedActivation, QuantizedWeight
 
 @dataclass(frozen=True)
@@ -125,11 +125,18 @@ def run(case, call: Call, backend: str, target: str | None):
 def assert_matches(case, backend: str, out, values: Call) -> None:
     """`out` against the float64 reference on the NumPy `values` call, by the op's check rule (`Op.check`, the
     harness comparator), with one documented exception: NKI qmatmul rounds x to bfloat16 before TensorE (see its
-    docstring), so its error budget is the naive bfloat16 run's."""
+    docstring), so its error budget is the naive bfloat16 run's — or, when that one naive run is luckier than 1/c of
+    the kernel's rounding error, the naive run that rounds x to bfloat16 only, as the kernel does (x's rounding alone
+    can then exceed it: a 50-example nightly run found K=32, N=1 fp16 x at 9.6e-4 against a naive error of 1.2e-4,
+    where the result 0.0159 is a sum of 32 terms of about 0.05 that cancel; pinned in test_fuzz_valid.py)."""
     if case.name == "qmatmul" and backend == "nki":
         x, qw = values.args
-        result = check_against_reference(case.op.check.output(out), case.op.reference, x, qw,
-                                         compute_dtype=ml_dtypes.bfloat16)
+        got = to_numpy(case.op.check.output(out))
+        result = check_against_reference(got, case.op.reference, x, qw, compute_dtype=ml_dtypes.bfloat16)
+        if not result.passed and isinstance(x, np.ndarray):
+            rounded = np.asarray(case.op.reference(x.astype(ml_dtypes.bfloat16), qw, compute_dtype=np.float32))
+            result = compare(got, case.op.reference(x, qw, compute_dtype=np.float64),
+                             rounded.astype(got.dtype))
     else:
         result = check_output(case.op, out, values.args, values.kwargs)
     assert result.passed, str(result)

@@ -13,6 +13,7 @@ fields. Each one says which argument names its error may cite.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -80,6 +81,11 @@ class OpCase:
     options: dict = field(default_factory=dict)
     relational: Callable[[Call], list] = lambda call: []
     poison: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        # one strategy object per backend, built once: a fresh one per example costs hypothesis its validation and
+        # cached properties again (about a third of a cheap example's generation time)
+        object.__setattr__(self, "problems", functools.cache(self.problems))
 
     @property
     def op(self):

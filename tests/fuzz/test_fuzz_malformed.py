@@ -13,6 +13,7 @@ from fuzz.calls import as_kind, run, snapshot
 from fuzz.cases import BACKENDS, CASES, ERRORS, KINDS, generic_malformed, torch_only_malformed
 from hypothesis import given
 from hypothesis import strategies as st
+from strategies import NormProblem
 
 from nkilab.kernels import _registry
 
@@ -54,3 +55,18 @@ def test_malformed_calls_raise_naming_the_argument(op, backend, data):
     assert names_one_of(message, bad.names), f"{bad}: the error names none of {bad.names}: {message}"
     assert snapshot(sent) == before, f"{bad}: a failed call changed its arguments"
 
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_0d_torch_argument_stays_0d_and_is_refused(backend):
+    """Found by a 50-example run of the nightly settings (2026-12-02): `to_torch` turned a 0-d array into shape [1]
+    (np.ascontiguousarray returns ndim >= 1), so the torch form of the "x 0-d" variant was a valid [1] tensor and
+    rms_norm with H = 1 accepted it."""
+    case = CASES["rms_norm"]
+    call = case.call(NormProblem(lead=(1,), hidden=1, residual=False, eps=1e-6, dtype="float32", seed=0))
+    bad = next(v for v in generic_malformed(case, call) if v.rule == "x 0-d")
+    sent = as_kind(bad.call, "torch")
+    assert tuple(sent.get("x").shape) == ()
+    with pytest.raises(ERRORS) as caught:
+        run(case, sent, backend, None)
+    assert names_one_of(str(caught.value), ("x",)), str(caught.value)

@@ -70,13 +70,15 @@ def check_isolation(op, backend, target, data):
     if not isinstance(a, np.ndarray) or a.size == 0:  # W8A8's x is a QuantizedActivation: finite by construction
         reject()
     index = data.draw(st.integers(0, a.size - 1), label="flat index")
-    dirty = call.replace(**{name: poisoned(a, index, data.draw(st.sampled_from(POISONS), label="value"))})
+    value = data.draw(st.sampled_from(POISONS), label="value")
+    clean_out = outputs(case, run_or_reject(case, call, backend, target))  # first: a declined draw costs no reference
+    dirty = call.replace(**{name: poisoned(a, index, value)})
     nudged = call.replace(**{name: poisoned(a, index, a.reshape(-1)[index] + 1)})
     nan = call.replace(**{name: poisoned(a, index, np.nan)})
-    clean_ref, nudged_ref, nan_ref, dirty_ref = (reference64(case, c) for c in (call, nudged, nan, dirty))
+    clean_ref, nudged_ref, nan_ref = (reference64(case, c) for c in (call, nudged, nan))
+    dirty_ref = nan_ref if np.isnan(value) else reference64(case, dirty)  # a NaN draw is the `nan` call itself
     non_finite = ~np.isfinite(dirty_ref)
     dependent = non_finite | ~np.isfinite(nan_ref) | (nudged_ref.view(np.int64) != clean_ref.view(np.int64))
-    clean_out = outputs(case, run_or_reject(case, call, backend, target))
     dirty_out = outputs(case, run_or_reject(case, dirty, backend, target))
     assert np.all(~np.isfinite(dirty_out[non_finite])), "an output the reference makes non-finite stayed finite"
     spread = np.argwhere(dirty_out[~dependent].view(np.int64) != clean_out[~dependent].view(np.int64))
@@ -117,3 +119,44 @@ def test_a_key_the_causal_mask_hides_reaches_no_query(op, backend, target, value
     assert rows(clean).tobytes() == rows(dirty).tobytes(), "a hidden key changed queries that cannot see it"
     last = dirty[0, 3] if op == "attention" else dirty[3]
     assert not np.isfinite(last).any(), "the query that sees the non-finite key stayed finite"
+
+
+def _one_key_calls(op: str):
+    """(clean, poisoned) NumPy calls of a decode step of 6 query heads over 2 kv heads and one cached key, the
+    poisoned one with NaN in lane 0 of kv head 0's key: query heads 0-2 read it, heads 3-5 (kv head 1) cannot."""
+    rng = np.random.default_rng(0)
+    q = rng.standard_normal((1, 6, 16)).astype(np.float32)
+    k = rng.standard_normal((1, 2, 16)).astype(np.float32)
+    v = rng.standard_normal((1, 2, 16)).astype(np.float32)
+    bad = k.copy()
+    bad[0, 0, 0] = np.nan
+    if op == "attention":
+        return [((q[None], kk[None], v[None]), dict(causal=True)) for kk in (k, bad)]
+    meta = (np.array([[0]], np.int32), np.array([1], np.int32), np.array([0, 1], np.int32))
+    return [((q, kk[None], v[None], *meta), dict(causal=True)) for kk in (k, bad)]
+
+
+# (op, backend, target) -> why it still fails: found by a 50-example run of the nightly settings (2026-12-02)
+ONE_KEY_PENDING = {
+    ("paged_attention", "nki", t): pytest.mark.xfail(strict=True, reason=(
+        f"NaN isolation in paged_attention on {t}: a NaN key of one kv head turns the query heads of every kv head "
+        "NaN (GQA), pending")) for t in ("inf2", "trn1", "trn2")}
+
+
+def _one_key_params():
+    for op in ("attention", "paged_attention"):
+        for backend, target in BACKEND_TARGETS:
+            mark = ONE_KEY_PENDING.get((op, backend, target))
+            yield pytest.param(op, backend, target, marks=[mark] if mark else [],
+                               id=f"{op}-{backend}" + (f"-{target}" if target else ""))
+
+
+@pytest.mark.parametrize(("op", "backend", "target"), list(_one_key_params()))
+def test_a_nan_key_of_one_kv_head_reaches_only_its_query_heads(op, backend, target):
+    case = CASES[op]
+    (clean_args, kwargs), (dirty_args, _) = _one_key_calls(op)
+    extra = {} if target is None else {"target": target}
+    clean = np.asarray(case.op.api(*clean_args, **kwargs, backend=backend, **extra)).reshape(6, 16)
+    dirty = np.asarray(case.op.api(*dirty_args, **kwargs, backend=backend, **extra)).reshape(6, 16)
+    assert not np.isfinite(dirty[:3]).any(), "a query head of kv head 0 stayed finite"
+    assert dirty[3:].tobytes() == clean[3:].tobytes(), "the NaN key of kv head 0 changed the heads of kv head 1"
