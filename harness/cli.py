@@ -28,8 +28,9 @@ import argparse
 import sys
 
 from nkilab.harness import commands
-from nkilab.harness.chips import NEURON_TARGETS, get_target
-from nkilab.harness.cli_args import add_cache_arguments, csv_of, ints, positive_int, power_override
+from nkilab.harness.chips import NEURON_TARGETS
+from nkilab.harness.cli_args import (DEFAULT_LNC, LNC_CHOICES, add_cache_arguments, csv_of, ints, positive_int,
+                                     power_override)
 from nkilab.harness.cost import cli as cost_cli
 from nkilab.harness.sweep import cli as sweep_cli
 from nkilab.harness.tune import cli as tune_cli
@@ -37,8 +38,6 @@ from nkilab.harness.workloads import DEFAULT_MODEL, GRIDS, MODELS, PHASES
 from nkilab.kernels._registry import BACKENDS, OPS, has_cuda_device
 from nkilab.reference.quant import SCHEMES
 
-LNC_CHOICES = (1, 2)
-DEFAULT_LNC = ", ".join(f"{t} {get_target(t).lnc_default}" for t in NEURON_TARGETS)
 NO_GPU = "needs a CUDA GPU, and torch sees none here"
 
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import argparse
 
-from nkilab.harness.chips import NEURON_TARGETS, TARGETS
+from nkilab.harness.chips import NEURON_TARGETS, TARGETS, get_target
+
+LNC_CHOICES = (1, 2)  # logical NeuronCore degrees (`--lnc` of run, bench and cost)
+DEFAULT_LNC = ", ".join(f"{t} {get_target(t).lnc_default}" for t in NEURON_TARGETS)  # each target's default
 
 
 def csv_of(choices, what: str):

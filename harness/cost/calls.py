@@ -36,8 +36,10 @@ LM_HEAD_COLUMNS = 16384
 # per launch (one launch of every row does so once per M block of its own) and pays a launch cost per chunk. The
 # emulator traces a 4096-row GEMM of the 8B model's MLP in minutes; one of 1024 rows in a quarter of that
 GEMM_ROWS = 1024
-DTYPE = "bfloat16"  # activations and KV cache
-KV_CACHE_DTYPE = "auto"  # the KV cache in the activations' dtype (the paged ops' quantized-cache rows: not composed)
+DTYPE = "bfloat16"  # activations
+# the KV cache's format, a deployment option: "auto" = the activations' dtype; else the paged ops' quantized-cache
+# rows (`kernels/ops/_kv_quant.py`: fp8 e4m3 with per-tensor scales, int8 with a float32 scale per token and head)
+KV_DTYPES = {"auto": "auto", "fp8": "fp8_e4m3", "int8": "int8"}
 
 
 @dataclass(frozen=True)
@@ -134,14 +136,25 @@ def _grid(rows: int, context: int) -> dict:
                 prefill_gemm=(rows,))
 
 
-def layer_calls(model: ModelShape, phase: str, rows: int, context: int, quant: Quant | None) -> list[Call]:
+def kv_cache_dtype(kv_dtype: str) -> str:
+    """The paged ops' `kv_cache_dtype` for a deployment's `kv_dtype` ("auto" | "fp8" | "int8"; ValueError else)."""
+    if kv_dtype not in KV_DTYPES:
+        raise ValueError(f"kv_dtype: must be one of {tuple(KV_DTYPES)}, got {kv_dtype!r}")
+    return KV_DTYPES[kv_dtype]
+
+
+def layer_calls(model: ModelShape, phase: str, rows: int, context: int, quant: Quant | None,
+                kv_dtype: str = "auto") -> list[Call]:
     """One layer's calls: every registered op's workload at the one-point grid (`Op.model_problems`, so the layer
-    holds exactly the families the registry declares for the phase), labelled by the op's plot series where an op
-    makes more than one call per layer (qmatmul's projections, rms_norm with and without the residual)."""
+    holds exactly the families the registry declares for the phase; of the paged ops the rows of the KV-cache
+    format `kv_dtype`), labelled by the op's plot series where an op makes more than one call per layer
+    (qmatmul's projections, rms_norm with and without the residual)."""
+    kv = kv_cache_dtype(kv_dtype)
     calls = []
     for op in ops_list():
-        problems = [problem for problem in op.model_problems(model, phase, _grid(rows, context), quant, DTYPE)
-                    if problem.params.get("kv_cache_dtype", KV_CACHE_DTYPE) == KV_CACHE_DTYPE]
+        problems = op.model_problems(model, phase, _grid(rows, context), quant, DTYPE)
+        if any("kv_cache_dtype" in problem.params for problem in problems):  # a paged op: its rows per format
+            problems = [problem for problem in problems if problem.params.get("kv_cache_dtype", "auto") == kv]
         for problem in problems:
             label = op.plot.series(problem.record())[1] if op.plot.series and len(problems) > 1 else op.name
             calls.append(Call(label, problem, model.layers))
@@ -187,14 +200,14 @@ def lm_head_launches(model: ModelShape) -> tuple[int, int]:
     return launches, math.ceil(n / launches)
 
 
-def step_calls(model: ModelShape, step: Step, quant: Quant | None) -> list[Call]:
+def step_calls(model: ModelShape, step: Step, quant: Quant | None, kv_dtype: str = "auto") -> list[Call]:
     """The calls of one step on one rank of `model` (per-rank shapes: `model.tp`), weights in `quant` (None =
-    bf16): one layer's calls x the layer count (GEMMs of more than GEMM_ROWS rows in chunks), then the final
-    rms_norm with residual and the lm_head."""
+    bf16), KV cache in `kv_dtype`: one layer's calls x the layer count (GEMMs of more than GEMM_ROWS rows in
+    chunks), then the final rms_norm with residual and the lm_head."""
     phase = "prefill" if step.phase == "prefill" else "decode"
     rows = step.prefill if step.phase == "prefill" else step.tokens
     layer = [_chunked(_ragged(c, step) if "num_seqs" in c.problem.params else c)
-             for c in layer_calls(model, phase, rows, max(step.contexts, default=1), quant)]
+             for c in layer_calls(model, phase, rows, max(step.contexts, default=1), quant, kv_dtype)]
     norm = next(c for c in layer if c.problem.params.get("residual") is True)
     gemm = next(c for c in layer if c.is_gemm)
     launches, columns = lm_head_launches(model)

@@ -1,5 +1,6 @@
 """Rendering of the cost of a token: the `nkilab cost` breakdown, the headline table and the waterfall in report.md,
-and the waterfall PNG. Every figure shown is modeled (the tables say so); `run_section` is `nkilab run`'s hook.
+and the waterfall PNG. The breakdown says whether its row is modeled or measured; the report.md tables and the PNG are
+modeled (they say so). `run_section` is `nkilab run`'s hook.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from nkilab.harness.cost.calls import Step  # noqa: E402
 from nkilab.harness.cost.composer import SCHEMES, TokenCost, compose  # noqa: E402
 from nkilab.harness.cost.waterfall import WaterfallStep, waterfall  # noqa: E402
 
-HEADLINE_HEADER = ("model", "phase", "target", "instance", "scheme", "tp", "tokens/s (instance)", "J/token",
+HEADLINE_HEADER = ("model", "phase", "target", "instance", "scheme", "lnc", "tp", "tokens/s (instance)", "J/token",
                    "$/Mtoken", "kind")
 WATERFALL_HEADER = ("step", "target", "scheme", "kernels", "tp", "$/Mtoken", "Δ$ %", "J/token", "ΔJ %", "kind")
 WATERFALL_PNG = "cost_waterfall.png"
@@ -33,24 +34,28 @@ def _num(x, fmt: str) -> str:
 def cost_text(c: TokenCost) -> str:
     """The breakdown and headline figures of one composed step, as plain text."""
     ctx = f"ctx {c.ctx}" if c.ctx is not None else ("ragged contexts" if c.batch else "")
-    lines = [f"{c.model} {c.phase} (batch {c.batch} {ctx}, prefill {c.prefill}) {c.scheme} on {c.target}, tp={c.tp}, "
-             f"{c.deployment['replicas']} replica(s) per {c.instance}; {c.kernels} kernels; all figures {c.kind}",
-             f"{'kernel':26s} {'calls':>6s} {'latency':>12s} {'share':>7s}  method"]
+    lnc = f" (LNC={c.lnc}: {c.deployment['ranks_per_chip']} ranks per chip)" if c.lnc else ""
+    lines = [f"{c.model} {c.phase} (batch {c.batch} {ctx}, prefill {c.prefill}) {c.scheme} on {c.target}{lnc}, "
+             f"tp={c.tp}, {c.deployment['replicas']} replica(s) per {c.instance}; {c.kernels} kernels; all figures "
+             f"{c.kind}", f"{'kernel':26s} {'calls':>6s} {'latency':>12s} {'share':>7s}  method"]
     for b in c.breakdown:
         lines.append(f"{b['kernel']:26s} {b['calls']:6d} {b['latency_s'] * 1e3:9.3f} ms {b['share']:7.1%}  "
                      f"{b['method']}")
+        if b.get("note"):
+            lines.append(f"{'':26s} note: {b['note']}")
     price = (f"${c.usd_per_hour:g}/h ({c.price_source})" if c.usd_per_hour is not None
              else f"price unknown: {c.price_reason}")
     lines += [f"step latency {c.latency_s_per_step * 1e3:.3f} ms for {c.tokens_per_step} {c.token_kind} tokens",
               f"tokens/s: {c.tokens_per_s:.1f} per instance, {c.tokens_per_s_per_chip:.1f} per chip, "
-              f"{c.tokens_per_s_per_core:.1f} per rank (core/GPU)",
+              f"{c.tokens_per_s_per_rank:.1f} per rank (logical core / GPU), {c.tokens_per_s_per_core:.1f} per "
+              "NeuronCore / GPU",
               f"J/token {c.joules_per_token:.4g} ({c.energy_kind}: {c.energy_assumption})",
               f"$/Mtoken {_num(c.usd_per_mtoken, '.4g')} ({c.token_kind}); {price}"]
     return "\n".join(lines)
 
 
 def headline_row(c: TokenCost) -> tuple[str, ...]:
-    return (c.model, c.phase, c.target, c.instance, c.scheme, str(c.tp), f"{c.tokens_per_s:.1f}",
+    return (c.model, c.phase, c.target, c.instance, c.scheme, _num(c.lnc, "d"), str(c.tp), f"{c.tokens_per_s:.1f}",
             f"{c.joules_per_token:.4g}", _num(c.usd_per_mtoken, ".4g"), c.kind)
 
 
@@ -90,9 +95,10 @@ def waterfall_png(steps: list[WaterfallStep], path: str, title: str) -> str:
 
 
 def run_section(out_dir: str, *, model: str, steps: list[Step], targets, cache: Cache | None = None,
-                schemes=tuple(SCHEMES), progress: Callable[[str], None] | None = None) -> list[str]:
-    """Compose the headline table (every step x target x scheme) and one waterfall per step (the first Neuron
-    target), write the waterfall PNGs and `cost.json` (every composed point as `TokenCost.to_dict`, and the
+                schemes=tuple(SCHEMES), lnc: int | None = None,
+                progress: Callable[[str], None] | None = None) -> list[str]:
+    """Compose the headline table (every step x target x scheme; Neuron ranks of `lnc` cores, None = each target's
+    default) and one waterfall per step (the first Neuron target), write the waterfall PNGs and `cost.json` (every composed point as `TokenCost.to_dict`, and the
     waterfalls) into `out_dir`; returns the report.md lines. Points whose deployment does not fit are listed with
     the reason."""
     cache = cache if cache is not None else Cache()
@@ -102,7 +108,8 @@ def run_section(out_dir: str, *, model: str, steps: list[Step], targets, cache: 
         for target in targets:
             for scheme in schemes:
                 try:
-                    cost = compose(model, step, scheme, target, cache=cache, progress=progress)
+                    cost = compose(model, step, scheme, target, lnc=lnc if target in NEURON_TARGETS else None,
+                                   cache=cache, progress=progress)
                 except ValueError as exc:
                     skipped.append(f"- {step.phase} {target} {scheme}: {exc}")
                     continue
@@ -115,7 +122,7 @@ def run_section(out_dir: str, *, model: str, steps: list[Step], targets, cache: 
     neuron = next((t for t in targets if t in NEURON_TARGETS), None)
     gpu = next((t for t in targets if t in GPU_TARGETS), "h100")
     for i, step in enumerate(steps if neuron else []):
-        wf = waterfall(model, step, gpu=gpu, neuron=neuron, cache=cache, progress=progress)
+        wf = waterfall(model, step, gpu=gpu, neuron=neuron, lnc=lnc, cache=cache, progress=progress)
         name = WATERFALL_PNG if i == 0 else WATERFALL_PNG.replace(".png", f"_{step.phase}.png")
         title = f"{model} {step.phase} ({step.tokens} tokens/step): {gpu} -> {neuron}"
         waterfall_png(wf, os.path.join(out_dir, name), title)

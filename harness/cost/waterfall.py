@@ -39,7 +39,7 @@ class WaterfallStep:
 
     def to_dict(self) -> dict:
         c = self.cost
-        return {"label": self.label, "target": c.target, "instance": c.instance, "scheme": c.scheme,
+        return {"label": self.label, "target": c.target, "lnc": c.lnc, "instance": c.instance, "scheme": c.scheme,
                 "kernels": c.kernels, "tp": c.tp, "usd_per_mtoken": c.usd_per_mtoken,
                 "joules_per_token": c.joules_per_token, "tokens_per_s": c.tokens_per_s,
                 "usd_change_pct": self.usd_change_pct, "joules_change_pct": self.joules_change_pct,
@@ -52,13 +52,14 @@ def _pct(new: float | None, old: float | None) -> float | None:
     return 100.0 * (new - old) / old
 
 
-def waterfall(model: str, step: Step, *, gpu: str = "h100", neuron: str = "inf2",
+def waterfall(model: str, step: Step, *, gpu: str = "h100", neuron: str = "inf2", lnc: int | None = None,
               compose_fn: Callable[..., TokenCost] = compose, **options) -> list[WaterfallStep]:
-    """The waterfall of `model` at `step`, from `gpu` to `neuron`; `options` go to `compose` (prices, cache, ...)."""
+    """The waterfall of `model` at `step`, from `gpu` to `neuron` (its ranks of `lnc` cores; None = its default);
+    `options` go to `compose` (prices, cache, ...)."""
     out: list[WaterfallStep] = []
     for label, role, scheme, kernels in STEPS:
-        target = gpu if role == "gpu" else neuron
-        cost = compose_fn(model, step, scheme, target, kernels=kernels, **options)
+        target, rank = (gpu, None) if role == "gpu" else (neuron, lnc)
+        cost = compose_fn(model, step, scheme, target, lnc=rank, kernels=kernels, **options)
         prev = out[-1].cost if out else None
         name = f"silicon: {target}" if label == "silicon" else label
         out.append(WaterfallStep(name, cost,

@@ -29,8 +29,9 @@ ISSUE_FIELDS = ("model", "phase", "target", "instance", "scheme", "batch", "ctx"
                 "kind", "breakdown")
 
 
-def fake_cost(problem, target, kernels, cache, progress=None):
-    """A per-call cost that depends on the call (its M x N) and nothing slow: 1 ns per output element + 1 us."""
+def fake_cost(problem, target, kernels, cache, progress=None, *, lnc=1):
+    """A per-call cost that depends on the call (its M x N) and nothing slow: 1 ns per output element + 1 us
+    (the same at any LNC)."""
     p = problem.params
     rows = p.get("m") or p.get("rows") or p.get("t") or p.get("num_seqs") or p.get("sq") or 1
     return CallCost(latency_s=1e-9 * rows * p.get("n", 1000) + 1e-6, launch_s=5e-6, utilization=0.5,
@@ -231,7 +232,7 @@ def test_the_run_hook_appends_the_cost_table_and_waterfall(fake, tmp_path, monke
     monkeypatch.setenv(cache_mod.CACHE_ENV, str(tmp_path / "cache"))
     report = tmp_path / "report.md"
     report.write_text("# run\n")
-    config = SimpleNamespace(model="llama-3.1-8b", phases=("decode",), targets=("trn3", "inf2"), grid="quick")
+    config = SimpleNamespace(model="llama-3.1-8b", phases=("decode",), targets=("trn3", "inf2"), grid="quick", lnc=None)
     append_to_run(str(tmp_path), str(report), config, quick=False, console=Console(file=open(os.devnull, "w")))
     text = report.read_text()
     assert text.startswith("# run\n") and "## Cost of a token (modeled" in text and "### Waterfall" in text
