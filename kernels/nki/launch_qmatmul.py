@@ -2,9 +2,11 @@
 (the launcher contract of `nkilab.kernels.ops._op`).
 
 Inputs arrive validated by the public API (`nkilab.kernels.qmatmul`). The kernel reads the QuantizedWeight
-arrays as they are (data, scales, zeros in their HBM layouts) and x as [M, K]; the host only narrows float64
-inputs to float32 (NeuronCores have no float64) and widens the kernel's float32 result back when float64 was
-asked for.
+arrays in their HBM layouts (data, scales, zeros) but for two prepared copies — symmetric int4 nibbles as offset
+binary (xor 0x88 per byte: the unpack needs no xor) and the scales once more channels first ([N, G]: decode loads
+them with the channels on partitions) — and x as [M, K]; the host also narrows float64 inputs to float32
+(NeuronCores have no float64) and widens the kernel's float32 result back when float64 was asked for. On a device
+the prepared copies belong with the weights, made once when they are loaded.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from .qmatmul import ACCEPTED_OUT, MAX_K, PMAX, qmatmul_kernel
 from .qmatmul.tuning import check_overrides
 
 X_DTYPES = ("float32", "bfloat16", "float16", "float64")  # x dtypes accepted (float64 narrowed to float32)
+# symmetric int4 nibbles (two's complement -8..7) xor 8 = offset binary q + 8 (0..15): the kernel's unpack then
+# needs no xor (kernels/nki/qmatmul/DESIGN.md, "int4 unpack"); both nibbles of a byte at once
+OFFSET_BINARY_FLIP = np.uint8(0x88)
 # what `nkilab tune` searches (`launch_tuning`): values around `qmatmul.tuning`'s defaults; prefill_sbuf_bytes
 # 512 KiB is more than any target's SBUF partition: the emulator refuses the problems whose resident x^T and
 # weights then outgrow it, and tune rejects it
@@ -75,7 +80,9 @@ def qmatmul(x, qw: QuantizedWeight, *, out_dtype=None, target: str | None = None
 
 def kernel_inputs(x, qw: QuantizedWeight, out_name: str, tuning: dict | None = None) -> tuple[tuple, dict]:
     """(args, kwargs) of `qmatmul_kernel` for validated inputs: x [M, K] (float64 narrowed to float32) or a
-    QuantizedActivation's data and scales, the QuantizedWeight arrays as they are, and the compile-time config
+    QuantizedActivation's data and scales, the QuantizedWeight arrays as they are but for two host-side
+    layouts (prepared weights): symmetric int4 data as offset-binary nibbles (every byte xor 0x88) and the scales
+    once more, channels first, and the compile-time config
     (out_dtype: `out_name`, or float32 when the device cannot produce it, e.g. float64; the `tuning` overrides,
     checked by `check_overrides`)."""
     if tuning is not None:
@@ -84,7 +91,9 @@ def kernel_inputs(x, qw: QuantizedWeight, out_name: str, tuning: dict | None = N
     xdata = x.data if w8a8 else np.asarray(x)
     if xdata.dtype == np.float64:
         xdata = xdata.astype(np.float32)
-    args = (xdata, qw.data, qw.scales.astype(np.float32), qw.zeros, x.scales if w8a8 else None)
+    scales = qw.scales.astype(np.float32)
+    data = qw.data ^ OFFSET_BINARY_FLIP if qw.scheme == "int4" and qw.symmetric else qw.data
+    args = (xdata, data, scales, np.ascontiguousarray(scales.T), qw.zeros, x.scales if w8a8 else None)
     kernel_out = out_name if out_name in ACCEPTED_OUT else "float32"
     return args, dict(scheme=qw.scheme, group_size=None if qw.group_size is None else int(qw.group_size),
                       symmetric=bool(qw.symmetric), out_dtype=kernel_out, **(tuning or {}))

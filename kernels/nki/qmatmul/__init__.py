@@ -1,7 +1,7 @@
 """Quantized matmul on NeuronCores: y[M, N] = x[M, K] @ W[K, N] with W = (q - z) * s.
 
 Schemes: int8 (q int8 [K, N]); int4 (q packed two per byte along K, uint8 [K/2, N], low nibble = even k;
-symmetric -8..7 or asymmetric 0..15 with zero points z); fp8_e4m3 / fp8_e4m3fn (q fp8 [K, N]); scales s
+symmetric -8..7 given offset binary, q + 8, or asymmetric 0..15 with zero points z); fp8_e4m3 / fp8_e4m3fn (q fp8 [K, N]); scales s
 float32 per output channel [1, N] or per group of G rows along K [K/G, N]; W8A8: x itself fp8 [M, K] with
 one float32 scale per token [M, 1] and fp8 per-channel weights.
 
@@ -32,10 +32,10 @@ __all__ = ["qmatmul_kernel", "MAX_K", "ACCEPTED_OUT", "PMAX"]  # PMAX: the K-til
 
 
 @nki.jit
-def qmatmul_kernel(x, w, scales, zeros=None, x_scales=None, scheme="int8", group_size=None, symmetric=True,
+def qmatmul_kernel(x, w, scales, scales_t, zeros=None, x_scales=None, scheme="int8", group_size=None, symmetric=True,
                    out_dtype="float32", int4_nibbles_as_fp8=True, decode_max_m=None, decode_dma_cols=None,
-                   decode_min_dma_cols=None, decode_psum_banks=None, decode_lookahead=None, prefill_sbuf_bytes=None,
-                   x_chunk=None, prefill_psum_banks=None):
+                   decode_min_dma_cols=None, decode_psum_banks=None, decode_lookahead=None, decode_split_last=None,
+                   decode_shift_max_m=None, prefill_sbuf_bytes=None, x_chunk=None, prefill_psum_banks=None):
     """y = x @ ((q - z) * s) for weight-only int8/int4/fp8 and W8A8 fp8.
 
     Config arguments follow the tensors without a `*` separator: the NKI 0.2-0.6 compiler frontend
@@ -43,8 +43,11 @@ def qmatmul_kernel(x, w, scales, zeros=None, x_scales=None, scheme="int8", group
 
     Dimensions:  M rows of x; K contraction (K % G == 0, even for int4, K <= MAX_K); N output channels.
     Args:        x: [M, K] float32|bfloat16|float16, or fp8 for W8A8, HBM.
-                 w: int8 [K, N] | uint8 [K/2, N] (int4) | float8_e4m3 / float8_e4m3fn [K, N], HBM.
+                 w: int8 [K, N] | uint8 [K/2, N] (int4: nibbles 0..15, symmetric ones offset binary q + 8,
+                 the launcher's prepared copy) | float8_e4m3 / float8_e4m3fn [K, N], HBM.
                  scales: float32 [K/G, N] or [1, N] (per channel), HBM.
+                 scales_t: the same scales channels first, float32 [N, K/G] (or [N, 1]), HBM: a host-side
+                 layout decode loads with the channels on partitions by plain DMAs.
                  zeros: uint8 zero points shaped like scales (int4 asymmetric), else None.
                  x_scales: float32 [M, 1] per-token scales (W8A8), else None.
                  scheme: "int8" | "int4" | "fp8_e4m3" | "fp8_e4m3fn"; group_size: G or None (per channel);
@@ -78,7 +81,9 @@ def qmatmul_kernel(x, w, scales, zeros=None, x_scales=None, scheme="int8", group
     v2 = nisa.get_nc_version() == nisa.nc_version.gen2
     tun = Tuning(scheme, v2, dict(decode_max_m=decode_max_m, decode_dma_cols=decode_dma_cols,
                                   decode_min_dma_cols=decode_min_dma_cols, decode_psum_banks=decode_psum_banks,
-                                  decode_lookahead=decode_lookahead, prefill_sbuf_bytes=prefill_sbuf_bytes,
+                                  decode_lookahead=decode_lookahead, decode_split_last=decode_split_last,
+                                  decode_shift_max_m=decode_shift_max_m,
+                                  prefill_sbuf_bytes=prefill_sbuf_bytes,
                                   x_chunk=x_chunk, prefill_psum_banks=prefill_psum_banks))
     geo = Geometry(scheme, group_size, symmetric, k, m, w8a8, out_dtype=out_dtype, fp8_nibbles=int4_nibbles_as_fp8,
                    byte_transposes=v2, tuning=tun)
@@ -88,7 +93,7 @@ def qmatmul_kernel(x, w, scales, zeros=None, x_scales=None, scheme="int8", group
         # W8A8 prefill with e4m3 on NeuronCore-v3+: fp8 x fp8 double-row matmuls (2x TensorE rate); v2 keeps bf16
         geo = Geometry(scheme, group_size, symmetric, k, m, w8a8, pairs=True, out_dtype=out_dtype, tuning=tun)
     out = nl.ndarray((m, n), dtype=getattr(nl, out_dtype), buffer=nl.shared_hbm)
-    ops = Operands(x, w, scales, zeros, x_scales, out, nl.program_id(0), nl.num_programs(0))
+    ops = Operands(x, w, scales, scales_t, zeros, x_scales, out, nl.program_id(0), nl.num_programs(0))
     if use_decode:
         decode(ops, geo)
     else:

@@ -24,7 +24,7 @@ class DecodeFetch(nl.NKIObject):
 
 class DecodePlan(nl.NKIObject):
     """Decode tiling of one call: group chunks, N blocks, 128-channel sub-tiles per PSUM bank, and this program's
-    weight fetches in stream order (`work`, a list of DecodeFetch)."""
+    weight fetches in stream order (`work`, a list of DecodeFetch) of its blocks (`mine`, indices into blocks)."""
 
     def __init__(self, geo, n, pid, nprog):
         # group chunks small enough that min_cols columns of partial sums fit the PSUM banks: int8/fp8 decode is
@@ -38,7 +38,8 @@ class DecodePlan(nl.NKIObject):
         # int4 fetches several K steps per DMA and unpack instruction (>= decode_dma_cols columns' worth): the
         # bit ops' fixed cost per instruction is large next to narrow blocks' element work
         per_fetch = max(1, tun.decode_dma_cols // self.blocks[0][1]) if geo.int4 else 1
-        self.work = [DecodeFetch(b, c, run) for b in range(pid, len(self.blocks), nprog)
+        self.mine = list(range(pid, len(self.blocks), nprog))  # this program's blocks
+        self.work = [DecodeFetch(b, c, run) for b in self.mine
                      for c in range(len(self.chunks)) for run in _step_runs(geo, self.chunks[c].steps, per_fetch)]
 
     def batches(self, subs):
@@ -66,12 +67,17 @@ class PartialSums(nl.NKIObject):
 
 
 class ChunkScales(nl.NKIObject):
-    """What the epilogue of one group chunk applies: s: [ng, nbw] float32 scale rows; zs: zero points times scales
-    (int4 asymmetric, else None; symmetric: z = 8); gsum_T: [ng, M] group sums of x (int4, else None); xs_rep:
+    """What the epilogue of one group chunk (groups g0 .. g0+ng-1) applies: s_T: [128, subs, G] float32 scales of
+    the block with the channels on partitions (`_scales_T`: channel j0 + p of sub-tile j, group g at [p, j, g]);
+    shift: [128, ng, M] float32, the symmetric int4 zero-point term -8·X[g, m] in partial-sum units, the same on
+    every partition (`_group_sums_rep`; else None); zs, z: the zero-point term as a matmul, acc += z · zs^T X,
+    zs [ng, nbw] float32 rows of z·s (int4 asymmetric, z = -1) or of s (symmetric int4 at M above
+    decode_shift_max_m, z = -8), else None; gsum_T: [ng, M] group sums of x (with zs, else None); xs_rep:
     [128, M] per-token scales (W8A8, else None)."""
 
-    def __init__(self, s, zs, gsum_T, xs_rep):
-        self.s, self.zs, self.gsum_T, self.xs_rep = s, zs, gsum_T, xs_rep
+    def __init__(self, g0, s_T, shift, xs_rep):
+        self.g0, self.s_T, self.shift, self.xs_rep = g0, s_T, shift, xs_rep
+        self.zs, self.z, self.gsum_T = None, None, None
 
 
 def decode(ops, geo):
@@ -85,16 +91,25 @@ def decode(ops, geo):
     x_sb = nl.ndarray((geo.m, ops.x.shape[1]), dtype=nl.bfloat16, buffer=nl.sbuf)
     nisa.dma_copy(dst=x_sb, src=ops.x)
     moving = _decode_moving(x_sb, geo)
-    gsums = [_group_sums_T(x_sb, geo, chunk) for chunk in plan.chunks] if geo.int4 else None
+    # symmetric int4's zero-point term: subtracted from the partial sums on VectorE (N·G·M element ops) at small
+    # M, as a TensorE fp32 matmul over the groups (as asymmetric int4 must, z varying per channel) at larger M
+    shifted = geo.int4 and geo.symmetric and geo.m <= geo.tuning.decode_shift_max_m
+    zero_matmul = geo.int4 and not shifted
+    gsums = [_group_sums_T(x_sb, geo, chunk) for chunk in plan.chunks] if zero_matmul else None
+    shifts = _group_sums_rep(moving, geo, plan.chunks) if shifted else None
     # per-token scales as a row replicated over the output-channel partitions: partition stride 0 in HBM
     xs_rep = replicated_row(ops.x_scales, 0, 0, geo.m, nl.float32, PMAX) if geo.w8a8 else None
     work = plan.work
     lookahead = geo.tuning.decode_lookahead
-    ahead = [_fetch(ops.w, geo, plan, work[t]) for t in range(min(lookahead, len(work)))]
+    ahead = [_fetch(ops.w, geo, plan, work, t) for t in range(min(lookahead, len(work)))]
+    # the scales of every block, channels on partitions, issued right behind the first fetches: a load issued
+    # later queues behind every weight transfer already issued (HBM serves them in turn), and the last block's
+    # epilogue would wait for the whole stream to land first
+    scales_T = {b: _scales_T(ops.scales_t, plan.blocks[b], geo) for b in plan.mine}
     pending = []  # finished y blocks, stored once the next block's matmuls are issued
     for t, item in enumerate(work):
         if t + lookahead < len(work):
-            ahead.append(_fetch(ops.w, geo, plan, work[t + lookahead]))
+            ahead.append(_fetch(ops.w, geo, plan, work, t + lookahead))
         fetched = ahead.pop(0)
         chunk = plan.chunks[item.c]
         if item.run[0] == chunk.steps[0]:
@@ -106,7 +121,10 @@ def decode(ops, geo):
             continue
         if item.c == 0 and pending:
             _store_transposed(ops.out, pending.pop(), geo)
-        scales = _chunk_scales(ops, yblk, chunk, gsums[item.c] if gsums else None, xs_rep, geo)
+        scales = ChunkScales(chunk.g0, scales_T[item.b], shifts[item.c] if shifts else None, xs_rep)
+        if zero_matmul:
+            scales.zs, scales.z = _zero_point_rows(ops, yblk, chunk, geo.symmetric)
+            scales.gsum_T = gsums[item.c]
         for bank, batch, (b0, nb) in zip(sums.banks, plan.batches(yblk.subs), tiles(len(yblk.subs), plan.per_bank)):
             rows = batch[0][1]
             _decode_epilogue(yblk.yT[0:rows, b0:b0 + nb, :], bank[0:rows], batch, scales, chunk.ng, geo,
@@ -128,14 +146,15 @@ def _multiply(sums, yblk, item, fetched, moving, chunk, geo):
                                moving=xm[0:step.rows])
 
 
-def _chunk_scales(ops, yblk, chunk, gsum_T, xs_rep, geo):
-    """ChunkScales of one group chunk for the block's columns: scale rows, and for int4 asymmetric z·s rows."""
+def _zero_point_rows(ops, yblk, chunk, symmetric):
+    """(rows, z) of the zero-point matmul of one group chunk for the block's columns: float32 [ng, nbw] rows of s
+    with z = -8 (symmetric), or of z·s with z = -1 (asymmetric)."""
     s_sb = _load_rows(ops.scales, chunk.g0, chunk.ng, yblk.nb0, yblk.nbw)
-    zs_sb = None
-    if geo.int4 and not geo.symmetric:
-        zs_sb = _load_rows(ops.zeros, chunk.g0, chunk.ng, yblk.nb0, yblk.nbw)
-        nisa.tensor_tensor(dst=zs_sb, data1=zs_sb, data2=s_sb, op=nl.multiply)
-    return ChunkScales(s_sb, zs_sb, gsum_T, xs_rep)
+    if symmetric:
+        return s_sb, -float(INT4_SYM_OFFSET)
+    zs_sb = _load_rows(ops.zeros, chunk.g0, chunk.ng, yblk.nb0, yblk.nbw)
+    nisa.tensor_tensor(dst=zs_sb, data1=zs_sb, data2=s_sb, op=nl.multiply)
+    return zs_sb, -1.0
 
 
 def _step_runs(geo, step_ids, per_fetch):
@@ -150,15 +169,19 @@ def _step_runs(geo, step_ids, per_fetch):
     return runs
 
 
-def _fetch(w, geo, plan, item):
-    """The weight tiles of one DecodeFetch: per step of its run, its TensorE operand(s)."""
+def _fetch(w, geo, plan, work, t):
+    """The weight tiles of fetch work[t] (a DecodeFetch): per step of its run, its TensorE operand(s). The last
+    decode_split_last fetches of the stream convert int8 / fp8e4m3fn on all three engines at once: nothing
+    follows them to overlap with, so their conversion time is tail."""
+    item = work[t]
     nb0, nbw = plan.blocks[item.b]
     if not geo.int4:
-        return [load_weight_tile(w, geo.steps[i], nb0, nbw, geo, turn=item.b + i) for i in item.run]
+        split = t >= len(work) - geo.tuning.decode_split_last
+        return [load_weight_tile(w, geo.steps[i], nb0, nbw, geo, turn=item.b + i, split=split) for i in item.run]
     r0, rows = geo.steps[item.run[0]].r0, geo.steps[item.run[0]].rows
     n = w.shape[1]
     # packed rows r0 + rows * s + p of the run's steps s as one [rows, steps, nbw] tile (runs of full steps)
-    lo, hi = load_nibbles(w.ap([[n, rows], [rows * n, len(item.run)], [1, nbw]], offset=r0 * n + nb0), geo.symmetric)
+    lo, hi = load_nibbles(w.ap([[n, rows], [rows * n, len(item.run)], [1, nbw]], offset=r0 * n + nb0))
     if geo.fp8_nibbles:
         lo, hi = lo.view(nl.float8_e4m3), hi.view(nl.float8_e4m3)
     else:  # one ScalarE and one GpSimd copy for the whole run (VectorE has just unpacked it)
@@ -168,33 +191,58 @@ def _fetch(w, geo, plan, item):
 
 def _decode_moving(x_sb, geo):
     """Per K step, the moving operand(s) [rows, ng, M] bf16: x^T, block-diagonal over the step's groups
-    (int4: one for the even-k half, one for the odd-k half). x_sb: [M, K] bf16 SBUF."""
+    (int4: one for the even-k half, one for the odd-k half). x_sb: [M, K] bf16 SBUF.
+
+    Runs of consecutive slots (step, half) with equal rows and groups share one PSUM tile of x^T (one bank) and
+    one VectorE op (the mask multiply, or the copy out of PSUM): per-slot ops, each paying the engine's fixed
+    cost, kept VectorE busy for ~3 µs before the first weight tile could be converted or unpacked."""
     m = geo.m
     mask = _group_mask(geo) if geo.ngmax > 1 else None
+    slots = [(i, h, cols, rows) for i in range(len(geo.steps)) for h, (cols, rows) in enumerate(geo.halves(i))]
+    moving = [[None] * len(geo.halves(i)) for i in range(len(geo.steps))]
     # a one-row transpose mixes no rows: only M > 1 needs the byte path on NeuronCore-v2
-    planes = byte_values(x_sb, 2) if geo.byte_transposes and m > 1 else None
-    moving = []
-    for i, step in enumerate(geo.steps):
-        rows, ng = step.rows, step.ng
-        halves = []
-        for cols, _ in geo.halves(i):
-            if planes is not None:
-                xT = transpose_bytes(planes, m, cols, 2, nl.bfloat16).expand_dim(1)  # SBUF [rows, 1, M]
-            else:
-                xT = nl.ndarray((rows, 1, m), dtype=nl.bfloat16, buffer=nl.psum)
-                nisa.nc_transpose(dst=xT, data=x_sb[0:m, cols[0]:cols[1]:cols[2]])
-            if ng > 1:
-                xm = nl.ndarray((rows, ng, m), dtype=nl.bfloat16, buffer=nl.sbuf)
-                nisa.tensor_tensor(dst=xm, data1=xT.broadcast(1, ng),
-                                   data2=mask[0:rows, 0:ng, :].broadcast(2, m), op=nl.multiply)
-            elif planes is not None:
-                xm = xT
-            else:
-                xm = nl.ndarray((rows, ng, m), dtype=nl.bfloat16, buffer=nl.sbuf)
-                nisa.tensor_copy(dst=xm, src=xT)
-            halves.append(xm)
-        moving.append(halves)
+    if geo.byte_transposes and m > 1:
+        planes = byte_values(x_sb, 2)
+        for i, h, cols, rows in slots:
+            xT = transpose_bytes(planes, m, cols, 2, nl.bfloat16).expand_dim(1)  # SBUF [rows, 1, M]
+            ng = geo.steps[i].ng
+            moving[i][h] = _masked(xT.expand_dim(1), mask, ng, 1)[:, 0] if ng > 1 else xT
+        return moving
+    for run in _slot_runs(slots, geo, 2 * PSUM_FMAX // m):
+        rows, ng = run[0][3], geo.steps[run[0][0]].ng
+        xT = nl.ndarray((rows, len(run), m), dtype=nl.bfloat16, buffer=nl.psum)
+        for r, (_, _, cols, _) in enumerate(run):
+            nisa.nc_transpose(dst=xT[:, r, :], data=x_sb[0:m, cols[0]:cols[1]:cols[2]])
+        if ng > 1:
+            xm = _masked(xT.expand_dim(2), mask, ng, len(run))
+        else:
+            xm = nl.ndarray((rows, len(run), 1, m), dtype=nl.bfloat16, buffer=nl.sbuf)
+            nisa.tensor_copy(dst=xm, src=xT.expand_dim(2))
+        for r, (i, h, _, _) in enumerate(run):
+            moving[i][h] = xm[:, r]
     return moving
+
+
+def _masked(xT, mask, ng, runs):
+    """xm [rows, runs, ng, M] bf16 SBUF = xT [rows, runs, 1, M] times the group mask: block-diagonal copies."""
+    rows, m = xT.shape[0], xT.shape[-1]
+    xm = nl.ndarray((rows, runs, ng, m), dtype=nl.bfloat16, buffer=nl.sbuf)
+    nisa.tensor_tensor(dst=xm, data1=xT.broadcast(2, ng),
+                       data2=mask[0:rows, 0:ng, :].expand_dim(1).broadcast(1, runs).broadcast(3, m), op=nl.multiply)
+    return xm
+
+
+def _slot_runs(slots, geo, most):
+    """slots (step, half, cols, rows) cut into runs of consecutive ones with equal rows and groups, at most `most`
+    each."""
+    runs = []
+    for slot in slots:
+        last = runs[-1][-1] if runs else None
+        if last and len(runs[-1]) < most and last[3] == slot[3] and geo.steps[last[0]].ng == geo.steps[slot[0]].ng:
+            runs[-1].append(slot)
+        else:
+            runs.append([slot])
+    return runs
 
 
 def _group_mask(geo):
@@ -228,6 +276,50 @@ def _group_sums_T(x_sb, geo, chunk):
     return sums_T
 
 
+def _scales_T(scales_t, block, geo):
+    """The scales of N block (nb0, nbw) with the channels on partitions, from their channels-first HBM layout
+    scales_t [N, G]: float32 SBUF [128, subs, G], s_T[p, j, g] = s[g, nb0 + 128 j + p] (a ragged last sub-tile
+    fills rows 0..nsz; the rest is never read into a stored output), times FP8_NIBBLE for int4 nibbles read as
+    fp8 (one ScalarE copy; exact). One DMA for the full sub-tiles (runs of G scales, over all 16 DMA engines),
+    one more for a ragged last one."""
+    nb0, nbw = block
+    g = scales_t.shape[1]
+    full, rest = nbw // N_SUB, nbw % N_SUB
+    s_T = nl.ndarray((PMAX, full + (1 if rest else 0), g), dtype=nl.float32, buffer=nl.sbuf)
+    if full:
+        nisa.dma_copy(dst=s_T[:, 0:full, :], src=scales_t.ap([[g, N_SUB], [N_SUB * g, full], [1, g]], offset=nb0 * g))
+    if rest:
+        nisa.dma_copy(dst=s_T[0:rest, full, :], src=scales_t[nb0 + full * N_SUB:nb0 + nbw, :])
+    if geo.fp8_nibbles:  # int4 partial sums come from the fp8 view of the nibbles, u / FP8_NIBBLE
+        nisa.activation(dst=s_T, op=nl.copy, data=s_T, scale=FP8_NIBBLE)
+    return s_T
+
+
+def _group_sums_rep(moving, geo, chunks):
+    """Symmetric int4: per group chunk, shift[p, g, m] = -8 · X[g, m] / f on every partition p, X[g, m] =
+    Σ_{k in group g} bf16(x[m, k]), f = FP8_NIBBLE for nibbles read as fp8 (else 1): the zero-point term in the
+    units of the partial sums, float32 SBUF [128, ng, M]. TensorE sums the moving operands (the block-diagonal
+    x^T of each K step) against a stationary of ones, one matmul per K step and nibble half, into one PSUM tile
+    per chunk: X lands on all 128 output-channel partitions, so the epilogue subtracts it with one VectorE op
+    (no transposes, nothing mixed across tokens)."""
+    ones = nl.ndarray((PMAX, N_SUB), dtype=nl.bfloat16, buffer=nl.sbuf)
+    nisa.memset(dst=ones, value=1.0)
+    f = FP8_NIBBLE if geo.fp8_nibbles else 1.0
+    shifts = []
+    for chunk in chunks:
+        ps = nl.ndarray((N_SUB, chunk.ng, geo.m), dtype=nl.float32, buffer=nl.psum)
+        for i in chunk.steps:
+            step = geo.steps[i]
+            g0 = step.g0 - chunk.g0
+            for xm in moving[i]:
+                nisa.nc_matmul(dst=ps[:, g0:g0 + step.ng, :], stationary=ones[0:step.rows, :],
+                               moving=xm[0:step.rows])
+        shift = nl.ndarray((N_SUB, chunk.ng, geo.m), dtype=nl.float32, buffer=nl.sbuf)
+        nisa.activation(dst=shift, op=nl.copy, data=ps, scale=-float(INT4_SYM_OFFSET) / f)
+        shifts.append(shift)
+    return shifts
+
+
 def _load_rows(t, g0, gc, nb0, nbw):
     """Rows g0 .. g0+gc of a [groups, N] HBM tensor, columns nb0 .. nb0+nbw, as float32 SBUF [gc, nbw]."""
     sb = nl.ndarray((gc, nbw), dtype=nl.float32, buffer=nl.sbuf)
@@ -235,89 +327,105 @@ def _load_rows(t, g0, gc, nb0, nbw):
     return sb
 
 
-def _transposed(src, batch, gc, scale):
-    """float32 SBUF [rows, nb, gc, 1] (rows = the first sub-tile's channels): for each sub-tile (j0, nsz) of
-    `batch`, columns j0 .. j0+nsz of src [gc, nbw] times `scale` (a power of two: exact) with the channels
-    moved onto partitions (TensorE transposes into one PSUM bank, one ScalarE copy out)."""
-    rows = batch[0][1]
-    ps = nl.ndarray((rows, len(batch), gc), dtype=nl.float32, buffer=nl.psum)
-    for jj, (j0, nsz) in enumerate(batch):
-        nisa.nc_transpose(dst=ps[0:nsz, jj, :], data=src[0:gc, j0:j0 + nsz])
-    sb = nl.ndarray((rows, len(batch), gc, 1), dtype=nl.float32, buffer=nl.sbuf)
-    nisa.activation(dst=sb, op=nl.copy, data=ps, scale=scale)
-    return sb
-
-
 def _decode_epilogue(acc, part, batch, scales, gc, geo, accumulate):
-    """acc[:, j, :] (+)= Σ_g sT_j[:, g] · part[:, j, g, :] - Σ_g (z·s)[g, sub-tile j]^T · X[g] for the
-    128-channel sub-tiles j of `batch` (those sharing one PSUM bank), each VectorE op covering all of them.
+    """acc[:, j, :] (+)= Σ_g sT_j[:, g] · (part[:, j, g, :] + shift[g]) - Σ_g (z·s)[g, sub-tile j]^T · X[g] for
+    the 128-channel sub-tiles j of `batch` (those sharing one PSUM bank), each VectorE op covering all of them.
 
     acc: SBUF [rows, nb, M]; part: PSUM [rows, nb, gc, M] per-group partial sums; batch: nb (j0, nsz)
     sub-tiles (only the last may be ragged: its rows past nsz are never stored); scales: the chunk's
-    ChunkScales. The zero-point term is a contraction over the groups, so it runs on TensorE in fp32
-    (stationary = the [gc, nsz] rows as loaded, moving = X^T) instead of on VectorE."""
+    ChunkScales (shift: symmetric int4 at small M; zs: the zero-point term as a contraction over the groups, run
+    on TensorE in fp32: stationary = the [gc, nsz] rows as loaded, moving = X^T)."""
     m = geo.m
     rows, nb = batch[0][1], len(batch)
-    # int4 partial sums come from the fp8 view of the nibbles, u / FP8_NIBBLE: the factor rides on the scales
-    sT = _transposed(scales.s, batch, gc, FP8_NIBBLE if geo.fp8_nibbles else 1.0)
-    res = nl.ndarray((rows, nb, m), dtype=nl.float32, buffer=nl.sbuf) if (accumulate or geo.int4) else acc
+    b0, g0 = batch[0][0] // N_SUB, scales.g0
+    zero_matmul = scales.zs is not None
+    res = nl.ndarray((rows, nb, m), dtype=nl.float32, buffer=nl.sbuf) if (accumulate or zero_matmul) else acc
+    s_T = scales.s_T[0:rows, b0:b0 + nb, g0:g0 + gc]
+    if scales.shift is not None:
+        shifted = nl.ndarray((rows, nb, gc, m), dtype=nl.float32, buffer=nl.sbuf)
+        nisa.tensor_tensor(dst=shifted, data1=part, data2=scales.shift[0:rows].expand_dim(1).broadcast(1, nb),
+                           op=nl.add)
+        part = shifted
     if geo.per_channel:
-        nisa.tensor_tensor(dst=res, data1=part[:, :, 0, :], data2=sT[:, :, 0, :].broadcast(2, m), op=nl.multiply)
+        nisa.tensor_tensor(dst=res, data1=part[:, :, 0, :], data2=s_T[:, :, 0:1].broadcast(2, m), op=nl.multiply)
         if geo.w8a8:
             nisa.tensor_tensor(dst=res, data1=res, data2=scales.xs_rep[0:rows, :].expand_dim(1).broadcast(1, nb),
                                op=nl.multiply)
     else:
         scaled = nl.ndarray((rows, nb, gc, m), dtype=nl.float32, buffer=nl.sbuf)
-        nisa.tensor_tensor(dst=scaled, data1=part, data2=sT.broadcast(3, m), op=nl.multiply)
+        if zero_matmul and geo.int4:
+            # int4 with the zero-point matmul (larger M): VectorE is the busiest engine (unpack, reduce), so
+            # ScalarE copies the partial sums out of PSUM and GpSimd (which cannot read PSUM) scales them
+            nisa.activation(dst=scaled, op=nl.copy, data=part)
+            nisa.tensor_tensor(dst=scaled, data1=scaled, data2=s_T.expand_dim(3).broadcast(3, m), op=nl.multiply,
+                               engine=nisa.engine.gpsimd)
+        else:
+            nisa.tensor_tensor(dst=scaled, data1=part, data2=s_T.expand_dim(3).broadcast(3, m), op=nl.multiply)
         nisa.tensor_reduce(dst=res, op=nl.add, data=scaled.permute((0, 1, 3, 2)), axis=3)
-    if geo.int4:
+    if zero_matmul:
         corr = nl.ndarray((rows, nb, m), dtype=nl.float32, buffer=nl.psum)
-        sz, z = (scales.s, -float(INT4_SYM_OFFSET)) if geo.symmetric else (scales.zs, -1.0)
         for jj, (j0, nsz) in enumerate(batch):
-            nisa.nc_matmul(dst=corr[0:nsz, jj, :], stationary=sz[0:gc, j0:j0 + nsz], moving=scales.gsum_T)
-        nisa.scalar_tensor_tensor(dst=res if accumulate else acc, data=corr, op0=nl.multiply, operand0=z,
+            nisa.nc_matmul(dst=corr[0:nsz, jj, :], stationary=scales.zs[0:gc, j0:j0 + nsz], moving=scales.gsum_T)
+        nisa.scalar_tensor_tensor(dst=res if accumulate else acc, data=corr, op0=nl.multiply, operand0=scales.z,
                                   op1=nl.add, operand1=res)
     if accumulate:
         nisa.tensor_tensor(dst=acc, data1=acc, data2=res, op=nl.add)
 
 
 def _store_transposed(out, yblk, geo):
-    """out[:, nb0 : nb0+nbw] = yT^T, 512 columns at a time: TensorE transposes of each [nsz, M] sub-tile into
-    one PSUM bank, one copy out of PSUM, one DMA. A 16-bit y is rounded first (one ScalarE copy: the same
-    single rounding as the final cast), so the transposes move 2-byte elements (fp32 ones take 4 passes).
-    NeuronCore-v2: `_store_bytes`, so that a non-finite output (a NaN weight or scale) stays in its column."""
+    """out[:, nb0 : nb0+nbw] = yT^T. A 16-bit y is rounded first (one ScalarE copy: the same single rounding as
+    the final cast). M = 1: y^T goes to HBM as it is, channels on partitions (`_store_column`: no transpose, so
+    nothing to mix on NeuronCore-v2 either). Else TensorE transposes of each [nsz, M] sub-tile into one PSUM tile
+    of the block, one copy out of it, one DMA (one store per block: a store queues behind the weight transfers
+    issued before it, so fewer is better); a 16-bit y makes the transposes move 2-byte elements (fp32 ones take 4
+    passes). NeuronCore-v2, M > 1: `_store_bytes`, so that a non-finite output (a NaN weight or scale) stays in
+    its column."""
     m, yT, subs = geo.m, yblk.yT, yblk.subs
     if geo.narrow_out:
         rounded = nl.ndarray((subs[0][1], len(subs), m), dtype=out.dtype, buffer=nl.sbuf)
         nisa.activation(dst=rounded, op=nl.copy, data=yT[0:subs[0][1]])
         yT = rounded
+    if m == 1:
+        _store_column(out, yblk, yT)
+        return
     if geo.byte_transposes:
         _store_bytes(out, yblk, yT, geo)
         return
-    for o0, ow in tiles(yblk.nbw, N_BLOCK):
-        o_ps = nl.ndarray((m, ow), dtype=yT.dtype, buffer=nl.psum)
-        for j, (j0, nsz) in enumerate(subs):
-            if o0 <= j0 < o0 + ow:
-                nisa.nc_transpose(dst=o_ps[:, j0 - o0:j0 - o0 + nsz], data=yT[0:nsz, j, :])
-        o_sb = nl.ndarray((m, ow), dtype=out.dtype, buffer=nl.sbuf)
-        if geo.int4:  # ScalarE: VectorE unpacks the int4 weights
-            nisa.activation(dst=o_sb, op=nl.copy, data=o_ps)
-        else:
-            nisa.tensor_copy(dst=o_sb, src=o_ps)
-        nisa.dma_copy(dst=out[:, yblk.nb0 + o0:yblk.nb0 + o0 + ow], src=o_sb)
+    o_ps = nl.ndarray((m, yblk.nbw), dtype=yT.dtype, buffer=nl.psum)
+    for j, (j0, nsz) in enumerate(subs):
+        nisa.nc_transpose(dst=o_ps[:, j0:j0 + nsz], data=yT[0:nsz, j, :])
+    o_sb = nl.ndarray((m, yblk.nbw), dtype=out.dtype, buffer=nl.sbuf)
+    if geo.int4:  # ScalarE: VectorE unpacks the int4 weights
+        nisa.activation(dst=o_sb, op=nl.copy, data=o_ps)
+    else:
+        nisa.tensor_copy(dst=o_sb, src=o_ps)
+    nisa.dma_copy(dst=out[:, yblk.nb0:yblk.nb0 + yblk.nbw], src=o_sb)
+
+
+def _store_column(out, yblk, yT):
+    """M = 1: out[0, nb0 + 128 j + p] = yT[p, j, 0] by strided DMAs (one for the full sub-tiles, one for a ragged
+    last one), each over the 16 DMA engines of its partitions."""
+    nb0, nbw = yblk.nb0, yblk.nbw
+    full, rest = nbw // N_SUB, nbw % N_SUB
+    if full:
+        nisa.dma_copy(dst=out.ap([[1, N_SUB], [N_SUB, full]], offset=nb0), src=yT[0:N_SUB, 0:full, 0])
+    if rest:
+        nisa.dma_copy(dst=out.ap([[1, rest], [1, 1]], offset=nb0 + full * N_SUB), src=yT[0:rest, full:full + 1, 0])
 
 
 def _store_bytes(out, yblk, yT, geo):
     """`_store_transposed` with bit-exact byte transposes (`transpose.transpose_planes`): one conversion of y^T
-    [rows, subs, M] to byte values, `width` one-pass transposes per sub-tile into one PSUM bank per store tile
-    (2 · PSUM_FMAX / width columns: one bank's 2 KiB of bf16 byte values), one copy back to bytes, one DMA."""
+    [rows, subs, M] to byte values, `width` one-pass transposes per sub-tile into one PSUM bank per
+    2 · PSUM_FMAX / width columns (one bank's 2 KiB of bf16 byte values), one copy back to bytes per bank into one
+    SBUF tile of the block, one DMA for the block."""
     m, subs, width = geo.m, yblk.subs, 4 if yT.dtype == nl.float32 else 2
     planes = byte_values(yT[0:subs[0][1]], width)  # [rows, subs, M * width]
+    o_bytes = nl.ndarray((m, yblk.nbw * width), dtype=nl.uint8, buffer=nl.sbuf)
     for o0, ow in tiles(yblk.nbw, 2 * PSUM_FMAX // width):
         o_ps = nl.ndarray((m, ow, width), dtype=nl.bfloat16, buffer=nl.psum)
         for j, (j0, nsz) in enumerate(subs):
             if o0 <= j0 < o0 + ow:
                 transpose_planes(o_ps[:, j0 - o0:j0 - o0 + nsz, :], planes[:, j, :], nsz, (0, m, 1), width)
-        o_bytes = nl.ndarray((m, ow * width), dtype=nl.uint8, buffer=nl.sbuf)
-        assemble(o_bytes, o_ps, on_scalar=geo.int4)  # ScalarE for int4: VectorE unpacks the int4 weights
-        nisa.dma_copy(dst=out[:, yblk.nb0 + o0:yblk.nb0 + o0 + ow], src=o_bytes.view(out.dtype))
+        # ScalarE for int4: VectorE unpacks the int4 weights
+        assemble(o_bytes[:, o0 * width:(o0 + ow) * width], o_ps, on_scalar=geo.int4)
+    nisa.dma_copy(dst=out[:, yblk.nb0:yblk.nb0 + yblk.nbw], src=o_bytes.view(out.dtype))

@@ -10,13 +10,15 @@ from .._tiling import PMAX, tiles
 class Operands(nl.NKIObject):
     """The HBM tensors of one call and this program's share of the N blocks.
 
-    x: [M, K] activations; w: quantized weights; scales, zeros (int4 asymmetric, else None), x_scales (W8A8,
-    else None): as in `qmatmul_kernel`; out: [M, N] result; pid, nprog: this LNC program instance and their
-    count (each takes every nprog-th N block, identical control flow on both cores).
+    x: [M, K] activations; w: quantized weights; scales, scales_t (the same, channels first), zeros (int4
+    asymmetric, else None), x_scales (W8A8, else None): as in `qmatmul_kernel`; out: [M, N] result; pid, nprog:
+    this LNC program instance and their count (each takes every nprog-th N block, identical control flow on both
+    cores).
     """
 
-    def __init__(self, x, w, scales, zeros, x_scales, out, pid, nprog):
+    def __init__(self, x, w, scales, scales_t, zeros, x_scales, out, pid, nprog):
         self.x, self.w, self.scales, self.zeros, self.x_scales, self.out = x, w, scales, zeros, x_scales, out
+        self.scales_t = scales_t
         self.pid, self.nprog = pid, nprog
 
 

@@ -209,7 +209,7 @@ def _dequant_tile(ops, step, nb0, nbw, geo):
         z_rep = (replicated_row(ops.zeros, 0, nb0, nbw, nl.float32, rows) if geo.per_channel
                  else _replicated_groups(ops.zeros, step, nb0, nbw, nl.float32))
     halves = []
-    for nib in load_nibbles(src, geo.symmetric):
+    for nib in load_nibbles(src):
         u = nib[:, 0:nbw]
         wd = nl.ndarray((rows, nbw), dtype=nl.bfloat16, buffer=nl.sbuf)
         if geo.symmetric and geo.per_channel:

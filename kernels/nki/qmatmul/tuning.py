@@ -23,6 +23,12 @@ TUNABLES = {
     "decode_min_dma_cols": (1024, "decode: weight columns per DMA at least, bounding the groups per PSUM chunk"),
     "decode_psum_banks": (4, "decode: PSUM banks of partial sums per DMA block (the rest: transposes, stores)"),
     "decode_lookahead": (2, "decode: weight fetches loaded and converted/unpacked ahead of the one being multiplied"),
+    "decode_split_last": (3, "decode: the last weight fetches of the stream, whose int8 / fp8e4m3fn -> bf16 "
+                          "conversion is split over VectorE, ScalarE and GpSimd (the tail after the last weight "
+                          "lands); earlier fetches convert on one engine each, in rotation"),
+    "decode_shift_max_m": (1, "decode, symmetric int4: largest M whose zero-point term is subtracted from the "
+                           "partial sums on VectorE (N·G·M element ops, no scale rows, no transposes); above it a "
+                           "TensorE fp32 matmul over the groups"),
     "prefill_sbuf_bytes": (160 * 1024, "prefill: SBUF bytes per partition for the resident x^T of one M block, two "
                            "x pieces and (small K) two N tiles of weights; the rest of 192 KiB holds streamed tiles"),
     "x_chunk": (2048, "prefill: x columns loaded per DMA for the transposes (a multiple of X_STEP_COLS)"),
@@ -33,12 +39,13 @@ TUNABLES = {
 # decode stays ahead up to M ~ 64 (DESIGN.md, "Schedule switch"); int4 decode is bound by VectorE, where more
 # group chunks mean more epilogue ops, so its chunks span at least one 512-column block, and its unpack
 # instructions cover 4096 columns' worth of K steps (their fixed cost is large next to narrow blocks' work)
-CLASS_DEFAULTS = {"int4": dict(decode_max_m=32, decode_min_dma_cols=N_BLOCK, decode_dma_cols=4096)}
+CLASS_DEFAULTS = {"int4": dict(decode_max_m=32, decode_min_dma_cols=N_BLOCK, decode_dma_cols=4096, decode_lookahead=4)}
 # the generations' defaults agree today (modeled sweeps found no better value on v2 than on v3): no entry
 GENERATION_DEFAULTS: dict = {}
 LIMITS = {  # name -> (least value, largest value or None, multiple of)
     "decode_max_m": (0, None, 1), "decode_dma_cols": (N_SUB, None, N_SUB), "decode_min_dma_cols": (N_SUB, None, N_SUB),
-    "decode_psum_banks": (1, PSUM_BANKS - 2, 1), "decode_lookahead": (0, None, 1), "prefill_sbuf_bytes": (1, None, 1),
+    "decode_psum_banks": (1, PSUM_BANKS - 2, 1), "decode_lookahead": (0, None, 1), "decode_split_last": (0, None, 1),
+    "decode_shift_max_m": (0, None, 1), "prefill_sbuf_bytes": (1, None, 1),
     "x_chunk": (X_STEP_COLS, None, X_STEP_COLS), "prefill_psum_banks": (1, PSUM_BANKS // 2, 1),
 }
 
@@ -81,4 +88,5 @@ class Tuning(nl.NKIObject):
         self.decode_max_m, self.decode_dma_cols = values["decode_max_m"], values["decode_dma_cols"]
         self.decode_min_dma_cols, self.decode_psum_banks = values["decode_min_dma_cols"], values["decode_psum_banks"]
         self.decode_lookahead, self.prefill_sbuf_bytes = values["decode_lookahead"], values["prefill_sbuf_bytes"]
+        self.decode_split_last, self.decode_shift_max_m = values["decode_split_last"], values["decode_shift_max_m"]
         self.x_chunk, self.prefill_psum_banks = values["x_chunk"], values["prefill_psum_banks"]

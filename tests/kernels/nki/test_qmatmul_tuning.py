@@ -47,8 +47,9 @@ def test_override_changes_the_schedule():
         return run(launch_qmatmul.qmatmul_kernel, *args, target="trn2", mode="trace", **kwargs).trace \
             .instruction_mix()["dma"]["dma_copy"]
 
-    # 1024-column blocks instead of one 4096-column block: 8 K-step weight DMAs and one scale-row load per extra block
-    assert dma_copies(dict(decode_dma_cols=1024)) - dma_copies(dict(decode_dma_cols=4096)) == (8 + 1) * (4 - 1)
+    # 1024-column blocks instead of one 4096-column block: 8 K-step weight DMAs, one scale load and one store
+    # (decode stores a block with one DMA) per extra block
+    assert dma_copies(dict(decode_dma_cols=1024)) - dma_copies(dict(decode_dma_cols=4096)) == (8 + 1 + 1) * (4 - 1)
 
 
 @pytest.mark.parametrize("tuning, error, words", [
