@@ -66,15 +66,24 @@ def mask_keep(tile, k0, n, call):
     return MaskKeep(keep, c0, c1)
 
 
-def mask_row_max(s, keys, nq, neg_max_old, exp_scale, bounds):
-    """Mask the score tile s [128, ≥n] in place and return neg_max' = min(-exp_scale·rowmax(s), neg_max) [128, 1]
-    fp32 (VectorE); the first step (neg_max_old None) floors exp_scale·m at MAX_FLOOR instead.
+def mask_row_max(s, keys, nq, neg_max_old, exp_scale, bounds, v2, neg_max):
+    """Mask the score tile s [128, ≥n] in place, write neg_max [128, 1] fp32 = min(-exp_scale·rowmax(s),
+    neg_max_old) (VectorE; the first step, neg_max_old None, floors exp_scale·m at MAX_FLOOR instead) and return
+    the multiplier the exp must apply to s as it is left (exp_scale, or -1.0 where s was replaced by -exp_scale·s).
 
     Masking is a selection, never arithmetic: a hidden key's score becomes FP32_MIN whatever it was, so an Inf/NaN
     score of a hidden key reaches nothing. v3+: one range_select over the whole tile against the row bounds
-    (RowBounds; it also gives the row max, at a plain reduce's cost); v2: select_reduce of the columns [c0, c1) of
-    keys.keep with its predicate tile, the other columns max-reduced as they are."""
+    (RowBounds; it also gives the row max, at a plain reduce's cost), and a step without hidden keys one
+    tensor_scalar_reduce that scales s by -exp_scale in place and min-reduces it into neg_max' with the old neg_max
+    loaded as the accumulator's start (so no separate [128, 1] instruction follows); v2: select_reduce of the columns
+    [c0, c1) of keys.keep with its predicate tile, the other columns max-reduced as they are."""
     n, keep = keys.n, keys.keep
+    if keep is None and not v2:
+        start = -MAX_FLOOR if neg_max_old is None else neg_max_old[:nq]
+        nisa.tensor_scalar_reduce(dst=s[:nq, :n], data=s[:nq, :n], op0=nl.multiply, operand0=-exp_scale,
+                                  reduce_op=nl.minimum, reduce_res=neg_max[:nq], reduce_cmd=nisa.reduce_cmd.load_reduce,
+                                  reduce_init=start)
+        return -1.0
     m = nl.ndarray((Q_TILE, 1), dtype=nl.float32, buffer=nl.sbuf)  # sign · rowmax
     sign = -1.0
     if keep is None:
@@ -93,13 +102,10 @@ def mask_row_max(s, keys, nq, neg_max_old, exp_scale, bounds):
         for i, (a, b) in enumerate(spans):
             nisa.tensor_reduce(dst=parts[:nq, i + 1:i + 2], op=nl.maximum, data=s[:nq, a:b], axis=1)
         nisa.tensor_reduce(dst=m[:nq], op=nl.maximum, data=parts[:nq], axis=1, negate=True)
-    neg_max = nl.ndarray((Q_TILE, 1), dtype=nl.float32, buffer=nl.sbuf)
     if neg_max_old is None:
         nisa.tensor_scalar(dst=neg_max[:nq], data=m[:nq], op0=nl.multiply, operand0=-sign * exp_scale,
                            op1=nl.minimum, operand1=-MAX_FLOOR)
     else:
         nisa.scalar_tensor_tensor(dst=neg_max[:nq], data=m[:nq], op0=nl.multiply, operand0=-sign * exp_scale,
                                   op1=nl.minimum, operand1=neg_max_old[:nq])
-    return neg_max
-
-
+    return exp_scale

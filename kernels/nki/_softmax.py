@@ -30,7 +30,7 @@ from ._shim import nisa, nl
 
 MAX_FLOOR = -1.0e30  # floor / initial value of the running max (see above): finite, far above FP32_MIN
 
-__all__ = ["MAX_FLOOR", "exp_rows", "rescale_factor", "update_sum", "update_acc"]
+__all__ = ["MAX_FLOOR", "exp_rows", "rescale_factor", "rescale_factors", "update_sum", "update_acc"]
 
 
 def exp_rows(p, scores, neg_max, exp_scale, tile_sum):
@@ -46,9 +46,25 @@ def rescale_factor(rescale, neg_max_old, neg_max):
     nisa.activation(dst=rescale, op=nl.exp, data=neg_max_old, bias=neg_max, scale=-1.0)
 
 
-def update_sum(run_sum, rescale, tile_sum):
-    """run_sum = run_sum · rescale + tile_sum, [rows, 1] fp32 (VectorE)."""
-    nisa.tensor_scalar(dst=run_sum, data=run_sum, op0=nl.multiply, operand0=rescale, op1=nl.add, operand1=tile_sum)
+def rescale_factors(rescale, neg_max_old, neg_max):
+    """rescale = exp(neg_max - neg_max_old) for several heads at once, [rows, heads] fp32 SBUF: the difference on
+    GpSimd, then one ScalarE exp (an activation's bias is one value per row, so `rescale_factor`'s fused form takes
+    one head)."""
+    diff = nl.ndarray(rescale.shape, dtype=nl.float32, buffer=nl.sbuf)
+    nisa.tensor_tensor(dst=diff, data1=neg_max, data2=neg_max_old, op=nl.subtract, engine=nisa.engine.gpsimd)
+    nisa.activation(dst=rescale, op=nl.exp, data=diff)
+
+
+def update_sum(run_sum, rescale, tile_sum, on_gpsimd=False):
+    """run_sum = run_sum · rescale + tile_sum, [rows, 1] fp32 SBUF: one VectorE tensor_scalar, or (on_gpsimd) two
+    GpSimd tensor_tensor ops, for a kernel whose VectorE is the busier engine (GpSimd has no tensor_scalar with two
+    arithmetic operators)."""
+    if not on_gpsimd:
+        nisa.tensor_scalar(dst=run_sum, data=run_sum, op0=nl.multiply, operand0=rescale, op1=nl.add,
+                           operand1=tile_sum)
+        return
+    nisa.tensor_tensor(dst=run_sum, data1=run_sum, data2=rescale, op=nl.multiply, engine=nisa.engine.gpsimd)
+    nisa.tensor_tensor(dst=run_sum, data1=run_sum, data2=tile_sum, op=nl.add, engine=nisa.engine.gpsimd)
 
 
 def update_acc(acc, rescale, pv):

@@ -10,19 +10,27 @@ Algorithm (all loops are Python loops over compile-time shapes):
       for each block of query heads reading hk (GQA: h // (Hq/Hkv) == hk), each 128-row query tile:
         keys [lo, hi) some row of the tile may see, from the shapes (none: the tile is stored as zeros)
         q rows [128, heads, D] in one DMA; qᵀ [D, 128] per head by TensorE transposes
-        for each kv_step-key step of [lo, hi) (128-aligned; 2048 keys for 2-byte inputs), for each head:
-            s = qᵀ·kᵀ (4 PSUM banks, 512 keys per matmul)  [softcap: t = tanh(scale·s/c) in SBUF]
+        for each kv_step-key step of [lo, hi) (128-aligned; 1024 keys for 2-byte inputs), for each head:
+            s = qᵀ·kᵀ into the next of score_buffers PSUM tiles (512 keys per matmul)  [softcap: t = tanh(scale·s/c)]
             [mask: hidden scores := FP32_MIN by selection, in place (v3+ range_select, v2 select_reduce)]
-            neg_max' = min(-exp_scale·rowmax(s), neg_max)        (VectorE, reads PSUM; the selection's reduce)
+            neg_max' = min(-exp_scale·rowmax(s), neg_max)   (VectorE, reads PSUM; the selection's reduce, or on v3+
+                                                            without a mask one tensor_scalar_reduce: s := -exp_scale·s)
             p = exp(exp_scale·s + neg_max') in q's dtype, tile_sum in the same instruction (ScalarE, reads PSUM)
-            pᵀ by TensorE transposes of 128-key chunks -> SBUF (VectorE);  pv = Σ_chunks pᵀ·v (one PSUM bank)
-            rescale = exp(neg_max' - neg_max);  acc = acc·rescale + pv;  run_sum = run_sum·rescale + tile_sum
+            pᵀ: its first p_dma_chunks 128-key chunks by an SBUF->SBUF dma_transpose (v3+), the rest by TensorE
+                transposes -> SBUF (VectorE);  pv = Σ_chunks pᵀ·v (one PSUM bank)
+          rescale = exp(neg_max' - neg_max) for all heads of the step at once (GpSimd difference, one ScalarE exp)
+          per head: acc = acc·rescale + pv (VectorE);  run_sum = run_sum·rescale + tile_sum (GpSimd)
         out = acc / run_sum  (rows that see no key: 0)
     (exp_scale = c with a softcap, else scale.)
 
 Schedule: engines run their instruction queues in order, so program order is the schedule. A (step, head) item's
 P·V is issued pipeline_lag items after its exp, interleaved with later items' QKᵀ and row max (`_item`); q rows
-and resident k/v rows are DMA'd ahead, their transposes issued just before use (`_run_tiles`).
+and resident k/v rows are DMA'd ahead, their transposes issued just before use (`_run_tiles`). The score tiles are
+score_buffers PSUM tiles allocated once and used in turn: a score tile is held from its QKᵀ (TensorE) through the
+row max (VectorE) and exp (ScalarE), about twice as long as the ScalarE exp that sets the pace at D=128 (its
+rate equals TensorE's QKᵀ + P·V rate), so with one buffer the three engines would take turns rather than overlap.
+ScalarE does the exps and little else (the rescale once per step for all heads, the store's scaling; v3+ copies
+of P·V into acc on VectorE, run_sum on GpSimd).
 
 Features: causal with bottom-right alignment (query i sees keys j <= i + Skv - Sq), sliding window (also hides
 j < i + Skv - Sq - w + 1), softcap (c·tanh(s/c), the c folded into the exp), GQA/MQA (the heads of a group share
@@ -48,20 +56,24 @@ Reference: nkilab.reference.attention.attention
 
 from ._attention_finite import bad_keys, clean_rows, count_bad_keys, ones_tile, output_flags
 from ._attention_mask import RowBounds, mask_keep, mask_row_max
+from ._attention_state import KeyStep, PendingPv, QueryTile, StepRescale, TileState, TileStore
 from ._attention_tiles import (D_CHUNK, KV_TILE, Q_TILE, load_kT, load_q_rows, load_qT, load_rows, psum_copy,
                                transpose_k, transpose_q)
 from ._attention_tunables import resolve
 from ._shim import nisa, nki, nl
-from ._softmax import exp_rows, rescale_factor, update_acc, update_sum
+from ._softmax import exp_rows, update_acc, update_sum
 from ._tiling import PMAX, tiles
 
 MAX_HEAD_DIM = 4 * D_CHUNK  # the P·V tile [128, D] fp32 must fit one 2 KiB PSUM bank (512 fp32)
+# the fewest pᵀ chunks worth one SBUF->SBUF dma_transpose: a shorter one still holds the DMA engines for their
+# per-packet floor (600 ns on trn2, modeled: 4 chunks of 32 KiB take ~0.7 us), so TensorE transposes those
+P_DMA_MIN_CHUNKS = 4
 
 
 @nki.jit
 def flash_attention(q, k, v, scale=1.0, causal=False, sliding_window=None, softcap=None, kv_step=None,
                     q_prefetch=None, pipeline_lag=None, resident_kv_bytes=None, head_block_elems=None,
-                    p_dma_chunks=None, qk_dma_transpose=None, scalar_copies=None):
+                    p_dma_chunks=None, qk_dma_transpose=None, scalar_copies=None, score_buffers=None):
     """Dense attention over one batch of prefill queries, GQA/MQA, causal / sliding window / softcap.
 
     Dimensions:  B batch; Sq, Skv query/key lengths; Hq = g·Hkv heads; D <= 512 head dim.
@@ -72,11 +84,11 @@ def flash_attention(q, k, v, scale=1.0, causal=False, sliding_window=None, softc
                  sliding_window: w >= 1 also hides keys j < i + Skv - Sq - w + 1; None = off.
                  softcap: c > 0 maps scaled scores s -> c·tanh(s / c) before masking; None = off.
                  kv_step, q_prefetch, pipeline_lag, resident_kv_bytes, head_block_elems, p_dma_chunks,
-                 qk_dma_transpose, scalar_copies: the tunables (ints;
+                 qk_dma_transpose, scalar_copies, score_buffers: the tunables (ints;
                  None = the default for the target and dtype), described and defaulted in `_attention_tunables`.
                  (Plain parameters with defaults, not keyword-only: the NKI compiler frontend rejects `*`.)
     Returns:     out: [B, Sq, Hq, D], q's dtype, shared HBM; a query that sees no key gets zeros.
-    Tiling:      Sq in 128-row tiles; keys in 2048-key softmax steps (1024 for fp32) of 512-key matmuls, 128-aligned;
+    Tiling:      Sq in 128-row tiles; keys in 1024-key softmax steps (512 for fp32) of 512-key matmuls, 128-aligned;
                  P·V in 128-key chunks; D in 128-row slices for QKᵀ.
     Numerics:    scores, max, sums, accumulators in fp32; P cast to q's dtype before P·V (fp32 stays fp32).
                  Hidden scores are replaced by FP32_MIN (a selection: an Inf/NaN there reaches nothing) and
@@ -95,14 +107,14 @@ def flash_attention(q, k, v, scale=1.0, causal=False, sliding_window=None, softc
                   dict(kv_step=kv_step, q_prefetch=q_prefetch, pipeline_lag=pipeline_lag,
                        resident_kv_bytes=resident_kv_bytes, head_block_elems=head_block_elems,
                        p_dma_chunks=p_dma_chunks, qk_dma_transpose=qk_dma_transpose,
-                       scalar_copies=scalar_copies))
+                       scalar_copies=scalar_copies, score_buffers=score_buffers))
     heads = max(1, min(group, tun["head_block_elems"] // d))
     resident = _kv_bytes(k.shape[1], d, q.dtype) <= tun["resident_kv_bytes"]
-    call = AttentionCall(q, k, v, out, scale, causal, sliding_window, softcap, tun)
+    call = AttentionCall(q, k, v, out, scale, causal, sliding_window, softcap, tun, heads)
     visible = _visible_tiles(call, batch, hkv, group, heads)
     pending = []  # issued-late work in order: PendingPv items and TileStore entries
     _run_tiles(visible, call, resident, pending)
-    _drain(pending, call.scalar_copies)
+    _drain(pending, call)
     return out
 
 
@@ -111,72 +123,29 @@ class AttentionCall(nl.NKIObject):
 
     exp_scale: multiplier inside the exp (softcap c, else scale); step, prefetch, lag, p_dma, qk_dma, scalar_copies:
     the tunables kv_step, q_prefetch, pipeline_lag, p_dma_chunks, qk_dma_transpose, scalar_copies
-    (`_attention_tunables`; the two DMA-transpose ones only for 2-byte inputs); v2 (NeuronCore-v2): non-finite q / k
-    elements are isolated before their transposes (`_attention_finite`; `ones` is its all-visible chunk, None on
-    v3+)."""
+    (`_attention_tunables`; the two DMA-transpose ones only for 2-byte inputs); s_bufs: the score_buffers PSUM score
+    tiles [128, kv_step] fp32, s_next the count of score tiles handed out (`_scores` takes them in turn); v2
+    (NeuronCore-v2): non-finite q / k elements are isolated before their transposes (`_attention_finite`; `ones` is
+    its all-visible chunk, None on v3+)."""
 
-    def __init__(self, q, k, v, out, scale, causal, window, softcap, tun):
+    def __init__(self, q, k, v, out, scale, causal, window, softcap, tun, heads):
         self.q, self.k, self.v, self.out = q, k, v, out
         self.sq, self.skv, self.d = q.shape[1], k.shape[1], q.shape[3]
         self.scale, self.causal, self.window, self.softcap = scale, causal, window, softcap
         self.exp_scale = softcap if softcap is not None else scale
-        self.step, self.prefetch, self.lag = tun["kv_step"], tun["q_prefetch"], tun["pipeline_lag"]
+        self.step, self.prefetch = tun["kv_step"], tun["q_prefetch"]
+        # at least the heads of a block less one, so no P·V of a key step is due before its StepRescale is issued
+        self.lag = max(tun["pipeline_lag"], heads - 1)
         two_byte = _itemsize(k.dtype) == 2  # dma_transpose moves 2-byte elements
         self.p_dma = tun["p_dma_chunks"] if two_byte else 0
         self.qk_dma = bool(tun["qk_dma_transpose"]) and two_byte
         self.scalar_copies = tun["scalar_copies"]
         self.v2 = nisa.get_nc_version() == nisa.nc_version.gen2
         self.ones = ones_tile() if self.v2 else None
-
-
-class QueryTile(nl.NKIObject):
-    """Query rows q0 .. q0+nq of heads h0 .. h0+nh (all reading kv head hk) of batch b, and the keys [lo, hi) some
-    of its rows may see."""
-
-    def __init__(self, b, hk, h0, nh, q0, nq, lo, hi):
-        self.b, self.hk, self.h0, self.nh, self.q0, self.nq, self.lo, self.hi = b, hk, h0, nh, q0, nq, lo, hi
-
-
-class KeyStep(nl.NKIObject):
-    """Keys k0 .. k0+n of one online-softmax step (or all of a resident kv head's): kT [128 (D slice), D/128, n],
-    v [128 keys, n/128, D] SBUF views, bad [128 keys, n/128] (v2: `_attention_finite.bad_keys`, else None), and
-    the step's MaskKeep (None when every row sees every key)."""
-
-    def __init__(self, k0, n, kT, v, bad, keep):
-        self.k0, self.n, self.kT, self.v, self.bad, self.keep = k0, n, kT, v, bad, keep
-
-
-class TileState(nl.NKIObject):
-    """Online-softmax state of one query tile: acc [128, nh, D] and run_sum [128, nh] fp32 SBUF; neg_max: per head
-    a [128, 1] fp32 tile, None before its first key step; bounds: the RowBounds (v3+ with a mask, else None); v2:
-    q_ok [128, nh] and seen [128, 1] fp32 (`_attention_finite`), else None."""
-
-    def __init__(self, nh, d, q_ok, bounds):
-        self.bounds = bounds
-        self.acc = nl.ndarray((Q_TILE, nh, d), dtype=nl.float32, buffer=nl.sbuf)
-        self.run_sum = nl.ndarray((Q_TILE, nh), dtype=nl.float32, buffer=nl.sbuf)
-        self.neg_max = [None] * nh
-        self.q_ok = q_ok
-        self.seen = None if q_ok is None else nl.ndarray((Q_TILE, 1), dtype=nl.float32, buffer=nl.sbuf)
-
-
-class PendingPv(nl.NKIObject):
-    """A (key step, head) item whose P·V is still to issue: p [128, n] (q's dtype), its tile_sum and rescale
-    ([128, 1] fp32; rescale None on the tile's first step), v [128 keys, n/128, D], head h of `state`, nq rows;
-    pT_dma [128 keys, dma_chunks, 128] SBUF: its first chunks' pᵀ made by DMA (None, dma_chunks 0: none)."""
-
-    def __init__(self, p, tile_sum, rescale, v, h, n, state, nq, pT_dma):
-        self.p, self.tile_sum, self.rescale, self.v = p, tile_sum, rescale, v
-        self.h, self.n, self.state, self.nq = h, n, state, nq
-        self.pT_dma, self.dma_chunks = pT_dma, 0 if pT_dma is None else pT_dma.shape[1]
-
-
-class TileStore(nl.NKIObject):
-    """A finished query tile waiting to be stored into `out` (HBM): its state, and diag = q0 + Skv - Sq under the
-    causal mask (rows p with diag + p < 0 see no key), else 0."""
-
-    def __init__(self, out, tile, state, diag):
-        self.out, self.tile, self.state, self.diag = out, tile, state, diag
+        width = -(-self.step // KV_TILE) * KV_TILE
+        self.s_bufs = [nl.ndarray((Q_TILE, width), dtype=nl.float32, buffer=nl.psum)
+                       for _ in range(tun["score_buffers"])]
+        self.s_next = 0
 
 
 def _visible_tiles(call, batch, hkv, group, heads):
@@ -338,8 +307,11 @@ def _query_tile(qT, kv_all, tile, call, pending):
         keys = KeyStep(k0, n, kT, v_t, bad, mask_keep(tile, k0, n, call))
         if bad is not None:
             count_bad_keys(state.seen, bad, k0, n, tile.nq, diag, call.causal, call.window, call.ones, i == 0)
+        state.next_step(tile.nq)
         for h in range(tile.nh):
             pending.append(_item(qT[:, h], keys, tile, state, h, call, pending))
+        if state.rescale is not None:  # every head's neg_max of the step exists; no P·V of the step is due yet
+            state.rescale.issue()
     pending.append(TileStore(call.out, tile, state, diag if call.causal else 0))
 
 
@@ -355,11 +327,12 @@ def _item(qT_h, keys, tile, state, h, call, pending):
     pT_ps = _transpose_p(due) if due else None
     s = _scores(qT_h, keys, tile.nq, call)
     pv_ps = _pv(due, pT_ps, call.scalar_copies) if due else None
-    neg_max_old = state.neg_max[h]
-    state.neg_max[h] = mask_row_max(s, keys, tile.nq, neg_max_old, call.exp_scale, state.bounds)
-    item = _exp(s, keys, tile.nq, neg_max_old, state, h, call)
+    neg_max_old = None if state.neg_old is None else state.neg_old[:, h:h + 1]
+    s_scale = mask_row_max(s, keys, tile.nq, neg_max_old, call.exp_scale, state.bounds, call.v2,
+                           state.neg_max[:, h:h + 1])
+    item = _exp(s, s_scale, keys, tile.nq, state, h, call)
     if due:
-        _update(due, pv_ps)
+        _update(due, pv_ps, call)
     return item
 
 
@@ -374,11 +347,11 @@ def _due(pending, keep):
     return None
 
 
-def _drain(pending, scalar_copies):
+def _drain(pending, call):
     """Issue everything still pending, in order."""
     due = _due(pending, 0)
     while due:
-        _update(due, _pv(due, _transpose_p(due), scalar_copies))
+        _update(due, _pv(due, _transpose_p(due), call.scalar_copies), call)
         due = _due(pending, 0)
 
 
@@ -408,11 +381,15 @@ def _scores(qT_h, keys, nq, call):
     PSUM bank per matmul, D slices accumulated in the bank. The result stays in PSUM (max and exp read it there); a
     softcap makes an SBUF tile t = tanh(scale·s/c) instead (the mask must follow the tanh)."""
     n, kT = keys.n, keys.kT
-    s_ps = nl.ndarray((Q_TILE, -(-n // KV_TILE) * KV_TILE), dtype=nl.float32, buffer=nl.psum)  # whole banks
+    if call.s_bufs:
+        s_ps = call.s_bufs[call.s_next % len(call.s_bufs)]
+        call.s_next += 1
+    else:  # score_buffers 0: a new tile per item, buffered as the compiler sees fit
+        s_ps = nl.ndarray((Q_TILE, -(-n // KV_TILE) * KV_TILE), dtype=nl.float32, buffer=nl.psum)
     for c0, width in tiles(n, KV_TILE):
         for j, (d0, dc) in enumerate(tiles(call.d, D_CHUNK)):
             nisa.nc_matmul(dst=s_ps[:nq, c0:c0 + width], stationary=qT_h[:dc, j, :nq],
-                           moving=kT[:dc, j, c0:c0 + width])
+                           moving=kT[:dc, j, c0:c0 + width], accumulate=j > 0)  # the buffer holds older scores
     if call.softcap is None:
         return s_ps
     s = nl.ndarray((Q_TILE, n), dtype=nl.float32, buffer=nl.sbuf)
@@ -420,29 +397,28 @@ def _scores(qT_h, keys, nq, call):
     return s
 
 
-def _exp(s, keys, nq, neg_max_old, state, h, call):
-    """p = exp(exp_scale·s + neg_max) [128, n] in the K/V dtype with its tile_sum [128, 1] in one ScalarE
-    instruction, and rescale [128, 1] fp32; returns them as a PendingPv. On the first step (neg_max_old None)
-    tile_sum goes straight into the head's run_sum and rescale is None. The first call.p_dma chunks of pᵀ are
-    made here, by one SBUF->SBUF dma_transpose queued right behind the exp (v3+, 2-byte p; `_transpose_p` does
-    the rest on TensorE when the P·V is due)."""
-    n, neg_max, run_sum_h = keys.n, state.neg_max[h], state.run_sum[:, h:h + 1]
+def _exp(s, s_scale, keys, nq, state, h, call):
+    """p = exp(s_scale·s + neg_max) [128, n] in the K/V dtype with its tile_sum [128, 1] in one ScalarE instruction
+    (s_scale from `mask_row_max`: exp_scale, or -1 on a tile it negated); returns the item as a PendingPv. On the
+    first step tile_sum goes straight into the head's run_sum (no rescale). The first call.p_dma chunks of pᵀ are
+    made here, by one SBUF->SBUF dma_transpose queued right behind the exp (v3+, 2-byte p; an item shorter than
+    that, the causal diagonal's, has none, nor does any when that is under P_DMA_MIN_CHUNKS chunks; `_transpose_p`
+    does the rest on TensorE when the P·V is due)."""
+    n, neg_max, run_sum_h = keys.n, state.neg_max[:, h:h + 1], state.run_sum[:, h:h + 1]
     p = nl.ndarray((Q_TILE, n), dtype=keys.kT.dtype, buffer=nl.sbuf)
     tile_sum = run_sum_h
-    if neg_max_old is not None:
+    if state.rescale is not None:
         tile_sum = nl.ndarray((Q_TILE, 1), dtype=nl.float32, buffer=nl.sbuf)
-    exp_rows(p[:nq, :n], s[:nq, :n], neg_max[:nq], call.exp_scale, tile_sum[:nq])
-    dma_chunks = min(call.p_dma, n // PMAX)
+    exp_rows(p[:nq, :n], s[:nq, :n], neg_max[:nq], s_scale, tile_sum[:nq])
+    dma_chunks = min(call.p_dma, call.step // PMAX)  # the chunks of a whole key step's item, if this has them
+    if n // PMAX < dma_chunks or dma_chunks < P_DMA_MIN_CHUNKS:
+        dma_chunks = 0
     pT_dma = None
     if dma_chunks:
         pT_dma = nl.ndarray((PMAX, dma_chunks, Q_TILE), dtype=p.dtype, buffer=nl.sbuf)
         nisa.dma_transpose(dst=pT_dma[:, :, :nq], src=p[:nq, :dma_chunks * PMAX].reshape((nq, dma_chunks, PMAX)),
                            axes=(2, 1, 0))
-    rescale = None
-    if neg_max_old is not None:
-        rescale = nl.ndarray((Q_TILE, 1), dtype=nl.float32, buffer=nl.sbuf)
-        rescale_factor(rescale[:nq], neg_max_old[:nq], neg_max[:nq])
-    return PendingPv(p, tile_sum, rescale, keys.v, h, n, state, nq, pT_dma)
+    return PendingPv(p, tile_sum, state.rescale, keys.v, h, n, state, nq, pT_dma)
 
 
 def _transpose_p(item):
@@ -482,13 +458,15 @@ def _pv(item, pT_ps, scalar_copies):
     return pv_ps
 
 
-def _update(item, pv_ps):
-    """acc_h = acc_h·rescale + pv and run_sum_h = run_sum_h·rescale + tile_sum for the item's head h; the first
-    step (rescale None) writes acc_h = pv (ScalarE copy), its tile_sum being in run_sum_h already (see `_exp`)."""
+def _update(item, pv_ps, call):
+    """acc_h = acc_h·rescale + pv (VectorE) and run_sum_h = run_sum_h·rescale + tile_sum (v3+ on the otherwise idle
+    GpSimd, v2 VectorE) for the item's head h; the first step (rescale None) writes acc_h = pv (ScalarE copy), its
+    tile_sum being in run_sum_h already (see `_exp`)."""
     nq, h = item.nq, item.h
     acc_h, run_sum_h = item.state.acc[:nq, h, :], item.state.run_sum[:nq, h:h + 1]
     if item.rescale is None:
-        psum_copy(acc_h, pv_ps[:nq], on_scalar=True)
+        psum_copy(acc_h, pv_ps[:nq], on_scalar=call.v2)
     else:
-        update_acc(acc_h, item.rescale[:nq], pv_ps[:nq])
-        update_sum(run_sum_h, item.rescale[:nq], item.tile_sum[:nq])
+        rescale = item.rescale.tile[:nq, h:h + 1]
+        update_acc(acc_h, rescale, pv_ps[:nq])
+        update_sum(run_sum_h, rescale, item.tile_sum[:nq], on_gpsimd=True)

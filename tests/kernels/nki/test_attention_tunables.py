@@ -33,10 +33,13 @@ def test_defaults_per_generation_and_dtype():
 # two key steps with kv_step=512, a causal diagonal, a ragged last chunk (Skv = 1100)
 @pytest.mark.parametrize("tunables", [
     dict(qk_dma_transpose=0, p_dma_chunks=0, pipeline_lag=1),  # the TensorE transposes of v2, on trn2
-    dict(p_dma_chunks=16, q_prefetch=1),  # every full pᵀ chunk by DMA
+    dict(p_dma_chunks=16, q_prefetch=1),  # every pᵀ chunk of a whole key step's item by DMA
     dict(kv_step=512, pipeline_lag=3, scalar_copies=4, resident_kv_bytes=0),
     dict(head_block_elems=64),  # one query head per block
-], ids=["tensor-transposes", "all-p-by-dma", "small-steps-streamed", "one-head-blocks"])
+    dict(score_buffers=1),  # every QKᵀ overwrites the one score tile
+    dict(kv_step=2048, score_buffers=0),  # a new score tile per item (NeuronCore-v2's default)
+], ids=["tensor-transposes", "all-p-by-dma", "small-steps-streamed", "one-head-blocks", "one-score-buffer",
+        "score-tile-per-item"])
 def test_every_setting_matches_the_reference(tunables):
     q, k, v = _inputs(300, 1100, 4, 2)
     out = _run(q, k, v, tunables=tunables).astype(np.float64)
@@ -65,6 +68,7 @@ def test_lnc2_refused_on_inf2():
     (dict(pipeline_lag=0), "pipeline_lag: must be an int >= 1"),
     (dict(p_dma_chunks=1.5), "p_dma_chunks: must be an int"),
     (dict(q_prefetch=True), "q_prefetch: must be an int"),
+    (dict(score_buffers=4), "score_buffers: 4 score tiles of 2 PSUM banks each exceed the 6 banks"),
 ])
 def test_bad_tunables_name_the_parameter(tunables, match):
     q, k, v = _inputs(8, 8, 2, 1)
