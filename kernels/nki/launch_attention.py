@@ -20,8 +20,8 @@ from ._shim import get_target
 from .attention import MAX_HEAD_DIM, flash_attention
 
 # what `nkilab tune` searches (`launch_tuning`): values around `_attention_tunables`' defaults; kv_step 4096 puts a
-# step's fp32 scores in all 8 PSUM banks, none left for the work that overlaps it: the emulator refuses it where
-# that overlap happens (several query tiles, several key steps), and tune rejects it
+# step's fp32 scores in all 8 PSUM banks: the kernel's score_buffers rule refuses it (v3+), the emulator's PSUM
+# capacity check where score tiles overlap other work (v2), and tune rejects it
 TUNING_CHOICES = {"kv_step": (1024, 2048, 4096), "q_prefetch": (2, 4), "pipeline_lag": (4, 16)}
 TUNING_TABLE = launch_tuning.table_path(__file__)  # rows: overrides of `_attention_tunables`' defaults ({} = none)
 
