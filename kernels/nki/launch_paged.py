@@ -12,7 +12,7 @@ fixed by compile-time sizes only (T_total, num_seqs, BQ), never by the metadata 
     row_pos   [num_items, BQ] int32  position of each loaded row's query in its sequence, -1 if not the item's
     row_dst   [num_items, BQ] int32  output row of each loaded row, -1 = not written (oob-skipped store)
 
-Block tables are padded with -1 columns to a whole number of PMAX-position chunks (a static reshape: the
+Block tables are padded with -1 columns to a whole number of gathers (`position_quantum`; a static reshape: the
 kernel neutralises every entry past a sequence's live blocks anyway).
 """
 
@@ -27,6 +27,7 @@ from ._launch import EMPTY_REASON, dtype_reason, launch, neuron_target
 from .launch_kv_cache import check_target_format
 from ._tiling import PMAX
 from .paged_attention import paged_attention_kernel
+from .paged_attention.tuning import position_quantum
 
 MAX_HEAD_DIM = PMAX  # D is the contraction (partition) dim of q @ k^T
 MAX_SLOTS = 1 << 24  # slot and block indices go through fp32 index math on device: exact below 2**24
@@ -105,9 +106,10 @@ def work_plan(query_start_loc, seq_lens, *, t_total: int, rows: int):
 
 
 def padded_block_tables(block_tables, block_size: int) -> np.ndarray:
-    """int32 [num_seqs, max_blocks'] with -1 columns appended so max_blocks' * block_size is a multiple of PMAX."""
+    """int32 [num_seqs, max_blocks'] with -1 columns appended so max_blocks' * block_size is a multiple of the
+    kernel's position quantum (`paged_attention.tuning.position_quantum`: one gather of PMAX partition runs)."""
     table = np.asarray(block_tables, dtype=np.int32)
-    per_chunk = max(1, PMAX // block_size)
+    per_chunk = max(1, position_quantum(block_size) // block_size)
     extra = -table.shape[1] % per_chunk
     if extra == 0:
         return np.ascontiguousarray(table)

@@ -9,16 +9,13 @@ key (whose weight is 1 whatever the score, yet inf - inf = NaN). The backend's p
 wherever the reference is, and bitwise equal to its clean run on every output that does not depend on the element.
 Values are never poisoned (a value row whose softmax weight is exactly 0 may spread a NaN: 0 * NaN = NaN, which
 the README's reliability section documents per backend).
-
-Cases that still fail on main because a kernel's NaN fix has not landed are marked xfail(strict=True), so they
-turn into failures, and the mark must go, once the fix lands.
 """
 
 import numpy as np
 import pytest
 from fuzz.calls import copied, run
 from fuzz.cases import BACKEND_TARGETS, CASES
-from hypothesis import Phase, given, reject, settings
+from hypothesis import given, reject
 from hypothesis import strategies as st
 
 from nkilab.kernels import _registry
@@ -26,23 +23,10 @@ from nkilab.kernels import _registry
 POISONS = (np.nan, np.inf, -np.inf)
 
 
-def _pending(kernel: str):
-    return pytest.mark.xfail(strict=True, reason=f"NaN isolation in {kernel} on gen2: issue 10 item 1, pending")
-
-
-# (op, backend, target) -> the kernel whose NaN fix is pending; see the module docstring
-PENDING = {
-    **{("paged_attention", "nki", t): "paged_attention" for t in ("inf2", "trn1")},
-}
-
-
-def _params(pending: bool):
+def _params():
     for op in _registry.OPS:
         for backend, target in BACKEND_TARGETS:
-            kernel = PENDING.get((op, backend, target))
-            if (kernel is not None) == pending:
-                yield pytest.param(op, backend, target, marks=[_pending(kernel)] if pending else [],
-                                   id=f"{op}-{backend}" + (f"-{target}" if target else ""))
+            yield pytest.param(op, backend, target, id=f"{op}-{backend}" + (f"-{target}" if target else ""))
 
 
 def poisoned(a: np.ndarray, index: int, value) -> np.ndarray:
@@ -71,16 +55,9 @@ def run_or_reject(case, call, backend, target):
         raise
 
 
-@pytest.mark.parametrize(("op", "backend", "target"), list(_params(pending=False)))
+@pytest.mark.parametrize(("op", "backend", "target"), list(_params()))
 @given(data=st.data())
 def test_a_non_finite_element_reaches_only_its_dependents(op, backend, target, data):
-    check_isolation(op, backend, target, data)
-
-
-@pytest.mark.parametrize(("op", "backend", "target"), list(_params(pending=True)))
-@settings(phases=(Phase.explicit, Phase.reuse, Phase.generate))  # expected to fail: no time spent shrinking
-@given(data=st.data())
-def test_pending_kernel_fixes_still_spread_non_finite_values(op, backend, target, data):
     check_isolation(op, backend, target, data)
 
 
@@ -122,17 +99,10 @@ def _hidden_key_calls(op: str, value: float):
     return [((q, kk[None], v[None], *meta), dict(causal=True)) for kk in (k, bad)]
 
 
-# (op, backend, target) -> the pending mark (NKI attention's fix landed with branch attn)
-HIDDEN_KEY_PENDING = {("paged_attention", "nki", t): _pending("paged_attention") for t in ("inf2", "trn1")}
-
-
 def _hidden_key_params():
     for op in ("attention", "paged_attention"):
         for backend, target in BACKEND_TARGETS:
-            mark = HIDDEN_KEY_PENDING.get((op, backend, target))
-            marks = [mark] if mark else []
-            yield pytest.param(op, backend, target, marks=marks,
-                               id=f"{op}-{backend}" + (f"-{target}" if target else ""))
+            yield pytest.param(op, backend, target, id=f"{op}-{backend}" + (f"-{target}" if target else ""))
 
 
 @pytest.mark.parametrize("value", [np.inf, np.nan], ids=["inf", "nan"])

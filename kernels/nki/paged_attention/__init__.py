@@ -13,27 +13,34 @@ Algorithm (flash-decoding style online softmax, words as in `_softmax.py`; every
         rows = (kv head, token, q head); kv heads stacked on partitions in groups of PMAX // (BQ * g) (decode:
         all 8 Llama kv heads in 32 rows), so one mask / exp / rescale instruction serves the whole group
         for each KV tile of KV_TILE keys (static bound max_blocks * block_size), for each group:
-            gather K, V in CHUNK-key tiles x (Hkv * D): all kv heads in one DMA (GQA shares the load, read once)
-            s = sum_h q_h^T(masked to head h's columns).T @ k_h^T   (PE transposes of k, accumulating matmuls)
+            gather K, V x (Hkv * D): all kv heads in one DMA (GQA shares the load, read once)
+            s = q_h . k_h^T per head h (PE transposes of k; v3+ stacked heads: their own PE column tiles, or s^T
+            per head and chunk transposed back; v2: accumulating matmuls of q^T masked to head h's columns over
+            a cleaned K)
             (softcap: x = tanh(s * scale / c)); x = visible ? x : FP32_MIN, with the tile_max (one instruction)
             online softmax: neg_max, rescale, run_sum; acc = acc * rescale + p @ v (stacked heads: o^T per head
             block, one transpose)
         out rows = acc / run_sum, stored through row_dst (rows of other sequences are oob-skipped)
     Issue order is software-pipelined: scores of step k + 1 before the softmax of step k, item w + 1's setup
     halfway through item w, so the in-order engine queues overlap TensorE, Vector/ScalarE and DMA work.
+    LNC=2 (`kernel[2]`, trn2): the two cores take alternate work items.
 
 Target branch (one flag, `vector_dma`, set once from nisa.get_nc_version()):
-- NeuronCore-v3+ (trn2): KV gathered per slot with `vector_offset` DMAs (CHUNK slot rows per DMA); the table row
-  is loaded once ([per-chunk block, chunk]) and expanded to one entry per key position by a selection matmul. A
-  position past seq_len gets the slot of the sequence's position 0 instead: every gathered row is live data, so
-  no NaN of a dead slot enters a tile; its score is masked (exp -> exactly 0) and 0 * finite = 0 in P @ V.
-  Masking is one `range_select` per score tile (bounds per row, positions from range_start); outputs are
-  scattered with `vector_offset`.
+- NeuronCore-v3+ (trn2): KV gathered with `vector_offset` DMAs, each partition reading a run of GATHER_RUN
+  consecutive slots of one block (`tuning.py`: one software-DGE descriptor per run, one gather of 128 runs per
+  KV tile); the table row is loaded once ([per-gather block, gather]) and expanded to the first slot of every
+  partition's run by a selection matmul. A run at or past seq_len gets the run of the sequence's position 0
+  instead, so garbage table entries never reach a DMA; the run holding seq_len - 1 reaches into dead cache
+  (NaN in tests), whose V rows a GpSimd `affine_select` zeroes (dead K rows are hidden keys, masked by
+  selection). The transposes of k and p put the runs' keys back in position order (`tiles.chunk_cols`), so
+  masking is one `range_select` per score tile (bounds per row, positions from range_start); outputs are
+  scattered with `vector_offset`. The k^T transposes run KT_LOOKAHEAD heads ahead of the score matmuls.
 - NeuronCore-v2 (inf2, trn1): only scalar dynamic offsets, so KV is loaded per block (one DMA per block with the
   block id as `scalar_offset`; unused table entries replaced by the first block before use). The tail of the
-  last live block is dead cache (NaN in tests): K and V rows past seq_len are replaced with 0 by a GpSimd
+  last live block is dead cache (NaN in tests): V rows past seq_len are replaced with 0 by a GpSimd
   `affine_select` whose offset is a register holding seq_len - chunk start (a select, never a multiply:
-  0 * NaN = NaN, and a v2 PE transpose is a matmul with identity that would spread a NaN over the whole tile).
+  0 * NaN = NaN); K chunks are cleaned of every non-finite element before their transposes (`finite.py`: a v2 PE
+  transpose is a matmul with identity that would spread a NaN over the whole tile), dead rows included.
   The score mask is built once per KV tile (shared by all groups) and applied with `select_reduce`; outputs
   are stored per token with `scalar_offset`.
 
@@ -44,20 +51,19 @@ a row has seen a visible key. Rows that see no key (padding rows only) are never
 
 Non-finite inputs: a NaN / inf in q[t, h] reaches out[t, h] only, on every target (v2: q^T comes straight from
 HBM by DMA and p's non-finite entries are zeroed before its PE transpose, both because a v2 transpose is a matmul
-with the identity; the row itself stays NaN through run_sum). A NaN in a value row reaches every row of its kv
-head that weighs it, weight 0 included (0 * NaN, as in the reference). Known spread of a NaN in a key (pinned as
-strict xfails in tests/kernels/nki/test_paged_nan_isolation.py): with stacked heads the zero-masked q columns of
-the other heads of the group multiply it (0 * NaN) in the shared score matmul, and on v2 the PE transpose of k
-spreads it over its CHUNK-key chunk, reaching rows that do not see it; fixing both needs the K tile cleaned and
-per-key poison flags applied to the scores (a full extra VectorE pass over K), left to the kernel's performance
-work.
+with the identity; the row itself stays NaN through run_sum). A NaN / inf in key j of kv head h reaches exactly the
+rows of head h that see j: v3+ transposes bit-exactly and masks by selection, and its stacked heads never share a
+score matmul (`tiles.scores`); v2 cleans K before its transposes and flags the bad keys back into the visible scores
+as NaN (`finite.py`). A NaN in a value row reaches every row of its kv head whose P @ V contracts over it, weight
+0 included (0 * NaN, as in the reference's matrix product); dead cache rows past seq_len never do (v3+ gathers
+live slots only, v2 zeroes them).
 
 Quantized caches (`quant`): fp8 K / V enter TensorE as they are, their scales multiply the fp32 scores and
 1 / run_sum; int8 chunks are converted to q's dtype on chip with their per-(token, head) scales — `quant.py`.
 
 Modules: `index.py` (index tiles, sequence metadata, visible ranges, gather indices), `tiles.py` (gathers, scores,
-the softmax step, stores), `quant.py` (scale tiles, int8 dequantization); this file holds the entry and the
-pipeline.
+the softmax step, stores), `finite.py` (v2: non-finite keys), `quant.py` (scale tiles, int8 dequantization),
+`tuning.py` (the tunables); this file holds the entry and the pipeline.
 
 Limits: D <= 128; block_size a power of two; num_blocks * block_size < 2**24 (index math in fp32).
 Reference: nkilab.reference.paged.paged_attention.
@@ -67,6 +73,7 @@ from .._shim import nisa, nki, nl
 from .._tiling import PMAX
 from .index import KV_TILE, IndexConsts, add_band, block_index, load_seq_meta, row_bounds, slot_index, tile_mask
 from .quant import row_scales
+from .tuning import gather_run
 from .tiles import KvTile, SoftmaxState, gather_kv, load_q_group, scores, softmax_pv, store_rows
 
 
@@ -96,7 +103,7 @@ def paged_attention_kernel(q, key_cache, value_cache, block_tables, seq_lens, it
     call = PagedCall(q, key_cache, value_cache, block_tables, seq_lens, row_pos, row_dst, out, scale, causal,
                      sliding_window, softcap)
     call.quantize(quant, k_scale_cache, v_scale_cache)
-    consts = IndexConsts(call.positions, call.vector_dma, call.block_size)
+    consts = IndexConsts(call.positions, call.vector_dma, call.block_size, call.run)
     seq_sb = _load_plan_row(item_seq, call.num_items)
     q0_sb = _load_plan_row(item_q0, call.num_items)
     _pipeline(call, consts, seq_sb, q0_sb)
@@ -129,6 +136,11 @@ class PagedCall(nl.NKIObject):
         self.steps = [(t0, min(KV_TILE, self.positions - t0), gi) for t0 in range(0, self.positions, KV_TILE)
                       for gi in range(len(self.groups))]
         self.vector_dma = nisa.get_nc_version() != nisa.nc_version.gen2  # indirect vector_offset DMA is v3+
+        self.run = gather_run(self.block_size, self.vector_dma)
+        self.zero_bias = None  # v2: [PMAX, 1] float32 zeros, the activation bias of `finite.clean_keys`
+        if not self.vector_dma:
+            self.zero_bias = nl.ndarray((PMAX, 1), nl.float32, buffer=nl.sbuf)
+            nisa.memset(dst=self.zero_bias, value=0.0)
         self.k_rows = self.v_rows = [None] * len(self.groups)
         self.scale_rows = None
 
@@ -200,23 +212,28 @@ def _issue(call, consts, item, step):
     (PSUM)."""
     t0, n = step.t0, step.n
     if item.kv_tile(t0) is None:
-        k_chunks, v_chunks = gather_kv(call, item.index, t0, n)
+        k_chunks, v_chunks, k_bad = gather_kv(call, item.index, t0, n)
         mask = None if call.vector_dma else tile_mask(consts.kpos, item.bounds, t0, n)
-        item.kv.append(KvTile(t0, k_chunks, v_chunks, mask))
-    return scores(item.qs[step.gi], call.groups[step.gi], item.kv_tile(t0).k_chunks, n)
+        item.kv.append(KvTile(t0, k_chunks, v_chunks, mask, k_bad))
+    return scores(item.qs[step.gi], call.groups[step.gi], item.kv_tile(t0).k_chunks, n, call.run)
 
 
 def _pipeline(call, consts, seq_sb, q0_sb):
-    """Every score tile of every work item in software-pipelined order: the scores of step k + 1 are issued before
-    the softmax of step k, and item w + 1 is set up halfway through item w, so the in-order engine queues overlap
-    TensorE, Vector/ScalarE and DMA work."""
+    """Every score tile of this program's work items in software-pipelined order: the scores of step k + 1 are
+    issued before the softmax of step k, and the next item is set up halfway through the current one, so the
+    in-order engine queues overlap TensorE, Vector/ScalarE and DMA work. LNC=2 (`kernel[2]`): program p of the
+    logical core takes items p, p + 2, ... (items write disjoint output rows)."""
+    mine = list(range(nl.program_id(0), call.num_items, nl.num_programs(0)))
+    if not mine:
+        return
+    following = dict(zip(mine, mine[1:]))  # item -> the next item of this program
     last = len(call.steps) - 1
-    flat = [ScoreStep(w, j, t0, n, gi) for w in range(call.num_items) for j, (t0, n, gi) in enumerate(call.steps)]
-    items = [_setup(call, consts, seq_sb, q0_sb, 0)]  # the current item first, then the next one once set up
+    flat = [ScoreStep(w, j, t0, n, gi) for w in mine for j, (t0, n, gi) in enumerate(call.steps)]
+    items = [_setup(call, consts, seq_sb, q0_sb, mine[0])]  # the current item first, then the next once set up
     pending = _issue(call, consts, items[0], flat[0])
     for k, step in enumerate(flat):
-        if step.j == len(call.steps) // 2 and step.w + 1 < call.num_items:
-            items.append(_setup(call, consts, seq_sb, q0_sb, step.w + 1))
+        if step.j == len(call.steps) // 2 and step.w in following:
+            items.append(_setup(call, consts, seq_sb, q0_sb, following[step.w]))
         nxt = None
         if k + 1 < len(flat):
             nxt = _issue(call, consts, items[0] if flat[k + 1].w == step.w else items[1], flat[k + 1])

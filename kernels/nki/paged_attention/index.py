@@ -13,32 +13,36 @@ CHUNK = PMAX  # key positions per gather: one per partition
 
 
 class IndexConsts(nl.NKIObject):
-    """Per-kernel index tiles (built once): ones [1, 128] (broadcast matmuls); v3+: pos, off [CHUNK, nchunks]
-    (key position and in-block offset per partition and chunk), select (`_block_selector`); v2: block_start
-    [1, num_blocks], neg_chunk_start [1, nchunks] (-c · CHUNK), kpos [128, KV_TILE] (the key ramp of a tile).
-    Attributes a target does not use are None."""
+    """Per-kernel index tiles (built once): ones [1, 128] (broadcast matmuls); neg_chunk_start [1, nchunks]: minus
+    the first position of each gather (v3+: -c · span) or chunk (v2: -c · CHUNK); v3+ (gathers of `run` slots per
+    partition, span = CHUNK · run positions each): pos, off [CHUNK, ngathers] (first key position of each
+    partition's run and its in-block offset), select (`_block_selector`); v2: block_start [1, num_blocks], kpos
+    [128, KV_TILE] (the key ramp of a tile). Attributes a target does not use are None."""
 
-    def __init__(self, positions, vector_dma, block_size):
-        nchunks = positions // CHUNK
+    def __init__(self, positions, vector_dma, block_size, run):
         self.ones = nl.ndarray((1, PMAX), nl.float32, buffer=nl.sbuf)
         nisa.memset(dst=self.ones, value=1.0)
         self.pos = self.select = self.off = self.block_start = self.neg_chunk_start = self.kpos = None
         if vector_dma:
-            pos_i = nl.ndarray((CHUNK, nchunks), nl.int32, buffer=nl.sbuf)
-            nisa.iota(dst=pos_i, pattern=[[CHUNK, nchunks]], offset=0, channel_multiplier=1)
-            self.pos = nl.ndarray((CHUNK, nchunks), nl.float32, buffer=nl.sbuf)
+            span = CHUNK * run
+            ngathers = positions // span
+            pos_i = nl.ndarray((CHUNK, ngathers), nl.int32, buffer=nl.sbuf)
+            nisa.iota(dst=pos_i, pattern=[[span, ngathers]], offset=0, channel_multiplier=run)
+            self.pos = nl.ndarray((CHUNK, ngathers), nl.float32, buffer=nl.sbuf)
             nisa.tensor_copy(dst=self.pos, src=pos_i)
-            self.select = _block_selector(block_size, self.ones)
-            off_i = nl.ndarray((CHUNK, nchunks), nl.int32, buffer=nl.sbuf)
+            self.select = _block_selector(block_size, self.ones, run)
+            off_i = nl.ndarray((CHUNK, ngathers), nl.int32, buffer=nl.sbuf)
             nisa.tensor_scalar(dst=off_i, data=pos_i, op0=nl.bitwise_and, operand0=block_size - 1)
-            self.off = nl.ndarray((CHUNK, nchunks), nl.float32, buffer=nl.sbuf)
+            self.off = nl.ndarray((CHUNK, ngathers), nl.float32, buffer=nl.sbuf)
             nisa.tensor_copy(dst=self.off, src=off_i)
         else:
             num_blocks = positions // block_size
             self.block_start = nl.ndarray((1, num_blocks), nl.float32, buffer=nl.sbuf)
             nisa.iota(dst=self.block_start, pattern=[[block_size, num_blocks]], offset=0, channel_multiplier=0)
-            self.neg_chunk_start = nl.ndarray((1, nchunks), nl.float32, buffer=nl.sbuf)
-            nisa.iota(dst=self.neg_chunk_start, pattern=[[-CHUNK, nchunks]], offset=0, channel_multiplier=0)
+        span = CHUNK * run
+        self.neg_chunk_start = nl.ndarray((1, positions // span), nl.float32, buffer=nl.sbuf)
+        nisa.iota(dst=self.neg_chunk_start, pattern=[[-span, positions // span]], offset=0, channel_multiplier=0)
+        if not vector_dma:
             self.kpos = nl.ndarray((PMAX, KV_TILE), nl.float32, buffer=nl.sbuf)
             nisa.iota(dst=self.kpos, pattern=[[1, KV_TILE]], offset=0, channel_multiplier=0)
 
@@ -53,7 +57,9 @@ class RowBounds(nl.NKIObject):
 
 
 class GatherIndex(nl.NKIObject):
-    """Where one sequence's keys live. v3+: slots int32 [CHUNK, nchunks], the cache slot of every key position.
+    """Where one sequence's keys live: live int32 [1, nchunks], the live rows of each gather / chunk (seq_len - its
+    first position; `IndexConsts.neg_chunk_start`). v3+: slots int32 [CHUNK, ngathers], the cache slot where each
+    partition's run of each gather starts.
     v2: blocks int32 [1, max_blocks], the block id of every logical block; live int32 [1, nchunks], the live rows
     of each chunk (seq_len - chunk start). Attributes a target does not use are None."""
 
@@ -61,18 +67,19 @@ class GatherIndex(nl.NKIObject):
         self.slots, self.blocks, self.live = slots, blocks, live
 
 
-def _block_selector(block_size, ones):
-    """v3+: sel [per_chunk, CHUNK] float32, sel[k, p] = 1 iff position p of a chunk lies in its block k; the
-    matmul sel^T @ table expands per-block table entries to per-position rows on TensorE (a DMA would need one
-    4-byte descriptor per position)."""
-    if block_size >= CHUNK:
+def _block_selector(block_size, ones, run):
+    """v3+: sel [per_gather, CHUNK] float32, sel[k, p] = 1 iff partition p's run (positions run · p ..) of a gather
+    lies in its block k; the matmul sel^T @ table expands per-block table entries to per-partition rows on TensorE
+    (a DMA would need one 4-byte descriptor per partition)."""
+    span = CHUNK * run
+    if block_size >= span:
         return ones
-    per_chunk = CHUNK // block_size
-    ramp = nl.ndarray((per_chunk, CHUNK), nl.float32, buffer=nl.sbuf)
-    nisa.iota(dst=ramp, pattern=[[1, CHUNK]], offset=0, channel_multiplier=-block_size)  # p - k * block_size
+    per_gather = span // block_size
+    ramp = nl.ndarray((per_gather, CHUNK), nl.float32, buffer=nl.sbuf)
+    nisa.iota(dst=ramp, pattern=[[run, CHUNK]], offset=0, channel_multiplier=-block_size)  # run * p - k * block_size
     half = (block_size - 1) / 2
     nisa.tensor_scalar(dst=ramp, data=ramp, op0=nl.subtract, operand0=half, op1=nl.abs_max, operand1=0.0)
-    sel = nl.ndarray((per_chunk, CHUNK), nl.float32, buffer=nl.sbuf)
+    sel = nl.ndarray((per_gather, CHUNK), nl.float32, buffer=nl.sbuf)
     nisa.tensor_scalar(dst=sel, data=ramp, op0=nl.less_equal, operand0=half)
     return sel
 
@@ -117,13 +124,14 @@ def row_bounds(row_pos, w, g, heads, kv_len, causal, sliding_window):
 
 
 def slot_index(block_tables, seq, kv_len, first_blk, consts, block_size):
-    """v3+: GatherIndex with the cache slot of every key position; positions >= seq_len -> slot of position 0
-    (slot 0 for an empty sequence), so garbage table entries never reach a DMA."""
+    """v3+: GatherIndex with the cache slot where each partition run starts; a run at or past seq_len -> the run
+    of position 0 (slot 0 for an empty sequence), so garbage table entries never reach a DMA."""
     pos, off, sel = consts.pos, consts.off, consts.select
     nchunks = pos.shape[1]
     per_chunk = sel.shape[0]
+    span = block_tables.shape[1] * block_size // nchunks
     src_i = nl.ndarray((per_chunk, nchunks), nl.int32, buffer=nl.sbuf)
-    nisa.dma_copy(dst=src_i, src=block_tables.ap(_chunk_table_pattern(block_size, nchunks), offset=0,
+    nisa.dma_copy(dst=src_i, src=block_tables.ap(_chunk_table_pattern(block_size, nchunks, span), offset=0,
                                                  scalar_offset=seq, indirect_dim=0))
     src = nl.ndarray((per_chunk, nchunks), nl.float32, buffer=nl.sbuf)
     nisa.tensor_copy(dst=src, src=src_i)
@@ -145,16 +153,23 @@ def slot_index(block_tables, seq, kv_len, first_blk, consts, block_size):
     nisa.scalar_tensor_tensor(dst=blk, data=blk, op0=nl.subtract, operand0=first, op1=nl.multiply, operand1=valid)
     slot = nl.ndarray((CHUNK, nchunks), nl.int32, buffer=nl.sbuf)
     nisa.tensor_scalar(dst=slot, data=blk, op0=nl.add, operand0=first)
-    return GatherIndex(slots=slot)
+    return GatherIndex(slots=slot, live=_live_rows(consts, kv_len))
 
 
-def _chunk_table_pattern(block_size, nchunks):
-    """HBM access pattern of the table row as [per_chunk, nchunks]: entry [k, c] = block k of chunk c (block_size
-    <= CHUNK), or [1, nchunks]: the block holding chunk c (block_size > CHUNK)."""
-    if block_size <= CHUNK:
-        per_chunk = CHUNK // block_size
-        return [[1, per_chunk], [per_chunk, nchunks]]
-    return [[1, nchunks * CHUNK // block_size], [0, block_size // CHUNK]]
+def _live_rows(consts, kv_len):
+    """live int32 [1, nchunks] = seq_len - first position of each gather / chunk."""
+    live = nl.ndarray(consts.neg_chunk_start.shape, nl.int32, buffer=nl.sbuf)
+    nisa.tensor_scalar(dst=live, data=consts.neg_chunk_start, op0=nl.add, operand0=kv_len[0:1, :])
+    return live
+
+
+def _chunk_table_pattern(block_size, ngathers, span):
+    """HBM access pattern of the table row as [per_gather, ngathers]: entry [k, c] = block k of gather c (block_size
+    <= span positions per gather), or [1, ngathers]: the block holding gather c (block_size > span)."""
+    if block_size <= span:
+        per_gather = span // block_size
+        return [[1, per_gather], [per_gather, ngathers]]
+    return [[1, ngathers * span // block_size], [0, block_size // span]]
 
 
 def block_index(block_tables, seq, kv_len, first_blk, consts):
@@ -176,9 +191,7 @@ def block_index(block_tables, seq, kv_len, first_blk, consts):
     nisa.scalar_tensor_tensor(dst=blk, data=blk, op0=nl.subtract, operand0=first, op1=nl.multiply, operand1=valid)
     safe = nl.ndarray((1, max_blocks), nl.int32, buffer=nl.sbuf)
     nisa.tensor_scalar(dst=safe, data=blk, op0=nl.add, operand0=first)
-    live = nl.ndarray(consts.neg_chunk_start.shape, nl.int32, buffer=nl.sbuf)
-    nisa.tensor_scalar(dst=live, data=consts.neg_chunk_start, op0=nl.add, operand0=kv_len[0:1, :])
-    return GatherIndex(blocks=safe, live=live)
+    return GatherIndex(blocks=safe, live=_live_rows(consts, kv_len))
 
 
 def add_band(bounds):

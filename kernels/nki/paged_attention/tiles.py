@@ -4,14 +4,29 @@ The online-softmax words (scale, exp_scale, neg_max, rescale, tile_sum, run_sum,
 those of `kernels/nki/_softmax.py`.
 """
 
-from .._attention_tiles import psum_copy, transpose_side_by_side
+from .._attention_tiles import psum_copy
 from .._shim import nisa, nl
 from .._softmax import MAX_FLOOR, exp_rows, rescale_factor, update_acc, update_sum
 from .._tiling import FP32_MIN
+from .finite import clean_keys, poison_scores
 from .index import CHUNK
 from .quant import dequantize_int8
+from .tuning import KT_LOOKAHEAD
 
+PE_TILES = (32, 64)  # v3+ TensorE column tiles below the full 128 (nc_matmul tile_size)
+PE_ROW_TILES = (32, 64, 128)  # v3+ TensorE row (contraction) tiles
 RUN_SUM_MIN = 1e-30  # run_sum floor before the reciprocal: only never-stored padding rows can have run_sum = 0
+
+
+def chunk_cols(x, c, run):
+    """The columns of chunk c of a score-ordered [P, n] tile x (keys in position order): chunk t of gather g holds
+    keys g · span + run · f + t (`gather_kv`, span = CHUNK · run), so its view is every run-th column of the
+    gather's span from t (run 1: columns c · CHUNK onwards, the last chunk possibly short)."""
+    if run == 1:
+        return x[:, c * CHUNK : min((c + 1) * CHUNK, x.shape[1])]
+    g, t = divmod(c, run)
+    span = CHUNK * run
+    return x[:, g * span : (g + 1) * span].reshape((x.shape[0], CHUNK, run))[:, :, t]
 
 
 class SoftmaxState(nl.NKIObject):
@@ -29,54 +44,96 @@ class SoftmaxState(nl.NKIObject):
 
 
 class KvTile(nl.NKIObject):
-    """K and V of key positions t0 .. t0+n as lists of [<= CHUNK positions, Hkv * D] SBUF tiles (all kv heads), and
-    the v2 score mask of the tile (uint8 [rows, n], shared by all groups; None on v3+)."""
+    """K and V of key positions t0 .. t0+n as lists of [<= CHUNK positions, Hkv * D] SBUF tiles (all kv heads); v2:
+    the score mask of the tile (uint8 [rows, n], shared by all groups) and per K chunk its bad keys ([<= CHUNK,
+    Hkv] bfloat16, `finite.clean_keys`); None on v3+."""
 
-    def __init__(self, t0, k_chunks, v_chunks, mask):
-        self.t0, self.k_chunks, self.v_chunks, self.mask = t0, k_chunks, v_chunks, mask
+    def __init__(self, t0, k_chunks, v_chunks, mask, k_bad):
+        self.t0, self.k_chunks, self.v_chunks, self.mask, self.k_bad = t0, k_chunks, v_chunks, mask, k_bad
 
 
 def gather_kv(call, index, t0, n):
-    """K and V of key positions [t0, t0 + n) as lists of [<= CHUNK positions, Hkv * D] tiles (all kv heads).
+    """(k_chunks, v_chunks, k_bad) of key positions [t0, t0 + n): lists of [<= CHUNK keys, Hkv * D] tiles (all kv
+    heads) and, on v2, each K chunk's bad keys (None on v3+).
 
-    index: the sequence's GatherIndex. v3+: one vector_offset DMA of CHUNK slot rows per chunk; v2: block DMAs, then
-    the rows past seq_len (dead cache, NaN in tests) replaced by 0 on GpSimd (idle on this path) with a select — a
-    multiply would give 0 * NaN = NaN, and a v2 PE transpose (a matmul with the identity) would spread it. int8
-    caches: each chunk's scales are gathered the same way and the chunk is converted to q's dtype
-    (`quant.dequantize_int8`) before the zeroing, so dead scale slots (NaN in tests) are zeroed with it."""
+    index: the sequence's GatherIndex. v3+: one vector_offset DMA per gather of CHUNK partition runs of call.run
+    slots (`tuning.GATHER_RUN`); chunk t of a gather starting at position gs holds keys gs + run · f + t (f: its
+    partition). A run can reach past
+    seq_len into dead cache (NaN in tests): V rows there are replaced by 0 on GpSimd with a select (a multiply
+    would give 0 * NaN = NaN in P @ V); dead K rows are hidden keys, masked by selection. The transposes of k and p
+    put chunk columns back in position order (`chunk_cols`), so score tiles are in position order. v2: block DMAs; K chunks
+    are cleaned of non-finite elements (`finite.clean_keys`: dead rows past seq_len with the rest, masked as
+    hidden keys), dead V rows zeroed as on v3+. int8 caches: each gather's scales are gathered the same way and
+    converted with it to q's dtype (`quant.dequantize_int8`) first, so dead scale slots are zeroed with it."""
+    if not call.vector_dma:
+        return _gather_kv_v2(call, index, t0, n)
+    hkv, d = call.key_cache.shape[2], call.key_cache.shape[3]
+    row, run = hkv * d, call.run
+    k_chunks, v_chunks = [], []
+    scale_rows = call.scale_rows or (None, None)
+    for gs in range(t0, t0 + n, CHUNK * run):
+        u = gs // (CHUNK * run)
+        for cache, scales, chunks in ((call.key_cache, scale_rows[0], k_chunks),
+                                      (call.value_cache, scale_rows[1], v_chunks)):
+            tile = _gather_run(index, cache.reshape((-1, row)), u, run)
+            if scales is not None:
+                tile = dequantize_int8(tile, _gather_run(index, scales, u, run), run * hkv, d, call.q.dtype)
+            if chunks is v_chunks and run > 1:
+                _zero_dead_rows(tile.reshape((CHUNK, run, row)), index.live[0:1, u : u + 1], run)
+            chunks.extend(tile[:, t * row : (t + 1) * row] for t in range(run))
+    return k_chunks, v_chunks, None
+
+
+def _gather_kv_v2(call, index, t0, n):
+    """v2 `gather_kv`: CHUNK-position tiles by block DMAs, K cleaned (`finite.clean_keys`), dead V rows zeroed."""
     key_cache, value_cache = call.key_cache, call.value_cache
     hkv, d = key_cache.shape[2], key_cache.shape[3]
     row = hkv * d
-    k_chunks, v_chunks = [], []
+    k_chunks, v_chunks, k_bad = [], [], []
     scale_rows = call.scale_rows or (None, None)
     for cs in range(t0, t0 + n, CHUNK):
         nc = min(CHUNK, t0 + n - cs)
         c = cs // CHUNK
         for cache, scales, chunks in ((key_cache, scale_rows[0], k_chunks), (value_cache, scale_rows[1], v_chunks)):
-            tile = _gather_rows(call, index, cache.reshape((-1, row)), cs, c, nc)
+            tile = _gather_blocks(call, index, cache.reshape((-1, row)), cs, nc)
             if scales is not None:
-                tile = dequantize_int8(tile, _gather_rows(call, index, scales, cs, c, nc), hkv, d, call.q.dtype)
-            if not call.vector_dma:
-                live = nisa.register_alloc()
-                nisa.register_load(live, index.live[0:1, c : c + 1])
-                nisa.affine_select(dst=tile, pattern=[[0, row]], channel_multiplier=-1, on_true_tile=tile,
-                                   on_false_value=0.0, cmp_op=nl.greater, offset=live)
+                tile = dequantize_int8(tile, _gather_blocks(call, index, scales, cs, nc), hkv, d, call.q.dtype)
+            if chunks is k_chunks:
+                tile, bad = clean_keys(tile, hkv, d, call.zero_bias)
+                k_bad.append(bad)
+            else:
+                _zero_dead_rows(tile.reshape((nc, 1, row)), index.live[0:1, c : c + 1], 1)
             chunks.append(tile)
-    return k_chunks, v_chunks
+    return k_chunks, v_chunks, k_bad
 
 
-def _gather_rows(call, index, rows_hbm, cs, c, nc):
-    """[nc, row] SBUF tile of key positions [cs, cs + nc) (chunk c) of rows_hbm [slots, row] (a data or scale cache
-    viewed by slot): v3+ one vector_offset DMA, v2 block DMAs."""
+def _zero_dead_rows(tile, live_sb, run):
+    """tile [CHUNK, run, row] SBUF (key run · p + t of its gather or chunk at [p, t]) with the keys at or past
+    live_sb (1x1 int32: seq_len - first position) replaced by 0, in place: one GpSimd affine_select whose offset
+    is a register."""
+    live = nisa.register_alloc()
+    nisa.register_load(live, live_sb)
+    nisa.affine_select(dst=tile, pattern=[[-1, run], [0, tile.shape[2]]], channel_multiplier=-run, on_true_tile=tile,
+                       on_false_value=0.0, cmp_op=nl.greater, offset=live)
+
+
+def _gather_run(index, rows_hbm, u, run):
+    """v3+: [CHUNK, run · row] SBUF tile of gather u of rows_hbm [slots, row] (a data or scale cache viewed by slot):
+    partition p reads the run of slots from index.slots[p, u], one vector_offset DMA."""
+    row = rows_hbm.shape[1]
+    tile = nl.ndarray((CHUNK, run * row), rows_hbm.dtype, buffer=nl.sbuf)
+    nisa.dma_copy(dst=tile, src=rows_hbm.ap([[row, CHUNK], [1, run * row]], offset=0,
+                                            vector_offset=index.slots[:, u : u + 1], indirect_dim=0))
+    return tile
+
+
+def _gather_blocks(call, index, rows_hbm, cs, nc):
+    """v2: [nc, row] SBUF tile of key positions [cs, cs + nc) of rows_hbm [slots, row] by block DMAs."""
     num_slots, row = rows_hbm.shape
     tile = nl.ndarray((nc, row), rows_hbm.dtype, buffer=nl.sbuf)
-    if call.vector_dma:
-        nisa.dma_copy(dst=tile, src=rows_hbm.ap([[row, nc], [1, row]], offset=0,
-                                                vector_offset=index.slots[0:nc, c : c + 1], indirect_dim=0))
-    else:
-        block_size = call.block_size
-        _load_blocks(tile, rows_hbm.reshape((num_slots // block_size, block_size * row)), index.blocks, cs, nc,
-                     block_size, row)
+    block_size = call.block_size
+    _load_blocks(tile, rows_hbm.reshape((num_slots // block_size, block_size * row)), index.blocks, cs, nc,
+                 block_size, row)
     return tile
 
 
@@ -93,12 +150,13 @@ def _load_blocks(tile, blocks_hbm, block_ids, cs, nc, block_size, row):
 
 
 def load_q_group(q, q0, grp, g, bq, vector_dma):
-    """Stationary q^T tiles [D, rows] of a group (rows = len(grp) * BQ * g, ordered head, token, q head): one
-    per kv head, with the other heads' columns zeroed when the group stacks several heads, so the heads' score
-    matmuls accumulate into one PSUM tile without mixing (K is finite: live data or zeros).
+    """q^T of a group (rows = len(grp) * BQ * g, ordered head, token, q head) as a list of [D, rows] tiles.
 
-    v3+: q rows by DMA, then one bit-exact PE transpose. v2: q^T straight from HBM by an element-strided DMA (a
-    v2 PE transpose is a matmul with the identity: a NaN in one query would reach every row of the item)."""
+    v3+: one tile, q rows by DMA then one bit-exact PE transpose (`scores` slices each head's columns). v2: one tile
+    per kv head, the other heads' columns zeroed when the group stacks several heads, so the heads' score matmuls
+    accumulate into one PSUM tile without mixing (v2 K is finite: cleaned, `finite.py`); q^T straight from HBM by an
+    element-strided DMA (a v2 PE transpose is a matmul with the identity: a NaN in one query would reach every row
+    of the item)."""
     t_total, hq, d = q.shape
     head_rows = bq * g
     rows = len(grp) * head_rows
@@ -112,18 +170,9 @@ def load_q_group(q, q0, grp, g, bq, vector_dma):
                                     indirect_dim=0))
     qt_ps = nl.ndarray((d, rows), q.dtype, buffer=nl.psum)
     nisa.nc_transpose(dst=qt_ps, data=q_sb)
-    if len(grp) == 1:
-        qt = nl.ndarray((d, rows), q.dtype, buffer=nl.sbuf)
-        nisa.tensor_copy(dst=qt, src=qt_ps)
-        return [qt]
-    masked = []
-    for i in range(len(grp)):
-        qt = nl.ndarray((d, rows), q.dtype, buffer=nl.sbuf)
-        nisa.memset(dst=qt, value=0.0)
-        cols = slice(i * head_rows, (i + 1) * head_rows)
-        nisa.tensor_copy(dst=qt[:, cols], src=qt_ps[:, cols])
-        masked.append(qt)
-    return masked
+    qt = nl.ndarray((d, rows), q.dtype, buffer=nl.sbuf)
+    nisa.tensor_copy(dst=qt, src=qt_ps)
+    return [qt]
 
 
 def _load_q_transposed(q_rows, q0, grp, i, d, g, bq, rows):
@@ -139,25 +188,65 @@ def _load_q_transposed(q_rows, q0, grp, i, d, g, bq, rows):
     return qt
 
 
-def scores(qs, grp, k_chunks, n):
-    """s [rows, n] fp32 PSUM of a group against keys of one tile: per head k^T by PE transposes (PSUM ->
-    SBUF evacuation alternating ScalarE / VectorE), then one accumulating matmul per head."""
-    d = qs[0].shape[0]
-    dtype = k_chunks[0].dtype
-    s_ps = nl.ndarray((qs[0].shape[1], n), nl.float32, buffer=nl.psum)
-    for i, h in enumerate(grp):
-        kt_ps = nl.ndarray((d, n), dtype, buffer=nl.psum)
-        transpose_side_by_side(kt_ps, [k[:, h * d : (h + 1) * d] for k in k_chunks])
-        kt = nl.ndarray((d, n), dtype, buffer=nl.sbuf)
-        psum_copy(kt, kt_ps, on_scalar=h % 2 == 0)
-        nisa.nc_matmul(dst=s_ps, stationary=qs[i], moving=kt)
+def scores(qs, grp, k_chunks, n, run):
+    """s [rows, n] fp32 PSUM of a group against keys of one tile: per head k^T by PE transposes (PSUM -> SBUF
+    evacuation alternating ScalarE / VectorE), then the score matmuls.
+
+    qs: `load_q_group`'s tiles. One per head (v2, masked columns): one accumulating matmul per head. One tile for
+    several stacked heads (v3+), so that no zero-masked q column meets another head's key (0 * NaN would mix a
+    non-finite key into every head's rows): with 32 or 64 rows per head (PE_TILES; prefill items) each head's
+    matmul runs on its own PE column tile into its own partitions of s; else (decode: g rows per head) per CHUNK
+    keys s^T [keys, rows] with each head's k^T chunk stationary and only its own q columns moving, then one
+    bit-exact fp32 transpose back to rows on partitions. The transposes run
+    `tuning.KT_LOOKAHEAD` heads ahead of the matmuls, so in-order TensorE transposes the next heads' k while this
+    head's k^T is evacuated."""
+    d, rows = qs[0].shape
+    head_rows = rows // len(grp)
+    s_ps = nl.ndarray((rows, n), nl.float32, buffer=nl.psum)
+    per_head = len(qs) == 1 and len(grp) > 1
+    tiled = per_head and head_rows in PE_TILES and d in PE_ROW_TILES  # each head's matmul on its own PE columns
+    st_ps = nl.ndarray((CHUNK, len(k_chunks) * rows), nl.float32, buffer=nl.psum) if per_head and not tiled else None
+    kts = [_k_transposed(k_chunks, h, d, n, run) for h in grp[:KT_LOOKAHEAD]]
+    for i in range(len(grp)):
+        if i + KT_LOOKAHEAD < len(grp):
+            kts.append(_k_transposed(k_chunks, grp[i + KT_LOOKAHEAD], d, n, run))
+        kt = kts[i]
+        cols = slice(i * head_rows, (i + 1) * head_rows)
+        if not per_head:
+            nisa.nc_matmul(dst=s_ps, stationary=qs[i], moving=kt)
+            continue
+        if tiled:
+            nisa.nc_matmul(dst=s_ps[cols, :], stationary=qs[0][:, cols], moving=kt, tile_position=(0, cols.start),
+                           tile_size=(d, head_rows))
+            continue
+        for c, k in enumerate(k_chunks):
+            nc = k.shape[0]
+            nisa.nc_matmul(dst=st_ps[0:nc, c * rows + i * head_rows : c * rows + (i + 1) * head_rows],
+                           stationary=chunk_cols(kt, c, run), moving=qs[0][:, cols])
+    if st_ps is not None:
+        st = nl.ndarray(st_ps.shape, nl.float32, buffer=nl.sbuf)
+        nisa.tensor_copy(dst=st, src=st_ps)
+        for c, k in enumerate(k_chunks):
+            nc = k.shape[0]
+            nisa.nc_transpose(dst=chunk_cols(s_ps, c, run), data=st[0:nc, c * rows : (c + 1) * rows])
     return s_ps
 
 
-def _masked_scores(s_ps, call, bounds, kv, t0, k_rows):
+def _k_transposed(k_chunks, h, d, n, run):
+    """k^T [D, n] SBUF of kv head h over one tile's chunks, keys in position order (`chunk_cols`): PE transposes
+    into PSUM, evacuated by ScalarE (even h) or VectorE (odd h)."""
+    kt_ps = nl.ndarray((d, n), k_chunks[0].dtype, buffer=nl.psum)
+    for c, k in enumerate(k_chunks):
+        nisa.nc_transpose(dst=chunk_cols(kt_ps, c, run), data=k[:, h * d : (h + 1) * d])
+    kt = nl.ndarray((d, n), k_chunks[0].dtype, buffer=nl.sbuf)
+    psum_copy(kt, kt_ps, on_scalar=h % 2 == 0)
+    return kt
+
+
+def _masked_scores(s_ps, call, bounds, kv, grp, k_rows):
     """x [rows, n] fp32: the score tile in units of exp_scale (softcap c: tanh(s · scale / c), else s), FP32_MIN
-    where a key is not visible, and tile_max [rows, 1] — one range_select (v3+) or select_reduce (v2). k_rows: None,
-    or the fp8 per-head k scales [rows, 1], multiplied into s as it leaves PSUM."""
+    where a key is not visible, and tile_max [rows, 1] — one range_select (v3+) or select_reduce (v2; then NaN where a row sees a bad key of its own kv head of grp, `finite.poison_scores`).
+    k_rows: None, or the fp8 per-head k scales [rows, 1], multiplied into s as it leaves PSUM."""
     rows, n = s_ps.shape
     s = s_ps
     if k_rows is not None:
@@ -173,10 +262,11 @@ def _masked_scores(s_ps, call, bounds, kv, t0, k_rows):
         nisa.range_select(dst=x, on_true_tile=s, comp_op0=nl.greater_equal, comp_op1=nl.less_equal,
                           bound0=bounds.lo[0:rows, :], bound1=bounds.hi[0:rows, :],
                           reduce_cmd=nisa.reduce_cmd.reset_reduce, reduce_res=tile_max, reduce_op=nl.maximum,
-                          range_start=t0, on_false_value=FP32_MIN)
+                          range_start=kv.t0, on_false_value=FP32_MIN)
     else:
         nisa.select_reduce(dst=x, predicate=kv.mask[0:rows, :], on_true=s, on_false=FP32_MIN,
                            reduce_res=tile_max, reduce_cmd=nisa.reduce_cmd.reset_reduce, reduce_op=nl.maximum)
+        poison_scores(x, kv.mask, kv.k_bad, grp, rows // len(grp))
     return x, tile_max
 
 
@@ -188,7 +278,7 @@ def softmax_pv(s_ps, state, call, gi, bounds, kv, p_copy_on_scalar):
     rows, n = s_ps.shape
     grp, head_rows, d = call.groups[gi], call.rows, state.acc.shape[1]
     dtype = call.q.dtype  # p's dtype: the cache's ("auto", int8 after conversion), q's beside fp8 V (p in [0, 1])
-    x, tile_max = _masked_scores(s_ps, call, bounds, kv, kv.t0, call.k_rows[gi])
+    x, tile_max = _masked_scores(s_ps, call, bounds, kv, grp, call.k_rows[gi])
     neg_max = nl.ndarray((rows, 1), nl.float32, buffer=nl.sbuf)
     nisa.tensor_scalar(dst=neg_max, data=tile_max, op0=nl.maximum, operand0=MAX_FLOOR, op1=nl.multiply,
                        operand1=-call.exp_scale)
@@ -204,7 +294,7 @@ def softmax_pv(s_ps, state, call, gi, bounds, kv, p_copy_on_scalar):
     pt_ps = nl.ndarray((min(n, CHUNK), len(kv.v_chunks) * rows), dtype, buffer=nl.psum)
     for c, v in enumerate(kv.v_chunks):
         nisa.nc_transpose(dst=pt_ps[0 : v.shape[0], c * rows : (c + 1) * rows],
-                          data=p[:, c * CHUNK : c * CHUNK + v.shape[0]])
+                          data=chunk_cols(p, c, call.run))
     pt = nl.ndarray(pt_ps.shape, dtype, buffer=nl.sbuf)
     psum_copy(pt, pt_ps, p_copy_on_scalar)  # PSUM evacuation alternates ScalarE / VectorE by group
     pv = nl.ndarray((rows, d), nl.float32, buffer=nl.psum)

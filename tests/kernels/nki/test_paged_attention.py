@@ -163,26 +163,44 @@ def _trace_llama(target):
 
 def test_trace_llama_decode_trn2():
     # Llama-3.1-8B paged decode (batch 8, context 4096, block 32, 32/8 heads, D 128, bf16) validates on trn2.
-    # All 8 kv heads share one 32-row group: per (sequence, 512-key tile) one range_select and 8 QK + 8x4 PV
-    # matmuls; every live K/V byte is gathered exactly once (GQA: one gather serves all query heads).
+    # All 8 kv heads share one 32-row group: per (sequence, 512-key tile) one range_select and
+    # 8x4 QK (s^T per head and chunk, no zero-masked q columns) + 8x4 PV matmuls; every live K/V byte is gathered
+    # exactly once (GQA: one gather serves all query heads), one gather of 128 runs of 4 slots per tile.
     trace = _trace_llama("trn2")
     mix = trace.instruction_mix()
     tiles = 8 * (4096 // 512)
     assert mix["vector"]["range_select"] == tiles
-    assert mix["tensor"]["nc_matmul"] == tiles * (8 + 8 * 4) + 8 * 2  # + per sequence: metadata, table expansion
-    gathers = [i for i in trace if i.opcode == "dma_copy" and i.attrs["indirect"] and i.attrs["bytes"] == 128 * 2048]
-    assert len(gathers) == 8 * 2 * (4096 // 128)
+    assert mix["tensor"]["nc_matmul"] == tiles * (8 * 4 + 8 * 4) + 8 * 2  # + per sequence: metadata, table expansion
+    gathers = [i for i in trace if i.opcode == "dma_copy" and i.attrs["indirect"] and i.attrs["bytes"] == 128 * 8192]
+    assert len(gathers) == 8 * 2 * (4096 // 512)
+    assert all(i.attrs["chunks"] == 128 for i in gathers)  # one descriptor per partition run of 4 slots
     assert sum(i.attrs["bytes"] for i in gathers) == 2 * 8 * 4096 * 8 * 128 * 2
+    assert mix["gpsimd"]["affine_select"] == 8 * (4096 // 512)  # dead V rows of a run past seq_len zeroed
 
 
 @pytest.mark.parametrize("target", ["inf2", "trn1"])
 def test_trace_llama_decode_gen2(target):
-    # Same shape on NeuronCore-v2: scalar-offset block loads, a shared score mask, dead-row zeroing on GpSimd.
+    # Same shape on NeuronCore-v2: scalar-offset block loads, a shared score mask, K chunks cleaned of non-finite
+    # elements (`paged_attention/finite.py`), dead V rows zeroed on GpSimd.
     trace = _trace_llama(target)
     mix = trace.instruction_mix()
     tiles = 8 * (4096 // 512)
-    # per (sequence, 512 keys), all heads: one masked score tile, one zeroing of p's non-finite entries
-    assert mix["vector"]["select_reduce"] == 2 * tiles
-    assert mix["gpsimd"]["affine_select"] == 8 * 2 * (4096 // 128)  # dead-row zeroing of every K and V chunk
+    # per (sequence, 512 keys), all heads: one masked score tile, one zeroing of p's non-finite entries, and the
+    # cleaning of its 4 K chunks
+    assert mix["vector"]["select_reduce"] == (2 + 4) * tiles
+    assert mix["vector"]["tensor_copy_predicated"] == tiles  # bad keys flagged into the score tile
+    assert mix["gpsimd"]["affine_select"] == 8 * (4096 // 128)  # dead-row zeroing of every V chunk
     blocks = [i for i in trace if i.opcode == "dma_copy" and i.attrs["bytes"] == 32 * 2048]
     assert len(blocks) == 8 * 2 * (4096 // 32)  # one scalar-offset DMA per live block of K and of V
+
+
+@pytest.mark.parametrize(("seq_lens", "q_lens"), [([37, 5, 64], [1, 3, 1]), ([20], [1])],
+                         ids=["odd-items", "one-item"])
+def test_lnc2_matches_lnc1_bitwise(seq_lens, q_lens):
+    # LNC=2 deals work items to the two cores (p, p + 2, ...); with a single item the second core has none.
+    problem = pinned_paged_problem(seq_lens, q_lens, 8, 2, 64, 16, dtype="bfloat16", seed=6)
+    inputs = problem.inputs()
+    args, kwargs = launch_paged._kernel_args(*inputs, scale=inputs[0].shape[-1] ** -0.5, **problem.options())
+    one, two = (run(launch_paged.paged_attention_kernel, *args, target="trn2", lnc=lnc, quant=None, **kwargs).outputs
+                for lnc in (1, 2))
+    np.testing.assert_array_equal(two, one)

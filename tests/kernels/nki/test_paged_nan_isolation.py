@@ -2,9 +2,10 @@
 
 A NaN / inf in one query element must change out[t, h] of that query only: every other output of the batch stays
 bit-for-bit what it is without it (issue 10, item 1: on NeuronCore-v2 a PE transpose is a matmul with the identity,
-so a NaN in q or in one row of p used to reach every row of the work item). A NaN in one key reaches the rows that
-see it; the cases where the kernel still spreads it further are pinned as strict xfails below (the kernel
-docstring's "Non-finite inputs" paragraph says why), so their fix shows up as an XPASS.
+so a NaN in q or in one row of p used to reach every row of the work item). A NaN / inf in one key reaches exactly
+the rows of its kv head that see it: not the other kv heads stacked in the same score matmul, not the rows the
+causal mask hides it from (v2: K is cleaned before its transposes and the bad keys flagged back into the scores,
+`paged_attention/finite.py`).
 """
 
 import numpy as np
@@ -52,13 +53,13 @@ def test_non_finite_query_reaches_only_its_output(shape, value, target):
     np.testing.assert_array_equal(np.isnan(out[t, h]), np.isnan(ref[t, h]))  # ±inf in q: NaN row, as the ref
 
 
-def _nan_key(problem, kv_head, position, seq=0):
-    """(inputs with key_cache[slot of `position` of sequence `seq`, kv_head, 0] = NaN, the clean inputs)."""
+def _nan_key(problem, kv_head, position, seq=0, value=np.nan):
+    """(inputs with key_cache[slot of `position` of sequence `seq`, kv_head, 0] = value, the clean inputs)."""
     inputs = problem.inputs()
     q, key_cache, value_cache, block_tables, seq_lens, qsl = inputs
     bad = key_cache.copy()
     block_size = key_cache.shape[1]
-    bad[block_tables[seq, position // block_size], position % block_size, kv_head, 0] = np.nan
+    bad[block_tables[seq, position // block_size], position % block_size, kv_head, 0] = value
     return (q, bad, value_cache, block_tables, seq_lens, qsl), inputs
 
 
@@ -74,30 +75,54 @@ def test_nan_key_reaches_the_rows_that_see_it(target):
     assert np.isnan(out[:5]).all()
 
 
-@pytest.mark.xfail(strict=True, reason="stacked heads: the zero-masked q columns of the other heads multiply the NaN "
-                                       "key (0 * NaN = NaN) in the shared score matmul, on every target")
+# A non-finite key changes exactly the rows that see it. Which of them turn NaN differs with the value and target
+# (-inf · q > 0 is a -inf score, weight 0, in IEEE arithmetic; v2 flags every bad key it cleaned as NaN), so these
+# tests compare the set of changed outputs.
 @pytest.mark.parametrize("target", TARGETS)
-def test_nan_key_stays_in_its_kv_head_when_heads_are_stacked(target):
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_nan_key_stays_in_its_kv_head_when_heads_are_stacked(value, target):
     problem = pinned_paged_problem(*SHAPES["decode-stacked-heads"], dtype="float32", seed=3)
-    bad, clean_inputs = _nan_key(problem, kv_head=0, position=5)
+    bad, clean_inputs = _nan_key(problem, kv_head=0, position=5, value=value)
     out, clean = _nki(bad, problem, target), _nki(clean_inputs, problem, target)
     expected = np.zeros(out.shape[:2], bool)
     expected[0, :4] = True  # sequence 0's decode row, the 4 query heads of kv head 0
     np.testing.assert_array_equal(_changed(out, clean), expected)
 
 
-@pytest.mark.parametrize("target", [
-    pytest.param("inf2", marks=pytest.mark.xfail(strict=True, reason="v2 PE transpose of k spreads the NaN over its "
-                                                                     "128-key chunk")),
-    pytest.param("trn1", marks=pytest.mark.xfail(strict=True, reason="v2 PE transpose of k spreads the NaN over its "
-                                                                     "128-key chunk")),
-    "trn2",
-])
-def test_nan_key_hidden_by_the_causal_mask_changes_nothing(target):
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_nan_key_hidden_by_the_causal_mask_changes_nothing(value, target):
     # Prefill of 12 tokens, NaN in the key at position 8: queries at positions 0..7 cannot see it.
     problem = pinned_paged_problem([12], [12], 2, 1, 64, 4, dtype="float32", seed=4)
-    bad, clean_inputs = _nan_key(problem, kv_head=0, position=8)
+    bad, clean_inputs = _nan_key(problem, kv_head=0, position=8, value=value)
     out, clean = _nki(bad, problem, target), _nki(clean_inputs, problem, target)
     expected = np.zeros(out.shape[:2], bool)
     expected[8:] = True
     np.testing.assert_array_equal(_changed(out, clean), expected)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_nan_key_reaches_its_kv_head_rows_that_see_it_in_a_stacked_chunk(target):
+    # Chunked prefill, 2 kv heads stacked per group: sequence 0's queries sit at positions 14..19; a NaN key of kv
+    # head 1 at position 16 reaches its query heads 2, 3 of the tokens at positions >= 16 only.
+    problem = pinned_paged_problem(*SHAPES["chunked-stacked-heads"], dtype="float32", seed=5)
+    bad, clean_inputs = _nan_key(problem, kv_head=1, position=16)
+    out, clean = _nki(bad, problem, target), _nki(clean_inputs, problem, target)
+    expected = np.zeros(out.shape[:2], bool)
+    expected[2:6, 2:4] = True
+    np.testing.assert_array_equal(_changed(out, clean), expected)
+    assert np.isnan(out[2:6, 2:4]).all()
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_nan_key_stays_in_its_kv_head_when_stacked_heads_have_their_own_pe_tiles(target):
+    # BQ = 8 tokens x 4 query heads = 32 rows per kv head, both kv heads stacked (v3+: one PE column tile each).
+    # Sequence 0's queries sit at positions 8..19; a NaN key of kv head 1 at position 14 reaches its query heads
+    # 4..7 of the tokens at positions >= 14 only.
+    problem = pinned_paged_problem([20, 9], [12, 4], 8, 2, 64, 4, dtype="float32", seed=7)
+    bad, clean_inputs = _nan_key(problem, kv_head=1, position=14)
+    out, clean = _nki(bad, problem, target), _nki(clean_inputs, problem, target)
+    expected = np.zeros(out.shape[:2], bool)
+    expected[6:12, 4:8] = True
+    np.testing.assert_array_equal(_changed(out, clean), expected)
+    assert np.isnan(out[6:12, 4:8]).all()
