@@ -263,8 +263,13 @@ def cached_model_task(task: Task, config: RunConfig) -> dict:
     """`model_task` through `config.cache` (a hit reads the stored record); uncached when the cache is None."""
     if config.cache is None:
         return model_task(task, config)
-    return cached_record(config.cache, record_key(task, config.power_w.get(task.target)),
-                         lambda: model_task(task, config), command=bench_command(task, config))
+    key_parts, command = model_cache_entry(task, config)
+    return cached_record(config.cache, key_parts, lambda: model_task(task, config), command=command)
+
+
+def model_cache_entry(task: Task, config: RunConfig) -> tuple[dict, str]:
+    """(cache key parts, reproduction command) of `task`'s modeled record under `config`."""
+    return record_key(task, config.power_w.get(task.target)), bench_command(task, config)
 
 
 def replication_note(trace: Trace) -> str | None:

@@ -54,7 +54,21 @@ def cached_record(cache: Cache, key_parts: dict, compute: Callable[[], dict], co
     with this invocation's provenance and reproduction `command`."""
     hits = cache.hits
     stored = cache.get_or_compute(key_parts, lambda: _without_invocation(compute()))
-    return {**stored, **provenance(), "command": command, "cache": "hit" if cache.hits > hits else "miss"}
+    return _with_invocation(stored, command, "hit" if cache.hits > hits else "miss")
+
+
+def stored_record(cache: Cache, key_parts: dict, command: str) -> dict | None:
+    """`cached_record`'s hit without a compute: the stored record with this invocation's fields, or None (a miss,
+    nothing computed or counted)."""
+    stored = cache.get(key_parts)
+    if stored is None:
+        return None
+    cache.hits += 1
+    return _with_invocation(stored, command, "hit")
+
+
+def _with_invocation(stored: dict, command: str, cache: str) -> dict:
+    return {**stored, **provenance(), "command": command, "cache": cache}
 
 
 def _without_invocation(record: dict) -> dict:

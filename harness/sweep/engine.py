@@ -30,6 +30,8 @@ def execute(tasks: Sequence, fn: Callable, *, workers: int, address: str | None,
     """Run `fn` on every task (see the module docstring); `workers` >= 1 (ValueError otherwise)."""
     if not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers: must be an integer >= 1, got {workers!r}")
+    if not tasks:
+        return  # nothing to run: no cluster to start or join
     if in_process(workers, address):
         for task in tasks:
             on_result(task, fn(task))

@@ -6,13 +6,14 @@ from typing import Callable, Sequence
 
 from nkilab.harness.sweep.engine import execute
 from nkilab.harness.sweep.stream import ResultsFile
-from nkilab.harness.sweep.tasks import SweepTask, error_record, run_task
+from nkilab.harness.sweep.tasks import SweepTask, cache_hit, error_record, run_task
 
 
 def sweep(tasks: Sequence[SweepTask], results_path: str, *, workers: int, address: str | None = None,
           on_start: Callable[[int, int], None] | None = None,
           on_record: Callable[[SweepTask, dict], None] | None = None) -> list[dict]:
     """Run every task whose `sweep_key` is not in `results_path` yet (a resume) and append its record there.
+    Records the cache holds are read here first; only the misses go to `execute` (a warm sweep starts no Ray).
 
     Args:
         tasks: the plan (`tasks.plan`); workers: Ray CPUs (1 = in-process); address: a Ray cluster, or None.
@@ -32,5 +33,12 @@ def sweep(tasks: Sequence[SweepTask], results_path: str, *, workers: int, addres
             if on_record is not None:
                 on_record(task, rec)
 
-        execute(todo, run_task, workers=workers, address=address, on_result=on_result, on_lost=error_record)
+        misses = []
+        for task in todo:
+            rec = cache_hit(task)
+            if rec is None:
+                misses.append(task)
+            else:
+                on_result(task, rec)
+        execute(misses, run_task, workers=workers, address=address, on_result=on_result, on_lost=error_record)
         return list(results.records)

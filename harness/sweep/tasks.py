@@ -15,7 +15,8 @@ import traceback
 from dataclasses import dataclass, replace
 
 from nkilab.harness.cache import Cache, key_of
-from nkilab.harness.profile import RunConfig, Task, cached_model_task
+from nkilab.harness.profile import RunConfig, Task, cached_model_task, model_cache_entry
+from nkilab.harness.record_cache import stored_record
 from nkilab.harness.report.records import make_record
 from nkilab.harness.workloads import Quant, model_problems
 
@@ -68,6 +69,15 @@ def run_task(sweep_task: SweepTask) -> dict:
     except Exception as exc:  # a sweep records every failure and goes on
         rec = error_record(sweep_task, exc, traceback.format_exc(limit=4))
     return {**rec, "config": dict(sweep_task.config), "sweep_key": sweep_task.key}
+
+
+def cache_hit(sweep_task: SweepTask) -> dict | None:
+    """`run_task`'s record when the cache already holds it (read here, nothing traced), else None: the sweep serves
+    hits in the driver and sends only the misses to the workers."""
+    if sweep_task.run.cache is None:
+        return None
+    rec = stored_record(sweep_task.run.cache, *model_cache_entry(sweep_task.task, sweep_task.run))
+    return None if rec is None else {**rec, "config": dict(sweep_task.config), "sweep_key": sweep_task.key}
 
 
 def error_record(sweep_task: SweepTask, exc: BaseException, trace: str | None = None) -> dict:

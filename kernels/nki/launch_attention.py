@@ -10,12 +10,32 @@ from __future__ import annotations
 import numpy as np
 
 from nkilab.kernels._adapter import numpy_dtype
+from nkilab.reference.dtypes import itemsize
 
+from . import launch_tuning
 from ._attention_tunables import NAMES as TUNABLES
 from ._attention_tunables import defaults
 from ._launch import EMPTY_REASON, dtype_reason, launch, neuron_target
 from ._shim import get_target
 from .attention import MAX_HEAD_DIM, flash_attention
+
+# what `nkilab tune` searches (`launch_tuning`): values around `_attention_tunables`' defaults; kv_step 4096 puts a
+# step's fp32 scores in all 8 PSUM banks: the kernel's score_buffers rule refuses it (v3+), the emulator's PSUM
+# capacity check where score tiles overlap other work (v2), and tune rejects it
+TUNING_CHOICES = {"kv_step": (1024, 2048, 4096), "q_prefetch": (2, 4), "pipeline_lag": (4, 16)}
+TUNING_TABLE = launch_tuning.table_path(__file__)  # rows: overrides of `_attention_tunables`' defaults ({} = none)
+
+
+def shape_class(problem: dict) -> str:
+    """The tuning-table row of a problem: its inputs' bytes per element (`_attention_tunables`' classes)."""
+    return f"{itemsize(problem['dtype'])}-byte"
+
+
+def tuned(problem: dict, target: str, tunables: dict | None = None) -> dict:
+    """The kernel keywords of a call's tunables: TUNING_TABLE's (target, class) row, then `tunables` (else
+    `problem["tunables"]`, trace mode's)."""
+    row = launch_tuning.settings(launch_tuning.load(TUNING_TABLE), target, shape_class(problem))
+    return {**row, **_tunables(tunables if tunables is not None else problem.get("tunables"))}
 
 
 def attention(q, k, v, *, causal=False, scale, sliding_window=None, softcap=None, target: str | None = None,
@@ -37,7 +57,7 @@ def attention(q, k, v, *, causal=False, scale, sliding_window=None, softcap=None
         out: [B, Sq, Hq, D] NumPy array, q's dtype.
     """
     return launch(flash_attention, q, k, v, target=target, **_options(causal, scale, sliding_window, softcap),
-                  **_tunables(tunables), **({"lnc": lnc} if lnc else {}))
+                  **tuned({"dtype": q.dtype}, neuron_target(target), tunables), **({"lnc": lnc} if lnc else {}))
 
 
 def default_tunables(target: str | None, dtype: str) -> dict:
@@ -63,13 +83,13 @@ def traceable(problem: dict, target: str | None):
     softcap; optional scale (default head_dim ** -0.5) and tunables (as in `attention`). `target` must be a Neuron
     target (ValueError otherwise); the kernel takes its generation branch and its LNC from the trace's launch
     (`_launch.trace(..., lnc=)`)."""
-    neuron_target(target)
+    target = neuron_target(target)
     dt = numpy_dtype(problem["dtype"])
     b, sq, skv, hq, hkv, d = (problem[key] for key in ("b", "sq", "skv", "hq", "hkv", "head_dim"))
     args = (np.zeros((b, sq, hq, d), dt), np.zeros((b, skv, hkv, d), dt), np.zeros((b, skv, hkv, d), dt))
     scale = problem.get("scale") or d**-0.5
     kwargs = _options(problem.get("causal", False), scale, problem.get("sliding_window"), problem.get("softcap"))
-    return flash_attention, args, {**kwargs, **_tunables(problem.get("tunables"))}
+    return flash_attention, args, {**kwargs, **tuned(problem, target)}
 
 
 def _options(causal, scale, sliding_window, softcap) -> dict:

@@ -16,6 +16,7 @@ import numpy as np
 from nkilab.kernels._adapter import dtype_name, numpy_dtype
 from nkilab.reference.quant import FP8_DTYPES, QuantizedActivation, QuantizedWeight
 
+from . import launch_tuning
 from ._launch import EMPTY_REASON, launch, neuron_target
 from .qmatmul import ACCEPTED_OUT, MAX_K, PMAX, qmatmul_kernel
 from .qmatmul.tuning import check_overrides
@@ -24,6 +25,27 @@ X_DTYPES = ("float32", "bfloat16", "float16", "float64")  # x dtypes accepted (f
 # symmetric int4 nibbles (two's complement -8..7) xor 8 = offset binary q + 8 (0..15): the kernel's unpack then
 # needs no xor (kernels/nki/qmatmul/DESIGN.md, "int4 unpack"); both nibbles of a byte at once
 OFFSET_BINARY_FLIP = np.uint8(0x88)
+# what `nkilab tune` searches (`launch_tuning`): values around `qmatmul.tuning`'s defaults; prefill_sbuf_bytes
+# 512 KiB is more than any target's SBUF partition: the emulator refuses the problems whose resident x^T and
+# weights then outgrow it, and tune rejects it
+TUNING_CHOICES = {"decode_dma_cols": (1024, 2048, 4096), "decode_lookahead": (1, 2, 3),
+                  "prefill_sbuf_bytes": (128 * 1024, 160 * 1024, 512 * 1024)}
+TUNING_TABLE = launch_tuning.table_path(__file__)  # rows: overrides of `qmatmul.tuning`'s defaults ({} = none)
+
+
+def shape_class(problem: dict) -> str:
+    """The tuning-table row of a problem: its weight scheme (the classes of `qmatmul.tuning.CLASS_DEFAULTS`)."""
+    return problem["scheme"]
+
+
+def tuned(problem: dict, target: str, tuning: dict | None = None) -> dict:
+    """The tuning overrides of a call: TUNING_TABLE's (target, class) row, then `tuning` (else
+    `problem["tunables"]`, trace mode's)."""
+    row = launch_tuning.settings(launch_tuning.load(TUNING_TABLE), target, shape_class(problem))
+    overrides = tuning if tuning is not None else problem.get("tunables")
+    if overrides is not None:
+        check_overrides(overrides)
+    return {**row, **(overrides or {})}
 
 
 def qmatmul(x, qw: QuantizedWeight, *, out_dtype=None, target: str | None = None, tuning: dict | None = None):
@@ -51,7 +73,7 @@ def qmatmul(x, qw: QuantizedWeight, *, out_dtype=None, target: str | None = None
                          m=xdata.shape[0], k=qw.shape[0], n=qw.shape[1], dtype=dtype_name(xdata))
     if reason:
         raise ValueError(f"qmatmul: backend 'nki' cannot run this problem: {reason}")
-    args, kwargs = kernel_inputs(x, qw, out_name, tuning)
+    args, kwargs = kernel_inputs(x, qw, out_name, tuned({"scheme": qw.scheme}, neuron_target(target), tuning))
     y = launch(qmatmul_kernel, *args, target=target, **kwargs)
     return y if kwargs["out_dtype"] == out_name else y.astype(numpy_dtype(out_name))
 
@@ -104,7 +126,7 @@ def traceable(problem: dict, target: str | None, tuning: dict | None = None):
     problem keys (`nkilab.kernels.ops.qmatmul.spec` plus the shape parameters): m, k, n, scheme, group_size,
     symmetric, w8a8, dtype. `target` must be a Neuron target (ValueError otherwise); the kernel takes its
     generation branches from the target the trace runs on (`_launch.trace`). tuning: as for `qmatmul`."""
-    neuron_target(target)
+    target = neuron_target(target)
     reason = unsupported(**problem)
     if reason:
         raise ValueError(f"qmatmul: backend 'nki' cannot trace this problem: {reason}")
@@ -126,5 +148,5 @@ def traceable(problem: dict, target: str | None, tuning: dict | None = None):
     else:
         x = np.zeros((m, k), numpy_dtype(problem["dtype"]))
         out_name = problem["dtype"]
-    args, kwargs = kernel_inputs(x, qw, out_name, tuning)
+    args, kwargs = kernel_inputs(x, qw, out_name, tuned(problem, target, tuning))
     return qmatmul_kernel, args, kwargs

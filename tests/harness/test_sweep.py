@@ -12,6 +12,7 @@ import pytest
 from nkilab.harness import profile, record_cache
 from nkilab.harness.cli import main
 from nkilab.harness.report.records import PERF_FIELDS, read_jsonl, validate_record
+from nkilab.harness.sweep import engine, runner
 from nkilab.harness.sweep import tasks as sweep_tasks
 from nkilab.harness.sweep.engine import NO_RAY_ENV, execute, in_process
 from nkilab.harness.sweep.runner import sweep
@@ -137,6 +138,22 @@ def test_a_second_sweep_reads_every_record_from_the_cache(tmp_path):
     assert stable(second) == stable(first)
     assert all(set(PERF_FIELDS) <= set(r["perf"]) for r in second)
     assert len(list(cache.rglob("*.json"))) == len(first)
+
+
+def test_a_warm_sweep_reads_the_hits_in_the_driver_and_starts_no_ray(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    tasks = small_plan(cache)
+    first = sweep(tasks[:8], str(tmp_path / "a.jsonl"), workers=1)  # 8 of the 12 records cached
+    sent = []
+    real = runner.execute
+    monkeypatch.setattr(runner, "execute", lambda todo, *args, **kwargs: sent.extend(todo) or
+                        real(todo, *args, **{**kwargs, "workers": 1}))
+    monkeypatch.setattr(engine, "connect", lambda *args: pytest.fail("a sweep with nothing to run joined Ray"))
+    second = sweep(small_plan(cache), str(tmp_path / "b.jsonl"), workers=2)
+    assert [t.key for t in sent] == [t.key for t in tasks[8:]]  # only the misses went to the workers
+    assert [r["cache"] for r in second] == ["hit"] * 8 + ["miss"] * 4
+    assert stable(second[:8]) == stable(first)
+    execute([], run_task, workers=2, address=None, on_result=print, on_lost=error_record)  # no tasks: no Ray
 
 
 def test_no_ray_env_runs_in_process(monkeypatch):

@@ -1,7 +1,9 @@
 """`nkilab tune` on rms_norm's one tunable (rows per tile): it beats a deliberately bad default, rejects the config
-the emulator refuses, writes the tuning table, and the launcher reads that table. Latencies are modeled."""
+the emulator refuses, writes the tuning table, and the launcher reads that table; on qmatmul's and attention's
+declared tunables it runs on one tiny problem and rejects the value the emulator refuses. Latencies are modeled."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -9,8 +11,10 @@ import pytest
 from nkilab import reference
 from nkilab.harness.cli import main
 from nkilab.harness.sweep.tasks import sweep_run_config
+from nkilab.harness.tune import search
 from nkilab.harness.tune.search import candidates, tune, updated_table, write_table
-from nkilab.kernels.nki import _launch, launch_rms_norm
+from nkilab.harness.workloads import model_problems
+from nkilab.kernels.nki import _launch, launch_attention, launch_qmatmul, launch_rms_norm
 from nkilab.kernels.nki.rms_norm import rms_norm_kernel
 
 BAD = {"op": "rms_norm", "default": {"rows_per_tile": 16}, "targets": {}}  # a deliberately bad default
@@ -69,3 +73,42 @@ def test_rms_norm_rows_per_tile_changes_the_schedule_not_the_values():
                                         residual=res.astype(np.float64))
     np.testing.assert_allclose(outs[16][1], want_h, rtol=1e-6, atol=1e-6)  # one fp32 rounding of the add
     np.testing.assert_allclose(outs[16][0], want_y, rtol=1e-5, atol=1e-5)  # fp32 statistics over 64 columns
+
+
+# one tiny problem per kernel whose trace the emulator refuses at one of the launcher's declared values: qmatmul's
+# x^T and resident weights (M 1024, K 14336) outgrow trn2's SBUF with prefill_sbuf_bytes 512 KiB; attention's 4096
+# keys per step need more PSUM banks than there are (the kernel's score_buffers rule on trn2)
+TINY = {"qmatmul": ("prefill", "qkv-m512", {"m": 1024, "k": 14336, "n": 1024}, "prefill_sbuf_bytes", 512 * 1024),
+        "attention": ("prefill", "s512", {"sq": 1024, "skv": 8192, "hq": 2, "hkv": 1, "causal": False}, "kv_step",
+                      4096)}
+
+
+@pytest.mark.parametrize("op", sorted(TINY))
+def test_cli_tune_runs_the_declared_tunables_and_rejects_what_the_emulator_refuses(op, tmp_path, monkeypatch,
+                                                                                    capsys):
+    phase, name, params, tunable, refused = TINY[op]
+    launcher = {"qmatmul": launch_qmatmul, "attention": launch_attention}[op]
+    (problem,) = [p for p in model_problems("llama-3.1-8b", phase=phase, grid="quick", ops=(op,))
+                  if p.name.endswith("/" + name)]
+    tiny = replace(problem, name=f"{problem.name}-tiny", params={**problem.params, **params})
+    spec = {**tiny.params, **tiny.spec()}  # the launcher's problem dict
+    monkeypatch.setattr(search, "model_problems", lambda *args, **kwargs: [tiny])
+    choices = launcher.TUNING_CHOICES[tunable]  # the declared values of the one tunable the emulator refuses
+    assert refused in choices
+    monkeypatch.setattr(launcher, "TUNING_CHOICES", {tunable: choices})
+    table = tmp_path / "table.json"
+    write_table(json.loads(launcher.TUNING_TABLE.read_text()), table)
+    monkeypatch.setattr(launcher, "TUNING_TABLE", table)
+    code = main(["tune", "--kernel", op, "--model", "llama-3.1-8b", "--phases", phase, "--target", "trn2",
+                 "--workers", "1", "--no-cache", "--out", str(tmp_path / "run"), "--table", str(table)])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert f'rejected trn2/{launcher.shape_class(spec)} {{"{tunable}": {refused}}}' in printed
+    assert "PSUM" in printed or "SBUF" in printed  # the reason: the emulator's capacity check or the kernel's rule
+    records = [json.loads(line) for line in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
+    assert len(records) == 1 + len(choices)  # the table's config (the kernel's defaults) and each declared value
+    statuses = {r["config"].get(tunable): r["status"] for r in records}
+    assert statuses[refused] == "error" and statuses[None] == "ok"  # None: the kernel's own default
+    (row,) = json.loads(table.read_text())["targets"]["trn2"].values()
+    assert row.get(tunable) != refused
+    assert launcher.tuned(spec, "trn2") == row  # the launcher reads what tune wrote
