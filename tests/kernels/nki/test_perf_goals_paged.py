@@ -18,6 +18,7 @@ import pytest
 
 from nkilab.harness.perf import estimate
 from nkilab.kernels.nki import launch_paged
+from perf_goals import check, goal_params, memoized
 
 LLAMA_8B = dict(hq=32, hkv=8, head_dim=128, block_size=32, dtype="bfloat16")
 LLAMA_70B_TP8 = dict(hq=8, hkv=1, head_dim=128, block_size=32, dtype="bfloat16")
@@ -73,34 +74,16 @@ def _modeled(row):
     return est.latency_s / _useful_roofline_s(row["problem"], est)
 
 
-def _meets(row, value, bound):
-    return value >= bound if row["metric"] == "mbu" else value <= bound
-
-
 @pytest.fixture(scope="module")
 def modeled():
-    cache = {}
-
-    def get(name):
-        if name not in cache:
-            cache[name] = _modeled(ROWS[name])
-        return cache[name]
-
-    return get
+    return memoized(ROWS, _modeled)
 
 
 @pytest.mark.parametrize("name", ROWS)
 def test_floor(name, modeled):
-    row = ROWS[name]
-    assert _meets(row, modeled(name), row["floor"]), f"{name}: modeled {row['metric']} {modeled(name):.3f} " \
-                                                     f"past its floor {row['floor']}"
+    check(name, ROWS[name], modeled(name), "floor")
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=f"goal not met: {NOT_MET[name]}"))
-    if name in NOT_MET else name
-    for name, row in ROWS.items() if row["goal"] is not None])
+@pytest.mark.parametrize("name", goal_params(ROWS, NOT_MET))
 def test_goal(name, modeled):
-    row = ROWS[name]
-    assert _meets(row, modeled(name), row["goal"]), f"{name}: modeled {row['metric']} {modeled(name):.3f} " \
-                                                    f"misses the goal {row['goal']}"
+    check(name, ROWS[name], modeled(name), "goal")

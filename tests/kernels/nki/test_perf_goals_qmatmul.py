@@ -15,6 +15,7 @@ import pytest
 
 from nkilab.harness.perf import estimate
 from nkilab.kernels.nki import launch_qmatmul
+from perf_goals import check, goal_params, memoized
 
 QKV = dict(k=4096, n=6144)
 LAYER = (QKV, dict(k=4096, n=4096), dict(k=4096, n=28672), dict(k=14336, n=4096))  # QKV, O, gate_up, down
@@ -61,26 +62,14 @@ def _modeled(row):
 
 @pytest.fixture(scope="module")
 def modeled():
-    cache = {}
-
-    def get(name):
-        if name not in cache:
-            cache[name] = _modeled(ROWS[name])
-        return cache[name]
-
-    return get
+    return memoized(ROWS, _modeled)
 
 
 @pytest.mark.parametrize("name", ROWS)
 def test_floor(name, modeled):
-    row = ROWS[name]
-    assert modeled(name) >= row["floor"], f"{name}: modeled {row['metric']} {modeled(name):.3f} < floor {row['floor']}"
+    check(name, ROWS[name], modeled(name), "floor")
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=f"goal not met: {NOT_MET[name]}"))
-    if name in NOT_MET else name
-    for name, row in ROWS.items() if row["goal"] is not None])
+@pytest.mark.parametrize("name", goal_params(ROWS, NOT_MET))
 def test_goal(name, modeled):
-    row = ROWS[name]
-    assert modeled(name) >= row["goal"], f"{name}: modeled {row['metric']} {modeled(name):.3f} < goal {row['goal']}"
+    check(name, ROWS[name], modeled(name), "goal")
