@@ -57,6 +57,8 @@ def _find_sequence(query_start_loc_ptr, stride_qsl, num_seqs, q_block, BLOCK_Q: 
 
 @triton.jit
 def _paged_attention_kernel(
+    # Over 80 lines because a Triton kernel takes every tensor's strides as arguments (24 lines of signature); the
+    # body is one pass: find the work item, stream its key tiles, write its partial softmax (one segment: the output).
     # Pointers
     q_ptr, key_cache_ptr, value_cache_ptr, out_ptr, block_tables_ptr, seq_lens_ptr, query_start_loc_ptr,
     seg_max_ptr, seg_sum_ptr, seg_acc_ptr,
