@@ -35,6 +35,13 @@ def _changed(out, clean):
     return ~same.all(axis=-1)
 
 
+def _only(shape, index):
+    """bool `shape`: True exactly at `index` (the outputs a non-finite input may change)."""
+    mask = np.zeros(shape, bool)
+    mask[index] = True
+    return mask
+
+
 @pytest.mark.parametrize("target", TARGETS)
 @pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
 @pytest.mark.parametrize("shape", list(SHAPES), ids=list(SHAPES))
@@ -46,32 +53,29 @@ def test_non_finite_query_reaches_only_its_output(shape, value, target):
     bad_q = q.copy()
     bad_q[t, h, 3] = value
     out = _nki((bad_q, *rest), problem, target)
-    expected = np.zeros(out.shape[:2], bool)
-    expected[t, h] = True
-    np.testing.assert_array_equal(_changed(out, clean), expected)
+    np.testing.assert_array_equal(_changed(out, clean), _only(out.shape[:2], (t, h)))
     ref = reference_paged_attention(bad_q, *rest, **problem.options())
     np.testing.assert_array_equal(np.isnan(out[t, h]), np.isnan(ref[t, h]))  # ±inf in q: NaN row, as the ref
 
 
-def _nan_key(problem, kv_head, position, seq=0, value=np.nan):
-    """(inputs with key_cache[slot of `position` of sequence `seq`, kv_head, 0] = value, the clean inputs)."""
+def _with_bad_key(problem, target, kv_head, position, value=np.nan, seq=0):
+    """(out, changed [T, Hq]) of the kernel with key_cache[slot of `position` of sequence `seq`, kv_head, 0] = value,
+    `changed` against the clean run."""
     inputs = problem.inputs()
     q, key_cache, value_cache, block_tables, seq_lens, qsl = inputs
     bad = key_cache.copy()
     block_size = key_cache.shape[1]
     bad[block_tables[seq, position // block_size], position % block_size, kv_head, 0] = value
-    return (q, bad, value_cache, block_tables, seq_lens, qsl), inputs
+    out = _nki((q, bad, value_cache, block_tables, seq_lens, qsl), problem, target)
+    return out, _changed(out, _nki(inputs, problem, target))
 
 
 @pytest.mark.parametrize("target", TARGETS)
 def test_nan_key_reaches_the_rows_that_see_it(target):
     # Every row of sequence 0 sees position 2: exactly its rows turn NaN, sequence 1 is unchanged.
     problem = pinned_paged_problem([13, 6], [5, 1], 4, 1, 64, 4, dtype="float32", seed=2)
-    bad, clean_inputs = _nan_key(problem, kv_head=0, position=2)
-    out, clean = _nki(bad, problem, target), _nki(clean_inputs, problem, target)
-    expected = np.zeros(out.shape[:2], bool)
-    expected[:5] = True
-    np.testing.assert_array_equal(_changed(out, clean), expected)
+    out, changed = _with_bad_key(problem, target, kv_head=0, position=2)
+    np.testing.assert_array_equal(changed, _only(changed.shape, np.s_[:5]))
     assert np.isnan(out[:5]).all()
 
 
@@ -82,11 +86,9 @@ def test_nan_key_reaches_the_rows_that_see_it(target):
 @pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
 def test_nan_key_stays_in_its_kv_head_when_heads_are_stacked(value, target):
     problem = pinned_paged_problem(*SHAPES["decode-stacked-heads"], dtype="float32", seed=3)
-    bad, clean_inputs = _nan_key(problem, kv_head=0, position=5, value=value)
-    out, clean = _nki(bad, problem, target), _nki(clean_inputs, problem, target)
-    expected = np.zeros(out.shape[:2], bool)
-    expected[0, :4] = True  # sequence 0's decode row, the 4 query heads of kv head 0
-    np.testing.assert_array_equal(_changed(out, clean), expected)
+    out, changed = _with_bad_key(problem, target, kv_head=0, position=5, value=value)
+    # sequence 0's decode row, the 4 query heads of kv head 0
+    np.testing.assert_array_equal(changed, _only(changed.shape, np.s_[0, :4]))
 
 
 @pytest.mark.parametrize("target", TARGETS)
@@ -94,11 +96,8 @@ def test_nan_key_stays_in_its_kv_head_when_heads_are_stacked(value, target):
 def test_nan_key_hidden_by_the_causal_mask_changes_nothing(value, target):
     # Prefill of 12 tokens, NaN in the key at position 8: queries at positions 0..7 cannot see it.
     problem = pinned_paged_problem([12], [12], 2, 1, 64, 4, dtype="float32", seed=4)
-    bad, clean_inputs = _nan_key(problem, kv_head=0, position=8, value=value)
-    out, clean = _nki(bad, problem, target), _nki(clean_inputs, problem, target)
-    expected = np.zeros(out.shape[:2], bool)
-    expected[8:] = True
-    np.testing.assert_array_equal(_changed(out, clean), expected)
+    out, changed = _with_bad_key(problem, target, kv_head=0, position=8, value=value)
+    np.testing.assert_array_equal(changed, _only(changed.shape, np.s_[8:]))
 
 
 @pytest.mark.parametrize("target", TARGETS)
@@ -106,11 +105,8 @@ def test_nan_key_reaches_its_kv_head_rows_that_see_it_in_a_stacked_chunk(target)
     # Chunked prefill, 2 kv heads stacked per group: sequence 0's queries sit at positions 14..19; a NaN key of kv
     # head 1 at position 16 reaches its query heads 2, 3 of the tokens at positions >= 16 only.
     problem = pinned_paged_problem(*SHAPES["chunked-stacked-heads"], dtype="float32", seed=5)
-    bad, clean_inputs = _nan_key(problem, kv_head=1, position=16)
-    out, clean = _nki(bad, problem, target), _nki(clean_inputs, problem, target)
-    expected = np.zeros(out.shape[:2], bool)
-    expected[2:6, 2:4] = True
-    np.testing.assert_array_equal(_changed(out, clean), expected)
+    out, changed = _with_bad_key(problem, target, kv_head=1, position=16)
+    np.testing.assert_array_equal(changed, _only(changed.shape, np.s_[2:6, 2:4]))
     assert np.isnan(out[2:6, 2:4]).all()
 
 
@@ -120,9 +116,6 @@ def test_nan_key_stays_in_its_kv_head_when_stacked_heads_have_their_own_pe_tiles
     # Sequence 0's queries sit at positions 8..19; a NaN key of kv head 1 at position 14 reaches its query heads
     # 4..7 of the tokens at positions >= 14 only.
     problem = pinned_paged_problem([20, 9], [12, 4], 8, 2, 64, 4, dtype="float32", seed=7)
-    bad, clean_inputs = _nan_key(problem, kv_head=1, position=14)
-    out, clean = _nki(bad, problem, target), _nki(clean_inputs, problem, target)
-    expected = np.zeros(out.shape[:2], bool)
-    expected[6:12, 4:8] = True
-    np.testing.assert_array_equal(_changed(out, clean), expected)
+    out, changed = _with_bad_key(problem, target, kv_head=1, position=14)
+    np.testing.assert_array_equal(changed, _only(changed.shape, np.s_[6:12, 4:8]))
     assert np.isnan(out[6:12, 4:8]).all()
