@@ -10,8 +10,9 @@ DESIGN.md, "Decode".
 from .._shim import nisa, nl
 from .._tiling import PMAX, PSUM_FMAX, tiles
 from .tuning import N_BLOCK, N_SUB
+from .epilogue import ChunkScales, ZeroPointRows, chunk_epilogue, group_sums_rep, group_sums_T, scales_T
 from .transpose import assemble, byte_values, transpose_bytes, transpose_planes
-from .weights import FP8_NIBBLE, INT4_SYM_OFFSET, converted, load_nibbles, load_weight_tile, replicated_row
+from .weights import converted, load_nibbles, load_weight_tile, replicated_row
 
 
 class DecodeFetch(nl.NKIObject):
@@ -48,12 +49,15 @@ class DecodePlan(nl.NKIObject):
 
 
 class YBlock(nl.NKIObject):
-    """y^T of N block columns nb0 .. nb0+nbw: float32 SBUF [128, len(subs), M], subs = its 128-channel sub-tiles."""
+    """y^T of N block columns nb0 .. nb0+nbw: float32 SBUF [128, len(subs), M], subs = its 128-channel sub-tiles;
+    corr: the zero-point term's PSUM tile [128, len(subs), M] float32 (one bank for the block, accumulated over
+    its group chunks) when it is a matmul, else None."""
 
-    def __init__(self, block, m):
+    def __init__(self, block, m, zero_matmul):
         self.nb0, self.nbw = block
         self.subs = tiles(self.nbw, N_SUB)
         self.yT = nl.ndarray((PMAX, len(self.subs), m), dtype=nl.float32, buffer=nl.sbuf)
+        self.corr = nl.ndarray((PMAX, len(self.subs), m), dtype=nl.float32, buffer=nl.psum) if zero_matmul else None
 
 
 class PartialSums(nl.NKIObject):
@@ -64,20 +68,6 @@ class PartialSums(nl.NKIObject):
         self.banks = [nl.ndarray((PMAX, len(batch), ng, m), dtype=nl.float32, buffer=nl.psum)
                       for batch in plan.batches(subs)]
         self.parts = [self.banks[j // plan.per_bank][:, j % plan.per_bank, :, :] for j in range(len(subs))]
-
-
-class ChunkScales(nl.NKIObject):
-    """What the epilogue of one group chunk (groups g0 .. g0+ng-1) applies: s_T: [128, subs, G] float32 scales of
-    the block with the channels on partitions (`_scales_T`: channel j0 + p of sub-tile j, group g at [p, j, g]);
-    shift: [128, ng, M] float32, the symmetric int4 zero-point term -8·X[g, m] in partial-sum units, the same on
-    every partition (`_group_sums_rep`; else None); zs, z: the zero-point term as a matmul, acc += z · zs^T X,
-    zs [ng, nbw] float32 rows of z·s (int4 asymmetric, z = -1) or of s (symmetric int4 at M above
-    decode_shift_max_m, z = -8), else None; gsum_T: [ng, M] group sums of x (with zs, else None); xs_rep:
-    [128, M] per-token scales (W8A8, else None)."""
-
-    def __init__(self, g0, s_T, shift, xs_rep):
-        self.g0, self.s_T, self.shift, self.xs_rep = g0, s_T, shift, xs_rep
-        self.zs, self.z, self.gsum_T = None, None, None
 
 
 def decode(ops, geo):
@@ -95,44 +85,53 @@ def decode(ops, geo):
     # M, as a TensorE fp32 matmul over the groups (as asymmetric int4 must, z varying per channel) at larger M
     shifted = geo.int4 and geo.symmetric and geo.m <= geo.tuning.decode_shift_max_m
     zero_matmul = geo.int4 and not shifted
-    gsums = [_group_sums_T(x_sb, geo, chunk) for chunk in plan.chunks] if zero_matmul else None
-    shifts = _group_sums_rep(moving, geo, plan.chunks) if shifted else None
+    shifts = group_sums_rep(moving, geo, plan.chunks) if shifted else None
     # per-token scales as a row replicated over the output-channel partitions: partition stride 0 in HBM
     xs_rep = replicated_row(ops.x_scales, 0, 0, geo.m, nl.float32, PMAX) if geo.w8a8 else None
     work = plan.work
     lookahead = geo.tuning.decode_lookahead
-    ahead = [_fetch(ops.w, geo, plan, work, t) for t in range(min(lookahead, len(work)))]
+    ahead = [_prefetch(ops, geo, plan, t, zero_matmul) for t in range(min(lookahead, len(work)))]
     # the scales of every block, channels on partitions, issued right behind the first fetches: a load issued
     # later queues behind every weight transfer already issued (HBM serves them in turn), and the last block's
     # epilogue would wait for the whole stream to land first
-    scales_T = {b: _scales_T(ops.scales_t, plan.blocks[b], geo) for b in plan.mine}
+    s_T = {b: scales_T(ops.scales_t, plan.blocks[b], geo) for b in plan.mine}
+    # the group sums of x after the first fetches: their VectorE reduce is needed by the first epilogue only, and
+    # issued first it held up the first unpacks
+    gsums = [group_sums_T(x_sb, geo, chunk) for chunk in plan.chunks] if zero_matmul else None
     pending = []  # finished y blocks, stored once the next block's matmuls are issued
     for t, item in enumerate(work):
         if t + lookahead < len(work):
-            ahead.append(_fetch(ops.w, geo, plan, work, t + lookahead))
-        fetched = ahead.pop(0)
+            ahead.append(_prefetch(ops, geo, plan, t + lookahead, zero_matmul))
+        fetched, zero = ahead.pop(0)
         chunk = plan.chunks[item.c]
         if item.run[0] == chunk.steps[0]:
             if item.c == 0:
-                yblk = YBlock(plan.blocks[item.b], geo.m)
+                yblk = YBlock(plan.blocks[item.b], geo.m, zero_matmul)
             sums = PartialSums(plan, yblk.subs, chunk.ng, geo.m)
+            scales = ChunkScales(chunk.g0, s_T[item.b], shifts[item.c] if shifts else None, xs_rep, zero,
+                                 gsums[item.c] if gsums else None)
         _multiply(sums, yblk, item, fetched, moving, chunk, geo)
         if item.run[-1] != chunk.steps[-1]:
             continue
         if item.c == 0 and pending:
             _store_transposed(ops.out, pending.pop(), geo)
-        scales = ChunkScales(chunk.g0, scales_T[item.b], shifts[item.c] if shifts else None, xs_rep)
-        if zero_matmul:
-            scales.zs, scales.z = _zero_point_rows(ops, yblk, chunk, geo.symmetric)
-            scales.gsum_T = gsums[item.c]
-        for bank, batch, (b0, nb) in zip(sums.banks, plan.batches(yblk.subs), tiles(len(yblk.subs), plan.per_bank)):
-            rows = batch[0][1]
-            _decode_epilogue(yblk.yT[0:rows, b0:b0 + nb, :], bank[0:rows], batch, scales, chunk.ng, geo,
-                             accumulate=item.c > 0)
-        if item.c == len(plan.chunks) - 1:
+        last = item.c == len(plan.chunks) - 1
+        chunk_epilogue(yblk, sums, tiles(len(yblk.subs), plan.per_bank), scales, chunk.ng, geo, item.c == 0, last)
+        if last:
             pending.append(yblk)
     for yblk in pending:
         _store_transposed(ops.out, yblk, geo)
+
+
+def _prefetch(ops, geo, plan, t, zero_matmul):
+    """(the weight tiles of fetch plan.work[t], the ZeroPointRows of its (block, chunk) when it is the chunk's
+    first fetch and the zero-point term is a matmul, else None)."""
+    item = plan.work[t]
+    tiles_ = _fetch(ops.w, geo, plan, plan.work, t)
+    first = item.run[0] == plan.chunks[item.c].steps[0]
+    zero = ZeroPointRows(ops, plan.blocks[item.b], plan.chunks[item.c], geo.symmetric) if zero_matmul and first \
+        else None
+    return tiles_, zero
 
 
 def _multiply(sums, yblk, item, fetched, moving, chunk, geo):
@@ -145,16 +144,6 @@ def _multiply(sums, yblk, item, fetched, moving, chunk, geo):
                 nisa.nc_matmul(dst=sums.parts[j][0:nsz, g0:g0 + step.ng, :], stationary=wt[0:step.rows, j0:j0 + nsz],
                                moving=xm[0:step.rows])
 
-
-def _zero_point_rows(ops, yblk, chunk, symmetric):
-    """(rows, z) of the zero-point matmul of one group chunk for the block's columns: float32 [ng, nbw] rows of s
-    with z = -8 (symmetric), or of z·s with z = -1 (asymmetric)."""
-    s_sb = _load_rows(ops.scales, chunk.g0, chunk.ng, yblk.nb0, yblk.nbw)
-    if symmetric:
-        return s_sb, -float(INT4_SYM_OFFSET)
-    zs_sb = _load_rows(ops.zeros, chunk.g0, chunk.ng, yblk.nb0, yblk.nbw)
-    nisa.tensor_tensor(dst=zs_sb, data1=zs_sb, data2=s_sb, op=nl.multiply)
-    return zs_sb, -1.0
 
 
 def _step_runs(geo, step_ids, per_fetch):
@@ -258,118 +247,9 @@ def _group_mask(geo):
     return mask
 
 
-def _group_sums_T(x_sb, geo, chunk):
-    """int4 zero-point folding: X^T[g, m] = Σ_{k in group chunk.g0 + g} x[m, k] for the chunk's groups, float32 SBUF
-    [ng, M] (a VectorE reduce of the x rows, then a TensorE transpose to put the groups on the partitions; on
-    NeuronCore-v2 a byte transpose, so that a non-finite sum stays in its row)."""
-    m, k = geo.m, geo.rows * geo.parity
-    kg = k // geo.ngroups
-    sums = nl.ndarray((m, chunk.ng), dtype=nl.float32, buffer=nl.sbuf)
-    nisa.tensor_reduce(dst=sums, op=nl.add, data=x_sb.reshape((m, geo.ngroups, kg))[:, chunk.g0:chunk.g0 + chunk.ng, :],
-                       axis=2)
-    if geo.byte_transposes and m > 1:
-        return transpose_bytes(byte_values(sums, 4), m, (0, chunk.ng, 1), 4, nl.float32)
-    ps = nl.ndarray((chunk.ng, m), dtype=nl.float32, buffer=nl.psum)
-    nisa.nc_transpose(dst=ps, data=sums)
-    sums_T = nl.ndarray((chunk.ng, m), dtype=nl.float32, buffer=nl.sbuf)
-    nisa.tensor_copy(dst=sums_T, src=ps)
-    return sums_T
 
 
-def _scales_T(scales_t, block, geo):
-    """The scales of N block (nb0, nbw) with the channels on partitions, from their channels-first HBM layout
-    scales_t [N, G]: float32 SBUF [128, subs, G], s_T[p, j, g] = s[g, nb0 + 128 j + p] (a ragged last sub-tile
-    fills rows 0..nsz; the rest is never read into a stored output), times FP8_NIBBLE for int4 nibbles read as
-    fp8 (one ScalarE copy; exact). One DMA for the full sub-tiles (runs of G scales, over all 16 DMA engines),
-    one more for a ragged last one."""
-    nb0, nbw = block
-    g = scales_t.shape[1]
-    full, rest = nbw // N_SUB, nbw % N_SUB
-    s_T = nl.ndarray((PMAX, full + (1 if rest else 0), g), dtype=nl.float32, buffer=nl.sbuf)
-    if full:
-        nisa.dma_copy(dst=s_T[:, 0:full, :], src=scales_t.ap([[g, N_SUB], [N_SUB * g, full], [1, g]], offset=nb0 * g))
-    if rest:
-        nisa.dma_copy(dst=s_T[0:rest, full, :], src=scales_t[nb0 + full * N_SUB:nb0 + nbw, :])
-    if geo.fp8_nibbles:  # int4 partial sums come from the fp8 view of the nibbles, u / FP8_NIBBLE
-        nisa.activation(dst=s_T, op=nl.copy, data=s_T, scale=FP8_NIBBLE)
-    return s_T
 
-
-def _group_sums_rep(moving, geo, chunks):
-    """Symmetric int4: per group chunk, shift[p, g, m] = -8 · X[g, m] / f on every partition p, X[g, m] =
-    Σ_{k in group g} bf16(x[m, k]), f = FP8_NIBBLE for nibbles read as fp8 (else 1): the zero-point term in the
-    units of the partial sums, float32 SBUF [128, ng, M]. TensorE sums the moving operands (the block-diagonal
-    x^T of each K step) against a stationary of ones, one matmul per K step and nibble half, into one PSUM tile
-    per chunk: X lands on all 128 output-channel partitions, so the epilogue subtracts it with one VectorE op
-    (no transposes, nothing mixed across tokens)."""
-    ones = nl.ndarray((PMAX, N_SUB), dtype=nl.bfloat16, buffer=nl.sbuf)
-    nisa.memset(dst=ones, value=1.0)
-    f = FP8_NIBBLE if geo.fp8_nibbles else 1.0
-    shifts = []
-    for chunk in chunks:
-        ps = nl.ndarray((N_SUB, chunk.ng, geo.m), dtype=nl.float32, buffer=nl.psum)
-        for i in chunk.steps:
-            step = geo.steps[i]
-            g0 = step.g0 - chunk.g0
-            for xm in moving[i]:
-                nisa.nc_matmul(dst=ps[:, g0:g0 + step.ng, :], stationary=ones[0:step.rows, :],
-                               moving=xm[0:step.rows])
-        shift = nl.ndarray((N_SUB, chunk.ng, geo.m), dtype=nl.float32, buffer=nl.sbuf)
-        nisa.activation(dst=shift, op=nl.copy, data=ps, scale=-float(INT4_SYM_OFFSET) / f)
-        shifts.append(shift)
-    return shifts
-
-
-def _load_rows(t, g0, gc, nb0, nbw):
-    """Rows g0 .. g0+gc of a [groups, N] HBM tensor, columns nb0 .. nb0+nbw, as float32 SBUF [gc, nbw]."""
-    sb = nl.ndarray((gc, nbw), dtype=nl.float32, buffer=nl.sbuf)
-    nisa.dma_copy(dst=sb, src=t[g0:g0 + gc, nb0:nb0 + nbw])
-    return sb
-
-
-def _decode_epilogue(acc, part, batch, scales, gc, geo, accumulate):
-    """acc[:, j, :] (+)= Σ_g sT_j[:, g] · (part[:, j, g, :] + shift[g]) - Σ_g (z·s)[g, sub-tile j]^T · X[g] for
-    the 128-channel sub-tiles j of `batch` (those sharing one PSUM bank), each VectorE op covering all of them.
-
-    acc: SBUF [rows, nb, M]; part: PSUM [rows, nb, gc, M] per-group partial sums; batch: nb (j0, nsz)
-    sub-tiles (only the last may be ragged: its rows past nsz are never stored); scales: the chunk's
-    ChunkScales (shift: symmetric int4 at small M; zs: the zero-point term as a contraction over the groups, run
-    on TensorE in fp32: stationary = the [gc, nsz] rows as loaded, moving = X^T)."""
-    m = geo.m
-    rows, nb = batch[0][1], len(batch)
-    b0, g0 = batch[0][0] // N_SUB, scales.g0
-    zero_matmul = scales.zs is not None
-    res = nl.ndarray((rows, nb, m), dtype=nl.float32, buffer=nl.sbuf) if (accumulate or zero_matmul) else acc
-    s_T = scales.s_T[0:rows, b0:b0 + nb, g0:g0 + gc]
-    if scales.shift is not None:
-        shifted = nl.ndarray((rows, nb, gc, m), dtype=nl.float32, buffer=nl.sbuf)
-        nisa.tensor_tensor(dst=shifted, data1=part, data2=scales.shift[0:rows].expand_dim(1).broadcast(1, nb),
-                           op=nl.add)
-        part = shifted
-    if geo.per_channel:
-        nisa.tensor_tensor(dst=res, data1=part[:, :, 0, :], data2=s_T[:, :, 0:1].broadcast(2, m), op=nl.multiply)
-        if geo.w8a8:
-            nisa.tensor_tensor(dst=res, data1=res, data2=scales.xs_rep[0:rows, :].expand_dim(1).broadcast(1, nb),
-                               op=nl.multiply)
-    else:
-        scaled = nl.ndarray((rows, nb, gc, m), dtype=nl.float32, buffer=nl.sbuf)
-        if zero_matmul and geo.int4:
-            # int4 with the zero-point matmul (larger M): VectorE is the busiest engine (unpack, reduce), so
-            # ScalarE copies the partial sums out of PSUM and GpSimd (which cannot read PSUM) scales them
-            nisa.activation(dst=scaled, op=nl.copy, data=part)
-            nisa.tensor_tensor(dst=scaled, data1=scaled, data2=s_T.expand_dim(3).broadcast(3, m), op=nl.multiply,
-                               engine=nisa.engine.gpsimd)
-        else:
-            nisa.tensor_tensor(dst=scaled, data1=part, data2=s_T.expand_dim(3).broadcast(3, m), op=nl.multiply)
-        nisa.tensor_reduce(dst=res, op=nl.add, data=scaled.permute((0, 1, 3, 2)), axis=3)
-    if zero_matmul:
-        corr = nl.ndarray((rows, nb, m), dtype=nl.float32, buffer=nl.psum)
-        for jj, (j0, nsz) in enumerate(batch):
-            nisa.nc_matmul(dst=corr[0:nsz, jj, :], stationary=scales.zs[0:gc, j0:j0 + nsz], moving=scales.gsum_T)
-        nisa.scalar_tensor_tensor(dst=res if accumulate else acc, data=corr, op0=nl.multiply, operand0=scales.z,
-                                  op1=nl.add, operand1=res)
-    if accumulate:
-        nisa.tensor_tensor(dst=acc, data1=acc, data2=res, op=nl.add)
 
 
 def _store_transposed(out, yblk, geo):
