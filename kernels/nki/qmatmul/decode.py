@@ -90,48 +90,57 @@ def decode(ops, geo):
     xs_rep = replicated_row(ops.x_scales, 0, 0, geo.m, nl.float32, PMAX) if geo.w8a8 else None
     work = plan.work
     lookahead = geo.tuning.decode_lookahead
-    ahead = [_prefetch(ops, geo, plan, t, zero_matmul) for t in range(min(lookahead, len(work)))]
-    # the scales of every block, channels on partitions, issued right behind the first fetches: a load issued
-    # later queues behind every weight transfer already issued (HBM serves them in turn), and the last block's
-    # epilogue would wait for the whole stream to land first
-    s_T = {b: scales_T(ops.scales_t, plan.blocks[b], geo) for b in plan.mine}
+    ahead = [Prefetched(ops, geo, plan, t, zero_matmul) for t in range(min(lookahead, len(work)))]
     # the group sums of x after the first fetches: their VectorE reduce is needed by the first epilogue only, and
     # issued first it held up the first unpacks
     gsums = [group_sums_T(x_sb, geo, chunk) for chunk in plan.chunks] if zero_matmul else None
     pending = []  # finished y blocks, stored once the next block's matmuls are issued
     for t, item in enumerate(work):
         if t + lookahead < len(work):
-            ahead.append(_prefetch(ops, geo, plan, t + lookahead, zero_matmul))
-        fetched, zero = ahead.pop(0)
+            ahead.append(Prefetched(ops, geo, plan, t + lookahead, zero_matmul))
+        fetched = ahead.pop(0)
         chunk = plan.chunks[item.c]
         if item.run[0] == chunk.steps[0]:
             if item.c == 0:
                 yblk = YBlock(plan.blocks[item.b], geo.m, zero_matmul)
+                s_T = fetched.s_T
             sums = PartialSums(plan, yblk.subs, chunk.ng, geo.m)
-            scales = ChunkScales(chunk.g0, s_T[item.b], shifts[item.c] if shifts else None, xs_rep, zero,
+            scales = ChunkScales(chunk.g0, s_T, shifts[item.c] if shifts else None, xs_rep, fetched.zero,
                                  gsums[item.c] if gsums else None)
-        _multiply(sums, yblk, item, fetched, moving, chunk, geo)
-        if item.run[-1] != chunk.steps[-1]:
-            continue
-        if item.c == 0 and pending:
-            _store_transposed(ops.out, pending.pop(), geo)
-        last = item.c == len(plan.chunks) - 1
-        chunk_epilogue(yblk, sums, tiles(len(yblk.subs), plan.per_bank), scales, chunk.ng, geo, item.c == 0, last)
-        if last:
-            pending.append(yblk)
+        _multiply(sums, yblk, item, fetched.tiles, moving, chunk, geo)
+        if item.run[-1] == chunk.steps[-1]:
+            _finish(ops, (yblk, sums, scales, item.c), pending, plan, geo)
     for yblk in pending:
         _store_transposed(ops.out, yblk, geo)
 
 
-def _prefetch(ops, geo, plan, t, zero_matmul):
-    """(the weight tiles of fetch plan.work[t], the ZeroPointRows of its (block, chunk) when it is the chunk's
-    first fetch and the zero-point term is a matmul, else None)."""
-    item = plan.work[t]
-    tiles_ = _fetch(ops.w, geo, plan, plan.work, t)
-    first = item.run[0] == plan.chunks[item.c].steps[0]
-    zero = ZeroPointRows(ops, plan.blocks[item.b], plan.chunks[item.c], geo.symmetric) if zero_matmul and first \
-        else None
-    return tiles_, zero
+def _finish(ops, deferred, pending, plan, geo):
+    yblk, sums, scales, c = deferred
+    if c == 0 and pending:
+        _store_transposed(ops.out, pending.pop(), geo)
+    last = c == len(plan.chunks) - 1
+    chunk_epilogue(yblk, sums, tiles(len(yblk.subs), plan.per_bank), scales, plan.chunks[c].ng, geo, c == 0, last)
+    if last:
+        pending.append(yblk)
+
+
+class Prefetched(nl.NKIObject):
+    """What one weight fetch brings in, issued decode_lookahead fetches ahead of its matmuls: tiles, its TensorE
+    operands per K step; s_T, the block's scales with the channels on partitions (`epilogue.scales_T`) when it is
+    the block's first fetch, else None; zero, the (block, chunk)'s ZeroPointRows when it is the chunk's first
+    fetch and the zero-point term is a matmul, else None.
+
+    The scales load with the block's first fetch, lookahead fetches ahead of their use: a load issued at the
+    epilogue queued behind every weight transfer already issued (HBM serves them in turn); every block's scales
+    issued up front held back the weight fetches behind them (small transfers: each DMA engine's packet time)."""
+
+    def __init__(self, ops, geo, plan, t, zero_matmul):
+        item = plan.work[t]
+        self.tiles = _fetch(ops.w, geo, plan, plan.work, t)
+        first = item.run[0] == plan.chunks[item.c].steps[0]
+        self.s_T = scales_T(ops.scales_t, plan.blocks[item.b], geo) if first and item.c == 0 else None
+        self.zero = ZeroPointRows(ops, plan.blocks[item.b], plan.chunks[item.c], geo.symmetric) \
+            if zero_matmul and first else None
 
 
 def _multiply(sums, yblk, item, fetched, moving, chunk, geo):
