@@ -40,6 +40,11 @@ class DecodePlan(nl.NKIObject):
         # bit ops' fixed cost per instruction is large next to narrow blocks' element work
         per_fetch = max(1, tun.decode_dma_cols // self.blocks[0][1]) if geo.int4 else 1
         self.mine = list(range(pid, len(self.blocks), nprog))  # this program's blocks
+        # scale groups: consecutive blocks (one program: adjacent in N) whose scales one DMA loads, at least
+        # decode_scale_bytes per partition; first block -> the group's blocks
+        per_block = -(-self.blocks[0][1] // N_SUB) * geo.ngroups * 4
+        size = max(1, -(-tun.decode_scale_bytes // per_block)) if nprog == 1 else 1
+        self.scale_groups = {self.mine[g0]: self.mine[g0:g0 + size] for g0 in range(0, len(self.mine), size)}
         self.work = [DecodeFetch(b, c, run) for b in self.mine
                      for c in range(len(self.chunks)) for run in _step_runs(geo, self.chunks[c].steps, per_fetch)]
 
@@ -90,32 +95,34 @@ def decode(ops, geo):
     xs_rep = replicated_row(ops.x_scales, 0, 0, geo.m, nl.float32, PMAX) if geo.w8a8 else None
     work = plan.work
     lookahead = geo.tuning.decode_lookahead
-    ahead = [Prefetched(ops, geo, plan, t, zero_matmul) for t in range(min(lookahead, len(work)))]
+    s_T = {}  # block -> its view of the scales tile its scale group loaded (Prefetched)
+    ahead = [Prefetched(ops, geo, plan, t, zero_matmul, s_T) for t in range(min(lookahead, len(work)))]
     # the group sums of x after the first fetches: their VectorE reduce is needed by the first epilogue only, and
     # issued first it held up the first unpacks
     gsums = [group_sums_T(x_sb, geo, chunk) for chunk in plan.chunks] if zero_matmul else None
     pending = []  # finished y blocks, stored once the next block's matmuls are issued
     for t, item in enumerate(work):
         if t + lookahead < len(work):
-            ahead.append(Prefetched(ops, geo, plan, t + lookahead, zero_matmul))
+            ahead.append(Prefetched(ops, geo, plan, t + lookahead, zero_matmul, s_T))
         fetched = ahead.pop(0)
         chunk = plan.chunks[item.c]
         if item.run[0] == chunk.steps[0]:
             if item.c == 0:
                 yblk = YBlock(plan.blocks[item.b], geo.m, zero_matmul)
-                s_T = fetched.s_T
+                block_sT = s_T.pop(item.b)
             sums = PartialSums(plan, yblk.subs, chunk.ng, geo.m)
-            scales = ChunkScales(chunk.g0, s_T, shifts[item.c] if shifts else None, xs_rep, fetched.zero,
+            scales = ChunkScales(chunk.g0, block_sT, shifts[item.c] if shifts else None, xs_rep, fetched.zero,
                                  gsums[item.c] if gsums else None)
         _multiply(sums, yblk, item, fetched.tiles, moving, chunk, geo)
         if item.run[-1] == chunk.steps[-1]:
-            _finish(ops, (yblk, sums, scales, item.c), pending, plan, geo)
+            _finish_chunk(ops, yblk, sums, scales, item.c, pending, plan, geo)
     for yblk in pending:
         _store_transposed(ops.out, yblk, geo)
 
 
-def _finish(ops, deferred, pending, plan, geo):
-    yblk, sums, scales, c = deferred
+def _finish_chunk(ops, yblk, sums, scales, c, pending, plan, geo):
+    """After the last matmuls of group chunk c of block yblk: store the previous block (once this block's first
+    chunk is multiplied), the chunk's epilogue, and the block onto `pending` after its last chunk."""
     if c == 0 and pending:
         _store_transposed(ops.out, pending.pop(), geo)
     last = c == len(plan.chunks) - 1
@@ -126,19 +133,27 @@ def _finish(ops, deferred, pending, plan, geo):
 
 class Prefetched(nl.NKIObject):
     """What one weight fetch brings in, issued decode_lookahead fetches ahead of its matmuls: tiles, its TensorE
-    operands per K step; s_T, the block's scales with the channels on partitions (`epilogue.scales_T`) when it is
-    the block's first fetch, else None; zero, the (block, chunk)'s ZeroPointRows when it is the chunk's first
-    fetch and the zero-point term is a matmul, else None.
+    operands per K step; zero, the (block, chunk)'s ZeroPointRows when it is the chunk's first fetch and the
+    zero-point term is a matmul, else None. The first fetch of a scale group's first block also loads the group's
+    scales with the channels on partitions (`epilogue.scales_T`, one DMA) and leaves each block's view in s_T
+    {block: [128, subs, G]}.
 
-    The scales load with the block's first fetch, lookahead fetches ahead of their use: a load issued at the
-    epilogue queued behind every weight transfer already issued (HBM serves them in turn); every block's scales
-    issued up front held back the weight fetches behind them (small transfers: each DMA engine's packet time)."""
+    The scales load with a block's first fetch, lookahead fetches ahead of their use: a load issued at the
+    epilogue queued behind every weight transfer already issued (HBM serves them in turn), and every block's
+    scales issued up front held back the weight fetches behind them; a group's blocks share one DMA of at least
+    decode_scale_bytes per partition, since a smaller one pays each DMA engine's fixed packet time."""
 
-    def __init__(self, ops, geo, plan, t, zero_matmul):
+    def __init__(self, ops, geo, plan, t, zero_matmul, s_T):
         item = plan.work[t]
         self.tiles = _fetch(ops.w, geo, plan, plan.work, t)
         first = item.run[0] == plan.chunks[item.c].steps[0]
-        self.s_T = scales_T(ops.scales_t, plan.blocks[item.b], geo) if first and item.c == 0 else None
+        group = plan.scale_groups.get(item.b) if first and item.c == 0 else None
+        if group:
+            nb0 = plan.blocks[group[0]][0]
+            tile = scales_T(ops.scales_t, (nb0, plan.blocks[group[-1]][0] + plan.blocks[group[-1]][1] - nb0), geo)
+            for b in group:
+                j0 = (plan.blocks[b][0] - nb0) // N_SUB
+                s_T[b] = tile[:, j0:j0 + -(-plan.blocks[b][1] // N_SUB), :]
         self.zero = ZeroPointRows(ops, plan.blocks[item.b], plan.chunks[item.c], geo.symmetric) \
             if zero_matmul and first else None
 
@@ -152,7 +167,6 @@ def _multiply(sums, yblk, item, fetched, moving, chunk, geo):
             for j, (j0, nsz) in enumerate(yblk.subs):
                 nisa.nc_matmul(dst=sums.parts[j][0:nsz, g0:g0 + step.ng, :], stationary=wt[0:step.rows, j0:j0 + nsz],
                                moving=xm[0:step.rows])
-
 
 
 def _step_runs(geo, step_ids, per_fetch):

@@ -85,8 +85,8 @@ def _scaled_sums(res, part, b0, scales, gc, geo):
     if geo.per_channel:
         nisa.tensor_tensor(dst=res, data1=part[:, :, 0, :], data2=s_T[:, :, 0:1].broadcast(2, m), op=nl.multiply)
         if geo.w8a8:
-            nisa.tensor_tensor(dst=res, data1=res, data2=scales.xs_rep[0:res.shape[0], :].expand_dim(1).broadcast(1, nb),
-                               op=nl.multiply)
+            xs = scales.xs_rep[0:res.shape[0], :].expand_dim(1).broadcast(1, nb)
+            nisa.tensor_tensor(dst=res, data1=res, data2=xs, op=nl.multiply)
         return
     scaled = nl.ndarray(part.shape, dtype=nl.float32, buffer=nl.sbuf)
     if scales.zero is not None and geo.int4:
