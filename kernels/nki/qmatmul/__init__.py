@@ -35,7 +35,7 @@ __all__ = ["qmatmul_kernel", "MAX_K", "ACCEPTED_OUT", "PMAX"]  # PMAX: the K-til
 def qmatmul_kernel(x, w, scales, scales_t, zeros=None, x_scales=None, scheme="int8", group_size=None, symmetric=True,
                    out_dtype="float32", int4_nibbles_as_fp8=True, decode_max_m=None, decode_dma_cols=None,
                    decode_min_dma_cols=None, decode_psum_banks=None, decode_lookahead=None, decode_split_last=None,
-                   decode_shift_max_m=None, decode_scale_bytes=None, prefill_sbuf_bytes=None, x_chunk=None,
+                   decode_shift_max_m=None, decode_merge_bytes=None, prefill_sbuf_bytes=None, x_chunk=None,
                    prefill_psum_banks=None):
     """y = x @ ((q - z) * s) for weight-only int8/int4/fp8 and W8A8 fp8.
 
@@ -83,7 +83,7 @@ def qmatmul_kernel(x, w, scales, scales_t, zeros=None, x_scales=None, scheme="in
     tun = Tuning(scheme, v2, dict(decode_max_m=decode_max_m, decode_dma_cols=decode_dma_cols,
                                   decode_min_dma_cols=decode_min_dma_cols, decode_psum_banks=decode_psum_banks,
                                   decode_lookahead=decode_lookahead, decode_split_last=decode_split_last,
-                                  decode_shift_max_m=decode_shift_max_m, decode_scale_bytes=decode_scale_bytes,
+                                  decode_shift_max_m=decode_shift_max_m, decode_merge_bytes=decode_merge_bytes,
                                   prefill_sbuf_bytes=prefill_sbuf_bytes,
                                   x_chunk=x_chunk, prefill_psum_banks=prefill_psum_banks))
     geo = Geometry(scheme, group_size, symmetric, k, m, w8a8, out_dtype=out_dtype, fp8_nibbles=int4_nibbles_as_fp8,

@@ -40,13 +40,19 @@ class DecodePlan(nl.NKIObject):
         # bit ops' fixed cost per instruction is large next to narrow blocks' element work
         per_fetch = max(1, tun.decode_dma_cols // self.blocks[0][1]) if geo.int4 else 1
         self.mine = list(range(pid, len(self.blocks), nprog))  # this program's blocks
-        # scale groups: consecutive blocks (one program: adjacent in N) whose scales one DMA loads, at least
-        # decode_scale_bytes per partition; first block -> the group's blocks
-        per_block = -(-self.blocks[0][1] // N_SUB) * geo.ngroups * 4
-        size = max(1, -(-tun.decode_scale_bytes // per_block)) if nprog == 1 else 1
-        self.scale_groups = {self.mine[g0]: self.mine[g0:g0 + size] for g0 in range(0, len(self.mine), size)}
+        # consecutive blocks whose scales (channels on partitions) one DMA loads, and whose y one DMA stores (M > 1:
+        # tokens on partitions), at least decode_merge_bytes per partition: block -> its group's blocks
+        self.scale_groups = self._merged(-(-self.blocks[0][1] // N_SUB) * geo.ngroups * 4, tun, nprog)
+        self.store_groups = self._merged(self.blocks[0][1] * (2 if geo.narrow_out else 4) if geo.m > 1 else None,
+                                         tun, nprog)
         self.work = [DecodeFetch(b, c, run) for b in self.mine
                      for c in range(len(self.chunks)) for run in _step_runs(geo, self.chunks[c].steps, per_fetch)]
+
+    def _merged(self, block_bytes, tun, nprog):
+        """{block: its group} for groups of consecutive own blocks (one program: adjacent in N) of at least
+        decode_merge_bytes per partition at block_bytes each (None: one block per group)."""
+        size = max(1, -(-tun.decode_merge_bytes // block_bytes)) if block_bytes and nprog == 1 else 1
+        return {b: self.mine[g0:g0 + size] for g0 in range(0, len(self.mine), size) for b in self.mine[g0:g0 + size]}
 
     def batches(self, subs):
         """The 128-channel sub-tiles in runs of per_bank (those whose partial sums share a PSUM bank)."""
@@ -54,12 +60,12 @@ class DecodePlan(nl.NKIObject):
 
 
 class YBlock(nl.NKIObject):
-    """y^T of N block columns nb0 .. nb0+nbw: float32 SBUF [128, len(subs), M], subs = its 128-channel sub-tiles;
+    """y^T of N block b, columns nb0 .. nb0+nbw: float32 SBUF [128, len(subs), M], subs = its 128-channel sub-tiles;
     corr: the zero-point term's PSUM tile [128, len(subs), M] float32 (one bank for the block, accumulated over
     its group chunks) when it is a matmul, else None."""
 
-    def __init__(self, block, m, zero_matmul):
-        self.nb0, self.nbw = block
+    def __init__(self, b, block, m, zero_matmul):
+        self.b, (self.nb0, self.nbw) = b, block
         self.subs = tiles(self.nbw, N_SUB)
         self.yT = nl.ndarray((PMAX, len(self.subs), m), dtype=nl.float32, buffer=nl.sbuf)
         self.corr = nl.ndarray((PMAX, len(self.subs), m), dtype=nl.float32, buffer=nl.psum) if zero_matmul else None
@@ -101,6 +107,7 @@ def decode(ops, geo):
     # issued first it held up the first unpacks
     gsums = [group_sums_T(x_sb, geo, chunk) for chunk in plan.chunks] if zero_matmul else None
     pending = []  # finished y blocks, stored once the next block's matmuls are issued
+    staged = {}  # store group's first block -> the SBUF tile its blocks' y rows are assembled in (M > 1)
     for t, item in enumerate(work):
         if t + lookahead < len(work):
             ahead.append(Prefetched(ops, geo, plan, t + lookahead, zero_matmul, s_T))
@@ -108,23 +115,23 @@ def decode(ops, geo):
         chunk = plan.chunks[item.c]
         if item.run[0] == chunk.steps[0]:
             if item.c == 0:
-                yblk = YBlock(plan.blocks[item.b], geo.m, zero_matmul)
+                yblk = YBlock(item.b, plan.blocks[item.b], geo.m, zero_matmul)
                 block_sT = s_T.pop(item.b)
             sums = PartialSums(plan, yblk.subs, chunk.ng, geo.m)
             scales = ChunkScales(chunk.g0, block_sT, shifts[item.c] if shifts else None, xs_rep, fetched.zero,
                                  gsums[item.c] if gsums else None)
         _multiply(sums, yblk, item, fetched.tiles, moving, chunk, geo)
         if item.run[-1] == chunk.steps[-1]:
-            _finish_chunk(ops, yblk, sums, scales, item.c, pending, plan, geo)
+            _finish_chunk(ops, yblk, sums, scales, item.c, pending, staged, plan, geo)
     for yblk in pending:
-        _store_transposed(ops.out, yblk, geo)
+        _store_transposed(ops.out, yblk, geo, plan, staged)
 
 
-def _finish_chunk(ops, yblk, sums, scales, c, pending, plan, geo):
+def _finish_chunk(ops, yblk, sums, scales, c, pending, staged, plan, geo):
     """After the last matmuls of group chunk c of block yblk: store the previous block (once this block's first
     chunk is multiplied), the chunk's epilogue, and the block onto `pending` after its last chunk."""
     if c == 0 and pending:
-        _store_transposed(ops.out, pending.pop(), geo)
+        _store_transposed(ops.out, pending.pop(), geo, plan, staged)
     last = c == len(plan.chunks) - 1
     chunk_epilogue(yblk, sums, tiles(len(yblk.subs), plan.per_bank), scales, plan.chunks[c].ng, geo, c == 0, last)
     if last:
@@ -141,14 +148,14 @@ class Prefetched(nl.NKIObject):
     The scales load with a block's first fetch, lookahead fetches ahead of their use: a load issued at the
     epilogue queued behind every weight transfer already issued (HBM serves them in turn), and every block's
     scales issued up front held back the weight fetches behind them; a group's blocks share one DMA of at least
-    decode_scale_bytes per partition, since a smaller one pays each DMA engine's fixed packet time."""
+    decode_merge_bytes per partition, since a smaller one pays each DMA engine's fixed packet time."""
 
     def __init__(self, ops, geo, plan, t, zero_matmul, s_T):
         item = plan.work[t]
         self.tiles = _fetch(ops.w, geo, plan, plan.work, t)
         first = item.run[0] == plan.chunks[item.c].steps[0]
-        group = plan.scale_groups.get(item.b) if first and item.c == 0 else None
-        if group:
+        group = plan.scale_groups[item.b]
+        if first and item.c == 0 and group[0] == item.b:
             nb0 = plan.blocks[group[0]][0]
             tile = scales_T(ops.scales_t, (nb0, plan.blocks[group[-1]][0] + plan.blocks[group[-1]][1] - nb0), geo)
             for b in group:
@@ -275,14 +282,15 @@ def _group_mask(geo):
 
 
 
-def _store_transposed(out, yblk, geo):
+def _store_transposed(out, yblk, geo, plan, staged):
     """out[:, nb0 : nb0+nbw] = yT^T. A 16-bit y is rounded first (one ScalarE copy: the same single rounding as
     the final cast). M = 1: y^T goes to HBM as it is, channels on partitions (`_store_column`: no transpose, so
     nothing to mix on NeuronCore-v2 either). Else TensorE transposes of each [nsz, M] sub-tile into one PSUM tile
-    of the block, one copy out of it, one DMA (one store per block: a store queues behind the weight transfers
-    issued before it, so fewer is better); a 16-bit y makes the transposes move 2-byte elements (fp32 ones take 4
-    passes). NeuronCore-v2, M > 1: `_store_bytes`, so that a non-finite output (a NaN weight or scale) stays in
-    its column."""
+    of the block and one copy out of it into the SBUF tile of the block's store group (plan.store_groups; staged:
+    {group's first block: tile}), stored by one DMA after the group's last block: a store queues behind the weight
+    transfers issued before it, and its M partitions use only M/8 DMA engines, so fewer, larger ones are better. A
+    16-bit y makes the transposes move 2-byte elements (fp32 ones take 4 passes). NeuronCore-v2, M > 1:
+    `_stage_bytes`, so that a non-finite output (a NaN weight or scale) stays in its column."""
     m, yT, subs = geo.m, yblk.yT, yblk.subs
     if geo.narrow_out:
         rounded = nl.ndarray((subs[0][1], len(subs), m), dtype=out.dtype, buffer=nl.sbuf)
@@ -291,18 +299,26 @@ def _store_transposed(out, yblk, geo):
     if m == 1:
         _store_column(out, yblk, yT)
         return
+    group = plan.store_groups[yblk.b]
+    g0, g1 = plan.blocks[group[0]][0], plan.blocks[group[-1]][0] + plan.blocks[group[-1]][1]
+    width = (4 if yT.dtype == nl.float32 else 2) if geo.byte_transposes else 1
+    if group[0] == yblk.b:
+        staged[yblk.b] = nl.ndarray((m, (g1 - g0) * width), dtype=nl.uint8 if geo.byte_transposes else out.dtype,
+                                    buffer=nl.sbuf)
+    o_sb = staged[group[0]][:, (yblk.nb0 - g0) * width:(yblk.nb0 + yblk.nbw - g0) * width]
     if geo.byte_transposes:
-        _store_bytes(out, yblk, yT, geo)
-        return
-    o_ps = nl.ndarray((m, yblk.nbw), dtype=yT.dtype, buffer=nl.psum)
-    for j, (j0, nsz) in enumerate(subs):
-        nisa.nc_transpose(dst=o_ps[:, j0:j0 + nsz], data=yT[0:nsz, j, :])
-    o_sb = nl.ndarray((m, yblk.nbw), dtype=out.dtype, buffer=nl.sbuf)
-    if geo.int4:  # ScalarE: VectorE unpacks the int4 weights
-        nisa.activation(dst=o_sb, op=nl.copy, data=o_ps)
+        _stage_bytes(o_sb, yblk, yT, geo, width)
     else:
-        nisa.tensor_copy(dst=o_sb, src=o_ps)
-    nisa.dma_copy(dst=out[:, yblk.nb0:yblk.nb0 + yblk.nbw], src=o_sb)
+        o_ps = nl.ndarray((m, yblk.nbw), dtype=yT.dtype, buffer=nl.psum)
+        for j, (j0, nsz) in enumerate(subs):
+            nisa.nc_transpose(dst=o_ps[:, j0:j0 + nsz], data=yT[0:nsz, j, :])
+        if geo.int4:  # ScalarE: VectorE unpacks the int4 weights
+            nisa.activation(dst=o_sb, op=nl.copy, data=o_ps)
+        else:
+            nisa.tensor_copy(dst=o_sb, src=o_ps)
+    if group[-1] == yblk.b:
+        tile = staged.pop(group[0])
+        nisa.dma_copy(dst=out[:, g0:g1], src=tile.view(out.dtype) if geo.byte_transposes else tile)
 
 
 def _store_column(out, yblk, yT):
@@ -316,14 +332,13 @@ def _store_column(out, yblk, yT):
         nisa.dma_copy(dst=out.ap([[1, rest], [1, 1]], offset=nb0 + full * N_SUB), src=yT[0:rest, full:full + 1, 0])
 
 
-def _store_bytes(out, yblk, yT, geo):
-    """`_store_transposed` with bit-exact byte transposes (`transpose.transpose_planes`): one conversion of y^T
-    [rows, subs, M] to byte values, `width` one-pass transposes per sub-tile into one PSUM bank per
-    2 · PSUM_FMAX / width columns (one bank's 2 KiB of bf16 byte values), one copy back to bytes per bank into one
-    SBUF tile of the block, one DMA for the block."""
-    m, subs, width = geo.m, yblk.subs, 4 if yT.dtype == nl.float32 else 2
+def _stage_bytes(o_bytes, yblk, yT, geo, width):
+    """o_bytes (uint8 SBUF [M, nbw * width]) = the bytes of yT^T by bit-exact byte transposes
+    (`transpose.transpose_planes`): one conversion of y^T [rows, subs, M] to byte values, `width` one-pass
+    transposes per sub-tile into one PSUM bank per 2 · PSUM_FMAX / width columns (one bank's 2 KiB of bf16 byte
+    values), one copy back to bytes per bank."""
+    m, subs = geo.m, yblk.subs
     planes = byte_values(yT[0:subs[0][1]], width)  # [rows, subs, M * width]
-    o_bytes = nl.ndarray((m, yblk.nbw * width), dtype=nl.uint8, buffer=nl.sbuf)
     for o0, ow in tiles(yblk.nbw, 2 * PSUM_FMAX // width):
         o_ps = nl.ndarray((m, ow, width), dtype=nl.bfloat16, buffer=nl.psum)
         for j, (j0, nsz) in enumerate(subs):
@@ -331,4 +346,3 @@ def _store_bytes(out, yblk, yT, geo):
                 transpose_planes(o_ps[:, j0 - o0:j0 - o0 + nsz, :], planes[:, j, :], nsz, (0, m, 1), width)
         # ScalarE for int4: VectorE unpacks the int4 weights
         assemble(o_bytes[:, o0 * width:(o0 + ow) * width], o_ps, on_scalar=geo.int4)
-    nisa.dma_copy(dst=out[:, yblk.nb0:yblk.nb0 + yblk.nbw], src=o_bytes.view(out.dtype))

@@ -26,9 +26,9 @@ TUNABLES = {
     "decode_split_last": (3, "decode: the last weight fetches of the stream, whose int8 / fp8e4m3fn -> bf16 "
                           "conversion is split over VectorE, ScalarE and GpSimd (the tail after the last weight "
                           "lands); earlier fetches convert on one engine each, in rotation"),
-    "decode_scale_bytes": (2048, "decode: bytes per partition one DMA of channels-first scales loads at least "
-                           "(the scales of that many consecutive N blocks at once): a smaller transfer pays each DMA "
-                           "engine's fixed packet time"),
+    "decode_merge_bytes": (2048, "decode: bytes per partition one DMA of channels-first scales, or one store of y "
+                           "(M > 1), carries at least (that many consecutive N blocks' at once): a smaller transfer "
+                           "pays each DMA engine's fixed packet time"),
     "decode_shift_max_m": (1, "decode, symmetric int4: largest M whose zero-point term is subtracted from the "
                            "partial sums on VectorE (N·G·M element ops, no scale rows, no transposes); above it a "
                            "TensorE fp32 matmul over the groups"),
@@ -48,7 +48,7 @@ GENERATION_DEFAULTS: dict = {}
 LIMITS = {  # name -> (least value, largest value or None, multiple of)
     "decode_max_m": (0, None, 1), "decode_dma_cols": (N_SUB, None, N_SUB), "decode_min_dma_cols": (N_SUB, None, N_SUB),
     "decode_psum_banks": (1, PSUM_BANKS - 2, 1), "decode_lookahead": (0, None, 1), "decode_split_last": (0, None, 1),
-    "decode_shift_max_m": (0, None, 1), "decode_scale_bytes": (1, None, 1), "prefill_sbuf_bytes": (1, None, 1),
+    "decode_shift_max_m": (0, None, 1), "decode_merge_bytes": (1, None, 1), "prefill_sbuf_bytes": (1, None, 1),
     "x_chunk": (X_STEP_COLS, None, X_STEP_COLS), "prefill_psum_banks": (1, PSUM_BANKS // 2, 1),
 }
 
@@ -92,5 +92,5 @@ class Tuning(nl.NKIObject):
         self.decode_min_dma_cols, self.decode_psum_banks = values["decode_min_dma_cols"], values["decode_psum_banks"]
         self.decode_lookahead, self.prefill_sbuf_bytes = values["decode_lookahead"], values["prefill_sbuf_bytes"]
         self.decode_split_last, self.decode_shift_max_m = values["decode_split_last"], values["decode_shift_max_m"]
-        self.decode_scale_bytes = values["decode_scale_bytes"]
+        self.decode_merge_bytes = values["decode_merge_bytes"]
         self.x_chunk, self.prefill_psum_banks = values["x_chunk"], values["prefill_psum_banks"]

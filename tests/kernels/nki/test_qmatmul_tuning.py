@@ -27,7 +27,7 @@ def test_defaults_per_class():
 
 @pytest.mark.parametrize("tuning", [
     dict(decode_lookahead=0), dict(decode_lookahead=5, decode_dma_cols=256), dict(decode_psum_banks=1),
-    dict(decode_min_dma_cols=128), dict(decode_scale_bytes=1, decode_dma_cols=256), dict(decode_max_m=0, x_chunk=256),
+    dict(decode_min_dma_cols=128), dict(decode_merge_bytes=1, decode_dma_cols=256), dict(decode_max_m=0, x_chunk=256),
     dict(decode_max_m=0, prefill_psum_banks=1), dict(decode_max_m=0, prefill_sbuf_bytes=1),
 ], ids=lambda t: ",".join(f"{k}={v}" for k, v in t.items()))
 @pytest.mark.parametrize("target", ["inf2", "trn2"])
@@ -50,8 +50,8 @@ def test_override_changes_the_schedule():
     # 1024-column blocks instead of one 4096-column block: 8 K-step weight DMAs and one store (decode stores a block
     # with one DMA) per extra block; the four blocks' scales (32 bytes per partition each) still load in one DMA
     assert dma_copies(dict(decode_dma_cols=1024)) - dma_copies(dict(decode_dma_cols=4096)) == (8 + 1) * (4 - 1)
-    # one scale DMA per block once a block's scales alone reach decode_scale_bytes
-    assert dma_copies(dict(decode_dma_cols=1024, decode_scale_bytes=32)) - dma_copies(dict(decode_dma_cols=1024)) \
+    # one scale DMA per block once a block's scales alone reach decode_merge_bytes
+    assert dma_copies(dict(decode_dma_cols=1024, decode_merge_bytes=32)) - dma_copies(dict(decode_dma_cols=1024)) \
         == 4 - 1
 
 
