@@ -122,18 +122,20 @@ def decode(ops, geo):
                                  gsums[item.c] if gsums else None)
         _multiply(sums, yblk, item, fetched.tiles, moving, chunk, geo)
         if item.run[-1] == chunk.steps[-1]:
-            _finish_chunk(ops, yblk, sums, scales, item.c, pending, staged, plan, geo)
+            _finish_chunk(ops, yblk, sums, scales, item.c, pending, staged, plan, geo, tail=t == len(work) - 1)
     for yblk in pending:
         _store_transposed(ops.out, yblk, geo, plan, staged)
 
 
-def _finish_chunk(ops, yblk, sums, scales, c, pending, staged, plan, geo):
+def _finish_chunk(ops, yblk, sums, scales, c, pending, staged, plan, geo, tail):
     """After the last matmuls of group chunk c of block yblk: store the previous block (once this block's first
-    chunk is multiplied), the chunk's epilogue, and the block onto `pending` after its last chunk."""
+    chunk is multiplied), the chunk's epilogue (`tail`: the stream's last), and the block onto `pending` after its
+    last chunk."""
     if c == 0 and pending:
         _store_transposed(ops.out, pending.pop(), geo, plan, staged)
     last = c == len(plan.chunks) - 1
-    chunk_epilogue(yblk, sums, tiles(len(yblk.subs), plan.per_bank), scales, plan.chunks[c].ng, geo, c == 0, last)
+    chunk_epilogue(yblk, sums, tiles(len(yblk.subs), plan.per_bank), scales, plan.chunks[c].ng, geo, c == 0, last,
+                   tail)
     if last:
         pending.append(yblk)
 

@@ -44,9 +44,11 @@ class ZeroPointRows(nl.NKIObject):
             self.z = -1.0
 
 
-def chunk_epilogue(yblk, sums, batches, scales, ng, geo, first, last):
+def chunk_epilogue(yblk, sums, batches, scales, ng, geo, first, last, tail=False):
     """yblk.yT (+)= the terms of one group chunk of the block: `first` chunk writes, later ones add; the `last`
-    adds the zero-point term (accumulated over the chunks in yblk.corr, a PSUM [128, subs, M] tile).
+    adds the zero-point term (accumulated over the chunks in yblk.corr, a PSUM [128, subs, M] tile). `tail`: the
+    stream's last chunk, which nothing follows: int4's ScalarE -> GpSimd scaling (`_scaled_sums`) takes every
+    other bank only, VectorE (done unpacking) the rest.
 
     yblk: decode.YBlock; sums: decode.PartialSums of the chunk; batches: [(b0, nb)] sub-tile runs of its banks;
     scales: ChunkScales; ng: the chunk's groups. Only the last sub-tile may be ragged: its rows past nsz (in
@@ -58,9 +60,9 @@ def chunk_epilogue(yblk, sums, batches, scales, ng, geo, first, last):
             nisa.nc_matmul(dst=yblk.corr[0:nsz, j, :], stationary=scales.zero.rows[0:ng, j0:j0 + nsz],
                            moving=scales.gsum_T)
     res = yblk.yT if first else nl.ndarray((PMAX, len(subs), m), dtype=nl.float32, buffer=nl.sbuf)
-    for bank, (b0, nb) in zip(sums.banks, batches):
+    for k, (bank, (b0, nb)) in enumerate(zip(sums.banks, batches)):
         brows = subs[b0][1]
-        _scaled_sums(res[0:brows, b0:b0 + nb, :], bank[0:brows], b0, scales, ng, geo)
+        _scaled_sums(res[0:brows, b0:b0 + nb, :], bank[0:brows], b0, scales, ng, geo, on_vector=tail and k % 2 == 1)
     acc = yblk.yT[0:rows]
     if not first:
         nisa.tensor_tensor(dst=acc, data1=acc, data2=res[0:rows], op=nl.add)
@@ -69,9 +71,10 @@ def chunk_epilogue(yblk, sums, batches, scales, ng, geo, first, last):
                                   op1=nl.add, operand1=acc)
 
 
-def _scaled_sums(res, part, b0, scales, gc, geo):
+def _scaled_sums(res, part, b0, scales, gc, geo, on_vector=False):
     """res[:, j, :] = Σ_g sT_j[:, g] · (part[:, j, g, :] + shift[g]) for the sub-tiles j = b0.. of one PSUM bank,
-    each op covering all of them (per channel: part · s, times the token scales for W8A8).
+    each op covering all of them (per channel: part · s, times the token scales for W8A8); on_vector: int4's
+    group scaling on VectorE even with the zero-point matmul.
 
     res: SBUF [rows, nb, M]; part: PSUM [rows, nb, gc, M] per-group partial sums."""
     m, nb = geo.m, res.shape[1]
@@ -89,7 +92,7 @@ def _scaled_sums(res, part, b0, scales, gc, geo):
             nisa.tensor_tensor(dst=res, data1=res, data2=xs, op=nl.multiply)
         return
     scaled = nl.ndarray(part.shape, dtype=nl.float32, buffer=nl.sbuf)
-    if scales.zero is not None and geo.int4:
+    if scales.zero is not None and geo.int4 and not on_vector:
         # int4 with the zero-point matmul (larger M): VectorE is the busiest engine (unpack, reduce), so ScalarE
         # copies the partial sums out of PSUM and GpSimd (which cannot read PSUM) scales them
         nisa.activation(dst=scaled, op=nl.copy, data=part)
