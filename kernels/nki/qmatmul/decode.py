@@ -9,9 +9,10 @@ DESIGN.md, "Decode".
 
 from .._shim import nisa, nl
 from .._tiling import PMAX, PSUM_FMAX, tiles
-from .tuning import N_BLOCK, N_SUB
+from .tuning import N_SUB
 from .epilogue import ChunkScales, ZeroPointRows, chunk_epilogue, group_sums_rep, group_sums_T, scales_T
-from .transpose import assemble, byte_values, transpose_bytes, transpose_planes
+from .moving import group_sums_mm, moving_operands
+from .transpose import assemble, byte_values, transpose_planes
 from .weights import converted, load_nibbles, load_weight_tile, replicated_row
 
 
@@ -89,9 +90,7 @@ def decode(ops, geo):
     waits for TensorE) in every engine's queue; a block's output is stored once the next block's matmuls are
     issued, since a store DMA waiting for its epilogue would hold back the weight transfers queued after it."""
     plan = DecodePlan(geo, ops.w.shape[1], ops.pid, ops.nprog)
-    x_sb = nl.ndarray((geo.m, ops.x.shape[1]), dtype=nl.bfloat16, buffer=nl.sbuf)
-    nisa.dma_copy(dst=x_sb, src=ops.x)
-    moving = _decode_moving(x_sb, geo)
+    moving, x_sb, xT = moving_operands(ops.x, geo)
     # symmetric int4's zero-point term: subtracted from the partial sums on VectorE (N·G·M element ops) at small
     # M, as a TensorE fp32 matmul over the groups (as asymmetric int4 must, z varying per channel) at larger M
     shifted = geo.int4 and geo.symmetric and geo.m <= geo.tuning.decode_shift_max_m
@@ -105,7 +104,10 @@ def decode(ops, geo):
     ahead = [Prefetched(ops, geo, plan, t, zero_matmul, s_T) for t in range(min(lookahead, len(work)))]
     # the group sums of x after the first fetches: their VectorE reduce is needed by the first epilogue only, and
     # issued first it held up the first unpacks
-    gsums = [group_sums_T(x_sb, geo, chunk) for chunk in plan.chunks] if zero_matmul else None
+    gsums = None
+    if zero_matmul:
+        gsums = [group_sums_T(x_sb, geo, chunk) if xT is None else group_sums_mm(xT, geo, chunk)
+                 for chunk in plan.chunks]
     pending = []  # finished y blocks, stored once the next block's matmuls are issued
     staged = {}  # store group's first block -> the SBUF tile its blocks' y rows are assembled in (M > 1)
     for t, item in enumerate(work):
@@ -208,80 +210,6 @@ def _fetch(w, geo, plan, work, t):
     else:  # one ScalarE and one GpSimd copy for the whole run (VectorE has just unpacked it)
         lo, hi = converted(lo[..., 0:nbw], 1), converted(hi[..., 0:nbw], 2)
     return [[lo[:, s, :], hi[:, s, :]] for s in range(len(item.run))]
-
-
-def _decode_moving(x_sb, geo):
-    """Per K step, the moving operand(s) [rows, ng, M] bf16: x^T, block-diagonal over the step's groups
-    (int4: one for the even-k half, one for the odd-k half). x_sb: [M, K] bf16 SBUF.
-
-    Runs of consecutive slots (step, half) with equal rows and groups share one PSUM tile of x^T (one bank) and
-    one VectorE op (the mask multiply, or the copy out of PSUM): per-slot ops, each paying the engine's fixed
-    cost, kept VectorE busy for ~3 µs before the first weight tile could be converted or unpacked."""
-    m = geo.m
-    mask = _group_mask(geo) if geo.ngmax > 1 else None
-    slots = [(i, h, cols, rows) for i in range(len(geo.steps)) for h, (cols, rows) in enumerate(geo.halves(i))]
-    moving = [[None] * len(geo.halves(i)) for i in range(len(geo.steps))]
-    # a one-row transpose mixes no rows: only M > 1 needs the byte path on NeuronCore-v2
-    if geo.byte_transposes and m > 1:
-        planes = byte_values(x_sb, 2)
-        for i, h, cols, rows in slots:
-            xT = transpose_bytes(planes, m, cols, 2, nl.bfloat16).expand_dim(1)  # SBUF [rows, 1, M]
-            ng = geo.steps[i].ng
-            moving[i][h] = _masked(xT.expand_dim(1), mask, ng, 1)[:, 0] if ng > 1 else xT
-        return moving
-    for run in _slot_runs(slots, geo, 2 * PSUM_FMAX // m):
-        rows, ng = run[0][3], geo.steps[run[0][0]].ng
-        xT = nl.ndarray((rows, len(run), m), dtype=nl.bfloat16, buffer=nl.psum)
-        for r, (_, _, cols, _) in enumerate(run):
-            nisa.nc_transpose(dst=xT[:, r, :], data=x_sb[0:m, cols[0]:cols[1]:cols[2]])
-        if ng > 1:
-            xm = _masked(xT.expand_dim(2), mask, ng, len(run))
-        else:
-            xm = nl.ndarray((rows, len(run), 1, m), dtype=nl.bfloat16, buffer=nl.sbuf)
-            nisa.tensor_copy(dst=xm, src=xT.expand_dim(2))
-        for r, (i, h, _, _) in enumerate(run):
-            moving[i][h] = xm[:, r]
-    return moving
-
-
-def _masked(xT, mask, ng, runs):
-    """xm [rows, runs, ng, M] bf16 SBUF = xT [rows, runs, 1, M] times the group mask: block-diagonal copies."""
-    rows, m = xT.shape[0], xT.shape[-1]
-    xm = nl.ndarray((rows, runs, ng, m), dtype=nl.bfloat16, buffer=nl.sbuf)
-    nisa.tensor_tensor(dst=xm, data1=xT.broadcast(2, ng),
-                       data2=mask[0:rows, 0:ng, :].expand_dim(1).broadcast(1, runs).broadcast(3, m), op=nl.multiply)
-    return xm
-
-
-def _slot_runs(slots, geo, most):
-    """slots (step, half, cols, rows) cut into runs of consecutive ones with equal rows and groups, at most `most`
-    each."""
-    runs = []
-    for slot in slots:
-        last = runs[-1][-1] if runs else None
-        if last and len(runs[-1]) < most and last[3] == slot[3] and geo.steps[last[0]].ng == geo.steps[slot[0]].ng:
-            runs[-1].append(slot)
-        else:
-            runs.append([slot])
-    return runs
-
-
-def _group_mask(geo):
-    """mask[p, j, 0] = 1.0 where partition row p of a K step belongs to its j-th group (p // gr == j), else 0."""
-    ones = nl.ndarray((PMAX, geo.ngmax, 1), dtype=nl.bfloat16, buffer=nl.sbuf)
-    nisa.memset(dst=ones, value=1.0)
-    lower = nl.ndarray((PMAX, geo.ngmax, 1), dtype=nl.bfloat16, buffer=nl.sbuf)
-    nisa.affine_select(dst=lower, pattern=[[-geo.gr, geo.ngmax], [1, 1]], channel_multiplier=1, on_true_tile=ones,
-                       on_false_value=0.0, cmp_op=nl.greater_equal, offset=0)
-    mask = nl.ndarray((PMAX, geo.ngmax, 1), dtype=nl.bfloat16, buffer=nl.sbuf)
-    nisa.affine_select(dst=mask, pattern=[[geo.gr, geo.ngmax], [1, 1]], channel_multiplier=-1, on_true_tile=lower,
-                       on_false_value=0.0, cmp_op=nl.greater_equal, offset=geo.gr - 1)
-    return mask
-
-
-
-
-
 
 
 def _store_transposed(out, yblk, geo, plan, staged):

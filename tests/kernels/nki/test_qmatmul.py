@@ -321,6 +321,37 @@ def test_nonfinite_stays_in_dependent_outputs(target, config, schedule):
     np.testing.assert_array_equal(y[~hit], clean[~hit])  # bit for bit: the other outputs never saw the NaN
 
 
+# decode with bf16 x on NeuronCore-v3+ takes x^T straight from HBM by dma_transpose (qmatmul/moving.py): M = 1, 3
+# and 16; K = 384 and 1152 leave int4 a ragged last K step (64 packed rows); N = 520 a ragged block and sub-tile
+BF16_DECODE = {"m1-k384-n96": (1, 384, 96), "m3-k384-n520": (3, 384, 520), "m16-k1152-n260": (16, 1152, 260)}
+WEIGHT_ONLY = [config for config in CONFIGS if not config.w8a8]
+
+
+@pytest.mark.parametrize("shape", BF16_DECODE.values(), ids=BF16_DECODE.keys())
+@pytest.mark.parametrize("config", WEIGHT_ONLY, ids=repr)
+def test_bf16_x_decode_transposes_x_by_dma(config, shape):
+    x, qw = _inputs(*shape, config, seed=4, dtype=ml_dtypes.bfloat16)
+    args, kwargs = launch_qmatmul.kernel_inputs(x, qw, "float32")
+    trace = run(qmatmul_kernel, *args, target="trn2", mode="trace", **kwargs).trace
+    ragged = (shape[1] // (2 if config.scheme == "int4" else 1)) % 128 != 0  # one more for a ragged last K step
+    assert trace.instruction_mix()["dma"].get("dma_transpose", 0) == (2 if ragged else 1)
+    _assert_matches(launch(qmatmul_kernel, *args, target="trn2", **kwargs), x, qw)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # the emulator's inf - inf, 0 * inf
+@pytest.mark.parametrize("config", WEIGHT_ONLY, ids=repr)
+def test_nonfinite_stays_in_dependent_outputs_bf16_x(config):
+    # the dma_transpose path (and, int4 at M > 1, the group sums of x on TensorE) keeps the isolation too
+    x, qw = _inputs(5, 256, 136, config, seed=2, dtype=ml_dtypes.bfloat16)
+    clean = _run_schedule(x, qw, "trn2", "decode")
+    y = _run_schedule(*_poisoned(x, qw), "trn2", "decode")
+    hit = np.zeros(y.shape, bool)
+    hit[list(POISONED_ROWS), :] = True
+    hit[:, list(POISONED_COLS)] = True
+    assert not np.isfinite(y[hit]).any()
+    np.testing.assert_array_equal(y[~hit], clean[~hit])
+
+
 @pytest.mark.parametrize("target", TARGETS)
 def test_issue_10_reproducer(target):
     from nkilab.kernels import qmatmul
