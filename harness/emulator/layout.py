@@ -51,10 +51,13 @@ class Layout:
         engine_ok, dma_ok: the last target whose offset-independent operand rules (validate.tile) the layout passed,
             for compute engines and for DMA.
         children: views of views, (shape, strides) -> Layout (see `child`).
+        reshapes: `NkiTensor.reshape` results, the shape as a kernel passed it -> Layout of the reshaped view (a
+            reshape's strides depend only on the layout; only reshapes that passed its checks are kept).
     """
 
     __slots__ = ("buffer", "dtype", "dtype_name", "itemsize", "row", "shape", "strides", "size", "nbytes", "lo", "hi",
-                 "f_lo", "f_hi", "span", "run", "run_rows", "on_chip", "engine_ok", "dma_ok", "children")
+                 "f_lo", "f_hi", "span", "run", "run_rows", "on_chip", "engine_ok", "dma_ok", "children",
+                 "reshapes")
 
     def __init__(self, buffer: str, dtype: np.dtype, dtype_name: str, row: int, shape: tuple, strides: tuple):
         self.buffer, self.dtype, self.dtype_name, self.itemsize = buffer, dtype, dtype_name, dtype.itemsize
@@ -69,6 +72,7 @@ class Layout:
         self.run = self.run_rows if self.on_chip else _run(shape, strides, 0)
         self.engine_ok = self.dma_ok = None
         self.children: dict = {}
+        self.reshapes: dict = {}
 
     def child(self, shape: tuple, strides: tuple) -> "Layout":
         """The layout of a view with `shape` / `strides` over the same storage."""

@@ -165,7 +165,17 @@ class NkiTensor:
         return self[tuple(key)]
 
     def reshape(self, shape) -> "NkiTensor":
-        """Same elements, new shape (a view; element count preserved; on-chip shape[0] preserved)."""
+        """Same elements, new shape (a view; element count preserved; on-chip shape[0] preserved). A shape this
+        layout was reshaped to before (`Layout.reshapes`) gives its layout without re-deriving the strides (kernels
+        reshape the same tile shape in every loop iteration; NumPy's stride probe costs ~20 us a call)."""
+        lay = self.layout
+        try:
+            reshaped = lay.reshapes.get(shape) if self.indirect is None else None
+        except TypeError:  # an unhashable shape (a list): resolved the long way
+            reshaped = None
+        if reshaped is not None:
+            return view_of(self.storage, reshaped, self.offset, self.name, self.out_of_bounds)
+        asked = shape
         shape = tuple(int(s) for s in shape)
         if -1 in shape:
             known = math.prod(s for s in shape if s != -1)
@@ -181,7 +191,12 @@ class NkiTensor:
         except ValueError:
             raise NkiValidationError("reshape", "tensor", "a view whose strides allow the new shape",
                                      f"shape {list(self.shape)} strides {list(self.strides)}") from None
-        return self._view(shape, strides, self.offset, "reshape")
+        view = self._view(shape, strides, self.offset, "reshape")
+        try:
+            lay.reshapes[asked] = view.layout
+        except TypeError:
+            pass  # unhashable as passed: not remembered
+        return view
 
     def permute(self, dims) -> "NkiTensor":
         dims = tuple(dims)
