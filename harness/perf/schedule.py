@@ -25,8 +25,8 @@ Model (constants from `nkilab.harness.chips`, mechanisms in harness/perf/README.
     arrival to the release and then runs; a DMA participant's transfer is triggered at the release. A barrier's
     `data` counts as written at the release, so the accesses after it on either core wait for it.
 
-Bookkeeping per buffer keeps the earlier accesses still able to conflict; an access wholly covered by a later
-write is dropped, since anything that conflicts with it also conflicts with (and waits for) that write.
+Bookkeeping per buffer (`access_log.py`) keeps the earlier accesses still able to conflict, merged where that
+cannot change a result.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 
 from nkilab.harness.chips import NeuronTarget
 from nkilab.harness.emulator.trace import ENGINES, Trace
+from nkilab.harness.perf.access_log import AccessLog
 from nkilab.harness.perf.buffers import physical_buffers
 from nkilab.harness.perf.cost import InstructionCost, instruction_cost
 from nkilab.harness.perf.sync import sync_groups
@@ -115,46 +116,6 @@ class _Timeline:
             del starts[i + 1], ends[i + 1]
 
 
-class _AccessLog:
-    """Earlier reads and writes of one buffer: (p_start, p_stop, start, stop, ready_same, ready_other, engine), where
-    ready_same / ready_other are when a conflicting instruction on the same / another engine may start (before the
-    waiting engine's own semaphore cost, which `ready` adds)."""
-
-    __slots__ = ("reads", "writes")
-
-    def __init__(self) -> None:
-        self.reads: list[tuple] = []
-        self.writes: list[tuple] = []
-
-    @staticmethod
-    def _latest(entries, p0: int, p1: int, s0: int, s1: int, engine: str, wait: float) -> float:
-        latest = 0.0
-        for q0, q1, t0, t1, same, other, eng in entries:
-            if q0 < p1 and p0 < q1 and t0 < s1 and s0 < t1:
-                t = same if eng == engine else other + (0.0 if eng == "dma" else wait)
-                if t > latest:
-                    latest = t
-        return latest
-
-    def ready(self, p0: int, p1: int, s0: int, s1: int, engine: str, is_write: bool, wait: float) -> float:
-        """When an access by `engine` may start; `wait` is that engine's semaphore wait on a compute producer."""
-        t = self._latest(self.writes, p0, p1, s0, s1, engine, wait)
-        return max(t, self._latest(self.reads, p0, p1, s0, s1, engine, wait)) if is_write else t
-
-    def add(self, entry: tuple, is_write: bool) -> None:
-        if is_write:
-            p0, p1, s0, s1 = entry[:4]
-
-            def covered(e):
-                return e[0] >= p0 and e[1] <= p1 and e[2] >= s0 and e[3] <= s1
-
-            self.writes = [e for e in self.writes if not covered(e)]
-            self.reads = [e for e in self.reads if not covered(e)]
-            self.writes.append(entry)
-        else:
-            self.reads.append(entry)
-
-
 class _Core:
     """The resources of one physical core: compute engines, DGE instances, DMA engines, HBM."""
 
@@ -173,7 +134,7 @@ def schedule(trace: Trace, core: NeuronTarget) -> Schedule:
     costs: list[InstructionCost] = []
     cores: dict[int, _Core] = {}
     busy = {e: 0.0 for e in ENGINES}
-    logs: dict[int, _AccessLog] = {}
+    logs: dict[int, AccessLog] = {}
     pieces: list[tuple[tuple[int | str, float, float], ...]] = []
     phys = physical_buffers(trace, core)
     hz = {"tensor": core.tensor_hz, "vector": core.vector_hz, "scalar": core.scalar_hz, "gpsimd": core.gpsimd_hz}
@@ -221,11 +182,11 @@ def schedule(trace: Trace, core: NeuronTarget) -> Schedule:
             key = phys.get(a.storage, a.storage)
             log = logs.get(key)
             if log is None:
-                log = logs[key] = _AccessLog()
+                log = logs[key] = AccessLog()
             # a writer's output is readable at ready_*; a reader frees its operand when it is done with it
             is_write = op.is_write or fence
             same, other = (ready_same, ready_other) if is_write else (released, released)
-            log.add((a.p_start, a.p_stop, a.start, a.stop, same, other, engine), is_write)
+            log.add(a.p_start, a.p_stop, a.start, a.stop, engine, is_write, same, other)
 
     ncores = len(cores) or 1
     makespan = (max(done) - min(start)) if n else 0.0
