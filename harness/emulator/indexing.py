@@ -22,9 +22,9 @@ class DynSlice:
     size: int
 
 
-@dataclass(frozen=True)
-class Indirect:
-    """Runtime addressing of an `.ap()` view: kind "vector" (per-row indices) or "scalar" (one offset)."""
+class Indirect(NamedTuple):
+    """Runtime addressing of an `.ap()` view: kind "vector" (per-row indices) or "scalar" (one offset). (A NamedTuple:
+    one is made per indirect DMA operand.)"""
 
     kind: str
     index: object  # NkiTensor (SBUF (P,1) or 1x1), VirtualRegister or int
@@ -250,13 +250,15 @@ def _completed(out_shape: list, out_strides: list, rest: tuple, rest_strides: tu
     return tuple(out_shape), tuple(out_strides), offset
 
 
-def check_bounds(op: str, operand: str, st: Storage, shape, strides, start: int) -> None:
-    lo, hi = extent(shape, strides)
+def check_bounds(op: str, operand: str, st: Storage, lay, start: int) -> None:
+    """A view of `st` with layout `lay` (`layout.Layout`: its extents) at element `start` lies within the storage
+    (on-chip: its free dims within one partition)."""
+    lo, hi = lay.lo, lay.hi
     if start + lo < 0 or start + hi >= st.size:
         raise NkiValidationError(op, operand, f"access within the {st.size}-element storage {list(st.shape)}",
                                  f"elements [{start + lo}, {start + hi}]")
-    if st.buffer in ON_CHIP and len(shape) > 1:
-        f_lo, f_hi = extent(shape, strides, 1)
+    if st.buffer in ON_CHIP and len(lay.shape) > 1:
+        f_lo, f_hi = lay.f_lo, lay.f_hi
         f0 = start % st.free
         if f0 + f_lo < 0 or f0 + f_hi >= st.free:
             raise NkiValidationError(op, operand, f"free access within one partition of {st.free} elements",

@@ -54,12 +54,6 @@ class NkiTensor:
         # views on paths it then skips)
         self.out_of_bounds: NkiValidationError | None = None
 
-    @property
-    def extents(self) -> tuple[int, int, int, int]:
-        """(lo, hi) element offsets of the whole view and (lo, hi) of its dims 1.. relative to `offset`."""
-        lay = self.layout
-        return lay.lo, lay.hi, lay.f_lo, lay.f_hi
-
     def _runtime(self, *_args):
         raise NkiTraceError(f"NkiTensor {self.name or ''}{list(self.shape)} holds runtime data: Python control flow, "
                             "int(), bool() or NumPy cannot read its values while the kernel is specialized; use nisa "
@@ -165,23 +159,12 @@ class NkiTensor:
         return self[tuple(key)]
 
     def reshape(self, shape) -> "NkiTensor":
-        """Same elements, new shape (a view; element count preserved; on-chip shape[0] preserved)."""
-        shape = tuple(int(s) for s in shape)
-        if -1 in shape:
-            known = math.prod(s for s in shape if s != -1)
-            shape = tuple(self.size // known if s == -1 else s for s in shape)
-        if math.prod(shape) != self.size:
-            raise NkiValidationError("reshape", "shape", f"element count {self.size} preserved", list(shape))
-        if self.on_chip and shape[0] != self.shape[0]:
-            raise NkiValidationError("reshape", "shape", f"partition dim {self.shape[0]} preserved on-chip",
-                                     list(shape))
-        probe = np.lib.stride_tricks.as_strided(np.empty(1, np.uint8), self.shape, self.strides)
-        try:
-            strides = probe.reshape(shape, copy=False).strides
-        except ValueError:
-            raise NkiValidationError("reshape", "tensor", "a view whose strides allow the new shape",
-                                     f"shape {list(self.shape)} strides {list(self.strides)}") from None
-        return self._view(shape, strides, self.offset, "reshape")
+        """Same elements, new shape (a view; element count preserved; on-chip shape[0] preserved; rules and the
+        reshape memo: `Layout.reshaped`)."""
+        lay = self.layout.reshaped(shape)
+        if self.indirect is not None:
+            raise NkiValidationError("reshape", "tensor", "no views of an indirect (.ap with offsets) tensor", self)
+        return view_of(self.storage, lay, self.offset, self.name, self.out_of_bounds)
 
     def permute(self, dims) -> "NkiTensor":
         dims = tuple(dims)
@@ -286,9 +269,9 @@ class NkiTensor:
                                                                    indirect_dim)
         if scalar_offset is not None and vector_offset is not None:
             raise NkiValidationError("ap", "scalar_offset/vector_offset", "at most one of them", "both")
-        shape = [int(n) for _, n in pattern]
-        strides = [int(s) for s, _ in pattern]
-        if any(n <= 0 for n in shape):
+        shape = tuple([int(n) for _, n in pattern])
+        strides = tuple([int(s) for s, _ in pattern])
+        if shape and min(shape) <= 0:
             raise NkiValidationError("ap", "pattern", "counts > 0", pattern)
         st = self.storage
         if self.on_chip and shape[0] > 1 and strides[0] != st.free:
@@ -304,7 +287,7 @@ class NkiTensor:
                     not dtypes.is_int(vector_offset.dtype):
                 raise NkiValidationError("ap", "vector_offset", f"an SBUF ({shape[0]}, 1) integer index tensor",
                                          vector_offset)
-            ind = Indirect("vector", vector_offset, math.prod(self.shape[1:]))
+            ind = _new_tuple(Indirect, ("vector", vector_offset, math.prod(self.shape[1:])))
         elif scalar_offset is not None:
             legal = isinstance(scalar_offset, (VirtualRegister, int, np.integer)) or (
                 isinstance(scalar_offset, NkiTensor) and scalar_offset.size == 1 and scalar_offset.buffer == "sbuf"
@@ -314,13 +297,13 @@ class NkiTensor:
                                          "tensor", scalar_offset)
             if not 0 <= indirect_dim < len(self.shape):
                 raise NkiValidationError("ap", "indirect_dim", f"a dim of {list(self.shape)}", indirect_dim)
-            ind = Indirect("scalar", scalar_offset, math.prod(self.shape[indirect_dim + 1:]))
+            ind = _new_tuple(Indirect, ("scalar", scalar_offset, math.prod(self.shape[indirect_dim + 1:])))
         else:
             ind = None
         out = NkiTensor(st, shape, strides, start, self.name, ind)
         if ind is None:
             try:
-                check_bounds("ap", "pattern", st, shape, strides, start)
+                check_bounds("ap", "pattern", st, out.layout, start)
             except NkiValidationError as e:
                 out.out_of_bounds = e
         return out
@@ -338,19 +321,20 @@ class NkiTensor:
         ind = self.indirect
         if ind is None:
             return _new_tuple(Place, (self.offset, None, None, False))
-        st = self.storage
-        lo, hi = self.extents[2:] if ind.kind == "vector" else self.extents[:2]
+        st, lay = self.storage, self.layout
         if ind.kind == "scalar":
             value = scalar_value(ind.index)
             if value is None:
                 return Place(None)
             start = self.offset + value * ind.rowsize
+            lo, hi = lay.lo, lay.hi
             if start + lo < 0 or start + hi >= st.size:
                 if skip_oob:
                     return Place(None, skip=True)
                 raise NkiValidationError(op, operand, f"scalar_offset access within {st.size} elements",
                                          f"offset {value} -> elements [{start + lo}, {start + hi}]")
-            return Place(start)
+            return _new_tuple(Place, (start, None, None, False))
+        lo, hi = lay.f_lo, lay.f_hi
         rows = ind.index.values()
         if rows is None:
             return Place(self.offset)
@@ -434,27 +418,24 @@ class NkiTensor:
 
     def _footprint(self, place: Place, nbytes: int) -> Access:
         """Conservative footprint of this view, in elements of its storage's dtype."""
-        st = self.storage
-        unknown_rows = self.indirect is not None and self.indirect.kind == "vector" and place.rows is None
-        if self.indirect is not None and (place.offset is None or unknown_rows):
-            return Access(st.id, st.buffer, 0, st.shape[0] if self.on_chip else 1, 0, st.free, nbytes)
+        st, lay, ind = self.storage, self.layout, self.indirect
+        unknown_rows = ind is not None and ind.kind == "vector" and place.rows is None
+        if ind is not None and (place.offset is None or unknown_rows):
+            return Access(st.id, st.buffer, 0, st.shape[0] if lay.on_chip else 1, 0, st.free, nbytes)
         if place.rows is not None:
             rows = place.rows[place.valid] if place.valid is not None else place.rows
             if rows.size == 0:
                 return Access(st.id, st.buffer, 0, 1, 0, 0, 0)
-            lo, hi = self.extents[2:]
-            lo += place.offset + int(rows.min()) * self.indirect.rowsize
-            hi += place.offset + int(rows.max()) * self.indirect.rowsize
+            lo = lay.f_lo + place.offset + int(rows.min()) * ind.rowsize
+            hi = lay.f_hi + place.offset + int(rows.max()) * ind.rowsize
         else:
-            lo, hi = self.extents[:2]
-            lo, hi = lo + place.offset, hi + place.offset
-        if not self.on_chip:
-            return Access(st.id, st.buffer, 0, 1, lo, hi + 1, nbytes)
+            lo, hi = lay.lo + place.offset, lay.hi + place.offset
+        if not lay.on_chip:
+            return _new_tuple(Access, (st.id, st.buffer, 0, 1, lo, hi + 1, nbytes))
         p0 = place.offset // st.free
         p_last = p0 + (self.shape[0] - 1) * (self.strides[0] // st.free if st.free else 0)
-        f_lo, f_hi = self.extents[2:]
         f0 = place.offset - p0 * st.free
-        return Access(st.id, st.buffer, p0, p_last + 1, f0 + f_lo, f0 + f_hi + 1, nbytes)
+        return _new_tuple(Access, (st.id, st.buffer, p0, p_last + 1, f0 + lay.f_lo, f0 + lay.f_hi + 1, nbytes))
 
     # ---- legacy-style operators, lowered to nl ops (`LEGACY_OPERATORS`, filled in by `language`) -----------
     def __add__(self, other):

@@ -214,6 +214,30 @@ def test_runs_collect_no_garbage_and_restore_the_collector():
         gc.enable()
 
 
+def _memset_kernel():
+    t = nl.ndarray((128, 64), nl.float32, buffer=nl.sbuf)
+    nisa.memset(dst=t, value=0.0)
+
+
+def test_a_runs_objects_go_to_the_oldest_generation():
+    trace = run(_memset_kernel, mode="trace").trace
+    oldest = {id(o) for o in gc.get_objects(generation=2)}
+    assert id(trace.instructions) in oldest and id(trace.allocations) in oldest  # no young-generation pass to pay
+    assert gc.get_freeze_count() == 0
+
+
+def test_a_callers_frozen_objects_stay_frozen():
+    marker = [object()]
+    gc.freeze()
+    try:
+        trace = run(_memset_kernel, mode="trace").trace
+        tracked = {id(o) for o in gc.get_objects()}  # every generation but the permanent (frozen) one
+        assert id(marker) not in tracked and id(trace.instructions) in tracked
+        assert id(trace.instructions) not in {id(o) for o in gc.get_objects(generation=2)}  # no splice
+    finally:
+        gc.unfreeze()
+
+
 def test_concurrent_runs_restore_the_collector_when_the_last_one_ends():
     inside, release = threading.Event(), threading.Event()
 

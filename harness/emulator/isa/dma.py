@@ -94,10 +94,13 @@ def _attrs(ctx, dst: NkiTensor, srcs, dge_mode) -> dict:
     return attrs
 
 
-def _direct_attrs(ctx, dst: NkiTensor, src: NkiTensor, dge_mode) -> dict:
-    """`_attrs` of a DMA between two direct views: what depends on the transfer (its layouts, `dge_mode`, the target)
-    is worked out once per (dst layout, src layout, dge_mode) and target and copied; only the queue is per DMA."""
-    key = (dst.layout, src.layout, dge_mode._value_)  # (an Enum member hashes through a Python-level __hash__)
+def _copy_attrs(ctx, dst: NkiTensor, src: NkiTensor, dge_mode) -> dict:
+    """`_attrs` of a dma_copy: what depends on the transfer (its layouts, runtime-addressing kinds, `dge_mode`, the
+    target) is worked out once per (dst layout, src layout, dge_mode, kinds) and target and copied; only the queue is
+    per DMA."""
+    ind_dst, ind_src = dst.indirect, src.indirect
+    key = (dst.layout, src.layout, dge_mode._value_,  # (an Enum member hashes through a Python-level __hash__)
+           None if ind_dst is None else ind_dst.kind, None if ind_src is None else ind_src.kind)
     t = ctx.target
     hit = _TRANSFERS.get(key)
     if hit is None or hit[0] is not t:
@@ -110,7 +113,7 @@ def _direct_attrs(ctx, dst: NkiTensor, src: NkiTensor, dge_mode) -> dict:
     return attrs
 
 
-_TRANSFERS: dict[tuple, tuple] = {}  # (dst layout, src layout, dge_mode value) -> (target, `_transfer_attrs`)
+_TRANSFERS: dict[tuple, tuple] = {}  # `_copy_attrs` key -> (target, `_transfer_attrs`)
 _TRANSFERS_MAX = 10_000
 
 
@@ -178,7 +181,7 @@ def dma_copy(dst, src, priority=None, oob_mode=OobMode.error, dge_mode=DgeMode.u
     # (trace mode, a destination without values: `computes` would answer False and change nothing)
     if (ctx.full or dst.storage.data is not None) and computes(ctx, (dst,), (src, *index.values()) if index else (src,)):
         _copy(opc, dst, src, places, t)
-    attrs = _attrs(ctx, dst, (src,), dge_mode) if places else _direct_attrs(ctx, dst, src, dge_mode)
+    attrs = _copy_attrs(ctx, dst, src, dge_mode)
     if index:
         emit(ctx, "dma", opc, ("dst", "src", *index), (dst, src, *index.values()), 1, 0, attrs, places)
     else:
