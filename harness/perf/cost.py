@@ -58,13 +58,30 @@ class InstructionCost:
 
 
 def instruction_cost(inst: Instruction, core: NeuronTarget) -> InstructionCost:
-    """Cost of `inst` on one NeuronCore of target `core` (see the module docstring for the rules)."""
+    """Cost of `inst` on one NeuronCore of target `core` (see the module docstring for the rules); instructions
+    alike in what the rules read share one (kernels issue thousands alike)."""
+    if inst.engine == "dma":
+        return InstructionCost("dma", 0.0, 0.0, dma=dma_cost(inst, core))
+    attrs = inst.attrs
+    # everything `_compute_cost` reads: the attrs below, and per operand its name, shape, dtype, buffer, direction
+    key = (inst.engine, inst.opcode, *(attrs.get(a, _ABSENT) for a in _COST_ATTRS),
+           tuple((o.name, o.shape, o.dtype, o.buffer, o.is_write) for o in inst.operands), id(core))
+    cached = _CACHE.get(key)
+    if cached is None or cached[0] is not core:
+        cached = _CACHE[key] = (core, _compute_cost(inst, core))
+    return cached[1]
+
+
+_COST_ATTRS = ("n", "k", "in_dtype", "transpose", "is_transpose", "double_row", "perf_mode", "free_elems")
+_ABSENT = object()  # an attr not given (a rule may treat absent and None apart)
+_CACHE: dict = {}
+
+
+def _compute_cost(inst: Instruction, core: NeuronTarget) -> InstructionCost:
     engine = inst.engine
     if engine == "tensor":
         busy = _tensor_cycles(inst, core) / core.tensor_hz
         return InstructionCost("tensor", busy, busy, core.engine_commit_cycles / core.tensor_hz)
-    if engine == "dma":
-        return InstructionCost("dma", 0.0, 0.0, dma=dma_cost(inst, core))
     if engine == "vector":
         hz, rate = core.vector_hz, _vector_rate(inst, core)
     elif engine == "scalar":

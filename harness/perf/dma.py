@@ -84,11 +84,12 @@ def dma_cost(inst: Instruction, core: NeuronTarget) -> DmaCost:
     """The `DmaCost` of a DMA-engine instruction on one core of `core` (module docstring); transfers of the same
     shape, placement and descriptors share one (kernels issue thousands alike)."""
     attrs = inst.attrs
-    side = _sbuf_side(inst)
+    # everything `_dma_cost` reads, in one pass: the attrs, and per operand its name, shape, side, direction,
+    # partitions and bytes (a superset of what decides the cost, so equal keys give equal costs)
     key = (inst.opcode, attrs.get("bytes"), attrs.get("chunks"), attrs.get("chunk_bytes"), attrs.get("dge"),
-           attrs.get("dge_mode"), attrs.get("indirect"), (side.p_start, side.p_stop) if side else attrs.get("queue"),
-           inst.hbm_bytes,
-           tuple((o.shape, o.access.is_hbm, o.is_write) for o in inst.operands), id(core))
+           attrs.get("dge_mode"), attrs.get("indirect"), attrs.get("queue"),
+           tuple((o.name, o.shape, o.buffer, o.is_write, o.access.p_start, o.access.p_stop, o.access.nbytes)
+                 for o in inst.operands), id(core))
     cached = _CACHE.get(key)
     if cached is None or cached[0] is not core:
         cached = _CACHE[key] = (core, _dma_cost(inst, core))

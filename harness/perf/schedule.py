@@ -68,6 +68,9 @@ class Schedule:
     dma_pieces: list[tuple[tuple[int | str, float, float], ...]] = field(default_factory=list, repr=False)
 
 
+_SCAN = 32  # intervals `_Timeline._gap` compares per slice
+
+
 class _Timeline:
     """Busy intervals of one resource (a DMA engine, a core's HBM), kept sorted and merged, with earliest-gap
     placement."""
@@ -91,17 +94,25 @@ class _Timeline:
         return self._gap(t, duration, duration if after_idle is None else after_idle)[1]
 
     def _gap(self, t: float, duration: float, after_idle: float) -> tuple[int, float, float]:
-        """(insertion index, start, length) of the earliest fitting gap at or after `t`."""
+        """(insertion index, start, length) of the earliest fitting gap at or after `t`.
+
+        The intervals are disjoint and sorted, so past the first candidate gap (the one `t` falls in or before)
+        every gap begins at the end of a busy interval and needs `duration`: those are scanned in slices of
+        `_SCAN` intervals (a fragmented timeline, e.g. GpSimd under software DGE, has long runs of short gaps)."""
         starts, ends = self.starts, self.ends
         i = bisect.bisect_right(ends, t)  # first interval that ends after t
         n = len(starts)
-        while True:
-            need = duration if (i > 0 and ends[i - 1] == t) else after_idle
-            if i >= n or starts[i] >= t + need:
-                return i, t, need
-            if ends[i] > t:
-                t = ends[i]
-            i += 1
+        need = duration if (i > 0 and ends[i - 1] == t) else after_idle
+        if i >= n or starts[i] >= t + need:
+            return i, t, need
+        j = i + 1  # gap j lies between interval j - 1 and interval j
+        while j < n:
+            fits = [s >= e + duration for s, e in zip(starts[j:j + _SCAN], ends[j - 1:j - 1 + _SCAN])]
+            if True in fits:
+                j += fits.index(True)
+                return j, ends[j - 1], duration
+            j += _SCAN
+        return n, ends[n - 1], duration
 
     def _insert(self, i: int, s: float, e: float) -> None:
         starts, ends = self.starts, self.ends
