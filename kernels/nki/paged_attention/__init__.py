@@ -79,62 +79,104 @@ from .tiles import KvTile, SoftmaxState, gather_kv, load_q_group, scores, softma
 
 @nki.jit
 def paged_attention_kernel(q, key_cache, value_cache, block_tables, seq_lens, item_seq, item_q0, row_pos, row_dst,
-                           k_scale_cache=None, v_scale_cache=None, scale=1.0, causal=True, sliding_window=None,
-                           softcap=None, quant=None):
+                           tile_live, k_scale_cache=None, v_scale_cache=None, scale=1.0, causal=True,
+                           sliding_window=None, softcap=None, quant=None, classes=()):
     """Paged attention over a work plan.
 
-    Dimensions:  T_total query tokens; Hq = g * Hkv heads, BQ * g <= PMAX; D <= 128; num_seqs x max_blocks table
-                 with max_blocks * block_size a multiple of PMAX (the launcher pads it); N work items of BQ rows.
+    Dimensions:  T_total query tokens; Hq = g * Hkv heads; D <= 128; num_seqs x max_blocks table with
+                 max_blocks * block_size a multiple of PMAX (the launcher pads it); N work items in classes of
+                 (count, BQ) (BQ * g <= PMAX), R = sum of count * BQ plan rows; T = ceil(max_blocks * block_size /
+                 KV_TILE) score tiles.
     Args:        q: [T_total, Hq, D] float32|float16|bfloat16, HBM.
                  key_cache, value_cache: [num_blocks, block_size, Hkv, D], HBM: q.dtype, or fp8 (q bf16 / fp16) or
                  int8 per `quant` (`quant.py`); k_scale_cache, v_scale_cache: int8 only, [num_blocks, block_size,
                  Hkv] float32, HBM.
                  block_tables: [num_seqs, max_blocks] int32, HBM; entries past a sequence's live blocks: any value.
                  seq_lens: [num_seqs] int32, HBM.
-                 item_seq, item_q0: [N] int32; row_pos, row_dst: [N, BQ] int32, HBM (launch_paged.work_plan).
+                 item_seq, item_q0: [N] int32; row_pos, row_dst: [R] int32; tile_live: [N, T] int32 0 / 1, HBM
+                 (launch_paged.work_plan).
                  scale: score multiplier; causal; sliding_window: None or w >= 1; softcap: None or c > 0;
-                 quant: None | ("fp8", k_scales, v_scales) | ("int8",) (`quant.py`).
+                 quant: None | ("fp8", k_scales, v_scales) | ("int8",) (`quant.py`);
+                 classes: compile-time ((count, BQ), ...): the items in plan order, count consecutive items of BQ
+                 rows each per class (launch_paged: decode items of one row, then prefill / chunk items).
     Returns:     out: [T_total, Hq, D], q.dtype, shared HBM.
     Tiling:      rows of one kv head = BQ tokens x g heads; kv heads stacked on partitions in groups of
-                 PMAX // rows (decode: all of them); keys in KV_TILE-position score tiles of CHUNK-key gathers;
-                 score tile k + 1 is issued before the softmax of tile k (in-order engines overlap).
+                 PMAX // rows (decode: all of them); keys in KV_TILE-position score tiles of CHUNK-key gathers, each
+                 tile a runtime loop of 0 or 1 trips (tile_live); group gi + 1's scores are issued before the
+                 softmax of group gi (in-order engines overlap).
     """
+    _check_classes(classes, item_seq.shape[0], row_pos.shape[0])
     out = nl.ndarray(q.shape, q.dtype, buffer=nl.shared_hbm)
-    call = PagedCall(q, key_cache, value_cache, block_tables, seq_lens, row_pos, row_dst, out, scale, causal,
-                     sliding_window, softcap)
-    call.quantize(quant, k_scale_cache, v_scale_cache)
-    consts = IndexConsts(call.positions, call.vector_dma, call.block_size, call.run)
-    seq_sb = _load_plan_row(item_seq, call.num_items)
-    q0_sb = _load_plan_row(item_q0, call.num_items)
-    _pipeline(call, consts, seq_sb, q0_sb)
+    calls, first, row0 = [], 0, 0
+    for count, bq in classes:
+        if count:
+            call = PagedCall(q, key_cache, value_cache, block_tables, seq_lens, (row_pos, row_dst, tile_live), out,
+                             (scale, causal, sliding_window, softcap), ItemClass(first, count, bq, row0))
+            call.quantize(quant, k_scale_cache, v_scale_cache)
+            calls.append(call)
+        first, row0 = first + count, row0 + count * bq
+    if not calls:
+        return out
+    c0 = calls[0]
+    consts = IndexConsts(c0.positions, c0.vector_dma, c0.block_size, c0.run)
+    plan = PlanRows(item_seq, item_q0, tile_live)
+    for call in calls:
+        _pipeline(call, consts, plan)
     return out
 
 
+def _check_classes(classes, num_items, num_rows):
+    """ValueError unless `classes` ((count, BQ), ...) covers the plan's N items and R rows exactly."""
+    if sum(c for c, _ in classes) != num_items or sum(c * b for c, b in classes) != num_rows:
+        raise ValueError(f"classes: {classes!r} must cover the plan's {num_items} items and {num_rows} rows "
+                         "(sum of count, sum of count * BQ)")
+
+
+class ItemClass(nl.NKIObject):
+    """Work items first .. first + count - 1, BQ rows each, their plan rows from row0 (compile-time)."""
+
+    def __init__(self, first, count, bq, row0):
+        self.first, self.count, self.bq, self.row0 = first, count, bq, row0
+
+    def row_offset(self, w):
+        """First plan row (row_pos / row_dst element) of item w."""
+        return self.row0 + (w - self.first) * self.bq
+
+
+class PlanRows(nl.NKIObject):
+    """The per-item plan in SBUF, loaded once up front: seq, q0 [1, N] int32 (entry w: a runtime value for scalar
+    offsets) and live [1, N * T] int32 (entry w * T + j: trips of item w's score tile j, 0 or 1)."""
+
+    def __init__(self, item_seq, item_q0, tile_live):
+        n, self.tiles = tile_live.shape
+        self.seq = _load_row(item_seq, n)
+        self.q0 = _load_row(item_q0, n)
+        self.live = _load_row(tile_live, n * self.tiles)
+
+
 class PagedCall(nl.NKIObject):
-    """Compile-time facts of one call: the HBM tensors, the options and the tiling they imply.
+    """Compile-time facts of one class of work items: the HBM tensors, the options and the tiling they imply.
 
-    g: query heads per kv head; rows: rows of one kv head in a work item (BQ · g); groups: tuples of kv heads
-    stacked on the partitions (PMAX // rows heads each); positions: key positions of a table row (max_blocks ·
-    block_size); steps: (t0, n, group index) of an item's score tiles in issue order (a ScoreStep each per item);
-    vector_dma: indirect vector_offset DMAs exist (NeuronCore-v3+); exp_scale: scale, or softcap c; quantized caches
-    (`quantize`): k_rows / v_rows, per group the fp8 [rows, 1] scale tiles (None: none to apply), scale_rows, the
-    int8 scale caches as [slots, Hkv] rows (None otherwise)."""
+    items: the ItemClass; bq: its rows per item; g: query heads per kv head; rows: rows of one kv head in a work item
+    (BQ · g); groups: tuples of kv heads stacked on the partitions (PMAX // rows heads each); positions: key
+    positions of a table row (max_blocks · block_size); vector_dma: indirect vector_offset DMAs exist
+    (NeuronCore-v3+); exp_scale: scale, or softcap c; quantized caches (`quantize`): k_rows / v_rows, per group the
+    fp8 [rows, 1] scale tiles (None: none to apply), scale_rows, the int8 scale caches as [slots, Hkv] rows (None
+    otherwise)."""
 
-    def __init__(self, q, key_cache, value_cache, block_tables, seq_lens, row_pos, row_dst, out, scale, causal,
-                 sliding_window, softcap):
+    def __init__(self, q, key_cache, value_cache, block_tables, seq_lens, plan, out, options, items):
         self.q, self.key_cache, self.value_cache, self.out = q, key_cache, value_cache, out
-        self.block_tables, self.seq_lens, self.row_pos, self.row_dst = block_tables, seq_lens, row_pos, row_dst
-        self.scale, self.causal, self.window, self.softcap = scale, causal, sliding_window, softcap
-        self.exp_scale = scale if softcap is None else softcap
+        self.block_tables, self.seq_lens = block_tables, seq_lens
+        self.row_pos, self.row_dst, self.tile_live = plan
+        self.scale, self.causal, self.window, self.softcap = options
+        self.exp_scale = self.scale if self.softcap is None else self.softcap
         self.d, self.hkv, self.block_size = q.shape[2], key_cache.shape[2], key_cache.shape[1]
-        self.num_items, self.bq = row_pos.shape
+        self.items, self.bq = items, items.bq
         self.g = q.shape[1] // self.hkv
         self.rows = self.bq * self.g
         per_group = max(1, PMAX // self.rows)
         self.groups = [tuple(range(h0, min(h0 + per_group, self.hkv))) for h0 in range(0, self.hkv, per_group)]
         self.positions = block_tables.shape[1] * self.block_size
-        self.steps = [(t0, min(KV_TILE, self.positions - t0), gi) for t0 in range(0, self.positions, KV_TILE)
-                      for gi in range(len(self.groups))]
         self.vector_dma = nisa.get_nc_version() != nisa.nc_version.gen2  # indirect vector_offset DMA is v3+
         self.run = gather_run(self.block_size, self.vector_dma)
         self.zero_bias = None  # v2: [PMAX, 1] float32 zeros, the activation bias of `finite.clean_keys`
@@ -162,90 +204,81 @@ class PagedCall(nl.NKIObject):
         self.v_rows = [row_scales(v_scales, grp, self.rows) for grp in self.groups]
 
 
-class ScoreStep(nl.NKIObject):
-    """Score tile j of work item w: key positions t0 .. t0+n against kv-head group gi."""
-
-    def __init__(self, w, j, t0, n, gi):
-        self.w, self.j, self.t0, self.n, self.gi = w, j, t0, n, gi
-
-
 class WorkItem(nl.NKIObject):
     """What one work item w keeps while its score tiles run: row bounds, gather index, per-group q^T tiles and
-    SoftmaxStates, and the KvTiles gathered and not yet used by every group (at most two)."""
+    SoftmaxStates (all declared outside the tiles' runtime loops, which update the states in place)."""
 
     def __init__(self, w, bounds, index, qs, states):
         self.w, self.bounds, self.index, self.qs, self.states = w, bounds, index, qs, states
-        self.kv = []
-
-    def kv_tile(self, t0):
-        """The KvTile of key positions from t0, or None if it is not gathered yet."""
-        for tile in self.kv:
-            if tile.t0 == t0:
-                return tile
-        return None
 
 
-def _load_plan_row(plan, num_items):
-    """A [N] int32 work-plan array as one SBUF row [1, N] (entry w: a runtime value for scalar offsets)."""
-    row = nl.ndarray((1, num_items), nl.int32, buffer=nl.sbuf)
-    nisa.dma_copy(dst=row, src=plan.reshape((1, num_items)))
+def _load_row(plan, size):
+    """A plan array of `size` int32 elements as one SBUF row [1, size]."""
+    row = nl.ndarray((1, size), nl.int32, buffer=nl.sbuf)
+    nisa.dma_copy(dst=row, src=plan.reshape((1, size)))
     return row
 
 
-def _setup(call, consts, seq_sb, q0_sb, w):
+def _setup(call, consts, plan, w):
     """WorkItem w: sequence metadata, visible key range per row, neutralised gather indices, q^T, state."""
-    seq = seq_sb[0:1, w : w + 1]
+    seq = plan.seq[0:1, w : w + 1]
     kv_len, first_blk = load_seq_meta(call.seq_lens, call.block_tables, seq, consts.ones)
-    bounds = row_bounds(call.row_pos, w, call.g, len(call.groups[0]), kv_len, call.causal, call.window)
+    bounds = row_bounds(call.row_pos, call.items.row_offset(w), call.bq, call.g, len(call.groups[0]), kv_len,
+                        call.causal, call.window)
     if call.vector_dma:
         index = slot_index(call.block_tables, seq, kv_len, first_blk, consts, call.block_size)
     else:
         index = block_index(call.block_tables, seq, kv_len, first_blk, consts)
         add_band(bounds)
-    qs = [load_q_group(call.q, q0_sb[0:1, w : w + 1], grp, call.g, call.bq, call.vector_dma) for grp in call.groups]
+    q0 = plan.q0[0:1, w : w + 1]
+    qs = [load_q_group(call.q, q0, grp, call.g, call.bq, call.vector_dma) for grp in call.groups]
     states = [SoftmaxState(len(grp) * call.rows, call.d, call.exp_scale) for grp in call.groups]
     return WorkItem(w, bounds, index, qs, states)
 
 
-def _issue(call, consts, item, step):
-    """Gather the KV tile of a ScoreStep (the first group to need it) and its v2 mask, then the group's scores
-    (PSUM)."""
-    t0, n = step.t0, step.n
-    if item.kv_tile(t0) is None:
-        k_chunks, v_chunks, k_bad = gather_kv(call, item.index, t0, n)
-        mask = None if call.vector_dma else tile_mask(consts.kpos, item.bounds, t0, n)
-        item.kv.append(KvTile(t0, k_chunks, v_chunks, mask, k_bad))
-    return scores(item.qs[step.gi], call.groups[step.gi], item.kv_tile(t0).k_chunks, n, call.run)
+def _tile(call, consts, item, t0, n):
+    """Score tile t0 .. t0 + n of a WorkItem, every group (the body of the tile's runtime loop: what it declares
+    stays inside): one KV gather for all groups and its v2 mask, then per group the scores (PSUM) and the softmax
+    step, group gi + 1's scores issued before group gi's softmax so in-order TensorE overlaps Vector/ScalarE."""
+    k_chunks, v_chunks, k_bad = gather_kv(call, item.index, t0, n)
+    mask = None if call.vector_dma else tile_mask(consts.kpos, item.bounds, t0, n)
+    kv = KvTile(t0, k_chunks, v_chunks, mask, k_bad)
+    pending = scores(item.qs[0], call.groups[0], k_chunks, n, call.run)
+    for gi in range(len(call.groups)):
+        nxt = None
+        if gi + 1 < len(call.groups):
+            nxt = scores(item.qs[gi + 1], call.groups[gi + 1], k_chunks, n, call.run)
+        softmax_pv(pending, item.states[gi], call, gi, item.bounds, kv, gi % 2 == 1)
+        pending = nxt
 
 
-def _pipeline(call, consts, seq_sb, q0_sb):
-    """Every score tile of this program's work items in software-pipelined order: the scores of step k + 1 are
-    issued before the softmax of step k, and the next item is set up halfway through the current one, so the
-    in-order engine queues overlap TensorE, Vector/ScalarE and DMA work. LNC=2 (`kernel[2]`): program p of the
-    logical core takes items p, p + 2, ... (items write disjoint output rows)."""
-    mine = list(range(nl.program_id(0), call.num_items, nl.num_programs(0)))
+def _store(call, item):
+    """Output rows of a finished WorkItem through its row_dst (-1: skipped)."""
+    dst_i = nl.ndarray((call.bq, 1), nl.int32, buffer=nl.sbuf)
+    nisa.dma_copy(dst=dst_i, src=call.row_dst.ap([[1, call.bq], [1, 1]], offset=call.items.row_offset(item.w)))
+    for gi, (state, grp) in enumerate(zip(item.states, call.groups)):
+        store_rows(call.out, state, dst_i, grp, call.g, call.vector_dma, call.v_rows[gi])
+
+
+def _pipeline(call, consts, plan):
+    """Every work item of this program in call's class: item w + 1 is set up before item w's score tiles run (its
+    metadata DMAs and index math overlap w's tiles), and each score tile of w is a runtime loop
+    `nl.fori_loop(0, live, body)` whose trip count (0 or 1, tile_live[w, j]) is loaded into a register: tiles no
+    row of the item sees cost nothing, so a sequence runs its own tile count, not the longest context's. LNC=2
+    (`kernel[2]`): program p of the logical core takes the class's items p, p + 2, ... (items write disjoint output
+    rows)."""
+    items = call.items
+    mine = list(range(items.first + nl.program_id(0), items.first + items.count, nl.num_programs(0)))
     if not mine:
         return
-    following = dict(zip(mine, mine[1:]))  # item -> the next item of this program
-    last = len(call.steps) - 1
-    flat = [ScoreStep(w, j, t0, n, gi) for w in mine for j, (t0, n, gi) in enumerate(call.steps)]
-    items = [_setup(call, consts, seq_sb, q0_sb, mine[0])]  # the current item first, then the next once set up
-    pending = _issue(call, consts, items[0], flat[0])
-    for k, step in enumerate(flat):
-        if step.j == len(call.steps) // 2 and step.w in following:
-            items.append(_setup(call, consts, seq_sb, q0_sb, following[step.w]))
-        nxt = None
-        if k + 1 < len(flat):
-            nxt = _issue(call, consts, items[0] if flat[k + 1].w == step.w else items[1], flat[k + 1])
-        item = items[0]
-        kv = item.kv_tile(step.t0)
-        softmax_pv(pending, item.states[step.gi], call, step.gi, item.bounds, kv, step.gi % 2 == 1)
-        if step.gi == len(call.groups) - 1:
-            item.kv.pop(0)  # the oldest gathered tile is this one: every group has used it
-        if step.j == last:
-            dst_i = nl.ndarray((call.bq, 1), nl.int32, buffer=nl.sbuf)
-            nisa.dma_copy(dst=dst_i, src=call.row_dst.ap([[1, call.bq], [1, 1]], offset=step.w * call.bq))
-            for state, grp in zip(item.states, call.groups):
-                store_rows(call.out, state, dst_i, grp, call.g, call.vector_dma, call.v_rows[call.groups.index(grp)])
-            items.pop(0)
-        pending = nxt
+    ahead = _setup(call, consts, plan, mine[0])
+    for k, w in enumerate(mine):
+        item = ahead
+        if k + 1 < len(mine):
+            ahead = _setup(call, consts, plan, mine[k + 1])
+        for j, t0 in enumerate(range(0, call.positions, KV_TILE)):
+            live = nisa.register_alloc()
+            nisa.register_load(live, plan.live[0:1, w * plan.tiles + j : w * plan.tiles + j + 1])
+            n = min(KV_TILE, call.positions - t0)
+            nl.fori_loop(0, live, lambda _trip, t0=t0, n=n, item=item: _tile(call, consts, item, t0, n))
+        _store(call, item)

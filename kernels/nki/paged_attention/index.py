@@ -102,12 +102,12 @@ def load_seq_meta(seq_lens, block_tables, seq, ones):
     return meta_b[:, 0:1], meta_b[:, 1:2]
 
 
-def row_bounds(row_pos, w, g, heads, kv_len, causal, sliding_window):
-    """RowBounds of each row of a group of `heads` kv heads of work item w, rows ordered (head, token, q head)."""
-    bq = row_pos.shape[1]
+def row_bounds(row_pos, row0, bq, g, heads, kv_len, causal, sliding_window):
+    """RowBounds of each row of a group of `heads` kv heads of the work item whose bq positions start at row_pos
+    [R] element row0, rows ordered (head, token, q head)."""
     rows = heads * bq * g
     pos_i = nl.ndarray((rows, 1), nl.int32, buffer=nl.sbuf)
-    nisa.dma_copy(dst=pos_i, src=row_pos.ap([[0, heads], [1, bq], [0, g]], offset=w * bq))
+    nisa.dma_copy(dst=pos_i, src=row_pos.ap([[0, heads], [1, bq], [0, g]], offset=row0))
     pos = nl.ndarray((rows, 1), nl.float32, buffer=nl.sbuf)
     nisa.tensor_copy(dst=pos, src=pos_i)
     hi = nl.ndarray((rows, 1), nl.float32, buffer=nl.sbuf)

@@ -316,7 +316,7 @@ def softmax_pv(s_ps, state, call, gi, bounds, kv, p_copy_on_scalar):
         nisa.tensor_copy(dst=ot, src=ot_ps)
         nisa.nc_transpose(dst=pv, data=ot)
     update_acc(state.acc, rescale, pv)
-    state.neg_max = neg_max
+    nisa.tensor_copy(dst=state.neg_max, src=neg_max)  # in place: the state outlives a runtime loop's body
 
 
 def _zero_non_finite(p):
