@@ -119,9 +119,7 @@ def paged_attention_kernel(q, key_cache, value_cache, block_tables, seq_lens, it
         return out
     c0 = calls[0]
     consts = IndexConsts(c0.positions, c0.vector_dma, c0.block_size, c0.run)
-    plan = PlanRows(item_seq, item_q0, tile_live)
-    for call in calls:
-        _pipeline(call, consts, plan)
+    _pipeline(calls, consts, PlanRows(item_seq, item_q0, tile_live))
     return out
 
 
@@ -260,25 +258,43 @@ def _store(call, item):
         store_rows(call.out, state, dst_i, grp, call.g, call.vector_dma, call.v_rows[gi])
 
 
-def _pipeline(call, consts, plan):
-    """Every work item of this program in call's class: item w + 1 is set up before item w's score tiles run (its
-    metadata DMAs and index math overlap w's tiles), and each score tile of w is a runtime loop
-    `nl.fori_loop(0, live, body)` whose trip count (0 or 1, tile_live[w, j]) is loaded into a register: tiles no
-    row of the item sees cost nothing, so a sequence runs its own tile count, not the longest context's. LNC=2
-    (`kernel[2]`): program p of the logical core takes the class's items p, p + 2, ... (items write disjoint output
-    rows)."""
-    items = call.items
-    mine = list(range(items.first + nl.program_id(0), items.first + items.count, nl.num_programs(0)))
-    if not mine:
-        return
-    ahead = _setup(call, consts, plan, mine[0])
-    for k, w in enumerate(mine):
-        item = ahead
-        if k + 1 < len(mine):
-            ahead = _setup(call, consts, plan, mine[k + 1])
-        for j, t0 in enumerate(range(0, call.positions, KV_TILE)):
-            live = nisa.register_alloc()
-            nisa.register_load(live, plan.live[0:1, w * plan.tiles + j : w * plan.tiles + j + 1])
-            n = min(KV_TILE, call.positions - t0)
-            nl.fori_loop(0, live, lambda _trip, t0=t0, n=n, item=item: _tile(call, consts, item, t0, n))
-        _store(call, item)
+def _streams(calls):
+    """Per class, the (call, w) of this program's work items. LNC=2 (`kernel[2]`): program p of the logical core
+    takes each class's items p, p + 2, ... (items write disjoint output rows)."""
+    streams = []
+    for call in calls:
+        items = call.items
+        mine = list(range(items.first + nl.program_id(0), items.first + items.count, nl.num_programs(0)))
+        if mine:
+            streams.append([(call, w) for w in mine])
+    return streams
+
+
+def _pipeline(calls, consts, plan):
+    """Every score tile of this program's work items, one stream of items per class, the streams' tiles interleaved
+    evenly (tile k of a stream of c tiles at fraction (k + 1/2) / c of the issue order), so DMA-bound decode tiles
+    run beside TensorE / VectorE-bound prefill tiles in the in-order engine queues. Per stream, item k + 1 is set up
+    when item k's tiles start (its metadata DMAs and index math overlap k's tiles) and k is stored after its last
+    tile. Each tile is a runtime loop `nl.fori_loop(0, live, body)` whose trip count (0 or 1, tile_live[w, j]) is
+    loaded into a register: tiles no row of the item sees cost nothing, so a sequence runs its own tile count, not
+    the longest context's."""
+    streams = _streams(calls)
+    tiles = plan.tiles
+    order = sorted(((k + 0.5) / (len(items) * tiles), si, k) for si, items in enumerate(streams)
+                   for k in range(len(items) * tiles))
+    ahead = [_setup(items[0][0], consts, plan, items[0][1]) for items in streams]
+    current = [None] * len(streams)
+    for _, si, k in order:
+        pos, j = divmod(k, tiles)
+        call, w = streams[si][pos]
+        if j == 0:
+            current[si] = ahead[si]
+            if pos + 1 < len(streams[si]):
+                ahead[si] = _setup(streams[si][pos + 1][0], consts, plan, streams[si][pos + 1][1])
+        item, t0 = current[si], j * KV_TILE
+        live = nisa.register_alloc()
+        nisa.register_load(live, plan.live[0:1, w * tiles + j : w * tiles + j + 1])
+        n = min(KV_TILE, call.positions - t0)
+        nl.fori_loop(0, live, lambda _trip, call=call, t0=t0, n=n, item=item: _tile(call, consts, item, t0, n))
+        if j == tiles - 1:
+            _store(call, item)
