@@ -5,15 +5,18 @@
     j <= pos(t) when causal, j >= pos(t) - window + 1 with a sliding window; k_i / v_i gathered from the
     paged caches through block_tables[i].
 
-Algorithm (flash-decoding style online softmax, words as in `_softmax.py`; every loop bound is a compile-time size):
-    for each work item w (one sequence i = item_seq[w], BQ query tokens; see launch_paged.work_plan):
+Algorithm (flash-decoding style online softmax, words as in `_softmax.py`; loop bounds are compile-time sizes but
+for one runtime loop per score tile):
+    for each work item w (one sequence i = item_seq[w], BQ query tokens; see launch_paged.work_plan; decode items
+    BQ = 1, prefill / chunk items their own BQ):
         seq_len_i, block_tables[i, 0]: 4-byte scalar-offset loads, broadcast to 128 partitions by a ones-matmul
         per row: visible key range lo = pos - window + 1 (or 0), hi = min(pos, seq_len - 1) (or seq_len - 1)
         gather indices for the whole table row, unused entries NEUTRALISED before any DMA uses them
         rows = (kv head, token, q head); kv heads stacked on partitions in groups of PMAX // (BQ * g) (decode:
         all 8 Llama kv heads in 32 rows), so one mask / exp / rescale instruction serves the whole group
-        for each KV tile of KV_TILE keys (static bound max_blocks * block_size), for each group:
-            gather K, V x (Hkv * D): all kv heads in one DMA (GQA shares the load, read once)
+        for each KV tile of KV_TILE keys (static bound max_blocks * block_size), as nl.fori_loop(0, live, body)
+        with live = tile_live[w, j] (0 / 1, a register loaded from the plan: tiles no row of w sees never run):
+            gather K, V x (Hkv * D): all kv heads in one DMA (GQA shares the load, read once), then per group:
             s = q_h . k_h^T per head h (PE transposes of k; v3+ stacked heads: their own PE column tiles, or s^T
             per head and chunk transposed back; v2: accumulating matmuls of q^T masked to head h's columns over
             a cleaned K)
@@ -21,9 +24,11 @@ Algorithm (flash-decoding style online softmax, words as in `_softmax.py`; every
             online softmax: neg_max, rescale, run_sum; acc = acc * rescale + p @ v (stacked heads: o^T per head
             block, one transpose)
         out rows = acc / run_sum, stored through row_dst (rows of other sequences are oob-skipped)
-    Issue order is software-pipelined: scores of step k + 1 before the softmax of step k, item w + 1's setup
-    halfway through item w, so the in-order engine queues overlap TensorE, Vector/ScalarE and DMA work.
-    LNC=2 (`kernel[2]`, trn2): the two cores take alternate work items.
+    Issue order is software-pipelined: scores of group g + 1 before the softmax of group g, item w + 1's setup
+    when item w's tiles start, and the tiles of the decode and prefill items interleaved evenly, so the in-order
+    engine queues overlap TensorE, Vector/ScalarE and DMA work. What a tile's loop body declares stays inside it;
+    the state it updates (neg_max, run_sum, acc) is declared outside and written in place.
+    LNC=2 (`kernel[2]`, trn2): the two cores take alternate work items of each class.
 
 Target branch (one flag, `vector_dma`, set once from nisa.get_nc_version()):
 - NeuronCore-v3+ (trn2): KV gathered with `vector_offset` DMAs, each partition reading a run of GATHER_RUN
@@ -55,8 +60,9 @@ with the identity; the row itself stays NaN through run_sum). A NaN / inf in key
 rows of head h that see j: v3+ transposes bit-exactly and masks by selection, and its stacked heads never share a
 score matmul (`tiles.scores`); v2 cleans K before its transposes and flags the bad keys back into the visible scores
 as NaN (`finite.py`). A NaN in a value row reaches every row of its kv head whose P @ V contracts over it, weight
-0 included (0 * NaN, as in the reference's matrix product); dead cache rows past seq_len never do (v3+ gathers
-live slots only, v2 zeroes them).
+0 included (0 * NaN, as in the reference's matrix product): the rows of a work item with a row that sees a key of
+that score tile (tiles no row sees never run); dead cache rows past seq_len never do (v3+ gathers live slots only,
+v2 zeroes them).
 
 Quantized caches (`quant`): fp8 K / V enter TensorE as they are, their scales multiply the fp32 scores and
 1 / run_sum; int8 chunks are converted to q's dtype on chip with their per-(token, head) scales — `quant.py`.
