@@ -37,9 +37,9 @@ from nkilab.reference.kv_quant import storage_dtype
 from ._launch import EMPTY_REASON, dtype_reason, launch, neuron_target
 from .launch_kv_cache import check_target_format
 from ._tiling import PMAX
-from .paged_attention import paged_attention_kernel
+from .paged_attention import paged_attention_kernel, span_runs
 from .paged_attention.index import KV_TILE
-from .paged_attention.tuning import position_quantum
+from .paged_attention.tuning import TILE_SPAN, position_quantum
 
 MAX_HEAD_DIM = PMAX  # D is the contraction (partition) dim of q @ k^T
 MAX_SLOTS = 1 << 24  # slot and block indices go through fp32 index math on device: exact below 2**24
@@ -137,6 +137,30 @@ def _tile_live(row_pos, item_lens, positions, causal, sliding_window):
     return live
 
 
+def tile_trips(tile_live, span: int) -> np.ndarray:
+    """The kernel's tile_trips [N, S, V] int32 (S = ceil(T / span), V = len(span_runs(span))): 1 at the run
+    (`paged_attention.span_runs`) that is exactly item w's live tiles in span m, else 0.
+
+    Raises:
+        ValueError: an item's live tiles are not contiguous (work_plan's never are: one key range per item).
+    """
+    runs = span_runs(span)
+    n, t = tile_live.shape
+    spans = -(-t // span)
+    padded = np.zeros((n, spans * span), np.int32)
+    padded[:, :t] = tile_live
+    trips = np.zeros((n, spans, len(runs)), np.int32)
+    for w in range(n):
+        for m in range(spans):
+            live = np.flatnonzero(padded[w, m * span : (m + 1) * span])
+            if live.size == 0:
+                continue
+            if live.size != live[-1] - live[0] + 1:
+                raise ValueError(f"tile_live: item {w}'s live tiles {live.tolist()} in span {m} are not contiguous")
+            trips[w, m, runs.index((int(live[0]), int(live[-1]) + 1))] = 1
+    return trips
+
+
 def padded_block_tables(block_tables, block_size: int) -> np.ndarray:
     """int32 [num_seqs, max_blocks'] with -1 columns appended so max_blocks' * block_size is a multiple of the
     kernel's position quantum (`paged_attention.tuning.position_quantum`: one gather of PMAX partition runs)."""
@@ -157,7 +181,9 @@ def _kernel_args(q, key_cache, value_cache, block_tables, seq_lens, query_start_
     *plan, classes = work_plan(query_start_loc, seq_lens, t_total=t_total, rows=rows,
                                positions=table.shape[1] * block_size, causal=bool(causal),
                                sliding_window=sliding_window)
-    args = (q, key_cache, value_cache, table, np.asarray(seq_lens, dtype=np.int32), *plan)
+    *plan, tile_live = plan
+    args = (q, key_cache, value_cache, table, np.asarray(seq_lens, dtype=np.int32), *plan,
+            tile_trips(tile_live, TILE_SPAN))
     kwargs = dict(scale=float(scale), causal=bool(causal), sliding_window=sliding_window,
                   softcap=None if softcap is None else float(softcap), classes=classes)
     return args, kwargs

@@ -14,8 +14,10 @@ for one runtime loop per score tile):
         gather indices for the whole table row, unused entries NEUTRALISED before any DMA uses them
         rows = (kv head, token, q head); kv heads stacked on partitions in groups of PMAX // (BQ * g) (decode:
         all 8 Llama kv heads in 32 rows), so one mask / exp / rescale instruction serves the whole group
-        for each KV tile of KV_TILE keys (static bound max_blocks * block_size), as nl.fori_loop(0, live, body)
-        with live = tile_live[w, j] (0 / 1, a register loaded from the plan: tiles no row of w sees never run):
+        for each KV tile of KV_TILE keys (static bound max_blocks * block_size), in spans of TILE_SPAN tiles,
+        each span a few runtime loops nl.fori_loop(0, trips, body) of 0 / 1 trips (a register loaded from the
+        plan's tile_trips), one per contiguous run of the span's tiles: only the run of the item's live tiles
+        runs, so tiles no row of w sees never do:
             gather K, V x (Hkv * D): all kv heads in one DMA (GQA shares the load, read once), then per group:
             s = q_h . k_h^T per head h (PE transposes of k; v3+ stacked heads: their own PE column tiles, or s^T
             per head and chunk transposed back; v2: accumulating matmuls of q^T masked to head h's columns over
@@ -79,13 +81,13 @@ from .._shim import nisa, nki, nl
 from .._tiling import PMAX
 from .index import KV_TILE, IndexConsts, add_band, block_index, load_seq_meta, row_bounds, slot_index, tile_mask
 from .quant import row_scales
-from .tuning import gather_run
+from .tuning import TILE_SPAN, gather_run
 from .tiles import KvTile, SoftmaxState, gather_kv, load_q_group, scores, softmax_pv, store_rows
 
 
 @nki.jit
 def paged_attention_kernel(q, key_cache, value_cache, block_tables, seq_lens, item_seq, item_q0, row_pos, row_dst,
-                           tile_live, k_scale_cache=None, v_scale_cache=None, scale=1.0, causal=True,
+                           tile_trips, k_scale_cache=None, v_scale_cache=None, scale=1.0, causal=True,
                            sliding_window=None, softcap=None, quant=None, classes=()):
     """Paged attention over a work plan.
 
@@ -99,8 +101,9 @@ def paged_attention_kernel(q, key_cache, value_cache, block_tables, seq_lens, it
                  Hkv] float32, HBM.
                  block_tables: [num_seqs, max_blocks] int32, HBM; entries past a sequence's live blocks: any value.
                  seq_lens: [num_seqs] int32, HBM.
-                 item_seq, item_q0: [N] int32; row_pos, row_dst: [R] int32; tile_live: [N, T] int32 0 / 1, HBM
-                 (launch_paged.work_plan).
+                 item_seq, item_q0: [N] int32; row_pos, row_dst: [R] int32; tile_trips: [N, S, V] int32 0 / 1, HBM
+                 (launch_paged.work_plan, launch_paged.tile_trips: S = ceil(T / TILE_SPAN) spans, V =
+                 len(span_runs(TILE_SPAN))); one trip at most per (item, span): its live run of tiles.
                  scale: score multiplier; causal; sliding_window: None or w >= 1; softcap: None or c > 0;
                  quant: None | ("fp8", k_scales, v_scales) | ("int8",) (`quant.py`);
                  classes: compile-time ((count, BQ), ...): the items in plan order, count consecutive items of BQ
@@ -108,15 +111,16 @@ def paged_attention_kernel(q, key_cache, value_cache, block_tables, seq_lens, it
     Returns:     out: [T_total, Hq, D], q.dtype, shared HBM.
     Tiling:      rows of one kv head = BQ tokens x g heads; kv heads stacked on partitions in groups of
                  PMAX // rows (decode: all of them); keys in KV_TILE-position score tiles of CHUNK-key gathers, each
-                 tile a runtime loop of 0 or 1 trips (tile_live); group gi + 1's scores are issued before the
-                 softmax of group gi (in-order engines overlap).
+                 span of TILE_SPAN tiles a few runtime loops of 0 or 1 trips (tile_trips); inside a loop body the
+                 scores of the next (tile, group) step are issued before the softmax of this one (in-order engines
+                 overlap).
     """
     _check_classes(classes, item_seq.shape[0], row_pos.shape[0])
     out = nl.ndarray(q.shape, q.dtype, buffer=nl.shared_hbm)
     calls, first, row0 = [], 0, 0
     for count, bq in classes:
         if count:
-            call = PagedCall(q, key_cache, value_cache, block_tables, seq_lens, (row_pos, row_dst, tile_live), out,
+            call = PagedCall(q, key_cache, value_cache, block_tables, seq_lens, (row_pos, row_dst), out,
                              (scale, causal, sliding_window, softcap), ItemClass(first, count, bq, row0))
             call.quantize(quant, k_scale_cache, v_scale_cache)
             calls.append(call)
@@ -125,7 +129,7 @@ def paged_attention_kernel(q, key_cache, value_cache, block_tables, seq_lens, it
         return out
     c0 = calls[0]
     consts = IndexConsts(c0.positions, c0.vector_dma, c0.block_size, c0.run)
-    _pipeline(calls, consts, PlanRows(item_seq, item_q0, tile_live))
+    _pipeline(calls, consts, PlanRows(item_seq, item_q0, tile_trips))
     return out
 
 
@@ -149,13 +153,20 @@ class ItemClass(nl.NKIObject):
 
 class PlanRows(nl.NKIObject):
     """The per-item plan in SBUF, loaded once up front: seq, q0 [1, N] int32 (entry w: a runtime value for scalar
-    offsets) and live [1, N * T] int32 (entry w * T + j: trips of item w's score tile j, 0 or 1)."""
+    offsets) and trips [1, N * S * V] int32 (entry (w * S + m) * V + v: trips of item w's span m run v, 0 or 1)."""
 
-    def __init__(self, item_seq, item_q0, tile_live):
-        n, self.tiles = tile_live.shape
+    def __init__(self, item_seq, item_q0, tile_trips):
+        n, self.spans, self.runs = tile_trips.shape
         self.seq = _load_row(item_seq, n)
         self.q0 = _load_row(item_q0, n)
-        self.live = _load_row(tile_live, n * self.tiles)
+        self.trips = _load_row(tile_trips, n * self.spans * self.runs)
+
+    def trip(self, w, m, v):
+        """A register holding the trips (0 / 1) of run v of item w's span m."""
+        at = (w * self.spans + m) * self.runs + v
+        reg = nisa.register_alloc()
+        nisa.register_load(reg, self.trips[0:1, at : at + 1])
+        return reg
 
 
 class PagedCall(nl.NKIObject):
@@ -171,7 +182,7 @@ class PagedCall(nl.NKIObject):
     def __init__(self, q, key_cache, value_cache, block_tables, seq_lens, plan, out, options, items):
         self.q, self.key_cache, self.value_cache, self.out = q, key_cache, value_cache, out
         self.block_tables, self.seq_lens = block_tables, seq_lens
-        self.row_pos, self.row_dst, self.tile_live = plan
+        self.row_pos, self.row_dst = plan
         self.scale, self.causal, self.window, self.softcap = options
         self.exp_scale = self.scale if self.softcap is None else self.softcap
         self.d, self.hkv, self.block_size = q.shape[2], key_cache.shape[2], key_cache.shape[1]
@@ -240,19 +251,32 @@ def _setup(call, consts, plan, w):
     return WorkItem(w, bounds, index, qs, states)
 
 
-def _tile(call, consts, item, t0, n):
-    """Score tile t0 .. t0 + n of a WorkItem, every group (the body of the tile's runtime loop: what it declares
-    stays inside): one KV gather for all groups and its v2 mask, then per group the scores (PSUM) and the softmax
-    step, group gi + 1's scores issued before group gi's softmax so in-order TensorE overlaps Vector/ScalarE."""
-    k_chunks, v_chunks, k_bad = gather_kv(call, item.index, t0, n)
-    mask = None if call.vector_dma else tile_mask(consts.kpos, item.bounds, t0, n)
-    kv = KvTile(t0, k_chunks, v_chunks, mask, k_bad)
-    pending = scores(item.qs[0], call.groups[0], k_chunks, n, call.run)
-    for gi in range(len(call.groups)):
-        nxt = None
-        if gi + 1 < len(call.groups):
-            nxt = scores(item.qs[gi + 1], call.groups[gi + 1], k_chunks, n, call.run)
-        softmax_pv(pending, item.states[gi], call, gi, item.bounds, kv, gi % 2 == 1)
+def span_runs(span):
+    """The runtime loops of a span of `span` score tiles: each contiguous run (s, e) of its tiles s .. e - 1
+    (0 <= s < e <= span), in plan order: tile_trips[w, m, v] = 1 for the run v that is exactly item w's live tiles in
+    span m (an item's live tiles are contiguous), else 0."""
+    return [(s, e) for s in range(span) for e in range(s + 1, span + 1)]
+
+
+def _tiles(call, consts, item, tiles):
+    """Score tiles [(t0, n), ...] of a WorkItem, every group (the body of a runtime loop: what it declares stays
+    inside): per (tile, group) step the tile's KV gather (its first group; v2: and mask), the group's scores (PSUM)
+    and the softmax step, step k + 1's scores issued before step k's softmax so in-order TensorE overlaps
+    Vector/ScalarE."""
+    kvs = {}
+
+    def issue(t0, n, gi):
+        if t0 not in kvs:
+            k_chunks, v_chunks, k_bad = gather_kv(call, item.index, t0, n)
+            mask = None if call.vector_dma else tile_mask(consts.kpos, item.bounds, t0, n)
+            kvs[t0] = KvTile(t0, k_chunks, v_chunks, mask, k_bad)
+        return scores(item.qs[gi], call.groups[gi], kvs[t0].k_chunks, n, call.run)
+
+    steps = [(t0, n, gi) for t0, n in tiles for gi in range(len(call.groups))]
+    pending = issue(*steps[0])
+    for k, (t0, _, gi) in enumerate(steps):
+        nxt = issue(*steps[k + 1]) if k + 1 < len(steps) else None
+        softmax_pv(pending, item.states[gi], call, gi, item.bounds, kvs[t0], gi % 2 == 1)
         pending = nxt
 
 
@@ -277,30 +301,32 @@ def _streams(calls):
 
 
 def _pipeline(calls, consts, plan):
-    """Every score tile of this program's work items, one stream of items per class, the streams' tiles interleaved
-    evenly (tile k of a stream of c tiles at fraction (k + 1/2) / c of the issue order), so DMA-bound decode tiles
-    run beside TensorE / VectorE-bound prefill tiles in the in-order engine queues. Per stream, item k + 1 is set up
-    when item k's tiles start (its metadata DMAs and index math overlap k's tiles) and k is stored after its last
-    tile. Each tile is a runtime loop `nl.fori_loop(0, live, body)` whose trip count (0 or 1, tile_live[w, j]) is
-    loaded into a register: tiles no row of the item sees cost nothing, so a sequence runs its own tile count, not
-    the longest context's."""
+    """Every span of score tiles of this program's work items, one stream of items per class, the streams' spans
+    interleaved evenly (span k of a stream of c spans at fraction (k + 1/2) / c of the issue order), so DMA-bound
+    decode tiles run beside TensorE / VectorE-bound prefill tiles in the in-order engine queues. Per stream, item
+    k + 1 is set up when item k's spans start (its metadata DMAs and index math overlap k's tiles) and k is stored
+    after its last span. A span is one runtime loop `nl.fori_loop(0, trips, body)` per run of its tiles
+    (`span_runs`), the trips (0 / 1) loaded into a register: only the run of the item's live tiles runs, so a
+    sequence runs its own tile count, not the longest context's."""
     streams = _streams(calls)
-    tiles = plan.tiles
-    order = sorted(((k + 0.5) / (len(items) * tiles), si, k) for si, items in enumerate(streams)
-                   for k in range(len(items) * tiles))
+    spans = plan.spans
+    order = sorted(((k + 0.5) / (len(items) * spans), si, k) for si, items in enumerate(streams)
+                   for k in range(len(items) * spans))
     ahead = [_setup(items[0][0], consts, plan, items[0][1]) for items in streams]
     current = [None] * len(streams)
     for _, si, k in order:
-        pos, j = divmod(k, tiles)
+        pos, m = divmod(k, spans)
         call, w = streams[si][pos]
-        if j == 0:
+        if m == 0:
             current[si] = ahead[si]
             if pos + 1 < len(streams[si]):
                 ahead[si] = _setup(streams[si][pos + 1][0], consts, plan, streams[si][pos + 1][1])
-        item, t0 = current[si], j * KV_TILE
-        live = nisa.register_alloc()
-        nisa.register_load(live, plan.live[0:1, w * tiles + j : w * tiles + j + 1])
-        n = min(KV_TILE, call.positions - t0)
-        nl.fori_loop(0, live, lambda _trip, call=call, t0=t0, n=n, item=item: _tile(call, consts, item, t0, n))
-        if j == tiles - 1:
+        item = current[si]
+        starts = range(0, call.positions, KV_TILE)[m * TILE_SPAN : (m + 1) * TILE_SPAN]
+        for v, (s, e) in enumerate(span_runs(TILE_SPAN)):
+            if e <= len(starts):
+                tiles = [(t0, min(KV_TILE, call.positions - t0)) for t0 in starts[s:e]]
+                nl.fori_loop(0, plan.trip(w, m, v),
+                             lambda _trip, call=call, item=item, tiles=tiles: _tiles(call, consts, item, tiles))
+        if m == spans - 1:
             _store(call, item)

@@ -18,6 +18,7 @@ from strategies import (
 from nkilab.harness.checks import compare
 from nkilab.harness.emulator import run
 from nkilab.kernels.nki import launch_kv_cache, launch_paged
+from nkilab.kernels.nki.paged_attention import span_runs
 from nkilab.reference.dtypes import numpy_dtype
 from nkilab.reference.paged import paged_attention as reference_paged_attention
 
@@ -167,6 +168,18 @@ def test_work_plan_tile_live_follows_each_items_keys():
     *_, tile_live, _ = launch_paged.work_plan(np.array([0, 1, 1]), np.array([0, 600]), t_total=1, rows=2,
                                              positions=1024)
     assert tile_live.tolist() == [[0, 0]]  # an empty sequence's decode item sees no key: no tile runs
+
+
+def test_tile_trips_one_loop_per_span_runs_the_live_tiles():
+    # spans of 2 tiles, runs (0, 1), (0, 2), (1, 2): item 0 lives in tiles 1..3 (span 0: run (1, 2); span 1: the
+    # first tile, run (0, 1)), item 1 in no tile; an odd tile count pads the last span
+    runs = span_runs(2)
+    assert runs == [(0, 1), (0, 2), (1, 2)]
+    trips = launch_paged.tile_trips(np.array([[0, 1, 1], [0, 0, 0]]), 2)
+    assert trips.shape == (2, 2, 3)
+    assert trips[0].tolist() == [[0, 0, 1], [1, 0, 0]] and trips[1].sum() == 0
+    with pytest.raises(ValueError, match="not contiguous"):
+        launch_paged.tile_trips(np.array([[1, 0, 1]]), 3)
 
 
 def test_unsupported_reasons():
