@@ -160,13 +160,13 @@ class PlanRows(nl.NKIObject):
         self.seq = _load_row(item_seq, n)
         self.q0 = _load_row(item_q0, n)
         self.trips = _load_row(tile_trips, n * self.spans * self.runs)
+        self.reg = nisa.register_alloc()  # one register serves every loop bound (a loop reads it on entry)
 
     def trip(self, w, m, v):
-        """A register holding the trips (0 / 1) of run v of item w's span m."""
+        """The register, loaded with the trips (0 / 1) of run v of item w's span m."""
         at = (w * self.spans + m) * self.runs + v
-        reg = nisa.register_alloc()
-        nisa.register_load(reg, self.trips[0:1, at : at + 1])
-        return reg
+        nisa.register_load(self.reg, self.trips[0:1, at : at + 1])
+        return self.reg
 
 
 class PagedCall(nl.NKIObject):
