@@ -12,7 +12,7 @@ fixed by compile-time sizes only (T_total, num_seqs, BQ), never by the metadata 
     row_pos   [num_items, BQ] int32  position of each loaded row's query in its sequence, -1 if not the item's
     row_dst   [num_items, BQ] int32  output row of each loaded row, -1 = not written (oob-skipped store)
 
-Block tables are padded with -1 columns to a whole number of gathers (`position_quantum`; a static reshape: the
+Block tables are padded with -1 columns to a whole number of gathers (`tuning.table_positions`; a static reshape: the
 kernel neutralises every entry past a sequence's live blocks anyway).
 """
 
@@ -27,7 +27,7 @@ from ._launch import EMPTY_REASON, dtype_reason, launch, neuron_target
 from .launch_kv_cache import check_target_format
 from ._tiling import PMAX
 from .paged_attention import paged_attention_kernel
-from .paged_attention.tuning import position_quantum
+from .paged_attention.tuning import slot_bytes, table_positions
 
 MAX_HEAD_DIM = PMAX  # D is the contraction (partition) dim of q @ k^T
 MAX_SLOTS = 1 << 24  # slot and block indices go through fp32 index math on device: exact below 2**24
@@ -105,12 +105,12 @@ def work_plan(query_start_loc, seq_lens, *, t_total: int, rows: int):
     return item_seq, item_q0, row_pos, row_dst
 
 
-def padded_block_tables(block_tables, block_size: int) -> np.ndarray:
-    """int32 [num_seqs, max_blocks'] with -1 columns appended so max_blocks' * block_size is a multiple of the
-    kernel's position quantum (`paged_attention.tuning.position_quantum`: one gather of PMAX partition runs)."""
+def padded_block_tables(block_tables, block_size: int, row_bytes: int) -> np.ndarray:
+    """int32 [num_seqs, max_blocks'] with -1 columns appended so max_blocks' * block_size is a whole number of the
+    kernel's gathers (`paged_attention.tuning.table_positions`; row_bytes: bytes of one cache slot,
+    `tuning.slot_bytes`, which sets the gather's run)."""
     table = np.asarray(block_tables, dtype=np.int32)
-    per_chunk = max(1, position_quantum(block_size) // block_size)
-    extra = -table.shape[1] % per_chunk
+    extra = table_positions(table.shape[1] * block_size, block_size, row_bytes) // block_size - table.shape[1]
     if extra == 0:
         return np.ascontiguousarray(table)
     return np.concatenate([table, np.full((table.shape[0], extra), -1, np.int32)], axis=1)
@@ -122,7 +122,7 @@ def _kernel_args(q, key_cache, value_cache, block_tables, seq_lens, query_start_
     block_size, hkv = key_cache.shape[1], key_cache.shape[2]
     rows = rows_per_item(t_total, len(seq_lens), hq // hkv)
     plan = work_plan(query_start_loc, seq_lens, t_total=t_total, rows=rows)
-    args = (q, key_cache, value_cache, padded_block_tables(block_tables, block_size),
+    args = (q, key_cache, value_cache, padded_block_tables(block_tables, block_size, slot_bytes(key_cache)),
             np.asarray(seq_lens, dtype=np.int32), *plan)
     kwargs = dict(scale=float(scale), causal=bool(causal), sliding_window=sliding_window,
                   softcap=None if softcap is None else float(softcap))

@@ -71,9 +71,10 @@ Reference: nkilab.reference.paged.paged_attention.
 
 from .._shim import nisa, nki, nl
 from .._tiling import PMAX
-from .index import KV_TILE, IndexConsts, add_band, block_index, load_seq_meta, row_bounds, slot_index, tile_mask
+from .index import (CHUNK, KV_TILE, IndexConsts, add_band, add_comb, block_index, load_seq_meta, row_bounds,
+                    slot_index, tile_mask)
 from .quant import row_scales
-from .tuning import gather_run
+from .tuning import gather_run, slot_bytes
 from .tiles import KvTile, SoftmaxState, gather_kv, load_q_group, scores, softmax_pv, store_rows
 
 
@@ -136,7 +137,9 @@ class PagedCall(nl.NKIObject):
         self.steps = [(t0, min(KV_TILE, self.positions - t0), gi) for t0 in range(0, self.positions, KV_TILE)
                       for gi in range(len(self.groups))]
         self.vector_dma = nisa.get_nc_version() != nisa.nc_version.gen2  # indirect vector_offset DMA is v3+
-        self.run = gather_run(self.block_size, self.vector_dma)
+        self.run = gather_run(self.block_size, slot_bytes(key_cache), self.positions, self.vector_dma)
+        self.tile_run = min(self.run, KV_TILE // CHUNK)  # column order of a score tile (`tiles.chunk_cols`)
+        self.gather_step = max(KV_TILE, CHUNK * self.run)  # key positions of one gather_kv (whole score tiles)
         self.zero_bias = None  # v2: [PMAX, 1] float32 zeros, the activation bias of `finite.clean_keys`
         if not self.vector_dma:
             self.zero_bias = nl.ndarray((PMAX, 1), nl.float32, buffer=nl.sbuf)
@@ -199,6 +202,8 @@ def _setup(call, consts, seq_sb, q0_sb, w):
     bounds = row_bounds(call.row_pos, w, call.g, len(call.groups[0]), kv_len, call.causal, call.window)
     if call.vector_dma:
         index = slot_index(call.block_tables, seq, kv_len, first_blk, consts, call.block_size)
+        if consts.comb_ramp is not None:
+            add_comb(bounds, consts.comb_ramp, call.run, call.window)
     else:
         index = block_index(call.block_tables, seq, kv_len, first_blk, consts)
         add_band(bounds)
@@ -208,14 +213,25 @@ def _setup(call, consts, seq_sb, q0_sb, w):
 
 
 def _issue(call, consts, item, step):
-    """Gather the KV tile of a ScoreStep (the first group to need it) and its v2 mask, then the group's scores
+    """Gather the KV tiles of a ScoreStep (the first group to need them, `_gather_step`), then the group's scores
     (PSUM)."""
-    t0, n = step.t0, step.n
-    if item.kv_tile(t0) is None:
-        k_chunks, v_chunks, k_bad = gather_kv(call, item.index, t0, n)
-        mask = None if call.vector_dma else tile_mask(consts.kpos, item.bounds, t0, n)
-        item.kv.append(KvTile(t0, k_chunks, v_chunks, mask, k_bad))
-    return scores(item.qs[step.gi], call.groups[step.gi], item.kv_tile(t0).k_chunks, n, call.run)
+    if item.kv_tile(step.t0) is None:
+        _gather_step(call, consts, item, step.t0)
+    return scores(item.qs[step.gi], call.groups[step.gi], item.kv_tile(step.t0).k_chunks, step.n, call.tile_run)
+
+
+def _gather_step(call, consts, item, t0):
+    """Append to item.kv the KvTiles of the gather step holding position t0 (call.gather_step positions: one score
+    tile, or every score tile of one gather of runs longer than KV_TILE // CHUNK slots), with their v2 masks."""
+    g0 = t0 - t0 % call.gather_step
+    g_n = min(call.gather_step, call.positions - g0)
+    k_chunks, v_chunks, k_bad = gather_kv(call, item.index, g0, g_n)
+    per_tile = KV_TILE // CHUNK
+    for j, s0 in enumerate(range(g0, g0 + g_n, KV_TILE)):
+        n = min(KV_TILE, g0 + g_n - s0)
+        cs = slice(j * per_tile, (j + 1) * per_tile)
+        mask = None if call.vector_dma else tile_mask(consts.kpos, item.bounds, s0, n)
+        item.kv.append(KvTile(s0, k_chunks[cs], v_chunks[cs], mask, None if k_bad is None else k_bad[cs]))
 
 
 def _pipeline(call, consts, seq_sb, q0_sb):

@@ -259,10 +259,10 @@ def _masked_scores(s_ps, call, bounds, kv, grp, k_rows):
     x = nl.ndarray((rows, n), nl.float32, buffer=nl.sbuf)
     tile_max = nl.ndarray((rows, 1), nl.float32, buffer=nl.sbuf)
     if kv.mask is None:
+        lo, hi, start = bounds.tile_range(kv.t0)
         nisa.range_select(dst=x, on_true_tile=s, comp_op0=nl.greater_equal, comp_op1=nl.less_equal,
-                          bound0=bounds.lo[0:rows, :], bound1=bounds.hi[0:rows, :],
-                          reduce_cmd=nisa.reduce_cmd.reset_reduce, reduce_res=tile_max, reduce_op=nl.maximum,
-                          range_start=kv.t0, on_false_value=FP32_MIN)
+                          bound0=lo[0:rows, :], bound1=hi[0:rows, :], reduce_cmd=nisa.reduce_cmd.reset_reduce,
+                          reduce_res=tile_max, reduce_op=nl.maximum, range_start=start, on_false_value=FP32_MIN)
     else:
         nisa.select_reduce(dst=x, predicate=kv.mask[0:rows, :], on_true=s, on_false=FP32_MIN,
                            reduce_res=tile_max, reduce_cmd=nisa.reduce_cmd.reset_reduce, reduce_op=nl.maximum)
@@ -294,7 +294,7 @@ def softmax_pv(s_ps, state, call, gi, bounds, kv, p_copy_on_scalar):
     pt_ps = nl.ndarray((min(n, CHUNK), len(kv.v_chunks) * rows), dtype, buffer=nl.psum)
     for c, v in enumerate(kv.v_chunks):
         nisa.nc_transpose(dst=pt_ps[0 : v.shape[0], c * rows : (c + 1) * rows],
-                          data=chunk_cols(p, c, call.run))
+                          data=chunk_cols(p, c, call.tile_run))
     pt = nl.ndarray(pt_ps.shape, dtype, buffer=nl.sbuf)
     psum_copy(pt, pt_ps, p_copy_on_scalar)  # PSUM evacuation alternates ScalarE / VectorE by group
     pv = nl.ndarray((rows, d), nl.float32, buffer=nl.psum)
