@@ -280,9 +280,13 @@ def softmax_pv(s_ps, state, call, gi, bounds, kv, p_copy_on_scalar):
     dtype = call.q.dtype  # p's dtype: the cache's ("auto", int8 after conversion), q's beside fp8 V (p in [0, 1])
     x, tile_max = _masked_scores(s_ps, call, bounds, kv, grp, call.k_rows[gi])
     neg_max = nl.ndarray((rows, 1), nl.float32, buffer=nl.sbuf)
-    nisa.tensor_scalar(dst=neg_max, data=tile_max, op0=nl.maximum, operand0=MAX_FLOOR, op1=nl.multiply,
-                       operand1=-call.exp_scale)
-    nisa.tensor_tensor(dst=neg_max, data1=neg_max, data2=state.neg_max, op=nl.minimum)
+    if call.exp_scale > 0:  # -exp_scale · max(t, MAX_FLOOR) = min(-exp_scale · t, its start): one instruction
+        nisa.tensor_scalar(dst=neg_max, data=tile_max, op0=nl.multiply, operand0=-call.exp_scale, op1=nl.minimum,
+                           operand1=state.neg_max)
+    else:
+        nisa.tensor_scalar(dst=neg_max, data=tile_max, op0=nl.maximum, operand0=MAX_FLOOR, op1=nl.multiply,
+                           operand1=-call.exp_scale)
+        nisa.tensor_tensor(dst=neg_max, data1=neg_max, data2=state.neg_max, op=nl.minimum)
     rescale = nl.ndarray((rows, 1), nl.float32, buffer=nl.sbuf)
     rescale_factor(rescale, state.neg_max, neg_max)
     p = nl.ndarray((rows, n), dtype, buffer=nl.sbuf)
