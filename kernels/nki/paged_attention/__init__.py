@@ -26,15 +26,17 @@ Algorithm (flash-decoding style online softmax, words as in `_softmax.py`; every
     LNC=2 (`kernel[2]`, trn2): the two cores take alternate work items.
 
 Target branch (one flag, `vector_dma`, set once from nisa.get_nc_version()):
-- NeuronCore-v3+ (trn2): KV gathered with `vector_offset` DMAs, each partition reading a run of GATHER_RUN
-  consecutive slots of one block (`tuning.py`: one software-DGE descriptor per run, one gather of 128 runs per
-  KV tile); the table row is loaded once ([per-gather block, gather]) and expanded to the first slot of every
-  partition's run by a selection matmul. A run at or past seq_len gets the run of the sequence's position 0
-  instead, so garbage table entries never reach a DMA; the run holding seq_len - 1 reaches into dead cache
-  (NaN in tests), whose V rows a GpSimd `affine_select` zeroes (dead K rows are hidden keys, masked by
-  selection). The transposes of k and p put the runs' keys back in position order (`tiles.chunk_cols`), so
-  masking is one `range_select` per score tile (bounds per row, positions from range_start); outputs are
-  scattered with `vector_offset`. The k^T transposes run KT_LOOKAHEAD heads ahead of the score matmuls.
+- NeuronCore-v3+ (trn2): KV gathered with `vector_offset` DMAs, each partition reading a run of consecutive
+  slots of one block, GATHER_BYTES of them (`tuning.py`: one software-DGE descriptor per run; 4 slots of 2 KiB
+  rows, up to a whole block of smaller rows, so one gather of 128 runs serves one or several KV tiles); the
+  table row is loaded once ([per-gather block, gather]) and expanded to the first slot of every partition's run
+  by a selection matmul. A run at or past seq_len gets the run of the sequence's position 0 instead, so garbage
+  table entries never reach a DMA; the run holding seq_len - 1 reaches into dead cache (NaN in tests), whose V
+  rows a GpSimd `affine_select` zeroes (dead K rows are hidden keys, masked by selection). The transposes of k
+  and p put each score tile's keys in increasing order (`tiles.chunk_cols`), so masking is one `range_select`
+  per score tile: bounds per row over positions from range_start, or over comb indices when a gather spans
+  several tiles (`index.add_comb`); outputs are scattered with `vector_offset`. The k^T transposes run
+  KT_LOOKAHEAD heads ahead of the score matmuls.
 - NeuronCore-v2 (inf2, trn1): only scalar dynamic offsets, so KV is loaded per block (one DMA per block with the
   block id as `scalar_offset`; unused table entries replaced by the first block before use). The tail of the
   last live block is dead cache (NaN in tests): V rows past seq_len are replaced with 0 by a GpSimd
@@ -174,7 +176,8 @@ class ScoreStep(nl.NKIObject):
 
 class WorkItem(nl.NKIObject):
     """What one work item w keeps while its score tiles run: row bounds, gather index, per-group q^T tiles and
-    SoftmaxStates, and the KvTiles gathered and not yet used by every group (at most two)."""
+    SoftmaxStates, and the KvTiles gathered and not yet used by every group (`_gather_step`: those of at most
+    two gathers)."""
 
     def __init__(self, w, bounds, index, qs, states):
         self.w, self.bounds, self.index, self.qs, self.states = w, bounds, index, qs, states

@@ -19,9 +19,11 @@ RUN_SUM_MIN = 1e-30  # run_sum floor before the reciprocal: only never-stored pa
 
 
 def chunk_cols(x, c, run):
-    """The columns of chunk c of a score-ordered [P, n] tile x (keys in position order): chunk t of gather g holds
+    """The columns of chunk c of a score-ordered [P, n] tile x (keys in increasing order): chunk t of gather g holds
     keys g · span + run · f + t (`gather_kv`, span = CHUNK · run), so its view is every run-th column of the
-    gather's span from t (run 1: columns c · CHUNK onwards, the last chunk possibly short)."""
+    gather's span from t (run 1: columns c · CHUNK onwards, the last chunk possibly short). run is the tile's
+    `PagedCall.tile_run`: a gather of longer runs spans several tiles, whose columns take the order of run 4
+    (`index.add_comb`)."""
     if run == 1:
         return x[:, c * CHUNK : min((c + 1) * CHUNK, x.shape[1])]
     g, t = divmod(c, run)
@@ -57,12 +59,11 @@ def gather_kv(call, index, t0, n):
     heads) and, on v2, each K chunk's bad keys (None on v3+).
 
     index: the sequence's GatherIndex. v3+: one vector_offset DMA per gather of CHUNK partition runs of call.run
-    slots (`tuning.GATHER_RUN`); chunk t of a gather starting at position gs holds keys gs + run · f + t (f: its
-    partition). A run can reach past
-    seq_len into dead cache (NaN in tests): V rows there are replaced by 0 on GpSimd with a select (a multiply
-    would give 0 * NaN = NaN in P @ V); dead K rows are hidden keys, masked by selection. The transposes of k and p
-    put chunk columns back in position order (`chunk_cols`), so score tiles are in position order. v2: block DMAs; K chunks
-    are cleaned of non-finite elements (`finite.clean_keys`: dead rows past seq_len with the rest, masked as
+    slots (`tuning.gather_run`); chunk t of a gather starting at position gs holds keys gs + run · f + t (f: its
+    partition). A run can reach past seq_len into dead cache (NaN in tests): V rows there are replaced by 0 on
+    GpSimd with a select (a multiply would give 0 * NaN = NaN in P @ V); dead K rows are hidden keys, masked by
+    selection. The transposes of k and p put chunk columns in increasing key order (`chunk_cols`). v2: block DMAs;
+    K chunks are cleaned of non-finite elements (`finite.clean_keys`: dead rows past seq_len with the rest, masked as
     hidden keys), dead V rows zeroed as on v3+. int8 caches: each gather's scales are gathered the same way and
     converted with it to q's dtype (`quant.dequantize_int8`) first, so dead scale slots are zeroed with it."""
     if not call.vector_dma:
