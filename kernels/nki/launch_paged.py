@@ -23,7 +23,7 @@ The item counts are batch metadata (how many decodes, how many prefill tiles), a
 compiled for one composition serves every batch with the same counts. T = ceil(max_blocks' * block_size /
 KV_TILE) and the array shapes otherwise follow compile-time sizes (T_total, num_seqs, max_blocks).
 
-Block tables are padded with -1 columns to a whole number of gathers (`position_quantum`; a static reshape: the
+Block tables are padded with -1 columns to a whole number of gathers (`tuning.table_positions`; a static reshape: the
 kernel neutralises every entry past a sequence's live blocks anyway).
 """
 
@@ -39,7 +39,7 @@ from .launch_kv_cache import check_target_format
 from ._tiling import PMAX
 from .paged_attention import paged_attention_kernel, span_runs
 from .paged_attention.index import KV_TILE
-from .paged_attention.tuning import TILE_SPAN, position_quantum
+from .paged_attention.tuning import TILE_SPAN, loop_tiles, slot_bytes, table_positions
 
 MAX_HEAD_DIM = PMAX  # D is the contraction (partition) dim of q @ k^T
 MAX_SLOTS = 1 << 24  # slot and block indices go through fp32 index math on device: exact below 2**24
@@ -137,18 +137,22 @@ def _tile_live(row_pos, item_lens, positions, causal, sliding_window):
     return live
 
 
-def tile_trips(tile_live, span: int) -> np.ndarray:
-    """The kernel's tile_trips [N, S, V] int32 (S = ceil(T / span), V = len(span_runs(span))): 1 at the run
-    (`paged_attention.span_runs`) that is exactly item w's live tiles in span m, else 0.
+def tile_trips(tile_live, span: int, unit: int = 1) -> np.ndarray:
+    """The kernel's tile_trips [N, S, V] int32 (U = ceil(T / unit) units of `unit` tiles, `tuning.loop_tiles`;
+    S = ceil(U / span), V = len(span_runs(span))): 1 at the run of units (`paged_attention.span_runs`) that is
+    exactly item w's live units (those with a live tile) in span m, else 0.
 
     Raises:
         ValueError: an item's live tiles are not contiguous (work_plan's never are: one key range per item).
     """
     runs = span_runs(span)
     n, t = tile_live.shape
-    spans = -(-t // span)
+    units = -(-t // unit)
+    spans = -(-units // span)
+    live_tiles = np.zeros((n, units * unit), np.int32)
+    live_tiles[:, :t] = tile_live
     padded = np.zeros((n, spans * span), np.int32)
-    padded[:, :t] = tile_live
+    padded[:, :units] = live_tiles.reshape(n, units, unit).max(axis=2)
     trips = np.zeros((n, spans, len(runs)), np.int32)
     for w in range(n):
         for m in range(spans):
@@ -161,12 +165,12 @@ def tile_trips(tile_live, span: int) -> np.ndarray:
     return trips
 
 
-def padded_block_tables(block_tables, block_size: int) -> np.ndarray:
-    """int32 [num_seqs, max_blocks'] with -1 columns appended so max_blocks' * block_size is a multiple of the
-    kernel's position quantum (`paged_attention.tuning.position_quantum`: one gather of PMAX partition runs)."""
+def padded_block_tables(block_tables, block_size: int, row_bytes: int) -> np.ndarray:
+    """int32 [num_seqs, max_blocks'] with -1 columns appended so max_blocks' * block_size is a whole number of the
+    kernel's gathers (`paged_attention.tuning.table_positions`; row_bytes: bytes of one cache slot,
+    `tuning.slot_bytes`, which sets the gather's run)."""
     table = np.asarray(block_tables, dtype=np.int32)
-    per_chunk = max(1, position_quantum(block_size) // block_size)
-    extra = -table.shape[1] % per_chunk
+    extra = table_positions(table.shape[1] * block_size, block_size, row_bytes) // block_size - table.shape[1]
     if extra == 0:
         return np.ascontiguousarray(table)
     return np.concatenate([table, np.full((table.shape[0], extra), -1, np.int32)], axis=1)
@@ -176,14 +180,14 @@ def _kernel_args(q, key_cache, value_cache, block_tables, seq_lens, query_start_
                  sliding_window, softcap):
     t_total, hq, _ = q.shape
     block_size, hkv = key_cache.shape[1], key_cache.shape[2]
-    table = padded_block_tables(block_tables, block_size)
+    row_bytes = slot_bytes(key_cache)
+    table = padded_block_tables(block_tables, block_size, row_bytes)
+    positions = table.shape[1] * block_size
     rows = rows_per_item(np.diff(np.asarray(query_start_loc)), hq // hkv)
-    *plan, classes = work_plan(query_start_loc, seq_lens, t_total=t_total, rows=rows,
-                               positions=table.shape[1] * block_size, causal=bool(causal),
-                               sliding_window=sliding_window)
-    *plan, tile_live = plan
+    *plan, tile_live, classes = work_plan(query_start_loc, seq_lens, t_total=t_total, rows=rows, positions=positions,
+                                          causal=bool(causal), sliding_window=sliding_window)
     args = (q, key_cache, value_cache, table, np.asarray(seq_lens, dtype=np.int32), *plan,
-            tile_trips(tile_live, TILE_SPAN))
+            tile_trips(tile_live, TILE_SPAN, loop_tiles(block_size, row_bytes, positions)))
     kwargs = dict(scale=float(scale), causal=bool(causal), sliding_window=sliding_window,
                   softcap=None if softcap is None else float(softcap), classes=classes)
     return args, kwargs

@@ -33,15 +33,17 @@ for one runtime loop per score tile):
     LNC=2 (`kernel[2]`, trn2): the two cores take alternate work items of each class.
 
 Target branch (one flag, `vector_dma`, set once from nisa.get_nc_version()):
-- NeuronCore-v3+ (trn2): KV gathered with `vector_offset` DMAs, each partition reading a run of GATHER_RUN
-  consecutive slots of one block (`tuning.py`: one software-DGE descriptor per run, one gather of 128 runs per
-  KV tile); the table row is loaded once ([per-gather block, gather]) and expanded to the first slot of every
-  partition's run by a selection matmul. A run at or past seq_len gets the run of the sequence's position 0
-  instead, so garbage table entries never reach a DMA; the run holding seq_len - 1 reaches into dead cache
-  (NaN in tests), whose V rows a GpSimd `affine_select` zeroes (dead K rows are hidden keys, masked by
-  selection). The transposes of k and p put the runs' keys back in position order (`tiles.chunk_cols`), so
-  masking is one `range_select` per score tile (bounds per row, positions from range_start); outputs are
-  scattered with `vector_offset`. The k^T transposes run KT_LOOKAHEAD heads ahead of the score matmuls.
+- NeuronCore-v3+ (trn2): KV gathered with `vector_offset` DMAs, each partition reading a run of consecutive
+  slots of one block, GATHER_BYTES of them (`tuning.py`: one software-DGE descriptor per run; 4 slots of 2 KiB
+  rows, up to a whole block of smaller rows, so one gather of 128 runs serves one or several KV tiles); the
+  table row is loaded once ([per-gather block, gather]) and expanded to the first slot of every partition's run
+  by a selection matmul. A run at or past seq_len gets the run of the sequence's position 0 instead, so garbage
+  table entries never reach a DMA; the run holding seq_len - 1 reaches into dead cache (NaN in tests), whose V
+  rows a GpSimd `affine_select` zeroes (dead K rows are hidden keys, masked by selection). The transposes of k
+  and p put each score tile's keys in increasing order (`tiles.chunk_cols`), so masking is one `range_select`
+  per score tile: bounds per row over positions from range_start, or over comb indices when a gather spans
+  several tiles (`index.add_comb`); outputs are scattered with `vector_offset`. The k^T transposes run
+  KT_LOOKAHEAD heads ahead of the score matmuls.
 - NeuronCore-v2 (inf2, trn1): only scalar dynamic offsets, so KV is loaded per block (one DMA per block with the
   block id as `scalar_offset`; unused table entries replaced by the first block before use). The tail of the
   last live block is dead cache (NaN in tests): V rows past seq_len are replaced with 0 by a GpSimd
@@ -79,9 +81,10 @@ Reference: nkilab.reference.paged.paged_attention.
 
 from .._shim import nisa, nki, nl
 from .._tiling import PMAX
-from .index import KV_TILE, IndexConsts, add_band, block_index, load_seq_meta, row_bounds, slot_index, tile_mask
+from .index import (CHUNK, KV_TILE, IndexConsts, add_band, add_comb, block_index, load_seq_meta, row_bounds,
+                    slot_index, tile_mask)
 from .quant import row_scales
-from .tuning import TILE_SPAN, gather_run
+from .tuning import TILE_SPAN, gather_run, loop_tiles, slot_bytes
 from .tiles import KvTile, SoftmaxState, gather_kv, load_q_group, scores, softmax_pv, store_rows
 
 
@@ -193,7 +196,10 @@ class PagedCall(nl.NKIObject):
         self.groups = [tuple(range(h0, min(h0 + per_group, self.hkv))) for h0 in range(0, self.hkv, per_group)]
         self.positions = block_tables.shape[1] * self.block_size
         self.vector_dma = nisa.get_nc_version() != nisa.nc_version.gen2  # indirect vector_offset DMA is v3+
-        self.run = gather_run(self.block_size, self.vector_dma)
+        self.run = gather_run(self.block_size, slot_bytes(key_cache), self.positions, self.vector_dma)
+        self.tile_run = min(self.run, KV_TILE // CHUNK)  # column order of a score tile (`tiles.chunk_cols`)
+        self.gather_step = max(KV_TILE, CHUNK * self.run)  # key positions of one gather_kv (whole score tiles)
+        self.unit_tiles = loop_tiles(self.block_size, slot_bytes(key_cache), self.positions)  # tiles a loop unit
         self.zero_bias = None  # v2: [PMAX, 1] float32 zeros, the activation bias of `finite.clean_keys`
         if not self.vector_dma:
             self.zero_bias = nl.ndarray((PMAX, 1), nl.float32, buffer=nl.sbuf)
@@ -242,6 +248,8 @@ def _setup(call, consts, plan, w):
                         call.causal, call.window)
     if call.vector_dma:
         index = slot_index(call.block_tables, seq, kv_len, first_blk, consts, call.block_size)
+        if consts.comb_ramp is not None:
+            add_comb(bounds, consts.comb_ramp, call.run, call.window)
     else:
         index = block_index(call.block_tables, seq, kv_len, first_blk, consts)
         add_band(bounds)
@@ -259,18 +267,16 @@ def span_runs(span):
 
 
 def _tiles(call, consts, item, tiles):
-    """Score tiles [(t0, n), ...] of a WorkItem, every group (the body of a runtime loop: what it declares stays
-    inside): per (tile, group) step the tile's KV gather (its first group; v2: and mask), the group's scores (PSUM)
-    and the softmax step, step k + 1's scores issued before step k's softmax so in-order TensorE overlaps
-    Vector/ScalarE."""
+    """Score tiles [(t0, n), ...] of a WorkItem, whole gathers of them (a loop unit), every group (the body of a
+    runtime loop: what it declares stays inside): per (tile, group) step the KV gather holding the tile (its first
+    step, `_gather_step`), the group's scores (PSUM) and the softmax step, step k + 1's scores issued before step
+    k's softmax so in-order TensorE overlaps Vector/ScalarE."""
     kvs = {}
 
     def issue(t0, n, gi):
         if t0 not in kvs:
-            k_chunks, v_chunks, k_bad = gather_kv(call, item.index, t0, n)
-            mask = None if call.vector_dma else tile_mask(consts.kpos, item.bounds, t0, n)
-            kvs[t0] = KvTile(t0, k_chunks, v_chunks, mask, k_bad)
-        return scores(item.qs[gi], call.groups[gi], kvs[t0].k_chunks, n, call.run)
+            kvs.update((kv.t0, kv) for kv in _gather_step(call, consts, item, t0))
+        return scores(item.qs[gi], call.groups[gi], kvs[t0].k_chunks, n, call.tile_run)
 
     steps = [(t0, n, gi) for t0, n in tiles for gi in range(len(call.groups))]
     pending = issue(*steps[0])
@@ -278,6 +284,22 @@ def _tiles(call, consts, item, tiles):
         nxt = issue(*steps[k + 1]) if k + 1 < len(steps) else None
         softmax_pv(pending, item.states[gi], call, gi, item.bounds, kvs[t0], gi % 2 == 1)
         pending = nxt
+
+
+def _gather_step(call, consts, item, t0):
+    """The KvTiles of the gather step holding position t0 (call.gather_step positions: one score tile, or every
+    score tile of one gather of runs longer than KV_TILE // CHUNK slots), with their v2 masks."""
+    g0 = t0 - t0 % call.gather_step
+    g_n = min(call.gather_step, call.positions - g0)
+    k_chunks, v_chunks, k_bad = gather_kv(call, item.index, g0, g_n)
+    per_tile = KV_TILE // CHUNK
+    kvs = []
+    for j, s0 in enumerate(range(g0, g0 + g_n, KV_TILE)):
+        n = min(KV_TILE, g0 + g_n - s0)
+        cs = slice(j * per_tile, (j + 1) * per_tile)
+        mask = None if call.vector_dma else tile_mask(consts.kpos, item.bounds, s0, n)
+        kvs.append(KvTile(s0, k_chunks[cs], v_chunks[cs], mask, None if k_bad is None else k_bad[cs]))
+    return kvs
 
 
 def _store(call, item):
@@ -321,11 +343,11 @@ def _pipeline(calls, consts, plan):
             current[si] = ahead[si]
             if pos + 1 < len(streams[si]):
                 ahead[si] = _setup(streams[si][pos + 1][0], consts, plan, streams[si][pos + 1][1])
-        item = current[si]
-        starts = range(0, call.positions, KV_TILE)[m * TILE_SPAN : (m + 1) * TILE_SPAN]
+        item, unit = current[si], call.unit_tiles
+        starts = range(0, call.positions, KV_TILE)[m * TILE_SPAN * unit : (m + 1) * TILE_SPAN * unit]
         for v, (s, e) in enumerate(span_runs(TILE_SPAN)):
-            if e <= len(starts):
-                tiles = [(t0, min(KV_TILE, call.positions - t0)) for t0 in starts[s:e]]
+            if e <= -(-len(starts) // unit):
+                tiles = [(t0, min(KV_TILE, call.positions - t0)) for t0 in starts[s * unit : e * unit]]
                 nl.fori_loop(0, plan.trip(w, m, v),
                              lambda _trip, call=call, item=item, tiles=tiles: _tiles(call, consts, item, tiles))
         if m == spans - 1:

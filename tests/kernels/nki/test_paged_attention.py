@@ -66,6 +66,11 @@ PINNED = [
     pytest.param(PagedProblem((1,), 28, 4, 128, PageTable((13,), 4, 4, ((0, 1, 2, 3),), "identity"), True, None, None,
                               "float32", 0), id="fp32-ulp-noise-28/4-d128"),  # found by hypothesis: FLOAT32_FLOOR_ULPS
     pytest.param(_pinned([700, 3], [1, 1], 8, 4, 64, 16, softcap=30.0), id="stacked-heads-two-tiles-softcap"),
+    # v3+ gathers of whole blocks (256-byte rows: 32-slot runs, one gather of 4096 keys for 8 score tiles), 16-
+    # and 8-slot runs (512-byte, 1 KiB rows): comb-index masks (`index.add_comb`) with a window, chunks, softcap
+    pytest.param(_pinned([4050, 3001], [5, 1], 8, 1, 128, 32, window=1000), id="run32-window-chunk"),
+    pytest.param(_pinned([2000, 1500], [1, 40], 28, 4, 64, 32), id="run16-chunk"),
+    pytest.param(_pinned([990, 700], [1, 1], 28, 4, 128, 32, softcap=30.0), id="run8-softcap"),
 ]
 
 
@@ -180,6 +185,8 @@ def test_tile_trips_one_loop_per_span_runs_the_live_tiles():
     assert trips[0].tolist() == [[0, 0, 1], [1, 0, 0]] and trips[1].sum() == 0
     with pytest.raises(ValueError, match="not contiguous"):
         launch_paged.tile_trips(np.array([[1, 0, 1]]), 3)
+    # units of 2 tiles (one gather of 8 score tiles' worth would be unit 8): tiles 2, 3 = unit 1 of span 0
+    assert launch_paged.tile_trips(np.array([[0, 0, 1, 1, 0, 0]]), 2, unit=2).tolist() == [[[0, 0, 1], [0, 0, 0]]]
 
 
 def test_unsupported_reasons():
