@@ -1,18 +1,29 @@
 """Host side of the NKI paged-attention kernel: the backend's `paged_attention`, `unsupported` and `traceable` (the
-launcher contract of `nkilab.kernels.ops._op`), and the static-shape work plan.
+launcher contract of `nkilab.kernels.ops._op`), and the work plan.
 
 `paged_attention` first builds a *work plan* from the runtime metadata (query_start_loc, seq_lens), the way
-vLLM builds attention metadata on the host: the query tokens are cut into work items of `rows` (BQ)
-consecutive tokens of one sequence, so one item = one (sequence, query tile). Every plan array has a shape
-fixed by compile-time sizes only (T_total, num_seqs, BQ), never by the metadata values:
+vLLM's attention metadata builders do on the host (they split decodes from prefills the same way): the query
+tokens are cut into work items of consecutive tokens of one sequence, one item = one (sequence, query tile), in two
+classes, each with its own rows per item (BQ):
 
-    num_items = (T_total + num_seqs * (BQ - 1)) // BQ     an upper bound of sum_i ceil(q_len_i / BQ)
-    item_seq  [num_items] int32      sequence of the item (padding items: 0)
-    item_q0   [num_items] int32      first q row the item loads; its BQ-row window stays inside [0, T_total)
-    row_pos   [num_items, BQ] int32  position of each loaded row's query in its sequence, -1 if not the item's
-    row_dst   [num_items, BQ] int32  output row of each loaded row, -1 = not written (oob-skipped store)
+    decode items   one per sequence with q_len == 1, BQ = 1 (its g query heads; all kv heads stack in one group)
+    prefill items  the other sequences' tokens in tiles of BQ = `rows_per_item` (mean q_len, capped to the
+                   partitions), the last tile of a sequence padded
 
-Block tables are padded with -1 columns to a whole number of gathers (`position_quantum`; a static reshape: the
+    item_seq  [N] int32      sequence of the item
+    item_q0   [N] int32      first q row the item loads; its BQ-row window stays inside [0, T_total)
+    row_pos   [R] int32      per item its BQ rows: position of each loaded row's query in its sequence, -1 if not
+                             the item's (R = sum of count * BQ over the classes)
+    row_dst   [R] int32      output row of each loaded row, -1 = not written (oob-skipped store)
+    tile_live [N, T] int32   1 iff some row of the item sees a key of score tile j (KV_TILE positions): the trip
+                             count of the kernel's runtime loop over that tile, so each item runs its own tiles
+    classes   ((count, BQ), (count, BQ))   compile-time: decode then prefill items, in plan order
+
+The item counts are batch metadata (how many decodes, how many prefill tiles), as in vLLM's builders: a kernel
+compiled for one composition serves every batch with the same counts. T = ceil(max_blocks' * block_size /
+KV_TILE) and the array shapes otherwise follow compile-time sizes (T_total, num_seqs, max_blocks).
+
+Block tables are padded with -1 columns to a whole number of gathers (`tuning.table_positions`; a static reshape: the
 kernel neutralises every entry past a sequence's live blocks anyway).
 """
 
@@ -26,8 +37,9 @@ from nkilab.reference.kv_quant import storage_dtype
 from ._launch import EMPTY_REASON, dtype_reason, launch, neuron_target
 from .launch_kv_cache import check_target_format
 from ._tiling import PMAX
-from .paged_attention import paged_attention_kernel
-from .paged_attention.tuning import position_quantum
+from .paged_attention import paged_attention_kernel, span_runs
+from .paged_attention.index import KV_TILE
+from .paged_attention.tuning import TILE_SPAN, loop_tiles, slot_bytes, table_positions
 
 MAX_HEAD_DIM = PMAX  # D is the contraction (partition) dim of q @ k^T
 MAX_SLOTS = 1 << 24  # slot and block indices go through fp32 index math on device: exact below 2**24
@@ -67,50 +79,98 @@ def kernel_quant(kv_cache_dtype: str, k_scale, v_scale, hkv: int):
                      for s in (k_scale, v_scale)))
 
 
-def rows_per_item(t_total: int, num_seqs: int, group: int) -> int:
-    """BQ: query tokens per work item, from compile-time sizes only.
+def rows_per_item(q_lens, group: int) -> int:
+    """BQ of the prefill items: the mean q_len of the sequences with more than one query token, capped so an
+    item's rows (BQ tokens x `group` query heads of one kv head) fill at most PMAX partitions; 1 without any."""
+    prefill = [int(n) for n in q_lens if n > 1]
+    if not prefill:
+        return 1
+    return max(1, min(PMAX // group, sum(prefill) // len(prefill)))
 
-    The mean q_len (T_total / num_seqs) capped so the item's rows (BQ tokens x `group` query heads of one kv
-    head) fill at most PMAX partitions: decode batches get BQ = 1 (no padded rows), prefill gets full tiles.
-    """
-    return max(1, min(PMAX // group, t_total // max(num_seqs, 1)))
 
-
-def work_plan(query_start_loc, seq_lens, *, t_total: int, rows: int):
-    """The static-shape work plan (module docstring) for `rows` query tokens per item.
+def work_plan(query_start_loc, seq_lens, *, t_total: int, rows: int, positions: int, causal: bool = True,
+              sliding_window: int | None = None):
+    """The work plan (module docstring): decode items, then prefill items of `rows` tokens; `positions` key
+    positions per table row (the padded table's max_blocks' * block_size).
 
     Returns:
-        (item_seq [N], item_q0 [N], row_pos [N, rows], row_dst [N, rows]) int32, N = num_items.
+        (item_seq [N], item_q0 [N], row_pos [R], row_dst [R], tile_live [N, T]) int32 and classes
+        ((decode items, 1), (prefill items, rows)).
     """
     starts = np.asarray(query_start_loc, dtype=np.int64)
     lens = np.asarray(seq_lens, dtype=np.int64)
-    num_seqs = lens.shape[0]
-    num_items = (t_total + num_seqs * (rows - 1)) // rows
-    item_seq = np.zeros(num_items, np.int32)
-    item_q0 = np.zeros(num_items, np.int32)
-    row_pos = np.full((num_items, rows), -1, np.int32)
-    row_dst = np.full((num_items, rows), -1, np.int32)
-    w = 0
-    for i in range(num_seqs):
-        lo, hi = int(starts[i]), int(starts[i + 1])
-        first_pos = int(lens[i]) - (hi - lo)  # queries are the sequence's last q_len positions
-        for s in range(lo, hi, rows):
-            q0 = min(s, t_total - rows)
-            tokens = q0 + np.arange(rows)
-            mine = (tokens >= s) & (tokens < min(s + rows, hi))
-            item_seq[w], item_q0[w] = i, q0
-            row_pos[w, mine] = first_pos + tokens[mine] - lo
-            row_dst[w, mine] = tokens[mine]
-            w += 1
-    return item_seq, item_q0, row_pos, row_dst
+    q_lens = np.diff(starts)
+    decodes = [i for i in range(lens.shape[0]) if q_lens[i] == 1]
+    prefills = [i for i in range(lens.shape[0]) if q_lens[i] > 1]
+    items = [(i, int(starts[i]), 1) for i in decodes]  # (sequence, first token, tokens) of each item
+    items += [(i, s, min(rows, int(starts[i + 1]) - s)) for i in prefills for s in range(starts[i], starts[i + 1], rows)]
+    item_seq = np.array([i for i, _, _ in items], np.int32)
+    item_q0 = np.zeros(len(items), np.int32)
+    row_pos, row_dst = [], []
+    for w, (i, s, n) in enumerate(items):
+        bq = 1 if w < len(decodes) else rows
+        q0 = min(s, t_total - bq)
+        tokens = q0 + np.arange(bq)
+        mine = (tokens >= s) & (tokens < s + n)
+        item_q0[w] = q0
+        row_pos.append(np.where(mine, lens[i] - (starts[i + 1] - tokens), -1))  # queries: the last q_len positions
+        row_dst.append(np.where(mine, tokens, -1))
+    tile_live = _tile_live(row_pos, lens[item_seq], positions, causal, sliding_window)
+    flat = [np.concatenate(x).astype(np.int32) if x else np.zeros(0, np.int32) for x in (row_pos, row_dst)]
+    return item_seq, item_q0, *flat, tile_live, ((len(decodes), 1), (len(items) - len(decodes), rows))
 
 
-def padded_block_tables(block_tables, block_size: int) -> np.ndarray:
-    """int32 [num_seqs, max_blocks'] with -1 columns appended so max_blocks' * block_size is a multiple of the
-    kernel's position quantum (`paged_attention.tuning.position_quantum`: one gather of PMAX partition runs)."""
+def _tile_live(row_pos, item_lens, positions, causal, sliding_window):
+    """tile_live [N, T] int32: 1 iff score tile j of item w holds a key one of its rows sees (keys lo .. hi of a row
+    at pos: lo = pos - window + 1 or 0, hi = min(pos, seq_len - 1) causal, else seq_len - 1)."""
+    starts = np.arange(0, positions, KV_TILE)
+    live = np.zeros((len(row_pos), starts.shape[0]), np.int32)
+    for w, (pos, seq_len) in enumerate(zip(row_pos, item_lens)):
+        pos = pos[pos >= 0]
+        if pos.size == 0:
+            continue
+        hi = np.minimum(pos, seq_len - 1) if causal else np.full(pos.shape, seq_len - 1)
+        lo = np.zeros(pos.shape, np.int64) if sliding_window is None else np.maximum(pos - sliding_window + 1, 0)
+        seen = hi >= lo
+        if seen.any():
+            live[w] = (starts <= hi[seen].max()) & (starts + KV_TILE > lo[seen].min())
+    return live
+
+
+def tile_trips(tile_live, span: int, unit: int = 1) -> np.ndarray:
+    """The kernel's tile_trips [N, S, V] int32 (U = ceil(T / unit) units of `unit` tiles, `tuning.loop_tiles`;
+    S = ceil(U / span), V = len(span_runs(span))): 1 at the run of units (`paged_attention.span_runs`) that is
+    exactly item w's live units (those with a live tile) in span m, else 0.
+
+    Raises:
+        ValueError: an item's live tiles are not contiguous (work_plan's never are: one key range per item).
+    """
+    runs = span_runs(span)
+    n, t = tile_live.shape
+    units = -(-t // unit)
+    spans = -(-units // span)
+    live_tiles = np.zeros((n, units * unit), np.int32)
+    live_tiles[:, :t] = tile_live
+    padded = np.zeros((n, spans * span), np.int32)
+    padded[:, :units] = live_tiles.reshape(n, units, unit).max(axis=2)
+    trips = np.zeros((n, spans, len(runs)), np.int32)
+    for w in range(n):
+        for m in range(spans):
+            live = np.flatnonzero(padded[w, m * span : (m + 1) * span])
+            if live.size == 0:
+                continue
+            if live.size != live[-1] - live[0] + 1:
+                raise ValueError(f"tile_live: item {w}'s live tiles {live.tolist()} in span {m} are not contiguous")
+            trips[w, m, runs.index((int(live[0]), int(live[-1]) + 1))] = 1
+    return trips
+
+
+def padded_block_tables(block_tables, block_size: int, row_bytes: int) -> np.ndarray:
+    """int32 [num_seqs, max_blocks'] with -1 columns appended so max_blocks' * block_size is a whole number of the
+    kernel's gathers (`paged_attention.tuning.table_positions`; row_bytes: bytes of one cache slot,
+    `tuning.slot_bytes`, which sets the gather's run)."""
     table = np.asarray(block_tables, dtype=np.int32)
-    per_chunk = max(1, position_quantum(block_size) // block_size)
-    extra = -table.shape[1] % per_chunk
+    extra = table_positions(table.shape[1] * block_size, block_size, row_bytes) // block_size - table.shape[1]
     if extra == 0:
         return np.ascontiguousarray(table)
     return np.concatenate([table, np.full((table.shape[0], extra), -1, np.int32)], axis=1)
@@ -120,12 +180,16 @@ def _kernel_args(q, key_cache, value_cache, block_tables, seq_lens, query_start_
                  sliding_window, softcap):
     t_total, hq, _ = q.shape
     block_size, hkv = key_cache.shape[1], key_cache.shape[2]
-    rows = rows_per_item(t_total, len(seq_lens), hq // hkv)
-    plan = work_plan(query_start_loc, seq_lens, t_total=t_total, rows=rows)
-    args = (q, key_cache, value_cache, padded_block_tables(block_tables, block_size),
-            np.asarray(seq_lens, dtype=np.int32), *plan)
+    row_bytes = slot_bytes(key_cache)
+    table = padded_block_tables(block_tables, block_size, row_bytes)
+    positions = table.shape[1] * block_size
+    rows = rows_per_item(np.diff(np.asarray(query_start_loc)), hq // hkv)
+    *plan, tile_live, classes = work_plan(query_start_loc, seq_lens, t_total=t_total, rows=rows, positions=positions,
+                                          causal=bool(causal), sliding_window=sliding_window)
+    args = (q, key_cache, value_cache, table, np.asarray(seq_lens, dtype=np.int32), *plan,
+            tile_trips(tile_live, TILE_SPAN, loop_tiles(block_size, row_bytes, positions)))
     kwargs = dict(scale=float(scale), causal=bool(causal), sliding_window=sliding_window,
-                  softcap=None if softcap is None else float(softcap))
+                  softcap=None if softcap is None else float(softcap), classes=classes)
     return args, kwargs
 
 

@@ -5,15 +5,20 @@
     j <= pos(t) when causal, j >= pos(t) - window + 1 with a sliding window; k_i / v_i gathered from the
     paged caches through block_tables[i].
 
-Algorithm (flash-decoding style online softmax, words as in `_softmax.py`; every loop bound is a compile-time size):
-    for each work item w (one sequence i = item_seq[w], BQ query tokens; see launch_paged.work_plan):
+Algorithm (flash-decoding style online softmax, words as in `_softmax.py`; loop bounds are compile-time sizes but
+for one runtime loop per score tile):
+    for each work item w (one sequence i = item_seq[w], BQ query tokens; see launch_paged.work_plan; decode items
+    BQ = 1, prefill / chunk items their own BQ):
         seq_len_i, block_tables[i, 0]: 4-byte scalar-offset loads, broadcast to 128 partitions by a ones-matmul
         per row: visible key range lo = pos - window + 1 (or 0), hi = min(pos, seq_len - 1) (or seq_len - 1)
         gather indices for the whole table row, unused entries NEUTRALISED before any DMA uses them
         rows = (kv head, token, q head); kv heads stacked on partitions in groups of PMAX // (BQ * g) (decode:
         all 8 Llama kv heads in 32 rows), so one mask / exp / rescale instruction serves the whole group
-        for each KV tile of KV_TILE keys (static bound max_blocks * block_size), for each group:
-            gather K, V x (Hkv * D): all kv heads in one DMA (GQA shares the load, read once)
+        for each KV tile of KV_TILE keys (static bound max_blocks * block_size), in spans of TILE_SPAN tiles,
+        each span a few runtime loops nl.fori_loop(0, trips, body) of 0 / 1 trips (a register loaded from the
+        plan's tile_trips), one per contiguous run of the span's tiles: only the run of the item's live tiles
+        runs, so tiles no row of w sees never do:
+            gather K, V x (Hkv * D): all kv heads in one DMA (GQA shares the load, read once), then per group:
             s = q_h . k_h^T per head h (PE transposes of k; v3+ stacked heads: their own PE column tiles, or s^T
             per head and chunk transposed back; v2: accumulating matmuls of q^T masked to head h's columns over
             a cleaned K)
@@ -21,20 +26,24 @@ Algorithm (flash-decoding style online softmax, words as in `_softmax.py`; every
             online softmax: neg_max, rescale, run_sum; acc = acc * rescale + p @ v (stacked heads: o^T per head
             block, one transpose)
         out rows = acc / run_sum, stored through row_dst (rows of other sequences are oob-skipped)
-    Issue order is software-pipelined: scores of step k + 1 before the softmax of step k, item w + 1's setup
-    halfway through item w, so the in-order engine queues overlap TensorE, Vector/ScalarE and DMA work.
-    LNC=2 (`kernel[2]`, trn2): the two cores take alternate work items.
+    Issue order is software-pipelined: scores of group g + 1 before the softmax of group g, item w + 1's setup
+    when item w's tiles start, and the tiles of the decode and prefill items interleaved evenly, so the in-order
+    engine queues overlap TensorE, Vector/ScalarE and DMA work. What a tile's loop body declares stays inside it;
+    the state it updates (neg_max, run_sum, acc) is declared outside and written in place.
+    LNC=2 (`kernel[2]`, trn2): the two cores take alternate work items of each class.
 
 Target branch (one flag, `vector_dma`, set once from nisa.get_nc_version()):
-- NeuronCore-v3+ (trn2): KV gathered with `vector_offset` DMAs, each partition reading a run of GATHER_RUN
-  consecutive slots of one block (`tuning.py`: one software-DGE descriptor per run, one gather of 128 runs per
-  KV tile); the table row is loaded once ([per-gather block, gather]) and expanded to the first slot of every
-  partition's run by a selection matmul. A run at or past seq_len gets the run of the sequence's position 0
-  instead, so garbage table entries never reach a DMA; the run holding seq_len - 1 reaches into dead cache
-  (NaN in tests), whose V rows a GpSimd `affine_select` zeroes (dead K rows are hidden keys, masked by
-  selection). The transposes of k and p put the runs' keys back in position order (`tiles.chunk_cols`), so
-  masking is one `range_select` per score tile (bounds per row, positions from range_start); outputs are
-  scattered with `vector_offset`. The k^T transposes run KT_LOOKAHEAD heads ahead of the score matmuls.
+- NeuronCore-v3+ (trn2): KV gathered with `vector_offset` DMAs, each partition reading a run of consecutive
+  slots of one block, GATHER_BYTES of them (`tuning.py`: one software-DGE descriptor per run; 4 slots of 2 KiB
+  rows, up to a whole block of smaller rows, so one gather of 128 runs serves one or several KV tiles); the
+  table row is loaded once ([per-gather block, gather]) and expanded to the first slot of every partition's run
+  by a selection matmul. A run at or past seq_len gets the run of the sequence's position 0 instead, so garbage
+  table entries never reach a DMA; the run holding seq_len - 1 reaches into dead cache (NaN in tests), whose V
+  rows a GpSimd `affine_select` zeroes (dead K rows are hidden keys, masked by selection). The transposes of k
+  and p put each score tile's keys in increasing order (`tiles.chunk_cols`), so masking is one `range_select`
+  per score tile: bounds per row over positions from range_start, or over comb indices when a gather spans
+  several tiles (`index.add_comb`); outputs are scattered with `vector_offset`. The k^T transposes run
+  KT_LOOKAHEAD heads ahead of the score matmuls.
 - NeuronCore-v2 (inf2, trn1): only scalar dynamic offsets, so KV is loaded per block (one DMA per block with the
   block id as `scalar_offset`; unused table entries replaced by the first block before use). The tail of the
   last live block is dead cache (NaN in tests): V rows past seq_len are replaced with 0 by a GpSimd
@@ -55,8 +64,9 @@ with the identity; the row itself stays NaN through run_sum). A NaN / inf in key
 rows of head h that see j: v3+ transposes bit-exactly and masks by selection, and its stacked heads never share a
 score matmul (`tiles.scores`); v2 cleans K before its transposes and flags the bad keys back into the visible scores
 as NaN (`finite.py`). A NaN in a value row reaches every row of its kv head whose P @ V contracts over it, weight
-0 included (0 * NaN, as in the reference's matrix product); dead cache rows past seq_len never do (v3+ gathers
-live slots only, v2 zeroes them).
+0 included (0 * NaN, as in the reference's matrix product): the rows of a work item with a row that sees a key of
+that score tile (tiles no row sees never run); dead cache rows past seq_len never do (v3+ gathers live slots only,
+v2 zeroes them).
 
 Quantized caches (`quant`): fp8 K / V enter TensorE as they are, their scales multiply the fp32 scores and
 1 / run_sum; int8 chunks are converted to q's dtype on chip with their per-(token, head) scales — `quant.py`.
@@ -71,72 +81,125 @@ Reference: nkilab.reference.paged.paged_attention.
 
 from .._shim import nisa, nki, nl
 from .._tiling import PMAX
-from .index import KV_TILE, IndexConsts, add_band, block_index, load_seq_meta, row_bounds, slot_index, tile_mask
+from .index import (CHUNK, KV_TILE, IndexConsts, add_band, add_comb, block_index, load_seq_meta, row_bounds,
+                    slot_index, tile_mask)
 from .quant import row_scales
-from .tuning import gather_run
+from .tuning import TILE_SPAN, gather_run, loop_tiles, slot_bytes
 from .tiles import KvTile, SoftmaxState, gather_kv, load_q_group, scores, softmax_pv, store_rows
 
 
 @nki.jit
 def paged_attention_kernel(q, key_cache, value_cache, block_tables, seq_lens, item_seq, item_q0, row_pos, row_dst,
-                           k_scale_cache=None, v_scale_cache=None, scale=1.0, causal=True, sliding_window=None,
-                           softcap=None, quant=None):
+                           tile_trips, k_scale_cache=None, v_scale_cache=None, scale=1.0, causal=True,
+                           sliding_window=None, softcap=None, quant=None, classes=()):
     """Paged attention over a work plan.
 
-    Dimensions:  T_total query tokens; Hq = g * Hkv heads, BQ * g <= PMAX; D <= 128; num_seqs x max_blocks table
-                 with max_blocks * block_size a multiple of PMAX (the launcher pads it); N work items of BQ rows.
+    Dimensions:  T_total query tokens; Hq = g * Hkv heads; D <= 128; num_seqs x max_blocks table with
+                 max_blocks * block_size a multiple of PMAX (the launcher pads it); N work items in classes of
+                 (count, BQ) (BQ * g <= PMAX), R = sum of count * BQ plan rows; T = ceil(max_blocks * block_size /
+                 KV_TILE) score tiles.
     Args:        q: [T_total, Hq, D] float32|float16|bfloat16, HBM.
                  key_cache, value_cache: [num_blocks, block_size, Hkv, D], HBM: q.dtype, or fp8 (q bf16 / fp16) or
                  int8 per `quant` (`quant.py`); k_scale_cache, v_scale_cache: int8 only, [num_blocks, block_size,
                  Hkv] float32, HBM.
                  block_tables: [num_seqs, max_blocks] int32, HBM; entries past a sequence's live blocks: any value.
                  seq_lens: [num_seqs] int32, HBM.
-                 item_seq, item_q0: [N] int32; row_pos, row_dst: [N, BQ] int32, HBM (launch_paged.work_plan).
+                 item_seq, item_q0: [N] int32; row_pos, row_dst: [R] int32; tile_trips: [N, S, V] int32 0 / 1, HBM
+                 (launch_paged.work_plan, launch_paged.tile_trips: S = ceil(T / TILE_SPAN) spans, V =
+                 len(span_runs(TILE_SPAN))); one trip at most per (item, span): its live run of tiles.
                  scale: score multiplier; causal; sliding_window: None or w >= 1; softcap: None or c > 0;
-                 quant: None | ("fp8", k_scales, v_scales) | ("int8",) (`quant.py`).
+                 quant: None | ("fp8", k_scales, v_scales) | ("int8",) (`quant.py`);
+                 classes: compile-time ((count, BQ), ...): the items in plan order, count consecutive items of BQ
+                 rows each per class (launch_paged: decode items of one row, then prefill / chunk items).
     Returns:     out: [T_total, Hq, D], q.dtype, shared HBM.
     Tiling:      rows of one kv head = BQ tokens x g heads; kv heads stacked on partitions in groups of
-                 PMAX // rows (decode: all of them); keys in KV_TILE-position score tiles of CHUNK-key gathers;
-                 score tile k + 1 is issued before the softmax of tile k (in-order engines overlap).
+                 PMAX // rows (decode: all of them); keys in KV_TILE-position score tiles of CHUNK-key gathers, each
+                 span of TILE_SPAN tiles a few runtime loops of 0 or 1 trips (tile_trips); inside a loop body the
+                 scores of the next (tile, group) step are issued before the softmax of this one (in-order engines
+                 overlap).
     """
+    _check_classes(classes, item_seq.shape[0], row_pos.shape[0])
     out = nl.ndarray(q.shape, q.dtype, buffer=nl.shared_hbm)
-    call = PagedCall(q, key_cache, value_cache, block_tables, seq_lens, row_pos, row_dst, out, scale, causal,
-                     sliding_window, softcap)
-    call.quantize(quant, k_scale_cache, v_scale_cache)
-    consts = IndexConsts(call.positions, call.vector_dma, call.block_size, call.run)
-    seq_sb = _load_plan_row(item_seq, call.num_items)
-    q0_sb = _load_plan_row(item_q0, call.num_items)
-    _pipeline(call, consts, seq_sb, q0_sb)
+    calls, first, row0 = [], 0, 0
+    for count, bq in classes:
+        if count:
+            call = PagedCall(q, key_cache, value_cache, block_tables, seq_lens, (row_pos, row_dst), out,
+                             (scale, causal, sliding_window, softcap), ItemClass(first, count, bq, row0))
+            call.quantize(quant, k_scale_cache, v_scale_cache)
+            calls.append(call)
+        first, row0 = first + count, row0 + count * bq
+    if not calls:
+        return out
+    c0 = calls[0]
+    consts = IndexConsts(c0.positions, c0.vector_dma, c0.block_size, c0.run)
+    _pipeline(calls, consts, PlanRows(item_seq, item_q0, tile_trips))
     return out
 
 
+def _check_classes(classes, num_items, num_rows):
+    """ValueError unless `classes` ((count, BQ), ...) covers the plan's N items and R rows exactly."""
+    if sum(c for c, _ in classes) != num_items or sum(c * b for c, b in classes) != num_rows:
+        raise ValueError(f"classes: {classes!r} must cover the plan's {num_items} items and {num_rows} rows "
+                         "(sum of count, sum of count * BQ)")
+
+
+class ItemClass(nl.NKIObject):
+    """Work items first .. first + count - 1, BQ rows each, their plan rows from row0 (compile-time)."""
+
+    def __init__(self, first, count, bq, row0):
+        self.first, self.count, self.bq, self.row0 = first, count, bq, row0
+
+    def row_offset(self, w):
+        """First plan row (row_pos / row_dst element) of item w."""
+        return self.row0 + (w - self.first) * self.bq
+
+
+class PlanRows(nl.NKIObject):
+    """The per-item plan in SBUF, loaded once up front: seq, q0 [1, N] int32 (entry w: a runtime value for scalar
+    offsets) and trips [1, N * S * V] int32 (entry (w * S + m) * V + v: trips of item w's span m run v, 0 or 1)."""
+
+    def __init__(self, item_seq, item_q0, tile_trips):
+        n, self.spans, self.runs = tile_trips.shape
+        self.seq = _load_row(item_seq, n)
+        self.q0 = _load_row(item_q0, n)
+        self.trips = _load_row(tile_trips, n * self.spans * self.runs)
+        self.reg = nisa.register_alloc()  # one register serves every loop bound (a loop reads it on entry)
+
+    def trip(self, w, m, v):
+        """The register, loaded with the trips (0 / 1) of run v of item w's span m."""
+        at = (w * self.spans + m) * self.runs + v
+        nisa.register_load(self.reg, self.trips[0:1, at : at + 1])
+        return self.reg
+
+
 class PagedCall(nl.NKIObject):
-    """Compile-time facts of one call: the HBM tensors, the options and the tiling they imply.
+    """Compile-time facts of one class of work items: the HBM tensors, the options and the tiling they imply.
 
-    g: query heads per kv head; rows: rows of one kv head in a work item (BQ · g); groups: tuples of kv heads
-    stacked on the partitions (PMAX // rows heads each); positions: key positions of a table row (max_blocks ·
-    block_size); steps: (t0, n, group index) of an item's score tiles in issue order (a ScoreStep each per item);
-    vector_dma: indirect vector_offset DMAs exist (NeuronCore-v3+); exp_scale: scale, or softcap c; quantized caches
-    (`quantize`): k_rows / v_rows, per group the fp8 [rows, 1] scale tiles (None: none to apply), scale_rows, the
-    int8 scale caches as [slots, Hkv] rows (None otherwise)."""
+    items: the ItemClass; bq: its rows per item; g: query heads per kv head; rows: rows of one kv head in a work item
+    (BQ · g); groups: tuples of kv heads stacked on the partitions (PMAX // rows heads each); positions: key
+    positions of a table row (max_blocks · block_size); vector_dma: indirect vector_offset DMAs exist
+    (NeuronCore-v3+); exp_scale: scale, or softcap c; quantized caches (`quantize`): k_rows / v_rows, per group the
+    fp8 [rows, 1] scale tiles (None: none to apply), scale_rows, the int8 scale caches as [slots, Hkv] rows (None
+    otherwise)."""
 
-    def __init__(self, q, key_cache, value_cache, block_tables, seq_lens, row_pos, row_dst, out, scale, causal,
-                 sliding_window, softcap):
+    def __init__(self, q, key_cache, value_cache, block_tables, seq_lens, plan, out, options, items):
         self.q, self.key_cache, self.value_cache, self.out = q, key_cache, value_cache, out
-        self.block_tables, self.seq_lens, self.row_pos, self.row_dst = block_tables, seq_lens, row_pos, row_dst
-        self.scale, self.causal, self.window, self.softcap = scale, causal, sliding_window, softcap
-        self.exp_scale = scale if softcap is None else softcap
+        self.block_tables, self.seq_lens = block_tables, seq_lens
+        self.row_pos, self.row_dst = plan
+        self.scale, self.causal, self.window, self.softcap = options
+        self.exp_scale = self.scale if self.softcap is None else self.softcap
         self.d, self.hkv, self.block_size = q.shape[2], key_cache.shape[2], key_cache.shape[1]
-        self.num_items, self.bq = row_pos.shape
+        self.items, self.bq = items, items.bq
         self.g = q.shape[1] // self.hkv
         self.rows = self.bq * self.g
         per_group = max(1, PMAX // self.rows)
         self.groups = [tuple(range(h0, min(h0 + per_group, self.hkv))) for h0 in range(0, self.hkv, per_group)]
         self.positions = block_tables.shape[1] * self.block_size
-        self.steps = [(t0, min(KV_TILE, self.positions - t0), gi) for t0 in range(0, self.positions, KV_TILE)
-                      for gi in range(len(self.groups))]
         self.vector_dma = nisa.get_nc_version() != nisa.nc_version.gen2  # indirect vector_offset DMA is v3+
-        self.run = gather_run(self.block_size, self.vector_dma)
+        self.run = gather_run(self.block_size, slot_bytes(key_cache), self.positions, self.vector_dma)
+        self.tile_run = min(self.run, KV_TILE // CHUNK)  # column order of a score tile (`tiles.chunk_cols`)
+        self.gather_step = max(KV_TILE, CHUNK * self.run)  # key positions of one gather_kv (whole score tiles)
+        self.unit_tiles = loop_tiles(self.block_size, slot_bytes(key_cache), self.positions)  # tiles a loop unit
         self.zero_bias = None  # v2: [PMAX, 1] float32 zeros, the activation bias of `finite.clean_keys`
         if not self.vector_dma:
             self.zero_bias = nl.ndarray((PMAX, 1), nl.float32, buffer=nl.sbuf)
@@ -162,90 +225,130 @@ class PagedCall(nl.NKIObject):
         self.v_rows = [row_scales(v_scales, grp, self.rows) for grp in self.groups]
 
 
-class ScoreStep(nl.NKIObject):
-    """Score tile j of work item w: key positions t0 .. t0+n against kv-head group gi."""
-
-    def __init__(self, w, j, t0, n, gi):
-        self.w, self.j, self.t0, self.n, self.gi = w, j, t0, n, gi
-
-
 class WorkItem(nl.NKIObject):
     """What one work item w keeps while its score tiles run: row bounds, gather index, per-group q^T tiles and
-    SoftmaxStates, and the KvTiles gathered and not yet used by every group (at most two)."""
+    SoftmaxStates (all declared outside the tiles' runtime loops, which update the states in place)."""
 
     def __init__(self, w, bounds, index, qs, states):
         self.w, self.bounds, self.index, self.qs, self.states = w, bounds, index, qs, states
-        self.kv = []
-
-    def kv_tile(self, t0):
-        """The KvTile of key positions from t0, or None if it is not gathered yet."""
-        for tile in self.kv:
-            if tile.t0 == t0:
-                return tile
-        return None
 
 
-def _load_plan_row(plan, num_items):
-    """A [N] int32 work-plan array as one SBUF row [1, N] (entry w: a runtime value for scalar offsets)."""
-    row = nl.ndarray((1, num_items), nl.int32, buffer=nl.sbuf)
-    nisa.dma_copy(dst=row, src=plan.reshape((1, num_items)))
+def _load_row(plan, size):
+    """A plan array of `size` int32 elements as one SBUF row [1, size]."""
+    row = nl.ndarray((1, size), nl.int32, buffer=nl.sbuf)
+    nisa.dma_copy(dst=row, src=plan.reshape((1, size)))
     return row
 
 
-def _setup(call, consts, seq_sb, q0_sb, w):
+def _setup(call, consts, plan, w):
     """WorkItem w: sequence metadata, visible key range per row, neutralised gather indices, q^T, state."""
-    seq = seq_sb[0:1, w : w + 1]
+    seq = plan.seq[0:1, w : w + 1]
     kv_len, first_blk = load_seq_meta(call.seq_lens, call.block_tables, seq, consts.ones)
-    bounds = row_bounds(call.row_pos, w, call.g, len(call.groups[0]), kv_len, call.causal, call.window)
+    bounds = row_bounds(call.row_pos, call.items.row_offset(w), call.bq, call.g, len(call.groups[0]), kv_len,
+                        call.causal, call.window)
     if call.vector_dma:
         index = slot_index(call.block_tables, seq, kv_len, first_blk, consts, call.block_size)
+        if consts.comb_ramp is not None:
+            add_comb(bounds, consts.comb_ramp, call.run, call.window)
     else:
         index = block_index(call.block_tables, seq, kv_len, first_blk, consts)
         add_band(bounds)
-    qs = [load_q_group(call.q, q0_sb[0:1, w : w + 1], grp, call.g, call.bq, call.vector_dma) for grp in call.groups]
+    q0 = plan.q0[0:1, w : w + 1]
+    qs = [load_q_group(call.q, q0, grp, call.g, call.bq, call.vector_dma) for grp in call.groups]
     states = [SoftmaxState(len(grp) * call.rows, call.d, call.exp_scale) for grp in call.groups]
     return WorkItem(w, bounds, index, qs, states)
 
 
-def _issue(call, consts, item, step):
-    """Gather the KV tile of a ScoreStep (the first group to need it) and its v2 mask, then the group's scores
-    (PSUM)."""
-    t0, n = step.t0, step.n
-    if item.kv_tile(t0) is None:
-        k_chunks, v_chunks, k_bad = gather_kv(call, item.index, t0, n)
-        mask = None if call.vector_dma else tile_mask(consts.kpos, item.bounds, t0, n)
-        item.kv.append(KvTile(t0, k_chunks, v_chunks, mask, k_bad))
-    return scores(item.qs[step.gi], call.groups[step.gi], item.kv_tile(t0).k_chunks, n, call.run)
+def span_runs(span):
+    """The runtime loops of a span of `span` score tiles: each contiguous run (s, e) of its tiles s .. e - 1
+    (0 <= s < e <= span), in plan order: tile_trips[w, m, v] = 1 for the run v that is exactly item w's live tiles in
+    span m (an item's live tiles are contiguous), else 0."""
+    return [(s, e) for s in range(span) for e in range(s + 1, span + 1)]
 
 
-def _pipeline(call, consts, seq_sb, q0_sb):
-    """Every score tile of this program's work items in software-pipelined order: the scores of step k + 1 are
-    issued before the softmax of step k, and the next item is set up halfway through the current one, so the
-    in-order engine queues overlap TensorE, Vector/ScalarE and DMA work. LNC=2 (`kernel[2]`): program p of the
-    logical core takes items p, p + 2, ... (items write disjoint output rows)."""
-    mine = list(range(nl.program_id(0), call.num_items, nl.num_programs(0)))
-    if not mine:
-        return
-    following = dict(zip(mine, mine[1:]))  # item -> the next item of this program
-    last = len(call.steps) - 1
-    flat = [ScoreStep(w, j, t0, n, gi) for w in mine for j, (t0, n, gi) in enumerate(call.steps)]
-    items = [_setup(call, consts, seq_sb, q0_sb, mine[0])]  # the current item first, then the next once set up
-    pending = _issue(call, consts, items[0], flat[0])
-    for k, step in enumerate(flat):
-        if step.j == len(call.steps) // 2 and step.w in following:
-            items.append(_setup(call, consts, seq_sb, q0_sb, following[step.w]))
-        nxt = None
-        if k + 1 < len(flat):
-            nxt = _issue(call, consts, items[0] if flat[k + 1].w == step.w else items[1], flat[k + 1])
-        item = items[0]
-        kv = item.kv_tile(step.t0)
-        softmax_pv(pending, item.states[step.gi], call, step.gi, item.bounds, kv, step.gi % 2 == 1)
-        if step.gi == len(call.groups) - 1:
-            item.kv.pop(0)  # the oldest gathered tile is this one: every group has used it
-        if step.j == last:
-            dst_i = nl.ndarray((call.bq, 1), nl.int32, buffer=nl.sbuf)
-            nisa.dma_copy(dst=dst_i, src=call.row_dst.ap([[1, call.bq], [1, 1]], offset=step.w * call.bq))
-            for state, grp in zip(item.states, call.groups):
-                store_rows(call.out, state, dst_i, grp, call.g, call.vector_dma, call.v_rows[call.groups.index(grp)])
-            items.pop(0)
+def _tiles(call, consts, item, tiles):
+    """Score tiles [(t0, n), ...] of a WorkItem, whole gathers of them (a loop unit), every group (the body of a
+    runtime loop: what it declares stays inside): per (tile, group) step the KV gather holding the tile (its first
+    step, `_gather_step`), the group's scores (PSUM) and the softmax step, step k + 1's scores issued before step
+    k's softmax so in-order TensorE overlaps Vector/ScalarE."""
+    kvs = {}
+
+    def issue(t0, n, gi):
+        if t0 not in kvs:
+            kvs.update((kv.t0, kv) for kv in _gather_step(call, consts, item, t0))
+        return scores(item.qs[gi], call.groups[gi], kvs[t0].k_chunks, n, call.tile_run)
+
+    steps = [(t0, n, gi) for t0, n in tiles for gi in range(len(call.groups))]
+    pending = issue(*steps[0])
+    for k, (t0, _, gi) in enumerate(steps):
+        nxt = issue(*steps[k + 1]) if k + 1 < len(steps) else None
+        softmax_pv(pending, item.states[gi], call, gi, item.bounds, kvs[t0], gi % 2 == 1)
         pending = nxt
+
+
+def _gather_step(call, consts, item, t0):
+    """The KvTiles of the gather step holding position t0 (call.gather_step positions: one score tile, or every
+    score tile of one gather of runs longer than KV_TILE // CHUNK slots), with their v2 masks."""
+    g0 = t0 - t0 % call.gather_step
+    g_n = min(call.gather_step, call.positions - g0)
+    k_chunks, v_chunks, k_bad = gather_kv(call, item.index, g0, g_n)
+    per_tile = KV_TILE // CHUNK
+    kvs = []
+    for j, s0 in enumerate(range(g0, g0 + g_n, KV_TILE)):
+        n = min(KV_TILE, g0 + g_n - s0)
+        cs = slice(j * per_tile, (j + 1) * per_tile)
+        mask = None if call.vector_dma else tile_mask(consts.kpos, item.bounds, s0, n)
+        kvs.append(KvTile(s0, k_chunks[cs], v_chunks[cs], mask, None if k_bad is None else k_bad[cs]))
+    return kvs
+
+
+def _store(call, item):
+    """Output rows of a finished WorkItem through its row_dst (-1: skipped)."""
+    dst_i = nl.ndarray((call.bq, 1), nl.int32, buffer=nl.sbuf)
+    nisa.dma_copy(dst=dst_i, src=call.row_dst.ap([[1, call.bq], [1, 1]], offset=call.items.row_offset(item.w)))
+    for gi, (state, grp) in enumerate(zip(item.states, call.groups)):
+        store_rows(call.out, state, dst_i, grp, call.g, call.vector_dma, call.v_rows[gi])
+
+
+def _streams(calls):
+    """Per class, the (call, w) of this program's work items. LNC=2 (`kernel[2]`): program p of the logical core
+    takes each class's items p, p + 2, ... (items write disjoint output rows)."""
+    streams = []
+    for call in calls:
+        items = call.items
+        mine = list(range(items.first + nl.program_id(0), items.first + items.count, nl.num_programs(0)))
+        if mine:
+            streams.append([(call, w) for w in mine])
+    return streams
+
+
+def _pipeline(calls, consts, plan):
+    """Every span of score tiles of this program's work items, one stream of items per class, the streams' spans
+    interleaved evenly (span k of a stream of c spans at fraction (k + 1/2) / c of the issue order), so DMA-bound
+    decode tiles run beside TensorE / VectorE-bound prefill tiles in the in-order engine queues. Per stream, item
+    k + 1 is set up when item k's spans start (its metadata DMAs and index math overlap k's tiles) and k is stored
+    after its last span. A span is one runtime loop `nl.fori_loop(0, trips, body)` per run of its tiles
+    (`span_runs`), the trips (0 / 1) loaded into a register: only the run of the item's live tiles runs, so a
+    sequence runs its own tile count, not the longest context's."""
+    streams = _streams(calls)
+    spans = plan.spans
+    order = sorted(((k + 0.5) / (len(items) * spans), si, k) for si, items in enumerate(streams)
+                   for k in range(len(items) * spans))
+    ahead = [_setup(items[0][0], consts, plan, items[0][1]) for items in streams]
+    current = [None] * len(streams)
+    for _, si, k in order:
+        pos, m = divmod(k, spans)
+        call, w = streams[si][pos]
+        if m == 0:
+            current[si] = ahead[si]
+            if pos + 1 < len(streams[si]):
+                ahead[si] = _setup(streams[si][pos + 1][0], consts, plan, streams[si][pos + 1][1])
+        item, unit = current[si], call.unit_tiles
+        starts = range(0, call.positions, KV_TILE)[m * TILE_SPAN * unit : (m + 1) * TILE_SPAN * unit]
+        for v, (s, e) in enumerate(span_runs(TILE_SPAN)):
+            if e <= -(-len(starts) // unit):
+                tiles = [(t0, min(KV_TILE, call.positions - t0)) for t0 in starts[s * unit : e * unit]]
+                nl.fori_loop(0, plan.trip(w, m, v),
+                             lambda _trip, call=call, item=item, tiles=tiles: _tiles(call, consts, item, tiles))
+        if m == spans - 1:
+            _store(call, item)

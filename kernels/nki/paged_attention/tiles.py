@@ -19,9 +19,11 @@ RUN_SUM_MIN = 1e-30  # run_sum floor before the reciprocal: only never-stored pa
 
 
 def chunk_cols(x, c, run):
-    """The columns of chunk c of a score-ordered [P, n] tile x (keys in position order): chunk t of gather g holds
+    """The columns of chunk c of a score-ordered [P, n] tile x (keys in increasing order): chunk t of gather g holds
     keys g · span + run · f + t (`gather_kv`, span = CHUNK · run), so its view is every run-th column of the
-    gather's span from t (run 1: columns c · CHUNK onwards, the last chunk possibly short)."""
+    gather's span from t (run 1: columns c · CHUNK onwards, the last chunk possibly short). run is the tile's
+    `PagedCall.tile_run`: a gather of longer runs spans several tiles, whose columns take the order of run 4
+    (`index.add_comb`)."""
     if run == 1:
         return x[:, c * CHUNK : min((c + 1) * CHUNK, x.shape[1])]
     g, t = divmod(c, run)
@@ -57,12 +59,11 @@ def gather_kv(call, index, t0, n):
     heads) and, on v2, each K chunk's bad keys (None on v3+).
 
     index: the sequence's GatherIndex. v3+: one vector_offset DMA per gather of CHUNK partition runs of call.run
-    slots (`tuning.GATHER_RUN`); chunk t of a gather starting at position gs holds keys gs + run · f + t (f: its
-    partition). A run can reach past
-    seq_len into dead cache (NaN in tests): V rows there are replaced by 0 on GpSimd with a select (a multiply
-    would give 0 * NaN = NaN in P @ V); dead K rows are hidden keys, masked by selection. The transposes of k and p
-    put chunk columns back in position order (`chunk_cols`), so score tiles are in position order. v2: block DMAs; K chunks
-    are cleaned of non-finite elements (`finite.clean_keys`: dead rows past seq_len with the rest, masked as
+    slots (`tuning.gather_run`); chunk t of a gather starting at position gs holds keys gs + run · f + t (f: its
+    partition). A run can reach past seq_len into dead cache (NaN in tests): V rows there are replaced by 0 on
+    GpSimd with a select (a multiply would give 0 * NaN = NaN in P @ V); dead K rows are hidden keys, masked by
+    selection. The transposes of k and p put chunk columns in increasing key order (`chunk_cols`). v2: block DMAs;
+    K chunks are cleaned of non-finite elements (`finite.clean_keys`: dead rows past seq_len with the rest, masked as
     hidden keys), dead V rows zeroed as on v3+. int8 caches: each gather's scales are gathered the same way and
     converted with it to q's dtype (`quant.dequantize_int8`) first, so dead scale slots are zeroed with it."""
     if not call.vector_dma:
@@ -259,10 +260,10 @@ def _masked_scores(s_ps, call, bounds, kv, grp, k_rows):
     x = nl.ndarray((rows, n), nl.float32, buffer=nl.sbuf)
     tile_max = nl.ndarray((rows, 1), nl.float32, buffer=nl.sbuf)
     if kv.mask is None:
+        lo, hi, start = bounds.tile_range(kv.t0)
         nisa.range_select(dst=x, on_true_tile=s, comp_op0=nl.greater_equal, comp_op1=nl.less_equal,
-                          bound0=bounds.lo[0:rows, :], bound1=bounds.hi[0:rows, :],
-                          reduce_cmd=nisa.reduce_cmd.reset_reduce, reduce_res=tile_max, reduce_op=nl.maximum,
-                          range_start=kv.t0, on_false_value=FP32_MIN)
+                          bound0=lo[0:rows, :], bound1=hi[0:rows, :], reduce_cmd=nisa.reduce_cmd.reset_reduce,
+                          reduce_res=tile_max, reduce_op=nl.maximum, range_start=start, on_false_value=FP32_MIN)
     else:
         nisa.select_reduce(dst=x, predicate=kv.mask[0:rows, :], on_true=s, on_false=FP32_MIN,
                            reduce_res=tile_max, reduce_cmd=nisa.reduce_cmd.reset_reduce, reduce_op=nl.maximum)
@@ -280,9 +281,13 @@ def softmax_pv(s_ps, state, call, gi, bounds, kv, p_copy_on_scalar):
     dtype = call.q.dtype  # p's dtype: the cache's ("auto", int8 after conversion), q's beside fp8 V (p in [0, 1])
     x, tile_max = _masked_scores(s_ps, call, bounds, kv, grp, call.k_rows[gi])
     neg_max = nl.ndarray((rows, 1), nl.float32, buffer=nl.sbuf)
-    nisa.tensor_scalar(dst=neg_max, data=tile_max, op0=nl.maximum, operand0=MAX_FLOOR, op1=nl.multiply,
-                       operand1=-call.exp_scale)
-    nisa.tensor_tensor(dst=neg_max, data1=neg_max, data2=state.neg_max, op=nl.minimum)
+    if call.exp_scale > 0:  # -exp_scale · max(t, MAX_FLOOR) = min(-exp_scale · t, its start): one instruction
+        nisa.tensor_scalar(dst=neg_max, data=tile_max, op0=nl.multiply, operand0=-call.exp_scale, op1=nl.minimum,
+                           operand1=state.neg_max)
+    else:
+        nisa.tensor_scalar(dst=neg_max, data=tile_max, op0=nl.maximum, operand0=MAX_FLOOR, op1=nl.multiply,
+                           operand1=-call.exp_scale)
+        nisa.tensor_tensor(dst=neg_max, data1=neg_max, data2=state.neg_max, op=nl.minimum)
     rescale = nl.ndarray((rows, 1), nl.float32, buffer=nl.sbuf)
     rescale_factor(rescale, state.neg_max, neg_max)
     p = nl.ndarray((rows, n), dtype, buffer=nl.sbuf)
@@ -294,7 +299,7 @@ def softmax_pv(s_ps, state, call, gi, bounds, kv, p_copy_on_scalar):
     pt_ps = nl.ndarray((min(n, CHUNK), len(kv.v_chunks) * rows), dtype, buffer=nl.psum)
     for c, v in enumerate(kv.v_chunks):
         nisa.nc_transpose(dst=pt_ps[0 : v.shape[0], c * rows : (c + 1) * rows],
-                          data=chunk_cols(p, c, call.run))
+                          data=chunk_cols(p, c, call.tile_run))
     pt = nl.ndarray(pt_ps.shape, dtype, buffer=nl.sbuf)
     psum_copy(pt, pt_ps, p_copy_on_scalar)  # PSUM evacuation alternates ScalarE / VectorE by group
     pv = nl.ndarray((rows, d), nl.float32, buffer=nl.psum)
@@ -316,7 +321,8 @@ def softmax_pv(s_ps, state, call, gi, bounds, kv, p_copy_on_scalar):
         nisa.tensor_copy(dst=ot, src=ot_ps)
         nisa.nc_transpose(dst=pv, data=ot)
     update_acc(state.acc, rescale, pv)
-    state.neg_max = neg_max
+    # in place (the state outlives a runtime loop's body), on ScalarE: VectorE is the busier engine
+    nisa.activation(dst=state.neg_max, op=nl.copy, data=neg_max)
 
 
 def _zero_non_finite(p):

@@ -1,31 +1,81 @@
 """Tunable parameters of the paged-attention kernel, in one place (the kernel and its launcher read them here).
 
-    GATHER_RUN    v3+: consecutive cache slots one gather descriptor reads per partition (a run of them lies in
-                  one block, so it is contiguous in HBM). Software-DGE descriptors are generated on GpSimd, one
-                  per partition run: with one slot per descriptor GpSimd bounds the decode rows (Llama-3.1-8B b8
-                  ctx 4K, modeled: 432 us of GpSimd against 372 us of DMA); 4 slots per run cut the descriptors 4x
-                  and make a gather of 128 partitions cover one whole KV_TILE (512 positions), the largest run
-                  that keeps K and V of two tiles in flight within SBUF (4 x 2 KiB rows per partition each).
-                  Clipped to block_size (a run never crosses a block). NeuronCore-v2 loads whole blocks by
-                  scalar-offset DMAs and always uses 1.
+    GATHER_BYTES  v3+: bytes of one cache (K or V) one gather reads per partition: partition p reads a run of
+                  consecutive slots of one block (contiguous in HBM), one software-DGE descriptor per run, and
+                  descriptors are generated on GpSimd. With one slot per descriptor GpSimd bounds the decode rows
+                  (Llama-3.1-8B b8 ctx 4K, modeled: 432 us of GpSimd against 372 us of DMA). 8 KiB is the 4-slot
+                  run of Llama-3.1-8B's 2 KiB rows, the largest that keeps K and V of two gathers in flight within
+                  SBUF with the rest of the kernel (32 KiB per partition); smaller rows get proportionally longer
+                  runs in the same bytes: 32 slots (a whole block) of Llama-3.1-70B TP8's 256-byte rows, 8 of
+                  Qwen2.5-7B's 1 KiB rows, so one descriptor reads a whole block and one gather spans several score
+                  tiles (`gather_run`). Longer runs also fill the DMA packets: under ~2 KiB per partition the 16
+                  engines idle between packets (the model's 600 ns packet setup).
+    MAX_PAD_SHARE the launcher pads a table row to a whole gather (`table_positions`); a longer run is taken only
+                  while the padding stays within this share of the row (padded keys cost gathers and score tiles
+                  that earn nothing).
     KT_LOOKAHEAD  kv heads whose k^T transposes are issued ahead of the current head's score matmuls: in-order
                   TensorE otherwise idles on every head's PSUM -> SBUF evacuation of k^T (Llama-3.1-8B decode,
                   modeled: 8 heads x ~0.95 us per 512-key tile, longer than the tile's DMA). Each costs one more
                   [D, 512] PSUM tile in flight.
+    TILE_SPAN     units (`loop_tiles`: the score tiles of one gather) per span of the runtime tile loops
+                  (`paged_attention._pipeline`): a span has one loop of 0 / 1 trips per contiguous run of its
+                  units, TILE_SPAN (TILE_SPAN + 1) / 2 of them, and a loop body runs its tiles software-pipelined (tile j + 1's scores before tile j's softmax). One
+                  tile per loop loses that overlap where a tile's chain is long: inf2 Llama-3.1-8B decode b8 ctx 4K,
+                  modeled, 1360 us (24 % MBU) with 1, against 1140 us with every tile pipelined.
 """
 
-from .._tiling import PMAX
+from .._shim import nl
+from .._tiling import PMAX, PSUM_FMAX
 
-GATHER_RUN = 4
+GATHER_BYTES = 8 * 1024
+MAX_PAD_SHARE = 1 / 8
 KT_LOOKAHEAD = 2
+TILE_SPAN = 2
+_ONE_BYTE = (nl.int8, nl.float8_e4m3, nl.float8_e5m2, nl.float8_e4m3fn)  # cache dtypes of 1-byte elements
 
 
-def gather_run(block_size: int, vector_dma: bool) -> int:
-    """Slots per partition run of one gather: GATHER_RUN clipped to block_size on v3+ (vector_dma), 1 on v2."""
-    return min(GATHER_RUN, block_size) if vector_dma else 1
+def slot_bytes(cache):
+    """Bytes of one slot (Hkv * D elements) of a [num_blocks, block_size, Hkv, D] cache: 4-, 2- or 1-byte (fp8,
+    int8) elements."""
+    itemsize = 4 if cache.dtype == nl.float32 else 1 if cache.dtype in _ONE_BYTE else 2
+    return cache.shape[2] * cache.shape[3] * itemsize
 
 
-def position_quantum(block_size: int) -> int:
-    """Key positions a table row is padded to a multiple of: one v3+ gather (PMAX partitions x its run), which is
-    also a whole number of PMAX-position chunks for v2."""
-    return PMAX * gather_run(block_size, True)
+def max_run(block_size: int, row_bytes: int) -> int:
+    """Longest v3+ run of slots per partition: the largest power of two <= block_size and GATHER_BYTES // row_bytes
+    (row_bytes: Hkv * D * itemsize of one cache slot), at least 1. block_size is a power of two."""
+    run = 1
+    while run * 2 <= min(block_size, GATHER_BYTES // row_bytes):
+        run *= 2
+    return run
+
+
+def gather_run(block_size: int, row_bytes: int, positions: int, vector_dma: bool) -> int:
+    """Slots per partition run of one gather: on v3+ (vector_dma) the largest power of two <= max_run whose gather
+    (PMAX runs) divides the table row's `positions` (a multiple of PMAX); 1 on v2 (scalar-offset block DMAs)."""
+    if not vector_dma:
+        return 1
+    run = max_run(block_size, row_bytes)
+    while positions % (PMAX * run):
+        run //= 2
+    return run
+
+
+def loop_tiles(block_size: int, row_bytes: int, positions: int) -> int:
+    """Score tiles (PSUM_FMAX key positions) per unit of the runtime tile loops (TILE_SPAN units a span): one v3+
+    gather of PMAX runs (`gather_run`), at least one tile. The same on every target, so the launcher's plan
+    (tile_trips) does not depend on it; on v2 a unit's tiles are gathered one by one."""
+    return max(1, PMAX * gather_run(block_size, row_bytes, positions, True) // PSUM_FMAX)
+
+
+def table_positions(needed: int, block_size: int, row_bytes: int) -> int:
+    """Key positions the launcher pads a table row of `needed` positions to: a whole number of gathers of the
+    longest run (`max_run`) whose padding stays within MAX_PAD_SHARE of the row (runs of up to 4 slots always: a
+    gather of them spans at most one 512-key score tile)."""
+    run = max_run(block_size, row_bytes)
+    while True:
+        span = PMAX * run
+        padded = -(-needed // span) * span
+        if run <= 4 or padded - needed <= needed * MAX_PAD_SHARE:
+            return padded
+        run //= 2

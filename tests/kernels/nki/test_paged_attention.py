@@ -18,6 +18,7 @@ from strategies import (
 from nkilab.harness.checks import compare
 from nkilab.harness.emulator import run
 from nkilab.kernels.nki import launch_kv_cache, launch_paged
+from nkilab.kernels.nki.paged_attention import span_runs
 from nkilab.reference.dtypes import numpy_dtype
 from nkilab.reference.paged import paged_attention as reference_paged_attention
 
@@ -65,6 +66,11 @@ PINNED = [
     pytest.param(PagedProblem((1,), 28, 4, 128, PageTable((13,), 4, 4, ((0, 1, 2, 3),), "identity"), True, None, None,
                               "float32", 0), id="fp32-ulp-noise-28/4-d128"),  # found by hypothesis: FLOAT32_FLOOR_ULPS
     pytest.param(_pinned([700, 3], [1, 1], 8, 4, 64, 16, softcap=30.0), id="stacked-heads-two-tiles-softcap"),
+    # v3+ gathers of whole blocks (256-byte rows: 32-slot runs, one gather of 4096 keys for 8 score tiles), 16-
+    # and 8-slot runs (512-byte, 1 KiB rows): comb-index masks (`index.add_comb`) with a window, chunks, softcap
+    pytest.param(_pinned([4050, 3001], [5, 1], 8, 1, 128, 32, window=1000), id="run32-window-chunk"),
+    pytest.param(_pinned([2000, 1500], [1, 40], 28, 4, 64, 32), id="run16-chunk"),
+    pytest.param(_pinned([990, 700], [1, 1], 28, 4, 128, 32, softcap=30.0), id="run8-softcap"),
 ]
 
 
@@ -131,19 +137,56 @@ def test_public_api_dispatches_to_nki(monkeypatch):
 
 
 def test_work_plan_covers_every_query_once():
+    # decode items (q_len 1: sequence 0) first with one row each, then prefill items of 16 rows (q_len 0: none)
     qsl = np.array([0, 1, 41, 41, 44])
     seq_lens = np.array([9, 40, 5, 7])
-    item_seq, item_q0, row_pos, row_dst = launch_paged.work_plan(qsl, seq_lens, t_total=44, rows=16)
-    assert row_pos.shape == row_dst.shape == ((44 + 4 * 15) // 16, 16)
+    item_seq, item_q0, row_pos, row_dst, tile_live, classes = launch_paged.work_plan(
+        qsl, seq_lens, t_total=44, rows=16, positions=1024)
+    assert classes == ((1, 1), (3 + 1, 16))  # sequence 0 decodes; 40 tokens of sequence 1 in 3 items, 3 of seq 3
+    np.testing.assert_array_equal(item_seq, [0, 1, 1, 1, 3])
+    assert row_pos.shape == row_dst.shape == (1 + 4 * 16,)
     assert sorted(row_dst[row_dst >= 0].tolist()) == list(range(44))
-    assert np.all(item_q0 + 16 <= 44) and np.all(item_q0 >= 0)
-    live = row_dst >= 0
-    np.testing.assert_array_equal(row_dst[live], (item_q0[:, None] + np.arange(16))[live])
+    bq = np.array([1] + [16] * 4)
+    first = np.concatenate([[0], np.cumsum(bq)[:-1]])
+    assert np.all(item_q0 + bq <= 44) and np.all(item_q0 >= 0)
     token_seq = np.searchsorted(qsl, np.arange(44), side="right") - 1
-    np.testing.assert_array_equal(item_seq[:, None].repeat(16, 1)[live], token_seq[row_dst[live]])
     expected_pos = seq_lens[token_seq] - (qsl[token_seq + 1] - np.arange(44))
-    np.testing.assert_array_equal(row_pos[live], expected_pos[row_dst[live]])
-    assert np.all(row_pos[~live] == -1)
+    for w in range(5):
+        dst, pos = row_dst[first[w] : first[w] + bq[w]], row_pos[first[w] : first[w] + bq[w]]
+        live = dst >= 0
+        np.testing.assert_array_equal(dst[live], (item_q0[w] + np.arange(bq[w]))[live])
+        assert np.all(token_seq[dst[live]] == item_seq[w])
+        np.testing.assert_array_equal(pos[live], expected_pos[dst[live]])
+        assert np.all(pos[~live] == -1)
+    assert tile_live.shape == (5, 2) and tile_live[:, 1].sum() == 0  # no sequence reaches key 512
+    assert tile_live[:, 0].tolist() == [1, 1, 1, 1, 1]
+
+
+def test_work_plan_tile_live_follows_each_items_keys():
+    # causal: a chunk item sees keys up to its last row's position; a sliding window skips the tiles below it
+    qsl = np.array([0, 1, 3])
+    seq_lens = np.array([1500, 700])  # decode at position 1499; chunk of 2 at positions 698, 699
+    *_, tile_live, _ = launch_paged.work_plan(qsl, seq_lens, t_total=3, rows=2, positions=2048)
+    assert tile_live.tolist() == [[1, 1, 1, 0], [1, 1, 0, 0]]
+    *_, tile_live, _ = launch_paged.work_plan(qsl, seq_lens, t_total=3, rows=2, positions=2048, sliding_window=600)
+    assert tile_live.tolist() == [[0, 1, 1, 0], [1, 1, 0, 0]]  # keys 900..1499; 99..699
+    *_, tile_live, _ = launch_paged.work_plan(np.array([0, 1, 1]), np.array([0, 600]), t_total=1, rows=2,
+                                             positions=1024)
+    assert tile_live.tolist() == [[0, 0]]  # an empty sequence's decode item sees no key: no tile runs
+
+
+def test_tile_trips_one_loop_per_span_runs_the_live_tiles():
+    # spans of 2 tiles, runs (0, 1), (0, 2), (1, 2): item 0 lives in tiles 1..3 (span 0: run (1, 2); span 1: the
+    # first tile, run (0, 1)), item 1 in no tile; an odd tile count pads the last span
+    runs = span_runs(2)
+    assert runs == [(0, 1), (0, 2), (1, 2)]
+    trips = launch_paged.tile_trips(np.array([[0, 1, 1], [0, 0, 0]]), 2)
+    assert trips.shape == (2, 2, 3)
+    assert trips[0].tolist() == [[0, 0, 1], [1, 0, 0]] and trips[1].sum() == 0
+    with pytest.raises(ValueError, match="not contiguous"):
+        launch_paged.tile_trips(np.array([[1, 0, 1]]), 3)
+    # units of 2 tiles (one gather of 8 score tiles' worth would be unit 8): tiles 2, 3 = unit 1 of span 0
+    assert launch_paged.tile_trips(np.array([[0, 0, 1, 1, 0, 0]]), 2, unit=2).tolist() == [[[0, 0, 1], [0, 0, 0]]]
 
 
 def test_unsupported_reasons():
