@@ -81,8 +81,8 @@ Reference: nkilab.reference.paged.paged_attention.
 
 from .._shim import nisa, nki, nl
 from .._tiling import PMAX
-from .index import (CHUNK, KV_TILE, IndexConsts, add_band, add_comb, block_index, load_seq_meta, row_bounds,
-                    slot_index, tile_mask)
+from .index import (CHUNK, KV_TILE, TILE_CHUNKS, IndexConsts, add_band, add_comb, block_index, load_seq_meta,
+                    row_bounds, slot_index, tile_mask)
 from .quant import row_scales
 from .tuning import TILE_SPAN, gather_run, loop_tiles, slot_bytes
 from .tiles import KvTile, SoftmaxState, gather_kv, load_q_group, scores, softmax_pv, store_rows
@@ -197,7 +197,7 @@ class PagedCall(nl.NKIObject):
         self.positions = block_tables.shape[1] * self.block_size
         self.vector_dma = nisa.get_nc_version() != nisa.nc_version.gen2  # indirect vector_offset DMA is v3+
         self.run = gather_run(self.block_size, slot_bytes(key_cache), self.positions, self.vector_dma)
-        self.tile_run = min(self.run, KV_TILE // CHUNK)  # column order of a score tile (`tiles.chunk_cols`)
+        self.tile_run = min(self.run, TILE_CHUNKS)  # column order of a score tile (`tiles.chunk_cols`)
         self.gather_step = max(KV_TILE, CHUNK * self.run)  # key positions of one gather_kv (whole score tiles)
         self.unit_tiles = loop_tiles(self.block_size, slot_bytes(key_cache), self.positions)  # tiles a loop unit
         self.zero_bias = None  # v2: [PMAX, 1] float32 zeros, the activation bias of `finite.clean_keys`
@@ -288,15 +288,14 @@ def _tiles(call, consts, item, tiles):
 
 def _gather_step(call, consts, item, t0):
     """The KvTiles of the gather step holding position t0 (call.gather_step positions: one score tile, or every
-    score tile of one gather of runs longer than KV_TILE // CHUNK slots), with their v2 masks."""
+    score tile of one gather of runs longer than TILE_CHUNKS slots), with their v2 masks."""
     g0 = t0 - t0 % call.gather_step
     g_n = min(call.gather_step, call.positions - g0)
     k_chunks, v_chunks, k_bad = gather_kv(call, item.index, g0, g_n)
-    per_tile = KV_TILE // CHUNK
     kvs = []
     for j, s0 in enumerate(range(g0, g0 + g_n, KV_TILE)):
         n = min(KV_TILE, g0 + g_n - s0)
-        cs = slice(j * per_tile, (j + 1) * per_tile)
+        cs = slice(j * TILE_CHUNKS, (j + 1) * TILE_CHUNKS)
         mask = None if call.vector_dma else tile_mask(consts.kpos, item.bounds, s0, n)
         kvs.append(KvTile(s0, k_chunks[cs], v_chunks[cs], mask, None if k_bad is None else k_bad[cs]))
     return kvs
