@@ -60,6 +60,7 @@ from ._attention_state import KeyStep, PendingPv, QueryTile, StepRescale, TileSt
 from ._attention_tiles import (D_CHUNK, KV_TILE, Q_TILE, load_kT, load_q_rows, load_qT, load_rows, psum_copy,
                                transpose_k, transpose_q)
 from ._attention_tunables import resolve
+from ._dtypes import itemsize
 from ._shim import nisa, nki, nl
 from ._softmax import exp_rows, update_acc, update_sum
 from ._tiling import PMAX, tiles
@@ -103,7 +104,7 @@ def flash_attention(q, k, v, scale=1.0, causal=False, sliding_window=None, softc
     hkv = k.shape[2]
     out = nl.ndarray((batch, sq, hq, d), dtype=q.dtype, buffer=nl.shared_hbm)
     group = hq // hkv
-    tun = resolve(nisa.get_nc_version() == nisa.nc_version.gen2, _itemsize(q.dtype),
+    tun = resolve(nisa.get_nc_version() == nisa.nc_version.gen2, itemsize(q.dtype),
                   dict(kv_step=kv_step, q_prefetch=q_prefetch, pipeline_lag=pipeline_lag,
                        resident_kv_bytes=resident_kv_bytes, head_block_elems=head_block_elems,
                        p_dma_chunks=p_dma_chunks, qk_dma_transpose=qk_dma_transpose,
@@ -136,7 +137,7 @@ class AttentionCall(nl.NKIObject):
         self.step, self.prefetch = tun["kv_step"], tun["q_prefetch"]
         # at least the heads of a block less one, so no P·V of a key step is due before its StepRescale is issued
         self.lag = max(tun["pipeline_lag"], heads - 1)
-        two_byte = _itemsize(k.dtype) == 2  # dma_transpose moves 2-byte elements
+        two_byte = itemsize(k.dtype) == 2  # dma_transpose moves 2-byte elements
         self.p_dma = tun["p_dma_chunks"] if two_byte else 0
         self.qk_dma = bool(tun["qk_dma_transpose"]) and two_byte
         self.scalar_copies = tun["scalar_copies"]
@@ -258,14 +259,10 @@ def _check_inputs(q, k, v, scale, sliding_window, softcap):
         raise ValueError(f"softcap: must be > 0 or None, got {softcap}")
 
 
-def _itemsize(dtype):
-    return 4 if dtype == nl.float32 else 2
-
-
 def _kv_bytes(skv, d, dtype):
     """SBUF bytes per partition of a resident (b, kv head): kᵀ [128, D/128, Skv], k rows and v [128, Skv/128, D]."""
     chunks = -(-skv // PMAX)
-    return (-(-d // D_CHUNK) * skv + 2 * chunks * d) * _itemsize(dtype)
+    return (-(-d // D_CHUNK) * skv + 2 * chunks * d) * itemsize(dtype)
 
 
 def _key_range(q0, nq, call):

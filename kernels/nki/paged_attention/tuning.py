@@ -24,21 +24,19 @@
                   modeled, 1360 us (24 % MBU) with 1, against 1140 us with every tile pipelined.
 """
 
-from .._shim import nl
+from .._dtypes import itemsize
 from .._tiling import PMAX, PSUM_FMAX
 
 GATHER_BYTES = 8 * 1024
 MAX_PAD_SHARE = 1 / 8
 KT_LOOKAHEAD = 2
 TILE_SPAN = 2
-_ONE_BYTE = (nl.int8, nl.float8_e4m3, nl.float8_e5m2, nl.float8_e4m3fn)  # cache dtypes of 1-byte elements
 
 
 def slot_bytes(cache):
     """Bytes of one slot (Hkv * D elements) of a [num_blocks, block_size, Hkv, D] cache: 4-, 2- or 1-byte (fp8,
     int8) elements."""
-    itemsize = 4 if cache.dtype == nl.float32 else 1 if cache.dtype in _ONE_BYTE else 2
-    return cache.shape[2] * cache.shape[3] * itemsize
+    return cache.shape[2] * cache.shape[3] * itemsize(cache.dtype)
 
 
 def max_run(block_size: int, row_bytes: int) -> int:
