@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from nkilab.harness.chips import NeuronTarget
 from nkilab.harness.emulator.trace import Instruction
 from nkilab.harness.perf.dma import DmaCost, dma_cost
+from nkilab.harness.perf.memo import CostMemo
 from nkilab.reference.dtypes import peak_family
 
 _FAST_DTYPES_V3 = ("bfloat16", "float16")
@@ -65,16 +66,13 @@ def instruction_cost(inst: Instruction, core: NeuronTarget) -> InstructionCost:
     attrs = inst.attrs
     # everything `_compute_cost` reads: the attrs below, and per operand its name, shape, dtype, buffer, direction
     key = (inst.engine, inst.opcode, *(attrs.get(a, _ABSENT) for a in _COST_ATTRS),
-           tuple((o.name, o.shape, o.dtype, o.buffer, o.is_write) for o in inst.operands), id(core))
-    cached = _CACHE.get(key)
-    if cached is None or cached[0] is not core:
-        cached = _CACHE[key] = (core, _compute_cost(inst, core))
-    return cached[1]
+           tuple((o.name, o.shape, o.dtype, o.buffer, o.is_write) for o in inst.operands))
+    return _MEMO.get(key, core, _compute_cost, inst)
 
 
 _COST_ATTRS = ("n", "k", "in_dtype", "transpose", "is_transpose", "double_row", "perf_mode", "free_elems")
 _ABSENT = object()  # an attr not given (a rule may treat absent and None apart)
-_CACHE: dict = {}
+_MEMO = CostMemo()
 
 
 def _compute_cost(inst: Instruction, core: NeuronTarget) -> InstructionCost:

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 from nkilab.harness.chips import KiB, NeuronTarget
 from nkilab.harness.emulator.trace import Instruction
+from nkilab.harness.perf.memo import CostMemo
 
 HBM_SPLIT_BYTES = 64 * KiB  # an HBM -> HBM copy is cut into pieces of this size, one engine each
 MIN_RUN_BYTES = 64  # [ASSUMED] a contiguous run moves at least one 64-byte burst (the docs give no figure)
@@ -89,14 +90,11 @@ def dma_cost(inst: Instruction, core: NeuronTarget) -> DmaCost:
     key = (inst.opcode, attrs.get("bytes"), attrs.get("chunks"), attrs.get("chunk_bytes"), attrs.get("dge"),
            attrs.get("dge_mode"), attrs.get("indirect"), attrs.get("queue"),
            tuple((o.name, o.shape, o.buffer, o.is_write, o.access.p_start, o.access.p_stop, o.access.nbytes)
-                 for o in inst.operands), id(core))
-    cached = _CACHE.get(key)
-    if cached is None or cached[0] is not core:
-        cached = _CACHE[key] = (core, _dma_cost(inst, core))
-    return cached[1]
+                 for o in inst.operands))
+    return _MEMO.get(key, core, _dma_cost, inst)
 
 
-_CACHE: dict = {}
+_MEMO = CostMemo()
 
 
 def _dma_cost(inst: Instruction, core: NeuronTarget) -> DmaCost:

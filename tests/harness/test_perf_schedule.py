@@ -46,12 +46,12 @@ def test_memoized_costs_equal_the_rules_for_every_instruction(target, name):
                    if p.name.endswith(name))
     core = get_target(target, neuron=True)
     trace = nki.trace(problem.op, {**problem.params, **problem.spec()}, target)
-    cost_mod._CACHE.clear()
+    cost_mod._MEMO.clear()
     compute = [i for i in trace.instructions if i.engine != "dma"]
     assert len(compute) > 10
     for inst in compute:
         assert cost_mod.instruction_cost(inst, core) == cost_mod._compute_cost(inst, core)
-    assert len(cost_mod._CACHE) < len(compute)  # alike instructions share a cost
+    assert len(cost_mod._MEMO) < len(compute)  # alike instructions share a cost
     moves = [i for i in trace.instructions if i.engine == "dma"]
     assert moves
     for inst in moves:
