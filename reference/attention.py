@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from nkilab.reference.matmul import accumulate_dtype
+from nkilab.reference.sums import check_sum_order, einsum, last_axis_sum
 
 
 def visible_keys(sq: int, skv: int, *, causal: bool, sliding_window: int | None = None) -> np.ndarray:
@@ -43,7 +44,7 @@ def visible_keys(sq: int, skv: int, *, causal: bool, sliding_window: int | None 
 
 
 def attention(q, k, v, *, causal=False, scale=None, sliding_window=None, softcap=None, key_padding_mask=None,
-              compute_dtype=np.float64):
+              compute_dtype=np.float64, sum_order="numpy"):
     """out[b, i, h] = sum_j softmax_j(masked(softcap(scale * q[b, i, h] · k[b, j, h // g]))) v[b, j, h // g].
 
     Dimensions: B batch; Sq queries; Skv keys; Hq = g * Hkv heads; D head dim.
@@ -58,6 +59,8 @@ def attention(q, k, v, *, causal=False, scale=None, sliding_window=None, softcap
         key_padding_mask: [B, Skv] bool, False = key j of batch row b is padding, hidden from its queries; None = all
             keys visible.
         compute_dtype: float64 (truth) | float32 | float16 | bfloat16 (naive working-precision run).
+        sum_order: "numpy" | "sequential": the order of the q·k, softmax-denominator and P @ V sums
+            (`nkilab.reference.sums`).
 
     Returns:
         out: [B, Sq, Hq, D] compute_dtype; rows with no visible key are 0.
@@ -67,6 +70,7 @@ def attention(q, k, v, *, causal=False, scale=None, sliding_window=None, softcap
         >>> attention(q, k, v).tolist()  # uniform scores: the mean of the values
         [[[[2.0, 3.0]]]]
     """
+    check_sum_order(sum_order)
     cd = np.dtype(compute_dtype)
     acc = accumulate_dtype(cd)
     q, k, v = (np.asarray(a).astype(cd) for a in (q, k, v))
@@ -77,7 +81,7 @@ def attention(q, k, v, *, causal=False, scale=None, sliding_window=None, softcap
     k = np.repeat(k, group, axis=2)  # [B, Skv, Hq, D]: query head h reads kv head h // group
     v = np.repeat(v, group, axis=2)
 
-    s = np.einsum("bihd,bjhd->bhij", q.astype(acc), k.astype(acc)).astype(cd)  # [B, Hq, Sq, Skv]
+    s = einsum("bihd,bjhd->bhij", q.astype(acc), k.astype(acc), sum_order).astype(cd)  # [B, Hq, Sq, Skv]
     s = (s.astype(acc) * acc.type(scale)).astype(cd)
     if softcap is not None:
         s = (acc.type(softcap) * np.tanh(s.astype(acc) / acc.type(softcap))).astype(cd)
@@ -89,9 +93,9 @@ def attention(q, k, v, *, causal=False, scale=None, sliding_window=None, softcap
     row_max = s.max(axis=-1, keepdims=True) if skv else np.zeros(s.shape[:-1] + (1,), dtype=cd)
     row_max = np.where(np.isfinite(row_max), row_max, 0).astype(cd)  # fully masked rows: exp(-inf - 0) = 0
     p = np.exp((s.astype(acc) - row_max.astype(acc))).astype(cd)
-    denom = p.astype(acc).sum(axis=-1, keepdims=True).astype(cd)
+    denom = last_axis_sum(p.astype(acc), sum_order).astype(cd)
     p = (p.astype(acc) / np.where(denom == 0, 1, denom).astype(acc)).astype(cd)  # 0 / 1 = 0 for masked rows
-    out = np.einsum("bhij,bjhd->bihd", p.astype(acc), v.astype(acc)).astype(cd)
+    out = einsum("bhij,bjhd->bihd", p.astype(acc), v.astype(acc), sum_order).astype(cd)
     return out
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from nkilab.reference.quant import FP8_SCHEMES, QuantizedActivation, QuantizedWeight, dequantize_activation, dequantize_weight
+from nkilab.reference.sums import check_sum_order, sequential_einsum
 
 
 def accumulate_dtype(compute_dtype) -> np.dtype:
@@ -18,7 +19,7 @@ def accumulate_dtype(compute_dtype) -> np.dtype:
     return np.dtype(np.float64) if np.dtype(compute_dtype) == np.float64 else np.dtype(np.float32)
 
 
-def qmatmul(x, qw: QuantizedWeight, *, out_dtype=None, compute_dtype=np.float64) -> np.ndarray:
+def qmatmul(x, qw: QuantizedWeight, *, out_dtype=None, compute_dtype=np.float64, sum_order="numpy") -> np.ndarray:
     """y[M, N] = x[M, K] @ W[K, N] with W = dequantize_weight(qw).
 
     Args:
@@ -26,6 +27,7 @@ def qmatmul(x, qw: QuantizedWeight, *, out_dtype=None, compute_dtype=np.float64)
         qw: QuantizedWeight of shape (K, N).
         out_dtype: dtype of the result; None = compute_dtype.
         compute_dtype: float64 (truth) | float32 | float16 | bfloat16 (naive working-precision run).
+        sum_order: "numpy" | "sequential": the order of the K sums (`nkilab.reference.sums`).
 
     Returns:
         y: [M, N] out_dtype.
@@ -35,6 +37,7 @@ def qmatmul(x, qw: QuantizedWeight, *, out_dtype=None, compute_dtype=np.float64)
         >>> qmatmul(np.ones((1, 2)), quantize_weight(np.array([[2.0], [2.0]]), "int8")).round(4).tolist()
         [[4.0]]
     """
+    check_sum_order(sum_order)
     cd = np.dtype(compute_dtype)
     acc = accumulate_dtype(cd)
     if isinstance(x, QuantizedActivation):
@@ -44,5 +47,6 @@ def qmatmul(x, qw: QuantizedWeight, *, out_dtype=None, compute_dtype=np.float64)
     else:
         xc = np.asarray(x).astype(cd)
     w = dequantize_weight(qw, compute_dtype=cd)
-    y = (xc.astype(acc) @ w.astype(acc)).astype(cd)
+    xa, wa = xc.astype(acc), w.astype(acc)
+    y = (xa @ wa if sum_order == "numpy" else sequential_einsum("mk,kn->mn", xa, wa)).astype(cd)
     return y if out_dtype is None else y.astype(out_dtype)

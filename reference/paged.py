@@ -133,6 +133,7 @@ def paged_attention(
     sliding_window=None,
     softcap=None,
     compute_dtype=np.float64,
+    sum_order="numpy",
     kv_cache_dtype="auto",
     k_scale=None,
     v_scale=None,
@@ -150,7 +151,8 @@ def paged_attention(
         seq_lens: [num_seqs] total KV length of each sequence, its q_len_i new tokens included (they are its
             last q_len_i positions; decode: q_len_i == 1).
         query_start_loc: [num_seqs + 1] integer, starts at 0, non-decreasing, ends at T_total.
-        scale, causal, sliding_window, softcap, compute_dtype: as in `attention` (causal is bottom-right).
+        scale, causal, sliding_window, softcap, compute_dtype, sum_order: as in `attention` (causal is
+            bottom-right).
         kv_cache_dtype, k_scale, v_scale, k_scale_cache, v_scale_cache: how the caches are quantized (as in
             `write_kv_cache`); each sequence's keys and values are dequantized (code * scale, in float64), then
             attended to.
@@ -179,6 +181,7 @@ def paged_attention(
         out[lo:hi] = attention(
             q[None, lo:hi], k[None], v[None],
             causal=causal, scale=scale, sliding_window=sliding_window, softcap=softcap, compute_dtype=cd,
+            sum_order=sum_order,
         )[0]
     return out
 

@@ -91,9 +91,10 @@ def stacked(out):
     return np.stack([to_numpy(a) for a in out]) if isinstance(out, tuple) else to_numpy(out)
 
 
-def stacked_reference(x, weight, *, eps, residual=None, compute_dtype=np.float64):
+def stacked_reference(x, weight, *, eps, residual=None, compute_dtype=np.float64, sum_order="numpy"):
     """The reference in `stacked` form."""
-    return stacked(reference.rms_norm(x, weight, eps=eps, residual=residual, compute_dtype=compute_dtype))
+    return stacked(reference.rms_norm(x, weight, eps=eps, residual=residual, compute_dtype=compute_dtype,
+                                      sum_order=sum_order))
 
 
 # --- workload -----------------------------------------------------------------------------------------------------

@@ -104,3 +104,45 @@ def test_naive_run_overflow_does_not_widen_the_bound_or_warn():
 
 def test_shape_mismatch_of_ref_lowprec_fails():
     assert not compare(np.zeros(3), np.zeros(3), np.zeros((1, 3))).passed
+
+
+def _stop21_attention():
+    """float32 attention q [2, 109, 28, 128], k/v [2, 28, 4, 128] (GQA 7), no mask: NumPy's order errs 6.8e-7, one
+    running sum 1.9e-6 and the NKI kernel 2.4e-6 (measured 2026-12-03; the module docstring's case)."""
+    from strategies import AttentionProblem
+
+    p = AttentionProblem(2, 109, 28, 28, 4, 128, False, None, None, "float32", 228)
+    return p.inputs(), p.options()
+
+
+@pytest.mark.parametrize("target", ["inf2", "trn1", "trn2"])
+def test_budget_is_the_worse_sum_order_of_the_naive_run(target):
+    from nkilab.kernels import attention as attention_api
+
+    (q, k, v), options = _stop21_attention()
+    out = attention_api(q, k, v, **options, backend="nki", target=target)
+    ref64 = attention(q, k, v, **options)
+    numpy_order = attention(q, k, v, **options, compute_dtype=np.float32)
+    assert not compare(out, ref64, numpy_order).passed  # NumPy's order alone: 2.4e-6 > 2 x 6.8e-7 + floor
+    result = check_against_reference(out, attention, q, k, v, **options)
+    assert result.passed and "sum order: sequential" in result.message, str(result)
+
+
+def test_the_worse_sum_order_still_catches_a_kernel_three_times_the_running_sums_error():
+    (q, k, v), options = _stop21_attention()
+    ref64 = attention(q, k, v, **options)
+    running = attention(q, k, v, **options, compute_dtype=np.float32, sum_order="sequential").astype(np.float64)
+    sloppy = (ref64 + 3 * (running - ref64)).astype(np.float32)
+    result = check_against_reference(sloppy, attention, q, k, v, **options)
+    assert not result.passed and "sum order: sequential" in result.message, str(result)
+
+
+def test_a_reference_without_sum_orders_is_checked_once():
+    calls = []
+
+    def reference(x, *, compute_dtype):
+        calls.append(compute_dtype)
+        return np.asarray(x, dtype=compute_dtype)
+
+    assert not check_against_reference(np.float32([1.5]), reference, np.array([1.0])).passed
+    assert calls == [np.float64, np.float32]
