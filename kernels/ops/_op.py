@@ -49,6 +49,9 @@ class Check:
             reference on the quantized inputs in the form of the unquantized reference's output (e.g. the written
             codes dequantized), for `harness.checks.quantization_error`; None = `reference` itself (its output is
             already in that form).
+        magnitude: for ops whose outputs are sums that may cancel, `fn(*args, **kwargs) -> float`: the largest
+            sum of |terms| of one output (e.g. max over m, n of sum_k |x[m, k] W[k, n]|), at which the default floor
+            is taken instead of max|ref64| (`harness.checks.check_output`); None = max|ref64|.
     """
 
     output: Callable = _identity
@@ -56,6 +59,7 @@ class Check:
     naive: bool = True
     floor: float | None = None
     dequantized: Callable | None = None
+    magnitude: Callable | None = None
 
 
 @dataclass(frozen=True)

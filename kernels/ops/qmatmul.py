@@ -14,7 +14,7 @@ from nkilab import reference
 from nkilab.kernels import _backends, _checks
 from nkilab.kernels._adapter import FLOAT_DTYPE_NAMES, dtype_name, numpy_dtype, to_numpy, to_torch
 from nkilab.kernels.ops import _weights
-from nkilab.kernels.ops._op import Launcher, Op, Plot, TorchOp
+from nkilab.kernels.ops._op import Check, Launcher, Op, Plot, TorchOp
 from nkilab.kernels.ops._problem import DEFAULT_QUANT, Problem, Quant
 from nkilab.kernels.ops._weights import PreparedWeight
 from nkilab.reference.dtypes import itemsize
@@ -219,6 +219,14 @@ def _run_reference(x, qw, *, out_dtype):
     return reference.qmatmul(x, qw, out_dtype=out_dtype)
 
 
+def sum_magnitude(x, qw, **_options) -> float:
+    """max over m, n of sum_k |x[m, k]| |W[k, n]| (float64, non-finite x elements as 0): the magnitude the K sums
+    round at, which the check's floor is taken at (`Check.magnitude`; why: `nkilab.harness.checks`)."""
+    xd = reference.dequantize_activation(x) if isinstance(x, QuantizedActivation) else np.asarray(x, np.float64)
+    xd = np.where(np.isfinite(xd), np.abs(xd), 0.0)
+    return float(np.max(xd @ np.abs(reference.dequantize_weight(qw)), initial=0.0))
+
+
 # --- workload -----------------------------------------------------------------------------------------------------
 
 
@@ -406,6 +414,7 @@ OP = Op(
     api=qmatmul,
     reference=reference.qmatmul,
     run_reference=_run_reference,
+    check=Check(magnitude=sum_magnitude),
     backends={"nki": Launcher("nkilab.kernels.nki.launch_qmatmul", "qmatmul"),
               "triton": Launcher("nkilab.kernels.triton.qmatmul", "qmatmul")},
     spec=spec,

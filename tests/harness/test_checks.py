@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from nkilab.harness.checks import FLOOR_ULPS, check_against_reference, compare, default_floor
+from nkilab.harness.checks import FLOOR_ULPS, check_against_reference, check_output, compare, default_floor
 from nkilab.reference import attention
 
 
@@ -146,3 +146,44 @@ def test_a_reference_without_sum_orders_is_checked_once():
 
     assert not check_against_reference(np.float32([1.5]), reference, np.array([1.0])).passed
     assert calls == [np.float64, np.float32]
+
+
+def _cancelling_qmatmul():
+    """x [1, 128] float32 times one int4 g64 column: 0.0269 from terms whose |sum| is 7.6 (`sum_magnitude`)."""
+    from strategies import MatmulProblem, QuantConfig
+
+    return MatmulProblem(1, 128, 1, QuantConfig("int4", 64, symmetric=True), "float32", seed=20446).inputs()
+
+
+def test_qmatmul_floor_is_taken_at_the_magnitude_its_sums_round_at():
+    from nkilab.kernels import _registry
+    from nkilab.kernels import qmatmul as qmatmul_api
+    from nkilab.kernels.ops.qmatmul import sum_magnitude
+    from nkilab.reference import qmatmul
+
+    op = _registry.get("qmatmul")
+    x, qw = _cancelling_qmatmul()
+    out = qmatmul_api(x, qw, backend="triton")  # errs 2.0e-7: a typical order (random orders: median 1.3e-7)
+    assert not check_against_reference(out, qmatmul, x, qw).passed  # floor at |0.0269|: bound 4.6e-8
+    assert sum_magnitude(x, qw) == pytest.approx(7.645, rel=1e-3)
+    result = check_output(op, out, (x, qw), {})
+    assert result.passed and result.bound == pytest.approx(2 * 7.97e-9 + FLOOR_ULPS * 2.0**-23 * 7.645, rel=1e-2)
+
+
+def test_qmatmul_magnitude_floor_still_catches_tf32_inputs():
+    from nkilab.kernels import _registry
+    from nkilab.reference import qmatmul
+
+    x, qw = _cancelling_qmatmul()
+    tf32 = (x.view(np.uint32) & np.uint32(0xFFFFE000)).view(np.float32)  # 10 mantissa bits, as tf32 MMA inputs
+    out = qmatmul(tf32, qw).astype(np.float32)  # errs 6.8e-6 > the 1.8e-6 bound
+    assert not check_output(_registry.get("qmatmul"), out, (x, qw), {}).passed
+
+
+def test_sum_magnitude_ignores_non_finite_elements():
+    from nkilab.kernels.ops.qmatmul import sum_magnitude
+
+    x, qw = _cancelling_qmatmul()
+    poisoned = x.copy()
+    poisoned[0, 3] = np.nan
+    assert np.isfinite(sum_magnitude(poisoned, qw)) and sum_magnitude(poisoned, qw) < sum_magnitude(x, qw)
