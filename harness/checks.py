@@ -221,7 +221,8 @@ def check_output(op, out, args, kwargs) -> CheckResult:
 def check_truth(op, out, ref64, ref_lowprec) -> CheckResult:
     """`check_output` against a truth computed elsewhere (the GPU bench computes ref64 and the naive run in torch on
     the device), by the op's rule: `ref_lowprec` is ignored under the exact rule. One naive run, in the device's
-    summation order: the worse-of-two-orders budget of `check_against_reference` needs the NumPy references."""
+    summation order, and the floor at max|ref64| (`Check.magnitude` needs the call's inputs): the bench runs
+    bfloat16, whose rounding dwarfs what the two orders and the magnitude floor correct for in float32."""
     rule = op.check
     return compare(rule.output(out), ref64, ref_lowprec if rule.naive else ref64, floor=rule.floor)
 
