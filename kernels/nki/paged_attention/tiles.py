@@ -290,6 +290,9 @@ def softmax_pv(s_ps, state, call, gi, bounds, kv, p_copy_on_scalar):
         nisa.tensor_tensor(dst=neg_max, data1=neg_max, data2=state.neg_max, op=nl.minimum)
     rescale = nl.ndarray((rows, 1), nl.float32, buffer=nl.sbuf)
     rescale_factor(rescale, state.neg_max, neg_max)
+    # in place (the state outlives a runtime loop's body), on ScalarE (VectorE is the busier engine), right after
+    # its last read: the next tile's neg_max then waits on this copy, not on this tile's exp
+    nisa.activation(dst=state.neg_max, op=nl.copy, data=neg_max)
     p = nl.ndarray((rows, n), dtype, buffer=nl.sbuf)
     tile_sum = nl.ndarray((rows, 1), nl.float32, buffer=nl.sbuf)
     exp_rows(p, x, neg_max, call.exp_scale, tile_sum)
@@ -321,8 +324,6 @@ def softmax_pv(s_ps, state, call, gi, bounds, kv, p_copy_on_scalar):
         nisa.tensor_copy(dst=ot, src=ot_ps)
         nisa.nc_transpose(dst=pv, data=ot)
     update_acc(state.acc, rescale, pv)
-    # in place (the state outlives a runtime loop's body), on ScalarE: VectorE is the busier engine
-    nisa.activation(dst=state.neg_max, op=nl.copy, data=neg_max)
 
 
 def _zero_non_finite(p):
