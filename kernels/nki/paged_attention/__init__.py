@@ -14,10 +14,11 @@ for one runtime loop per score tile):
         gather indices for the whole table row, unused entries NEUTRALISED before any DMA uses them
         rows = (kv head, token, q head); kv heads stacked on partitions in groups of PMAX // (BQ * g) (decode:
         all 8 Llama kv heads in 32 rows), so one mask / exp / rescale instruction serves the whole group
-        for each KV tile of KV_TILE keys (static bound max_blocks * block_size), in spans of TILE_SPAN tiles,
-        each span a few runtime loops nl.fori_loop(0, trips, body) of 0 / 1 trips (a register loaded from the
-        plan's tile_trips), one per contiguous run of the span's tiles: only the run of the item's live tiles
-        runs, so tiles no row of w sees never do:
+        for each KV tile of KV_TILE keys (static bound max_blocks * block_size; a score tile is one such tile, or
+        several, up to tuning.SCORE_BANKS PSUM banks of scores, in a gather of longer runs), in spans of
+        TILE_SPAN units (the tiles of one gather), each span a few runtime loops nl.fori_loop(0, trips, body) of
+        0 / 1 trips (a register loaded from the plan's tile_trips), one per contiguous run of the span's units:
+        only the run of the item's live tiles runs, so tiles no row of w sees never do:
             gather K, V x (Hkv * D): all kv heads in one DMA (GQA shares the load, read once), then per group:
             s = q_h . k_h^T per head h (PE transposes of k; v3+ stacked heads: their own PE column tiles, or s^T
             per head and chunk transposed back; v2: accumulating matmuls of q^T masked to head h's columns over
@@ -81,10 +82,10 @@ Reference: nkilab.reference.paged.paged_attention.
 
 from .._shim import nisa, nki, nl
 from .._tiling import PMAX
-from .index import (CHUNK, KV_TILE, TILE_CHUNKS, IndexConsts, add_band, add_comb, block_index, load_seq_meta,
+from .index import (CHUNK, KV_TILE, IndexConsts, add_band, add_comb, block_index, load_seq_meta,
                     row_bounds, slot_index, tile_mask)
 from .quant import row_scales
-from .tuning import TILE_SPAN, gather_run, loop_tiles, slot_bytes
+from .tuning import TILE_SPAN, gather_run, loop_tiles, score_run, slot_bytes
 from .tiles import KvTile, SoftmaxState, gather_kv, load_q_group, scores, softmax_pv, store_rows
 
 
@@ -113,10 +114,10 @@ def paged_attention_kernel(q, key_cache, value_cache, block_tables, seq_lens, it
                  rows each per class (launch_paged: decode items of one row, then prefill / chunk items).
     Returns:     out: [T_total, Hq, D], q.dtype, shared HBM.
     Tiling:      rows of one kv head = BQ tokens x g heads; kv heads stacked on partitions in groups of
-                 PMAX // rows (decode: all of them); keys in KV_TILE-position score tiles of CHUNK-key gathers, each
-                 span of TILE_SPAN tiles a few runtime loops of 0 or 1 trips (tile_trips); inside a loop body the
-                 scores of the next (tile, group) step are issued before the softmax of this one (in-order engines
-                 overlap).
+                 PMAX // rows (decode: all of them); keys in score tiles of KV_TILE positions (gathers of longer
+                 runs: up to SCORE_BANKS x KV_TILE, `tuning.score_run`) of CHUNK-key gathers, each span of TILE_SPAN
+                 units a few runtime loops of 0 or 1 trips (tile_trips); inside a loop body the scores of the next
+                 (tile, group) step are issued before the softmax of this one (in-order engines overlap).
     """
     _check_classes(classes, item_seq.shape[0], row_pos.shape[0])
     out = nl.ndarray(q.shape, q.dtype, buffer=nl.shared_hbm)
@@ -131,7 +132,7 @@ def paged_attention_kernel(q, key_cache, value_cache, block_tables, seq_lens, it
     if not calls:
         return out
     c0 = calls[0]
-    consts = IndexConsts(c0.positions, c0.vector_dma, c0.block_size, c0.run)
+    consts = IndexConsts(c0.positions, c0.vector_dma, c0.block_size, c0.run, c0.tile_run)
     _pipeline(calls, consts, PlanRows(item_seq, item_q0, tile_trips))
     return out
 
@@ -197,7 +198,8 @@ class PagedCall(nl.NKIObject):
         self.positions = block_tables.shape[1] * self.block_size
         self.vector_dma = nisa.get_nc_version() != nisa.nc_version.gen2  # indirect vector_offset DMA is v3+
         self.run = gather_run(self.block_size, slot_bytes(key_cache), self.positions, self.vector_dma)
-        self.tile_run = min(self.run, TILE_CHUNKS)  # column order of a score tile (`tiles.chunk_cols`)
+        self.tile_run = score_run(self.run)  # column order of a score tile (`tiles.chunk_cols`)
+        self.tile_keys = max(KV_TILE, CHUNK * self.tile_run)  # key positions of one score tile
         self.gather_step = max(KV_TILE, CHUNK * self.run)  # key positions of one gather_kv (whole score tiles)
         self.unit_tiles = loop_tiles(self.block_size, slot_bytes(key_cache), self.positions)  # tiles a loop unit
         self.zero_bias = None  # v2: [PMAX, 1] float32 zeros, the activation bias of `finite.clean_keys`
@@ -249,7 +251,7 @@ def _setup(call, consts, plan, w):
     if call.vector_dma:
         index = slot_index(call.block_tables, seq, kv_len, first_blk, consts, call.block_size)
         if consts.comb_ramp is not None:
-            add_comb(bounds, consts.comb_ramp, call.run, call.window)
+            add_comb(bounds, consts.comb_ramp, call.run, call.tile_run, call.window)
     else:
         index = block_index(call.block_tables, seq, kv_len, first_blk, consts)
         add_band(bounds)
@@ -287,15 +289,15 @@ def _tiles(call, consts, item, tiles):
 
 
 def _gather_step(call, consts, item, t0):
-    """The KvTiles of the gather step holding position t0 (call.gather_step positions: one score tile, or every
-    score tile of one gather of runs longer than TILE_CHUNKS slots), with their v2 masks."""
+    """The KvTiles of the gather step holding position t0 (call.gather_step positions: one score tile of
+    call.tile_keys positions, or every score tile of one gather of longer runs), with their v2 masks."""
     g0 = t0 - t0 % call.gather_step
     g_n = min(call.gather_step, call.positions - g0)
     k_chunks, v_chunks, k_bad = gather_kv(call, item.index, g0, g_n)
-    kvs = []
-    for j, s0 in enumerate(range(g0, g0 + g_n, KV_TILE)):
-        n = min(KV_TILE, g0 + g_n - s0)
-        cs = slice(j * TILE_CHUNKS, (j + 1) * TILE_CHUNKS)
+    kvs, per_tile = [], call.tile_keys // CHUNK
+    for j, s0 in enumerate(range(g0, g0 + g_n, call.tile_keys)):
+        n = min(call.tile_keys, g0 + g_n - s0)
+        cs = slice(j * per_tile, (j + 1) * per_tile)
         mask = None if call.vector_dma else tile_mask(consts.kpos, item.bounds, s0, n)
         kvs.append(KvTile(s0, k_chunks[cs], v_chunks[cs], mask, None if k_bad is None else k_bad[cs]))
     return kvs
@@ -346,7 +348,8 @@ def _pipeline(calls, consts, plan):
         starts = range(0, call.positions, KV_TILE)[m * TILE_SPAN * unit : (m + 1) * TILE_SPAN * unit]
         for v, (s, e) in enumerate(span_runs(TILE_SPAN)):
             if e <= -(-len(starts) // unit):
-                tiles = [(t0, min(KV_TILE, call.positions - t0)) for t0 in starts[s * unit : e * unit]]
+                tiles = [(t0, min(call.tile_keys, call.positions - t0))
+                         for t0 in starts[s * unit : e * unit : call.tile_keys // KV_TILE]]
                 nl.fori_loop(0, plan.trip(w, m, v),
                              lambda _trip, call=call, item=item, tiles=tiles: _tiles(call, consts, item, tiles))
         if m == spans - 1:

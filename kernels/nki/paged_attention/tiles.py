@@ -5,17 +5,31 @@ those of `kernels/nki/_softmax.py`.
 """
 
 from .._attention_tiles import psum_copy
+from .._dtypes import itemsize
 from .._shim import nisa, nl
 from .._softmax import MAX_FLOOR, exp_rows, rescale_factor, update_acc, update_sum
-from .._tiling import FP32_MIN
+from .._tiling import FP32_MIN, PSUM_FMAX
 from .finite import clean_keys, poison_scores
-from .index import CHUNK
+from .index import CHUNK, KV_TILE
 from .quant import dequantize_int8
 from .tuning import KT_LOOKAHEAD
 
 PE_TILES = (32, 64)  # v3+ TensorE column tiles below the full 128 (nc_matmul tile_size)
 PE_ROW_TILES = (32, 64, 128)  # v3+ TensorE row (contraction) tiles
 RUN_SUM_MIN = 1e-30  # run_sum floor before the reciprocal: only never-stored padding rows can have run_sum = 0
+PSUM_BANK_BYTES = PSUM_FMAX * 4  # a TensorE output lies in one bank
+
+
+def bank_pieces(chunks, rows, dtype):
+    """[(c0, c1), ...]: runs of consecutive chunks whose [CHUNK, (c1 - c0) · rows] PSUM tile of `dtype` fits one
+    PSUM bank (chunk c at columns (c - c0) · rows ..), so no TensorE output crosses a bank."""
+    per = max(1, PSUM_BANK_BYTES // (rows * itemsize(dtype)))
+    return [(c0, min(c0 + per, chunks)) for c0 in range(0, chunks, per)]
+
+
+def _banks(n):
+    """Column slices of a [rows, n] fp32 score tile, one PSUM bank (KV_TILE columns) each: one matmul apiece."""
+    return [slice(c0, min(c0 + KV_TILE, n)) for c0 in range(0, n, KV_TILE)]
 
 
 def chunk_cols(x, c, run):
@@ -190,15 +204,15 @@ def _load_q_transposed(q_rows, q0, grp, i, d, g, bq, rows):
 
 
 def scores(qs, grp, k_chunks, n, run):
-    """s [rows, n] fp32 PSUM of a group against keys of one tile: per head k^T by PE transposes (PSUM -> SBUF
-    evacuation alternating ScalarE / VectorE), then the score matmuls.
+    """s [rows, n] fp32 PSUM of a group against keys of one tile (n / KV_TILE PSUM banks, one matmul per bank):
+    per head k^T by PE transposes (PSUM -> SBUF evacuation alternating ScalarE / VectorE), then the score matmuls.
 
     qs: `load_q_group`'s tiles. One per head (v2, masked columns): one accumulating matmul per head. One tile for
     several stacked heads (v3+), so that no zero-masked q column meets another head's key (0 * NaN would mix a
     non-finite key into every head's rows): with 32 or 64 rows per head (PE_TILES; prefill items) each head's
     matmul runs on its own PE column tile into its own partitions of s; else (decode: g rows per head) per CHUNK
-    keys s^T [keys, rows] with each head's k^T chunk stationary and only its own q columns moving, then one
-    bit-exact fp32 transpose back to rows on partitions. The transposes run
+    keys s^T [keys, rows] with each head's k^T chunk stationary and only its own q columns moving (`bank_pieces`
+    of chunks a PSUM tile), then one bit-exact fp32 transpose back to rows on partitions. The transposes run
     `tuning.KT_LOOKAHEAD` heads ahead of the matmuls, so in-order TensorE transposes the next heads' k while this
     head's k^T is evacuated."""
     d, rows = qs[0].shape
@@ -206,7 +220,8 @@ def scores(qs, grp, k_chunks, n, run):
     s_ps = nl.ndarray((rows, n), nl.float32, buffer=nl.psum)
     per_head = len(qs) == 1 and len(grp) > 1
     tiled = per_head and head_rows in PE_TILES and d in PE_ROW_TILES  # each head's matmul on its own PE columns
-    st_ps = nl.ndarray((CHUNK, len(k_chunks) * rows), nl.float32, buffer=nl.psum) if per_head and not tiled else None
+    pieces = bank_pieces(len(k_chunks), rows, nl.float32) if per_head and not tiled else []
+    st_ps = [nl.ndarray((CHUNK, (c1 - c0) * rows), nl.float32, buffer=nl.psum) for c0, c1 in pieces]
     kts = [_k_transposed(k_chunks, h, d, n, run) for h in grp[:KT_LOOKAHEAD]]
     for i in range(len(grp)):
         if i + KT_LOOKAHEAD < len(grp):
@@ -214,22 +229,26 @@ def scores(qs, grp, k_chunks, n, run):
         kt = kts[i]
         cols = slice(i * head_rows, (i + 1) * head_rows)
         if not per_head:
-            nisa.nc_matmul(dst=s_ps, stationary=qs[i], moving=kt)
+            for bank in _banks(n):
+                nisa.nc_matmul(dst=s_ps[:, bank], stationary=qs[i], moving=kt[:, bank])
             continue
         if tiled:
-            nisa.nc_matmul(dst=s_ps[cols, :], stationary=qs[0][:, cols], moving=kt, tile_position=(0, cols.start),
-                           tile_size=(d, head_rows))
+            for bank in _banks(n):
+                nisa.nc_matmul(dst=s_ps[cols, bank], stationary=qs[0][:, cols], moving=kt[:, bank],
+                               tile_position=(0, cols.start), tile_size=(d, head_rows))
             continue
-        for c, k in enumerate(k_chunks):
-            nc = k.shape[0]
-            nisa.nc_matmul(dst=st_ps[0:nc, c * rows + i * head_rows : c * rows + (i + 1) * head_rows],
-                           stationary=chunk_cols(kt, c, run), moving=qs[0][:, cols])
-    if st_ps is not None:
-        st = nl.ndarray(st_ps.shape, nl.float32, buffer=nl.sbuf)
-        nisa.tensor_copy(dst=st, src=st_ps)
-        for c, k in enumerate(k_chunks):
-            nc = k.shape[0]
-            nisa.nc_transpose(dst=chunk_cols(s_ps, c, run), data=st[0:nc, c * rows : (c + 1) * rows])
+        for st, (c0, c1) in zip(st_ps, pieces):
+            for c in range(c0, c1):
+                nc = k_chunks[c].shape[0]
+                at = (c - c0) * rows + i * head_rows
+                nisa.nc_matmul(dst=st[0:nc, at : at + head_rows], stationary=chunk_cols(kt, c, run),
+                               moving=qs[0][:, cols])
+    for st_p, (c0, c1) in zip(st_ps, pieces):
+        st = nl.ndarray(st_p.shape, nl.float32, buffer=nl.sbuf)
+        nisa.tensor_copy(dst=st, src=st_p)
+        for c in range(c0, c1):
+            nc = k_chunks[c].shape[0]
+            nisa.nc_transpose(dst=chunk_cols(s_ps, c, run), data=st[0:nc, (c - c0) * rows : (c - c0 + 1) * rows])
     return s_ps
 
 
@@ -299,12 +318,14 @@ def softmax_pv(s_ps, state, call, gi, bounds, kv, p_copy_on_scalar):
     update_sum(state.run_sum, rescale, tile_sum)
     if not call.vector_dma:
         _zero_non_finite(p)
-    pt_ps = nl.ndarray((min(n, CHUNK), len(kv.v_chunks) * rows), dtype, buffer=nl.psum)
-    for c, v in enumerate(kv.v_chunks):
-        nisa.nc_transpose(dst=pt_ps[0 : v.shape[0], c * rows : (c + 1) * rows],
-                          data=chunk_cols(p, c, call.tile_run))
-    pt = nl.ndarray(pt_ps.shape, dtype, buffer=nl.sbuf)
-    psum_copy(pt, pt_ps, p_copy_on_scalar)  # PSUM evacuation alternates ScalarE / VectorE by group
+    pt = nl.ndarray((min(n, CHUNK), len(kv.v_chunks) * rows), dtype, buffer=nl.sbuf)
+    for c0, c1 in bank_pieces(len(kv.v_chunks), rows, dtype):
+        pt_ps = nl.ndarray((pt.shape[0], (c1 - c0) * rows), dtype, buffer=nl.psum)
+        for c in range(c0, c1):
+            nisa.nc_transpose(dst=pt_ps[0 : kv.v_chunks[c].shape[0], (c - c0) * rows : (c - c0 + 1) * rows],
+                              data=chunk_cols(p, c, call.tile_run))
+        # PSUM evacuation alternates ScalarE / VectorE by group
+        psum_copy(pt[:, c0 * rows : c1 * rows], pt_ps, p_copy_on_scalar)
     pv = nl.ndarray((rows, d), nl.float32, buffer=nl.psum)
     if len(grp) == 1:
         h = grp[0]

@@ -17,6 +17,12 @@
                   TensorE otherwise idles on every head's PSUM -> SBUF evacuation of k^T (Llama-3.1-8B decode,
                   modeled: 8 heads x ~0.95 us per 512-key tile, longer than the tile's DMA). Each costs one more
                   [D, 512] PSUM tile in flight.
+    SCORE_BANKS   PSUM banks of fp32 scores (KV_TILE keys each) one score tile spans where a gather holds more keys
+                  than one bank (runs longer than PSUM_FMAX // PMAX slots: Llama-3.1-70B TP8, Qwen2.5-7B): the
+                  online-softmax step (mask, running max and sum, p^T evacuation, acc rescale; ~6 fixed-cost
+                  VectorE / ScalarE instructions whatever the row count) then serves that many banks' keys.
+                  Llama-3.1-70B TP8 decode b8 ctx 4K, modeled: 8 rows a tile, 105 us with 1 bank, against 98 us
+                  with 2. More banks would not fit PSUM with the next tile's scores in flight (8 banks).
     TILE_SPAN     units (`loop_tiles`: the score tiles of one gather) per span of the runtime tile loops
                   (`paged_attention._pipeline`): a span has one loop of 0 / 1 trips per contiguous run of its
                   units, TILE_SPAN (TILE_SPAN + 1) / 2 of them, and a loop body runs its tiles software-pipelined (tile j + 1's scores before tile j's softmax). One
@@ -30,6 +36,7 @@ from .._tiling import PMAX, PSUM_FMAX
 GATHER_BYTES = 8 * 1024
 MAX_PAD_SHARE = 1 / 8
 KT_LOOKAHEAD = 2
+SCORE_BANKS = 2
 TILE_SPAN = 2
 
 
@@ -37,6 +44,13 @@ def slot_bytes(cache):
     """Bytes of one slot (Hkv * D elements) of a [num_blocks, block_size, Hkv, D] cache: 4-, 2- or 1-byte (fp8,
     int8) elements."""
     return cache.shape[2] * cache.shape[3] * itemsize(cache.dtype)
+
+
+def score_run(run: int) -> int:
+    """Chunks (PMAX keys each) of a gather of `run`-slot runs whose columns interleave in one score tile
+    (`tiles.chunk_cols`): the run, up to SCORE_BANKS PSUM banks of scores (PSUM_FMAX // PMAX chunks a bank); a
+    score tile holds max(PSUM_FMAX, PMAX · score_run) keys."""
+    return min(run, SCORE_BANKS * PSUM_FMAX // PMAX)
 
 
 def max_run(block_size: int, row_bytes: int) -> int:
