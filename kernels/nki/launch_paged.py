@@ -7,8 +7,8 @@ tokens are cut into work items of consecutive tokens of one sequence, one item =
 classes, each with its own rows per item (BQ):
 
     decode items   one per sequence with q_len == 1, BQ = 1 (its g query heads; all kv heads stack in one group)
-    prefill items  the other sequences' tokens in tiles of BQ = `rows_per_item` (mean q_len, capped to the
-                   partitions), the last tile of a sequence padded
+    prefill items  the other sequences' tokens in tiles of BQ = `rows_per_item` (mean q_len, capped to a few
+                   row blocks that fit the partitions), the last tile of a sequence padded
 
     item_seq  [N] int32      sequence of the item
     item_q0   [N] int32      first q row the item loads; its BQ-row window stays inside [0, T_total)
@@ -39,7 +39,7 @@ from .launch_kv_cache import check_target_format
 from ._tiling import PMAX
 from .paged_attention import paged_attention_kernel, span_runs
 from .paged_attention.index import KV_TILE
-from .paged_attention.tuning import TILE_SPAN, loop_tiles, slot_bytes, table_positions
+from .paged_attention.tuning import ITEM_BLOCKS, TILE_SPAN, loop_tiles, slot_bytes, table_positions
 
 MAX_HEAD_DIM = PMAX  # D is the contraction (partition) dim of q @ k^T
 MAX_SLOTS = 1 << 24  # slot and block indices go through fp32 index math on device: exact below 2**24
@@ -80,12 +80,15 @@ def kernel_quant(kv_cache_dtype: str, k_scale, v_scale, hkv: int):
 
 
 def rows_per_item(q_lens, group: int) -> int:
-    """BQ of the prefill items: the mean q_len of the sequences with more than one query token, capped so an
-    item's rows (BQ tokens x `group` query heads of one kv head) fill at most PMAX partitions; 1 without any."""
+    """BQ of the prefill items: the mean q_len of the sequences with more than one query token, capped so a row
+    block (its tokens x `group` query heads of one kv head) fills at most PMAX partitions, in up to
+    `tuning.ITEM_BLOCKS` whole row blocks (their groups share the item's gathers); 1 without any."""
     prefill = [int(n) for n in q_lens if n > 1]
     if not prefill:
         return 1
-    return max(1, min(PMAX // group, sum(prefill) // len(prefill)))
+    mean = sum(prefill) // len(prefill)
+    block = max(1, min(PMAX // group, mean))
+    return block * max(1, min(ITEM_BLOCKS, mean // block))
 
 
 def work_plan(query_start_loc, seq_lens, *, t_total: int, rows: int, positions: int, causal: bool = True,

@@ -13,7 +13,9 @@ for one runtime loop per score tile):
         per row: visible key range lo = pos - window + 1 (or 0), hi = min(pos, seq_len - 1) (or seq_len - 1)
         gather indices for the whole table row, unused entries NEUTRALISED before any DMA uses them
         rows = (kv head, token, q head); kv heads stacked on partitions in groups of PMAX // (BQ * g) (decode:
-        all 8 Llama kv heads in 32 rows), so one mask / exp / rescale instruction serves the whole group
+        all 8 Llama kv heads in 32 rows), so one mask / exp / rescale instruction serves the whole group; an item
+        of more rows (BQ * g > PMAX: chunk items) in row blocks of whole tokens, a group per (kv head, block), all
+        sharing the item's gathers and k^T
         for each KV tile of KV_TILE keys (static bound max_blocks * block_size; a score tile is one such tile, or
         several, up to tuning.SCORE_BANKS PSUM banks of scores, in a gather of longer runs), in spans of
         TILE_SPAN units (the tiles of one gather), each span a few runtime loops nl.fori_loop(0, trips, body) of
@@ -97,7 +99,7 @@ def paged_attention_kernel(q, key_cache, value_cache, block_tables, seq_lens, it
 
     Dimensions:  T_total query tokens; Hq = g * Hkv heads; D <= 128; num_seqs x max_blocks table with
                  max_blocks * block_size a multiple of PMAX (the launcher pads it); N work items in classes of
-                 (count, BQ) (BQ * g <= PMAX), R = sum of count * BQ plan rows; T = ceil(max_blocks * block_size /
+                 (count, BQ) (BQ * g <= PMAX, or whole row blocks of them: `row_blocks`), R = sum of count * BQ plan rows; T = ceil(max_blocks * block_size /
                  KV_TILE) score tiles.
     Args:        q: [T_total, Hq, D] float32|float16|bfloat16, HBM.
                  key_cache, value_cache: [num_blocks, block_size, Hkv, D], HBM: q.dtype, or fp8 (q bf16 / fp16) or
@@ -176,8 +178,11 @@ class PlanRows(nl.NKIObject):
 class PagedCall(nl.NKIObject):
     """Compile-time facts of one class of work items: the HBM tensors, the options and the tiling they imply.
 
-    items: the ItemClass; bq: its rows per item; g: query heads per kv head; rows: rows of one kv head in a work item
-    (BQ · g); groups: tuples of kv heads stacked on the partitions (PMAX // rows heads each); positions: key
+    items: the ItemClass; bq: its rows per item; g: query heads per kv head; blocks, block_bq: an item's tokens in
+    row blocks of block_bq tokens (`row_blocks`: one unless BQ · g > PMAX); rows: rows of one kv head in a row block
+    (block_bq · g); groups: tuples of kv heads stacked on the partitions (PMAX // rows heads each), once per row
+    block (group_block: the block of each, blocks of one head group consecutive; all share the item's gathers);
+    positions: key
     positions of a table row (max_blocks · block_size); vector_dma: indirect vector_offset DMAs exist
     (NeuronCore-v3+); exp_scale: scale, or softcap c; quantized caches (`quantize`): k_rows / v_rows, per group the
     fp8 [rows, 1] scale tiles (None: none to apply), scale_rows, the int8 scale caches as [slots, Hkv] rows (None
@@ -192,9 +197,12 @@ class PagedCall(nl.NKIObject):
         self.d, self.hkv, self.block_size = q.shape[2], key_cache.shape[2], key_cache.shape[1]
         self.items, self.bq = items, items.bq
         self.g = q.shape[1] // self.hkv
-        self.rows = self.bq * self.g
+        self.blocks, self.block_bq = row_blocks(self.bq, self.g)
+        self.rows = self.block_bq * self.g
         per_group = max(1, PMAX // self.rows)
-        self.groups = [tuple(range(h0, min(h0 + per_group, self.hkv))) for h0 in range(0, self.hkv, per_group)]
+        heads = [tuple(range(h0, min(h0 + per_group, self.hkv))) for h0 in range(0, self.hkv, per_group)]
+        self.groups = [grp for grp in heads for _ in range(self.blocks)]
+        self.group_block = [b for _ in heads for b in range(self.blocks)]
         self.positions = block_tables.shape[1] * self.block_size
         self.vector_dma = nisa.get_nc_version() != nisa.nc_version.gen2  # indirect vector_offset DMA is v3+
         self.run = gather_run(self.block_size, slot_bytes(key_cache), self.positions, self.vector_dma)
@@ -227,9 +235,22 @@ class PagedCall(nl.NKIObject):
         self.v_rows = [row_scales(v_scales, grp, self.rows) for grp in self.groups]
 
 
+def row_blocks(bq, g):
+    """(blocks, block_bq): an item's BQ tokens in the fewest row blocks of block_bq tokens whose block_bq · g rows
+    per kv head fit the partitions.
+
+    Raises:
+        ValueError: BQ is not a whole number of such blocks (`launch_paged.rows_per_item`'s always is)."""
+    blocks = max(1, -(-bq * g // PMAX))
+    if bq % blocks or (bq // blocks) * g > PMAX:
+        raise ValueError(f"classes: BQ {bq} with {g} query heads per kv head is not a whole number of row blocks of "
+                         f"at most {PMAX} rows")
+    return blocks, bq // blocks
+
+
 class WorkItem(nl.NKIObject):
-    """What one work item w keeps while its score tiles run: row bounds, gather index, per-group q^T tiles and
-    SoftmaxStates (all declared outside the tiles' runtime loops, which update the states in place)."""
+    """What one work item w keeps while its score tiles run: row bounds per row block, gather index, per-group q^T
+    tiles and SoftmaxStates (all declared outside the tiles' runtime loops, which update the states in place)."""
 
     def __init__(self, w, bounds, index, qs, states):
         self.w, self.bounds, self.index, self.qs, self.states = w, bounds, index, qs, states
@@ -246,17 +267,19 @@ def _setup(call, consts, plan, w):
     """WorkItem w: sequence metadata, visible key range per row, neutralised gather indices, q^T, state."""
     seq = plan.seq[0:1, w : w + 1]
     kv_len, first_blk = load_seq_meta(call.seq_lens, call.block_tables, seq, consts.ones)
-    bounds = row_bounds(call.row_pos, call.items.row_offset(w), call.bq, call.g, len(call.groups[0]), kv_len,
-                        call.causal, call.window)
+    bounds = [row_bounds(call.row_pos, call.items.row_offset(w) + b * call.block_bq, call.block_bq, call.g,
+                         len(call.groups[0]), kv_len, call.causal, call.window) for b in range(call.blocks)]
     if call.vector_dma:
         index = slot_index(call.block_tables, seq, kv_len, first_blk, consts, call.block_size)
-        if consts.comb_ramp is not None:
-            add_comb(bounds, consts.comb_ramp, call.run, call.tile_run, call.window)
+        for bd in bounds if consts.comb_ramp is not None else ():
+            add_comb(bd, consts.comb_ramp, call.run, call.tile_run, call.window)
     else:
         index = block_index(call.block_tables, seq, kv_len, first_blk, consts)
-        add_band(bounds)
+        for bd in bounds:
+            add_band(bd)
     q0 = plan.q0[0:1, w : w + 1]
-    qs = [load_q_group(call.q, q0, grp, call.g, call.bq, call.vector_dma) for grp in call.groups]
+    qs = [load_q_group(call.q, q0, grp, call.g, call.block_bq, call.vector_dma, b * call.block_bq)
+          for grp, b in zip(call.groups, call.group_block)]
     states = [SoftmaxState(len(grp) * call.rows, call.d, call.exp_scale) for grp in call.groups]
     return WorkItem(w, bounds, index, qs, states)
 
@@ -273,18 +296,18 @@ def _tiles(call, consts, item, tiles):
     runtime loop: what it declares stays inside): per (tile, group) step the KV gather holding the tile (its first
     step, `_gather_step`), the group's scores (PSUM) and the softmax step, step k + 1's scores issued before step
     k's softmax so in-order TensorE overlaps Vector/ScalarE."""
-    kvs = {}
+    kvs, kts = {}, {}
 
     def issue(t0, n, gi):
         if t0 not in kvs:
             kvs.update((kv.t0, kv) for kv in _gather_step(call, consts, item, t0))
-        return scores(item.qs[gi], call.groups[gi], kvs[t0].k_chunks, n, call.tile_run)
+        return scores(item.qs[gi], call.groups[gi], kvs[t0].k_chunks, n, call.tile_run, kts.setdefault(t0, {}))
 
     steps = [(t0, n, gi) for t0, n in tiles for gi in range(len(call.groups))]
     pending = issue(*steps[0])
     for k, (t0, _, gi) in enumerate(steps):
         nxt = issue(*steps[k + 1]) if k + 1 < len(steps) else None
-        softmax_pv(pending, item.states[gi], call, gi, item.bounds, kvs[t0], gi % 2 == 1)
+        softmax_pv(pending, item.states[gi], call, gi, item.bounds[call.group_block[gi]], kvs[t0], gi % 2 == 1)
         pending = nxt
 
 
@@ -298,17 +321,21 @@ def _gather_step(call, consts, item, t0):
     for j, s0 in enumerate(range(g0, g0 + g_n, call.tile_keys)):
         n = min(call.tile_keys, g0 + g_n - s0)
         cs = slice(j * per_tile, (j + 1) * per_tile)
-        mask = None if call.vector_dma else tile_mask(consts.kpos, item.bounds, s0, n)
+        mask = None if call.vector_dma else [tile_mask(consts.kpos, bd, s0, n) for bd in item.bounds]
         kvs.append(KvTile(s0, k_chunks[cs], v_chunks[cs], mask, None if k_bad is None else k_bad[cs]))
     return kvs
 
 
 def _store(call, item):
-    """Output rows of a finished WorkItem through its row_dst (-1: skipped)."""
-    dst_i = nl.ndarray((call.bq, 1), nl.int32, buffer=nl.sbuf)
-    nisa.dma_copy(dst=dst_i, src=call.row_dst.ap([[1, call.bq], [1, 1]], offset=call.items.row_offset(item.w)))
-    for gi, (state, grp) in enumerate(zip(item.states, call.groups)):
-        store_rows(call.out, state, dst_i, grp, call.g, call.vector_dma, call.v_rows[gi])
+    """Output rows of a finished WorkItem through its row_dst (-1: skipped), [block_bq, 1] int32 per row block."""
+    dst = []
+    for b in range(call.blocks):
+        dst_i = nl.ndarray((call.block_bq, 1), nl.int32, buffer=nl.sbuf)
+        nisa.dma_copy(dst=dst_i, src=call.row_dst.ap([[1, call.block_bq], [1, 1]],
+                                                     offset=call.items.row_offset(item.w) + b * call.block_bq))
+        dst.append(dst_i)
+    for gi, (state, grp, b) in enumerate(zip(item.states, call.groups, call.group_block)):
+        store_rows(call.out, state, dst[b], grp, call.g, call.vector_dma, call.v_rows[gi])
 
 
 def _streams(calls):

@@ -61,7 +61,7 @@ class SoftmaxState(nl.NKIObject):
 
 class KvTile(nl.NKIObject):
     """K and V of key positions t0 .. t0+n as lists of [<= CHUNK positions, Hkv * D] SBUF tiles (all kv heads); v2:
-    the score mask of the tile (uint8 [rows, n], shared by all groups) and per K chunk its bad keys ([<= CHUNK,
+    the score masks of the tile (per row block, uint8 [rows, n], shared by its groups) and per K chunk its bad keys ([<= CHUNK,
     Hkv] bfloat16, `finite.clean_keys`); None on v3+."""
 
     def __init__(self, t0, k_chunks, v_chunks, mask, k_bad):
@@ -164,8 +164,9 @@ def _load_blocks(tile, blocks_hbm, block_ids, cs, nc, block_size, row):
         p += length
 
 
-def load_q_group(q, q0, grp, g, bq, vector_dma):
-    """q^T of a group (rows = len(grp) * BQ * g, ordered head, token, q head) as a list of [D, rows] tiles.
+def load_q_group(q, q0, grp, g, bq, vector_dma, t_off=0):
+    """q^T of a group (rows = len(grp) * BQ * g, ordered head, token, q head; tokens q0 + t_off .. + BQ, q0 a
+    runtime 1x1 SBUF value, t_off a compile-time row block offset) as a list of [D, rows] tiles.
 
     v3+: one tile, q rows by DMA then one bit-exact PE transpose (`scores` slices each head's columns). v2: one tile
     per kv head, the other heads' columns zeroed when the group stacks several heads, so the heads' score matmuls
@@ -177,12 +178,12 @@ def load_q_group(q, q0, grp, g, bq, vector_dma):
     rows = len(grp) * head_rows
     q_rows = q.reshape((t_total, hq * d))
     if not vector_dma:
-        return [_load_q_transposed(q_rows, q0, grp, i, d, g, bq, rows) for i in range(len(grp))]
+        return [_load_q_transposed(q_rows, q0, grp, i, (d, g, bq, t_off), rows) for i in range(len(grp))]
     q_sb = nl.ndarray((rows, d), q.dtype, buffer=nl.sbuf)
     for i, h in enumerate(grp):
         nisa.dma_copy(dst=q_sb[i * head_rows : (i + 1) * head_rows, :],
-                      src=q_rows.ap([[hq * d, bq], [d, g], [1, d]], offset=h * g * d, scalar_offset=q0,
-                                    indirect_dim=0))
+                      src=q_rows.ap([[hq * d, bq], [d, g], [1, d]], offset=t_off * hq * d + h * g * d,
+                                    scalar_offset=q0, indirect_dim=0))
     qt_ps = nl.ndarray((d, rows), q.dtype, buffer=nl.psum)
     nisa.nc_transpose(dst=qt_ps, data=q_sb)
     qt = nl.ndarray((d, rows), q.dtype, buffer=nl.sbuf)
@@ -190,20 +191,22 @@ def load_q_group(q, q0, grp, g, bq, vector_dma):
     return [qt]
 
 
-def _load_q_transposed(q_rows, q0, grp, i, d, g, bq, rows):
+def _load_q_transposed(q_rows, q0, grp, i, dims, rows):
     """v2: q^T [D, rows] of head grp[i] of a group (its BQ * g columns; the other heads' columns zero when the
-    group stacks several heads), DMAed from q_rows [T_total, Hq * D] with D on the partitions."""
+    group stacks several heads), DMAed from q_rows [T_total, Hq * D] with D on the partitions; dims: (D, g, BQ,
+    t_off) as `load_q_group`'s."""
+    d, g, bq, t_off = dims
     head_rows = bq * g
     qt = nl.ndarray((d, rows), q_rows.dtype, buffer=nl.sbuf)
     if len(grp) > 1:
         nisa.memset(dst=qt, value=0.0)
     nisa.dma_copy(dst=qt[:, i * head_rows : (i + 1) * head_rows],
-                  src=q_rows.ap([[1, d], [q_rows.shape[1], bq], [d, g]], offset=grp[i] * g * d, scalar_offset=q0,
-                                indirect_dim=0))
+                  src=q_rows.ap([[1, d], [q_rows.shape[1], bq], [d, g]],
+                                offset=t_off * q_rows.shape[1] + grp[i] * g * d, scalar_offset=q0, indirect_dim=0))
     return qt
 
 
-def scores(qs, grp, k_chunks, n, run):
+def scores(qs, grp, k_chunks, n, run, kts):
     """s [rows, n] fp32 PSUM of a group against keys of one tile (n / KV_TILE PSUM banks, one matmul per bank):
     per head k^T by PE transposes (PSUM -> SBUF evacuation alternating ScalarE / VectorE), then the score matmuls.
 
@@ -214,7 +217,8 @@ def scores(qs, grp, k_chunks, n, run):
     keys s^T [keys, rows] with each head's k^T chunk stationary and only its own q columns moving (`bank_pieces`
     of chunks a PSUM tile), then one bit-exact fp32 transpose back to rows on partitions. The transposes run
     `tuning.KT_LOOKAHEAD` heads ahead of the matmuls, so in-order TensorE transposes the next heads' k while this
-    head's k^T is evacuated."""
+    head's k^T is evacuated. kts: {kv head: k^T} of this tile, filled here: the groups of an item's other row blocks
+    reuse them."""
     d, rows = qs[0].shape
     head_rows = rows // len(grp)
     s_ps = nl.ndarray((rows, n), nl.float32, buffer=nl.psum)
@@ -222,11 +226,12 @@ def scores(qs, grp, k_chunks, n, run):
     tiled = per_head and head_rows in PE_TILES and d in PE_ROW_TILES  # each head's matmul on its own PE columns
     pieces = bank_pieces(len(k_chunks), rows, nl.float32) if per_head and not tiled else []
     st_ps = [nl.ndarray((CHUNK, (c1 - c0) * rows), nl.float32, buffer=nl.psum) for c0, c1 in pieces]
-    kts = [_k_transposed(k_chunks, h, d, n, run) for h in grp[:KT_LOOKAHEAD]]
+    for h in grp[:KT_LOOKAHEAD]:
+        _k_transposed(kts, k_chunks, h, d, n, run)
     for i in range(len(grp)):
         if i + KT_LOOKAHEAD < len(grp):
-            kts.append(_k_transposed(k_chunks, grp[i + KT_LOOKAHEAD], d, n, run))
-        kt = kts[i]
+            _k_transposed(kts, k_chunks, grp[i + KT_LOOKAHEAD], d, n, run)
+        kt = kts[grp[i]]
         cols = slice(i * head_rows, (i + 1) * head_rows)
         if not per_head:
             for bank in _banks(n):
@@ -252,21 +257,24 @@ def scores(qs, grp, k_chunks, n, run):
     return s_ps
 
 
-def _k_transposed(k_chunks, h, d, n, run):
-    """k^T [D, n] SBUF of kv head h over one tile's chunks, keys in position order (`chunk_cols`): PE transposes
-    into PSUM, evacuated by ScalarE (even h) or VectorE (odd h)."""
+def _k_transposed(kts, k_chunks, h, d, n, run):
+    """kts[h] = k^T [D, n] SBUF of kv head h over one tile's chunks, keys in position order (`chunk_cols`), unless
+    already there: PE transposes into PSUM, evacuated by ScalarE (even h) or VectorE (odd h)."""
+    if h in kts:
+        return
     kt_ps = nl.ndarray((d, n), k_chunks[0].dtype, buffer=nl.psum)
     for c, k in enumerate(k_chunks):
         nisa.nc_transpose(dst=chunk_cols(kt_ps, c, run), data=k[:, h * d : (h + 1) * d])
     kt = nl.ndarray((d, n), k_chunks[0].dtype, buffer=nl.sbuf)
     psum_copy(kt, kt_ps, on_scalar=h % 2 == 0)
-    return kt
+    kts[h] = kt
 
 
-def _masked_scores(s_ps, call, bounds, kv, grp, k_rows):
+def _masked_scores(s_ps, call, bounds, mask, kv, grp, k_rows):
     """x [rows, n] fp32: the score tile in units of exp_scale (softcap c: tanh(s · scale / c), else s), FP32_MIN
     where a key is not visible, and tile_max [rows, 1] — one range_select (v3+) or select_reduce (v2; then NaN where a row sees a bad key of its own kv head of grp, `finite.poison_scores`).
-    k_rows: None, or the fp8 per-head k scales [rows, 1], multiplied into s as it leaves PSUM."""
+    mask: v2, the tile's visibility of the group's row block (None on v3+); k_rows: None, or the fp8 per-head k
+    scales [rows, 1], multiplied into s as it leaves PSUM."""
     rows, n = s_ps.shape
     s = s_ps
     if k_rows is not None:
@@ -278,15 +286,15 @@ def _masked_scores(s_ps, call, bounds, kv, grp, k_rows):
         s = capped
     x = nl.ndarray((rows, n), nl.float32, buffer=nl.sbuf)
     tile_max = nl.ndarray((rows, 1), nl.float32, buffer=nl.sbuf)
-    if kv.mask is None:
+    if mask is None:
         lo, hi, start = bounds.tile_range(kv.t0)
         nisa.range_select(dst=x, on_true_tile=s, comp_op0=nl.greater_equal, comp_op1=nl.less_equal,
                           bound0=lo[0:rows, :], bound1=hi[0:rows, :], reduce_cmd=nisa.reduce_cmd.reset_reduce,
                           reduce_res=tile_max, reduce_op=nl.maximum, range_start=start, on_false_value=FP32_MIN)
     else:
-        nisa.select_reduce(dst=x, predicate=kv.mask[0:rows, :], on_true=s, on_false=FP32_MIN,
+        nisa.select_reduce(dst=x, predicate=mask[0:rows, :], on_true=s, on_false=FP32_MIN,
                            reduce_res=tile_max, reduce_cmd=nisa.reduce_cmd.reset_reduce, reduce_op=nl.maximum)
-        poison_scores(x, kv.mask, kv.k_bad, grp, rows // len(grp))
+        poison_scores(x, mask, kv.k_bad, grp, rows // len(grp))
     return x, tile_max
 
 
@@ -298,7 +306,8 @@ def softmax_pv(s_ps, state, call, gi, bounds, kv, p_copy_on_scalar):
     rows, n = s_ps.shape
     grp, head_rows, d = call.groups[gi], call.rows, state.acc.shape[1]
     dtype = call.q.dtype  # p's dtype: the cache's ("auto", int8 after conversion), q's beside fp8 V (p in [0, 1])
-    x, tile_max = _masked_scores(s_ps, call, bounds, kv, grp, call.k_rows[gi])
+    mask = None if kv.mask is None else kv.mask[call.group_block[gi]]
+    x, tile_max = _masked_scores(s_ps, call, bounds, mask, kv, grp, call.k_rows[gi])
     neg_max = nl.ndarray((rows, 1), nl.float32, buffer=nl.sbuf)
     if call.exp_scale > 0:  # -exp_scale · max(t, MAX_FLOOR) = min(-exp_scale · t, its start): one instruction
         nisa.tensor_scalar(dst=neg_max, data=tile_max, op0=nl.multiply, operand0=-call.exp_scale, op1=nl.minimum,

@@ -23,6 +23,13 @@
                   VectorE / ScalarE instructions whatever the row count) then serves that many banks' keys.
                   Llama-3.1-70B TP8 decode b8 ctx 4K, modeled: 8 rows a tile, 105 us with 1 bank, against 98 us
                   with 2. More banks would not fit PSUM with the next tile's scores in flight (8 banks).
+    ITEM_BLOCKS   row blocks (PMAX rows of one kv head each: Llama-3.1-8B, 32 tokens x 4 query heads) of one prefill
+                  or chunk work item (`launch_paged.rows_per_item`): the blocks' groups share each gather of the
+                  item's keys and k^T, so a chunk's context is gathered once per ITEM_BLOCKS blocks. Llama-3.1-8B
+                  mixed step, one 512-token chunk + 31 decodes at 4K, modeled: 1.90x the useful roofline with 1,
+                  1.70x with 2, 1.94x with 4, 2.31x with 8 (fewer, longer chunk loop bodies overlap worse with
+                  the decode items' DMA-bound ones); each block keeps its q^T and online-softmax state in SBUF
+                  (~768 B per partition and kv head group).
     TILE_SPAN     units (`loop_tiles`: the score tiles of one gather) per span of the runtime tile loops
                   (`paged_attention._pipeline`): a span has one loop of 0 / 1 trips per contiguous run of its
                   units, TILE_SPAN (TILE_SPAN + 1) / 2 of them, and a loop body runs its tiles software-pipelined (tile j + 1's scores before tile j's softmax). One
@@ -37,6 +44,7 @@ GATHER_BYTES = 8 * 1024
 MAX_PAD_SHARE = 1 / 8
 KT_LOOKAHEAD = 2
 SCORE_BANKS = 2
+ITEM_BLOCKS = 2
 TILE_SPAN = 2
 
 

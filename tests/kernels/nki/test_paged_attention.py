@@ -71,6 +71,10 @@ PINNED = [
     pytest.param(_pinned([4050, 3001], [5, 1], 8, 1, 128, 32, window=1000), id="run32-window-chunk"),
     pytest.param(_pinned([2000, 1500], [1, 40], 28, 4, 64, 32), id="run16-chunk"),
     pytest.param(_pinned([990, 700], [1, 1], 28, 4, 128, 32, softcap=30.0), id="run8-softcap"),
+    # chunk items of two row blocks sharing their gathers (`tuning.ITEM_BLOCKS`), the last one half padding; fp32 p
+    # in two PSUM pieces (`tiles.bank_pieces`)
+    pytest.param(_pinned([300, 40], [96, 1], 8, 2, 64, 16, window=50, softcap=25.0), id="row-blocks-window-softcap"),
+    pytest.param(_pinned([260, 90], [70, 1], 8, 1, 128, 32, dtype="float32"), id="row-blocks-run16-fp32"),
 ]
 
 
