@@ -99,8 +99,8 @@ def paged_attention_kernel(q, key_cache, value_cache, block_tables, seq_lens, it
 
     Dimensions:  T_total query tokens; Hq = g * Hkv heads; D <= 128; num_seqs x max_blocks table with
                  max_blocks * block_size a multiple of PMAX (the launcher pads it); N work items in classes of
-                 (count, BQ) (BQ * g <= PMAX, or whole row blocks of them: `row_blocks`), R = sum of count * BQ plan rows; T = ceil(max_blocks * block_size /
-                 KV_TILE) score tiles.
+                 (count, BQ) (BQ * g <= PMAX, or whole row blocks of them: `row_blocks`), R = sum of count * BQ
+                 plan rows; T = ceil(max_blocks * block_size / KV_TILE) plan tiles.
     Args:        q: [T_total, Hq, D] float32|float16|bfloat16, HBM.
                  key_cache, value_cache: [num_blocks, block_size, Hkv, D], HBM: q.dtype, or fp8 (q bf16 / fp16) or
                  int8 per `quant` (`quant.py`); k_scale_cache, v_scale_cache: int8 only, [num_blocks, block_size,
