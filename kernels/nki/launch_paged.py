@@ -17,6 +17,8 @@ classes, each with its own rows per item (BQ):
     row_dst   [R] int32      output row of each loaded row, -1 = not written (oob-skipped store)
     tile_live [N, T] int32   1 iff some row of the item sees a key of score tile j (KV_TILE positions): the trip
                              count of the kernel's runtime loop over that tile, so each item runs its own tiles
+    unit_dead [N, U] int32   1 for the loop unit holding the item's last key with positions after it
+                             (`unit_dead`): the trip count of the loop that zeroes dead cache rows of its gathers
     classes   ((count, BQ), (count, BQ))   compile-time: decode then prefill items, in plan order
 
 The item counts are batch metadata (how many decodes, how many prefill tiles), as in vLLM's builders: a kernel
@@ -168,6 +170,15 @@ def tile_trips(tile_live, span: int, unit: int = 1) -> np.ndarray:
     return trips
 
 
+def unit_dead(item_lens, positions: int, unit_positions: int) -> np.ndarray:
+    """The kernel's unit_dead [N, U] int32 (U = ceil(positions / unit_positions) loop units, `tuning.loop_tiles`):
+    1 where unit j of item w holds its sequence's last key with positions after it (0 < seq_len - j *
+    unit_positions < unit_positions: the only unit whose gathers can read rows past seq_len), else 0."""
+    starts = np.arange(0, positions, unit_positions)
+    live = np.asarray(item_lens, np.int64)[:, None] - starts[None, :]
+    return ((live > 0) & (live < unit_positions)).astype(np.int32)
+
+
 def padded_block_tables(block_tables, block_size: int, row_bytes: int) -> np.ndarray:
     """int32 [num_seqs, max_blocks'] with -1 columns appended so max_blocks' * block_size is a whole number of the
     kernel's gathers (`paged_attention.tuning.table_positions`; row_bytes: bytes of one cache slot,
@@ -189,8 +200,10 @@ def _kernel_args(q, key_cache, value_cache, block_tables, seq_lens, query_start_
     rows = rows_per_item(np.diff(np.asarray(query_start_loc)), hq // hkv)
     *plan, tile_live, classes = work_plan(query_start_loc, seq_lens, t_total=t_total, rows=rows, positions=positions,
                                           causal=bool(causal), sliding_window=sliding_window)
-    args = (q, key_cache, value_cache, table, np.asarray(seq_lens, dtype=np.int32), *plan,
-            tile_trips(tile_live, TILE_SPAN, loop_tiles(block_size, row_bytes, positions)))
+    unit = loop_tiles(block_size, row_bytes, positions)
+    lens = np.asarray(seq_lens, dtype=np.int32)
+    args = (q, key_cache, value_cache, table, lens, *plan, tile_trips(tile_live, TILE_SPAN, unit),
+            unit_dead(lens[plan[0]], positions, unit * KV_TILE))
     kwargs = dict(scale=float(scale), causal=bool(causal), sliding_window=sliding_window,
                   softcap=None if softcap is None else float(softcap), classes=classes)
     return args, kwargs

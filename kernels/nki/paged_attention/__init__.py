@@ -93,7 +93,7 @@ from .tiles import KvTile, SoftmaxState, gather_kv, load_q_group, scores, softma
 
 @nki.jit
 def paged_attention_kernel(q, key_cache, value_cache, block_tables, seq_lens, item_seq, item_q0, row_pos, row_dst,
-                           tile_trips, k_scale_cache=None, v_scale_cache=None, scale=1.0, causal=True,
+                           tile_trips, unit_dead, k_scale_cache=None, v_scale_cache=None, scale=1.0, causal=True,
                            sliding_window=None, softcap=None, quant=None, classes=()):
     """Paged attention over a work plan.
 
@@ -110,6 +110,8 @@ def paged_attention_kernel(q, key_cache, value_cache, block_tables, seq_lens, it
                  item_seq, item_q0: [N] int32; row_pos, row_dst: [R] int32; tile_trips: [N, S, V] int32 0 / 1, HBM
                  (launch_paged.work_plan, launch_paged.tile_trips: S = ceil(T / TILE_SPAN) spans, V =
                  len(span_runs(TILE_SPAN))); one trip at most per (item, span): its live run of tiles.
+                 unit_dead: [N, U] int32 0 / 1, HBM (launch_paged.unit_dead; U loop units of `tuning.loop_tiles`
+                 tiles): 1 for the unit holding the item's last key with positions after it.
                  scale: score multiplier; causal; sliding_window: None or w >= 1; softcap: None or c > 0;
                  quant: None | ("fp8", k_scales, v_scales) | ("int8",) (`quant.py`);
                  classes: compile-time ((count, BQ), ...): the items in plan order, count consecutive items of BQ
@@ -135,7 +137,7 @@ def paged_attention_kernel(q, key_cache, value_cache, block_tables, seq_lens, it
         return out
     c0 = calls[0]
     consts = IndexConsts(c0.positions, c0.vector_dma, c0.block_size, c0.run, c0.tile_run)
-    _pipeline(calls, consts, PlanRows(item_seq, item_q0, tile_trips))
+    _pipeline(calls, consts, PlanRows(item_seq, item_q0, tile_trips, unit_dead))
     return out
 
 
@@ -159,13 +161,16 @@ class ItemClass(nl.NKIObject):
 
 class PlanRows(nl.NKIObject):
     """The per-item plan in SBUF, loaded once up front: seq, q0 [1, N] int32 (entry w: a runtime value for scalar
-    offsets) and trips [1, N * S * V] int32 (entry (w * S + m) * V + v: trips of item w's span m run v, 0 or 1)."""
+    offsets), trips [1, N * S * V] int32 (entry (w * S + m) * V + v: trips of item w's span m run v, 0 or 1) and
+    dead [1, N * U] int32 (entry w * U + j: unit_dead[w, j])."""
 
-    def __init__(self, item_seq, item_q0, tile_trips):
+    def __init__(self, item_seq, item_q0, tile_trips, unit_dead):
         n, self.spans, self.runs = tile_trips.shape
+        self.units = unit_dead.shape[1]
         self.seq = _load_row(item_seq, n)
         self.q0 = _load_row(item_q0, n)
         self.trips = _load_row(tile_trips, n * self.spans * self.runs)
+        self.dead = _load_row(unit_dead, n * self.units)
         self.reg = nisa.register_alloc()  # one register serves every loop bound (a loop reads it on entry)
 
     def trip(self, w, m, v):
@@ -270,7 +275,8 @@ def _setup(call, consts, plan, w):
     bounds = [row_bounds(call.row_pos, call.items.row_offset(w) + b * call.block_bq, call.block_bq, call.g,
                          len(call.groups[0]), kv_len, call.causal, call.window) for b in range(call.blocks)]
     if call.vector_dma:
-        index = slot_index(call.block_tables, seq, kv_len, first_blk, consts, call.block_size)
+        index = slot_index(call.block_tables, seq, kv_len, first_blk, consts, call.block_size,
+                           plan.dead[0:1, w * plan.units : (w + 1) * plan.units])
         for bd in bounds if consts.comb_ramp is not None else ():
             add_comb(bd, consts.comb_ramp, call.run, call.tile_run, call.window)
     else:

@@ -80,12 +80,13 @@ class RowBounds(nl.NKIObject):
 class GatherIndex(nl.NKIObject):
     """Where one sequence's keys live: live int32 [1, nchunks], the live rows of each gather / chunk (seq_len - its
     first position; `IndexConsts.neg_chunk_start`). v3+: slots int32 [CHUNK, ngathers], the cache slot where each
-    partition's run of each gather starts.
+    partition's run of each gather starts; dead int32 [1, U], the item's plan row unit_dead (loop units of
+    `tuning.loop_tiles` tiles: one or several whole gathers).
     v2: blocks int32 [1, max_blocks], the block id of every logical block; live int32 [1, nchunks], the live rows
     of each chunk (seq_len - chunk start). Attributes a target does not use are None."""
 
-    def __init__(self, slots=None, blocks=None, live=None):
-        self.slots, self.blocks, self.live = slots, blocks, live
+    def __init__(self, slots=None, blocks=None, live=None, dead=None):
+        self.slots, self.blocks, self.live, self.dead = slots, blocks, live, dead
 
 
 def _block_selector(block_size, ones, run):
@@ -144,9 +145,10 @@ def row_bounds(row_pos, row0, bq, g, heads, kv_len, causal, sliding_window):
     return RowBounds(lo, hi)
 
 
-def slot_index(block_tables, seq, kv_len, first_blk, consts, block_size):
+def slot_index(block_tables, seq, kv_len, first_blk, consts, block_size, dead):
     """v3+: GatherIndex with the cache slot where each partition run starts; a run at or past seq_len -> the run
-    of position 0 (slot 0 for an empty sequence), so garbage table entries never reach a DMA."""
+    of position 0 (slot 0 for an empty sequence), so garbage table entries never reach a DMA; dead: the item's
+    unit_dead row [1, U] (SBUF)."""
     pos, off, sel = consts.pos, consts.off, consts.select
     nchunks = pos.shape[1]
     per_chunk = sel.shape[0]
@@ -174,7 +176,7 @@ def slot_index(block_tables, seq, kv_len, first_blk, consts, block_size):
     nisa.scalar_tensor_tensor(dst=blk, data=blk, op0=nl.subtract, operand0=first, op1=nl.multiply, operand1=valid)
     slot = nl.ndarray((CHUNK, nchunks), nl.int32, buffer=nl.sbuf)
     nisa.tensor_scalar(dst=slot, data=blk, op0=nl.add, operand0=first)
-    return GatherIndex(slots=slot, live=_live_rows(consts, kv_len))
+    return GatherIndex(slots=slot, live=_live_rows(consts, kv_len), dead=dead)
 
 
 def _live_rows(consts, kv_len):

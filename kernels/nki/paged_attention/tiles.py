@@ -94,7 +94,9 @@ def gather_kv(call, index, t0, n):
             if scales is not None:
                 tile = dequantize_int8(tile, _gather_run(index, scales, u, run), run * hkv, d, call.q.dtype)
             if chunks is v_chunks and run > 1:
-                _zero_dead_rows(tile.reshape((CHUNK, run, row)), index.live[0:1, u : u + 1], run)
+                unit = gs // (call.unit_tiles * KV_TILE)  # the loop unit holding this gather
+                _zero_dead_rows(tile.reshape((CHUNK, run, row)), index.live[0:1, u : u + 1], run,
+                                index.dead[0:1, unit : unit + 1])
             chunks.extend(tile[:, t * row : (t + 1) * row] for t in range(run))
     return k_chunks, v_chunks, None
 
@@ -122,14 +124,24 @@ def _gather_kv_v2(call, index, t0, n):
     return k_chunks, v_chunks, k_bad
 
 
-def _zero_dead_rows(tile, live_sb, run):
+def _zero_dead_rows(tile, live_sb, run, trips_sb=None):
     """tile [CHUNK, run, row] SBUF (key run · p + t of its gather or chunk at [p, t]) with the keys at or past
     live_sb (1x1 int32: seq_len - first position) replaced by 0, in place: one GpSimd affine_select whose offset
-    is a register."""
+    is a register; v3+ in a runtime loop of trips_sb (1x1 int32 0 / 1, the gather's unit_dead) trips, so only the
+    loop unit holding seq_len - 1 pays it."""
     live = nisa.register_alloc()
     nisa.register_load(live, live_sb)
-    nisa.affine_select(dst=tile, pattern=[[-1, run], [0, tile.shape[2]]], channel_multiplier=-run, on_true_tile=tile,
-                       on_false_value=0.0, cmp_op=nl.greater, offset=live)
+
+    def select(_trip=None):
+        nisa.affine_select(dst=tile, pattern=[[-1, run], [0, tile.shape[2]]], channel_multiplier=-run,
+                           on_true_tile=tile, on_false_value=0.0, cmp_op=nl.greater, offset=live)
+
+    if trips_sb is None:
+        select()
+        return
+    trips = nisa.register_alloc()
+    nisa.register_load(trips, trips_sb)
+    nl.fori_loop(0, trips, select)
 
 
 def _gather_run(index, rows_hbm, u, run):

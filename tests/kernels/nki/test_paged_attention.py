@@ -222,7 +222,17 @@ def test_trace_llama_decode_trn2():
     assert len(gathers) == 8 * 2 * (4096 // 512)
     assert all(i.attrs["chunks"] == 128 for i in gathers)  # one descriptor per partition run of 4 slots
     assert sum(i.attrs["bytes"] for i in gathers) == 2 * 8 * 4096 * 8 * 128 * 2
-    assert mix["gpsimd"]["affine_select"] == 8 * (4096 // 512)  # dead V rows of a run past seq_len zeroed
+    # dead V rows are zeroed only in the loop unit holding seq_len - 1 with positions after it: none at 4096
+    assert "affine_select" not in mix["gpsimd"]
+
+
+def test_dead_rows_zeroed_in_the_last_unit_only():
+    # contexts 4000 and 4096 (512-position loop units, `launch_paged.unit_dead`): one select, in sequence 0's unit 7
+    assert launch_paged.unit_dead(np.array([4000, 4096, 0]), 4096, 512).tolist() == [[0] * 7 + [1], [0] * 8, [0] * 8]
+    kernel, args, kwargs = launch_paged.traceable(dict(LLAMA_DECODE, num_seqs=2, context=None, seq_lens=[4000, 4096]),
+                                                  "trn2")
+    mix = run(kernel, *args, target="trn2", mode="trace", **kwargs).trace.instruction_mix()
+    assert mix["gpsimd"]["affine_select"] == 1
 
 
 @pytest.mark.parametrize("target", ["inf2", "trn1"])
