@@ -5,11 +5,14 @@
                   descriptors are generated on GpSimd. With one slot per descriptor GpSimd bounds the decode rows
                   (Llama-3.1-8B b8 ctx 4K, modeled: 432 us of GpSimd against 372 us of DMA). 8 KiB is the 4-slot
                   run of Llama-3.1-8B's 2 KiB rows, the largest that keeps K and V of two gathers in flight within
-                  SBUF with the rest of the kernel (32 KiB per partition); smaller rows get proportionally longer
-                  runs in the same bytes: 32 slots (a whole block) of Llama-3.1-70B TP8's 256-byte rows, 8 of
-                  Qwen2.5-7B's 1 KiB rows, so one descriptor reads a whole block and one gather spans several score
-                  tiles (`gather_run`). Longer runs also fill the DMA packets: under ~2 KiB per partition the 16
-                  engines idle between packets (the model's 600 ns packet setup).
+                  SBUF with the rest of the kernel (32 KiB per partition); smaller rows get longer runs, up to one
+                  score tile's chunks (`score_run`: 8 slots, Llama-3.1-70B TP8's 256-byte rows, Qwen2.5-7B's 1 KiB
+                  rows) while that reads at least PACKET_BYTES per partition, longer beyond (128-byte rows: 16
+                  slots; fp8 Llama-3.1-70B TP8), so one gather spans one score tile or several (`gather_run`).
+    PACKET_BYTES  v3+: bytes per partition below which a run may exceed one score tile: under ~2 KiB per partition
+                  the 16 DMA engines idle between packets (the model's 600 ns packet setup). Above it, a gather of
+                  one score tile lets that tile start as soon as it lands: Llama-3.1-70B TP8 decode b8 ctx 4K,
+                  modeled, 47.7 % MBU with 32-slot runs (one 4096-key gather per sequence), 49.5 % with 8.
     MAX_PAD_SHARE the launcher pads a table row to a whole gather (`table_positions`); a longer run is taken only
                   while the padding stays within this share of the row (padded keys cost gathers and score tiles
                   that earn nothing).
@@ -41,6 +44,7 @@ from .._dtypes import itemsize
 from .._tiling import PMAX, PSUM_FMAX
 
 GATHER_BYTES = 8 * 1024
+PACKET_BYTES = 2 * 1024
 MAX_PAD_SHARE = 1 / 8
 KT_LOOKAHEAD = 2
 SCORE_BANKS = 2
@@ -63,9 +67,11 @@ def score_run(run: int) -> int:
 
 def max_run(block_size: int, row_bytes: int) -> int:
     """Longest v3+ run of slots per partition: the largest power of two <= block_size and GATHER_BYTES // row_bytes
-    (row_bytes: Hkv * D * itemsize of one cache slot), at least 1. block_size is a power of two."""
+    (row_bytes: Hkv * D * itemsize of one cache slot), at least 1, and no longer than one score tile's chunks
+    (`score_run`) while that run reads at least PACKET_BYTES per partition. block_size is a power of two."""
+    cap = SCORE_BANKS * PSUM_FMAX // PMAX
     run = 1
-    while run * 2 <= min(block_size, GATHER_BYTES // row_bytes):
+    while run * 2 <= min(block_size, GATHER_BYTES // row_bytes) and (run < cap or run * row_bytes < PACKET_BYTES):
         run *= 2
     return run
 
