@@ -84,7 +84,7 @@ Reference: nkilab.reference.paged.paged_attention.
 
 from .._shim import nisa, nki, nl
 from .._tiling import PMAX
-from .index import (CHUNK, KV_TILE, IndexConsts, add_band, add_comb, block_index, load_seq_meta,
+from .index import (CHUNK, KV_TILE, IndexConsts, add_band, add_comb, block_index, comb_ramp, load_seq_meta,
                     row_bounds, slot_index, tile_mask)
 from .quant import row_scales
 from .tuning import TILE_SPAN, gather_run, loop_tiles, score_run, slot_bytes
@@ -136,7 +136,7 @@ def paged_attention_kernel(q, key_cache, value_cache, block_tables, seq_lens, it
     if not calls:
         return out
     c0 = calls[0]
-    consts = IndexConsts(c0.positions, c0.vector_dma, c0.block_size, c0.run, c0.tile_run)
+    consts = IndexConsts(c0.positions, c0.vector_dma, c0.block_size, c0.run)
     _pipeline(calls, consts, PlanRows(item_seq, item_q0, tile_trips, unit_dead))
     return out
 
@@ -211,7 +211,8 @@ class PagedCall(nl.NKIObject):
         self.positions = block_tables.shape[1] * self.block_size
         self.vector_dma = nisa.get_nc_version() != nisa.nc_version.gen2  # indirect vector_offset DMA is v3+
         self.run = gather_run(self.block_size, slot_bytes(key_cache), self.positions, self.vector_dma)
-        self.tile_run = score_run(self.run)  # column order of a score tile (`tiles.chunk_cols`)
+        self.tile_run = score_run(self.run, len(self.groups[0]))  # column order of a score tile (`tiles.chunk_cols`)
+        self.comb_ramp = comb_ramp(self.run, self.tile_run) if self.vector_dma and self.run > self.tile_run else None
         self.tile_keys = max(KV_TILE, CHUNK * self.tile_run)  # key positions of one score tile
         self.gather_step = max(KV_TILE, CHUNK * self.run)  # key positions of one gather_kv (whole score tiles)
         self.unit_tiles = loop_tiles(self.block_size, slot_bytes(key_cache), self.positions)  # tiles a loop unit
@@ -277,8 +278,8 @@ def _setup(call, consts, plan, w):
     if call.vector_dma:
         index = slot_index(call.block_tables, seq, kv_len, first_blk, consts, call.block_size,
                            plan.dead[0:1, w * plan.units : (w + 1) * plan.units])
-        for bd in bounds if consts.comb_ramp is not None else ():
-            add_comb(bd, consts.comb_ramp, call.run, call.tile_run, call.window)
+        for bd in bounds if call.comb_ramp is not None else ():
+            add_comb(bd, call.comb_ramp, call.run, call.tile_run, call.window)
     else:
         index = block_index(call.block_tables, seq, kv_len, first_blk, consts)
         for bd in bounds:

@@ -18,18 +18,12 @@ class IndexConsts(nl.NKIObject):
     the first position of each gather (v3+: -c · span) or chunk (v2: -c · CHUNK); v3+ (gathers of `run` slots per
     partition, span = CHUNK · run positions each): pos, off [CHUNK, ngathers] (first key position of each
     partition's run and its in-block offset), select (`_block_selector`); v2: block_start [1, num_blocks], kpos
-    [128, KV_TILE] (the key ramp of a tile); v3+ runs longer than a score tile's tile_run chunks
-    (`tuning.score_run`): comb_ramp [PMAX, run // tile_run] float32, -tile_run · j in column j (`add_comb`).
-    Attributes a target does not use are None."""
+    [128, KV_TILE] (the key ramp of a tile). Attributes a target does not use are None."""
 
-    def __init__(self, positions, vector_dma, block_size, run, tile_run):
+    def __init__(self, positions, vector_dma, block_size, run):
         self.ones = nl.ndarray((1, PMAX), nl.float32, buffer=nl.sbuf)
         nisa.memset(dst=self.ones, value=1.0)
         self.pos = self.select = self.off = self.block_start = self.neg_chunk_start = self.kpos = None
-        self.comb_ramp = None
-        if vector_dma and run > tile_run:  # -tile_run * j for score tile j of a gather
-            self.comb_ramp = nl.ndarray((PMAX, run // tile_run), nl.float32, buffer=nl.sbuf)
-            nisa.iota(dst=self.comb_ramp, pattern=[[-tile_run, run // tile_run]], offset=0, channel_multiplier=0)
         if vector_dma:
             span = CHUNK * run
             ngathers = positions // span
@@ -52,6 +46,14 @@ class IndexConsts(nl.NKIObject):
         if not vector_dma:
             self.kpos = nl.ndarray((PMAX, KV_TILE), nl.float32, buffer=nl.sbuf)
             nisa.iota(dst=self.kpos, pattern=[[1, KV_TILE]], offset=0, channel_multiplier=0)
+
+
+def comb_ramp(run, tile_run):
+    """v3+ runs longer than a score tile's tile_run chunks (`tuning.score_run`): [PMAX, run // tile_run] float32,
+    -tile_run · j in column j, score tile j of a gather (`add_comb`)."""
+    ramp = nl.ndarray((PMAX, run // tile_run), nl.float32, buffer=nl.sbuf)
+    nisa.iota(dst=ramp, pattern=[[-tile_run, run // tile_run]], offset=0, channel_multiplier=0)
+    return ramp
 
 
 class RowBounds(nl.NKIObject):
