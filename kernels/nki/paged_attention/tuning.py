@@ -24,8 +24,8 @@
                   than one bank (runs longer than PSUM_FMAX // PMAX slots: Llama-3.1-70B TP8, Qwen2.5-7B): the
                   online-softmax step (mask, running max and sum, p^T evacuation, acc rescale; ~6 fixed-cost
                   VectorE / ScalarE instructions whatever the row count) then serves that many banks' keys.
-                  Llama-3.1-70B TP8 decode b8 ctx 4K, modeled: 8 rows a tile, 105 us with 1 bank, against 98 us
-                  with 2. More banks would not fit PSUM with the next tile's scores in flight (8 banks).
+                  Llama-3.1-70B TP8 decode b8 ctx 4K, modeled: 8 rows a tile, 45.4 % MBU with 1 bank, 49.5 % with
+                  2. More banks would not fit PSUM with the next tile's scores in flight (8 banks).
     ITEM_BLOCKS   row blocks (PMAX rows of one kv head each: Llama-3.1-8B, 32 tokens x 4 query heads) of one prefill
                   or chunk work item (`launch_paged.rows_per_item`): the blocks' groups share each gather of the
                   item's keys and k^T, so a chunk's context is gathered once per ITEM_BLOCKS blocks. Llama-3.1-8B
