@@ -7,8 +7,8 @@ tokens are cut into work items of consecutive tokens of one sequence, one item =
 classes, each with its own rows per item (BQ):
 
     decode items   one per sequence with q_len == 1, BQ = 1 (its g query heads; all kv heads stack in one group)
-    prefill items  the other sequences' tokens in tiles of BQ = `rows_per_item` (mean q_len, capped to the
-                   partitions), the last tile of a sequence padded
+    prefill items  the other sequences' tokens in tiles of BQ = `rows_per_item` (mean q_len, capped to a few
+                   row blocks that fit the partitions), the last tile of a sequence padded
 
     item_seq  [N] int32      sequence of the item
     item_q0   [N] int32      first q row the item loads; its BQ-row window stays inside [0, T_total)
@@ -17,6 +17,8 @@ classes, each with its own rows per item (BQ):
     row_dst   [R] int32      output row of each loaded row, -1 = not written (oob-skipped store)
     tile_live [N, T] int32   1 iff some row of the item sees a key of score tile j (KV_TILE positions): the trip
                              count of the kernel's runtime loop over that tile, so each item runs its own tiles
+    unit_dead [N, U] int32   1 for the loop unit holding the item's last key with positions after it
+                             (`unit_dead`): the trip count of the loop that zeroes dead cache rows of its gathers
     classes   ((count, BQ), (count, BQ))   compile-time: decode then prefill items, in plan order
 
 The item counts are batch metadata (how many decodes, how many prefill tiles), as in vLLM's builders: a kernel
@@ -39,7 +41,7 @@ from .launch_kv_cache import check_target_format
 from ._tiling import PMAX
 from .paged_attention import paged_attention_kernel, span_runs
 from .paged_attention.index import KV_TILE
-from .paged_attention.tuning import TILE_SPAN, loop_tiles, slot_bytes, table_positions
+from .paged_attention.tuning import ITEM_BLOCKS, TILE_SPAN, loop_tiles, slot_bytes, table_positions
 
 MAX_HEAD_DIM = PMAX  # D is the contraction (partition) dim of q @ k^T
 MAX_SLOTS = 1 << 24  # slot and block indices go through fp32 index math on device: exact below 2**24
@@ -80,12 +82,15 @@ def kernel_quant(kv_cache_dtype: str, k_scale, v_scale, hkv: int):
 
 
 def rows_per_item(q_lens, group: int) -> int:
-    """BQ of the prefill items: the mean q_len of the sequences with more than one query token, capped so an
-    item's rows (BQ tokens x `group` query heads of one kv head) fill at most PMAX partitions; 1 without any."""
+    """BQ of the prefill items: the mean q_len of the sequences with more than one query token, capped so a row
+    block (its tokens x `group` query heads of one kv head) fills at most PMAX partitions, in up to
+    `tuning.ITEM_BLOCKS` whole row blocks (their groups share the item's gathers); 1 without any."""
     prefill = [int(n) for n in q_lens if n > 1]
     if not prefill:
         return 1
-    return max(1, min(PMAX // group, sum(prefill) // len(prefill)))
+    mean = sum(prefill) // len(prefill)
+    block = max(1, min(PMAX // group, mean))
+    return block * max(1, min(ITEM_BLOCKS, mean // block))
 
 
 def work_plan(query_start_loc, seq_lens, *, t_total: int, rows: int, positions: int, causal: bool = True,
@@ -165,6 +170,15 @@ def tile_trips(tile_live, span: int, unit: int = 1) -> np.ndarray:
     return trips
 
 
+def unit_dead(item_lens, positions: int, unit_positions: int) -> np.ndarray:
+    """The kernel's unit_dead [N, U] int32 (U = ceil(positions / unit_positions) loop units, `tuning.loop_tiles`):
+    1 where unit j of item w holds its sequence's last key with positions after it (0 < seq_len - j *
+    unit_positions < unit_positions: the only unit whose gathers can read rows past seq_len), else 0."""
+    starts = np.arange(0, positions, unit_positions)
+    live = np.asarray(item_lens, np.int64)[:, None] - starts[None, :]
+    return ((live > 0) & (live < unit_positions)).astype(np.int32)
+
+
 def padded_block_tables(block_tables, block_size: int, row_bytes: int) -> np.ndarray:
     """int32 [num_seqs, max_blocks'] with -1 columns appended so max_blocks' * block_size is a whole number of the
     kernel's gathers (`paged_attention.tuning.table_positions`; row_bytes: bytes of one cache slot,
@@ -186,8 +200,10 @@ def _kernel_args(q, key_cache, value_cache, block_tables, seq_lens, query_start_
     rows = rows_per_item(np.diff(np.asarray(query_start_loc)), hq // hkv)
     *plan, tile_live, classes = work_plan(query_start_loc, seq_lens, t_total=t_total, rows=rows, positions=positions,
                                           causal=bool(causal), sliding_window=sliding_window)
-    args = (q, key_cache, value_cache, table, np.asarray(seq_lens, dtype=np.int32), *plan,
-            tile_trips(tile_live, TILE_SPAN, loop_tiles(block_size, row_bytes, positions)))
+    unit = loop_tiles(block_size, row_bytes, positions)
+    lens = np.asarray(seq_lens, dtype=np.int32)
+    args = (q, key_cache, value_cache, table, lens, *plan, tile_trips(tile_live, TILE_SPAN, unit),
+            unit_dead(lens[plan[0]], positions, unit * KV_TILE))
     kwargs = dict(scale=float(scale), causal=bool(causal), sliding_window=sliding_window,
                   softcap=None if softcap is None else float(softcap), classes=classes)
     return args, kwargs

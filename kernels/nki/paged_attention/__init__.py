@@ -13,11 +13,14 @@ for one runtime loop per score tile):
         per row: visible key range lo = pos - window + 1 (or 0), hi = min(pos, seq_len - 1) (or seq_len - 1)
         gather indices for the whole table row, unused entries NEUTRALISED before any DMA uses them
         rows = (kv head, token, q head); kv heads stacked on partitions in groups of PMAX // (BQ * g) (decode:
-        all 8 Llama kv heads in 32 rows), so one mask / exp / rescale instruction serves the whole group
-        for each KV tile of KV_TILE keys (static bound max_blocks * block_size), in spans of TILE_SPAN tiles,
-        each span a few runtime loops nl.fori_loop(0, trips, body) of 0 / 1 trips (a register loaded from the
-        plan's tile_trips), one per contiguous run of the span's tiles: only the run of the item's live tiles
-        runs, so tiles no row of w sees never do:
+        all 8 Llama kv heads in 32 rows), so one mask / exp / rescale instruction serves the whole group; an item
+        of more rows (BQ * g > PMAX: chunk items) in row blocks of whole tokens, a group per (kv head, block), all
+        sharing the item's gathers and k^T
+        for each KV tile of KV_TILE keys (static bound max_blocks * block_size; a score tile is one such tile, or
+        several, up to tuning.SCORE_BANKS PSUM banks of scores, in a gather of longer runs), in spans of
+        TILE_SPAN units (the tiles of one gather), each span a few runtime loops nl.fori_loop(0, trips, body) of
+        0 / 1 trips (a register loaded from the plan's tile_trips), one per contiguous run of the span's units:
+        only the run of the item's live tiles runs, so tiles no row of w sees never do:
             gather K, V x (Hkv * D): all kv heads in one DMA (GQA shares the load, read once), then per group:
             s = q_h . k_h^T per head h (PE transposes of k; v3+ stacked heads: their own PE column tiles, or s^T
             per head and chunk transposed back; v2: accumulating matmuls of q^T masked to head h's columns over
@@ -81,23 +84,23 @@ Reference: nkilab.reference.paged.paged_attention.
 
 from .._shim import nisa, nki, nl
 from .._tiling import PMAX
-from .index import (CHUNK, KV_TILE, TILE_CHUNKS, IndexConsts, add_band, add_comb, block_index, load_seq_meta,
+from .index import (CHUNK, KV_TILE, IndexConsts, add_band, add_comb, block_index, comb_ramp, load_seq_meta,
                     row_bounds, slot_index, tile_mask)
 from .quant import row_scales
-from .tuning import TILE_SPAN, gather_run, loop_tiles, slot_bytes
+from .tuning import TILE_SPAN, gather_run, loop_tiles, score_run, slot_bytes
 from .tiles import KvTile, SoftmaxState, gather_kv, load_q_group, scores, softmax_pv, store_rows
 
 
 @nki.jit
 def paged_attention_kernel(q, key_cache, value_cache, block_tables, seq_lens, item_seq, item_q0, row_pos, row_dst,
-                           tile_trips, k_scale_cache=None, v_scale_cache=None, scale=1.0, causal=True,
+                           tile_trips, unit_dead, k_scale_cache=None, v_scale_cache=None, scale=1.0, causal=True,
                            sliding_window=None, softcap=None, quant=None, classes=()):
     """Paged attention over a work plan.
 
     Dimensions:  T_total query tokens; Hq = g * Hkv heads; D <= 128; num_seqs x max_blocks table with
                  max_blocks * block_size a multiple of PMAX (the launcher pads it); N work items in classes of
-                 (count, BQ) (BQ * g <= PMAX), R = sum of count * BQ plan rows; T = ceil(max_blocks * block_size /
-                 KV_TILE) score tiles.
+                 (count, BQ) (BQ * g <= PMAX, or whole row blocks of them: `row_blocks`), R = sum of count * BQ
+                 plan rows; T = ceil(max_blocks * block_size / KV_TILE) plan tiles.
     Args:        q: [T_total, Hq, D] float32|float16|bfloat16, HBM.
                  key_cache, value_cache: [num_blocks, block_size, Hkv, D], HBM: q.dtype, or fp8 (q bf16 / fp16) or
                  int8 per `quant` (`quant.py`); k_scale_cache, v_scale_cache: int8 only, [num_blocks, block_size,
@@ -107,16 +110,18 @@ def paged_attention_kernel(q, key_cache, value_cache, block_tables, seq_lens, it
                  item_seq, item_q0: [N] int32; row_pos, row_dst: [R] int32; tile_trips: [N, S, V] int32 0 / 1, HBM
                  (launch_paged.work_plan, launch_paged.tile_trips: S = ceil(T / TILE_SPAN) spans, V =
                  len(span_runs(TILE_SPAN))); one trip at most per (item, span): its live run of tiles.
+                 unit_dead: [N, U] int32 0 / 1, HBM (launch_paged.unit_dead; U loop units of `tuning.loop_tiles`
+                 tiles): 1 for the unit holding the item's last key with positions after it.
                  scale: score multiplier; causal; sliding_window: None or w >= 1; softcap: None or c > 0;
                  quant: None | ("fp8", k_scales, v_scales) | ("int8",) (`quant.py`);
                  classes: compile-time ((count, BQ), ...): the items in plan order, count consecutive items of BQ
                  rows each per class (launch_paged: decode items of one row, then prefill / chunk items).
     Returns:     out: [T_total, Hq, D], q.dtype, shared HBM.
     Tiling:      rows of one kv head = BQ tokens x g heads; kv heads stacked on partitions in groups of
-                 PMAX // rows (decode: all of them); keys in KV_TILE-position score tiles of CHUNK-key gathers, each
-                 span of TILE_SPAN tiles a few runtime loops of 0 or 1 trips (tile_trips); inside a loop body the
-                 scores of the next (tile, group) step are issued before the softmax of this one (in-order engines
-                 overlap).
+                 PMAX // rows (decode: all of them); keys in score tiles of KV_TILE positions (gathers of longer
+                 runs: up to SCORE_BANKS x KV_TILE, `tuning.score_run`) of CHUNK-key gathers, each span of TILE_SPAN
+                 units a few runtime loops of 0 or 1 trips (tile_trips); inside a loop body the scores of the next
+                 (tile, group) step are issued before the softmax of this one (in-order engines overlap).
     """
     _check_classes(classes, item_seq.shape[0], row_pos.shape[0])
     out = nl.ndarray(q.shape, q.dtype, buffer=nl.shared_hbm)
@@ -132,7 +137,7 @@ def paged_attention_kernel(q, key_cache, value_cache, block_tables, seq_lens, it
         return out
     c0 = calls[0]
     consts = IndexConsts(c0.positions, c0.vector_dma, c0.block_size, c0.run)
-    _pipeline(calls, consts, PlanRows(item_seq, item_q0, tile_trips))
+    _pipeline(calls, consts, PlanRows(item_seq, item_q0, tile_trips, unit_dead))
     return out
 
 
@@ -156,13 +161,16 @@ class ItemClass(nl.NKIObject):
 
 class PlanRows(nl.NKIObject):
     """The per-item plan in SBUF, loaded once up front: seq, q0 [1, N] int32 (entry w: a runtime value for scalar
-    offsets) and trips [1, N * S * V] int32 (entry (w * S + m) * V + v: trips of item w's span m run v, 0 or 1)."""
+    offsets), trips [1, N * S * V] int32 (entry (w * S + m) * V + v: trips of item w's span m run v, 0 or 1) and
+    dead [1, N * U] int32 (entry w * U + j: unit_dead[w, j])."""
 
-    def __init__(self, item_seq, item_q0, tile_trips):
+    def __init__(self, item_seq, item_q0, tile_trips, unit_dead):
         n, self.spans, self.runs = tile_trips.shape
+        self.units = unit_dead.shape[1]
         self.seq = _load_row(item_seq, n)
         self.q0 = _load_row(item_q0, n)
         self.trips = _load_row(tile_trips, n * self.spans * self.runs)
+        self.dead = _load_row(unit_dead, n * self.units)
         self.reg = nisa.register_alloc()  # one register serves every loop bound (a loop reads it on entry)
 
     def trip(self, w, m, v):
@@ -175,8 +183,11 @@ class PlanRows(nl.NKIObject):
 class PagedCall(nl.NKIObject):
     """Compile-time facts of one class of work items: the HBM tensors, the options and the tiling they imply.
 
-    items: the ItemClass; bq: its rows per item; g: query heads per kv head; rows: rows of one kv head in a work item
-    (BQ · g); groups: tuples of kv heads stacked on the partitions (PMAX // rows heads each); positions: key
+    items: the ItemClass; bq: its rows per item; g: query heads per kv head; blocks, block_bq: an item's tokens in
+    row blocks of block_bq tokens (`row_blocks`: one unless BQ · g > PMAX); rows: rows of one kv head in a row block
+    (block_bq · g); groups: tuples of kv heads stacked on the partitions (PMAX // rows heads each), once per row
+    block (group_block: the block of each, blocks of one head group consecutive; all share the item's gathers);
+    positions: key
     positions of a table row (max_blocks · block_size); vector_dma: indirect vector_offset DMAs exist
     (NeuronCore-v3+); exp_scale: scale, or softcap c; quantized caches (`quantize`): k_rows / v_rows, per group the
     fp8 [rows, 1] scale tiles (None: none to apply), scale_rows, the int8 scale caches as [slots, Hkv] rows (None
@@ -191,13 +202,18 @@ class PagedCall(nl.NKIObject):
         self.d, self.hkv, self.block_size = q.shape[2], key_cache.shape[2], key_cache.shape[1]
         self.items, self.bq = items, items.bq
         self.g = q.shape[1] // self.hkv
-        self.rows = self.bq * self.g
+        self.blocks, self.block_bq = row_blocks(self.bq, self.g)
+        self.rows = self.block_bq * self.g
         per_group = max(1, PMAX // self.rows)
-        self.groups = [tuple(range(h0, min(h0 + per_group, self.hkv))) for h0 in range(0, self.hkv, per_group)]
+        heads = [tuple(range(h0, min(h0 + per_group, self.hkv))) for h0 in range(0, self.hkv, per_group)]
+        self.groups = [grp for grp in heads for _ in range(self.blocks)]
+        self.group_block = [b for _ in heads for b in range(self.blocks)]
         self.positions = block_tables.shape[1] * self.block_size
         self.vector_dma = nisa.get_nc_version() != nisa.nc_version.gen2  # indirect vector_offset DMA is v3+
         self.run = gather_run(self.block_size, slot_bytes(key_cache), self.positions, self.vector_dma)
-        self.tile_run = min(self.run, TILE_CHUNKS)  # column order of a score tile (`tiles.chunk_cols`)
+        self.tile_run = score_run(self.run, len(self.groups[0]))  # column order of a score tile (`tiles.chunk_cols`)
+        self.comb_ramp = comb_ramp(self.run, self.tile_run) if self.vector_dma and self.run > self.tile_run else None
+        self.tile_keys = max(KV_TILE, CHUNK * self.tile_run)  # key positions of one score tile
         self.gather_step = max(KV_TILE, CHUNK * self.run)  # key positions of one gather_kv (whole score tiles)
         self.unit_tiles = loop_tiles(self.block_size, slot_bytes(key_cache), self.positions)  # tiles a loop unit
         self.zero_bias = None  # v2: [PMAX, 1] float32 zeros, the activation bias of `finite.clean_keys`
@@ -225,9 +241,22 @@ class PagedCall(nl.NKIObject):
         self.v_rows = [row_scales(v_scales, grp, self.rows) for grp in self.groups]
 
 
+def row_blocks(bq, g):
+    """(blocks, block_bq): an item's BQ tokens in the fewest row blocks of block_bq tokens whose block_bq · g rows
+    per kv head fit the partitions.
+
+    Raises:
+        ValueError: BQ is not a whole number of such blocks (`launch_paged.rows_per_item`'s always is)."""
+    blocks = max(1, -(-bq * g // PMAX))
+    if bq % blocks or (bq // blocks) * g > PMAX:
+        raise ValueError(f"classes: BQ {bq} with {g} query heads per kv head is not a whole number of row blocks of "
+                         f"at most {PMAX} rows")
+    return blocks, bq // blocks
+
+
 class WorkItem(nl.NKIObject):
-    """What one work item w keeps while its score tiles run: row bounds, gather index, per-group q^T tiles and
-    SoftmaxStates (all declared outside the tiles' runtime loops, which update the states in place)."""
+    """What one work item w keeps while its score tiles run: row bounds per row block, gather index, per-group q^T
+    tiles and SoftmaxStates (all declared outside the tiles' runtime loops, which update the states in place)."""
 
     def __init__(self, w, bounds, index, qs, states):
         self.w, self.bounds, self.index, self.qs, self.states = w, bounds, index, qs, states
@@ -244,17 +273,20 @@ def _setup(call, consts, plan, w):
     """WorkItem w: sequence metadata, visible key range per row, neutralised gather indices, q^T, state."""
     seq = plan.seq[0:1, w : w + 1]
     kv_len, first_blk = load_seq_meta(call.seq_lens, call.block_tables, seq, consts.ones)
-    bounds = row_bounds(call.row_pos, call.items.row_offset(w), call.bq, call.g, len(call.groups[0]), kv_len,
-                        call.causal, call.window)
+    bounds = [row_bounds(call.row_pos, call.items.row_offset(w) + b * call.block_bq, call.block_bq, call.g,
+                         len(call.groups[0]), kv_len, call.causal, call.window) for b in range(call.blocks)]
     if call.vector_dma:
-        index = slot_index(call.block_tables, seq, kv_len, first_blk, consts, call.block_size)
-        if consts.comb_ramp is not None:
-            add_comb(bounds, consts.comb_ramp, call.run, call.window)
+        index = slot_index(call.block_tables, seq, kv_len, first_blk, consts, call.block_size,
+                           plan.dead[0:1, w * plan.units : (w + 1) * plan.units])
+        for bd in bounds if call.comb_ramp is not None else ():
+            add_comb(bd, call.comb_ramp, call.run, call.tile_run, call.window)
     else:
         index = block_index(call.block_tables, seq, kv_len, first_blk, consts)
-        add_band(bounds)
+        for bd in bounds:
+            add_band(bd)
     q0 = plan.q0[0:1, w : w + 1]
-    qs = [load_q_group(call.q, q0, grp, call.g, call.bq, call.vector_dma) for grp in call.groups]
+    qs = [load_q_group(call.q, q0, grp, call.g, call.block_bq, call.vector_dma, b * call.block_bq)
+          for grp, b in zip(call.groups, call.group_block)]
     states = [SoftmaxState(len(grp) * call.rows, call.d, call.exp_scale) for grp in call.groups]
     return WorkItem(w, bounds, index, qs, states)
 
@@ -271,42 +303,46 @@ def _tiles(call, consts, item, tiles):
     runtime loop: what it declares stays inside): per (tile, group) step the KV gather holding the tile (its first
     step, `_gather_step`), the group's scores (PSUM) and the softmax step, step k + 1's scores issued before step
     k's softmax so in-order TensorE overlaps Vector/ScalarE."""
-    kvs = {}
+    kvs, kts = {}, {}
 
     def issue(t0, n, gi):
         if t0 not in kvs:
             kvs.update((kv.t0, kv) for kv in _gather_step(call, consts, item, t0))
-        return scores(item.qs[gi], call.groups[gi], kvs[t0].k_chunks, n, call.tile_run)
+        return scores(item.qs[gi], call.groups[gi], kvs[t0].k_chunks, n, call.tile_run, kts.setdefault(t0, {}))
 
     steps = [(t0, n, gi) for t0, n in tiles for gi in range(len(call.groups))]
     pending = issue(*steps[0])
     for k, (t0, _, gi) in enumerate(steps):
         nxt = issue(*steps[k + 1]) if k + 1 < len(steps) else None
-        softmax_pv(pending, item.states[gi], call, gi, item.bounds, kvs[t0], gi % 2 == 1)
+        softmax_pv(pending, item.states[gi], call, gi, item.bounds[call.group_block[gi]], kvs[t0], gi % 2 == 1)
         pending = nxt
 
 
 def _gather_step(call, consts, item, t0):
-    """The KvTiles of the gather step holding position t0 (call.gather_step positions: one score tile, or every
-    score tile of one gather of runs longer than TILE_CHUNKS slots), with their v2 masks."""
+    """The KvTiles of the gather step holding position t0 (call.gather_step positions: one score tile of
+    call.tile_keys positions, or every score tile of one gather of longer runs), with their v2 masks."""
     g0 = t0 - t0 % call.gather_step
     g_n = min(call.gather_step, call.positions - g0)
     k_chunks, v_chunks, k_bad = gather_kv(call, item.index, g0, g_n)
-    kvs = []
-    for j, s0 in enumerate(range(g0, g0 + g_n, KV_TILE)):
-        n = min(KV_TILE, g0 + g_n - s0)
-        cs = slice(j * TILE_CHUNKS, (j + 1) * TILE_CHUNKS)
-        mask = None if call.vector_dma else tile_mask(consts.kpos, item.bounds, s0, n)
+    kvs, per_tile = [], call.tile_keys // CHUNK
+    for j, s0 in enumerate(range(g0, g0 + g_n, call.tile_keys)):
+        n = min(call.tile_keys, g0 + g_n - s0)
+        cs = slice(j * per_tile, (j + 1) * per_tile)
+        mask = None if call.vector_dma else [tile_mask(consts.kpos, bd, s0, n) for bd in item.bounds]
         kvs.append(KvTile(s0, k_chunks[cs], v_chunks[cs], mask, None if k_bad is None else k_bad[cs]))
     return kvs
 
 
 def _store(call, item):
-    """Output rows of a finished WorkItem through its row_dst (-1: skipped)."""
-    dst_i = nl.ndarray((call.bq, 1), nl.int32, buffer=nl.sbuf)
-    nisa.dma_copy(dst=dst_i, src=call.row_dst.ap([[1, call.bq], [1, 1]], offset=call.items.row_offset(item.w)))
-    for gi, (state, grp) in enumerate(zip(item.states, call.groups)):
-        store_rows(call.out, state, dst_i, grp, call.g, call.vector_dma, call.v_rows[gi])
+    """Output rows of a finished WorkItem through its row_dst (-1: skipped), [block_bq, 1] int32 per row block."""
+    dst = []
+    for b in range(call.blocks):
+        dst_i = nl.ndarray((call.block_bq, 1), nl.int32, buffer=nl.sbuf)
+        nisa.dma_copy(dst=dst_i, src=call.row_dst.ap([[1, call.block_bq], [1, 1]],
+                                                     offset=call.items.row_offset(item.w) + b * call.block_bq))
+        dst.append(dst_i)
+    for gi, (state, grp, b) in enumerate(zip(item.states, call.groups, call.group_block)):
+        store_rows(call.out, state, dst[b], grp, call.g, call.vector_dma, call.v_rows[gi])
 
 
 def _streams(calls):
@@ -346,7 +382,8 @@ def _pipeline(calls, consts, plan):
         starts = range(0, call.positions, KV_TILE)[m * TILE_SPAN * unit : (m + 1) * TILE_SPAN * unit]
         for v, (s, e) in enumerate(span_runs(TILE_SPAN)):
             if e <= -(-len(starts) // unit):
-                tiles = [(t0, min(KV_TILE, call.positions - t0)) for t0 in starts[s * unit : e * unit]]
+                tiles = [(t0, min(call.tile_keys, call.positions - t0))
+                         for t0 in starts[s * unit : e * unit : call.tile_keys // KV_TILE]]
                 nl.fori_loop(0, plan.trip(w, m, v),
                              lambda _trip, call=call, item=item, tiles=tiles: _tiles(call, consts, item, tiles))
         if m == spans - 1:

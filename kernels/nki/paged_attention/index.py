@@ -8,9 +8,9 @@ DMA: such entries are NEUTRALISED (replaced by the sequence's first block / slot
 from .._shim import nisa, nl
 from .._tiling import PMAX, PSUM_FMAX
 
-KV_TILE = PSUM_FMAX  # key positions per score tile: one 2 KiB PSUM bank of fp32 scores per (row, tile)
+KV_TILE = PSUM_FMAX  # key positions per score matmul and plan tile: one 2 KiB PSUM bank of fp32 scores per row
 CHUNK = PMAX  # key positions per gather: one per partition
-TILE_CHUNKS = KV_TILE // CHUNK  # gather chunks per score tile
+TILE_CHUNKS = KV_TILE // CHUNK  # gather chunks per PSUM bank of scores
 
 
 class IndexConsts(nl.NKIObject):
@@ -18,18 +18,12 @@ class IndexConsts(nl.NKIObject):
     the first position of each gather (v3+: -c · span) or chunk (v2: -c · CHUNK); v3+ (gathers of `run` slots per
     partition, span = CHUNK · run positions each): pos, off [CHUNK, ngathers] (first key position of each
     partition's run and its in-block offset), select (`_block_selector`); v2: block_start [1, num_blocks], kpos
-    [128, KV_TILE] (the key ramp of a tile); v3+ runs longer than TILE_CHUNKS: comb_ramp [PMAX, run //
-    TILE_CHUNKS] float32, -TILE_CHUNKS · j in column j (`add_comb`). Attributes a target does not use are None."""
+    [128, KV_TILE] (the key ramp of a tile). Attributes a target does not use are None."""
 
     def __init__(self, positions, vector_dma, block_size, run):
         self.ones = nl.ndarray((1, PMAX), nl.float32, buffer=nl.sbuf)
         nisa.memset(dst=self.ones, value=1.0)
         self.pos = self.select = self.off = self.block_start = self.neg_chunk_start = self.kpos = None
-        self.comb_ramp = None
-        if vector_dma and run > TILE_CHUNKS:  # -TILE_CHUNKS * j for score tile j of a gather
-            self.comb_ramp = nl.ndarray((PMAX, run // TILE_CHUNKS), nl.float32, buffer=nl.sbuf)
-            nisa.iota(dst=self.comb_ramp, pattern=[[-TILE_CHUNKS, run // TILE_CHUNKS]], offset=0,
-                      channel_multiplier=0)
         if vector_dma:
             span = CHUNK * run
             ngathers = positions // span
@@ -54,16 +48,24 @@ class IndexConsts(nl.NKIObject):
             nisa.iota(dst=self.kpos, pattern=[[1, KV_TILE]], offset=0, channel_multiplier=0)
 
 
+def comb_ramp(run, tile_run):
+    """v3+ runs longer than a score tile's tile_run chunks (`tuning.score_run`): [PMAX, run // tile_run] float32,
+    -tile_run · j in column j, score tile j of a gather (`add_comb`)."""
+    ramp = nl.ndarray((PMAX, run // tile_run), nl.float32, buffer=nl.sbuf)
+    nisa.iota(dst=ramp, pattern=[[-tile_run, run // tile_run]], offset=0, channel_multiplier=0)
+    return ramp
+
+
 class RowBounds(nl.NKIObject):
     """Visible key range [lo, hi] of each row of a group, float32 [rows, 1] each; v2 also its mask form centre
-    (lo + hi) / 2 and radius (hi - lo) / 2 (None on v3+). v3+ gathers of runs longer than KV_TILE // CHUNK slots
-    (`add_comb`): span, the positions of one gather, comb_hi and comb_lo [rows, span // KV_TILE] (comb_lo None
-    when lo is 0; both None, and span, for shorter runs)."""
+    (lo + hi) / 2 and radius (hi - lo) / 2 (None on v3+). v3+ gathers of runs longer than a score tile's tile_run
+    chunks (`add_comb`): span, the positions of one gather, tile_keys, those of one score tile (CHUNK · tile_run),
+    comb_hi and comb_lo [rows, span // tile_keys] (comb_lo None when lo is 0; all None for shorter runs)."""
 
     def __init__(self, lo, hi):
         self.lo, self.hi = lo, hi
         self.center = self.radius = None
-        self.span, self.comb_lo, self.comb_hi = None, None, None
+        self.span, self.tile_keys, self.comb_lo, self.comb_hi = None, None, None, None
 
     def tile_range(self, t0):
         """(bound0, bound1, range_start) of the v3+ range_select of the score tile from key position t0: its
@@ -72,20 +74,21 @@ class RowBounds(nl.NKIObject):
         if self.span is None:
             return self.lo, self.hi, t0
         u, j = divmod(t0, self.span)
-        j //= KV_TILE
+        j //= self.tile_keys
         lo = self.lo if self.comb_lo is None else self.comb_lo[:, j : j + 1]
-        return lo, self.comb_hi[:, j : j + 1], u * KV_TILE
+        return lo, self.comb_hi[:, j : j + 1], u * self.tile_keys
 
 
 class GatherIndex(nl.NKIObject):
     """Where one sequence's keys live: live int32 [1, nchunks], the live rows of each gather / chunk (seq_len - its
     first position; `IndexConsts.neg_chunk_start`). v3+: slots int32 [CHUNK, ngathers], the cache slot where each
-    partition's run of each gather starts.
+    partition's run of each gather starts; dead int32 [1, U], the item's plan row unit_dead (loop units of
+    `tuning.loop_tiles` tiles: one or several whole gathers).
     v2: blocks int32 [1, max_blocks], the block id of every logical block; live int32 [1, nchunks], the live rows
     of each chunk (seq_len - chunk start). Attributes a target does not use are None."""
 
-    def __init__(self, slots=None, blocks=None, live=None):
-        self.slots, self.blocks, self.live = slots, blocks, live
+    def __init__(self, slots=None, blocks=None, live=None, dead=None):
+        self.slots, self.blocks, self.live, self.dead = slots, blocks, live, dead
 
 
 def _block_selector(block_size, ones, run):
@@ -144,9 +147,10 @@ def row_bounds(row_pos, row0, bq, g, heads, kv_len, causal, sliding_window):
     return RowBounds(lo, hi)
 
 
-def slot_index(block_tables, seq, kv_len, first_blk, consts, block_size):
+def slot_index(block_tables, seq, kv_len, first_blk, consts, block_size, dead):
     """v3+: GatherIndex with the cache slot where each partition run starts; a run at or past seq_len -> the run
-    of position 0 (slot 0 for an empty sequence), so garbage table entries never reach a DMA."""
+    of position 0 (slot 0 for an empty sequence), so garbage table entries never reach a DMA; dead: the item's
+    unit_dead row [1, U] (SBUF)."""
     pos, off, sel = consts.pos, consts.off, consts.select
     nchunks = pos.shape[1]
     per_chunk = sel.shape[0]
@@ -174,7 +178,7 @@ def slot_index(block_tables, seq, kv_len, first_blk, consts, block_size):
     nisa.scalar_tensor_tensor(dst=blk, data=blk, op0=nl.subtract, operand0=first, op1=nl.multiply, operand1=valid)
     slot = nl.ndarray((CHUNK, nchunks), nl.int32, buffer=nl.sbuf)
     nisa.tensor_scalar(dst=slot, data=blk, op0=nl.add, operand0=first)
-    return GatherIndex(slots=slot, live=_live_rows(consts, kv_len))
+    return GatherIndex(slots=slot, live=_live_rows(consts, kv_len), dead=dead)
 
 
 def _live_rows(consts, kv_len):
@@ -225,24 +229,23 @@ def add_band(bounds):
     nisa.tensor_scalar(dst=bounds.radius, data=hi, op0=nl.subtract, operand0=lo, op1=nl.multiply, operand1=0.5)
 
 
-def add_comb(bounds, ramp, run, window):
-    """v3+, runs of run > TILE_CHUNKS slots: set bounds' comb form. Score tile j of gather u holds chunks
-    TILE_CHUNKS · j + c (c < TILE_CHUNKS) of it; in position order by `tiles.chunk_cols` with TILE_CHUNKS, its
-    column i = TILE_CHUNKS · f + c is key u · span + run · f + TILE_CHUNKS · j + c, increasing in i but not by one.
-    Comb index u · KV_TILE + i is compared instead: key >= lo iff it is >= comb_lo[:, j] and key <= hi iff it is
+def add_comb(bounds, ramp, run, tile_run, window):
+    """v3+, runs of run > tile_run slots (C = tile_run chunks a score tile): set bounds' comb form. Score tile j of
+    gather u holds chunks C · j + c (c < C) of it; in position order by `tiles.chunk_cols` with C, its column
+    i = C · f + c is key u · span + run · f + C · j + c, increasing in i but not by one. Comb index
+    u · CHUNK · C + i is compared instead: key >= lo iff it is >= comb_lo[:, j] and key <= hi iff it is
     <= comb_hi[:, j] (`_comb_index`); comb_lo stays None when there is no window (lo = 0: comb index 0)."""
-    bounds.span = CHUNK * run
-    bounds.comb_hi = _comb_index(bounds.hi, ramp, run, TILE_CHUNKS - 1)
+    bounds.span, bounds.tile_keys = CHUNK * run, CHUNK * tile_run
+    bounds.comb_hi = _comb_index(bounds.hi, ramp, run, tile_run, tile_run - 1)
     if window is not None:
-        bounds.comb_lo = _comb_index(bounds.lo, ramp, run, TILE_CHUNKS)
+        bounds.comb_lo = _comb_index(bounds.lo, ramp, run, tile_run, tile_run)
 
 
-def _comb_index(x, ramp, run, cap):
+def _comb_index(x, ramp, run, tile_run, cap):
     """[rows, phases] float32: for key bound x [rows, 1] (an integer, float32) and tile phase j (ramp column j =
-    -TILE_CHUNKS · j), TILE_CHUNKS · f + min(r, cap) with x - TILE_CHUNKS · j = run · f + r, 0 <= r < run: the
-    first comb index at or past x (cap TILE_CHUNKS) or the last at or before it (cap TILE_CHUNKS - 1). f is the
-    round-to-nearest int32 conversion of (x - TILE_CHUNKS · j - (run - 1) / 2) / run, exact: run is a power of two
-    and the fraction never one half."""
+    -C · j, C = tile_run), C · f + min(r, cap) with x - C · j = run · f + r, 0 <= r < run: the first comb index at
+    or past x (cap C) or the last at or before it (cap C - 1). f is the round-to-nearest int32 conversion of
+    (x - C · j - (run - 1) / 2) / run, exact: run is a power of two and the fraction never one half."""
     rows, phases = x.shape[0], ramp.shape[1]
     half = (run - 1) / 2
     t = nl.ndarray((rows, phases), nl.float32, buffer=nl.sbuf)
@@ -253,7 +256,7 @@ def _comb_index(x, ramp, run, cap):
     nisa.scalar_tensor_tensor(dst=r, data=f, op0=nl.multiply, operand0=float(-run), op1=nl.add, operand1=t)
     nisa.tensor_scalar(dst=r, data=r, op0=nl.add, operand0=half, op1=nl.minimum, operand1=float(cap))
     out = nl.ndarray((rows, phases), nl.float32, buffer=nl.sbuf)
-    nisa.scalar_tensor_tensor(dst=out, data=f, op0=nl.multiply, operand0=float(TILE_CHUNKS), op1=nl.add, operand1=r)
+    nisa.scalar_tensor_tensor(dst=out, data=f, op0=nl.multiply, operand0=float(tile_run), op1=nl.add, operand1=r)
     return out
 
 

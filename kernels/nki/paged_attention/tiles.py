@@ -5,17 +5,31 @@ those of `kernels/nki/_softmax.py`.
 """
 
 from .._attention_tiles import psum_copy
+from .._dtypes import itemsize
 from .._shim import nisa, nl
 from .._softmax import MAX_FLOOR, exp_rows, rescale_factor, update_acc, update_sum
-from .._tiling import FP32_MIN
+from .._tiling import FP32_MIN, PSUM_FMAX
 from .finite import clean_keys, poison_scores
-from .index import CHUNK
+from .index import CHUNK, KV_TILE
 from .quant import dequantize_int8
 from .tuning import KT_LOOKAHEAD
 
 PE_TILES = (32, 64)  # v3+ TensorE column tiles below the full 128 (nc_matmul tile_size)
 PE_ROW_TILES = (32, 64, 128)  # v3+ TensorE row (contraction) tiles
 RUN_SUM_MIN = 1e-30  # run_sum floor before the reciprocal: only never-stored padding rows can have run_sum = 0
+PSUM_BANK_BYTES = PSUM_FMAX * 4  # a TensorE output lies in one bank
+
+
+def bank_pieces(chunks, rows, dtype):
+    """[(c0, c1), ...]: runs of consecutive chunks whose [CHUNK, (c1 - c0) · rows] PSUM tile of `dtype` fits one
+    PSUM bank (chunk c at columns (c - c0) · rows ..), so no TensorE output crosses a bank."""
+    per = max(1, PSUM_BANK_BYTES // (rows * itemsize(dtype)))
+    return [(c0, min(c0 + per, chunks)) for c0 in range(0, chunks, per)]
+
+
+def _banks(n):
+    """Column slices of a [rows, n] fp32 score tile, one PSUM bank (KV_TILE columns) each: one matmul apiece."""
+    return [slice(c0, min(c0 + KV_TILE, n)) for c0 in range(0, n, KV_TILE)]
 
 
 def chunk_cols(x, c, run):
@@ -47,7 +61,7 @@ class SoftmaxState(nl.NKIObject):
 
 class KvTile(nl.NKIObject):
     """K and V of key positions t0 .. t0+n as lists of [<= CHUNK positions, Hkv * D] SBUF tiles (all kv heads); v2:
-    the score mask of the tile (uint8 [rows, n], shared by all groups) and per K chunk its bad keys ([<= CHUNK,
+    the score masks of the tile (per row block, uint8 [rows, n], shared by its groups) and per K chunk its bad keys ([<= CHUNK,
     Hkv] bfloat16, `finite.clean_keys`); None on v3+."""
 
     def __init__(self, t0, k_chunks, v_chunks, mask, k_bad):
@@ -80,7 +94,9 @@ def gather_kv(call, index, t0, n):
             if scales is not None:
                 tile = dequantize_int8(tile, _gather_run(index, scales, u, run), run * hkv, d, call.q.dtype)
             if chunks is v_chunks and run > 1:
-                _zero_dead_rows(tile.reshape((CHUNK, run, row)), index.live[0:1, u : u + 1], run)
+                unit = gs // (call.unit_tiles * KV_TILE)  # the loop unit holding this gather
+                _zero_dead_rows(tile.reshape((CHUNK, run, row)), index.live[0:1, u : u + 1], run,
+                                index.dead[0:1, unit : unit + 1])
             chunks.extend(tile[:, t * row : (t + 1) * row] for t in range(run))
     return k_chunks, v_chunks, None
 
@@ -108,14 +124,24 @@ def _gather_kv_v2(call, index, t0, n):
     return k_chunks, v_chunks, k_bad
 
 
-def _zero_dead_rows(tile, live_sb, run):
+def _zero_dead_rows(tile, live_sb, run, trips_sb=None):
     """tile [CHUNK, run, row] SBUF (key run · p + t of its gather or chunk at [p, t]) with the keys at or past
     live_sb (1x1 int32: seq_len - first position) replaced by 0, in place: one GpSimd affine_select whose offset
-    is a register."""
+    is a register; v3+ in a runtime loop of trips_sb (1x1 int32 0 / 1, the gather's unit_dead) trips, so only the
+    loop unit holding seq_len - 1 pays it."""
     live = nisa.register_alloc()
     nisa.register_load(live, live_sb)
-    nisa.affine_select(dst=tile, pattern=[[-1, run], [0, tile.shape[2]]], channel_multiplier=-run, on_true_tile=tile,
-                       on_false_value=0.0, cmp_op=nl.greater, offset=live)
+
+    def select(_trip=None):
+        nisa.affine_select(dst=tile, pattern=[[-1, run], [0, tile.shape[2]]], channel_multiplier=-run,
+                           on_true_tile=tile, on_false_value=0.0, cmp_op=nl.greater, offset=live)
+
+    if trips_sb is None:
+        select()
+        return
+    trips = nisa.register_alloc()
+    nisa.register_load(trips, trips_sb)
+    nl.fori_loop(0, trips, select)
 
 
 def _gather_run(index, rows_hbm, u, run):
@@ -150,8 +176,9 @@ def _load_blocks(tile, blocks_hbm, block_ids, cs, nc, block_size, row):
         p += length
 
 
-def load_q_group(q, q0, grp, g, bq, vector_dma):
-    """q^T of a group (rows = len(grp) * BQ * g, ordered head, token, q head) as a list of [D, rows] tiles.
+def load_q_group(q, q0, grp, g, bq, vector_dma, t_off=0):
+    """q^T of a group (rows = len(grp) * BQ * g, ordered head, token, q head; tokens q0 + t_off .. + BQ, q0 a
+    runtime 1x1 SBUF value, t_off a compile-time row block offset) as a list of [D, rows] tiles.
 
     v3+: one tile, q rows by DMA then one bit-exact PE transpose (`scores` slices each head's columns). v2: one tile
     per kv head, the other heads' columns zeroed when the group stacks several heads, so the heads' score matmuls
@@ -163,12 +190,12 @@ def load_q_group(q, q0, grp, g, bq, vector_dma):
     rows = len(grp) * head_rows
     q_rows = q.reshape((t_total, hq * d))
     if not vector_dma:
-        return [_load_q_transposed(q_rows, q0, grp, i, d, g, bq, rows) for i in range(len(grp))]
+        return [_load_q_transposed(q_rows, q0, grp, i, (d, g, bq, t_off), rows) for i in range(len(grp))]
     q_sb = nl.ndarray((rows, d), q.dtype, buffer=nl.sbuf)
     for i, h in enumerate(grp):
         nisa.dma_copy(dst=q_sb[i * head_rows : (i + 1) * head_rows, :],
-                      src=q_rows.ap([[hq * d, bq], [d, g], [1, d]], offset=h * g * d, scalar_offset=q0,
-                                    indirect_dim=0))
+                      src=q_rows.ap([[hq * d, bq], [d, g], [1, d]], offset=t_off * hq * d + h * g * d,
+                                    scalar_offset=q0, indirect_dim=0))
     qt_ps = nl.ndarray((d, rows), q.dtype, buffer=nl.psum)
     nisa.nc_transpose(dst=qt_ps, data=q_sb)
     qt = nl.ndarray((d, rows), q.dtype, buffer=nl.sbuf)
@@ -176,78 +203,90 @@ def load_q_group(q, q0, grp, g, bq, vector_dma):
     return [qt]
 
 
-def _load_q_transposed(q_rows, q0, grp, i, d, g, bq, rows):
+def _load_q_transposed(q_rows, q0, grp, i, dims, rows):
     """v2: q^T [D, rows] of head grp[i] of a group (its BQ * g columns; the other heads' columns zero when the
-    group stacks several heads), DMAed from q_rows [T_total, Hq * D] with D on the partitions."""
+    group stacks several heads), DMAed from q_rows [T_total, Hq * D] with D on the partitions; dims: (D, g, BQ,
+    t_off) as `load_q_group`'s."""
+    d, g, bq, t_off = dims
     head_rows = bq * g
     qt = nl.ndarray((d, rows), q_rows.dtype, buffer=nl.sbuf)
     if len(grp) > 1:
         nisa.memset(dst=qt, value=0.0)
     nisa.dma_copy(dst=qt[:, i * head_rows : (i + 1) * head_rows],
-                  src=q_rows.ap([[1, d], [q_rows.shape[1], bq], [d, g]], offset=grp[i] * g * d, scalar_offset=q0,
-                                indirect_dim=0))
+                  src=q_rows.ap([[1, d], [q_rows.shape[1], bq], [d, g]],
+                                offset=t_off * q_rows.shape[1] + grp[i] * g * d, scalar_offset=q0, indirect_dim=0))
     return qt
 
 
-def scores(qs, grp, k_chunks, n, run):
-    """s [rows, n] fp32 PSUM of a group against keys of one tile: per head k^T by PE transposes (PSUM -> SBUF
-    evacuation alternating ScalarE / VectorE), then the score matmuls.
+def scores(qs, grp, k_chunks, n, run, kts):
+    """s [rows, n] fp32 PSUM of a group against keys of one tile (n / KV_TILE PSUM banks, one matmul per bank):
+    per head k^T by PE transposes (PSUM -> SBUF evacuation alternating ScalarE / VectorE), then the score matmuls.
 
     qs: `load_q_group`'s tiles. One per head (v2, masked columns): one accumulating matmul per head. One tile for
     several stacked heads (v3+), so that no zero-masked q column meets another head's key (0 * NaN would mix a
     non-finite key into every head's rows): with 32 or 64 rows per head (PE_TILES; prefill items) each head's
     matmul runs on its own PE column tile into its own partitions of s; else (decode: g rows per head) per CHUNK
-    keys s^T [keys, rows] with each head's k^T chunk stationary and only its own q columns moving, then one
-    bit-exact fp32 transpose back to rows on partitions. The transposes run
+    keys s^T [keys, rows] with each head's k^T chunk stationary and only its own q columns moving (`bank_pieces`
+    of chunks a PSUM tile), then one bit-exact fp32 transpose back to rows on partitions. The transposes run
     `tuning.KT_LOOKAHEAD` heads ahead of the matmuls, so in-order TensorE transposes the next heads' k while this
-    head's k^T is evacuated."""
+    head's k^T is evacuated. kts: {kv head: k^T} of this tile, filled here: the groups of an item's other row blocks
+    reuse them."""
     d, rows = qs[0].shape
     head_rows = rows // len(grp)
     s_ps = nl.ndarray((rows, n), nl.float32, buffer=nl.psum)
     per_head = len(qs) == 1 and len(grp) > 1
     tiled = per_head and head_rows in PE_TILES and d in PE_ROW_TILES  # each head's matmul on its own PE columns
-    st_ps = nl.ndarray((CHUNK, len(k_chunks) * rows), nl.float32, buffer=nl.psum) if per_head and not tiled else None
-    kts = [_k_transposed(k_chunks, h, d, n, run) for h in grp[:KT_LOOKAHEAD]]
+    pieces = bank_pieces(len(k_chunks), rows, nl.float32) if per_head and not tiled else []
+    st_ps = [nl.ndarray((CHUNK, (c1 - c0) * rows), nl.float32, buffer=nl.psum) for c0, c1 in pieces]
+    for h in grp[:KT_LOOKAHEAD]:
+        _k_transposed(kts, k_chunks, h, d, n, run)
     for i in range(len(grp)):
         if i + KT_LOOKAHEAD < len(grp):
-            kts.append(_k_transposed(k_chunks, grp[i + KT_LOOKAHEAD], d, n, run))
-        kt = kts[i]
+            _k_transposed(kts, k_chunks, grp[i + KT_LOOKAHEAD], d, n, run)
+        kt = kts[grp[i]]
         cols = slice(i * head_rows, (i + 1) * head_rows)
         if not per_head:
-            nisa.nc_matmul(dst=s_ps, stationary=qs[i], moving=kt)
+            for bank in _banks(n):
+                nisa.nc_matmul(dst=s_ps[:, bank], stationary=qs[i], moving=kt[:, bank])
             continue
         if tiled:
-            nisa.nc_matmul(dst=s_ps[cols, :], stationary=qs[0][:, cols], moving=kt, tile_position=(0, cols.start),
-                           tile_size=(d, head_rows))
+            for bank in _banks(n):
+                nisa.nc_matmul(dst=s_ps[cols, bank], stationary=qs[0][:, cols], moving=kt[:, bank],
+                               tile_position=(0, cols.start), tile_size=(d, head_rows))
             continue
-        for c, k in enumerate(k_chunks):
-            nc = k.shape[0]
-            nisa.nc_matmul(dst=st_ps[0:nc, c * rows + i * head_rows : c * rows + (i + 1) * head_rows],
-                           stationary=chunk_cols(kt, c, run), moving=qs[0][:, cols])
-    if st_ps is not None:
-        st = nl.ndarray(st_ps.shape, nl.float32, buffer=nl.sbuf)
-        nisa.tensor_copy(dst=st, src=st_ps)
-        for c, k in enumerate(k_chunks):
-            nc = k.shape[0]
-            nisa.nc_transpose(dst=chunk_cols(s_ps, c, run), data=st[0:nc, c * rows : (c + 1) * rows])
+        for st, (c0, c1) in zip(st_ps, pieces):
+            for c in range(c0, c1):
+                nc = k_chunks[c].shape[0]
+                at = (c - c0) * rows + i * head_rows
+                nisa.nc_matmul(dst=st[0:nc, at : at + head_rows], stationary=chunk_cols(kt, c, run),
+                               moving=qs[0][:, cols])
+    for st_p, (c0, c1) in zip(st_ps, pieces):
+        st = nl.ndarray(st_p.shape, nl.float32, buffer=nl.sbuf)
+        nisa.tensor_copy(dst=st, src=st_p)
+        for c in range(c0, c1):
+            nc = k_chunks[c].shape[0]
+            nisa.nc_transpose(dst=chunk_cols(s_ps, c, run), data=st[0:nc, (c - c0) * rows : (c - c0 + 1) * rows])
     return s_ps
 
 
-def _k_transposed(k_chunks, h, d, n, run):
-    """k^T [D, n] SBUF of kv head h over one tile's chunks, keys in position order (`chunk_cols`): PE transposes
-    into PSUM, evacuated by ScalarE (even h) or VectorE (odd h)."""
+def _k_transposed(kts, k_chunks, h, d, n, run):
+    """kts[h] = k^T [D, n] SBUF of kv head h over one tile's chunks, keys in position order (`chunk_cols`), unless
+    already there: PE transposes into PSUM, evacuated by ScalarE (even h) or VectorE (odd h)."""
+    if h in kts:
+        return
     kt_ps = nl.ndarray((d, n), k_chunks[0].dtype, buffer=nl.psum)
     for c, k in enumerate(k_chunks):
         nisa.nc_transpose(dst=chunk_cols(kt_ps, c, run), data=k[:, h * d : (h + 1) * d])
     kt = nl.ndarray((d, n), k_chunks[0].dtype, buffer=nl.sbuf)
     psum_copy(kt, kt_ps, on_scalar=h % 2 == 0)
-    return kt
+    kts[h] = kt
 
 
-def _masked_scores(s_ps, call, bounds, kv, grp, k_rows):
+def _masked_scores(s_ps, call, bounds, mask, kv, grp, k_rows):
     """x [rows, n] fp32: the score tile in units of exp_scale (softcap c: tanh(s · scale / c), else s), FP32_MIN
     where a key is not visible, and tile_max [rows, 1] — one range_select (v3+) or select_reduce (v2; then NaN where a row sees a bad key of its own kv head of grp, `finite.poison_scores`).
-    k_rows: None, or the fp8 per-head k scales [rows, 1], multiplied into s as it leaves PSUM."""
+    mask: v2, the tile's visibility of the group's row block (None on v3+); k_rows: None, or the fp8 per-head k
+    scales [rows, 1], multiplied into s as it leaves PSUM."""
     rows, n = s_ps.shape
     s = s_ps
     if k_rows is not None:
@@ -259,15 +298,15 @@ def _masked_scores(s_ps, call, bounds, kv, grp, k_rows):
         s = capped
     x = nl.ndarray((rows, n), nl.float32, buffer=nl.sbuf)
     tile_max = nl.ndarray((rows, 1), nl.float32, buffer=nl.sbuf)
-    if kv.mask is None:
+    if mask is None:
         lo, hi, start = bounds.tile_range(kv.t0)
         nisa.range_select(dst=x, on_true_tile=s, comp_op0=nl.greater_equal, comp_op1=nl.less_equal,
                           bound0=lo[0:rows, :], bound1=hi[0:rows, :], reduce_cmd=nisa.reduce_cmd.reset_reduce,
                           reduce_res=tile_max, reduce_op=nl.maximum, range_start=start, on_false_value=FP32_MIN)
     else:
-        nisa.select_reduce(dst=x, predicate=kv.mask[0:rows, :], on_true=s, on_false=FP32_MIN,
+        nisa.select_reduce(dst=x, predicate=mask[0:rows, :], on_true=s, on_false=FP32_MIN,
                            reduce_res=tile_max, reduce_cmd=nisa.reduce_cmd.reset_reduce, reduce_op=nl.maximum)
-        poison_scores(x, kv.mask, kv.k_bad, grp, rows // len(grp))
+        poison_scores(x, mask, kv.k_bad, grp, rows // len(grp))
     return x, tile_max
 
 
@@ -279,7 +318,8 @@ def softmax_pv(s_ps, state, call, gi, bounds, kv, p_copy_on_scalar):
     rows, n = s_ps.shape
     grp, head_rows, d = call.groups[gi], call.rows, state.acc.shape[1]
     dtype = call.q.dtype  # p's dtype: the cache's ("auto", int8 after conversion), q's beside fp8 V (p in [0, 1])
-    x, tile_max = _masked_scores(s_ps, call, bounds, kv, grp, call.k_rows[gi])
+    mask = None if kv.mask is None else kv.mask[call.group_block[gi]]
+    x, tile_max = _masked_scores(s_ps, call, bounds, mask, kv, grp, call.k_rows[gi])
     neg_max = nl.ndarray((rows, 1), nl.float32, buffer=nl.sbuf)
     if call.exp_scale > 0:  # -exp_scale · max(t, MAX_FLOOR) = min(-exp_scale · t, its start): one instruction
         nisa.tensor_scalar(dst=neg_max, data=tile_max, op0=nl.multiply, operand0=-call.exp_scale, op1=nl.minimum,
@@ -290,18 +330,23 @@ def softmax_pv(s_ps, state, call, gi, bounds, kv, p_copy_on_scalar):
         nisa.tensor_tensor(dst=neg_max, data1=neg_max, data2=state.neg_max, op=nl.minimum)
     rescale = nl.ndarray((rows, 1), nl.float32, buffer=nl.sbuf)
     rescale_factor(rescale, state.neg_max, neg_max)
+    # in place (the state outlives a runtime loop's body), on ScalarE (VectorE is the busier engine), right after
+    # its last read: the next tile's neg_max then waits on this copy, not on this tile's exp
+    nisa.activation(dst=state.neg_max, op=nl.copy, data=neg_max)
     p = nl.ndarray((rows, n), dtype, buffer=nl.sbuf)
     tile_sum = nl.ndarray((rows, 1), nl.float32, buffer=nl.sbuf)
     exp_rows(p, x, neg_max, call.exp_scale, tile_sum)
     update_sum(state.run_sum, rescale, tile_sum)
     if not call.vector_dma:
         _zero_non_finite(p)
-    pt_ps = nl.ndarray((min(n, CHUNK), len(kv.v_chunks) * rows), dtype, buffer=nl.psum)
-    for c, v in enumerate(kv.v_chunks):
-        nisa.nc_transpose(dst=pt_ps[0 : v.shape[0], c * rows : (c + 1) * rows],
-                          data=chunk_cols(p, c, call.tile_run))
-    pt = nl.ndarray(pt_ps.shape, dtype, buffer=nl.sbuf)
-    psum_copy(pt, pt_ps, p_copy_on_scalar)  # PSUM evacuation alternates ScalarE / VectorE by group
+    pt = nl.ndarray((min(n, CHUNK), len(kv.v_chunks) * rows), dtype, buffer=nl.sbuf)
+    for c0, c1 in bank_pieces(len(kv.v_chunks), rows, dtype):
+        pt_ps = nl.ndarray((pt.shape[0], (c1 - c0) * rows), dtype, buffer=nl.psum)
+        for c in range(c0, c1):
+            nisa.nc_transpose(dst=pt_ps[0 : kv.v_chunks[c].shape[0], (c - c0) * rows : (c - c0 + 1) * rows],
+                              data=chunk_cols(p, c, call.tile_run))
+        # PSUM evacuation alternates ScalarE / VectorE by group
+        psum_copy(pt[:, c0 * rows : c1 * rows], pt_ps, p_copy_on_scalar)
     pv = nl.ndarray((rows, d), nl.float32, buffer=nl.psum)
     if len(grp) == 1:
         h = grp[0]
@@ -321,8 +366,6 @@ def softmax_pv(s_ps, state, call, gi, bounds, kv, p_copy_on_scalar):
         nisa.tensor_copy(dst=ot, src=ot_ps)
         nisa.nc_transpose(dst=pv, data=ot)
     update_acc(state.acc, rescale, pv)
-    # in place (the state outlives a runtime loop's body), on ScalarE: VectorE is the busier engine
-    nisa.activation(dst=state.neg_max, op=nl.copy, data=neg_max)
 
 
 def _zero_non_finite(p):

@@ -5,11 +5,14 @@
                   descriptors are generated on GpSimd. With one slot per descriptor GpSimd bounds the decode rows
                   (Llama-3.1-8B b8 ctx 4K, modeled: 432 us of GpSimd against 372 us of DMA). 8 KiB is the 4-slot
                   run of Llama-3.1-8B's 2 KiB rows, the largest that keeps K and V of two gathers in flight within
-                  SBUF with the rest of the kernel (32 KiB per partition); smaller rows get proportionally longer
-                  runs in the same bytes: 32 slots (a whole block) of Llama-3.1-70B TP8's 256-byte rows, 8 of
-                  Qwen2.5-7B's 1 KiB rows, so one descriptor reads a whole block and one gather spans several score
-                  tiles (`gather_run`). Longer runs also fill the DMA packets: under ~2 KiB per partition the 16
-                  engines idle between packets (the model's 600 ns packet setup).
+                  SBUF with the rest of the kernel (32 KiB per partition); smaller rows get longer runs, up to one
+                  score tile's chunks (`score_run`: 8 slots, Llama-3.1-70B TP8's 256-byte rows, Qwen2.5-7B's 1 KiB
+                  rows) while that reads at least PACKET_BYTES per partition, longer beyond (128-byte rows: 16
+                  slots; fp8 Llama-3.1-70B TP8), so one gather spans one score tile or several (`gather_run`).
+    PACKET_BYTES  v3+: bytes per partition below which a run may exceed one score tile: under ~2 KiB per partition
+                  the 16 DMA engines idle between packets (the model's 600 ns packet setup). Above it, a gather of
+                  one score tile lets that tile start as soon as it lands: Llama-3.1-70B TP8 decode b8 ctx 4K,
+                  modeled, 47.7 % MBU with 32-slot runs (one 4096-key gather per sequence), 49.5 % with 8.
     MAX_PAD_SHARE the launcher pads a table row to a whole gather (`table_positions`); a longer run is taken only
                   while the padding stays within this share of the row (padded keys cost gathers and score tiles
                   that earn nothing).
@@ -17,6 +20,19 @@
                   TensorE otherwise idles on every head's PSUM -> SBUF evacuation of k^T (Llama-3.1-8B decode,
                   modeled: 8 heads x ~0.95 us per 512-key tile, longer than the tile's DMA). Each costs one more
                   [D, 512] PSUM tile in flight.
+    SCORE_BANKS   PSUM banks of fp32 scores (KV_TILE keys each) one score tile spans where a gather holds more keys
+                  than one bank (runs longer than PSUM_FMAX // PMAX slots: Llama-3.1-70B TP8, Qwen2.5-7B): the
+                  online-softmax step (mask, running max and sum, p^T evacuation, acc rescale; ~6 fixed-cost
+                  VectorE / ScalarE instructions whatever the row count) then serves that many banks' keys.
+                  Llama-3.1-70B TP8 decode b8 ctx 4K, modeled: 8 rows a tile, 45.4 % MBU with 1 bank, 49.5 % with
+                  2. More banks would not fit PSUM with the next tile's scores in flight (8 banks).
+    ITEM_BLOCKS   row blocks (PMAX rows of one kv head each: Llama-3.1-8B, 32 tokens x 4 query heads) of one prefill
+                  or chunk work item (`launch_paged.rows_per_item`): the blocks' groups share each gather of the
+                  item's keys and k^T, so a chunk's context is gathered once per ITEM_BLOCKS blocks. Llama-3.1-8B
+                  mixed step, one 512-token chunk + 31 decodes at 4K, modeled: 1.90x the useful roofline with 1,
+                  1.70x with 2, 1.94x with 4, 2.31x with 8 (fewer, longer chunk loop bodies overlap worse with
+                  the decode items' DMA-bound ones); each block keeps its q^T and online-softmax state in SBUF
+                  (~768 B per partition and kv head group).
     TILE_SPAN     units (`loop_tiles`: the score tiles of one gather) per span of the runtime tile loops
                   (`paged_attention._pipeline`): a span has one loop of 0 / 1 trips per contiguous run of its
                   units, TILE_SPAN (TILE_SPAN + 1) / 2 of them, and a loop body runs its tiles software-pipelined (tile j + 1's scores before tile j's softmax). One
@@ -28,8 +44,11 @@ from .._dtypes import itemsize
 from .._tiling import PMAX, PSUM_FMAX
 
 GATHER_BYTES = 8 * 1024
+PACKET_BYTES = 2 * 1024
 MAX_PAD_SHARE = 1 / 8
 KT_LOOKAHEAD = 2
+SCORE_BANKS = 2
+ITEM_BLOCKS = 2
 TILE_SPAN = 2
 
 
@@ -39,11 +58,22 @@ def slot_bytes(cache):
     return cache.shape[2] * cache.shape[3] * itemsize(cache.dtype)
 
 
+def score_run(run: int, heads: int = 1) -> int:
+    """Chunks (PMAX keys each) of a gather of `run`-slot runs whose columns interleave in one score tile
+    (`tiles.chunk_cols`): the run, up to SCORE_BANKS PSUM banks of scores (PSUM_FMAX // PMAX chunks a bank), one
+    bank for groups of several stacked kv heads (`heads`: their s^T and o^T PSUM tiles and the k^T lookahead leave
+    no room; Qwen2.5-7B decode b8 ctx 4K, modeled, 76.3 % MBU with one bank, 74.9 % with two); a score tile holds
+    max(PSUM_FMAX, PMAX · score_run) keys."""
+    return min(run, (SCORE_BANKS if heads == 1 else 1) * PSUM_FMAX // PMAX)
+
+
 def max_run(block_size: int, row_bytes: int) -> int:
     """Longest v3+ run of slots per partition: the largest power of two <= block_size and GATHER_BYTES // row_bytes
-    (row_bytes: Hkv * D * itemsize of one cache slot), at least 1. block_size is a power of two."""
+    (row_bytes: Hkv * D * itemsize of one cache slot), at least 1, and no longer than one score tile's chunks
+    (`score_run`) while that run reads at least PACKET_BYTES per partition. block_size is a power of two."""
+    cap = SCORE_BANKS * PSUM_FMAX // PMAX
     run = 1
-    while run * 2 <= min(block_size, GATHER_BYTES // row_bytes):
+    while run * 2 <= min(block_size, GATHER_BYTES // row_bytes) and (run < cap or run * row_bytes < PACKET_BYTES):
         run *= 2
     return run
 

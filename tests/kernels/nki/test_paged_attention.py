@@ -66,11 +66,19 @@ PINNED = [
     pytest.param(PagedProblem((1,), 28, 4, 128, PageTable((13,), 4, 4, ((0, 1, 2, 3),), "identity"), True, None, None,
                               "float32", 0), id="fp32-ulp-noise-28/4-d128"),  # found by hypothesis: FLOAT32_FLOOR_ULPS
     pytest.param(_pinned([700, 3], [1, 1], 8, 4, 64, 16, softcap=30.0), id="stacked-heads-two-tiles-softcap"),
-    # v3+ gathers of whole blocks (256-byte rows: 32-slot runs, one gather of 4096 keys for 8 score tiles), 16-
-    # and 8-slot runs (512-byte, 1 KiB rows): comb-index masks (`index.add_comb`) with a window, chunks, softcap
-    pytest.param(_pinned([4050, 3001], [5, 1], 8, 1, 128, 32, window=1000), id="run32-window-chunk"),
-    pytest.param(_pinned([2000, 1500], [1, 40], 28, 4, 64, 32), id="run16-chunk"),
+    # v3+ gathers of 8-slot runs (256-byte, 512-byte, 1 KiB rows: one 1024-key score tile of two PSUM banks a
+    # gather, `tuning.max_run`) and of 16- and 32-slot runs of 128-byte rows (2 KiB a partition; 32: a whole block,
+    # one gather of 4096 keys): comb-index masks (`index.add_comb`) with a window, chunks, softcap
+    pytest.param(_pinned([4050, 3001], [5, 1], 8, 1, 128, 32, window=1000), id="run8-window-chunk"),
+    pytest.param(_pinned([2000, 1500], [1, 40], 28, 4, 64, 32), id="run8-chunk"),
     pytest.param(_pinned([990, 700], [1, 1], 28, 4, 128, 32, softcap=30.0), id="run8-softcap"),
+    pytest.param(_pinned([4050, 3001], [5, 1], 4, 1, 64, 32, window=1000), id="run16-window-chunk"),
+    pytest.param(_pinned([2040, 700], [40, 1], 8, 1, 64, 32, dtype="float16", softcap=30.0), id="run16-chunk-softcap"),
+    pytest.param(_pinned([4050, 700], [3, 1], 2, 1, 32, 32, window=700), id="run32-window-chunk"),
+    # chunk items of two row blocks sharing their gathers (`tuning.ITEM_BLOCKS`), the last one half padding; fp32 p
+    # in two PSUM pieces (`tiles.bank_pieces`)
+    pytest.param(_pinned([300, 40], [96, 1], 8, 2, 64, 16, window=50, softcap=25.0), id="row-blocks-window-softcap"),
+    pytest.param(_pinned([260, 90], [70, 1], 8, 1, 128, 32, dtype="float32"), id="row-blocks-run16-fp32"),
 ]
 
 
@@ -218,7 +226,17 @@ def test_trace_llama_decode_trn2():
     assert len(gathers) == 8 * 2 * (4096 // 512)
     assert all(i.attrs["chunks"] == 128 for i in gathers)  # one descriptor per partition run of 4 slots
     assert sum(i.attrs["bytes"] for i in gathers) == 2 * 8 * 4096 * 8 * 128 * 2
-    assert mix["gpsimd"]["affine_select"] == 8 * (4096 // 512)  # dead V rows of a run past seq_len zeroed
+    # dead V rows are zeroed only in the loop unit holding seq_len - 1 with positions after it: none at 4096
+    assert "affine_select" not in mix["gpsimd"]
+
+
+def test_dead_rows_zeroed_in_the_last_unit_only():
+    # contexts 4000 and 4096 (512-position loop units, `launch_paged.unit_dead`): one select, in sequence 0's unit 7
+    assert launch_paged.unit_dead(np.array([4000, 4096, 0]), 4096, 512).tolist() == [[0] * 7 + [1], [0] * 8, [0] * 8]
+    kernel, args, kwargs = launch_paged.traceable(dict(LLAMA_DECODE, num_seqs=2, context=None, seq_lens=[4000, 4096]),
+                                                  "trn2")
+    mix = run(kernel, *args, target="trn2", mode="trace", **kwargs).trace.instruction_mix()
+    assert mix["gpsimd"]["affine_select"] == 1
 
 
 @pytest.mark.parametrize("target", ["inf2", "trn1"])

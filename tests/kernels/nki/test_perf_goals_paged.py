@@ -7,10 +7,10 @@ apart). The ragged and mixed rows are kernel time over the roofline of the op's 
 the bytes of every live K/V row, q and out, and the FLOPs of the visible scores and P @ V; padded and masked work
 earns nothing), as the issue counts them. Shapes are the smallest that show each row's limit, so the module traces
 in seconds: Llama-3.1-8B (32 / 8 heads, D 128) decode b8 at 4K; Llama-3.1-70B at TP8 (8 / 1 heads: 256-byte kv
-rows) and Qwen2.5-7B (28 / 4 heads) decode b8 at 4K; a ragged b8 batch at contexts 1K..8K (the issue's b32 at
-1K..32K traces in about a minute: 1.17x, modeled); a mixed step of one 256-token chunk and 7 decodes at 2K (the
-issue's 512 + 31 at 4K: 1.94x, modeled; the same limit). `nkilab bench --kernel paged_attention --batches 8
---contexts 4096 --lnc 1` reproduces the Llama decode row (its first line; without --lnc, trn2 models LNC=2).
+rows; the issue's own row) and Qwen2.5-7B (28 / 4 heads) decode b8 at 4K; a ragged b8 batch at contexts 1K..8K (the
+issue's b32 at 1K..32K: 1.16x, modeled); a mixed step of one 256-token chunk and 7 decodes at 2K (the issue's 512 +
+31 at 4K: 1.70x, modeled; the same limits). `nkilab bench --kernel paged_attention --batches 8 --contexts 4096 --lnc
+1` reproduces the Llama decode row (its first line; without --lnc, trn2 models LNC=2).
 """
 
 import numpy as np
@@ -34,23 +34,25 @@ def _row(target, problem, metric, floor, goal):
 # about a point (x_roofline: plus about 2 %); goal: issue 11's (None: reported beside trn2)
 ROWS = {
     "trn2-llama8b-decode-b8-4k": _row("trn2", dict(num_seqs=8, context=4096, **LLAMA_8B), "mbu", 0.81, 0.80),
-    "trn2-llama70b-tp8-decode-b8-4k": _row("trn2", dict(num_seqs=8, context=4096, **LLAMA_70B_TP8), "mbu", 0.42,
+    "trn2-llama70b-tp8-decode-b8-4k": _row("trn2", dict(num_seqs=8, context=4096, **LLAMA_70B_TP8), "mbu", 0.48,
                                            0.70),
     "trn2-qwen7b-decode-b8-4k": _row("trn2", dict(num_seqs=8, context=4096, **QWEN_7B), "mbu", 0.74, 0.70),
     "trn2-ragged-b8-1k-8k": _row("trn2", dict(num_seqs=8, seq_lens=RAGGED, **LLAMA_8B), "x_roofline", 1.31, 1.3),
     "trn2-mixed-256-chunk-7-decodes-2k": _row("trn2", dict(num_seqs=8, q_lens=[256] + [1] * 7, seq_lens=[2048] * 8,
-                                                           **LLAMA_8B), "x_roofline", 3.21, 1.5),
+                                                           **LLAMA_8B), "x_roofline", 2.81, 1.5),
     "inf2-llama8b-decode-b8-4k": _row("inf2", dict(num_seqs=8, context=4096, **LLAMA_8B), "mbu", 0.28, None),
 }
 # what limits each unmet row (from its trace)
 NOT_MET = {
-    "trn2-llama70b-tp8-decode-b8-4k": "VectorE: ~6 instructions per 512-key score tile of only 8 rows (mask, "
-                                      "running max and sum, p^T evacuation, acc) and ~25 per work item, with "
-                                      "ScalarE's exp and k^T evacuation per tile on the same chain",
-    "trn2-mixed-256-chunk-7-decodes-2k": "DMA and VectorE (433 and 416 of 620 us): each 32-token chunk item "
-                                         "gathers the whole context again; the chunk's 8 items x 8 heads of "
-                                         "masks and PSUM evacuations of k^T and p^T run as one chain of TensorE "
-                                         "-> VectorE -> ScalarE steps per tile",
+    "trn2-llama70b-tp8-decode-b8-4k": "ScalarE and VectorE (61 and 55 of 94 us): each 1024-key score tile costs a "
+                                      "[128, 1024] k^T PSUM evacuation and an exp of only 8 rows (priced as 128) on "
+                                      "ScalarE and a mask of 8 rows on VectorE, plus ~25 VectorE instructions per "
+                                      "work item; one sequence's tiles run as one online-softmax chain",
+    "trn2-mixed-256-chunk-7-decodes-2k": "VectorE, ScalarE and TensorE (383, 314 and 326 of 544 us): per chunk tile "
+                                         "and kv head a k^T evacuation, mask, exp, p^T evacuation and acc update, "
+                                         "with each context gathered once per two row blocks (`ITEM_BLOCKS`: more "
+                                         "blocks per item model slower, SBUF-bound); the decodes' 8 x 4 PE "
+                                         "transposes and 64 small matmuls per 512-key tile",
 }
 
 
