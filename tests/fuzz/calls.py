@@ -79,13 +79,19 @@ def view_of(a: np.ndarray, how: str, kind: str):
 
     "transposed": `a`'s values with the axes stored in reverse order; "sliced": every other element of a buffer
     twice as long on the last axis; "expanded": `a[:1]` broadcast along axis 0 (stride 0; the values change to
-    copies of the first row, so the reference runs on `values`). 0-d and empty arrays are returned as they are.
+    copies of the first row, so the reference runs on `values`), its non-finite elements set to 0: a fill that is
+    never read in `a[:1]` (the paged caches' NaN in unused slots) would be live data in the other rows, and a valid
+    draw stays finite (found by a nightly run, 2026-12-03: block 0's NaN slot 6 became a live value row of a
+    sequence of 7 keys, which the reference multiplies by the hidden queries' 0 weights, as the README documents).
+    0-d and empty arrays are returned as they are.
     """
     if a.ndim == 0 or a.size == 0:
         return (to_torch(a.copy()) if kind == "torch" else a), a
     if how == "expanded":
-        values = np.ascontiguousarray(np.broadcast_to(a[:1], a.shape))
         base = a[:1].copy()
+        if base.dtype.kind not in "biu":
+            base[~np.isfinite(base.astype(np.float64))] = 0
+        values = np.ascontiguousarray(np.broadcast_to(base, a.shape))
         view = to_torch(base).expand(*a.shape) if kind == "torch" else np.broadcast_to(base, a.shape)
         return view, values
     if how == "transposed" and a.ndim >= 2:

@@ -11,7 +11,7 @@ from fuzz.calls import VIEWS, Call, as_kind, assert_matches, copied, run, snapsh
 from fuzz.cases import BACKEND_IDS, BACKEND_TARGETS, CASES, KINDS
 from hypothesis import given, reject
 from hypothesis import strategies as st
-from strategies import MatmulProblem, QuantConfig
+from strategies import MatmulProblem, PagedProblem, PageTable, QuantConfig
 
 from nkilab.harness.checks import check_against_reference
 from nkilab.kernels import _registry
@@ -72,3 +72,20 @@ def test_nki_qmatmul_budget_covers_its_rounding_of_x(target):
     naive_only = check_against_reference(out, case.op.reference, x, qw, compute_dtype=ml_dtypes.bfloat16)
     assert not naive_only.passed, str(naive_only)
     assert_matches(case, "nki", out, Call(("x", "qw"), (x, qw)))
+
+
+def test_expanded_paged_caches_stay_a_valid_draw():
+    """Found by a nightly run of `[paged_attention-triton]` (2026-12-03): the expanded layout copied block 0's NaN
+    fill (slot 6, unused by its 6-key sequence) into a live value row of the 7-key sequence of block 2, and the
+    reference's P @ V multiplied it by the 0 weights of the queries that cannot see it (README: non-finite values)
+    while Triton skipped it. `view_of` now zeroes the expanded row's non-finite fill."""
+    problem = PagedProblem(q_lens=(1, 2, 6), hq=6, hkv=2, d=16, causal=True, sliding_window=None, softcap=None,
+                           dtype="float32", seed=0,
+                           table=PageTable(seq_lens=(6, 3, 7), block_size=16, num_blocks=3, rows=((0,), (1,), (2,)),
+                                           layout="identity"))
+    case = CASES["paged_attention"]
+    call = case.call(problem)
+    assert np.isnan(call.arrays()["value_cache"]).any()  # the unused slots' fill
+    sent, values = with_views(case, call, "expanded", "numpy")
+    assert all(np.isfinite(values.arrays()[name]).all() for name in ("key_cache", "value_cache"))
+    assert_matches(case, "triton", run(case, sent, "triton", None), values)
