@@ -8,7 +8,7 @@ worse than the naive computation in its own precision, never more. NaN/inf where
 Naive run, summation order (`check_against_reference`): where the reference sums (it takes `sum_order=`,
 `nkilab.reference.sums`), the budget is the worse of two naive runs, NumPy's order and one running sum per output
 element; the kernel passes if it is within c times either. Why: the naive error is one sample of an order-dependent
-rounding error, and NumPy's order (several interleaved partial sums) is often several times luckier than an
+rounding error, and NumPy's order (several interleaved partial sums) can be several times luckier than an
 accumulator chain's. Measured (2026-12-03) on float32 attention q [2, 109, 28, 128], k/v [2, 28, 4, 128], seed 228
 (`tests/harness/test_checks.py`): NumPy's order errs 6.8e-7, the running sum 1.9e-6, the NKI kernel 2.4e-6, so
 c = 2 over NumPy's order alone failed a kernel at 1.25x the running sum's error. Over 5,000 float32 draws of the
