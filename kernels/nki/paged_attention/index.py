@@ -10,7 +10,6 @@ from .._tiling import PMAX, PSUM_FMAX
 
 KV_TILE = PSUM_FMAX  # key positions per score matmul and plan tile: one 2 KiB PSUM bank of fp32 scores per row
 CHUNK = PMAX  # key positions per gather: one per partition
-TILE_CHUNKS = KV_TILE // CHUNK  # gather chunks per PSUM bank of scores
 
 
 class IndexConsts(nl.NKIObject):

@@ -48,6 +48,7 @@ PACKET_BYTES = 2 * 1024
 MAX_PAD_SHARE = 1 / 8
 KT_LOOKAHEAD = 2
 SCORE_BANKS = 2
+BANK_CHUNKS = PSUM_FMAX // PMAX  # gather chunks (PMAX keys each) per PSUM bank of fp32 scores
 ITEM_BLOCKS = 2
 TILE_SPAN = 2
 
@@ -60,18 +61,18 @@ def slot_bytes(cache):
 
 def score_run(run: int, heads: int = 1) -> int:
     """Chunks (PMAX keys each) of a gather of `run`-slot runs whose columns interleave in one score tile
-    (`tiles.chunk_cols`): the run, up to SCORE_BANKS PSUM banks of scores (PSUM_FMAX // PMAX chunks a bank), one
+    (`tiles.chunk_cols`): the run, up to SCORE_BANKS PSUM banks of scores (BANK_CHUNKS chunks a bank), one
     bank for groups of several stacked kv heads (`heads`: their s^T and o^T PSUM tiles and the k^T lookahead leave
     no room; Qwen2.5-7B decode b8 ctx 4K, modeled, 76.3 % MBU with one bank, 74.9 % with two); a score tile holds
     max(PSUM_FMAX, PMAX · score_run) keys."""
-    return min(run, (SCORE_BANKS if heads == 1 else 1) * PSUM_FMAX // PMAX)
+    return min(run, (SCORE_BANKS if heads == 1 else 1) * BANK_CHUNKS)
 
 
 def max_run(block_size: int, row_bytes: int) -> int:
     """Longest v3+ run of slots per partition: the largest power of two <= block_size and GATHER_BYTES // row_bytes
     (row_bytes: Hkv * D * itemsize of one cache slot), at least 1, and no longer than one score tile's chunks
     (`score_run`) while that run reads at least PACKET_BYTES per partition. block_size is a power of two."""
-    cap = SCORE_BANKS * PSUM_FMAX // PMAX
+    cap = SCORE_BANKS * BANK_CHUNKS  # score_run of one stacked kv head
     run = 1
     while run * 2 <= min(block_size, GATHER_BYTES // row_bytes) and (run < cap or run * row_bytes < PACKET_BYTES):
         run *= 2
