@@ -10,17 +10,26 @@ Profiles (select with HYPOTHESIS_PROFILE=ci|dev|thorough|nightly; CI uses `ci`):
 Cache: the session runs with $NKILAB_CACHE set to a fresh folder, so no test reads records a previous run (or
 the user's ~/.cache/nkilab) stored; within the session, tests share it as `nkilab` commands would.
 
+sys.path: `python -m pytest` puts the working directory, the repo root, first on sys.path, where its top-level
+`kernels/` (imported as `nkilab.kernels`) would shadow the PyPI `kernels` package that transformers >= 5.25 imports
+(`from kernels import CUDAProperties`: an ImportError at collection). The suite imports nkilab through its install, so
+the root is dropped from sys.path here, before any test module imports transformers.
+
 Markers: `gpu` tests run where torch sees a CUDA device, `neuron` tests where the real Neuron SDK imports and a
 Neuron device exists; elsewhere they are skipped with the reason. The detection is the backend registry's
 (`nkilab.kernels._registry.has_cuda_device` / `has_neuron_device`), so tests and `backend="auto"` agree.
 """
 
 import os
+import sys
 
 import pytest
 from hypothesis import HealthCheck, settings
 
 from nkilab.kernels._registry import has_cuda_device, has_neuron_device
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _ROOT]
 
 _COMMON = dict(deadline=None, print_blob=True, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.register_profile("ci", max_examples=10, derandomize=True, **_COMMON)

@@ -14,13 +14,41 @@ padding (what generate makes for decoder-only models) on every backend. Any othe
 sequences, offsets a static cache makes) gets HF's own 4-D boolean mask, which the attention function checks is
 causal (and windowed) plus key padding, and refuses otherwise (ValueError: nkilab's attention takes no arbitrary
 masks).
+
+Importing it with this repo's root on sys.path (`python` started there: `python -m ...`, `python -c`) while the PyPI
+`kernels` package is installed (transformers >= 5.25 depends on it and imports it) raises ImportError naming the fix:
+the root's `kernels/` would shadow that package.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
+import os
+
 import torch
-from transformers import AttentionInterface
-from transformers.masking_utils import AttentionMaskInterface, causal_mask_function, sdpa_mask
+
+import nkilab.kernels
+
+
+def _check_kernels_not_shadowed() -> None:
+    """ImportError when the `kernels` package is installed (transformers then imports it) but the top-level name
+    `kernels` resolves to nkilab's own `kernels/` directory."""
+    try:
+        importlib.metadata.distribution("kernels")
+    except importlib.metadata.PackageNotFoundError:
+        return
+    spec = importlib.util.find_spec("kernels")
+    own = {os.path.realpath(p) for p in nkilab.kernels.__path__}
+    if spec is not None and spec.origin and os.path.realpath(os.path.dirname(spec.origin)) in own:
+        raise ImportError(f"this repo's root is on sys.path, so its kernels/ ({spec.origin}) shadows the `kernels` "
+                          "package transformers imports: start python outside the repo root, or with -P")
+
+
+_check_kernels_not_shadowed()
+
+from transformers import AttentionInterface  # noqa: E402  (after the check: a shadowed `kernels` breaks this import)
+from transformers.masking_utils import AttentionMaskInterface, causal_mask_function, sdpa_mask  # noqa: E402
 
 from nkilab.kernels.ops.qmatmul import torch_weight_args
 from nkilab.reference.attention import visible_keys
