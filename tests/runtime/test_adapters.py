@@ -1,5 +1,11 @@
 """The adapters' own rules: the vLLM-style impl's arguments, profiling run, padding and shared caches; the HF mask
-function and the 4-D masks the HF attention function accepts or refuses; QuantizedLinear."""
+function and the 4-D masks the HF attention function accepts or refuses; QuantizedLinear; the HF adapter's import
+from the repo root, whose kernels/ can shadow the PyPI `kernels` package."""
+
+import importlib.metadata
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -110,3 +116,31 @@ def test_quantized_linear_keeps_the_bias_and_the_layout():
     model.add_module("lm_head", torch.nn.Linear(8, 4))
     hf.quantize_linears(model, "int8")
     assert isinstance(model[0], hf.QuantizedLinear) and isinstance(model.lm_head, torch.nn.Linear)
+
+
+def _import_hf_in(cwd, *flags):
+    """Import the HF adapter in a fresh interpreter started in `cwd` (python puts `cwd` first on sys.path)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONSAFEPATH"}
+    return subprocess.run([sys.executable, *flags, "-c", "import nkilab.kernels.adapters.hf"], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_the_repo_root_shadowing_transformers_kernels_is_named_and_minus_p_avoids_it():
+    """From the repo root, `kernels` is nkilab's kernels/: with the PyPI `kernels` package installed (transformers
+    >= 5.25 imports it) the adapter refuses with the fix in its message; without it the import works; `-P` (no
+    working directory on sys.path) always works."""
+    import importlib.metadata
+    import os
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    try:
+        importlib.metadata.distribution("kernels")
+        installed = True
+    except importlib.metadata.PackageNotFoundError:
+        installed = False
+    plain = _import_hf_in(root)
+    if installed:
+        assert plain.returncode != 0 and "shadows the `kernels` package" in plain.stderr, plain.stderr[-2000:]
+    else:
+        assert plain.returncode == 0, plain.stderr[-2000:]
+    safe = _import_hf_in(root, "-P")
+    assert safe.returncode == 0, safe.stderr[-2000:]
