@@ -9,7 +9,8 @@ Algorithm (flash-decoding style online softmax, words as in `_softmax.py`; loop 
 for one runtime loop per score tile):
     for each work item w (one sequence i = item_seq[w], BQ query tokens; see launch_paged.work_plan; decode items
     BQ = 1, prefill / chunk items their own BQ):
-        seq_len_i, block_tables[i, 0]: 4-byte scalar-offset loads, broadcast to 128 partitions by a ones-matmul
+        the table row block_tables[i] (one scalar-offset load) and seq_len_i (a 4-byte one); seq_len_i and the
+        row's entry 0, block_tables[i, 0], broadcast to 128 partitions by a ones-matmul
         per row: visible key range lo = pos - window + 1 (or 0), hi = min(pos, seq_len - 1) (or seq_len - 1)
         gather indices for the whole table row, unused entries NEUTRALISED before any DMA uses them
         rows = (kv head, token, q head); kv heads stacked on partitions in groups of PMAX // (BQ * g) (decode:
@@ -85,7 +86,7 @@ Reference: nkilab.reference.paged.paged_attention.
 from .._shim import nisa, nki, nl
 from .._tiling import PMAX
 from .index import (CHUNK, KV_TILE, IndexConsts, add_band, add_comb, block_index, comb_ramp, load_seq_meta,
-                    row_bounds, slot_index, tile_mask)
+                    load_table_row, row_bounds, slot_index, tile_mask)
 from .quant import row_scales
 from .tuning import TILE_SPAN, gather_run, loop_tiles, score_run, slot_bytes
 from .tiles import KvTile, SoftmaxState, gather_kv, load_q_group, scores, softmax_pv, store_rows
@@ -272,16 +273,17 @@ def _load_row(plan, size):
 def _setup(call, consts, plan, w):
     """WorkItem w: sequence metadata, visible key range per row, neutralised gather indices, q^T, state."""
     seq = plan.seq[0:1, w : w + 1]
-    kv_len, first_blk = load_seq_meta(call.seq_lens, call.block_tables, seq, consts.ones)
+    table_i = load_table_row(call.block_tables, seq, consts, call.block_size)
+    kv_len, first_blk = load_seq_meta(call.seq_lens, seq, table_i, consts.ones)
     bounds = [row_bounds(call.row_pos, call.items.row_offset(w) + b * call.block_bq, call.block_bq, call.g,
                          len(call.groups[0]), kv_len, call.causal, call.window) for b in range(call.blocks)]
     if call.vector_dma:
-        index = slot_index(call.block_tables, seq, kv_len, first_blk, consts, call.block_size,
+        index = slot_index(table_i, kv_len, first_blk, consts, call.block_size,
                            plan.dead[0:1, w * plan.units : (w + 1) * plan.units])
         for bd in bounds if call.comb_ramp is not None else ():
             add_comb(bd, call.comb_ramp, call.run, call.tile_run, call.window)
     else:
-        index = block_index(call.block_tables, seq, kv_len, first_blk, consts)
+        index = block_index(table_i, kv_len, first_blk, consts)
         for bd in bounds:
             add_band(bd)
     q0 = plan.q0[0:1, w : w + 1]

@@ -107,15 +107,31 @@ def _block_selector(block_size, ones, run):
     return sel
 
 
-def load_seq_meta(seq_lens, block_tables, seq, ones):
-    """(seq_lens[seq], block_tables[seq, 0]) broadcast to PMAX partitions, float32 [PMAX, 1] each: two 4-byte
-    scalar-offset loads (seq: 1x1 SBUF int32, a runtime value), broadcast by a rank-1 matmul with ones."""
+def load_table_row(block_tables, seq, consts, block_size):
+    """The int32 table row of sequence seq (1x1 SBUF int32, a runtime value), one scalar-offset DMA. v3+ (consts.pos
+    set): [per_gather, ngathers], entry [k, c] = block k of gather c (`_chunk_table_pattern`); v2: [1, max_blocks].
+    Entry [0, 0] is block_tables[seq, 0] on both."""
+    max_blocks = block_tables.shape[1]
+    if consts.pos is None:
+        row_i = nl.ndarray((1, max_blocks), nl.int32, buffer=nl.sbuf)
+        pattern = [[0, 1], [1, max_blocks]]
+    else:
+        ngathers = consts.pos.shape[1]
+        row_i = nl.ndarray((consts.select.shape[0], ngathers), nl.int32, buffer=nl.sbuf)
+        pattern = _chunk_table_pattern(block_size, ngathers, max_blocks * block_size // ngathers)
+    nisa.dma_copy(dst=row_i, src=block_tables.ap(pattern, offset=0, scalar_offset=seq, indirect_dim=0))
+    return row_i
+
+
+def load_seq_meta(seq_lens, seq, table_i, ones):
+    """(seq_lens[seq], block_tables[seq, 0]) broadcast to PMAX partitions, float32 [PMAX, 1] each: a 4-byte
+    scalar-offset load (seq: 1x1 SBUF int32, a runtime value) and entry [0, 0] of the loaded table row table_i
+    (`load_table_row`), broadcast by a rank-1 matmul with ones."""
     num_seqs = seq_lens.shape[0]
     meta_i = nl.ndarray((1, 2), nl.int32, buffer=nl.sbuf)
     nisa.dma_copy(dst=meta_i[:, 0:1], src=seq_lens.reshape((num_seqs, 1)).ap([[1, 1], [1, 1]], offset=0,
                                                                             scalar_offset=seq, indirect_dim=0))
-    nisa.dma_copy(dst=meta_i[:, 1:2], src=block_tables.ap([[1, 1], [1, 1]], offset=0, scalar_offset=seq,
-                                                         indirect_dim=0))
+    nisa.tensor_copy(dst=meta_i[:, 1:2], src=table_i[0:1, 0:1])
     meta = nl.ndarray((1, 2), nl.float32, buffer=nl.sbuf)
     nisa.tensor_copy(dst=meta, src=meta_i)
     meta_ps = nl.ndarray((PMAX, 2), nl.float32, buffer=nl.psum)
@@ -146,17 +162,12 @@ def row_bounds(row_pos, row0, bq, g, heads, kv_len, causal, sliding_window):
     return RowBounds(lo, hi)
 
 
-def slot_index(block_tables, seq, kv_len, first_blk, consts, block_size, dead):
-    """v3+: GatherIndex with the cache slot where each partition run starts; a run at or past seq_len -> the run
-    of position 0 (slot 0 for an empty sequence), so garbage table entries never reach a DMA; dead: the item's
-    unit_dead row [1, U] (SBUF)."""
+def slot_index(src_i, kv_len, first_blk, consts, block_size, dead):
+    """v3+: GatherIndex with the cache slot where each partition run starts, from the sequence's table row src_i
+    (`load_table_row`); a run at or past seq_len -> the run of position 0 (slot 0 for an empty sequence), so garbage
+    table entries never reach a DMA; dead: the item's unit_dead row [1, U] (SBUF)."""
     pos, off, sel = consts.pos, consts.off, consts.select
-    nchunks = pos.shape[1]
-    per_chunk = sel.shape[0]
-    span = block_tables.shape[1] * block_size // nchunks
-    src_i = nl.ndarray((per_chunk, nchunks), nl.int32, buffer=nl.sbuf)
-    nisa.dma_copy(dst=src_i, src=block_tables.ap(_chunk_table_pattern(block_size, nchunks, span), offset=0,
-                                                 scalar_offset=seq, indirect_dim=0))
+    per_chunk, nchunks = src_i.shape
     src = nl.ndarray((per_chunk, nchunks), nl.float32, buffer=nl.sbuf)
     nisa.tensor_copy(dst=src, src=src_i)
     # first slot = table[seq, 0] * block_size, or 0 when seq_len == 0 (then even entry 0 may be garbage)
@@ -196,14 +207,11 @@ def _chunk_table_pattern(block_size, ngathers, span):
     return [[1, ngathers * span // block_size], [0, block_size // span]]
 
 
-def block_index(block_tables, seq, kv_len, first_blk, consts):
-    """v2: GatherIndex with the block id of every logical block (blocks at or past seq_len -> the first block, block
-    0 for an empty sequence) and the live rows of each chunk, for the select that zeroes dead rows of the last
-    live block."""
-    max_blocks = block_tables.shape[1]
-    blk_i = nl.ndarray((1, max_blocks), nl.int32, buffer=nl.sbuf)
-    nisa.dma_copy(dst=blk_i, src=block_tables.ap([[0, 1], [1, max_blocks]], offset=0, scalar_offset=seq,
-                                                 indirect_dim=0))
+def block_index(blk_i, kv_len, first_blk, consts):
+    """v2: GatherIndex with the block id of every logical block, from the sequence's table row blk_i [1, max_blocks]
+    (`load_table_row`; blocks at or past seq_len -> the first block, block 0 for an empty sequence) and the live
+    rows of each chunk, for the select that zeroes dead rows of the last live block."""
+    max_blocks = blk_i.shape[1]
     blk = nl.ndarray((1, max_blocks), nl.float32, buffer=nl.sbuf)
     nisa.tensor_copy(dst=blk, src=blk_i)
     first = nl.ndarray((1, 1), nl.float32, buffer=nl.sbuf)
