@@ -86,7 +86,7 @@ Reference: nkilab.reference.paged.paged_attention.
 from .._shim import nisa, nki, nl
 from .._tiling import PMAX
 from .index import (CHUNK, KV_TILE, IndexConsts, add_band, add_comb, block_index, comb_ramp, load_seq_meta,
-                    load_table_row, row_bounds, slot_index, tile_mask)
+                    load_row_pos, load_table_row, row_bounds, slot_index, tile_mask)
 from .quant import row_scales
 from .tuning import TILE_SPAN, gather_run, loop_tiles, score_run, slot_bytes
 from .tiles import KvTile, SoftmaxState, gather_kv, load_q_group, scores, softmax_pv, store_rows
@@ -155,10 +155,6 @@ class ItemClass(nl.NKIObject):
     def __init__(self, first, count, bq, row0):
         self.first, self.count, self.bq, self.row0 = first, count, bq, row0
 
-    def row_offset(self, w):
-        """First plan row (row_pos / row_dst element) of item w."""
-        return self.row0 + (w - self.first) * self.bq
-
 
 class PlanRows(nl.NKIObject):
     """The per-item plan in SBUF, loaded once up front: seq, q0 [1, N] int32 (entry w: a runtime value for scalar
@@ -188,7 +184,9 @@ class PagedCall(nl.NKIObject):
     row blocks of block_bq tokens (`row_blocks`: one unless BQ · g > PMAX); rows: rows of one kv head in a row block
     (block_bq · g); groups: tuples of kv heads stacked on the partitions (PMAX // rows heads each), once per row
     block (group_block: the block of each, blocks of one head group consecutive; all share the item's gathers);
-    positions: key
+    pos_cols, dst_cols: the class's plan rows in SBUF, loaded once up front (not per item), one column per row
+    block of each item (`block_cols`): float32 [rows of a group, count · blocks] query positions
+    (`index.load_row_pos`) and int32 [block_bq, count · blocks] output rows (`_load_dst_cols`); positions: key
     positions of a table row (max_blocks · block_size); vector_dma: indirect vector_offset DMAs exist
     (NeuronCore-v3+); exp_scale: scale, or softcap c; quantized caches (`quantize`): k_rows / v_rows, per group the
     fp8 [rows, 1] scale tiles (None: none to apply), scale_rows, the int8 scale caches as [slots, Hkv] rows (None
@@ -197,7 +195,6 @@ class PagedCall(nl.NKIObject):
     def __init__(self, q, key_cache, value_cache, block_tables, seq_lens, plan, out, options, items):
         self.q, self.key_cache, self.value_cache, self.out = q, key_cache, value_cache, out
         self.block_tables, self.seq_lens = block_tables, seq_lens
-        self.row_pos, self.row_dst = plan
         self.scale, self.causal, self.window, self.softcap = options
         self.exp_scale = self.scale if self.softcap is None else self.softcap
         self.d, self.hkv, self.block_size = q.shape[2], key_cache.shape[2], key_cache.shape[1]
@@ -209,6 +206,10 @@ class PagedCall(nl.NKIObject):
         heads = [tuple(range(h0, min(h0 + per_group, self.hkv))) for h0 in range(0, self.hkv, per_group)]
         self.groups = [grp for grp in heads for _ in range(self.blocks)]
         self.group_block = [b for _ in heads for b in range(self.blocks)]
+        row_pos, row_dst = plan
+        cols = items.count * self.blocks
+        self.pos_cols = load_row_pos(row_pos, items.row0, cols, self.block_bq, self.g, len(self.groups[0]))
+        self.dst_cols = _load_dst_cols(row_dst, items.row0, cols, self.block_bq)
         self.positions = block_tables.shape[1] * self.block_size
         self.vector_dma = nisa.get_nc_version() != nisa.nc_version.gen2  # indirect vector_offset DMA is v3+
         self.run = gather_run(self.block_size, slot_bytes(key_cache), self.positions, self.vector_dma)
@@ -223,6 +224,11 @@ class PagedCall(nl.NKIObject):
             nisa.memset(dst=self.zero_bias, value=0.0)
         self.k_rows = self.v_rows = [None] * len(self.groups)
         self.scale_rows = None
+
+    def block_cols(self, w):
+        """The pos_cols / dst_cols columns of item w's row blocks."""
+        j0 = (w - self.items.first) * self.blocks
+        return range(j0, j0 + self.blocks)
 
     def quantize(self, quant, k_scale_cache, v_scale_cache):
         """Set the scales of a quantized cache (`quant.py`): fp8 per-tensor k scales fold into scale, per-head ones
@@ -263,6 +269,14 @@ class WorkItem(nl.NKIObject):
         self.w, self.bounds, self.index, self.qs, self.states = w, bounds, index, qs, states
 
 
+def _load_dst_cols(row_dst, row0, cols, block_bq):
+    """A class's output rows as int32 [block_bq, cols], loaded once up front: column j holds row block j's
+    row_dst[row0 + j · block_bq ..] (j = item index in the class · blocks + block)."""
+    dst = nl.ndarray((block_bq, cols), nl.int32, buffer=nl.sbuf)
+    nisa.dma_copy(dst=dst, src=row_dst.ap([[1, block_bq], [block_bq, cols]], offset=row0))
+    return dst
+
+
 def _load_row(plan, size):
     """A plan array of `size` int32 elements as one SBUF row [1, size]."""
     row = nl.ndarray((1, size), nl.int32, buffer=nl.sbuf)
@@ -275,8 +289,7 @@ def _setup(call, consts, plan, w):
     seq = plan.seq[0:1, w : w + 1]
     table_i = load_table_row(call.block_tables, seq, consts, call.block_size)
     kv_len, first_blk = load_seq_meta(call.seq_lens, seq, table_i, consts.ones)
-    bounds = [row_bounds(call.row_pos, call.items.row_offset(w) + b * call.block_bq, call.block_bq, call.g,
-                         len(call.groups[0]), kv_len, call.causal, call.window) for b in range(call.blocks)]
+    bounds = [row_bounds(call.pos_cols[:, j : j + 1], kv_len, call.causal, call.window) for j in call.block_cols(w)]
     if call.vector_dma:
         index = slot_index(table_i, kv_len, first_blk, consts, call.block_size,
                            plan.dead[0:1, w * plan.units : (w + 1) * plan.units])
@@ -336,13 +349,8 @@ def _gather_step(call, consts, item, t0):
 
 
 def _store(call, item):
-    """Output rows of a finished WorkItem through its row_dst (-1: skipped), [block_bq, 1] int32 per row block."""
-    dst = []
-    for b in range(call.blocks):
-        dst_i = nl.ndarray((call.block_bq, 1), nl.int32, buffer=nl.sbuf)
-        nisa.dma_copy(dst=dst_i, src=call.row_dst.ap([[1, call.block_bq], [1, 1]],
-                                                     offset=call.items.row_offset(item.w) + b * call.block_bq))
-        dst.append(dst_i)
+    """Output rows of a finished WorkItem through its row_dst (-1: skipped, `PagedCall.dst_cols`)."""
+    dst = [call.dst_cols[:, j : j + 1] for j in call.block_cols(item.w)]
     for gi, (state, grp, b) in enumerate(zip(item.states, call.groups, call.group_block)):
         store_rows(call.out, state, dst[b], grp, call.g, call.vector_dma, call.v_rows[gi])
 

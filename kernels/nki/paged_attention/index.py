@@ -141,14 +141,22 @@ def load_seq_meta(seq_lens, seq, table_i, ones):
     return meta_b[:, 0:1], meta_b[:, 1:2]
 
 
-def row_bounds(row_pos, row0, bq, g, heads, kv_len, causal, sliding_window):
-    """RowBounds of each row of a group of `heads` kv heads of the work item whose bq positions start at row_pos
-    [R] element row0, rows ordered (head, token, q head)."""
-    rows = heads * bq * g
-    pos_i = nl.ndarray((rows, 1), nl.int32, buffer=nl.sbuf)
-    nisa.dma_copy(dst=pos_i, src=row_pos.ap([[0, heads], [1, bq], [0, g]], offset=row0))
-    pos = nl.ndarray((rows, 1), nl.float32, buffer=nl.sbuf)
+def load_row_pos(row_pos, row0, cols, block_bq, g, heads):
+    """The positions of a class's rows as float32 [heads · block_bq · g, cols], loaded once up front: column j holds
+    row block j's row_pos[row0 + j · block_bq ..] (j = item index in the class · blocks + block), one per row
+    (head, token, q head) of a group of `heads` kv heads; one element-strided DMA (static addresses)."""
+    rows = heads * block_bq * g
+    pos_i = nl.ndarray((rows, cols), nl.int32, buffer=nl.sbuf)
+    nisa.dma_copy(dst=pos_i, src=row_pos.ap([[0, heads], [1, block_bq], [0, g], [block_bq, cols]], offset=row0))
+    pos = nl.ndarray((rows, cols), nl.float32, buffer=nl.sbuf)
     nisa.tensor_copy(dst=pos, src=pos_i)
+    return pos
+
+
+def row_bounds(pos, kv_len, causal, sliding_window):
+    """RowBounds of each row of a group from the rows' query positions pos float32 [rows, 1] (a `load_row_pos`
+    column) and the sequence's kv_len [PMAX, 1]."""
+    rows = pos.shape[0]
     hi = nl.ndarray((rows, 1), nl.float32, buffer=nl.sbuf)
     if causal:
         nisa.tensor_scalar(dst=hi, data=kv_len[0:rows, :], op0=nl.add, operand0=-1.0, op1=nl.minimum, operand1=pos)
