@@ -123,14 +123,19 @@ def load_table_row(block_tables, seq, consts, block_size):
     return row_i
 
 
-def load_seq_meta(seq_lens, seq, table_i, ones):
-    """(seq_lens[seq], block_tables[seq, 0]) broadcast to PMAX partitions, float32 [PMAX, 1] each: a 4-byte
-    scalar-offset load (seq: 1x1 SBUF int32, a runtime value) and entry [0, 0] of the loaded table row table_i
-    (`load_table_row`), broadcast by a rank-1 matmul with ones."""
+def load_seq_len(seq_lens, seq):
+    """meta_i [1, 2] int32 with seq_lens[seq] in column 0 (seq: 1x1 SBUF int32, a runtime value): one 4-byte
+    scalar-offset load; column 1 is `seq_meta`'s."""
     num_seqs = seq_lens.shape[0]
     meta_i = nl.ndarray((1, 2), nl.int32, buffer=nl.sbuf)
     nisa.dma_copy(dst=meta_i[:, 0:1], src=seq_lens.reshape((num_seqs, 1)).ap([[1, 1], [1, 1]], offset=0,
                                                                             scalar_offset=seq, indirect_dim=0))
+    return meta_i
+
+
+def seq_meta(meta_i, table_i, ones):
+    """(seq_len, block_tables[seq, 0]) broadcast to PMAX partitions, float32 [PMAX, 1] each, from `load_seq_len`'s
+    meta_i and entry [0, 0] of the sequence's table row table_i (`load_table_row`), by a rank-1 matmul with ones."""
     nisa.tensor_copy(dst=meta_i[:, 1:2], src=table_i[0:1, 0:1])
     meta = nl.ndarray((1, 2), nl.float32, buffer=nl.sbuf)
     nisa.tensor_copy(dst=meta, src=meta_i)
