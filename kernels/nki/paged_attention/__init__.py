@@ -9,8 +9,8 @@ Algorithm (flash-decoding style online softmax, words as in `_softmax.py`; loop 
 for one runtime loop per score tile):
     for each work item w (one sequence i = item_seq[w], BQ query tokens; see launch_paged.work_plan; decode items
     BQ = 1, prefill / chunk items their own BQ):
-        the table row block_tables[i] (one scalar-offset load) and seq_len_i (a 4-byte one); seq_len_i and the
-        row's entry 0, block_tables[i, 0], broadcast to 128 partitions by a ones-matmul
+        the table row block_tables[i] (one scalar-offset load) and seq_len_i (a 4-byte one); seq_len_i broadcast to
+        128 partitions by a ones-matmul, the row's entry 0, block_tables[i, 0], by a matmul too (v3+; v2 reads it)
         per row: visible key range lo = pos - window + 1 (or 0), hi = min(pos, seq_len - 1) (or seq_len - 1)
         gather indices for the whole table row, unused entries NEUTRALISED before any DMA uses them
         rows = (kv head, token, q head); kv heads stacked on partitions in groups of PMAX // (BQ * g) (decode:
@@ -37,17 +37,18 @@ for one runtime loop per score tile):
     LNC=2 (`kernel[2]`, trn2): the two cores take alternate work items of each class.
 
 Target branch (one flag, `vector_dma`, set once from nisa.get_nc_version()):
-- NeuronCore-v3+ (trn2): KV gathered with `vector_offset` DMAs, each partition reading a run of consecutive
-  slots of one block, GATHER_BYTES of them (`tuning.py`: one software-DGE descriptor per run; 4 slots of 2 KiB
-  rows, up to a whole block of smaller rows, so one gather of 128 runs serves one or several KV tiles); the
-  table row is loaded once ([per-gather block, gather]) and expanded to the first slot of every partition's run
-  by a selection matmul. A run at or past seq_len gets the run of the sequence's position 0 instead, so garbage
-  table entries never reach a DMA; the run holding seq_len - 1 reaches into dead cache (NaN in tests), whose V
-  rows a GpSimd `affine_select` zeroes (dead K rows are hidden keys, masked by selection). The transposes of k
-  and p put each score tile's keys in increasing order (`tiles.chunk_cols`), so masking is one `range_select`
-  per score tile: bounds per row over positions from range_start, or over comb indices when a gather spans
-  several tiles (`index.add_comb`); outputs are scattered with `vector_offset`. The k^T transposes run
-  KT_LOOKAHEAD heads ahead of the score matmuls.
+- NeuronCore-v3+ (trn2): KV gathered with `vector_offset` DMAs, each partition reading a run of consecutive slots of
+  one block, GATHER_BYTES of them (`tuning.py`: one software-DGE descriptor per run; 4 slots of 2 KiB rows, up to a
+  whole block of smaller rows, so one gather of 128 runs serves one or several KV tiles); the table row is loaded
+  once ([per-gather block, gather], on the last partitions such a tile may start at, so its DMA does not queue on
+  the DMA engines of partitions 0-31 with the other small per-item DMAs: `index._high_rows`) and expanded to the
+  first slot of every partition's run by a selection matmul. A run at or past seq_len gets the run of the sequence's
+  position 0 instead, so garbage table entries never reach a DMA; the run holding seq_len - 1 reaches into dead
+  cache (NaN in tests), whose V rows a GpSimd `affine_select` zeroes (dead K rows are hidden keys, masked by
+  selection). The transposes of k and p put each score tile's keys in increasing order (`tiles.chunk_cols`), so
+  masking is one `range_select` per score tile: bounds per row over positions from range_start, or over comb indices
+  when a gather spans several tiles (`index.add_comb`); outputs are scattered with `vector_offset`. The k^T
+  transposes run KT_LOOKAHEAD heads ahead of the score matmuls.
 - NeuronCore-v2 (inf2, trn1): only scalar dynamic offsets, so KV is loaded per block (one DMA per block with the
   block id as `scalar_offset`; unused table entries replaced by the first block before use). The tail of the
   last live block is dead cache (NaN in tests): V rows past seq_len are replaced with 0 by a GpSimd
@@ -86,7 +87,7 @@ Reference: nkilab.reference.paged.paged_attention.
 from .._shim import nisa, nki, nl
 from .._tiling import PMAX
 from .index import (CHUNK, KV_TILE, IndexConsts, add_band, add_comb, block_index, comb_ramp, load_row_pos,
-                    load_seq_len, load_table_row, row_bounds, seq_meta, slot_index, tile_mask)
+                    load_seq_len, load_table_row, row_bounds, seq_len_rows, slot_index, tile_mask)
 from .quant import row_scales
 from .tuning import TILE_SPAN, gather_run, loop_tiles, score_run, slot_bytes
 from .tiles import KvTile, SoftmaxState, gather_kv, load_q_group, scores, softmax_pv, store_rows
@@ -297,13 +298,13 @@ def _load_meta(call, consts, seq_row, w):
 def _setup(call, consts, plan, w, meta):
     """WorkItem w from its `_load_meta` tiles meta: neutralised gather indices (first: the first gather waits on
     them), visible key range per row, q^T, state."""
-    table_i, meta_i = meta
-    kv_len, first_blk = seq_meta(meta_i, table_i, consts.ones)
+    table_i, len_i = meta
+    kv_len = seq_len_rows(len_i, consts.ones)
     if call.vector_dma:
-        index = slot_index(table_i, kv_len, first_blk, consts, call.block_size,
+        index = slot_index(table_i, kv_len, consts, call.block_size,
                            plan.dead[0:1, w * plan.units : (w + 1) * plan.units])
     else:
-        index = block_index(table_i, kv_len, first_blk, consts)
+        index = block_index(table_i, kv_len, consts)
     bounds = [row_bounds(call.pos_cols[:, j : j + 1], kv_len, call.causal, call.window) for j in call.block_cols(w)]
     for bd in bounds:
         if not call.vector_dma:

@@ -44,13 +44,13 @@ ROWS = {
 }
 # what limits each unmet row (from its trace)
 NOT_MET = {
-    "trn2-llama70b-tp8-decode-b8-4k": "ScalarE and VectorE (60 and 55 of 87 us: a [128, 1024] k^T PSUM evacuation "
-                                      "and an exp and mask of only 8 rows per 1024-key score tile), and DMA engine "
-                                      "0 (68 us; engines 1-15 46-50): the model serves partition p from engine "
-                                      "(p // 8) % 16, and each work item's seq_len and table-row loads (partitions "
-                                      "0-31) queue there beside every gather's packet (spread over the engines they "
-                                      "would model 55 %)",
-    "trn2-mixed-256-chunk-7-decodes-2k": "VectorE, ScalarE and TensorE (385, 314 and 326 of 539 us): per chunk tile "
+    "trn2-llama70b-tp8-decode-b8-4k": "ScalarE and VectorE (60 and 54 of 84 us: a [128, 1024] k^T PSUM evacuation "
+                                      "and an exp and mask of only 8 rows per 1024-key score tile) and GpSimd (54 "
+                                      "us: a gather's 128 descriptors every 0.83 us); DMA engine 0 (64 us; engines "
+                                      "1-15 46-50: the model serves partition p from engine (p // 8) % 16) is no "
+                                      "longer the limit: its small per-item DMAs spread over the engines model "
+                                      "55.9 %",
+    "trn2-mixed-256-chunk-7-decodes-2k": "VectorE, ScalarE and TensorE (384, 314 and 327 of 537 us): per chunk tile "
                                          "and kv head a k^T evacuation, mask, exp, p^T evacuation and acc update, "
                                          "with each context gathered once per two row blocks (`ITEM_BLOCKS`: more "
                                          "blocks per item model slower, SBUF-bound); the decodes' 8 x 4 PE "
