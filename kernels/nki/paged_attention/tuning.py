@@ -30,10 +30,10 @@
     ITEM_BLOCKS   row blocks (PMAX rows of one kv head each: Llama-3.1-8B, 32 tokens x 4 query heads) of one prefill
                   or chunk work item (`launch_paged.rows_per_item`): the blocks' groups share each gather of the
                   item's keys and k^T, so a chunk's context is gathered once per ITEM_BLOCKS blocks. Llama-3.1-8B
-                  mixed step, one 512-token chunk + 31 decodes at 4K, modeled: 1.90x the useful roofline with 1,
-                  1.70x with 2, 1.94x with 4, 2.31x with 8 (fewer, longer chunk loop bodies overlap worse with
-                  the decode items' DMA-bound ones); each block keeps its q^T and online-softmax state in SBUF
-                  (~768 B per partition and kv head group).
+                  mixed step, one 512-token chunk + 31 decodes at 4K, modeled (trn2 LNC=1): 1.91x the useful
+                  roofline with 1, 1.68x with 2, 1.88x with 4, 2.22x with 8 (fewer, longer chunk loop bodies
+                  overlap worse with the decode items' DMA-bound ones); each block keeps its q^T and online-softmax
+                  state in SBUF (~768 B per partition and kv head group).
     TILE_SPAN     units (`loop_tiles`: the score tiles of one gather) per span of the runtime tile loops
                   (`paged_attention._pipeline`): a span has one loop of 0 / 1 trips per contiguous run of its
                   units, TILE_SPAN (TILE_SPAN + 1) / 2 of them, and a loop body runs its tiles software-pipelined (tile j + 1's scores before tile j's softmax). One

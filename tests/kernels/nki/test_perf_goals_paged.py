@@ -9,7 +9,7 @@ earns nothing), as the issue counts them. Shapes are the smallest that show each
 in seconds: Llama-3.1-8B (32 / 8 heads, D 128) decode b8 at 4K; Llama-3.1-70B at TP8 (8 / 1 heads: 256-byte kv
 rows; the issue's own row) and Qwen2.5-7B (28 / 4 heads) decode b8 at 4K; a ragged b8 batch at contexts 1K..8K (the
 issue's b32 at 1K..32K: 1.16x, modeled); a mixed step of one 256-token chunk and 7 decodes at 2K (the issue's 512 +
-31 at 4K: 1.70x, modeled; the same limits). `nkilab bench --kernel paged_attention --batches 8 --contexts 4096 --lnc
+31 at 4K: 1.68x, modeled; the same limits). `nkilab bench --kernel paged_attention --batches 8 --contexts 4096 --lnc
 1` reproduces the Llama decode row (its first line; without --lnc, trn2 models LNC=2).
 """
 
