@@ -9,7 +9,8 @@ Algorithm (flash-decoding style online softmax, words as in `_softmax.py`; loop 
 for one runtime loop per score tile):
     for each work item w (one sequence i = item_seq[w], BQ query tokens; see launch_paged.work_plan; decode items
     BQ = 1, prefill / chunk items their own BQ):
-        seq_len_i, block_tables[i, 0]: 4-byte scalar-offset loads, broadcast to 128 partitions by a ones-matmul
+        the table row block_tables[i] (one scalar-offset load) and seq_len_i (a 4-byte one); seq_len_i broadcast to
+        128 partitions by a ones-matmul, the row's entry 0, block_tables[i, 0], by a matmul too (v3+; v2 reads it)
         per row: visible key range lo = pos - window + 1 (or 0), hi = min(pos, seq_len - 1) (or seq_len - 1)
         gather indices for the whole table row, unused entries NEUTRALISED before any DMA uses them
         rows = (kv head, token, q head); kv heads stacked on partitions in groups of PMAX // (BQ * g) (decode:
@@ -36,17 +37,18 @@ for one runtime loop per score tile):
     LNC=2 (`kernel[2]`, trn2): the two cores take alternate work items of each class.
 
 Target branch (one flag, `vector_dma`, set once from nisa.get_nc_version()):
-- NeuronCore-v3+ (trn2): KV gathered with `vector_offset` DMAs, each partition reading a run of consecutive
-  slots of one block, GATHER_BYTES of them (`tuning.py`: one software-DGE descriptor per run; 4 slots of 2 KiB
-  rows, up to a whole block of smaller rows, so one gather of 128 runs serves one or several KV tiles); the
-  table row is loaded once ([per-gather block, gather]) and expanded to the first slot of every partition's run
-  by a selection matmul. A run at or past seq_len gets the run of the sequence's position 0 instead, so garbage
-  table entries never reach a DMA; the run holding seq_len - 1 reaches into dead cache (NaN in tests), whose V
-  rows a GpSimd `affine_select` zeroes (dead K rows are hidden keys, masked by selection). The transposes of k
-  and p put each score tile's keys in increasing order (`tiles.chunk_cols`), so masking is one `range_select`
-  per score tile: bounds per row over positions from range_start, or over comb indices when a gather spans
-  several tiles (`index.add_comb`); outputs are scattered with `vector_offset`. The k^T transposes run
-  KT_LOOKAHEAD heads ahead of the score matmuls.
+- NeuronCore-v3+ (trn2): KV gathered with `vector_offset` DMAs, each partition reading a run of consecutive slots of
+  one block, GATHER_BYTES of them (`tuning.py`: one software-DGE descriptor per run; 4 slots of 2 KiB rows, up to a
+  whole block of smaller rows, so one gather of 128 runs serves one or several KV tiles); the table row is loaded
+  once ([per-gather block, gather], on the last partitions such a tile may start at, so its DMA does not queue on
+  the DMA engines of partitions 0-31 with the other small per-item DMAs: `index._high_rows`) and expanded to the
+  first slot of every partition's run by a selection matmul. A run at or past seq_len gets the run of the sequence's
+  position 0 instead, so garbage table entries never reach a DMA; the run holding seq_len - 1 reaches into dead
+  cache (NaN in tests), whose V rows a GpSimd `affine_select` zeroes (dead K rows are hidden keys, masked by
+  selection). The transposes of k and p put each score tile's keys in increasing order (`tiles.chunk_cols`), so
+  masking is one `range_select` per score tile: bounds per row over positions from range_start, or over comb indices
+  when a gather spans several tiles (`index.add_comb`); outputs are scattered with `vector_offset`. The k^T
+  transposes run KT_LOOKAHEAD heads ahead of the score matmuls.
 - NeuronCore-v2 (inf2, trn1): only scalar dynamic offsets, so KV is loaded per block (one DMA per block with the
   block id as `scalar_offset`; unused table entries replaced by the first block before use). The tail of the
   last live block is dead cache (NaN in tests): V rows past seq_len are replaced with 0 by a GpSimd
@@ -84,8 +86,8 @@ Reference: nkilab.reference.paged.paged_attention.
 
 from .._shim import nisa, nki, nl
 from .._tiling import PMAX
-from .index import (CHUNK, KV_TILE, IndexConsts, add_band, add_comb, block_index, comb_ramp, load_seq_meta,
-                    row_bounds, slot_index, tile_mask)
+from .index import (CHUNK, KV_TILE, IndexConsts, add_band, add_comb, block_index, comb_ramp, load_row_pos,
+                    load_seq_len, load_table_row, row_bounds, seq_len_rows, slot_index, tile_mask)
 from .quant import row_scales
 from .tuning import TILE_SPAN, gather_run, loop_tiles, score_run, slot_bytes
 from .tiles import KvTile, SoftmaxState, gather_kv, load_q_group, scores, softmax_pv, store_rows
@@ -128,7 +130,7 @@ def paged_attention_kernel(q, key_cache, value_cache, block_tables, seq_lens, it
     calls, first, row0 = [], 0, 0
     for count, bq in classes:
         if count:
-            call = PagedCall(q, key_cache, value_cache, block_tables, seq_lens, (row_pos, row_dst), out,
+            call = PagedCall(q, key_cache, value_cache, block_tables, seq_lens, out,
                              (scale, causal, sliding_window, softcap), ItemClass(first, count, bq, row0))
             call.quantize(quant, k_scale_cache, v_scale_cache)
             calls.append(call)
@@ -137,7 +139,7 @@ def paged_attention_kernel(q, key_cache, value_cache, block_tables, seq_lens, it
         return out
     c0 = calls[0]
     consts = IndexConsts(c0.positions, c0.vector_dma, c0.block_size, c0.run)
-    _pipeline(calls, consts, PlanRows(item_seq, item_q0, tile_trips, unit_dead))
+    _pipeline(calls, consts, (item_seq, item_q0, tile_trips, unit_dead), (row_pos, row_dst))
     return out
 
 
@@ -154,20 +156,16 @@ class ItemClass(nl.NKIObject):
     def __init__(self, first, count, bq, row0):
         self.first, self.count, self.bq, self.row0 = first, count, bq, row0
 
-    def row_offset(self, w):
-        """First plan row (row_pos / row_dst element) of item w."""
-        return self.row0 + (w - self.first) * self.bq
-
 
 class PlanRows(nl.NKIObject):
-    """The per-item plan in SBUF, loaded once up front: seq, q0 [1, N] int32 (entry w: a runtime value for scalar
-    offsets), trips [1, N * S * V] int32 (entry (w * S + m) * V + v: trips of item w's span m run v, 0 or 1) and
-    dead [1, N * U] int32 (entry w * U + j: unit_dead[w, j])."""
+    """The per-item plan in SBUF, loaded once up front: seq (item_seq, loaded first by `_pipeline`), q0 [1, N] int32
+    (entry w: a runtime value for scalar offsets), trips [1, N * S * V] int32 (entry (w * S + m) * V + v: trips of
+    item w's span m run v, 0 or 1) and dead [1, N * U] int32 (entry w * U + j: unit_dead[w, j])."""
 
-    def __init__(self, item_seq, item_q0, tile_trips, unit_dead):
+    def __init__(self, seq, item_q0, tile_trips, unit_dead):
         n, self.spans, self.runs = tile_trips.shape
         self.units = unit_dead.shape[1]
-        self.seq = _load_row(item_seq, n)
+        self.seq = seq
         self.q0 = _load_row(item_q0, n)
         self.trips = _load_row(tile_trips, n * self.spans * self.runs)
         self.dead = _load_row(unit_dead, n * self.units)
@@ -187,16 +185,17 @@ class PagedCall(nl.NKIObject):
     row blocks of block_bq tokens (`row_blocks`: one unless BQ · g > PMAX); rows: rows of one kv head in a row block
     (block_bq · g); groups: tuples of kv heads stacked on the partitions (PMAX // rows heads each), once per row
     block (group_block: the block of each, blocks of one head group consecutive; all share the item's gathers);
-    positions: key
+    pos_cols, dst_cols: the class's plan rows in SBUF, loaded once up front (`load_rows`, not per item), one column
+    per row block of each item (`block_cols`): float32 [rows of a group, count · blocks] query positions
+    (`index.load_row_pos`) and int32 [block_bq, count · blocks] output rows (`_load_dst_cols`); positions: key
     positions of a table row (max_blocks · block_size); vector_dma: indirect vector_offset DMAs exist
     (NeuronCore-v3+); exp_scale: scale, or softcap c; quantized caches (`quantize`): k_rows / v_rows, per group the
     fp8 [rows, 1] scale tiles (None: none to apply), scale_rows, the int8 scale caches as [slots, Hkv] rows (None
     otherwise)."""
 
-    def __init__(self, q, key_cache, value_cache, block_tables, seq_lens, plan, out, options, items):
+    def __init__(self, q, key_cache, value_cache, block_tables, seq_lens, out, options, items):
         self.q, self.key_cache, self.value_cache, self.out = q, key_cache, value_cache, out
         self.block_tables, self.seq_lens = block_tables, seq_lens
-        self.row_pos, self.row_dst = plan
         self.scale, self.causal, self.window, self.softcap = options
         self.exp_scale = self.scale if self.softcap is None else self.softcap
         self.d, self.hkv, self.block_size = q.shape[2], key_cache.shape[2], key_cache.shape[1]
@@ -208,6 +207,7 @@ class PagedCall(nl.NKIObject):
         heads = [tuple(range(h0, min(h0 + per_group, self.hkv))) for h0 in range(0, self.hkv, per_group)]
         self.groups = [grp for grp in heads for _ in range(self.blocks)]
         self.group_block = [b for _ in heads for b in range(self.blocks)]
+        self.pos_cols = self.dst_cols = None  # `load_rows`
         self.positions = block_tables.shape[1] * self.block_size
         self.vector_dma = nisa.get_nc_version() != nisa.nc_version.gen2  # indirect vector_offset DMA is v3+
         self.run = gather_run(self.block_size, slot_bytes(key_cache), self.positions, self.vector_dma)
@@ -222,6 +222,17 @@ class PagedCall(nl.NKIObject):
             nisa.memset(dst=self.zero_bias, value=0.0)
         self.k_rows = self.v_rows = [None] * len(self.groups)
         self.scale_rows = None
+
+    def load_rows(self, row_pos, row_dst):
+        """Set pos_cols and dst_cols from the plan's row_pos, row_dst [R] int32 (HBM): two DMAs for the class."""
+        cols = self.items.count * self.blocks
+        self.pos_cols = load_row_pos(row_pos, self.items.row0, cols, self.block_bq, self.g, len(self.groups[0]))
+        self.dst_cols = _load_dst_cols(row_dst, self.items.row0, cols, self.block_bq)
+
+    def block_cols(self, w):
+        """The pos_cols / dst_cols columns of item w's row blocks."""
+        j0 = (w - self.items.first) * self.blocks
+        return range(j0, j0 + self.blocks)
 
     def quantize(self, quant, k_scale_cache, v_scale_cache):
         """Set the scales of a quantized cache (`quant.py`): fp8 per-tensor k scales fold into scale, per-head ones
@@ -262,6 +273,14 @@ class WorkItem(nl.NKIObject):
         self.w, self.bounds, self.index, self.qs, self.states = w, bounds, index, qs, states
 
 
+def _load_dst_cols(row_dst, row0, cols, block_bq):
+    """A class's output rows as int32 [block_bq, cols], loaded once up front: column j holds row block j's
+    row_dst[row0 + j · block_bq ..] (j = item index in the class · blocks + block)."""
+    dst = nl.ndarray((block_bq, cols), nl.int32, buffer=nl.sbuf)
+    nisa.dma_copy(dst=dst, src=row_dst.ap([[1, block_bq], [block_bq, cols]], offset=row0))
+    return dst
+
+
 def _load_row(plan, size):
     """A plan array of `size` int32 elements as one SBUF row [1, size]."""
     row = nl.ndarray((1, size), nl.int32, buffer=nl.sbuf)
@@ -269,21 +288,29 @@ def _load_row(plan, size):
     return row
 
 
-def _setup(call, consts, plan, w):
-    """WorkItem w: sequence metadata, visible key range per row, neutralised gather indices, q^T, state."""
-    seq = plan.seq[0:1, w : w + 1]
-    kv_len, first_blk = load_seq_meta(call.seq_lens, call.block_tables, seq, consts.ones)
-    bounds = [row_bounds(call.row_pos, call.items.row_offset(w) + b * call.block_bq, call.block_bq, call.g,
-                         len(call.groups[0]), kv_len, call.causal, call.window) for b in range(call.blocks)]
+def _load_meta(call, consts, seq_row, w):
+    """The DMAs of work item w's sequence metadata (seq_row: item_seq [1, N] in SBUF): (its table row,
+    `index.load_table_row`; its seq_len, `index.load_seq_len`), for `_setup`."""
+    seq = seq_row[0:1, w : w + 1]
+    return load_table_row(call.block_tables, seq, consts, call.block_size), load_seq_len(call.seq_lens, seq)
+
+
+def _setup(call, consts, plan, w, meta):
+    """WorkItem w from its `_load_meta` tiles meta: neutralised gather indices (first: the first gather waits on
+    them), visible key range per row, q^T, state."""
+    table_i, len_i = meta
+    kv_len = seq_len_rows(len_i, consts.ones)
     if call.vector_dma:
-        index = slot_index(call.block_tables, seq, kv_len, first_blk, consts, call.block_size,
+        index = slot_index(table_i, kv_len, consts, call.block_size,
                            plan.dead[0:1, w * plan.units : (w + 1) * plan.units])
-        for bd in bounds if call.comb_ramp is not None else ():
-            add_comb(bd, call.comb_ramp, call.run, call.tile_run, call.window)
     else:
-        index = block_index(call.block_tables, seq, kv_len, first_blk, consts)
-        for bd in bounds:
+        index = block_index(table_i, kv_len, consts)
+    bounds = [row_bounds(call.pos_cols[:, j : j + 1], kv_len, call.causal, call.window) for j in call.block_cols(w)]
+    for bd in bounds:
+        if not call.vector_dma:
             add_band(bd)
+        elif call.comb_ramp is not None:
+            add_comb(bd, call.comb_ramp, call.run, call.tile_run, call.window)
     q0 = plan.q0[0:1, w : w + 1]
     qs = [load_q_group(call.q, q0, grp, call.g, call.block_bq, call.vector_dma, b * call.block_bq)
           for grp, b in zip(call.groups, call.group_block)]
@@ -334,13 +361,8 @@ def _gather_step(call, consts, item, t0):
 
 
 def _store(call, item):
-    """Output rows of a finished WorkItem through its row_dst (-1: skipped), [block_bq, 1] int32 per row block."""
-    dst = []
-    for b in range(call.blocks):
-        dst_i = nl.ndarray((call.block_bq, 1), nl.int32, buffer=nl.sbuf)
-        nisa.dma_copy(dst=dst_i, src=call.row_dst.ap([[1, call.block_bq], [1, 1]],
-                                                     offset=call.items.row_offset(item.w) + b * call.block_bq))
-        dst.append(dst_i)
+    """Output rows of a finished WorkItem through its row_dst (-1: skipped, `PagedCall.dst_cols`)."""
+    dst = [call.dst_cols[:, j : j + 1] for j in call.block_cols(item.w)]
     for gi, (state, grp, b) in enumerate(zip(item.states, call.groups, call.group_block)):
         store_rows(call.out, state, dst[b], grp, call.g, call.vector_dma, call.v_rows[gi])
 
@@ -357,19 +379,28 @@ def _streams(calls):
     return streams
 
 
-def _pipeline(calls, consts, plan):
+def _pipeline(calls, consts, plan_hbm, rows_hbm):
     """Every span of score tiles of this program's work items, one stream of items per class, the streams' spans
     interleaved evenly (span k of a stream of c spans at fraction (k + 1/2) / c of the issue order), so DMA-bound
     decode tiles run beside TensorE / VectorE-bound prefill tiles in the in-order engine queues. Per stream, item
     k + 1 is set up when item k's spans start (its metadata DMAs and index math overlap k's tiles) and k is stored
-    after its last span. A span is one runtime loop `nl.fori_loop(0, trips, body)` per run of its tiles
-    (`span_runs`), the trips (0 / 1) loaded into a register: only the run of the item's live tiles runs, so a
-    sequence runs its own tile count, not the longest context's."""
+    after its last span. Up front, the plan (plan_hbm: item_seq, item_q0, tile_trips, unit_dead; rows_hbm: row_pos,
+    row_dst) in the order the start's critical path needs it, as the DMA queues serve their transfers in issue
+    order: item_seq, each stream's first item's metadata (`_load_meta`: its gather index waits on them), then the
+    rest (`PlanRows`, `PagedCall.load_rows`). A span is one runtime loop `nl.fori_loop(0, trips, body)` per run of
+    its tiles (`span_runs`), the trips (0 / 1) loaded into a register: only the run of the item's live tiles runs,
+    so a sequence runs its own tile count, not the longest context's."""
+    item_seq = plan_hbm[0]
+    seq = _load_row(item_seq, item_seq.shape[0])
     streams = _streams(calls)
+    metas = [_load_meta(call, consts, seq, w) for (call, w), *_ in streams]
+    plan = PlanRows(seq, *plan_hbm[1:])
+    for call in calls:
+        call.load_rows(*rows_hbm)
     spans = plan.spans
     order = sorted(((k + 0.5) / (len(items) * spans), si, k) for si, items in enumerate(streams)
                    for k in range(len(items) * spans))
-    ahead = [_setup(items[0][0], consts, plan, items[0][1]) for items in streams]
+    ahead = [_setup(call, consts, plan, w, meta) for ((call, w), *_), meta in zip(streams, metas)]
     current = [None] * len(streams)
     for _, si, k in order:
         pos, m = divmod(k, spans)
@@ -377,7 +408,8 @@ def _pipeline(calls, consts, plan):
         if m == 0:
             current[si] = ahead[si]
             if pos + 1 < len(streams[si]):
-                ahead[si] = _setup(streams[si][pos + 1][0], consts, plan, streams[si][pos + 1][1])
+                call1, w1 = streams[si][pos + 1]
+                ahead[si] = _setup(call1, consts, plan, w1, _load_meta(call1, consts, seq, w1))
         item, unit = current[si], call.unit_tiles
         starts = range(0, call.positions, KV_TILE)[m * TILE_SPAN * unit : (m + 1) * TILE_SPAN * unit]
         for v, (s, e) in enumerate(span_runs(TILE_SPAN)):

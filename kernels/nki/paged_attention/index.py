@@ -16,8 +16,10 @@ class IndexConsts(nl.NKIObject):
     """Per-kernel index tiles (built once): ones [1, 128] (broadcast matmuls); neg_chunk_start [1, nchunks]: minus
     the first position of each gather (v3+: -c · span) or chunk (v2: -c · CHUNK); v3+ (gathers of `run` slots per
     partition, span = CHUNK · run positions each): pos, off [CHUNK, ngathers] (first key position of each
-    partition's run and its in-block offset), select (`_block_selector`); v2: block_start [1, num_blocks], kpos
-    [128, KV_TILE] (the key ramp of a tile). Attributes a target does not use are None."""
+    partition's run and its in-block offset), select (`_block_selector`) and first [per_gather, CHUNK] (row 0 ones:
+    first^T @ table row broadcasts the row's entry [0, 0]), both on the table row's partitions (`_high_rows`); v2:
+    block_start [1, num_blocks], kpos [128, KV_TILE] (the key ramp of a tile). Attributes a target does not use are
+    None."""
 
     def __init__(self, positions, vector_dma, block_size, run):
         self.ones = nl.ndarray((1, PMAX), nl.float32, buffer=nl.sbuf)
@@ -30,7 +32,10 @@ class IndexConsts(nl.NKIObject):
             nisa.iota(dst=pos_i, pattern=[[span, ngathers]], offset=0, channel_multiplier=run)
             self.pos = nl.ndarray((CHUNK, ngathers), nl.float32, buffer=nl.sbuf)
             nisa.tensor_copy(dst=self.pos, src=pos_i)
-            self.select = _block_selector(block_size, self.ones, run)
+            self.select = _block_selector(block_size, run)
+            self.first = _high_rows(self.select.shape[0], CHUNK, nl.float32)  # row 0 ones: entry [0, 0]
+            nisa.memset(dst=self.first, value=0.0)
+            nisa.memset(dst=self.first[0:1, :], value=1.0)
             off_i = nl.ndarray((CHUNK, ngathers), nl.int32, buffer=nl.sbuf)
             nisa.tensor_scalar(dst=off_i, data=pos_i, op0=nl.bitwise_and, operand0=block_size - 1)
             self.off = nl.ndarray((CHUNK, ngathers), nl.float32, buffer=nl.sbuf)
@@ -90,49 +95,85 @@ class GatherIndex(nl.NKIObject):
         self.slots, self.blocks, self.live, self.dead = slots, blocks, live, dead
 
 
-def _block_selector(block_size, ones, run):
-    """v3+: sel [per_gather, CHUNK] float32, sel[k, p] = 1 iff partition p's run (positions run · p ..) of a gather
-    lies in its block k; the matmul sel^T @ table expands per-block table entries to per-partition rows on TensorE
-    (a DMA would need one 4-byte descriptor per partition)."""
+def _high_rows(rows, cols, dtype):
+    """A [rows, cols] SBUF tile from the last partition start an engine operand of `rows` rows may take (96, 64 or
+    0), so tiles of as many rows share their partitions. v3+ table rows live there: their per-item DMA then runs on
+    DMA engines other than those of partitions 0-31 (partition p: engine (p // 8) % 16, modeled), where the other
+    small per-item DMAs (seq_len, q rows, stores) queue."""
+    p0 = 96 if rows <= 32 else 64 if rows <= 64 else 0
+    return nl.ndarray((p0 + rows, cols), dtype, buffer=nl.sbuf)[p0:, :]
+
+
+def _block_selector(block_size, run):
+    """v3+: sel [per_gather, CHUNK] float32 (`_high_rows`), sel[k, p] = 1 iff partition p's run (positions run · p ..)
+    of a gather lies in its block k; the matmul sel^T @ table expands per-block table entries to per-partition rows on
+    TensorE (a DMA would need one 4-byte descriptor per partition)."""
     span = CHUNK * run
+    per_gather = max(1, span // block_size)
+    sel = _high_rows(per_gather, CHUNK, nl.float32)
     if block_size >= span:
-        return ones
-    per_gather = span // block_size
-    ramp = nl.ndarray((per_gather, CHUNK), nl.float32, buffer=nl.sbuf)
+        nisa.memset(dst=sel, value=1.0)
+        return sel
+    ramp = _high_rows(per_gather, CHUNK, nl.float32)
     nisa.iota(dst=ramp, pattern=[[run, CHUNK]], offset=0, channel_multiplier=-block_size)  # run * p - k * block_size
     half = (block_size - 1) / 2
     nisa.tensor_scalar(dst=ramp, data=ramp, op0=nl.subtract, operand0=half, op1=nl.abs_max, operand1=0.0)
-    sel = nl.ndarray((per_gather, CHUNK), nl.float32, buffer=nl.sbuf)
     nisa.tensor_scalar(dst=sel, data=ramp, op0=nl.less_equal, operand0=half)
     return sel
 
 
-def load_seq_meta(seq_lens, block_tables, seq, ones):
-    """(seq_lens[seq], block_tables[seq, 0]) broadcast to PMAX partitions, float32 [PMAX, 1] each: two 4-byte
-    scalar-offset loads (seq: 1x1 SBUF int32, a runtime value), broadcast by a rank-1 matmul with ones."""
+def load_table_row(block_tables, seq, consts, block_size):
+    """The int32 table row of sequence seq (1x1 SBUF int32, a runtime value), one scalar-offset DMA. v3+ (consts.pos
+    set): [per_gather, ngathers], entry [k, c] = block k of gather c (`_chunk_table_pattern`); v2: [1, max_blocks].
+    Entry [0, 0] is block_tables[seq, 0] on both."""
+    max_blocks = block_tables.shape[1]
+    if consts.pos is None:
+        row_i = nl.ndarray((1, max_blocks), nl.int32, buffer=nl.sbuf)
+        pattern = [[0, 1], [1, max_blocks]]
+    else:
+        ngathers = consts.pos.shape[1]
+        row_i = _high_rows(consts.select.shape[0], ngathers, nl.int32)
+        pattern = _chunk_table_pattern(block_size, ngathers, max_blocks * block_size // ngathers)
+    nisa.dma_copy(dst=row_i, src=block_tables.ap(pattern, offset=0, scalar_offset=seq, indirect_dim=0))
+    return row_i
+
+
+def load_seq_len(seq_lens, seq):
+    """len_i [1, 1] int32 = seq_lens[seq] (seq: 1x1 SBUF int32, a runtime value): one 4-byte scalar-offset load."""
     num_seqs = seq_lens.shape[0]
-    meta_i = nl.ndarray((1, 2), nl.int32, buffer=nl.sbuf)
-    nisa.dma_copy(dst=meta_i[:, 0:1], src=seq_lens.reshape((num_seqs, 1)).ap([[1, 1], [1, 1]], offset=0,
-                                                                            scalar_offset=seq, indirect_dim=0))
-    nisa.dma_copy(dst=meta_i[:, 1:2], src=block_tables.ap([[1, 1], [1, 1]], offset=0, scalar_offset=seq,
-                                                         indirect_dim=0))
-    meta = nl.ndarray((1, 2), nl.float32, buffer=nl.sbuf)
-    nisa.tensor_copy(dst=meta, src=meta_i)
-    meta_ps = nl.ndarray((PMAX, 2), nl.float32, buffer=nl.psum)
-    nisa.nc_matmul(dst=meta_ps, stationary=ones, moving=meta)
-    meta_b = nl.ndarray((PMAX, 2), nl.float32, buffer=nl.sbuf)
-    nisa.tensor_copy(dst=meta_b, src=meta_ps)
-    return meta_b[:, 0:1], meta_b[:, 1:2]
+    len_i = nl.ndarray((1, 1), nl.int32, buffer=nl.sbuf)
+    nisa.dma_copy(dst=len_i, src=seq_lens.reshape((num_seqs, 1)).ap([[1, 1], [1, 1]], offset=0, scalar_offset=seq,
+                                                                    indirect_dim=0))
+    return len_i
 
 
-def row_bounds(row_pos, row0, bq, g, heads, kv_len, causal, sliding_window):
-    """RowBounds of each row of a group of `heads` kv heads of the work item whose bq positions start at row_pos
-    [R] element row0, rows ordered (head, token, q head)."""
-    rows = heads * bq * g
-    pos_i = nl.ndarray((rows, 1), nl.int32, buffer=nl.sbuf)
-    nisa.dma_copy(dst=pos_i, src=row_pos.ap([[0, heads], [1, bq], [0, g]], offset=row0))
-    pos = nl.ndarray((rows, 1), nl.float32, buffer=nl.sbuf)
+def seq_len_rows(len_i, ones):
+    """`load_seq_len`'s len_i broadcast to PMAX partitions, float32 [PMAX, 1], by a rank-1 matmul with ones."""
+    length = nl.ndarray((1, 1), nl.float32, buffer=nl.sbuf)
+    nisa.tensor_copy(dst=length, src=len_i)
+    len_ps = nl.ndarray((PMAX, 1), nl.float32, buffer=nl.psum)
+    nisa.nc_matmul(dst=len_ps, stationary=ones, moving=length)
+    kv_len = nl.ndarray((PMAX, 1), nl.float32, buffer=nl.sbuf)
+    nisa.tensor_copy(dst=kv_len, src=len_ps)
+    return kv_len
+
+
+def load_row_pos(row_pos, row0, cols, block_bq, g, heads):
+    """The positions of a class's rows as float32 [heads · block_bq · g, cols], loaded once up front: column j holds
+    row block j's row_pos[row0 + j · block_bq ..] (j = item index in the class · blocks + block), one per row
+    (head, token, q head) of a group of `heads` kv heads; one element-strided DMA (static addresses)."""
+    rows = heads * block_bq * g
+    pos_i = nl.ndarray((rows, cols), nl.int32, buffer=nl.sbuf)
+    nisa.dma_copy(dst=pos_i, src=row_pos.ap([[0, heads], [1, block_bq], [0, g], [block_bq, cols]], offset=row0))
+    pos = nl.ndarray((rows, cols), nl.float32, buffer=nl.sbuf)
     nisa.tensor_copy(dst=pos, src=pos_i)
+    return pos
+
+
+def row_bounds(pos, kv_len, causal, sliding_window):
+    """RowBounds of each row of a group from the rows' query positions pos float32 [rows, 1] (a `load_row_pos`
+    column) and the sequence's kv_len [PMAX, 1]."""
+    rows = pos.shape[0]
     hi = nl.ndarray((rows, 1), nl.float32, buffer=nl.sbuf)
     if causal:
         nisa.tensor_scalar(dst=hi, data=kv_len[0:rows, :], op0=nl.add, operand0=-1.0, op1=nl.minimum, operand1=pos)
@@ -146,24 +187,21 @@ def row_bounds(row_pos, row0, bq, g, heads, kv_len, causal, sliding_window):
     return RowBounds(lo, hi)
 
 
-def slot_index(block_tables, seq, kv_len, first_blk, consts, block_size, dead):
-    """v3+: GatherIndex with the cache slot where each partition run starts; a run at or past seq_len -> the run
-    of position 0 (slot 0 for an empty sequence), so garbage table entries never reach a DMA; dead: the item's
-    unit_dead row [1, U] (SBUF)."""
+def slot_index(src_i, kv_len, consts, block_size, dead):
+    """v3+: GatherIndex with the cache slot where each partition run starts, from the sequence's table row src_i
+    (`load_table_row`); a run at or past seq_len -> the run of position 0 (slot 0 for an empty sequence), so garbage
+    table entries never reach a DMA; dead: the item's unit_dead row [1, U] (SBUF)."""
     pos, off, sel = consts.pos, consts.off, consts.select
-    nchunks = pos.shape[1]
-    per_chunk = sel.shape[0]
-    span = block_tables.shape[1] * block_size // nchunks
-    src_i = nl.ndarray((per_chunk, nchunks), nl.int32, buffer=nl.sbuf)
-    nisa.dma_copy(dst=src_i, src=block_tables.ap(_chunk_table_pattern(block_size, nchunks, span), offset=0,
-                                                 scalar_offset=seq, indirect_dim=0))
-    src = nl.ndarray((per_chunk, nchunks), nl.float32, buffer=nl.sbuf)
+    per_chunk, nchunks = src_i.shape
+    src = _high_rows(per_chunk, nchunks, nl.float32)
     nisa.tensor_copy(dst=src, src=src_i)
     # first slot = table[seq, 0] * block_size, or 0 when seq_len == 0 (then even entry 0 may be garbage)
+    first_ps = nl.ndarray((CHUNK, 1), nl.float32, buffer=nl.psum)
+    nisa.nc_matmul(dst=first_ps, stationary=consts.first, moving=src[:, 0:1])  # table[seq, 0] on every partition
     first = nl.ndarray((CHUNK, 1), nl.float32, buffer=nl.sbuf)
     nisa.tensor_scalar(dst=first, data=kv_len, op0=nl.greater, operand0=0.0, op1=nl.multiply,
                        operand1=float(block_size))
-    nisa.tensor_tensor(dst=first, data1=first, data2=first_blk, op=nl.multiply)
+    nisa.tensor_tensor(dst=first, data1=first, data2=first_ps, op=nl.multiply)
     valid = nl.ndarray((CHUNK, nchunks), nl.float32, buffer=nl.sbuf)
     nisa.tensor_scalar(dst=valid, data=pos, op0=nl.less, operand0=kv_len)
     blk = nl.ndarray((CHUNK, nchunks), nl.float32, buffer=nl.sbuf)
@@ -196,19 +234,16 @@ def _chunk_table_pattern(block_size, ngathers, span):
     return [[1, ngathers * span // block_size], [0, block_size // span]]
 
 
-def block_index(block_tables, seq, kv_len, first_blk, consts):
-    """v2: GatherIndex with the block id of every logical block (blocks at or past seq_len -> the first block, block
-    0 for an empty sequence) and the live rows of each chunk, for the select that zeroes dead rows of the last
-    live block."""
-    max_blocks = block_tables.shape[1]
-    blk_i = nl.ndarray((1, max_blocks), nl.int32, buffer=nl.sbuf)
-    nisa.dma_copy(dst=blk_i, src=block_tables.ap([[0, 1], [1, max_blocks]], offset=0, scalar_offset=seq,
-                                                 indirect_dim=0))
+def block_index(blk_i, kv_len, consts):
+    """v2: GatherIndex with the block id of every logical block, from the sequence's table row blk_i [1, max_blocks]
+    (`load_table_row`; blocks at or past seq_len -> the first block, block 0 for an empty sequence) and the live
+    rows of each chunk, for the select that zeroes dead rows of the last live block."""
+    max_blocks = blk_i.shape[1]
     blk = nl.ndarray((1, max_blocks), nl.float32, buffer=nl.sbuf)
     nisa.tensor_copy(dst=blk, src=blk_i)
     first = nl.ndarray((1, 1), nl.float32, buffer=nl.sbuf)
     nisa.tensor_scalar(dst=first, data=kv_len[0:1, :], op0=nl.greater, operand0=0.0, op1=nl.multiply,
-                       operand1=first_blk[0:1, :])
+                       operand1=blk[0:1, 0:1])
     valid = nl.ndarray((1, max_blocks), nl.float32, buffer=nl.sbuf)
     nisa.tensor_scalar(dst=valid, data=consts.block_start, op0=nl.less, operand0=kv_len[0:1, :])
     nisa.tensor_tensor(dst=blk, data1=blk, data2=valid, op=nl.multiply)  # garbage * 0 = 0: finite int32 values

@@ -180,7 +180,8 @@ def load_q_group(q, q0, grp, g, bq, vector_dma, t_off=0):
     """q^T of a group (rows = len(grp) * BQ * g, ordered head, token, q head; tokens q0 + t_off .. + BQ, q0 a
     runtime 1x1 SBUF value, t_off a compile-time row block offset) as a list of [D, rows] tiles.
 
-    v3+: one tile, q rows by DMA then one bit-exact PE transpose (`scores` slices each head's columns). v2: one tile
+    v3+: one tile, the q rows of all the group's heads by one DMA (the group's kv heads are consecutive) then one
+    bit-exact PE transpose (`scores` slices each head's columns). v2: one tile
     per kv head, the other heads' columns zeroed when the group stacks several heads, so the heads' score matmuls
     accumulate into one PSUM tile without mixing (v2 K is finite: cleaned, `finite.py`); q^T straight from HBM by an
     element-strided DMA (a v2 PE transpose is a matmul with the identity: a NaN in one query would reach every row
@@ -192,10 +193,8 @@ def load_q_group(q, q0, grp, g, bq, vector_dma, t_off=0):
     if not vector_dma:
         return [_load_q_transposed(q_rows, q0, grp, i, (d, g, bq, t_off), rows) for i in range(len(grp))]
     q_sb = nl.ndarray((rows, d), q.dtype, buffer=nl.sbuf)
-    for i, h in enumerate(grp):
-        nisa.dma_copy(dst=q_sb[i * head_rows : (i + 1) * head_rows, :],
-                      src=q_rows.ap([[hq * d, bq], [d, g], [1, d]], offset=t_off * hq * d + h * g * d,
-                                    scalar_offset=q0, indirect_dim=0))
+    nisa.dma_copy(dst=q_sb, src=q_rows.ap([[g * d, len(grp)], [hq * d, bq], [d, g], [1, d]],
+                                          offset=t_off * hq * d + grp[0] * g * d, scalar_offset=q0, indirect_dim=0))
     qt_ps = nl.ndarray((d, rows), q.dtype, buffer=nl.psum)
     nisa.nc_transpose(dst=qt_ps, data=q_sb)
     qt = nl.ndarray((d, rows), q.dtype, buffer=nl.sbuf)
@@ -379,7 +378,9 @@ def _zero_non_finite(p):
 
 def store_rows(out, state, dst_i, grp, g, vector_dma, v_rows=None):
     """acc / run_sum of a group to out[row_dst[b], h * g + j] (row (h, b, j)); rows with row_dst = -1 are skipped.
-    v_rows: None, or the fp8 v scales [rows, 1] (multiplied into 1 / run_sum)."""
+    v3+: one vector_offset DMA per kv head, or one for the whole group when BQ = 1 (decode: rows (h, j) are the
+    output row's own order); v2: one scalar-offset DMA per (head, token). v_rows: None, or the fp8 v scales
+    [rows, 1] (multiplied into 1 / run_sum)."""
     t_total, hq, d = out.shape
     rows = state.acc.shape[0]
     bq = dst_i.shape[0]
@@ -392,6 +393,11 @@ def store_rows(out, state, dst_i, grp, g, vector_dma, v_rows=None):
     res = nl.ndarray((rows, d), out.dtype, buffer=nl.sbuf)
     nisa.tensor_scalar(dst=res, data=state.acc, op0=nl.multiply, operand0=inv)
     out_rows = out.reshape((t_total, hq * d))
+    if vector_dma and bq == 1:  # decode: rows (head, q head) are the output row's order, one store for the group
+        nisa.dma_copy(dst=out_rows.ap([[hq * d, 1], [g * d, len(grp)], [1, g * d]], offset=grp[0] * g * d,
+                                      vector_offset=dst_i, indirect_dim=0),
+                      src=res, oob_mode=nisa.oob_mode.skip)
+        return
     for i, h in enumerate(grp):
         head = res[i * head_rows : (i + 1) * head_rows, :]
         if vector_dma:

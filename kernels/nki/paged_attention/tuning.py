@@ -12,7 +12,8 @@
     PACKET_BYTES  v3+: bytes per partition below which a run may exceed one score tile: under ~2 KiB per partition
                   the 16 DMA engines idle between packets (the model's 600 ns packet setup). Above it, a gather of
                   one score tile lets that tile start as soon as it lands: Llama-3.1-70B TP8 decode b8 ctx 4K,
-                  modeled, 47.7 % MBU with 32-slot runs (one 4096-key gather per sequence), 49.5 % with 8.
+                  modeled (trn2 LNC=1), 53.3 % MBU with 32-slot runs (one 4096-key gather per sequence), 55.5 % with
+                  8.
     MAX_PAD_SHARE the launcher pads a table row to a whole gather (`table_positions`); a longer run is taken only
                   while the padding stays within this share of the row (padded keys cost gathers and score tiles
                   that earn nothing).
@@ -24,15 +25,15 @@
                   than one bank (runs longer than PSUM_FMAX // PMAX slots: Llama-3.1-70B TP8, Qwen2.5-7B): the
                   online-softmax step (mask, running max and sum, p^T evacuation, acc rescale; ~6 fixed-cost
                   VectorE / ScalarE instructions whatever the row count) then serves that many banks' keys.
-                  Llama-3.1-70B TP8 decode b8 ctx 4K, modeled: 8 rows a tile, 45.4 % MBU with 1 bank, 49.5 % with
-                  2. More banks would not fit PSUM with the next tile's scores in flight (8 banks).
+                  Llama-3.1-70B TP8 decode b8 ctx 4K, modeled (trn2 LNC=1): 8 rows a tile, 48.5 % MBU with 1 bank,
+                  55.5 % with 2. More banks would not fit PSUM with the next tile's scores in flight (8 banks).
     ITEM_BLOCKS   row blocks (PMAX rows of one kv head each: Llama-3.1-8B, 32 tokens x 4 query heads) of one prefill
                   or chunk work item (`launch_paged.rows_per_item`): the blocks' groups share each gather of the
                   item's keys and k^T, so a chunk's context is gathered once per ITEM_BLOCKS blocks. Llama-3.1-8B
-                  mixed step, one 512-token chunk + 31 decodes at 4K, modeled: 1.90x the useful roofline with 1,
-                  1.70x with 2, 1.94x with 4, 2.31x with 8 (fewer, longer chunk loop bodies overlap worse with
-                  the decode items' DMA-bound ones); each block keeps its q^T and online-softmax state in SBUF
-                  (~768 B per partition and kv head group).
+                  mixed step, one 512-token chunk + 31 decodes at 4K, modeled (trn2 LNC=1): 1.91x the useful
+                  roofline with 1, 1.68x with 2, 1.88x with 4, 2.22x with 8 (fewer, longer chunk loop bodies
+                  overlap worse with the decode items' DMA-bound ones); each block keeps its q^T and online-softmax
+                  state in SBUF (~768 B per partition and kv head group).
     TILE_SPAN     units (`loop_tiles`: the score tiles of one gather) per span of the runtime tile loops
                   (`paged_attention._pipeline`): a span has one loop of 0 / 1 trips per contiguous run of its
                   units, TILE_SPAN (TILE_SPAN + 1) / 2 of them, and a loop body runs its tiles software-pipelined (tile j + 1's scores before tile j's softmax). One
@@ -63,8 +64,8 @@ def score_run(run: int, heads: int = 1) -> int:
     """Chunks (PMAX keys each) of a gather of `run`-slot runs whose columns interleave in one score tile
     (`tiles.chunk_cols`): the run, up to SCORE_BANKS PSUM banks of scores (BANK_CHUNKS chunks a bank), one
     bank for groups of several stacked kv heads (`heads`: their s^T and o^T PSUM tiles and the k^T lookahead leave
-    no room; Qwen2.5-7B decode b8 ctx 4K, modeled, 76.3 % MBU with one bank, 74.9 % with two); a score tile holds
-    max(PSUM_FMAX, PMAX · score_run) keys."""
+    no room; Qwen2.5-7B decode b8 ctx 4K, modeled (trn2 LNC=1), 79.4 % MBU with one bank, 75.9 % with two); a
+    score tile holds max(PSUM_FMAX, PMAX · score_run) keys."""
     return min(run, (SCORE_BANKS if heads == 1 else 1) * BANK_CHUNKS)
 
 

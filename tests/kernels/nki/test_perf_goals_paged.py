@@ -9,7 +9,7 @@ earns nothing), as the issue counts them. Shapes are the smallest that show each
 in seconds: Llama-3.1-8B (32 / 8 heads, D 128) decode b8 at 4K; Llama-3.1-70B at TP8 (8 / 1 heads: 256-byte kv
 rows; the issue's own row) and Qwen2.5-7B (28 / 4 heads) decode b8 at 4K; a ragged b8 batch at contexts 1K..8K (the
 issue's b32 at 1K..32K: 1.16x, modeled); a mixed step of one 256-token chunk and 7 decodes at 2K (the issue's 512 +
-31 at 4K: 1.70x, modeled; the same limits). `nkilab bench --kernel paged_attention --batches 8 --contexts 4096 --lnc
+31 at 4K: 1.68x, modeled; the same limits). `nkilab bench --kernel paged_attention --batches 8 --contexts 4096 --lnc
 1` reproduces the Llama decode row (its first line; without --lnc, trn2 models LNC=2).
 """
 
@@ -44,14 +44,13 @@ ROWS = {
 }
 # what limits each unmet row (from its trace)
 NOT_MET = {
-    "trn2-llama70b-tp8-decode-b8-4k": "DMA engine 0 (82 of 94 us; engines 1-15 46-50): the model serves partition p "
-                                      "from engine (p // 8) % 16, and each work item's small DMAs on partitions 0-7 "
-                                      "(metadata, table row, q, row_pos / row_dst, stores) queue there beside every "
-                                      "gather's packet, so the next item's table load and gathers wait; then ScalarE "
-                                      "and VectorE (61 and 55 us: a [128, 1024] k^T PSUM evacuation and an exp and "
-                                      "mask of only 8 rows per 1024-key score tile). k^T by an HBM dma_transpose "
-                                      "alone models 49.8 %",
-    "trn2-mixed-256-chunk-7-decodes-2k": "VectorE, ScalarE and TensorE (383, 314 and 326 of 544 us): per chunk tile "
+    "trn2-llama70b-tp8-decode-b8-4k": "ScalarE and VectorE (60 and 54 of 84 us: a [128, 1024] k^T PSUM evacuation "
+                                      "and an exp and mask of only 8 rows per 1024-key score tile) and GpSimd (54 "
+                                      "us: a gather's 128 descriptors every 0.83 us); DMA engine 0 (64 us; engines "
+                                      "1-15 46-50: the model serves partition p from engine (p // 8) % 16) is no "
+                                      "longer the limit: its small per-item DMAs spread over the engines model "
+                                      "55.9 %",
+    "trn2-mixed-256-chunk-7-decodes-2k": "VectorE, ScalarE and TensorE (384, 314 and 327 of 537 us): per chunk tile "
                                          "and kv head a k^T evacuation, mask, exp, p^T evacuation and acc update, "
                                          "with each context gathered once per two row blocks (`ITEM_BLOCKS`: more "
                                          "blocks per item model slower, SBUF-bound); the decodes' 8 x 4 PE "
