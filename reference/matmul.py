@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from nkilab.reference.quant import FP8_SCHEMES, QuantizedActivation, QuantizedWeight, dequantize_activation, dequantize_weight
-from nkilab.reference.sums import check_sum_order, sequential_einsum
+from nkilab.reference.sums import check_sum_order, matmul
 
 
 def accumulate_dtype(compute_dtype) -> np.dtype:
@@ -47,6 +47,5 @@ def qmatmul(x, qw: QuantizedWeight, *, out_dtype=None, compute_dtype=np.float64,
     else:
         xc = np.asarray(x).astype(cd)
     w = dequantize_weight(qw, compute_dtype=cd)
-    xa, wa = xc.astype(acc), w.astype(acc)
-    y = (xa @ wa if sum_order == "numpy" else sequential_einsum("mk,kn->mn", xa, wa)).astype(cd)
+    y = matmul(xc.astype(acc), w.astype(acc), sum_order).astype(cd)
     return y if out_dtype is None else y.astype(out_dtype)

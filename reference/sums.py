@@ -30,6 +30,11 @@ def einsum(subscripts: str, a: np.ndarray, b: np.ndarray, sum_order: str) -> np.
     return np.einsum(subscripts, a, b) if sum_order == "numpy" else sequential_einsum(subscripts, a, b)
 
 
+def matmul(a: np.ndarray, b: np.ndarray, sum_order: str) -> np.ndarray:
+    """a @ b for 2-D a [M, K], b [K, N] in `sum_order` (NumPy's order: its matmul, BLAS style)."""
+    return a @ b if sum_order == "numpy" else sequential_einsum("mk,kn->mn", a, b)
+
+
 def last_axis_sum(x: np.ndarray, sum_order: str) -> np.ndarray:
     """x.sum(axis=-1, keepdims=True) in `sum_order`, in x's dtype."""
     return x.sum(axis=-1, keepdims=True) if sum_order == "numpy" else sequential_sum(x)
