@@ -13,7 +13,12 @@
                   the 16 DMA engines idle between packets (the model's 600 ns packet setup). Above it, a gather of
                   one score tile lets that tile start as soon as it lands: Llama-3.1-70B TP8 decode b8 ctx 4K,
                   modeled (trn2 LNC=1), 53.3 % MBU with 32-slot runs (one 4096-key gather per sequence), 55.5 % with
-                  8.
+                  8. Tried and not kept (2026-12-04, same row): 32-slot runs whose four 1024-key tiles run side by
+                  side on PE column tiles (8 rows copied into 32-row tiles, one online-softmax state per tile,
+                  merged at the store) cut ScalarE to 23 us and GpSimd to 15 us, but modeled 48.3 % (96 us): one
+                  gather per sequence serialises the sequences (each item's small metadata DMAs queue behind the
+                  previous item's 1 MiB gathers on every DMA engine) and leaves a ~20 us tail after the last gather;
+                  16-slot runs, two tiles side by side: 53.9 %.
     MAX_PAD_SHARE the launcher pads a table row to a whole gather (`table_positions`); a longer run is taken only
                   while the padding stays within this share of the row (padded keys cost gathers and score tiles
                   that earn nothing).
