@@ -91,16 +91,17 @@ def test_expanded_paged_caches_stay_a_valid_draw():
     assert_matches(case, "triton", run(case, sent, "triton", None), values)
 
 
-@pytest.mark.xfail(strict=True, reason="open finding (stop 25): the float32 budget is tight for this correct-looking "
+@pytest.mark.xfail(strict=False, reason="open finding (stop 25): the float32 budget is tight for this correct-looking "
                    "draw, likely cancellation in P @ V (sum_j p_j |v_j| = 1.79 against |out| = 0.81 at the worst "
                    "element), which the qmatmul-only `Check.magnitude` rule does not cover for attention; fails the "
-                   "same at the kernel before stop 25's changes")
+                   "same at the kernel before stop 25's changes. Not strict: whether it is over depends on the CPU's "
+                   "BLAS (the emulator's float32 matmuls and NumPy's naive order both run through np.matmul)")
 def test_inf2_paged_float32_draw_with_cancelling_values_is_within_the_budget():
     """Found by a `thorough` run of `[paged_attention-nki-inf2]` (2026-12-03): one sequence of 2 query tokens over 6
     keys (block_size 1, causal), out [0, 0, 2] = -0.8078 off by 6.885e-7 against a bound of 6.026e-7 (2 x the naive
     running sum's 1.30e-7 + a floor of 2 ulps at max|ref64| = 1.44). Pinned until the attention budget's magnitude
-    (including the score rounding term) is derived; strict, so fixing the rule makes this test fail until the xfail
-    goes."""
+    (including the score rounding term) is derived. Over on the machine that found it; within the bound on an AMD EPYC
+    with OpenBLAS 0.3.31 (2026-12-04), where np.matmul sums in another order, so the xfail is not strict."""
     problem = PagedProblem(q_lens=(0, 0, 2), hq=6, hkv=2, d=16, causal=True, sliding_window=None, softcap=None,
                            dtype="float32", seed=14,
                            table=PageTable(seq_lens=(1, 7, 6), block_size=1, num_blocks=14,

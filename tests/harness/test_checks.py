@@ -155,19 +155,34 @@ def _cancelling_qmatmul():
     return MatmulProblem(1, 128, 1, QuantConfig("int4", 64, symmetric=True), "float32", seed=20446).inputs()
 
 
+def _sign_split_sum(x, qw):
+    """x @ dequantized qw [1, 1] in float32, summed in one fixed order: every positive term, then every other one (a
+    legitimate float32 order whose error does not depend on the machine's BLAS, unlike np.matmul's or the Triton
+    interpreter's: 8e-9 .. 2.0e-7 seen for `_cancelling_qmatmul`)."""
+    from nkilab.reference.quant import dequantize_weight
+
+    terms = x[0].astype(np.float32) * dequantize_weight(qw, compute_dtype=np.float32)[:, 0]
+    acc = np.float32(0.0)
+    for t in np.concatenate([terms[terms > 0], terms[terms <= 0]]):
+        acc = np.float32(acc + t)
+    return np.float32([[acc]])
+
+
 def test_qmatmul_floor_is_taken_at_the_magnitude_its_sums_round_at():
     from nkilab.kernels import _registry
-    from nkilab.kernels import qmatmul as qmatmul_api
     from nkilab.kernels.ops.qmatmul import sum_magnitude
     from nkilab.reference import qmatmul
 
     op = _registry.get("qmatmul")
     x, qw = _cancelling_qmatmul()
-    out = qmatmul_api(x, qw, backend="triton")  # errs 2.0e-7: a typical order (random orders: median 1.3e-7)
-    assert not check_against_reference(out, qmatmul, x, qw).passed  # floor at |0.0269|: bound 4.6e-8
+    ref64 = qmatmul(x, qw)
+    out = _sign_split_sum(x, qw)
+    assert abs(float(out[0, 0]) - ref64[0, 0]) == pytest.approx(6.92e-7, rel=1e-2)
+    assert not check_against_reference(out, qmatmul, x, qw).passed  # floor at |0.0269|: 2 x the naive error + 4.6e-8
     assert sum_magnitude(x, qw) == pytest.approx(7.645, rel=1e-3)
     result = check_output(op, out, (x, qw), {})
-    assert result.passed and result.bound == pytest.approx(2 * 7.97e-9 + FLOOR_ULPS * 2.0**-23 * 7.645, rel=1e-2)
+    naive = abs(float(qmatmul(x, qw, compute_dtype=np.float32)[0, 0]) - ref64[0, 0])  # NumPy's order, this machine's
+    assert result.passed and result.bound == pytest.approx(2 * naive + FLOOR_ULPS * 2.0**-23 * 7.645, rel=1e-2)
 
 
 def test_qmatmul_magnitude_floor_still_catches_tf32_inputs():
