@@ -6,19 +6,20 @@
                   (Llama-3.1-8B b8 ctx 4K, modeled: 432 us of GpSimd against 372 us of DMA). 8 KiB is the 4-slot
                   run of Llama-3.1-8B's 2 KiB rows, the largest that keeps K and V of two gathers in flight within
                   SBUF with the rest of the kernel (32 KiB per partition); smaller rows get longer runs, up to one
-                  score tile's chunks (`score_run`: 8 slots, Llama-3.1-70B TP8's 256-byte rows, Qwen2.5-7B's 1 KiB
-                  rows) while that reads at least PACKET_BYTES per partition, longer beyond (128-byte rows: 16
-                  slots; fp8 Llama-3.1-70B TP8), so one gather spans one score tile or several (`gather_run`).
-    PACKET_BYTES  v3+: bytes per partition below which a run may exceed one score tile: under ~2 KiB per partition
-                  the 16 DMA engines idle between packets (the model's 600 ns packet setup). Above it, a gather of
-                  one score tile lets that tile start as soon as it lands: Llama-3.1-70B TP8 decode b8 ctx 4K,
-                  modeled (trn2 LNC=1), 53.3 % MBU with 32-slot runs (one 4096-key gather per sequence), 55.5 % with
-                  8. Tried and not kept (2026-12-04, same row): 32-slot runs whose four 1024-key tiles run side by
-                  side on PE column tiles (8 rows copied into 32-row tiles, one online-softmax state per tile,
-                  merged at the store) cut ScalarE to 23 us and GpSimd to 15 us, but modeled 48.3 % (96 us): one
-                  gather per sequence serialises the sequences (each item's small metadata DMAs queue behind the
-                  previous item's 1 MiB gathers on every DMA engine) and leaves a ~20 us tail after the last gather;
-                  16-slot runs, two tiles side by side: 53.9 %.
+                  score tile's chunks (`score_run`: 8 slots, Qwen2.5-7B's 1 KiB rows) while that reads at least
+                  PACKET_BYTES per partition, longer beyond (Llama-3.1-70B TP8's 256-byte rows: 16 slots; 128-byte
+                  rows, fp8 Llama-3.1-70B TP8: 32), so one gather spans one score tile or several (`gather_run`).
+    PACKET_BYTES  v3+: bytes per partition below which a run may exceed one score tile: under a few KiB per
+                  partition the 16 DMA engines idle between packets (the model's 600 ns packet setup) and GpSimd
+                  writes a descriptor per run. Above it, a gather of one or two score tiles lets them start soon
+                  after it lands: Llama-3.1-70B TP8 decode b8 ctx 4K, modeled (trn2 LNC=1), 53.3 % MBU with
+                  32-slot runs (one 4096-key gather per sequence, 8 KiB), 56.7 % with 16 (4 KiB: two score tiles a
+                  gather), 55.5 % with 8 (2 KiB). Tried and not kept (2026-12-04, same row): 32-slot runs whose four
+                  1024-key tiles run side by side on PE column tiles (8 rows copied into 32-row tiles, one
+                  online-softmax state per tile, merged at the store) cut ScalarE to 23 us and GpSimd to 15 us, but
+                  modeled 48.3 % (96 us): one gather per sequence serialises the sequences (each item's small
+                  metadata DMAs queue behind the previous item's 1 MiB gathers on every DMA engine) and leaves a
+                  ~20 us tail after the last gather; 16-slot runs, two tiles side by side: 53.9 %.
     MAX_PAD_SHARE the launcher pads a table row to a whole gather (`table_positions`); a longer run is taken only
                   while the padding stays within this share of the row (padded keys cost gathers and score tiles
                   that earn nothing).
@@ -30,8 +31,9 @@
                   than one bank (runs longer than PSUM_FMAX // PMAX slots: Llama-3.1-70B TP8, Qwen2.5-7B): the
                   online-softmax step (mask, running max and sum, p^T evacuation, acc rescale; ~6 fixed-cost
                   VectorE / ScalarE instructions whatever the row count) then serves that many banks' keys.
-                  Llama-3.1-70B TP8 decode b8 ctx 4K, modeled (trn2 LNC=1): 8 rows a tile, 48.5 % MBU with 1 bank,
-                  55.5 % with 2. More banks would not fit PSUM with the next tile's scores in flight (8 banks).
+                  Llama-3.1-70B TP8 decode b8 ctx 4K, modeled (trn2 LNC=1, 8-slot runs): 8 rows a tile, 48.5 % MBU
+                  with 1 bank, 55.5 % with 2. More banks would not fit PSUM with the next tile's scores in flight (8
+                  banks).
     ITEM_BLOCKS   row blocks (PMAX rows of one kv head each: Llama-3.1-8B, 32 tokens x 4 query heads) of one prefill
                   or chunk work item (`launch_paged.rows_per_item`): the blocks' groups share each gather of the
                   item's keys and k^T, so a chunk's context is gathered once per ITEM_BLOCKS blocks. Llama-3.1-8B
@@ -50,7 +52,7 @@ from .._dtypes import itemsize
 from .._tiling import PMAX, PSUM_FMAX
 
 GATHER_BYTES = 8 * 1024
-PACKET_BYTES = 2 * 1024
+PACKET_BYTES = 4 * 1024
 MAX_PAD_SHARE = 1 / 8
 KT_LOOKAHEAD = 2
 SCORE_BANKS = 2
