@@ -6,20 +6,22 @@
                   (Llama-3.1-8B b8 ctx 4K, modeled: 432 us of GpSimd against 372 us of DMA). 8 KiB is the 4-slot
                   run of Llama-3.1-8B's 2 KiB rows, the largest that keeps K and V of two gathers in flight within
                   SBUF with the rest of the kernel (32 KiB per partition); smaller rows get longer runs, up to one
-                  score tile's chunks (`score_run`: 8 slots, Qwen2.5-7B's 1 KiB rows) while that reads at least
-                  PACKET_BYTES per partition, longer beyond (Llama-3.1-70B TP8's 256-byte rows: 16 slots; 128-byte
-                  rows, fp8 Llama-3.1-70B TP8: 32), so one gather spans one score tile or several (`gather_run`).
-    PACKET_BYTES  v3+: bytes per partition below which a run may exceed one score tile: under a few KiB per
-                  partition the 16 DMA engines idle between packets (the model's 600 ns packet setup) and GpSimd
-                  writes a descriptor per run. Above it, a gather of one or two score tiles lets them start soon
-                  after it lands: Llama-3.1-70B TP8 decode b8 ctx 4K, modeled (trn2 LNC=1), 53.3 % MBU with
-                  32-slot runs (one 4096-key gather per sequence, 8 KiB), 56.7 % with 16 (4 KiB: two score tiles a
-                  gather), 55.5 % with 8 (2 KiB). Tried and not kept (2026-12-04, same row): 32-slot runs whose four
-                  1024-key tiles run side by side on PE column tiles (8 rows copied into 32-row tiles, one
-                  online-softmax state per tile, merged at the store) cut ScalarE to 23 us and GpSimd to 15 us, but
-                  modeled 48.3 % (96 us): one gather per sequence serialises the sequences (each item's small
-                  metadata DMAs queue behind the previous item's 1 MiB gathers on every DMA engine) and leaves a
-                  ~20 us tail after the last gather; 16-slot runs, two tiles side by side: 53.9 %.
+                  score tile's chunks (`score_run`: 8 slots, Qwen2.5-7B's 1 KiB rows) and GATHER_TILES of them
+                  (Llama-3.1-70B TP8's 256-byte rows and its fp8 cache's 128-byte ones: 16 slots), longer while
+                  under PACKET_BYTES a partition, so one gather spans one score tile or several (`gather_run`).
+    GATHER_TILES  v3+: score tiles (`score_run` chunks each) one gather's runs may span whatever they read per
+                  partition; PACKET_BYTES: bytes per partition below which they may span more. A gather of one or
+                  two score tiles lets them start soon after it lands, and two halve GpSimd's descriptors against
+                  one; under ~2 KiB per partition the 16 DMA engines idle between packets (the model's 600 ns packet
+                  setup). Llama-3.1-70B TP8 decode b8 ctx 4K, modeled (trn2 LNC=1): 53.3 % MBU with 32-slot runs
+                  (one 4096-key gather per sequence), 56.7 % with 16 (two score tiles a gather), 55.5 % with 8 (one);
+                  its fp8 cache (128-byte rows): 29.0 % with 16, 28.2 % with 32. Tried and not kept (2026-12-04,
+                  bf16 row): 32-slot runs whose four 1024-key tiles run side by side on PE column tiles (8 rows
+                  copied into 32-row tiles, one online-softmax state per tile, merged at the store) cut ScalarE to
+                  23 us and GpSimd to 15 us, but modeled 48.3 % (96 us): one gather per sequence serialises the
+                  sequences (each item's small metadata DMAs queue behind the previous item's 1 MiB gathers on
+                  every DMA engine) and leaves a ~20 us tail after the last gather; 16-slot runs, two tiles side by
+                  side: 53.9 %.
     MAX_PAD_SHARE the launcher pads a table row to a whole gather (`table_positions`); a longer run is taken only
                   while the padding stays within this share of the row (padded keys cost gathers and score tiles
                   that earn nothing).
@@ -52,7 +54,8 @@ from .._dtypes import itemsize
 from .._tiling import PMAX, PSUM_FMAX
 
 GATHER_BYTES = 8 * 1024
-PACKET_BYTES = 4 * 1024
+GATHER_TILES = 2
+PACKET_BYTES = 2 * 1024
 MAX_PAD_SHARE = 1 / 8
 KT_LOOKAHEAD = 2
 SCORE_BANKS = 2
@@ -78,9 +81,9 @@ def score_run(run: int, heads: int = 1) -> int:
 
 def max_run(block_size: int, row_bytes: int) -> int:
     """Longest v3+ run of slots per partition: the largest power of two <= block_size and GATHER_BYTES // row_bytes
-    (row_bytes: Hkv * D * itemsize of one cache slot), at least 1, and no longer than one score tile's chunks
-    (`score_run`) while that run reads at least PACKET_BYTES per partition. block_size is a power of two."""
-    cap = SCORE_BANKS * BANK_CHUNKS  # score_run of one stacked kv head
+    (row_bytes: Hkv * D * itemsize of one cache slot), at least 1, and no longer than GATHER_TILES score tiles'
+    chunks (`score_run`) while that run reads at least PACKET_BYTES per partition. block_size is a power of two."""
+    cap = GATHER_TILES * SCORE_BANKS * BANK_CHUNKS  # GATHER_TILES score tiles of one stacked kv head
     run = 1
     while run * 2 <= min(block_size, GATHER_BYTES // row_bytes) and (run < cap or run * row_bytes < PACKET_BYTES):
         run *= 2
