@@ -160,12 +160,10 @@ def _sign_split_sum(x, qw):
     legitimate float32 order whose error does not depend on the machine's BLAS, unlike np.matmul's or the Triton
     interpreter's: 8e-9 .. 2.0e-7 seen for `_cancelling_qmatmul`)."""
     from nkilab.reference.quant import dequantize_weight
+    from nkilab.reference.sums import sequential_sum
 
     terms = x[0].astype(np.float32) * dequantize_weight(qw, compute_dtype=np.float32)[:, 0]
-    acc = np.float32(0.0)
-    for t in np.concatenate([terms[terms > 0], terms[terms <= 0]]):
-        acc = np.float32(acc + t)
-    return np.float32([[acc]])
+    return sequential_sum(np.concatenate([terms[terms > 0], terms[terms <= 0]])[None, :])
 
 
 def test_qmatmul_floor_is_taken_at_the_magnitude_its_sums_round_at():

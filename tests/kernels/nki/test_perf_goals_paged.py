@@ -48,7 +48,7 @@ NOT_MET = {
                                       "and an exp and mask of only 8 rows per 1024-key score tile); GpSimd (28 us: "
                                       "16-slot runs, 128 descriptors per 2048-key gather) no longer binds. Running "
                                       "a gather's tiles side by side on PE column tiles modeled slower (48-54 %, "
-                                      "`tuning.PACKET_BYTES`)",
+                                      "`tuning.GATHER_TILES`)",
     "trn2-mixed-256-chunk-7-decodes-2k": "VectorE, ScalarE and TensorE (384, 314 and 327 of 537 us): per chunk tile "
                                          "and kv head a k^T evacuation, mask, exp, p^T evacuation and acc update, "
                                          "with each context gathered once per two row blocks (`ITEM_BLOCKS`: more "
