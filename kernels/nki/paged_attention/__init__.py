@@ -25,13 +25,15 @@ for one runtime loop per score tile):
             gather K, V x (Hkv * D): all kv heads in one DMA (GQA shares the load, read once), then per group:
             s = q_h . k_h^T per head h (PE transposes of k; v3+ stacked heads: their own PE column tiles, or s^T
             per head and chunk transposed back; v2: accumulating matmuls of q^T masked to head h's columns over
-            a cleaned K)
+            a cleaned K); v3+ decode items of one kv head keep s^T, keys on partitions, a whole gather a tile,
+            through the mask and the exps (`keymajor.py`, `tuning.key_major`)
             (softcap: x = tanh(s * scale / c)); x = visible ? x : FP32_MIN, with the tile_max (one instruction)
             online softmax: neg_max, rescale, run_sum; acc = acc * rescale + p @ v (stacked heads: o^T per head
             block, one transpose)
         out rows = acc / run_sum, stored through row_dst (rows of other sequences are oob-skipped)
-    Issue order is software-pipelined: scores of group g + 1 before the softmax of group g, item w + 1's setup
-    when item w's tiles start, and the tiles of the decode and prefill items interleaved evenly, so the in-order
+    Issue order is software-pipelined: scores of group g + 1 before the softmax of group g, every item's metadata
+    DMAs up front and item w + 1's setup when item w's tiles start, the small per-item DMAs on alternate DMA engines
+    (`index.dma_rows`), and the tiles of the decode and prefill items interleaved evenly, so the in-order
     engine queues overlap TensorE, Vector/ScalarE and DMA work. What a tile's loop body declares stays inside it;
     the state it updates (neg_max, run_sum, acc) is declared outside and written in place.
     LNC=2 (`kernel[2]`, trn2): the two cores take alternate work items of each class.
@@ -88,8 +90,9 @@ from .._shim import nisa, nki, nl
 from .._tiling import PMAX
 from .index import (CHUNK, KV_TILE, IndexConsts, add_band, add_comb, block_index, comb_ramp, load_row_pos,
                     load_seq_len, load_table_row, row_bounds, seq_len_rows, slot_index, tile_mask)
+from . import keymajor
 from .quant import row_scales
-from .tuning import TILE_SPAN, gather_run, loop_tiles, score_run, slot_bytes
+from .tuning import TILE_SPAN, gather_run, key_major, loop_tiles, score_run, slot_bytes
 from .tiles import KvTile, SoftmaxState, gather_kv, load_q_group, scores, softmax_pv, store_rows
 
 
@@ -148,6 +151,9 @@ def _check_classes(classes, num_items, num_rows):
     if sum(c for c, _ in classes) != num_items or sum(c * b for c, b in classes) != num_rows:
         raise ValueError(f"classes: {classes!r} must cover the plan's {num_items} items and {num_rows} rows "
                          "(sum of count, sum of count * BQ)")
+
+
+PLAN_PARTITION = 16  # the partition of the plan rows (`_load_row`)
 
 
 class ItemClass(nl.NKIObject):
@@ -211,7 +217,12 @@ class PagedCall(nl.NKIObject):
         self.positions = block_tables.shape[1] * self.block_size
         self.vector_dma = nisa.get_nc_version() != nisa.nc_version.gen2  # indirect vector_offset DMA is v3+
         self.run = gather_run(self.block_size, slot_bytes(key_cache), self.positions, self.vector_dma)
-        self.tile_run = score_run(self.run, len(self.groups[0]))  # column order of a score tile (`tiles.chunk_cols`)
+        self.key_major = None  # keymajor.Consts where the score tiles are key-major (a whole gather each)
+        if key_major(self.hkv, self.bq, self.g, self.run, self.positions, self.vector_dma):
+            self.key_major = keymajor.Consts(self.rows)
+            self.tile_run = self.run
+        else:
+            self.tile_run = score_run(self.run, len(self.groups[0]))  # column order of a score tile (`chunk_cols`)
         self.comb_ramp = comb_ramp(self.run, self.tile_run) if self.vector_dma and self.run > self.tile_run else None
         self.tile_keys = max(KV_TILE, CHUNK * self.tile_run)  # key positions of one score tile
         self.gather_step = max(KV_TILE, CHUNK * self.run)  # key positions of one gather_kv (whole score tiles)
@@ -226,7 +237,10 @@ class PagedCall(nl.NKIObject):
     def load_rows(self, row_pos, row_dst):
         """Set pos_cols and dst_cols from the plan's row_pos, row_dst [R] int32 (HBM): two DMAs for the class."""
         cols = self.items.count * self.blocks
-        self.pos_cols = load_row_pos(row_pos, self.items.row0, cols, self.block_bq, self.g, len(self.groups[0]))
+        if self.key_major is not None:  # the decode row's position on every key partition
+            self.pos_cols = load_row_pos(row_pos, self.items.row0, cols, 1, PMAX, 1)
+        else:
+            self.pos_cols = load_row_pos(row_pos, self.items.row0, cols, self.block_bq, self.g, len(self.groups[0]))
         self.dst_cols = _load_dst_cols(row_dst, self.items.row0, cols, self.block_bq)
 
     def block_cols(self, w):
@@ -282,8 +296,10 @@ def _load_dst_cols(row_dst, row0, cols, block_bq):
 
 
 def _load_row(plan, size):
-    """A plan array of `size` int32 elements as one SBUF row [1, size]."""
-    row = nl.ndarray((1, size), nl.int32, buffer=nl.sbuf)
+    """A plan array of `size` int32 elements as one SBUF row [1, size], on partition PLAN_PARTITION: read only by
+    DMAs and register loads, so it may take any partition, and its DMA runs on DMA engine 2 (partition p: engine
+    (p // 8) % 16, modeled), away from the per-item DMAs (`index.dma_rows`)."""
+    row = nl.ndarray((PLAN_PARTITION + 1, size), nl.int32, buffer=nl.sbuf)[PLAN_PARTITION:, :]
     nisa.dma_copy(dst=row, src=plan.reshape((1, size)))
     return row
 
@@ -292,7 +308,7 @@ def _load_meta(call, consts, seq_row, w):
     """The DMAs of work item w's sequence metadata (seq_row: item_seq [1, N] in SBUF): (its table row,
     `index.load_table_row`; its seq_len, `index.load_seq_len`), for `_setup`."""
     seq = seq_row[0:1, w : w + 1]
-    return load_table_row(call.block_tables, seq, consts, call.block_size), load_seq_len(call.seq_lens, seq)
+    return load_table_row(call.block_tables, seq, consts, call.block_size), load_seq_len(call.seq_lens, seq, w)
 
 
 def _setup(call, consts, plan, w, meta):
@@ -306,13 +322,15 @@ def _setup(call, consts, plan, w, meta):
     else:
         index = block_index(table_i, kv_len, consts)
     bounds = [row_bounds(call.pos_cols[:, j : j + 1], kv_len, call.causal, call.window) for j in call.block_cols(w)]
+    if call.key_major is not None:
+        bounds = [keymajor.Bounds(bd, consts.pos[:, 0:1], call.rows) for bd in bounds]
     for bd in bounds:
         if not call.vector_dma:
             add_band(bd)
         elif call.comb_ramp is not None:
             add_comb(bd, call.comb_ramp, call.run, call.tile_run, call.window)
     q0 = plan.q0[0:1, w : w + 1]
-    qs = [load_q_group(call.q, q0, grp, call.g, call.block_bq, call.vector_dma, b * call.block_bq)
+    qs = [load_q_group(call.q, q0, grp, call.g, call.block_bq, call.vector_dma, w, b * call.block_bq)
           for grp, b in zip(call.groups, call.group_block)]
     states = [SoftmaxState(len(grp) * call.rows, call.d, call.exp_scale) for grp in call.groups]
     return WorkItem(w, bounds, index, qs, states)
@@ -335,13 +353,19 @@ def _tiles(call, consts, item, tiles):
     def issue(t0, n, gi):
         if t0 not in kvs:
             kvs.update((kv.t0, kv) for kv in _gather_step(call, consts, item, t0))
+        if call.key_major is not None:
+            return keymajor.scores(item.qs[gi][0], kvs[t0].k_chunks)
         return scores(item.qs[gi], call.groups[gi], kvs[t0].k_chunks, n, call.tile_run, kts.setdefault(t0, {}))
 
     steps = [(t0, n, gi) for t0, n in tiles for gi in range(len(call.groups))]
     pending = issue(*steps[0])
     for k, (t0, _, gi) in enumerate(steps):
         nxt = issue(*steps[k + 1]) if k + 1 < len(steps) else None
-        softmax_pv(pending, item.states[gi], call, gi, item.bounds[call.group_block[gi]], kvs[t0], gi % 2 == 1)
+        bounds = item.bounds[call.group_block[gi]]
+        if call.key_major is not None:
+            keymajor.softmax_pv(pending, item.states[gi], call, bounds, kvs[t0])
+        else:
+            softmax_pv(pending, item.states[gi], call, gi, bounds, kvs[t0], gi % 2 == 1)
         pending = nxt
 
 
@@ -364,7 +388,7 @@ def _store(call, item):
     """Output rows of a finished WorkItem through its row_dst (-1: skipped, `PagedCall.dst_cols`)."""
     dst = [call.dst_cols[:, j : j + 1] for j in call.block_cols(item.w)]
     for gi, (state, grp, b) in enumerate(zip(item.states, call.groups, call.group_block)):
-        store_rows(call.out, state, dst[b], grp, call.g, call.vector_dma, call.v_rows[gi])
+        store_rows(call.out, state, dst[b], grp, call.g, call.vector_dma, item.w, call.v_rows[gi])
 
 
 def _streams(calls):
@@ -383,24 +407,28 @@ def _pipeline(calls, consts, plan_hbm, rows_hbm):
     """Every span of score tiles of this program's work items, one stream of items per class, the streams' spans
     interleaved evenly (span k of a stream of c spans at fraction (k + 1/2) / c of the issue order), so DMA-bound
     decode tiles run beside TensorE / VectorE-bound prefill tiles in the in-order engine queues. Per stream, item
-    k + 1 is set up when item k's spans start (its metadata DMAs and index math overlap k's tiles) and k is stored
-    after its last span. Up front, the plan (plan_hbm: item_seq, item_q0, tile_trips, unit_dead; rows_hbm: row_pos,
-    row_dst) in the order the start's critical path needs it, as the DMA queues serve their transfers in issue
-    order: item_seq, each stream's first item's metadata (`_load_meta`: its gather index waits on them), then the
-    rest (`PlanRows`, `PagedCall.load_rows`). A span is one runtime loop `nl.fori_loop(0, trips, body)` per run of
+    k + 1 is set up when item k's spans start (its index math overlaps k's tiles) and k is stored after its last
+    span. Up front, the plan (plan_hbm: item_seq, item_q0, tile_trips, unit_dead; rows_hbm: row_pos, row_dst) and
+    every item's metadata (`_load_meta`) in the order the start's critical path needs them, as the DMA queues serve
+    their transfers in issue order: item_seq, each stream's first item's metadata (its gather index waits on them),
+    the rest of the plan (`PlanRows`, `PagedCall.load_rows`), then the other items' metadata, which would otherwise
+    queue behind the gathers of the items before them (Llama-3.1-70B TP8 decode b8 ctx 4K, modeled (trn2 LNC=1):
+    77.8 -> 77.2 us). A span is one runtime loop `nl.fori_loop(0, trips, body)` per run of
     its tiles (`span_runs`), the trips (0 / 1) loaded into a register: only the run of the item's live tiles runs,
     so a sequence runs its own tile count, not the longest context's."""
     item_seq = plan_hbm[0]
     seq = _load_row(item_seq, item_seq.shape[0])
     streams = _streams(calls)
-    metas = [_load_meta(call, consts, seq, w) for (call, w), *_ in streams]
+    metas = [[_load_meta(call, consts, seq, w)] for (call, w), *_ in streams]
     plan = PlanRows(seq, *plan_hbm[1:])
     for call in calls:
         call.load_rows(*rows_hbm)
+    for meta, items in zip(metas, streams):
+        meta.extend(_load_meta(call, consts, seq, w) for call, w in items[1:])
     spans = plan.spans
     order = sorted(((k + 0.5) / (len(items) * spans), si, k) for si, items in enumerate(streams)
                    for k in range(len(items) * spans))
-    ahead = [_setup(call, consts, plan, w, meta) for ((call, w), *_), meta in zip(streams, metas)]
+    ahead = [_setup(call, consts, plan, w, meta[0]) for ((call, w), *_), meta in zip(streams, metas)]
     current = [None] * len(streams)
     for _, si, k in order:
         pos, m = divmod(k, spans)
@@ -409,7 +437,7 @@ def _pipeline(calls, consts, plan_hbm, rows_hbm):
             current[si] = ahead[si]
             if pos + 1 < len(streams[si]):
                 call1, w1 = streams[si][pos + 1]
-                ahead[si] = _setup(call1, consts, plan, w1, _load_meta(call1, consts, seq, w1))
+                ahead[si] = _setup(call1, consts, plan, w1, metas[si][pos + 1])
         item, unit = current[si], call.unit_tiles
         starts = range(0, call.positions, KV_TILE)[m * TILE_SPAN * unit : (m + 1) * TILE_SPAN * unit]
         for v, (s, e) in enumerate(span_runs(TILE_SPAN)):

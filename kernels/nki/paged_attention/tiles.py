@@ -10,7 +10,7 @@ from .._shim import nisa, nl
 from .._softmax import MAX_FLOOR, exp_rows, rescale_factor, update_acc, update_sum
 from .._tiling import FP32_MIN, PSUM_FMAX
 from .finite import clean_keys, poison_scores
-from .index import CHUNK, KV_TILE
+from .index import CHUNK, KV_TILE, dma_rows
 from .quant import dequantize_int8
 from .tuning import KT_LOOKAHEAD
 
@@ -176,11 +176,12 @@ def _load_blocks(tile, blocks_hbm, block_ids, cs, nc, block_size, row):
         p += length
 
 
-def load_q_group(q, q0, grp, g, bq, vector_dma, t_off=0):
+def load_q_group(q, q0, grp, g, bq, vector_dma, w, t_off=0):
     """q^T of a group (rows = len(grp) * BQ * g, ordered head, token, q head; tokens q0 + t_off .. + BQ, q0 a
-    runtime 1x1 SBUF value, t_off a compile-time row block offset) as a list of [D, rows] tiles.
+    runtime 1x1 SBUF value, t_off a compile-time row block offset) of work item w as a list of [D, rows] tiles.
 
-    v3+: one tile, the q rows of all the group's heads by one DMA (the group's kv heads are consecutive) then one
+    v3+: one tile, the q rows of all the group's heads by one DMA (`index.dma_rows`: the group's kv heads are
+    consecutive) then one
     bit-exact PE transpose (`scores` slices each head's columns). v2: one tile
     per kv head, the other heads' columns zeroed when the group stacks several heads, so the heads' score matmuls
     accumulate into one PSUM tile without mixing (v2 K is finite: cleaned, `finite.py`); q^T straight from HBM by an
@@ -192,7 +193,7 @@ def load_q_group(q, q0, grp, g, bq, vector_dma, t_off=0):
     q_rows = q.reshape((t_total, hq * d))
     if not vector_dma:
         return [_load_q_transposed(q_rows, q0, grp, i, (d, g, bq, t_off), rows) for i in range(len(grp))]
-    q_sb = nl.ndarray((rows, d), q.dtype, buffer=nl.sbuf)
+    q_sb = dma_rows(rows, d, q.dtype, w)
     nisa.dma_copy(dst=q_sb, src=q_rows.ap([[g * d, len(grp)], [hq * d, bq], [d, g], [1, d]],
                                           offset=t_off * hq * d + grp[0] * g * d, scalar_offset=q0, indirect_dim=0))
     qt_ps = nl.ndarray((d, rows), q.dtype, buffer=nl.psum)
@@ -309,29 +310,36 @@ def _masked_scores(s_ps, call, bounds, mask, kv, grp, k_rows):
     return x, tile_max
 
 
-def softmax_pv(s_ps, state, call, gi, bounds, kv, p_copy_on_scalar):
-    """Mask one score tile of group gi, update its SoftmaxState (neg_max, run_sum, acc += p @ v) in place.
-
+def advance_max(state, exp_scale, tile_max):
+    """(neg_max', rescale) [rows, 1] fp32 SBUF of a state's rows after a tile of row maxima tile_max [rows, 1]:
     neg_max' = min(neg_max, -exp_scale · max(tile_max, MAX_FLOOR)) (the floor keeps a fully masked tile's FP32_MIN
-    from overflowing to inf when exp_scale > 1); p = exp(exp_scale · x + neg_max') with tile_sum fused in."""
-    rows, n = s_ps.shape
-    grp, head_rows, d = call.groups[gi], call.rows, state.acc.shape[1]
-    dtype = call.q.dtype  # p's dtype: the cache's ("auto", int8 after conversion), q's beside fp8 V (p in [0, 1])
-    mask = None if kv.mask is None else kv.mask[call.group_block[gi]]
-    x, tile_max = _masked_scores(s_ps, call, bounds, mask, kv, grp, call.k_rows[gi])
+    from overflowing to inf when exp_scale > 1), rescale = exp(neg_max' - neg_max); state.neg_max becomes neg_max'."""
+    rows = tile_max.shape[0]
     neg_max = nl.ndarray((rows, 1), nl.float32, buffer=nl.sbuf)
-    if call.exp_scale > 0:  # -exp_scale · max(t, MAX_FLOOR) = min(-exp_scale · t, its start): one instruction
-        nisa.tensor_scalar(dst=neg_max, data=tile_max, op0=nl.multiply, operand0=-call.exp_scale, op1=nl.minimum,
+    if exp_scale > 0:  # -exp_scale · max(t, MAX_FLOOR) = min(-exp_scale · t, its start): one instruction
+        nisa.tensor_scalar(dst=neg_max, data=tile_max, op0=nl.multiply, operand0=-exp_scale, op1=nl.minimum,
                            operand1=state.neg_max)
     else:
         nisa.tensor_scalar(dst=neg_max, data=tile_max, op0=nl.maximum, operand0=MAX_FLOOR, op1=nl.multiply,
-                           operand1=-call.exp_scale)
+                           operand1=-exp_scale)
         nisa.tensor_tensor(dst=neg_max, data1=neg_max, data2=state.neg_max, op=nl.minimum)
     rescale = nl.ndarray((rows, 1), nl.float32, buffer=nl.sbuf)
     rescale_factor(rescale, state.neg_max, neg_max)
     # in place (the state outlives a runtime loop's body), on ScalarE (VectorE is the busier engine), right after
     # its last read: the next tile's neg_max then waits on this copy, not on this tile's exp
     nisa.activation(dst=state.neg_max, op=nl.copy, data=neg_max)
+    return neg_max, rescale
+
+
+def softmax_pv(s_ps, state, call, gi, bounds, kv, p_copy_on_scalar):
+    """Mask one score tile of group gi, update its SoftmaxState (neg_max, run_sum, acc += p @ v) in place:
+    `advance_max`, then p = exp(exp_scale · x + neg_max') with tile_sum fused in."""
+    rows, n = s_ps.shape
+    grp, head_rows, d = call.groups[gi], call.rows, state.acc.shape[1]
+    dtype = call.q.dtype  # p's dtype: the cache's ("auto", int8 after conversion), q's beside fp8 V (p in [0, 1])
+    mask = None if kv.mask is None else kv.mask[call.group_block[gi]]
+    x, tile_max = _masked_scores(s_ps, call, bounds, mask, kv, grp, call.k_rows[gi])
+    neg_max, rescale = advance_max(state, call.exp_scale, tile_max)
     p = nl.ndarray((rows, n), dtype, buffer=nl.sbuf)
     tile_sum = nl.ndarray((rows, 1), nl.float32, buffer=nl.sbuf)
     exp_rows(p, x, neg_max, call.exp_scale, tile_sum)
@@ -376,8 +384,9 @@ def _zero_non_finite(p):
     nisa.select_reduce(dst=p, predicate=finite, on_true=p, on_false=0.0)
 
 
-def store_rows(out, state, dst_i, grp, g, vector_dma, v_rows=None):
-    """acc / run_sum of a group to out[row_dst[b], h * g + j] (row (h, b, j)); rows with row_dst = -1 are skipped.
+def store_rows(out, state, dst_i, grp, g, vector_dma, w, v_rows=None):
+    """acc / run_sum of a group of work item w to out[row_dst[b], h * g + j] (row (h, b, j)), from `index.dma_rows`;
+    rows with row_dst = -1 are skipped.
     v3+: one vector_offset DMA per kv head, or one for the whole group when BQ = 1 (decode: rows (h, j) are the
     output row's own order); v2: one scalar-offset DMA per (head, token). v_rows: None, or the fp8 v scales
     [rows, 1] (multiplied into 1 / run_sum)."""
@@ -390,7 +399,7 @@ def store_rows(out, state, dst_i, grp, g, vector_dma, v_rows=None):
     nisa.reciprocal(dst=inv, data=inv)
     if v_rows is not None:
         nisa.tensor_tensor(dst=inv, data1=inv, data2=v_rows, op=nl.multiply)
-    res = nl.ndarray((rows, d), out.dtype, buffer=nl.sbuf)
+    res = dma_rows(rows, d, out.dtype, w)
     nisa.tensor_scalar(dst=res, data=state.acc, op0=nl.multiply, operand0=inv)
     out_rows = out.reshape((t_total, hq * d))
     if vector_dma and bq == 1:  # decode: rows (head, q head) are the output row's order, one store for the group

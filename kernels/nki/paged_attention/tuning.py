@@ -22,6 +22,12 @@
                   sequences (each item's small metadata DMAs queue behind the previous item's 1 MiB gathers on
                   every DMA engine) and leaves a ~20 us tail after the last gather; 16-slot runs, two tiles side by
                   side: 53.9 %.
+    KEY_MAJOR     v3+ decode items of one kv head (`key_major`): score tiles key-major, s^T [keys, T · g] over a whole
+                  gather (`keymajor.py`), when the g rows times the gather's T chunks fit one PSUM bank of fp32
+                  scores. Row-major tiles [g, n] leave 128 - g partitions idle in every mask and exp: Llama-3.1-70B
+                  TP8 decode b8 ctx 4K (g = 8), modeled (trn2 LNC=1): ScalarE's 32 exps [8, 1024] 27 us and
+                  VectorE's range_selects 17 us of an 81.7 us step (56.7 % MBU); key-major 77.8 us (59.6 %), 75.2
+                  us (61.7 %) with the metadata and small-DMA placement of `_pipeline` and `index.dma_rows`.
     MAX_PAD_SHARE the launcher pads a table row to a whole gather (`table_positions`); a longer run is taken only
                   while the padding stays within this share of the row (padded keys cost gathers and score tiles
                   that earn nothing).
@@ -62,6 +68,7 @@ SCORE_BANKS = 2
 BANK_CHUNKS = PSUM_FMAX // PMAX  # gather chunks (PMAX keys each) per PSUM bank of fp32 scores
 ITEM_BLOCKS = 2
 TILE_SPAN = 2
+KEY_MAJOR = True
 
 
 def slot_bytes(cache):
@@ -77,6 +84,14 @@ def score_run(run: int, heads: int = 1) -> int:
     no room; Qwen2.5-7B decode b8 ctx 4K, modeled (trn2 LNC=1), 79.4 % MBU with one bank, 75.9 % with two); a
     score tile holds max(PSUM_FMAX, PMAX · score_run) keys."""
     return min(run, (SCORE_BANKS if heads == 1 else 1) * BANK_CHUNKS)
+
+
+def key_major(hkv: int, bq: int, g: int, run: int, positions: int, vector_dma: bool) -> bool:
+    """True where a class's score tiles are key-major (KEY_MAJOR): v3+ (vector_dma) decode items (BQ = 1) of one kv
+    head (hkv) whose g rows x `run` chunks of a gather fit one PSUM bank of fp32 scores (PSUM_FMAX), with the
+    range_select comb index g · position exact in fp32 (below 2**24) for every one of the row's `positions`."""
+    return (KEY_MAJOR and vector_dma and hkv == 1 and bq == 1 and g * run <= PSUM_FMAX
+            and g * positions < 2 ** 24)
 
 
 def max_run(block_size: int, row_bytes: int) -> int:

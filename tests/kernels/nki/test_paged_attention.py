@@ -58,6 +58,10 @@ PINNED = [
     pytest.param(_pinned([20, 9, 13], [20, 1, 6], 28, 4, 64, 4), id="qwen-28/4-mixed"),
     pytest.param(_pinned([11, 7], [4, 7], 4, 2, 80, 1, dtype="float32"), id="d80-block1-chunked"),
     pytest.param(_pinned([30, 3], [10, 3], 4, 1, 64, 32, window=4, softcap=20.0), id="window-softcap-bs32"),
+    # v3+ key-major decode tiles (one kv head: `paged_attention/keymajor.py`), several gathers a sequence
+    pytest.param(_pinned([300, 5, 64, 129], [1, 1, 1, 1], 8, 1, 128, 16), id="70b-tp8-key-major-decode"),
+    pytest.param(_pinned([200, 33], [1, 1], 7, 1, 64, 32, window=50, softcap=20.0), id="key-major-window-softcap"),
+    pytest.param(_pinned([150, 20, 7], [1, 20, 3], 8, 1, 128, 16), id="key-major-decode-beside-prefill"),
     pytest.param(_pinned([9, 9], [3, 9], 2, 2, 64, 4, causal=False, pad=10**6), id="noncausal-junk-padding"),
     pytest.param(_pinned([8, 12], [0, 5], 4, 2, 64, 4, dtype="float32"), id="empty-query-sequence"),
     pytest.param(_pinned([300, 2], [130, 1], 2, 1, 128, 128, dtype="float16"), id="two-kv-tiles-bs128-fp16"),

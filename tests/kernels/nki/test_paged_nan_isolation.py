@@ -21,6 +21,9 @@ SHAPES = {
     "prefill-one-head-per-group": ([13, 6], [5, 1], 8, 1, 64, 4),  # BQ = 3 tokens x 8 heads per item
     "decode-stacked-heads": ([37, 5, 64], [1, 1, 1], 32, 8, 128, 16),  # all 8 kv heads stacked in one group
     "chunked-stacked-heads": ([20, 9], [6, 3], 8, 4, 64, 4),  # BQ = 4 tokens, 2 kv heads per group
+    # v3+: decode items of one kv head run key-major tiles (`paged_attention/keymajor.py`): 8 heads in each s^T
+    # tile's columns, the neg_max broadcast back over them by a matmul
+    "decode-key-major": ([300, 5, 64], [1, 1, 1], 8, 1, 128, 16),
 }
 
 

@@ -1,0 +1,122 @@
+"""Key-major score tiles of paged attention: v3+ decode items of one kv head (`tuning.key_major`).
+
+Such an item has g rows (Llama-3.1-70B at TP8: 8), so a row-major score tile [g, n] leaves 128 - g partitions idle
+in its mask and its exp, both n elements a row. A key-major tile holds a whole gather of T chunks transposed,
+s^T [CHUNK keys, T · g] fp32 PSUM (column t · g + j: chunk t's keys against row j, `scores`), so they run T · g
+elements a partition (16 · 8 against 2048 per Llama-3.1-70B gather):
+    s^T     per chunk: its k^T stationary, q^T [D, g] moving (one 64-cycle matmul); k^T by PE transposes per PSUM
+            bank of chunks, evacuated by ScalarE and VectorE in turn.
+    mask    one range_select of the whole tile at comb index g · (gather start + t) + j (`Bounds`), no reduce: its
+            accumulator would mix rows.
+    max     per row: a max over t per partition (VectorE), a bit-exact fp32 PE transpose, a max over partitions
+            (VectorE, from PSUM); then `tiles.advance_max` on the row-major state.
+    shift   neg_max back on every key partition: ones^T @ diag(neg_max) on TensorE, diag by a GpSimd selection (a
+            multiply would spread a row's non-finite neg_max over every column: 0 * inf = NaN).
+    p       exp(exp_scale · x + neg_max) for the whole tile (VectorE scale-and-shift, one ScalarE exp); chunk t's
+            p^T is p[:, t · g : (t + 1) · g], the P·V stationary as it is (no transposes of p); tile_sum: a sum over
+            t per partition (VectorE), then one matmul with a ones column, into the P·V tile's last column.
+Llama-3.1-70B TP8 decode b8 ctx 4K, modeled (trn2 LNC=1): 81.7 -> 77.8 us (56.7 -> 59.6 % MBU) against row-major
+tiles; ScalarE 60 -> 20 us, VectorE 53 -> 48, TensorE 51 -> 44.
+The online-softmax state (`tiles.SoftmaxState`: neg_max, run_sum, acc) stays row-major, and so does the store.
+Numerics as the row-major tiles', but tile_sum sums p after its cast to q's dtype (the weights P·V uses).
+"""
+
+from .._attention_tiles import psum_copy, transpose_side_by_side
+from .._shim import nisa, nl
+from .._softmax import update_acc, update_sum
+from .._tiling import FP32_MIN, PMAX
+from .index import CHUNK
+from .tiles import advance_max, bank_pieces
+
+
+class Consts(nl.NKIObject):
+    """Per-class constants: ones [rows, PMAX] float32 (stationary of the neg_max broadcast) and ones_col [CHUNK, 1]
+    float32 (moving of the tile_sum matmul)."""
+
+    def __init__(self, rows):
+        self.ones = nl.ndarray((rows, PMAX), nl.float32, buffer=nl.sbuf)
+        nisa.memset(dst=self.ones, value=1.0)
+        self.ones_col = nl.ndarray((CHUNK, 1), nl.float32, buffer=nl.sbuf)
+        nisa.memset(dst=self.ones_col, value=1.0)
+
+
+class Bounds(nl.NKIObject):
+    """bound0 / bound1 float32 [CHUNK, 1] of a key-major range_select, from an item's visible range [lo, hi] (a
+    `index.RowBounds` of PMAX rows: decode rows share it) and run_pos [CHUNK, 1] = run · p (`IndexConsts.pos`).
+
+    Column f = t · g + j of the tile of the gather from position gs is key gs + run · p + t, at comb index
+    g · gs + f (range_start g · gs): the key is visible iff g · (lo - run · p) <= g · gs + f <= g · (hi - run · p)
+    + g - 1, as 0 <= j < g (exact in fp32: `tuning.key_major` keeps g · positions below 2**24)."""
+
+    def __init__(self, bounds, run_pos, g):
+        self.g = g
+        self.lo = nl.ndarray((CHUNK, 1), nl.float32, buffer=nl.sbuf)
+        nisa.tensor_scalar(dst=self.lo, data=bounds.lo, op0=nl.subtract, operand0=run_pos, op1=nl.multiply,
+                           operand1=float(g))
+        self.hi = nl.ndarray((CHUNK, 1), nl.float32, buffer=nl.sbuf)
+        nisa.tensor_scalar(dst=self.hi, data=bounds.hi, op0=nl.subtract, operand0=run_pos, op1=nl.multiply,
+                           operand1=float(g))
+        nisa.tensor_scalar(dst=self.hi, data=self.hi, op0=nl.add, operand0=float(g - 1))
+
+
+def scores(qt, k_chunks):
+    """s^T [CHUNK, T · rows] fp32 PSUM of one gather's T chunks k_chunks ([CHUNK keys, D] SBUF, one kv head) against
+    q^T [D, rows]: column t · rows + j = chunk t's keys · q row j. k^T per PSUM bank of chunks (`tiles.bank_pieces`)
+    by PE transposes, each bank's issued before the previous bank's matmuls, evacuated by ScalarE and VectorE in
+    turn."""
+    d, rows = qt.shape
+    st = nl.ndarray((CHUNK, len(k_chunks) * rows), nl.float32, buffer=nl.psum)
+    kts = []
+    for i, (c0, c1) in enumerate(bank_pieces(len(k_chunks), CHUNK, k_chunks[0].dtype)):
+        kt_ps = nl.ndarray((d, (c1 - c0) * CHUNK), k_chunks[0].dtype, buffer=nl.psum)
+        transpose_side_by_side(kt_ps, k_chunks[c0:c1])
+        kt = nl.ndarray(kt_ps.shape, kt_ps.dtype, buffer=nl.sbuf)
+        psum_copy(kt, kt_ps, on_scalar=i % 2 == 0)
+        kts.append((c0, c1, kt))
+    for c0, c1, kt in kts:
+        for c in range(c0, c1):
+            nisa.nc_matmul(dst=st[:, c * rows : (c + 1) * rows], stationary=kt[:, (c - c0) * CHUNK : (c - c0 + 1) * CHUNK],
+                           moving=qt)
+    return st
+
+
+def softmax_pv(st_ps, state, call, bounds, kv):
+    """Mask the key-major tile st_ps ([CHUNK, T · rows], `scores`) of the gather from kv.t0, update the row-major
+    SoftmaxState in place: tile_max, `tiles.advance_max`, p, acc = acc · rescale + p @ v and run_sum likewise."""
+    rows, d = state.acc.shape
+    chunks = len(kv.v_chunks)
+    cols = chunks * rows
+    s = st_ps
+    if call.softcap is not None:
+        s = nl.ndarray((CHUNK, cols), nl.float32, buffer=nl.sbuf)
+        nisa.activation(dst=s, op=nl.tanh, data=st_ps, scale=call.scale / call.softcap)
+    x = nl.ndarray((CHUNK, cols), nl.float32, buffer=nl.sbuf)
+    nisa.range_select(dst=x, on_true_tile=s, comp_op0=nl.greater_equal, comp_op1=nl.less_equal, bound0=bounds.lo,
+                      bound1=bounds.hi, range_start=rows * kv.t0, on_false_value=FP32_MIN)
+    part_max = nl.ndarray((CHUNK, rows), nl.float32, buffer=nl.sbuf)
+    nisa.tensor_reduce(dst=part_max, op=nl.maximum, data=x.reshape((CHUNK, chunks, rows)).permute((0, 2, 1)),
+                       axis=2)
+    max_ps = nl.ndarray((rows, CHUNK), nl.float32, buffer=nl.psum)
+    nisa.nc_transpose(dst=max_ps, data=part_max)
+    tile_max = nl.ndarray((rows, 1), nl.float32, buffer=nl.sbuf)
+    nisa.tensor_reduce(dst=tile_max, op=nl.maximum, data=max_ps, axis=1)
+    neg_max, rescale = advance_max(state, call.exp_scale, tile_max)
+    diag = nl.ndarray((rows, rows), nl.float32, buffer=nl.sbuf)
+    nisa.affine_select(dst=diag, pattern=[[1, rows]], channel_multiplier=-1, on_true_tile=neg_max.broadcast(1, rows),
+                       on_false_value=0.0, cmp_op=nl.equal)
+    shift_ps = nl.ndarray((CHUNK, rows), nl.float32, buffer=nl.psum)
+    nisa.nc_matmul(dst=shift_ps, stationary=call.key_major.ones, moving=diag)
+    xs = nl.ndarray((CHUNK, chunks, rows), nl.float32, buffer=nl.sbuf)
+    nisa.scalar_tensor_tensor(dst=xs, data=x.reshape((CHUNK, chunks, rows)), op0=nl.multiply,
+                              operand0=call.exp_scale, op1=nl.add,
+                              operand1=shift_ps.expand_dim(1).broadcast(1, chunks))
+    p = nl.ndarray((CHUNK, cols), call.q.dtype, buffer=nl.sbuf)
+    nisa.activation(dst=p, op=nl.exp, data=xs.reshape((CHUNK, cols)))
+    part_sum = nl.ndarray((CHUNK, rows), nl.float32, buffer=nl.sbuf)
+    nisa.tensor_reduce(dst=part_sum, op=nl.add, data=p.reshape((CHUNK, chunks, rows)).permute((0, 2, 1)), axis=2)
+    pv = nl.ndarray((rows, d + 1), nl.float32, buffer=nl.psum)  # acc's p @ v, then tile_sum
+    for t, v in enumerate(kv.v_chunks):
+        nisa.nc_matmul(dst=pv[:, 0:d], stationary=p[:, t * rows : (t + 1) * rows], moving=v)
+    nisa.nc_matmul(dst=pv[:, d : d + 1], stationary=part_sum, moving=call.key_major.ones_col)
+    update_sum(state.run_sum, rescale, pv[:, d : d + 1])
+    update_acc(state.acc, rescale, pv[:, 0:d])
