@@ -9,8 +9,9 @@ Algorithm (flash-decoding style online softmax, words as in `_softmax.py`; loop 
 for one runtime loop per score tile):
     for each work item w (one sequence i = item_seq[w], BQ query tokens; see launch_paged.work_plan; decode items
     BQ = 1, prefill / chunk items their own BQ):
-        the table row block_tables[i] (one scalar-offset load) and seq_len_i (a 4-byte one); seq_len_i broadcast to
-        128 partitions by a ones-matmul, the row's entry 0, block_tables[i, 0], by a matmul too (v3+; v2 reads it)
+        the table row block_tables[i] (one scalar-offset load); seq_len_i (the plan's item_lens[w], every item's
+        broadcast to 128 partitions by one ones-matmul up front); the row's entry 0, block_tables[i, 0], broadcast
+        by a matmul too (v3+; v2 reads it)
         per row: visible key range lo = pos - window + 1 (or 0), hi = min(pos, seq_len - 1) (or seq_len - 1)
         gather indices for the whole table row, unused entries NEUTRALISED before any DMA uses them
         rows = (kv head, token, q head); kv heads stacked on partitions in groups of PMAX // (BQ * g) (decode:
@@ -89,7 +90,7 @@ Reference: nkilab.reference.paged.paged_attention.
 from .._shim import nisa, nki, nl
 from .._tiling import PMAX
 from .index import (CHUNK, KV_TILE, IndexConsts, add_band, add_comb, block_index, comb_ramp, load_row_pos,
-                    load_seq_len, load_table_row, row_bounds, seq_len_rows, slot_index, tile_mask)
+                    item_len_rows, load_table_row, row_bounds, slot_index, tile_mask)
 from . import keymajor
 from .quant import row_scales
 from .tuning import TILE_SPAN, gather_run, key_major, loop_tiles, score_run, slot_bytes
@@ -97,7 +98,7 @@ from .tiles import KvTile, SoftmaxState, gather_kv, load_q_group, scores, softma
 
 
 @nki.jit
-def paged_attention_kernel(q, key_cache, value_cache, block_tables, seq_lens, item_seq, item_q0, row_pos, row_dst,
+def paged_attention_kernel(q, key_cache, value_cache, block_tables, item_seq, item_lens, item_q0, row_pos, row_dst,
                            tile_trips, unit_dead, k_scale_cache=None, v_scale_cache=None, scale=1.0, causal=True,
                            sliding_window=None, softcap=None, quant=None, classes=()):
     """Paged attention over a work plan.
@@ -111,8 +112,7 @@ def paged_attention_kernel(q, key_cache, value_cache, block_tables, seq_lens, it
                  int8 per `quant` (`quant.py`); k_scale_cache, v_scale_cache: int8 only, [num_blocks, block_size,
                  Hkv] float32, HBM.
                  block_tables: [num_seqs, max_blocks] int32, HBM; entries past a sequence's live blocks: any value.
-                 seq_lens: [num_seqs] int32, HBM.
-                 item_seq, item_q0: [N] int32; row_pos, row_dst: [R] int32; tile_trips: [N, S, V] int32 0 / 1, HBM
+                 item_seq, item_lens (seq_len of the item's sequence), item_q0: [N] int32; row_pos, row_dst: [R] int32; tile_trips: [N, S, V] int32 0 / 1, HBM
                  (launch_paged.work_plan, launch_paged.tile_trips: S = ceil(T / TILE_SPAN) spans, V =
                  len(span_runs(TILE_SPAN))); one trip at most per (item, span): its live run of tiles.
                  unit_dead: [N, U] int32 0 / 1, HBM (launch_paged.unit_dead; U loop units of `tuning.loop_tiles`
@@ -133,7 +133,7 @@ def paged_attention_kernel(q, key_cache, value_cache, block_tables, seq_lens, it
     calls, first, row0 = [], 0, 0
     for count, bq in classes:
         if count:
-            call = PagedCall(q, key_cache, value_cache, block_tables, seq_lens, out,
+            call = PagedCall(q, key_cache, value_cache, block_tables, out,
                              (scale, causal, sliding_window, softcap), ItemClass(first, count, bq, row0))
             call.quantize(quant, k_scale_cache, v_scale_cache)
             calls.append(call)
@@ -142,7 +142,7 @@ def paged_attention_kernel(q, key_cache, value_cache, block_tables, seq_lens, it
         return out
     c0 = calls[0]
     consts = IndexConsts(c0.positions, c0.vector_dma, c0.block_size, c0.run)
-    _pipeline(calls, consts, (item_seq, item_q0, tile_trips, unit_dead), (row_pos, row_dst))
+    _pipeline(calls, consts, (item_seq, item_lens, item_q0, tile_trips, unit_dead), (row_pos, row_dst))
     return out
 
 
@@ -164,14 +164,15 @@ class ItemClass(nl.NKIObject):
 
 
 class PlanRows(nl.NKIObject):
-    """The per-item plan in SBUF, loaded once up front: seq (item_seq, loaded first by `_pipeline`), q0 [1, N] int32
+    """The per-item plan in SBUF, loaded once up front: seq (item_seq) and lens (float32 [PMAX, N], item w's seq_len
+    on every partition in column w: `index.item_len_rows`), both loaded first by `_pipeline`; q0 [1, N] int32
     (entry w: a runtime value for scalar offsets), trips [1, N * S * V] int32 (entry (w * S + m) * V + v: trips of
     item w's span m run v, 0 or 1) and dead [1, N * U] int32 (entry w * U + j: unit_dead[w, j])."""
 
-    def __init__(self, seq, item_q0, tile_trips, unit_dead):
+    def __init__(self, seq, lens, item_q0, tile_trips, unit_dead):
         n, self.spans, self.runs = tile_trips.shape
         self.units = unit_dead.shape[1]
-        self.seq = seq
+        self.seq, self.lens = seq, lens
         self.q0 = _load_row(item_q0, n)
         self.trips = _load_row(tile_trips, n * self.spans * self.runs)
         self.dead = _load_row(unit_dead, n * self.units)
@@ -199,9 +200,9 @@ class PagedCall(nl.NKIObject):
     fp8 [rows, 1] scale tiles (None: none to apply), scale_rows, the int8 scale caches as [slots, Hkv] rows (None
     otherwise)."""
 
-    def __init__(self, q, key_cache, value_cache, block_tables, seq_lens, out, options, items):
+    def __init__(self, q, key_cache, value_cache, block_tables, out, options, items):
         self.q, self.key_cache, self.value_cache, self.out = q, key_cache, value_cache, out
-        self.block_tables, self.seq_lens = block_tables, seq_lens
+        self.block_tables = block_tables
         self.scale, self.causal, self.window, self.softcap = options
         self.exp_scale = self.scale if self.softcap is None else self.softcap
         self.d, self.hkv, self.block_size = q.shape[2], key_cache.shape[2], key_cache.shape[1]
@@ -305,17 +306,15 @@ def _load_row(plan, size):
 
 
 def _load_meta(call, consts, seq_row, w):
-    """The DMAs of work item w's sequence metadata (seq_row: item_seq [1, N] in SBUF): (its table row,
-    `index.load_table_row`; its seq_len, `index.load_seq_len`), for `_setup`."""
-    seq = seq_row[0:1, w : w + 1]
-    return load_table_row(call.block_tables, seq, consts, call.block_size), load_seq_len(call.seq_lens, seq, w)
+    """The DMA of work item w's table row (seq_row: item_seq [1, N] in SBUF; `index.load_table_row`), for
+    `_setup`."""
+    return load_table_row(call.block_tables, seq_row[0:1, w : w + 1], consts, call.block_size)
 
 
 def _setup(call, consts, plan, w, meta):
     """WorkItem w from its `_load_meta` tiles meta: neutralised gather indices (first: the first gather waits on
     them), visible key range per row, q^T, state."""
-    table_i, len_i = meta
-    kv_len = seq_len_rows(len_i, consts.ones)
+    table_i, kv_len = meta, plan.lens[:, w : w + 1]
     if call.vector_dma:
         index = slot_index(table_i, kv_len, consts, call.block_size,
                            plan.dead[0:1, w * plan.units : (w + 1) * plan.units])
@@ -348,24 +347,34 @@ def _tiles(call, consts, item, tiles):
     runtime loop: what it declares stays inside): per (tile, group) step the KV gather holding the tile (its first
     step, `_gather_step`), the group's scores (PSUM) and the softmax step, step k + 1's scores issued before step
     k's softmax so in-order TensorE overlaps Vector/ScalarE."""
+    if call.key_major is not None:
+        _key_major_tiles(call, consts, item, [t0 for t0, _ in tiles])
+        return
     kvs, kts = {}, {}
 
     def issue(t0, n, gi):
         if t0 not in kvs:
             kvs.update((kv.t0, kv) for kv in _gather_step(call, consts, item, t0))
-        if call.key_major is not None:
-            return keymajor.scores(item.qs[gi][0], kvs[t0].k_chunks)
         return scores(item.qs[gi], call.groups[gi], kvs[t0].k_chunks, n, call.tile_run, kts.setdefault(t0, {}))
 
     steps = [(t0, n, gi) for t0, n in tiles for gi in range(len(call.groups))]
     pending = issue(*steps[0])
     for k, (t0, _, gi) in enumerate(steps):
         nxt = issue(*steps[k + 1]) if k + 1 < len(steps) else None
-        bounds = item.bounds[call.group_block[gi]]
-        if call.key_major is not None:
-            keymajor.softmax_pv(pending, item.states[gi], call, bounds, kvs[t0])
-        else:
-            softmax_pv(pending, item.states[gi], call, gi, bounds, kvs[t0], gi % 2 == 1)
+        softmax_pv(pending, item.states[gi], call, gi, item.bounds[call.group_block[gi]], kvs[t0], gi % 2 == 1)
+        pending = nxt
+
+
+def _key_major_tiles(call, consts, item, starts):
+    """`_tiles` of a key-major class (`keymajor.py`: one group, a score tile per gather, from each of `starts`):
+    the gathers, then per tile its scores and the softmax step, tile j + 1's scores issued before tile j's softmax.
+    (Gathering every K of the loop body before its V modeled slower: Llama-3.1-70B TP8 decode b8 ctx 4K, trn2 LNC=1,
+    75.6 against 74.6 us.)"""
+    kvs = [kv for t0 in starts for kv in _gather_step(call, consts, item, t0)]
+    pending = keymajor.scores(item.qs[0][0], kvs[0].k_chunks)
+    for j, kv in enumerate(kvs):
+        nxt = keymajor.scores(item.qs[0][0], kvs[j + 1].k_chunks) if j + 1 < len(kvs) else None
+        keymajor.softmax_pv(pending, item.states[0], call, item.bounds[0], kv)
         pending = nxt
 
 
@@ -408,9 +417,10 @@ def _pipeline(calls, consts, plan_hbm, rows_hbm):
     interleaved evenly (span k of a stream of c spans at fraction (k + 1/2) / c of the issue order), so DMA-bound
     decode tiles run beside TensorE / VectorE-bound prefill tiles in the in-order engine queues. Per stream, item
     k + 1 is set up when item k's spans start (its index math overlaps k's tiles) and k is stored after its last
-    span. Up front, the plan (plan_hbm: item_seq, item_q0, tile_trips, unit_dead; rows_hbm: row_pos, row_dst) and
-    every item's metadata (`_load_meta`) in the order the start's critical path needs them, as the DMA queues serve
-    their transfers in issue order: item_seq, each stream's first item's metadata (its gather index waits on them),
+    span. Up front, the plan (plan_hbm: item_seq, item_lens, item_q0, tile_trips, unit_dead; rows_hbm: row_pos,
+    row_dst) and every item's table row (`_load_meta`) in the order the start's critical path needs them, as the DMA
+    queues serve their transfers in issue order: item_seq and item_lens, each stream's first item's table row (its
+    gather index waits on them),
     the rest of the plan (`PlanRows`, `PagedCall.load_rows`), then the other items' metadata, which would otherwise
     queue behind the gathers of the items before them (Llama-3.1-70B TP8 decode b8 ctx 4K, modeled (trn2 LNC=1):
     77.8 -> 77.2 us). A span is one runtime loop `nl.fori_loop(0, trips, body)` per run of
@@ -418,9 +428,10 @@ def _pipeline(calls, consts, plan_hbm, rows_hbm):
     so a sequence runs its own tile count, not the longest context's."""
     item_seq = plan_hbm[0]
     seq = _load_row(item_seq, item_seq.shape[0])
+    lens = item_len_rows(plan_hbm[1], consts.ones)
     streams = _streams(calls)
     metas = [[_load_meta(call, consts, seq, w)] for (call, w), *_ in streams]
-    plan = PlanRows(seq, *plan_hbm[1:])
+    plan = PlanRows(seq, lens, *plan_hbm[2:])
     for call in calls:
         call.load_rows(*rows_hbm)
     for meta, items in zip(metas, streams):

@@ -113,7 +113,7 @@ def _high_rows(rows, cols, dtype):
 
 
 def dma_rows(rows, cols, dtype, k):
-    """A [rows, cols] SBUF tile for a small DMA of work item k (its seq_len, q rows, output rows), from the k-th of
+    """A [rows, cols] SBUF tile for a small DMA of work item k (its q rows, output rows), from the k-th of
     the partition starts it may take in turn: a DMA runs on the engines of its partitions (partition p: engine
     (p // 8) % 16, modeled), and every gather's packets queue on all 16, so the small DMAs of consecutive items go
     to engines 0 and 4 in turn (8 - 15 serve the table rows, `_high_rows`) instead of all to engine 0
@@ -157,25 +157,21 @@ def load_table_row(block_tables, seq, consts, block_size):
     return row_i
 
 
-def load_seq_len(seq_lens, seq, k):
-    """len_i [1, 1] int32 = seq_lens[seq] (seq: 1x1 SBUF int32, a runtime value) of work item k (`dma_rows`): one
-    4-byte scalar-offset load."""
-    num_seqs = seq_lens.shape[0]
-    len_i = dma_rows(1, 1, nl.int32, k)
-    nisa.dma_copy(dst=len_i, src=seq_lens.reshape((num_seqs, 1)).ap([[1, 1], [1, 1]], offset=0, scalar_offset=seq,
-                                                                    indirect_dim=0))
-    return len_i
-
-
-def seq_len_rows(len_i, ones):
-    """`load_seq_len`'s len_i broadcast to PMAX partitions, float32 [PMAX, 1], by a rank-1 matmul with ones."""
-    length = nl.ndarray((1, 1), nl.float32, buffer=nl.sbuf)
-    nisa.tensor_copy(dst=length, src=len_i)
-    len_ps = nl.ndarray((PMAX, 1), nl.float32, buffer=nl.psum)
-    nisa.nc_matmul(dst=len_ps, stationary=ones, moving=length)
-    kv_len = nl.ndarray((PMAX, 1), nl.float32, buffer=nl.sbuf)
-    nisa.tensor_copy(dst=kv_len, src=len_ps)
-    return kv_len
+def item_len_rows(item_lens, ones):
+    """Every work item's seq_len broadcast to PMAX partitions, float32 [PMAX, N] (column w: item w's), from the plan's
+    item_lens [N] int32 (HBM): one DMA and one rank-1 matmul with ones per PSUM bank of items, up front."""
+    n = item_lens.shape[0]
+    lens_i = nl.ndarray((1, n), nl.int32, buffer=nl.sbuf)
+    nisa.dma_copy(dst=lens_i, src=item_lens.reshape((1, n)))
+    lens = nl.ndarray((1, n), nl.float32, buffer=nl.sbuf)
+    nisa.tensor_copy(dst=lens, src=lens_i)
+    kv_lens = nl.ndarray((PMAX, n), nl.float32, buffer=nl.sbuf)
+    for c0 in range(0, n, PSUM_FMAX):
+        cols = slice(c0, min(c0 + PSUM_FMAX, n))
+        len_ps = nl.ndarray((PMAX, cols.stop - c0), nl.float32, buffer=nl.psum)
+        nisa.nc_matmul(dst=len_ps, stationary=ones, moving=lens[:, cols])
+        nisa.tensor_copy(dst=kv_lens[:, cols], src=len_ps)
+    return kv_lens
 
 
 def load_row_pos(row_pos, row0, cols, block_bq, g, heads):
