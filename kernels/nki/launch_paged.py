@@ -10,8 +10,9 @@ classes, each with its own rows per item (BQ):
     prefill items  the other sequences' tokens in tiles of BQ = `rows_per_item` (mean q_len, capped to a few
                    row blocks that fit the partitions), the last tile of a sequence padded
 
-    item_seq  [N] int32      sequence of the item
-    item_lens [N] int32      seq_len of the item's sequence (the kernel reads no other seq_lens)
+    item_seq  [N] int32      sequence of the item; the kernel gets its sequence's (padded) block table row and
+                             seq_len instead: item_tables [N, max_blocks'] and item_lens [N], one static DMA each
+                             for many items (a runtime sequence index would cost a dependent DMA per item)
     item_q0   [N] int32      first q row the item loads; its BQ-row window stays inside [0, T_total)
     row_pos   [R] int32      per item its BQ rows: position of each loaded row's query in its sequence, -1 if not
                              the item's (R = sum of count * BQ over the classes)
@@ -205,8 +206,8 @@ def _kernel_args(q, key_cache, value_cache, block_tables, seq_lens, query_start_
     lens = np.asarray(seq_lens, dtype=np.int32)
     item_seq, *rest = plan
     item_lens = lens[item_seq]
-    args = (q, key_cache, value_cache, table, item_seq, item_lens, *rest, tile_trips(tile_live, TILE_SPAN, unit),
-            unit_dead(item_lens, positions, unit * KV_TILE))
+    args = (q, key_cache, value_cache, np.ascontiguousarray(table[item_seq]), item_lens, *rest,
+            tile_trips(tile_live, TILE_SPAN, unit), unit_dead(item_lens, positions, unit * KV_TILE))
     kwargs = dict(scale=float(scale), causal=bool(causal), sliding_window=sliding_window,
                   softcap=None if softcap is None else float(softcap), classes=classes)
     return args, kwargs

@@ -90,7 +90,7 @@ Reference: nkilab.reference.paged.paged_attention.
 from .._shim import nisa, nki, nl
 from .._tiling import PMAX
 from .index import (CHUNK, KV_TILE, IndexConsts, add_band, add_comb, block_index, comb_ramp, load_row_pos,
-                    item_len_rows, load_table_row, row_bounds, slot_index, tile_mask)
+                    item_len_rows, load_tables, row_bounds, slot_index, tile_mask)
 from . import keymajor
 from .quant import row_scales
 from .tuning import TILE_SPAN, gather_run, key_major, loop_tiles, score_run, slot_bytes
@@ -98,7 +98,7 @@ from .tiles import KvTile, SoftmaxState, gather_kv, load_q_group, scores, softma
 
 
 @nki.jit
-def paged_attention_kernel(q, key_cache, value_cache, block_tables, item_seq, item_lens, item_q0, row_pos, row_dst,
+def paged_attention_kernel(q, key_cache, value_cache, item_tables, item_lens, item_q0, row_pos, row_dst,
                            tile_trips, unit_dead, k_scale_cache=None, v_scale_cache=None, scale=1.0, causal=True,
                            sliding_window=None, softcap=None, quant=None, classes=()):
     """Paged attention over a work plan.
@@ -111,8 +111,9 @@ def paged_attention_kernel(q, key_cache, value_cache, block_tables, item_seq, it
                  key_cache, value_cache: [num_blocks, block_size, Hkv, D], HBM: q.dtype, or fp8 (q bf16 / fp16) or
                  int8 per `quant` (`quant.py`); k_scale_cache, v_scale_cache: int8 only, [num_blocks, block_size,
                  Hkv] float32, HBM.
-                 block_tables: [num_seqs, max_blocks] int32, HBM; entries past a sequence's live blocks: any value.
-                 item_seq, item_lens (seq_len of the item's sequence), item_q0: [N] int32; row_pos, row_dst: [R] int32; tile_trips: [N, S, V] int32 0 / 1, HBM
+                 item_tables: [N, max_blocks] int32, HBM: the block table row of each work item's sequence; entries
+                 past a sequence's live blocks: any value.
+                 item_lens (seq_len of the item's sequence), item_q0: [N] int32; row_pos, row_dst: [R] int32; tile_trips: [N, S, V] int32 0 / 1, HBM
                  (launch_paged.work_plan, launch_paged.tile_trips: S = ceil(T / TILE_SPAN) spans, V =
                  len(span_runs(TILE_SPAN))); one trip at most per (item, span): its live run of tiles.
                  unit_dead: [N, U] int32 0 / 1, HBM (launch_paged.unit_dead; U loop units of `tuning.loop_tiles`
@@ -128,12 +129,12 @@ def paged_attention_kernel(q, key_cache, value_cache, block_tables, item_seq, it
                  units a few runtime loops of 0 or 1 trips (tile_trips); inside a loop body the scores of the next
                  (tile, group) step are issued before the softmax of this one (in-order engines overlap).
     """
-    _check_classes(classes, item_seq.shape[0], row_pos.shape[0])
+    _check_classes(classes, item_lens.shape[0], row_pos.shape[0])
     out = nl.ndarray(q.shape, q.dtype, buffer=nl.shared_hbm)
     calls, first, row0 = [], 0, 0
     for count, bq in classes:
         if count:
-            call = PagedCall(q, key_cache, value_cache, block_tables, out,
+            call = PagedCall(q, key_cache, value_cache, item_tables, out,
                              (scale, causal, sliding_window, softcap), ItemClass(first, count, bq, row0))
             call.quantize(quant, k_scale_cache, v_scale_cache)
             calls.append(call)
@@ -142,7 +143,7 @@ def paged_attention_kernel(q, key_cache, value_cache, block_tables, item_seq, it
         return out
     c0 = calls[0]
     consts = IndexConsts(c0.positions, c0.vector_dma, c0.block_size, c0.run)
-    _pipeline(calls, consts, (item_seq, item_lens, item_q0, tile_trips, unit_dead), (row_pos, row_dst))
+    _pipeline(calls, consts, (item_tables, item_lens, item_q0, tile_trips, unit_dead), (row_pos, row_dst))
     return out
 
 
@@ -154,6 +155,7 @@ def _check_classes(classes, num_items, num_rows):
 
 
 PLAN_PARTITION = 16  # the partition of the plan rows (`_load_row`)
+TABLE_BYTES = 4096  # bytes per partition of one table-row DMA of several items (`_table_batches`)
 
 
 class ItemClass(nl.NKIObject):
@@ -164,15 +166,15 @@ class ItemClass(nl.NKIObject):
 
 
 class PlanRows(nl.NKIObject):
-    """The per-item plan in SBUF, loaded once up front: seq (item_seq) and lens (float32 [PMAX, N], item w's seq_len
-    on every partition in column w: `index.item_len_rows`), both loaded first by `_pipeline`; q0 [1, N] int32
+    """The per-item plan in SBUF, loaded once up front: lens (float32 [PMAX, N], item w's seq_len on every partition
+    in column w: `index.item_len_rows`, loaded first by `_pipeline`); q0 [1, N] int32
     (entry w: a runtime value for scalar offsets), trips [1, N * S * V] int32 (entry (w * S + m) * V + v: trips of
     item w's span m run v, 0 or 1) and dead [1, N * U] int32 (entry w * U + j: unit_dead[w, j])."""
 
-    def __init__(self, seq, lens, item_q0, tile_trips, unit_dead):
+    def __init__(self, lens, item_q0, tile_trips, unit_dead):
         n, self.spans, self.runs = tile_trips.shape
         self.units = unit_dead.shape[1]
-        self.seq, self.lens = seq, lens
+        self.lens = lens
         self.q0 = _load_row(item_q0, n)
         self.trips = _load_row(tile_trips, n * self.spans * self.runs)
         self.dead = _load_row(unit_dead, n * self.units)
@@ -200,9 +202,9 @@ class PagedCall(nl.NKIObject):
     fp8 [rows, 1] scale tiles (None: none to apply), scale_rows, the int8 scale caches as [slots, Hkv] rows (None
     otherwise)."""
 
-    def __init__(self, q, key_cache, value_cache, block_tables, out, options, items):
+    def __init__(self, q, key_cache, value_cache, item_tables, out, options, items):
         self.q, self.key_cache, self.value_cache, self.out = q, key_cache, value_cache, out
-        self.block_tables = block_tables
+        self.item_tables = item_tables
         self.scale, self.causal, self.window, self.softcap = options
         self.exp_scale = self.scale if self.softcap is None else self.softcap
         self.d, self.hkv, self.block_size = q.shape[2], key_cache.shape[2], key_cache.shape[1]
@@ -215,7 +217,7 @@ class PagedCall(nl.NKIObject):
         self.groups = [grp for grp in heads for _ in range(self.blocks)]
         self.group_block = [b for _ in heads for b in range(self.blocks)]
         self.pos_cols = self.dst_cols = None  # `load_rows`
-        self.positions = block_tables.shape[1] * self.block_size
+        self.positions = item_tables.shape[1] * self.block_size
         self.vector_dma = nisa.get_nc_version() != nisa.nc_version.gen2  # indirect vector_offset DMA is v3+
         self.run = gather_run(self.block_size, slot_bytes(key_cache), self.positions, self.vector_dma)
         self.key_major = None  # keymajor.Consts where the score tiles are key-major (a whole gather each)
@@ -305,10 +307,15 @@ def _load_row(plan, size):
     return row
 
 
-def _load_meta(call, consts, seq_row, w):
-    """The DMA of work item w's table row (seq_row: item_seq [1, N] in SBUF; `index.load_table_row`), for
-    `_setup`."""
-    return load_table_row(call.block_tables, seq_row[0:1, w : w + 1], consts, call.block_size)
+def _table_batches(stream, max_blocks, consts):
+    """The items of a stream ([(call, w), ...], w every nl.num_programs(0)-th item) as ranges of at most
+    TABLE_BYTES // (4 · cols) items, one `index.load_tables` DMA each (cols: int32 entries of one item's table tile
+    per partition)."""
+    ws = [w for _, w in stream]
+    step = ws[1] - ws[0] if len(ws) > 1 else 1
+    cols = consts.pos.shape[1] if consts.pos is not None else max_blocks
+    per = max(1, TABLE_BYTES // (4 * cols))
+    return [range(ws[i], ws[min(i + per, len(ws)) - 1] + 1, step) for i in range(0, len(ws), per)]
 
 
 def _setup(call, consts, plan, w, meta):
@@ -426,16 +433,18 @@ def _pipeline(calls, consts, plan_hbm, rows_hbm):
     77.8 -> 77.2 us). A span is one runtime loop `nl.fori_loop(0, trips, body)` per run of
     its tiles (`span_runs`), the trips (0 / 1) loaded into a register: only the run of the item's live tiles runs,
     so a sequence runs its own tile count, not the longest context's."""
-    item_seq = plan_hbm[0]
-    seq = _load_row(item_seq, item_seq.shape[0])
-    lens = item_len_rows(plan_hbm[1], consts.ones)
+    item_tables, item_lens = plan_hbm[:2]
+    lens = item_len_rows(item_lens, consts.ones)
     streams = _streams(calls)
-    metas = [[_load_meta(call, consts, seq, w)] for (call, w), *_ in streams]
-    plan = PlanRows(seq, lens, *plan_hbm[2:])
+    batches = [_table_batches(items, item_tables.shape[1], consts) for items in streams]
+    metas = [load_tables(item_tables, first, consts, call.block_size) for ((call, _), *_), (first, *_) in
+             zip(streams, batches)]
+    plan = PlanRows(lens, *plan_hbm[2:])
     for call in calls:
         call.load_rows(*rows_hbm)
-    for meta, items in zip(metas, streams):
-        meta.extend(_load_meta(call, consts, seq, w) for call, w in items[1:])
+    for meta, ((call, _), *_), (_, *rest) in zip(metas, streams, batches):
+        for items in rest:
+            meta.extend(load_tables(item_tables, items, consts, call.block_size))
     spans = plan.spans
     order = sorted(((k + 0.5) / (len(items) * spans), si, k) for si, items in enumerate(streams)
                    for k in range(len(items) * spans))

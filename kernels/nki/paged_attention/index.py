@@ -141,20 +141,23 @@ def _block_selector(block_size, run):
     return sel
 
 
-def load_table_row(block_tables, seq, consts, block_size):
-    """The int32 table row of sequence seq (1x1 SBUF int32, a runtime value), one scalar-offset DMA. v3+ (consts.pos
-    set): [per_gather, ngathers], entry [k, c] = block k of gather c (`_chunk_table_pattern`); v2: [1, max_blocks].
-    Entry [0, 0] is block_tables[seq, 0] on both."""
-    max_blocks = block_tables.shape[1]
+def load_tables(item_tables, items, consts, block_size):
+    """The int32 table rows of work items `items` (a range; item_tables [N, max_blocks], HBM: each item's sequence's
+    row, `launch_paged`) by one static DMA, as a list of per-item views of its tile: v3+ (consts.pos set)
+    [per_gather, ngathers], entry [k, c] = block k of gather c (`_chunk_table_pattern`); v2 [1, max_blocks]. Entry
+    [0, 0] is the item's block 0 on both."""
+    max_blocks, count = item_tables.shape[1], len(items)
+    stride = max_blocks * items.step
     if consts.pos is None:
-        row_i = nl.ndarray((1, max_blocks), nl.int32, buffer=nl.sbuf)
-        pattern = [[0, 1], [1, max_blocks]]
+        rows_i = nl.ndarray((1, count * max_blocks), nl.int32, buffer=nl.sbuf)
+        pattern = [[0, 1], [stride, count], [1, max_blocks]]
     else:
         ngathers = consts.pos.shape[1]
-        row_i = _high_rows(consts.select.shape[0], ngathers, nl.int32)
-        pattern = _chunk_table_pattern(block_size, ngathers, max_blocks * block_size // ngathers)
-    nisa.dma_copy(dst=row_i, src=block_tables.ap(pattern, offset=0, scalar_offset=seq, indirect_dim=0))
-    return row_i
+        rows_i = _high_rows(consts.select.shape[0], count * ngathers, nl.int32)
+        pattern = _chunk_table_pattern(block_size, ngathers, max_blocks * block_size // ngathers, stride, count)
+    nisa.dma_copy(dst=rows_i, src=item_tables.ap(pattern, offset=items.start * max_blocks))
+    cols = rows_i.shape[1] // count
+    return [rows_i[:, j * cols : (j + 1) * cols] for j in range(count)]
 
 
 def item_len_rows(item_lens, ones):
@@ -241,13 +244,14 @@ def _live_rows(consts, kv_len):
     return live
 
 
-def _chunk_table_pattern(block_size, ngathers, span):
-    """HBM access pattern of the table row as [per_gather, ngathers]: entry [k, c] = block k of gather c (block_size
-    <= span positions per gather), or [1, ngathers]: the block holding gather c (block_size > span)."""
+def _chunk_table_pattern(block_size, ngathers, span, stride, count):
+    """HBM access pattern of `count` table rows `stride` entries apart as [per_gather, count · ngathers]: entry
+    [k, j · ngathers + c] = block k of row j's gather c (block_size <= span positions per gather), or [1, count ·
+    ngathers]: the block holding gather c (block_size > span)."""
     if block_size <= span:
         per_gather = span // block_size
-        return [[1, per_gather], [per_gather, ngathers]]
-    return [[1, ngathers * span // block_size], [0, block_size // span]]
+        return [[1, per_gather], [stride, count], [per_gather, ngathers]]
+    return [[0, 1], [stride, count], [1, ngathers * span // block_size], [0, block_size // span]]
 
 
 def block_index(blk_i, kv_len, consts):
