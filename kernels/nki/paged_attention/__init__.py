@@ -87,6 +87,7 @@ Limits: D <= 128; block_size a power of two; num_blocks * block_size < 2**24 (in
 Reference: nkilab.reference.paged.paged_attention.
 """
 
+from .._dtypes import itemsize
 from .._shim import nisa, nki, nl
 from .._tiling import PMAX
 from .index import (CHUNK, KV_TILE, IndexConsts, add_band, add_comb, block_index, comb_ramp, load_row_pos,
@@ -94,7 +95,7 @@ from .index import (CHUNK, KV_TILE, IndexConsts, add_band, add_comb, block_index
 from . import keymajor
 from .quant import row_scales
 from .tuning import TILE_SPAN, gather_run, key_major, loop_tiles, score_run, slot_bytes
-from .tiles import KvTile, SoftmaxState, gather_kv, load_q_group, scores, softmax_pv, store_rows
+from .tiles import KvTile, SoftmaxState, gather_kv, load_q_group, output_rows, scores, softmax_pv, store_rows
 
 
 @nki.jit
@@ -156,6 +157,7 @@ def _check_classes(classes, num_items, num_rows):
 
 PLAN_PARTITION = 16  # the partition of the plan rows (`_load_row`)
 TABLE_BYTES = 4096  # bytes per partition of one table-row DMA of several items (`_table_batches`)
+STORE_BYTES = 16 * 1024  # bytes per partition of output rows held back for their stores (`Stores`)
 
 
 class ItemClass(nl.NKIObject):
@@ -400,11 +402,36 @@ def _gather_step(call, consts, item, t0):
     return kvs
 
 
-def _store(call, item):
-    """Output rows of a finished WorkItem through its row_dst (-1: skipped, `PagedCall.dst_cols`)."""
+def _finish(call, item):
+    """The output rows of a finished WorkItem, per group (res, its row_dst column (-1: skipped,
+    `PagedCall.dst_cols`), kv heads): `tiles.output_rows`, for `tiles.store_rows`."""
     dst = [call.dst_cols[:, j : j + 1] for j in call.block_cols(item.w)]
-    for gi, (state, grp, b) in enumerate(zip(item.states, call.groups, call.group_block)):
-        store_rows(call.out, state, dst[b], grp, call.g, call.vector_dma, item.w, call.v_rows[gi])
+    return [(output_rows(state, call.out.dtype, item.w, call.v_rows[gi]), dst[b], grp)
+            for gi, (state, grp, b) in enumerate(zip(item.states, call.groups, call.group_block))]
+
+
+class Stores(nl.NKIObject):
+    """Output stores held back until the gathers issued before the end of `_pipeline` (or STORE_BYTES of held
+    output rows a partition): a store's packets on DMA engines 0 / 4 (`index.dma_rows`) between two gathers' hold
+    up every later gather, whose packets span all 16 engines, while HBM idles."""
+
+    def __init__(self):
+        self.held, self.bytes = [], 0
+
+    def add(self, call, rows):
+        for res, dst, grp in rows:
+            self.held.append((call, res, dst, grp))
+            self.bytes += res.shape[1] * itemsize(res.dtype)
+        while self.bytes > STORE_BYTES:
+            self._issue(*self.held.pop(0))
+
+    def flush(self):
+        while self.held:
+            self._issue(*self.held.pop(0))
+
+    def _issue(self, call, res, dst, grp):
+        self.bytes -= res.shape[1] * itemsize(res.dtype)
+        store_rows(call.out, res, dst, grp, call.g, call.vector_dma)
 
 
 def _streams(calls):
@@ -449,7 +476,7 @@ def _pipeline(calls, consts, plan_hbm, rows_hbm):
     order = sorted(((k + 0.5) / (len(items) * spans), si, k) for si, items in enumerate(streams)
                    for k in range(len(items) * spans))
     ahead = [_setup(call, consts, plan, w, meta[0]) for ((call, w), *_), meta in zip(streams, metas)]
-    current = [None] * len(streams)
+    current, stores = [None] * len(streams), Stores()
     for _, si, k in order:
         pos, m = divmod(k, spans)
         call, w = streams[si][pos]
@@ -467,4 +494,5 @@ def _pipeline(calls, consts, plan_hbm, rows_hbm):
                 nl.fori_loop(0, plan.trip(w, m, v),
                              lambda _trip, call=call, item=item, tiles=tiles: _tiles(call, consts, item, tiles))
         if m == spans - 1:
-            _store(call, item)
+            stores.add(call, _finish(call, item))
+    stores.flush()

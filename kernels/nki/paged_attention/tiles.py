@@ -384,23 +384,27 @@ def _zero_non_finite(p):
     nisa.select_reduce(dst=p, predicate=finite, on_true=p, on_false=0.0)
 
 
-def store_rows(out, state, dst_i, grp, g, vector_dma, w, v_rows=None):
-    """acc / run_sum of a group of work item w to out[row_dst[b], h * g + j] (row (h, b, j)), from `index.dma_rows`;
-    rows with row_dst = -1 are skipped.
-    v3+: one vector_offset DMA per kv head, or one for the whole group when BQ = 1 (decode: rows (h, j) are the
-    output row's own order); v2: one scalar-offset DMA per (head, token). v_rows: None, or the fp8 v scales
-    [rows, 1] (multiplied into 1 / run_sum)."""
-    t_total, hq, d = out.shape
-    rows = state.acc.shape[0]
-    bq = dst_i.shape[0]
-    head_rows = bq * g
+def output_rows(state, dtype, w, v_rows=None):
+    """acc / run_sum of a group of work item w, [rows, D] SBUF in the output dtype (from `index.dma_rows`: the tile
+    of a small per-item DMA). v_rows: None, or the fp8 v scales [rows, 1] (multiplied into 1 / run_sum)."""
+    rows, d = state.acc.shape
     inv = nl.ndarray((rows, 1), nl.float32, buffer=nl.sbuf)
     nisa.tensor_scalar(dst=inv, data=state.run_sum, op0=nl.maximum, operand0=RUN_SUM_MIN)
     nisa.reciprocal(dst=inv, data=inv)
     if v_rows is not None:
         nisa.tensor_tensor(dst=inv, data1=inv, data2=v_rows, op=nl.multiply)
-    res = dma_rows(rows, d, out.dtype, w)
+    res = dma_rows(rows, d, dtype, w)
     nisa.tensor_scalar(dst=res, data=state.acc, op0=nl.multiply, operand0=inv)
+    return res
+
+
+def store_rows(out, res, dst_i, grp, g, vector_dma):
+    """A group's `output_rows` res to out[row_dst[b], h * g + j] (row (h, b, j)); rows with row_dst = -1 are skipped.
+    v3+: one vector_offset DMA per kv head, or one for the whole group when BQ = 1 (decode: rows (h, j) are the
+    output row's own order); v2: one scalar-offset DMA per (head, token)."""
+    t_total, hq, d = out.shape
+    bq = dst_i.shape[0]
+    head_rows = bq * g
     out_rows = out.reshape((t_total, hq * d))
     if vector_dma and bq == 1:  # decode: rows (head, q head) are the output row's order, one store for the group
         nisa.dma_copy(dst=out_rows.ap([[hq * d, 1], [g * d, len(grp)], [1, g * d]], offset=grp[0] * g * d,
