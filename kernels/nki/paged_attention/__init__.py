@@ -79,23 +79,23 @@ v2 zeroes them).
 Quantized caches (`quant`): fp8 K / V enter TensorE as they are, their scales multiply the fp32 scores and
 1 / run_sum; int8 chunks are converted to q's dtype on chip with their per-(token, head) scales — `quant.py`.
 
-Modules: `index.py` (index tiles, sequence metadata, visible ranges, gather indices), `tiles.py` (gathers, scores,
-the softmax step, stores), `finite.py` (v2: non-finite keys), `quant.py` (scale tiles, int8 dequantization),
+Modules: `index.py` (index tiles, sequence metadata, visible ranges, gather indices), `items.py` (the plan in SBUF,
+work item setup, held-back stores), `tiles.py` (gathers, scores, the softmax step, output rows), `keymajor.py` (v3+
+key-major decode tiles), `finite.py` (v2: non-finite keys), `quant.py` (scale tiles, int8 dequantization),
 `tuning.py` (the tunables); this file holds the entry and the pipeline.
 
 Limits: D <= 128; block_size a power of two; num_blocks * block_size < 2**24 (index math in fp32).
 Reference: nkilab.reference.paged.paged_attention.
 """
 
-from .._dtypes import itemsize
 from .._shim import nisa, nki, nl
 from .._tiling import PMAX
-from .index import (CHUNK, KV_TILE, IndexConsts, add_band, add_comb, block_index, comb_ramp, load_row_pos,
-                    item_len_rows, load_tables, row_bounds, slot_index, tile_mask)
+from .index import CHUNK, KV_TILE, IndexConsts, comb_ramp, item_len_rows, load_row_pos, load_tables, tile_mask
 from . import keymajor
+from .items import PlanRows, Stores, finish, prepare, setup_item, table_batches
 from .quant import row_scales
 from .tuning import TILE_SPAN, gather_run, key_major, loop_tiles, score_run, slot_bytes
-from .tiles import KvTile, SoftmaxState, gather_kv, load_q_group, output_rows, scores, softmax_pv, store_rows
+from .tiles import KvTile, gather_kv, scores, softmax_pv
 
 
 @nki.jit
@@ -155,38 +155,11 @@ def _check_classes(classes, num_items, num_rows):
                          "(sum of count, sum of count * BQ)")
 
 
-PLAN_PARTITION = 16  # the partition of the plan rows (`_load_row`)
-TABLE_BYTES = 4096  # bytes per partition of one table-row DMA of several items (`_table_batches`)
-STORE_BYTES = 16 * 1024  # bytes per partition of output rows held back for their stores (`Stores`)
-
-
 class ItemClass(nl.NKIObject):
     """Work items first .. first + count - 1, BQ rows each, their plan rows from row0 (compile-time)."""
 
     def __init__(self, first, count, bq, row0):
         self.first, self.count, self.bq, self.row0 = first, count, bq, row0
-
-
-class PlanRows(nl.NKIObject):
-    """The per-item plan in SBUF, loaded once up front: lens (float32 [PMAX, N], item w's seq_len on every partition
-    in column w: `index.item_len_rows`, loaded first by `_pipeline`); q0 [1, N] int32
-    (entry w: a runtime value for scalar offsets), trips [1, N * S * V] int32 (entry (w * S + m) * V + v: trips of
-    item w's span m run v, 0 or 1) and dead [1, N * U] int32 (entry w * U + j: unit_dead[w, j])."""
-
-    def __init__(self, lens, item_q0, tile_trips, unit_dead):
-        n, self.spans, self.runs = tile_trips.shape
-        self.units = unit_dead.shape[1]
-        self.lens = lens
-        self.q0 = _load_row(item_q0, n)
-        self.trips = _load_row(tile_trips, n * self.spans * self.runs)
-        self.dead = _load_row(unit_dead, n * self.units)
-        self.reg = nisa.register_alloc()  # one register serves every loop bound (a loop reads it on entry)
-
-    def trip(self, w, m, v):
-        """The register, loaded with the trips (0 / 1) of run v of item w's span m."""
-        at = (w * self.spans + m) * self.runs + v
-        nisa.register_load(self.reg, self.trips[0:1, at : at + 1])
-        return self.reg
 
 
 class PagedCall(nl.NKIObject):
@@ -284,64 +257,12 @@ def row_blocks(bq, g):
     return blocks, bq // blocks
 
 
-class WorkItem(nl.NKIObject):
-    """What one work item w keeps while its score tiles run: row bounds per row block, gather index, per-group q^T
-    tiles and SoftmaxStates (all declared outside the tiles' runtime loops, which update the states in place)."""
-
-    def __init__(self, w, bounds, index, qs, states):
-        self.w, self.bounds, self.index, self.qs, self.states = w, bounds, index, qs, states
-
-
 def _load_dst_cols(row_dst, row0, cols, block_bq):
     """A class's output rows as int32 [block_bq, cols], loaded once up front: column j holds row block j's
     row_dst[row0 + j · block_bq ..] (j = item index in the class · blocks + block)."""
     dst = nl.ndarray((block_bq, cols), nl.int32, buffer=nl.sbuf)
     nisa.dma_copy(dst=dst, src=row_dst.ap([[1, block_bq], [block_bq, cols]], offset=row0))
     return dst
-
-
-def _load_row(plan, size):
-    """A plan array of `size` int32 elements as one SBUF row [1, size], on partition PLAN_PARTITION: read only by
-    DMAs and register loads, so it may take any partition, and its DMA runs on DMA engine 2 (partition p: engine
-    (p // 8) % 16, modeled), away from the per-item DMAs (`index.dma_rows`)."""
-    row = nl.ndarray((PLAN_PARTITION + 1, size), nl.int32, buffer=nl.sbuf)[PLAN_PARTITION:, :]
-    nisa.dma_copy(dst=row, src=plan.reshape((1, size)))
-    return row
-
-
-def _table_batches(stream, max_blocks, consts):
-    """The items of a stream ([(call, w), ...], w every nl.num_programs(0)-th item) as ranges of at most
-    TABLE_BYTES // (4 · cols) items, one `index.load_tables` DMA each (cols: int32 entries of one item's table tile
-    per partition)."""
-    ws = [w for _, w in stream]
-    step = ws[1] - ws[0] if len(ws) > 1 else 1
-    cols = consts.pos.shape[1] if consts.pos is not None else max_blocks
-    per = max(1, TABLE_BYTES // (4 * cols))
-    return [range(ws[i], ws[min(i + per, len(ws)) - 1] + 1, step) for i in range(0, len(ws), per)]
-
-
-def _setup(call, consts, plan, w, meta):
-    """WorkItem w from its `_load_meta` tiles meta: neutralised gather indices (first: the first gather waits on
-    them), visible key range per row, q^T, state."""
-    table_i, kv_len = meta, plan.lens[:, w : w + 1]
-    if call.vector_dma:
-        index = slot_index(table_i, kv_len, consts, call.block_size,
-                           plan.dead[0:1, w * plan.units : (w + 1) * plan.units])
-    else:
-        index = block_index(table_i, kv_len, consts)
-    bounds = [row_bounds(call.pos_cols[:, j : j + 1], kv_len, call.causal, call.window) for j in call.block_cols(w)]
-    if call.key_major is not None:
-        bounds = [keymajor.Bounds(bd, consts.pos[:, 0:1], call.rows) for bd in bounds]
-    for bd in bounds:
-        if not call.vector_dma:
-            add_band(bd)
-        elif call.comb_ramp is not None:
-            add_comb(bd, call.comb_ramp, call.run, call.tile_run, call.window)
-    q0 = plan.q0[0:1, w : w + 1]
-    qs = [load_q_group(call.q, q0, grp, call.g, call.block_bq, call.vector_dma, w, b * call.block_bq)
-          for grp, b in zip(call.groups, call.group_block)]
-    states = [SoftmaxState(len(grp) * call.rows, call.d, call.exp_scale) for grp in call.groups]
-    return WorkItem(w, bounds, index, qs, states)
 
 
 def span_runs(span):
@@ -380,9 +301,10 @@ def _key_major_tiles(call, consts, item, starts):
     (Gathering every K of the loop body before its V modeled slower: Llama-3.1-70B TP8 decode b8 ctx 4K, trn2 LNC=1,
     75.6 against 74.6 us.)"""
     kvs = [kv for t0 in starts for kv in _gather_step(call, consts, item, t0)]
-    pending = keymajor.scores(item.qs[0][0], kvs[0].k_chunks)
+    qt = item.qs[0][0]
+    pending = keymajor.scores(qt, keymajor.transposes(kvs[0].k_chunks))
     for j, kv in enumerate(kvs):
-        nxt = keymajor.scores(item.qs[0][0], kvs[j + 1].k_chunks) if j + 1 < len(kvs) else None
+        nxt = keymajor.scores(qt, keymajor.transposes(kvs[j + 1].k_chunks)) if j + 1 < len(kvs) else None
         keymajor.softmax_pv(pending, item.states[0], call, item.bounds[0], kv)
         pending = nxt
 
@@ -402,38 +324,6 @@ def _gather_step(call, consts, item, t0):
     return kvs
 
 
-def _finish(call, item):
-    """The output rows of a finished WorkItem, per group (res, its row_dst column (-1: skipped,
-    `PagedCall.dst_cols`), kv heads): `tiles.output_rows`, for `tiles.store_rows`."""
-    dst = [call.dst_cols[:, j : j + 1] for j in call.block_cols(item.w)]
-    return [(output_rows(state, call.out.dtype, item.w, call.v_rows[gi]), dst[b], grp)
-            for gi, (state, grp, b) in enumerate(zip(item.states, call.groups, call.group_block))]
-
-
-class Stores(nl.NKIObject):
-    """Output stores held back until the gathers issued before the end of `_pipeline` (or STORE_BYTES of held
-    output rows a partition): a store's packets on DMA engines 0 / 4 (`index.dma_rows`) between two gathers' hold
-    up every later gather, whose packets span all 16 engines, while HBM idles."""
-
-    def __init__(self):
-        self.held, self.bytes = [], 0
-
-    def add(self, call, rows):
-        for res, dst, grp in rows:
-            self.held.append((call, res, dst, grp))
-            self.bytes += res.shape[1] * itemsize(res.dtype)
-        while self.bytes > STORE_BYTES:
-            self._issue(*self.held.pop(0))
-
-    def flush(self):
-        while self.held:
-            self._issue(*self.held.pop(0))
-
-    def _issue(self, call, res, dst, grp):
-        self.bytes -= res.shape[1] * itemsize(res.dtype)
-        store_rows(call.out, res, dst, grp, call.g, call.vector_dma)
-
-
 def _streams(calls):
     """Per class, the (call, w) of this program's work items. LNC=2 (`kernel[2]`): program p of the logical core
     takes each class's items p, p + 2, ... (items write disjoint output rows)."""
@@ -450,32 +340,40 @@ def _pipeline(calls, consts, plan_hbm, rows_hbm):
     """Every span of score tiles of this program's work items, one stream of items per class, the streams' spans
     interleaved evenly (span k of a stream of c spans at fraction (k + 1/2) / c of the issue order), so DMA-bound
     decode tiles run beside TensorE / VectorE-bound prefill tiles in the in-order engine queues. Per stream, item
-    k + 1 is set up when item k's spans start (its index math overlaps k's tiles) and k is stored after its last
-    span. Up front, the plan (plan_hbm: item_seq, item_lens, item_q0, tile_trips, unit_dead; rows_hbm: row_pos,
-    row_dst) and every item's table row (`_load_meta`) in the order the start's critical path needs them, as the DMA
-    queues serve their transfers in issue order: item_seq and item_lens, each stream's first item's table row (its
-    gather index waits on them),
-    the rest of the plan (`PlanRows`, `PagedCall.load_rows`), then the other items' metadata, which would otherwise
-    queue behind the gathers of the items before them (Llama-3.1-70B TP8 decode b8 ctx 4K, modeled (trn2 LNC=1):
-    77.8 -> 77.2 us). A span is one runtime loop `nl.fori_loop(0, trips, body)` per run of
-    its tiles (`span_runs`), the trips (0 / 1) loaded into a register: only the run of the item's live tiles runs,
-    so a sequence runs its own tile count, not the longest context's."""
+    k + 1 is set up when item k's spans start (q^T, state; the gather indices and row bounds of a whole batch of items
+    at once, `items.prepare`, when its first item is) and k's output rows are computed after its last span, their stores
+    held back (`items.Stores`). Up front, the plan (plan_hbm: item_tables, item_lens, item_q0, tile_trips, unit_dead;
+    rows_hbm: row_pos, row_dst) in the order the start's critical path needs it, as the DMA queues serve their
+    transfers in issue order: item_lens, each stream's first batch of table rows (`index.load_tables`: its gather
+    indices wait on them), the rest of the plan (`PlanRows`, `PagedCall.load_rows`), then the other batches' table
+    rows. A span is one runtime loop `nl.fori_loop(0, trips, body)` per run of its tiles (`span_runs`), the trips
+    (0 / 1) loaded into a register: only the run of the item's live tiles runs, so a sequence runs its own tile
+    count, not the longest context's."""
     item_tables, item_lens = plan_hbm[:2]
-    lens = item_len_rows(item_lens, consts.ones)
+    lens = item_len_rows(item_lens)
     streams = _streams(calls)
-    batches = [_table_batches(items, item_tables.shape[1], consts) for items in streams]
-    metas = [load_tables(item_tables, first, consts, call.block_size) for ((call, _), *_), (first, *_) in
-             zip(streams, batches)]
+    batches = [table_batches(items, item_tables.shape[1], consts) for items in streams]
+    tables = [[load_tables(item_tables, first, consts, call.block_size)] for ((call, _), *_), (first, *_) in
+              zip(streams, batches)]
     plan = PlanRows(lens, *plan_hbm[2:])
     for call in calls:
         call.load_rows(*rows_hbm)
-    for meta, ((call, _), *_), (_, *rest) in zip(metas, streams, batches):
-        for items in rest:
-            meta.extend(load_tables(item_tables, items, consts, call.block_size))
+    for tabs, ((call, _), *_), (_, *rest) in zip(tables, streams, batches):
+        tabs.extend(load_tables(item_tables, items, consts, call.block_size) for items in rest)
+    prepared = [{} for _ in streams]
+
+    def setup(si, pos):
+        """WorkItem of stream si's item pos, its `table_batches` batch `prepare`d on first use."""
+        call, w = streams[si][pos]
+        if w not in prepared[si]:
+            k = next(k for k, items in enumerate(batches[si]) if w in items)
+            prepared[si].update(prepare(call, consts, plan, batches[si][k], tables[si][k]))
+        return setup_item(call, consts, plan, w, prepared[si].pop(w))
+
     spans = plan.spans
     order = sorted(((k + 0.5) / (len(items) * spans), si, k) for si, items in enumerate(streams)
                    for k in range(len(items) * spans))
-    ahead = [_setup(call, consts, plan, w, meta[0]) for ((call, w), *_), meta in zip(streams, metas)]
+    ahead = [setup(si, 0) for si in range(len(streams))]
     current, stores = [None] * len(streams), Stores()
     for _, si, k in order:
         pos, m = divmod(k, spans)
@@ -483,8 +381,7 @@ def _pipeline(calls, consts, plan_hbm, rows_hbm):
         if m == 0:
             current[si] = ahead[si]
             if pos + 1 < len(streams[si]):
-                call1, w1 = streams[si][pos + 1]
-                ahead[si] = _setup(call1, consts, plan, w1, metas[si][pos + 1])
+                ahead[si] = setup(si, pos + 1)
         item, unit = current[si], call.unit_tiles
         starts = range(0, call.positions, KV_TILE)[m * TILE_SPAN * unit : (m + 1) * TILE_SPAN * unit]
         for v, (s, e) in enumerate(span_runs(TILE_SPAN)):
@@ -494,5 +391,5 @@ def _pipeline(calls, consts, plan_hbm, rows_hbm):
                 nl.fori_loop(0, plan.trip(w, m, v),
                              lambda _trip, call=call, item=item, tiles=tiles: _tiles(call, consts, item, tiles))
         if m == spans - 1:
-            stores.add(call, _finish(call, item))
+            stores.add(call, finish(call, item))
     stores.flush()

@@ -64,12 +64,24 @@ class RowBounds(nl.NKIObject):
     """Visible key range [lo, hi] of each row of a group, float32 [rows, 1] each; v2 also its mask form centre
     (lo + hi) / 2 and radius (hi - lo) / 2 (None on v3+). v3+ gathers of runs longer than a score tile's tile_run
     chunks (`add_comb`): span, the positions of one gather, tile_keys, those of one score tile (CHUNK · tile_run),
-    comb_hi and comb_lo [rows, span // tile_keys] (comb_lo None when lo is 0; all None for shorter runs)."""
+    comb_hi and comb_lo [rows, span // tile_keys] (comb_lo None when lo is 0; all None for shorter runs).
+    `row_bounds` computes them for C row blocks at once ([rows, C] tiles, comb [rows, C, phases]); `column` is one
+    row block's."""
 
     def __init__(self, lo, hi):
         self.lo, self.hi = lo, hi
         self.center = self.radius = None
         self.span, self.tile_keys, self.comb_lo, self.comb_hi = None, None, None, None
+
+    def column(self, c):
+        """Row block c's RowBounds: views of column c of these [rows, C] ones."""
+        one = RowBounds(self.lo[:, c : c + 1], self.hi[:, c : c + 1])
+        if self.center is not None:
+            one.center, one.radius = self.center[:, c : c + 1], self.radius[:, c : c + 1]
+        one.span, one.tile_keys = self.span, self.tile_keys
+        one.comb_hi = None if self.comb_hi is None else self.comb_hi[:, c, :]
+        one.comb_lo = None if self.comb_lo is None else self.comb_lo[:, c, :]
+        return one
 
     def tile_range(self, t0):
         """(bound0, bound1, range_start) of the v3+ range_select of the score tile from key position t0: its
@@ -143,9 +155,9 @@ def _block_selector(block_size, run):
 
 def load_tables(item_tables, items, consts, block_size):
     """The int32 table rows of work items `items` (a range; item_tables [N, max_blocks], HBM: each item's sequence's
-    row, `launch_paged`) by one static DMA, as a list of per-item views of its tile: v3+ (consts.pos set)
-    [per_gather, ngathers], entry [k, c] = block k of gather c (`_chunk_table_pattern`); v2 [1, max_blocks]. Entry
-    [0, 0] is the item's block 0 on both."""
+    row, `launch_paged`) by one static DMA into one tile, item j's columns j · cols .. (j + 1) · cols: v3+
+    (consts.pos set) [per_gather, count · ngathers], entry [k, j · ngathers + c] = block k of item j's gather c
+    (`_chunk_table_pattern`); v2 [1, count · max_blocks]. Column j · cols is item j's block 0 on both."""
     max_blocks, count = item_tables.shape[1], len(items)
     stride = max_blocks * items.step
     if consts.pos is None:
@@ -156,24 +168,17 @@ def load_tables(item_tables, items, consts, block_size):
         rows_i = _high_rows(consts.select.shape[0], count * ngathers, nl.int32)
         pattern = _chunk_table_pattern(block_size, ngathers, max_blocks * block_size // ngathers, stride, count)
     nisa.dma_copy(dst=rows_i, src=item_tables.ap(pattern, offset=items.start * max_blocks))
-    cols = rows_i.shape[1] // count
-    return [rows_i[:, j * cols : (j + 1) * cols] for j in range(count)]
+    return rows_i
 
 
-def item_len_rows(item_lens, ones):
-    """Every work item's seq_len broadcast to PMAX partitions, float32 [PMAX, N] (column w: item w's), from the plan's
-    item_lens [N] int32 (HBM): one DMA and one rank-1 matmul with ones per PSUM bank of items, up front."""
+def item_len_rows(item_lens):
+    """Every work item's seq_len on every partition, float32 [PMAX, N] (column w: item w's), from the plan's
+    item_lens [N] int32 (HBM): one static DMA that reads the row once per partition, and one conversion."""
     n = item_lens.shape[0]
-    lens_i = nl.ndarray((1, n), nl.int32, buffer=nl.sbuf)
-    nisa.dma_copy(dst=lens_i, src=item_lens.reshape((1, n)))
-    lens = nl.ndarray((1, n), nl.float32, buffer=nl.sbuf)
-    nisa.tensor_copy(dst=lens, src=lens_i)
+    lens_i = nl.ndarray((PMAX, n), nl.int32, buffer=nl.sbuf)
+    nisa.dma_copy(dst=lens_i, src=item_lens.ap([[0, PMAX], [1, n]], offset=0))
     kv_lens = nl.ndarray((PMAX, n), nl.float32, buffer=nl.sbuf)
-    for c0 in range(0, n, PSUM_FMAX):
-        cols = slice(c0, min(c0 + PSUM_FMAX, n))
-        len_ps = nl.ndarray((PMAX, cols.stop - c0), nl.float32, buffer=nl.psum)
-        nisa.nc_matmul(dst=len_ps, stationary=ones, moving=lens[:, cols])
-        nisa.tensor_copy(dst=kv_lens[:, cols], src=len_ps)
+    nisa.tensor_copy(dst=kv_lens, src=lens_i)
     return kv_lens
 
 
@@ -190,57 +195,73 @@ def load_row_pos(row_pos, row0, cols, block_bq, g, heads):
 
 
 def row_bounds(pos, kv_len, causal, sliding_window):
-    """RowBounds of each row of a group from the rows' query positions pos float32 [rows, 1] (a `load_row_pos`
-    column) and the sequence's kv_len [PMAX, 1]."""
-    rows = pos.shape[0]
-    hi = nl.ndarray((rows, 1), nl.float32, buffer=nl.sbuf)
+    """RowBounds of the rows of C row blocks at once ([rows, C] tiles, `RowBounds.column`) from the rows' query
+    positions pos float32 [rows, B, blocks] (`load_row_pos` columns of B items) and the seq_len of each column's
+    item kv_len [rows, B, blocks] (views; C = B · blocks)."""
+    rows, items, blocks = pos.shape
+    hi = nl.ndarray((rows, items, blocks), nl.float32, buffer=nl.sbuf)
     if causal:
-        nisa.tensor_scalar(dst=hi, data=kv_len[0:rows, :], op0=nl.add, operand0=-1.0, op1=nl.minimum, operand1=pos)
+        nisa.scalar_tensor_tensor(dst=hi, data=kv_len, op0=nl.add, operand0=-1.0, op1=nl.minimum, operand1=pos)
     else:
-        nisa.tensor_scalar(dst=hi, data=kv_len[0:rows, :], op0=nl.add, operand0=-1.0)
-    lo = nl.ndarray((rows, 1), nl.float32, buffer=nl.sbuf)
+        nisa.tensor_scalar(dst=hi, data=kv_len, op0=nl.add, operand0=-1.0)
+    lo = nl.ndarray((rows, items, blocks), nl.float32, buffer=nl.sbuf)
     if sliding_window is None:
         nisa.memset(dst=lo, value=0.0)
     else:
         nisa.tensor_scalar(dst=lo, data=pos, op0=nl.add, operand0=float(1 - sliding_window))
-    return RowBounds(lo, hi)
+    return RowBounds(lo.reshape((rows, items * blocks)), hi.reshape((rows, items * blocks)))
 
 
-def slot_index(src_i, kv_len, consts, block_size, dead):
-    """v3+: GatherIndex with the cache slot where each partition run starts, from the sequence's table row src_i
-    (`load_table_row`); a run at or past seq_len -> the run of position 0 (slot 0 for an empty sequence), so garbage
-    table entries never reach a DMA; dead: the item's unit_dead row [1, U] (SBUF)."""
+def slot_indices(src_i, kv_lens, consts, block_size, deads):
+    """v3+: the GatherIndex of each of B work items (the cache slot where each partition run starts) from their table
+    rows src_i [per_gather, B · ngathers] (a `load_tables` tile) and seq_lens kv_lens [PMAX, B] (float32, every
+    partition), one instruction per step for all B; a run at or past seq_len -> the run of position 0 (slot 0 for an
+    empty sequence), so garbage table entries never reach a DMA; deads: each item's unit_dead row [1, U] (SBUF)."""
     pos, off, sel = consts.pos, consts.off, consts.select
-    per_chunk, nchunks = src_i.shape
-    src = _high_rows(per_chunk, nchunks, nl.float32)
+    per_chunk, cols = src_i.shape
+    items = len(deads)
+    nchunks = cols // items
+    src = _high_rows(per_chunk, cols, nl.float32)
     nisa.tensor_copy(dst=src, src=src_i)
     # first slot = table[seq, 0] * block_size, or 0 when seq_len == 0 (then even entry 0 may be garbage)
-    first_ps = nl.ndarray((CHUNK, 1), nl.float32, buffer=nl.psum)
-    nisa.nc_matmul(dst=first_ps, stationary=consts.first, moving=src[:, 0:1])  # table[seq, 0] on every partition
-    first = nl.ndarray((CHUNK, 1), nl.float32, buffer=nl.sbuf)
-    nisa.tensor_scalar(dst=first, data=kv_len, op0=nl.greater, operand0=0.0, op1=nl.multiply,
+    first_ps = nl.ndarray((CHUNK, items), nl.float32, buffer=nl.psum)
+    nisa.nc_matmul(dst=first_ps, stationary=consts.first,  # table[seq, 0] of every item on every partition
+                   moving=src.reshape((per_chunk, items, nchunks))[:, :, 0])
+    first = nl.ndarray((CHUNK, items), nl.float32, buffer=nl.sbuf)
+    nisa.tensor_scalar(dst=first, data=kv_lens, op0=nl.greater, operand0=0.0, op1=nl.multiply,
                        operand1=float(block_size))
     nisa.tensor_tensor(dst=first, data1=first, data2=first_ps, op=nl.multiply)
-    valid = nl.ndarray((CHUNK, nchunks), nl.float32, buffer=nl.sbuf)
-    nisa.tensor_scalar(dst=valid, data=pos, op0=nl.less, operand0=kv_len)
-    blk = nl.ndarray((CHUNK, nchunks), nl.float32, buffer=nl.sbuf)
-    for c0 in range(0, nchunks, PSUM_FMAX):
-        cols = slice(c0, min(c0 + PSUM_FMAX, nchunks))
-        blk_ps = nl.ndarray((CHUNK, cols.stop - c0), nl.float32, buffer=nl.psum)
-        nisa.nc_matmul(dst=blk_ps, stationary=sel, moving=src[:, cols])  # table entry of each position
-        nisa.tensor_tensor(dst=blk[:, cols], data1=blk_ps, data2=valid[:, cols], op=nl.multiply)  # garbage * 0 = 0
-    nisa.scalar_tensor_tensor(dst=blk, data=blk, op0=nl.multiply, operand0=float(block_size), op1=nl.add,
-                              operand1=off)
-    nisa.scalar_tensor_tensor(dst=blk, data=blk, op0=nl.subtract, operand0=first, op1=nl.multiply, operand1=valid)
-    slot = nl.ndarray((CHUNK, nchunks), nl.int32, buffer=nl.sbuf)
-    nisa.tensor_scalar(dst=slot, data=blk, op0=nl.add, operand0=first)
-    return GatherIndex(slots=slot, live=_live_rows(consts, kv_len), dead=dead)
+    valid = nl.ndarray((CHUNK, items, nchunks), nl.float32, buffer=nl.sbuf)
+    nisa.tensor_tensor(dst=valid, data1=pos.expand_dim(1).broadcast(1, items),
+                       data2=kv_lens.expand_dim(2).broadcast(2, nchunks), op=nl.less)
+    # slot = valid ? table entry · block_size + in-block offset : first, as a · valid + first · (1 - valid): exact
+    # (integers below 2**24 where valid; a garbage entry is a finite int32 times 0)
+    fallback = nl.ndarray((CHUNK, items, nchunks), nl.float32, buffer=nl.sbuf)
+    nisa.scalar_tensor_tensor(dst=fallback, data=valid, op0=nl.subtract, operand0=1.0, op1=nl.multiply,
+                              operand1=first.expand_dim(2).broadcast(2, nchunks))
+    nisa.tensor_scalar(dst=fallback, data=fallback, op0=nl.multiply, operand0=-1.0)
+    slot = nl.ndarray((CHUNK, items, nchunks), nl.int32, buffer=nl.sbuf)
+    per = max(1, PSUM_FMAX // nchunks)  # items a PSUM bank of table entries holds
+    for i0 in range(0, items, per):
+        part = slice(i0, min(i0 + per, items))
+        n = part.stop - i0
+        blk_ps = nl.ndarray((CHUNK, n, nchunks), nl.float32, buffer=nl.psum)
+        nisa.nc_matmul(dst=blk_ps, stationary=sel, moving=src[:, i0 * nchunks : part.stop * nchunks])  # table entries
+        a = nl.ndarray((CHUNK, n, nchunks), nl.float32, buffer=nl.sbuf)
+        nisa.scalar_tensor_tensor(dst=a, data=blk_ps, op0=nl.multiply, operand0=float(block_size), op1=nl.add,
+                                  operand1=off.expand_dim(1).broadcast(1, n))
+        nisa.tensor_tensor(dst=a, data1=a, data2=valid[:, part, :], op=nl.multiply)
+        nisa.tensor_tensor(dst=slot[:, part, :], data1=a, data2=fallback[:, part, :], op=nl.add)
+    live = _live_rows(consts, kv_lens)
+    return [GatherIndex(slots=slot[:, j, :], live=live[:, j, :], dead=dead) for j, dead in enumerate(deads)]
 
 
-def _live_rows(consts, kv_len):
-    """live int32 [1, nchunks] = seq_len - first position of each gather / chunk."""
-    live = nl.ndarray(consts.neg_chunk_start.shape, nl.int32, buffer=nl.sbuf)
-    nisa.tensor_scalar(dst=live, data=consts.neg_chunk_start, op0=nl.add, operand0=kv_len[0:1, :])
+def _live_rows(consts, kv_lens):
+    """live int32 [1, B, nchunks] = seq_len - first position of each gather / chunk of B items (kv_lens [PMAX, B])."""
+    items, nchunks = kv_lens.shape[1], consts.neg_chunk_start.shape[1]
+    live = nl.ndarray((1, items, nchunks), nl.int32, buffer=nl.sbuf)
+    nisa.tensor_tensor(dst=live, data1=consts.neg_chunk_start.expand_dim(1).broadcast(1, items),
+                       data2=kv_lens[0:1, :].expand_dim(2).broadcast(2, nchunks), op=nl.add)
     return live
 
 
@@ -254,33 +275,43 @@ def _chunk_table_pattern(block_size, ngathers, span, stride, count):
     return [[0, 1], [stride, count], [1, ngathers * span // block_size], [0, block_size // span]]
 
 
-def block_index(blk_i, kv_len, consts):
-    """v2: GatherIndex with the block id of every logical block, from the sequence's table row blk_i [1, max_blocks]
-    (`load_table_row`; blocks at or past seq_len -> the first block, block 0 for an empty sequence) and the live
-    rows of each chunk, for the select that zeroes dead rows of the last live block."""
-    max_blocks = blk_i.shape[1]
-    blk = nl.ndarray((1, max_blocks), nl.float32, buffer=nl.sbuf)
-    nisa.tensor_copy(dst=blk, src=blk_i)
-    first = nl.ndarray((1, 1), nl.float32, buffer=nl.sbuf)
-    nisa.tensor_scalar(dst=first, data=kv_len[0:1, :], op0=nl.greater, operand0=0.0, op1=nl.multiply,
-                       operand1=blk[0:1, 0:1])
-    valid = nl.ndarray((1, max_blocks), nl.float32, buffer=nl.sbuf)
-    nisa.tensor_scalar(dst=valid, data=consts.block_start, op0=nl.less, operand0=kv_len[0:1, :])
+def block_indices(blk_i, kv_lens, consts):
+    """v2: the GatherIndex of each of B work items (the block id of every logical block) from their table rows blk_i
+    [1, B · max_blocks] (a `load_tables` tile; blocks at or past seq_len -> the first block, block 0 for an empty
+    sequence) and seq_lens kv_lens [PMAX, B], with the live rows of each chunk, for the select that zeroes dead rows
+    of the last live block; one instruction per step for all B."""
+    items = kv_lens.shape[1]
+    max_blocks = blk_i.shape[1] // items
+    blk = nl.ndarray((1, items, max_blocks), nl.float32, buffer=nl.sbuf)
+    nisa.tensor_copy(dst=blk, src=blk_i.reshape((1, items, max_blocks)))
+    first = nl.ndarray((1, items), nl.float32, buffer=nl.sbuf)
+    nisa.tensor_scalar(dst=first, data=kv_lens[0:1, :], op0=nl.greater, operand0=0.0)
+    nisa.tensor_tensor(dst=first, data1=first, data2=blk[:, :, 0], op=nl.multiply)
+    first_b = first.expand_dim(2).broadcast(2, max_blocks)
+    valid = nl.ndarray((1, items, max_blocks), nl.float32, buffer=nl.sbuf)
+    nisa.tensor_tensor(dst=valid, data1=consts.block_start.expand_dim(1).broadcast(1, items),
+                       data2=kv_lens[0:1, :].expand_dim(2).broadcast(2, max_blocks), op=nl.less)
     nisa.tensor_tensor(dst=blk, data1=blk, data2=valid, op=nl.multiply)  # garbage * 0 = 0: finite int32 values
-    nisa.scalar_tensor_tensor(dst=blk, data=blk, op0=nl.subtract, operand0=first, op1=nl.multiply, operand1=valid)
-    safe = nl.ndarray((1, max_blocks), nl.int32, buffer=nl.sbuf)
-    nisa.tensor_scalar(dst=safe, data=blk, op0=nl.add, operand0=first)
-    return GatherIndex(blocks=safe, live=_live_rows(consts, kv_len))
+    nisa.tensor_tensor(dst=blk, data1=blk, data2=first_b, op=nl.subtract)
+    nisa.tensor_tensor(dst=blk, data1=blk, data2=valid, op=nl.multiply)
+    safe = nl.ndarray((1, items, max_blocks), nl.int32, buffer=nl.sbuf)
+    nisa.tensor_tensor(dst=safe, data1=blk, data2=first_b, op=nl.add)
+    live = _live_rows(consts, kv_lens)
+    return [GatherIndex(blocks=safe[:, j, :], live=live[:, j, :]) for j in range(items)]
 
 
 def add_band(bounds):
-    """v2: set the mask form of bounds [lo, hi]: centre (lo + hi) / 2 and radius (hi - lo) / 2, float32 [rows, 1]
-    each (exact: halves of integers below 2**23)."""
+    """v2: set the mask form of bounds [lo, hi] ([rows, C]): centre (lo + hi) / 2 and radius (hi - lo) / 2, float32
+    (exact: halves of integers below 2**23)."""
     lo, hi = bounds.lo, bounds.hi
+    half_lo = nl.ndarray(lo.shape, nl.float32, buffer=nl.sbuf)
+    nisa.tensor_scalar(dst=half_lo, data=lo, op0=nl.multiply, operand0=0.5)
     bounds.center = nl.ndarray(lo.shape, nl.float32, buffer=nl.sbuf)
-    nisa.tensor_scalar(dst=bounds.center, data=hi, op0=nl.add, operand0=lo, op1=nl.multiply, operand1=0.5)
+    nisa.scalar_tensor_tensor(dst=bounds.center, data=hi, op0=nl.multiply, operand0=0.5, op1=nl.add,
+                              operand1=half_lo)
     bounds.radius = nl.ndarray(lo.shape, nl.float32, buffer=nl.sbuf)
-    nisa.tensor_scalar(dst=bounds.radius, data=hi, op0=nl.subtract, operand0=lo, op1=nl.multiply, operand1=0.5)
+    nisa.scalar_tensor_tensor(dst=bounds.radius, data=hi, op0=nl.multiply, operand0=0.5, op1=nl.subtract,
+                              operand1=half_lo)
 
 
 def add_comb(bounds, ramp, run, tile_run, window):
@@ -296,20 +327,22 @@ def add_comb(bounds, ramp, run, tile_run, window):
 
 
 def _comb_index(x, ramp, run, tile_run, cap):
-    """[rows, phases] float32: for key bound x [rows, 1] (an integer, float32) and tile phase j (ramp column j =
-    -C · j, C = tile_run), C · f + min(r, cap) with x - C · j = run · f + r, 0 <= r < run: the first comb index at
-    or past x (cap C) or the last at or before it (cap C - 1). f is the round-to-nearest int32 conversion of
-    (x - C · j - (run - 1) / 2) / run, exact: run is a power of two and the fraction never one half."""
-    rows, phases = x.shape[0], ramp.shape[1]
+    """[rows, C, phases] float32: for key bounds x [rows, C] (integers, float32) and tile phase j (ramp column j =
+    -C' · j, C' = tile_run), C' · f + min(r, cap) with x - C' · j = run · f + r, 0 <= r < run: the first comb index
+    at or past x (cap C') or the last at or before it (cap C' - 1). f is the round-to-nearest int32 conversion of
+    (x - C' · j - (run - 1) / 2) / run, exact: run is a power of two and the fraction never one half."""
+    rows, cols, phases = x.shape[0], x.shape[1], ramp.shape[1]
+    shape = (rows, cols, phases)
     half = (run - 1) / 2
-    t = nl.ndarray((rows, phases), nl.float32, buffer=nl.sbuf)
-    nisa.tensor_scalar(dst=t, data=ramp[0:rows, :], op0=nl.add, operand0=x, op1=nl.add, operand1=-half)
-    f = nl.ndarray((rows, phases), nl.int32, buffer=nl.sbuf)
+    t = nl.ndarray(shape, nl.float32, buffer=nl.sbuf)
+    nisa.scalar_tensor_tensor(dst=t, data=ramp[0:rows, :].expand_dim(1).broadcast(1, cols), op0=nl.add,
+                              operand0=-half, op1=nl.add, operand1=x.expand_dim(2).broadcast(2, phases))
+    f = nl.ndarray(shape, nl.int32, buffer=nl.sbuf)
     nisa.tensor_scalar(dst=f, data=t, op0=nl.multiply, operand0=1.0 / run)
-    r = nl.ndarray((rows, phases), nl.float32, buffer=nl.sbuf)  # r - half
+    r = nl.ndarray(shape, nl.float32, buffer=nl.sbuf)  # r - half
     nisa.scalar_tensor_tensor(dst=r, data=f, op0=nl.multiply, operand0=float(-run), op1=nl.add, operand1=t)
     nisa.tensor_scalar(dst=r, data=r, op0=nl.add, operand0=half, op1=nl.minimum, operand1=float(cap))
-    out = nl.ndarray((rows, phases), nl.float32, buffer=nl.sbuf)
+    out = nl.ndarray(shape, nl.float32, buffer=nl.sbuf)
     nisa.scalar_tensor_tensor(dst=out, data=f, op0=nl.multiply, operand0=float(tile_run), op1=nl.add, operand1=r)
     return out
 

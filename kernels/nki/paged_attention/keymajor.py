@@ -15,6 +15,8 @@ elements a partition (16 · 8 against 2048 per Llama-3.1-70B gather):
     p       exp(exp_scale · x + neg_max) for the whole tile (VectorE scale-and-shift, one ScalarE exp); chunk t's
             p^T is p[:, t · g : (t + 1) · g], the P·V stationary as it is (no transposes of p); tile_sum: a sum over
             t per partition (VectorE), then one matmul with a ones column, into the P·V tile's last column.
+    PSUM    a step takes four banks: k^T (two, bf16), s^T, and one for the tile_max transpose, the neg_max
+            broadcast and P·V | tile_sum side by side; two steps in flight then leave PSUM room for the rest.
 Llama-3.1-70B TP8 decode b8 ctx 4K, modeled (trn2 LNC=1): 81.7 -> 77.8 us (56.7 -> 59.6 % MBU) against row-major
 tiles; ScalarE 60 -> 20 us, VectorE 53 -> 48, TensorE 51 -> 44.
 The online-softmax state (`tiles.SoftmaxState`: neg_max, run_sum, acc) stays row-major, and so does the store.
@@ -24,7 +26,7 @@ Numerics as the row-major tiles', but tile_sum sums p after its cast to q's dtyp
 from .._attention_tiles import psum_copy, transpose_side_by_side
 from .._shim import nisa, nl
 from .._softmax import update_acc, update_sum
-from .._tiling import FP32_MIN, PMAX
+from .._tiling import FP32_MIN, PMAX, PSUM_FMAX
 from .index import CHUNK
 from .tiles import advance_max, bank_pieces
 
@@ -40,36 +42,50 @@ class Consts(nl.NKIObject):
         nisa.memset(dst=self.ones_col, value=1.0)
 
 
+
 class Bounds(nl.NKIObject):
-    """bound0 / bound1 float32 [CHUNK, 1] of a key-major range_select, from an item's visible range [lo, hi] (a
-    `index.RowBounds` of PMAX rows: decode rows share it) and run_pos [CHUNK, 1] = run · p (`IndexConsts.pos`).
+    """bound0 / bound1 (lo, hi) float32 [CHUNK, 1] of a key-major range_select of one item.
 
     Column f = t · g + j of the tile of the gather from position gs is key gs + run · p + t, at comb index
     g · gs + f (range_start g · gs): the key is visible iff g · (lo - run · p) <= g · gs + f <= g · (hi - run · p)
     + g - 1, as 0 <= j < g (exact in fp32: `tuning.key_major` keeps g · positions below 2**24)."""
 
-    def __init__(self, bounds, run_pos, g):
-        self.g = g
-        self.lo = nl.ndarray((CHUNK, 1), nl.float32, buffer=nl.sbuf)
-        nisa.tensor_scalar(dst=self.lo, data=bounds.lo, op0=nl.subtract, operand0=run_pos, op1=nl.multiply,
-                           operand1=float(g))
-        self.hi = nl.ndarray((CHUNK, 1), nl.float32, buffer=nl.sbuf)
-        nisa.tensor_scalar(dst=self.hi, data=bounds.hi, op0=nl.subtract, operand0=run_pos, op1=nl.multiply,
-                           operand1=float(g))
-        nisa.tensor_scalar(dst=self.hi, data=self.hi, op0=nl.add, operand0=float(g - 1))
+    def __init__(self, lo, hi):
+        self.lo, self.hi = lo, hi
 
 
-def scores(qt, k_chunks):
-    """s^T [CHUNK, T · rows] fp32 PSUM of one gather's T chunks k_chunks ([CHUNK keys, D] SBUF, one kv head) against
-    q^T [D, rows]: column t · rows + j = chunk t's keys · q row j. k^T per PSUM bank of chunks (`tiles.bank_pieces`)
-    by PE transposes, each bank's issued before the previous bank's matmuls, evacuated by ScalarE and VectorE in
-    turn."""
-    d, rows = qt.shape
-    st = nl.ndarray((CHUNK, len(k_chunks) * rows), nl.float32, buffer=nl.psum)
-    kts = []
-    for i, (c0, c1) in enumerate(bank_pieces(len(k_chunks), CHUNK, k_chunks[0].dtype)):
+def bounds(rows, run_pos, g):
+    """The `Bounds` of C items from their visible ranges [lo, hi] (`index.RowBounds` of PMAX rows, [PMAX, C]: decode
+    rows share it) and run_pos [CHUNK, 1] = run · p (`IndexConsts.pos`), three instructions for all C."""
+    cols = rows.lo.shape[1]
+    lo = nl.ndarray((CHUNK, cols), nl.float32, buffer=nl.sbuf)
+    nisa.tensor_scalar(dst=lo, data=rows.lo, op0=nl.subtract, operand0=run_pos, op1=nl.multiply, operand1=float(g))
+    hi = nl.ndarray((CHUNK, cols), nl.float32, buffer=nl.sbuf)
+    nisa.tensor_scalar(dst=hi, data=rows.hi, op0=nl.subtract, operand0=run_pos, op1=nl.multiply, operand1=float(g))
+    nisa.tensor_scalar(dst=hi, data=hi, op0=nl.add, operand0=float(g - 1))
+    return [Bounds(lo[:, c : c + 1], hi[:, c : c + 1]) for c in range(cols)]
+
+
+def transposes(k_chunks):
+    """k^T of one gather's T chunks k_chunks ([CHUNK keys, D] SBUF, one kv head) by PE transposes, one [D, n] PSUM
+    tile per PSUM bank of chunks (`tiles.bank_pieces`): [(c0, c1, kt_ps), ...], for `scores`."""
+    d = k_chunks[0].shape[1]
+    pieces = []
+    for c0, c1 in bank_pieces(len(k_chunks), CHUNK, k_chunks[0].dtype):
         kt_ps = nl.ndarray((d, (c1 - c0) * CHUNK), k_chunks[0].dtype, buffer=nl.psum)
         transpose_side_by_side(kt_ps, k_chunks[c0:c1])
+        pieces.append((c0, c1, kt_ps))
+    return pieces
+
+
+def scores(qt, pieces):
+    """s^T [CHUNK, T · rows] fp32 PSUM of one gather's chunks, from their k^T `transposes` pieces, against q^T
+    [D, rows]: column t · rows + j = chunk t's keys · q row j; each piece evacuated to SBUF by ScalarE and VectorE in
+    turn, then its chunks' matmuls."""
+    d, rows = qt.shape
+    st = nl.ndarray((CHUNK, pieces[-1][1] * rows), nl.float32, buffer=nl.psum)
+    kts = []
+    for i, (c0, c1, kt_ps) in enumerate(pieces):
         kt = nl.ndarray(kt_ps.shape, kt_ps.dtype, buffer=nl.sbuf)
         psum_copy(kt, kt_ps, on_scalar=i % 2 == 0)
         kts.append((c0, c1, kt))
@@ -96,7 +112,8 @@ def softmax_pv(st_ps, state, call, bounds, kv):
     part_max = nl.ndarray((CHUNK, rows), nl.float32, buffer=nl.sbuf)
     nisa.tensor_reduce(dst=part_max, op=nl.maximum, data=x.reshape((CHUNK, chunks, rows)).permute((0, 2, 1)),
                        axis=2)
-    max_ps = nl.ndarray((rows, CHUNK), nl.float32, buffer=nl.psum)
+    bank = nl.ndarray((CHUNK, PSUM_FMAX), nl.float32, buffer=nl.psum)  # tile_max^T, neg_max broadcast, P·V | tile_sum
+    max_ps = bank[0:rows, 0:CHUNK]
     nisa.nc_transpose(dst=max_ps, data=part_max)
     tile_max = nl.ndarray((rows, 1), nl.float32, buffer=nl.sbuf)
     nisa.tensor_reduce(dst=tile_max, op=nl.maximum, data=max_ps, axis=1)
@@ -104,7 +121,7 @@ def softmax_pv(st_ps, state, call, bounds, kv):
     diag = nl.ndarray((rows, rows), nl.float32, buffer=nl.sbuf)
     nisa.affine_select(dst=diag, pattern=[[1, rows]], channel_multiplier=-1, on_true_tile=neg_max.broadcast(1, rows),
                        on_false_value=0.0, cmp_op=nl.equal)
-    shift_ps = nl.ndarray((CHUNK, rows), nl.float32, buffer=nl.psum)
+    shift_ps = bank[:, CHUNK : CHUNK + rows]
     nisa.nc_matmul(dst=shift_ps, stationary=call.key_major.ones, moving=diag)
     xs = nl.ndarray((CHUNK, chunks, rows), nl.float32, buffer=nl.sbuf)
     nisa.scalar_tensor_tensor(dst=xs, data=x.reshape((CHUNK, chunks, rows)), op0=nl.multiply,
@@ -114,7 +131,7 @@ def softmax_pv(st_ps, state, call, bounds, kv):
     nisa.activation(dst=p, op=nl.exp, data=xs.reshape((CHUNK, cols)))
     part_sum = nl.ndarray((CHUNK, rows), nl.float32, buffer=nl.sbuf)
     nisa.tensor_reduce(dst=part_sum, op=nl.add, data=p.reshape((CHUNK, chunks, rows)).permute((0, 2, 1)), axis=2)
-    pv = nl.ndarray((rows, d + 1), nl.float32, buffer=nl.psum)  # acc's p @ v, then tile_sum
+    pv = bank[0:rows, CHUNK + rows : CHUNK + rows + d + 1]  # acc's p @ v, then tile_sum
     for t, v in enumerate(kv.v_chunks):
         nisa.nc_matmul(dst=pv[:, 0:d], stationary=p[:, t * rows : (t + 1) * rows], moving=v)
     nisa.nc_matmul(dst=pv[:, d : d + 1], stationary=part_sum, moving=call.key_major.ones_col)

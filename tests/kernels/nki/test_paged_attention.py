@@ -225,8 +225,8 @@ def test_trace_llama_decode_trn2():
     mix = trace.instruction_mix()
     tiles = 8 * (4096 // 512)
     assert mix["vector"]["range_select"] == tiles
-    # + per sequence: table entry 0 broadcast, table expansion; once: every item's seq_len broadcast
-    assert mix["tensor"]["nc_matmul"] == tiles * (8 * 4 + 8 * 4) + 8 * 2 + 1
+    # + once for the 8 items' table rows (one `index.load_tables` batch): the entry 0 broadcast and the expansion
+    assert mix["tensor"]["nc_matmul"] == tiles * (8 * 4 + 8 * 4) + 2
     gathers = [i for i in trace if i.opcode == "dma_copy" and i.attrs["indirect"] and i.attrs["bytes"] == 128 * 8192]
     assert len(gathers) == 8 * 2 * (4096 // 512)
     assert all(i.attrs["chunks"] == 128 for i in gathers)  # one descriptor per partition run of 4 slots
