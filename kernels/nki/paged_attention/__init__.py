@@ -138,6 +138,8 @@ def paged_attention_kernel(q, key_cache, value_cache, item_tables, item_lens, it
             call = PagedCall(q, key_cache, value_cache, item_tables, out,
                              (scale, causal, sliding_window, softcap), ItemClass(first, count, bq, row0))
             call.quantize(quant, k_scale_cache, v_scale_cache)
+            if call.key_major is not None:
+                call.key_major = keymajor.Consts(call.rows, call.exp_scale)
             calls.append(call)
         first, row0 = first + count, row0 + count * bq
     if not calls:
@@ -196,8 +198,8 @@ class PagedCall(nl.NKIObject):
         self.vector_dma = nisa.get_nc_version() != nisa.nc_version.gen2  # indirect vector_offset DMA is v3+
         self.run = gather_run(self.block_size, slot_bytes(key_cache), self.positions, self.vector_dma)
         self.key_major = None  # keymajor.Consts where the score tiles are key-major (a whole gather each)
-        if key_major(self.hkv, self.bq, self.g, self.run, self.positions, self.vector_dma):
-            self.key_major = keymajor.Consts(self.rows)
+        if key_major(self.hkv, self.bq, self.g, self.run, self.positions, self.vector_dma, self.softcap):
+            self.key_major = self.rows  # keymajor.Consts once `quantize` has set exp_scale
             self.tile_run = self.run
         else:
             self.tile_run = score_run(self.run, len(self.groups[0]))  # column order of a score tile (`chunk_cols`)
@@ -305,7 +307,8 @@ def _key_major_tiles(call, consts, item, starts):
     pending = keymajor.scores(qt, keymajor.transposes(kvs[0].k_chunks))
     for j, kv in enumerate(kvs):
         nxt = keymajor.scores(qt, keymajor.transposes(kvs[j + 1].k_chunks)) if j + 1 < len(kvs) else None
-        keymajor.softmax_pv(pending, item.states[0], call, item.bounds[0], kv)
+        unit = kv.t0 // (call.unit_tiles * KV_TILE)  # the loop unit holding this gather
+        keymajor.softmax_pv(pending, item.states[0], call, item.bounds[0], kv, item.index.dead[0:1, unit : unit + 1])
         pending = nxt
 
 

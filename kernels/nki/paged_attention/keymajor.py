@@ -10,15 +10,19 @@ elements a partition (16 · 8 against 2048 per Llama-3.1-70B gather):
             accumulator would mix rows.
     max     per row: a max over t per partition (VectorE), a bit-exact fp32 PE transpose, a max over partitions
             (VectorE, from PSUM); then `tiles.advance_max` on the row-major state.
-    shift   neg_max back on every key partition: ones^T @ diag(neg_max) on TensorE, diag by a GpSimd selection (a
-            multiply would spread a row's non-finite neg_max over every column: 0 * inf = NaN).
-    p       exp(exp_scale · x + neg_max) for the whole tile (VectorE scale-and-shift, one ScalarE exp); chunk t's
-            p^T is p[:, t · g : (t + 1) · g], the P·V stationary as it is (no transposes of p); tile_sum: a sum over
-            t per partition (VectorE), then one matmul with a ones column, into the P·V tile's last column.
-    PSUM    a step takes four banks: k^T (two, bf16), s^T, and one for the tile_max transpose, the neg_max
-            broadcast and P·V | tile_sum side by side; two steps in flight then leave PSUM room for the rest.
+    shift   s^T += neg_max / exp_scale on every key partition: (1 / exp_scale)^T @ diag(neg_max) on TensorE for
+            each chunk's columns, accumulating onto the scores' own matmuls (never onto PSUM a non-matmul op wrote);
+            diag by a GpSimd selection (a multiply would spread a row's non-finite neg_max over every column:
+            0 * inf = NaN).
+    p       exp(exp_scale · s^T) by one ScalarE instruction from PSUM, then p = 0 where the mask hid a key (a
+            VectorE selection, where a key can be hidden: `softmax_pv`); chunk t's p^T is p[:, t · g : (t + 1) · g],
+            the P·V stationary as it is (no transposes of p); tile_sum: a sum over t per partition (VectorE), then
+            one matmul with a ones column, into the P·V tile's last column.
+    PSUM    a step takes four banks: k^T (two, bf16), s^T, and one for the tile_max transpose and P·V | tile_sum
+            side by side; two steps in flight then leave PSUM room for the rest.
 Llama-3.1-70B TP8 decode b8 ctx 4K, modeled (trn2 LNC=1): 81.7 -> 77.8 us (56.7 -> 59.6 % MBU) against row-major
-tiles; ScalarE 60 -> 20 us, VectorE 53 -> 48, TensorE 51 -> 44.
+tiles (ScalarE 60 -> 20 us, VectorE 53 -> 48, TensorE 51 -> 44); 67.3 -> 65.7 us with the shift accumulated in
+PSUM instead of a VectorE scale-and-shift of the masked copy. A softcap (tanh of the scores) keeps row-major tiles.
 The online-softmax state (`tiles.SoftmaxState`: neg_max, run_sum, acc) stays row-major, and so does the store.
 Numerics as the row-major tiles', but tile_sum sums p after its cast to q's dtype (the weights P·V uses).
 """
@@ -32,12 +36,17 @@ from .tiles import advance_max, bank_pieces
 
 
 class Consts(nl.NKIObject):
-    """Per-class constants: ones [rows, PMAX] float32 (stationary of the neg_max broadcast) and ones_col [CHUNK, 1]
-    float32 (moving of the tile_sum matmul)."""
+    """Per-class constants: unit [rows, PMAX] float32 = 1 / exp_scale (stationary of the neg_max broadcast: it adds
+    neg_max / exp_scale to the scores, `softmax_pv`) and ones_col [CHUNK, 1] float32 (moving of the tile_sum matmul).
 
-    def __init__(self, rows):
-        self.ones = nl.ndarray((rows, PMAX), nl.float32, buffer=nl.sbuf)
-        nisa.memset(dst=self.ones, value=1.0)
+    Raises:
+        ValueError: exp_scale is 0 (`tuning.key_major` takes no such class)."""
+
+    def __init__(self, rows, exp_scale):
+        if exp_scale == 0:
+            raise ValueError("scale: key-major tiles divide by the exp scale; it must not be 0")
+        self.unit = nl.ndarray((rows, PMAX), nl.float32, buffer=nl.sbuf)
+        nisa.memset(dst=self.unit, value=1.0 / exp_scale)
         self.ones_col = nl.ndarray((CHUNK, 1), nl.float32, buffer=nl.sbuf)
         nisa.memset(dst=self.ones_col, value=1.0)
 
@@ -96,23 +105,27 @@ def scores(qt, pieces):
     return st
 
 
-def softmax_pv(st_ps, state, call, bounds, kv):
-    """Mask the key-major tile st_ps ([CHUNK, T · rows], `scores`) of the gather from kv.t0, update the row-major
-    SoftmaxState in place: tile_max, `tiles.advance_max`, p, acc = acc · rescale + p @ v and run_sum likewise."""
+def softmax_pv(st_ps, state, call, bounds, kv, dead):
+    """Update the row-major SoftmaxState in place with the key-major tile st_ps ([CHUNK, T · rows], `scores`) of the
+    gather from kv.t0: x = st_ps masked (SBUF), tile_max of x, `tiles.advance_max`, st_ps += neg_max / exp_scale (a
+    matmul accumulating into it), p = exp(exp_scale · st_ps) with the hidden keys' p set to 0, acc = acc · rescale +
+    p @ v and run_sum likewise.
+
+    Hidden keys' p are cleared only where the tile can hold one: with a sliding window on every tile, else in a
+    runtime loop of dead (1x1 int32 0 / 1, the unit_dead of the tile's loop unit) trips: a decode row sits at
+    seq_len - 1 (`launch_paged.work_plan`), so it sees every key of its sequence, and keys at or past seq_len (dead
+    cache, NaN in tests) lie in that unit only."""
     rows, d = state.acc.shape
     chunks = len(kv.v_chunks)
     cols = chunks * rows
-    s = st_ps
-    if call.softcap is not None:
-        s = nl.ndarray((CHUNK, cols), nl.float32, buffer=nl.sbuf)
-        nisa.activation(dst=s, op=nl.tanh, data=st_ps, scale=call.scale / call.softcap)
+
     x = nl.ndarray((CHUNK, cols), nl.float32, buffer=nl.sbuf)
-    nisa.range_select(dst=x, on_true_tile=s, comp_op0=nl.greater_equal, comp_op1=nl.less_equal, bound0=bounds.lo,
-                      bound1=bounds.hi, range_start=rows * kv.t0, on_false_value=FP32_MIN)
+    nisa.range_select(dst=x, on_true_tile=st_ps, comp_op0=nl.greater_equal, comp_op1=nl.less_equal,
+                      bound0=bounds.lo, bound1=bounds.hi, range_start=rows * kv.t0, on_false_value=FP32_MIN)
     part_max = nl.ndarray((CHUNK, rows), nl.float32, buffer=nl.sbuf)
     nisa.tensor_reduce(dst=part_max, op=nl.maximum, data=x.reshape((CHUNK, chunks, rows)).permute((0, 2, 1)),
                        axis=2)
-    bank = nl.ndarray((CHUNK, PSUM_FMAX), nl.float32, buffer=nl.psum)  # tile_max^T, neg_max broadcast, P·V | tile_sum
+    bank = nl.ndarray((CHUNK, PSUM_FMAX), nl.float32, buffer=nl.psum)  # tile_max^T, P·V | tile_sum
     max_ps = bank[0:rows, 0:CHUNK]
     nisa.nc_transpose(dst=max_ps, data=part_max)
     tile_max = nl.ndarray((rows, 1), nl.float32, buffer=nl.sbuf)
@@ -121,17 +134,25 @@ def softmax_pv(st_ps, state, call, bounds, kv):
     diag = nl.ndarray((rows, rows), nl.float32, buffer=nl.sbuf)
     nisa.affine_select(dst=diag, pattern=[[1, rows]], channel_multiplier=-1, on_true_tile=neg_max.broadcast(1, rows),
                        on_false_value=0.0, cmp_op=nl.equal)
-    shift_ps = bank[:, CHUNK : CHUNK + rows]
-    nisa.nc_matmul(dst=shift_ps, stationary=call.key_major.ones, moving=diag)
-    xs = nl.ndarray((CHUNK, chunks, rows), nl.float32, buffer=nl.sbuf)
-    nisa.scalar_tensor_tensor(dst=xs, data=x.reshape((CHUNK, chunks, rows)), op0=nl.multiply,
-                              operand0=call.exp_scale, op1=nl.add,
-                              operand1=shift_ps.expand_dim(1).broadcast(1, chunks))
+    nisa.nc_matmul(dst=st_ps.reshape((CHUNK, chunks, rows)), stationary=call.key_major.unit,
+                   moving=diag.expand_dim(1).broadcast(1, chunks), accumulate=True)
     p = nl.ndarray((CHUNK, cols), call.q.dtype, buffer=nl.sbuf)
-    nisa.activation(dst=p, op=nl.exp, data=xs.reshape((CHUNK, cols)))
+    nisa.activation(dst=p, op=nl.exp, data=st_ps, scale=call.exp_scale)
+
+    def hide(_trip=None):  # p = 0 where x holds the mask's FP32_MIN (a selection: a NaN score stays NaN)
+        seen = nl.ndarray((CHUNK, cols), nl.uint8, buffer=nl.sbuf)
+        nisa.tensor_scalar(dst=seen, data=x, op0=nl.not_equal, operand0=FP32_MIN)
+        nisa.select_reduce(dst=p, predicate=seen, on_true=p, on_false=0.0)
+
+    if call.window is not None:
+        hide()
+    else:
+        trips = nisa.register_alloc()
+        nisa.register_load(trips, dead)
+        nl.fori_loop(0, trips, hide)
     part_sum = nl.ndarray((CHUNK, rows), nl.float32, buffer=nl.sbuf)
     nisa.tensor_reduce(dst=part_sum, op=nl.add, data=p.reshape((CHUNK, chunks, rows)).permute((0, 2, 1)), axis=2)
-    pv = bank[0:rows, CHUNK + rows : CHUNK + rows + d + 1]  # acc's p @ v, then tile_sum
+    pv = bank[0:rows, CHUNK : CHUNK + d + 1]  # acc's p @ v, then tile_sum
     for t, v in enumerate(kv.v_chunks):
         nisa.nc_matmul(dst=pv[:, 0:d], stationary=p[:, t * rows : (t + 1) * rows], moving=v)
     nisa.nc_matmul(dst=pv[:, d : d + 1], stationary=part_sum, moving=call.key_major.ones_col)

@@ -26,8 +26,9 @@
                   gather (`keymajor.py`), when the g rows times the gather's T chunks fit one PSUM bank of fp32
                   scores. Row-major tiles [g, n] leave 128 - g partitions idle in every mask and exp: Llama-3.1-70B
                   TP8 decode b8 ctx 4K (g = 8), modeled (trn2 LNC=1): ScalarE's 32 exps [8, 1024] 27 us and
-                  VectorE's range_selects 17 us of an 81.7 us step (56.7 % MBU); key-major 77.8 us (59.6 %), 75.2
-                  us (61.7 %) with the metadata and small-DMA placement of `_pipeline` and `index.dma_rows`.
+                  VectorE's range_selects 17 us of an 81.7 us step (56.7 % MBU); key-major 77.8 us (59.6 %), 65.7
+                  us (70.6 %) with the batched item setup, held-back stores and small-DMA placement of `_pipeline`,
+                  `items.py` and `index.dma_rows`.
     MAX_PAD_SHARE the launcher pads a table row to a whole gather (`table_positions`); a longer run is taken only
                   while the padding stays within this share of the row (padded keys cost gathers and score tiles
                   that earn nothing).
@@ -86,11 +87,12 @@ def score_run(run: int, heads: int = 1) -> int:
     return min(run, (SCORE_BANKS if heads == 1 else 1) * BANK_CHUNKS)
 
 
-def key_major(hkv: int, bq: int, g: int, run: int, positions: int, vector_dma: bool) -> bool:
+def key_major(hkv: int, bq: int, g: int, run: int, positions: int, vector_dma: bool, softcap) -> bool:
     """True where a class's score tiles are key-major (KEY_MAJOR): v3+ (vector_dma) decode items (BQ = 1) of one kv
-    head (hkv) whose g rows x `run` chunks of a gather fit one PSUM bank of fp32 scores (PSUM_FMAX), with the
-    range_select comb index g · position exact in fp32 (below 2**24) for every one of the row's `positions`."""
-    return (KEY_MAJOR and vector_dma and hkv == 1 and bq == 1 and g * run <= PSUM_FMAX
+    head (hkv) and no softcap (its tanh precedes the mask, which key-major tiles apply to p) whose g rows x `run`
+    chunks of a gather fit one PSUM bank of fp32 scores (PSUM_FMAX), with the range_select comb index g · position
+    exact in fp32 (below 2**24) for every one of the row's `positions`."""
+    return (KEY_MAJOR and vector_dma and hkv == 1 and bq == 1 and softcap is None and g * run <= PSUM_FMAX
             and g * positions < 2 ** 24)
 
 

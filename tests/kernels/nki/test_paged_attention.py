@@ -60,7 +60,9 @@ PINNED = [
     pytest.param(_pinned([30, 3], [10, 3], 4, 1, 64, 32, window=4, softcap=20.0), id="window-softcap-bs32"),
     # v3+ key-major decode tiles (one kv head: `paged_attention/keymajor.py`), several gathers a sequence
     pytest.param(_pinned([300, 5, 64, 129], [1, 1, 1, 1], 8, 1, 128, 16), id="70b-tp8-key-major-decode"),
-    pytest.param(_pinned([200, 33], [1, 1], 7, 1, 64, 32, window=50, softcap=20.0), id="key-major-window-softcap"),
+    pytest.param(_pinned([200, 33], [1, 1], 7, 1, 64, 32, window=50), id="key-major-window"),
+    pytest.param(_pinned([200, 33], [1, 1], 7, 1, 64, 32, window=50, softcap=20.0), id="one-kv-head-softcap-decode"),
+    pytest.param(_pinned([300, 77], [1, 1], 8, 1, 128, 32, dtype="float32"), id="key-major-float32-dead-rows"),
     pytest.param(_pinned([150, 20, 7], [1, 20, 3], 8, 1, 128, 16), id="key-major-decode-beside-prefill"),
     pytest.param(_pinned([9, 9], [3, 9], 2, 2, 64, 4, causal=False, pad=10**6), id="noncausal-junk-padding"),
     pytest.param(_pinned([8, 12], [0, 5], 4, 2, 64, 4, dtype="float32"), id="empty-query-sequence"),
