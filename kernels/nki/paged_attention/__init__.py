@@ -136,10 +136,10 @@ def paged_attention_kernel(q, key_cache, value_cache, item_tables, item_lens, it
     for count, bq in classes:
         if count:
             call = PagedCall(q, key_cache, value_cache, item_tables, out,
-                             (scale, causal, sliding_window, softcap), ItemClass(first, count, bq, row0))
+                             (scale, causal, sliding_window, softcap), ItemClass(first, count, bq, row0), quant)
             call.quantize(quant, k_scale_cache, v_scale_cache)
             if call.key_major is not None:
-                call.key_major = keymajor.Consts(call.rows, call.exp_scale)
+                call.key_major = keymajor.Consts(len(call.groups[0]) * call.rows, call.exp_scale)
             calls.append(call)
         first, row0 = first + count, row0 + count * bq
     if not calls:
@@ -179,7 +179,7 @@ class PagedCall(nl.NKIObject):
     fp8 [rows, 1] scale tiles (None: none to apply), scale_rows, the int8 scale caches as [slots, Hkv] rows (None
     otherwise)."""
 
-    def __init__(self, q, key_cache, value_cache, item_tables, out, options, items):
+    def __init__(self, q, key_cache, value_cache, item_tables, out, options, items, quant=None):
         self.q, self.key_cache, self.value_cache, self.out = q, key_cache, value_cache, out
         self.item_tables = item_tables
         self.scale, self.causal, self.window, self.softcap = options
@@ -198,7 +198,9 @@ class PagedCall(nl.NKIObject):
         self.vector_dma = nisa.get_nc_version() != nisa.nc_version.gen2  # indirect vector_offset DMA is v3+
         self.run = gather_run(self.block_size, slot_bytes(key_cache), self.positions, self.vector_dma)
         self.key_major = None  # keymajor.Consts where the score tiles are key-major (a whole gather each)
-        if key_major(self.hkv, self.bq, self.g, self.run, self.positions, self.vector_dma, self.softcap):
+        head_k_scales = quant is not None and quant[0] == "fp8" and len(set(quant[1])) > 1  # `quantize`: k_rows
+        if key_major(len(self.groups), self.bq, self.hkv * self.g, self.run, self.positions, self.vector_dma,
+                     self.softcap is not None or head_k_scales):
             self.key_major = self.rows  # keymajor.Consts once `quantize` has set exp_scale
             self.tile_run = self.run
         else:
@@ -303,10 +305,14 @@ def _key_major_tiles(call, consts, item, starts):
     (Gathering every K of the loop body before its V modeled slower: Llama-3.1-70B TP8 decode b8 ctx 4K, trn2 LNC=1,
     75.6 against 74.6 us.)"""
     kvs = [kv for t0 in starts for kv in _gather_step(call, consts, item, t0)]
-    qt = item.qs[0][0]
-    pending = keymajor.scores(qt, keymajor.transposes(kvs[0].k_chunks))
+    qt, heads = item.qs[0][0], call.groups[0]
+
+    def scores(kv):
+        return keymajor.scores(qt, keymajor.transposes(kv.k_chunks, heads, call.d), len(kv.k_chunks), len(heads))
+
+    pending = scores(kvs[0])
     for j, kv in enumerate(kvs):
-        nxt = keymajor.scores(qt, keymajor.transposes(kvs[j + 1].k_chunks)) if j + 1 < len(kvs) else None
+        nxt = scores(kvs[j + 1]) if j + 1 < len(kvs) else None
         unit = kv.t0 // (call.unit_tiles * KV_TILE)  # the loop unit holding this gather
         keymajor.softmax_pv(pending, item.states[0], call, item.bounds[0], kv, item.index.dead[0:1, unit : unit + 1])
         pending = nxt

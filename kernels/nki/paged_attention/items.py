@@ -82,7 +82,7 @@ def prepare(call, consts, plan, items, tables):
     elif call.comb_ramp is not None:
         add_comb(bounds, call.comb_ramp, call.run, call.tile_run, call.window)
     if call.key_major is not None:
-        columns = keymajor.bounds(bounds, consts.pos[:, 0:1], call.rows)
+        columns = keymajor.bounds(bounds, consts.pos[:, 0:1], len(call.groups[0]) * call.rows)
     else:
         columns = [bounds.column(c) for c in range(len(items) * blocks)]
     return {w: (index, columns[j * blocks : (j + 1) * blocks]) for j, (w, index) in enumerate(zip(items, indices))}

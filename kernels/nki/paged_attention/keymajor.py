@@ -75,33 +75,37 @@ def bounds(rows, run_pos, g):
     return [Bounds(lo[:, c : c + 1], hi[:, c : c + 1]) for c in range(cols)]
 
 
-def transposes(k_chunks):
-    """k^T of one gather's T chunks k_chunks ([CHUNK keys, D] SBUF, one kv head) by PE transposes, one [D, n] PSUM
-    tile per PSUM bank of chunks (`tiles.bank_pieces`): [(c0, c1, kt_ps), ...], for `scores`."""
-    d = k_chunks[0].shape[1]
+def transposes(k_chunks, heads, d):
+    """k^T of one gather's T chunks k_chunks ([CHUNK keys, Hkv · d] SBUF) of each kv head of `heads` by PE
+    transposes, the (head, chunk) pairs in order, one [d, n] PSUM tile per PSUM bank of them (`tiles.bank_pieces`):
+    [(pairs, kt_ps), ...] (pairs: the (i, chunk) of each CHUNK columns, i the head's place in `heads`), for `scores`."""
+    pairs = [(i, c) for i in range(len(heads)) for c in range(len(k_chunks))]
     pieces = []
-    for c0, c1 in bank_pieces(len(k_chunks), CHUNK, k_chunks[0].dtype):
-        kt_ps = nl.ndarray((d, (c1 - c0) * CHUNK), k_chunks[0].dtype, buffer=nl.psum)
-        transpose_side_by_side(kt_ps, k_chunks[c0:c1])
-        pieces.append((c0, c1, kt_ps))
+    for p0, p1 in bank_pieces(len(pairs), CHUNK, k_chunks[0].dtype):
+        kt_ps = nl.ndarray((d, (p1 - p0) * CHUNK), k_chunks[0].dtype, buffer=nl.psum)
+        transpose_side_by_side(kt_ps, [k_chunks[c][:, heads[i] * d : (heads[i] + 1) * d] for i, c in pairs[p0:p1]])
+        pieces.append((pairs[p0:p1], kt_ps))
     return pieces
 
 
-def scores(qt, pieces):
-    """s^T [CHUNK, T · rows] fp32 PSUM of one gather's chunks, from their k^T `transposes` pieces, against q^T
-    [D, rows]: column t · rows + j = chunk t's keys · q row j; each piece evacuated to SBUF by ScalarE and VectorE in
-    turn, then its chunks' matmuls."""
+def scores(qt, pieces, chunks, heads):
+    """s^T [CHUNK, T · rows] fp32 PSUM of one gather's T = chunks chunks, from their k^T `transposes` pieces, against
+    q^T [D, rows] of `heads` kv heads (rows = heads · g, head-major): column t · rows + i · g + j = chunk t's keys of
+    head i · that head's q row j; each piece evacuated to SBUF by ScalarE and VectorE in turn, then its matmuls (a
+    head's k^T against its own q rows only: a non-finite key stays in its head's columns)."""
     d, rows = qt.shape
-    st = nl.ndarray((CHUNK, pieces[-1][1] * rows), nl.float32, buffer=nl.psum)
+    g = rows // heads
+    st = nl.ndarray((CHUNK, chunks * rows), nl.float32, buffer=nl.psum)
     kts = []
-    for i, (c0, c1, kt_ps) in enumerate(pieces):
+    for n, (pairs, kt_ps) in enumerate(pieces):
         kt = nl.ndarray(kt_ps.shape, kt_ps.dtype, buffer=nl.sbuf)
-        psum_copy(kt, kt_ps, on_scalar=i % 2 == 0)
-        kts.append((c0, c1, kt))
-    for c0, c1, kt in kts:
-        for c in range(c0, c1):
-            nisa.nc_matmul(dst=st[:, c * rows : (c + 1) * rows], stationary=kt[:, (c - c0) * CHUNK : (c - c0 + 1) * CHUNK],
-                           moving=qt)
+        psum_copy(kt, kt_ps, on_scalar=n % 2 == 0)
+        kts.append((pairs, kt))
+    for pairs, kt in kts:
+        for k, (i, c) in enumerate(pairs):
+            at = c * rows + i * g
+            nisa.nc_matmul(dst=st[:, at : at + g], stationary=kt[:, k * CHUNK : (k + 1) * CHUNK],
+                           moving=qt[:, i * g : (i + 1) * g])
     return st
 
 
@@ -153,8 +157,23 @@ def softmax_pv(st_ps, state, call, bounds, kv, dead):
     part_sum = nl.ndarray((CHUNK, rows), nl.float32, buffer=nl.sbuf)
     nisa.tensor_reduce(dst=part_sum, op=nl.add, data=p.reshape((CHUNK, chunks, rows)).permute((0, 2, 1)), axis=2)
     pv = bank[0:rows, CHUNK : CHUNK + d + 1]  # acc's p @ v, then tile_sum
-    for t, v in enumerate(kv.v_chunks):
-        nisa.nc_matmul(dst=pv[:, 0:d], stationary=p[:, t * rows : (t + 1) * rows], moving=v)
+    heads = call.groups[0]
+    if len(heads) == 1:
+        for t, v in enumerate(kv.v_chunks):
+            nisa.nc_matmul(dst=pv[:, 0:d], stationary=p[:, t * rows : (t + 1) * rows], moving=v)
+    else:
+        # stacked heads: o^T [D, rows] with each head's v stationary and only its own p columns moving (no mixing),
+        # then one bit-exact transpose back to rows on partitions
+        g = rows // len(heads)
+        ot_ps = bank[:, CHUNK + d + 1 : CHUNK + d + 1 + rows]
+        for i, h in enumerate(heads):
+            for t, v in enumerate(kv.v_chunks):
+                at = t * rows + i * g
+                nisa.nc_matmul(dst=ot_ps[0:d, i * g : (i + 1) * g], stationary=v[:, h * d : (h + 1) * d],
+                               moving=p[:, at : at + g])
+        ot = nl.ndarray((d, rows), nl.float32, buffer=nl.sbuf)
+        nisa.tensor_copy(dst=ot, src=ot_ps[0:d, :])
+        nisa.nc_transpose(dst=pv[:, 0:d], data=ot)
     nisa.nc_matmul(dst=pv[:, d : d + 1], stationary=part_sum, moving=call.key_major.ones_col)
     update_sum(state.run_sum, rescale, pv[:, d : d + 1])
     update_acc(state.acc, rescale, pv[:, 0:d])

@@ -22,9 +22,10 @@
                   sequences (each item's small metadata DMAs queue behind the previous item's 1 MiB gathers on
                   every DMA engine) and leaves a ~20 us tail after the last gather; 16-slot runs, two tiles side by
                   side: 53.9 %.
-    KEY_MAJOR     v3+ decode items of one kv head (`key_major`): score tiles key-major, s^T [keys, T · g] over a whole
-                  gather (`keymajor.py`), when the g rows times the gather's T chunks fit one PSUM bank of fp32
-                  scores. Row-major tiles [g, n] leave 128 - g partitions idle in every mask and exp: Llama-3.1-70B
+    KEY_MAJOR     v3+ decode items whose kv heads stack in one group (`key_major`): score tiles key-major, s^T [keys,
+                  T · rows] over a whole gather (`keymajor.py`), when the rows times the gather's T chunks fit one
+                  PSUM bank of fp32 scores. Row-major tiles [rows, n] leave 128 - rows partitions idle in every mask
+                  and exp (and stacked heads transpose s^T back and p forth): Llama-3.1-70B
                   TP8 decode b8 ctx 4K (g = 8), modeled (trn2 LNC=1): ScalarE's 32 exps [8, 1024] 27 us and
                   VectorE's range_selects 17 us of an 81.7 us step (56.7 % MBU); key-major 77.8 us (59.6 %), 65.7
                   us (70.6 %) with the batched item setup, held-back stores and small-DMA placement of `_pipeline`,
@@ -87,13 +88,14 @@ def score_run(run: int, heads: int = 1) -> int:
     return min(run, (SCORE_BANKS if heads == 1 else 1) * BANK_CHUNKS)
 
 
-def key_major(hkv: int, bq: int, g: int, run: int, positions: int, vector_dma: bool, softcap) -> bool:
-    """True where a class's score tiles are key-major (KEY_MAJOR): v3+ (vector_dma) decode items (BQ = 1) of one kv
-    head (hkv) and no softcap (its tanh precedes the mask, which key-major tiles apply to p) whose g rows x `run`
-    chunks of a gather fit one PSUM bank of fp32 scores (PSUM_FMAX), with the range_select comb index g · position
-    exact in fp32 (below 2**24) for every one of the row's `positions`."""
-    return (KEY_MAJOR and vector_dma and hkv == 1 and bq == 1 and softcap is None and g * run <= PSUM_FMAX
-            and g * positions < 2 ** 24)
+def key_major(groups: int, bq: int, rows: int, run: int, positions: int, vector_dma: bool, row_scaled: bool) -> bool:
+    """True where a class's score tiles are key-major (KEY_MAJOR): v3+ (vector_dma) decode items (BQ = 1) whose kv
+    heads stack in one group of `rows` rows whose scores take no per-row transform (row_scaled: a softcap's tanh, or
+    fp8 k scales per head, precede the mask on row-major tiles), with `run` chunks of a gather fitting one PSUM bank
+    of fp32 scores (rows x run <= PSUM_FMAX) and the range_select comb index rows · position exact in fp32 (below
+    2**24) for every one of the row's `positions`."""
+    return (KEY_MAJOR and vector_dma and groups == 1 and bq == 1 and not row_scaled and rows * run <= PSUM_FMAX
+            and rows * positions < 2 ** 24)
 
 
 def max_run(block_size: int, row_bytes: int) -> int:

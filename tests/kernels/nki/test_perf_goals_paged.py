@@ -5,11 +5,11 @@ All figures are modeled (nkilab.harness.perf), LNC=1, bf16, block size 32, decod
 the model's (`Estimate.mbu`, what `nkilab bench` prints: HBM bytes of the trace over the kernel time, launch cost
 apart). The ragged and mixed rows are kernel time over the roofline of the op's *useful* work (`_useful_roofline_s`:
 the bytes of every live K/V row, q and out, and the FLOPs of the visible scores and P @ V; padded and masked work
-earns nothing), as the issue counts them. Shapes are the smallest that show each row's limit, so the module traces
-in seconds: Llama-3.1-8B (32 / 8 heads, D 128) decode b8 at 4K; Llama-3.1-70B at TP8 (8 / 1 heads: 256-byte kv
-rows; the issue's own row) and Qwen2.5-7B (28 / 4 heads) decode b8 at 4K; a ragged b8 batch at contexts 1K..8K (the
-issue's b32 at 1K..32K: 1.16x, modeled); a mixed step of one 256-token chunk and 7 decodes at 2K (the issue's 512 +
-31 at 4K: 1.68x, modeled; the same limits). `nkilab bench --kernel paged_attention --batches 8 --contexts 4096 --lnc
+earns nothing), as the issue counts them. Rows, each traced in a second or two: Llama-3.1-8B (32 / 8 heads, D 128)
+decode b8 at 4K; Llama-3.1-70B at TP8 (8 / 1 heads: 256-byte kv rows) and Qwen2.5-7B (28 / 4 heads) decode b8 at
+4K; the issue's ragged b32 at contexts 1K..32K (geometric) and mixed step of one 512-token chunk and 31 decodes at
+4K (Llama-3.1-8B), with smaller ragged (b8, 1K..8K) and mixed (one 256-token chunk and 7 decodes at 2K) batches
+reported beside them. `nkilab bench --kernel paged_attention --batches 8 --contexts 4096 --lnc
 1` reproduces the Llama decode row (its first line; without --lnc, trn2 models LNC=2).
 """
 
@@ -24,6 +24,7 @@ LLAMA_8B = dict(hq=32, hkv=8, head_dim=128, block_size=32, dtype="bfloat16")
 LLAMA_70B_TP8 = dict(hq=8, hkv=1, head_dim=128, block_size=32, dtype="bfloat16")
 QWEN_7B = dict(hq=28, hkv=4, head_dim=128, block_size=32, dtype="bfloat16")
 RAGGED = [1024, 1365, 1820, 2427, 3236, 4315, 5753, 8192]  # geometric, 1K .. 8K
+RAGGED_B32 = [int(n) for n in np.geomspace(1024, 32768, 32)]  # geometric, 1K .. 32K
 
 
 def _row(target, problem, metric, floor, goal):
@@ -33,23 +34,21 @@ def _row(target, problem, metric, floor, goal):
 # id -> row; metric "mbu" (higher is better) or "x_roofline" (lower is better); floor: today's modeled value less
 # about a point (x_roofline: plus about 2 %); goal: issue 11's (None: reported beside trn2)
 ROWS = {
-    "trn2-llama8b-decode-b8-4k": _row("trn2", dict(num_seqs=8, context=4096, **LLAMA_8B), "mbu", 0.85, 0.80),
+    "trn2-llama8b-decode-b8-4k": _row("trn2", dict(num_seqs=8, context=4096, **LLAMA_8B), "mbu", 0.86, 0.80),
     "trn2-llama70b-tp8-decode-b8-4k": _row("trn2", dict(num_seqs=8, context=4096, **LLAMA_70B_TP8), "mbu", 0.70,
                                            0.70),
-    "trn2-qwen7b-decode-b8-4k": _row("trn2", dict(num_seqs=8, context=4096, **QWEN_7B), "mbu", 0.82, 0.70),
-    "trn2-ragged-b8-1k-8k": _row("trn2", dict(num_seqs=8, seq_lens=RAGGED, **LLAMA_8B), "x_roofline", 1.26, 1.3),
+    "trn2-qwen7b-decode-b8-4k": _row("trn2", dict(num_seqs=8, context=4096, **QWEN_7B), "mbu", 0.83, 0.70),
+    "trn2-ragged-b32-1k-32k": _row("trn2", dict(num_seqs=32, seq_lens=RAGGED_B32, **LLAMA_8B), "x_roofline", 1.17,
+                                   1.3),
+    "trn2-mixed-512-chunk-31-decodes-4k": _row("trn2", dict(num_seqs=32, q_lens=[512] + [1] * 31,
+                                                            seq_lens=[4096] * 32, **LLAMA_8B), "x_roofline", 1.47, 1.5),
+    "trn2-ragged-b8-1k-8k": _row("trn2", dict(num_seqs=8, seq_lens=RAGGED, **LLAMA_8B), "x_roofline", 1.25, None),
     "trn2-mixed-256-chunk-7-decodes-2k": _row("trn2", dict(num_seqs=8, q_lens=[256] + [1] * 7, seq_lens=[2048] * 8,
-                                                           **LLAMA_8B), "x_roofline", 2.59, 1.5),
+                                                           **LLAMA_8B), "x_roofline", 2.35, None),
     "inf2-llama8b-decode-b8-4k": _row("inf2", dict(num_seqs=8, context=4096, **LLAMA_8B), "mbu", 0.28, None),
 }
-# what limits each unmet row (from its trace)
-NOT_MET = {
-    "trn2-mixed-256-chunk-7-decodes-2k": "VectorE, TensorE and ScalarE (369, 324 and 314 of 499 us): per chunk tile "
-                                         "and kv head a k^T evacuation, mask, exp, p^T evacuation and acc update, "
-                                         "with each context gathered once per two row blocks (`ITEM_BLOCKS`: more "
-                                         "blocks per item model slower, SBUF-bound); the decodes' 8 x 4 PE "
-                                         "transposes and 64 small matmuls per 512-key tile",
-}
+# what limits each unmet row (from its trace): none today
+NOT_MET = {}
 
 
 def _useful_roofline_s(problem, est):
