@@ -26,7 +26,8 @@ for one runtime loop per score tile):
             gather K, V x (Hkv * D): all kv heads in one DMA (GQA shares the load, read once), then per group:
             s = q_h . k_h^T per head h (PE transposes of k; v3+ stacked heads: their own PE column tiles, or s^T
             per head and chunk transposed back; v2: accumulating matmuls of q^T masked to head h's columns over
-            a cleaned K); v3+ decode items of one kv head keep s^T, keys on partitions, a whole gather a tile,
+            a cleaned K); v3+ decode items whose kv heads stack in one group keep s^T, keys on partitions, a whole
+            gather a tile,
             through the mask and the exps (`keymajor.py`, `tuning.key_major`)
             (softcap: x = tanh(s * scale / c)); x = visible ? x : FP32_MIN, with the tile_max (one instruction)
             online softmax: neg_max, rescale, run_sum; acc = acc * rescale + p @ v (stacked heads: o^T per head

@@ -6,10 +6,9 @@ from .._shim import nisa, nl
 from . import keymajor
 from .index import add_band, add_comb, block_indices, row_bounds, slot_indices
 from .tiles import SoftmaxState, load_q_group, output_rows, store_rows
+from .tuning import STORE_BYTES, TABLE_BYTES
 
 PLAN_PARTITION = 16  # the partition of the plan rows (`load_row`)
-TABLE_BYTES = 4096  # bytes per partition of one table-row DMA of several items (`table_batches`)
-STORE_BYTES = 16 * 1024  # bytes per partition of output rows held back for their stores (`Stores`)
 
 
 class PlanRows(nl.NKIObject):

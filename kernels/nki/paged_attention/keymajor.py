@@ -1,13 +1,14 @@
-"""Key-major score tiles of paged attention: v3+ decode items of one kv head (`tuning.key_major`).
+"""Key-major score tiles of paged attention: v3+ decode items whose kv heads stack in one group (`tuning.key_major`).
 
-Such an item has g rows (Llama-3.1-70B at TP8: 8), so a row-major score tile [g, n] leaves 128 - g partitions idle
-in its mask and its exp, both n elements a row. A key-major tile holds a whole gather of T chunks transposed,
-s^T [CHUNK keys, T · g] fp32 PSUM (column t · g + j: chunk t's keys against row j, `scores`), so they run T · g
-elements a partition (16 · 8 against 2048 per Llama-3.1-70B gather):
-    s^T     per chunk: its k^T stationary, q^T [D, g] moving (one 64-cycle matmul); k^T by PE transposes per PSUM
-            bank of chunks, evacuated by ScalarE and VectorE in turn.
-    mask    one range_select of the whole tile at comb index g · (gather start + t) + j (`Bounds`), no reduce: its
-            accumulator would mix rows.
+Such an item has few rows (Llama-3.1-70B at TP8: 8, one kv head; Llama-3.1-8B: 32, 8 kv heads of 4), so a row-major
+score tile [rows, n] leaves 128 - rows partitions idle in its mask and its exp, both n elements a row (and stacked
+heads transpose their s^T back to rows and p forth). A key-major tile holds a whole gather of T chunks transposed,
+s^T [CHUNK keys, T · rows] fp32 PSUM (column t · rows + i · g + j: chunk t's keys of head i against its row j,
+`scores`), so they run T · rows elements a partition (16 · 8 against 2048 per Llama-3.1-70B gather):
+    s^T     per chunk and head: its k^T stationary, the head's q^T [D, g] moving (one 64-cycle matmul); k^T by PE
+            transposes per PSUM bank of (head, chunk) pairs, evacuated by ScalarE and VectorE in turn.
+    mask    one range_select of the whole tile at comb index rows · (gather start + t) + column (`Bounds`) into an
+            SBUF copy x, no reduce: its accumulator would mix rows.
     max     per row: a max over t per partition (VectorE), a bit-exact fp32 PE transpose, a max over partitions
             (VectorE, from PSUM); then `tiles.advance_max` on the row-major state.
     shift   s^T += neg_max / exp_scale on every key partition: (1 / exp_scale)^T @ diag(neg_max) on TensorE for
@@ -16,8 +17,9 @@ elements a partition (16 · 8 against 2048 per Llama-3.1-70B gather):
             0 * inf = NaN).
     p       exp(exp_scale · s^T) by one ScalarE instruction from PSUM, then p = 0 where the mask hid a key (a
             VectorE selection, where a key can be hidden: `softmax_pv`); chunk t's p^T is p[:, t · g : (t + 1) · g],
-            the P·V stationary as it is (no transposes of p); tile_sum: a sum over t per partition (VectorE), then
-            one matmul with a ones column, into the P·V tile's last column.
+            the P·V stationary as it is (one head; stacked heads: o^T per head with p moving, one transpose back,
+            no transposes of p); tile_sum: a sum over t per partition (VectorE), then one matmul with a ones column,
+            into the P·V tile's last column.
     PSUM    a step takes four banks: k^T (two, bf16), s^T, and one for the tile_max transpose and P·V | tile_sum
             side by side; two steps in flight then leave PSUM room for the rest.
 Llama-3.1-70B TP8 decode b8 ctx 4K, modeled (trn2 LNC=1): 81.7 -> 77.8 us (56.7 -> 59.6 % MBU) against row-major
@@ -55,23 +57,27 @@ class Consts(nl.NKIObject):
 class Bounds(nl.NKIObject):
     """bound0 / bound1 (lo, hi) float32 [CHUNK, 1] of a key-major range_select of one item.
 
-    Column f = t · g + j of the tile of the gather from position gs is key gs + run · p + t, at comb index
-    g · gs + f (range_start g · gs): the key is visible iff g · (lo - run · p) <= g · gs + f <= g · (hi - run · p)
-    + g - 1, as 0 <= j < g (exact in fp32: `tuning.key_major` keeps g · positions below 2**24)."""
+    Column f = t · r + j (r = the group's rows, 0 <= j < r) of the tile of the gather from position gs is key
+    gs + run · p + t, at comb index r · gs + f (range_start r · gs): the key is visible iff
+    r · (lo - run · p) <= r · gs + f <= r · (hi - run · p) + r - 1 (exact in fp32: `tuning.key_major` keeps
+    r · positions below 2**24)."""
 
     def __init__(self, lo, hi):
         self.lo, self.hi = lo, hi
 
 
-def bounds(rows, run_pos, g):
-    """The `Bounds` of C items from their visible ranges [lo, hi] (`index.RowBounds` of PMAX rows, [PMAX, C]: decode
-    rows share it) and run_pos [CHUNK, 1] = run · p (`IndexConsts.pos`), three instructions for all C."""
-    cols = rows.lo.shape[1]
+def bounds(ranges, run_pos, rows):
+    """The `Bounds` of C items of `rows` rows each from their visible ranges [lo, hi] (`index.RowBounds` of PMAX
+    rows, [PMAX, C]: decode rows share it) and run_pos [CHUNK, 1] = run · p (`IndexConsts.pos`), three instructions
+    for all C."""
+    cols = ranges.lo.shape[1]
     lo = nl.ndarray((CHUNK, cols), nl.float32, buffer=nl.sbuf)
-    nisa.tensor_scalar(dst=lo, data=rows.lo, op0=nl.subtract, operand0=run_pos, op1=nl.multiply, operand1=float(g))
+    nisa.tensor_scalar(dst=lo, data=ranges.lo, op0=nl.subtract, operand0=run_pos, op1=nl.multiply,
+                       operand1=float(rows))
     hi = nl.ndarray((CHUNK, cols), nl.float32, buffer=nl.sbuf)
-    nisa.tensor_scalar(dst=hi, data=rows.hi, op0=nl.subtract, operand0=run_pos, op1=nl.multiply, operand1=float(g))
-    nisa.tensor_scalar(dst=hi, data=hi, op0=nl.add, operand0=float(g - 1))
+    nisa.tensor_scalar(dst=hi, data=ranges.hi, op0=nl.subtract, operand0=run_pos, op1=nl.multiply,
+                       operand1=float(rows))
+    nisa.tensor_scalar(dst=hi, data=hi, op0=nl.add, operand0=float(rows - 1))
     return [Bounds(lo[:, c : c + 1], hi[:, c : c + 1]) for c in range(cols)]
 
 
