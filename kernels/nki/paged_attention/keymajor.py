@@ -35,6 +35,7 @@ from .._softmax import update_acc, update_sum
 from .._tiling import FP32_MIN, PMAX, PSUM_FMAX
 from .index import CHUNK
 from .tiles import advance_max, bank_pieces
+from .tuning import KT_BANKS
 
 
 class Consts(nl.NKIObject):
@@ -82,28 +83,38 @@ def bounds(ranges, run_pos, rows):
 
 
 def transposes(k_chunks, heads, d):
-    """k^T of one gather's T chunks k_chunks ([CHUNK keys, Hkv · d] SBUF) of each kv head of `heads` by PE
-    transposes, the (head, chunk) pairs in order, one [d, n] PSUM tile per PSUM bank of them (`tiles.bank_pieces`):
-    [(pairs, kt_ps), ...] (pairs: the (i, chunk) of each CHUNK columns, i the head's place in `heads`), for `scores`."""
+    """k^T of one gather's T chunks k_chunks ([CHUNK keys, Hkv · d] SBUF) of each kv head of `heads`, the (head,
+    chunk) pairs in order, one [d, n] PSUM tile per PSUM bank of them (`tiles.bank_pieces`): [(pairs, kt_ps), ...]
+    (pairs: the (i, chunk) of each CHUNK columns, i the head's place in `heads`), for `scores`. The PE transposes of
+    the first KT_BANKS pieces are issued here (ahead of the previous tile's softmax step); the others' kt_ps is None
+    and `scores` transposes them, each right before its evacuation, so PSUM holds at most KT_BANKS of them ahead."""
     pairs = [(i, c) for i in range(len(heads)) for c in range(len(k_chunks))]
     pieces = []
-    for p0, p1 in bank_pieces(len(pairs), CHUNK, k_chunks[0].dtype):
-        kt_ps = nl.ndarray((d, (p1 - p0) * CHUNK), k_chunks[0].dtype, buffer=nl.psum)
-        transpose_side_by_side(kt_ps, [k_chunks[c][:, heads[i] * d : (heads[i] + 1) * d] for i, c in pairs[p0:p1]])
-        pieces.append((pairs[p0:p1], kt_ps))
+    for n, (p0, p1) in enumerate(bank_pieces(len(pairs), CHUNK, k_chunks[0].dtype)):
+        srcs = [k_chunks[c][:, heads[i] * d : (heads[i] + 1) * d] for i, c in pairs[p0:p1]]
+        pieces.append((pairs[p0:p1], _transposed(srcs, d) if n < KT_BANKS else srcs))
     return pieces
+
+
+def _transposed(srcs, d):
+    """[d, len(srcs) · CHUNK] PSUM: the PE transposes of srcs ([CHUNK, d] SBUF each) side by side."""
+    kt_ps = nl.ndarray((d, len(srcs) * CHUNK), srcs[0].dtype, buffer=nl.psum)
+    transpose_side_by_side(kt_ps, srcs)
+    return kt_ps
 
 
 def scores(qt, pieces, chunks, heads):
     """s^T [CHUNK, T · rows] fp32 PSUM of one gather's T = chunks chunks, from their k^T `transposes` pieces, against
     q^T [D, rows] of `heads` kv heads (rows = heads · g, head-major): column t · rows + i · g + j = chunk t's keys of
-    head i · that head's q row j; each piece evacuated to SBUF by ScalarE and VectorE in turn, then its matmuls (a
-    head's k^T against its own q rows only: a non-finite key stays in its head's columns)."""
+    head i · that head's q row j; each piece (transposed here if `transposes` left it) evacuated to SBUF by ScalarE
+    and VectorE in turn, then its matmuls (a head's k^T against its own q rows only: a non-finite key stays in its
+    head's columns)."""
     d, rows = qt.shape
     g = rows // heads
     st = nl.ndarray((CHUNK, chunks * rows), nl.float32, buffer=nl.psum)
     kts = []
-    for n, (pairs, kt_ps) in enumerate(pieces):
+    for n, (pairs, piece) in enumerate(pieces):
+        kt_ps = piece if n < KT_BANKS else _transposed(piece, d)
         kt = nl.ndarray(kt_ps.shape, kt_ps.dtype, buffer=nl.sbuf)
         psum_copy(kt, kt_ps, on_scalar=n % 2 == 0)
         kts.append((pairs, kt))

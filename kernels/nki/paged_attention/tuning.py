@@ -32,6 +32,10 @@
                   `items.py` and `index.dma_rows`. Stacked heads (one group): Llama-3.1-8B decode b8 ctx 4K 86.1 ->
                   87.0 %, its mixed step of one 512-token chunk and 31 decodes at 4K 1.685 -> 1.446x the useful
                   roofline (the decodes' s^T back-transposes and p^T transposes go).
+    KT_BANKS      key-major tiles (`keymajor.transposes`): PSUM banks of a gather's k^T transposed ahead of the previous
+                  tile's softmax step; the rest are transposed when evacuated. Four hold Llama-3.1-8B's 8 heads x 4
+                  chunks (bf16); its int8 cache (8 chunks a gather, dequantized to bf16) needs eight, more than PSUM
+                  holds with the rest of the step.
     TABLE_BYTES   bytes per partition of one DMA of several work items' table rows (`items.table_batches`; their
                   gather indices are computed together, `items.prepare`): one DMA and one instruction per index step
                   for the batch, instead of a scalar-offset DMA and a chain of ~10 instructions per item.
@@ -80,6 +84,7 @@ BANK_CHUNKS = PSUM_FMAX // PMAX  # gather chunks (PMAX keys each) per PSUM bank 
 ITEM_BLOCKS = 2
 TILE_SPAN = 2
 KEY_MAJOR = True
+KT_BANKS = 4
 TABLE_BYTES = 4096
 STORE_BYTES = 16 * 1024
 

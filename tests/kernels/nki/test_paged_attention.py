@@ -240,6 +240,16 @@ def test_trace_llama_decode_trn2():
     assert len(selects) == tiles and all(i.operands[0].shape == (32, 32) for i in selects)
 
 
+def test_key_major_int8_cache_stays_within_psum():
+    # an int8 cache's 1 KiB slots gather 8 chunks: Llama-3.1-8B's 8 kv heads x 8 chunks of k^T fill eight PSUM
+    # banks; key-major tiles transpose `tuning.KT_BANKS` of them ahead, the rest when evacuated (the emulator checks
+    # PSUM capacity by liveness, so an overfull schedule raises here)
+    problem = dict(LLAMA_DECODE, num_seqs=1, context=2048, kv_cache_dtype="int8")
+    kernel, args, kwargs = launch_paged.traceable(problem, "trn2")
+    mix = run(kernel, *args, target="trn2", mode="trace", **kwargs).trace.instruction_mix()
+    assert mix["vector"]["range_select"] == 2048 // 1024  # one key-major tile per gather of 8 chunks
+
+
 def test_dead_rows_zeroed_in_the_last_unit_only():
     # contexts 4000 and 4096 (512-position loop units, `launch_paged.unit_dead`): one select, in sequence 0's unit 7
     assert launch_paged.unit_dead(np.array([4000, 4096, 0]), 4096, 512).tolist() == [[0] * 7 + [1], [0] * 8, [0] * 8]
