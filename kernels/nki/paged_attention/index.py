@@ -125,7 +125,7 @@ def _high_rows(rows, cols, dtype):
 
 
 def dma_rows(rows, cols, dtype, k):
-    """A [rows, cols] SBUF tile for a small DMA of work item k (its q rows, output rows), from the k-th of
+    """A [rows, cols] SBUF tile for a small DMA of the k-th work item of a program's stream (its q rows), from the k-th of
     the partition starts it may take in turn: a DMA runs on the engines of its partitions (partition p: engine
     (p // 8) % 16, modeled), and every gather's packets queue on all 16, so the small DMAs of consecutive items go
     to engines 0 and 4 in turn (8 - 15 serve the table rows, `_high_rows`) instead of all to engine 0

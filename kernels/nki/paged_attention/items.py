@@ -3,6 +3,7 @@ indices and row bounds computed at once, an item's q^T and state, and its output
 
 from .._dtypes import itemsize
 from .._shim import nisa, nl
+from .._tiling import PSUM_FMAX
 from . import keymajor
 from .index import add_band, add_comb, block_indices, row_bounds, slot_indices
 from .tiles import SoftmaxState, load_q_group, output_rows, store_rows
@@ -52,12 +53,13 @@ def load_row(plan, size):
 
 def table_batches(stream, max_blocks, consts):
     """The items of a stream ([(call, w), ...], w every nl.num_programs(0)-th item) as ranges of at most
-    TABLE_BYTES // (4 · cols) items, one `index.load_tables` DMA each (cols: int32 entries of one item's table tile
-    per partition)."""
+    TABLE_BYTES // (4 · cols) items (cols: int32 entries of one item's table tile per partition) and PSUM_FMAX (the
+    moving free size of `index.slot_indices`' matmul over the batch's block 0 entries), one `index.load_tables` DMA
+    each."""
     ws = [w for _, w in stream]
     step = ws[1] - ws[0] if len(ws) > 1 else 1
     cols = consts.pos.shape[1] if consts.pos is not None else max_blocks
-    per = max(1, TABLE_BYTES // (4 * cols))
+    per = min(PSUM_FMAX, max(1, TABLE_BYTES // (4 * cols)))
     return [range(ws[i], ws[min(i + per, len(ws)) - 1] + 1, step) for i in range(0, len(ws), per)]
 
 
@@ -91,7 +93,8 @@ def setup_item(call, consts, plan, w, prepared):
     """WorkItem w from its `prepare` entry (gather index, row bounds): q^T, state."""
     index, bounds = prepared
     q0 = plan.q0[0:1, w : w + 1]
-    qs = [load_q_group(call.q, q0, grp, call.g, call.block_bq, call.vector_dma, w, b * call.block_bq)
+    k = (w - call.items.first) // nl.num_programs(0)  # w's place in its program's stream of the class
+    qs = [load_q_group(call.q, q0, grp, call.g, call.block_bq, call.vector_dma, k, b * call.block_bq)
           for grp, b in zip(call.groups, call.group_block)]
     states = [SoftmaxState(len(grp) * call.rows, call.d, call.exp_scale) for grp in call.groups]
     return WorkItem(w, bounds, index, qs, states)
@@ -101,13 +104,13 @@ def finish(call, item):
     """The output rows of a finished WorkItem, per group (res, its row_dst column (-1: skipped,
     `PagedCall.dst_cols`), kv heads): `tiles.output_rows`, for `tiles.store_rows`."""
     dst = [call.dst_cols[:, j : j + 1] for j in call.block_cols(item.w)]
-    return [(output_rows(state, call.out.dtype, item.w, call.v_rows[gi]), dst[b], grp)
+    return [(output_rows(state, call.out.dtype, call.v_rows[gi]), dst[b], grp)
             for gi, (state, grp, b) in enumerate(zip(item.states, call.groups, call.group_block))]
 
 
 class Stores(nl.NKIObject):
     """Output stores held back until the gathers issued before the end of `_pipeline` (or STORE_BYTES of held
-    output rows a partition): a store's packets on DMA engines 0 / 4 (`index.dma_rows`) between two gathers' hold
+    output rows a partition): a store's packets on the DMA engine of its rows' partitions between two gathers' hold
     up every later gather, whose packets span all 16 engines, while HBM idles."""
 
     def __init__(self):

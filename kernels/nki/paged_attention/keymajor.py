@@ -30,6 +30,7 @@ Numerics as the row-major tiles', but tile_sum sums p after its cast to q's dtyp
 """
 
 from .._attention_tiles import psum_copy, transpose_side_by_side
+from .._dtypes import itemsize
 from .._shim import nisa, nl
 from .._softmax import update_acc, update_sum
 from .._tiling import FP32_MIN, PMAX, PSUM_FMAX
@@ -90,7 +91,9 @@ def transposes(k_chunks, heads, d):
     and `scores` transposes them, each right before its evacuation, so PSUM holds at most KT_BANKS of them ahead."""
     pairs = [(i, c) for i in range(len(heads)) for c in range(len(k_chunks))]
     pieces = []
-    for n, (p0, p1) in enumerate(bank_pieces(len(pairs), CHUNK, k_chunks[0].dtype)):
+    # fp8 k^T counted as 2-byte columns (at most 1024 a bank, as the row-major tiles' PSUM tiles)
+    dtype = k_chunks[0].dtype if itemsize(k_chunks[0].dtype) >= 2 else nl.bfloat16
+    for n, (p0, p1) in enumerate(bank_pieces(len(pairs), CHUNK, dtype)):
         srcs = [k_chunks[c][:, heads[i] * d : (heads[i] + 1) * d] for i, c in pairs[p0:p1]]
         pieces.append((pairs[p0:p1], _transposed(srcs, d) if n < KT_BANKS else srcs))
     return pieces

@@ -176,9 +176,10 @@ def _load_blocks(tile, blocks_hbm, block_ids, cs, nc, block_size, row):
         p += length
 
 
-def load_q_group(q, q0, grp, g, bq, vector_dma, w, t_off=0):
+def load_q_group(q, q0, grp, g, bq, vector_dma, k, t_off=0):
     """q^T of a group (rows = len(grp) * BQ * g, ordered head, token, q head; tokens q0 + t_off .. + BQ, q0 a
-    runtime 1x1 SBUF value, t_off a compile-time row block offset) of work item w as a list of [D, rows] tiles.
+    runtime 1x1 SBUF value, t_off a compile-time row block offset) as a list of [D, rows] tiles; k: the work item's
+    place in its program's stream (`index.dma_rows`).
 
     v3+: one tile, the q rows of all the group's heads by one DMA (`index.dma_rows`: the group's kv heads are
     consecutive) then one
@@ -193,7 +194,7 @@ def load_q_group(q, q0, grp, g, bq, vector_dma, w, t_off=0):
     q_rows = q.reshape((t_total, hq * d))
     if not vector_dma:
         return [_load_q_transposed(q_rows, q0, grp, i, (d, g, bq, t_off), rows) for i in range(len(grp))]
-    q_sb = dma_rows(rows, d, q.dtype, w)
+    q_sb = dma_rows(rows, d, q.dtype, k)
     nisa.dma_copy(dst=q_sb, src=q_rows.ap([[g * d, len(grp)], [hq * d, bq], [d, g], [1, d]],
                                           offset=t_off * hq * d + grp[0] * g * d, scalar_offset=q0, indirect_dim=0))
     qt_ps = nl.ndarray((d, rows), q.dtype, buffer=nl.psum)
@@ -384,16 +385,16 @@ def _zero_non_finite(p):
     nisa.select_reduce(dst=p, predicate=finite, on_true=p, on_false=0.0)
 
 
-def output_rows(state, dtype, w, v_rows=None):
-    """acc / run_sum of a group of work item w, [rows, D] SBUF in the output dtype (from `index.dma_rows`: the tile
-    of a small per-item DMA). v_rows: None, or the fp8 v scales [rows, 1] (multiplied into 1 / run_sum)."""
+def output_rows(state, dtype, v_rows=None):
+    """acc / run_sum of a group, [rows, D] SBUF in the output dtype, on acc's partitions. v_rows: None, or the fp8 v
+    scales [rows, 1] (multiplied into 1 / run_sum)."""
     rows, d = state.acc.shape
     inv = nl.ndarray((rows, 1), nl.float32, buffer=nl.sbuf)
     nisa.tensor_scalar(dst=inv, data=state.run_sum, op0=nl.maximum, operand0=RUN_SUM_MIN)
     nisa.reciprocal(dst=inv, data=inv)
     if v_rows is not None:
         nisa.tensor_tensor(dst=inv, data1=inv, data2=v_rows, op=nl.multiply)
-    res = dma_rows(rows, d, dtype, w)
+    res = nl.ndarray((rows, d), dtype, buffer=nl.sbuf)
     nisa.tensor_scalar(dst=res, data=state.acc, op0=nl.multiply, operand0=inv)
     return res
 

@@ -107,11 +107,13 @@ def score_run(run: int, heads: int = 1) -> int:
 def key_major(groups: int, bq: int, rows: int, run: int, positions: int, vector_dma: bool, row_scaled: bool) -> bool:
     """True where a class's score tiles are key-major (KEY_MAJOR): v3+ (vector_dma) decode items (BQ = 1) whose kv
     heads stack in one group of `rows` rows whose scores take no per-row transform (row_scaled: a softcap's tanh, or
-    fp8 k scales per head, precede the mask on row-major tiles), with `run` chunks of a gather fitting one PSUM bank
-    of fp32 scores (rows x run <= PSUM_FMAX) and the range_select comb index rows · position exact in fp32 (below
-    2**24) for every one of the row's `positions`."""
-    return (KEY_MAJOR and vector_dma and groups == 1 and bq == 1 and not row_scaled and rows * run <= PSUM_FMAX
-            and rows * positions < 2 ** 24)
+    fp8 k scales per head, precede the mask on row-major tiles), with gathers of runs of at least PSUM_FMAX // PMAX
+    slots (a tile is one gather, its chunk t holding keys gs + run · p + t: `keymajor.Bounds`; shorter runs make a
+    gather step of several gathers), `run` chunks of a gather fitting one PSUM bank of fp32 scores (rows x run <=
+    PSUM_FMAX) and the range_select comb index rows · position exact in fp32 (below 2**24) for every one of the row's
+    `positions`."""
+    return (KEY_MAJOR and vector_dma and groups == 1 and bq == 1 and not row_scaled and run * PMAX >= PSUM_FMAX
+            and rows * run <= PSUM_FMAX and rows * positions < 2 ** 24)
 
 
 def max_run(block_size: int, row_bytes: int) -> int:

@@ -64,6 +64,14 @@ PINNED = [
     pytest.param(_pinned([200, 33], [1, 1], 7, 1, 64, 32, window=50, softcap=20.0), id="one-kv-head-softcap-decode"),
     pytest.param(_pinned([300, 77], [1, 1], 8, 1, 128, 32, dtype="float32"), id="key-major-float32-dead-rows"),
     pytest.param(_pinned([150, 20, 7], [1, 20, 3], 8, 1, 128, 16), id="key-major-decode-beside-prefill"),
+    # gathers of runs under 4 slots (block size 1, 8 KiB slots: MHA 32 x 128 bf16, fp32 Llama-8B) keep row-major
+    # tiles: their 512-key gather step spans several gathers, which key-major bounds do not model
+    pytest.param(_pinned([300], [1], 8, 1, 64, 1), id="one-kv-head-decode-block1"),
+    pytest.param(_pinned([300, 700], [1, 1], 32, 32, 128, 16), id="mha-decode-8k-slots"),
+    pytest.param(_pinned([300, 700], [1, 1], 32, 8, 128, 16, dtype="float32"), id="llama8b-float32-decode"),
+    # float32 key-major k^T of 8 stacked heads: 4-byte PSUM columns, 512 a bank (`keymajor.transposes`)
+    pytest.param(_pinned([277, 107, 560, 774, 115], [277, 1, 1, 1, 115], 8, 8, 64, 32, window=209, dtype="float32"),
+                 id="key-major-float32-stacked-window-beside-prefill"),
     pytest.param(_pinned([9, 9], [3, 9], 2, 2, 64, 4, causal=False, pad=10**6), id="noncausal-junk-padding"),
     pytest.param(_pinned([8, 12], [0, 5], 4, 2, 64, 4, dtype="float32"), id="empty-query-sequence"),
     pytest.param(_pinned([300, 2], [130, 1], 2, 1, 128, 128, dtype="float16"), id="two-kv-tiles-bs128-fp16"),
@@ -238,6 +246,13 @@ def test_trace_llama_decode_trn2():
     # only GpSimd selections are the tiles' [32, 32] neg_max diagonals)
     selects = [i for i in trace if i.opcode == "affine_select"]
     assert len(selects) == tiles and all(i.operands[0].shape == (32, 32) for i in selects)
+
+
+def test_a_table_batch_is_at_most_one_psum_bank_of_items():
+    # 513 decode items of one-gather rows: `items.table_batches` caps a batch at PSUM_FMAX items (the moving free
+    # size of the matmul broadcasting their block 0 entries)
+    problem = pinned_paged_problem([20] * 513, [1] * 513, 8, 1, 64, 16, dtype="bfloat16")
+    _run(problem, "trn2")
 
 
 def test_key_major_int8_cache_stays_within_psum():
