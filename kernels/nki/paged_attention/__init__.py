@@ -9,9 +9,9 @@ Algorithm (flash-decoding style online softmax, words as in `_softmax.py`; loop 
 for one runtime loop per score tile):
     for each work item w (one sequence i = item_seq[w], BQ query tokens; see launch_paged.work_plan; decode items
     BQ = 1, prefill / chunk items their own BQ):
-        the table row block_tables[i] (one scalar-offset load); seq_len_i (the plan's item_lens[w], every item's
-        broadcast to 128 partitions by one ones-matmul up front); the row's entry 0, block_tables[i, 0], broadcast
-        by a matmul too (v3+; v2 reads it)
+        the table row block_tables[i] (the plan's item_tables[w], one static DMA for a batch of items) and
+        seq_len_i (item_lens[w], every item's on all 128 partitions by one static DMA up front); the row's entry 0,
+        block_tables[i, 0], broadcast by a matmul (v3+; v2 reads it)
         per row: visible key range lo = pos - window + 1 (or 0), hi = min(pos, seq_len - 1) (or seq_len - 1)
         gather indices for the whole table row, unused entries NEUTRALISED before any DMA uses them
         rows = (kv head, token, q head); kv heads stacked on partitions in groups of PMAX // (BQ * g) (decode:
@@ -94,7 +94,7 @@ from .._tiling import PMAX
 from .index import CHUNK, KV_TILE, IndexConsts, comb_ramp, item_len_rows, load_row_pos, load_tables, tile_mask
 from . import keymajor
 from .items import PlanRows, Stores, finish, prepare, setup_item, table_batches
-from .quant import row_scales
+from .quant import per_head_k, row_scales
 from .tuning import TILE_SPAN, gather_run, key_major, loop_tiles, score_run, slot_bytes
 from .tiles import KvTile, gather_kv, scores, softmax_pv
 
@@ -199,9 +199,8 @@ class PagedCall(nl.NKIObject):
         self.vector_dma = nisa.get_nc_version() != nisa.nc_version.gen2  # indirect vector_offset DMA is v3+
         self.run = gather_run(self.block_size, slot_bytes(key_cache), self.positions, self.vector_dma)
         self.key_major = None  # keymajor.Consts where the score tiles are key-major (a whole gather each)
-        head_k_scales = quant is not None and quant[0] == "fp8" and len(set(quant[1])) > 1  # `quantize`: k_rows
         if key_major(len(self.groups), self.bq, self.hkv * self.g, self.run, self.positions, self.vector_dma,
-                     self.softcap is not None or head_k_scales):
+                     self.softcap is not None or per_head_k(quant)):
             self.key_major = self.rows  # keymajor.Consts once `quantize` has set exp_scale
             self.tile_run = self.run
         else:
@@ -241,11 +240,11 @@ class PagedCall(nl.NKIObject):
             self.scale_rows = [c.reshape((num_slots, self.hkv)) for c in (k_scale_cache, v_scale_cache)]
             return
         k_scales, v_scales = quant[1], quant[2]
-        if len(set(k_scales)) == 1:
+        if per_head_k(quant):
+            self.k_rows = [row_scales(k_scales, grp, self.rows) for grp in self.groups]
+        else:
             self.scale = self.scale * k_scales[0]
             self.exp_scale = self.scale if self.softcap is None else self.softcap
-        else:
-            self.k_rows = [row_scales(k_scales, grp, self.rows) for grp in self.groups]
         self.v_rows = [row_scales(v_scales, grp, self.rows) for grp in self.groups]
 
 

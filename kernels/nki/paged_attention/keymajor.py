@@ -35,7 +35,7 @@ from .._shim import nisa, nl
 from .._softmax import update_acc, update_sum
 from .._tiling import FP32_MIN, PMAX, PSUM_FMAX
 from .index import CHUNK
-from .tiles import advance_max, bank_pieces
+from .tiles import advance_max, bank_pieces, p_at_v
 from .tuning import KT_BANKS
 
 
@@ -44,7 +44,7 @@ class Consts(nl.NKIObject):
     neg_max / exp_scale to the scores, `softmax_pv`) and ones_col [CHUNK, 1] float32 (moving of the tile_sum matmul).
 
     Raises:
-        ValueError: exp_scale is 0 (`tuning.key_major` takes no such class)."""
+        ValueError: exp_scale is 0 (the public API takes positive scales only; a kernel called with 0 is refused)."""
 
     def __init__(self, rows, exp_scale):
         if exp_scale == 0:
@@ -87,8 +87,9 @@ def transposes(k_chunks, heads, d):
     """k^T of one gather's T chunks k_chunks ([CHUNK keys, Hkv · d] SBUF) of each kv head of `heads`, the (head,
     chunk) pairs in order, one [d, n] PSUM tile per PSUM bank of them (`tiles.bank_pieces`): [(pairs, kt_ps), ...]
     (pairs: the (i, chunk) of each CHUNK columns, i the head's place in `heads`), for `scores`. The PE transposes of
-    the first KT_BANKS pieces are issued here (ahead of the previous tile's softmax step); the others' kt_ps is None
-    and `scores` transposes them, each right before its evacuation, so PSUM holds at most KT_BANKS of them ahead."""
+    the first KT_BANKS pieces are issued here (ahead of the previous tile's softmax step); the others hold their
+    [CHUNK, d] sources instead of kt_ps, and `scores` transposes them, each right before its evacuation, so PSUM holds
+    at most KT_BANKS of them ahead."""
     pairs = [(i, c) for i in range(len(heads)) for c in range(len(k_chunks))]
     pieces = []
     # fp8 k^T counted as 2-byte columns (at most 1024 a bank, as the row-major tiles' PSUM tiles)
@@ -177,23 +178,7 @@ def softmax_pv(st_ps, state, call, bounds, kv, dead):
     part_sum = nl.ndarray((CHUNK, rows), nl.float32, buffer=nl.sbuf)
     nisa.tensor_reduce(dst=part_sum, op=nl.add, data=p.reshape((CHUNK, chunks, rows)).permute((0, 2, 1)), axis=2)
     pv = bank[0:rows, CHUNK : CHUNK + d + 1]  # acc's p @ v, then tile_sum
-    heads = call.groups[0]
-    if len(heads) == 1:
-        for t, v in enumerate(kv.v_chunks):
-            nisa.nc_matmul(dst=pv[:, 0:d], stationary=p[:, t * rows : (t + 1) * rows], moving=v)
-    else:
-        # stacked heads: o^T [D, rows] with each head's v stationary and only its own p columns moving (no mixing),
-        # then one bit-exact transpose back to rows on partitions
-        g = rows // len(heads)
-        ot_ps = bank[:, CHUNK + d + 1 : CHUNK + d + 1 + rows]
-        for i, h in enumerate(heads):
-            for t, v in enumerate(kv.v_chunks):
-                at = t * rows + i * g
-                nisa.nc_matmul(dst=ot_ps[0:d, i * g : (i + 1) * g], stationary=v[:, h * d : (h + 1) * d],
-                               moving=p[:, at : at + g])
-        ot = nl.ndarray((d, rows), nl.float32, buffer=nl.sbuf)
-        nisa.tensor_copy(dst=ot, src=ot_ps[0:d, :])
-        nisa.nc_transpose(dst=pv[:, 0:d], data=ot)
+    p_at_v(pv[:, 0:d], p, kv.v_chunks, call.groups[0], bank[0:d, CHUNK + d + 1 : CHUNK + d + 1 + rows])
     nisa.nc_matmul(dst=pv[:, d : d + 1], stationary=part_sum, moving=call.key_major.ones_col)
     update_sum(state.run_sum, rescale, pv[:, d : d + 1])
     update_acc(state.acc, rescale, pv[:, 0:d])

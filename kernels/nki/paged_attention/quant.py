@@ -19,6 +19,12 @@ for one score tile.
 from .._shim import nisa, nl
 
 
+def per_head_k(quant):
+    """True where the kernel's `quant` holds fp8 k scales that differ between kv heads: they scale the score rows
+    (`row_scales`); equal ones fold into the score scale."""
+    return quant is not None and quant[0] == "fp8" and len(set(quant[1])) > 1
+
+
 def row_scales(scales, grp, head_rows):
     """fp8: [rows, 1] float32 SBUF tile of a group, rows of its i-th kv head (head_rows each) = scales[grp[i]]:
     a memset, then one GpSimd affine_select per further head (partition p >= i · head_rows takes the head's value;

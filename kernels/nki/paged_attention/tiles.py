@@ -336,7 +336,7 @@ def softmax_pv(s_ps, state, call, gi, bounds, kv, p_copy_on_scalar):
     """Mask one score tile of group gi, update its SoftmaxState (neg_max, run_sum, acc += p @ v) in place:
     `advance_max`, then p = exp(exp_scale · x + neg_max') with tile_sum fused in."""
     rows, n = s_ps.shape
-    grp, head_rows, d = call.groups[gi], call.rows, state.acc.shape[1]
+    grp, d = call.groups[gi], state.acc.shape[1]
     dtype = call.q.dtype  # p's dtype: the cache's ("auto", int8 after conversion), q's beside fp8 V (p in [0, 1])
     mask = None if kv.mask is None else kv.mask[call.group_block[gi]]
     x, tile_max = _masked_scores(s_ps, call, bounds, mask, kv, grp, call.k_rows[gi])
@@ -356,24 +356,33 @@ def softmax_pv(s_ps, state, call, gi, bounds, kv, p_copy_on_scalar):
         # PSUM evacuation alternates ScalarE / VectorE by group
         psum_copy(pt[:, c0 * rows : c1 * rows], pt_ps, p_copy_on_scalar)
     pv = nl.ndarray((rows, d), nl.float32, buffer=nl.psum)
+    p_at_v(pv, pt, kv.v_chunks, grp)
+    update_acc(state.acc, rescale, pv)
+
+
+def p_at_v(pv, pt, v_chunks, grp, ot_ps=None):
+    """pv [rows, D] fp32 PSUM = p @ v of a group of kv heads grp: pt holds p^T, chunk c's keys on partitions and its
+    rows at columns c · rows + (head i's) i · head_rows ..; v_chunks [<= CHUNK keys, Hkv · D] SBUF. One head: p^T
+    stationary, v moving. Stacked heads: o^T [D, rows] (in ot_ps, or a new PSUM tile) with each head's v stationary
+    and only its own p^T columns moving (no mixing), then one bit-exact transpose back to rows on partitions."""
+    rows, d = pv.shape
+    head_rows = rows // len(grp)
     if len(grp) == 1:
         h = grp[0]
-        for c, v in enumerate(kv.v_chunks):
+        for c, v in enumerate(v_chunks):
             nisa.nc_matmul(dst=pv, stationary=pt[0 : v.shape[0], c * rows : (c + 1) * rows],
                            moving=v[:, h * d : (h + 1) * d])
-    else:
-        # stacked heads: o^T [D, rows] with v as stationary and each head's own p^T columns as moving (no mixing),
-        # then one transpose back to rows on partitions
+        return
+    if ot_ps is None:
         ot_ps = nl.ndarray((d, rows), nl.float32, buffer=nl.psum)
-        for i, h in enumerate(grp):
-            for c, v in enumerate(kv.v_chunks):
-                cols = slice(c * rows + i * head_rows, c * rows + (i + 1) * head_rows)
-                nisa.nc_matmul(dst=ot_ps[:, i * head_rows : (i + 1) * head_rows],
-                               stationary=v[:, h * d : (h + 1) * d], moving=pt[0 : v.shape[0], cols])
-        ot = nl.ndarray((d, rows), nl.float32, buffer=nl.sbuf)
-        nisa.tensor_copy(dst=ot, src=ot_ps)
-        nisa.nc_transpose(dst=pv, data=ot)
-    update_acc(state.acc, rescale, pv)
+    for i, h in enumerate(grp):
+        for c, v in enumerate(v_chunks):
+            cols = slice(c * rows + i * head_rows, c * rows + (i + 1) * head_rows)
+            nisa.nc_matmul(dst=ot_ps[:, i * head_rows : (i + 1) * head_rows],
+                           stationary=v[:, h * d : (h + 1) * d], moving=pt[0 : v.shape[0], cols])
+    ot = nl.ndarray((d, rows), nl.float32, buffer=nl.sbuf)
+    nisa.tensor_copy(dst=ot, src=ot_ps)
+    nisa.nc_transpose(dst=pv, data=ot)
 
 
 def _zero_non_finite(p):
